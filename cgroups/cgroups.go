@@ -1,0 +1,412 @@
+package cgroups
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	occ "github.com/opencontainers/cgroups"
+	ocmanager "github.com/opencontainers/cgroups/manager"
+	"golang.org/x/sys/unix"
+
+	"github.com/scoped-io/scoped/internal/ident"
+)
+
+// Sentinel errors. Every error of this package wraps one of them or an
+// error of the kernel.
+var (
+	ErrInvalidPath  = errors.New("invalid cgroup path")
+	ErrInvalidLimit = errors.New("invalid cgroup limit")
+	ErrNotSupported = errors.New("not supported by this cgroup version")
+	ErrNotUnified   = errors.New("process is not in the expected unified cgroup")
+	ErrBusy         = errors.New("cgroup still has processes")
+)
+
+// Mode is the cgroup layout of the host.
+type Mode int
+
+const (
+	V1     Mode = iota + 1 // legacy controllers only
+	Hybrid                 // v1 controllers, plus cgroup2 without controllers (at /sys/fs/cgroup/unified)
+	V2                     // pure unified hierarchy
+)
+
+func (m Mode) String() string {
+	switch m {
+	case V1:
+		return "v1"
+	case Hybrid:
+		return "hybrid"
+	case V2:
+		return "v2"
+	}
+	return "unknown"
+}
+
+// HostMode reports the cgroup layout of this host.
+func HostMode() Mode {
+	switch {
+	case occ.IsCgroup2UnifiedMode():
+		return V2
+	case occ.IsCgroup2HybridMode():
+		return Hybrid
+	default:
+		return V1
+	}
+}
+
+// DefaultRoot is the absolute cgroup path scoped manages by default.
+const DefaultRoot = "/scoped"
+
+// Tree is the subtree of the cgroup hierarchy that scoped owns. All its
+// methods are safe for concurrent use; nodes are plain values.
+type Tree struct {
+	root string
+	mode Mode
+}
+
+// Open returns the tree rooted at the absolute cgroup path root (for example
+// "/scoped"), creating the root node if needed. Each element of root must be
+// a valid identifier.
+func Open(root string) (*Tree, error) {
+	if !path.IsAbs(root) || path.Clean(root) != root || root == "/" {
+		return nil, fmt.Errorf("%w: root %q must be an absolute, clean path below /", ErrInvalidPath, root)
+	}
+	for _, e := range strings.Split(strings.TrimPrefix(root, "/"), "/") {
+		if err := ident.Check("cgroup root element", e); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInvalidPath, err)
+		}
+	}
+	t := &Tree{root: root, mode: HostMode()}
+	if _, err := t.node(root, Limits{}); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// Root is the absolute cgroup path of the tree.
+func (t *Tree) Root() string { return t.root }
+
+// Mode is the host's cgroup layout the tree was opened on.
+func (t *Tree) Mode() Mode { return t.mode }
+
+// Node creates (if needed) and returns the node at the given path below the
+// root, for example Node(Limits{}, "free", "acme", "production"). Every
+// element must be a valid identifier; limits are applied to the last one.
+func (t *Tree) Node(l Limits, elems ...string) (*Node, error) {
+	if len(elems) == 0 {
+		return nil, fmt.Errorf("%w: empty node path", ErrInvalidPath)
+	}
+	for _, e := range elems {
+		if err := ident.Check("cgroup name", e); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInvalidPath, err)
+		}
+	}
+	return t.node(path.Join(t.root, path.Join(elems...)), l)
+}
+
+// Load returns a handle on the node at the absolute cgroup path p without
+// creating or changing it.
+func Load(p string) (*Node, error) {
+	if !path.IsAbs(p) || path.Clean(p) != p || p == "/" {
+		return nil, fmt.Errorf("%w: %q must be an absolute, clean path below /", ErrInvalidPath, p)
+	}
+	t := &Tree{root: p, mode: HostMode()}
+	return t.manager(p, nil)
+}
+
+func (t *Tree) manager(p string, r *occ.Resources) (*Node, error) {
+	if r == nil {
+		r = &occ.Resources{SkipDevices: true}
+	}
+	m, err := ocmanager.New(&occ.Cgroup{Path: p, Resources: r})
+	if err != nil {
+		return nil, fmt.Errorf("cgroup %s: %w", p, err)
+	}
+	return &Node{path: p, mode: t.mode, m: m}, nil
+}
+
+func (t *Tree) node(p string, l Limits) (*Node, error) {
+	r, err := l.resources(t.mode)
+	if err != nil {
+		return nil, err
+	}
+	n, err := t.manager(p, r)
+	if err != nil {
+		return nil, err
+	}
+	if err := n.m.Apply(-1); err != nil {
+		return nil, fmt.Errorf("create cgroup %s: %w", p, err)
+	}
+	if t.mode == Hybrid {
+		// The v1 manager creates the unified directory on a best-effort
+		// basis; scoped relies on it (eBPF keys by unified cgroup id).
+		if err := os.MkdirAll(filepath.Join(unifiedMount(t.mode), p), 0o755); err != nil {
+			return nil, fmt.Errorf("create unified cgroup %s: %w", p, err)
+		}
+	}
+	if err := n.m.Set(r); err != nil {
+		return nil, fmt.Errorf("set limits on %s: %w", p, err)
+	}
+	return n, nil
+}
+
+// Cleanup kills every process below the root and removes every node below
+// it, leaving the root itself in place. It is what a daemon runs at start to
+// remove what a crashed run left behind. It returns the number of nodes
+// removed.
+func (t *Tree) Cleanup() (int, error) {
+	dir := filepath.Join(controllerMount(t.mode), t.root)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return 0, nil
+		}
+		return 0, err
+	}
+	var errs []error
+	removed := 0
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		n, err := t.manager(path.Join(t.root, e.Name()), nil)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		removed += n.count()
+		if err := n.Remove(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return removed, errors.Join(errs...)
+}
+
+// Close removes the root node itself. It fails with ErrBusy if anything is
+// left below it.
+func (t *Tree) Close() error {
+	n, err := t.manager(t.root, nil)
+	if err != nil {
+		return err
+	}
+	if pids, _ := n.Pids(); len(pids) > 0 {
+		return fmt.Errorf("%w: %s: %d processes", ErrBusy, t.root, len(pids))
+	}
+	return n.Remove()
+}
+
+// controllerMount returns the hierarchy scoped walks to find nodes: the
+// unified one on v2, the pids one (always present where scoped runs) on v1.
+func controllerMount(m Mode) string {
+	if m == V2 {
+		return "/sys/fs/cgroup"
+	}
+	mnt, err := occ.FindCgroupMountpoint("", "pids")
+	if err != nil {
+		return "/sys/fs/cgroup/pids"
+	}
+	return mnt
+}
+
+// unifiedMount returns where cgroup2 is mounted, or "" on pure v1.
+func unifiedMount(m Mode) string {
+	switch m {
+	case V2:
+		return "/sys/fs/cgroup"
+	case Hybrid:
+		return "/sys/fs/cgroup/unified"
+	}
+	return ""
+}
+
+// Node is one cgroup of the tree. It is a handle: two Nodes for the same path
+// are interchangeable.
+type Node struct {
+	path string
+	mode Mode
+	m    occ.Manager
+}
+
+// Path is the absolute cgroup path of the node, as libcontainer's
+// configs.Cgroup.Path wants it.
+func (n *Node) Path() string { return n.path }
+
+// Child creates (if needed) the child node name with limits l.
+func (n *Node) Child(name string, l Limits) (*Node, error) {
+	if err := ident.Check("cgroup name", name); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidPath, err)
+	}
+	t := &Tree{root: n.path, mode: n.mode}
+	return t.node(path.Join(n.path, name), l)
+}
+
+// Set applies limits to the node. Zero fields are left as they are.
+func (n *Node) Set(l Limits) error {
+	r, err := l.resources(n.mode)
+	if err != nil {
+		return err
+	}
+	if err := n.m.Set(r); err != nil {
+		return fmt.Errorf("set limits on %s: %w", n.path, err)
+	}
+	return nil
+}
+
+// UnifiedDir is the node's directory in the unified (cgroup2) hierarchy, or
+// "" on pure v1 hosts.
+func (n *Node) UnifiedDir() string {
+	mnt := unifiedMount(n.mode)
+	if mnt == "" {
+		return ""
+	}
+	return filepath.Join(mnt, n.path)
+}
+
+// ID is the node's cgroup2 id (the inode of its unified directory), the key
+// that bpf_get_current_cgroup_id() returns for its tasks.
+func (n *Node) ID() (uint64, error) {
+	dir := n.UnifiedDir()
+	if dir == "" {
+		return 0, fmt.Errorf("%w: no unified hierarchy on cgroup v1", ErrNotSupported)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		return 0, fmt.Errorf("cgroup id of %s: %w", n.path, err)
+	}
+	return st.Ino, nil
+}
+
+// Pids lists the processes of the node and its descendants.
+func (n *Node) Pids() ([]int, error) {
+	pids, err := n.m.GetAllPids()
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	return pids, err
+}
+
+// count returns the number of nodes at and below n, for reporting.
+func (n *Node) count() int {
+	c := 0
+	_ = filepath.WalkDir(filepath.Join(controllerMount(n.mode), n.path), func(_ string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			c++
+		}
+		return nil
+	})
+	return c
+}
+
+// Kill sends SIGKILL to every process of the node and its descendants and
+// waits until they are gone (at most ten seconds). On cgroup v2 it uses
+// cgroup.kill; elsewhere it freezes the node first, so that nothing can fork
+// between reading the pid list and killing it.
+func (n *Node) Kill() error {
+	if n.mode == V2 {
+		dir := filepath.Join("/sys/fs/cgroup", n.path)
+		err := occ.WriteFile(dir, "cgroup.kill", "1")
+		switch {
+		case errors.Is(err, os.ErrNotExist) && !occ.PathExists(dir):
+			return nil
+		case err == nil:
+			return n.waitEmpty()
+		}
+		// cgroup.kill appeared in Linux 5.14; fall through on older kernels.
+	}
+	frozen := n.m.Freeze(occ.Frozen) == nil
+	for range 100 {
+		pids, err := n.Pids()
+		if err != nil {
+			return fmt.Errorf("kill %s: %w", n.path, err)
+		}
+		if len(pids) == 0 {
+			break
+		}
+		for _, pid := range pids {
+			_ = unix.Kill(pid, unix.SIGKILL)
+		}
+		if frozen {
+			// Killed tasks only die once thawed; freeze again afterwards.
+			_ = n.m.Freeze(occ.Thawed)
+			time.Sleep(time.Millisecond)
+			frozen = n.m.Freeze(occ.Frozen) == nil
+		} else {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	if frozen {
+		_ = n.m.Freeze(occ.Thawed)
+	}
+	return n.waitEmpty()
+}
+
+func (n *Node) waitEmpty() error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		pids, err := n.Pids()
+		if err != nil || len(pids) == 0 {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: %s: %d processes survive SIGKILL", ErrBusy, n.path, len(pids))
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// Remove kills the node's processes and removes the node and everything
+// below it, bottom-up, in every hierarchy.
+func (n *Node) Remove() error {
+	if err := n.Kill(); err != nil {
+		return err
+	}
+	paths := n.m.GetPaths()
+	if n.mode == Hybrid {
+		paths[""] = n.UnifiedDir()
+	}
+	if err := occ.RemovePaths(paths); err != nil {
+		return fmt.Errorf("remove %s: %w", n.path, err)
+	}
+	return nil
+}
+
+// VerifyUnified checks that pid sits in the unified hierarchy at the cgroup
+// path want (or below it). On hybrid hosts the v1 managers ignore a failure
+// to join the unified tree, and an unaccounted process would escape eBPF
+// accounting; on pure v1 hosts there is nothing to check.
+func VerifyUnified(pid int, want string) error {
+	if HostMode() == V1 {
+		return nil
+	}
+	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/cgroup")
+	if err != nil {
+		return fmt.Errorf("verify cgroup of pid %d: %w", pid, err)
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if p, ok := strings.CutPrefix(s.Text(), "0::"); ok {
+			if p == want || strings.HasPrefix(p, want+"/") {
+				return nil
+			}
+			return fmt.Errorf("%w: pid %d is in %q, want %q", ErrNotUnified, pid, p, want)
+		}
+	}
+	if err := s.Err(); err != nil {
+		return fmt.Errorf("verify cgroup of pid %d: %w", pid, err)
+	}
+	return fmt.Errorf("%w: pid %d has no 0:: line", ErrNotUnified, pid)
+}
+
+// isGone reports whether err says the process or cgroup no longer exists.
+func isGone(err error) bool {
+	return errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ESRCH) || errors.Is(err, syscall.ENODEV)
+}

@@ -1,0 +1,53 @@
+package cgroups
+
+import (
+	"fmt"
+	"time"
+
+	occ "github.com/opencontainers/cgroups"
+	"github.com/opencontainers/cgroups/fscommon"
+)
+
+// Stats are the figures of one node, its descendants included.
+type Stats struct {
+	CPUUsage      time.Duration // CPU time consumed
+	CPUThrottled  time.Duration // time spent throttled by CPUMax
+	MemoryCurrent uint64        // bytes in use now
+	MemoryPeak    uint64        // highest bytes in use (v1 max_usage, v2 memory.peak)
+	OOMKills      uint64        // processes killed by the OOM killer
+	PidsCurrent   uint64        // tasks now
+	PidsLimitHits uint64        // forks refused by PidsMax (pids.events max)
+}
+
+// Stats reads the node's figures.
+func (n *Node) Stats() (Stats, error) {
+	st, err := n.m.Stats(&occ.StatsOptions{Controllers: occ.CPU | occ.Memory | occ.Pids})
+	if err != nil {
+		return Stats{}, fmt.Errorf("stats of %s: %w", n.path, err)
+	}
+	s := Stats{
+		CPUUsage:      time.Duration(st.CpuStats.CpuUsage.TotalUsage),
+		CPUThrottled:  time.Duration(st.CpuStats.ThrottlingData.ThrottledTime),
+		MemoryCurrent: st.MemoryStats.Usage.Usage,
+		MemoryPeak:    st.MemoryStats.Usage.MaxUsage,
+		PidsCurrent:   st.PidsStats.Current,
+	}
+	if s.OOMKills, err = n.m.OOMKillCount(); err != nil && !isGone(err) {
+		return Stats{}, fmt.Errorf("oom kills of %s: %w", n.path, err)
+	}
+	s.PidsLimitHits = n.pidsEvents()
+	return s, nil
+}
+
+// pidsEvents reads the "max" counter of pids.events, 0 where absent.
+func (n *Node) pidsEvents() uint64 {
+	dir := n.m.Path("pids")
+	if n.mode == V2 {
+		dir = n.m.Path("")
+	}
+	v, err := fscommon.GetValueByKey(dir, "pids.events", "max")
+	if err != nil {
+		return 0
+	}
+	return v
+}

@@ -1,0 +1,36 @@
+// Package ident checks the identifiers that travel from a request into paths,
+// cgroup names and command lines: tenant, user, environment, extension,
+// version and scope names. One rule for all of them, so that no caller has to
+// remember which characters are safe where.
+package ident
+
+import (
+	"errors"
+	"fmt"
+)
+
+// MaxLen is the longest identifier accepted.
+const MaxLen = 63
+
+// ErrInvalid is wrapped by every error Check returns.
+var ErrInvalid = errors.New("invalid identifier")
+
+// Check reports whether s matches [a-z0-9][a-z0-9_-]{0,62}. kind names the
+// field ("tenant", "extension", …) in the error message.
+func Check(kind, s string) error {
+	switch {
+	case s == "":
+		return fmt.Errorf("%w: %s is empty", ErrInvalid, kind)
+	case len(s) > MaxLen:
+		return fmt.Errorf("%w: %s is %d characters long, at most %d are allowed", ErrInvalid, kind, len(s), MaxLen)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		lower := c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
+		if lower || i > 0 && (c == '_' || c == '-') {
+			continue
+		}
+		return fmt.Errorf("%w: %s %q: character %q at %d is not allowed (want [a-z0-9][a-z0-9_-]{0,62})", ErrInvalid, kind, s, c, i)
+	}
+	return nil
+}

@@ -1,0 +1,38 @@
+package ident
+
+import (
+	"errors"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+var rule = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+func TestCheck(t *testing.T) {
+	good := []string{"a", "acme", "tenant-1", "t_2", "0", strings.Repeat("a", 63)}
+	bad := []string{"", "-a", "_a", "A", "a/b", "..", "../etc", "a.b", "a b", "é", strings.Repeat("a", 64), strings.Repeat("x", 70), "a\x00"}
+	for _, s := range good {
+		if err := Check("tenant", s); err != nil {
+			t.Errorf("Check(%q) = %v, want nil", s, err)
+		}
+	}
+	for _, s := range bad {
+		err := Check("tenant", s)
+		if !errors.Is(err, ErrInvalid) {
+			t.Errorf("Check(%q) = %v, want ErrInvalid", s, err)
+		}
+	}
+}
+
+func FuzzCheck(f *testing.F) {
+	for _, s := range []string{"acme", "../x", "", "A-b", strings.Repeat("z", 64)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		err := Check("x", s)
+		if (err == nil) != rule.MatchString(s) {
+			t.Fatalf("Check(%q) = %v, regexp says %v", s, err, rule.MatchString(s))
+		}
+	})
+}

@@ -1,0 +1,151 @@
+package sandbox_test
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/scoped-io/scoped/cgroups"
+	"github.com/scoped-io/scoped/internal/testutil"
+	"github.com/scoped-io/scoped/sandbox"
+)
+
+const testRoot = "/scoped-test-sandbox"
+
+var seq atomic.Int64
+
+// env is one test's world: a cgroup tree, a state directory and an id
+// allocator, all removed (and checked) when the test ends.
+type env struct {
+	t     *testing.T
+	tree  *cgroups.Tree
+	state string
+	ids   *sandbox.IDAllocator
+	self  string
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	testutil.RequiresRoot(t)
+	testutil.CheckLeaks(t, testRoot)
+	tree, err := cgroups.Open(testRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := t.TempDir()
+	// The sandbox's root user, a high host uid, must traverse to its rootfs.
+	for _, d := range []string{filepath.Dir(state), state} {
+		if err := os.Chmod(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ids, err := sandbox.NewIDAllocator(sandbox.DefaultIDBase, sandbox.DefaultIDSize, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, tree: tree, state: state, ids: ids, self: self}
+	t.Cleanup(func() {
+		if _, err := tree.Cleanup(); err != nil {
+			t.Errorf("cgroup cleanup: %v", err)
+		}
+		if err := tree.Close(); err != nil {
+			t.Errorf("cgroup close: %v", err)
+		}
+	})
+	return e
+}
+
+// box is a started sandbox with its captured output.
+type box struct {
+	*sandbox.Sandbox
+	scope  *cgroups.Node
+	stdout *syncBuffer
+	stderr *syncBuffer
+}
+
+// start runs the test binary in a new sandbox of scope in the given mode.
+func (e *env) start(scope string, l cgroups.Limits, mode string, extra ...string) *box {
+	e.t.Helper()
+	n := seq.Add(1)
+	node, err := e.tree.Node(l, "t", scope)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ids, err := e.ids.Acquire(scope)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	b := &box{scope: node, stdout: &syncBuffer{}, stderr: &syncBuffer{}}
+	id := fmt.Sprintf("w%d", n)
+	b.Sandbox, err = sandbox.Start(sandbox.Config{
+		ID:       id,
+		StateDir: e.state,
+		Cgroup:   node.Path() + "/" + id,
+		Hostname: scope,
+		IDs:      ids,
+		Binary:   e.self,
+		Env:      append([]string{modeEnv + "=" + mode}, extra...),
+		TmpSize:  4 << 20,
+		Stdout:   b.stdout,
+		Stderr:   b.stderr,
+	})
+	if err != nil {
+		e.t.Fatalf("start sandbox: %v", err)
+	}
+	e.t.Cleanup(func() {
+		if err := b.Destroy(); err != nil {
+			e.t.Errorf("destroy: %v", err)
+		}
+		e.ids.Release(scope)
+	})
+	return b
+}
+
+// wait waits for the sandbox's process and returns its stdout.
+func (b *box) wait(t *testing.T) string {
+	t.Helper()
+	select {
+	case <-waitCh(b.Sandbox):
+	case <-time.After(30 * time.Second):
+		t.Fatalf("sandbox did not exit; stderr: %s", b.stderr.String())
+	}
+	return strings.TrimSpace(b.stdout.String())
+}
+
+func waitCh(s *sandbox.Sandbox) <-chan struct{} {
+	go func() { _, _ = s.Wait() }()
+	return s.Done()
+}
+
+type syncBuffer struct {
+	mu  chan struct{}
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) lock() {
+	if b.mu == nil {
+		b.mu = make(chan struct{}, 1)
+	}
+	b.mu <- struct{}{}
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.lock()
+	defer func() { <-b.mu }()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.lock()
+	defer func() { <-b.mu }()
+	return b.buf.String()
+}

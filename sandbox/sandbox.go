@@ -1,0 +1,341 @@
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	_ "github.com/opencontainers/cgroups/devices" // device rules for the sandbox's cgroup
+	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/seccomp"
+	"golang.org/x/sys/unix"
+
+	"github.com/scoped-io/scoped/cgroups"
+	"github.com/scoped-io/scoped/internal/ident"
+)
+
+// Sentinel errors.
+var (
+	ErrInvalidConfig = errors.New("invalid sandbox config")
+	ErrNoSeccomp     = errors.New("built without seccomp support (build with cgo and -tags seccomp, needs libseccomp-dev)")
+	ErrStart         = errors.New("sandbox failed to start")
+)
+
+// Fixed paths inside every sandbox.
+const (
+	BundlePath = "/ext"    // the extension bundle, read-only
+	WorkerPath = "/worker" // Config.Binary, read-only
+	TmpPath    = "/tmp"    // private tmpfs, size-capped
+)
+
+// Defaults.
+const (
+	DefaultStateDir = "/run/scoped/sandboxes"
+	DefaultTmpSize  = 64 << 20
+	DefaultNoFile   = 1024
+)
+
+// Bind is an extra bind mount from the host into the sandbox.
+type Bind struct {
+	Source, Target string
+	Writable       bool
+}
+
+// Config describes one sandbox.
+type Config struct {
+	// ID names the sandbox; it must be unique among running sandboxes of
+	// StateDir and match [a-z0-9][a-z0-9_-]{0,62}.
+	ID string
+	// StateDir holds libcontainer's state and the sandboxes' rootfs
+	// directories (DefaultStateDir if empty). It must be on the host, owned
+	// by root and traversable by others (mode 0711 or wider).
+	StateDir string
+	// Cgroup is the absolute cgroup path the sandbox runs in, normally a
+	// worker leaf of [cgroups.Node]; it is created if missing and removed by
+	// Destroy. Limits belong on its parents.
+	Cgroup string
+	// Hostname inside the sandbox (the scope name, say); default ID.
+	Hostname string
+	// IDs is the host uid/gid range mapped to 0..Size-1 inside.
+	IDs IDRange
+	// Binary is a host executable mounted read-only at WorkerPath. Empty
+	// when Args[0] is a program already in the sandbox (under /usr).
+	Binary string
+	// Args of the process; Args[0] defaults to WorkerPath.
+	Args []string
+	// Env of the process; PATH and HOME are added when missing.
+	Env []string
+	// Bundle is a host directory mounted read-only at BundlePath (optional).
+	Bundle string
+	// Binds are extra mounts (a go-plugin socket directory, say).
+	Binds []Bind
+	// TmpSize caps /tmp in bytes (DefaultTmpSize if zero).
+	TmpSize int64
+	// NoFile is RLIMIT_NOFILE (DefaultNoFile if zero).
+	NoFile uint64
+	// Stdin, Stdout and Stderr of the process; nil means /dev/null. An
+	// *os.File is passed to the process directly.
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+}
+
+// Sandbox is one started sandbox.
+type Sandbox struct {
+	id, rootfs, stateDir string
+	cgroup               string
+	c                    *libcontainer.Container
+	p                    *libcontainer.Process
+
+	waitOnce sync.Once
+	waitErr  error
+	state    *os.ProcessState
+	done     chan struct{}
+
+	destroyOnce sync.Once
+	destroyErr  error
+}
+
+func (cfg *Config) setDefaults() error {
+	if err := ident.Check("sandbox id", cfg.ID); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	if cfg.StateDir == "" {
+		cfg.StateDir = DefaultStateDir
+	}
+	if !filepath.IsAbs(cfg.StateDir) {
+		return fmt.Errorf("%w: state dir %q is not absolute", ErrInvalidConfig, cfg.StateDir)
+	}
+	if !filepath.IsAbs(cfg.Cgroup) || filepath.Clean(cfg.Cgroup) != cfg.Cgroup || cfg.Cgroup == "/" {
+		return fmt.Errorf("%w: cgroup %q must be an absolute, clean path", ErrInvalidConfig, cfg.Cgroup)
+	}
+	if cfg.Hostname == "" {
+		cfg.Hostname = cfg.ID
+	}
+	if cfg.IDs.Base == 0 || cfg.IDs.Size == 0 {
+		return fmt.Errorf("%w: a host id range other than root is required", ErrInvalidConfig)
+	}
+	if len(cfg.Args) == 0 {
+		cfg.Args = []string{WorkerPath}
+	}
+	if cfg.Binary == "" && cfg.Args[0] == WorkerPath {
+		return fmt.Errorf("%w: no Binary and no program in Args", ErrInvalidConfig)
+	}
+	if cfg.TmpSize == 0 {
+		cfg.TmpSize = DefaultTmpSize
+	}
+	if cfg.TmpSize < 0 {
+		return fmt.Errorf("%w: tmp size %d", ErrInvalidConfig, cfg.TmpSize)
+	}
+	if cfg.NoFile == 0 {
+		cfg.NoFile = DefaultNoFile
+	}
+	if !hasEnv(cfg.Env, "PATH") {
+		cfg.Env = append(cfg.Env, "PATH=/usr/local/bin:/usr/bin:/bin")
+	}
+	if !hasEnv(cfg.Env, "HOME") {
+		cfg.Env = append(cfg.Env, "HOME="+TmpPath)
+	}
+	for _, b := range cfg.Binds {
+		if !filepath.IsAbs(b.Source) || !filepath.IsAbs(b.Target) || filepath.Clean(b.Target) != b.Target {
+			return fmt.Errorf("%w: bind %q -> %q must use absolute, clean paths", ErrInvalidConfig, b.Source, b.Target)
+		}
+	}
+	return nil
+}
+
+func hasEnv(env []string, key string) bool {
+	for _, e := range env {
+		if strings.HasPrefix(e, key+"=") {
+			return true
+		}
+	}
+	return false
+}
+
+// Start creates the sandbox and starts its process. On error nothing of it
+// is left behind.
+func Start(cfg Config) (_ *Sandbox, retErr error) {
+	if !seccomp.Enabled {
+		return nil, ErrNoSeccomp
+	}
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	s := &Sandbox{
+		id:       cfg.ID,
+		stateDir: cfg.StateDir,
+		rootfs:   filepath.Join(cfg.StateDir, "rootfs", cfg.ID),
+		cgroup:   cfg.Cgroup,
+		done:     make(chan struct{}),
+	}
+	defer func() {
+		if retErr != nil {
+			_ = s.Destroy()
+		}
+	}()
+	if err := prepareStateDir(cfg.StateDir); err != nil {
+		return nil, err
+	}
+	if err := makeRootfs(s.rootfs, cfg.Hostname); err != nil {
+		return nil, err
+	}
+	conf, err := containerConfig(&cfg, s.rootfs)
+	if err != nil {
+		return nil, err
+	}
+	s.c, err = libcontainer.Create(filepath.Join(cfg.StateDir, "containers"), cfg.ID, conf)
+	if err != nil {
+		return nil, fmt.Errorf("%w: create %s: %w", ErrStart, cfg.ID, err)
+	}
+	s.p = &libcontainer.Process{
+		Args:   cfg.Args,
+		Env:    cfg.Env,
+		Cwd:    "/",
+		Stdin:  cfg.Stdin,
+		Stdout: cfg.Stdout,
+		Stderr: cfg.Stderr,
+		Init:   true,
+	}
+	if err := s.c.Run(s.p); err != nil {
+		return nil, fmt.Errorf("%w: run %s: %w", ErrStart, cfg.ID, err)
+	}
+	pid, err := s.p.Pid()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrStart, cfg.ID, err)
+	}
+	if err := cgroups.VerifyUnified(pid, cfg.Cgroup); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrStart, err)
+	}
+	return s, nil
+}
+
+// ID is the sandbox's id.
+func (s *Sandbox) ID() string { return s.id }
+
+// Pid is the host pid of the sandbox's process.
+func (s *Sandbox) Pid() int {
+	pid, _ := s.p.Pid()
+	return pid
+}
+
+// Wait waits for the process to exit and returns its state. It may be
+// called many times and concurrently.
+func (s *Sandbox) Wait() (*os.ProcessState, error) {
+	s.waitOnce.Do(func() {
+		s.state, s.waitErr = s.p.Wait()
+		var ee *exec.ExitError
+		if errors.As(s.waitErr, &ee) {
+			// A non-zero exit is the process's business, not an error
+			// of the sandbox; the state says how it ended.
+			s.state, s.waitErr = ee.ProcessState, nil
+		}
+		close(s.done)
+	})
+	return s.state, s.waitErr
+}
+
+// Done is closed when the process has exited and Wait has returned.
+func (s *Sandbox) Done() <-chan struct{} { return s.done }
+
+// Signal sends sig to the sandbox's process (pid 1 inside).
+func (s *Sandbox) Signal(sig os.Signal) error {
+	return s.c.Signal(sig)
+}
+
+// Destroy kills every process of the sandbox, waits for them, and removes
+// its cgroup, libcontainer state and rootfs directory. It is safe to call
+// more than once.
+func (s *Sandbox) Destroy() error {
+	s.destroyOnce.Do(func() {
+		var errs []error
+		if s.c != nil {
+			if s.p != nil {
+				_ = s.c.Signal(unix.SIGKILL)
+				waitTimeout(s, 10*time.Second)
+			}
+			if err := s.c.Destroy(); err != nil {
+				errs = append(errs, fmt.Errorf("destroy %s: %w", s.id, err))
+			}
+		}
+		if err := removeCgroup(s.cgroup); err != nil {
+			errs = append(errs, err)
+		}
+		if err := os.RemoveAll(s.rootfs); err != nil {
+			errs = append(errs, err)
+		}
+		s.destroyErr = errors.Join(errs...)
+	})
+	return s.destroyErr
+}
+
+func waitTimeout(s *Sandbox, d time.Duration) {
+	go func() { _, _ = s.Wait() }()
+	select {
+	case <-s.done:
+	case <-time.After(d):
+	}
+}
+
+// removeCgroup removes the sandbox's leaf in every hierarchy, in case
+// libcontainer left it (it never created it, say, because Run failed early).
+func removeCgroup(path string) error {
+	if path == "" {
+		return nil
+	}
+	n, err := cgroups.Load(path)
+	if err != nil {
+		return err
+	}
+	return n.Remove()
+}
+
+// Cleanup destroys every sandbox that a previous run left in stateDir:
+// it kills their processes and removes their cgroups, state and rootfs. It
+// returns the number of sandboxes removed.
+func Cleanup(stateDir string) (int, error) {
+	root := filepath.Join(stateDir, "containers")
+	entries, err := os.ReadDir(root)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return 0, err
+	}
+	var errs []error
+	n := 0
+	for _, e := range entries {
+		c, err := libcontainer.Load(root, e.Name())
+		if err != nil {
+			errs = append(errs, os.RemoveAll(filepath.Join(root, e.Name())))
+			continue
+		}
+		_ = c.Signal(unix.SIGKILL)
+		cfg := c.Config()
+		if err := c.Destroy(); err != nil {
+			errs = append(errs, err)
+		}
+		if cfg.Cgroups != nil {
+			errs = append(errs, removeCgroup(cfg.Cgroups.Path))
+		}
+		n++
+	}
+	errs = append(errs, os.RemoveAll(filepath.Join(stateDir, "rootfs")))
+	return n, errors.Join(errs...)
+}
+
+func prepareStateDir(dir string) error {
+	for _, d := range []string{dir, filepath.Join(dir, "rootfs")} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return err
+		}
+		// The sandbox's root user (a host id of its range) must be able to
+		// traverse to its rootfs.
+		if err := os.Chmod(d, 0o711); err != nil {
+			return err
+		}
+	}
+	return nil
+}
