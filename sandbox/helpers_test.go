@@ -22,11 +22,12 @@ var seq atomic.Int64
 // env is one test's world: a cgroup tree, a state directory and an id
 // allocator, all removed (and checked) when the test ends.
 type env struct {
-	t     *testing.T
-	tree  *cgroups.Tree
-	state string
-	ids   *sandbox.IDAllocator
-	self  string
+	t      *testing.T
+	tree   *cgroups.Tree
+	state  string
+	bundle string
+	ids    *sandbox.IDAllocator
+	self   string
 }
 
 func newEnv(t *testing.T) *env {
@@ -44,6 +45,13 @@ func newEnv(t *testing.T) *env {
 			t.Fatal(err)
 		}
 	}
+	bundle := filepath.Join(state, "bundle")
+	if err := os.Mkdir(bundle, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(bundle, "manifest"), []byte("name = \"test\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	ids, err := sandbox.NewIDAllocator(sandbox.DefaultIDBase, sandbox.DefaultIDSize, 16)
 	if err != nil {
 		t.Fatal(err)
@@ -52,7 +60,7 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, tree: tree, state: state, ids: ids, self: self}
+	e := &env{t: t, tree: tree, state: state, bundle: bundle, ids: ids, self: self}
 	t.Cleanup(func() {
 		if _, err := tree.Cleanup(); err != nil {
 			t.Errorf("cgroup cleanup: %v", err)
@@ -93,6 +101,7 @@ func (e *env) start(scope string, l cgroups.Limits, mode string, extra ...string
 		Hostname: scope,
 		IDs:      ids,
 		Binary:   e.self,
+		Bundle:   e.bundle,
 		Env:      append([]string{modeEnv + "=" + mode}, extra...),
 		TmpSize:  4 << 20,
 		Stdout:   b.stdout,

@@ -4,8 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os/exec"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -314,7 +314,14 @@ func Cleanup(stateDir string) (int, error) {
 		}
 		_ = c.Signal(unix.SIGKILL)
 		cfg := c.Config()
-		if err := c.Destroy(); err != nil {
+		// Wait until every process has left the cgroup (exited tasks leave it
+		// before they are reaped), then remove the container.
+		if cfg.Cgroups != nil {
+			if node, err := cgroups.Load(cfg.Cgroups.Path); err == nil {
+				_ = node.Kill()
+			}
+		}
+		if err := destroyStopped(c); err != nil {
 			errs = append(errs, err)
 		}
 		if cfg.Cgroups != nil {
@@ -324,6 +331,19 @@ func Cleanup(stateDir string) (int, error) {
 	}
 	errs = append(errs, os.RemoveAll(filepath.Join(stateDir, "rootfs")))
 	return n, errors.Join(errs...)
+}
+
+// destroyStopped destroys a container whose processes were killed, giving
+// the kernel a moment to let its init go.
+func destroyStopped(c *libcontainer.Container) error {
+	var err error
+	for range 200 {
+		if err = c.Destroy(); err == nil {
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return fmt.Errorf("destroy %s: %w", c.ID(), err)
 }
 
 func prepareStateDir(dir string) error {

@@ -1,0 +1,142 @@
+package sandbox_test
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/scoped-io/scoped/cgroups"
+	"github.com/scoped-io/scoped/sandbox"
+)
+
+// hostUID reads the real uid of pid as the host sees it.
+func hostUID(t *testing.T, pid int) int {
+	t.Helper()
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if v, ok := strings.CutPrefix(s.Text(), "Uid:"); ok {
+			uid, _ := strconv.Atoi(strings.Fields(v)[0])
+			return uid
+		}
+	}
+	t.Fatalf("no Uid line for pid %d", pid)
+	return -1
+}
+
+// waitOutput waits until the sandbox has printed something.
+func waitOutput(t *testing.T, b *box) string {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if out := b.stdout.String(); out != "" {
+			return strings.TrimSpace(out)
+		}
+	}
+	t.Fatalf("no output; stderr %q", b.stderr.String())
+	return ""
+}
+
+// TestScopesIsolated: two scopes run as different, unprivileged host uids,
+// see none of each other's processes and cannot read each other's /tmp.
+func TestScopesIsolated(t *testing.T) {
+	e := newEnv(t)
+	a := e.start("alpha", cgroups.Limits{}, "tmp-secret")
+	if out := waitOutput(t, a); out != "written" {
+		t.Fatalf("alpha: %q", out)
+	}
+	pidA := a.Pid()
+	secret := fmt.Sprintf("/proc/%d/root/tmp/secret", pidA)
+	if b, err := os.ReadFile(secret); err != nil || string(b) != "alpha's secret" {
+		t.Fatalf("the host cannot see alpha's secret at %s (%v): test set-up is wrong", secret, err)
+	}
+
+	b := e.start("beta", cgroups.Limits{}, "read-other-tmp",
+		"READ_PATHS="+strings.Join([]string{secret, "/tmp/secret", "/proc/1/root/tmp/secret"}, " "))
+	if out := b.wait(t); !strings.HasPrefix(out, "REFUSED") {
+		t.Errorf("beta read alpha's /tmp: %s", out)
+	}
+	ps := e.start("beta", cgroups.Limits{}, "ps")
+	if out := ps.wait(t); out != "1" {
+		t.Errorf("beta sees processes %q, want only itself", out)
+	}
+
+	uidA := hostUID(t, pidA)
+	sleeper := e.start("beta", cgroups.Limits{}, "sleep")
+	uidB := hostUID(t, sleeper.Pid())
+	t.Logf("host uids: alpha %d, beta %d", uidA, uidB)
+	if uidA == uidB {
+		t.Errorf("two scopes share host uid %d", uidA)
+	}
+	for _, uid := range []int{uidA, uidB} {
+		if uid < sandbox.DefaultIDBase {
+			t.Errorf("sandbox runs as host uid %d, below the sandbox range", uid)
+		}
+	}
+}
+
+// TestRlimitsAndStderr: rlimits are set and stderr reaches the caller.
+func TestRlimitsAndStderr(t *testing.T) {
+	e := newEnv(t)
+	b := e.start("alpha", cgroups.Limits{}, "rlimits")
+	out := b.wait(t)
+	want := fmt.Sprintf("nofile %d %d core 0 0", sandbox.DefaultNoFile, sandbox.DefaultNoFile)
+	if out != want {
+		t.Errorf("rlimits %q, want %q", out, want)
+	}
+	if got := strings.TrimSpace(b.stderr.String()); got != "to stderr" {
+		t.Errorf("stderr %q", got)
+	}
+}
+
+// TestDestroyRemovesEverything: after Destroy, no process, cgroup leaf,
+// state or rootfs directory of the sandbox remains (CheckLeaks covers the
+// cgroups, mounts and processes).
+func TestDestroyRemovesEverything(t *testing.T) {
+	e := newEnv(t)
+	b := e.start("alpha", cgroups.Limits{}, "sleep")
+	pid := b.Pid()
+	if err := b.Destroy(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+		t.Errorf("process %d survives Destroy", pid)
+	}
+	for _, d := range []string{"containers", "rootfs"} {
+		entries, _ := os.ReadDir(e.state + "/" + d)
+		if len(entries) > 0 {
+			t.Errorf("%s/%s still holds %d entries", e.state, d, len(entries))
+		}
+	}
+}
+
+// TestCleanupAfterCrash: sandboxes whose owner vanished (the handles are
+// dropped, as a crashed daemon would) are found and removed by Cleanup.
+func TestCleanupAfterCrash(t *testing.T) {
+	e := newEnv(t)
+	b1 := e.start("alpha", cgroups.Limits{}, "sleep")
+	b2 := e.start("beta", cgroups.Limits{}, "sleep")
+	pids := []int{b1.Pid(), b2.Pid()}
+	n, err := sandbox.Cleanup(e.state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 2 {
+		t.Errorf("Cleanup removed %d sandboxes, want 2", n)
+	}
+	for _, pid := range pids {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+			// It may be a zombie until its parent (this test) reaps it.
+			if st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); !strings.Contains(string(st), ") Z") {
+				t.Errorf("process %d survives Cleanup", pid)
+			}
+		}
+	}
+}
