@@ -4,7 +4,7 @@ TAGS    := seccomp
 GOFLAGS_BUILD := -tags $(TAGS)
 BIN     := bin
 
-.PHONY: all build run test test-unit bench generate lint deps clean
+.PHONY: all build run test test-host test-v2 test-unit bench generate lint deps clean
 
 all: build
 
@@ -18,10 +18,26 @@ build: deps
 run: build
 	./$(BIN)/scoped
 
-# Every test. Root tests (cgroups, sandboxes) skip with a reason when not run
-# as root; -p 1 keeps CPU-share checks from competing with each other.
-test: deps
+# Every test: on this host, then the root tests again on pure cgroup v2 in a
+# VM (see README).
+test: test-host test-v2
+
+# Every test on this host. Root tests (cgroups, sandboxes) skip with a reason
+# when not run as root; -p 1 keeps CPU-share checks from competing.
+test-host: deps
 	CGO_ENABLED=1 $(GO) test $(GOFLAGS_BUILD) -p 1 -count=1 -timeout 15m ./...
+
+# The packages whose tests touch cgroups, namespaces or eBPF, run again
+# inside a VM booted from Debian's kernel with only cgroup v2 mounted.
+VM_PKGS := cgroups sandbox
+VM_DIR  := build/vm
+test-v2: deps
+	@rm -rf $(VM_DIR)/bin && mkdir -p $(VM_DIR)/bin
+	@for p in $(VM_PKGS); do \
+		CGO_ENABLED=1 $(GO) test -c $(GOFLAGS_BUILD) -o $(VM_DIR)/bin/$$p.test ./$$p || exit 1; \
+	done
+	SCOPED_VM_TESTFLAGS="-test.count=1 -test.timeout=10m" scripts/vm-test.sh $(VM_DIR) \
+		$(foreach p,$(VM_PKGS),$(CURDIR)/$(VM_DIR)/bin/$(p).test@$(CURDIR)/$(p))
 
 # Tests that need neither root nor cgo set-up.
 test-unit:
@@ -40,4 +56,4 @@ lint: deps
 	$(GO) vet $(GOFLAGS_BUILD) ./...
 
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) build

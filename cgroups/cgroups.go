@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -145,11 +147,15 @@ func (t *Tree) node(p string, l Limits) (*Node, error) {
 	if err := n.m.Apply(-1); err != nil {
 		return nil, fmt.Errorf("create cgroup %s: %w", p, err)
 	}
-	if t.mode == Hybrid {
-		// The v1 manager creates the unified directory on a best-effort
-		// basis; scoped relies on it (eBPF keys by unified cgroup id).
-		if err := os.MkdirAll(filepath.Join(unifiedMount(t.mode), p), 0o755); err != nil {
-			return nil, fmt.Errorf("create unified cgroup %s: %w", p, err)
+	// Apply leaves out two directories the v1 manager still lists in its
+	// paths: the devices one (SkipDevices), and on hybrid hosts the unified
+	// one, which it creates on a best-effort basis only. Without them AddPid
+	// fails half-way and libcontainer's pid listing (which reads the devices
+	// hierarchy) sees nothing; scoped also relies on the unified directory
+	// (eBPF keys by unified cgroup id).
+	for _, dir := range n.m.GetPaths() {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("create cgroup %s: %w", dir, err)
 		}
 	}
 	if err := n.m.Set(r); err != nil {
@@ -163,35 +169,47 @@ func (t *Tree) node(p string, l Limits) (*Node, error) {
 // remove what a crashed run left behind. It returns the number of nodes
 // removed.
 func (t *Tree) Cleanup() (int, error) {
-	dir := filepath.Join(controllerMount(t.mode), t.root)
-	entries, err := os.ReadDir(dir)
+	root, err := t.manager(t.root, nil)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return 0, nil
-		}
 		return 0, err
+	}
+	// A crash can leave a node in some hierarchies only (between two
+	// mkdirs), so collect the children's names from all of them.
+	var names []string
+	for _, dir := range root.m.GetPaths() {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+			return 0, err
+		}
+		for _, e := range entries {
+			if e.IsDir() && !slices.Contains(names, e.Name()) {
+				names = append(names, e.Name())
+			}
+		}
 	}
 	var errs []error
 	removed := 0
-	for _, e := range entries {
-		if !e.IsDir() {
-			continue
-		}
-		n, err := t.manager(path.Join(t.root, e.Name()), nil)
+	for _, name := range names {
+		n, err := t.manager(path.Join(t.root, name), nil)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		removed += n.count()
+		c := n.count()
 		if err := n.Remove(); err != nil {
 			errs = append(errs, err)
+			continue
 		}
+		removed += c
 	}
 	return removed, errors.Join(errs...)
 }
 
-// Close removes the root node itself. It fails with ErrBusy if anything is
-// left below it.
+// Close removes the root node itself, and any empty node left below it. It
+// fails with ErrBusy, and kills nothing, if any process is left below it.
 func (t *Tree) Close() error {
 	n, err := t.manager(t.root, nil)
 	if err != nil {
@@ -201,19 +219,6 @@ func (t *Tree) Close() error {
 		return fmt.Errorf("%w: %s: %d processes", ErrBusy, t.root, len(pids))
 	}
 	return n.Remove()
-}
-
-// controllerMount returns the hierarchy scoped walks to find nodes: the
-// unified one on v2, the pids one (always present where scoped runs) on v1.
-func controllerMount(m Mode) string {
-	if m == V2 {
-		return "/sys/fs/cgroup"
-	}
-	mnt, err := occ.FindCgroupMountpoint("", "pids")
-	if err != nil {
-		return "/sys/fs/cgroup/pids"
-	}
-	return mnt
 }
 
 // unifiedMount returns where cgroup2 is mounted, or "" on pure v1.
@@ -286,23 +291,62 @@ func (n *Node) ID() (uint64, error) {
 
 // Pids lists the processes of the node and its descendants.
 func (n *Node) Pids() ([]int, error) {
-	pids, err := n.m.GetAllPids()
+	var (
+		pids []int
+		err  error
+	)
+	// runc's v1 manager lists the devices hierarchy, which scoped creates
+	// only so that AddPid works; the pids one is always there where scoped
+	// runs, and is what its limits count.
+	if dir := n.m.Path("pids"); n.mode != V2 && dir != "" {
+		pids, err = occ.GetAllPids(dir)
+	} else {
+		pids, err = n.m.GetAllPids()
+	}
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	return pids, err
 }
 
-// count returns the number of nodes at and below n, for reporting.
-func (n *Node) count() int {
-	c := 0
-	_ = filepath.WalkDir(filepath.Join(controllerMount(n.mode), n.path), func(_ string, d os.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			c++
+// Join moves the process pid (all its threads) into the node, in every
+// hierarchy, and checks on hybrid and v2 hosts that it arrived in the
+// unified one. On error the process may have been moved into some
+// hierarchies but not others; the caller should kill it. Prefer starting a
+// process in its cgroup (libcontainer does); Join is for processes that
+// already run.
+func (n *Node) Join(pid int) error {
+	if err := n.m.AddPid("", pid); err != nil {
+		return fmt.Errorf("join pid %d to %s: %w", pid, n.path, err)
+	}
+	err := verifyUnified(n.mode, pid, n.path)
+	if errors.Is(err, ErrNotUnified) && n.mode == Hybrid {
+		// runc's v1 manager lists the unified directory among its paths
+		// only when it detected hybrid mode at init, and elsewhere (Apply)
+		// ignores failures to write it: do it here if it did not happen.
+		if werr := occ.WriteCgroupProc(n.UnifiedDir(), pid); werr != nil {
+			return fmt.Errorf("join pid %d to unified %s: %w", pid, n.path, werr)
 		}
-		return nil
-	})
-	return c
+		err = verifyUnified(n.mode, pid, n.path)
+	}
+	return err
+}
+
+// count returns the number of nodes at and below n, for reporting: the
+// most found in any one hierarchy.
+func (n *Node) count() int {
+	most := 0
+	for _, dir := range n.m.GetPaths() {
+		c := 0
+		_ = filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				c++
+			}
+			return nil
+		})
+		most = max(most, c)
+	}
+	return most
 }
 
 // Kill sends SIGKILL to every process of the node and its descendants and
@@ -368,7 +412,9 @@ func (n *Node) Remove() error {
 	if err := n.Kill(); err != nil {
 		return err
 	}
-	paths := n.m.GetPaths()
+	// GetPaths is the manager's own map, and RemovePaths deletes what it
+	// removed from the map it is given: copy it, so the handle stays usable.
+	paths := maps.Clone(n.m.GetPaths())
 	if n.mode == Hybrid {
 		paths[""] = n.UnifiedDir()
 	}
@@ -383,7 +429,11 @@ func (n *Node) Remove() error {
 // to join the unified tree, and an unaccounted process would escape eBPF
 // accounting; on pure v1 hosts there is nothing to check.
 func VerifyUnified(pid int, want string) error {
-	if HostMode() == V1 {
+	return verifyUnified(HostMode(), pid, want)
+}
+
+func verifyUnified(mode Mode, pid int, want string) error {
+	if mode == V1 {
 		return nil
 	}
 	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/cgroup")

@@ -2,6 +2,7 @@ package cgroups
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -12,8 +13,8 @@ import (
 // node's current value alone.
 type Limits struct {
 	// CPUWeight is the cgroup v2 cpu.weight, 1..10000 (default 100). On v1 it
-	// is mapped to cpu.shares with the inverse of runc's shares→weight
-	// conversion, so ratios between siblings are kept.
+	// is mapped to cpu.shares by [SharesFromWeight], which keeps the ratios
+	// between siblings, so a node gets the same share of the CPU on both.
 	CPUWeight uint64
 	// CPUMax caps the node at this many CPUs (0.2 = a fifth of one CPU),
 	// enforced over CPUPeriod. Negative removes the cap.
@@ -33,17 +34,27 @@ type Limits struct {
 
 const defaultCPUPeriod = 100 * time.Millisecond
 
-// SharesFromWeight maps a cgroup v2 cpu.weight to v1 cpu.shares, the
-// inverse of runc's ConvertCPUSharesToCgroupV2Value.
+// SharesFromWeight maps a cgroup v2 cpu.weight (1..10000, default 100) to
+// v1 cpu.shares (2..262144, default 1024). Both are relative weights, so the
+// mapping is proportional, weight×10.24: siblings split the CPU in the same
+// ratio on v1 as on v2, and the defaults correspond.
+//
+// It is deliberately not the inverse of runc's ConvertCPUSharesToCgroupV2Value:
+// in the opencontainers/cgroups scoped uses (v0.1.0) that is a quadratic in
+// log2(shares) fitted through (2, 1), (1024, 100) and (262144, 10000), which
+// agrees with this mapping only at the default; its inverse would give
+// weights 100 and 300 a CPU split of 1:4.0 instead of 1:3, and 100 and 1000
+// one of 1:17.
 func SharesFromWeight(w uint64) uint64 {
-	return 2 + ((w-1)*262142+9998)/9999
+	w = min(w, 10000)
+	return min(max((w*1024+50)/100, 2), 262144)
 }
 
 func (l Limits) validate() error {
 	switch {
 	case l.CPUWeight > 10000:
 		return fmt.Errorf("%w: cpu weight %d not in 1..10000", ErrInvalidLimit, l.CPUWeight)
-	case l.CPUMax > 4096:
+	case l.CPUMax > 4096 || math.IsNaN(l.CPUMax):
 		return fmt.Errorf("%w: cpu max %g CPUs", ErrInvalidLimit, l.CPUMax)
 	case l.CPUPeriod != 0 && (l.CPUPeriod < time.Millisecond || l.CPUPeriod > time.Second):
 		return fmt.Errorf("%w: cpu period %s not in 1ms..1s", ErrInvalidLimit, l.CPUPeriod)

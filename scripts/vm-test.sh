@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# Runs test binaries inside a VM booted from Debian's kernel with a pure
+# cgroup v2 hierarchy (no v1 controllers), sharing this host's root file
+# system read-only over 9p. Streams the output and exits with the tests'
+# status. Usage: scripts/vm-test.sh WORKDIR TEST_BINARY[@DIR]...
+#   Each test binary runs in DIR (its package's source directory), or in its
+#   own directory when no DIR is given.
+#   WORKDIR holds the kernel cache and is shared read-write for results.
+#   SCOPED_VM_ACCEL=auto|kvm|tcg (default auto: KVM if a probe boots, else TCG)
+#   SCOPED_VM_TIMEOUT=seconds for the whole run (default 900)
+#   SCOPED_VM_TESTFLAGS=flags passed to every test binary
+set -euo pipefail
+
+work=$(realpath "$1"); shift
+[ $# -gt 0 ] || { echo "usage: $0 WORKDIR TEST_BINARY..." >&2; exit 2; }
+accel=${SCOPED_VM_ACCEL:-auto}
+timeout_s=${SCOPED_VM_TIMEOUT:-900}
+testflags=${SCOPED_VM_TESTFLAGS:-}
+say() { echo "vm-test: $*" >&2; }
+
+# --- what the VM needs from the host -------------------------------------
+need=()
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "install ok installed" || need+=(busybox-static)
+if [ ${#need[@]} -gt 0 ]; then
+	if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+		say "missing packages; run: sudo apt-get install -y --no-install-recommends ${need[*]}"
+		exit 1
+	fi
+	say "installing ${need[*]}"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null 2>&1 || {
+		apt-get update -qq >/dev/null
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+	}
+fi
+
+# --- Debian's kernel, unpacked into the cache (not installed) ------------
+kdir=$work/kernel
+if [ ! -f "$kdir/ok" ]; then
+	pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}')
+	if [ -z "$pkg" ]; then
+		apt-get update -qq >/dev/null
+		pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
+	fi
+	[ -n "$pkg" ] || { say "cannot find Debian's linux-image-amd64 package"; exit 1; }
+	say "fetching $pkg"
+	rm -rf "$kdir"; mkdir -p "$kdir/deb"
+	(cd "$kdir/deb" && apt-get download "$pkg" >/dev/null 2>&1)
+	dpkg-deb -x "$kdir"/deb/*.deb "$kdir/x"
+	rm -rf "$kdir/deb"
+	touch "$kdir/ok"
+fi
+vmlinuz=$(ls "$kdir"/x/boot/vmlinuz-* | head -1)
+kver=${vmlinuz##*/vmlinuz-}
+mods=$kdir/x/lib/modules/$kver/kernel
+
+# --- initramfs: busybox, the 9p/virtio/overlay modules, /init -------------
+ird=$(mktemp -d "$work/initramfs.XXXXXX")
+trap 'rm -rf "$ird" "$ird.cpio.gz"' EXIT
+mkdir -p "$ird"/{bin,dev,proc,sys,newroot,modules}
+cp /bin/busybox "$ird/bin/busybox"
+ln -s busybox "$ird/bin/sh"
+for m in drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_pci_modern_dev \
+	drivers/virtio/virtio_pci_legacy_dev drivers/virtio/virtio_pci fs/netfs/netfs fs/fscache/fscache \
+	net/9p/9pnet net/9p/9pnet_virtio fs/9p/9p fs/overlayfs/overlay; do
+	cp "$mods/$m.ko" "$ird/modules/"
+	echo "${m##*/}" >>"$ird/modules/order"
+done
+# The test list and the flags travel in a file on the work share.
+run=$work/run
+mkdir -p "$run"
+printf '%s\n' "$@" >"$run/tests"
+echo "$testflags" >"$run/flags"
+rm -f "$run/status"
+cat >"$ird/init" <<'INIT'
+#!/bin/sh
+export PATH=/bin
+busybox mount -t proc proc /proc
+busybox mount -t sysfs sys /sys
+busybox mount -t devtmpfs dev /dev
+for m in $(busybox cat /modules/order); do busybox insmod /modules/$m.ko || echo "insmod $m failed"; done
+busybox mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=262144 hostroot /newroot || { echo "cannot mount host root"; busybox poweroff -f; }
+work=$(busybox cat /proc/cmdline | busybox sed -n 's/.*scoped.work=\([^ ]*\).*/\1/p')
+busybox mount -t proc proc /newroot/proc
+busybox mount -t sysfs sys /newroot/sys
+busybox mount -t cgroup2 -o nsdelegate cgroup2 /newroot/sys/fs/cgroup
+busybox mount -t bpf bpf /newroot/sys/fs/bpf 2>/dev/null
+busybox mount -t devtmpfs dev /newroot/dev
+busybox mkdir -p /newroot/dev/pts /newroot/dev/shm
+busybox mount -t devpts devpts /newroot/dev/pts
+busybox mount -t tmpfs shm /newroot/dev/shm
+for d in tmp run var/tmp; do busybox mount -t tmpfs -o mode=1777 tmpfs /newroot/$d; done
+busybox mount -t tmpfs -o mode=0700 tmpfs /newroot/root
+busybox mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 work /newroot$work || echo "cannot mount work share"
+busybox hostname scoped-vm
+busybox ip link set lo up
+echo "vm: kernel $(busybox uname -r), cgroup2 only, controllers: $(busybox cat /newroot/sys/fs/cgroup/cgroup.controllers)"
+# switch_root, not chroot: the kernel refuses new user namespaces to a
+# chrooted task, and every sandbox needs one.
+exec busybox switch_root /newroot /bin/sh -c '
+	export PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
+	status=0
+	for t in $(cat "$1/run/tests"); do
+		bin=${t%%@*} dir=${t#*@}
+		[ "$dir" = "$t" ] && dir=$(dirname "$bin")
+		echo "=== vm: $bin (in $dir)"
+		if ( cd "$dir" && "$bin" $(cat "$1/run/flags") ); then
+			echo "=== vm: ok $bin"
+		else
+			echo "=== vm: FAIL $bin"
+			status=1
+		fi
+	done
+	echo "$status" > "$1/run/status"
+	sync
+	/bin/busybox poweroff -f
+' - "$work"
+INIT
+chmod +x "$ird/init"
+(cd "$ird" && find . | busybox cpio -o -H newc 2>/dev/null | gzip -1) >"$ird.cpio.gz"
+
+qemu() {
+	local acc=$1 limit=$2; shift 2
+	local a=(-accel tcg,thread=multi -cpu max)
+	[ "$acc" = kvm ] && a=(-accel kvm -cpu host)
+	timeout --kill-after=10 "$limit" qemu-system-x86_64 "${a[@]}" -smp 2 -m 4096 \
+		-nodefaults -no-reboot -display none -serial stdio \
+		-kernel "$vmlinuz" -initrd "$ird.cpio.gz" \
+		-append "console=ttyS0 quiet panic=-1 cgroup_no_v1=all scoped.work=$work $*" \
+		-virtfs local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on,multidevs=remap \
+		-virtfs local,path="$work",mount_tag=work,security_model=passthrough,multidevs=remap
+}
+
+if [ "$accel" = auto ]; then
+	accel=tcg
+	if [ -w /dev/kvm ]; then
+		# KVM guests hang on some of these machines: use it only if a probe
+		# boot reaches userspace quickly.
+		if qemu kvm 20 "rdinit=/bin/sh -c 'echo SCOPED-KVM-OK; busybox poweroff -f'" 2>/dev/null </dev/null | grep -q SCOPED-KVM-OK; then
+			accel=kvm
+		fi
+	fi
+fi
+case "$accel" in
+kvm) how="KVM" ;;
+tcg)
+	how="TCG software emulation"
+	if [ "${SCOPED_VM_ACCEL:-auto}" = auto ]; then how="$how (KVM is missing or did not boot a probe guest)"; fi
+	;;
+*) say "SCOPED_VM_ACCEL must be auto, kvm or tcg"; exit 2 ;;
+esac
+say "booting Debian kernel $kver with pure cgroup v2 under $how"
+start=$(date +%s)
+set +e
+qemu "$accel" "$timeout_s" </dev/null
+rc=$?
+set -e
+say "VM run took $(( $(date +%s) - start )) s"
+if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+	say "timed out after $timeout_s s; qemu killed"
+	exit 1
+fi
+status=$(cat "$run/status" 2>/dev/null || echo missing)
+rm -rf "$run"
+case "$status" in
+0) say "tests passed inside the VM"; exit 0 ;;
+missing) say "the VM stopped before the tests finished"; exit 1 ;;
+*) say "tests failed inside the VM"; exit 1 ;;
+esac
