@@ -136,7 +136,7 @@ if [ "$accel" = auto ]; then
 	if [ -w /dev/kvm ]; then
 		# KVM guests hang on some of these machines: use it only if a probe
 		# boot reaches userspace quickly.
-		if qemu kvm 20 "rdinit=/bin/sh -c 'echo SCOPED-KVM-OK; busybox poweroff -f'" 2>/dev/null </dev/null | grep -q SCOPED-KVM-OK; then
+		if qemu kvm 10 "rdinit=/bin/sh -c 'echo SCOPED-KVM-OK; busybox poweroff -f'" 2>/dev/null </dev/null | grep -q SCOPED-KVM-OK; then
 			accel=kvm
 		fi
 	fi
