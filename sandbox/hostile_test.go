@@ -40,6 +40,14 @@ func inside(mode string) int {
 		host, _ := os.Hostname()
 		uidmap, _ := os.ReadFile("/proc/self/uid_map")
 		fmt.Printf("hello from %s pid %d uid_map %q\n", host, os.Getpid(), uidmap)
+		var names []string
+		ifaces, _ := net.Interfaces()
+		for _, i := range ifaces {
+			names = append(names, fmt.Sprintf("%s:%v", i.Name, i.Flags&net.FlagUp != 0))
+		}
+		fmt.Printf("interfaces %s\n", strings.Join(names, " "))
+		cg, _ := os.ReadFile("/proc/self/cgroup")
+		fmt.Printf("cgroup %q\n", cg)
 		return 0
 	case "sleep":
 		time.Sleep(time.Hour)

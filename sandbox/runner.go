@@ -180,7 +180,7 @@ func (r *Runner) PluginToHost(network, addr string) (string, string, error) {
 		return "", "", fmt.Errorf("%w: %s %s (the sandbox has only loopback)", ErrAddress, network, addr)
 	}
 	rel, ok := strings.CutPrefix(addr, PluginSocketPath+"/")
-	if !ok || rel == "" || strings.Contains(rel, "/") || rel == ".." {
+	if !ok || !plainName(rel) {
 		return "", "", fmt.Errorf("%w: %s is not in %s", ErrAddress, addr, PluginSocketPath)
 	}
 	return network, filepath.Join(r.socketDir, rel), nil
@@ -190,8 +190,14 @@ func (r *Runner) PluginToHost(network, addr string) (string, string, error) {
 // worker's view.
 func (r *Runner) HostToPlugin(network, addr string) (string, string, error) {
 	rel, ok := strings.CutPrefix(addr, r.socketDir+"/")
-	if network != "unix" || !ok || rel == "" || strings.Contains(rel, "/") {
+	if network != "unix" || !ok || !plainName(rel) {
 		return "", "", fmt.Errorf("%w: %s %s", ErrAddress, network, addr)
 	}
 	return network, PluginSocketPath + "/" + rel, nil
+}
+
+// plainName reports whether s names an entry of a directory: one path
+// element, not "." or "..".
+func plainName(s string) bool {
+	return s != "" && s != "." && s != ".." && !strings.ContainsAny(s, "/\x00")
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -125,4 +126,23 @@ func TestRunnerRefusesForeignAddresses(t *testing.T) {
 	if _, _, err := r.PluginToHost("tcp", "127.0.0.1:1234"); err == nil {
 		t.Error("PluginToHost accepted tcp")
 	}
+}
+
+// FuzzPluginToHost: whatever a worker announces, a translated address stays
+// a direct child of the socket directory.
+func FuzzPluginToHost(f *testing.F) {
+	for _, s := range []string{"/plugin/plugin123", "/plugin/../x", "/plugin/a/b", "/plugin/", "/x", "/plugin/.."} {
+		f.Add(s)
+	}
+	dir := "/run/scoped/sockets/plugin-dir1"
+	r := sandbox.NewRunnerForTest(dir)
+	f.Fuzz(func(t *testing.T, addr string) {
+		_, host, err := r.PluginToHost("unix", addr)
+		if err != nil {
+			return
+		}
+		if filepath.Dir(host) != dir || filepath.Base(host) == ".." || filepath.Base(host) == "." {
+			t.Fatalf("PluginToHost(%q) = %q, outside %s", addr, host, dir)
+		}
+	})
 }
