@@ -1,0 +1,780 @@
+// Command sandboxbench measures how long a trivial program, /usr/bin/true,
+// takes from start to exit: as a plain fork/exec, in a scoped sandbox, under
+// bubblewrap and under `runc run`. The variants run round-robin in one
+// process, N measured iterations each after a few discarded warm-up rounds,
+// so that machine noise hits them alike; it reports medians, p90s and the
+// ratios between variants. With -o it writes its section of BENCHMARKS.md,
+// between marker comments, and leaves the rest of the file alone.
+//
+// It runs as root (sudo make bench) and needs bubblewrap and runc; it never
+// uses the network. Everything it creates — its cgroup root /scoped-bench
+// and all below it, a temporary directory with the sandboxes' state, the OCI
+// bundle and runc's state — is removed before it exits, also when it fails or
+// is interrupted. Each run follows an idle gap (-gap, 50ms), for the reason
+// given at measure.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/scoped-io/scoped/cgroups"
+	"github.com/scoped-io/scoped/sandbox"
+)
+
+const (
+	truePath = "/usr/bin/true"
+
+	// The markers around this program's section of the output file.
+	markStart = "<!-- sandboxbench:start -->"
+	markEnd   = "<!-- sandboxbench:end -->"
+
+	sectionTitle = "## Sandbox start-to-exit (issue 2)"
+
+	// The command `make bench` runs.
+	baseCommand = "go run -tags seccomp ./bench/cmd/sandboxbench"
+
+	// The cgroup root the benchmark owns: it removes whatever an earlier run
+	// left there at start, and all of it at the end.
+	cgroupRoot = "/scoped-bench"
+)
+
+// The series measured. A variant records one or more of them per run.
+const (
+	sFork          = "fork/exec"
+	sScopedExit    = "scoped: Start → exit"
+	sScopedDestroy = "scoped: Start → Destroy done"
+	sBwrap         = "bwrap"
+	sRunc          = "runc run"
+
+	// Phases of a scoped run, for the breakdown.
+	pStart   = "sandbox.Start returns"
+	pWait    = "then Wait returns (exit)"
+	pDestroy = "then Destroy returns"
+)
+
+type options struct {
+	n, warmup  int
+	gap        time.Duration
+	out        string
+	bwrap      string
+	runc       string
+	argsString string // the flags as given, for the report
+}
+
+func main() {
+	// libcontainer re-executes this binary as the sandbox's init.
+	sandbox.Init()
+
+	var o options
+	flag.IntVar(&o.n, "n", 50, "measured iterations of each variant")
+	flag.IntVar(&o.warmup, "warmup", 3, "warm-up iterations of each variant, discarded")
+	flag.DurationVar(&o.gap, "gap", 50*time.Millisecond, "idle time before each run, so that no run inherits another's kernel state")
+	flag.StringVar(&o.out, "o", "", "replace (or add) this program's section in this markdown `file`")
+	flag.StringVar(&o.bwrap, "bwrap", "/usr/bin/bwrap", "bubblewrap binary")
+	flag.StringVar(&o.runc, "runc", "/usr/sbin/runc", "runc binary")
+	flag.Parse()
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "sandboxbench: unexpected arguments %q\n", flag.Args())
+		os.Exit(2)
+	}
+	o.argsString = quoteArgs(os.Args[1:])
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "sandboxbench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(o options) (retErr error) {
+	switch {
+	case o.n < 1:
+		return fmt.Errorf("-n %d: need at least one iteration", o.n)
+	case o.warmup < 0:
+		return fmt.Errorf("-warmup %d: must not be negative", o.warmup)
+	case o.gap < 0:
+		return fmt.Errorf("-gap %s: must not be negative", o.gap)
+	case os.Geteuid() != 0:
+		return errors.New("must run as root (sudo make bench)")
+	}
+	for _, p := range []string{truePath, o.bwrap, o.runc} {
+		if _, err := os.Stat(p); err != nil {
+			return fmt.Errorf("%w (install bubblewrap and runc: scripts/deps.sh bench)", err)
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	b, err := newBench(o)
+	if err != nil {
+		return err
+	}
+	defer func() { retErr = errors.Join(retErr, b.close()) }()
+
+	res, err := b.measure(ctx)
+	if err != nil {
+		return err
+	}
+	section := b.report(res)
+	fmt.Print(section)
+	if o.out != "" {
+		if err := writeSection(o.out, section); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "sandboxbench: wrote %s\n", o.out)
+	}
+	return nil
+}
+
+// bench is the benchmark's world: a cgroup tree, a work directory with the
+// sandboxes' state dir, runc's state dir and an OCI bundle.
+type bench struct {
+	o    options
+	tree *cgroups.Tree
+	// Parents of the sandboxes' and runc's cgroup leaves.
+	scopedNode, runcNode *cgroups.Node
+
+	work     string // temporary, mode 0711
+	state    string // sandbox.Config.StateDir
+	runcRoot string // runc --root
+	bundle   string // OCI bundle: config.json and rootfs
+	runcConf map[string]any
+
+	ids, runcIDs sandbox.IDRange
+	layout       hostLayout
+	seq          int
+}
+
+// hostLayout is how the host's top directories (/bin, /lib, ...) appear in
+// every sandbox: symlinks into /usr on a merged-/usr host, else read-only
+// binds.
+type hostLayout struct {
+	symlinks [][2]string // target, link path
+	binds    []string
+}
+
+func newBench(o options) (_ *bench, retErr error) {
+	b := &bench{o: o}
+	defer func() {
+		if retErr != nil {
+			retErr = errors.Join(retErr, b.close())
+		}
+	}()
+	var err error
+	if b.tree, err = cgroups.Open(cgroupRoot); err != nil {
+		return nil, err
+	}
+	if n, err := b.tree.Cleanup(); err != nil {
+		return nil, fmt.Errorf("clean cgroup root %s: %w", cgroupRoot, err)
+	} else if n > 0 {
+		fmt.Fprintf(os.Stderr, "sandboxbench: removed %d cgroups an earlier run left under %s\n", n, cgroupRoot)
+	}
+	if b.scopedNode, err = b.tree.Node(cgroups.Limits{}, "bench", "scoped"); err != nil {
+		return nil, err
+	}
+	if b.runcNode, err = b.tree.Node(cgroups.Limits{}, "bench", "runc"); err != nil {
+		return nil, err
+	}
+
+	if b.work, err = os.MkdirTemp("", "scoped-bench-"); err != nil {
+		return nil, err
+	}
+	// The sandboxes' root users, high host uids, must traverse to their
+	// rootfs directories.
+	if err := os.Chmod(b.work, 0o711); err != nil {
+		return nil, err
+	}
+	if err := checkTraversable(filepath.Dir(b.work)); err != nil {
+		return nil, err
+	}
+	b.state = filepath.Join(b.work, "sandboxes")
+	b.runcRoot = filepath.Join(b.work, "runc-state")
+	if err := os.Mkdir(b.runcRoot, 0o700); err != nil {
+		return nil, err
+	}
+
+	alloc, err := sandbox.NewIDAllocator(sandbox.DefaultIDBase, sandbox.DefaultIDSize, 2)
+	if err != nil {
+		return nil, err
+	}
+	if b.ids, err = alloc.Acquire("scoped"); err != nil {
+		return nil, err
+	}
+	if b.runcIDs, err = alloc.Acquire("runc"); err != nil {
+		return nil, err
+	}
+	if b.layout, err = readHostLayout(); err != nil {
+		return nil, err
+	}
+	b.bundle = filepath.Join(b.work, "bundle")
+	if err := b.makeBundle(); err != nil {
+		return nil, fmt.Errorf("OCI bundle: %w", err)
+	}
+	return b, nil
+}
+
+// close removes everything the benchmark created. It is safe on a partly
+// built bench.
+func (b *bench) close() error {
+	var errs []error
+	if b.runcRoot != "" {
+		errs = append(errs, b.removeRuncContainers())
+	}
+	if b.state != "" {
+		n, err := sandbox.Cleanup(b.state)
+		if n > 0 {
+			fmt.Fprintf(os.Stderr, "sandboxbench: had to destroy %d sandboxes left behind\n", n)
+		}
+		errs = append(errs, err)
+	}
+	if b.work != "" {
+		errs = append(errs, os.RemoveAll(b.work))
+	}
+	if b.tree != nil {
+		if _, err := b.tree.Cleanup(); err != nil {
+			errs = append(errs, fmt.Errorf("cgroup cleanup: %w", err))
+		}
+		if err := b.tree.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("cgroup close: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// removeRuncContainers deletes any container left in runc's state dir, which
+// `runc run` should have removed itself, and says if there was one.
+func (b *bench) removeRuncContainers() error {
+	ids, err := b.runcList()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, id := range ids {
+		fmt.Fprintf(os.Stderr, "sandboxbench: deleting runc container %s left behind\n", id)
+		errs = append(errs, b.runcDelete(id))
+	}
+	if ids, err := b.runcList(); err != nil || len(ids) > 0 {
+		errs = append(errs, fmt.Errorf("runc containers left in %s: %q %w", b.runcRoot, ids, err))
+	}
+	return errors.Join(errs...)
+}
+
+func (b *bench) runcList() ([]string, error) {
+	if _, err := os.Stat(b.runcRoot); errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	var stderr bytes.Buffer
+	cmd := exec.Command(b.o.runc, "--root", b.runcRoot, "list", "-q")
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("runc list: %w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	return strings.Fields(string(out)), nil
+}
+
+func (b *bench) runcDelete(id string) error {
+	out, err := exec.Command(b.o.runc, "--root", b.runcRoot, "delete", "-f", id).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("runc delete -f %s: %w: %s", id, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// checkTraversable fails unless dir and its parents let others through.
+func checkTraversable(dir string) error {
+	for d := dir; ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return err
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("%s (mode %o) is not traversable by others, which sandboxes need; set TMPDIR to a directory that is", d, fi.Mode().Perm())
+		}
+		if d == filepath.Dir(d) {
+			return nil
+		}
+	}
+}
+
+func readHostLayout() (hostLayout, error) {
+	var l hostLayout
+	for _, d := range []string{"bin", "sbin", "lib", "lib32", "lib64", "libx32"} {
+		p := "/" + d
+		fi, err := os.Lstat(p)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			continue
+		case err != nil:
+			return l, err
+		case fi.Mode()&os.ModeSymlink != 0:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return l, err
+			}
+			l.symlinks = append(l.symlinks, [2]string{target, p})
+		case fi.IsDir():
+			l.binds = append(l.binds, p)
+		}
+	}
+	return l, nil
+}
+
+// makeBundle builds the OCI bundle from `runc spec`, changed to match the
+// scoped sandbox: the same namespaces (user and cgroup too), no
+// capabilities, a read-only root of /usr and the host's top symlinks, and a
+// private /proc, /dev and /tmp. Only the cgroup path changes per run.
+func (b *bench) makeBundle() error {
+	rootfs := filepath.Join(b.bundle, "rootfs")
+	if err := os.Mkdir(b.bundle, 0o711); err != nil {
+		return err
+	}
+	if err := os.Mkdir(rootfs, 0o755); err != nil {
+		return err
+	}
+	// Mount points are made in advance: the container's root user cannot
+	// create them in a directory owned by the host's root.
+	for _, d := range append([]string{"/usr", "/proc", "/dev", "/tmp"}, b.layout.binds...) {
+		if err := os.Mkdir(filepath.Join(rootfs, d), 0o755); err != nil {
+			return err
+		}
+	}
+	for _, s := range b.layout.symlinks {
+		if err := os.Symlink(s[0], filepath.Join(rootfs, s[1])); err != nil {
+			return err
+		}
+	}
+	if out, err := exec.Command(b.o.runc, "spec", "--bundle", b.bundle).CombinedOutput(); err != nil {
+		return fmt.Errorf("runc spec: %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	data, err := os.ReadFile(filepath.Join(b.bundle, "config.json"))
+	if err != nil {
+		return err
+	}
+	conf := map[string]any{}
+	if err := json.Unmarshal(data, &conf); err != nil {
+		return fmt.Errorf("runc spec output: %w", err)
+	}
+	proc, err := object(conf, "process")
+	if err != nil {
+		return err
+	}
+	linux, err := object(conf, "linux")
+	if err != nil {
+		return err
+	}
+	proc["terminal"] = false
+	proc["args"] = []string{truePath}
+	proc["env"] = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp"} // scoped's defaults
+	proc["capabilities"] = map[string]any{}
+	proc["noNewPrivileges"] = true
+	conf["root"] = map[string]any{"path": "rootfs", "readonly": true}
+	conf["hostname"] = "bench"
+	mounts := []any{
+		mount("/proc", "proc", "proc", "nosuid", "noexec", "nodev"),
+		mount("/dev", "tmpfs", "tmpfs", "nosuid", "strictatime", "mode=755", "size=64k"),
+		mount("/tmp", "tmpfs", "tmpfs", "nosuid", "nodev", "mode=1777", "size="+strconv.Itoa(sandbox.DefaultTmpSize)),
+		mount("/usr", "bind", "/usr", "rbind", "ro", "nosuid", "nodev"),
+	}
+	for _, d := range b.layout.binds {
+		mounts = append(mounts, mount(d, "bind", d, "rbind", "ro", "nosuid", "nodev"))
+	}
+	conf["mounts"] = mounts
+	var nss []any
+	for _, ns := range []string{"pid", "network", "ipc", "uts", "mount", "user", "cgroup"} {
+		nss = append(nss, map[string]any{"type": ns})
+	}
+	linux["namespaces"] = nss
+	ids := []any{map[string]any{"containerID": 0, "hostID": b.runcIDs.Base, "size": b.runcIDs.Size}}
+	linux["uidMappings"] = ids
+	linux["gidMappings"] = ids
+	b.runcConf = conf
+	return nil
+}
+
+func object(m map[string]any, key string) (map[string]any, error) {
+	o, ok := m[key].(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("runc spec output: no %q object", key)
+	}
+	return o, nil
+}
+
+func mount(dst, typ, src string, opts ...string) map[string]any {
+	return map[string]any{"destination": dst, "type": typ, "source": src, "options": opts}
+}
+
+// writeRuncConfig writes the bundle's config.json for container id, which
+// gets its own cgroup leaf, as a scoped sandbox does.
+func (b *bench) writeRuncConfig(id string) error {
+	linux, err := object(b.runcConf, "linux")
+	if err != nil {
+		return err
+	}
+	linux["cgroupsPath"] = b.runcNode.Path() + "/" + id
+	data, err := json.MarshalIndent(b.runcConf, "", "\t")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(b.bundle, "config.json"), data, 0o644)
+}
+
+func (b *bench) bwrapArgs() []string {
+	args := []string{"--unshare-all", "--die-with-parent", "--ro-bind", "/usr", "/usr"}
+	for _, s := range b.layout.symlinks {
+		args = append(args, "--symlink", s[0], s[1])
+	}
+	for _, d := range b.layout.binds {
+		args = append(args, "--ro-bind", d, d)
+	}
+	return append(args, "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--", truePath)
+}
+
+// A variant runs /usr/bin/true once and records the series it measures.
+type variant struct {
+	name string
+	run  func(rec func(series string, d time.Duration)) error
+}
+
+func (b *bench) variants() []variant {
+	bwrapArgs := b.bwrapArgs()
+	return []variant{
+		{"fork/exec", func(rec func(string, time.Duration)) error {
+			var stderr bytes.Buffer
+			cmd := exec.Command(truePath)
+			cmd.Stderr = &stderr
+			t0 := time.Now()
+			err := cmd.Run()
+			rec(sFork, time.Since(t0))
+			return cmdErr(err, &stderr)
+		}},
+		{"scoped", b.runScoped},
+		{"bwrap", func(rec func(string, time.Duration)) error {
+			var stderr bytes.Buffer
+			cmd := exec.Command(b.o.bwrap, bwrapArgs...)
+			cmd.Stderr = &stderr
+			t0 := time.Now()
+			err := cmd.Run()
+			rec(sBwrap, time.Since(t0))
+			return cmdErr(err, &stderr)
+		}},
+		{"runc", b.runRunc},
+	}
+}
+
+func (b *bench) runScoped(rec func(string, time.Duration)) error {
+	b.seq++
+	id := "s" + strconv.Itoa(b.seq)
+	var stderr bytes.Buffer
+	cfg := sandbox.Config{
+		ID:       id,
+		StateDir: b.state,
+		Cgroup:   b.scopedNode.Path() + "/" + id,
+		Hostname: "bench",
+		IDs:      b.ids,
+		Args:     []string{truePath},
+		Stderr:   &stderr,
+	}
+	t0 := time.Now()
+	s, err := sandbox.Start(cfg)
+	if err != nil {
+		return err
+	}
+	t1 := time.Now()
+	st, werr := s.Wait()
+	t2 := time.Now()
+	derr := s.Destroy()
+	t3 := time.Now()
+	if err := errors.Join(werr, derr); err != nil {
+		return err
+	}
+	if !st.Success() {
+		return fmt.Errorf("%s %s: %s", truePath, st, strings.TrimSpace(stderr.String()))
+	}
+	rec(sScopedExit, t2.Sub(t0))
+	rec(sScopedDestroy, t3.Sub(t0))
+	rec(pStart, t1.Sub(t0))
+	rec(pWait, t2.Sub(t1))
+	rec(pDestroy, t3.Sub(t2))
+	return nil
+}
+
+func (b *bench) runRunc(rec func(string, time.Duration)) error {
+	b.seq++
+	id := "r" + strconv.Itoa(b.seq)
+	if err := b.writeRuncConfig(id); err != nil {
+		return err
+	}
+	var stderr bytes.Buffer
+	cmd := exec.Command(b.o.runc, "--root", b.runcRoot, "run", "--bundle", b.bundle, id)
+	cmd.Stderr = &stderr
+	t0 := time.Now()
+	err := cmd.Run()
+	d := time.Since(t0)
+	if err != nil {
+		// runc run removes its container when the process exits; not
+		// necessarily when it fails.
+		return errors.Join(cmdErr(err, &stderr), b.runcDelete(id))
+	}
+	rec(sRunc, d)
+	return nil
+}
+
+func cmdErr(err error, stderr *bytes.Buffer) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
+}
+
+// measure runs every variant warmup+n times, round-robin, starting each
+// round with the next variant so that none always runs first. Each run
+// follows an idle gap: the first write to cgroup.procs after some idle time
+// waits for an RCU grace period (5–15 ms here), and one that follows
+// another within ~15 ms does not, so without the gap scoped and runc would
+// speed each other up depending on their order.
+func (b *bench) measure(ctx context.Context) (map[string][]time.Duration, error) {
+	vs := b.variants()
+	res := map[string][]time.Duration{}
+	total := b.o.warmup + b.o.n
+	for i := range total {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("interrupted: %w", err)
+		}
+		round := map[string]time.Duration{}
+		rec := func(s string, d time.Duration) { round[s] = d }
+		for k := range vs {
+			v := vs[(i+k)%len(vs)]
+			time.Sleep(b.o.gap)
+			if err := v.run(rec); err != nil {
+				return nil, fmt.Errorf("%s (iteration %d): %w", v.name, i+1, err)
+			}
+		}
+		if i >= b.o.warmup {
+			for s, d := range round {
+				res[s] = append(res[s], d)
+			}
+		}
+		if (i+1)%10 == 0 || i+1 == total {
+			fmt.Fprintf(os.Stderr, "sandboxbench: %d/%d rounds (%d warm-up)\n", i+1, total, b.o.warmup)
+		}
+	}
+	return res, nil
+}
+
+// stats are the median and 90th percentile (nearest rank) of a series.
+type stats struct{ median, p90 time.Duration }
+
+func summarise(ds []time.Duration) stats {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	n := len(s)
+	med := s[n/2]
+	if n%2 == 0 {
+		med = (s[n/2-1] + s[n/2]) / 2
+	}
+	return stats{median: med, p90: s[int(math.Ceil(0.9*float64(n)))-1]}
+}
+
+func ms(d time.Duration) string {
+	return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 2, 64) + " ms"
+}
+
+func ratio(a, b time.Duration) string {
+	return strconv.FormatFloat(float64(a)/float64(b), 'f', 2, 64)
+}
+
+// report renders the section, markers included.
+func (b *bench) report(res map[string][]time.Duration) string {
+	st := map[string]stats{}
+	for s, ds := range res {
+		st[s] = summarise(ds)
+	}
+	fork := st[sFork].median
+	var w strings.Builder
+	p := func(format string, a ...any) { fmt.Fprintf(&w, format, a...) }
+
+	p("%s\n%s\n\n", markStart, sectionTitle)
+	p("Start to exit of `%s`: forked and executed plainly, in a scoped sandbox, under\n", truePath)
+	p("bubblewrap and under `runc run`, interleaved round-robin in one run.\n\n")
+	cmd := baseCommand
+	if b.o.argsString != "" {
+		cmd += " " + b.o.argsString
+	}
+	if b.o.argsString == "-o BENCHMARKS.md" {
+		p("- Command: `sudo make bench`, which runs `%s`\n", cmd)
+	} else {
+		p("- Command: `%s`, as root\n", cmd)
+	}
+	p("- Date: %s\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+	p("- Kernel: %s; cgroup mode: %s; CPUs: %d%s\n", kernelRelease(), cgroups.HostMode(), runtime.NumCPU(), cpuModel())
+	p("- N: %d measured runs of each variant, after %d discarded warm-up %s; %s idle before each run\n",
+		b.o.n, b.o.warmup, plural(b.o.warmup, "round"), b.o.gap)
+	p("- Versions: %s, libcontainer %s, %s, runc %s\n\n",
+		runtime.Version(), moduleVersion("github.com/opencontainers/runc"), toolVersion(b.o.bwrap), toolVersion(b.o.runc))
+
+	p("| Variant | Median | p90 | vs fork/exec |\n| --- | ---: | ---: | ---: |\n")
+	for _, s := range []string{sFork, sScopedExit, sScopedDestroy, sBwrap, sRunc} {
+		p("| %s | %s | %s | %s× |\n", s, ms(st[s].median), ms(st[s].p90), ratio(st[s].median, fork))
+	}
+	p("\nScoped against the others, ratios of medians (below 1: scoped is faster):\n\n")
+	for _, s := range []string{sScopedExit, sScopedDestroy} {
+		name := strings.TrimPrefix(s, "scoped: ")
+		p("- scoped (%s) / bwrap = %s; scoped (%s) / runc run = %s\n",
+			name, ratio(st[s].median, st[sBwrap].median), name, ratio(st[s].median, st[sRunc].median))
+	}
+	p("\nScoped's time by phase, medians: %s after %s, %s %s later, %s %s later.\n\n",
+		pStart, ms(st[pStart].median), pWait, ms(st[pWait].median), pDestroy, ms(st[pDestroy].median))
+
+	p("Times are wall clock in the benchmark process, from just before the start to just after the\n")
+	p("last call returns. Every variant gets stdin from /dev/null, stdout discarded and stderr captured.\n\n")
+	p("- **fork/exec**: `os/exec` runs `%s`.\n", truePath)
+	p("- **scoped**: `sandbox.Start` with `Args: [%s]` in a fresh cgroup leaf under\n", truePath)
+	p("  `%s`, then `Wait` (the process has exited) and `Destroy` (cgroup,\n", b.scopedNode.Path())
+	p("  libcontainer state and rootfs directory removed). Isolation: user (a high host uid range),\n")
+	p("  pid, mount, ipc, uts, net (loopback) and cgroup namespaces; read-only binds of /usr and a few\n")
+	p("  /etc files; private /proc, /dev, /tmp; no capabilities; seccomp; rlimits.\n")
+	p("- **bwrap**: `bwrap %s`.\n", strings.Join(b.bwrapArgs(), " "))
+	p("  It creates no cgroup and installs no seccomp filter.\n")
+	p("- **runc run**: `runc --root <tmp> run --bundle <tmp> <unique id>`, with a bundle from `runc spec`\n")
+	p("  changed to match scoped: pid, net, ipc, uts, mount, user (another high uid range) and cgroup\n")
+	p("  namespaces; no capabilities; a read-only root with the host's /bin, /lib… symlinks, read-only\n")
+	p("  /usr, private /proc, /dev, /tmp; a fresh cgroup leaf under `%s`; no seccomp\n", b.runcNode.Path())
+	p("  filter. `runc run` deletes the container before it exits, so it compares with scoped's\n")
+	p("  Start → Destroy.\n\n")
+	p("The idle time before each run keeps one run's kernel state from speeding up the next: the first\n")
+	p("write to a `cgroup.procs` after a pause waits for an RCU grace period (5–15 ms on this kind of\n")
+	p("host, cgroup v1), one within ~15 ms of another does not. scoped and runc pay it on every run,\n")
+	p("as a daemon that starts sandboxes now and then does; bwrap and fork/exec join no cgroup.\n")
+	p("%s\n", markEnd)
+	return w.String()
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return word
+	}
+	return word + "s"
+}
+
+func kernelRelease() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return "unknown"
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
+
+func cpuModel() string {
+	f, err := os.Open("/proc/cpuinfo")
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if k, v, ok := strings.Cut(s.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+			return " (" + strings.TrimSpace(v) + ")"
+		}
+	}
+	return ""
+}
+
+func moduleVersion(path string) string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, m := range bi.Deps {
+			if m.Path == path {
+				return m.Version
+			}
+		}
+	}
+	return "unknown"
+}
+
+// toolVersion is the first line of `tool --version`, without the tool's name.
+func toolVersion(tool string) string {
+	out, err := exec.Command(tool, "--version").Output()
+	if err != nil {
+		return filepath.Base(tool) + " (version unknown)"
+	}
+	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+	return strings.TrimPrefix(line, "runc version ")
+}
+
+func quoteArgs(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		q[i] = a
+		if a == "" || strings.ContainsAny(a, " \t\n'\"\\$`*?[]{}()<>|&;#~") {
+			q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+	}
+	return strings.Join(q, " ")
+}
+
+const intro = `# Benchmarks
+
+Each section below comes from one benchmark program under ` + "`bench/cmd`" + `. A program
+runs all its variants side by side in one run, interleaved round-robin, so that
+machine noise hits them alike: read the ratios between variants, which carry
+over to other machines far better than the absolute times. Reproduce them with
+` + "`sudo make bench`" + ` (root; it installs bubblewrap and runc on Debian or Ubuntu),
+which reruns every benchmark and replaces its section here.
+`
+
+// writeSection replaces this program's section of the markdown file (the
+// lines from markStart to markEnd), appends it if the file has none, or
+// creates the file.
+func writeSection(path, section string) error {
+	old, err := os.ReadFile(path)
+	var doc string
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		doc = intro + "\n" + section
+	case err != nil:
+		return err
+	default:
+		s := string(old)
+		i := strings.Index(s, markStart)
+		j := strings.Index(s, markEnd)
+		switch {
+		case i >= 0 && j > i:
+			end := j + len(markEnd)
+			if end < len(s) && s[end] == '\n' {
+				end++
+			}
+			doc = s[:i] + section + s[end:]
+		case i >= 0 || j >= 0:
+			return fmt.Errorf("%s: unmatched %s / %s markers; fix them by hand", path, markStart, markEnd)
+		default:
+			doc = strings.TrimRight(s, "\n") + "\n\n" + section
+		}
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(doc), 0o644); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	return nil
+}
