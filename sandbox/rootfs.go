@@ -105,8 +105,8 @@ func containerConfig(cfg *Config, rootfs string) (*configs.Config, error) {
 		}
 		m := &configs.Mount{Source: src, Destination: dst, Device: "bind", Flags: flags}
 		if flags&unix.MS_RDONLY != 0 {
-			// Keep the bind read-only even if the source is remounted.
-			m.Flags |= unix.MS_RDONLY
+			// Mounts made later below the source on the host do not
+			// propagate into the sandbox.
 			m.PropagationFlags = []int{unix.MS_PRIVATE | unix.MS_REC}
 		}
 		return m, nil
@@ -117,33 +117,36 @@ func containerConfig(cfg *Config, rootfs string) (*configs.Config, error) {
 		{Source: "tmpfs", Destination: TmpPath, Device: "tmpfs", Flags: unix.MS_NOSUID | unix.MS_NODEV,
 			Data: "mode=1777,size=" + strconv.FormatInt(cfg.TmpSize, 10)},
 	}
-	var binds [][3]any
-	binds = append(binds, [3]any{"/usr", "/usr", roBind})
+	type bindSpec struct {
+		src, dst string
+		flags    int
+	}
+	binds := []bindSpec{{"/usr", "/usr", roBind}}
 	for _, d := range hostTopDirs {
 		if fi, err := os.Lstat("/" + d); err == nil && fi.IsDir() {
-			binds = append(binds, [3]any{"/" + d, "/" + d, roBind})
+			binds = append(binds, bindSpec{"/" + d, "/" + d, roBind})
 		}
 	}
 	for _, e := range hostEtc {
 		if _, err := os.Stat(e); err == nil {
-			binds = append(binds, [3]any{e, e, roBind})
+			binds = append(binds, bindSpec{e, e, roBind})
 		}
 	}
 	if cfg.Binary != "" {
-		binds = append(binds, [3]any{cfg.Binary, WorkerPath, roBind})
+		binds = append(binds, bindSpec{cfg.Binary, WorkerPath, roBind})
 	}
 	if cfg.Bundle != "" {
-		binds = append(binds, [3]any{cfg.Bundle, BundlePath, roBind | unix.MS_NOEXEC})
+		binds = append(binds, bindSpec{cfg.Bundle, BundlePath, roBind | unix.MS_NOEXEC})
 	}
 	for _, b := range cfg.Binds {
 		flags := roBind
 		if b.Writable {
 			flags = rwBind
 		}
-		binds = append(binds, [3]any{b.Source, b.Target, flags})
+		binds = append(binds, bindSpec{b.Source, b.Target, flags})
 	}
 	for _, b := range binds {
-		m, err := bind(b[0].(string), b[1].(string), b[2].(int))
+		m, err := bind(b.src, b.dst, b.flags)
 		if err != nil {
 			return nil, err
 		}

@@ -9,9 +9,14 @@
 #   SCOPED_VM_ACCEL=auto|kvm|tcg (default auto: KVM if a probe boots, else TCG)
 #   SCOPED_VM_TIMEOUT=seconds for the whole run (default 900)
 #   SCOPED_VM_TESTFLAGS=flags passed to every test binary
+#   SCOPED_VM_SHARE=directory shown at its own path in the VM even where the
+#     VM mounts a tmpfs (/tmp, /run); default the current directory, which
+#     must hold WORKDIR and the test binaries
 set -euo pipefail
 
 work=$(realpath "$1"); shift
+share=$(realpath "${SCOPED_VM_SHARE:-$PWD}")
+case "$work/" in "$share"/*) ;; *) echo "vm-test: WORKDIR $work is not inside $share" >&2; exit 2 ;; esac
 [ $# -gt 0 ] || { echo "usage: $0 WORKDIR TEST_BINARY..." >&2; exit 2; }
 accel=${SCOPED_VM_ACCEL:-auto}
 timeout_s=${SCOPED_VM_TIMEOUT:-900}
@@ -80,7 +85,9 @@ busybox mount -t sysfs sys /sys
 busybox mount -t devtmpfs dev /dev
 for m in $(busybox cat /modules/order); do busybox insmod /modules/$m.ko || echo "insmod $m failed"; done
 busybox mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=262144 hostroot /newroot || { echo "cannot mount host root"; busybox poweroff -f; }
-work=$(busybox cat /proc/cmdline | busybox sed -n 's/.*scoped.work=\([^ ]*\).*/\1/p')
+arg() { busybox cat /proc/cmdline | busybox sed -n "s/.*scoped.$1=\([^ ]*\).*/\1/p"; }
+work=$(arg work)
+share=$(arg share)
 busybox mount -t proc proc /newroot/proc
 busybox mount -t sysfs sys /newroot/sys
 busybox mount -t cgroup2 -o nsdelegate cgroup2 /newroot/sys/fs/cgroup
@@ -91,6 +98,10 @@ busybox mount -t devpts devpts /newroot/dev/pts
 busybox mount -t tmpfs shm /newroot/dev/shm
 for d in tmp run var/tmp; do busybox mount -t tmpfs -o mode=1777 tmpfs /newroot/$d; done
 busybox mount -t tmpfs -o mode=0700 tmpfs /newroot/root
+# The project directory, again at its own path (it may sit below /tmp), and
+# the work directory in it, writable.
+busybox mkdir -p /newroot$share
+busybox mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=262144 share /newroot$share || echo "cannot mount $share"
 busybox mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 work /newroot$work || echo "cannot mount work share"
 busybox hostname scoped-vm
 busybox ip link set lo up
@@ -126,8 +137,9 @@ qemu() {
 	timeout --kill-after=10 "$limit" qemu-system-x86_64 "${a[@]}" -smp 2 -m 4096 \
 		-nodefaults -no-reboot -display none -serial stdio \
 		-kernel "$vmlinuz" -initrd "$ird.cpio.gz" \
-		-append "console=ttyS0 quiet panic=-1 cgroup_no_v1=all scoped.work=$work $*" \
+		-append "console=ttyS0 quiet panic=-1 cgroup_no_v1=all scoped.work=$work scoped.share=$share $*" \
 		-virtfs local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on,multidevs=remap \
+		-virtfs local,path="$share",mount_tag=share,security_model=passthrough,readonly=on,multidevs=remap \
 		-virtfs local,path="$work",mount_tag=work,security_model=passthrough,multidevs=remap
 }
 
