@@ -47,7 +47,11 @@ bench:
 	@scripts/deps.sh bench
 	CGO_ENABLED=1 $(GO) run $(GOFLAGS_BUILD) ./bench/cmd/sandboxbench -o BENCHMARKS.md
 
+# Rebuilds generated code (protobuf) from source with the pinned Go tools.
 generate:
+	@scripts/deps.sh generate
+	$(GO) build -o $(BIN)/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
+	$(GO) build -o $(BIN)/protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc
 	$(GO) generate ./...
 
 lint: deps

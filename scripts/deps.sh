@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the system packages scoped needs are installed. As root on
 # Debian/Ubuntu it installs what is missing; elsewhere it prints the exact
-# command and fails. Usage: scripts/deps.sh build|bench
+# command and fails. Usage: scripts/deps.sh build|bench|generate
 set -euo pipefail
 
 need=()
@@ -11,7 +11,8 @@ want() { for p in "$@"; do have_pkg "$p" || need+=("$p"); done; }
 case "${1:-build}" in
 build) want gcc libc6-dev pkg-config libseccomp-dev ;;
 bench) want gcc libc6-dev pkg-config libseccomp-dev bubblewrap runc ;;
-*) echo "usage: $0 build|bench" >&2; exit 2 ;;
+generate) want protobuf-compiler ;;
+*) echo "usage: $0 build|bench|generate" >&2; exit 2 ;;
 esac
 
 command -v go >/dev/null || { echo "scoped needs Go 1.26 or later on PATH (https://go.dev/doc/install)" >&2; exit 1; }
