@@ -107,7 +107,7 @@ func (t *Tree) Node(l Limits, elems ...string) (*Node, error) {
 		return nil, fmt.Errorf("%w: empty node path", ErrInvalidPath)
 	}
 	for _, e := range elems {
-		if err := ident.Check("cgroup name", e); err != nil {
+		if err := ident.CheckDotted("cgroup name", e); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrInvalidPath, err)
 		}
 	}
@@ -246,7 +246,7 @@ func (n *Node) Path() string { return n.path }
 
 // Child creates (if needed) the child node name with limits l.
 func (n *Node) Child(name string, l Limits) (*Node, error) {
-	if err := ident.Check("cgroup name", name); err != nil {
+	if err := ident.CheckDotted("cgroup name", name); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidPath, err)
 	}
 	t := &Tree{root: n.path, mode: n.mode}

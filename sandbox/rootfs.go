@@ -136,7 +136,8 @@ func containerConfig(cfg *Config, rootfs string) (*configs.Config, error) {
 		binds = append(binds, bindSpec{cfg.Binary, WorkerPath, roBind})
 	}
 	if cfg.Bundle != "" {
-		binds = append(binds, bindSpec{cfg.Bundle, BundlePath, roBind | unix.MS_NOEXEC})
+		// Executable: the exec runtime runs its entrypoint from here.
+		binds = append(binds, bindSpec{cfg.Bundle, BundlePath, roBind})
 	}
 	for _, b := range cfg.Binds {
 		flags := roBind

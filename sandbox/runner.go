@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/hashicorp/go-plugin/runner"
 )
@@ -40,6 +41,7 @@ type Runner struct {
 	stdoutR, stdoutW *os.File
 	stderrR, stderrW *os.File
 	closeOnce        sync.Once
+	killed           atomic.Bool
 }
 
 var _ runner.Runner = (*Runner)(nil)
@@ -131,7 +133,7 @@ func (r *Runner) ID() string {
 
 // Wait waits for the worker to exit and then removes its sandbox (go-plugin
 // calls Kill only when a worker fails to exit gracefully). A non-zero exit
-// is an error.
+// is an error, unless Kill caused it.
 func (r *Runner) Wait(context.Context) error {
 	if r.s == nil {
 		return errors.New("sandbox not started")
@@ -144,7 +146,7 @@ func (r *Runner) Wait(context.Context) error {
 	if err != nil {
 		return err
 	}
-	if !st.Success() {
+	if !st.Success() && !r.killed.Load() {
 		return fmt.Errorf("worker in sandbox %s: %s", r.s.ID(), st)
 	}
 	return nil
@@ -155,6 +157,7 @@ func (r *Runner) Kill(context.Context) error {
 	if r.s == nil {
 		return nil
 	}
+	r.killed.Store(true)
 	err := r.s.Destroy()
 	r.closePipes()
 	return err

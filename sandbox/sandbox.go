@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	_ "github.com/opencontainers/cgroups/devices" // device rules for the sandbox's cgroup
@@ -99,6 +100,7 @@ type Sandbox struct {
 
 	destroyOnce sync.Once
 	destroyErr  error
+	oomKills    atomic.Uint64
 }
 
 func (cfg *Config) setDefaults() error {
@@ -240,6 +242,10 @@ func (s *Sandbox) Wait() (*os.ProcessState, error) {
 	return s.state, s.waitErr
 }
 
+// OOMKills is the number of processes the kernel's OOM killer killed in the
+// sandbox's own cgroup, as read when Destroy removed it (0 before).
+func (s *Sandbox) OOMKills() uint64 { return s.oomKills.Load() }
+
 // Done is closed when the process has exited and Wait has returned.
 func (s *Sandbox) Done() <-chan struct{} { return s.done }
 
@@ -258,6 +264,13 @@ func (s *Sandbox) Destroy() error {
 			if s.p != nil {
 				_ = s.c.Signal(unix.SIGKILL)
 				waitTimeout(s, 10*time.Second)
+			}
+			// On cgroup v1 the kernel counts an OOM kill only in the
+			// victim's own cgroup, which goes away now: keep the count.
+			if n, err := cgroups.Load(s.cgroup); err == nil {
+				if st, err := n.Stats(); err == nil {
+					s.oomKills.Store(st.OOMKills)
+				}
 			}
 			if err := s.c.Destroy(); err != nil {
 				errs = append(errs, fmt.Errorf("destroy %s: %w", s.id, err))

@@ -1,71 +1,177 @@
-// Command scoped is the scoped daemon. For now it prepares its cgroup root
-// and state directory, removes what a crashed run left behind, and waits for
-// SIGINT or SIGTERM; the supervisor and its API come next.
+// Command scoped is the scoped daemon: `scoped --config FILE` serves the
+// API; `scoped config default` prints the commented default configuration.
+// The main only wires flags, configuration, logging, signals and systemd
+// notifications around the supervisor.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
+	"time"
 
-	"github.com/scoped-io/scoped/cgroups"
+	"github.com/coreos/go-systemd/v22/daemon"
+
 	"github.com/scoped-io/scoped/sandbox"
+	"github.com/scoped-io/scoped/supervisor"
 )
 
 func main() {
 	sandbox.Init() // never returns when started as a sandbox's init
-	if err := run(); err != nil {
+	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "scoped:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
-	root := flag.String("cgroup-root", cgroups.DefaultRoot, "absolute cgroup path scoped owns")
-	state := flag.String("state-dir", "/run/scoped", "runtime state directory")
-	flag.Parse()
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-
-	if os.Geteuid() != 0 {
-		return fmt.Errorf("must run as root (try: sudo make run)")
+func run(args []string) error {
+	fs := flag.NewFlagSet("scoped", flag.ContinueOnError)
+	configPath := fs.String("config", "", "configuration file (TOML); the embedded defaults when empty")
+	grace := fs.Duration("grace", 30*time.Second, "how long a stop waits for invocations in flight")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: scoped [--config FILE] [--grace D]\n       scoped config default\n\n")
+		fs.PrintDefaults()
 	}
-	tree, err := cgroups.Open(*root)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() == 2 && fs.Arg(0) == "config" && fs.Arg(1) == "default" {
+		fmt.Print(supervisor.DefaultConfigTOML)
+		return nil
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	load := func() (supervisor.Config, error) {
+		if *configPath == "" {
+			c := supervisor.DefaultConfig()
+			return c, c.Validate()
+		}
+		return supervisor.LoadConfig(*configPath)
+	}
+	cfg, err := load()
 	if err != nil {
 		return err
 	}
-	sandboxes := filepath.Join(*state, "sandboxes")
-	if n, err := sandbox.Cleanup(sandboxes); err != nil {
-		return fmt.Errorf("remove sandboxes left by a previous run: %w", err)
-	} else if n > 0 {
-		log.Warn("removed sandboxes left by a previous run", "count", n)
+	log := newLogger(cfg.Log)
+	if os.Geteuid() != 0 {
+		return errors.New("must run as root (try: sudo make run)")
 	}
-	if n, err := tree.Cleanup(); err != nil {
-		return fmt.Errorf("remove cgroups left by a previous run: %w", err)
-	} else if n > 0 {
-		log.Warn("removed cgroups left by a previous run", "count", n)
-	}
-	log.Info("scoped ready", "cgroup_root", tree.Root(), "cgroup_mode", tree.Mode().String(), "state_dir", *state)
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	<-ctx.Done()
-	log.Info("stopping")
-
-	if _, err := sandbox.Cleanup(sandboxes); err != nil {
-		log.Error("sandbox cleanup", "err", err)
-	}
-	if _, err := tree.Cleanup(); err != nil {
-		log.Error("cgroup cleanup", "err", err)
-	}
-	if err := tree.Close(); err != nil {
+	s, err := supervisor.New(cfg, log)
+	if err != nil {
 		return err
 	}
-	_ = os.RemoveAll(sandboxes)
+	if err := s.Recover(); err != nil {
+		return err
+	}
+	l, err := s.Listen()
+	if err != nil {
+		_ = s.Stop(0)
+		return err
+	}
+	srv := s.NewServer()
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(l) }()
+	if err := s.PublishReattach(); err != nil {
+		log.Warn("reattach file not written", "err", err)
+	}
+	log.Info("scoped ready", "socket", cfg.Socket, "cgroup_root", cfg.CgroupRoot, "isolation", cfg.Isolation.By)
+	_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
+
+	stopWatchdog := watchdog(log)
+	defer stopWatchdog()
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	for {
+		select {
+		case err := <-serveErr:
+			_ = s.Stop(0)
+			return fmt.Errorf("API server: %w", err)
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				_, _ = daemon.SdNotify(false, daemon.SdNotifyReloading)
+				if c, err := load(); err != nil {
+					log.Error("reload failed, keeping the configuration in force", "err", err)
+				} else if err := s.Reload(c); err != nil {
+					log.Error("reload failed", "err", err)
+				} else {
+					log.Info("configuration reloaded")
+				}
+				_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
+				continue
+			}
+			log.Info("stopping", "signal", sig.String(), "grace", *grace)
+			_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
+			return stop(s, srv, l, *grace, log)
+		}
+	}
+}
+
+// stop refuses new calls, drains the ones in flight for up to grace, and
+// removes everything the daemon made.
+func stop(s *supervisor.Supervisor, srv interface {
+	GracefulStop()
+	Stop()
+}, l interface{ Close() error }, grace time.Duration, log *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	done := make(chan struct{})
+	stopErr := make(chan error, 1)
+	go func() { stopErr <- s.Stop(grace) }()
+	go func() { srv.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		srv.Stop()
+	}
+	_ = l.Close()
+	err := <-stopErr
+	s.Unpublish()
+	s.RemoveRuntimeDir()
+	if err != nil {
+		return fmt.Errorf("cleanup: %w", err)
+	}
 	log.Info("stopped")
 	return nil
+}
+
+// watchdog pings systemd's watchdog at half its interval, when enabled.
+func watchdog(log *slog.Logger) func() {
+	every, err := daemon.SdWatchdogEnabled(false)
+	if err != nil || every == 0 {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(every / 2)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_, _ = daemon.SdNotify(false, daemon.SdNotifyWatchdog)
+			}
+		}
+	}()
+	log.Debug("systemd watchdog enabled", "interval", every)
+	return func() { close(done) }
+}
+
+func newLogger(c supervisor.LogConfig) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
 }

@@ -7,6 +7,7 @@ package ident
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // MaxLen is the longest identifier accepted.
@@ -31,6 +32,24 @@ func Check(kind, s string) error {
 			continue
 		}
 		return fmt.Errorf("%w: %s %q: character %q at %d is not allowed (want [a-z0-9][a-z0-9_-]{0,62})", ErrInvalid, kind, s, c, i)
+	}
+	return nil
+}
+
+// MaxDottedLen is the longest dotted name accepted (a cgroup name's limit).
+const MaxDottedLen = 255
+
+// CheckDotted reports whether s is one or more identifiers joined by ".",
+// the form of scope names ("production.alice"). No element may be empty,
+// so "." and ".." are refused.
+func CheckDotted(kind, s string) error {
+	if len(s) > MaxDottedLen {
+		return fmt.Errorf("%w: %s is %d characters long, at most %d are allowed", ErrInvalid, kind, len(s), MaxDottedLen)
+	}
+	for _, e := range strings.Split(s, ".") {
+		if err := Check(kind, e); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -36,3 +36,16 @@ func FuzzCheck(f *testing.F) {
 		}
 	})
 }
+
+func TestCheckDotted(t *testing.T) {
+	for _, s := range []string{"a", "production.alice", "a.b.c"} {
+		if err := CheckDotted("scope", s); err != nil {
+			t.Errorf("CheckDotted(%q) = %v", s, err)
+		}
+	}
+	for _, s := range []string{"", ".", "..", "a..b", ".a", "a.", "a/b", "a.B", strings.Repeat("a.", 130) + "a"} {
+		if err := CheckDotted("scope", s); !errors.Is(err, ErrInvalid) {
+			t.Errorf("CheckDotted(%q) = %v, want ErrInvalid", s, err)
+		}
+	}
+}

@@ -1,0 +1,328 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/scoped-io/scoped/client"
+	"github.com/scoped-io/scoped/internal/testutil"
+	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
+)
+
+// bins are the binaries and bundles TestMain builds.
+var bins struct {
+	dir                            string
+	scoped, scopectl, exec         string
+	whoami, spin, shout, misbehave string // bundle directories
+	err, scopectlErr               error
+}
+
+func TestMain(m *testing.M) {
+	code := func() int {
+		if os.Geteuid() == 0 {
+			dir, err := os.MkdirTemp("", "scoped-e2e-bin-")
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			defer os.RemoveAll(dir)
+			bins.dir = dir
+			bins.err = build(dir)
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+func goBuild(out, pkg string, cgo bool, tags ...string) error {
+	args := []string{"build", "-o", out}
+	if len(tags) > 0 {
+		args = append(args, "-tags", strings.Join(tags, ","))
+	}
+	cmd := exec.Command("go", append(args, pkg)...)
+	cmd.Dir = ".."
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if cgo {
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
+	}
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
+	}
+	return nil
+}
+
+func build(dir string) error {
+	bins.scoped = filepath.Join(dir, "scoped")
+	bins.exec = filepath.Join(dir, "scoped-exec") // next to scoped: found by default
+	bins.scopectl = filepath.Join(dir, "scopectl")
+	if err := goBuild(bins.scoped, "./cmd/scoped", true, "seccomp"); err != nil {
+		return err
+	}
+	if err := goBuild(bins.exec, "./cmd/scoped-exec", false); err != nil {
+		return err
+	}
+	bins.scopectlErr = goBuild(bins.scopectl, "./cmd/scopectl", false)
+	for _, ex := range []struct {
+		dst   *string
+		name  string
+		pkg   string
+		entry string
+	}{
+		{&bins.whoami, "whoami", "./examples/whoami", "whoami"},
+		{&bins.spin, "spin", "./examples/spin", "spin"},
+		{&bins.misbehave, "misbehave", "./e2e/testdata/misbehave", "misbehave"},
+	} {
+		*ex.dst = filepath.Join(dir, "bundles", ex.name)
+		if err := os.MkdirAll(*ex.dst, 0o755); err != nil {
+			return err
+		}
+		if err := goBuild(filepath.Join(*ex.dst, ex.entry), ex.pkg, false); err != nil {
+			return err
+		}
+		manifest, err := os.ReadFile(filepath.Join("..", strings.TrimPrefix(ex.pkg, "./"), "manifest.toml"))
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(*ex.dst, "manifest.toml"), manifest, 0o644); err != nil {
+			return err
+		}
+	}
+	bins.shout, _ = filepath.Abs("../examples/shout")
+	// Everything the sandboxes' high uids run must be reachable.
+	return filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && fi.IsDir() {
+			return os.Chmod(p, 0o755)
+		}
+		return err
+	})
+}
+
+var daemonSeq atomic.Int64
+
+// daemon is one running scoped.
+type daemon struct {
+	t        *testing.T
+	cmd      *exec.Cmd
+	dir      string
+	config   string
+	socket   string
+	root     string // cgroup root
+	runtime  string
+	state    string
+	logs     *syncBuffer
+	exited   chan struct{}
+	stopOnce sync.Once
+}
+
+// options change the daemon's configuration.
+type options struct {
+	isolation string // TOML array, e.g. `["environment", "extension"]`
+	memoryMax int64
+	extra     string // appended TOML
+	state     string // reuse a state dir (restart)
+	root      string // reuse a cgroup root (restart)
+}
+
+func requireBins(t *testing.T) {
+	t.Helper()
+	testutil.RequiresRoot(t)
+	if bins.err != nil {
+		t.Fatalf("building the binaries: %v", bins.err)
+	}
+}
+
+// startDaemon starts scoped with a private socket, state, runtime dir and
+// cgroup root, and waits until it serves.
+func startDaemon(t *testing.T, o options) *daemon {
+	t.Helper()
+	requireBins(t)
+	n := daemonSeq.Add(1)
+	dir := t.TempDir()
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := &daemon{t: t, dir: dir, logs: &syncBuffer{}, exited: make(chan struct{})}
+	d.runtime = filepath.Join(dir, "run")
+	d.state = o.state
+	if d.state == "" {
+		d.state = filepath.Join(dir, "state")
+	}
+	d.root = o.root
+	if d.root == "" {
+		d.root = fmt.Sprintf("/scoped-e2e-%d-%d", os.Getpid(), n)
+	}
+	d.socket = filepath.Join(d.runtime, "scoped.sock")
+	if o.isolation == "" {
+		o.isolation = `["environment"]`
+	}
+	if o.memoryMax == 0 {
+		o.memoryMax = 256 << 20
+	}
+	cfg := fmt.Sprintf(`socket = %q
+reattach_file = %q
+state_dir = %q
+runtime_dir = %q
+cgroup_root = %q
+[isolation]
+by = %s
+[limits]
+default_timeout = "20s"
+[pool]
+idle_timeout = "10m"
+[scope]
+memory_max = %d
+[log]
+level = "debug"
+%s`, d.socket, filepath.Join(d.runtime, "reattach.json"), d.state, d.runtime, d.root, o.isolation, o.memoryMax, o.extra)
+	d.config = filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(d.config, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	testutil.CheckLeaks(t, d.root)
+	d.start()
+	t.Cleanup(func() {
+		d.stop()
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", d.logs.String())
+		}
+	})
+	return d
+}
+
+func (d *daemon) start() {
+	d.t.Helper()
+	d.exited = make(chan struct{})
+	d.stopOnce = sync.Once{}
+	d.cmd = exec.Command(bins.scoped, "--config", d.config, "--grace", "5s")
+	d.cmd.Stdout = d.logs
+	d.cmd.Stderr = d.logs
+	if err := d.cmd.Start(); err != nil {
+		d.t.Fatal(err)
+	}
+	go func() { _ = d.cmd.Wait(); close(d.exited) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c, err := client.Dial(context.Background(), d.socket)
+		if err == nil {
+			_, err = c.ListExtensions(context.Background(), &scopedv1.ListExtensionsRequest{})
+			c.Close()
+			if err == nil {
+				return
+			}
+		}
+		select {
+		case <-d.exited:
+			d.t.Fatalf("scoped exited at start:\n%s", d.logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("scoped does not serve %s: %v\n%s", d.socket, err, d.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (d *daemon) stop() {
+	d.stopOnce.Do(func() {
+		select {
+		case <-d.exited:
+			return
+		default:
+		}
+		_ = d.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-d.exited:
+		case <-time.After(30 * time.Second):
+			_ = d.cmd.Process.Kill()
+			<-d.exited
+			d.t.Errorf("scoped did not stop within 30 s of SIGTERM")
+		}
+		if st := d.cmd.ProcessState; st != nil && !st.Success() {
+			d.t.Errorf("scoped exited with %v", st)
+		}
+	})
+}
+
+// kill9 kills the daemon the hard way, as a crash would.
+func (d *daemon) kill9() {
+	_ = d.cmd.Process.Kill()
+	<-d.exited
+	d.stopOnce.Do(func() {})
+}
+
+func (d *daemon) client(opts ...client.Option) *client.Client {
+	d.t.Helper()
+	c, err := client.Dial(context.Background(), d.socket, opts...)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	d.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// bundle reads a bundle directory into the API's form.
+func bundle(t *testing.T, dir string) *scopedv1.Bundle {
+	t.Helper()
+	b := &scopedv1.Bundle{}
+	err := filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil || fi.IsDir() {
+			return err
+		}
+		content, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		b.Files = append(b.Files, &scopedv1.File{Path: filepath.ToSlash(rel), Mode: uint32(fi.Mode().Perm()), Content: content})
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func deploy(t *testing.T, c *client.Client, tenant, env, name, dir string) *scopedv1.Extension {
+	t.Helper()
+	r, err := c.Deploy(context.Background(), &scopedv1.DeployRequest{Tenant: tenant, Environment: env, Name: name, Bundle: bundle(t, dir)})
+	if err != nil {
+		t.Fatalf("deploy %s for %s: %v", name, tenant, err)
+	}
+	return r.GetExtension()
+}
+
+func invoke(c *client.Client, tenant, env, name, payload string) (*scopedv1.InvokeResponse, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	return c.Invoke(ctx, &scopedv1.InvokeRequest{Tenant: tenant, Environment: env, Extension: name, Payload: []byte(payload)})
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

@@ -1,0 +1,462 @@
+package supervisor
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/user"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/scoped-io/scoped/internal/ident"
+	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
+)
+
+// API is the gRPC edge: it authenticates callers, checks what they may do,
+// calls the supervisor and turns its sentinel errors into status codes.
+type API struct {
+	scopedv1.UnimplementedScopedServer
+	s *Supervisor
+}
+
+var _ scopedv1.ScopedServer = (*API)(nil)
+
+// Listen creates the API's unix socket (removing a stale one), with the
+// configured mode and group.
+func (s *Supervisor) Listen() (net.Listener, error) {
+	path := s.conf().Socket
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("%s exists and is not a socket", path)
+		}
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("another scoped is serving %s", path)
+		}
+		_ = os.Remove(path)
+	}
+	if err := os.MkdirAll(s.conf().RuntimeDir, 0o711); err != nil {
+		return nil, err
+	}
+	old := unix.Umask(0o177)
+	l, err := net.Listen("unix", path)
+	unix.Umask(old)
+	if err != nil {
+		return nil, err
+	}
+	gid := -1
+	if g := s.conf().SocketGroup; g != "" {
+		if n, err := strconv.Atoi(g); err == nil {
+			gid = n
+		} else if grp, err := user.LookupGroup(g); err == nil {
+			gid, _ = strconv.Atoi(grp.Gid)
+		} else {
+			l.Close()
+			return nil, fmt.Errorf("%w: socket_group %q: %w", ErrConfig, g, err)
+		}
+	}
+	if err := os.Chown(path, -1, gid); err != nil {
+		l.Close()
+		return nil, err
+	}
+	if err := os.Chmod(path, os.FileMode(s.conf().SocketMode)); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// NewServer returns the gRPC server of the API, with go-plugin's health
+// service so applications can reattach with go-plugin.
+func (s *Supervisor) NewServer() *grpc.Server {
+	api := &API{s: s}
+	srv := grpc.NewServer(
+		grpc.Creds(peerCreds{}),
+		grpc.MaxRecvMsgSize(int(s.conf().Limits.MaxBundle+1<<20)),
+		grpc.MaxSendMsgSize(int(s.conf().Limits.MaxResult+1<<20)),
+		grpc.UnaryInterceptor(api.unary),
+		grpc.StreamInterceptor(api.stream),
+	)
+	scopedv1.RegisterScopedServer(srv, api)
+	h := health.NewServer()
+	h.SetServingStatus("plugin", healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(srv, h)
+	return srv
+}
+
+// --- authentication ----------------------------------------------------
+
+// peerCreds reads the caller's uid/gid from the unix socket (SO_PEERCRED).
+type peerCreds struct{}
+
+type peerInfo struct {
+	credentials.CommonAuthInfo
+	uid, gid uint32
+	pid      int32
+}
+
+func (peerInfo) AuthType() string { return "peercred" }
+
+func (peerCreds) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return nil, nil, errors.New("not a unix socket")
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return nil, nil, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return nil, nil, err
+	}
+	if cerr != nil {
+		return nil, nil, cerr
+	}
+	return c, peerInfo{CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity},
+		uid: cred.Uid, gid: cred.Gid, pid: cred.Pid}, nil
+}
+
+func (peerCreds) ClientHandshake(context.Context, string, net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	return nil, nil, errors.New("server-side credentials only")
+}
+func (peerCreds) Info() credentials.ProtocolInfo {
+	return credentials.ProtocolInfo{SecurityProtocol: "peercred"}
+}
+func (p peerCreds) Clone() credentials.TransportCredentials { return p }
+func (peerCreds) OverrideServerName(string) error           { return nil }
+
+// caller is who is calling and which tenants it may act for.
+type caller struct {
+	name    string
+	all     bool
+	tenants map[string]bool
+}
+
+func (c caller) may(tenant string) bool { return c.all || c.tenants[tenant] }
+
+type callerKey struct{}
+
+// authenticate maps the peer and its token to the configured clients.
+func (a *API) authenticate(ctx context.Context) (caller, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return caller{}, fmt.Errorf("%w: no peer", ErrPermission)
+	}
+	pi, ok := p.AuthInfo.(peerInfo)
+	if !ok {
+		return caller{}, fmt.Errorf("%w: no peer credentials", ErrPermission)
+	}
+	token := ""
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		for _, v := range md.Get("authorization") {
+			if t, ok := strings.CutPrefix(v, "Bearer "); ok {
+				token = t
+			}
+		}
+	}
+	c := caller{name: fmt.Sprintf("uid %d", pi.uid), tenants: map[string]bool{}}
+	if pi.uid == 0 {
+		c.name, c.all = "root", true
+	}
+	matched := c.all
+	for _, cl := range a.s.conf().Clients {
+		byToken := token != "" && cl.Token != "" && subtle.ConstantTimeCompare([]byte(token), []byte(cl.Token)) == 1
+		if !byToken && !slices.Contains(cl.UIDs, pi.uid) && !slices.Contains(cl.GIDs, pi.gid) {
+			continue
+		}
+		matched = true
+		c.name = cl.Name
+		for _, t := range cl.Tenants {
+			if t == "*" {
+				c.all = true
+			}
+			c.tenants[t] = true
+		}
+	}
+	if !matched {
+		return caller{}, fmt.Errorf("%w: uid %d (gid %d) is not a configured client", ErrPermission, pi.uid, pi.gid)
+	}
+	if token != "" && !c.all && len(c.tenants) == 0 {
+		return caller{}, fmt.Errorf("%w: unknown token", ErrPermission)
+	}
+	return c, nil
+}
+
+func (a *API) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if !strings.HasPrefix(info.FullMethod, "/scoped.v1.") {
+		return h(ctx, req) // health
+	}
+	c, err := a.authenticate(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp, err := h(context.WithValue(ctx, callerKey{}, c), req)
+	return resp, toStatus(err)
+}
+
+type wrappedStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (w wrappedStream) Context() context.Context { return w.ctx }
+
+func (a *API) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	if !strings.HasPrefix(info.FullMethod, "/scoped.v1.") {
+		return h(srv, ss)
+	}
+	c, err := a.authenticate(ss.Context())
+	if err != nil {
+		return toStatus(err)
+	}
+	return toStatus(h(srv, wrappedStream{ss, context.WithValue(ss.Context(), callerKey{}, c)}))
+}
+
+func callerOf(ctx context.Context) caller {
+	c, _ := ctx.Value(callerKey{}).(caller)
+	return c
+}
+
+// mayAct checks the tenant id and that the caller may act for it.
+func mayAct(ctx context.Context, tenant string) error {
+	if err := ident.Check("tenant", tenant); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if c := callerOf(ctx); !c.may(tenant) {
+		return fmt.Errorf("%w: %s may not act for tenant %s", ErrPermission, c.name, tenant)
+	}
+	return nil
+}
+
+// toStatus maps sentinel errors to gRPC codes; the one place that does.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	code := codes.Internal
+	switch {
+	case errors.Is(err, ErrInvalid), errors.Is(err, ErrTooLarge):
+		code = codes.InvalidArgument
+	case errors.Is(err, ErrNotFound):
+		code = codes.NotFound
+	case errors.Is(err, ErrPermission):
+		code = codes.PermissionDenied
+	case errors.Is(err, ErrUnauthorized):
+		code = codes.Unauthenticated
+	case errors.Is(err, ErrDeadline):
+		code = codes.DeadlineExceeded
+	case errors.Is(err, ErrOutOfMemory), errors.Is(err, ErrBusy):
+		code = codes.ResourceExhausted
+	case errors.Is(err, ErrWorker), errors.Is(err, ErrStopping):
+		code = codes.Unavailable
+	case errors.Is(err, ErrHandler):
+		code = codes.Aborted
+	case errors.Is(err, context.Canceled):
+		code = codes.Canceled
+	case errors.Is(err, context.DeadlineExceeded):
+		code = codes.DeadlineExceeded
+	}
+	return status.Error(code, err.Error())
+}
+
+// --- RPCs --------------------------------------------------------------
+
+func extensionPB(e ExtensionInfo) *scopedv1.Extension {
+	return &scopedv1.Extension{
+		Tenant: e.Tenant, Environment: e.Environment, Name: e.Name, Version: e.Version,
+		Digest: e.Digest, Runtime: e.Runtime, Size: e.Size, Created: timestamppb.New(e.Created),
+	}
+}
+
+func (a *API) Deploy(ctx context.Context, req *scopedv1.DeployRequest) (*scopedv1.DeployResponse, error) {
+	if err := mayAct(ctx, req.GetTenant()); err != nil {
+		return nil, err
+	}
+	files := make([]BundleFile, 0, len(req.GetBundle().GetFiles()))
+	for _, f := range req.GetBundle().GetFiles() {
+		files = append(files, BundleFile{Path: f.GetPath(), Mode: f.GetMode(), Content: f.GetContent()})
+	}
+	info, unchanged, err := a.s.Deploy(req.GetTenant(), req.GetEnvironment(), req.GetName(), files)
+	if err != nil {
+		return nil, err
+	}
+	return &scopedv1.DeployResponse{Extension: extensionPB(info), Unchanged: unchanged}, nil
+}
+
+func (a *API) RemoveExtension(ctx context.Context, req *scopedv1.RemoveExtensionRequest) (*scopedv1.RemoveExtensionResponse, error) {
+	if err := mayAct(ctx, req.GetTenant()); err != nil {
+		return nil, err
+	}
+	return &scopedv1.RemoveExtensionResponse{}, a.s.RemoveExtension(req.GetTenant(), req.GetEnvironment(), req.GetName())
+}
+
+// filter returns which tenants a listing shows: the one asked for (which
+// the caller must be allowed), or every tenant the caller may act for.
+func filter(ctx context.Context, tenant string) (func(string) bool, error) {
+	if tenant != "" {
+		if err := mayAct(ctx, tenant); err != nil {
+			return nil, err
+		}
+		return func(t string) bool { return t == tenant }, nil
+	}
+	return callerOf(ctx).may, nil
+}
+
+func (a *API) ListExtensions(ctx context.Context, req *scopedv1.ListExtensionsRequest) (*scopedv1.ListExtensionsResponse, error) {
+	allow, err := filter(ctx, req.GetTenant())
+	if err != nil {
+		return nil, err
+	}
+	exts, err := a.s.Extensions(allow)
+	if err != nil {
+		return nil, err
+	}
+	resp := &scopedv1.ListExtensionsResponse{}
+	for _, e := range exts {
+		resp.Extensions = append(resp.Extensions, extensionPB(e))
+	}
+	return resp, nil
+}
+
+func (a *API) Invoke(ctx context.Context, req *scopedv1.InvokeRequest) (*scopedv1.InvokeResponse, error) {
+	if err := mayAct(ctx, req.GetTenant()); err != nil {
+		return nil, err
+	}
+	var timeout time.Duration
+	if t := req.GetTimeout(); t != nil {
+		if err := t.CheckValid(); err != nil {
+			return nil, fmt.Errorf("%w: timeout: %w", ErrInvalid, err)
+		}
+		timeout = t.AsDuration()
+	}
+	res, err := a.s.Invoke(ctx, InvokeRequest{
+		Target:  Target{Tenant: req.GetTenant(), Environment: req.GetEnvironment(), User: req.GetUser(), Extension: req.GetExtension()},
+		Version: req.GetVersion(), Payload: req.GetPayload(), Metadata: req.GetMetadata(), Timeout: timeout,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &scopedv1.InvokeResponse{Result: res.Result, Figures: &scopedv1.Figures{
+		InvocationId: res.InvocationID, Scope: res.Scope, Worker: res.Worker, Cold: res.Cold,
+		Duration: durationpb.New(res.Duration), Queued: durationpb.New(res.Queued),
+	}}, nil
+}
+
+func scopePB(si ScopeInfo) *scopedv1.Scope {
+	out := &scopedv1.Scope{
+		Key: si.ID.Key(), Tenant: si.ID.Tenant, Environment: si.ID.Environment, User: si.ID.User,
+		Extension: si.ID.Extension, Cgroup: si.Cgroup, HostUid: si.HostUID,
+		Stats: &scopedv1.CgroupStats{
+			CpuUsage: durationpb.New(si.Stats.CPUUsage), CpuThrottled: durationpb.New(si.Stats.CPUThrottled),
+			MemoryCurrent: si.Stats.MemoryCurrent, MemoryPeak: si.Stats.MemoryPeak,
+			OomKills: si.Stats.OOMKills, PidsCurrent: si.Stats.PidsCurrent,
+		},
+		Limits: &scopedv1.Limits{CpuWeight: si.Limits.CPUWeight, CpuMax: si.Limits.CPUMax, MemoryMax: si.Limits.MemoryMax, PidsMax: si.Limits.PidsMax},
+	}
+	for _, w := range si.Workers {
+		out.Workers = append(out.Workers, &scopedv1.Worker{
+			Id: w.ID, Extension: w.Extension, Version: w.Version, Pid: int32(w.Pid),
+			Started: timestamppb.New(w.Started), Invocations: w.Invocations, InFlight: w.InFlight, Cgroup: w.Cgroup,
+		})
+	}
+	return out
+}
+
+func (a *API) ListScopes(ctx context.Context, req *scopedv1.ListScopesRequest) (*scopedv1.ListScopesResponse, error) {
+	allow, err := filter(ctx, req.GetTenant())
+	if err != nil {
+		return nil, err
+	}
+	resp := &scopedv1.ListScopesResponse{}
+	for _, si := range a.s.Scopes(allow) {
+		resp.Scopes = append(resp.Scopes, scopePB(si))
+	}
+	return resp, nil
+}
+
+func (a *API) InspectScope(ctx context.Context, req *scopedv1.InspectScopeRequest) (*scopedv1.Scope, error) {
+	key := req.GetScope()
+	if err := ident.CheckDotted("scope", key); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	tenant, _, _ := strings.Cut(key, ".")
+	if err := mayAct(ctx, tenant); err != nil {
+		return nil, err
+	}
+	si, err := a.s.Scope(key)
+	if err != nil {
+		return nil, err
+	}
+	return scopePB(si), nil
+}
+
+func logPB(l LogLine) *scopedv1.LogEntry {
+	return &scopedv1.LogEntry{Time: timestamppb.New(l.Time), Scope: l.Scope, Worker: l.Worker,
+		Extension: l.Extension, InvocationId: l.InvocationID, Stream: l.Stream, Line: l.Line}
+}
+
+func (a *API) Logs(req *scopedv1.LogsRequest, stream grpc.ServerStreamingServer[scopedv1.LogEntry]) error {
+	ctx := stream.Context()
+	allow, err := filter(ctx, req.GetTenant())
+	if err != nil {
+		return err
+	}
+	if s := req.GetScope(); s != "" {
+		if err := ident.CheckDotted("scope", s); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+		tenant, _, _ := strings.Cut(s, ".")
+		if err := mayAct(ctx, tenant); err != nil {
+			return err
+		}
+	}
+	if e := req.GetExtension(); e != "" {
+		if err := ident.Check("extension", e); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+	}
+	lines, ch, stop := a.s.Logs(allow, req.GetScope(), req.GetExtension(), int(req.GetTail()), req.GetFollow())
+	defer stop()
+	for _, l := range lines {
+		if err := stream.Send(logPB(l)); err != nil {
+			return err
+		}
+	}
+	if ch == nil {
+		return nil
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case l := <-ch:
+			if err := stream.Send(logPB(l)); err != nil {
+				return err
+			}
+		}
+	}
+}

@@ -1,0 +1,211 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/scoped-io/scoped/internal/ident"
+)
+
+// Config is the daemon's configuration, read from a TOML file (see
+// DefaultConfigTOML for every key with its default).
+type Config struct {
+	// Socket is the API's unix socket; SocketGroup (a name or gid) owns it
+	// with SocketMode, so members of that group may connect.
+	Socket      string `toml:"socket"`
+	SocketGroup string `toml:"socket_group"`
+	SocketMode  uint32 `toml:"socket_mode"`
+	// ReattachFile is where the daemon publishes go-plugin reattach info.
+	ReattachFile string `toml:"reattach_file"`
+	// StateDir keeps the extension store (survives restarts); RuntimeDir
+	// keeps sockets and sandboxes (removed at stop).
+	StateDir   string `toml:"state_dir"`
+	RuntimeDir string `toml:"runtime_dir"`
+	// CgroupRoot is the absolute cgroup path scoped owns.
+	CgroupRoot string `toml:"cgroup_root"`
+	// ExecWorker is the exec runtime's worker binary (scoped-exec); empty:
+	// next to the daemon's binary.
+	ExecWorker string `toml:"exec_worker"`
+
+	Isolation Isolation   `toml:"isolation"`
+	Limits    APILimits   `toml:"limits"`
+	Pool      PoolConfig  `toml:"pool"`
+	Scope     ScopeConfig `toml:"scope"`
+	Clients   []Client    `toml:"client"`
+	Log       LogConfig   `toml:"log"`
+}
+
+// Isolation is the isolation policy: a scope is the tenant plus the listed
+// request fields ("environment", "user", "extension").
+type Isolation struct {
+	By []string `toml:"by"`
+}
+
+// APILimits bound what one request may ask.
+type APILimits struct {
+	DefaultTimeout Duration `toml:"default_timeout"`
+	MaxTimeout     Duration `toml:"max_timeout"`
+	MaxPayload     int64    `toml:"max_payload"`
+	MaxResult      int64    `toml:"max_result"`
+	MaxBundle      int64    `toml:"max_bundle"`
+	MaxBundleFiles int      `toml:"max_bundle_files"`
+}
+
+// PoolConfig shapes the worker pool of every scope.
+type PoolConfig struct {
+	WarmMin       int      `toml:"warm_min"`       // workers kept started per extension of a live scope
+	MaxWorkers    int      `toml:"max_workers"`    // per scope and extension version
+	MaxConcurrent int      `toml:"max_concurrent"` // invocations at once per worker
+	IdleTimeout   Duration `toml:"idle_timeout"`   // stop a worker unused this long (beyond warm_min)
+	RecycleAfter  int64    `toml:"recycle_after"`  // replace a worker after this many invocations (0: never)
+	MaxAge        Duration `toml:"max_age"`        // replace a worker older than this (0: never)
+	StartTimeout  Duration `toml:"start_timeout"`  // a worker must answer go-plugin's handshake within this
+}
+
+// ScopeConfig are the sandbox and cgroup settings of every scope.
+type ScopeConfig struct {
+	Tier      string  `toml:"tier"`       // cgroup tier node of every tenant (tiers come later)
+	CPUWeight uint64  `toml:"cpu_weight"` // 1..10000
+	CPUMax    float64 `toml:"cpu_max"`    // CPUs, 0: no cap
+	MemoryMax int64   `toml:"memory_max"` // bytes per scope
+	PidsMax   int64   `toml:"pids_max"`   // tasks per scope
+	TmpSize   int64   `toml:"tmp_size"`   // bytes of /tmp per sandbox
+	IDBase    uint32  `toml:"id_base"`    // first host uid of the scopes' ranges
+	IDSlots   uint32  `toml:"id_slots"`   // number of 65536-id ranges
+	LogLines  int     `toml:"log_lines"`  // lines kept per scope log ring
+}
+
+// Client maps a caller to the tenants it may act for. A caller matches by
+// peer uid, peer gid (SO_PEERCRED on the unix socket) or bearer token.
+type Client struct {
+	Name    string   `toml:"name"`
+	UIDs    []uint32 `toml:"uids"`
+	GIDs    []uint32 `toml:"gids"`
+	Token   string   `toml:"token"`
+	Tenants []string `toml:"tenants"` // tenant ids, or "*" for all
+}
+
+// LogConfig selects the daemon's log format.
+type LogConfig struct {
+	Format string `toml:"format"` // text or json
+	Level  string `toml:"level"`  // debug, info, warn, error
+}
+
+// Duration is a time.Duration written as "5s" in TOML.
+type Duration struct{ time.Duration }
+
+// UnmarshalText parses "1m30s".
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	d.Duration = v
+	return err
+}
+
+// MarshalText writes the duration as "1m30s".
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// ErrConfig is wrapped by every configuration error.
+var ErrConfig = errors.New("invalid configuration")
+
+// DefaultConfig returns the embedded defaults.
+func DefaultConfig() Config {
+	var c Config
+	if _, err := toml.Decode(DefaultConfigTOML, &c); err != nil {
+		panic("embedded default config: " + err.Error())
+	}
+	return c
+}
+
+// LoadConfig reads a TOML file over the defaults; unknown keys are errors.
+func LoadConfig(path string) (Config, error) {
+	c := DefaultConfig()
+	md, err := toml.DecodeFile(path, &c)
+	if err != nil {
+		return Config{}, fmt.Errorf("%w: %s: %w", ErrConfig, path, err)
+	}
+	if undec := md.Undecoded(); len(undec) > 0 {
+		return Config{}, fmt.Errorf("%w: %s: unknown keys %v", ErrConfig, path, undec)
+	}
+	return c, c.Validate()
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	bad := func(f string, a ...any) error { return fmt.Errorf("%w: "+f, append([]any{ErrConfig}, a...)...) }
+	for _, p := range []struct{ name, v string }{{"socket", c.Socket}, {"state_dir", c.StateDir}, {"runtime_dir", c.RuntimeDir}, {"cgroup_root", c.CgroupRoot}} {
+		if !filepath.IsAbs(p.v) {
+			return bad("%s %q must be an absolute path", p.name, p.v)
+		}
+	}
+	for _, f := range c.Isolation.By {
+		if !slices.Contains([]string{"environment", "user", "extension"}, f) {
+			return bad("isolation.by: %q is not one of environment, user, extension", f)
+		}
+	}
+	l := c.Limits
+	switch {
+	case l.DefaultTimeout.Duration <= 0 || l.MaxTimeout.Duration < l.DefaultTimeout.Duration:
+		return bad("limits: need 0 < default_timeout <= max_timeout")
+	case l.MaxPayload <= 0 || l.MaxResult <= 0 || l.MaxBundle <= 0 || l.MaxBundleFiles <= 0:
+		return bad("limits: max_payload, max_result, max_bundle and max_bundle_files must be positive")
+	case l.MaxPayload > 64<<20 || l.MaxResult > 64<<20:
+		return bad("limits: max_payload and max_result are capped at 64 MiB")
+	}
+	p := c.Pool
+	switch {
+	case p.MaxWorkers < 1 || p.MaxConcurrent < 1:
+		return bad("pool: max_workers and max_concurrent must be at least 1")
+	case p.WarmMin < 0 || p.WarmMin > p.MaxWorkers:
+		return bad("pool: warm_min must be in 0..max_workers")
+	case p.StartTimeout.Duration <= 0:
+		return bad("pool: start_timeout must be positive")
+	}
+	if err := ident.Check("scope.tier", c.Scope.Tier); err != nil {
+		return bad("%v", err)
+	}
+	if c.Scope.IDBase < 65536 || c.Scope.IDSlots == 0 {
+		return bad("scope: id_base must be at least 65536 and id_slots positive")
+	}
+	if c.Scope.LogLines < 1 {
+		return bad("scope: log_lines must be positive")
+	}
+	for i, cl := range c.Clients {
+		if len(cl.UIDs)+len(cl.GIDs) == 0 && cl.Token == "" {
+			return bad("client %d (%s): needs uids, gids or a token", i, cl.Name)
+		}
+		if cl.Token != "" && len(cl.Token) < 16 {
+			return bad("client %d (%s): token shorter than 16 characters", i, cl.Name)
+		}
+		for _, t := range cl.Tenants {
+			if t != "*" {
+				if err := ident.Check("tenant", t); err != nil {
+					return bad("client %d (%s): %v", i, cl.Name, err)
+				}
+			}
+		}
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		return bad("log.format must be text or json")
+	}
+	return nil
+}
+
+// execWorker resolves the exec runtime's worker binary.
+func (c *Config) execWorker() string {
+	if c.ExecWorker != "" {
+		return c.ExecWorker
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return "scoped-exec"
+	}
+	return filepath.Join(filepath.Dir(self), "scoped-exec")
+}

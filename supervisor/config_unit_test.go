@@ -1,0 +1,250 @@
+package supervisor
+
+import (
+	"errors"
+	"math"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+func TestUnitConfigDefaultValidates(t *testing.T) {
+	c := DefaultConfig()
+	if err := c.Validate(); err != nil {
+		t.Fatalf("DefaultConfig().Validate() = %v", err)
+	}
+	if !slices.Equal(c.Isolation.By, []string{"environment"}) {
+		t.Errorf("default isolation.by = %q, want [environment]", c.Isolation.By)
+	}
+	if c.Socket != "/run/scoped/scoped.sock" || c.SocketMode != 0o660 {
+		t.Errorf("default socket %q mode %#o", c.Socket, c.SocketMode)
+	}
+	if c.Limits.DefaultTimeout.Duration != 10*time.Second || c.Limits.MaxTimeout.Duration != 5*time.Minute {
+		t.Errorf("default timeouts %s / %s", c.Limits.DefaultTimeout, c.Limits.MaxTimeout)
+	}
+	if len(c.Clients) != 0 {
+		t.Errorf("default config has clients: %+v", c.Clients)
+	}
+}
+
+// tomlKeys returns every TOML key path a struct type declares ("pool.warm_min").
+func tomlKeys(t reflect.Type, prefix string) []string {
+	var keys []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+		if tag == "" || tag == "-" {
+			continue
+		}
+		k := prefix + tag
+		if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(Duration{}) {
+			keys = append(keys, tomlKeys(f.Type, k+".")...)
+			continue
+		}
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+func TestUnitConfigDefaultTOMLDecodesCompletely(t *testing.T) {
+	var c Config
+	md, err := toml.Decode(DefaultConfigTOML, &c)
+	if err != nil {
+		t.Fatalf("decode embedded default.toml: %v", err)
+	}
+	if u := md.Undecoded(); len(u) > 0 {
+		t.Fatalf("default.toml has keys Config does not know: %v", u)
+	}
+	// The file promises every key with its default: every key Config has
+	// (but the example-only [[client]] tables) must be in it.
+	for _, k := range tomlKeys(reflect.TypeOf(Config{}), "") {
+		if k == "client" {
+			continue
+		}
+		if !md.IsDefined(strings.Split(k, ".")...) {
+			t.Errorf("default.toml does not show key %q", k)
+		}
+	}
+}
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "scoped.toml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestUnitConfigLoadOverridesDefaults(t *testing.T) {
+	p := writeConfig(t, `
+state_dir = "/srv/scoped"
+[isolation]
+by = ["user", "environment"]
+[pool]
+warm_min = 2
+[[client]]
+name = "app"
+uids = [1001]
+tenants = ["acme"]
+`)
+	c, err := LoadConfig(p)
+	if err != nil {
+		t.Fatalf("LoadConfig: %v", err)
+	}
+	d := DefaultConfig()
+	if c.StateDir != "/srv/scoped" || c.Pool.WarmMin != 2 || !slices.Equal(c.Isolation.By, []string{"user", "environment"}) {
+		t.Errorf("overrides not applied: %+v", c)
+	}
+	if c.Socket != d.Socket || c.Pool.MaxWorkers != d.Pool.MaxWorkers || c.Limits != d.Limits {
+		t.Errorf("keys not in the file lost their defaults: %+v", c)
+	}
+	if len(c.Clients) != 1 || c.Clients[0].Name != "app" || !slices.Equal(c.Clients[0].UIDs, []uint32{1001}) {
+		t.Errorf("clients = %+v", c.Clients)
+	}
+}
+
+func TestUnitConfigLoadRejects(t *testing.T) {
+	for name, body := range map[string]string{
+		"unknown top-level key": "sockett = \"/run/x.sock\"\n",
+		"unknown key in table":  "[pool]\nmax_wrokers = 3\n",
+		"unknown table":         "[bogus]\nx = 1\n",
+		"unknown client key":    "[[client]]\nname = \"a\"\nuids = [1]\ntenant = [\"acme\"]\n",
+		"syntax error":          "socket = \n",
+		"wrong type":            "[pool]\nmax_workers = \"four\"\n",
+		"bad duration":          "[limits]\ndefault_timeout = \"ten seconds\"\n",
+		"invalid value":         "socket = \"relative.sock\"\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := LoadConfig(writeConfig(t, body))
+			if !errors.Is(err, ErrConfig) {
+				t.Fatalf("LoadConfig = %v, want ErrConfig", err)
+			}
+		})
+	}
+	t.Run("missing file", func(t *testing.T) {
+		if _, err := LoadConfig(filepath.Join(t.TempDir(), "nope.toml")); !errors.Is(err, ErrConfig) {
+			t.Fatalf("LoadConfig = %v, want ErrConfig", err)
+		}
+	})
+}
+
+func TestUnitConfigValidateRejects(t *testing.T) {
+	for name, mutate := range map[string]func(c *Config){
+		"relative socket":             func(c *Config) { c.Socket = "run/scoped.sock" },
+		"empty socket":                func(c *Config) { c.Socket = "" },
+		"relative state_dir":          func(c *Config) { c.StateDir = "var/lib/scoped" },
+		"relative runtime_dir":        func(c *Config) { c.RuntimeDir = "./run" },
+		"relative cgroup_root":        func(c *Config) { c.CgroupRoot = "scoped" },
+		"isolation bogus":             func(c *Config) { c.Isolation.By = []string{"bogus"} },
+		"isolation tenant":            func(c *Config) { c.Isolation.By = []string{"environment", "tenant"} },
+		"default_timeout > max":       func(c *Config) { c.Limits.DefaultTimeout.Duration = c.Limits.MaxTimeout.Duration + time.Second },
+		"default_timeout 0":           func(c *Config) { c.Limits.DefaultTimeout.Duration = 0 },
+		"default_timeout negative":    func(c *Config) { c.Limits.DefaultTimeout.Duration = -time.Second },
+		"max_payload 0":               func(c *Config) { c.Limits.MaxPayload = 0 },
+		"max_payload above 64 MiB":    func(c *Config) { c.Limits.MaxPayload = 64<<20 + 1 },
+		"max_result 0":                func(c *Config) { c.Limits.MaxResult = 0 },
+		"max_bundle negative":         func(c *Config) { c.Limits.MaxBundle = -1 },
+		"max_bundle_files 0":          func(c *Config) { c.Limits.MaxBundleFiles = 0 },
+		"max_workers 0":               func(c *Config) { c.Pool.MaxWorkers = 0 },
+		"max_concurrent 0":            func(c *Config) { c.Pool.MaxConcurrent = 0 },
+		"warm_min > max_workers":      func(c *Config) { c.Pool.WarmMin = c.Pool.MaxWorkers + 1 },
+		"warm_min negative":           func(c *Config) { c.Pool.WarmMin = -1 },
+		"start_timeout 0":             func(c *Config) { c.Pool.StartTimeout.Duration = 0 },
+		"tier ../x":                   func(c *Config) { c.Scope.Tier = "../x" },
+		"tier empty":                  func(c *Config) { c.Scope.Tier = "" },
+		"tier uppercase":              func(c *Config) { c.Scope.Tier = "Pro" },
+		"id_base below 65536":         func(c *Config) { c.Scope.IDBase = 1000 },
+		"id_slots 0":                  func(c *Config) { c.Scope.IDSlots = 0 },
+		"log_lines 0":                 func(c *Config) { c.Scope.LogLines = 0 },
+		"client without uids/gids/token": func(c *Config) {
+			c.Clients = []Client{{Name: "app", Tenants: []string{"acme"}}}
+		},
+		"client short token": func(c *Config) {
+			c.Clients = []Client{{Name: "ci", Token: "short-token", Tenants: []string{"*"}}}
+		},
+		"client bad tenant": func(c *Config) {
+			c.Clients = []Client{{Name: "app", UIDs: []uint32{1001}, Tenants: []string{"acme", "../x"}}}
+		},
+		"client 70-char tenant": func(c *Config) {
+			c.Clients = []Client{{Name: "app", GIDs: []uint32{1001}, Tenants: []string{strings.Repeat("a", 70)}}}
+		},
+		"second client bad": func(c *Config) {
+			c.Clients = []Client{{Name: "ok", UIDs: []uint32{1}, Tenants: []string{"*"}}, {Name: "bad"}}
+		},
+		"log.format xml":   func(c *Config) { c.Log.Format = "xml" },
+		"log.format empty": func(c *Config) { c.Log.Format = "" },
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := DefaultConfig()
+			mutate(&c)
+			if err := c.Validate(); !errors.Is(err, ErrConfig) {
+				t.Fatalf("Validate = %v, want ErrConfig", err)
+			}
+		})
+	}
+}
+
+func TestUnitConfigValidateAccepts(t *testing.T) {
+	for name, mutate := range map[string]func(c *Config){
+		"isolation empty":       func(c *Config) { c.Isolation.By = nil },
+		"isolation all":         func(c *Config) { c.Isolation.By = []string{"extension", "user", "environment"} },
+		"default == max":        func(c *Config) { c.Limits.DefaultTimeout = c.Limits.MaxTimeout },
+		"warm_min == max":       func(c *Config) { c.Pool.WarmMin = c.Pool.MaxWorkers },
+		"client by uid":         func(c *Config) { c.Clients = []Client{{Name: "a", UIDs: []uint32{1001}, Tenants: []string{"acme"}}} },
+		"client by gid":         func(c *Config) { c.Clients = []Client{{Name: "a", GIDs: []uint32{1001}, Tenants: []string{"acme"}}} },
+		"client by 16-char tok": func(c *Config) { c.Clients = []Client{{Name: "a", Token: "0123456789abcdef", Tenants: []string{"*"}}} },
+		"log.format json":       func(c *Config) { c.Log.Format = "json" },
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := DefaultConfig()
+			mutate(&c)
+			if err := c.Validate(); err != nil {
+				t.Fatalf("Validate = %v, want nil", err)
+			}
+		})
+	}
+}
+
+// Values that Validate accepts today but that make every scope creation (or,
+// after a SIGHUP, every live scope's limit update) fail in the cgroups
+// package, or that are silently ignored by cmd/scoped. A configuration
+// error must surface when the file is loaded, not at the first invocation.
+func TestUnitConfigValidateRejectsUnusableScopeLimits(t *testing.T) {
+	for name, mutate := range map[string]func(c *Config){
+		"cpu_weight 10001":        func(c *Config) { c.Scope.CPUWeight = 10001 },
+		"cpu_max 5000":            func(c *Config) { c.Scope.CPUMax = 5000 },
+		"cpu_max nan":             func(c *Config) { c.Scope.CPUMax = math.NaN() },
+		"memory_max below 1 MiB":  func(c *Config) { c.Scope.MemoryMax = 4096 },
+		"tmp_size negative":       func(c *Config) { c.Scope.TmpSize = -1 },
+		"log.level verbose":       func(c *Config) { c.Log.Level = "verbose" },
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := DefaultConfig()
+			mutate(&c)
+			if err := c.Validate(); !errors.Is(err, ErrConfig) {
+				t.Fatalf("Validate = %v, want ErrConfig", err)
+			}
+		})
+	}
+}
+
+func TestUnitConfigDurationText(t *testing.T) {
+	var d Duration
+	if err := d.UnmarshalText([]byte("1m30s")); err != nil || d.Duration != 90*time.Second {
+		t.Fatalf("UnmarshalText(1m30s) = %v, %v", d, err)
+	}
+	b, _ := d.MarshalText()
+	if string(b) != "1m30s" {
+		t.Fatalf("MarshalText = %q", b)
+	}
+	if err := d.UnmarshalText([]byte("soon")); err == nil {
+		t.Fatal("UnmarshalText(soon) accepted")
+	}
+}

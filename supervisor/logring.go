@@ -1,0 +1,122 @@
+package supervisor
+
+import (
+	"bytes"
+	"sync"
+	"time"
+)
+
+// LogLine is one line of a worker's output.
+type LogLine struct {
+	Time         time.Time
+	Scope        string
+	Worker       string
+	Extension    string
+	InvocationID string
+	Stream       string // "stdout" or "stderr"
+	Line         string
+}
+
+// maxLineLen bounds one stored line; longer lines are cut.
+const maxLineLen = 4096
+
+// logRing keeps the last lines of a scope's workers and feeds followers.
+// Followers that do not keep up lose lines rather than slow workers down.
+type logRing struct {
+	mu        sync.Mutex
+	lines     []LogLine
+	next      int
+	full      bool
+	followers map[chan LogLine]struct{}
+}
+
+func newLogRing(n int) *logRing {
+	return &logRing{lines: make([]LogLine, n), followers: map[chan LogLine]struct{}{}}
+}
+
+func (r *logRing) add(l LogLine) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.lines[r.next] = l
+	r.next = (r.next + 1) % len(r.lines)
+	if r.next == 0 {
+		r.full = true
+	}
+	for ch := range r.followers {
+		select {
+		case ch <- l:
+		default:
+		}
+	}
+}
+
+// snapshot returns the kept lines, oldest first, and when follow is set a
+// channel of the lines that come next (cancel with unfollow).
+func (r *logRing) snapshot(follow bool) ([]LogLine, chan LogLine) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []LogLine
+	if r.full {
+		out = append(out, r.lines[r.next:]...)
+	}
+	out = append(out, r.lines[:r.next]...)
+	var ch chan LogLine
+	if follow {
+		ch = make(chan LogLine, 256)
+		r.followers[ch] = struct{}{}
+	}
+	return out, ch
+}
+
+func (r *logRing) unfollow(ch chan LogLine) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.followers, ch)
+}
+
+// ringWriter turns a worker's output stream into tagged lines.
+type ringWriter struct {
+	ring    *logRing
+	scope   string
+	worker  string
+	ext     string
+	stream  string
+	current func() string // the invocation in flight, "" if none or many
+	mu      sync.Mutex
+	buf     []byte
+}
+
+func (w *ringWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := len(p)
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			room := maxLineLen - len(w.buf)
+			if len(p) > room {
+				w.buf = append(w.buf, p[:room]...)
+				w.flush()
+				p = p[room:]
+				continue
+			}
+			w.buf = append(w.buf, p...)
+			break
+		}
+		w.buf = append(w.buf, p[:i]...)
+		if len(w.buf) > maxLineLen {
+			w.buf = w.buf[:maxLineLen]
+		}
+		w.flush()
+		p = p[i+1:]
+	}
+	return n, nil
+}
+
+func (w *ringWriter) flush() {
+	w.ring.add(LogLine{
+		Time: time.Now(), Scope: w.scope, Worker: w.worker, Extension: w.ext,
+		InvocationID: w.current(), Stream: w.stream, Line: string(w.buf),
+	})
+	w.buf = w.buf[:0]
+}

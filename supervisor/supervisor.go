@@ -1,0 +1,683 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/scoped-io/scoped/cgroups"
+	"github.com/scoped-io/scoped/internal/ident"
+	workerv1 "github.com/scoped-io/scoped/proto/worker/v1"
+	"github.com/scoped-io/scoped/sandbox"
+)
+
+// Supervisor is the daemon core. Create it with New, then Recover, serve
+// the API, and Stop.
+type Supervisor struct {
+	cfg        atomic.Pointer[Config]
+	log        *slog.Logger
+	pluginLog  hclog.Logger
+	store      *Store
+	tree       *cgroups.Tree
+	ids        *sandbox.IDAllocator
+	sandboxDir string
+	socketDir  string
+
+	mu       sync.Mutex
+	scopes   map[string]*scope // by ScopeID.Key()
+	stopping bool
+	inflight sync.WaitGroup
+
+	invocations atomic.Int64
+	reaperStop  chan struct{}
+	reaperDone  chan struct{}
+}
+
+// New prepares a supervisor: it checks the configuration, opens the
+// extension store and the cgroup root. Nothing runs until Recover.
+func New(cfg Config, log *slog.Logger) (*Supervisor, error) {
+	cfg.Clients = slices.Clone(cfg.Clients)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	store, err := NewStore(cfg.StateDir, cfg.Limits.MaxBundle, cfg.Limits.MaxBundleFiles)
+	if err != nil {
+		return nil, fmt.Errorf("extension store: %w", err)
+	}
+	tree, err := cgroups.Open(cfg.CgroupRoot)
+	if err != nil {
+		return nil, fmt.Errorf("cgroup root: %w", err)
+	}
+	ids, err := sandbox.NewIDAllocator(cfg.Scope.IDBase, sandbox.DefaultIDSize, cfg.Scope.IDSlots)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	level := hclog.Warn
+	if cfg.Log.Level == "debug" {
+		level = hclog.Debug
+	}
+	s := &Supervisor{
+		log:        log,
+		pluginLog:  hclog.New(&hclog.LoggerOptions{Name: "go-plugin", Level: level, Output: os.Stderr, JSONFormat: cfg.Log.Format == "json"}),
+		store:      store,
+		tree:       tree,
+		ids:        ids,
+		sandboxDir: filepath.Join(cfg.RuntimeDir, "sandboxes"),
+		socketDir:  filepath.Join(cfg.RuntimeDir, "sockets"),
+		scopes:     map[string]*scope{},
+		reaperStop: make(chan struct{}),
+		reaperDone: make(chan struct{}),
+	}
+	s.cfg.Store(&cfg)
+	return s, nil
+}
+
+// conf is the configuration in force.
+func (s *Supervisor) conf() *Config { return s.cfg.Load() }
+
+// Reload applies a new configuration: the isolation policy, limits, pool
+// settings, scope limits (to live scopes too) and clients. Paths, the
+// cgroup root and the id ranges need a restart; changing them is an error.
+func (s *Supervisor) Reload(cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	old := s.conf()
+	if cfg.Socket != old.Socket || cfg.StateDir != old.StateDir || cfg.RuntimeDir != old.RuntimeDir ||
+		cfg.CgroupRoot != old.CgroupRoot || cfg.Scope.IDBase != old.Scope.IDBase || cfg.Scope.IDSlots != old.Scope.IDSlots ||
+		cfg.Scope.Tier != old.Scope.Tier {
+		return fmt.Errorf("%w: socket, state_dir, runtime_dir, cgroup_root, scope.tier and the id range change only with a restart", ErrConfig)
+	}
+	s.cfg.Store(&cfg)
+	limits := scopeLimits(&cfg)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var errs []error
+	for _, sc := range s.scopes {
+		if err := sc.node.Set(limits); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		sc.limits = limits
+	}
+	return errors.Join(errs...)
+}
+
+func scopeLimits(c *Config) cgroups.Limits {
+	l := cgroups.Limits{
+		CPUWeight: c.Scope.CPUWeight,
+		CPUMax:    c.Scope.CPUMax,
+		MemoryMax: c.Scope.MemoryMax,
+		PidsMax:   c.Scope.PidsMax,
+	}
+	if l.CPUMax == 0 {
+		l.CPUMax = -1 // no cap
+	}
+	return l
+}
+
+// Recover removes what a crashed daemon left behind — sandboxes and their
+// processes, cgroups, worker sockets — and starts the idle reaper.
+func (s *Supervisor) Recover() error {
+	if n, err := sandbox.Cleanup(s.sandboxDir); err != nil {
+		return fmt.Errorf("remove sandboxes left by a previous run: %w", err)
+	} else if n > 0 {
+		s.log.Warn("removed sandboxes left by a previous run", "count", n)
+	}
+	if n, err := s.tree.Cleanup(); err != nil {
+		return fmt.Errorf("remove cgroups left by a previous run: %w", err)
+	} else if n > 0 {
+		s.log.Warn("removed cgroups left by a previous run", "count", n)
+	}
+	if err := os.RemoveAll(s.socketDir); err != nil {
+		return err
+	}
+	for _, d := range []string{s.conf().RuntimeDir, s.socketDir} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return err
+		}
+		if err := os.Chmod(d, 0o711); err != nil {
+			return err
+		}
+	}
+	go s.reaper()
+	return nil
+}
+
+// Stop refuses new invocations, waits up to grace for the ones in flight,
+// then kills every worker and removes every scope's cgroup and sandbox.
+func (s *Supervisor) Stop(grace time.Duration) error {
+	s.mu.Lock()
+	if s.stopping {
+		s.mu.Unlock()
+		return nil
+	}
+	s.stopping = true
+	s.mu.Unlock()
+	close(s.reaperStop)
+	<-s.reaperDone
+
+	drained := make(chan struct{})
+	go func() { s.inflight.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(grace):
+		s.log.Warn("grace period over, killing workers with invocations in flight", "grace", grace)
+	}
+	s.mu.Lock()
+	scopes := make([]*scope, 0, len(s.scopes))
+	for _, sc := range s.scopes {
+		scopes = append(scopes, sc)
+	}
+	s.scopes = map[string]*scope{}
+	s.mu.Unlock()
+	var errs []error
+	for _, sc := range scopes {
+		errs = append(errs, s.removeScope(sc))
+	}
+	if _, err := sandbox.Cleanup(s.sandboxDir); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := s.tree.Cleanup(); err != nil {
+		errs = append(errs, err)
+	}
+	errs = append(errs, s.tree.Close(), os.RemoveAll(s.sandboxDir), os.RemoveAll(s.socketDir))
+	return errors.Join(errs...)
+}
+
+// RemoveRuntimeDir removes the runtime directory if the stop left it empty
+// (systemd's RuntimeDirectory= does the same under systemd).
+func (s *Supervisor) RemoveRuntimeDir() {
+	_ = os.Remove(s.conf().RuntimeDir)
+}
+
+func (s *Supervisor) removeScope(sc *scope) error {
+	sc.stopAll()
+	err := sc.node.Remove()
+	s.ids.Release(sc.id.Key())
+	// The tenant node goes when its last scope goes.
+	if tenant, terr := s.tree.Node(cgroups.Limits{}, s.conf().Scope.Tier, sc.id.Tenant); terr == nil {
+		if pids, _ := tenant.Pids(); len(pids) == 0 && !s.tenantHasScopes(sc.id.Tenant) {
+			_ = tenant.Remove()
+		}
+	}
+	return err
+}
+
+func (s *Supervisor) tenantHasScopes(tenant string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, sc := range s.scopes {
+		if sc.id.Tenant == tenant {
+			return true
+		}
+	}
+	return false
+}
+
+// scopeFor returns the live scope of id, creating its cgroup node and
+// taking a host id range on first use.
+func (s *Supervisor) scopeFor(id ScopeID) (*scope, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopping {
+		return nil, ErrStopping
+	}
+	if sc, ok := s.scopes[id.Key()]; ok {
+		return sc, nil
+	}
+	limits := scopeLimits(s.conf())
+	node, err := s.tree.Node(limits, s.conf().Scope.Tier, id.Tenant, id.Name)
+	if err != nil {
+		return nil, fmt.Errorf("cgroup of scope %s: %w", id.Key(), err)
+	}
+	ids, err := s.ids.Acquire(id.Key())
+	if err != nil {
+		_ = node.Remove()
+		return nil, fmt.Errorf("%w: %w", ErrBusy, err)
+	}
+	sc := &scope{
+		id: id, node: node, ids: ids, limits: limits, created: time.Now(), lastUsed: time.Now(),
+		ring:    newLogRing(s.conf().Scope.LogLines),
+		workers: map[string][]*worker{}, starting: map[string]int{}, changed: make(chan struct{}),
+	}
+	if st, err := node.Stats(); err == nil {
+		sc.oomSeen = st.OOMKills
+	}
+	s.scopes[id.Key()] = sc
+	s.log.Info("scope created", "tenant", id.Tenant, "scope", id.Key(), "cgroup", node.Path(), "host_uid", ids.Base)
+	return sc, nil
+}
+
+// InvokeRequest is one invocation as the API edge hands it over.
+type InvokeRequest struct {
+	Target
+	Version  string
+	Payload  []byte
+	Metadata map[string]string
+	Timeout  time.Duration // 0: the default
+}
+
+// InvokeResult is what an invocation returns.
+type InvokeResult struct {
+	Result       []byte
+	InvocationID string
+	Scope        string
+	Worker       string
+	Cold         bool
+	Duration     time.Duration
+	Queued       time.Duration
+}
+
+// checkTargetFields validates every request field that can reach a path.
+func checkTargetFields(t Target, version string) error {
+	fields := [][2]string{{"tenant", t.Tenant}, {"environment", t.Environment}, {"extension", t.Extension}}
+	if t.User != "" {
+		fields = append(fields, [2]string{"user", t.User})
+	}
+	if version != "" {
+		fields = append(fields, [2]string{"version", version})
+	}
+	for _, f := range fields {
+		if err := ident.Check(f[0], f[1]); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+	}
+	return nil
+}
+
+// Invoke runs one invocation.
+func (s *Supervisor) Invoke(ctx context.Context, req InvokeRequest) (InvokeResult, error) {
+	start := time.Now()
+	if err := checkTargetFields(req.Target, req.Version); err != nil {
+		return InvokeResult{}, err
+	}
+	if int64(len(req.Payload)) > s.conf().Limits.MaxPayload {
+		return InvokeResult{}, fmt.Errorf("%w: payload of %d bytes, at most %d are allowed", ErrTooLarge, len(req.Payload), s.conf().Limits.MaxPayload)
+	}
+	if len(req.Metadata) > 64 {
+		return InvokeResult{}, fmt.Errorf("%w: %d metadata entries, at most 64 are allowed", ErrTooLarge, len(req.Metadata))
+	}
+	for k, v := range req.Metadata {
+		if len(k) > 128 || len(v) > 4096 || k == "" {
+			return InvokeResult{}, fmt.Errorf("%w: metadata key %.40q: keys are 1..128 bytes, values at most 4096", ErrInvalid, k)
+		}
+	}
+	timeout := s.conf().Limits.DefaultTimeout.Duration
+	if req.Timeout < 0 {
+		return InvokeResult{}, fmt.Errorf("%w: negative timeout", ErrInvalid)
+	}
+	if req.Timeout > 0 {
+		timeout = min(req.Timeout, s.conf().Limits.MaxTimeout.Duration)
+	}
+	ext, err := s.store.Get(req.Tenant, req.Environment, req.Extension, req.Version)
+	if err != nil {
+		return InvokeResult{}, err
+	}
+
+	s.mu.Lock()
+	if s.stopping {
+		s.mu.Unlock()
+		return InvokeResult{}, ErrStopping
+	}
+	s.inflight.Add(1)
+	s.mu.Unlock()
+	defer s.inflight.Done()
+
+	id := s.conf().Isolation.scopeOf(req.Target)
+	sc, err := s.scopeFor(id)
+	if err != nil {
+		return InvokeResult{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	invID := newInvocationID()
+	log := s.log.With("tenant", req.Tenant, "scope", id.Key(), "invocation", invID, "extension", ext.Name)
+
+	w, cold, err := s.acquire(ctx, sc, ext)
+	if err != nil {
+		if errors.Is(err, ErrDeadline) || errors.Is(ctx.Err(), context.DeadlineExceeded) && !errors.Is(err, ErrBusy) {
+			return InvokeResult{}, fmt.Errorf("%w after %s while waiting for a worker: %w", ErrDeadline, timeout, err)
+		}
+		return InvokeResult{}, err
+	}
+	queued := time.Since(start)
+	if w.inFlight.Add(1) == 1 {
+		w.current.Store(invID)
+	} else {
+		w.current.Store("")
+	}
+	w.lastUsed.Store(time.Now().UnixNano())
+	deadline, _ := ctx.Deadline()
+	resp, err := w.rpc.Invoke(ctx, &workerv1.InvokeRequest{
+		InvocationId: invID, Extension: ext.Name, Payload: req.Payload,
+		Metadata: req.Metadata, DeadlineMs: time.Until(deadline).Milliseconds(),
+	})
+	if w.inFlight.Add(-1) == 0 {
+		w.current.Store("")
+	}
+	w.invocations.Add(1)
+	w.lastUsed.Store(time.Now().UnixNano())
+	s.invocations.Add(1)
+
+	res := InvokeResult{InvocationID: invID, Scope: id.Key(), Worker: w.id, Cold: cold, Queued: queued}
+	switch {
+	case err == nil:
+		s.release(sc, w)
+	case ctx.Err() == context.DeadlineExceeded:
+		// The worker may be stuck in the handler: kill it and start afresh.
+		s.retire(sc, w, "deadline")
+		<-w.slots
+		go w.stop()
+		log.Warn("invocation deadline exceeded, worker killed", "worker", w.id, "timeout", timeout)
+		return res, fmt.Errorf("%w: %s after %s (the worker was killed and will be replaced)", ErrDeadline, ext.Name, timeout)
+	case status.Code(err) == codes.ResourceExhausted && !w.exited():
+		// The result was larger than the client accepts; the worker is fine.
+		s.release(sc, w)
+		return res, fmt.Errorf("%w: the result of %s exceeds %d bytes", ErrTooLarge, ext.Name, s.conf().Limits.MaxResult)
+	case ctx.Err() != nil:
+		// The caller went away; the worker may still be busy.
+		s.retire(sc, w, "caller cancelled")
+		<-w.slots
+		go w.stop()
+		return res, fmt.Errorf("%w: %w", ErrDeadline, ctx.Err())
+	default:
+		<-w.slots
+		return res, s.failure(sc, w, fmt.Errorf("%w: the worker of %s died during the call: %v", ErrWorker, ext.Name, status.Convert(err).Message()))
+	}
+	res.Duration = time.Since(start)
+	if resp.GetError() != "" {
+		return res, fmt.Errorf("%w: %s", ErrHandler, truncate(resp.GetError(), 4096))
+	}
+	if int64(len(resp.GetResult())) > s.conf().Limits.MaxResult {
+		return res, fmt.Errorf("%w: the result of %s exceeds %d bytes", ErrTooLarge, ext.Name, s.conf().Limits.MaxResult)
+	}
+	res.Result = resp.GetResult()
+	log.Debug("invocation done", "worker", w.id, "cold", cold, "duration", res.Duration)
+	return res, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+var invSeq atomic.Uint64
+
+func newInvocationID() string {
+	return fmt.Sprintf("i%x-%x", time.Now().UnixNano()&0xffffffffff, invSeq.Add(1))
+}
+
+// reaper stops idle workers and removes scopes that have none left, and
+// keeps warm_min workers per extension of live scopes.
+func (s *Supervisor) reaper() {
+	defer close(s.reaperDone)
+	tick := time.NewTicker(max(s.conf().Pool.IdleTimeout.Duration/4, 100*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.reaperStop:
+			return
+		case <-tick.C:
+		}
+		idle := s.conf().Pool.IdleTimeout.Duration
+		s.mu.Lock()
+		scopes := make([]*scope, 0, len(s.scopes))
+		for _, sc := range s.scopes {
+			scopes = append(scopes, sc)
+		}
+		s.mu.Unlock()
+		for _, sc := range scopes {
+			for _, w := range sc.idleWorkers(idle, s.conf().Pool.WarmMin) {
+				s.retire(sc, w, "idle")
+				go w.stop()
+			}
+			s.warm(sc)
+			sc.mu.Lock()
+			empty := len(sc.workers) == 0 && len(sc.starting) == 0 && time.Since(sc.lastUsed) > idle
+			sc.mu.Unlock()
+			if empty {
+				s.mu.Lock()
+				if s.scopes[sc.id.Key()] == sc && !s.stopping {
+					delete(s.scopes, sc.id.Key())
+					s.mu.Unlock()
+					if err := s.removeScope(sc); err != nil {
+						s.log.Error("remove idle scope", "scope", sc.id.Key(), "err", err)
+					} else {
+						s.log.Info("idle scope removed", "tenant", sc.id.Tenant, "scope", sc.id.Key())
+					}
+					continue
+				}
+				s.mu.Unlock()
+			}
+		}
+	}
+}
+
+// warm starts workers up to warm_min for every extension version that has
+// (or had) workers in sc.
+func (s *Supervisor) warm(sc *scope) {
+	if s.conf().Pool.WarmMin == 0 {
+		return
+	}
+	sc.mu.Lock()
+	var need []ExtensionInfo
+	for _, ws := range sc.workers {
+		live := 0
+		for _, w := range ws {
+			if !w.retired.Load() {
+				live++
+			}
+		}
+		if len(ws) > 0 && live+sc.starting[versionKey(ws[0].ext)] < s.conf().Pool.WarmMin {
+			need = append(need, ws[0].ext)
+		}
+	}
+	sc.mu.Unlock()
+	for _, ext := range need {
+		ctx, cancel := context.WithTimeout(context.Background(), s.conf().Pool.StartTimeout.Duration)
+		w, _, err := s.acquire(ctx, sc, ext)
+		cancel()
+		if err == nil {
+			s.release(sc, w)
+		}
+	}
+}
+
+// Deploy stores a new version of an extension. Workers of older versions
+// finish what they do and are replaced as invocations ask for the new one.
+func (s *Supervisor) Deploy(tenant, env, name string, files []BundleFile) (ExtensionInfo, bool, error) {
+	info, unchanged, err := s.store.Deploy(tenant, env, name, files)
+	if err == nil && !unchanged {
+		s.log.Info("extension deployed", "tenant", tenant, "environment", env, "extension", name,
+			"version", info.Version, "digest", info.Digest)
+	}
+	return info, unchanged, err
+}
+
+// RemoveExtension removes an extension and stops its workers.
+func (s *Supervisor) RemoveExtension(tenant, env, name string) error {
+	if err := s.store.Remove(tenant, env, name); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	scopes := make([]*scope, 0)
+	for _, sc := range s.scopes {
+		if sc.id.Tenant == tenant {
+			scopes = append(scopes, sc)
+		}
+	}
+	s.mu.Unlock()
+	for _, sc := range scopes {
+		sc.mu.Lock()
+		var victims []*worker
+		for _, ws := range sc.workers {
+			for _, w := range ws {
+				if w.ext.Name == name && w.ext.Environment == env {
+					victims = append(victims, w)
+				}
+			}
+		}
+		sc.mu.Unlock()
+		for _, w := range victims {
+			s.retire(sc, w, "extension removed")
+			go w.stop()
+		}
+	}
+	s.log.Info("extension removed", "tenant", tenant, "environment", env, "extension", name)
+	return nil
+}
+
+// Extensions lists current extensions of the tenants allow accepts.
+func (s *Supervisor) Extensions(allow func(string) bool) ([]ExtensionInfo, error) {
+	return s.store.List(allow)
+}
+
+// ScopeInfo is a snapshot of one scope.
+type ScopeInfo struct {
+	ID      ScopeID
+	Cgroup  string
+	HostUID uint32
+	Limits  cgroups.Limits
+	Stats   cgroups.Stats
+	Workers []WorkerInfo
+}
+
+// WorkerInfo is a snapshot of one worker.
+type WorkerInfo struct {
+	ID, Extension, Version string
+	Pid                    int
+	Started                time.Time
+	Invocations            int64
+	InFlight               int32
+	Cgroup                 string
+}
+
+// Scopes returns snapshots of the live scopes of the tenants allow accepts.
+func (s *Supervisor) Scopes(allow func(string) bool) []ScopeInfo {
+	s.mu.Lock()
+	var scopes []*scope
+	for _, sc := range s.scopes {
+		if allow(sc.id.Tenant) {
+			scopes = append(scopes, sc)
+		}
+	}
+	s.mu.Unlock()
+	out := make([]ScopeInfo, 0, len(scopes))
+	for _, sc := range scopes {
+		out = append(out, sc.info())
+	}
+	slices.SortFunc(out, func(a, b ScopeInfo) int { return strings.Compare(a.ID.Key(), b.ID.Key()) })
+	return out
+}
+
+// Scope returns one scope's snapshot.
+func (s *Supervisor) Scope(key string) (ScopeInfo, error) {
+	s.mu.Lock()
+	sc, ok := s.scopes[key]
+	s.mu.Unlock()
+	if !ok {
+		return ScopeInfo{}, fmt.Errorf("%w: no live scope %q", ErrNotFound, key)
+	}
+	return sc.info(), nil
+}
+
+func (sc *scope) info() ScopeInfo {
+	st, _ := sc.node.Stats()
+	info := ScopeInfo{ID: sc.id, Cgroup: sc.node.Path(), HostUID: sc.ids.Base, Limits: sc.limits, Stats: st}
+	sc.mu.Lock()
+	for _, ws := range sc.workers {
+		for _, w := range ws {
+			info.Workers = append(info.Workers, WorkerInfo{
+				ID: w.id, Extension: w.ext.Name, Version: w.ext.Version, Pid: w.pid(), Started: w.started,
+				Invocations: w.invocations.Load(), InFlight: w.inFlight.Load(), Cgroup: sc.node.Path() + "/" + w.id,
+			})
+		}
+	}
+	sc.mu.Unlock()
+	slices.SortFunc(info.Workers, func(a, b WorkerInfo) int { return strings.Compare(a.ID, b.ID) })
+	return info
+}
+
+// Logs returns the kept lines of the scopes matching the filter, and when
+// follow is set a channel of new lines and a function to stop following.
+func (s *Supervisor) Logs(allow func(string) bool, scopeKey, extension string, tail int, follow bool) ([]LogLine, <-chan LogLine, func()) {
+	s.mu.Lock()
+	var rings []*logRing
+	for key, sc := range s.scopes {
+		if allow(sc.id.Tenant) && (scopeKey == "" || key == scopeKey) {
+			rings = append(rings, sc.ring)
+		}
+	}
+	s.mu.Unlock()
+	keep := func(l LogLine) bool { return extension == "" || l.Extension == extension }
+	var lines []LogLine
+	var chans []chan LogLine
+	for _, r := range rings {
+		kept, ch := r.snapshot(follow)
+		for _, l := range kept {
+			if keep(l) {
+				lines = append(lines, l)
+			}
+		}
+		if ch != nil {
+			chans = append(chans, ch)
+		}
+	}
+	slices.SortStableFunc(lines, func(a, b LogLine) int { return a.Time.Compare(b.Time) })
+	if tail > 0 && len(lines) > tail {
+		lines = lines[len(lines)-tail:]
+	}
+	if !follow {
+		return lines, nil, func() {}
+	}
+	out := make(chan LogLine, 256)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, ch := range chans {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case l := <-ch:
+					if keep(l) {
+						select {
+						case out <- l:
+						default:
+						}
+					}
+				case <-done:
+					return
+				}
+			}
+		}()
+	}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			close(done)
+			wg.Wait()
+			for i, r := range rings {
+				if i < len(chans) {
+					r.unfollow(chans[i])
+				}
+			}
+		})
+	}
+	return lines, out, stop
+}
