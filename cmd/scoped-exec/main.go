@@ -1,0 +1,62 @@
+// Command scoped-exec is the worker of the exec runtime: it serves the
+// worker protocol and runs the extension's program once per invocation
+// (payload on stdin, result from stdout; see plugins.ExecWith).
+//
+// The supervisor starts it in the scope's sandbox with
+//
+//	SCOPED_EXEC_ENTRYPOINT  the program, an absolute path (e.g. /ext/shout.sh)
+//	SCOPED_EXEC_ARGS        optional: its arguments, a JSON array of strings
+//
+// The program runs in the entrypoint's directory. scoped-exec starts in
+// every exec-runtime sandbox, so it stays small: it imports plugins and the
+// standard library only, and builds with CGO_ENABLED=0.
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/scoped-io/scoped/plugins"
+)
+
+const (
+	envEntrypoint = "SCOPED_EXEC_ENTRYPOINT"
+	envArgs       = "SCOPED_EXEC_ARGS"
+)
+
+func main() {
+	program, args, err := config()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "scoped-exec:", err)
+		os.Exit(2)
+	}
+	plugins.Serve(plugins.ExecWith(plugins.ExecOptions{Dir: filepath.Dir(program)}, program, args...))
+}
+
+// config reads and checks the program and its arguments from the
+// environment.
+func config() (program string, args []string, err error) {
+	program = os.Getenv(envEntrypoint)
+	if program == "" {
+		return "", nil, errors.New(envEntrypoint + " is not set")
+	}
+	if !filepath.IsAbs(program) {
+		return "", nil, fmt.Errorf("%s=%q is not an absolute path", envEntrypoint, program)
+	}
+	fi, err := os.Stat(program)
+	if err != nil {
+		return "", nil, err
+	}
+	if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+		return "", nil, fmt.Errorf("%s: not an executable file", program)
+	}
+	if s := os.Getenv(envArgs); s != "" {
+		if err := json.Unmarshal([]byte(s), &args); err != nil {
+			return "", nil, fmt.Errorf("%s: want a JSON array of strings: %w", envArgs, err)
+		}
+	}
+	return program, args, nil
+}
