@@ -4,18 +4,32 @@ TAGS    := seccomp
 GOFLAGS_BUILD := -tags $(TAGS)
 BIN     := bin
 
-.PHONY: all build run test test-host test-v2 test-unit bench generate lint deps clean
+.PHONY: all build examples run test test-host test-v2 test-unit bench generate lint deps clean
 
 all: build
 
 deps:
 	@scripts/deps.sh build
 
+# The daemon (cgo, libseccomp), and the pure-Go exec runtime and CLI.
 build: deps
 	CGO_ENABLED=1 $(GO) build $(GOFLAGS_BUILD) -o $(BIN)/scoped ./cmd/scoped
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/scoped-exec ./cmd/scoped-exec
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/scopectl ./cmd/scopectl
 
-# Runs the daemon on its embedded defaults (as root).
-run: build
+# Example bundles, ready for `scopectl deploy`: build/examples/<name>.
+EXAMPLES := build/examples
+examples:
+	@for ex in whoami spin; do \
+		mkdir -p $(EXAMPLES)/$$ex && cp examples/$$ex/manifest.toml $(EXAMPLES)/$$ex/ && \
+		CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(EXAMPLES)/$$ex/$$ex ./examples/$$ex || exit 1; \
+	done
+	@rm -rf $(EXAMPLES)/shout && cp -r examples/shout $(EXAMPLES)/shout
+	@chmod -R a+rX build
+	@echo "example bundles in $(EXAMPLES)/: whoami spin shout"
+
+# Runs the daemon on its embedded defaults (as root); Ctrl-C stops it.
+run: build examples
 	./$(BIN)/scoped
 
 # Every test: on this host, then the root tests again on pure cgroup v2 in a

@@ -17,8 +17,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
@@ -83,8 +81,8 @@ func (s *Supervisor) Listen() (net.Listener, error) {
 	return l, nil
 }
 
-// NewServer returns the gRPC server of the API, with go-plugin's health
-// service so applications can reattach with go-plugin.
+// NewServer returns the gRPC server of the API. (The daemon's main adds
+// go-plugin's health service for applications that reattach.)
 func (s *Supervisor) NewServer() *grpc.Server {
 	api := &API{s: s}
 	srv := grpc.NewServer(
@@ -95,9 +93,6 @@ func (s *Supervisor) NewServer() *grpc.Server {
 		grpc.StreamInterceptor(api.stream),
 	)
 	scopedv1.RegisterScopedServer(srv, api)
-	h := health.NewServer()
-	h.SetServingStatus("plugin", healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(srv, h)
 	return srv
 }
 

@@ -197,9 +197,14 @@ func (s *Supervisor) Stop(grace time.Duration) error {
 	return errors.Join(errs...)
 }
 
-// RemoveRuntimeDir removes the runtime directory if the stop left it empty
-// (systemd's RuntimeDirectory= does the same under systemd).
+// RemoveRuntimeDir removes the socket, the reattach file, and the runtime
+// directory if that left it empty (systemd's RuntimeDirectory= does so
+// under systemd).
 func (s *Supervisor) RemoveRuntimeDir() {
+	_ = os.Remove(s.conf().Socket)
+	if p := s.conf().ReattachFile; p != "" {
+		_ = os.Remove(p)
+	}
 	_ = os.Remove(s.conf().RuntimeDir)
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/coreos/go-systemd/v22/daemon"
 
+	"github.com/scoped-io/scoped/client"
 	"github.com/scoped-io/scoped/sandbox"
 	"github.com/scoped-io/scoped/supervisor"
 )
@@ -77,10 +78,13 @@ func run(args []string) error {
 		return err
 	}
 	srv := s.NewServer()
+	health := client.RegisterReattachServices(srv)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(l) }()
-	if err := s.PublishReattach(); err != nil {
-		log.Warn("reattach file not written", "err", err)
+	if cfg.ReattachFile != "" {
+		if err := client.WriteReattach(cfg.ReattachFile, client.ReattachInfo{Network: "unix", Addr: cfg.Socket}); err != nil {
+			log.Warn("reattach file not written", "path", cfg.ReattachFile, "err", err)
+		}
 	}
 	log.Info("scoped ready", "socket", cfg.Socket, "cgroup_root", cfg.CgroupRoot, "isolation", cfg.Isolation.By)
 	_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
@@ -110,6 +114,7 @@ func run(args []string) error {
 			}
 			log.Info("stopping", "signal", sig.String(), "grace", *grace)
 			_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
+			health.Shutdown()
 			return stop(s, srv, l, *grace, log)
 		}
 	}
@@ -134,7 +139,6 @@ func stop(s *supervisor.Supervisor, srv interface {
 	}
 	_ = l.Close()
 	err := <-stopErr
-	s.Unpublish()
 	s.RemoveRuntimeDir()
 	if err != nil {
 		return fmt.Errorf("cleanup: %w", err)

@@ -1,0 +1,187 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+func TestUnitToStatus(t *testing.T) {
+	if toStatus(nil) != nil {
+		t.Fatal("toStatus(nil) != nil")
+	}
+	for _, c := range []struct {
+		err  error
+		code codes.Code
+	}{
+		{ErrInvalid, codes.InvalidArgument},
+		{ErrTooLarge, codes.InvalidArgument},
+		{ErrNotFound, codes.NotFound},
+		{ErrPermission, codes.PermissionDenied},
+		{ErrUnauthorized, codes.Unauthenticated},
+		{ErrDeadline, codes.DeadlineExceeded},
+		{ErrOutOfMemory, codes.ResourceExhausted},
+		{ErrBusy, codes.ResourceExhausted},
+		{ErrWorker, codes.Unavailable},
+		{ErrStopping, codes.Unavailable},
+		{ErrHandler, codes.Aborted},
+		{context.Canceled, codes.Canceled},
+		{context.DeadlineExceeded, codes.DeadlineExceeded},
+		{errors.New("disk on fire"), codes.Internal},
+		{ErrConfig, codes.Internal},
+	} {
+		for _, err := range []error{
+			c.err,
+			fmt.Errorf("deploy acme/hook: %w", c.err),
+			fmt.Errorf("outer: %w", fmt.Errorf("inner: %w", c.err)),
+			errors.Join(errors.New("first"), c.err),
+		} {
+			got := toStatus(err)
+			st, ok := status.FromError(got)
+			if !ok || st.Code() != c.code {
+				t.Errorf("toStatus(%q) = %v, want %v", err, got, c.code)
+				continue
+			}
+			if st.Message() != err.Error() {
+				t.Errorf("toStatus(%q) message %q", err, st.Message())
+			}
+		}
+	}
+	// A status error passes through unchanged.
+	in := status.Error(codes.FailedPrecondition, "already")
+	if got := toStatus(in); status.Code(got) != codes.FailedPrecondition {
+		t.Errorf("toStatus(status) = %v", got)
+	}
+	// The first sentinel of the documented order wins when an error wraps two.
+	if got := status.Code(toStatus(fmt.Errorf("%w: %w", ErrInvalid, ErrNotFound))); got != codes.InvalidArgument {
+		t.Errorf("ErrInvalid+ErrNotFound = %v", got)
+	}
+}
+
+// Every sentinel has its code: adding one to errors.go without mapping it
+// would make it Internal.
+func TestUnitToStatusEverySentinelMapped(t *testing.T) {
+	for _, err := range []error{ErrInvalid, ErrTooLarge, ErrNotFound, ErrPermission, ErrUnauthorized,
+		ErrDeadline, ErrOutOfMemory, ErrBusy, ErrWorker, ErrHandler, ErrStopping} {
+		if code := status.Code(toStatus(err)); code == codes.Internal || code == codes.Unknown || code == codes.OK {
+			t.Errorf("%v maps to %v", err, code)
+		}
+	}
+}
+
+func unitAPI(clients ...Client) *API {
+	cfg := DefaultConfig()
+	cfg.Clients = clients
+	s := &Supervisor{}
+	s.cfg.Store(&cfg)
+	return &API{s: s}
+}
+
+func peerCtx(uid, gid uint32, token string) context.Context {
+	ctx := peer.NewContext(context.Background(), &peer.Peer{AuthInfo: peerInfo{uid: uid, gid: gid, pid: 1}})
+	if token != "" {
+		ctx = metadata.NewIncomingContext(ctx, metadata.Pairs("authorization", "Bearer "+token))
+	}
+	return ctx
+}
+
+func TestUnitAuthenticate(t *testing.T) {
+	const tokA = "token-of-app-a-0123456789"
+	const tokCI = "token-of-ci-0123456789ab"
+	api := unitAPI(
+		Client{Name: "app-a", UIDs: []uint32{1001}, Token: tokA, Tenants: []string{"acme", "globex"}},
+		Client{Name: "group-b", GIDs: []uint32{2002}, Tenants: []string{"initech"}},
+		Client{Name: "ci", Token: tokCI, Tenants: []string{"*"}},
+		Client{Name: "nothing", UIDs: []uint32{3003}},
+	)
+	type want struct {
+		err   error
+		all   bool
+		may   []string
+		mayNo []string
+	}
+	for _, c := range []struct {
+		name string
+		ctx  context.Context
+		want want
+	}{
+		{"no peer", context.Background(), want{err: ErrPermission}},
+		{"not peercred", peer.NewContext(context.Background(), &peer.Peer{}), want{err: ErrPermission}},
+		{"root", peerCtx(0, 0, ""), want{all: true, may: []string{"acme", "anyone"}}},
+		{"root with a bad token", peerCtx(0, 0, "wrong-token-0123456789"), want{all: true}},
+		{"by uid", peerCtx(1001, 100, ""), want{may: []string{"acme", "globex"}, mayNo: []string{"initech", "other"}}},
+		{"by gid", peerCtx(5000, 2002, ""), want{may: []string{"initech"}, mayNo: []string{"acme"}}},
+		{"uid and gid", peerCtx(1001, 2002, ""), want{may: []string{"acme", "globex", "initech"}, mayNo: []string{"other"}}},
+		{"by token", peerCtx(4000, 4000, tokA), want{may: []string{"acme", "globex"}, mayNo: []string{"initech"}}},
+		{"wildcard token", peerCtx(4000, 4000, tokCI), want{all: true, may: []string{"anyone"}}},
+		{"unknown uid", peerCtx(4000, 4000, ""), want{err: ErrPermission}},
+		{"unknown token", peerCtx(4000, 4000, "wrong-token-0123456789"), want{err: ErrPermission}},
+		{"prefix of a token", peerCtx(4000, 4000, tokA[:len(tokA)-1]), want{err: ErrPermission}},
+		{"token without Bearer", peer.NewContext(metadata.NewIncomingContext(context.Background(),
+			metadata.Pairs("authorization", tokA)), &peer.Peer{AuthInfo: peerInfo{uid: 4000, gid: 4000}}), want{err: ErrPermission}},
+		{"client without tenants", peerCtx(3003, 3003, ""), want{mayNo: []string{"acme"}}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := api.authenticate(c.ctx)
+			if c.want.err != nil {
+				if !errors.Is(err, c.want.err) {
+					t.Fatalf("authenticate = %+v, %v; want %v", got, err, c.want.err)
+				}
+				if status.Code(toStatus(err)) != codes.PermissionDenied {
+					t.Fatalf("maps to %v", status.Code(toStatus(err)))
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("authenticate: %v", err)
+			}
+			if got.all != c.want.all {
+				t.Errorf("all = %v, want %v", got.all, c.want.all)
+			}
+			for _, tn := range c.want.may {
+				if !got.may(tn) {
+					t.Errorf("%s may not act for %s", got.name, tn)
+				}
+			}
+			for _, tn := range c.want.mayNo {
+				if got.may(tn) {
+					t.Errorf("%s may act for %s", got.name, tn)
+				}
+			}
+		})
+	}
+}
+
+func TestUnitMayAct(t *testing.T) {
+	ctx := context.WithValue(context.Background(), callerKey{}, caller{name: "app", tenants: map[string]bool{"acme": true}})
+	if err := mayAct(ctx, "acme"); err != nil {
+		t.Errorf("mayAct(acme) = %v", err)
+	}
+	if err := mayAct(ctx, "globex"); !errors.Is(err, ErrPermission) {
+		t.Errorf("mayAct(globex) = %v, want ErrPermission", err)
+	}
+	for _, bad := range []string{"", "../acme", "ACME", "*", strings.Repeat("a", 70)} {
+		if err := mayAct(ctx, bad); !errors.Is(err, ErrInvalid) {
+			t.Errorf("mayAct(%q) = %v, want ErrInvalid", bad, err)
+		}
+	}
+	// No caller in the context: nothing is allowed.
+	if err := mayAct(context.Background(), "acme"); !errors.Is(err, ErrPermission) {
+		t.Errorf("mayAct without caller = %v", err)
+	}
+	// A wildcard client may act for any valid tenant, never for an invalid one.
+	all := context.WithValue(context.Background(), callerKey{}, caller{name: "ci", all: true})
+	if err := mayAct(all, "anyone"); err != nil {
+		t.Errorf("wildcard mayAct = %v", err)
+	}
+	if err := mayAct(all, "../x"); !errors.Is(err, ErrInvalid) {
+		t.Errorf("wildcard mayAct(../x) = %v", err)
+	}
+}

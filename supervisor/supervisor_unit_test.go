@@ -1,0 +1,132 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestUnitCheckTargetFields(t *testing.T) {
+	good := Target{Tenant: "acme", Environment: "production", User: "alice", Extension: "hook"}
+	if err := checkTargetFields(good, "v1"); err != nil {
+		t.Fatalf("valid target: %v", err)
+	}
+	noUser := good
+	noUser.User = ""
+	if err := checkTargetFields(noUser, ""); err != nil {
+		t.Fatalf("empty user and version: %v", err)
+	}
+	long := strings.Repeat("a", 70)
+	bads := []string{"", "A", "../x", "..", ".", "a/b", "a.b", "-a", "_a", "a b", "a\x00", long, "é", "*"}
+	for _, field := range []string{"tenant", "environment", "user", "extension", "version"} {
+		for _, bad := range bads {
+			if bad == "" && (field == "user" || field == "version") {
+				continue // optional
+			}
+			tg, v := good, "v1"
+			switch field {
+			case "tenant":
+				tg.Tenant = bad
+			case "environment":
+				tg.Environment = bad
+			case "user":
+				tg.User = bad
+			case "extension":
+				tg.Extension = bad
+			case "version":
+				v = bad
+			}
+			if err := checkTargetFields(tg, v); !errors.Is(err, ErrInvalid) {
+				t.Errorf("%s %q: %v, want ErrInvalid", field, bad, err)
+			}
+		}
+	}
+	// 63 characters is the longest id.
+	edge := good
+	edge.Tenant = strings.Repeat("a", 63)
+	if err := checkTargetFields(edge, ""); err != nil {
+		t.Errorf("63-character tenant: %v", err)
+	}
+	edge.Tenant += "a"
+	if err := checkTargetFields(edge, ""); !errors.Is(err, ErrInvalid) {
+		t.Errorf("64-character tenant: %v", err)
+	}
+}
+
+// unitSupervisor is a Supervisor with a store and a configuration but no
+// cgroup tree, id allocator or sandboxes: enough for everything Invoke
+// checks before it needs a scope.
+func unitSupervisor(t *testing.T) *Supervisor {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.StateDir = t.TempDir()
+	cfg.Limits.MaxPayload = 1024
+	store, err := NewStore(cfg.StateDir, cfg.Limits.MaxBundle, cfg.Limits.MaxBundleFiles)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Supervisor{log: slog.New(slog.NewTextHandler(io.Discard, nil)), store: store, scopes: map[string]*scope{}}
+	s.cfg.Store(&cfg)
+	return s
+}
+
+func TestUnitInvokeRejectsBeforeAnyScope(t *testing.T) {
+	s := unitSupervisor(t)
+	if _, _, err := s.store.Deploy("acme", "production", "hook", unitBundle("w")); err != nil {
+		t.Fatal(err)
+	}
+	ok := InvokeRequest{Target: Target{Tenant: "acme", Environment: "production", Extension: "hook"}, Payload: []byte("hi")}
+	bigMeta := map[string]string{}
+	for i := range 65 {
+		bigMeta[fmt.Sprint("k", i)] = "v"
+	}
+	for name, c := range map[string]struct {
+		mutate func(r *InvokeRequest)
+		want   error
+	}{
+		"tenant ../x":        {func(r *InvokeRequest) { r.Tenant = "../x" }, ErrInvalid},
+		"tenant 70 chars":    {func(r *InvokeRequest) { r.Tenant = strings.Repeat("a", 70) }, ErrInvalid},
+		"tenant empty":       {func(r *InvokeRequest) { r.Tenant = "" }, ErrInvalid},
+		"environment ../x":   {func(r *InvokeRequest) { r.Environment = "../x" }, ErrInvalid},
+		"extension ../x":     {func(r *InvokeRequest) { r.Extension = "../x" }, ErrInvalid},
+		"extension empty":    {func(r *InvokeRequest) { r.Extension = "" }, ErrInvalid},
+		"user ../x":          {func(r *InvokeRequest) { r.User = "../x" }, ErrInvalid},
+		"version ../v1":      {func(r *InvokeRequest) { r.Version = "../v1" }, ErrInvalid},
+		"payload too large":  {func(r *InvokeRequest) { r.Payload = make([]byte, 1025) }, ErrTooLarge},
+		"65 metadata":        {func(r *InvokeRequest) { r.Metadata = bigMeta }, ErrTooLarge},
+		"empty metadata key": {func(r *InvokeRequest) { r.Metadata = map[string]string{"": "v"} }, ErrInvalid},
+		"long metadata key":  {func(r *InvokeRequest) { r.Metadata = map[string]string{strings.Repeat("k", 129): "v"} }, ErrInvalid},
+		"long metadata val":  {func(r *InvokeRequest) { r.Metadata = map[string]string{"k": strings.Repeat("v", 4097)} }, ErrInvalid},
+		"negative timeout":   {func(r *InvokeRequest) { r.Timeout = -time.Second }, ErrInvalid},
+		"unknown extension":  {func(r *InvokeRequest) { r.Extension = "nope" }, ErrNotFound},
+		"unknown tenant":     {func(r *InvokeRequest) { r.Tenant = "globex" }, ErrNotFound},
+		"unknown env":        {func(r *InvokeRequest) { r.Environment = "staging" }, ErrNotFound},
+		"unknown version":    {func(r *InvokeRequest) { r.Version = "v2" }, ErrNotFound},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := ok
+			c.mutate(&r)
+			_, err := s.Invoke(context.Background(), r)
+			if !errors.Is(err, c.want) {
+				t.Fatalf("Invoke = %v, want %v", err, c.want)
+			}
+			if len(s.scopes) != 0 {
+				t.Fatalf("a rejected invocation created scopes: %v", s.scopes)
+			}
+		})
+	}
+	// The payload limit is inclusive; a payload of exactly max_payload
+	// passes the checks (and then reaches a stopping supervisor, which
+	// answers without creating a scope).
+	s.stopping = true
+	r := ok
+	r.Payload = make([]byte, 1024)
+	if _, err := s.Invoke(context.Background(), r); !errors.Is(err, ErrStopping) {
+		t.Fatalf("Invoke of max_payload bytes on a stopping supervisor = %v, want ErrStopping", err)
+	}
+}
