@@ -43,15 +43,25 @@ test-host: deps
 
 # The packages whose tests touch cgroups, namespaces or eBPF, run again
 # inside a VM booted from Debian's kernel with only cgroup v2 mounted.
-VM_PKGS := cgroups sandbox
+# e2e runs there with binaries built here (no compiling under emulation).
+VM_PKGS := cgroups sandbox e2e
 VM_DIR  := build/vm
+VM_E2E  := $(VM_DIR)/e2e-bin
 test-v2: deps
-	@rm -rf $(VM_DIR)/bin && mkdir -p $(VM_DIR)/bin
+	@rm -rf $(VM_DIR)/bin $(VM_E2E) && mkdir -p $(VM_DIR)/bin $(VM_E2E)/bundles
 	@for p in $(VM_PKGS); do \
 		CGO_ENABLED=1 $(GO) test -c $(GOFLAGS_BUILD) -o $(VM_DIR)/bin/$$p.test ./$$p || exit 1; \
 	done
-	SCOPED_VM_TESTFLAGS="-test.count=1 -test.timeout=10m" scripts/vm-test.sh $(VM_DIR) \
-		$(foreach p,$(VM_PKGS),$(CURDIR)/$(VM_DIR)/bin/$(p).test@$(CURDIR)/$(p))
+	@CGO_ENABLED=1 $(GO) build $(GOFLAGS_BUILD) -o $(VM_E2E)/scoped ./cmd/scoped
+	@CGO_ENABLED=0 $(GO) build -o $(VM_E2E)/scoped-exec ./cmd/scoped-exec
+	@CGO_ENABLED=0 $(GO) build -o $(VM_E2E)/scopectl ./cmd/scopectl
+	@for ex in examples/whoami examples/spin e2e/testdata/misbehave; do \
+		n=$$(basename $$ex); mkdir -p $(VM_E2E)/bundles/$$n && cp $$ex/manifest.toml $(VM_E2E)/bundles/$$n/ && \
+		CGO_ENABLED=0 $(GO) build -o $(VM_E2E)/bundles/$$n/$$n ./$$ex || exit 1; \
+	done
+	@chmod -R a+rX $(VM_DIR)
+	SCOPED_VM_ENV="SCOPED_E2E_BIN=$(CURDIR)/$(VM_E2E)" SCOPED_VM_TESTFLAGS="-test.count=1 -test.timeout=10m" \
+		scripts/vm-test.sh $(VM_DIR) $(foreach p,$(VM_PKGS),$(CURDIR)/$(VM_DIR)/bin/$(p).test@$(CURDIR)/$(p))
 
 # Tests that need neither root nor cgo set-up.
 test-unit:

@@ -534,7 +534,7 @@ func TestNodeNamesValidated(t *testing.T) {
 	parent := node(t, tree, Limits{}, "free")
 	before := treeBelow(t, testRoot)
 
-	bad := []string{"../x", "..", ".", "", "A", "a/b", "/a", "a b", "-a", "a.b", strings.Repeat("a", 64), strings.Repeat("x", 70)}
+	bad := []string{"../x", "..", ".", "", "A", "a/b", "/a", "a b", "-a", "a..b", ".a", "a.", strings.Repeat("a", 64), strings.Repeat("x", 70)}
 	for _, name := range bad {
 		if n, err := tree.Node(Limits{}, name); !errors.Is(err, ErrInvalidPath) {
 			t.Errorf("Node(%q) = %v, %v; want ErrInvalidPath", name, n, err)

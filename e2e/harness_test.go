@@ -61,7 +61,26 @@ func goBuild(out, pkg string, cgo bool, tags ...string) error {
 	return nil
 }
 
+// build compiles what the tests run into dir, or takes it prebuilt from
+// $SCOPED_E2E_BIN (make test-v2 builds there on the host, so the VM does not
+// compile under emulation): scoped, scoped-exec, scopectl and
+// bundles/{whoami,spin,misbehave}.
 func build(dir string) error {
+	if pre := os.Getenv("SCOPED_E2E_BIN"); pre != "" {
+		bins.scoped = filepath.Join(pre, "scoped")
+		bins.exec = filepath.Join(pre, "scoped-exec")
+		bins.scopectl = filepath.Join(pre, "scopectl")
+		bins.whoami = filepath.Join(pre, "bundles", "whoami")
+		bins.spin = filepath.Join(pre, "bundles", "spin")
+		bins.misbehave = filepath.Join(pre, "bundles", "misbehave")
+		bins.shout, _ = filepath.Abs("../examples/shout")
+		for _, p := range []string{bins.scoped, bins.exec, bins.scopectl, bins.whoami, bins.spin, bins.misbehave} {
+			if _, err := os.Stat(p); err != nil {
+				return fmt.Errorf("SCOPED_E2E_BIN: %w", err)
+			}
+		}
+		return nil
+	}
 	bins.scoped = filepath.Join(dir, "scoped")
 	bins.exec = filepath.Join(dir, "scoped-exec") // next to scoped: found by default
 	bins.scopectl = filepath.Join(dir, "scopectl")

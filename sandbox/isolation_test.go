@@ -4,8 +4,11 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -117,13 +120,38 @@ func TestDestroyRemovesEverything(t *testing.T) {
 	}
 }
 
-// TestCleanupAfterCrash: sandboxes whose owner vanished (the handles are
-// dropped, as a crashed daemon would) are found and removed by Cleanup.
+// TestCleanupAfterCrash: a process starts two sandboxes and dies by
+// SIGKILL, as a crashing daemon would; Cleanup finds their state, kills
+// their processes and removes their cgroups and rootfs.
 func TestCleanupAfterCrash(t *testing.T) {
 	e := newEnv(t)
-	b1 := e.start("alpha", cgroups.Limits{}, "sleep")
-	b2 := e.start("beta", cgroups.Limits{}, "sleep")
-	pids := []int{b1.Pid(), b2.Pid()}
+	for _, scope := range []string{"alpha", "beta"} {
+		if _, err := e.tree.Node(cgroups.Limits{}, "t", scope); err != nil {
+			t.Fatal(err)
+		}
+	}
+	owner := exec.Command(e.self)
+	owner.Env = []string{crashOwnerEnv + "=" + e.state, "CGROUP=" + testRoot + "/t"}
+	out, err := owner.Output()
+	if st := owner.ProcessState; st == nil || st.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("the owner did not die by SIGKILL: %v, %s", err, out)
+	}
+	var pids []int
+	for _, f := range strings.Fields(string(out)) {
+		pid, err := strconv.Atoi(f)
+		if err != nil {
+			t.Fatalf("owner output %q", out)
+		}
+		pids = append(pids, pid)
+	}
+	if len(pids) != 2 {
+		t.Fatalf("owner started %d sandboxes: %q", len(pids), out)
+	}
+	for _, pid := range pids {
+		if !alive(pid) {
+			t.Fatalf("sandbox process %d died with its owner: the test would prove nothing", pid)
+		}
+	}
 	n, err := sandbox.Cleanup(e.state)
 	if err != nil {
 		t.Fatal(err)
@@ -132,11 +160,47 @@ func TestCleanupAfterCrash(t *testing.T) {
 		t.Errorf("Cleanup removed %d sandboxes, want 2", n)
 	}
 	for _, pid := range pids {
-		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
-			// It may be a zombie until its parent (this test) reaps it.
-			if st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); !strings.Contains(string(st), ") Z") {
-				t.Errorf("process %d survives Cleanup", pid)
-			}
+		if alive(pid) {
+			t.Errorf("process %d survives Cleanup", pid)
 		}
 	}
+	for _, d := range []string{"containers", "rootfs"} {
+		if entries, _ := os.ReadDir(filepath.Join(e.state, d)); len(entries) > 0 {
+			t.Errorf("%s/%s still holds %d entries", e.state, d, len(entries))
+		}
+	}
+}
+
+// alive reports whether pid is a live (not zombie) process. Orphans are
+// reaped by the machine's init, which may take its time.
+func alive(pid int) bool {
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(st), ')')
+	return i < 0 || !strings.HasPrefix(string(st[i+1:]), " Z")
+}
+
+// crashOwnerEnv makes the test binary start two sleeping sandboxes under
+// $CGROUP in the state dir it names, print their pids and SIGKILL itself.
+const crashOwnerEnv = "SCOPED_SANDBOX_TEST_CRASH_OWNER"
+
+func crashOwner(state string) {
+	self, _ := os.Executable()
+	ids, _ := sandbox.NewIDAllocator(sandbox.DefaultIDBase, sandbox.DefaultIDSize, 4)
+	for i, scope := range []string{"alpha", "beta"} {
+		r, _ := ids.Acquire(scope)
+		id := fmt.Sprintf("crash%d", i)
+		s, err := sandbox.Start(sandbox.Config{
+			ID: id, StateDir: state, Cgroup: os.Getenv("CGROUP") + "/" + scope + "/" + id,
+			IDs: r, Binary: self, Env: []string{modeEnv + "=sleep"},
+		})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Println(s.Pid())
+	}
+	_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 }

@@ -13,6 +13,9 @@ const modeEnv = "SCOPED_SANDBOX_TEST_MODE"
 
 func TestMain(m *testing.M) {
 	sandbox.Init()
+	if state := os.Getenv(crashOwnerEnv); state != "" {
+		crashOwner(state)
+	}
 	if mode := os.Getenv(modeEnv); mode != "" {
 		os.Exit(inside(mode))
 	}

@@ -9,6 +9,7 @@
 #   SCOPED_VM_ACCEL=auto|kvm|tcg (default auto: KVM if a probe boots, else TCG)
 #   SCOPED_VM_TIMEOUT=seconds for the whole run (default 900)
 #   SCOPED_VM_TESTFLAGS=flags passed to every test binary
+#   SCOPED_VM_ENV="K=V ..." environment of the test binaries
 #   SCOPED_VM_SHARE=directory shown at its own path in the VM even where the
 #     VM mounts a tmpfs (/tmp, /run); default the current directory, which
 #     must hold WORKDIR and the test binaries
@@ -82,6 +83,8 @@ run=$work/run
 mkdir -p "$run"
 printf '%s\n' "$@" >"$run/tests"
 echo "$testflags" >"$run/flags"
+: >"$run/env"
+for kv in ${SCOPED_VM_ENV:-}; do echo "export $kv" >>"$run/env"; done
 rm -f "$run/status"
 cat >"$ird/init" <<'INIT'
 #!/bin/sh
@@ -116,6 +119,7 @@ echo "vm: kernel $(busybox uname -r), cgroup2 only, controllers: $(busybox cat /
 # chrooted task, and every sandbox needs one.
 exec busybox switch_root /newroot /bin/sh -c '
 	export PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
+	. "$1/run/env"
 	status=0
 	for t in $(cat "$1/run/tests"); do
 		bin=${t%%@*} dir=${t#*@}

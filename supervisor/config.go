@@ -3,6 +3,8 @@ package supervisor
 import (
 	"errors"
 	"fmt"
+	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -172,6 +174,22 @@ func (c *Config) Validate() error {
 	if c.Scope.IDBase < 65536 || c.Scope.IDSlots == 0 {
 		return bad("scope: id_base must be at least 65536 and id_slots positive")
 	}
+	if uint64(c.Scope.IDBase)+uint64(c.Scope.IDSlots)<<16 > 1<<32-2 {
+		return bad("scope: %d id slots from %d overflow 32-bit ids", c.Scope.IDSlots, c.Scope.IDBase)
+	}
+	sc := c.Scope
+	switch {
+	case sc.CPUWeight < 1 || sc.CPUWeight > 10000:
+		return bad("scope: cpu_weight must be in 1..10000")
+	case math.IsNaN(sc.CPUMax) || sc.CPUMax < 0 || sc.CPUMax > 4096:
+		return bad("scope: cpu_max must be in 0..4096 CPUs (0: no cap)")
+	case sc.MemoryMax < 1<<20:
+		return bad("scope: memory_max must be at least 1 MiB")
+	case sc.PidsMax < 1:
+		return bad("scope: pids_max must be positive")
+	case sc.TmpSize < 0:
+		return bad("scope: tmp_size must not be negative (0: the sandbox default)")
+	}
 	if c.Scope.LogLines < 1 {
 		return bad("scope: log_lines must be positive")
 	}
@@ -194,6 +212,10 @@ func (c *Config) Validate() error {
 	case "text", "json":
 	default:
 		return bad("log.format must be text or json")
+	}
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(c.Log.Level)); err != nil {
+		return bad("log.level %q is not debug, info, warn or error", c.Log.Level)
 	}
 	return nil
 }

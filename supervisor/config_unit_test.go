@@ -224,6 +224,7 @@ func TestUnitConfigValidateRejectsUnusableScopeLimits(t *testing.T) {
 		"memory_max below 1 MiB": func(c *Config) { c.Scope.MemoryMax = 4096 },
 		"tmp_size negative":      func(c *Config) { c.Scope.TmpSize = -1 },
 		"log.level verbose":      func(c *Config) { c.Log.Level = "verbose" },
+		"id range beyond 2^32":   func(c *Config) { c.Scope.IDSlots = 65536 },
 	} {
 		t.Run(name, func(t *testing.T) {
 			c := DefaultConfig()

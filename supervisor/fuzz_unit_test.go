@@ -3,6 +3,7 @@ package supervisor
 import (
 	"errors"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -81,6 +82,61 @@ func FuzzUnitManifest(f *testing.F) {
 		}
 		if err := checkBundlePath(m.Entrypoint); err != nil {
 			t.Fatalf("ParseManifest(%q) accepted entrypoint %q: %v", b, m.Entrypoint, err)
+		}
+	})
+}
+
+// FuzzUnitRingWriterChunks: the lines a ringWriter stores do not depend on
+// how the output was cut into writes, and none is longer than maxLineLen.
+// In the input, 0xff stands for 1000 bytes without a newline, so that long
+// lines are easy to reach; cuts seeds the sizes of the writes.
+func FuzzUnitRingWriterChunks(f *testing.F) {
+	f.Add([]byte("a\nbb\n\nccc"), uint64(1))
+	f.Add([]byte("one line\nanother\n"), uint64(7))
+	f.Add([]byte("x\xffy\n"), uint64(3))
+	// Found by this fuzzer in 12 s against logring.go as it is: a 7000-byte
+	// line in one write is cut to 4096 bytes, in three writes it is split.
+	f.Add([]byte("\xff\xff\xff\xff\xff\xff\xff\n"), uint64(61))
+	f.Fuzz(func(t *testing.T, prog []byte, cuts uint64) {
+		if len(prog) > 64 {
+			return
+		}
+		var data []byte
+		for _, b := range prog {
+			if b == 0xff {
+				data = append(data, strings.Repeat("L", 1000)...)
+			} else {
+				data = append(data, b)
+			}
+		}
+		store := func(chunks [][]byte) []string {
+			fx := newRingWriterFixture(len(data) + 2)
+			for _, c := range chunks {
+				if n, err := fx.w.Write(c); n != len(c) || err != nil {
+					t.Fatalf("Write = %d, %v", n, err)
+				}
+			}
+			return ringLines(fx.lines())
+		}
+		want := store([][]byte{data})
+		var chunks [][]byte
+		rest := data
+		for x := cuts | 1; len(rest) > 0; {
+			x ^= x << 13
+			x ^= x >> 7
+			x ^= x << 17
+			n := min(len(rest), 1+int(x%uint64(2*maxLineLen)))
+			chunks = append(chunks, rest[:n])
+			rest = rest[n:]
+		}
+		got := store(chunks)
+		if !slices.Equal(got, want) {
+			t.Fatalf("%d writes store lines of %v; one write stores %v", len(chunks), lineLens(got), lineLens(want))
+		}
+		for _, l := range got {
+			if len(l) > maxLineLen {
+				t.Fatalf("stored a line of %d bytes", len(l))
+			}
 		}
 	})
 }

@@ -17,7 +17,8 @@ type LogLine struct {
 	Line         string
 }
 
-// maxLineLen bounds one stored line; longer lines are cut.
+// maxLineLen bounds one stored line; a longer line is stored as several,
+// however the worker's output was cut into writes.
 const maxLineLen = 4096
 
 // logRing keeps the last lines of a scope's workers and feeds followers.
@@ -103,10 +104,14 @@ func (w *ringWriter) Write(p []byte) (int, error) {
 			w.buf = append(w.buf, p...)
 			break
 		}
-		w.buf = append(w.buf, p[:i]...)
-		if len(w.buf) > maxLineLen {
-			w.buf = w.buf[:maxLineLen]
+		line := p[:i]
+		for len(w.buf)+len(line) > maxLineLen {
+			room := maxLineLen - len(w.buf)
+			w.buf = append(w.buf, line[:room]...)
+			w.flush()
+			line = line[room:]
 		}
+		w.buf = append(w.buf, line...)
 		w.flush()
 		p = p[i+1:]
 	}

@@ -23,6 +23,10 @@ type ScopeID struct {
 // Key is the scope's name in the API: "tenant.name".
 func (s ScopeID) Key() string { return s.Tenant + "." + s.Name }
 
+// AnonymousUser names the user of requests without one in scope names; it
+// is reserved, so no request may name it as its user.
+const AnonymousUser = "anonymous"
+
 // scopeOf applies the isolation policy. All fields were checked at the edge,
 // so the dotted name is unambiguous.
 func (p Isolation) scopeOf(t Target) ScopeID {
@@ -36,7 +40,7 @@ func (p Isolation) scopeOf(t Target) ScopeID {
 	if slices.Contains(p.By, "user") {
 		u := t.User
 		if u == "" {
-			u = "anonymous"
+			u = AnonymousUser
 		}
 		id.User = u
 		parts = append(parts, u)

@@ -41,7 +41,12 @@ type scope struct {
 	lastUsed time.Time
 }
 
-func versionKey(e ExtensionInfo) string { return e.Name + "@" + e.Version }
+// versionKey names one stored bundle: the environment, because a scope may
+// serve several environments, and the digest, because a version number is
+// reused after the extension was removed.
+func versionKey(e ExtensionInfo) string {
+	return e.Environment + "/" + e.Name + "@" + e.Version + "/" + e.Digest
+}
 
 // worker is one sandboxed go-plugin worker serving one extension version.
 type worker struct {

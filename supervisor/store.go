@@ -316,10 +316,20 @@ func (s *Store) Get(tenant, env, name, version string) (ExtensionInfo, error) {
 		defer s.mu.Unlock()
 		return s.current(tenant, env, name)
 	}
-	if err := ident.Check("version", version); err != nil {
-		return ExtensionInfo{}, fmt.Errorf("%w: %w", ErrInvalid, err)
+	if err := checkVersion(version); err != nil {
+		return ExtensionInfo{}, err
 	}
 	return s.load(filepath.Join(s.extDir(tenant, env, name), version))
+}
+
+// checkVersion accepts the names the store gives versions: v1, v2, …
+// (not "current", which passes ident.Check but names the pointer file).
+func checkVersion(v string) error {
+	n, ok := strings.CutPrefix(v, "v")
+	if i, err := strconv.Atoi(n); !ok || err != nil || i < 1 || "v"+strconv.Itoa(i) != v {
+		return fmt.Errorf("%w: version %q is not v1, v2, …", ErrInvalid, v)
+	}
+	return nil
 }
 
 func (s *Store) current(tenant, env, name string) (ExtensionInfo, error) {

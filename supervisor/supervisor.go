@@ -300,6 +300,9 @@ func checkTargetFields(t Target, version string) error {
 			return fmt.Errorf("%w: %w", ErrInvalid, err)
 		}
 	}
+	if t.User == AnonymousUser {
+		return fmt.Errorf("%w: user %q is reserved for requests without a user", ErrInvalid, t.User)
+	}
 	return nil
 }
 
