@@ -139,6 +139,7 @@ type daemon struct {
 	runtime  string
 	state    string
 	logs     *syncBuffer
+	env      []string
 	exited   chan struct{}
 	stopOnce sync.Once
 }
@@ -150,6 +151,8 @@ type options struct {
 	extra     string // appended TOML
 	state     string // reuse a state dir (restart)
 	root      string // reuse a cgroup root (restart)
+	poolExtra string // TOML lines for [pool]
+	env       []string
 }
 
 func requireBins(t *testing.T) {
@@ -186,6 +189,9 @@ func startDaemon(t *testing.T, o options) *daemon {
 	if o.isolation == "" {
 		o.isolation = `["environment"]`
 	}
+	if o.poolExtra == "" {
+		o.poolExtra = `idle_timeout = "10m"`
+	}
 	if o.memoryMax == 0 {
 		o.memoryMax = 256 << 20
 	}
@@ -199,17 +205,18 @@ by = %s
 [limits]
 default_timeout = "20s"
 [pool]
-idle_timeout = "10m"
+%s
 [scope]
 memory_max = %d
 [log]
 level = "debug"
-%s`, d.socket, filepath.Join(d.runtime, "reattach.json"), d.state, d.runtime, d.root, o.isolation, o.memoryMax, o.extra)
+%s`, d.socket, filepath.Join(d.runtime, "reattach.json"), d.state, d.runtime, d.root, o.isolation, o.poolExtra, o.memoryMax, o.extra)
 	d.config = filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(d.config, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	testutil.CheckLeaks(t, d.root)
+	d.env = o.env
 	d.start()
 	t.Cleanup(func() {
 		d.stop()
@@ -225,6 +232,7 @@ func (d *daemon) start() {
 	d.exited = make(chan struct{})
 	d.stopOnce = sync.Once{}
 	d.cmd = exec.Command(bins.scoped, "--config", d.config, "--grace", "5s")
+	d.cmd.Env = append(os.Environ(), d.env...)
 	d.cmd.Stdout = d.logs
 	d.cmd.Stderr = d.logs
 	if err := d.cmd.Start(); err != nil {

@@ -228,7 +228,9 @@ func (s *Supervisor) acquire(ctx context.Context, sc *scope, ext ExtensionInfo) 
 			sc.mu.Unlock()
 			w, err := s.startWorker(ctx, sc, ext)
 			sc.mu.Lock()
-			sc.starting[key]--
+			if sc.starting[key]--; sc.starting[key] == 0 {
+				delete(sc.starting, key)
+			}
 			if err == nil {
 				if sc.closed {
 					err = ErrStopping
@@ -369,15 +371,6 @@ func (sc *scope) idleWorkers(d time.Duration, keep int) []*worker {
 	return out
 }
 
-func (sc *scope) workerCount() int {
-	sc.mu.Lock()
-	defer sc.mu.Unlock()
-	n := 0
-	for _, ws := range sc.workers {
-		n += len(ws)
-	}
-	return n + len(sc.starting)
-}
 
 // hostname is the scope key, cut to the kernel's 64 bytes.
 func hostname(id ScopeID) string {

@@ -45,7 +45,10 @@ func Take(roots ...string) Snapshot {
 	s := Snapshot{FDs: map[string]string{}}
 	entries, _ := os.ReadDir("/proc/self/fd")
 	for _, e := range entries {
-		target, _ := os.Readlink("/proc/self/fd/" + e.Name())
+		target, err := os.Readlink("/proc/self/fd/" + e.Name())
+		if err != nil {
+			continue // closed meanwhile (or the directory's own fd)
+		}
 		s.FDs[e.Name()] = target
 	}
 	if f, err := os.Open("/proc/self/mountinfo"); err == nil {
