@@ -70,6 +70,7 @@ test-unit:
 bench:
 	@scripts/deps.sh bench
 	CGO_ENABLED=1 $(GO) run $(GOFLAGS_BUILD) ./bench/cmd/sandboxbench -o BENCHMARKS.md
+	CGO_ENABLED=1 $(GO) run $(GOFLAGS_BUILD) ./bench/cmd/invokebench -o BENCHMARKS.md
 
 # Rebuilds generated code (protobuf) from source with the pinned Go tools.
 generate:

@@ -371,7 +371,6 @@ func (sc *scope) idleWorkers(d time.Duration, keep int) []*worker {
 	return out
 }
 
-
 // hostname is the scope key, cut to the kernel's 64 bytes.
 func hostname(id ScopeID) string {
 	h := id.Key()
