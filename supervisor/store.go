@@ -70,7 +70,13 @@ type Store struct {
 	maxFiles  int
 
 	mu sync.Mutex
+	// currents caches the current version of each extension (by
+	// tenant/env/name), so that an invocation reads no file; Deploy and
+	// Remove keep it true.
+	currents map[string]ExtensionInfo
 }
+
+func cacheKey(tenant, env, name string) string { return tenant + "/" + env + "/" + name }
 
 // NewStore opens (creating) the store under stateDir.
 func NewStore(stateDir string, maxBundle int64, maxFiles int) (*Store, error) {
@@ -89,7 +95,7 @@ func NewStore(stateDir string, maxBundle int64, maxFiles int) (*Store, error) {
 	for _, t := range tmps {
 		_ = os.RemoveAll(t)
 	}
-	return &Store{root: root, maxBundle: maxBundle, maxFiles: maxFiles}, nil
+	return &Store{root: root, maxBundle: maxBundle, maxFiles: maxFiles, currents: map[string]ExtensionInfo{}}, nil
 }
 
 func checkTarget(tenant, env, name string) error {
@@ -286,6 +292,7 @@ func (s *Store) Deploy(tenant, env, name string, files []BundleFile) (info Exten
 		return info, false, err
 	}
 	info.Dir = filepath.Join(dir, version, "bundle")
+	s.currents[cacheKey(tenant, env, name)] = info
 	return info, false, nil
 }
 
@@ -314,7 +321,14 @@ func (s *Store) Get(tenant, env, name, version string) (ExtensionInfo, error) {
 	if version == "" {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		return s.current(tenant, env, name)
+		if info, ok := s.currents[cacheKey(tenant, env, name)]; ok {
+			return info, nil
+		}
+		info, err := s.current(tenant, env, name)
+		if err == nil {
+			s.currents[cacheKey(tenant, env, name)] = info
+		}
+		return info, err
 	}
 	if err := checkVersion(version); err != nil {
 		return ExtensionInfo{}, err
@@ -376,6 +390,7 @@ func (s *Store) Remove(tenant, env, name string) error {
 		return fmt.Errorf("%w: extension %s of tenant %s in %s", ErrNotFound, name, tenant, env)
 	}
 	// Unpublish first, then remove: a crash in between leaves no current.
+	delete(s.currents, cacheKey(tenant, env, name))
 	if err := os.Remove(filepath.Join(dir, "current")); err != nil {
 		return err
 	}
