@@ -152,6 +152,7 @@ type options struct {
 	state     string // reuse a state dir (restart)
 	root      string // reuse a cgroup root (restart)
 	poolExtra string // TOML lines for [pool]
+	metrics   string // [metrics] listen; default "off"
 	env       []string
 }
 
@@ -192,6 +193,9 @@ func startDaemon(t *testing.T, o options) *daemon {
 	if o.poolExtra == "" {
 		o.poolExtra = `idle_timeout = "10m"`
 	}
+	if o.metrics == "" {
+		o.metrics = "off"
+	}
 	if o.memoryMax == 0 {
 		o.memoryMax = 256 << 20
 	}
@@ -208,9 +212,12 @@ default_timeout = "20s"
 %s
 [scope]
 memory_max = %d
+[metrics]
+listen = %q
+interval = "200ms"
 [log]
 level = "debug"
-%s`, d.socket, filepath.Join(d.runtime, "reattach.json"), d.state, d.runtime, d.root, o.isolation, o.poolExtra, o.memoryMax, o.extra)
+%s`, d.socket, filepath.Join(d.runtime, "reattach.json"), d.state, d.runtime, d.root, o.isolation, o.poolExtra, o.memoryMax, o.metrics, o.extra)
 	d.config = filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(d.config, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)

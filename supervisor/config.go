@@ -35,12 +35,13 @@ type Config struct {
 	// next to the daemon's binary.
 	ExecWorker string `toml:"exec_worker"`
 
-	Isolation Isolation   `toml:"isolation"`
-	Limits    APILimits   `toml:"limits"`
-	Pool      PoolConfig  `toml:"pool"`
-	Scope     ScopeConfig `toml:"scope"`
-	Clients   []Client    `toml:"client"`
-	Log       LogConfig   `toml:"log"`
+	Isolation Isolation     `toml:"isolation"`
+	Limits    APILimits     `toml:"limits"`
+	Pool      PoolConfig    `toml:"pool"`
+	Scope     ScopeConfig   `toml:"scope"`
+	Clients   []Client      `toml:"client"`
+	Metrics   MetricsConfig `toml:"metrics"`
+	Log       LogConfig     `toml:"log"`
 }
 
 // Isolation is the isolation policy: a scope is the tenant plus the listed
@@ -91,6 +92,12 @@ type Client struct {
 	GIDs    []uint32 `toml:"gids"`
 	Token   string   `toml:"token"`
 	Tenants []string `toml:"tenants"` // tenant ids, or "*" for all
+}
+
+// MetricsConfig sets up the per-scope metrics and their HTTP endpoint.
+type MetricsConfig struct {
+	Listen   string   `toml:"listen"`   // host:port of /metrics; "off" disables the endpoint
+	Interval Duration `toml:"interval"` // how often scopes are sampled
 }
 
 // LogConfig selects the daemon's log format.
@@ -207,6 +214,9 @@ func (c *Config) Validate() error {
 				}
 			}
 		}
+	}
+	if c.Metrics.Interval.Duration < 100*time.Millisecond {
+		return bad("metrics.interval must be at least 100ms")
 	}
 	switch c.Log.Format {
 	case "text", "json":

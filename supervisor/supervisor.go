@@ -19,6 +19,7 @@ import (
 
 	"github.com/scoped-io/scoped/cgroups"
 	"github.com/scoped-io/scoped/internal/ident"
+	"github.com/scoped-io/scoped/metrics"
 	workerv1 "github.com/scoped-io/scoped/proto/worker/v1"
 	"github.com/scoped-io/scoped/sandbox"
 )
@@ -43,6 +44,10 @@ type Supervisor struct {
 	invocations atomic.Int64
 	reaperStop  chan struct{}
 	reaperDone  chan struct{}
+
+	metrics       *metrics.Registry
+	samplerCancel context.CancelFunc
+	samplerDone   chan struct{}
 }
 
 // New prepares a supervisor: it checks the configuration, opens the
@@ -69,16 +74,18 @@ func New(cfg Config, log *slog.Logger) (*Supervisor, error) {
 		level = hclog.Debug
 	}
 	s := &Supervisor{
-		log:        log,
-		pluginLog:  hclog.New(&hclog.LoggerOptions{Name: "go-plugin", Level: level, Output: os.Stderr, JSONFormat: cfg.Log.Format == "json"}),
-		store:      store,
-		tree:       tree,
-		ids:        ids,
-		sandboxDir: filepath.Join(cfg.RuntimeDir, "sandboxes"),
-		socketDir:  filepath.Join(cfg.RuntimeDir, "sockets"),
-		scopes:     map[string]*scope{},
-		reaperStop: make(chan struct{}),
-		reaperDone: make(chan struct{}),
+		log:         log,
+		pluginLog:   hclog.New(&hclog.LoggerOptions{Name: "go-plugin", Level: level, Output: os.Stderr, JSONFormat: cfg.Log.Format == "json"}),
+		store:       store,
+		tree:        tree,
+		ids:         ids,
+		sandboxDir:  filepath.Join(cfg.RuntimeDir, "sandboxes"),
+		socketDir:   filepath.Join(cfg.RuntimeDir, "sockets"),
+		scopes:      map[string]*scope{},
+		reaperStop:  make(chan struct{}),
+		reaperDone:  make(chan struct{}),
+		metrics:     metrics.New(),
+		samplerDone: make(chan struct{}),
 	}
 	s.cfg.Store(&cfg)
 	return s, nil
@@ -153,6 +160,9 @@ func (s *Supervisor) Recover() error {
 		}
 	}
 	go s.reaper()
+	ctx, cancel := context.WithCancel(context.Background())
+	s.samplerCancel = cancel
+	go s.sampler(ctx)
 	return nil
 }
 
@@ -168,6 +178,10 @@ func (s *Supervisor) Stop(grace time.Duration) error {
 	s.mu.Unlock()
 	close(s.reaperStop)
 	<-s.reaperDone
+	if s.samplerCancel != nil {
+		s.samplerCancel()
+		<-s.samplerDone
+	}
 
 	drained := make(chan struct{})
 	go func() { s.inflight.Wait(); close(drained) }()
@@ -210,6 +224,7 @@ func (s *Supervisor) RemoveRuntimeDir() {
 
 func (s *Supervisor) removeScope(sc *scope) error {
 	sc.stopAll()
+	s.metrics.RemoveScope(sc.id.Key())
 	err := sc.node.Remove()
 	s.ids.Release(sc.id.Key())
 	// The tenant node goes when its last scope goes.
@@ -307,7 +322,7 @@ func checkTargetFields(t Target, version string) error {
 }
 
 // Invoke runs one invocation.
-func (s *Supervisor) Invoke(ctx context.Context, req InvokeRequest) (InvokeResult, error) {
+func (s *Supervisor) Invoke(ctx context.Context, req InvokeRequest) (_ InvokeResult, err error) {
 	start := time.Now()
 	if err := checkTargetFields(req.Target, req.Version); err != nil {
 		return InvokeResult{}, err
@@ -352,6 +367,10 @@ func (s *Supervisor) Invoke(ctx context.Context, req InvokeRequest) (InvokeResul
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	invID := newInvocationID()
+	var cold bool
+	defer func() {
+		s.metrics.ObserveInvocation(sc.labels(s.conf().Scope.Tier), req.Extension, resultOf(err), time.Since(start), cold)
+	}()
 	log := s.log.With("tenant", req.Tenant, "scope", id.Key(), "invocation", invID, "extension", ext.Name)
 
 	w, cold, err := s.acquire(ctx, sc, ext)

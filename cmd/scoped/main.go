@@ -18,6 +18,7 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/scoped-io/scoped/client"
+	"github.com/scoped-io/scoped/metrics"
 	"github.com/scoped-io/scoped/sandbox"
 	"github.com/scoped-io/scoped/supervisor"
 )
@@ -86,7 +87,12 @@ func run(args []string) error {
 			log.Warn("reattach file not written", "path", cfg.ReattachFile, "err", err)
 		}
 	}
-	log.Info("scoped ready", "socket", cfg.Socket, "cgroup_root", cfg.CgroupRoot, "isolation", cfg.Isolation.By)
+	metricsCtx, stopMetrics := context.WithCancel(context.Background())
+	defer stopMetrics()
+	metricsErr := make(chan error, 1)
+	go func() { metricsErr <- metrics.Serve(metricsCtx, cfg.Metrics.Listen, s.Metrics(), log) }()
+	log.Info("scoped ready", "socket", cfg.Socket, "cgroup_root", cfg.CgroupRoot, "isolation", cfg.Isolation.By,
+		"metrics", cfg.Metrics.Listen)
 	_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
 
 	stopWatchdog := watchdog(log)
@@ -99,6 +105,12 @@ func run(args []string) error {
 		case err := <-serveErr:
 			_ = s.Stop(0)
 			return fmt.Errorf("API server: %w", err)
+		case err := <-metricsErr:
+			if err != nil {
+				// The API keeps serving; the operator sees why metrics are off.
+				log.Error("metrics endpoint stopped", "err", err)
+			}
+			metricsErr = nil
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
 				_, _ = daemon.SdNotify(false, daemon.SdNotifyReloading)

@@ -1,0 +1,91 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/scoped-io/scoped/metrics"
+)
+
+// Metrics is the registry of the daemon's series; cmd/scoped serves it.
+func (s *Supervisor) Metrics() *metrics.Registry { return s.metrics }
+
+func (sc *scope) labels(tier string) metrics.ScopeLabels {
+	return metrics.ScopeLabels{Tenant: sc.id.Tenant, Scope: sc.id.Key(), Tier: tier, Environment: sc.id.Environment}
+}
+
+// resultOf classifies an invocation's outcome for the metrics.
+func resultOf(err error) string {
+	switch {
+	case err == nil:
+		return metrics.ResultOK
+	case errors.Is(err, ErrDeadline):
+		return metrics.ResultDeadline
+	case errors.Is(err, ErrOutOfMemory):
+		return metrics.ResultOOM
+	case errors.Is(err, ErrWorker):
+		return metrics.ResultCrash
+	case errors.Is(err, ErrBusy):
+		return metrics.ResultBusy
+	case errors.Is(err, ErrInvalid), errors.Is(err, ErrTooLarge), errors.Is(err, ErrNotFound):
+		return metrics.ResultInvalid
+	}
+	return metrics.ResultError
+}
+
+// sampler refreshes every scope's series and the daemon's every interval.
+func (s *Supervisor) sampler(ctx context.Context) {
+	defer close(s.samplerDone)
+	for {
+		s.sample()
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(s.conf().Metrics.Interval.Duration):
+		}
+	}
+}
+
+func (s *Supervisor) sample() {
+	s.mu.Lock()
+	scopes := make([]*scope, 0, len(s.scopes))
+	for _, sc := range s.scopes {
+		scopes = append(scopes, sc)
+	}
+	s.mu.Unlock()
+	tier := s.conf().Scope.Tier
+	workers := 0
+	for _, sc := range scopes {
+		st, err := sc.node.Stats()
+		if err != nil {
+			s.metrics.IncError("scope_stats")
+			continue
+		}
+		n := sc.liveWorkers()
+		workers += n
+		sample := metrics.ScopeSample{
+			CPU: st.CPUUsage, CPUThrottled: st.CPUThrottled, MemoryCurrent: st.MemoryCurrent,
+			MemoryPeak: st.MemoryPeak, OOMKills: st.OOMKills, Pids: st.PidsCurrent, Workers: n,
+		}
+		s.addAccounting(sc, &sample)
+		s.metrics.UpdateScope(sc.labels(tier), sample)
+	}
+	d := metrics.DaemonSample{Scopes: len(scopes), Workers: workers}
+	s.addAccountingDaemon(&d)
+	s.metrics.SetDaemon(d)
+}
+
+func (sc *scope) liveWorkers() int {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	n := 0
+	for _, ws := range sc.workers {
+		n += len(ws)
+	}
+	return n
+}
+
+// The accounting hooks; filled in when eBPF accounting is wired.
+func (s *Supervisor) addAccounting(*scope, *metrics.ScopeSample) {}
+func (s *Supervisor) addAccountingDaemon(*metrics.DaemonSample)  {}
