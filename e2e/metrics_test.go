@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -67,5 +69,46 @@ func TestMetrics(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("the removed scope's series are still exposed")
 		}
+	}
+}
+
+// TestTop: scopectl top -o json shows a busy scope's CPU and invocation
+// rate.
+func TestTop(t *testing.T) {
+	d := startDaemon(t, options{})
+	c := d.client()
+	deploy(t, c, "acme", "production", "spin", bins.spin)
+	if bins.scopectlErr != nil {
+		t.Fatal(bins.scopectlErr)
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_, _ = invoke(c, "acme", "production", "spin", "20")
+		}
+	}()
+	out, err := exec.Command(bins.scopectl, "--socket", d.socket, "top", "--interval", "1s", "-o", "json").CombinedOutput()
+	close(stop)
+	<-done
+	if err != nil {
+		t.Fatalf("scopectl top: %v: %s", err, out)
+	}
+	var rows []struct {
+		Scope      string  `json:"scope"`
+		CPUPercent float64 `json:"cpu_percent"`
+		InvPerSec  float64 `json:"invocations_per_second"`
+	}
+	if err := json.Unmarshal(out, &rows); err != nil {
+		t.Fatalf("top output %q: %v", out, err)
+	}
+	if len(rows) != 1 || rows[0].Scope != "acme.production" || rows[0].CPUPercent < 10 || rows[0].InvPerSec < 1 {
+		t.Errorf("top rows %+v, want acme.production busy", rows)
 	}
 }

@@ -371,6 +371,13 @@ func scopePB(si ScopeInfo) *scopedv1.Scope {
 			OomKills: si.Stats.OOMKills, PidsCurrent: si.Stats.PidsCurrent,
 		},
 		Limits: &scopedv1.Limits{CpuWeight: si.Limits.CPUWeight, CpuMax: si.Limits.CPUMax, MemoryMax: si.Limits.MemoryMax, PidsMax: si.Limits.PidsMax},
+		Usage: &scopedv1.Usage{
+			Source: si.Usage.Source, Cpu: durationpb.New(si.Usage.CPU), RunqBuckets: si.Usage.RunqBuckets,
+			RunqCount: si.Usage.RunqCount, RunqSum: durationpb.New(si.Usage.RunqSum), Preemptions: si.Usage.Preemptions,
+			NetRxBytes: si.Usage.NetRxBytes, NetTxBytes: si.Usage.NetTxBytes,
+			NetRxPackets: si.Usage.NetRxPackets, NetTxPackets: si.Usage.NetTxPackets,
+			Invocations: uint64(si.Usage.Invocations), Time: timestamppb.New(si.Usage.Time),
+		},
 	}
 	for _, w := range si.Workers {
 		out.Workers = append(out.Workers, &scopedv1.Worker{

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/scoped-io/scoped/cgroups"
 	"github.com/scoped-io/scoped/metrics"
 )
 
@@ -86,6 +87,27 @@ func (sc *scope) liveWorkers() int {
 	return n
 }
 
+// usage is the scope's accounted use: eBPF counters where accounting runs,
+// the cgroup's own figures otherwise.
+func (s *Supervisor) usage(sc *scope, st cgroups.Stats) Usage {
+	u := Usage{Source: "cgroupfs", CPU: st.CPUUsage, Invocations: sc.invocations.Load(), Time: time.Now()}
+	s.accountingUsage(sc, &u)
+	return u
+}
+
+// addAccounting copies the scope's accounted figures into the sample.
+func (s *Supervisor) addAccounting(sc *scope, sample *metrics.ScopeSample) {
+	u := Usage{}
+	if !s.accountingUsage(sc, &u) {
+		return
+	}
+	sample.CPU = u.CPU
+	sample.RunqBuckets, sample.RunqCount, sample.RunqSum = u.RunqBuckets, u.RunqCount, u.RunqSum
+	sample.PreemptedBy = u.PreemptedBy
+	sample.NetRxBytes, sample.NetTxBytes = u.NetRxBytes, u.NetTxBytes
+	sample.NetRxPackets, sample.NetTxPackets = u.NetRxPackets, u.NetTxPackets
+}
+
 // The accounting hooks; filled in when eBPF accounting is wired.
-func (s *Supervisor) addAccounting(*scope, *metrics.ScopeSample) {}
-func (s *Supervisor) addAccountingDaemon(*metrics.DaemonSample)  {}
+func (s *Supervisor) accountingUsage(*scope, *Usage) bool       { return false }
+func (s *Supervisor) addAccountingDaemon(*metrics.DaemonSample) {}

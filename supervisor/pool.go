@@ -39,6 +39,8 @@ type scope struct {
 	changed  chan struct{} // closed and replaced whenever a slot frees
 	oomSeen  uint64
 	lastUsed time.Time
+
+	invocations atomic.Int64
 }
 
 // versionKey names one stored bundle: the environment, because a scope may

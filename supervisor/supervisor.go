@@ -398,6 +398,7 @@ func (s *Supervisor) Invoke(ctx context.Context, req InvokeRequest) (_ InvokeRes
 	w.invocations.Add(1)
 	w.lastUsed.Store(time.Now().UnixNano())
 	s.invocations.Add(1)
+	sc.invocations.Add(1)
 
 	res := InvokeResult{InvocationID: invID, Scope: id.Key(), Worker: w.id, Cold: cold, Queued: queued}
 	switch {
@@ -582,6 +583,22 @@ type ScopeInfo struct {
 	Limits  cgroups.Limits
 	Stats   cgroups.Stats
 	Workers []WorkerInfo
+	Usage   Usage
+}
+
+// Usage is what a scope used since it was created (totals).
+type Usage struct {
+	Source                     string // "ebpf" or "cgroupfs"
+	CPU                        time.Duration
+	RunqBuckets                []uint64 // bucket i: waits in [2^i, 2^(i+1)) ns
+	RunqCount                  uint64
+	RunqSum                    time.Duration
+	Preemptions                uint64
+	PreemptedBy                map[string]uint64 // other scope key → count
+	NetRxBytes, NetTxBytes     uint64
+	NetRxPackets, NetTxPackets uint64
+	Invocations                int64
+	Time                       time.Time
 }
 
 // WorkerInfo is a snapshot of one worker.
@@ -606,7 +623,7 @@ func (s *Supervisor) Scopes(allow func(string) bool) []ScopeInfo {
 	s.mu.Unlock()
 	out := make([]ScopeInfo, 0, len(scopes))
 	for _, sc := range scopes {
-		out = append(out, sc.info())
+		out = append(out, s.info(sc))
 	}
 	slices.SortFunc(out, func(a, b ScopeInfo) int { return strings.Compare(a.ID.Key(), b.ID.Key()) })
 	return out
@@ -620,12 +637,13 @@ func (s *Supervisor) Scope(key string) (ScopeInfo, error) {
 	if !ok {
 		return ScopeInfo{}, fmt.Errorf("%w: no live scope %q", ErrNotFound, key)
 	}
-	return sc.info(), nil
+	return s.info(sc), nil
 }
 
-func (sc *scope) info() ScopeInfo {
+func (s *Supervisor) info(sc *scope) ScopeInfo {
 	st, _ := sc.node.Stats()
 	info := ScopeInfo{ID: sc.id, Cgroup: sc.node.Path(), HostUID: sc.ids.Base, Limits: sc.limits, Stats: st}
+	info.Usage = s.usage(sc, st)
 	sc.mu.Lock()
 	for _, ws := range sc.workers {
 		for _, w := range ws {

@@ -42,6 +42,10 @@ Commands:
   logs    [--tenant T] [--scope S] [--extension X] [--tail N] [-f]
                                             print the workers' output lines
   rm      --tenant T --env E NAME           remove an extension and stop its workers
+  top     [--tenant T] [--interval D] [--sort KEY] [-n N]
+                                            live per-scope table like systemd-cgtop: CPU %,
+                                            run-queue p99, memory, net, invocations/s;
+                                            -o json prints one snapshot
   help    [COMMAND]                         show this help, or a command's flags
 
 Global flags (accepted before or after COMMAND):
@@ -105,6 +109,7 @@ func init() {
 		{"inspect", "SCOPE", "show one scope: workers, limits, usage", runInspect},
 		{"logs", "[--tenant T] [--scope S] [--extension X] [--tail N] [-f]", "print the workers' output lines", runLogs},
 		{"rm", "--tenant T --env E NAME", "remove an extension and stop its workers", runRm},
+		{"top", "[--tenant T] [--interval D] [--sort cpu|runq|memory|net|inv|scope] [-n N]", "live per-scope table: CPU %, run-queue p99, memory, net, invocations/s", runTop},
 	}
 }
 

@@ -930,6 +930,7 @@ type Scope struct {
 	Limits      *Limits      `protobuf:"bytes,9,opt,name=limits,proto3" json:"limits,omitempty"`
 	// Host uid of the scope's sandboxes (root of their user namespace).
 	HostUid       uint32 `protobuf:"varint,10,opt,name=host_uid,json=hostUid,proto3" json:"host_uid,omitempty"`
+	Usage         *Usage `protobuf:"bytes,11,opt,name=usage,proto3" json:"usage,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1034,6 +1035,152 @@ func (x *Scope) GetHostUid() uint32 {
 	return 0
 }
 
+func (x *Scope) GetUsage() *Usage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
+// Usage is what the scope used since it was created, as accounting
+// measured it (totals: a reader computes rates from two snapshots).
+type Usage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "ebpf" or "cgroupfs" (the fallback has no run-queue, preemption or
+	// network figures).
+	Source string               `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
+	Cpu    *durationpb.Duration `protobuf:"bytes,2,opt,name=cpu,proto3" json:"cpu,omitempty"`
+	// Run-queue delay histogram: bucket i counts waits in [2^i, 2^(i+1)) ns.
+	RunqBuckets []uint64             `protobuf:"varint,3,rep,packed,name=runq_buckets,json=runqBuckets,proto3" json:"runq_buckets,omitempty"`
+	RunqCount   uint64               `protobuf:"varint,4,opt,name=runq_count,json=runqCount,proto3" json:"runq_count,omitempty"`
+	RunqSum     *durationpb.Duration `protobuf:"bytes,5,opt,name=runq_sum,json=runqSum,proto3" json:"runq_sum,omitempty"`
+	// Times this scope's tasks were preempted by another scope's.
+	Preemptions  uint64 `protobuf:"varint,6,opt,name=preemptions,proto3" json:"preemptions,omitempty"`
+	NetRxBytes   uint64 `protobuf:"varint,7,opt,name=net_rx_bytes,json=netRxBytes,proto3" json:"net_rx_bytes,omitempty"`
+	NetTxBytes   uint64 `protobuf:"varint,8,opt,name=net_tx_bytes,json=netTxBytes,proto3" json:"net_tx_bytes,omitempty"`
+	NetRxPackets uint64 `protobuf:"varint,9,opt,name=net_rx_packets,json=netRxPackets,proto3" json:"net_rx_packets,omitempty"`
+	NetTxPackets uint64 `protobuf:"varint,10,opt,name=net_tx_packets,json=netTxPackets,proto3" json:"net_tx_packets,omitempty"`
+	Invocations  uint64 `protobuf:"varint,11,opt,name=invocations,proto3" json:"invocations,omitempty"`
+	// When the snapshot was taken.
+	Time          *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Usage) Reset() {
+	*x = Usage{}
+	mi := &file_scoped_v1_scoped_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Usage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Usage) ProtoMessage() {}
+
+func (x *Usage) ProtoReflect() protoreflect.Message {
+	mi := &file_scoped_v1_scoped_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Usage.ProtoReflect.Descriptor instead.
+func (*Usage) Descriptor() ([]byte, []int) {
+	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *Usage) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *Usage) GetCpu() *durationpb.Duration {
+	if x != nil {
+		return x.Cpu
+	}
+	return nil
+}
+
+func (x *Usage) GetRunqBuckets() []uint64 {
+	if x != nil {
+		return x.RunqBuckets
+	}
+	return nil
+}
+
+func (x *Usage) GetRunqCount() uint64 {
+	if x != nil {
+		return x.RunqCount
+	}
+	return 0
+}
+
+func (x *Usage) GetRunqSum() *durationpb.Duration {
+	if x != nil {
+		return x.RunqSum
+	}
+	return nil
+}
+
+func (x *Usage) GetPreemptions() uint64 {
+	if x != nil {
+		return x.Preemptions
+	}
+	return 0
+}
+
+func (x *Usage) GetNetRxBytes() uint64 {
+	if x != nil {
+		return x.NetRxBytes
+	}
+	return 0
+}
+
+func (x *Usage) GetNetTxBytes() uint64 {
+	if x != nil {
+		return x.NetTxBytes
+	}
+	return 0
+}
+
+func (x *Usage) GetNetRxPackets() uint64 {
+	if x != nil {
+		return x.NetRxPackets
+	}
+	return 0
+}
+
+func (x *Usage) GetNetTxPackets() uint64 {
+	if x != nil {
+		return x.NetTxPackets
+	}
+	return 0
+}
+
+func (x *Usage) GetInvocations() uint64 {
+	if x != nil {
+		return x.Invocations
+	}
+	return 0
+}
+
+func (x *Usage) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
 type Worker struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1050,7 +1197,7 @@ type Worker struct {
 
 func (x *Worker) Reset() {
 	*x = Worker{}
-	mi := &file_scoped_v1_scoped_proto_msgTypes[16]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1062,7 +1209,7 @@ func (x *Worker) String() string {
 func (*Worker) ProtoMessage() {}
 
 func (x *Worker) ProtoReflect() protoreflect.Message {
-	mi := &file_scoped_v1_scoped_proto_msgTypes[16]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1075,7 +1222,7 @@ func (x *Worker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Worker.ProtoReflect.Descriptor instead.
 func (*Worker) Descriptor() ([]byte, []int) {
-	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{16}
+	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Worker) GetId() string {
@@ -1148,7 +1295,7 @@ type CgroupStats struct {
 
 func (x *CgroupStats) Reset() {
 	*x = CgroupStats{}
-	mi := &file_scoped_v1_scoped_proto_msgTypes[17]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1160,7 +1307,7 @@ func (x *CgroupStats) String() string {
 func (*CgroupStats) ProtoMessage() {}
 
 func (x *CgroupStats) ProtoReflect() protoreflect.Message {
-	mi := &file_scoped_v1_scoped_proto_msgTypes[17]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1173,7 +1320,7 @@ func (x *CgroupStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CgroupStats.ProtoReflect.Descriptor instead.
 func (*CgroupStats) Descriptor() ([]byte, []int) {
-	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{17}
+	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CgroupStats) GetCpuUsage() *durationpb.Duration {
@@ -1230,7 +1377,7 @@ type Limits struct {
 
 func (x *Limits) Reset() {
 	*x = Limits{}
-	mi := &file_scoped_v1_scoped_proto_msgTypes[18]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1242,7 +1389,7 @@ func (x *Limits) String() string {
 func (*Limits) ProtoMessage() {}
 
 func (x *Limits) ProtoReflect() protoreflect.Message {
-	mi := &file_scoped_v1_scoped_proto_msgTypes[18]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1255,7 +1402,7 @@ func (x *Limits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Limits.ProtoReflect.Descriptor instead.
 func (*Limits) Descriptor() ([]byte, []int) {
-	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{18}
+	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Limits) GetCpuWeight() uint64 {
@@ -1302,7 +1449,7 @@ type LogsRequest struct {
 
 func (x *LogsRequest) Reset() {
 	*x = LogsRequest{}
-	mi := &file_scoped_v1_scoped_proto_msgTypes[19]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1314,7 +1461,7 @@ func (x *LogsRequest) String() string {
 func (*LogsRequest) ProtoMessage() {}
 
 func (x *LogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_scoped_v1_scoped_proto_msgTypes[19]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1327,7 +1474,7 @@ func (x *LogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogsRequest.ProtoReflect.Descriptor instead.
 func (*LogsRequest) Descriptor() ([]byte, []int) {
-	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{19}
+	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *LogsRequest) GetTenant() string {
@@ -1381,7 +1528,7 @@ type LogEntry struct {
 
 func (x *LogEntry) Reset() {
 	*x = LogEntry{}
-	mi := &file_scoped_v1_scoped_proto_msgTypes[20]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1393,7 +1540,7 @@ func (x *LogEntry) String() string {
 func (*LogEntry) ProtoMessage() {}
 
 func (x *LogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_scoped_v1_scoped_proto_msgTypes[20]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1406,7 +1553,7 @@ func (x *LogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
 func (*LogEntry) Descriptor() ([]byte, []int) {
-	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{20}
+	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *LogEntry) GetTime() *timestamppb.Timestamp {
@@ -1524,7 +1671,7 @@ const file_scoped_v1_scoped_proto_rawDesc = "" +
 	"\x12ListScopesResponse\x12(\n" +
 	"\x06scopes\x18\x01 \x03(\v2\x10.scoped.v1.ScopeR\x06scopes\"+\n" +
 	"\x13InspectScopeRequest\x12\x14\n" +
-	"\x05scope\x18\x01 \x01(\tR\x05scope\"\xbe\x02\n" +
+	"\x05scope\x18\x01 \x01(\tR\x05scope\"\xe6\x02\n" +
 	"\x05Scope\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12 \n" +
@@ -1536,7 +1683,25 @@ const file_scoped_v1_scoped_proto_rawDesc = "" +
 	"\x05stats\x18\b \x01(\v2\x16.scoped.v1.CgroupStatsR\x05stats\x12)\n" +
 	"\x06limits\x18\t \x01(\v2\x11.scoped.v1.LimitsR\x06limits\x12\x19\n" +
 	"\bhost_uid\x18\n" +
-	" \x01(\rR\ahostUid\"\xef\x01\n" +
+	" \x01(\rR\ahostUid\x12&\n" +
+	"\x05usage\x18\v \x01(\v2\x10.scoped.v1.UsageR\x05usage\"\xc8\x03\n" +
+	"\x05Usage\x12\x16\n" +
+	"\x06source\x18\x01 \x01(\tR\x06source\x12+\n" +
+	"\x03cpu\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03cpu\x12!\n" +
+	"\frunq_buckets\x18\x03 \x03(\x04R\vrunqBuckets\x12\x1d\n" +
+	"\n" +
+	"runq_count\x18\x04 \x01(\x04R\trunqCount\x124\n" +
+	"\brunq_sum\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\arunqSum\x12 \n" +
+	"\vpreemptions\x18\x06 \x01(\x04R\vpreemptions\x12 \n" +
+	"\fnet_rx_bytes\x18\a \x01(\x04R\n" +
+	"netRxBytes\x12 \n" +
+	"\fnet_tx_bytes\x18\b \x01(\x04R\n" +
+	"netTxBytes\x12$\n" +
+	"\x0enet_rx_packets\x18\t \x01(\x04R\fnetRxPackets\x12$\n" +
+	"\x0enet_tx_packets\x18\n" +
+	" \x01(\x04R\fnetTxPackets\x12 \n" +
+	"\vinvocations\x18\v \x01(\x04R\vinvocations\x12.\n" +
+	"\x04time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\xef\x01\n" +
 	"\x06Worker\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\textension\x18\x02 \x01(\tR\textension\x12\x18\n" +
@@ -1597,7 +1762,7 @@ func file_scoped_v1_scoped_proto_rawDescGZIP() []byte {
 	return file_scoped_v1_scoped_proto_rawDescData
 }
 
-var file_scoped_v1_scoped_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_scoped_v1_scoped_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_scoped_v1_scoped_proto_goTypes = []any{
 	(*File)(nil),                    // 0: scoped.v1.File
 	(*Bundle)(nil),                  // 1: scoped.v1.Bundle
@@ -1615,53 +1780,58 @@ var file_scoped_v1_scoped_proto_goTypes = []any{
 	(*ListScopesResponse)(nil),      // 13: scoped.v1.ListScopesResponse
 	(*InspectScopeRequest)(nil),     // 14: scoped.v1.InspectScopeRequest
 	(*Scope)(nil),                   // 15: scoped.v1.Scope
-	(*Worker)(nil),                  // 16: scoped.v1.Worker
-	(*CgroupStats)(nil),             // 17: scoped.v1.CgroupStats
-	(*Limits)(nil),                  // 18: scoped.v1.Limits
-	(*LogsRequest)(nil),             // 19: scoped.v1.LogsRequest
-	(*LogEntry)(nil),                // 20: scoped.v1.LogEntry
-	nil,                             // 21: scoped.v1.InvokeRequest.MetadataEntry
-	(*timestamppb.Timestamp)(nil),   // 22: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 23: google.protobuf.Duration
+	(*Usage)(nil),                   // 16: scoped.v1.Usage
+	(*Worker)(nil),                  // 17: scoped.v1.Worker
+	(*CgroupStats)(nil),             // 18: scoped.v1.CgroupStats
+	(*Limits)(nil),                  // 19: scoped.v1.Limits
+	(*LogsRequest)(nil),             // 20: scoped.v1.LogsRequest
+	(*LogEntry)(nil),                // 21: scoped.v1.LogEntry
+	nil,                             // 22: scoped.v1.InvokeRequest.MetadataEntry
+	(*timestamppb.Timestamp)(nil),   // 23: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),     // 24: google.protobuf.Duration
 }
 var file_scoped_v1_scoped_proto_depIdxs = []int32{
 	0,  // 0: scoped.v1.Bundle.files:type_name -> scoped.v1.File
-	22, // 1: scoped.v1.Extension.created:type_name -> google.protobuf.Timestamp
+	23, // 1: scoped.v1.Extension.created:type_name -> google.protobuf.Timestamp
 	1,  // 2: scoped.v1.DeployRequest.bundle:type_name -> scoped.v1.Bundle
 	2,  // 3: scoped.v1.DeployResponse.extension:type_name -> scoped.v1.Extension
 	2,  // 4: scoped.v1.ListExtensionsResponse.extensions:type_name -> scoped.v1.Extension
-	21, // 5: scoped.v1.InvokeRequest.metadata:type_name -> scoped.v1.InvokeRequest.MetadataEntry
-	23, // 6: scoped.v1.InvokeRequest.timeout:type_name -> google.protobuf.Duration
+	22, // 5: scoped.v1.InvokeRequest.metadata:type_name -> scoped.v1.InvokeRequest.MetadataEntry
+	24, // 6: scoped.v1.InvokeRequest.timeout:type_name -> google.protobuf.Duration
 	11, // 7: scoped.v1.InvokeResponse.figures:type_name -> scoped.v1.Figures
-	23, // 8: scoped.v1.Figures.duration:type_name -> google.protobuf.Duration
-	23, // 9: scoped.v1.Figures.queued:type_name -> google.protobuf.Duration
+	24, // 8: scoped.v1.Figures.duration:type_name -> google.protobuf.Duration
+	24, // 9: scoped.v1.Figures.queued:type_name -> google.protobuf.Duration
 	15, // 10: scoped.v1.ListScopesResponse.scopes:type_name -> scoped.v1.Scope
-	16, // 11: scoped.v1.Scope.workers:type_name -> scoped.v1.Worker
-	17, // 12: scoped.v1.Scope.stats:type_name -> scoped.v1.CgroupStats
-	18, // 13: scoped.v1.Scope.limits:type_name -> scoped.v1.Limits
-	22, // 14: scoped.v1.Worker.started:type_name -> google.protobuf.Timestamp
-	23, // 15: scoped.v1.CgroupStats.cpu_usage:type_name -> google.protobuf.Duration
-	23, // 16: scoped.v1.CgroupStats.cpu_throttled:type_name -> google.protobuf.Duration
-	22, // 17: scoped.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
-	3,  // 18: scoped.v1.Scoped.Deploy:input_type -> scoped.v1.DeployRequest
-	5,  // 19: scoped.v1.Scoped.RemoveExtension:input_type -> scoped.v1.RemoveExtensionRequest
-	7,  // 20: scoped.v1.Scoped.ListExtensions:input_type -> scoped.v1.ListExtensionsRequest
-	9,  // 21: scoped.v1.Scoped.Invoke:input_type -> scoped.v1.InvokeRequest
-	12, // 22: scoped.v1.Scoped.ListScopes:input_type -> scoped.v1.ListScopesRequest
-	14, // 23: scoped.v1.Scoped.InspectScope:input_type -> scoped.v1.InspectScopeRequest
-	19, // 24: scoped.v1.Scoped.Logs:input_type -> scoped.v1.LogsRequest
-	4,  // 25: scoped.v1.Scoped.Deploy:output_type -> scoped.v1.DeployResponse
-	6,  // 26: scoped.v1.Scoped.RemoveExtension:output_type -> scoped.v1.RemoveExtensionResponse
-	8,  // 27: scoped.v1.Scoped.ListExtensions:output_type -> scoped.v1.ListExtensionsResponse
-	10, // 28: scoped.v1.Scoped.Invoke:output_type -> scoped.v1.InvokeResponse
-	13, // 29: scoped.v1.Scoped.ListScopes:output_type -> scoped.v1.ListScopesResponse
-	15, // 30: scoped.v1.Scoped.InspectScope:output_type -> scoped.v1.Scope
-	20, // 31: scoped.v1.Scoped.Logs:output_type -> scoped.v1.LogEntry
-	25, // [25:32] is the sub-list for method output_type
-	18, // [18:25] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	17, // 11: scoped.v1.Scope.workers:type_name -> scoped.v1.Worker
+	18, // 12: scoped.v1.Scope.stats:type_name -> scoped.v1.CgroupStats
+	19, // 13: scoped.v1.Scope.limits:type_name -> scoped.v1.Limits
+	16, // 14: scoped.v1.Scope.usage:type_name -> scoped.v1.Usage
+	24, // 15: scoped.v1.Usage.cpu:type_name -> google.protobuf.Duration
+	24, // 16: scoped.v1.Usage.runq_sum:type_name -> google.protobuf.Duration
+	23, // 17: scoped.v1.Usage.time:type_name -> google.protobuf.Timestamp
+	23, // 18: scoped.v1.Worker.started:type_name -> google.protobuf.Timestamp
+	24, // 19: scoped.v1.CgroupStats.cpu_usage:type_name -> google.protobuf.Duration
+	24, // 20: scoped.v1.CgroupStats.cpu_throttled:type_name -> google.protobuf.Duration
+	23, // 21: scoped.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
+	3,  // 22: scoped.v1.Scoped.Deploy:input_type -> scoped.v1.DeployRequest
+	5,  // 23: scoped.v1.Scoped.RemoveExtension:input_type -> scoped.v1.RemoveExtensionRequest
+	7,  // 24: scoped.v1.Scoped.ListExtensions:input_type -> scoped.v1.ListExtensionsRequest
+	9,  // 25: scoped.v1.Scoped.Invoke:input_type -> scoped.v1.InvokeRequest
+	12, // 26: scoped.v1.Scoped.ListScopes:input_type -> scoped.v1.ListScopesRequest
+	14, // 27: scoped.v1.Scoped.InspectScope:input_type -> scoped.v1.InspectScopeRequest
+	20, // 28: scoped.v1.Scoped.Logs:input_type -> scoped.v1.LogsRequest
+	4,  // 29: scoped.v1.Scoped.Deploy:output_type -> scoped.v1.DeployResponse
+	6,  // 30: scoped.v1.Scoped.RemoveExtension:output_type -> scoped.v1.RemoveExtensionResponse
+	8,  // 31: scoped.v1.Scoped.ListExtensions:output_type -> scoped.v1.ListExtensionsResponse
+	10, // 32: scoped.v1.Scoped.Invoke:output_type -> scoped.v1.InvokeResponse
+	13, // 33: scoped.v1.Scoped.ListScopes:output_type -> scoped.v1.ListScopesResponse
+	15, // 34: scoped.v1.Scoped.InspectScope:output_type -> scoped.v1.Scope
+	21, // 35: scoped.v1.Scoped.Logs:output_type -> scoped.v1.LogEntry
+	29, // [29:36] is the sub-list for method output_type
+	22, // [22:29] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_scoped_v1_scoped_proto_init() }
@@ -1675,7 +1845,7 @@ func file_scoped_v1_scoped_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_scoped_v1_scoped_proto_rawDesc), len(file_scoped_v1_scoped_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
