@@ -35,13 +35,14 @@ type Config struct {
 	// next to the daemon's binary.
 	ExecWorker string `toml:"exec_worker"`
 
-	Isolation Isolation     `toml:"isolation"`
-	Limits    APILimits     `toml:"limits"`
-	Pool      PoolConfig    `toml:"pool"`
-	Scope     ScopeConfig   `toml:"scope"`
-	Clients   []Client      `toml:"client"`
-	Metrics   MetricsConfig `toml:"metrics"`
-	Log       LogConfig     `toml:"log"`
+	Isolation  Isolation        `toml:"isolation"`
+	Limits     APILimits        `toml:"limits"`
+	Pool       PoolConfig       `toml:"pool"`
+	Scope      ScopeConfig      `toml:"scope"`
+	Clients    []Client         `toml:"client"`
+	Metrics    MetricsConfig    `toml:"metrics"`
+	Accounting AccountingConfig `toml:"accounting"`
+	Log        LogConfig        `toml:"log"`
 }
 
 // Isolation is the isolation policy: a scope is the tenant plus the listed
@@ -98,6 +99,13 @@ type Client struct {
 type MetricsConfig struct {
 	Listen   string   `toml:"listen"`   // host:port of /metrics; "off" disables the endpoint
 	Interval Duration `toml:"interval"` // how often scopes are sampled
+}
+
+// AccountingConfig chooses where per-scope usage comes from.
+type AccountingConfig struct {
+	// Mode: "auto" (eBPF where it loads, else the cgroup files), "ebpf"
+	// (refuse to start without it) or "cgroupfs".
+	Mode string `toml:"mode"`
 }
 
 // LogConfig selects the daemon's log format.
@@ -214,6 +222,11 @@ func (c *Config) Validate() error {
 				}
 			}
 		}
+	}
+	switch c.Accounting.Mode {
+	case "auto", "ebpf", "cgroupfs":
+	default:
+		return bad("accounting.mode must be auto, ebpf or cgroupfs")
 	}
 	if c.Metrics.Interval.Duration < 100*time.Millisecond {
 		return bad("metrics.interval must be at least 100ms")

@@ -107,7 +107,3 @@ func (s *Supervisor) addAccounting(sc *scope, sample *metrics.ScopeSample) {
 	sample.NetRxBytes, sample.NetTxBytes = u.NetRxBytes, u.NetTxBytes
 	sample.NetRxPackets, sample.NetTxPackets = u.NetRxPackets, u.NetTxPackets
 }
-
-// The accounting hooks; filled in when eBPF accounting is wired.
-func (s *Supervisor) accountingUsage(*scope, *Usage) bool       { return false }
-func (s *Supervisor) addAccountingDaemon(*metrics.DaemonSample) {}

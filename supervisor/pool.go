@@ -41,6 +41,7 @@ type scope struct {
 	lastUsed time.Time
 
 	invocations atomic.Int64
+	cgid        uint64 // unified cgroup id, the accounting key (0: not accounted)
 }
 
 // versionKey names one stored bundle: the environment, because a scope may

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/scoped-io/scoped/accounting"
 	"github.com/scoped-io/scoped/cgroups"
 	"github.com/scoped-io/scoped/internal/ident"
 	"github.com/scoped-io/scoped/metrics"
@@ -46,6 +47,7 @@ type Supervisor struct {
 	reaperDone  chan struct{}
 
 	metrics       *metrics.Registry
+	acct          accounting.Source
 	samplerCancel context.CancelFunc
 	samplerDone   chan struct{}
 }
@@ -159,6 +161,9 @@ func (s *Supervisor) Recover() error {
 			return err
 		}
 	}
+	if err := s.openAccounting(); err != nil {
+		return err
+	}
 	go s.reaper()
 	ctx, cancel := context.WithCancel(context.Background())
 	s.samplerCancel = cancel
@@ -207,6 +212,9 @@ func (s *Supervisor) Stop(grace time.Duration) error {
 	if _, err := s.tree.Cleanup(); err != nil {
 		errs = append(errs, err)
 	}
+	if s.acct != nil {
+		errs = append(errs, s.acct.Close())
+	}
 	errs = append(errs, s.tree.Close(), os.RemoveAll(s.sandboxDir), os.RemoveAll(s.socketDir))
 	return errors.Join(errs...)
 }
@@ -224,6 +232,7 @@ func (s *Supervisor) RemoveRuntimeDir() {
 
 func (s *Supervisor) removeScope(sc *scope) error {
 	sc.stopAll()
+	s.untrack(sc)
 	s.metrics.RemoveScope(sc.id.Key())
 	err := sc.node.Remove()
 	s.ids.Release(sc.id.Key())
@@ -276,6 +285,7 @@ func (s *Supervisor) scopeFor(id ScopeID) (*scope, error) {
 	if st, err := node.Stats(); err == nil {
 		sc.oomSeen = st.OOMKills
 	}
+	s.track(sc)
 	s.scopes[id.Key()] = sc
 	s.log.Info("scope created", "tenant", id.Tenant, "scope", id.Key(), "cgroup", node.Path(), "host_uid", ids.Base)
 	return sc, nil
