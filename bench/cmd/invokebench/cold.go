@@ -1,0 +1,312 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-plugin"
+
+	"github.com/scoped-io/scoped/plugins"
+	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
+	workerv1 "github.com/scoped-io/scoped/proto/worker/v1"
+)
+
+// The series of the cold-start measurement. A variant records one or more
+// of them per run.
+const (
+	sScoped = "scoped: first Invoke of a new scope"
+	sPlugin = "go-plugin, unsandboxed: NewClient → first reply"
+	sRunc   = "runc run of /usr/bin/true"
+
+	// Phases, for the breakdown.
+	pScopedQueued = "scoped queued"   // Figures.queued: worker acquisition, start included
+	pScopedCall   = "scoped call"     // Figures.duration − queued: the first call in the worker
+	pScopedEdge   = "scoped edge"     // client time − Figures.duration: gRPC to the daemon, API edge
+	pPluginStart  = "go-plugin start" // NewClient → Client() returns: fork/exec, handshake, gRPC connection
+	pPluginCall   = "go-plugin call"  // Dispense + the first Invoke
+)
+
+const callTimeout = 30 * time.Second
+
+type coldVariant struct {
+	name string
+	run  func(ctx context.Context, rec func(series string, d time.Duration)) error
+}
+
+func (b *bench) coldVariants() []coldVariant {
+	return []coldVariant{
+		{"scoped", b.coldScoped},
+		{"go-plugin", b.coldPlugin},
+		{"runc", b.coldRunc},
+	}
+}
+
+// coldResult is the cold-start measurement: the series, and the phases of
+// scoped's cold starts read from the daemon's log (nil if it could not).
+type coldResult struct {
+	series map[string][]time.Duration
+	phases map[string][]time.Duration
+}
+
+// coldCall is one timed scoped cold start, to find in the daemon's log.
+type coldCall struct {
+	tenant     string
+	start, end time.Time
+}
+
+// measureCold starts a daemon that logs at debug level (a few lines per
+// cold start), runs every variant warmup+n times, round-robin, starting
+// each round with the next variant so that none always runs first, stops
+// the daemon, and reads the phases of the cold starts from its log. Each
+// timed run follows an idle gap, for the reason sandboxbench gives: the
+// first write to cgroup.procs after some idle time waits for an RCU grace
+// period, and a daemon that starts a scope now and then pays it.
+func (b *bench) measureCold(ctx context.Context) (coldResult, error) {
+	if err := b.startDaemon(ctx, "cold", "debug"); err != nil {
+		return coldResult{}, err
+	}
+	logPath := b.d.logPath
+	vs := b.coldVariants()
+	res := coldResult{series: map[string][]time.Duration{}}
+	var calls []coldCall
+	total := b.o.warmup + b.o.n
+	for i := range total {
+		round := map[string]time.Duration{}
+		rec := func(s string, d time.Duration) { round[s] = d }
+		for k := range vs {
+			if err := ctx.Err(); err != nil {
+				return res, fmt.Errorf("interrupted: %w", err)
+			}
+			v := vs[(i+k)%len(vs)]
+			if err := v.run(ctx, rec); err != nil {
+				return res, fmt.Errorf("cold start, %s (round %d): %w", v.name, i+1, err)
+			}
+		}
+		if i >= b.o.warmup {
+			for s, d := range round {
+				res.series[s] = append(res.series[s], d)
+			}
+			calls = append(calls, b.lastCold)
+		}
+		if (i+1)%10 == 0 || i+1 == total {
+			logf("cold start: %d/%d rounds (%d warm-up)", i+1, total, b.o.warmup)
+		}
+	}
+	if err := b.stopDaemon(); err != nil {
+		return res, err
+	}
+	phases, err := coldPhases(logPath, calls)
+	if err != nil {
+		logf("no breakdown of the cold starts: %v", err)
+	}
+	res.phases = phases
+	return res, nil
+}
+
+// coldScoped deploys whoami for a fresh tenant (untimed), then times the
+// first invocation of the tenant's new scope; afterwards it removes the
+// extension and waits until its worker is gone (untimed).
+func (b *bench) coldScoped(ctx context.Context, rec func(string, time.Duration)) error {
+	b.seq++
+	tenant := "bench" + strconv.Itoa(b.seq)
+	if _, err := b.c.Deploy(ctx, &scopedv1.DeployRequest{Tenant: tenant, Environment: environment, Name: extName, Bundle: b.files}); err != nil {
+		return fmt.Errorf("deploy for %s: %w", tenant, err)
+	}
+	time.Sleep(b.o.gap)
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	t0 := time.Now()
+	resp, err := b.c.Invoke(cctx, &scopedv1.InvokeRequest{Tenant: tenant, Environment: environment, Extension: extName, Payload: b.payload})
+	t1 := time.Now()
+	total := t1.Sub(t0)
+	cancel()
+	b.lastCold = coldCall{tenant: tenant, start: t0, end: t1}
+	if err != nil {
+		return fmt.Errorf("invoke for %s: %w\ndaemon log:\n%s", tenant, err, b.d.logTail())
+	}
+	f := resp.GetFigures()
+	if !f.GetCold() {
+		return fmt.Errorf("the first invocation of tenant %s was not cold (worker %s)", tenant, f.GetWorker())
+	}
+	if err := b.checkReply(resp.GetResult()); err != nil {
+		return err
+	}
+	queued, dur := f.GetQueued().AsDuration(), f.GetDuration().AsDuration()
+	rec(sScoped, total)
+	rec(pScopedQueued, queued)
+	rec(pScopedCall, dur-queued)
+	rec(pScopedEdge, total-dur)
+	return b.removeExtension(ctx, tenant, f.GetScope())
+}
+
+// removeExtension removes tenant's whoami, which stops its worker, and
+// waits until the worker's processes are gone, so that the next run does
+// not share the machine with its exit.
+func (b *bench) removeExtension(ctx context.Context, tenant, scope string) error {
+	sc, err := b.c.InspectScope(ctx, &scopedv1.InspectScopeRequest{Scope: scope})
+	if err != nil {
+		return fmt.Errorf("inspect scope %s: %w", scope, err)
+	}
+	if _, err := b.c.RemoveExtension(ctx, &scopedv1.RemoveExtensionRequest{Tenant: tenant, Environment: environment, Name: extName}); err != nil {
+		return fmt.Errorf("remove %s of %s: %w", extName, tenant, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, w := range sc.GetWorkers() {
+		for w.GetPid() > 0 && processExists(int(w.GetPid())) {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("worker %s (pid %d) of scope %s still runs 10s after its extension was removed", w.GetId(), w.GetPid(), scope)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+// processExists says whether pid is a process that has not exited (a
+// zombie counts as gone).
+func processExists(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	// pid (comm) S ...: the state follows the last ')'.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+}
+
+// newPluginClient starts the whoami worker with go-plugin, unsandboxed, as
+// an application that runs plugins would.
+func (b *bench) newPluginClient() *plugin.Client {
+	return plugin.NewClient(&plugin.ClientConfig{
+		HandshakeConfig:  plugins.Handshake,
+		Plugins:          plugins.PluginSet(nil),
+		Cmd:              exec.Command(b.whoami),
+		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+		Logger:           b.pluginLog,
+		Managed:          true, // plugin.CleanupClients kills what is left
+	})
+}
+
+// pluginPid is the pid of a started go-plugin worker (0 if unknown).
+func pluginPid(pc *plugin.Client) int {
+	if rc := pc.ReattachConfig(); rc != nil {
+		return rc.Pid
+	}
+	return 0
+}
+
+func dispense(pc *plugin.Client) (workerv1.WorkerClient, error) {
+	cp, err := pc.Client()
+	if err != nil {
+		return nil, err
+	}
+	raw, err := cp.Dispense(plugins.PluginName)
+	if err != nil {
+		return nil, err
+	}
+	wc, ok := raw.(workerv1.WorkerClient)
+	if !ok {
+		return nil, fmt.Errorf("dispensed %T", raw)
+	}
+	return wc, nil
+}
+
+// coldPlugin times NewClient → the first reply of a direct worker.
+func (b *bench) coldPlugin(ctx context.Context, rec func(string, time.Duration)) error {
+	time.Sleep(b.o.gap)
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	t0 := time.Now()
+	pc := b.newPluginClient()
+	defer pc.Kill()
+	cp, err := pc.Client()
+	if err != nil {
+		return err
+	}
+	t1 := time.Now()
+	b.direct = append(b.direct, pluginPid(pc))
+	raw, err := cp.Dispense(plugins.PluginName)
+	if err != nil {
+		return err
+	}
+	wc, ok := raw.(workerv1.WorkerClient)
+	if !ok {
+		return fmt.Errorf("dispensed %T", raw)
+	}
+	resp, err := wc.Invoke(cctx, b.workerRequest())
+	t2 := time.Now()
+	if err != nil {
+		return err
+	}
+	if resp.GetError() != "" {
+		return fmt.Errorf("whoami: %s", resp.GetError())
+	}
+	if err := b.checkReply(resp.GetResult()); err != nil {
+		return err
+	}
+	rec(sPlugin, t2.Sub(t0))
+	rec(pPluginStart, t1.Sub(t0))
+	rec(pPluginCall, t2.Sub(t1))
+	return nil
+}
+
+func (b *bench) coldRunc(_ context.Context, rec func(string, time.Duration)) error {
+	b.seq++
+	id := "r" + strconv.Itoa(b.seq)
+	if err := b.writeRuncConfig(id); err != nil {
+		return err
+	}
+	var stderr bytes.Buffer
+	cmd := exec.Command(b.o.runc, "--root", b.runcRoot, "run", "--bundle", b.runcBndl, id)
+	cmd.Stderr = &stderr
+	time.Sleep(b.o.gap)
+	t0 := time.Now()
+	err := cmd.Run()
+	d := time.Since(t0)
+	if err != nil {
+		// runc run removes its container when the process exits; not
+		// necessarily when it fails.
+		return errors.Join(fmt.Errorf("runc run: %w: %s", err, strings.TrimSpace(stderr.String())), b.runcDelete(id))
+	}
+	rec(sRunc, d)
+	return nil
+}
+
+var invSeq atomic.Uint64
+
+// workerRequest is what the daemon sends a worker for one invocation.
+func (b *bench) workerRequest() *workerv1.InvokeRequest {
+	return &workerv1.InvokeRequest{
+		InvocationId: fmt.Sprintf("i%x-%x", time.Now().UnixNano()&0xffffffffff, invSeq.Add(1)),
+		Extension:    extName,
+		Payload:      b.payload,
+		DeadlineMs:   callTimeout.Milliseconds(),
+	}
+}
+
+// checkReply checks that whoami echoed the payload.
+func (b *bench) checkReply(result []byte) error {
+	var r struct {
+		Payload string   `json:"payload"`
+		Errors  []string `json:"errors"`
+	}
+	if err := json.Unmarshal(result, &r); err != nil {
+		return fmt.Errorf("whoami's reply %.200q: %w", result, err)
+	}
+	if r.Payload != string(b.payload) {
+		return fmt.Errorf("whoami echoed %d payload bytes, want the %d sent", len(r.Payload), len(b.payload))
+	}
+	if len(r.Errors) > 0 {
+		return fmt.Errorf("whoami: %q", r.Errors)
+	}
+	return nil
+}

@@ -1,0 +1,564 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+
+	"github.com/scoped-io/scoped/cgroups"
+	"github.com/scoped-io/scoped/client"
+	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
+)
+
+// The host id ranges: the daemon's scopes take idSlots ranges of 65536 ids
+// from idBase; runc's container maps the range after them. Both are far
+// from the daemon's default (1048576), so that a scoped daemon running on
+// the same host does not share ids with the benchmark's sandboxes.
+const (
+	idBase   = 1 << 29
+	idSize   = 65536
+	tmpSize  = 64 << 20 // the daemon's default tmp_size
+	stopWait = 60 * time.Second
+)
+
+// bench is the benchmark's world: the binaries it built, the daemon, a
+// client of it, the runc bundle and cgroup tree.
+type bench struct {
+	o    options
+	root string // the repository
+
+	work     string // temporary, mode 0711
+	bin      string // built binaries
+	scopedB  string // the daemon
+	bundle   string // whoami bundle dir (manifest.toml + whoami)
+	whoami   string // the worker binary in it
+	files    *scopedv1.Bundle
+	workerSz int64
+
+	d       *daemon
+	c       *client.Client
+	idSlots int
+
+	runcTree *cgroups.Tree
+	runcNode *cgroups.Node
+	runcRoot string // runc --root
+	runcBndl string // OCI bundle
+	runcConf map[string]any
+	layout   hostLayout
+
+	loadAvg      string // when the benchmark started
+	loadAvgEnd   string // when it had measured
+	libcontainer string // its version in the daemon
+
+	pluginLog hclog.Logger
+	payload   []byte
+	seq       int
+	lastCold  coldCall // the last scoped cold start
+	logKept   bool     // the -daemon-log file has been started
+	direct    []int    // pids of the direct workers started
+}
+
+func newBench(ctx context.Context, o options) (_ *bench, retErr error) {
+	b := &bench{o: o, loadAvg: loadAvg()}
+	defer func() {
+		if retErr != nil {
+			retErr = errors.Join(retErr, b.close())
+		}
+	}()
+	b.pluginLog = hclog.New(&hclog.LoggerOptions{Name: "direct", Level: hclog.Warn, Output: os.Stderr})
+	b.payload = make([]byte, o.payload)
+	for i := range b.payload {
+		b.payload[i] = 'a' + byte(i%26)
+	}
+	var err error
+	if b.root, err = repoRoot(); err != nil {
+		return nil, err
+	}
+	if b.work, err = os.MkdirTemp("", "scoped-bench-invoke-"); err != nil {
+		return nil, err
+	}
+	// The sandboxes' root users, high host uids, must traverse to their
+	// bundles and sockets.
+	if err := os.Chmod(b.work, 0o711); err != nil {
+		return nil, err
+	}
+	if err := checkTraversable(filepath.Dir(b.work)); err != nil {
+		return nil, err
+	}
+	if err := b.build(); err != nil {
+		return nil, err
+	}
+
+	// runc: its own cgroup root, state dir and bundle.
+	if b.runcTree, err = cgroups.Open(runcCgroupRoot); err != nil {
+		return nil, err
+	}
+	if n, err := b.runcTree.Cleanup(); err != nil {
+		return nil, fmt.Errorf("clean cgroup root %s: %w", runcCgroupRoot, err)
+	} else if n > 0 {
+		logf("removed %d cgroups an earlier run left under %s", n, runcCgroupRoot)
+	}
+	if b.runcNode, err = b.runcTree.Node(cgroups.Limits{}, "runc"); err != nil {
+		return nil, err
+	}
+	b.runcRoot = filepath.Join(b.work, "runc-state")
+	if err := os.Mkdir(b.runcRoot, 0o700); err != nil {
+		return nil, err
+	}
+	if b.layout, err = readHostLayout(); err != nil {
+		return nil, err
+	}
+	b.runcBndl = filepath.Join(b.work, "oci-bundle")
+	b.idSlots = o.warmup + o.n + 8
+	if err := b.makeRuncBundle(idBase + uint32(b.idSlots)*idSize); err != nil {
+		return nil, fmt.Errorf("OCI bundle: %w", err)
+	}
+
+	return b, nil
+}
+
+// startDaemon starts a daemon (its directories named after name) with the
+// given log level, and connects to it.
+func (b *bench) startDaemon(ctx context.Context, name, level string) error {
+	if b.d != nil {
+		return errors.New("a daemon is running already")
+	}
+	d, err := startDaemon(ctx, b, name, level)
+	if err != nil {
+		return err
+	}
+	b.d = d
+	if b.c, err = client.Dial(ctx, d.socket, client.WithMaxMessageSize(128<<20)); err != nil {
+		return errors.Join(err, b.stopDaemon())
+	}
+	return nil
+}
+
+// stopDaemon closes the client, stops the daemon with SIGTERM, keeps its
+// log if asked to, and checks that the daemon removed its cgroups.
+func (b *bench) stopDaemon() error {
+	var errs []error
+	if b.c != nil {
+		errs = append(errs, b.c.Close())
+		b.c = nil
+	}
+	if b.d == nil {
+		return errors.Join(errs...)
+	}
+	errs = append(errs, b.d.stop())
+	if b.o.daemonLog != "" {
+		errs = append(errs, b.keepLog(b.d.logPath))
+	}
+	b.d = nil
+	mine, _ := cgroupsLeft()
+	var left []string
+	for _, p := range mine {
+		if filepath.Base(p) == filepath.Base(daemonCgroupRoot) {
+			left = append(left, p)
+		}
+	}
+	if len(left) > 0 {
+		errs = append(errs, fmt.Errorf("the daemon left cgroups behind: %s", strings.Join(left, " ")))
+	}
+	return errors.Join(errs...)
+}
+
+// keepLog appends a daemon's log to the -daemon-log file (truncated
+// the first time).
+func (b *bench) keepLog(path string) error {
+	log, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	flags := os.O_WRONLY | os.O_CREATE | os.O_APPEND
+	if !b.logKept {
+		flags |= os.O_TRUNC
+	}
+	f, err := os.OpenFile(b.o.daemonLog, flags, 0o644)
+	if err != nil {
+		return err
+	}
+	b.logKept = true
+	_, err = f.Write(log)
+	return errors.Join(err, f.Close())
+}
+
+// close removes everything the benchmark created and checks that no
+// cgroup of it is left. It is safe on a partly built bench.
+func (b *bench) close() error {
+	var errs []error
+	plugin.CleanupClients() // the direct workers, if any is left
+	errs = append(errs, b.checkDirectGone())
+	errs = append(errs, b.stopDaemon())
+	if b.runcRoot != "" {
+		errs = append(errs, b.removeRuncContainers())
+		b.runcRoot = ""
+	}
+	if b.runcTree != nil {
+		if _, err := b.runcTree.Cleanup(); err != nil {
+			errs = append(errs, fmt.Errorf("cgroup cleanup: %w", err))
+		}
+		if err := b.runcTree.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("cgroup close: %w", err))
+		}
+		b.runcTree = nil
+	}
+	if b.work != "" {
+		errs = append(errs, os.RemoveAll(b.work))
+		b.work = ""
+	}
+	left, others := cgroupsLeft()
+	if len(left) > 0 {
+		errs = append(errs, fmt.Errorf("cgroups left behind: %s", strings.Join(left, " ")))
+	}
+	if len(others) > 0 {
+		logf("note: other scoped cgroups exist (not this benchmark's): %s", strings.Join(others, " "))
+	}
+	return errors.Join(errs...)
+}
+
+// checkDirectGone fails if a direct worker the benchmark started still
+// runs (go-plugin's Kill waits for it; this checks).
+func (b *bench) checkDirectGone() error {
+	deadline := time.Now().Add(5 * time.Second)
+	for _, pid := range b.direct {
+		for isWorker(pid) {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("direct worker pid %d still runs", pid)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+// isWorker says whether pid is a live whoami process.
+func isWorker(pid int) bool {
+	comm, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+	return err == nil && strings.TrimSpace(string(comm)) == extName && processExists(pid)
+}
+
+// cgroupsLeft runs the equivalent of `find /sys/fs/cgroup -maxdepth 3
+// -iname '*scoped*'`: mine are those named after this benchmark, others
+// belong to someone else (a daemon or a test running on the host).
+func cgroupsLeft() (mine, others []string) {
+	base := "/sys/fs/cgroup"
+	_ = filepath.WalkDir(base, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return nil
+		}
+		rel, _ := filepath.Rel(base, p)
+		depth := 0
+		if rel != "." {
+			depth = strings.Count(rel, "/") + 1
+		}
+		name := strings.ToLower(d.Name())
+		if depth > 0 && strings.Contains(name, "scoped") {
+			if strings.Contains(name, cgroupMark) {
+				mine = append(mine, p)
+			} else {
+				others = append(others, p)
+			}
+		}
+		if depth >= 3 {
+			return fs.SkipDir
+		}
+		return nil
+	})
+	return mine, others
+}
+
+// repoRoot is the directory holding the module's go.mod, found from the
+// working directory upwards.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && strings.Contains(string(b), "module github.com/scoped-io/scoped\n") {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("run from inside the scoped repository (no go.mod of github.com/scoped-io/scoped above the working directory)")
+		}
+		dir = parent
+	}
+}
+
+func (b *bench) goBuild(out, pkg string, cgo bool, tags ...string) error {
+	args := []string{"build", "-o", out}
+	if len(tags) > 0 {
+		args = append(args, "-tags", strings.Join(tags, ","))
+	}
+	cmd := exec.Command("go", append(args, pkg)...)
+	cmd.Dir = b.root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if cgo {
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %w\n%s", pkg, err, out)
+	}
+	return nil
+}
+
+// build builds the daemon, scoped-exec (which the daemon expects next to
+// itself) and the whoami bundle, as the e2e tests do.
+func (b *bench) build() error {
+	t0 := time.Now()
+	b.bin = filepath.Join(b.work, "bin")
+	b.scopedB = filepath.Join(b.bin, "scoped")
+	if err := b.goBuild(b.scopedB, "./cmd/scoped", true, "seccomp"); err != nil {
+		return err
+	}
+	b.libcontainer = binaryModuleVersion(b.scopedB, "github.com/opencontainers/runc")
+	if err := b.goBuild(filepath.Join(b.bin, "scoped-exec"), "./cmd/scoped-exec", false); err != nil {
+		return err
+	}
+	b.bundle = filepath.Join(b.bin, "bundles", extName)
+	if err := os.MkdirAll(b.bundle, 0o755); err != nil {
+		return err
+	}
+	b.whoami = filepath.Join(b.bundle, extName)
+	if err := b.goBuild(b.whoami, "./examples/whoami", false); err != nil {
+		return err
+	}
+	manifest, err := os.ReadFile(filepath.Join(b.root, "examples", extName, "manifest.toml"))
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(b.bundle, "manifest.toml"), manifest, 0o644); err != nil {
+		return err
+	}
+	err = filepath.Walk(b.bin, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && fi.IsDir() {
+			return os.Chmod(p, 0o755)
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	b.files = &scopedv1.Bundle{}
+	for _, name := range []string{"manifest.toml", extName} {
+		p := filepath.Join(b.bundle, name)
+		fi, err := os.Stat(p)
+		if err != nil {
+			return err
+		}
+		content, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		b.files.Files = append(b.files.Files, &scopedv1.File{Path: name, Mode: uint32(fi.Mode().Perm()), Content: content})
+		if name == extName {
+			b.workerSz = fi.Size()
+		}
+	}
+	logf("built the daemon, scoped-exec and the %s bundle in %s", extName, time.Since(t0).Round(time.Millisecond))
+	return nil
+}
+
+// checkTraversable fails unless dir and its parents let others through.
+func checkTraversable(dir string) error {
+	for d := dir; ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return err
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("%s (mode %o) is not traversable by others, which sandboxes need; set TMPDIR to a directory that is", d, fi.Mode().Perm())
+		}
+		if d == filepath.Dir(d) {
+			return nil
+		}
+	}
+}
+
+// daemon is the running scoped.
+type daemon struct {
+	cmd     *exec.Cmd
+	dir     string
+	config  string
+	socket  string
+	logPath string
+	logFile *os.File
+	exited  chan struct{}
+}
+
+// daemonSettings is the daemon's configuration file, without the paths.
+func (b *bench) daemonSettings(level string) string {
+	return fmt.Sprintf(`[isolation]
+by = ["environment"]
+[limits]
+default_timeout = "30s"
+[pool]
+warm_min = 0
+max_workers = %d
+max_concurrent = %d
+idle_timeout = "1h"
+[scope]
+id_base = %d
+id_slots = %d
+[log]
+level = %q
+`, b.o.maxWorkers, b.o.maxConcurrent, idBase, b.idSlots, level)
+}
+
+func startDaemon(ctx context.Context, b *bench, name, level string) (*daemon, error) {
+	d := &daemon{dir: filepath.Join(b.work, "daemon-"+name), exited: make(chan struct{})}
+	if err := os.Mkdir(d.dir, 0o711); err != nil {
+		return nil, err
+	}
+	run := filepath.Join(d.dir, "run")
+	d.socket = filepath.Join(run, "scoped.sock")
+	cfg := fmt.Sprintf("socket = %q\nreattach_file = %q\nstate_dir = %q\nruntime_dir = %q\ncgroup_root = %q\n",
+		d.socket, filepath.Join(run, "reattach.json"), filepath.Join(d.dir, "state"), run, daemonCgroupRoot) + b.daemonSettings(level)
+	d.config = filepath.Join(d.dir, "config.toml")
+	if err := os.WriteFile(d.config, []byte(cfg), 0o644); err != nil {
+		return nil, err
+	}
+	d.logPath = d.dir + ".log"
+	var err error
+	if d.logFile, err = os.Create(d.logPath); err != nil {
+		return nil, err
+	}
+	d.cmd = exec.Command(b.scopedB, "--config", d.config, "--grace", "5s")
+	d.cmd.Stdout = d.logFile
+	d.cmd.Stderr = d.logFile
+	// If the benchmark dies, the daemon stops and cleans up.
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	if err := d.cmd.Start(); err != nil {
+		d.logFile.Close()
+		return nil, err
+	}
+	go func() { _ = d.cmd.Wait(); close(d.exited) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c, err := client.Dial(ctx, d.socket)
+		if err == nil {
+			_, err = c.ListExtensions(ctx, &scopedv1.ListExtensionsRequest{})
+			c.Close()
+			if err == nil {
+				logf("daemon (pid %d) serving on %s, cgroup root %s", d.cmd.Process.Pid, d.socket, daemonCgroupRoot)
+				return d, nil
+			}
+		}
+		select {
+		case <-d.exited:
+			d.logFile.Close()
+			return nil, fmt.Errorf("scoped exited at start:\n%s", d.logTail())
+		default:
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return nil, errors.Join(fmt.Errorf("scoped does not serve %s: %w\n%s", d.socket, err, d.logTail()), d.stop())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (d *daemon) stop() error {
+	defer d.logFile.Close()
+	select {
+	case <-d.exited:
+		return fmt.Errorf("scoped (pid %d) had exited (%v) before the benchmark stopped it:\n%s",
+			d.cmd.Process.Pid, d.cmd.ProcessState, d.logTail())
+	default:
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.exited:
+	case <-time.After(stopWait):
+		_ = d.cmd.Process.Kill()
+		<-d.exited
+		return fmt.Errorf("scoped did not stop within %s of SIGTERM:\n%s", stopWait, d.logTail())
+	}
+	if st := d.cmd.ProcessState; !st.Success() {
+		return fmt.Errorf("scoped exited with %v:\n%s", st, d.logTail())
+	}
+	// Warnings at stop (anything left) go to the benchmark's stderr.
+	for _, line := range strings.Split(d.logTail(), "\n") {
+		if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") {
+			logf("daemon: %s", line)
+		}
+	}
+	return nil
+}
+
+// logTail is the end of the daemon's log.
+func (d *daemon) logTail() string {
+	f, err := os.Open(d.logPath)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	var lines []string
+	s := bufio.NewScanner(f)
+	s.Buffer(nil, 1<<20)
+	for s.Scan() {
+		lines = append(lines, s.Text())
+		if len(lines) > 40 {
+			lines = lines[1:]
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+// --- runc ------------------------------------------------------------------
+
+// removeRuncContainers deletes any container left in runc's state dir,
+// which `runc run` should have removed itself.
+func (b *bench) removeRuncContainers() error {
+	ids, err := b.runcList()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, id := range ids {
+		logf("deleting runc container %s left behind", id)
+		errs = append(errs, b.runcDelete(id))
+	}
+	if ids, err := b.runcList(); err != nil || len(ids) > 0 {
+		errs = append(errs, fmt.Errorf("runc containers left in %s: %q %w", b.runcRoot, ids, err))
+	}
+	return errors.Join(errs...)
+}
+
+func (b *bench) runcList() ([]string, error) {
+	if _, err := os.Stat(b.runcRoot); errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	var stderr bytes.Buffer
+	cmd := exec.Command(b.o.runc, "--root", b.runcRoot, "list", "-q")
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("runc list: %w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	return strings.Fields(string(out)), nil
+}
+
+func (b *bench) runcDelete(id string) error {
+	out, err := exec.Command(b.o.runc, "--root", b.runcRoot, "delete", "-f", id).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("runc delete -f %s: %w: %s", id, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}

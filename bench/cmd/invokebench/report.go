@@ -1,0 +1,355 @@
+package main
+
+import (
+	"bufio"
+	"debug/buildinfo"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/scoped-io/scoped/cgroups"
+)
+
+// percentile is the p-th percentile (0 < p ≤ 100) of ds, nearest rank; the
+// 50th is the median (the mean of the middle two for an even count).
+func percentile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	n := len(s)
+	if p == 50 && n%2 == 0 {
+		return (s[n/2-1] + s[n/2]) / 2
+	}
+	i := int(math.Ceil(p/100*float64(n))) - 1
+	return s[max(i, 0)]
+}
+
+func median(ds []time.Duration) time.Duration { return percentile(ds, 50) }
+
+func ms(d time.Duration) string {
+	return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 2, 64) + " ms"
+}
+
+func us(d time.Duration) string {
+	return strconv.FormatFloat(float64(d)/float64(time.Microsecond), 'f', 0, 64) + " µs"
+}
+
+func ratio(a, b float64) string {
+	return strconv.FormatFloat(a/b, 'f', 2, 64)
+}
+
+func dratio(a, b time.Duration) string { return ratio(float64(a), float64(b)) }
+
+// report renders the section, markers included.
+func (b *bench) report(cr coldResult, warm []warmResult) string {
+	cold := cr.series
+	var w strings.Builder
+	p := func(format string, a ...any) { fmt.Fprintf(&w, format, a...) }
+
+	p("%s\n%s\n\n", markStart, sectionTitle)
+	p("(a) The first invocation of a new scope through the daemon, against the same worker started by\n")
+	p("go-plugin without a sandbox and against `runc run` of `%s`, interleaved round-robin in one\n", truePath)
+	p("run; (b) warm invocations through the daemon against direct go-plugin calls to the same worker\n")
+	p("binary, with 1, 8 and 64 concurrent callers.\n\n")
+	cmd := baseCommand
+	if b.o.argsString != "" {
+		cmd += " " + b.o.argsString
+	}
+	if b.o.argsString == "-o BENCHMARKS.md" {
+		p("- Command: `sudo make bench`, which runs `%s`\n", cmd)
+	} else {
+		p("- Command: `%s`, as root\n", cmd)
+	}
+	p("- Date: %s\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+	p("- Kernel: %s; cgroup mode: %s; CPUs: %d%s\n", kernelRelease(), cgroups.HostMode(), runtime.NumCPU(), cpuModel())
+	p("- Load average (1, 5, 15 min) at the start: %s; at the end: %s (the benchmark shares the machine\n", b.loadAvg, b.loadAvgEnd)
+	p("  with whatever else runs: a busy machine inflates the daemon's path, which has more processes, more)\n")
+	p("- Versions: %s, go-plugin %s, grpc %s, libcontainer %s (in the daemon), runc %s\n",
+		runtime.Version(), moduleVersion("github.com/hashicorp/go-plugin"), moduleVersion("google.golang.org/grpc"),
+		b.libcontainer, toolVersion(b.o.runc))
+	p("- Worker: `examples/whoami` (Go SDK), built with `CGO_ENABLED=0 go build` as the e2e tests do (%.1f MB);\n",
+		float64(b.workerSz)/1e6)
+	p("  it answers with JSON holding its hostname, pid, uid map, cgroups and the payload.\n")
+	p("- Payload: %d bytes of ASCII in every invocation (cold and warm).\n", b.o.payload)
+	p("- Daemon: `scoped` built with `-tags seccomp`, started with a private configuration: isolation by\n")
+	p("  tenant + environment; `[pool] max_workers = %d, max_concurrent = %d, warm_min = 0, idle_timeout = \"1h\"`;\n",
+		b.o.maxWorkers, b.o.maxConcurrent)
+	p("  cgroup root `%s`; everything else at its default. One daemon serves the cold starts with\n", daemonCgroupRoot)
+	p("  `[log] level = \"debug\"` (a few lines per cold start, read for the phases below), a fresh\n")
+	p("  one the warm calls with `level = \"info\"` (nothing logged per invocation). The benchmark calls\n")
+	p("  them as root over their unix sockets with `client.Dial` (one connection each).\n")
+	p("- Cleanup: each daemon stopped with SIGTERM and left no cgroup; direct workers killed, runc state\n")
+	p("  and temporary directories removed; afterwards no cgroup named `*%s*` was left.\n\n", cgroupMark)
+
+	// --- cold -------------------------------------------------------------
+	p("### Cold start\n\n")
+	p("%d measured rounds of each variant, after %d discarded warm-up %s; %s idle before each timed run.\n\n",
+		b.o.n, b.o.warmup, plural(b.o.warmup, "round"), b.o.gap)
+	p("| Variant | Median | p90 |\n| --- | ---: | ---: |\n")
+	for _, s := range []string{sScoped, sPlugin, sRunc} {
+		p("| %s | %s | %s |\n", s, ms(median(cold[s])), ms(percentile(cold[s], 90)))
+	}
+	sc, pl, rc := median(cold[sScoped]), median(cold[sPlugin]), median(cold[sRunc])
+	target := "not met"
+	if float64(sc) < float64(rc)/3 {
+		target = "met"
+	}
+	p("\nRatios of medians: scoped / go-plugin = %s; scoped / runc run = %s (DESIGN.md's target: below 0.33; %s).\n\n",
+		dratio(sc, pl), dratio(sc, rc), target)
+	p("Where the time goes, medians of each phase (medians need not add up to the median of the whole):\n\n")
+	p("- scoped, from its `Figures`: %s waiting for a worker (`queued`: scope, sandbox, worker start,\n", ms(median(cold[pScopedQueued])))
+	p("  handshake), %s for the first call (`duration` − `queued`), %s outside the daemon's invocation\n",
+		ms(median(cold[pScopedCall])), ms(median(cold[pScopedEdge])))
+	p("  code (client latency − `duration`: gRPC on the unix socket, the API edge).\n")
+	if ph := cr.phases; ph != nil {
+		p("- scoped, from the daemon's debug log (1 ms resolution): %s from the call to \"scope created\"\n", ms(median(ph[phScope])))
+		p("  (gRPC, API edge, checks, extension lookup, the scope's cgroup nodes in every hierarchy); %s more\n", ms(median(ph[phSandbox])))
+		p("  until go-plugin waits for the worker's address (worker cgroup leaf, rootfs, libcontainer create\n")
+		p("  and run: the sandbox is up); %s more until go-plugin has read the handshake line (the worker's\n", ms(median(ph[phHandshake])))
+		p("  own start inside the sandbox); %s more until the client has the reply (gRPC connection to the\n", ms(median(ph[phReply])))
+		p("  worker, Dispense, the first call, the reply).\n")
+	}
+	p("- go-plugin: %s from `NewClient` until `Client()` returns (fork/exec, the worker's start, the\n", ms(median(cold[pPluginStart])))
+	p("  handshake, the gRPC connection), %s for `Dispense` and the first call.\n\n", ms(median(cold[pPluginCall])))
+	p("Variants:\n\n")
+	p("- **scoped**: `Deploy` of whoami for a fresh tenant (`bench<i>`, untimed), then the time of its\n")
+	p("  first `Invoke` as the client sees it; `Figures.cold` is checked. Afterwards (untimed) the\n")
+	p("  extension is removed and the benchmark waits until the worker has exited.\n")
+	p("- **go-plugin**: `plugin.NewClient` with `Cmd: exec.Command(<whoami>)`, the scoped handshake, gRPC,\n")
+	p("  then `Client()`, `Dispense` and one `Invoke` of the worker protocol; `Kill` afterwards (untimed).\n")
+	p("- **runc run**: sandboxbench's variant: `runc --root <tmp> run --bundle <tmp> <unique id>` with a\n")
+	p("  bundle changed to match a scoped sandbox (pid, net, ipc, uts, mount, user and cgroup namespaces,\n")
+	p("  no capabilities, read-only /usr, private /proc, /dev, /tmp, a fresh cgroup leaf; no seccomp).\n\n")
+
+	// --- warm -------------------------------------------------------------
+	p("### Warm calls\n\n")
+	p("Per caller count and path: %s of discarded warm-up, then %s measured in %d alternating slices\n",
+		b.o.warmWarmup, b.o.warmDur, b.o.slices)
+	p("(daemon, direct, direct, daemon, …). Each caller calls back to back; latency is the client's,\n")
+	p("per call; invocations/s is calls over the measured time.\n\n")
+	p("- **daemon**: `Invoke` of whoami in one warm scope (tenant `%s`), all callers sharing one\n", warmTenant)
+	p("  `client.Client`; the pool grows to at most %d workers of %d concurrent invocations each\n", b.o.maxWorkers, b.o.maxConcurrent)
+	p("  (\"workers\" below: how many the scope had at the end of the setting).\n")
+	p("- **direct**: `workerv1.WorkerClient.Invoke` on one unsandboxed whoami worker started by the\n")
+	p("  benchmark with go-plugin (one worker, one gRPC connection: gRPC multiplexes the callers), with the\n")
+	p("  request the daemon would send (invocation id, extension, payload, deadline).\n\n")
+	p("| Callers | Path | Calls | p50 | p99 | Invocations/s | Workers |\n| ---: | --- | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, r := range warm {
+		p("| %d | daemon | %d | %s | %s | %.0f | %d |\n", r.callers, r.daemon.calls,
+			us(median(r.daemon.lat)), us(percentile(r.daemon.lat, 99)), r.daemon.perSecond(), r.workers)
+		p("| %d | direct | %d | %s | %s | %.0f | 1 |\n", r.callers, r.direct.calls,
+			us(median(r.direct.lat)), us(percentile(r.direct.lat, 99)), r.direct.perSecond())
+	}
+	p("\nRatios daemon / direct (DESIGN.md's target for a warm call: p50 at most 1.5):\n\n")
+	p("| Callers | p50 | p99 | Invocations/s |\n| ---: | ---: | ---: | ---: |\n")
+	for _, r := range warm {
+		p("| %d | %s | %s | %s |\n", r.callers,
+			dratio(median(r.daemon.lat), median(r.direct.lat)),
+			dratio(percentile(r.daemon.lat, 99), percentile(r.direct.lat, 99)),
+			ratio(r.daemon.perSecond(), r.direct.perSecond()))
+	}
+	p("\nWhere the daemon's time goes, medians per call from its `Figures`: ")
+	p("edge = client latency − `duration` (gRPC\n")
+	p("to the daemon and back, the API edge); queued = `queued` (checks, extension lookup, scope, a\n")
+	p("worker slot); worker call = `duration` − `queued` (the daemon's gRPC call to its worker and back).\n\n")
+	p("| Callers | edge | queued | worker call (daemon) | direct call p50 |\n| ---: | ---: | ---: | ---: | ---: |\n")
+	for _, r := range warm {
+		call := make([]time.Duration, len(r.daemon.duration))
+		for i := range call {
+			call[i] = r.daemon.duration[i] - r.daemon.queued[i]
+		}
+		p("| %d | %s | %s | %s | %s |\n", r.callers, us(median(r.daemon.edge)), us(median(r.daemon.queued)),
+			us(median(call)), us(median(r.direct.lat)))
+	}
+	if len(warm) > 0 {
+		r := warm[0]
+		call := make([]time.Duration, len(r.daemon.duration))
+		for i := range call {
+			call[i] = r.daemon.duration[i] - r.daemon.queued[i]
+		}
+		p("\nWith %d %s, the daemon's p50 is %s above a direct call's: %s at the edge, %s queued, and its\n",
+			r.callers, plural(r.callers, "caller"), us(median(r.daemon.lat)-median(r.direct.lat)),
+			us(median(r.daemon.edge)), us(median(r.daemon.queued)))
+		p("call to the sandboxed worker takes %s where the benchmark's direct call takes %s. The daemon's path\n",
+			us(median(call)), us(median(r.direct.lat)))
+		p("has two gRPC hops and three processes where the direct one has one hop and two, on %d CPUs.\n", runtime.NumCPU())
+	}
+	p("\nCPU time per invocation (user + system, from getrusage and /proc/<pid>/stat at 10 ms resolution,\n")
+	p("divided by the calls): the callers in the benchmark process, the daemon, the worker(s).\n\n")
+	p("| Callers | Path | callers | daemon | worker | total |\n| ---: | --- | ---: | ---: | ---: | ---: |\n")
+	for _, r := range warm {
+		for _, x := range []struct {
+			name string
+			l    *load
+		}{{"daemon", &r.daemon}, {"direct", &r.direct}} {
+			l := x.l
+			daemon := "–"
+			if x.name == "daemon" {
+				daemon = us(l.perCall(l.cpuDaemon))
+			}
+			p("| %d | %s | %s | %s | %s | %s |\n", r.callers, x.name, us(l.perCall(l.cpuClient)), daemon,
+				us(l.perCall(l.cpuWorker)), us(l.perCall(l.cpuClient+l.cpuDaemon+l.cpuWorker)))
+		}
+	}
+	if n := len(warm); n > 0 {
+		r := warm[n-1]
+		d := r.daemon.perCall(r.daemon.cpuClient + r.daemon.cpuDaemon + r.daemon.cpuWorker)
+		x := r.direct.perCall(r.direct.cpuClient + r.direct.cpuDaemon + r.direct.cpuWorker)
+		busy := func(l *load) float64 {
+			return float64(l.cpuClient+l.cpuDaemon+l.cpuWorker) / float64(l.elapsed)
+		}
+		p("\nWith %d callers the processes measured kept %.1f (daemon) and %.1f (direct) of the %d CPUs busy.\n",
+			r.callers, busy(&r.daemon), busy(&r.direct), runtime.NumCPU())
+		p("The daemon's path costs %s of CPU per invocation, the direct one %s (%s×); where the CPUs are\n", us(d), us(x), dratio(d, x))
+		p("the limit, that bounds the throughput ratio at about %s.\n", dratio(x, d))
+	}
+	coldCalls := 0
+	for _, r := range warm {
+		coldCalls += r.daemon.cold
+	}
+	if coldCalls > 0 {
+		p("\n%d measured daemon %s started a worker (the pool grew after the warm-up).\n", coldCalls, plural(coldCalls, "call"))
+	}
+	p("%s\n", markEnd)
+	return w.String()
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return word
+	}
+	return word + "s"
+}
+
+func kernelRelease() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return "unknown"
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
+
+func cpuModel() string {
+	f, err := os.Open("/proc/cpuinfo")
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if k, v, ok := strings.Cut(s.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+			return " (" + strings.TrimSpace(v) + ")"
+		}
+	}
+	return ""
+}
+
+// loadAvg is the first three fields of /proc/loadavg.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// binaryModuleVersion is the version of module path in the Go binary bin.
+func binaryModuleVersion(bin, path string) string {
+	bi, err := buildinfo.ReadFile(bin)
+	if err != nil {
+		return "unknown"
+	}
+	for _, m := range bi.Deps {
+		if m.Path == path {
+			return m.Version
+		}
+	}
+	return "unknown"
+}
+
+func moduleVersion(path string) string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, m := range bi.Deps {
+			if m.Path == path {
+				return m.Version
+			}
+		}
+	}
+	return "unknown"
+}
+
+// toolVersion is the first line of `tool --version`, without the tool's name.
+func toolVersion(tool string) string {
+	out, err := exec.Command(tool, "--version").Output()
+	if err != nil {
+		return filepath.Base(tool) + " (version unknown)"
+	}
+	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+	return strings.TrimPrefix(line, "runc version ")
+}
+
+const intro = `# Benchmarks
+
+Each section below comes from one benchmark program under ` + "`bench/cmd`" + `. A program
+runs all its variants side by side in one run, interleaved round-robin, so that
+machine noise hits them alike: read the ratios between variants, which carry
+over to other machines far better than the absolute times. Reproduce them with
+` + "`sudo make bench`" + ` (root; it installs bubblewrap and runc on Debian or Ubuntu),
+which reruns every benchmark and replaces its section here.
+`
+
+// writeSection replaces this program's section of the markdown file (the
+// lines from markStart to markEnd), appends it if the file has none, or
+// creates the file.
+func writeSection(path, section string) error {
+	old, err := os.ReadFile(path)
+	var doc string
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		doc = intro + "\n" + section
+	case err != nil:
+		return err
+	default:
+		s := string(old)
+		i := strings.Index(s, markStart)
+		j := strings.Index(s, markEnd)
+		switch {
+		case i >= 0 && j > i:
+			end := j + len(markEnd)
+			if end < len(s) && s[end] == '\n' {
+				end++
+			}
+			doc = s[:i] + section + s[end:]
+		case i >= 0 || j >= 0:
+			return fmt.Errorf("%s: unmatched %s / %s markers; fix them by hand", path, markStart, markEnd)
+		default:
+			doc = strings.TrimRight(s, "\n") + "\n\n" + section
+		}
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(doc), 0o644); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,326 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
+)
+
+// warmTenant owns the scope of the warm measurement.
+const warmTenant = "warm"
+
+// callInfo is what one call tells besides its latency: the daemon's
+// figures (zero for a direct call).
+type callInfo struct {
+	queued, duration time.Duration
+	cold             bool
+}
+
+type callFn func(ctx context.Context) (callInfo, error)
+
+// load is what a path did at one caller count.
+type load struct {
+	lat      []time.Duration // client-side latency of every call
+	queued   []time.Duration // daemon: Figures.queued
+	duration []time.Duration // daemon: Figures.duration
+	edge     []time.Duration // daemon: latency − Figures.duration
+	cold     int             // daemon: calls that started a worker
+	calls    int
+	elapsed  time.Duration
+	// CPU time used meanwhile by the benchmark (the callers), the daemon
+	// and the worker processes.
+	cpuClient, cpuDaemon, cpuWorker time.Duration
+}
+
+func (l *load) add(o load) {
+	l.lat = append(l.lat, o.lat...)
+	l.queued = append(l.queued, o.queued...)
+	l.duration = append(l.duration, o.duration...)
+	l.edge = append(l.edge, o.edge...)
+	l.cold += o.cold
+	l.calls += o.calls
+	l.elapsed += o.elapsed
+	l.cpuClient += o.cpuClient
+	l.cpuDaemon += o.cpuDaemon
+	l.cpuWorker += o.cpuWorker
+}
+
+// perCall is d divided among the calls.
+func (l *load) perCall(d time.Duration) time.Duration {
+	if l.calls == 0 {
+		return 0
+	}
+	return d / time.Duration(l.calls)
+}
+
+func (l *load) perSecond() float64 { return float64(l.calls) / l.elapsed.Seconds() }
+
+// warmResult is one caller count.
+type warmResult struct {
+	callers        int
+	daemon, direct load
+	workers        int // the daemon scope's workers at the end
+}
+
+// runLoad runs callers goroutines that call call back to back for d, and
+// waits for the calls in flight at the end.
+func runLoad(ctx context.Context, callers int, d time.Duration, call callFn) (load, error) {
+	per := make([]load, callers)
+	errs := make([]error, callers)
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	end := t0.Add(d)
+	for i := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := &per[i]
+			for !stop.Load() && ctx.Err() == nil {
+				s := time.Now()
+				if !s.Before(end) {
+					return
+				}
+				info, err := call(ctx)
+				lat := time.Since(s)
+				if err != nil {
+					errs[i] = err
+					stop.Store(true)
+					return
+				}
+				r.lat = append(r.lat, lat)
+				r.calls++
+				if info.duration > 0 {
+					r.queued = append(r.queued, info.queued)
+					r.duration = append(r.duration, info.duration)
+					r.edge = append(r.edge, lat-info.duration)
+				}
+				if info.cold {
+					r.cold++
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	var out load
+	out.elapsed = time.Since(t0)
+	for _, r := range per {
+		r.elapsed = 0
+		out.add(r)
+	}
+	var first error
+	failed := 0
+	for _, err := range errs {
+		if err != nil {
+			failed++
+			if first == nil {
+				first = err
+			}
+		}
+	}
+	if failed > 1 {
+		return out, fmt.Errorf("%w (and %d more callers failed)", first, failed-1)
+	}
+	if first != nil {
+		return out, first
+	}
+	if err := ctx.Err(); err != nil {
+		return out, fmt.Errorf("interrupted: %w", err)
+	}
+	return out, nil
+}
+
+// measureWarm starts a daemon that logs at info level (nothing per
+// invocation), deploys whoami for one tenant, warms its scope, starts a
+// direct worker, and for every caller count runs both paths in alternating
+// slices after a discarded warm-up of each.
+func (b *bench) measureWarm(ctx context.Context) ([]warmResult, error) {
+	if err := b.startDaemon(ctx, "warm", "info"); err != nil {
+		return nil, err
+	}
+	if _, err := b.c.Deploy(ctx, &scopedv1.DeployRequest{Tenant: warmTenant, Environment: environment, Name: extName, Bundle: b.files}); err != nil {
+		return nil, fmt.Errorf("deploy for %s: %w", warmTenant, err)
+	}
+	var scope string
+	daemonCall := func(ctx context.Context) (callInfo, error) {
+		cctx, cancel := context.WithTimeout(ctx, callTimeout)
+		defer cancel()
+		resp, err := b.c.Invoke(cctx, &scopedv1.InvokeRequest{Tenant: warmTenant, Environment: environment, Extension: extName, Payload: b.payload})
+		if err != nil {
+			return callInfo{}, fmt.Errorf("daemon invoke: %w", err)
+		}
+		if len(resp.GetResult()) < len(b.payload) {
+			return callInfo{}, fmt.Errorf("daemon invoke: a reply of %d bytes for a payload of %d", len(resp.GetResult()), len(b.payload))
+		}
+		f := resp.GetFigures()
+		return callInfo{queued: f.GetQueued().AsDuration(), duration: f.GetDuration().AsDuration(), cold: f.GetCold()}, nil
+	}
+	// The first call starts the scope's first worker.
+	{
+		cctx, cancel := context.WithTimeout(ctx, callTimeout)
+		resp, err := b.c.Invoke(cctx, &scopedv1.InvokeRequest{Tenant: warmTenant, Environment: environment, Extension: extName, Payload: b.payload})
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("first invoke for %s: %w\ndaemon log:\n%s", warmTenant, err, b.d.logTail())
+		}
+		if err := b.checkReply(resp.GetResult()); err != nil {
+			return nil, err
+		}
+		scope = resp.GetFigures().GetScope()
+	}
+
+	pc := b.newPluginClient()
+	defer pc.Kill()
+	wc, err := dispense(pc)
+	if err != nil {
+		return nil, fmt.Errorf("direct worker: %w", err)
+	}
+	directCall := func(ctx context.Context) (callInfo, error) {
+		cctx, cancel := context.WithTimeout(ctx, callTimeout)
+		defer cancel()
+		resp, err := wc.Invoke(cctx, b.workerRequest())
+		if err != nil {
+			return callInfo{}, fmt.Errorf("direct invoke: %w", err)
+		}
+		if resp.GetError() != "" {
+			return callInfo{}, fmt.Errorf("direct invoke: whoami: %s", resp.GetError())
+		}
+		if len(resp.GetResult()) < len(b.payload) {
+			return callInfo{}, fmt.Errorf("direct invoke: a reply of %d bytes for a payload of %d", len(resp.GetResult()), len(b.payload))
+		}
+		return callInfo{}, nil
+	}
+	{
+		cctx, cancel := context.WithTimeout(ctx, callTimeout)
+		resp, err := wc.Invoke(cctx, b.workerRequest())
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("direct invoke: %w", err)
+		}
+		if err := b.checkReply(resp.GetResult()); err != nil {
+			return nil, err
+		}
+	}
+
+	directPid := pluginPid(pc)
+	b.direct = append(b.direct, directPid)
+	type path struct {
+		name    string
+		call    callFn
+		pick    func(*warmResult) *load
+		workers func() ([]int, error) // the pids of its worker processes
+	}
+	paths := []path{
+		{"daemon", daemonCall, func(r *warmResult) *load { return &r.daemon }, func() ([]int, error) {
+			sc, err := b.c.InspectScope(ctx, &scopedv1.InspectScopeRequest{Scope: scope})
+			if err != nil {
+				return nil, fmt.Errorf("inspect scope %s: %w", scope, err)
+			}
+			var pids []int
+			for _, w := range sc.GetWorkers() {
+				pids = append(pids, int(w.GetPid()))
+			}
+			return pids, nil
+		}},
+		{"direct", directCall, func(r *warmResult) *load { return &r.direct }, func() ([]int, error) {
+			return []int{directPid}, nil
+		}},
+	}
+	slice := b.o.warmDur / time.Duration(b.o.slices)
+	var out []warmResult
+	for _, n := range b.o.callers {
+		r := warmResult{callers: n}
+		for _, p := range paths {
+			if _, err := runLoad(ctx, n, b.o.warmWarmup, p.call); err != nil {
+				return nil, fmt.Errorf("warm-up, %d callers, %s: %w", n, p.name, err)
+			}
+		}
+		for s := range b.o.slices {
+			for k := range paths {
+				p := paths[(s+k)%len(paths)]
+				pids, err := p.workers()
+				if err != nil {
+					return nil, err
+				}
+				before := b.cpuSample(pids)
+				l, err := runLoad(ctx, n, slice, p.call)
+				if err != nil {
+					return nil, fmt.Errorf("%d callers, %s: %w", n, p.name, err)
+				}
+				after := b.cpuSample(pids)
+				l.cpuClient = after.client - before.client
+				l.cpuDaemon = after.daemon - before.daemon
+				l.cpuWorker = after.workers - before.workers
+				p.pick(&r).add(l)
+			}
+		}
+		sc, err := b.c.InspectScope(ctx, &scopedv1.InspectScopeRequest{Scope: scope})
+		if err != nil {
+			return nil, fmt.Errorf("inspect scope %s: %w", scope, err)
+		}
+		r.workers = len(sc.GetWorkers())
+		if r.daemon.cold > 0 {
+			// The pool grew during the measurement: the new workers' CPU
+			// time was not sampled from the start.
+			logf("warm calls, %d callers: %d daemon calls started a worker", n, r.daemon.cold)
+		}
+		logf("warm calls, %d callers: daemon %d calls (%.0f/s, %d workers), direct %d calls (%.0f/s)",
+			n, r.daemon.calls, r.daemon.perSecond(), r.workers, r.direct.calls, r.direct.perSecond())
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// cpuTimes are CPU times (user + system) of the benchmark, the daemon and
+// a set of worker processes.
+type cpuTimes struct{ client, daemon, workers time.Duration }
+
+func (b *bench) cpuSample(workers []int) cpuTimes {
+	var t cpuTimes
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err == nil {
+		t.client = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	t.daemon = procCPU(b.d.cmd.Process.Pid)
+	for _, pid := range workers {
+		t.workers += procCPU(pid)
+	}
+	return t
+}
+
+// procCPU is the CPU time pid's threads have used, from /proc/<pid>/stat
+// (clock ticks of 10 ms; 0 if the process is gone).
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0
+	}
+	// After "pid (comm) ": state is field 3; utime and stime are 14 and 15.
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0
+	}
+	return time.Duration(ut+st) * time.Second / clockTicks
+}
+
+// clockTicks is USER_HZ, 100 on every Linux architecture Go supports.
+const clockTicks = 100
