@@ -72,7 +72,8 @@ bench:
 	CGO_ENABLED=1 $(GO) run $(GOFLAGS_BUILD) ./bench/cmd/sandboxbench -o BENCHMARKS.md
 	CGO_ENABLED=1 $(GO) run $(GOFLAGS_BUILD) ./bench/cmd/invokebench -o BENCHMARKS.md
 
-# Rebuilds generated code (protobuf) from source with the pinned Go tools.
+# Rebuilds generated code from source with the pinned Go tools: protobuf, and
+# the eBPF objects of accounting/ (bpf2go, with Debian's clang and libbpf-dev).
 generate:
 	@scripts/deps.sh generate
 	$(GO) build -o $(BIN)/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go

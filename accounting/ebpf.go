@@ -1,0 +1,416 @@
+//go:build linux && (386 || amd64 || arm || arm64 || loong64 || mips64le || mipsle || ppc64le || riscv64)
+
+package accounting
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+)
+
+// pairRefresh is how often, at most, Read and Stats re-read the pair map
+// when a scope's preemption total no longer matches what they read last.
+const pairRefresh = 250 * time.Millisecond
+
+// Indices of acct_drops (enum in bpf/accounting.c).
+const (
+	dropPair = iota
+	dropTask
+	dropMax
+)
+
+// acctLoaded is what the source keeps of the collection. Not acctObjects:
+// loading its Variables would mmap .rodata, which keeps that map in the
+// kernel until the garbage collector unmaps it, after Close.
+type acctLoaded struct {
+	acctPrograms
+	acctMaps
+}
+
+// ebpfSource counts in the kernel with the programs of bpf/accounting.c.
+type ebpfSource struct {
+	opts    Options
+	objs    acctLoaded
+	tps     []link.Link // the scheduler tracepoints
+	statsFD io.Closer   // BPF_ENABLE_STATS; nil where the kernel refused
+
+	mu     sync.Mutex
+	closed bool
+	scopes map[uint64]*trackedScope
+	pairs  pairCache
+}
+
+var _ Source = (*ebpfSource)(nil)
+
+type trackedScope struct {
+	links []link.Link // cgroup_skb ingress and egress on the scope's directory
+}
+
+// pairCache is the last read of acct_pairs.
+type pairCache struct {
+	at      time.Time
+	by      map[uint64]map[uint64]uint64 // victim → preemptor → count
+	sums    map[uint64]uint64            // victim → total of by[victim]
+	entries int
+}
+
+func openEBPF(opts Options) (_ *ebpfSource, err error) {
+	if opts.RootID == 0 {
+		return nil, notSupported("no unified cgroup hierarchy (root cgroup id 0)", nil)
+	}
+	if _, err := btf.LoadKernelSpec(); err != nil {
+		return nil, notSupported("kernel BTF", err)
+	}
+	// The programs are CO-RE-relocated against the kernel's BTF, which
+	// cilium/ebpf keeps cached otherwise: megabytes for nothing.
+	defer btf.FlushKernelSpec()
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, notSupported("lifting RLIMIT_MEMLOCK", err)
+	}
+	spec, err := loadAcct()
+	if err != nil {
+		return nil, fmt.Errorf("accounting programs: %w", err)
+	}
+	spec.Maps["acct_scopes"].MaxEntries = uint32(opts.MaxScopes)
+	spec.Maps["acct_pairs"].MaxEntries = uint32(opts.MaxPairs)
+	for name, v := range map[string]any{
+		"root_id":     opts.RootID,
+		"root_level":  uint32(opts.RootLevel),
+		"scope_level": uint32(opts.ScopeLevel),
+	} {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return nil, fmt.Errorf("accounting programs: set %s: %w", name, err)
+		}
+	}
+	s := &ebpfSource{opts: opts, scopes: make(map[uint64]*trackedScope)}
+	if err := spec.LoadAndAssign(&s.objs, nil); err != nil {
+		// A *ebpf.VerifierError prints the verifier's last lines.
+		return nil, notSupported("loading the eBPF programs", err)
+	}
+	defer func() {
+		if err != nil {
+			s.closeAll()
+		}
+	}()
+	for _, p := range []*ebpf.Program{s.objs.AcctSwitch, s.objs.AcctWakeup, s.objs.AcctWakeupNew} {
+		l, err := link.AttachTracing(link.TracingOptions{Program: p})
+		if err != nil {
+			return nil, notSupported("attaching "+p.String(), err)
+		}
+		s.tps = append(s.tps, l)
+	}
+	// The kernel measures programs' run time while any such fd is open.
+	if fd, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME); err != nil {
+		opts.Logger.Info("BPF run-time statistics unavailable", "err", err)
+	} else {
+		s.statsFD = fd
+	}
+	return s, nil
+}
+
+func (s *ebpfSource) Name() string { return SourceEBPF }
+
+func (s *ebpfSource) Track(id uint64, scope Scope) error {
+	if scope == nil || scope.UnifiedDir() == "" {
+		return fmt.Errorf("%w: scope %d has no unified cgroup directory", ErrInvalidScope, id)
+	}
+	dir := scope.UnifiedDir()
+	chain, err := ancestors(dir)
+	if err != nil {
+		return err
+	}
+	switch level := len(chain) - 1; {
+	case level != s.opts.ScopeLevel:
+		return fmt.Errorf("%w: %s is at level %d, scopes are at %d", ErrInvalidScope, dir, level, s.opts.ScopeLevel)
+	case chain[s.opts.RootLevel] != s.opts.RootID:
+		return fmt.Errorf("%w: %s is not below the root cgroup %d (level %d)", ErrInvalidScope, dir, s.opts.RootID, s.opts.RootLevel)
+	case chain[level] != id:
+		return fmt.Errorf("%w: %s has id %d, not %d", ErrInvalidScope, dir, chain[level], id)
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closed:
+		return ErrClosed
+	case s.scopes[id] != nil:
+		return fmt.Errorf("%w: %d", ErrTracked, id)
+	case len(s.scopes) >= s.opts.MaxScopes:
+		return fmt.Errorf("%w: %d", ErrFull, s.opts.MaxScopes)
+	}
+	zero := make([]acctScopeStats, ebpf.MustPossibleCPU())
+	if err := s.objs.AcctScopes.Update(id, zero, ebpf.UpdateNoExist); err != nil {
+		return fmt.Errorf("track scope %d: %w", id, err)
+	}
+	t := &trackedScope{}
+	for _, a := range []struct {
+		at   ebpf.AttachType
+		prog *ebpf.Program
+	}{
+		{ebpf.AttachCGroupInetIngress, s.objs.AcctSkbIn},
+		{ebpf.AttachCGroupInetEgress, s.objs.AcctSkbOut},
+	} {
+		l, err := link.AttachCgroup(link.CgroupOptions{Path: dir, Attach: a.at, Program: a.prog})
+		if err != nil {
+			err = fmt.Errorf("track scope %d: attach %s to %s: %w", id, a.at, dir, err)
+			return errors.Join(err, s.forget(id, t))
+		}
+		t.links = append(t.links, l)
+	}
+	s.scopes[id] = t
+	return nil
+}
+
+func (s *ebpfSource) Untrack(id uint64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.scopes[id]
+	switch {
+	case s.closed:
+		return ErrClosed
+	case t == nil:
+		return fmt.Errorf("%w: %d", ErrNotTracked, id)
+	}
+	delete(s.scopes, id)
+	if err := s.forget(id, t); err != nil {
+		return fmt.Errorf("untrack scope %d: %w", id, err)
+	}
+	return nil
+}
+
+// forget detaches t's programs and deletes every entry that names id, and
+// any pair entry of a scope untracked earlier that a program still running
+// then had added. Once id's acct_scopes entry is gone the programs add none.
+func (s *ebpfSource) forget(id uint64, t *trackedScope) error {
+	var errs []error
+	for _, l := range t.links {
+		errs = append(errs, l.Close())
+	}
+	if err := s.objs.AcctScopes.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		errs = append(errs, err)
+	}
+	errs = append(errs, s.readPairs(true))
+	return errors.Join(errs...)
+}
+
+// readPairs refreshes the pair cache; with sweep it also deletes the pairs
+// that name a scope not tracked. Call with s.mu held.
+func (s *ebpfSource) readPairs(sweep bool) error {
+	c := pairCache{at: time.Now(), by: make(map[uint64]map[uint64]uint64), sums: make(map[uint64]uint64)}
+	var (
+		k     acctPairKey
+		v     uint64
+		stale []acctPairKey
+	)
+	it := s.objs.AcctPairs.Iterate()
+	for it.Next(&k, &v) {
+		if sweep && (s.scopes[k.Victim] == nil || s.scopes[k.Preemptor] == nil) {
+			stale = append(stale, k)
+			continue
+		}
+		m := c.by[k.Victim]
+		if m == nil {
+			m = make(map[uint64]uint64)
+			c.by[k.Victim] = m
+		}
+		m[k.Preemptor] = v
+		c.sums[k.Victim] += v
+		c.entries++
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("read preemption pairs: %w", err)
+	}
+	for _, k := range stale {
+		if err := s.objs.AcctPairs.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete preemption pair: %w", err)
+		}
+	}
+	s.pairs = c
+	return nil
+}
+
+func (s *ebpfSource) Read(id uint64) (Counters, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closed:
+		return Counters{}, ErrClosed
+	case s.scopes[id] == nil:
+		return Counters{}, fmt.Errorf("%w: %d", ErrNotTracked, id)
+	}
+	// The scope's tasks running now have not been charged since they were
+	// switched in: add that from acct_cpus. A switch between reading the
+	// two maps would count a slice twice or not at all, so read acct_cpus
+	// before and after, and again if a CPU running the scope switched.
+	var (
+		vals     []acctScopeStats
+		pre, cur []acctCpuState
+		now      uint64
+	)
+	for try := 0; ; try++ {
+		if err := s.objs.AcctCpus.Lookup(uint32(0), &pre); err != nil {
+			return Counters{}, fmt.Errorf("read scope %d: %w", id, err)
+		}
+		if err := s.objs.AcctScopes.Lookup(id, &vals); err != nil {
+			return Counters{}, fmt.Errorf("read scope %d: %w", id, err)
+		}
+		if err := s.objs.AcctCpus.Lookup(uint32(0), &cur); err != nil {
+			return Counters{}, fmt.Errorf("read scope %d: %w", id, err)
+		}
+		now = monotonic()
+		if try == 4 || stable(pre, cur, id) {
+			break
+		}
+	}
+	var c Counters
+	for _, v := range vals {
+		c.CPU += time.Duration(v.CpuNs)
+		c.RunqDelay.Count += v.RunqCount
+		c.RunqDelay.Sum += time.Duration(v.RunqSumNs)
+		for i, n := range v.RunqHist {
+			c.RunqDelay.Buckets[i] += n
+		}
+		c.Preemptions += v.Preempted
+		c.NetRxBytes += v.RxBytes
+		c.NetRxPackets += v.RxPackets
+		c.NetTxBytes += v.TxBytes
+		c.NetTxPackets += v.TxPackets
+	}
+	for _, cpu := range cur {
+		if cpu.Scope == id && cpu.SwitchTs != 0 && now > cpu.SwitchTs {
+			c.CPU += time.Duration(now - cpu.SwitchTs)
+		}
+	}
+	if s.pairs.sums[id] != c.Preemptions && time.Since(s.pairs.at) >= pairRefresh {
+		if err := s.readPairs(false); err != nil {
+			return Counters{}, fmt.Errorf("read scope %d: %w", id, err)
+		}
+	}
+	c.PreemptedBy = clonePairs(s.pairs.by[id])
+	// The pairs may have been read after the scope's entry: keep their sum
+	// within the total (the programs count the total first).
+	c.Preemptions = max(c.Preemptions, s.pairs.sums[id])
+	return c, nil
+}
+
+// stable reports whether no CPU that ran scope id in either read switched
+// between them.
+func stable(pre, cur []acctCpuState, id uint64) bool {
+	for i := range cur {
+		if (pre[i].Scope == id || cur[i].Scope == id) && pre[i] != cur[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// monotonic is CLOCK_MONOTONIC in ns, the clock of bpf_ktime_get_ns.
+func monotonic() uint64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return uint64(ts.Nano())
+}
+
+func (s *ebpfSource) programs() map[string]*ebpf.Program {
+	return map[string]*ebpf.Program{
+		"acct_switch":     s.objs.AcctSwitch,
+		"acct_wakeup":     s.objs.AcctWakeup,
+		"acct_wakeup_new": s.objs.AcctWakeupNew,
+		"acct_skb_in":     s.objs.AcctSkbIn,
+		"acct_skb_out":    s.objs.AcctSkbOut,
+	}
+}
+
+func (s *ebpfSource) Stats() SourceStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := SourceStats{Source: SourceEBPF, Scopes: len(s.scopes)}
+	if s.closed {
+		return st
+	}
+	st.Programs = make(map[string]ProgramStats)
+	for name, p := range s.programs() {
+		var ps ProgramStats
+		if info, err := p.Info(); err == nil {
+			ps.RunTime, _ = info.Runtime()
+			ps.RunCount, _ = info.RunCount()
+		}
+		st.Programs[name] = ps
+	}
+	if time.Since(s.pairs.at) >= pairRefresh {
+		_ = s.readPairs(false) // keeps the last count on error
+	}
+	st.Maps = map[string]MapStats{
+		"acct_scopes": {Entries: len(s.scopes), MaxEntries: s.opts.MaxScopes},
+		"acct_pairs":  {Entries: s.pairs.entries, MaxEntries: s.opts.MaxPairs},
+	}
+	for i := uint32(0); i < dropMax; i++ {
+		var per []uint64
+		if err := s.objs.AcctDrops.Lookup(i, &per); err == nil {
+			for _, n := range per {
+				st.Dropped += n
+			}
+		}
+	}
+	return st
+}
+
+func (s *ebpfSource) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	return s.closeAll()
+}
+
+// closeAll releases every kernel object: links first, so that nothing runs
+// while the maps go. Call with s.mu held (or before s is shared).
+func (s *ebpfSource) closeAll() error {
+	var errs []error
+	for id, t := range s.scopes {
+		for _, l := range t.links {
+			errs = append(errs, l.Close())
+		}
+		delete(s.scopes, id)
+	}
+	for _, l := range s.tps {
+		errs = append(errs, l.Close())
+	}
+	s.tps = nil
+	for _, c := range []io.Closer{
+		s.objs.AcctSwitch, s.objs.AcctWakeup, s.objs.AcctWakeupNew, s.objs.AcctSkbIn, s.objs.AcctSkbOut,
+		s.objs.AcctScopes, s.objs.AcctPairs, s.objs.AcctCpus, s.objs.AcctTasks, s.objs.AcctDrops,
+		s.statsFD,
+	} {
+		if c != nil && !isNilPointer(c) {
+			errs = append(errs, c.Close())
+		}
+	}
+	s.statsFD = nil
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("close accounting: %w", err)
+	}
+	return nil
+}
+
+// isNilPointer reports whether c is a typed nil (a program or map that was
+// never loaded).
+func isNilPointer(c io.Closer) bool {
+	switch v := c.(type) {
+	case *ebpf.Program:
+		return v == nil
+	case *ebpf.Map:
+		return v == nil
+	}
+	return false
+}
