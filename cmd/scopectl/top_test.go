@@ -36,7 +36,7 @@ func TestTopRows(t *testing.T) {
 	runq1[12] = 10
 	prev := map[string]*scopedv1.Scope{"acme.production": scope(t0, time.Second, 10, 1000, runq0)}
 	cur := map[string]*scopedv1.Scope{
-		"acme.production":  scope(t0.Add(2*time.Second), 2*time.Second, 30, 5000, runq1),
+		"acme.production":   scope(t0.Add(2*time.Second), 2*time.Second, 30, 5000, runq1),
 		"globex.production": scope(t0.Add(2*time.Second), time.Second, 1, 1, runq0), // new: no rate yet
 	}
 	rows := topRows(prev, cur)
