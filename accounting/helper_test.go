@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
@@ -36,13 +38,124 @@ func TestMain(m *testing.M) {
 	if mode := os.Getenv(helperEnv); mode != "" {
 		os.Exit(helper(mode))
 	}
-	os.Exit(m.Run())
+	release := holdStaticKeysOnTCG()
+	code := m.Run()
+	release()
+	os.Exit(code)
 }
 
-// helper is the child process's side. It waits for a line on stdin, so that
-// the test can move it into a cgroup first (a socket belongs to the cgroup of
-// the task that creates it); the line carries the mode's arguments. Then it
-// works until it is done, killed, or a safety limit runs out.
+// holdStaticKeysOnTCG keeps what the eBPF source switches on enabled for
+// the whole test run when it runs in a guest that qemu emulates with TCG.
+//
+// The first program attached to a tracepoint or a cgroup hook, and the last
+// one detached, switch a static key, and so does BPF_ENABLE_STATS; each
+// switch live-patches kernel text (text_poke_bp: int3, then IPIs), here
+// code that runs on every context switch. Under multi-threaded TCG a vCPU
+// can then loop on the int3 and the guest hangs: reproduced with an empty
+// tp_btf program attached and detached a few dozen times while two threads
+// ping-pong, gone with -accel tcg,thread=single, never seen under KVM or on
+// hardware. With an empty program holding each hook (and the statistics
+// held on), the tests' Open and Close patch nothing; and the holding itself
+// is done, and undone, with the other CPUs offline, where no vCPU can race
+// the patching.
+func holdStaticKeysOnTCG() (release func()) {
+	cpuinfo, _ := os.ReadFile("/proc/cpuinfo")
+	if os.Geteuid() != 0 || !strings.Contains(string(cpuinfo), "QEMU TCG CPU") {
+		return func() {}
+	}
+	var held []io.Closer
+	release = func() {
+		online := offlineOthers()
+		for i := len(held) - 1; i >= 0; i-- {
+			held[i].Close()
+		}
+		online()
+	}
+	online := offlineOthers()
+	defer online()
+	fail := func(what string, err error) func() {
+		fmt.Fprintf(os.Stderr, "TCG guest: cannot hold %s: %v\n", what, err)
+		return release
+	}
+	ret1 := asm.Instructions{asm.Mov.Imm(asm.R0, 1), asm.Return()}
+	for _, tp := range []string{"sched_switch", "sched_wakeup", "sched_wakeup_new"} {
+		p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+			Type: ebpf.Tracing, AttachType: ebpf.AttachTraceRawTp, AttachTo: tp, License: "GPL", Instructions: ret1,
+		})
+		if err != nil {
+			return fail(tp, err)
+		}
+		held = append(held, p)
+		l, err := link.AttachTracing(link.TracingOptions{Program: p})
+		if err != nil {
+			return fail(tp, err)
+		}
+		held = append(held, l)
+	}
+	root := unifiedMount()
+	for _, at := range []ebpf.AttachType{ebpf.AttachCGroupInetIngress, ebpf.AttachCGroupInetEgress} {
+		p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+			Type: ebpf.CGroupSKB, AttachType: at, License: "GPL", Instructions: ret1, // 1: pass
+		})
+		if err != nil {
+			return fail(at.String(), err)
+		}
+		held = append(held, p)
+		l, err := link.AttachCgroup(link.CgroupOptions{Path: root, Attach: at, Program: p})
+		if err != nil {
+			return fail(at.String(), err)
+		}
+		held = append(held, l)
+	}
+	st, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME)
+	if err != nil {
+		return fail("BPF statistics", err)
+	}
+	held = append(held, st)
+	fmt.Fprintln(os.Stderr, "TCG guest: scheduler tracepoints, cgroup_skb hooks and BPF statistics held on for the whole run")
+	return release
+}
+
+// offlineOthers takes every CPU but the first offline and returns what
+// brings them back.
+func offlineOthers() (online func()) {
+	cpus, _ := filepath.Glob("/sys/devices/system/cpu/cpu[0-9]*/online")
+	var off []string
+	for _, f := range cpus {
+		if b, err := os.ReadFile(f); err == nil && strings.TrimSpace(string(b)) == "1" {
+			if err := os.WriteFile(f, []byte("0"), 0o644); err == nil {
+				off = append(off, f)
+			} else {
+				fmt.Fprintf(os.Stderr, "TCG guest: %s: %v\n", f, err)
+			}
+		}
+	}
+	return func() {
+		for _, f := range off {
+			if err := os.WriteFile(f, []byte("1"), 0o644); err != nil {
+				fmt.Fprintf(os.Stderr, "TCG guest: %s: %v\n", f, err)
+			}
+		}
+	}
+}
+
+// unifiedMount is where the cgroup2 hierarchy is mounted.
+func unifiedMount() string {
+	b, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, line := range strings.Split(string(b), "\n") {
+		pre, post, ok := strings.Cut(line, " - ")
+		if f := strings.Fields(post); ok && len(f) > 0 && f[0] == "cgroup2" {
+			return strings.Fields(pre)[4]
+		}
+	}
+	return "/sys/fs/cgroup"
+}
+
+// helper is the child process's side. It says "ready", then waits for a
+// line on stdin, so that the test can move it into a cgroup first (a socket
+// belongs to the cgroup of the task that creates it); the line carries the
+// mode's arguments. Then it works until it is done, killed, or a safety
+// limit runs out.
 //
 //	spin [D]        busy loop on one thread (for the duration D, then exit)
 //	spin-cpu0       the same, with all threads pinned to CPU 0
@@ -366,8 +479,8 @@ func join(t testing.TB, n *cgroups.Node, c *child) {
 }
 
 // requireEBPF skips t where eBPF accounting cannot work by design: no
-// kernel BTF, or a kernel older than 6.0 (struct cgroup has no
-// ancestors[]). Anywhere else a failure to load is a failure of the test.
+// kernel BTF, or a kernel older than 5.14 (task_struct has no __state).
+// Anywhere else a failure to load is a failure of the test.
 func requireEBPF(t testing.TB) {
 	t.Helper()
 	testutil.RequiresRoot(t)
@@ -378,8 +491,8 @@ func requireEBPF(t testing.TB) {
 	}
 	release := unix.ByteSliceToString(u.Release[:])
 	var major, minor int
-	if _, err := fmt.Sscanf(release, "%d.%d", &major, &minor); err == nil && major < 6 {
-		t.Skipf("needs Linux 6.0 or later for eBPF accounting, this is %s", release)
+	if _, err := fmt.Sscanf(release, "%d.%d", &major, &minor); err == nil && (major < 5 || major == 5 && minor < 14) {
+		t.Skipf("needs Linux 5.14 or later for eBPF accounting, this is %s", release)
 	}
 }
 

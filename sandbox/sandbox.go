@@ -325,10 +325,11 @@ func Cleanup(stateDir string) (int, error) {
 			errs = append(errs, os.RemoveAll(filepath.Join(root, e.Name())))
 			continue
 		}
-		_ = c.Signal(unix.SIGKILL)
 		cfg := c.Config()
-		// Wait until every process has left the cgroup (exited tasks leave it
-		// before they are reaped), then remove the container.
+		// Kill through the cgroup, not c.Signal: on a loaded container that
+		// opens a pidfd (os.FindProcess) it never releases. Wait until every
+		// process has left the cgroup (exited tasks leave it before they are
+		// reaped), then remove the container.
 		if cfg.Cgroups != nil {
 			if node, err := cgroups.Load(cfg.Cgroups.Path); err == nil {
 				_ = node.Kill()

@@ -4,9 +4,9 @@
  * programs use, instead of a multi-megabyte vmlinux.h. The kernel structs
  * are CO-RE: preserve_access_index makes clang record every field access as
  * a relocation that the loader (cilium/ebpf) resolves against the running
- * kernel's BTF, so only the fields named here must exist (they do from
- * Linux 5.5, where kernfs_node.id became the 64-bit cgroup id, through at
- * least 6.18), not at these offsets.
+ * kernel's BTF, so only the fields named here must exist, not at these
+ * offsets: they do from Linux 5.14 (task_struct.__state) through at least
+ * 6.18; the programs are tested on 6.1 and 6.18.
  */
 #ifndef SCOPED_CORE_H
 #define SCOPED_CORE_H
@@ -17,7 +17,7 @@ typedef unsigned int __u32;
 typedef unsigned long long __u64;
 typedef signed int __s32;
 typedef signed long long __s64;
-typedef __u16 __be16;
+typedef __u16 __be16; /* used by libbpf's bpf_helper_defs.h */
 typedef __u32 __be32;
 typedef __u32 __wsum;
 typedef _Bool bool;
@@ -84,7 +84,7 @@ struct sched_entity {
 } __attribute__((preserve_access_index));
 
 struct task_struct {
-	unsigned int __state; /* TASK_RUNNING (0) while runnable; "state" before 5.14 */
+	unsigned int __state; /* TASK_RUNNING (0) while runnable ("state" before 5.14) */
 	int pid;              /* the thread id */
 	struct sched_entity se;
 	struct css_set *cgroups;
