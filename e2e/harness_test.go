@@ -215,9 +215,11 @@ memory_max = %d
 [metrics]
 listen = %q
 interval = "200ms"
+[accounting]
+mode = %q
 [log]
 level = "debug"
-%s`, d.socket, filepath.Join(d.runtime, "reattach.json"), d.state, d.runtime, d.root, o.isolation, o.poolExtra, o.memoryMax, o.metrics, o.extra)
+%s`, d.socket, filepath.Join(d.runtime, "reattach.json"), d.state, d.runtime, d.root, o.isolation, o.poolExtra, o.memoryMax, o.metrics, accountingMode(), o.extra)
 	d.config = filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(d.config, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -359,4 +361,14 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// accountingMode is the daemons' [accounting] mode: $SCOPED_E2E_ACCOUNTING,
+// or "auto". make test-v2 sets "cgroupfs": eBPF accounting in the 6.1 VM is
+// unfinished (issue 4).
+func accountingMode() string {
+	if m := os.Getenv("SCOPED_E2E_ACCOUNTING"); m != "" {
+		return m
+	}
+	return "auto"
 }
