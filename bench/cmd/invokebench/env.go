@@ -60,7 +60,6 @@ type bench struct {
 	layout   hostLayout
 
 	loadAvg      string // when the benchmark started
-	loadAvgEnd   string // when it had measured
 	libcontainer string // its version in the daemon
 
 	pluginLog hclog.Logger

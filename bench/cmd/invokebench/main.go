@@ -168,7 +168,6 @@ func run(o options) (retErr error) {
 	if err != nil {
 		return err
 	}
-	b.loadAvgEnd = loadAvg()
 	// Stop everything before writing, so that the report can say that
 	// the cleanup worked.
 	closed = true

@@ -75,8 +75,15 @@ func (b *bench) report(cr coldResult, warm []warmResult) string {
 	}
 	p("- Date: %s\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
 	p("- Kernel: %s; cgroup mode: %s; CPUs: %d%s\n", kernelRelease(), cgroups.HostMode(), runtime.NumCPU(), cpuModel())
-	p("- Load average (1, 5, 15 min) at the start: %s; at the end: %s (the benchmark shares the machine\n", b.loadAvg, b.loadAvgEnd)
-	p("  with whatever else runs: a busy machine inflates the daemon's path, which has more processes, more)\n")
+	var other, wall time.Duration
+	for _, r := range warm {
+		other += r.daemon.cpuOther + r.direct.cpuOther
+		wall += r.daemon.elapsed + r.direct.elapsed
+	}
+	p("- Load average (1, 5, 15 min) at the start: %s. While the warm calls were measured, everything\n", b.loadAvg)
+	p("  but the benchmark, its daemon and workers (other processes, kernel threads, the hypervisor's\n")
+	p("  steal) used %.0f%% of the machine's CPU time; a busy machine inflates the daemon's path more.\n",
+		100*float64(other)/float64(wall)/float64(runtime.NumCPU()))
 	p("- Versions: %s, go-plugin %s, grpc %s, libcontainer %s (in the daemon), runc %s\n",
 		runtime.Version(), moduleVersion("github.com/hashicorp/go-plugin"), moduleVersion("google.golang.org/grpc"),
 		b.libcontainer, toolVersion(b.o.runc))

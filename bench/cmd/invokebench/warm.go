@@ -39,6 +39,8 @@ type load struct {
 	// CPU time used meanwhile by the benchmark (the callers), the daemon
 	// and the worker processes.
 	cpuClient, cpuDaemon, cpuWorker time.Duration
+	// CPU time the rest of the machine used meanwhile.
+	cpuOther time.Duration
 }
 
 func (l *load) add(o load) {
@@ -52,6 +54,7 @@ func (l *load) add(o load) {
 	l.cpuClient += o.cpuClient
 	l.cpuDaemon += o.cpuDaemon
 	l.cpuWorker += o.cpuWorker
+	l.cpuOther += o.cpuOther
 }
 
 // perCall is d divided among the calls.
@@ -260,6 +263,7 @@ func (b *bench) measureWarm(ctx context.Context) ([]warmResult, error) {
 				l.cpuClient = after.client - before.client
 				l.cpuDaemon = after.daemon - before.daemon
 				l.cpuWorker = after.workers - before.workers
+				l.cpuOther = max(0, after.machine-before.machine-l.cpuClient-l.cpuDaemon-l.cpuWorker)
 				p.pick(&r).add(l)
 			}
 		}
@@ -280,9 +284,9 @@ func (b *bench) measureWarm(ctx context.Context) ([]warmResult, error) {
 	return out, nil
 }
 
-// cpuTimes are CPU times (user + system) of the benchmark, the daemon and
-// a set of worker processes.
-type cpuTimes struct{ client, daemon, workers time.Duration }
+// cpuTimes are CPU times (user + system) of the benchmark, the daemon, a
+// set of worker processes, and the whole machine (busy or stolen).
+type cpuTimes struct{ client, daemon, workers, machine time.Duration }
 
 func (b *bench) cpuSample(workers []int) cpuTimes {
 	var t cpuTimes
@@ -294,7 +298,32 @@ func (b *bench) cpuSample(workers []int) cpuTimes {
 	for _, pid := range workers {
 		t.workers += procCPU(pid)
 	}
+	t.machine = machineCPU()
 	return t
+}
+
+// machineCPU is the CPU time all CPUs have been busy or stolen, from the
+// first line of /proc/stat: user, nice, system, irq, softirq and steal
+// (not idle and iowait).
+func machineCPU() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0
+	}
+	var ticks int64
+	for _, i := range []int{1, 2, 3, 6, 7, 8} {
+		n, err := strconv.ParseInt(f[i], 10, 64)
+		if err != nil {
+			return 0
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / clockTicks
 }
 
 // procCPU is the CPU time pid's threads have used, from /proc/<pid>/stat
