@@ -198,6 +198,8 @@ func helper(mode string) int {
 			}
 		}
 	case "send":
+		// send <addr> <n>: sends n bytes, waits for the receiver to close,
+		// then prints the data bytes TCP sent (resends included).
 		n, _ := strconv.Atoi(args[1])
 		c, err := net.DialTimeout("tcp4", args[0], 5*time.Second)
 		if err != nil {
@@ -215,9 +217,17 @@ func helper(mode string) int {
 		}
 		_ = c.(*net.TCPConn).CloseWrite()
 		_, _ = io.Copy(io.Discard, c) // until the receiver closes
+		sent, err := tcpBytesSent(c.(*net.TCPConn))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
 		c.Close()
+		fmt.Println(sent)
 		return 0
 	case "recv":
+		// recv: prints its port, then, once the sender is done, the bytes
+		// received and the data bytes it sent itself (none: only ACKs).
 		l, err := net.Listen("tcp4", "127.0.0.1:0")
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -235,8 +245,14 @@ func helper(mode string) int {
 			fmt.Fprintln(os.Stderr, err)
 			return 2
 		}
+		sent, err := tcpBytesSent(c.(*net.TCPConn))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
 		c.Close()
 		fmt.Println(n)
+		fmt.Println(sent)
 		return 0
 	case "pingpong":
 		n, _ := strconv.Atoi(args[0])
@@ -627,4 +643,25 @@ func cpuUsage(t testing.TB, n *cgroups.Node) time.Duration {
 		t.Fatal(err)
 	}
 	return st.CPUUsage
+}
+
+// tcpBytesSent is the kernel's count of data bytes c sent, resends included
+// (TCP_INFO tcpi_bytes_sent): what a per-socket byte counter must see on
+// top of the headers.
+func tcpBytesSent(c *net.TCPConn) (uint64, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var info *unix.TCPInfo
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		info, serr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	}); err != nil {
+		return 0, err
+	}
+	if serr != nil {
+		return 0, fmt.Errorf("TCP_INFO: %w", serr)
+	}
+	return info.Bytes_sent, nil
 }
