@@ -44,7 +44,7 @@ test-host: deps
 # The packages whose tests touch cgroups, namespaces or eBPF, run again
 # inside a VM booted from Debian's kernel with only cgroup v2 mounted.
 # e2e runs there with binaries built here (no compiling under emulation).
-VM_PKGS := cgroups sandbox e2e
+VM_PKGS := cgroups sandbox accounting e2e
 VM_DIR  := build/vm
 VM_E2E  := $(VM_DIR)/e2e-bin
 test-v2: deps
@@ -60,9 +60,7 @@ test-v2: deps
 		CGO_ENABLED=0 $(GO) build -o $(VM_E2E)/bundles/$$n/$$n ./$$ex || exit 1; \
 	done
 	@chmod -R a+rX $(VM_DIR)
-	# eBPF accounting under the 6.1 VM is unfinished (issue 4): the VM's
-	# daemons account from the cgroup files for now.
-	SCOPED_VM_ENV="SCOPED_E2E_BIN=$(CURDIR)/$(VM_E2E) SCOPED_E2E_ACCOUNTING=cgroupfs" SCOPED_VM_TESTFLAGS="-test.count=1 -test.timeout=5m" \
+	SCOPED_VM_ENV="SCOPED_E2E_BIN=$(CURDIR)/$(VM_E2E)" SCOPED_VM_TESTFLAGS="-test.count=1 -test.timeout=5m" \
 		scripts/vm-test.sh $(VM_DIR) $(foreach p,$(VM_PKGS),$(CURDIR)/$(VM_DIR)/bin/$(p).test@$(CURDIR)/$(p))
 
 # Tests that need neither root nor cgo set-up.
@@ -73,6 +71,7 @@ bench:
 	@scripts/deps.sh bench
 	CGO_ENABLED=1 $(GO) run $(GOFLAGS_BUILD) ./bench/cmd/sandboxbench -o BENCHMARKS.md
 	CGO_ENABLED=1 $(GO) run $(GOFLAGS_BUILD) ./bench/cmd/invokebench -o BENCHMARKS.md
+	CGO_ENABLED=1 $(GO) run $(GOFLAGS_BUILD) ./bench/cmd/switchbench -o BENCHMARKS.md
 
 # Rebuilds generated code from source with the pinned Go tools: protobuf, and
 # the eBPF objects of accounting/ (bpf2go, with Debian's clang and libbpf-dev).

@@ -143,7 +143,11 @@ chmod +x "$ird/init"
 
 qemu() {
 	local acc=$1 limit=$2; shift 2
-	local a=(-accel tcg,thread=multi -cpu max)
+	# Single-threaded TCG: with thread=multi, attaching or detaching a
+	# scheduler tracepoint program (the kernel patches __schedule with
+	# text_poke and an int3) can leave one vCPU looping for good; 400
+	# attach/detach cycles under load passed with thread=single.
+	local a=(-accel tcg,thread=single -cpu max)
 	[ "$acc" = kvm ] && a=(-accel kvm -cpu host)
 	timeout --kill-after=10 "$limit" qemu-system-x86_64 "${a[@]}" -smp 2 -m 4096 \
 		-nodefaults -no-reboot -display none -serial stdio \

@@ -66,6 +66,7 @@ type bench struct {
 	payload   []byte
 	seq       int
 	lastCold  coldCall // the last scoped cold start
+	acctMode  string   // [accounting] mode of the next daemon ("": its default)
 	logKept   bool     // the -daemon-log file has been started
 	direct    []int    // pids of the direct workers started
 }
@@ -417,7 +418,18 @@ id_base = %d
 id_slots = %d
 [log]
 level = %q
-`, b.o.maxWorkers, b.o.maxConcurrent, idBase, b.idSlots, level)
+[metrics]
+listen = "off"
+`, b.o.maxWorkers, b.o.maxConcurrent, idBase, b.idSlots, level) + b.accountingSettings()
+}
+
+// accountingSettings is the [accounting] table of the next daemon's
+// configuration.
+func (b *bench) accountingSettings() string {
+	if b.acctMode == "" {
+		return ""
+	}
+	return fmt.Sprintf("[accounting]\nmode = %q\n", b.acctMode)
 }
 
 func startDaemon(ctx context.Context, b *bench, name, level string) (*daemon, error) {

@@ -11,6 +11,10 @@
 // worker binary started unsandboxed by the benchmark, with 1, 8 and 64
 // concurrent callers: p50, p99 and invocations per second.
 //
+// (c) Warm calls through daemons with eBPF accounting on and off
+// (`[accounting] mode = "ebpf"` vs "cgroupfs"), a fresh daemon per round and
+// mode: invocations per second and latency, and their ratio.
+//
 // It builds what it needs itself (the daemon with -tags seccomp, scoped-exec
 // and the whoami example bundle) with `go build` in the repository root, and
 // runs the daemon with a private configuration (socket, state and runtime
@@ -47,7 +51,7 @@ const (
 	markStart = "<!-- invokebench:start -->"
 	markEnd   = "<!-- invokebench:end -->"
 
-	sectionTitle = "## Invocations: cold start and warm calls (issue 3)"
+	sectionTitle = "## Invocations: cold start and warm calls (issue 3), accounting on vs off (issue 4)"
 
 	// The command `make bench` runs.
 	baseCommand = "go run -tags seccomp ./bench/cmd/invokebench"
@@ -75,6 +79,9 @@ type options struct {
 	payload       int
 	maxWorkers    int
 	maxConcurrent int
+	acctRounds    int
+	acctDur       time.Duration
+	acctCallers   int
 	out           string
 	runc          string
 	daemonLog     string // copy the daemon's log here at the end
@@ -91,6 +98,9 @@ func main() {
 	flag.DurationVar(&o.warmWarmup, "warm-warmup", 500*time.Millisecond, "warm calls: discarded warm-up per path and caller count")
 	flag.IntVar(&o.slices, "slices", 6, "warm calls: the measured time is split into this many slices, alternating daemon and direct")
 	flag.StringVar(&callers, "callers", "1,8,64", "warm calls: comma-separated concurrent caller counts")
+	flag.IntVar(&o.acctRounds, "acct-rounds", 4, "accounting on vs off: rounds of a fresh daemon per mode (0: skip)")
+	flag.DurationVar(&o.acctDur, "acct-duration", 2*time.Second, "accounting on vs off: measured time per round and mode")
+	flag.IntVar(&o.acctCallers, "acct-callers", 8, "accounting on vs off: concurrent callers")
 	flag.IntVar(&o.payload, "payload", 1024, "payload bytes of every invocation")
 	flag.IntVar(&o.maxWorkers, "max-workers", 4, "the daemon's [pool] max_workers")
 	flag.IntVar(&o.maxConcurrent, "max-concurrent", 16, "the daemon's [pool] max_concurrent")
@@ -129,6 +139,8 @@ func run(o options) (retErr error) {
 		return fmt.Errorf("-duration %s -slices %d: need at least one slice of at least 1ms", o.warmDur, o.slices)
 	case o.payload < 0 || o.payload > 512<<10:
 		return fmt.Errorf("-payload %d: must be in 0..512 KiB", o.payload)
+	case o.acctRounds < 0 || o.acctCallers < 1 || o.acctDur < time.Millisecond:
+		return errors.New("-acct-rounds must not be negative, -acct-callers at least 1, -acct-duration at least 1ms")
 	case o.maxWorkers < 1 || o.maxConcurrent < 1:
 		return errors.New("-max-workers and -max-concurrent must be at least 1")
 	case os.Geteuid() != 0:
@@ -168,13 +180,24 @@ func run(o options) (retErr error) {
 	if err != nil {
 		return err
 	}
+	if err := b.stopDaemon(); err != nil {
+		return err
+	}
+	var acct *acctResult
+	if o.acctRounds > 0 {
+		r, err := b.measureAccounting(ctx)
+		if err != nil {
+			return err
+		}
+		acct = &r
+	}
 	// Stop everything before writing, so that the report can say that
 	// the cleanup worked.
 	closed = true
 	if err := b.close(); err != nil {
 		return fmt.Errorf("cleanup: %w", err)
 	}
-	section := b.report(cold, warm)
+	section := b.report(cold, warm, acct)
 	fmt.Print(section)
 	if o.out != "" {
 		if err := writeSection(o.out, section); err != nil {

@@ -54,7 +54,7 @@ func ratio(a, b float64) string {
 func dratio(a, b time.Duration) string { return ratio(float64(a), float64(b)) }
 
 // report renders the section, markers included.
-func (b *bench) report(cr coldResult, warm []warmResult) string {
+func (b *bench) report(cr coldResult, warm []warmResult, acct *acctResult) string {
 	cold := cr.series
 	var w strings.Builder
 	p := func(format string, a ...any) { fmt.Fprintf(&w, format, a...) }
@@ -63,7 +63,8 @@ func (b *bench) report(cr coldResult, warm []warmResult) string {
 	p("(a) The first invocation of a new scope through the daemon, against the same worker started by\n")
 	p("go-plugin without a sandbox and against `runc run` of `%s`, interleaved round-robin in one\n", truePath)
 	p("run; (b) warm invocations through the daemon against direct go-plugin calls to the same worker\n")
-	p("binary, with 1, 8 and 64 concurrent callers.\n\n")
+	p("binary, with 1, 8 and 64 concurrent callers; (c) warm invocations through daemons with eBPF\n")
+	p("accounting on and off.\n\n")
 	cmd := baseCommand
 	if b.o.argsString != "" {
 		cmd += " " + b.o.argsString
@@ -230,8 +231,31 @@ func (b *bench) report(cr coldResult, warm []warmResult) string {
 	if coldCalls > 0 {
 		p("\n%d measured daemon %s started a worker (the pool grew after the warm-up).\n", coldCalls, plural(coldCalls, "call"))
 	}
+	if acct != nil {
+		b.reportAccounting(p, acct)
+	}
 	p("%s\n", markEnd)
 	return w.String()
+}
+
+// reportAccounting renders (c), accounting on vs off.
+func (b *bench) reportAccounting(p func(string, ...any), r *acctResult) {
+	p("\n### Warm calls with eBPF accounting on and off (issue 4)\n\n")
+	p("%d rounds; each starts a fresh daemon per mode (alternating which goes first), deploys whoami for a new\n", b.o.acctRounds)
+	p("tenant, warms its scope for %s and measures %s with %d callers. **on**: `[accounting] mode = \"ebpf\"`\n",
+		b.o.warmWarmup, b.o.acctDur, b.o.acctCallers)
+	p("(sched_switch, sched_wakeup and cgroup_skb programs attached, the scope tracked, the kernel's BPF\n")
+	p("statistics on); **off**: `mode = \"cgroupfs\"` (no programs: usage read from cgroup files). Both with\n")
+	p("`[metrics] listen = \"off\"`, otherwise as the warm calls above.\n\n")
+	p("| Accounting | Calls | p50 | p99 | Invocations/s |\n| --- | ---: | ---: | ---: | ---: |\n")
+	for _, x := range []struct {
+		name string
+		l    *load
+	}{{"on (eBPF)", &r.on}, {"off (cgroup files)", &r.off}} {
+		p("| %s | %d | %s | %s | %.0f |\n", x.name, x.l.calls, us(median(x.l.lat)), us(percentile(x.l.lat, 99)), x.l.perSecond())
+	}
+	p("\nRatio on / off: invocations/s %s, p50 %s, p99 %s.\n", ratio(r.on.perSecond(), r.off.perSecond()),
+		dratio(median(r.on.lat), median(r.off.lat)), dratio(percentile(r.on.lat, 99), percentile(r.off.lat, 99)))
 }
 
 func plural(n int, word string) string {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -153,32 +154,9 @@ func (b *bench) measureWarm(ctx context.Context) ([]warmResult, error) {
 	if _, err := b.c.Deploy(ctx, &scopedv1.DeployRequest{Tenant: warmTenant, Environment: environment, Name: extName, Bundle: b.files}); err != nil {
 		return nil, fmt.Errorf("deploy for %s: %w", warmTenant, err)
 	}
-	var scope string
-	daemonCall := func(ctx context.Context) (callInfo, error) {
-		cctx, cancel := context.WithTimeout(ctx, callTimeout)
-		defer cancel()
-		resp, err := b.c.Invoke(cctx, &scopedv1.InvokeRequest{Tenant: warmTenant, Environment: environment, Extension: extName, Payload: b.payload})
-		if err != nil {
-			return callInfo{}, fmt.Errorf("daemon invoke: %w", err)
-		}
-		if len(resp.GetResult()) < len(b.payload) {
-			return callInfo{}, fmt.Errorf("daemon invoke: a reply of %d bytes for a payload of %d", len(resp.GetResult()), len(b.payload))
-		}
-		f := resp.GetFigures()
-		return callInfo{queued: f.GetQueued().AsDuration(), duration: f.GetDuration().AsDuration(), cold: f.GetCold()}, nil
-	}
-	// The first call starts the scope's first worker.
-	{
-		cctx, cancel := context.WithTimeout(ctx, callTimeout)
-		resp, err := b.c.Invoke(cctx, &scopedv1.InvokeRequest{Tenant: warmTenant, Environment: environment, Extension: extName, Payload: b.payload})
-		cancel()
-		if err != nil {
-			return nil, fmt.Errorf("first invoke for %s: %w\ndaemon log:\n%s", warmTenant, err, b.d.logTail())
-		}
-		if err := b.checkReply(resp.GetResult()); err != nil {
-			return nil, err
-		}
-		scope = resp.GetFigures().GetScope()
+	daemonCall, scope, err := b.warmScope(ctx, warmTenant)
+	if err != nil {
+		return nil, err
 	}
 
 	pc := b.newPluginClient()
@@ -282,6 +260,91 @@ func (b *bench) measureWarm(ctx context.Context) ([]warmResult, error) {
 		out = append(out, r)
 	}
 	return out, nil
+}
+
+// warmScope deploys whoami for tenant on the running daemon, starts the
+// scope's first worker with one call, and returns a callFn that invokes it
+// and the scope's name.
+func (b *bench) warmScope(ctx context.Context, tenant string) (callFn, string, error) {
+	if _, err := b.c.Deploy(ctx, &scopedv1.DeployRequest{Tenant: tenant, Environment: environment, Name: extName, Bundle: b.files}); err != nil {
+		return nil, "", fmt.Errorf("deploy for %s: %w", tenant, err)
+	}
+	call := func(ctx context.Context) (callInfo, error) {
+		cctx, cancel := context.WithTimeout(ctx, callTimeout)
+		defer cancel()
+		resp, err := b.c.Invoke(cctx, &scopedv1.InvokeRequest{Tenant: tenant, Environment: environment, Extension: extName, Payload: b.payload})
+		if err != nil {
+			return callInfo{}, fmt.Errorf("daemon invoke: %w", err)
+		}
+		if len(resp.GetResult()) < len(b.payload) {
+			return callInfo{}, fmt.Errorf("daemon invoke: a reply of %d bytes for a payload of %d", len(resp.GetResult()), len(b.payload))
+		}
+		f := resp.GetFigures()
+		return callInfo{queued: f.GetQueued().AsDuration(), duration: f.GetDuration().AsDuration(), cold: f.GetCold()}, nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	resp, err := b.c.Invoke(cctx, &scopedv1.InvokeRequest{Tenant: tenant, Environment: environment, Extension: extName, Payload: b.payload})
+	cancel()
+	if err != nil {
+		return nil, "", fmt.Errorf("first invoke for %s: %w\ndaemon log:\n%s", tenant, err, b.d.logTail())
+	}
+	if err := b.checkReply(resp.GetResult()); err != nil {
+		return nil, "", err
+	}
+	return call, resp.GetFigures().GetScope(), nil
+}
+
+// acctResult is the warm load through daemons with eBPF accounting on and
+// with it off.
+type acctResult struct {
+	on, off load
+}
+
+// measureAccounting compares warm invocations through a daemon with eBPF
+// accounting (`[accounting] mode = "ebpf"`: its programs attached, the scope
+// tracked) and through one that reads only cgroup files (mode "cgroupfs":
+// no programs). Every round starts a fresh daemon per mode, alternating
+// which goes first, deploys, warms one scope and measures -acct-duration
+// with -acct-callers callers.
+func (b *bench) measureAccounting(ctx context.Context) (acctResult, error) {
+	var r acctResult
+	for round := range b.o.acctRounds {
+		modes := []string{"ebpf", "cgroupfs"}
+		if round%2 == 1 {
+			modes[0], modes[1] = modes[1], modes[0]
+		}
+		for _, mode := range modes {
+			b.acctMode = mode
+			err := b.startDaemon(ctx, fmt.Sprintf("acct-%s-%d", mode, round), "info")
+			b.acctMode = ""
+			if err != nil {
+				return r, fmt.Errorf("accounting %s: %w", mode, err)
+			}
+			l, err := b.acctLoad(ctx, fmt.Sprintf("acct%d", round))
+			if err := errors.Join(err, b.stopDaemon()); err != nil {
+				return r, fmt.Errorf("accounting %s, round %d: %w", mode, round+1, err)
+			}
+			if mode == "ebpf" {
+				r.on.add(l)
+			} else {
+				r.off.add(l)
+			}
+		}
+	}
+	logf("accounting on: %d calls (%.0f/s), off: %d calls (%.0f/s)", r.on.calls, r.on.perSecond(), r.off.calls, r.off.perSecond())
+	return r, nil
+}
+
+// acctLoad is one measurement of measureAccounting on the running daemon.
+func (b *bench) acctLoad(ctx context.Context, tenant string) (load, error) {
+	call, _, err := b.warmScope(ctx, tenant)
+	if err != nil {
+		return load{}, err
+	}
+	if _, err := runLoad(ctx, b.o.acctCallers, b.o.warmWarmup, call); err != nil {
+		return load{}, fmt.Errorf("warm-up: %w", err)
+	}
+	return runLoad(ctx, b.o.acctCallers, b.o.acctDur, call)
 }
 
 // cpuTimes are CPU times (user + system) of the benchmark, the daemon, a

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/scoped-io/scoped/accounting"
+)
+
+func TestParseRelease(t *testing.T) {
+	for _, tc := range []struct {
+		line   string
+		n, cpu int
+		ok     bool
+	}{
+		{"200000 1\n", 200000, 1, true},
+		{"  5 0 ", 5, 0, true},
+		{"", 0, 0, false},
+		{"5\n", 0, 0, false},
+		{"5 1 2\n", 0, 0, false},
+		{"0 1\n", 0, 0, false},
+		{"5 -1\n", 0, 0, false},
+		{"x 1\n", 0, 0, false},
+	} {
+		n, cpu, err := parseRelease(tc.line)
+		if (err == nil) != tc.ok || n != tc.n || cpu != tc.cpu {
+			t.Errorf("parseRelease(%q) = %d, %d, %v; want %d, %d, ok=%v", tc.line, n, cpu, err, tc.n, tc.cpu, tc.ok)
+		}
+	}
+}
+
+func TestSummarise(t *testing.T) {
+	for _, tc := range []struct {
+		xs   []float64
+		want summary
+	}{
+		{nil, summary{}},
+		{[]float64{3}, summary{3, 3, 3}},
+		{[]float64{4, 1, 3, 2}, summary{2.5, 1, 4}},
+		{[]float64{5, 1, 9}, summary{5, 1, 9}},
+	} {
+		if got := summarise(tc.xs); got != tc.want {
+			t.Errorf("summarise(%v) = %+v, want %+v", tc.xs, got, tc.want)
+		}
+	}
+}
+
+func TestPerRun(t *testing.T) {
+	ps := func(ns time.Duration, n uint64) accounting.ProgramStats {
+		return accounting.ProgramStats{RunTime: ns, RunCount: n}
+	}
+	before := map[string]accounting.ProgramStats{"a": ps(100, 10), "b": ps(50, 5), "c": ps(0, 0)}
+	after := map[string]accounting.ProgramStats{"a": ps(400, 20), "b": ps(50, 5), "c": ps(0, 7), "d": ps(90, 3)}
+	got := perRun(before, after)
+	want := map[string]float64{"a": 30, "d": 30}
+	if len(got) != len(want) {
+		t.Fatalf("perRun = %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("perRun[%s] = %v, want %v", k, got[k], v)
+		}
+	}
+}
+
+func TestReport(t *testing.T) {
+	s := func(ns, sw, wk float64) sample {
+		if sw == 0 {
+			return sample{perSwitch: ns}
+		}
+		return sample{perSwitch: ns, perRun: map[string]float64{"acct_switch": sw, "acct_wakeup": wk}}
+	}
+	res := map[string][]sample{
+		vOff:      {s(1000, 0, 0), s(1010, 0, 0)},
+		vAttached: {s(1100, 80, 40), s(1110, 82, 42)},
+		vTracked:  {{perSwitch: 1200}},
+	}
+	got := report(options{rounds: 2, warmup: 1, n: 10, cpu: 1, argsString: "-o BENCHMARKS.md"}, "0.1 0.2 0.3", res)
+	for _, want := range []string{
+		markStart + "\n" + sectionTitle + "\n",
+		"`sudo make bench`, which runs `" + baseCommand + " -o BENCHMARKS.md`",
+		"| off | 1005.0 | 1000.0 | 1010.0 | 1.000× | +0.0 |",
+		"| attached | 1105.0 | 1100.0 | 1110.0 | 1.100× | +100.0 |",
+		"| tracked | 1200.0 | 1200.0 | 1200.0 | 1.194× | +195.0 |",
+		"| attached | 81.0 | 41.0 | 122.0 |",
+		"| tracked | n/a | n/a | n/a |",
+		"Load average (1, 5, 15 min) at the start: 0.1 0.2 0.3",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("report lacks %q:\n%s", want, got)
+		}
+	}
+	if !strings.HasSuffix(got, markEnd+"\n") {
+		t.Errorf("report does not end with %s", markEnd)
+	}
+}
+
+func TestQuoteArgs(t *testing.T) {
+	if got, want := quoteArgs([]string{"-o", "my file.md", "-n", "5"}), "-o 'my file.md' -n 5"; got != want {
+		t.Errorf("quoteArgs = %q, want %q", got, want)
+	}
+}
