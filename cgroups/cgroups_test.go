@@ -766,6 +766,21 @@ func TestCPUMaxCaps(t *testing.T) {
 		t.Fatal(err)
 	}
 	spin.wantKilled(5 * time.Second)
+
+	// CPUUsage, the one-file reader, agrees with Stats once the node is
+	// idle (hybrid hosts: unified cpu.stat vs v1 cpuacct).
+	u, err := CPUUsage(n.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := stats(t, n).CPUUsage
+	t.Logf("CPUUsage %s, Stats %s", u, want)
+	if d := math.Abs(float64(u - want)); want == 0 || d > 0.02*float64(want) {
+		t.Errorf("CPUUsage = %s, Stats().CPUUsage = %s: more than 2%% apart", u, want)
+	}
+	if _, err := CPUUsage("/../x"); !errors.Is(err, ErrInvalidPath) {
+		t.Errorf("CPUUsage(/../x) = %v, want ErrInvalidPath", err)
+	}
 }
 
 func TestCPUWeightSplit(t *testing.T) {

@@ -2,6 +2,8 @@ package cgroups
 
 import (
 	"fmt"
+	"path"
+	"path/filepath"
 	"time"
 
 	occ "github.com/opencontainers/cgroups"
@@ -50,4 +52,32 @@ func (n *Node) pidsEvents() uint64 {
 		return 0
 	}
 	return v
+}
+
+// CPUUsage is the CPU time consumed so far in the cgroup at the absolute
+// path p and below it. It reads one file (cpu.stat's usage_usec in the
+// unified hierarchy, which the kernel keeps on v2 and hybrid hosts without
+// any controller; cpuacct.usage on pure v1), so that it is cheap enough to
+// poll while an invocation runs.
+func CPUUsage(p string) (time.Duration, error) {
+	if !path.IsAbs(p) || path.Clean(p) != p || p == "/" {
+		return 0, fmt.Errorf("%w: %q must be an absolute, clean path below /", ErrInvalidPath, p)
+	}
+	mode := HostMode()
+	if mnt := unifiedMount(mode); mnt != "" {
+		v, err := fscommon.GetValueByKey(filepath.Join(mnt, p), "cpu.stat", "usage_usec")
+		if err != nil {
+			return 0, fmt.Errorf("cpu usage of %s: %w", p, err)
+		}
+		return time.Duration(v) * time.Microsecond, nil
+	}
+	mnt, err := occ.FindCgroupMountpoint("", "cpuacct")
+	if err != nil {
+		return 0, fmt.Errorf("cpu usage of %s: %w", p, err)
+	}
+	v, err := fscommon.GetCgroupParamUint(filepath.Join(mnt, p), "cpuacct.usage")
+	if err != nil {
+		return 0, fmt.Errorf("cpu usage of %s: %w", p, err)
+	}
+	return time.Duration(v), nil
 }

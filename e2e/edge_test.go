@@ -146,6 +146,10 @@ tenants = ["acme"]
 	if err != nil || !strings.Contains(out, "acme") || strings.Contains(out, "globex") {
 		t.Errorf("acme-app's listing: %v: %s", err, out)
 	}
+	// A tenant's own application may not move it to another tier.
+	if out, err := scopectl(appUID, "tenant", "set", "acme", "--tier", "suspended"); err == nil || !strings.Contains(out, "PermissionDenied") {
+		t.Errorf("acme-app setting its own tier: %v: %s, want PermissionDenied", err, out)
+	}
 }
 
 // cgroupDirs lists the directories of a cgroup root in every hierarchy.

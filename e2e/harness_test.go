@@ -210,8 +210,8 @@ by = %s
 default_timeout = "20s"
 [pool]
 %s
-[scope]
-memory_max = %d
+[tiers.standard]
+scope_memory_max = %d
 [metrics]
 listen = %q
 interval = "200ms"

@@ -39,6 +39,9 @@ const (
 	mBPFRunSeconds  = "scoped_accounting_bpf_run_seconds_total"
 	mBPFRuns        = "scoped_accounting_bpf_runs_total"
 	mErrors         = "scoped_errors_total"
+	mRefused        = "scoped_admission_refused_total"
+	mControlEvents  = "scoped_control_events_total"
+	mThrottledNow   = "scoped_control_throttled_scopes"
 	familyHistogram = "histogram"
 )
 
@@ -52,6 +55,9 @@ var families = []family{
 	{mBPFRunSeconds, "counter", "Kernel-measured run time of accounting's BPF programs (needs kernel.bpf_stats_enabled)."},
 	{mBPFRuns, "counter", "Kernel-counted runs of accounting's BPF programs (needs kernel.bpf_stats_enabled)."},
 	{mErrors, "counter", "Daemon errors by kind."},
+	{mRefused, "counter", "Invocations refused by admission (rate, concurrency, suspended tenant, cpu time), by tier and reason."},
+	{mControlEvents, "counter", "Noisy-neighbour controller events, by kind."},
+	{mThrottledNow, "gauge", "Scopes the noisy-neighbour controller holds stepped down now."},
 
 	{mCPU, "counter", "CPU time used by the scope's tasks."},
 	{mThrottled, "counter", "Time the scope's tasks were throttled by their CPU limit."},

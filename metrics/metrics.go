@@ -78,9 +78,10 @@ const (
 	ResultCrash    = "crash"
 	ResultBusy     = "busy"
 	ResultInvalid  = "invalid"
+	ResultCPUTime  = "cpu_time"
 )
 
-var results = [...]string{ResultOK, ResultError, ResultDeadline, ResultOOM, ResultCrash, ResultBusy, ResultInvalid}
+var results = [...]string{ResultOK, ResultError, ResultDeadline, ResultOOM, ResultCrash, ResultBusy, ResultInvalid, ResultCPUTime}
 
 func resultIndex(s string) int {
 	for i, r := range results {
@@ -102,9 +103,9 @@ type Registry struct {
 
 	dmu     sync.Mutex
 	source  string
-	progs   []progStat // sorted by name
-	errMu   sync.Mutex // guards errSeen
-	errSeen map[string]*vm.Counter
+	progs   []progStat             // sorted by name
+	errMu   sync.Mutex             // guards errSeen
+	errSeen map[string]*vm.Counter // daemon-wide counters by series name
 
 	mu     sync.RWMutex
 	scopes map[string]*scopeEntry
@@ -156,14 +157,36 @@ func (r *Registry) IncError(kind string) {
 	if kind == "" {
 		kind = "unknown"
 	}
+	r.counter(mErrors + "{" + pair("kind", kind) + "}").Inc()
+}
+
+// IncRefused counts one invocation refused by admission; tier and reason
+// are configuration names and short constants, never request data.
+func (r *Registry) IncRefused(tier, reason string) {
+	r.counter(mRefused + "{" + pair("tier", tier) + "," + pair("reason", reason) + "}").Inc()
+}
+
+// SetControlEvents records how many events of a kind the noisy-neighbour
+// controller has had (its own cumulative count).
+func (r *Registry) SetControlEvents(kind string, n uint64) {
+	r.counter(mControlEvents + "{" + pair("kind", kind) + "}").Set(n)
+}
+
+// SetThrottled records how many scopes the controller holds stepped down.
+func (r *Registry) SetThrottled(n int) {
+	r.daemon.GetOrCreateGauge(mThrottledNow, nil).Set(float64(n))
+}
+
+// counter is the daemon-wide counter of the full series name.
+func (r *Registry) counter(name string) *vm.Counter {
 	r.errMu.Lock()
-	c := r.errSeen[kind]
+	defer r.errMu.Unlock()
+	c := r.errSeen[name]
 	if c == nil {
-		c = r.daemon.GetOrCreateCounter(mErrors + "{" + pair("kind", kind) + "}")
-		r.errSeen[kind] = c
+		c = r.daemon.GetOrCreateCounter(name)
+		r.errSeen[name] = c
 	}
-	r.errMu.Unlock()
-	c.Inc()
+	return c
 }
 
 // UpdateScope records the latest sample of a scope, creating its series on

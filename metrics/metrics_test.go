@@ -60,6 +60,9 @@ func populate(r *Registry) {
 		},
 	})
 	r.IncError("worker_start")
+	r.IncRefused("free", "rate")
+	r.SetControlEvents("stepped_down", 1)
+	r.SetThrottled(1)
 	r.UpdateScope(acme, fullSample())
 	r.ObserveInvocation(acme, "hook", ResultOK, 2*time.Millisecond, true)
 	r.ObserveInvocation(acme, "hook", ResultOK, 300*time.Microsecond, false)
@@ -105,6 +108,9 @@ func TestScopeSeries(t *testing.T) {
 		{mBPFRunSeconds, map[string]string{"program": "skb_ingress"}, 0.5},
 		{mBPFRuns, map[string]string{"program": "skb_ingress"}, 300},
 		{mErrors, map[string]string{"kind": "worker_start"}, 1},
+		{mRefused, map[string]string{"tier": "free", "reason": "rate"}, 1},
+		{mControlEvents, map[string]string{"kind": "stepped_down"}, 1},
+		{mThrottledNow, map[string]string{}, 1},
 	}
 	for _, c := range checks {
 		if got := ex.one(t, c.name, c.labels); math.Abs(got-c.want) > 1e-9*math.Max(1, c.want) {

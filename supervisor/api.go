@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -145,6 +146,7 @@ func (peerCreds) OverrideServerName(string) error           { return nil }
 type caller struct {
 	name    string
 	all     bool
+	admin   bool // may assign tiers
 	tenants map[string]bool
 }
 
@@ -172,7 +174,7 @@ func (a *API) authenticate(ctx context.Context) (caller, error) {
 	}
 	c := caller{name: fmt.Sprintf("uid %d", pi.uid), tenants: map[string]bool{}}
 	if pi.uid == 0 {
-		c.name, c.all = "root", true
+		c.name, c.all, c.admin = "root", true, true
 	}
 	matched := c.all
 	for _, cl := range a.s.conf().Clients {
@@ -182,6 +184,7 @@ func (a *API) authenticate(ctx context.Context) (caller, error) {
 		}
 		matched = true
 		c.name = cl.Name
+		c.admin = c.admin || cl.Admin
 		for _, t := range cl.Tenants {
 			if t == "*" {
 				c.all = true
@@ -264,8 +267,11 @@ func toStatus(err error) error {
 		code = codes.Unauthenticated
 	case errors.Is(err, ErrDeadline):
 		code = codes.DeadlineExceeded
-	case errors.Is(err, ErrOutOfMemory), errors.Is(err, ErrBusy):
+	case errors.Is(err, ErrOutOfMemory), errors.Is(err, ErrBusy), errors.Is(err, ErrCPUTime),
+		errors.Is(err, ErrRateLimited), errors.Is(err, ErrConcurrency):
 		code = codes.ResourceExhausted
+	case errors.Is(err, ErrSuspended):
+		code = codes.FailedPrecondition
 	case errors.Is(err, ErrWorker), errors.Is(err, ErrStopping):
 		code = codes.Unavailable
 	case errors.Is(err, ErrHandler):
@@ -275,7 +281,15 @@ func toStatus(err error) error {
 	case errors.Is(err, context.DeadlineExceeded):
 		code = codes.DeadlineExceeded
 	}
-	return status.Error(code, err.Error())
+	st := status.New(code, err.Error())
+	if ra := (*RetryAfterError)(nil); errors.As(err, &ra) {
+		// The standard hint (google.rpc.RetryInfo) for clients that read
+		// details; the message says it too.
+		if withHint, derr := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(ra.After)}); derr == nil {
+			st = withHint
+		}
+	}
+	return st.Err()
 }
 
 // --- RPCs --------------------------------------------------------------
@@ -371,6 +385,7 @@ func scopePB(si ScopeInfo) *scopedv1.Scope {
 			OomKills: si.Stats.OOMKills, PidsCurrent: si.Stats.PidsCurrent,
 		},
 		Limits: &scopedv1.Limits{CpuWeight: si.Limits.CPUWeight, CpuMax: si.Limits.CPUMax, MemoryMax: si.Limits.MemoryMax, PidsMax: si.Limits.PidsMax},
+		Tier:   si.Tier, ThrottleLevel: int32(si.ThrottleLevel),
 		Usage: &scopedv1.Usage{
 			Source: si.Usage.Source, Cpu: durationpb.New(si.Usage.CPU), RunqBuckets: si.Usage.RunqBuckets,
 			RunqCount: si.Usage.RunqCount, RunqSum: durationpb.New(si.Usage.RunqSum), Preemptions: si.Usage.Preemptions,
@@ -461,4 +476,73 @@ func (a *API) Logs(req *scopedv1.LogsRequest, stream grpc.ServerStreamingServer[
 			}
 		}
 	}
+}
+
+func tierPB(t Tier) *scopedv1.Tier {
+	return &scopedv1.Tier{
+		CpuWeight: t.CPUWeight, CpuMax: t.CPUMax, MemoryMax: t.MemoryMax, ScopeMemoryMax: t.ScopeMemoryMax,
+		ScopePidsMax: t.ScopePidsMax, MaxConcurrent: int32(t.MaxConcurrent), Rate: t.Rate, Burst: int32(t.Burst),
+		Timeout: durationpb.New(t.Timeout.Duration), CpuTime: durationpb.New(t.CPUTime.Duration),
+		MaxWorkers: int32(t.MaxWorkers), Suspended: t.Suspended,
+	}
+}
+
+func (a *API) tenantPB(ti TenantInfo) *scopedv1.Tenant {
+	out := &scopedv1.Tenant{
+		Tenant: ti.Tenant, Tier: ti.Tier, Assigned: ti.Assigned, Scopes: int32(ti.Scopes), InFlight: int32(ti.InFlight),
+		Settings: tierPB(a.s.conf().Tiers[ti.Tier]),
+	}
+	if !ti.Updated.IsZero() {
+		out.Updated = timestamppb.New(ti.Updated)
+	}
+	return out
+}
+
+func (a *API) SetTenant(ctx context.Context, req *scopedv1.SetTenantRequest) (*scopedv1.Tenant, error) {
+	if err := mayAct(ctx, req.GetTenant()); err != nil {
+		return nil, err
+	}
+	if c := callerOf(ctx); !c.admin {
+		return nil, fmt.Errorf("%w: %s may not assign tiers (only root and clients with admin = true)", ErrPermission, c.name)
+	}
+	ti, err := a.s.SetTenantTier(req.GetTenant(), req.GetTier())
+	if err != nil {
+		return nil, err
+	}
+	return a.tenantPB(ti), nil
+}
+
+func (a *API) ListTenants(ctx context.Context, req *scopedv1.ListTenantsRequest) (*scopedv1.ListTenantsResponse, error) {
+	resp := &scopedv1.ListTenantsResponse{}
+	if t := req.GetTenant(); t != "" {
+		if err := mayAct(ctx, t); err != nil {
+			return nil, err
+		}
+		resp.Tenants = append(resp.Tenants, a.tenantPB(a.s.Tenant(t)))
+		return resp, nil
+	}
+	for _, ti := range a.s.Tenants(callerOf(ctx).may) {
+		resp.Tenants = append(resp.Tenants, a.tenantPB(ti))
+	}
+	return resp, nil
+}
+
+func (a *API) ListEvents(ctx context.Context, req *scopedv1.ListEventsRequest) (*scopedv1.ListEventsResponse, error) {
+	allow, err := filter(ctx, req.GetTenant())
+	if err != nil {
+		return nil, err
+	}
+	var since time.Time
+	if req.GetSince() != nil {
+		since = req.GetSince().AsTime()
+	}
+	events, enabled := a.s.ControlEvents(allow, since)
+	resp := &scopedv1.ListEventsResponse{ControllerEnabled: enabled}
+	for _, e := range events {
+		resp.Events = append(resp.Events, &scopedv1.Event{
+			Time: timestamppb.New(e.At), Kind: e.Kind, Scope: e.Scope, Tenant: e.Tenant,
+			Victims: e.Victims, Level: int32(e.Level), Reason: e.Reason,
+		})
+	}
+	return resp, nil
 }

@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -39,9 +39,12 @@ type Config struct {
 	Limits     APILimits        `toml:"limits"`
 	Pool       PoolConfig       `toml:"pool"`
 	Scope      ScopeConfig      `toml:"scope"`
+	Tenants    TenantsConfig    `toml:"tenants"`
+	Tiers      Tiers            `toml:"tiers"`
 	Clients    []Client         `toml:"client"`
 	Metrics    MetricsConfig    `toml:"metrics"`
 	Accounting AccountingConfig `toml:"accounting"`
+	Control    ControlConfig    `toml:"control"`
 	Log        LogConfig        `toml:"log"`
 }
 
@@ -72,17 +75,19 @@ type PoolConfig struct {
 	StartTimeout  Duration `toml:"start_timeout"`  // a worker must answer go-plugin's handshake within this
 }
 
-// ScopeConfig are the sandbox and cgroup settings of every scope.
+// ScopeConfig are the sandbox settings of every scope (its resource limits
+// come from its tenant's tier).
 type ScopeConfig struct {
-	Tier      string  `toml:"tier"`       // cgroup tier node of every tenant (tiers come later)
-	CPUWeight uint64  `toml:"cpu_weight"` // 1..10000
-	CPUMax    float64 `toml:"cpu_max"`    // CPUs, 0: no cap
-	MemoryMax int64   `toml:"memory_max"` // bytes per scope
-	PidsMax   int64   `toml:"pids_max"`   // tasks per scope
-	TmpSize   int64   `toml:"tmp_size"`   // bytes of /tmp per sandbox
-	IDBase    uint32  `toml:"id_base"`    // first host uid of the scopes' ranges
-	IDSlots   uint32  `toml:"id_slots"`   // number of 65536-id ranges
-	LogLines  int     `toml:"log_lines"`  // lines kept per scope log ring
+	TmpSize  int64  `toml:"tmp_size"`  // bytes of /tmp per sandbox
+	IDBase   uint32 `toml:"id_base"`   // first host uid of the scopes' ranges
+	IDSlots  uint32 `toml:"id_slots"`  // number of 65536-id ranges
+	LogLines int    `toml:"log_lines"` // lines kept per scope log ring
+}
+
+// TenantsConfig places tenants in tiers.
+type TenantsConfig struct {
+	// DefaultTier is the tier of a tenant that was never assigned one.
+	DefaultTier string `toml:"default_tier"`
 }
 
 // Client maps a caller to the tenants it may act for. A caller matches by
@@ -93,6 +98,7 @@ type Client struct {
 	GIDs    []uint32 `toml:"gids"`
 	Token   string   `toml:"token"`
 	Tenants []string `toml:"tenants"` // tenant ids, or "*" for all
+	Admin   bool     `toml:"admin"`   // may assign tenants to tiers
 }
 
 // MetricsConfig sets up the per-scope metrics and their HTTP endpoint.
@@ -183,27 +189,25 @@ func (c *Config) Validate() error {
 	case p.StartTimeout.Duration <= 0:
 		return bad("pool: start_timeout must be positive")
 	}
-	if err := ident.Check("scope.tier", c.Scope.Tier); err != nil {
-		return bad("%v", err)
-	}
 	if c.Scope.IDBase < 65536 || c.Scope.IDSlots == 0 {
 		return bad("scope: id_base must be at least 65536 and id_slots positive")
 	}
 	if uint64(c.Scope.IDBase)+uint64(c.Scope.IDSlots)<<16 > 1<<32-2 {
 		return bad("scope: %d id slots from %d overflow 32-bit ids", c.Scope.IDSlots, c.Scope.IDBase)
 	}
-	sc := c.Scope
-	switch {
-	case sc.CPUWeight < 1 || sc.CPUWeight > 10000:
-		return bad("scope: cpu_weight must be in 1..10000")
-	case math.IsNaN(sc.CPUMax) || sc.CPUMax < 0 || sc.CPUMax > 4096:
-		return bad("scope: cpu_max must be in 0..4096 CPUs (0: no cap)")
-	case sc.MemoryMax < 1<<20:
-		return bad("scope: memory_max must be at least 1 MiB")
-	case sc.PidsMax < 1:
-		return bad("scope: pids_max must be positive")
-	case sc.TmpSize < 0:
+	if c.Scope.TmpSize < 0 {
 		return bad("scope: tmp_size must not be negative (0: the sandbox default)")
+	}
+	if len(c.Tiers) == 0 {
+		return bad("no tiers defined")
+	}
+	if _, ok := c.Tiers[c.Tenants.DefaultTier]; !ok {
+		return bad("tenants.default_tier %q is not a configured tier", c.Tenants.DefaultTier)
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.Tiers)) {
+		if err := c.Tiers[name].validate(name, c.Pool, c.Limits); err != nil {
+			return bad("%v", err)
+		}
 	}
 	if c.Scope.LogLines < 1 {
 		return bad("scope: log_lines must be positive")
@@ -227,6 +231,9 @@ func (c *Config) Validate() error {
 	case "auto", "ebpf", "cgroupfs":
 	default:
 		return bad("accounting.mode must be auto, ebpf or cgroupfs")
+	}
+	if err := c.Control.controlConfig().Validate(); err != nil {
+		return bad("control: %v", err)
 	}
 	if c.Metrics.Interval.Duration < 100*time.Millisecond {
 		return bad("metrics.interval must be at least 100ms")

@@ -157,9 +157,12 @@ func TestUnitConfigValidateRejects(t *testing.T) {
 		"warm_min > max_workers":   func(c *Config) { c.Pool.WarmMin = c.Pool.MaxWorkers + 1 },
 		"warm_min negative":        func(c *Config) { c.Pool.WarmMin = -1 },
 		"start_timeout 0":          func(c *Config) { c.Pool.StartTimeout.Duration = 0 },
-		"tier ../x":                func(c *Config) { c.Scope.Tier = "../x" },
-		"tier empty":               func(c *Config) { c.Scope.Tier = "" },
-		"tier uppercase":           func(c *Config) { c.Scope.Tier = "Pro" },
+		"tier ../x":                func(c *Config) { c.Tiers["../x"] = BaseTier() },
+		"tier empty name":          func(c *Config) { c.Tiers[""] = BaseTier() },
+		"tier uppercase":           func(c *Config) { c.Tiers["Pro"] = BaseTier() },
+		"no tiers":                 func(c *Config) { c.Tiers = nil },
+		"default_tier missing":     func(c *Config) { c.Tenants.DefaultTier = "gold" },
+		"default_tier empty":       func(c *Config) { c.Tenants.DefaultTier = "" },
 		"id_base below 65536":      func(c *Config) { c.Scope.IDBase = 1000 },
 		"id_slots 0":               func(c *Config) { c.Scope.IDSlots = 0 },
 		"log_lines 0":              func(c *Config) { c.Scope.LogLines = 0 },
@@ -218,13 +221,28 @@ func TestUnitConfigValidateAccepts(t *testing.T) {
 // error must surface when the file is loaded, not at the first invocation.
 func TestUnitConfigValidateRejectsUnusableScopeLimits(t *testing.T) {
 	for name, mutate := range map[string]func(c *Config){
-		"cpu_weight 10001":       func(c *Config) { c.Scope.CPUWeight = 10001 },
-		"cpu_max 5000":           func(c *Config) { c.Scope.CPUMax = 5000 },
-		"cpu_max nan":            func(c *Config) { c.Scope.CPUMax = math.NaN() },
-		"memory_max below 1 MiB": func(c *Config) { c.Scope.MemoryMax = 4096 },
-		"tmp_size negative":      func(c *Config) { c.Scope.TmpSize = -1 },
-		"log.level verbose":      func(c *Config) { c.Log.Level = "verbose" },
-		"id range beyond 2^32":   func(c *Config) { c.Scope.IDSlots = 65536 },
+		"cpu_weight 10001":       tierMut(func(t *Tier) { t.CPUWeight = 10001 }),
+		"cpu_weight 0":           tierMut(func(t *Tier) { t.CPUWeight = 0 }),
+		"cpu_max 5000":           tierMut(func(t *Tier) { t.CPUMax = 5000 }),
+		"cpu_max nan":            tierMut(func(t *Tier) { t.CPUMax = math.NaN() }),
+		"memory_max below 1 MiB": tierMut(func(t *Tier) { t.MemoryMax = 4096 }),
+		"scope_memory_max 4096":  tierMut(func(t *Tier) { t.ScopeMemoryMax = 4096 }),
+		"scope_pids_max 0":       tierMut(func(t *Tier) { t.ScopePidsMax = 0 }),
+		"max_concurrent -1":      tierMut(func(t *Tier) { t.MaxConcurrent = -1 }),
+		"rate negative":          tierMut(func(t *Tier) { t.Rate = -1 }),
+		"rate inf":               tierMut(func(t *Tier) { t.Rate = math.Inf(1) }),
+		"burst negative":         tierMut(func(t *Tier) { t.Burst = -1 }),
+		"timeout 1ms":            tierMut(func(t *Tier) { t.Timeout.Duration = time.Millisecond }),
+		"timeout above max":      tierMut(func(t *Tier) { t.Timeout.Duration = time.Hour }),
+		"cpu_time negative":      tierMut(func(t *Tier) { t.CPUTime.Duration = -time.Second }),
+		"max_workers negative":   tierMut(func(t *Tier) { t.MaxWorkers = -1 }),
+		"cpu_time with max_concurrent 2": func(c *Config) {
+			c.Pool.MaxConcurrent = 2
+			tierMut(func(t *Tier) { t.CPUTime.Duration = time.Second })(c)
+		},
+		"tmp_size negative":    func(c *Config) { c.Scope.TmpSize = -1 },
+		"log.level verbose":    func(c *Config) { c.Log.Level = "verbose" },
+		"id range beyond 2^32": func(c *Config) { c.Scope.IDSlots = 65536 },
 	} {
 		t.Run(name, func(t *testing.T) {
 			c := DefaultConfig()
@@ -233,6 +251,15 @@ func TestUnitConfigValidateRejectsUnusableScopeLimits(t *testing.T) {
 				t.Fatalf("Validate = %v, want ErrConfig", err)
 			}
 		})
+	}
+}
+
+// tierMut changes the default tier.
+func tierMut(f func(*Tier)) func(*Config) {
+	return func(c *Config) {
+		t := c.Tiers[c.Tenants.DefaultTier]
+		f(&t)
+		c.Tiers[c.Tenants.DefaultTier] = t
 	}
 }
 

@@ -15,4 +15,8 @@ var (
 	ErrWorker       = errors.New("worker failed")               // Unavailable
 	ErrHandler      = errors.New("extension returned an error") // Aborted
 	ErrStopping     = errors.New("scoped is shutting down")     // Unavailable
+	ErrSuspended    = errors.New("tenant suspended")            // FailedPrecondition
+	ErrRateLimited  = errors.New("rate limit exceeded")         // ResourceExhausted, with a retry hint
+	ErrConcurrency  = errors.New("concurrency limit exceeded")  // ResourceExhausted, with a retry hint
+	ErrCPUTime      = errors.New("cpu time limit exceeded")     // ResourceExhausted
 )

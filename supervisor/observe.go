@@ -12,8 +12,8 @@ import (
 // Metrics is the registry of the daemon's series; cmd/scoped serves it.
 func (s *Supervisor) Metrics() *metrics.Registry { return s.metrics }
 
-func (sc *scope) labels(tier string) metrics.ScopeLabels {
-	return metrics.ScopeLabels{Tenant: sc.id.Tenant, Scope: sc.id.Key(), Tier: tier, Environment: sc.id.Environment}
+func (sc *scope) labels() metrics.ScopeLabels {
+	return metrics.ScopeLabels{Tenant: sc.id.Tenant, Scope: sc.id.Key(), Tier: sc.tier, Environment: sc.id.Environment}
 }
 
 // resultOf classifies an invocation's outcome for the metrics.
@@ -29,6 +29,8 @@ func resultOf(err error) string {
 		return metrics.ResultCrash
 	case errors.Is(err, ErrBusy):
 		return metrics.ResultBusy
+	case errors.Is(err, ErrCPUTime):
+		return metrics.ResultCPUTime
 	case errors.Is(err, ErrInvalid), errors.Is(err, ErrTooLarge), errors.Is(err, ErrNotFound):
 		return metrics.ResultInvalid
 	}
@@ -55,7 +57,6 @@ func (s *Supervisor) sample() {
 		scopes = append(scopes, sc)
 	}
 	s.mu.Unlock()
-	tier := s.conf().Scope.Tier
 	workers := 0
 	for _, sc := range scopes {
 		st, err := sc.node.Stats()
@@ -70,8 +71,15 @@ func (s *Supervisor) sample() {
 			MemoryPeak: st.MemoryPeak, OOMKills: st.OOMKills, Pids: st.PidsCurrent, Workers: n,
 		}
 		s.addAccounting(sc, &sample)
-		s.metrics.UpdateScope(sc.labels(tier), sample)
+		// A scope removed meanwhile must not get its series back:
+		// removeScope marks it closed (under sc.mu) before it drops them.
+		sc.mu.Lock()
+		if !sc.closed {
+			s.metrics.UpdateScope(sc.labels(), sample)
+		}
+		sc.mu.Unlock()
 	}
+	s.controlMetrics()
 	d := metrics.DaemonSample{Scopes: len(scopes), Workers: workers}
 	s.addAccountingDaemon(&d)
 	s.metrics.SetDaemon(d)

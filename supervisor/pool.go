@@ -26,6 +26,7 @@ import (
 // ring and its workers, per extension version.
 type scope struct {
 	id      ScopeID
+	tier    string // the tier it was created in
 	node    *cgroups.Node
 	ids     sandbox.IDRange
 	ring    *logRing
@@ -41,7 +42,8 @@ type scope struct {
 	lastUsed time.Time
 
 	invocations atomic.Int64
-	cgid        uint64 // unified cgroup id, the accounting key (0: not accounted)
+	active      atomic.Int64 // invocations in flight
+	cgid        uint64       // unified cgroup id, the accounting key (0: not accounted)
 }
 
 // versionKey names one stored bundle: the environment, because a scope may
@@ -206,7 +208,7 @@ func (sc *scope) notify() {
 
 // acquire returns a worker of ext with a free slot, starting one when
 // none is free and the pool may grow; cold is true when it started one.
-func (s *Supervisor) acquire(ctx context.Context, sc *scope, ext ExtensionInfo) (w *worker, cold bool, err error) {
+func (s *Supervisor) acquire(ctx context.Context, sc *scope, ext ExtensionInfo, maxWorkers int) (w *worker, cold bool, err error) {
 	key := versionKey(ext)
 	for {
 		sc.mu.Lock()
@@ -226,7 +228,7 @@ func (s *Supervisor) acquire(ctx context.Context, sc *scope, ext ExtensionInfo) 
 			default:
 			}
 		}
-		if len(sc.workers[key])+sc.starting[key] < s.conf().Pool.MaxWorkers {
+		if len(sc.workers[key])+sc.starting[key] < maxWorkers {
 			sc.starting[key]++
 			sc.mu.Unlock()
 			w, err := s.startWorker(ctx, sc, ext)
@@ -256,7 +258,7 @@ func (s *Supervisor) acquire(ctx context.Context, sc *scope, ext ExtensionInfo) 
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return nil, false, fmt.Errorf("%w: all %d workers of %s in scope %s stayed busy", ErrBusy, s.conf().Pool.MaxWorkers, key, sc.id.Key())
+			return nil, false, fmt.Errorf("%w: all %d workers of %s in scope %s stayed busy", ErrBusy, maxWorkers, key, sc.id.Key())
 		}
 	}
 }

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -19,6 +21,7 @@ import (
 
 	"github.com/scoped-io/scoped/accounting"
 	"github.com/scoped-io/scoped/cgroups"
+	"github.com/scoped-io/scoped/control"
 	"github.com/scoped-io/scoped/internal/ident"
 	"github.com/scoped-io/scoped/metrics"
 	workerv1 "github.com/scoped-io/scoped/proto/worker/v1"
@@ -32,21 +35,29 @@ type Supervisor struct {
 	log        *slog.Logger
 	pluginLog  hclog.Logger
 	store      *Store
+	tenants    *tenantRegistry
 	tree       *cgroups.Tree
 	ids        *sandbox.IDAllocator
 	sandboxDir string
 	socketDir  string
 
-	mu       sync.Mutex
-	scopes   map[string]*scope // by ScopeID.Key()
-	stopping bool
-	inflight sync.WaitGroup
+	mu      sync.Mutex
+	scopes  map[string]*scope // by ScopeID.Key()
+	tierCPU map[string]uint64 // CPU weight last set on each tier node
+	// throttled holds the weights the noisy-neighbour controller set on
+	// scopes below their base, by scope key.
+	throttled map[string]uint64
+	stopping  bool
+	inflight  sync.WaitGroup
 
 	invocations atomic.Int64
 	reaperStop  chan struct{}
 	reaperDone  chan struct{}
 
 	metrics       *metrics.Registry
+	ctlMu         sync.Mutex
+	ctl           *control.Controller
+	ctlStop       func()
 	acct          accounting.Source
 	samplerCancel context.CancelFunc
 	samplerDone   chan struct{}
@@ -62,6 +73,13 @@ func New(cfg Config, log *slog.Logger) (*Supervisor, error) {
 	store, err := NewStore(cfg.StateDir, cfg.Limits.MaxBundle, cfg.Limits.MaxBundleFiles)
 	if err != nil {
 		return nil, fmt.Errorf("extension store: %w", err)
+	}
+	tenants, err := openTenants(cfg.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("tenants: %w", err)
+	}
+	if err := checkAssignments(&cfg, tenants.assignments()); err != nil {
+		return nil, err
 	}
 	tree, err := cgroups.Open(cfg.CgroupRoot)
 	if err != nil {
@@ -79,11 +97,14 @@ func New(cfg Config, log *slog.Logger) (*Supervisor, error) {
 		log:         log,
 		pluginLog:   hclog.New(&hclog.LoggerOptions{Name: "go-plugin", Level: level, Output: os.Stderr, JSONFormat: cfg.Log.Format == "json"}),
 		store:       store,
+		tenants:     tenants,
 		tree:        tree,
 		ids:         ids,
 		sandboxDir:  filepath.Join(cfg.RuntimeDir, "sandboxes"),
 		socketDir:   filepath.Join(cfg.RuntimeDir, "sockets"),
 		scopes:      map[string]*scope{},
+		tierCPU:     map[string]uint64{},
+		throttled:   map[string]uint64{},
 		reaperStop:  make(chan struct{}),
 		reaperDone:  make(chan struct{}),
 		metrics:     metrics.New(),
@@ -97,44 +118,226 @@ func New(cfg Config, log *slog.Logger) (*Supervisor, error) {
 func (s *Supervisor) conf() *Config { return s.cfg.Load() }
 
 // Reload applies a new configuration: the isolation policy, limits, pool
-// settings, scope limits (to live scopes too) and clients. Paths, the
-// cgroup root and the id ranges need a restart; changing them is an error.
+// settings, tiers (to the cgroups of live scopes too; the live scopes of a
+// tenant whose tier became suspended are stopped) and clients. Paths, the
+// cgroup root and the id ranges need a restart; changing them is an error,
+// and so is removing a tier that a tenant is assigned to.
 func (s *Supervisor) Reload(cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
 	old := s.conf()
 	if cfg.Socket != old.Socket || cfg.StateDir != old.StateDir || cfg.RuntimeDir != old.RuntimeDir ||
-		cfg.CgroupRoot != old.CgroupRoot || cfg.Scope.IDBase != old.Scope.IDBase || cfg.Scope.IDSlots != old.Scope.IDSlots ||
-		cfg.Scope.Tier != old.Scope.Tier {
-		return fmt.Errorf("%w: socket, state_dir, runtime_dir, cgroup_root, scope.tier and the id range change only with a restart", ErrConfig)
+		cfg.CgroupRoot != old.CgroupRoot || cfg.Scope.IDBase != old.Scope.IDBase || cfg.Scope.IDSlots != old.Scope.IDSlots {
+		return fmt.Errorf("%w: socket, state_dir, runtime_dir, cgroup_root and the id range change only with a restart", ErrConfig)
 	}
-	s.cfg.Store(&cfg)
-	limits := scopeLimits(&cfg)
+	if err := checkAssignments(&cfg, s.tenants.assignments()); err != nil {
+		return err
+	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	var errs []error
 	for _, sc := range s.scopes {
-		if err := sc.node.Set(limits); err != nil {
+		if _, ok := cfg.Tiers[sc.tier]; !ok {
+			s.mu.Unlock()
+			return fmt.Errorf("%w: tier %q has live scopes (%s); keep it until they are gone", ErrConfig, sc.tier, sc.id.Key())
+		}
+	}
+	s.mu.Unlock()
+	// The controller restarts with the new configuration: stopping it
+	// restores the scopes it throttled, before the tiers' limits apply.
+	s.stopControl()
+	s.cfg.Store(&cfg)
+	err := s.applyTiers()
+	if s.acct != nil {
+		err = errors.Join(err, s.startControl())
+	}
+	return err
+}
+
+// checkAssignments refuses a configuration that lacks a tier some tenant
+// is assigned to.
+func checkAssignments(cfg *Config, assigned map[string]tenantRecord) error {
+	var missing []string
+	for tenant, rec := range assigned {
+		if _, ok := cfg.Tiers[rec.Tier]; !ok {
+			missing = append(missing, tenant+" → "+rec.Tier)
+		}
+	}
+	if len(missing) > 0 {
+		slices.Sort(missing)
+		return fmt.Errorf("%w: tenants are assigned tiers the configuration lacks: %s (add the tiers, or reassign the tenants first)",
+			ErrConfig, strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// tierOf is the name and settings of tenant's tier now.
+func (s *Supervisor) tierOf(tenant string) (string, Tier) {
+	c := s.conf()
+	name := s.tenants.tierOf(tenant, c.Tenants.DefaultTier)
+	t, ok := c.Tiers[name]
+	if !ok { // checkAssignments keeps this from happening
+		name = c.Tenants.DefaultTier
+		t = c.Tiers[name]
+	}
+	return name, t
+}
+
+// applyTiers brings every live scope in line with its tenant's tier: a
+// scope in another tier than its tenant's now is retired (its successor
+// starts in the new tier on the next invocation), the tenant and scope
+// nodes get the tier's limits, the tier nodes their weights.
+func (s *Supervisor) applyTiers() error {
+	s.mu.Lock()
+	scopes := make([]*scope, 0, len(s.scopes))
+	for _, sc := range s.scopes {
+		scopes = append(scopes, sc)
+	}
+	s.mu.Unlock()
+	var errs []error
+	done := map[string]bool{}
+	for _, sc := range scopes {
+		name, t := s.tierOf(sc.id.Tenant)
+		if name != sc.tier || t.Suspended {
+			s.detachScope(sc, t.Suspended)
+			continue
+		}
+		if !done[sc.id.Tenant] {
+			done[sc.id.Tenant] = true
+			tl := t.tenantLimits()
+			s.mu.Lock()
+			tl.CPUWeight = s.tenantWeightLocked(name, sc.id.Tenant, t.CPUWeight)
+			s.mu.Unlock()
+			if _, err := s.tree.Node(tl, name, sc.id.Tenant); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		limits := t.scopeLimits()
+		// A scope's CPU settings are the same in every tier and belong
+		// to the noisy-neighbour controller while it throttles the scope.
+		if err := sc.node.Set(cgroups.Limits{MemoryMax: limits.MemoryMax, PidsMax: limits.PidsMax}); err != nil {
 			errs = append(errs, err)
 			continue
 		}
+		sc.mu.Lock()
 		sc.limits = limits
+		sc.mu.Unlock()
+	}
+	s.mu.Lock()
+	errs = append(errs, s.setTierWeightsLocked())
+	s.mu.Unlock()
+	return errors.Join(errs...)
+}
+
+// setTierWeightsLocked sets each tier node's CPU weight to the sum of its
+// live tenants' weights (see tierWeights). Callers hold s.mu.
+func (s *Supervisor) setTierWeightsLocked() error {
+	c := s.conf()
+	sums := map[string]uint64{}
+	seen := map[[2]string]bool{}
+	for _, sc := range s.scopes {
+		k := [2]string{sc.tier, sc.id.Tenant}
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		sums[sc.tier] += s.tenantWeightLocked(sc.tier, sc.id.Tenant, c.Tiers[sc.tier].CPUWeight)
+	}
+	var errs []error
+	for name, w := range tierWeights(sums) {
+		if s.tierCPU[name] == w {
+			continue
+		}
+		if _, err := s.tree.Node(cgroups.Limits{CPUWeight: w}, name); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		s.tierCPU[name] = w
 	}
 	return errors.Join(errs...)
 }
 
-func scopeLimits(c *Config) cgroups.Limits {
-	l := cgroups.Limits{
-		CPUWeight: c.Scope.CPUWeight,
-		CPUMax:    c.Scope.CPUMax,
-		MemoryMax: c.Scope.MemoryMax,
-		PidsMax:   c.Scope.PidsMax,
+// detachScope takes sc out of the registry, so that the next invocation
+// starts a new scope (in the tenant's tier now), and removes it: at once
+// when kill is set, else once its invocations in flight are done.
+func (s *Supervisor) detachScope(sc *scope, kill bool) {
+	s.mu.Lock()
+	if s.scopes[sc.id.Key()] != sc {
+		s.mu.Unlock()
+		return
 	}
-	if l.CPUMax == 0 {
-		l.CPUMax = -1 // no cap
+	delete(s.scopes, sc.id.Key())
+	s.mu.Unlock()
+	s.log.Info("scope leaves its tier", "tenant", sc.id.Tenant, "scope", sc.id.Key(), "tier", sc.tier, "kill", kill)
+	go func() {
+		if !kill {
+			deadline := time.Now().Add(s.conf().Limits.MaxTimeout.Duration + 5*time.Second)
+			for sc.active.Load() > 0 && time.Now().Before(deadline) {
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+		if err := s.removeScope(sc); err != nil {
+			s.log.Error("remove scope", "scope", sc.id.Key(), "err", err)
+		}
+	}()
+}
+
+// SetTenantTier assigns tenant to tier, persists it, and moves the
+// tenant's live scopes: they finish what they run and their successors
+// start in the new tier (a suspended tier stops them at once).
+func (s *Supervisor) SetTenantTier(tenant, tier string) (TenantInfo, error) {
+	if err := ident.Check("tenant", tenant); err != nil {
+		return TenantInfo{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	return l
+	if err := ident.Check("tier", tier); err != nil {
+		return TenantInfo{}, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if _, ok := s.conf().Tiers[tier]; !ok {
+		return TenantInfo{}, fmt.Errorf("%w: tier %q is not configured (tiers: %s)", ErrNotFound, tier,
+			strings.Join(slices.Sorted(maps.Keys(s.conf().Tiers)), ", "))
+	}
+	old, _ := s.tierOf(tenant)
+	if err := s.tenants.assign(tenant, tier, time.Now()); err != nil {
+		return TenantInfo{}, err
+	}
+	s.log.Info("tenant tier set", "tenant", tenant, "tier", tier, "was", old)
+	if err := s.applyTiers(); err != nil {
+		s.log.Error("apply tiers", "tenant", tenant, "err", err)
+	}
+	return s.Tenant(tenant), nil
+}
+
+// Tenant describes one tenant (known or not: an unknown tenant is in the
+// default tier).
+func (s *Supervisor) Tenant(tenant string) TenantInfo {
+	all := s.Tenants(func(t string) bool { return t == tenant })
+	if len(all) == 1 {
+		return all[0]
+	}
+	name, _ := s.tierOf(tenant)
+	return TenantInfo{Tenant: tenant, Tier: name}
+}
+
+// Tenants lists the tenants allow accepts that have a tier assignment or
+// live scopes.
+func (s *Supervisor) Tenants(allow func(string) bool) []TenantInfo {
+	live := map[string]int{}
+	s.mu.Lock()
+	for _, sc := range s.scopes {
+		live[sc.id.Tenant]++
+	}
+	s.mu.Unlock()
+	assigned := s.tenants.assignments()
+	var out []TenantInfo
+	for _, t := range tenantNames(assigned, live) {
+		if !allow(t) {
+			continue
+		}
+		name, _ := s.tierOf(t)
+		rec, ok := assigned[t]
+		out = append(out, TenantInfo{Tenant: t, Tier: name, Assigned: ok, Updated: rec.Updated, Scopes: live[t],
+			InFlight: s.tenants.inFlight(t)})
+	}
+	return out
 }
 
 // Recover removes what a crashed daemon left behind — sandboxes and their
@@ -164,6 +367,9 @@ func (s *Supervisor) Recover() error {
 	if err := s.openAccounting(); err != nil {
 		return err
 	}
+	if err := s.startControl(); err != nil {
+		return err
+	}
 	go s.reaper()
 	ctx, cancel := context.WithCancel(context.Background())
 	s.samplerCancel = cancel
@@ -183,6 +389,7 @@ func (s *Supervisor) Stop(grace time.Duration) error {
 	s.mu.Unlock()
 	close(s.reaperStop)
 	<-s.reaperDone
+	s.stopControl()
 	if s.samplerCancel != nil {
 		s.samplerCancel()
 		<-s.samplerDone
@@ -233,23 +440,36 @@ func (s *Supervisor) RemoveRuntimeDir() {
 func (s *Supervisor) removeScope(sc *scope) error {
 	sc.stopAll()
 	s.untrack(sc)
-	s.metrics.RemoveScope(sc.id.Key())
+	s.mu.Lock()
+	delete(s.throttled, sc.id.Key())
+	if _, live := s.scopes[sc.id.Key()]; !live {
+		// A successor in another tier keeps the key's series.
+		s.metrics.RemoveScope(sc.id.Key())
+	}
+	s.mu.Unlock()
 	err := sc.node.Remove()
 	s.ids.Release(sc.id.Key())
-	// The tenant node goes when its last scope goes.
-	if tenant, terr := s.tree.Node(cgroups.Limits{}, s.conf().Scope.Tier, sc.id.Tenant); terr == nil {
-		if pids, _ := tenant.Pids(); len(pids) == 0 && !s.tenantHasScopes(sc.id.Tenant) {
-			_ = tenant.Remove()
+	// The tenant node goes when its last scope in this tier goes.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.tenantHasScopesLocked(sc.tier, sc.id.Tenant) {
+		if tenant, terr := cgroups.Load(path.Join(s.tree.Root(), sc.tier, sc.id.Tenant)); terr == nil {
+			if pids, _ := tenant.Pids(); len(pids) == 0 {
+				_ = tenant.Remove()
+			}
+		}
+	}
+	if !s.stopping {
+		if werr := s.setTierWeightsLocked(); werr != nil {
+			s.log.Warn("tier weights", "err", werr)
 		}
 	}
 	return err
 }
 
-func (s *Supervisor) tenantHasScopes(tenant string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+func (s *Supervisor) tenantHasScopesLocked(tier, tenant string) bool {
 	for _, sc := range s.scopes {
-		if sc.id.Tenant == tenant {
+		if sc.id.Tenant == tenant && sc.tier == tier {
 			return true
 		}
 	}
@@ -267,8 +487,14 @@ func (s *Supervisor) scopeFor(id ScopeID) (*scope, error) {
 	if sc, ok := s.scopes[id.Key()]; ok {
 		return sc, nil
 	}
-	limits := scopeLimits(s.conf())
-	node, err := s.tree.Node(limits, s.conf().Scope.Tier, id.Tenant, id.Name)
+	tierName, tier := s.tierOf(id.Tenant)
+	tl := tier.tenantLimits()
+	tl.CPUWeight = s.tenantWeightLocked(tierName, id.Tenant, tier.CPUWeight)
+	if _, err := s.tree.Node(tl, tierName, id.Tenant); err != nil {
+		return nil, fmt.Errorf("cgroup of tenant %s: %w", id.Tenant, err)
+	}
+	limits := tier.scopeLimits()
+	node, err := s.tree.Node(limits, tierName, id.Tenant, id.Name)
 	if err != nil {
 		return nil, fmt.Errorf("cgroup of scope %s: %w", id.Key(), err)
 	}
@@ -278,7 +504,7 @@ func (s *Supervisor) scopeFor(id ScopeID) (*scope, error) {
 		return nil, fmt.Errorf("%w: %w", ErrBusy, err)
 	}
 	sc := &scope{
-		id: id, node: node, ids: ids, limits: limits, created: time.Now(), lastUsed: time.Now(),
+		id: id, tier: tierName, node: node, ids: ids, limits: limits, created: time.Now(), lastUsed: time.Now(),
 		ring:    newLogRing(s.conf().Scope.LogLines),
 		workers: map[string][]*worker{}, starting: map[string]int{}, changed: make(chan struct{}),
 	}
@@ -287,7 +513,10 @@ func (s *Supervisor) scopeFor(id ScopeID) (*scope, error) {
 	}
 	s.track(sc)
 	s.scopes[id.Key()] = sc
-	s.log.Info("scope created", "tenant", id.Tenant, "scope", id.Key(), "cgroup", node.Path(), "host_uid", ids.Base)
+	if err := s.setTierWeightsLocked(); err != nil {
+		s.log.Warn("tier weights", "err", err)
+	}
+	s.log.Info("scope created", "tenant", id.Tenant, "scope", id.Key(), "tier", tierName, "cgroup", node.Path(), "host_uid", ids.Base)
 	return sc, nil
 }
 
@@ -348,17 +577,24 @@ func (s *Supervisor) Invoke(ctx context.Context, req InvokeRequest) (_ InvokeRes
 			return InvokeResult{}, fmt.Errorf("%w: metadata key %.40q: keys are 1..128 bytes, values at most 4096", ErrInvalid, k)
 		}
 	}
-	timeout := s.conf().Limits.DefaultTimeout.Duration
 	if req.Timeout < 0 {
 		return InvokeResult{}, fmt.Errorf("%w: negative timeout", ErrInvalid)
-	}
-	if req.Timeout > 0 {
-		timeout = min(req.Timeout, s.conf().Limits.MaxTimeout.Duration)
 	}
 	ext, err := s.store.Get(req.Tenant, req.Environment, req.Extension, req.Version)
 	if err != nil {
 		return InvokeResult{}, err
 	}
+	tierName, tier := s.tierOf(req.Tenant)
+	timeout, longest := tier.timeouts(s.conf().Limits)
+	if req.Timeout > 0 {
+		timeout = min(req.Timeout, longest)
+	}
+	done, err := s.tenants.admit(req.Tenant, tier, time.Now())
+	if err != nil {
+		s.metrics.IncRefused(tierName, refusalOf(err))
+		return InvokeResult{}, err
+	}
+	defer done()
 
 	s.mu.Lock()
 	if s.stopping {
@@ -374,16 +610,18 @@ func (s *Supervisor) Invoke(ctx context.Context, req InvokeRequest) (_ InvokeRes
 	if err != nil {
 		return InvokeResult{}, err
 	}
+	sc.active.Add(1)
+	defer sc.active.Add(-1)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	invID := newInvocationID()
 	var cold bool
 	defer func() {
-		s.metrics.ObserveInvocation(sc.labels(s.conf().Scope.Tier), req.Extension, resultOf(err), time.Since(start), cold)
+		s.metrics.ObserveInvocation(sc.labels(), req.Extension, resultOf(err), time.Since(start), cold)
 	}()
 	log := s.log.With("tenant", req.Tenant, "scope", id.Key(), "invocation", invID, "extension", ext.Name)
 
-	w, cold, err := s.acquire(ctx, sc, ext)
+	w, cold, err := s.acquire(ctx, sc, ext, tier.maxWorkers(s.conf().Pool))
 	if err != nil {
 		if errors.Is(err, ErrDeadline) || errors.Is(ctx.Err(), context.DeadlineExceeded) && !errors.Is(err, ErrBusy) {
 			return InvokeResult{}, fmt.Errorf("%w after %s while waiting for a worker: %w", ErrDeadline, timeout, err)
@@ -398,10 +636,26 @@ func (s *Supervisor) Invoke(ctx context.Context, req InvokeRequest) (_ InvokeRes
 	}
 	w.lastUsed.Store(time.Now().UnixNano())
 	deadline, _ := ctx.Deadline()
-	resp, err := w.rpc.Invoke(ctx, &workerv1.InvokeRequest{
+	callCtx, cpuCheck := ctx, func() (time.Duration, bool) { return 0, false }
+	if tier.CPUTime.Duration > 0 {
+		callCtx, cpuCheck = s.watchCPU(ctx, sc, w, tier.CPUTime.Duration)
+	}
+	resp, err := w.rpc.Invoke(callCtx, &workerv1.InvokeRequest{
 		InvocationId: invID, Extension: ext.Name, Payload: req.Payload,
 		Metadata: req.Metadata, DeadlineMs: time.Until(deadline).Milliseconds(),
 	})
+	cpuUsed, overCPU := cpuCheck()
+	if err != nil && ctx.Err() == nil {
+		// gRPC sends the deadline along: the worker's side of it may end
+		// the stream (RST_STREAM CANCEL) just before this side's timer
+		// fires. An error that close to the deadline is the deadline.
+		if left := time.Until(deadline); left < 100*time.Millisecond {
+			select {
+			case <-ctx.Done():
+			case <-time.After(left + 10*time.Millisecond):
+			}
+		}
+	}
 	if w.inFlight.Add(-1) == 0 {
 		w.current.Store("")
 	}
@@ -412,6 +666,14 @@ func (s *Supervisor) Invoke(ctx context.Context, req InvokeRequest) (_ InvokeRes
 
 	res := InvokeResult{InvocationID: invID, Scope: id.Key(), Worker: w.id, Cold: cold, Queued: queued}
 	switch {
+	case overCPU:
+		// The worker may still be computing: recycle it.
+		s.retire(sc, w, "cpu time")
+		<-w.slots
+		go w.stop()
+		log.Warn("invocation over its cpu time limit, worker recycled", "worker", w.id, "cpu", cpuUsed, "limit", tier.CPUTime.Duration)
+		return res, fmt.Errorf("%w: %s used %s of CPU, its tier %s allows %s per invocation (the worker was recycled)",
+			ErrCPUTime, ext.Name, cpuUsed.Round(time.Millisecond), tierName, tier.CPUTime.Duration)
 	case err == nil:
 		s.release(sc, w)
 	case ctx.Err() == context.DeadlineExceeded:
@@ -528,7 +790,7 @@ func (s *Supervisor) warm(sc *scope) {
 	sc.mu.Unlock()
 	for _, ext := range need {
 		ctx, cancel := context.WithTimeout(context.Background(), s.conf().Pool.StartTimeout.Duration)
-		w, _, err := s.acquire(ctx, sc, ext)
+		w, _, err := s.acquire(ctx, sc, ext, s.conf().Tiers[sc.tier].maxWorkers(s.conf().Pool))
 		cancel()
 		if err == nil {
 			s.release(sc, w)
@@ -587,13 +849,15 @@ func (s *Supervisor) Extensions(allow func(string) bool) ([]ExtensionInfo, error
 
 // ScopeInfo is a snapshot of one scope.
 type ScopeInfo struct {
-	ID      ScopeID
-	Cgroup  string
-	HostUID uint32
-	Limits  cgroups.Limits
-	Stats   cgroups.Stats
-	Workers []WorkerInfo
-	Usage   Usage
+	ID            ScopeID
+	Tier          string
+	ThrottleLevel int // the noisy-neighbour controller's step (0: none)
+	Cgroup        string
+	HostUID       uint32
+	Limits        cgroups.Limits
+	Stats         cgroups.Stats
+	Workers       []WorkerInfo
+	Usage         Usage
 }
 
 // Usage is what a scope used since it was created (totals).
@@ -652,7 +916,11 @@ func (s *Supervisor) Scope(key string) (ScopeInfo, error) {
 
 func (s *Supervisor) info(sc *scope) ScopeInfo {
 	st, _ := sc.node.Stats()
-	info := ScopeInfo{ID: sc.id, Cgroup: sc.node.Path(), HostUID: sc.ids.Base, Limits: sc.limits, Stats: st}
+	sc.mu.Lock()
+	limits := sc.limits
+	sc.mu.Unlock()
+	info := ScopeInfo{ID: sc.id, Tier: sc.tier, Cgroup: sc.node.Path(), HostUID: sc.ids.Base, Limits: limits, Stats: st,
+		ThrottleLevel: s.throttleLevel(sc.id.Key())}
 	info.Usage = s.usage(sc, st)
 	sc.mu.Lock()
 	for _, ws := range sc.workers {

@@ -9,6 +9,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/scoped-io/scoped/metrics"
 )
 
 func TestUnitCheckTargetFields(t *testing.T) {
@@ -70,9 +75,61 @@ func unitSupervisor(t *testing.T) *Supervisor {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Supervisor{log: slog.New(slog.NewTextHandler(io.Discard, nil)), store: store, scopes: map[string]*scope{}}
+	tenants, err := openTenants(cfg.StateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Supervisor{log: slog.New(slog.NewTextHandler(io.Discard, nil)), store: store, tenants: tenants,
+		scopes: map[string]*scope{}, metrics: metrics.New()}
 	s.cfg.Store(&cfg)
 	return s
+}
+
+// TestUnitInvokeAdmission: a suspended tenant and a tenant over its rate
+// are refused before any scope exists, with the refusal counted.
+func TestUnitInvokeAdmission(t *testing.T) {
+	s := unitSupervisor(t)
+	cfg := *s.conf()
+	cfg.Tiers = Tiers{"standard": BaseTier(), "suspended": {CPUWeight: 1, ScopeMemoryMax: 1 << 20, ScopePidsMax: 1, Suspended: true}}
+	limited := BaseTier()
+	limited.Rate, limited.Burst = 1, 1
+	cfg.Tiers["limited"] = limited
+	s.cfg.Store(&cfg)
+	for _, tenant := range []string{"acme", "globex"} {
+		if _, _, err := s.store.Deploy(tenant, "production", "hook", unitBundle("w")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.tenants.assign("acme", "suspended", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.tenants.assign("globex", "limited", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	req := func(tenant string) InvokeRequest {
+		return InvokeRequest{Target: Target{Tenant: tenant, Environment: "production", Extension: "hook"}}
+	}
+	if _, err := s.Invoke(context.Background(), req("acme")); !errors.Is(err, ErrSuspended) {
+		t.Errorf("suspended tenant: %v, want ErrSuspended", err)
+	}
+	s.stopping = true // admitted calls then end without a scope
+	if _, err := s.Invoke(context.Background(), req("globex")); !errors.Is(err, ErrStopping) {
+		t.Errorf("first call within the rate: %v, want ErrStopping (admitted)", err)
+	}
+	_, err := s.Invoke(context.Background(), req("globex"))
+	if !errors.Is(err, ErrRateLimited) {
+		t.Errorf("second call at once: %v, want ErrRateLimited", err)
+	}
+	st, _ := status.FromError(toStatus(err))
+	if st.Code() != codes.ResourceExhausted || len(st.Details()) != 1 {
+		t.Errorf("status %v with details %v, want ResourceExhausted with a RetryInfo", st.Code(), st.Details())
+	}
+	if st, _ := status.FromError(toStatus(fmt.Errorf("%w: x", ErrSuspended))); st.Code() != codes.FailedPrecondition {
+		t.Errorf("suspended → %v, want FailedPrecondition", st.Code())
+	}
+	if len(s.scopes) != 0 {
+		t.Errorf("refused invocations created scopes")
+	}
 }
 
 func TestUnitInvokeRejectsBeforeAnyScope(t *testing.T) {

@@ -46,6 +46,9 @@ Commands:
                                             live per-scope table like systemd-cgtop: CPU %,
                                             run-queue p99, memory, net, invocations/s;
                                             -o json prints one snapshot
+  tenant  set TENANT --tier TIER            place TENANT in TIER (persisted; root or admin clients)
+  tenant  get TENANT | ls                   show tenants: tier, its limits, live scopes
+  events  [--tenant T] [--since D]          the noisy-neighbour controller's recent events
   help    [COMMAND]                         show this help, or a command's flags
 
 Global flags (accepted before or after COMMAND):
@@ -110,6 +113,8 @@ func init() {
 		{"logs", "[--tenant T] [--scope S] [--extension X] [--tail N] [-f]", "print the workers' output lines", runLogs},
 		{"rm", "--tenant T --env E NAME", "remove an extension and stop its workers", runRm},
 		{"top", "[--tenant T] [--interval D] [--sort cpu|runq|memory|net|inv|scope] [-n N]", "live per-scope table: CPU %, run-queue p99, memory, net, invocations/s", runTop},
+		{"tenant", "set TENANT --tier TIER | get TENANT | ls", "place a tenant in a tier (root or admin clients), or show tenants and their tiers", runTenant},
+		{"events", "[--tenant T] [--since D]", "the noisy-neighbour controller's recent events", runEvents},
 	}
 }
 

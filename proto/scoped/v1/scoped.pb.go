@@ -929,8 +929,13 @@ type Scope struct {
 	Stats       *CgroupStats `protobuf:"bytes,8,opt,name=stats,proto3" json:"stats,omitempty"`
 	Limits      *Limits      `protobuf:"bytes,9,opt,name=limits,proto3" json:"limits,omitempty"`
 	// Host uid of the scope's sandboxes (root of their user namespace).
-	HostUid       uint32 `protobuf:"varint,10,opt,name=host_uid,json=hostUid,proto3" json:"host_uid,omitempty"`
-	Usage         *Usage `protobuf:"bytes,11,opt,name=usage,proto3" json:"usage,omitempty"`
+	HostUid uint32 `protobuf:"varint,10,opt,name=host_uid,json=hostUid,proto3" json:"host_uid,omitempty"`
+	Usage   *Usage `protobuf:"bytes,11,opt,name=usage,proto3" json:"usage,omitempty"`
+	// The tier the scope's cgroup is in.
+	Tier string `protobuf:"bytes,12,opt,name=tier,proto3" json:"tier,omitempty"`
+	// The noisy-neighbour controller's step for this scope: 0 none, 1 lower
+	// CPU weight, 2 CPU max cap.
+	ThrottleLevel int32 `protobuf:"varint,13,opt,name=throttle_level,json=throttleLevel,proto3" json:"throttle_level,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1040,6 +1045,20 @@ func (x *Scope) GetUsage() *Usage {
 		return x.Usage
 	}
 	return nil
+}
+
+func (x *Scope) GetTier() string {
+	if x != nil {
+		return x.Tier
+	}
+	return ""
+}
+
+func (x *Scope) GetThrottleLevel() int32 {
+	if x != nil {
+		return x.ThrottleLevel
+	}
+	return 0
 }
 
 // Usage is what the scope used since it was created, as accounting
@@ -1605,6 +1624,574 @@ func (x *LogEntry) GetLine() string {
 	return ""
 }
 
+type SetTenantRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Tier          string                 `protobuf:"bytes,2,opt,name=tier,proto3" json:"tier,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetTenantRequest) Reset() {
+	*x = SetTenantRequest{}
+	mi := &file_scoped_v1_scoped_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetTenantRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetTenantRequest) ProtoMessage() {}
+
+func (x *SetTenantRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_scoped_v1_scoped_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetTenantRequest.ProtoReflect.Descriptor instead.
+func (*SetTenantRequest) Descriptor() ([]byte, []int) {
+	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *SetTenantRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *SetTenantRequest) GetTier() string {
+	if x != nil {
+		return x.Tier
+	}
+	return ""
+}
+
+type ListTenantsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Optional: only this tenant (listed even without assignment or scopes).
+	Tenant        string `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTenantsRequest) Reset() {
+	*x = ListTenantsRequest{}
+	mi := &file_scoped_v1_scoped_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTenantsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTenantsRequest) ProtoMessage() {}
+
+func (x *ListTenantsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_scoped_v1_scoped_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTenantsRequest.ProtoReflect.Descriptor instead.
+func (*ListTenantsRequest) Descriptor() ([]byte, []int) {
+	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ListTenantsRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+type ListTenantsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenants       []*Tenant              `protobuf:"bytes,1,rep,name=tenants,proto3" json:"tenants,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTenantsResponse) Reset() {
+	*x = ListTenantsResponse{}
+	mi := &file_scoped_v1_scoped_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTenantsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTenantsResponse) ProtoMessage() {}
+
+func (x *ListTenantsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_scoped_v1_scoped_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTenantsResponse.ProtoReflect.Descriptor instead.
+func (*ListTenantsResponse) Descriptor() ([]byte, []int) {
+	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ListTenantsResponse) GetTenants() []*Tenant {
+	if x != nil {
+		return x.Tenants
+	}
+	return nil
+}
+
+type Tenant struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Tier   string                 `protobuf:"bytes,2,opt,name=tier,proto3" json:"tier,omitempty"`
+	// False when the tenant is in the default tier for want of an assignment.
+	Assigned bool                   `protobuf:"varint,3,opt,name=assigned,proto3" json:"assigned,omitempty"`
+	Updated  *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=updated,proto3" json:"updated,omitempty"`
+	Scopes   int32                  `protobuf:"varint,5,opt,name=scopes,proto3" json:"scopes,omitempty"`
+	// Invocations in flight (counted where the tier limits them).
+	InFlight      int32 `protobuf:"varint,6,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
+	Settings      *Tier `protobuf:"bytes,7,opt,name=settings,proto3" json:"settings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Tenant) Reset() {
+	*x = Tenant{}
+	mi := &file_scoped_v1_scoped_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Tenant) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Tenant) ProtoMessage() {}
+
+func (x *Tenant) ProtoReflect() protoreflect.Message {
+	mi := &file_scoped_v1_scoped_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Tenant.ProtoReflect.Descriptor instead.
+func (*Tenant) Descriptor() ([]byte, []int) {
+	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *Tenant) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *Tenant) GetTier() string {
+	if x != nil {
+		return x.Tier
+	}
+	return ""
+}
+
+func (x *Tenant) GetAssigned() bool {
+	if x != nil {
+		return x.Assigned
+	}
+	return false
+}
+
+func (x *Tenant) GetUpdated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Updated
+	}
+	return nil
+}
+
+func (x *Tenant) GetScopes() int32 {
+	if x != nil {
+		return x.Scopes
+	}
+	return 0
+}
+
+func (x *Tenant) GetInFlight() int32 {
+	if x != nil {
+		return x.InFlight
+	}
+	return 0
+}
+
+func (x *Tenant) GetSettings() *Tier {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+// Tier is a tier's settings (see the daemon configuration's [tiers]).
+type Tier struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	CpuWeight      uint64                 `protobuf:"varint,1,opt,name=cpu_weight,json=cpuWeight,proto3" json:"cpu_weight,omitempty"`
+	CpuMax         float64                `protobuf:"fixed64,2,opt,name=cpu_max,json=cpuMax,proto3" json:"cpu_max,omitempty"`
+	MemoryMax      int64                  `protobuf:"varint,3,opt,name=memory_max,json=memoryMax,proto3" json:"memory_max,omitempty"`
+	ScopeMemoryMax int64                  `protobuf:"varint,4,opt,name=scope_memory_max,json=scopeMemoryMax,proto3" json:"scope_memory_max,omitempty"`
+	ScopePidsMax   int64                  `protobuf:"varint,5,opt,name=scope_pids_max,json=scopePidsMax,proto3" json:"scope_pids_max,omitempty"`
+	MaxConcurrent  int32                  `protobuf:"varint,6,opt,name=max_concurrent,json=maxConcurrent,proto3" json:"max_concurrent,omitempty"`
+	Rate           float64                `protobuf:"fixed64,7,opt,name=rate,proto3" json:"rate,omitempty"`
+	Burst          int32                  `protobuf:"varint,8,opt,name=burst,proto3" json:"burst,omitempty"`
+	Timeout        *durationpb.Duration   `protobuf:"bytes,9,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	CpuTime        *durationpb.Duration   `protobuf:"bytes,10,opt,name=cpu_time,json=cpuTime,proto3" json:"cpu_time,omitempty"`
+	MaxWorkers     int32                  `protobuf:"varint,11,opt,name=max_workers,json=maxWorkers,proto3" json:"max_workers,omitempty"`
+	Suspended      bool                   `protobuf:"varint,12,opt,name=suspended,proto3" json:"suspended,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Tier) Reset() {
+	*x = Tier{}
+	mi := &file_scoped_v1_scoped_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Tier) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Tier) ProtoMessage() {}
+
+func (x *Tier) ProtoReflect() protoreflect.Message {
+	mi := &file_scoped_v1_scoped_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Tier.ProtoReflect.Descriptor instead.
+func (*Tier) Descriptor() ([]byte, []int) {
+	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *Tier) GetCpuWeight() uint64 {
+	if x != nil {
+		return x.CpuWeight
+	}
+	return 0
+}
+
+func (x *Tier) GetCpuMax() float64 {
+	if x != nil {
+		return x.CpuMax
+	}
+	return 0
+}
+
+func (x *Tier) GetMemoryMax() int64 {
+	if x != nil {
+		return x.MemoryMax
+	}
+	return 0
+}
+
+func (x *Tier) GetScopeMemoryMax() int64 {
+	if x != nil {
+		return x.ScopeMemoryMax
+	}
+	return 0
+}
+
+func (x *Tier) GetScopePidsMax() int64 {
+	if x != nil {
+		return x.ScopePidsMax
+	}
+	return 0
+}
+
+func (x *Tier) GetMaxConcurrent() int32 {
+	if x != nil {
+		return x.MaxConcurrent
+	}
+	return 0
+}
+
+func (x *Tier) GetRate() float64 {
+	if x != nil {
+		return x.Rate
+	}
+	return 0
+}
+
+func (x *Tier) GetBurst() int32 {
+	if x != nil {
+		return x.Burst
+	}
+	return 0
+}
+
+func (x *Tier) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+func (x *Tier) GetCpuTime() *durationpb.Duration {
+	if x != nil {
+		return x.CpuTime
+	}
+	return nil
+}
+
+func (x *Tier) GetMaxWorkers() int32 {
+	if x != nil {
+		return x.MaxWorkers
+	}
+	return 0
+}
+
+func (x *Tier) GetSuspended() bool {
+	if x != nil {
+		return x.Suspended
+	}
+	return false
+}
+
+type ListEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Optional filters.
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Since         *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=since,proto3" json:"since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListEventsRequest) Reset() {
+	*x = ListEventsRequest{}
+	mi := &file_scoped_v1_scoped_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListEventsRequest) ProtoMessage() {}
+
+func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_scoped_v1_scoped_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
+func (*ListEventsRequest) Descriptor() ([]byte, []int) {
+	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ListEventsRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *ListEventsRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+type ListEventsResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Events []*Event               `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	// False when the controller is off.
+	ControllerEnabled bool `protobuf:"varint,2,opt,name=controller_enabled,json=controllerEnabled,proto3" json:"controller_enabled,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *ListEventsResponse) Reset() {
+	*x = ListEventsResponse{}
+	mi := &file_scoped_v1_scoped_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListEventsResponse) ProtoMessage() {}
+
+func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_scoped_v1_scoped_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
+func (*ListEventsResponse) Descriptor() ([]byte, []int) {
+	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ListEventsResponse) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *ListEventsResponse) GetControllerEnabled() bool {
+	if x != nil {
+		return x.ControllerEnabled
+	}
+	return false
+}
+
+// Event is one action of the noisy-neighbour controller.
+type Event struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Time  *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
+	// "detected", "stepped_down", "capped", "stepped_up", "restored", "released".
+	Kind          string   `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	Scope         string   `protobuf:"bytes,3,opt,name=scope,proto3" json:"scope,omitempty"`
+	Tenant        string   `protobuf:"bytes,4,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Victims       []string `protobuf:"bytes,5,rep,name=victims,proto3" json:"victims,omitempty"`
+	Level         int32    `protobuf:"varint,6,opt,name=level,proto3" json:"level,omitempty"`
+	Reason        string   `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Event) Reset() {
+	*x = Event{}
+	mi := &file_scoped_v1_scoped_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Event) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Event) ProtoMessage() {}
+
+func (x *Event) ProtoReflect() protoreflect.Message {
+	mi := &file_scoped_v1_scoped_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Event.ProtoReflect.Descriptor instead.
+func (*Event) Descriptor() ([]byte, []int) {
+	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *Event) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *Event) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Event) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
+func (x *Event) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *Event) GetVictims() []string {
+	if x != nil {
+		return x.Victims
+	}
+	return nil
+}
+
+func (x *Event) GetLevel() int32 {
+	if x != nil {
+		return x.Level
+	}
+	return 0
+}
+
+func (x *Event) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 var File_scoped_v1_scoped_proto protoreflect.FileDescriptor
 
 const file_scoped_v1_scoped_proto_rawDesc = "" +
@@ -1671,7 +2258,7 @@ const file_scoped_v1_scoped_proto_rawDesc = "" +
 	"\x12ListScopesResponse\x12(\n" +
 	"\x06scopes\x18\x01 \x03(\v2\x10.scoped.v1.ScopeR\x06scopes\"+\n" +
 	"\x13InspectScopeRequest\x12\x14\n" +
-	"\x05scope\x18\x01 \x01(\tR\x05scope\"\xe6\x02\n" +
+	"\x05scope\x18\x01 \x01(\tR\x05scope\"\xa1\x03\n" +
 	"\x05Scope\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12 \n" +
@@ -1684,7 +2271,9 @@ const file_scoped_v1_scoped_proto_rawDesc = "" +
 	"\x06limits\x18\t \x01(\v2\x11.scoped.v1.LimitsR\x06limits\x12\x19\n" +
 	"\bhost_uid\x18\n" +
 	" \x01(\rR\ahostUid\x12&\n" +
-	"\x05usage\x18\v \x01(\v2\x10.scoped.v1.UsageR\x05usage\"\xc8\x03\n" +
+	"\x05usage\x18\v \x01(\v2\x10.scoped.v1.UsageR\x05usage\x12\x12\n" +
+	"\x04tier\x18\f \x01(\tR\x04tier\x12%\n" +
+	"\x0ethrottle_level\x18\r \x01(\x05R\rthrottleLevel\"\xc8\x03\n" +
 	"\x05Usage\x12\x16\n" +
 	"\x06source\x18\x01 \x01(\tR\x06source\x12+\n" +
 	"\x03cpu\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03cpu\x12!\n" +
@@ -1739,7 +2328,53 @@ const file_scoped_v1_scoped_proto_rawDesc = "" +
 	"\textension\x18\x04 \x01(\tR\textension\x12#\n" +
 	"\rinvocation_id\x18\x05 \x01(\tR\finvocationId\x12\x16\n" +
 	"\x06stream\x18\x06 \x01(\tR\x06stream\x12\x12\n" +
-	"\x04line\x18\a \x01(\tR\x04line2\xfb\x03\n" +
+	"\x04line\x18\a \x01(\tR\x04line\">\n" +
+	"\x10SetTenantRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
+	"\x04tier\x18\x02 \x01(\tR\x04tier\",\n" +
+	"\x12ListTenantsRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\"B\n" +
+	"\x13ListTenantsResponse\x12+\n" +
+	"\atenants\x18\x01 \x03(\v2\x11.scoped.v1.TenantR\atenants\"\xe8\x01\n" +
+	"\x06Tenant\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
+	"\x04tier\x18\x02 \x01(\tR\x04tier\x12\x1a\n" +
+	"\bassigned\x18\x03 \x01(\bR\bassigned\x124\n" +
+	"\aupdated\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\x12\x16\n" +
+	"\x06scopes\x18\x05 \x01(\x05R\x06scopes\x12\x1b\n" +
+	"\tin_flight\x18\x06 \x01(\x05R\binFlight\x12+\n" +
+	"\bsettings\x18\a \x01(\v2\x0f.scoped.v1.TierR\bsettings\"\xa8\x03\n" +
+	"\x04Tier\x12\x1d\n" +
+	"\n" +
+	"cpu_weight\x18\x01 \x01(\x04R\tcpuWeight\x12\x17\n" +
+	"\acpu_max\x18\x02 \x01(\x01R\x06cpuMax\x12\x1d\n" +
+	"\n" +
+	"memory_max\x18\x03 \x01(\x03R\tmemoryMax\x12(\n" +
+	"\x10scope_memory_max\x18\x04 \x01(\x03R\x0escopeMemoryMax\x12$\n" +
+	"\x0escope_pids_max\x18\x05 \x01(\x03R\fscopePidsMax\x12%\n" +
+	"\x0emax_concurrent\x18\x06 \x01(\x05R\rmaxConcurrent\x12\x12\n" +
+	"\x04rate\x18\a \x01(\x01R\x04rate\x12\x14\n" +
+	"\x05burst\x18\b \x01(\x05R\x05burst\x123\n" +
+	"\atimeout\x18\t \x01(\v2\x19.google.protobuf.DurationR\atimeout\x124\n" +
+	"\bcpu_time\x18\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\acpuTime\x12\x1f\n" +
+	"\vmax_workers\x18\v \x01(\x05R\n" +
+	"maxWorkers\x12\x1c\n" +
+	"\tsuspended\x18\f \x01(\bR\tsuspended\"]\n" +
+	"\x11ListEventsRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x120\n" +
+	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"m\n" +
+	"\x12ListEventsResponse\x12(\n" +
+	"\x06events\x18\x01 \x03(\v2\x10.scoped.v1.EventR\x06events\x12-\n" +
+	"\x12controller_enabled\x18\x02 \x01(\bR\x11controllerEnabled\"\xc1\x01\n" +
+	"\x05Event\x12.\n" +
+	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x14\n" +
+	"\x05scope\x18\x03 \x01(\tR\x05scope\x12\x16\n" +
+	"\x06tenant\x18\x04 \x01(\tR\x06tenant\x12\x18\n" +
+	"\avictims\x18\x05 \x03(\tR\avictims\x12\x14\n" +
+	"\x05level\x18\x06 \x01(\x05R\x05level\x12\x16\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason2\xd1\x05\n" +
 	"\x06Scoped\x12=\n" +
 	"\x06Deploy\x12\x18.scoped.v1.DeployRequest\x1a\x19.scoped.v1.DeployResponse\x12X\n" +
 	"\x0fRemoveExtension\x12!.scoped.v1.RemoveExtensionRequest\x1a\".scoped.v1.RemoveExtensionResponse\x12U\n" +
@@ -1748,7 +2383,11 @@ const file_scoped_v1_scoped_proto_rawDesc = "" +
 	"\n" +
 	"ListScopes\x12\x1c.scoped.v1.ListScopesRequest\x1a\x1d.scoped.v1.ListScopesResponse\x12@\n" +
 	"\fInspectScope\x12\x1e.scoped.v1.InspectScopeRequest\x1a\x10.scoped.v1.Scope\x125\n" +
-	"\x04Logs\x12\x16.scoped.v1.LogsRequest\x1a\x13.scoped.v1.LogEntry0\x01B6Z4github.com/scoped-io/scoped/proto/scoped/v1;scopedv1b\x06proto3"
+	"\x04Logs\x12\x16.scoped.v1.LogsRequest\x1a\x13.scoped.v1.LogEntry0\x01\x12;\n" +
+	"\tSetTenant\x12\x1b.scoped.v1.SetTenantRequest\x1a\x11.scoped.v1.Tenant\x12L\n" +
+	"\vListTenants\x12\x1d.scoped.v1.ListTenantsRequest\x1a\x1e.scoped.v1.ListTenantsResponse\x12I\n" +
+	"\n" +
+	"ListEvents\x12\x1c.scoped.v1.ListEventsRequest\x1a\x1d.scoped.v1.ListEventsResponseB6Z4github.com/scoped-io/scoped/proto/scoped/v1;scopedv1b\x06proto3"
 
 var (
 	file_scoped_v1_scoped_proto_rawDescOnce sync.Once
@@ -1762,7 +2401,7 @@ func file_scoped_v1_scoped_proto_rawDescGZIP() []byte {
 	return file_scoped_v1_scoped_proto_rawDescData
 }
 
-var file_scoped_v1_scoped_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_scoped_v1_scoped_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_scoped_v1_scoped_proto_goTypes = []any{
 	(*File)(nil),                    // 0: scoped.v1.File
 	(*Bundle)(nil),                  // 1: scoped.v1.Bundle
@@ -1786,52 +2425,74 @@ var file_scoped_v1_scoped_proto_goTypes = []any{
 	(*Limits)(nil),                  // 19: scoped.v1.Limits
 	(*LogsRequest)(nil),             // 20: scoped.v1.LogsRequest
 	(*LogEntry)(nil),                // 21: scoped.v1.LogEntry
-	nil,                             // 22: scoped.v1.InvokeRequest.MetadataEntry
-	(*timestamppb.Timestamp)(nil),   // 23: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 24: google.protobuf.Duration
+	(*SetTenantRequest)(nil),        // 22: scoped.v1.SetTenantRequest
+	(*ListTenantsRequest)(nil),      // 23: scoped.v1.ListTenantsRequest
+	(*ListTenantsResponse)(nil),     // 24: scoped.v1.ListTenantsResponse
+	(*Tenant)(nil),                  // 25: scoped.v1.Tenant
+	(*Tier)(nil),                    // 26: scoped.v1.Tier
+	(*ListEventsRequest)(nil),       // 27: scoped.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),      // 28: scoped.v1.ListEventsResponse
+	(*Event)(nil),                   // 29: scoped.v1.Event
+	nil,                             // 30: scoped.v1.InvokeRequest.MetadataEntry
+	(*timestamppb.Timestamp)(nil),   // 31: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),     // 32: google.protobuf.Duration
 }
 var file_scoped_v1_scoped_proto_depIdxs = []int32{
 	0,  // 0: scoped.v1.Bundle.files:type_name -> scoped.v1.File
-	23, // 1: scoped.v1.Extension.created:type_name -> google.protobuf.Timestamp
+	31, // 1: scoped.v1.Extension.created:type_name -> google.protobuf.Timestamp
 	1,  // 2: scoped.v1.DeployRequest.bundle:type_name -> scoped.v1.Bundle
 	2,  // 3: scoped.v1.DeployResponse.extension:type_name -> scoped.v1.Extension
 	2,  // 4: scoped.v1.ListExtensionsResponse.extensions:type_name -> scoped.v1.Extension
-	22, // 5: scoped.v1.InvokeRequest.metadata:type_name -> scoped.v1.InvokeRequest.MetadataEntry
-	24, // 6: scoped.v1.InvokeRequest.timeout:type_name -> google.protobuf.Duration
+	30, // 5: scoped.v1.InvokeRequest.metadata:type_name -> scoped.v1.InvokeRequest.MetadataEntry
+	32, // 6: scoped.v1.InvokeRequest.timeout:type_name -> google.protobuf.Duration
 	11, // 7: scoped.v1.InvokeResponse.figures:type_name -> scoped.v1.Figures
-	24, // 8: scoped.v1.Figures.duration:type_name -> google.protobuf.Duration
-	24, // 9: scoped.v1.Figures.queued:type_name -> google.protobuf.Duration
+	32, // 8: scoped.v1.Figures.duration:type_name -> google.protobuf.Duration
+	32, // 9: scoped.v1.Figures.queued:type_name -> google.protobuf.Duration
 	15, // 10: scoped.v1.ListScopesResponse.scopes:type_name -> scoped.v1.Scope
 	17, // 11: scoped.v1.Scope.workers:type_name -> scoped.v1.Worker
 	18, // 12: scoped.v1.Scope.stats:type_name -> scoped.v1.CgroupStats
 	19, // 13: scoped.v1.Scope.limits:type_name -> scoped.v1.Limits
 	16, // 14: scoped.v1.Scope.usage:type_name -> scoped.v1.Usage
-	24, // 15: scoped.v1.Usage.cpu:type_name -> google.protobuf.Duration
-	24, // 16: scoped.v1.Usage.runq_sum:type_name -> google.protobuf.Duration
-	23, // 17: scoped.v1.Usage.time:type_name -> google.protobuf.Timestamp
-	23, // 18: scoped.v1.Worker.started:type_name -> google.protobuf.Timestamp
-	24, // 19: scoped.v1.CgroupStats.cpu_usage:type_name -> google.protobuf.Duration
-	24, // 20: scoped.v1.CgroupStats.cpu_throttled:type_name -> google.protobuf.Duration
-	23, // 21: scoped.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
-	3,  // 22: scoped.v1.Scoped.Deploy:input_type -> scoped.v1.DeployRequest
-	5,  // 23: scoped.v1.Scoped.RemoveExtension:input_type -> scoped.v1.RemoveExtensionRequest
-	7,  // 24: scoped.v1.Scoped.ListExtensions:input_type -> scoped.v1.ListExtensionsRequest
-	9,  // 25: scoped.v1.Scoped.Invoke:input_type -> scoped.v1.InvokeRequest
-	12, // 26: scoped.v1.Scoped.ListScopes:input_type -> scoped.v1.ListScopesRequest
-	14, // 27: scoped.v1.Scoped.InspectScope:input_type -> scoped.v1.InspectScopeRequest
-	20, // 28: scoped.v1.Scoped.Logs:input_type -> scoped.v1.LogsRequest
-	4,  // 29: scoped.v1.Scoped.Deploy:output_type -> scoped.v1.DeployResponse
-	6,  // 30: scoped.v1.Scoped.RemoveExtension:output_type -> scoped.v1.RemoveExtensionResponse
-	8,  // 31: scoped.v1.Scoped.ListExtensions:output_type -> scoped.v1.ListExtensionsResponse
-	10, // 32: scoped.v1.Scoped.Invoke:output_type -> scoped.v1.InvokeResponse
-	13, // 33: scoped.v1.Scoped.ListScopes:output_type -> scoped.v1.ListScopesResponse
-	15, // 34: scoped.v1.Scoped.InspectScope:output_type -> scoped.v1.Scope
-	21, // 35: scoped.v1.Scoped.Logs:output_type -> scoped.v1.LogEntry
-	29, // [29:36] is the sub-list for method output_type
-	22, // [22:29] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	32, // 15: scoped.v1.Usage.cpu:type_name -> google.protobuf.Duration
+	32, // 16: scoped.v1.Usage.runq_sum:type_name -> google.protobuf.Duration
+	31, // 17: scoped.v1.Usage.time:type_name -> google.protobuf.Timestamp
+	31, // 18: scoped.v1.Worker.started:type_name -> google.protobuf.Timestamp
+	32, // 19: scoped.v1.CgroupStats.cpu_usage:type_name -> google.protobuf.Duration
+	32, // 20: scoped.v1.CgroupStats.cpu_throttled:type_name -> google.protobuf.Duration
+	31, // 21: scoped.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
+	25, // 22: scoped.v1.ListTenantsResponse.tenants:type_name -> scoped.v1.Tenant
+	31, // 23: scoped.v1.Tenant.updated:type_name -> google.protobuf.Timestamp
+	26, // 24: scoped.v1.Tenant.settings:type_name -> scoped.v1.Tier
+	32, // 25: scoped.v1.Tier.timeout:type_name -> google.protobuf.Duration
+	32, // 26: scoped.v1.Tier.cpu_time:type_name -> google.protobuf.Duration
+	31, // 27: scoped.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
+	29, // 28: scoped.v1.ListEventsResponse.events:type_name -> scoped.v1.Event
+	31, // 29: scoped.v1.Event.time:type_name -> google.protobuf.Timestamp
+	3,  // 30: scoped.v1.Scoped.Deploy:input_type -> scoped.v1.DeployRequest
+	5,  // 31: scoped.v1.Scoped.RemoveExtension:input_type -> scoped.v1.RemoveExtensionRequest
+	7,  // 32: scoped.v1.Scoped.ListExtensions:input_type -> scoped.v1.ListExtensionsRequest
+	9,  // 33: scoped.v1.Scoped.Invoke:input_type -> scoped.v1.InvokeRequest
+	12, // 34: scoped.v1.Scoped.ListScopes:input_type -> scoped.v1.ListScopesRequest
+	14, // 35: scoped.v1.Scoped.InspectScope:input_type -> scoped.v1.InspectScopeRequest
+	20, // 36: scoped.v1.Scoped.Logs:input_type -> scoped.v1.LogsRequest
+	22, // 37: scoped.v1.Scoped.SetTenant:input_type -> scoped.v1.SetTenantRequest
+	23, // 38: scoped.v1.Scoped.ListTenants:input_type -> scoped.v1.ListTenantsRequest
+	27, // 39: scoped.v1.Scoped.ListEvents:input_type -> scoped.v1.ListEventsRequest
+	4,  // 40: scoped.v1.Scoped.Deploy:output_type -> scoped.v1.DeployResponse
+	6,  // 41: scoped.v1.Scoped.RemoveExtension:output_type -> scoped.v1.RemoveExtensionResponse
+	8,  // 42: scoped.v1.Scoped.ListExtensions:output_type -> scoped.v1.ListExtensionsResponse
+	10, // 43: scoped.v1.Scoped.Invoke:output_type -> scoped.v1.InvokeResponse
+	13, // 44: scoped.v1.Scoped.ListScopes:output_type -> scoped.v1.ListScopesResponse
+	15, // 45: scoped.v1.Scoped.InspectScope:output_type -> scoped.v1.Scope
+	21, // 46: scoped.v1.Scoped.Logs:output_type -> scoped.v1.LogEntry
+	25, // 47: scoped.v1.Scoped.SetTenant:output_type -> scoped.v1.Tenant
+	24, // 48: scoped.v1.Scoped.ListTenants:output_type -> scoped.v1.ListTenantsResponse
+	28, // 49: scoped.v1.Scoped.ListEvents:output_type -> scoped.v1.ListEventsResponse
+	40, // [40:50] is the sub-list for method output_type
+	30, // [30:40] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_scoped_v1_scoped_proto_init() }
@@ -1845,7 +2506,7 @@ func file_scoped_v1_scoped_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_scoped_v1_scoped_proto_rawDesc), len(file_scoped_v1_scoped_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

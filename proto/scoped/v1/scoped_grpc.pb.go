@@ -29,6 +29,9 @@ const (
 	Scoped_ListScopes_FullMethodName      = "/scoped.v1.Scoped/ListScopes"
 	Scoped_InspectScope_FullMethodName    = "/scoped.v1.Scoped/InspectScope"
 	Scoped_Logs_FullMethodName            = "/scoped.v1.Scoped/Logs"
+	Scoped_SetTenant_FullMethodName       = "/scoped.v1.Scoped/SetTenant"
+	Scoped_ListTenants_FullMethodName     = "/scoped.v1.Scoped/ListTenants"
+	Scoped_ListEvents_FullMethodName      = "/scoped.v1.Scoped/ListEvents"
 )
 
 // ScopedClient is the client API for Scoped service.
@@ -51,6 +54,15 @@ type ScopedClient interface {
 	InspectScope(ctx context.Context, in *InspectScopeRequest, opts ...grpc.CallOption) (*Scope, error)
 	// Logs streams the workers' output lines of a tenant's scopes.
 	Logs(ctx context.Context, in *LogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[LogEntry], error)
+	// SetTenant places a tenant in a tier; the assignment persists across
+	// restarts. Only root and clients marked admin may call it.
+	SetTenant(ctx context.Context, in *SetTenantRequest, opts ...grpc.CallOption) (*Tenant, error)
+	// ListTenants lists the tenants the caller may act for that have a tier
+	// assignment or live scopes, with their tier's settings.
+	ListTenants(ctx context.Context, in *ListTenantsRequest, opts ...grpc.CallOption) (*ListTenantsResponse, error)
+	// ListEvents lists the noisy-neighbour controller's recent events about
+	// the scopes of the tenants the caller may act for.
+	ListEvents(ctx context.Context, in *ListEventsRequest, opts ...grpc.CallOption) (*ListEventsResponse, error)
 }
 
 type scopedClient struct {
@@ -140,6 +152,36 @@ func (c *scopedClient) Logs(ctx context.Context, in *LogsRequest, opts ...grpc.C
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Scoped_LogsClient = grpc.ServerStreamingClient[LogEntry]
 
+func (c *scopedClient) SetTenant(ctx context.Context, in *SetTenantRequest, opts ...grpc.CallOption) (*Tenant, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Tenant)
+	err := c.cc.Invoke(ctx, Scoped_SetTenant_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *scopedClient) ListTenants(ctx context.Context, in *ListTenantsRequest, opts ...grpc.CallOption) (*ListTenantsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListTenantsResponse)
+	err := c.cc.Invoke(ctx, Scoped_ListTenants_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *scopedClient) ListEvents(ctx context.Context, in *ListEventsRequest, opts ...grpc.CallOption) (*ListEventsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListEventsResponse)
+	err := c.cc.Invoke(ctx, Scoped_ListEvents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ScopedServer is the server API for Scoped service.
 // All implementations must embed UnimplementedScopedServer
 // for forward compatibility.
@@ -160,6 +202,15 @@ type ScopedServer interface {
 	InspectScope(context.Context, *InspectScopeRequest) (*Scope, error)
 	// Logs streams the workers' output lines of a tenant's scopes.
 	Logs(*LogsRequest, grpc.ServerStreamingServer[LogEntry]) error
+	// SetTenant places a tenant in a tier; the assignment persists across
+	// restarts. Only root and clients marked admin may call it.
+	SetTenant(context.Context, *SetTenantRequest) (*Tenant, error)
+	// ListTenants lists the tenants the caller may act for that have a tier
+	// assignment or live scopes, with their tier's settings.
+	ListTenants(context.Context, *ListTenantsRequest) (*ListTenantsResponse, error)
+	// ListEvents lists the noisy-neighbour controller's recent events about
+	// the scopes of the tenants the caller may act for.
+	ListEvents(context.Context, *ListEventsRequest) (*ListEventsResponse, error)
 	mustEmbedUnimplementedScopedServer()
 }
 
@@ -190,6 +241,15 @@ func (UnimplementedScopedServer) InspectScope(context.Context, *InspectScopeRequ
 }
 func (UnimplementedScopedServer) Logs(*LogsRequest, grpc.ServerStreamingServer[LogEntry]) error {
 	return status.Error(codes.Unimplemented, "method Logs not implemented")
+}
+func (UnimplementedScopedServer) SetTenant(context.Context, *SetTenantRequest) (*Tenant, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetTenant not implemented")
+}
+func (UnimplementedScopedServer) ListTenants(context.Context, *ListTenantsRequest) (*ListTenantsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListTenants not implemented")
+}
+func (UnimplementedScopedServer) ListEvents(context.Context, *ListEventsRequest) (*ListEventsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListEvents not implemented")
 }
 func (UnimplementedScopedServer) mustEmbedUnimplementedScopedServer() {}
 func (UnimplementedScopedServer) testEmbeddedByValue()                {}
@@ -331,6 +391,60 @@ func _Scoped_Logs_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Scoped_LogsServer = grpc.ServerStreamingServer[LogEntry]
 
+func _Scoped_SetTenant_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetTenantRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ScopedServer).SetTenant(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Scoped_SetTenant_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ScopedServer).SetTenant(ctx, req.(*SetTenantRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Scoped_ListTenants_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListTenantsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ScopedServer).ListTenants(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Scoped_ListTenants_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ScopedServer).ListTenants(ctx, req.(*ListTenantsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Scoped_ListEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListEventsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ScopedServer).ListEvents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Scoped_ListEvents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ScopedServer).ListEvents(ctx, req.(*ListEventsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Scoped_ServiceDesc is the grpc.ServiceDesc for Scoped service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -361,6 +475,18 @@ var Scoped_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "InspectScope",
 			Handler:    _Scoped_InspectScope_Handler,
+		},
+		{
+			MethodName: "SetTenant",
+			Handler:    _Scoped_SetTenant_Handler,
+		},
+		{
+			MethodName: "ListTenants",
+			Handler:    _Scoped_ListTenants_Handler,
+		},
+		{
+			MethodName: "ListEvents",
+			Handler:    _Scoped_ListEvents_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

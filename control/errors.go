@@ -1,0 +1,14 @@
+package control
+
+import "errors"
+
+// Sentinel errors. Every error of this package wraps one of them, or the
+// error of a Source or an Actuator.
+var (
+	ErrInvalidConfig = errors.New("invalid controller configuration")
+	// ErrClosed: the Controller was closed; it restored every scope it
+	// had throttled and does nothing more.
+	ErrClosed = errors.New("controller closed")
+	// ErrInvalidPSI: a cpu.pressure file did not parse.
+	ErrInvalidPSI = errors.New("invalid cpu.pressure")
+)

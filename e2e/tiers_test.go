@@ -1,0 +1,462 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/scoped-io/scoped/cgroups"
+	"github.com/scoped-io/scoped/client"
+	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
+)
+
+const tiersTOML = `
+[tiers.free]
+cpu_weight = 50
+cpu_max = 0.5
+rate = 2.0
+burst = 2
+cpu_time = "300ms"
+[tiers.pro]
+cpu_weight = 400
+memory_max = 1073741824
+max_concurrent = 1
+`
+
+// cgroupValue reads a control file of the cgroup at rel below the daemon's
+// root, from the hierarchy that holds it on this host.
+func cgroupValue(t *testing.T, d *daemon, rel, v2file, v1ctl, v1file string) string {
+	t.Helper()
+	p := filepath.Join("/sys/fs/cgroup", d.root, rel, v2file)
+	if cgroups.HostMode() != cgroups.V2 {
+		p = filepath.Join("/sys/fs/cgroup", v1ctl, d.root, rel, v1file)
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// cpuWeightOf is a node's CPU weight as cgroup v2 writes it (v1 shares are
+// weight × 10.24).
+func cpuWeightOf(t *testing.T, d *daemon, rel string) string {
+	t.Helper()
+	if cgroups.HostMode() == cgroups.V2 {
+		return cgroupValue(t, d, rel, "cpu.weight", "", "")
+	}
+	v := cgroupValue(t, d, rel, "", "cpu", "cpu.shares")
+	n, _ := strconv.ParseUint(v, 10, 64)
+	return strconv.FormatUint(n*100/1024, 10)
+}
+
+func retryHint(err error) time.Duration {
+	st, _ := status.FromError(err)
+	for _, d := range st.Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok {
+			return ri.GetRetryDelay().AsDuration()
+		}
+	}
+	return 0
+}
+
+func invokeSpin(c *client.Client, tenant string, ms int, timeout time.Duration) (*scopedv1.InvokeResponse, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	req := &scopedv1.InvokeRequest{Tenant: tenant, Environment: "production", Extension: "spin", Payload: []byte(strconv.Itoa(ms))}
+	if timeout > 0 {
+		req.Timeout = durationpb.New(timeout)
+	}
+	return c.Invoke(ctx, req)
+}
+
+// TestTiers: tenants in tiers get the tier's cgroup limits in the hierarchy
+// tier → tenant → scope, its rate, concurrency and CPU-time limits, and
+// suspension; assignments persist across restarts and a reload applies new
+// tier values to live scopes.
+func TestTiers(t *testing.T) {
+	d := startDaemon(t, options{extra: tiersTOML})
+	c := d.client()
+	ctx := context.Background()
+	for _, tenant := range []string{"acme", "globex", "initech"} {
+		deploy(t, c, tenant, "production", "spin", bins.spin)
+	}
+	// acme → free with scopectl (as root), globex → pro with the API.
+	if out, err := exec.Command(bins.scopectl, "--socket", d.socket, "tenant", "set", "acme", "--tier", "free").CombinedOutput(); err != nil {
+		t.Fatalf("scopectl tenant set: %v: %s", err, out)
+	}
+	if ti, err := c.SetTenant(ctx, &scopedv1.SetTenantRequest{Tenant: "globex", Tier: "pro"}); err != nil || ti.GetTier() != "pro" || !ti.GetAssigned() {
+		t.Fatalf("SetTenant globex pro = %v, %v", ti, err)
+	}
+	if _, err := c.SetTenant(ctx, &scopedv1.SetTenantRequest{Tenant: "globex", Tier: "gold"}); status.Code(err) != codes.NotFound {
+		t.Errorf("SetTenant to an unknown tier: %v, want NotFound", err)
+	}
+	if _, err := c.SetTenant(ctx, &scopedv1.SetTenantRequest{Tenant: "../x", Tier: "pro"}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("SetTenant ../x: %v, want InvalidArgument", err)
+	}
+
+	// Hierarchy and limits on the real cgroup tree.
+	for _, tenant := range []string{"acme", "globex"} {
+		if _, err := invokeSpin(c, tenant, 1, 0); err != nil {
+			t.Fatalf("first invocation of %s: %v", tenant, err)
+		}
+	}
+	for tenant, tier := range map[string]string{"acme": "free", "globex": "pro"} {
+		s, err := c.InspectScope(ctx, &scopedv1.InspectScopeRequest{Scope: tenant + ".production"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := filepath.Join(d.root, tier, tenant, "production"); s.GetCgroup() != want || s.GetTier() != tier {
+			t.Errorf("%s: cgroup %s tier %s, want %s in %s", tenant, s.GetCgroup(), s.GetTier(), want, tier)
+		}
+	}
+	// One tenant per tier: each tier node weighs what its tenant does.
+	for rel, want := range map[string]string{"free": "50", "free/acme": "50", "pro": "400", "pro/globex": "400", "free/acme/production": "100"} {
+		if got := cpuWeightOf(t, d, rel); got != want {
+			t.Errorf("cpu weight of %s = %s, want %s", rel, got, want)
+		}
+	}
+	if cgroups.HostMode() == cgroups.V2 {
+		if got := cgroupValue(t, d, "free/acme", "cpu.max", "", ""); got != "50000 100000" {
+			t.Errorf("free tenant cpu.max = %q, want 50000 100000", got)
+		}
+		if got := cgroupValue(t, d, "pro/globex", "memory.max", "", ""); got != "1073741824" {
+			t.Errorf("pro tenant memory.max = %q", got)
+		}
+	} else {
+		if got := cgroupValue(t, d, "free/acme", "", "cpu", "cpu.cfs_quota_us"); got != "50000" {
+			t.Errorf("free tenant cfs quota = %q, want 50000", got)
+		}
+		if got := cgroupValue(t, d, "pro/globex", "", "memory", "memory.limit_in_bytes"); got != "1073741824" {
+			t.Errorf("pro tenant memory limit = %q", got)
+		}
+	}
+
+	// Rate: 2/s with a burst of 2. The first call above took a token; a
+	// quick burst runs dry and gets RESOURCE_EXHAUSTED with a retry hint.
+	var refused error
+	for range 4 {
+		if _, err := invokeSpin(c, "acme", 1, 0); err != nil {
+			refused = err
+			break
+		}
+	}
+	if status.Code(refused) != codes.ResourceExhausted || !strings.Contains(refused.Error(), "rate limit") {
+		t.Fatalf("a burst over the rate: %v, want ResourceExhausted rate limit", refused)
+	}
+	hint := retryHint(refused)
+	if hint <= 0 || hint > time.Second {
+		t.Errorf("retry hint %s, want within (0, 1s] at 2/s", hint)
+	}
+	time.Sleep(hint + 50*time.Millisecond)
+	if _, err := invokeSpin(c, "acme", 1, 0); err != nil {
+		t.Errorf("after the hinted wait: %v", err)
+	}
+
+	// CPU time: free allows 300ms per invocation; 5 s of spinning is
+	// stopped, reported, and the worker recycled.
+	time.Sleep(time.Second)
+	before, err := c.InspectScope(ctx, &scopedv1.InspectScopeRequest{Scope: "acme.production"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = invokeSpin(c, "acme", 5000, 0)
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "cpu time limit exceeded") {
+		t.Fatalf("5 s of CPU under a 300ms limit: %v, want ResourceExhausted cpu time limit exceeded", err)
+	}
+	t.Logf("cpu time limit: %v after %s", err, time.Since(start).Round(time.Millisecond))
+	waitFor(t, 10*time.Second, "the over-limit worker to go", func() bool {
+		s, err := c.InspectScope(ctx, &scopedv1.InspectScopeRequest{Scope: "acme.production"})
+		if err != nil {
+			return false
+		}
+		for _, w := range s.GetWorkers() {
+			for _, b := range before.GetWorkers() {
+				if w.GetId() == b.GetId() {
+					return false
+				}
+			}
+		}
+		return true
+	})
+
+	// Concurrency: pro allows one invocation in flight per tenant.
+	var wg sync.WaitGroup
+	wg.Add(1)
+	var longErr error
+	go func() {
+		defer wg.Done()
+		_, longErr = invokeSpin(c, "globex", 1500, 0)
+	}()
+	waitFor(t, 10*time.Second, "globex's invocation in flight", func() bool {
+		r, err := c.ListTenants(ctx, &scopedv1.ListTenantsRequest{Tenant: "globex"})
+		return err == nil && len(r.GetTenants()) == 1 && r.GetTenants()[0].GetInFlight() == 1
+	})
+	_, err = invokeSpin(c, "globex", 1, 0)
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "in flight") || retryHint(err) <= 0 {
+		t.Errorf("a second invocation in flight: %v, want ResourceExhausted with a hint", err)
+	}
+	wg.Wait()
+	if longErr != nil {
+		t.Errorf("the admitted invocation: %v", longErr)
+	}
+
+	// Reload applies new tier values to live scopes.
+	cfg, err := os.ReadFile(d.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newCfg := strings.Replace(string(cfg), "cpu_weight = 400", "cpu_weight = 800", 1)
+	if err := os.WriteFile(d.config, []byte(newCfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "pro's new weight", func() bool {
+		return cpuWeightOf(t, d, "pro/globex") == "800" && cpuWeightOf(t, d, "pro") == "800"
+	})
+
+	// Suspension: refused with FAILED_PRECONDITION, live scopes stopped.
+	if out, err := exec.Command(bins.scopectl, "--socket", d.socket, "tenant", "set", "acme", "--tier", "suspended").CombinedOutput(); err != nil {
+		t.Fatalf("scopectl tenant set suspended: %v: %s", err, out)
+	}
+	if _, err := invokeSpin(c, "acme", 1, 0); status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("suspended tenant: %v, want FailedPrecondition", err)
+	}
+	waitFor(t, 10*time.Second, "the suspended tenant's scope to go", func() bool {
+		r, err := c.ListScopes(ctx, &scopedv1.ListScopesRequest{Tenant: "acme"})
+		return err == nil && len(r.GetScopes()) == 0
+	})
+	if _, err := os.Stat(filepath.Join("/sys/fs/cgroup/unified", d.root, "free", "acme")); cgroups.HostMode() == cgroups.Hybrid && !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the suspended tenant's cgroup is still there: %v", err)
+	}
+
+	// Assignments persist across restarts.
+	d.stop()
+	d.start()
+	c = d.client()
+	r, err := c.ListTenants(ctx, &scopedv1.ListTenantsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, tn := range r.GetTenants() {
+		got[tn.GetTenant()] = tn.GetTier()
+	}
+	if got["acme"] != "suspended" || got["globex"] != "pro" {
+		t.Errorf("tenants after a restart: %v", got)
+	}
+	out, err := exec.Command(bins.scopectl, "--socket", d.socket, "tenant", "ls").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "suspended") || !strings.Contains(string(out), "globex") {
+		t.Errorf("scopectl tenant ls: %v: %s", err, out)
+	}
+	if _, err := invokeSpin(c, "initech", 1, 0); err != nil {
+		t.Errorf("a tenant in the default tier: %v", err)
+	}
+}
+
+// TestTenantsShareByWeightNotScopes: a tenant running four scopes gets no
+// more CPU than a tenant with one at the same tier: the tenant node, not
+// the scope, is what the kernel weighs against other tenants.
+func TestTenantsShareByWeightNotScopes(t *testing.T) {
+	d := startDaemon(t, options{poolExtra: "max_workers = 2\nidle_timeout = \"10m\""})
+	c := d.client()
+	envs := []string{"e1", "e2", "e3", "e4"}
+	for _, e := range envs {
+		deploy(t, c, "many", e, "spin", bins.spin)
+	}
+	deploy(t, c, "one", "production", "spin", bins.spin)
+	type call struct{ tenant, env string }
+	var calls []call
+	for _, e := range envs {
+		calls = append(calls, call{"many", e}, call{"many", e})
+	}
+	calls = append(calls, call{"one", "production"}, call{"one", "production"})
+	// Warm every scope's workers (cold starts outside the window).
+	var wg sync.WaitGroup
+	for _, cl := range calls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _ = c.Invoke(context.Background(), &scopedv1.InvokeRequest{Tenant: cl.tenant, Environment: cl.env, Extension: "spin", Payload: []byte("50")})
+		}()
+	}
+	wg.Wait()
+	ctx, cancel := context.WithCancel(context.Background())
+	for _, cl := range calls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _ = c.Invoke(ctx, &scopedv1.InvokeRequest{Tenant: cl.tenant, Environment: cl.env, Extension: "spin", Payload: []byte("60000")})
+		}()
+	}
+	defer func() { cancel(); wg.Wait() }()
+	time.Sleep(time.Second)
+	usage := func(tenant string) time.Duration {
+		u, err := cgroups.CPUUsage(filepath.Join(d.root, "standard", tenant))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u
+	}
+	m0, o0 := usage("many"), usage("one")
+	time.Sleep(3 * time.Second)
+	m, o := usage("many")-m0, usage("one")-o0
+	share := float64(o) / float64(m+o)
+	t.Logf("4 scopes × 2 spinners vs 1 scope × 2 spinners, equal tiers: many used %s, one %s: one's share %.3f", m, o, share)
+	// Flat scopes would give "one" 2/10 of the CPU, equal tenant weights
+	// 1/2. On 2 CPUs the kernel's per-CPU distribution of group weights
+	// lands between (measured 27–48 % on the hybrid development host, the
+	// rest of the machine idle or busy; see BENCHMARKS.md's fairness
+	// section), so the test holds the tenant above the flat split with a
+	// margin rather than at the ideal.
+	if share < 0.25 || share > 0.6 {
+		t.Errorf("the one-scope tenant got %.1f%% of the CPU: want well above the 20%% of a flat split (about 50%% ideally)", 100*share)
+	}
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestNoisyNeighbourSteppedDown: a tenant spinning on every CPU makes
+// another tenant's invocations wait and preempts them; the controller
+// names it, lowers its weight (scope and tenant), reports the events, and
+// restores it once it calms down.
+func TestNoisyNeighbourSteppedDown(t *testing.T) {
+	if accountingMode() == "cgroupfs" {
+		t.Skip("the controller needs eBPF accounting (SCOPED_E2E_ACCOUNTING=cgroupfs)")
+	}
+	d := startDaemon(t, options{poolExtra: "max_workers = 4\nidle_timeout = \"10m\"", extra: `
+[control]
+interval = "250ms"
+cooldown = "1s"
+detect_ticks = 3
+recover_ticks = 3
+`})
+	if !strings.Contains(d.logs.String(), "source=ebpf") {
+		t.Skip("eBPF accounting did not load here; the controller has no preemption counts")
+	}
+	c := d.client()
+	ctx := context.Background()
+	deploy(t, c, "victim", "production", "spin", bins.spin)
+	deploy(t, c, "noisy", "production", "spin", bins.spin)
+
+	// The antagonist: four spinners on two CPUs, restarted until stopped.
+	stopNoisy := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stopNoisy:
+					return
+				default:
+				}
+				_, _ = invokeSpin(c, "noisy", 1500, 0)
+			}
+		}()
+	}
+	// The victim: 20 ms bursts back to back.
+	stopVictim := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stopVictim:
+				return
+			default:
+			}
+			_, _ = invokeSpin(c, "victim", 20, 0)
+		}
+	}()
+	defer func() {
+		close(stopVictim)
+		select {
+		case <-stopNoisy:
+		default:
+			close(stopNoisy)
+		}
+		wg.Wait()
+	}()
+
+	events := func(kind string) []*scopedv1.Event {
+		r, err := c.ListEvents(ctx, &scopedv1.ListEventsRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !r.GetControllerEnabled() {
+			t.Fatal("the controller is off")
+		}
+		var out []*scopedv1.Event
+		for _, e := range r.GetEvents() {
+			if e.GetKind() == kind {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
+	waitFor(t, 30*time.Second, "the antagonist to be stepped down", func() bool { return len(events("stepped_down")) > 0 })
+	e := events("stepped_down")[0]
+	t.Logf("event: %s %s level %d victims %v: %s", e.GetKind(), e.GetScope(), e.GetLevel(), e.GetVictims(), e.GetReason())
+	if e.GetScope() != "noisy.production" || len(e.GetVictims()) == 0 || e.GetVictims()[0] != "victim.production" {
+		t.Errorf("stepped down %s for %v, want noisy.production for victim.production", e.GetScope(), e.GetVictims())
+	}
+	for _, ev := range events("stepped_down") {
+		if ev.GetScope() == "victim.production" {
+			t.Errorf("the victim was stepped down: %v", ev)
+		}
+	}
+	s, err := c.InspectScope(ctx, &scopedv1.InspectScopeRequest{Scope: "noisy.production"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.GetThrottleLevel() < 1 {
+		t.Errorf("noisy.production throttle level %d, want ≥ 1", s.GetThrottleLevel())
+	}
+	if w := cpuWeightOf(t, d, "standard/noisy/production"); w == "100" {
+		t.Errorf("the antagonist's scope weight is still 100")
+	}
+	if w := cpuWeightOf(t, d, "standard/noisy"); w == "100" {
+		t.Errorf("the antagonist's tenant weight is still 100")
+	}
+	out, err := exec.Command(bins.scopectl, "--socket", d.socket, "events").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "stepped_down") || !strings.Contains(string(out), "noisy.production") {
+		t.Errorf("scopectl events: %v: %s", err, out)
+	}
+	if !strings.Contains(d.logs.String(), "noisy neighbour") {
+		t.Error("no log line for the controller's event")
+	}
+
+	// The antagonist stops: it is calm, and restored step by step.
+	close(stopNoisy)
+	waitFor(t, 60*time.Second, "the antagonist to be restored", func() bool { return len(events("restored")) > 0 })
+	waitFor(t, 5*time.Second, "the base weights back", func() bool {
+		return cpuWeightOf(t, d, "standard/noisy/production") == "100" && cpuWeightOf(t, d, "standard/noisy") == "100"
+	})
+}

@@ -1,0 +1,189 @@
+package supervisor
+
+import (
+	"context"
+	"fmt"
+	"path"
+	"time"
+
+	"github.com/scoped-io/scoped/cgroups"
+	"github.com/scoped-io/scoped/control"
+)
+
+// ControlConfig is [control], the noisy-neighbour controller (see package
+// control for what each threshold means).
+type ControlConfig struct {
+	Enabled        bool     `toml:"enabled"`
+	Interval       Duration `toml:"interval"`
+	Cooldown       Duration `toml:"cooldown"`
+	DetectTicks    int      `toml:"detect_ticks"`
+	RecoverTicks   int      `toml:"recover_ticks"`
+	VictimRunqP99  Duration `toml:"victim_runq_p99"`
+	VictimPSI      float64  `toml:"victim_psi"`
+	MinPreemptions float64  `toml:"min_preemptions"`
+	MinShare       float64  `toml:"min_share"`
+	WeightDivisor  uint64   `toml:"weight_divisor"`
+	CapCPUs        float64  `toml:"cap_cpus"`
+	CalmCPU        float64  `toml:"calm_cpu"`
+	MaxThrottled   int      `toml:"max_throttled"`
+	MaxEvents      int      `toml:"max_events"`
+}
+
+func (c ControlConfig) controlConfig() control.Config {
+	return control.Config{
+		Enabled: c.Enabled, Interval: c.Interval.Duration, Cooldown: c.Cooldown.Duration,
+		DetectTicks: c.DetectTicks, RecoverTicks: c.RecoverTicks, VictimRunqP99: c.VictimRunqP99.Duration,
+		VictimPSI: c.VictimPSI, MinPreemptions: c.MinPreemptions, MinShare: c.MinShare,
+		WeightDivisor: c.WeightDivisor, CapCPUs: c.CapCPUs, CalmCPU: c.CalmCPU,
+		MaxThrottled: c.MaxThrottled, MaxEvents: c.MaxEvents,
+	}
+}
+
+// ControlEvent is one action of the noisy-neighbour controller.
+type ControlEvent = control.Event
+
+// scopeBaseWeight is every scope's CPU weight within its tenant (see
+// Tier.scopeLimits); the controller steps down from it.
+const scopeBaseWeight = 100
+
+// startControl starts the noisy-neighbour controller with the
+// configuration in force (it does nothing when [control] is off). The
+// caller holds no lock.
+func (s *Supervisor) startControl() error {
+	ctl, err := control.New(s.conf().Control.controlConfig(),
+		control.AccountingSource(s.acct, s.controlScopes), control.ActuatorFunc(s.throttle), s.log)
+	if err != nil {
+		return fmt.Errorf("%w: control: %w", ErrConfig, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := ctl.Run(ctx); err != nil {
+			s.log.Warn("noisy-neighbour controller: restoring throttled scopes", "err", err)
+		}
+	}()
+	s.ctlMu.Lock()
+	s.ctl, s.ctlStop = ctl, func() { cancel(); <-done }
+	s.ctlMu.Unlock()
+	return nil
+}
+
+// stopControl stops the controller, which restores every scope it
+// throttled.
+func (s *Supervisor) stopControl() {
+	s.ctlMu.Lock()
+	stop := s.ctlStop
+	s.ctl, s.ctlStop = nil, nil
+	s.ctlMu.Unlock()
+	if stop != nil {
+		stop()
+	}
+}
+
+func (s *Supervisor) controller() *control.Controller {
+	s.ctlMu.Lock()
+	defer s.ctlMu.Unlock()
+	return s.ctl
+}
+
+// controlScopes lists the live, accounted scopes for the controller.
+func (s *Supervisor) controlScopes() []control.ScopeInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]control.ScopeInfo, 0, len(s.scopes))
+	for _, sc := range s.scopes {
+		if sc.cgid == 0 {
+			continue
+		}
+		out = append(out, control.ScopeInfo{
+			Key: sc.id.Key(), Tenant: sc.id.Tenant, ID: sc.cgid, UnifiedDir: sc.node.UnifiedDir(),
+			Weight: scopeBaseWeight,
+		})
+	}
+	return out
+}
+
+// throttle applies the controller's settings to a scope: the weight to the
+// scope's node (against its tenant's other scopes) and, scaled, to its
+// tenant's node (against other tenants: the tenant's tier weight times
+// weight/100, the lowest of its throttled scopes'); the CPU max (0: none)
+// to the scope's node.
+func (s *Supervisor) throttle(key string, weight uint64, cpuMax float64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sc, ok := s.scopes[key]
+	if !ok {
+		return nil // gone: nothing to throttle or restore
+	}
+	l := cgroups.Limits{CPUWeight: max(weight, 1), CPUMax: cpuMax}
+	if cpuMax <= 0 {
+		l.CPUMax = -1
+	}
+	if err := sc.node.Set(l); err != nil {
+		return err
+	}
+	if weight >= scopeBaseWeight {
+		delete(s.throttled, key)
+	} else {
+		s.throttled[key] = weight
+	}
+	tier := s.conf().Tiers[sc.tier]
+	tw := s.tenantWeightLocked(sc.tier, sc.id.Tenant, tier.CPUWeight)
+	tenant, err := cgroups.Load(path.Join(s.tree.Root(), sc.tier, sc.id.Tenant))
+	if err != nil {
+		return err
+	}
+	if err := tenant.Set(cgroups.Limits{CPUWeight: tw}); err != nil {
+		return err
+	}
+	return s.setTierWeightsLocked()
+}
+
+// tenantWeightLocked is a tenant's CPU weight now: its tier's, scaled down
+// by the most throttled of its scopes. Callers hold s.mu.
+func (s *Supervisor) tenantWeightLocked(tier, tenant string, base uint64) uint64 {
+	w := base
+	for key, sw := range s.throttled {
+		if sc, ok := s.scopes[key]; ok && sc.tier == tier && sc.id.Tenant == tenant {
+			w = min(w, max(base*sw/scopeBaseWeight, 1))
+		}
+	}
+	return w
+}
+
+// ControlEvents returns the controller's recent events about the scopes of
+// the tenants allow accepts, and whether the controller runs.
+func (s *Supervisor) ControlEvents(allow func(string) bool, since time.Time) ([]ControlEvent, bool) {
+	ctl := s.controller()
+	if ctl == nil || !s.conf().Control.Enabled {
+		return nil, false
+	}
+	var out []ControlEvent
+	for _, e := range ctl.Events(since) {
+		if allow(e.Tenant) {
+			out = append(out, e)
+		}
+	}
+	return out, true
+}
+
+// throttleLevel is the controller's step for the scope key (0: none).
+func (s *Supervisor) throttleLevel(key string) int {
+	if ctl := s.controller(); ctl != nil {
+		return ctl.Throttled()[key]
+	}
+	return 0
+}
+
+// controlMetrics copies the controller's event counts into the metrics.
+func (s *Supervisor) controlMetrics() {
+	ctl := s.controller()
+	if ctl == nil {
+		return
+	}
+	for kind, n := range ctl.Counts() {
+		s.metrics.SetControlEvents(kind, n)
+	}
+	s.metrics.SetThrottled(len(ctl.Throttled()))
+}

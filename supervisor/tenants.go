@@ -1,0 +1,273 @@
+package supervisor
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/scoped-io/scoped/internal/ident"
+)
+
+// tenantsFile is the tier assignments' file in the state directory.
+const tenantsFile = "tenants.json"
+
+// maxTenantsFile bounds what the daemon reads back at start.
+const maxTenantsFile = 64 << 20
+
+// tenantRegistry keeps the tenants' tier assignments (persisted in the
+// state directory, so they survive restarts) and each active tenant's
+// admission state: its token bucket and its invocations in flight.
+type tenantRegistry struct {
+	path string
+
+	mu       sync.Mutex
+	assigned map[string]tenantRecord // tenant → assignment
+	adm      map[string]*admission   // tenants with recent invocations
+}
+
+// tenantRecord is one tenant's entry in the file.
+type tenantRecord struct {
+	Tier    string    `json:"tier"`
+	Updated time.Time `json:"updated"`
+}
+
+type tenantsDoc struct {
+	Version int                     `json:"version"`
+	Tenants map[string]tenantRecord `json:"tenants"`
+}
+
+// openTenants reads the assignments from stateDir (none yet is fine).
+func openTenants(stateDir string) (*tenantRegistry, error) {
+	r := &tenantRegistry{path: filepath.Join(stateDir, tenantsFile), assigned: map[string]tenantRecord{}, adm: map[string]*admission{}}
+	f, err := os.Open(r.path)
+	if errors.Is(err, os.ErrNotExist) {
+		return r, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var doc tenantsDoc
+	dec := json.NewDecoder(io.LimitReader(f, maxTenantsFile)) // a cut file fails to decode
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&doc); err != nil {
+		return nil, fmt.Errorf("%s: %w", r.path, err)
+	}
+	if doc.Version != 1 {
+		return nil, fmt.Errorf("%s: version %d, want 1", r.path, doc.Version)
+	}
+	for t, rec := range doc.Tenants {
+		if err := ident.Check("tenant", t); err != nil {
+			return nil, fmt.Errorf("%s: %w", r.path, err)
+		}
+		if err := ident.Check("tier", rec.Tier); err != nil {
+			return nil, fmt.Errorf("%s: tenant %s: %w", r.path, t, err)
+		}
+		r.assigned[t] = rec
+	}
+	return r, nil
+}
+
+// tierOf is the tenant's tier name: its assignment or def.
+func (r *tenantRegistry) tierOf(tenant, def string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if rec, ok := r.assigned[tenant]; ok {
+		return rec.Tier
+	}
+	return def
+}
+
+// assignments returns a copy of every assignment.
+func (r *tenantRegistry) assignments() map[string]tenantRecord {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.assigned)
+}
+
+// assign records tenant's tier and writes the file; the file and the
+// registry change together or not at all.
+func (r *tenantRegistry) assign(tenant, tier string, now time.Time) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	next := maps.Clone(r.assigned)
+	next[tenant] = tenantRecord{Tier: tier, Updated: now.UTC()}
+	if err := writeJSONAtomic(r.path, tenantsDoc{Version: 1, Tenants: next}); err != nil {
+		return fmt.Errorf("save tier assignments: %w", err)
+	}
+	r.assigned = next
+	return nil
+}
+
+// writeJSONAtomic replaces path with v: a temporary file in the same
+// directory, synced, renamed over path, and the directory synced.
+func writeJSONAtomic(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	_, err = f.Write(append(b, '\n'))
+	if err == nil {
+		err = f.Chmod(0o600)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// admission is one tenant's token bucket and invocations in flight.
+type admission struct {
+	tokens   float64
+	last     time.Time
+	inFlight int
+}
+
+// RetryAfterError is a refusal that may succeed later; the API edge passes
+// After on as a retry hint.
+type RetryAfterError struct {
+	Err   error
+	After time.Duration
+}
+
+func (e *RetryAfterError) Error() string {
+	return fmt.Sprintf("%v (retry after %s)", e.Err, e.After.Round(time.Millisecond))
+}
+
+func (e *RetryAfterError) Unwrap() error { return e.Err }
+
+// admit takes a slot and a token of tenant's tier t at now, or says why
+// not. The returned function gives the slot back.
+func (r *tenantRegistry) admit(tenant string, t Tier, now time.Time) (func(), error) {
+	if t.Suspended {
+		return nil, fmt.Errorf("%w: tenant %s is in a suspended tier", ErrSuspended, tenant)
+	}
+	if t.Rate == 0 && t.MaxConcurrent == 0 {
+		return func() {}, nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	a := r.adm[tenant]
+	if a == nil {
+		a = &admission{tokens: burstOf(t), last: now}
+		r.adm[tenant] = a
+	}
+	if t.MaxConcurrent > 0 && a.inFlight >= t.MaxConcurrent {
+		// No better hint than "soon": a slot frees when any of the
+		// tenant's invocations ends.
+		return nil, &RetryAfterError{
+			Err:   fmt.Errorf("%w: tenant %s has %d invocations in flight, its tier allows %d", ErrConcurrency, tenant, a.inFlight, t.MaxConcurrent),
+			After: 50 * time.Millisecond,
+		}
+	}
+	if t.Rate > 0 {
+		burst := burstOf(t)
+		if el := now.Sub(a.last); el > 0 {
+			a.tokens = math.Min(burst, a.tokens+el.Seconds()*t.Rate)
+		}
+		a.last = now
+		if a.tokens > burst { // the tier's burst was lowered
+			a.tokens = burst
+		}
+		if a.tokens < 1 {
+			wait := time.Duration((1 - a.tokens) / t.Rate * float64(time.Second))
+			return nil, &RetryAfterError{
+				Err:   fmt.Errorf("%w: tenant %s is over its tier's %g invocations/s (burst %g)", ErrRateLimited, tenant, t.Rate, burst),
+				After: max(wait, time.Millisecond),
+			}
+		}
+		a.tokens--
+	}
+	a.inFlight++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			r.mu.Lock()
+			a.inFlight--
+			r.mu.Unlock()
+		})
+	}, nil
+}
+
+// inFlight is tenant's invocations in flight, as counted where its tier
+// limits them (0 otherwise).
+func (r *tenantRegistry) inFlight(tenant string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if a := r.adm[tenant]; a != nil {
+		return a.inFlight
+	}
+	return 0
+}
+
+func burstOf(t Tier) float64 {
+	if t.Burst > 0 {
+		return float64(t.Burst)
+	}
+	return math.Max(1, math.Ceil(t.Rate))
+}
+
+// prune forgets the admission state of tenants with nothing in flight and
+// a full bucket (it is the same as none); the reaper calls it.
+func (r *tenantRegistry) prune(tierOf func(string) Tier, now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for tenant, a := range r.adm {
+		t := tierOf(tenant)
+		full := t.Rate == 0 || a.tokens+now.Sub(a.last).Seconds()*t.Rate >= burstOf(t)
+		if a.inFlight == 0 && full {
+			delete(r.adm, tenant)
+		}
+	}
+}
+
+// TenantInfo is one tenant as the API shows it.
+type TenantInfo struct {
+	Tenant   string
+	Tier     string
+	Assigned bool // false: the default tier
+	Updated  time.Time
+	Scopes   int // live scopes
+	InFlight int // invocations in flight (counted where the tier limits them)
+}
+
+// tenantNames is the sorted union of assigned tenants and those in live.
+func tenantNames(assigned map[string]tenantRecord, live map[string]int) []string {
+	set := map[string]struct{}{}
+	for t := range assigned {
+		set[t] = struct{}{}
+	}
+	for t := range live {
+		set[t] = struct{}{}
+	}
+	return slices.Sorted(maps.Keys(set))
+}

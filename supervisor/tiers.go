@@ -1,0 +1,267 @@
+package supervisor
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/scoped-io/scoped/cgroups"
+	"github.com/scoped-io/scoped/internal/ident"
+)
+
+// Tier is an operator-defined plan: what each tenant placed in it may use.
+// Tenant-wide settings apply to the tenant's cgroup node (all its scopes
+// together), scope settings to each of its scopes.
+type Tier struct {
+	// CPUWeight is the tenant's CPU weight (1..10000): under contention
+	// tenants share the CPU in proportion to it, however many scopes each
+	// runs.
+	CPUWeight uint64 `toml:"cpu_weight"`
+	// CPUMax caps the tenant at this many CPUs (0: no cap).
+	CPUMax float64 `toml:"cpu_max"`
+	// MemoryMax is the tenant's memory in bytes across its scopes (0: no
+	// cap beyond the scopes' own).
+	MemoryMax int64 `toml:"memory_max"`
+	// ScopeMemoryMax and ScopePidsMax bound each scope.
+	ScopeMemoryMax int64 `toml:"scope_memory_max"`
+	ScopePidsMax   int64 `toml:"scope_pids_max"`
+	// MaxConcurrent is the tenant's invocations in flight (0: no limit).
+	MaxConcurrent int `toml:"max_concurrent"`
+	// Rate and Burst are the tenant's token bucket: invocations per second
+	// and the bucket's depth (Rate 0: no limit; Burst 0: Rate, at least 1).
+	Rate  float64 `toml:"rate"`
+	Burst int     `toml:"burst"`
+	// Timeout is the longest wall deadline of one invocation (0: the
+	// [limits] max_timeout); it also caps the default.
+	Timeout Duration `toml:"timeout"`
+	// CPUTime is the CPU time one invocation may use (0: no limit). It is
+	// read from the worker's cgroup, so it needs workers that serve one
+	// invocation at a time ([pool] max_concurrent = 1).
+	CPUTime Duration `toml:"cpu_time"`
+	// MaxWorkers is per scope and extension version (0: [pool] max_workers).
+	MaxWorkers int `toml:"max_workers"`
+	// Suspended tenants' invocations are refused (FAILED_PRECONDITION) and
+	// their live scopes stopped.
+	Suspended bool `toml:"suspended"`
+}
+
+// Tiers are the configured tiers by name. In a configuration file a
+// [tiers.NAME] table changes only the keys it names: an existing tier (one
+// of the defaults) keeps the rest, a new one starts from [BaseTier].
+type Tiers map[string]Tier
+
+// BaseTier is where a tier that the defaults do not define starts.
+func BaseTier() Tier {
+	return Tier{CPUWeight: 100, ScopeMemoryMax: 256 << 20, ScopePidsMax: 256}
+}
+
+// UnmarshalTOML merges the tables of a configuration file into t.
+func (t *Tiers) UnmarshalTOML(v any) error {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return fmt.Errorf("tiers: want a table of tier tables, got %T", v)
+	}
+	if *t == nil {
+		*t = Tiers{}
+	}
+	names := make([]string, 0, len(m))
+	for name := range m {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		tbl, ok := m[name].(map[string]any)
+		if !ok {
+			return fmt.Errorf("tiers.%s: want a table, got %T", name, m[name])
+		}
+		tier, ok := (*t)[name]
+		if !ok {
+			tier = BaseTier()
+		}
+		// Round-trip the table through the encoder, so that the tier's
+		// fields decode with their own types and unknown keys show up.
+		var buf bytes.Buffer
+		if err := toml.NewEncoder(&buf).Encode(tbl); err != nil {
+			return fmt.Errorf("tiers.%s: %w", name, err)
+		}
+		md, err := toml.Decode(buf.String(), &tier)
+		if err != nil {
+			return fmt.Errorf("tiers.%s: %w", name, err)
+		}
+		if undec := md.Undecoded(); len(undec) > 0 {
+			return fmt.Errorf("tiers.%s: unknown keys %v", name, undec)
+		}
+		(*t)[name] = tier
+	}
+	return nil
+}
+
+// validate checks one tier; pool is the configuration's [pool].
+func (t Tier) validate(name string, pool PoolConfig, lim APILimits) error {
+	if err := ident.Check("tier name", name); err != nil {
+		return err
+	}
+	bad := func(f string, a ...any) error { return fmt.Errorf("tiers.%s: "+f, append([]any{name}, a...)...) }
+	switch {
+	case t.CPUWeight < 1 || t.CPUWeight > 10000:
+		return bad("cpu_weight must be in 1..10000")
+	case math.IsNaN(t.CPUMax) || t.CPUMax < 0 || t.CPUMax > 4096:
+		return bad("cpu_max must be in 0..4096 CPUs (0: no cap)")
+	case t.MemoryMax != 0 && t.MemoryMax < 1<<20:
+		return bad("memory_max must be 0 (no cap) or at least 1 MiB")
+	case t.ScopeMemoryMax < 1<<20:
+		return bad("scope_memory_max must be at least 1 MiB")
+	case t.ScopePidsMax < 1:
+		return bad("scope_pids_max must be positive")
+	case t.MaxConcurrent < 0:
+		return bad("max_concurrent must not be negative (0: no limit)")
+	case math.IsNaN(t.Rate) || math.IsInf(t.Rate, 0) || t.Rate < 0 || t.Rate > 1e6:
+		return bad("rate must be in 0..1e6 invocations per second (0: no limit)")
+	case t.Burst < 0 || t.Burst > 1e6:
+		return bad("burst must be in 0..1e6")
+	case t.Timeout.Duration < 0 || t.CPUTime.Duration < 0:
+		return bad("timeout and cpu_time must not be negative")
+	case t.Timeout.Duration > 0 && t.Timeout.Duration < 10*time.Millisecond:
+		return bad("timeout must be 0 (the [limits] max_timeout) or at least 10ms")
+	case t.Timeout.Duration > lim.MaxTimeout.Duration:
+		return bad("timeout %s is longer than [limits] max_timeout %s", t.Timeout, lim.MaxTimeout)
+	case t.CPUTime.Duration > 0 && t.CPUTime.Duration < time.Millisecond:
+		return bad("cpu_time must be 0 (no limit) or at least 1ms")
+	case t.CPUTime.Duration > 0 && pool.MaxConcurrent != 1:
+		return bad("cpu_time needs workers that serve one invocation at a time: set [pool] max_concurrent = 1")
+	case t.MaxWorkers < 0:
+		return bad("max_workers must not be negative (0: [pool] max_workers)")
+	case t.MaxWorkers > 0 && t.MaxWorkers < pool.WarmMin:
+		return bad("max_workers %d is below [pool] warm_min %d", t.MaxWorkers, pool.WarmMin)
+	}
+	return nil
+}
+
+// tenantLimits are the limits of a tenant's cgroup node.
+func (t Tier) tenantLimits() cgroups.Limits {
+	l := cgroups.Limits{CPUWeight: t.CPUWeight, CPUMax: t.CPUMax, MemoryMax: t.MemoryMax}
+	if l.CPUMax == 0 {
+		l.CPUMax = -1
+	}
+	if l.MemoryMax == 0 {
+		l.MemoryMax = -1
+	}
+	return l
+}
+
+// scopeLimits are the limits of each of the tenant's scopes. Scopes of a
+// tenant share its CPU equally (the default weight).
+func (t Tier) scopeLimits() cgroups.Limits {
+	return cgroups.Limits{CPUWeight: 100, CPUMax: -1, MemoryMax: t.ScopeMemoryMax, PidsMax: t.ScopePidsMax}
+}
+
+// maxWorkers is the tier's pool bound per scope and extension version.
+func (t Tier) maxWorkers(pool PoolConfig) int {
+	if t.MaxWorkers > 0 {
+		return t.MaxWorkers
+	}
+	return pool.MaxWorkers
+}
+
+// timeouts are the default and the longest wall deadline of an invocation
+// of a tenant of this tier.
+func (t Tier) timeouts(lim APILimits) (def, longest time.Duration) {
+	def, longest = lim.DefaultTimeout.Duration, lim.MaxTimeout.Duration
+	if t.Timeout.Duration > 0 {
+		longest = t.Timeout.Duration
+		def = min(def, longest)
+	}
+	return def, longest
+}
+
+// tierWeights are the CPU weights of the tier nodes: each tier's is the sum
+// of its live tenants' weights, so that every tenant's share of the CPU is
+// its own weight over the sum of all live tenants' weights, whichever tier
+// holds it. Sums beyond the kernel's 10000 are scaled down together, which
+// keeps their ratios up to rounding.
+func tierWeights(sums map[string]uint64) map[string]uint64 {
+	var top uint64
+	for _, s := range sums {
+		top = max(top, s)
+	}
+	out := make(map[string]uint64, len(sums))
+	for name, s := range sums {
+		w := s
+		if top > 10000 {
+			w = uint64(math.Round(float64(s) * 10000 / float64(top)))
+		}
+		out[name] = min(max(w, 1), 10000)
+	}
+	return out
+}
+
+// watchCPU bounds the CPU time of one invocation on w, which serves one
+// invocation at a time (Tier.validate checks that): it returns a context
+// for the call that is cancelled once the worker's cgroup has used more
+// than limit since now, and a function to call when the call has returned,
+// which says how much CPU time it used and whether that was over limit.
+// Where the worker's cgroup cannot be read the invocation runs unbounded,
+// and the error is logged and counted.
+func (s *Supervisor) watchCPU(ctx context.Context, sc *scope, w *worker, limit time.Duration) (context.Context, func() (time.Duration, bool)) {
+	cg := sc.node.Path() + "/" + w.id
+	start, err := cgroups.CPUUsage(cg)
+	if err != nil {
+		s.log.Warn("cpu time limit not enforced", "tenant", sc.id.Tenant, "scope", sc.id.Key(), "worker", w.id, "err", err)
+		s.metrics.IncError("cpu_time_read")
+		return ctx, func() (time.Duration, bool) { return 0, false }
+	}
+	cctx, cancel := context.WithCancelCause(ctx)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		// A poll reads one small file; 20 polls per limit, 2..50 ms apart.
+		tick := time.NewTicker(min(max(limit/20, 2*time.Millisecond), 50*time.Millisecond))
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-cctx.Done():
+				return
+			case <-tick.C:
+			}
+			if u, err := cgroups.CPUUsage(cg); err == nil && u-start > limit {
+				cancel(ErrCPUTime)
+				return
+			}
+		}
+	}()
+	return cctx, func() (time.Duration, bool) {
+		close(stop)
+		wg.Wait()
+		over := errors.Is(context.Cause(cctx), ErrCPUTime)
+		cancel(nil)
+		var used time.Duration
+		if u, err := cgroups.CPUUsage(cg); err == nil {
+			used = u - start
+		}
+		return used, over || used > limit
+	}
+}
+
+// refusalOf names an admission refusal for the metrics.
+func refusalOf(err error) string {
+	switch {
+	case errors.Is(err, ErrSuspended):
+		return "suspended"
+	case errors.Is(err, ErrRateLimited):
+		return "rate"
+	case errors.Is(err, ErrConcurrency):
+		return "concurrency"
+	}
+	return "other"
+}
