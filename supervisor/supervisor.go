@@ -735,6 +735,7 @@ func (s *Supervisor) reaper() {
 		case <-tick.C:
 		}
 		idle := s.conf().Pool.IdleTimeout.Duration
+		s.tenants.prune(func(tenant string) Tier { _, t := s.tierOf(tenant); return t }, time.Now())
 		s.mu.Lock()
 		scopes := make([]*scope, 0, len(s.scopes))
 		for _, sc := range s.scopes {

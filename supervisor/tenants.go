@@ -237,12 +237,23 @@ func burstOf(t Tier) float64 {
 }
 
 // prune forgets the admission state of tenants with nothing in flight and
-// a full bucket (it is the same as none); the reaper calls it.
+// a full bucket (it is the same as none); the reaper calls it. tierOf may
+// use the registry (it is called without r.mu held).
 func (r *tenantRegistry) prune(tierOf func(string) Tier, now time.Time) {
+	r.mu.Lock()
+	names := slices.Collect(maps.Keys(r.adm))
+	r.mu.Unlock()
+	tiers := make(map[string]Tier, len(names))
+	for _, n := range names {
+		tiers[n] = tierOf(n)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for tenant, a := range r.adm {
-		t := tierOf(tenant)
+		t, ok := tiers[tenant]
+		if !ok {
+			continue
+		}
 		full := t.Rate == 0 || a.tokens+now.Sub(a.last).Seconds()*t.Rate >= burstOf(t)
 		if a.inFlight == 0 && full {
 			delete(r.adm, tenant)

@@ -162,7 +162,7 @@ func TestUnitAdmissionRate(t *testing.T) {
 }
 
 func TestUnitAdmissionConcurrencyAndSuspension(t *testing.T) {
-	r := &tenantRegistry{adm: map[string]*admission{}}
+	r := &tenantRegistry{adm: map[string]*admission{}, assigned: map[string]tenantRecord{}}
 	tier := Tier{MaxConcurrent: 2}
 	now := time.Now()
 	d1, err1 := r.admit("acme", tier, now)
@@ -184,7 +184,8 @@ func TestUnitAdmissionConcurrencyAndSuspension(t *testing.T) {
 	}
 	d2()
 	d3()
-	r.prune(func(string) Tier { return tier }, now)
+	// The supervisor's tierOf reads the registry: prune must not hold it.
+	r.prune(func(t string) Tier { _ = r.tierOf(t, "standard"); return tier }, now)
 	if len(r.adm) != 0 {
 		t.Errorf("prune kept %d idle tenants", len(r.adm))
 	}
