@@ -29,6 +29,11 @@ type ScopeSample struct {
 	// what it gets back when the controller lets it go.
 	Weight uint64
 	CPUMax float64
+	// TenantWeight is the CPU weight of the scope's tenant against other
+	// tenants (0: unknown). With Snapshot.CPUs it gives every tenant its
+	// entitled share, so that a tenant taking what its weight entitles it
+	// to is never blamed (see Decide).
+	TenantWeight uint64
 }
 
 // PSI is a cgroup's cumulative cpu.pressure stall time.
@@ -41,6 +46,13 @@ type PSI struct {
 type Snapshot struct {
 	At     time.Time
 	Scopes []ScopeSample
+	// CPUs is how many CPUs the scopes share (0: unknown, which turns the
+	// entitlement rule off).
+	CPUs float64
+	// HostBusy is the CPU time the whole host has been busy, cumulative
+	// (0: unknown). What the scopes did not use of it in a tick (the
+	// daemon, other processes, the kernel) is not theirs to share.
+	HostBusy time.Duration
 }
 
 // Levels of a throttled scope.
@@ -89,6 +101,7 @@ type Event struct {
 // start. Decide never modifies the State it is given.
 type State struct {
 	at        time.Time
+	hostBusy  time.Duration // Snapshot.HostBusy of the last snapshot
 	prev      map[string]prevSample
 	victims   map[string]bool // victims of the last tick: exit thresholds apply
 	streak    map[string]int  // unthrottled scopes: consecutive ticks named
@@ -148,6 +161,12 @@ const (
 	capFraction = 0.5
 	// maxBackoff: leaving the cap waits Cooldown << min(caps-1, maxBackoff).
 	maxBackoff = 3
+	// overShare: under the entitlement rule, a scope (or tenant) is
+	// blamed only when it uses more than this times its entitled share.
+	overShare = 1.2
+	// activeCPU: a tenant using less than this many CPUs in a tick does
+	// not count as contending for the CPU.
+	activeCPU = 0.02
 	// maxEventVictims bounds Event.Victims.
 	maxEventVictims = 16
 	defaultWeight   = 100
@@ -179,8 +198,14 @@ type tickScope struct {
 // more CPU than itself. Two scopes sharing a CPU fairly both wait, and a
 // scope of several busy tasks waits behind its own tasks while every
 // wake-up of a lighter neighbour preempts one of them; neither neighbour is
-// to blame. A scope of the victim's own tenant counts like any other:
-// scopes are the unit of isolation.
+// to blame. Where the snapshot has the CPUs and the tenants' weights, a
+// victim names a scope of another tenant only if that tenant uses more than
+// its entitled share (its weight over the weights of all tenants busy in
+// the tick, times the CPUs) while the victim's tenant uses less than its
+// own, and a scope of its own tenant only if that scope uses more than its
+// part of the tenant's share while the victim uses less: a tenant of a
+// heavier tier, or one scope among many of a tenant, that takes what the
+// weights give it is no noisy neighbour, however long others wait.
 //
 // A scope named in DetectTicks consecutive ticks while using at least
 // twice CalmCPU is stepped down to level 1; still named (and not calm)
@@ -198,12 +223,14 @@ func Decide(cfg Config, st State, snap Snapshot) (State, []Action, []Event) {
 	}
 	d := decider{cfg: cfg, now: now, next: State{
 		at:        now,
+		hostBusy:  snap.HostBusy,
 		prev:      make(map[string]prevSample, len(snap.Scopes)),
 		victims:   make(map[string]bool),
 		streak:    make(map[string]int),
 		throttled: make(map[string]throttle, len(st.throttled)),
 	}}
 	d.measure(st, snap)
+	d.entitle(st, snap)
 	d.carry(st)
 	d.findVictims(st)
 	d.attribute()
@@ -228,6 +255,11 @@ type decider struct {
 	of      map[string]uint64   // all their preemptions by other scopes
 	hurt    map[string][]string // the victims naming the scope
 	secs    float64             // the tick's length; 0 when there is no previous snapshot
+
+	// The entitlement rule (share == nil: off).
+	share      map[string]float64 // tenant → entitled CPUs this tick
+	tenantCPU  map[string]float64 // tenant → CPUs used this tick
+	busyScopes map[string]int     // tenant → its scopes using CPU this tick
 }
 
 // measure computes every scope's figures for this tick.
@@ -266,6 +298,77 @@ func (d *decider) measure(st State, snap Snapshot) {
 		}
 	}
 	slices.Sort(d.keys)
+}
+
+// entitle computes every busy tenant's entitled share of the CPUs from the
+// tenants' weights, where the snapshot has them all.
+func (d *decider) entitle(st State, snap Snapshot) {
+	if snap.CPUs <= 0 || math.IsNaN(snap.CPUs) || math.IsInf(snap.CPUs, 0) {
+		return
+	}
+	cpus := snap.CPUs
+	weight := map[string]uint64{}
+	d.tenantCPU = map[string]float64{}
+	d.busyScopes = map[string]int{}
+	for _, key := range d.keys {
+		ts := d.scopes[key]
+		if ts.s.TenantWeight == 0 {
+			d.tenantCPU = nil
+			return // unknown weights: no entitlements
+		}
+		if !ts.ok {
+			continue
+		}
+		weight[ts.s.Tenant] = ts.s.TenantWeight
+		d.tenantCPU[ts.s.Tenant] += ts.cpu
+		if ts.cpu > activeCPU/4 {
+			d.busyScopes[ts.s.Tenant]++
+		}
+	}
+	var total, used float64
+	for t, w := range weight {
+		used += d.tenantCPU[t]
+		if d.tenantCPU[t] >= activeCPU {
+			total += float64(w)
+		}
+	}
+	if total == 0 {
+		return
+	}
+	if d.secs > 0 && st.hostBusy > 0 && snap.HostBusy >= st.hostBusy {
+		// The CPUs the scopes could have had: all, less what the rest of
+		// the host used meanwhile.
+		other := (snap.HostBusy-st.hostBusy).Seconds()/d.secs - used
+		cpus = max(cpus-max(other, 0), used, activeCPU)
+	}
+	d.share = map[string]float64{}
+	for t, w := range weight {
+		d.share[t] = cpus * float64(w) / total
+	}
+}
+
+// entitled is a scope's part of its tenant's entitled share (0: the rule
+// is off): the share split evenly among the tenant's busy scopes, as their
+// equal weights split it.
+func (d *decider) entitled(ts *tickScope) float64 {
+	if d.share == nil {
+		return 0
+	}
+	return d.share[ts.s.Tenant] / float64(max(d.busyScopes[ts.s.Tenant], 1))
+}
+
+// overShare tells whether, under the entitlement rule, scope a takes more
+// than its entitlement while victim v gets less than its own; true when
+// the rule is off.
+func (d *decider) overShare(a, v *tickScope) bool {
+	if d.share == nil {
+		return true
+	}
+	at, vt := a.s.Tenant, v.s.Tenant
+	if at != vt {
+		return d.tenantCPU[at] > overShare*d.share[at] && d.tenantCPU[vt] < d.share[vt]
+	}
+	return a.cpu > overShare*d.entitled(a) && v.cpu < d.entitled(v)
 }
 
 // wentBack tells whether a scope's counters restarted.
@@ -360,6 +463,9 @@ func (d *decider) attribute() {
 				// lighter neighbour), or they hurt each other and the
 				// bigger one is to blame.
 				continue
+			case !d.overShare(d.scopes[a], vs):
+				// It takes no more than the weights entitle it to.
+				continue
 			}
 			d.score[a] += n
 			d.of[a] += total
@@ -412,7 +518,7 @@ func (d *decider) stepThrottled() {
 			th.since = d.now
 			th.caps++
 			th.hot = 0
-			th.cap = d.capFor(th, ts.cpu)
+			th.cap = d.capFor(th, ts)
 			d.event(EventCapped, key, th.tenant, th.victims, th.level,
 				fmt.Sprintf("cpu max %.2f CPUs (weight stays %d): still named after the cool-down; %s",
 					th.cap, lowered(th.baseWeight, d.cfg.WeightDivisor), d.blame(key)))
@@ -514,9 +620,15 @@ func (d *decider) settings(th throttle) (uint64, float64) {
 	return w, m
 }
 
-// capFor is level 2's CPU max for a scope that uses cpu CPUs now.
-func (d *decider) capFor(th throttle, cpu float64) float64 {
-	m := min(d.cfg.CapCPUs, capFraction*cpu)
+// capFor is level 2's CPU max for a scope as it is now. Under the
+// entitlement rule it never goes below the scope's entitled share: the
+// controller takes away what the antagonist takes beyond its weight, not
+// what its tier gives it.
+func (d *decider) capFor(th throttle, ts *tickScope) float64 {
+	m := min(d.cfg.CapCPUs, capFraction*ts.cpu)
+	if part := d.entitled(ts); part > 0 {
+		m = max(m, part)
+	}
 	if th.baseMax > 0 {
 		m = min(m, th.baseMax)
 	}
@@ -572,6 +684,10 @@ func (d *decider) blame(key string) string {
 	}
 	fmt.Fprintf(&b, "; %s made %.0f%% of those preemptions (%.0f/s), using %.2f CPUs",
 		key, 100*share, rate, ts.cpu)
+	if d.share != nil {
+		t := ts.s.Tenant
+		fmt.Fprintf(&b, " (tenant %s: %.2f CPUs, entitled to %.2f)", t, d.tenantCPU[t], d.share[t])
+	}
 	return b.String()
 }
 

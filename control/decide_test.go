@@ -2,6 +2,7 @@ package control
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -554,4 +555,91 @@ func TestConfigValidate(t *testing.T) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
+}
+
+// The entitlement rule: on 2 CPUs, a tenant of weight 400 against one of
+// weight 100 is entitled to 1.6 CPUs. Taking them while the lighter tenant
+// waits and is preempted is the weights at work, not a noisy neighbour.
+func TestDecideEntitlementTiers(t *testing.T) {
+	uses := map[string]use{
+		"bronze.prod": {cpu: 0.4, runq: 20 * time.Millisecond, by: map[string]float64{"gold.prod": 200}},
+		"gold.prod":   {cpu: 1.6},
+	}
+	tr := newTrace(t, DefaultConfig())
+	tr.cpus, tr.weights = 2, map[string]uint64{"gold": 400, "bronze": 100}
+	tr.run(30, uses)
+	wantLog(t, tr)
+
+	// Without the weights (the rule off) the same trace throttles gold.
+	tr = newTrace(t, DefaultConfig())
+	tr.run(6, uses)
+	if len(tr.evs) == 0 {
+		t.Error("without weights, gold was not stepped down: the test no longer shows the rule")
+	}
+
+	// Gold well beyond its 1.6 CPUs (bronze held under its 0.4) is
+	// stepped down, and capped no lower than its entitlement.
+	tr = newTrace(t, DefaultConfig())
+	tr.cpus, tr.weights = 2, map[string]uint64{"gold": 400, "bronze": 100}
+	tr.run(20, map[string]use{
+		"bronze.prod": {cpu: 0.05, runq: 20 * time.Millisecond, by: map[string]float64{"gold.prod": 200}},
+		"gold.prod":   {cpu: 1.95},
+	})
+	if got := kinds(tr.evs); len(got) < 3 || got[1] != "stepped_down gold.prod" || got[2] != "capped gold.prod" {
+		t.Fatalf("gold over its share: events %v, want it stepped down and capped", got)
+	}
+	if a := tr.acts[len(tr.acts)-1]; a.Level != LevelCapped || a.CPUMax < 1.6 {
+		t.Errorf("cap %+v: want at least gold's entitled 1.6 CPUs", a)
+	}
+	if !strings.Contains(tr.evs[1].Reason, "entitled to 1.60") {
+		t.Errorf("reason %q does not give the entitlement", tr.evs[1].Reason)
+	}
+}
+
+// A tenant with one scope against a tenant with eight, equal weights: the
+// single scope takes its tenant's whole share, 8× what each of the eight
+// gets, and preempts them; that is what equal tenant weights mean.
+func TestDecideEntitlementScopes(t *testing.T) {
+	uses := map[string]use{"one.prod": {cpu: 1}}
+	for i := range 8 {
+		uses[fmt.Sprintf("many.e%d", i)] = use{cpu: 0.125, runq: 20 * time.Millisecond, by: map[string]float64{"one.prod": 100}}
+	}
+	tr := newTrace(t, DefaultConfig())
+	tr.cpus = 2
+	tr.run(30, uses)
+	wantLog(t, tr)
+}
+
+// The noisy neighbour the rule is for: equal weights, the antagonist on
+// 1.8 of 2 CPUs while its victim gets 0.5 of the 1 it is entitled to.
+func TestDecideEntitlementNoisy(t *testing.T) {
+	tr := newTrace(t, DefaultConfig())
+	tr.cpus = 2
+	tr.run(5, cast(hurt, noisy))
+	if got := kinds(tr.evs); !slices.Contains(got, "stepped_down "+antagonist) {
+		t.Errorf("events %v, want the antagonist stepped down", got)
+	}
+}
+
+// What the rest of the host uses (here the daemon, 0.5 CPUs) is not the
+// tenants' to share: of the 1.5 CPUs left each is entitled to 0.75, and a
+// neighbour on 1.1 CPUs takes too much, which it would not of 2 CPUs.
+func TestDecideEntitlementHostBusy(t *testing.T) {
+	uses := map[string]use{
+		victim:     {cpu: 0.4, runq: 20 * time.Millisecond, by: map[string]float64{antagonist: 200}},
+		antagonist: {cpu: 1.1},
+	}
+	tr := newTrace(t, DefaultConfig())
+	tr.cpus, tr.other = 2, 0.5
+	tr.run(6, uses)
+	if got := kinds(tr.evs); !slices.Contains(got, "stepped_down "+antagonist) {
+		t.Errorf("events %v, want the antagonist stepped down", got)
+	}
+	if !strings.Contains(tr.evs[1].Reason, "entitled to 0.75") {
+		t.Errorf("reason %q, want an entitlement of 0.75 CPUs", tr.evs[1].Reason)
+	}
+	tr = newTrace(t, DefaultConfig())
+	tr.cpus = 2
+	tr.run(6, uses)
+	wantLog(t, tr)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -23,6 +24,9 @@ type ScopeInfo struct {
 	UnifiedDir string
 	Weight     uint64  // configured CPU weight
 	CPUMax     float64 // configured CPU max in CPUs, 0: no cap
+	// TenantWeight is the tenant's CPU weight against other tenants (0:
+	// unknown; see ScopeSample.TenantWeight).
+	TenantWeight uint64
 }
 
 // CounterReader reads a tracked scope's cumulative counters.
@@ -40,7 +44,7 @@ var _ CounterReader = accounting.Source(nil)
 func AccountingSource(r CounterReader, scopes func() []ScopeInfo) Source {
 	return SourceFunc(func() (Snapshot, error) {
 		list := scopes()
-		snap := Snapshot{At: time.Now(), Scopes: make([]ScopeSample, 0, len(list))}
+		snap := Snapshot{At: time.Now(), Scopes: make([]ScopeSample, 0, len(list)), CPUs: float64(runtime.NumCPU()), HostBusy: hostBusy()}
 		for _, s := range list {
 			if s.ID == 0 {
 				continue
@@ -55,7 +59,7 @@ func AccountingSource(r CounterReader, scopes func() []ScopeInfo) Source {
 			psi, _ := ReadPSI(s.UnifiedDir) // none on error: the run-queue signal remains
 			snap.Scopes = append(snap.Scopes, ScopeSample{
 				Key: s.Key, Tenant: s.Tenant, ID: s.ID, Counters: c, PSI: psi,
-				Weight: s.Weight, CPUMax: s.CPUMax,
+				Weight: s.Weight, CPUMax: s.CPUMax, TenantWeight: s.TenantWeight,
 			})
 		}
 		return snap, nil
@@ -122,4 +126,27 @@ func parsePSI(s string) (PSI, error) {
 		return PSI{}, fmt.Errorf("%w: no \"some\" line", ErrInvalidPSI)
 	}
 	return p, nil
+}
+
+// hostBusy is the CPU time the host has been busy (user, nice, system,
+// irq, softirq and steal in /proc/stat's first line; 0 when unreadable).
+func hostBusy() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0
+	}
+	var ticks uint64
+	for _, i := range []int{1, 2, 3, 6, 7, 8} {
+		n, err := strconv.ParseUint(f[i], 10, 64)
+		if err != nil {
+			return 0
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * (time.Second / 100) // USER_HZ
 }

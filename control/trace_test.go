@@ -24,7 +24,15 @@ type trace struct {
 	cum   map[string]*accounting.Counters
 	psi   map[string]*PSI
 	bases map[string]base
-	ticks int
+	// With cpus and tenant weights set, snapshots carry them (the
+	// entitlement rule); tenants missing from weights weigh 100.
+	cpus    float64
+	weights map[string]uint64
+	// other is the CPUs the rest of the host uses every tick; with it set
+	// snapshots carry HostBusy.
+	other float64
+	busy  time.Duration
+	ticks   int
 	// What Decide returned, all ticks together.
 	acts []Action
 	evs  []Event
@@ -84,7 +92,7 @@ func (tr *trace) reset(key string) {
 func (tr *trace) snap(d time.Duration, uses map[string]use) Snapshot {
 	tr.at = tr.at.Add(d)
 	secs := d.Seconds()
-	snap := Snapshot{At: tr.at}
+	snap := Snapshot{At: tr.at, CPUs: tr.cpus}
 	for _, key := range slicesSorted(uses) {
 		u := uses[key]
 		c := tr.cum[key]
@@ -120,6 +128,12 @@ func (tr *trace) snap(d time.Duration, uses map[string]use) Snapshot {
 		if b, ok := tr.bases[key]; ok {
 			s.Weight, s.CPUMax = b.weight, b.cpuMax
 		}
+		if tr.cpus > 0 {
+			s.TenantWeight = 100
+			if w, ok := tr.weights[s.Tenant]; ok {
+				s.TenantWeight = w
+			}
+		}
 		if u.psi >= 0 {
 			p := tr.psi[key]
 			if p == nil {
@@ -132,6 +146,13 @@ func (tr *trace) snap(d time.Duration, uses map[string]use) Snapshot {
 			s.PSI = &cp
 		}
 		snap.Scopes = append(snap.Scopes, s)
+	}
+	if tr.other > 0 {
+		tr.busy += time.Duration(tr.other * float64(d))
+		for _, u := range uses {
+			tr.busy += time.Duration(u.cpu * float64(d))
+		}
+		snap.HostBusy = tr.busy
 	}
 	return snap
 }

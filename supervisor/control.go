@@ -3,7 +3,6 @@ package supervisor
 import (
 	"context"
 	"fmt"
-	"path"
 	"time"
 
 	"github.com/scoped-io/scoped/cgroups"
@@ -98,21 +97,21 @@ func (s *Supervisor) controlScopes() []control.ScopeInfo {
 		}
 		out = append(out, control.ScopeInfo{
 			Key: sc.id.Key(), Tenant: sc.id.Tenant, ID: sc.cgid, UnifiedDir: sc.node.UnifiedDir(),
-			Weight: scopeBaseWeight,
+			Weight: scopeBaseWeight, TenantWeight: s.conf().Tiers[sc.tier].CPUWeight,
 		})
 	}
 	return out
 }
 
-// throttle applies the controller's settings to a scope: the weight to the
-// scope's node (against its tenant's other scopes) and, scaled, to its
-// tenant's node (against other tenants: the tenant's tier weight times
-// weight/100, the lowest of its throttled scopes'); the CPU max (0: none)
-// to the scope's node.
+// throttle applies the controller's settings to a scope's node: the CPU
+// weight (against its tenant's other scopes) and the CPU max (0: none).
+// Tenant and tier nodes keep their weights: what a tenant is entitled to
+// against other tenants stays what its tier says (the controller caps an
+// antagonist no lower than that).
 func (s *Supervisor) throttle(key string, weight uint64, cpuMax float64) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	sc, ok := s.scopes[key]
+	s.mu.Unlock()
 	if !ok {
 		return nil // gone: nothing to throttle or restore
 	}
@@ -120,36 +119,7 @@ func (s *Supervisor) throttle(key string, weight uint64, cpuMax float64) error {
 	if cpuMax <= 0 {
 		l.CPUMax = -1
 	}
-	if err := sc.node.Set(l); err != nil {
-		return err
-	}
-	if weight >= scopeBaseWeight {
-		delete(s.throttled, key)
-	} else {
-		s.throttled[key] = weight
-	}
-	tier := s.conf().Tiers[sc.tier]
-	tw := s.tenantWeightLocked(sc.tier, sc.id.Tenant, tier.CPUWeight)
-	tenant, err := cgroups.Load(path.Join(s.tree.Root(), sc.tier, sc.id.Tenant))
-	if err != nil {
-		return err
-	}
-	if err := tenant.Set(cgroups.Limits{CPUWeight: tw}); err != nil {
-		return err
-	}
-	return s.setTierWeightsLocked()
-}
-
-// tenantWeightLocked is a tenant's CPU weight now: its tier's, scaled down
-// by the most throttled of its scopes. Callers hold s.mu.
-func (s *Supervisor) tenantWeightLocked(tier, tenant string, base uint64) uint64 {
-	w := base
-	for key, sw := range s.throttled {
-		if sc, ok := s.scopes[key]; ok && sc.tier == tier && sc.id.Tenant == tenant {
-			w = min(w, max(base*sw/scopeBaseWeight, 1))
-		}
-	}
-	return w
+	return sc.node.Set(l)
 }
 
 // ControlEvents returns the controller's recent events about the scopes of

@@ -41,14 +41,11 @@ type Supervisor struct {
 	sandboxDir string
 	socketDir  string
 
-	mu      sync.Mutex
-	scopes  map[string]*scope // by ScopeID.Key()
-	tierCPU map[string]uint64 // CPU weight last set on each tier node
-	// throttled holds the weights the noisy-neighbour controller set on
-	// scopes below their base, by scope key.
-	throttled map[string]uint64
-	stopping  bool
-	inflight  sync.WaitGroup
+	mu       sync.Mutex
+	scopes   map[string]*scope // by ScopeID.Key()
+	tierCPU  map[string]uint64 // CPU weight last set on each tier node
+	stopping bool
+	inflight sync.WaitGroup
 
 	invocations atomic.Int64
 	reaperStop  chan struct{}
@@ -104,7 +101,6 @@ func New(cfg Config, log *slog.Logger) (*Supervisor, error) {
 		socketDir:   filepath.Join(cfg.RuntimeDir, "sockets"),
 		scopes:      map[string]*scope{},
 		tierCPU:     map[string]uint64{},
-		throttled:   map[string]uint64{},
 		reaperStop:  make(chan struct{}),
 		reaperDone:  make(chan struct{}),
 		metrics:     metrics.New(),
@@ -203,11 +199,7 @@ func (s *Supervisor) applyTiers() error {
 		}
 		if !done[sc.id.Tenant] {
 			done[sc.id.Tenant] = true
-			tl := t.tenantLimits()
-			s.mu.Lock()
-			tl.CPUWeight = s.tenantWeightLocked(name, sc.id.Tenant, t.CPUWeight)
-			s.mu.Unlock()
-			if _, err := s.tree.Node(tl, name, sc.id.Tenant); err != nil {
+			if _, err := s.tree.Node(t.tenantLimits(), name, sc.id.Tenant); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -240,7 +232,7 @@ func (s *Supervisor) setTierWeightsLocked() error {
 			continue
 		}
 		seen[k] = true
-		sums[sc.tier] += s.tenantWeightLocked(sc.tier, sc.id.Tenant, c.Tiers[sc.tier].CPUWeight)
+		sums[sc.tier] += c.Tiers[sc.tier].CPUWeight
 	}
 	var errs []error
 	for name, w := range tierWeights(sums) {
@@ -441,7 +433,6 @@ func (s *Supervisor) removeScope(sc *scope) error {
 	sc.stopAll()
 	s.untrack(sc)
 	s.mu.Lock()
-	delete(s.throttled, sc.id.Key())
 	if _, live := s.scopes[sc.id.Key()]; !live {
 		// A successor in another tier keeps the key's series.
 		s.metrics.RemoveScope(sc.id.Key())
@@ -488,9 +479,7 @@ func (s *Supervisor) scopeFor(id ScopeID) (*scope, error) {
 		return sc, nil
 	}
 	tierName, tier := s.tierOf(id.Tenant)
-	tl := tier.tenantLimits()
-	tl.CPUWeight = s.tenantWeightLocked(tierName, id.Tenant, tier.CPUWeight)
-	if _, err := s.tree.Node(tl, tierName, id.Tenant); err != nil {
+	if _, err := s.tree.Node(tier.tenantLimits(), tierName, id.Tenant); err != nil {
 		return nil, fmt.Errorf("cgroup of tenant %s: %w", id.Tenant, err)
 	}
 	limits := tier.scopeLimits()
@@ -673,7 +662,7 @@ func (s *Supervisor) Invoke(ctx context.Context, req InvokeRequest) (_ InvokeRes
 		go w.stop()
 		log.Warn("invocation over its cpu time limit, worker recycled", "worker", w.id, "cpu", cpuUsed, "limit", tier.CPUTime.Duration)
 		return res, fmt.Errorf("%w: %s used %s of CPU, its tier %s allows %s per invocation (the worker was recycled)",
-			ErrCPUTime, ext.Name, cpuUsed.Round(time.Millisecond), tierName, tier.CPUTime.Duration)
+			ErrCPUTime, ext.Name, cpuUsed.Round(100*time.Microsecond), tierName, tier.CPUTime.Duration)
 	case err == nil:
 		s.release(sc, w)
 	case ctx.Err() == context.DeadlineExceeded:

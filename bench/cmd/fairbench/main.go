@@ -89,6 +89,7 @@ type options struct {
 	slices    int
 	spinners  int
 	scenarios []string
+	control   bool
 	out       string
 	args      string // the flags as given, for the report
 }
@@ -101,6 +102,7 @@ func main() {
 	flag.IntVar(&o.slices, "slices", 5, "the window is read in this many slices too, for the spread of the shares")
 	flag.IntVar(&o.spinners, "spinners", runtime.NumCPU(), "concurrent spin invocations (and workers) per scope")
 	flag.StringVar(&sc, "scenarios", "equal,tiers,scopes", "comma-separated scenarios: equal, tiers, scopes")
+	flag.BoolVar(&o.control, "control", true, "run the daemons' noisy-neighbour controller ([control] enabled)")
 	flag.StringVar(&o.out, "o", "", "replace (or add) this program's section in this markdown `file`")
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -448,9 +450,11 @@ id_base = %d
 id_slots = %d
 [metrics]
 listen = "off"
+[control]
+enabled = %t
 [log]
 level = "info"
-`, b.callTimeout().String(), b.o.spinners, idBase, idSlots) + sc.tiers
+`, b.callTimeout().String(), b.o.spinners, idBase, idSlots, b.o.control) + sc.tiers
 }
 
 // scenario runs one scenario on a fresh daemon.
@@ -917,7 +921,11 @@ func (b *bench) report(results []*result) string {
 	p("- Daemon: `scoped` built with `-tags seccomp`, a fresh one per scenario, with a private\n")
 	p("  configuration: isolation by tenant + environment; `[pool] max_workers = %d, max_concurrent = 1,\n", n)
 	p("  idle_timeout = \"1h\"`; cgroup root `%s`; `[metrics] listen = \"off\"`; accounting and\n", cgroupRoot)
-	p("  everything else at the defaults.\n")
+	if b.o.control {
+		p("  everything else at the defaults, the noisy-neighbour controller on (`[control] enabled = true`).\n")
+	} else {
+		p("  everything else at the defaults, but the noisy-neighbour controller off (`[control] enabled = false`).\n")
+	}
 	p("- Method: spin is deployed for every tenant and environment; every scope is warmed first (its %d\n", n)
 	p("  %s started by %d concurrent short spin calls, so that no cold start falls in the window). Then\n", plural(n, "worker"), n)
 	p("  every scope keeps %d concurrent spin calls of %s ms of CPU running (one per CPU: each tenant\n", n, spinMs)
