@@ -17,6 +17,12 @@
 //   - scopes: tenant "many" runs 8 scopes (environments), tenant "one" runs
 //     1, same tier: 50 % each, however many scopes a tenant runs.
 //
+// The scenario "noisy" (see noisy.go) measures something else: the
+// client-side latency of a victim tenant's short spin calls alone, then
+// beside an antagonist tenant (CPU spinners; a fork storm, the exec-runtime
+// extension in forkstorm/) with the noisy-neighbour controller off and on,
+// a fresh daemon per phase.
+//
 // It builds what it needs with `go build` in the repository root (the
 // daemon with -tags seccomp, scoped-exec and the spin bundle) and runs each
 // daemon with a private configuration (socket, state and runtime
@@ -71,9 +77,8 @@ const (
 	cgroupMark = "scoped-bench-fair"
 	lockName   = "@scoped-bench-fair"
 
-	extName   = "spin"
-	spinMs    = "60000" // the longest call spin accepts
-	warmCalls = 4       // warm-up rounds per scope at most
+	extName = "spin"
+	spinMs  = "60000" // the longest call spin accepts
 
 	// Host ids of the scopes' user namespaces, apart from the default
 	// daemon's (1048576) and invokebench's (1<<29).
@@ -88,6 +93,7 @@ type options struct {
 	settle    time.Duration
 	slices    int
 	spinners  int
+	noisySpin int // the noisy scenario's antagonist spinners
 	scenarios []string
 	control   bool
 	out       string
@@ -101,8 +107,9 @@ func main() {
 	flag.DurationVar(&o.settle, "settle", time.Second, "time between starting the spinners and the window")
 	flag.IntVar(&o.slices, "slices", 5, "the window is read in this many slices too, for the spread of the shares")
 	flag.IntVar(&o.spinners, "spinners", runtime.NumCPU(), "concurrent spin invocations (and workers) per scope")
-	flag.StringVar(&sc, "scenarios", "equal,tiers,scopes", "comma-separated scenarios: equal, tiers, scopes")
-	flag.BoolVar(&o.control, "control", true, "run the daemons' noisy-neighbour controller ([control] enabled)")
+	flag.IntVar(&o.noisySpin, "noisy-spinners", noisySpinners, "the noisy scenario's CPU antagonist: concurrent spin invocations")
+	flag.StringVar(&sc, "scenarios", strings.Join(allScenarios, ","), "comma-separated scenarios: "+strings.Join(allScenarios, ", "))
+	flag.BoolVar(&o.control, "control", true, "run the daemons' noisy-neighbour controller ([control] enabled) in the fair-share scenarios (noisy sets it per phase)")
 	flag.StringVar(&o.out, "o", "", "replace (or add) this program's section in this markdown `file`")
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -111,8 +118,8 @@ func main() {
 	}
 	for _, f := range strings.Split(sc, ",") {
 		f = strings.TrimSpace(f)
-		if scenarioByName(f) == nil {
-			fmt.Fprintf(os.Stderr, "fairbench: -scenarios %q: %q is not one of equal, tiers, scopes\n", sc, f)
+		if !slices.Contains(allScenarios, f) {
+			fmt.Fprintf(os.Stderr, "fairbench: -scenarios %q: %q is not one of %s\n", sc, f, strings.Join(allScenarios, ", "))
 			os.Exit(2)
 		}
 		if !slices.Contains(o.scenarios, f) {
@@ -127,6 +134,10 @@ func main() {
 }
 
 // --- scenarios -------------------------------------------------------------
+
+// allScenarios are the scenarios in the order they run by default: the
+// fair-share ones (scenarioByName), then the noisy neighbour (noisy.go).
+var allScenarios = []string{"equal", "tiers", "scopes", noisyName}
 
 // tenantSpec is one tenant of a scenario.
 type tenantSpec struct {
@@ -282,6 +293,8 @@ func run(o options) (retErr error) {
 		return fmt.Errorf("-settle %s: must not be negative", o.settle)
 	case o.spinners < 1 || o.spinners > 64:
 		return fmt.Errorf("-spinners %d: want 1..64", o.spinners)
+	case o.noisySpin < 1 || o.noisySpin > 64:
+		return fmt.Errorf("-noisy-spinners %d: want 1..64", o.noisySpin)
 	case os.Geteuid() != 0:
 		return errors.New("must run as root (sudo make bench)")
 	}
@@ -303,7 +316,14 @@ func run(o options) (retErr error) {
 		return err
 	}
 	var results []*result
+	var noisy *noisyResult
 	for _, name := range o.scenarios {
+		if name == noisyName {
+			if noisy, err = b.noisy(ctx); err != nil {
+				return fmt.Errorf("scenario %s: %w", name, err)
+			}
+			continue
+		}
 		r, err := b.scenario(ctx, scenarioByName(name))
 		if err != nil {
 			return fmt.Errorf("scenario %s: %w", name, err)
@@ -313,7 +333,7 @@ func run(o options) (retErr error) {
 	if err := b.close(); err != nil {
 		return fmt.Errorf("cleanup: %w", err)
 	}
-	section := b.report(results)
+	section := b.report(results, noisy)
 	fmt.Print(section)
 	if o.out != "" {
 		if err := benchmd.WriteSection(o.out, intro, markStart, markEnd, section); err != nil {
@@ -460,7 +480,7 @@ level = "info"
 // scenario runs one scenario on a fresh daemon.
 func (b *bench) scenario(ctx context.Context, sc *scenario) (_ *result, retErr error) {
 	logf("scenario %s: %s", sc.name, sc.title)
-	if err := b.startDaemon(ctx, sc); err != nil {
+	if err := b.startDaemon(ctx, sc.name, b.settings(sc)); err != nil {
 		return nil, err
 	}
 	defer func() {
@@ -483,7 +503,7 @@ func (b *bench) scenario(ctx context.Context, sc *scenario) (_ *result, retErr e
 	t0 := time.Now()
 	for _, t := range sc.ten {
 		for _, env := range t.envs {
-			if err := b.warm(ctx, t.name, env); err != nil {
+			if err := b.warm(ctx, t.name, env, extName, b.o.spinners, spinWarm); err != nil {
 				return nil, err
 			}
 		}
@@ -608,31 +628,34 @@ func (b *bench) scenario(ctx context.Context, sc *scenario) (_ *result, retErr e
 	return r, nil
 }
 
-// warm starts the scope's -spinners workers: rounds of as many concurrent
-// short spin calls, longer each round, until that many distinct workers
-// have answered.
-func (b *bench) warm(ctx context.Context, tenant, env string) error {
+// spinWarm are the payloads of warm's rounds for spin: CPU milliseconds.
+var spinWarm = []string{"50", "200", "500", "1000"}
+
+// warm starts n workers of the scope's extension ext: rounds of n
+// concurrent short calls (the payloads, one per round, longer each round;
+// each call must return its payload), until n distinct workers have
+// answered.
+func (b *bench) warm(ctx context.Context, tenant, env, ext string, n int, payloads []string) error {
 	seen := map[string]bool{}
-	for round := range warmCalls {
-		ms := []string{"50", "200", "500", "1000"}[round]
+	for _, ms := range payloads {
 		var mu sync.Mutex
 		var errs []error
 		var wg sync.WaitGroup
-		for range b.o.spinners {
+		for range n {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				cctx, cancel := context.WithTimeout(ctx, time.Minute)
 				defer cancel()
-				resp, err := b.c.Invoke(cctx, &scopedv1.InvokeRequest{Tenant: tenant, Environment: env, Extension: extName, Payload: []byte(ms)})
+				resp, err := b.c.Invoke(cctx, &scopedv1.InvokeRequest{Tenant: tenant, Environment: env, Extension: ext, Payload: []byte(ms)})
 				mu.Lock()
 				defer mu.Unlock()
 				if err != nil {
 					errs = append(errs, err)
 					return
 				}
-				if string(resp.GetResult()) != ms {
-					errs = append(errs, fmt.Errorf("spin %s returned %.40q", ms, resp.GetResult()))
+				if strings.TrimSpace(string(resp.GetResult())) != ms {
+					errs = append(errs, fmt.Errorf("%s %s returned %.40q", ext, ms, resp.GetResult()))
 				}
 				seen[resp.GetFigures().GetWorker()] = true
 			}()
@@ -641,12 +664,12 @@ func (b *bench) warm(ctx context.Context, tenant, env string) error {
 		if err := errors.Join(errs...); err != nil {
 			return fmt.Errorf("warm %s/%s: %w\ndaemon log:\n%s", tenant, env, err, b.d.logTail())
 		}
-		if len(seen) >= b.o.spinners {
+		if len(seen) >= n {
 			return nil
 		}
 	}
-	return fmt.Errorf("warm %s/%s: %d workers answered %d rounds of %d concurrent calls, want %d",
-		tenant, env, len(seen), warmCalls, b.o.spinners, b.o.spinners)
+	return fmt.Errorf("warm %s/%s: %d %s workers answered %d rounds of %d concurrent calls, want %d",
+		tenant, env, len(seen), ext, len(payloads), n, n)
 }
 
 // usage is one reading of every tenant's CPU usage.
@@ -762,18 +785,20 @@ type daemon struct {
 	exited  chan struct{}
 }
 
-func (b *bench) startDaemon(ctx context.Context, sc *scenario) error {
+// startDaemon starts a daemon named name (unique in the run) with the
+// configuration settings (without the paths) and connects to it.
+func (b *bench) startDaemon(ctx context.Context, name, settings string) error {
 	if b.d != nil {
 		return errors.New("a daemon is running already")
 	}
-	dir := filepath.Join(b.work, "daemon-"+sc.name)
+	dir := filepath.Join(b.work, "daemon-"+name)
 	if err := os.Mkdir(dir, 0o711); err != nil {
 		return err
 	}
 	run := filepath.Join(dir, "run")
 	d := &daemon{socket: filepath.Join(run, "scoped.sock"), logPath: dir + ".log", exited: make(chan struct{})}
 	cfg := fmt.Sprintf("socket = %q\nreattach_file = %q\nstate_dir = %q\nruntime_dir = %q\ncgroup_root = %q\n",
-		d.socket, filepath.Join(run, "reattach.json"), filepath.Join(dir, "state"), run, cgroupRoot) + b.settings(sc)
+		d.socket, filepath.Join(run, "reattach.json"), filepath.Join(dir, "state"), run, cgroupRoot) + settings
 	config := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(config, []byte(cfg), 0o644); err != nil {
 		return err
@@ -895,16 +920,26 @@ over to other machines far better than the absolute times. Reproduce them with
 which reruns every benchmark and replaces its section here.
 `
 
-func (b *bench) report(results []*result) string {
+func (b *bench) report(results []*result, noisy *noisyResult) string {
 	var w strings.Builder
 	p := func(format string, a ...any) { fmt.Fprintf(&w, format, a...) }
 	n := b.o.spinners
 	p("%s\n%s\n\n", markStart, sectionTitle)
-	p("Every tenant runs CPU-bound work that could fill the machine on its own; the question is how the\n")
-	p("daemon's cgroup tree (`<root>/<tier>/<tenant>/<scope>/<worker>`, a tier node's weight the sum of\n")
-	p("its live tenants', tenants at their tier's `cpu_weight`) splits the CPU between them. A tenant's\n")
-	p("share is its part of the CPU time all the scenario's tenants used in the window; the entitled share\n")
-	p("is its tier's weight over the sum of the live tenants' weights.\n\n")
+	if len(results) > 0 {
+		p("Every tenant runs CPU-bound work that could fill the machine on its own; the question is how the\n")
+		p("daemon's cgroup tree (`<root>/<tier>/<tenant>/<scope>/<worker>`, a tier node's weight the sum of\n")
+		p("its live tenants', tenants at their tier's `cpu_weight`) splits the CPU between them. A tenant's\n")
+		p("share is its part of the CPU time all the scenario's tenants used in the window; the entitled share\n")
+		p("is its tier's weight over the sum of the live tenants' weights.")
+		if noisy != nil {
+			p(" The last subsection measures a\n")
+			p("victim tenant's invocation latency beside a noisy neighbour instead.")
+		}
+		p("\n\n")
+	} else if noisy != nil {
+		p("How much a noisy neighbour tenant slows down a victim tenant's invocations, with the daemon's\n")
+		p("noisy-neighbour controller off and on.\n\n")
+	}
 	cmd := baseCommand
 	if b.o.args != "" {
 		cmd += " " + b.o.args
@@ -917,6 +952,15 @@ func (b *bench) report(results []*result) string {
 	p("- Date: %s\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
 	p("- Kernel: %s; cgroup mode: %s; CPUs: %d%s\n", kernelRelease(), cgroups.HostMode(), runtime.NumCPU(), cpuModel())
 	p("- Load average (1, 5, 15 min) at the start: %s\n", b.loadAvg)
+	if len(results) == 0 {
+		p("- Worker: `examples/spin` (Go SDK), which burns the payload's CPU milliseconds on one thread.\n")
+		p("- Daemon: `scoped` built with `-tags seccomp`, a fresh one per phase, with a private configuration:\n")
+		p("  isolation by tenant + environment; `[pool] max_concurrent = 1, idle_timeout = \"1h\"`; cgroup root\n")
+		p("  `%s`; `[metrics] listen = \"off\"`; everything else at the defaults but as said below.\n", cgroupRoot)
+		b.reportNoisy(p, noisy)
+		p("%s\n", markEnd)
+		return w.String()
+	}
 	p("- Worker: `examples/spin` (Go SDK), which burns the payload's CPU milliseconds on one thread.\n")
 	p("- Daemon: `scoped` built with `-tags seccomp`, a fresh one per scenario, with a private\n")
 	p("  configuration: isolation by tenant + environment; `[pool] max_workers = %d, max_concurrent = 1,\n", n)
@@ -977,6 +1021,9 @@ func (b *bench) report(results []*result) string {
 			p("For comparison, were the scopes siblings of equal weight (no tenant level), `%s` would be\n", r.ten[0].spec.name)
 			p("entitled to %d/%d = %.1f %% (computed, not measured).\n", many, scopes, 100*float64(many)/float64(scopes))
 		}
+	}
+	if noisy != nil {
+		b.reportNoisy(p, noisy)
 	}
 	p("%s\n", markEnd)
 	return w.String()

@@ -2,8 +2,13 @@ package main
 
 import (
 	"math"
+	"os/exec"
+	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
 )
 
 func TestJain(t *testing.T) {
@@ -73,5 +78,99 @@ func TestSliceShares(t *testing.T) {
 		if tr.sliceLo != 0.25 || tr.sliceHi != 0.75 {
 			t.Errorf("tenant %d: slices %v..%v, want 0.25..0.75", i, tr.sliceLo, tr.sliceHi)
 		}
+	}
+}
+
+func TestQuantile(t *testing.T) {
+	xs := make([]time.Duration, 100)
+	for i := range xs {
+		xs[i] = time.Duration(i+1) * time.Millisecond
+	}
+	for _, c := range []struct {
+		q    float64
+		want time.Duration
+	}{{0.5, 50 * time.Millisecond}, {0.99, 99 * time.Millisecond}, {1, 100 * time.Millisecond}, {0, time.Millisecond}} {
+		if got := quantile(xs, c.q); got != c.want {
+			t.Errorf("quantile(1..100 ms, %v) = %v, want %v", c.q, got, c.want)
+		}
+	}
+	if got := quantile(nil, 0.5); got != 0 {
+		t.Errorf("quantile(nil) = %v", got)
+	}
+	if got := quantile([]time.Duration{7}, 0.99); got != 7 {
+		t.Errorf("quantile([7], 0.99) = %v", got)
+	}
+}
+
+func TestNoisyPhases(t *testing.T) {
+	if !slices.Contains(allScenarios, noisyName) || allScenarios[len(allScenarios)-1] != noisyName {
+		t.Errorf("scenarios %v: want %s last", allScenarios, noisyName)
+	}
+	if scenarioByName(noisyName) != nil {
+		t.Errorf("%s is not a fair-share scenario", noisyName)
+	}
+	if p := noisyPhases[0]; p.ant != antNone {
+		t.Errorf("first phase %s has an antagonist", p.name)
+	}
+	for _, ant := range []antagonist{antCPU, antFork} {
+		r := &noisyResult{}
+		for _, p := range noisyPhases {
+			r.phases = append(r.phases, &phaseResult{ph: p})
+		}
+		if r.find(ant, false) == nil || r.find(ant, true) == nil {
+			t.Errorf("antagonist %d: want a phase with the controller off and one with it on", ant)
+		}
+	}
+}
+
+func TestForkstormBundle(t *testing.T) {
+	b, err := forkstormBundle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{}
+	for _, f := range b.GetFiles() {
+		files[f.GetPath()] = string(f.GetContent())
+	}
+	if m := files["manifest.toml"]; !strings.Contains(m, `runtime = "exec"`) || !strings.Contains(m, `entrypoint = "forkstorm.sh"`) {
+		t.Errorf("manifest:\n%s", m)
+	}
+	if sh := files["forkstorm.sh"]; !strings.HasPrefix(sh, "#!/bin/sh\n") {
+		t.Errorf("forkstorm.sh does not start with #!/bin/sh")
+	}
+}
+
+func TestForkstormScript(t *testing.T) {
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Skip("no sh")
+	}
+	for _, c := range []struct {
+		payload, want string
+		fail          bool
+	}{{"3", "3", false}, {"1", "1", false}, {"x", "", true}} {
+		cmd := exec.Command(sh, "forkstorm/forkstorm.sh")
+		cmd.Stdin = strings.NewReader(c.payload)
+		out, err := cmd.Output()
+		if c.fail {
+			if err == nil {
+				t.Errorf("payload %q: no error, output %q", c.payload, out)
+			}
+			continue
+		}
+		if err != nil || strings.TrimSpace(string(out)) != c.want {
+			t.Errorf("payload %q: %q, %v; want %q", c.payload, out, err, c.want)
+		}
+	}
+}
+
+func TestEventKinds(t *testing.T) {
+	evs := []*scopedv1.Event{
+		{Kind: "detected", Level: 0}, {Kind: "stepped_down", Level: 1},
+		{Kind: "capped", Level: 2}, {Kind: "stepped_up", Level: 1}, {Kind: "capped", Level: 2},
+	}
+	want := "detected (level 0), stepped_down (level 1), 2× capped (level 2), stepped_up (level 1)"
+	if got := eventKinds(evs); got != want {
+		t.Errorf("eventKinds = %q, want %q", got, want)
 	}
 }

@@ -1,0 +1,679 @@
+package main
+
+// The scenario "noisy": issue 5's noisy neighbour. A victim tenant's one
+// caller invokes spin with 2 ms of CPU back to back (no think time); its
+// client-side latency is measured alone, then beside an antagonist tenant
+// (CPU spinners; a fork storm) with the noisy-neighbour controller off and
+// on, each phase on a fresh daemon.
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"math"
+	"path"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/scoped-io/scoped/accounting"
+	"github.com/scoped-io/scoped/cgroups"
+	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
+)
+
+const (
+	noisyName  = "noisy"
+	noisyTitle = "Noisy neighbour: a victim's latency (issue 5)"
+
+	noisySpinners = 4 // the default of -noisy-spinners
+
+	noisyTier    = "standard"
+	victimTenant = "victim"
+	antTenant    = "noisy"
+	noisyEnv     = "env1"
+	victimMs     = "2" // the victim's spin payload: CPU milliseconds
+
+	victimTimeout = time.Minute // per victim call: far beyond any latency seen
+
+	forkExt     = "forkstorm"
+	forkCallers = 2
+
+	// The controller's settings in these phases: shorter than the
+	// defaults (1s, 10s, 3), so that it acts within a short window.
+	ctlInterval    = 500 * time.Millisecond
+	ctlCooldown    = 5 * time.Second
+	ctlDetectTicks = 3
+	// minSettle is the least settle time of every phase: with the
+	// controller on, its detection (detect_ticks ticks after a first tick
+	// without figures) comes before the window; the phases with it off
+	// (and alone) settle as long, so that every window starts as long
+	// after its antagonist.
+	minSettle = 5 * time.Second
+)
+
+// forkWarm are the payloads of warm's rounds for forkstorm: rounds of two
+// forks each.
+var forkWarm = []string{"10", "50", "200", "1000"}
+
+//go:embed forkstorm/manifest.toml forkstorm/forkstorm.sh
+var forkstormFS embed.FS
+
+// forkstormBundle is the fork storm's bundle: its manifest and script.
+func forkstormBundle() (*scopedv1.Bundle, error) {
+	bundle := &scopedv1.Bundle{}
+	for _, f := range []struct {
+		name string
+		mode uint32
+	}{{"manifest.toml", 0o644}, {"forkstorm.sh", 0o755}} {
+		b, err := forkstormFS.ReadFile("forkstorm/" + f.name)
+		if err != nil {
+			return nil, err
+		}
+		bundle.Files = append(bundle.Files, &scopedv1.File{Path: f.name, Mode: f.mode, Content: b})
+	}
+	return bundle, nil
+}
+
+type antagonist int
+
+const (
+	antNone antagonist = iota
+	antCPU
+	antFork
+)
+
+// phase is one phase of the noisy scenario.
+type phase struct {
+	name    string
+	ant     antagonist
+	control bool // [control] enabled
+}
+
+var noisyPhases = []phase{
+	{"alone", antNone, true},
+	{"cpu-off", antCPU, false},
+	{"cpu-on", antCPU, true},
+	{"fork-off", antFork, false},
+	{"fork-on", antFork, true},
+}
+
+// what describes the phase's antagonist, for the report.
+func (b *bench) what(p phase) string {
+	switch p.ant {
+	case antCPU:
+		return fmt.Sprintf("beside %d CPU %s", b.o.noisySpin, plural(b.o.noisySpin, "spinner"))
+	case antFork:
+		return "beside a fork storm"
+	}
+	return "alone"
+}
+
+type phaseResult struct {
+	ph      phase
+	settle  time.Duration
+	window  time.Duration   // wall time between the two cgroup reads
+	lat     []time.Duration // the victim's calls started in the window, sorted
+	antCPU  time.Duration   // the antagonist tenant's CPU in the window
+	vicCPU  time.Duration   // the victim tenant's
+	machine time.Duration   // busy CPU time of the machine in the window (/proc/stat)
+	antDone int             // antagonist calls that completed (and were made again) in the phase
+	ctlOn   bool            // ListEvents' controller_enabled
+	events  []*scopedv1.Event
+	at      time.Time // the window's start
+	source  string    // the victim scope's accounting source
+	runq    accounting.Histogram
+	preempt uint64 // the victim's preemptions by other scopes in the window
+	level   int32  // the antagonist scope's throttle level at the window's end
+}
+
+// rest is the machine's busy CPU time in the window less the two tenants'.
+func (r *phaseResult) rest() time.Duration { return max(r.machine-r.antCPU-r.vicCPU, 0) }
+
+func (r *phaseResult) quantile(q float64) time.Duration { return quantile(r.lat, q) }
+
+// quantile is the nearest-rank q-quantile of the sorted xs (0 if none).
+func quantile(xs []time.Duration, q float64) time.Duration {
+	if len(xs) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(q*float64(len(xs)))) - 1
+	return xs[min(max(i, 0), len(xs)-1)]
+}
+
+type noisyResult struct {
+	phases []*phaseResult
+}
+
+// noisySettings is a noisy phase's daemon configuration, without the paths.
+func (b *bench) noisySettings(control bool) string {
+	return fmt.Sprintf(`[isolation]
+by = ["environment"]
+[limits]
+default_timeout = "5m"
+max_timeout = %q
+[pool]
+warm_min = 0
+max_workers = %d
+max_concurrent = 1
+idle_timeout = "1h"
+[scope]
+id_base = %d
+id_slots = %d
+[metrics]
+listen = "off"
+[control]
+enabled = %t
+interval = %q
+cooldown = %q
+detect_ticks = %d
+[log]
+level = "info"
+`, b.callTimeout().String(), b.noisyWorkers(), idBase, idSlots, control,
+		ctlInterval.String(), ctlCooldown.String(), ctlDetectTicks)
+}
+
+// noisySettle is every noisy phase's settle time (see minSettle).
+func (b *bench) noisySettle() time.Duration { return max(b.o.settle, minSettle) }
+
+// noisyWorkers is [pool] max_workers in the noisy phases: enough for the
+// antagonist's concurrent calls.
+func (b *bench) noisyWorkers() int { return max(b.o.noisySpin, forkCallers) }
+
+// noisy runs the noisy scenario's phases, each on a fresh daemon.
+func (b *bench) noisy(ctx context.Context) (*noisyResult, error) {
+	logf("scenario %s: %s", noisyName, noisyTitle)
+	r := &noisyResult{}
+	for _, p := range noisyPhases {
+		pr, err := b.noisyPhase(ctx, p)
+		if err != nil {
+			return nil, fmt.Errorf("phase %s: %w", p.name, err)
+		}
+		r.phases = append(r.phases, pr)
+	}
+	return r, nil
+}
+
+// victimCall is one of the victim's invocations.
+type victimCall struct {
+	start time.Time
+	took  time.Duration
+}
+
+func (b *bench) noisyPhase(ctx context.Context, p phase) (_ *phaseResult, retErr error) {
+	logf("phase %s: the victim %s, controller %s", p.name, b.what(p), onOff(p.control))
+	if err := b.startDaemon(ctx, noisyName+"-"+p.name, b.noisySettings(p.control)); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err := b.stopDaemon(); err != nil {
+			retErr = errors.Join(retErr, err)
+		}
+	}()
+	begun := time.Now()
+
+	// Deploy and warm: the victim's one worker, the antagonist's workers.
+	deploy := func(tenant, name string, bundle *scopedv1.Bundle) error {
+		_, err := b.c.Deploy(ctx, &scopedv1.DeployRequest{Tenant: tenant, Environment: noisyEnv, Name: name, Bundle: bundle})
+		if err != nil {
+			return fmt.Errorf("deploy %s for %s/%s: %w", name, tenant, noisyEnv, err)
+		}
+		return nil
+	}
+	if err := deploy(victimTenant, extName, b.files); err != nil {
+		return nil, err
+	}
+	var antExt, antPayload string
+	var antCallers int
+	switch p.ant {
+	case antCPU:
+		antExt, antPayload, antCallers = extName, spinMs, b.o.noisySpin
+		if err := deploy(antTenant, extName, b.files); err != nil {
+			return nil, err
+		}
+	case antFork:
+		antExt, antPayload, antCallers = forkExt, "0", forkCallers // "0": until cancelled
+		bundle, err := forkstormBundle()
+		if err != nil {
+			return nil, err
+		}
+		if err := deploy(antTenant, forkExt, bundle); err != nil {
+			return nil, err
+		}
+	}
+	t0 := time.Now()
+	if err := b.warm(ctx, victimTenant, noisyEnv, extName, 1, []string{victimMs, victimMs, victimMs}); err != nil {
+		return nil, err
+	}
+	switch p.ant {
+	case antCPU:
+		if err := b.warm(ctx, antTenant, noisyEnv, extName, antCallers, spinWarm); err != nil {
+			return nil, err
+		}
+	case antFork:
+		if err := b.warm(ctx, antTenant, noisyEnv, forkExt, antCallers, forkWarm); err != nil {
+			return nil, err
+		}
+	}
+	logf("warmed the victim's worker and %d antagonist %s in %s", antCallers, plural(antCallers, "worker"),
+		time.Since(t0).Round(time.Millisecond))
+
+	var failMu sync.Mutex
+	var failure error
+	failed := make(chan struct{})
+	fail := func(err error) {
+		failMu.Lock()
+		defer failMu.Unlock()
+		if failure == nil {
+			failure = err
+			close(failed)
+		}
+	}
+
+	// The antagonist: antCallers calls kept running (made again if they
+	// complete) until the victim's last call has returned.
+	actx, cancelAnt := context.WithCancel(ctx)
+	var antWG sync.WaitGroup
+	defer func() { cancelAnt(); antWG.Wait() }()
+	var antDone atomic.Int64
+	timeout := durationpb.New(b.callTimeout())
+	for range antCallers {
+		antWG.Add(1)
+		go func() {
+			defer antWG.Done()
+			for actx.Err() == nil {
+				_, err := b.c.Invoke(actx, &scopedv1.InvokeRequest{Tenant: antTenant, Environment: noisyEnv,
+					Extension: antExt, Payload: []byte(antPayload), Timeout: timeout})
+				if actx.Err() != nil {
+					return
+				}
+				if err != nil {
+					fail(fmt.Errorf("antagonist %s: %w", antExt, err))
+					return
+				}
+				antDone.Add(1)
+			}
+		}()
+	}
+
+	// The victim: one caller, back to back, from now on (the controller
+	// sees it during the settle time too) until a call would start after
+	// the window.
+	vctx, cancelVictim := context.WithCancel(ctx)
+	defer cancelVictim()
+	var stopAt atomic.Int64 // unix ns; 0: not yet known
+	var calls []victimCall
+	victimDone := make(chan struct{})
+	go func() {
+		defer close(victimDone)
+		vt := durationpb.New(victimTimeout)
+		for vctx.Err() == nil {
+			start := time.Now()
+			if s := stopAt.Load(); s != 0 && start.UnixNano() >= s {
+				return
+			}
+			resp, err := b.c.Invoke(vctx, &scopedv1.InvokeRequest{Tenant: victimTenant, Environment: noisyEnv,
+				Extension: extName, Payload: []byte(victimMs), Timeout: vt})
+			took := time.Since(start)
+			if vctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				fail(fmt.Errorf("victim: %w", err))
+				return
+			}
+			if string(resp.GetResult()) != victimMs {
+				fail(fmt.Errorf("victim: spin %s returned %.40q", victimMs, resp.GetResult()))
+				return
+			}
+			calls = append(calls, victimCall{start: start, took: took})
+		}
+	}()
+
+	r := &phaseResult{ph: p, settle: b.noisySettle()}
+	wait := func(d time.Duration) error {
+		select {
+		case <-time.After(d):
+			return nil
+		case <-failed:
+			return failure
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	measure := func() error {
+		victimKey, err := b.scopeKey(ctx, victimTenant)
+		if err != nil {
+			return err
+		}
+		if err := wait(r.settle); err != nil {
+			return err
+		}
+		s0, err := b.c.InspectScope(ctx, &scopedv1.InspectScopeRequest{Scope: victimKey})
+		if err != nil {
+			return err
+		}
+		a0, v0, err := b.noisyUsage(p)
+		if err != nil {
+			return err
+		}
+		r.at = time.Now()
+		m0 := machineBusy()
+		if err := wait(b.o.duration); err != nil {
+			return err
+		}
+		a1, v1, err := b.noisyUsage(p)
+		if err != nil {
+			return err
+		}
+		end := time.Now()
+		r.machine = machineBusy() - m0
+		stopAt.Store(end.UnixNano())
+		s1, err := b.c.InspectScope(ctx, &scopedv1.InspectScopeRequest{Scope: victimKey})
+		if err != nil {
+			return err
+		}
+		r.window = end.Sub(r.at)
+		r.antCPU, r.vicCPU = a1-a0, v1-v0
+		r.source = s1.GetUsage().GetSource()
+		r.runq = histogram(s1.GetUsage()).Sub(histogram(s0.GetUsage()))
+		r.preempt = s1.GetUsage().GetPreemptions() - s0.GetUsage().GetPreemptions()
+		select { // the victim's last call, which may have started in the window
+		case <-victimDone:
+		case <-failed:
+			return failure
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if p.ant != antNone {
+			key, err := b.scopeKey(ctx, antTenant)
+			if err != nil {
+				return err
+			}
+			sc, err := b.c.InspectScope(ctx, &scopedv1.InspectScopeRequest{Scope: key})
+			if err != nil {
+				return err
+			}
+			r.level = sc.GetThrottleLevel()
+		}
+		ev, err := b.c.ListEvents(ctx, &scopedv1.ListEventsRequest{Since: timestamppb.New(begun)})
+		if err != nil {
+			return err
+		}
+		r.ctlOn, r.events = ev.GetControllerEnabled(), ev.GetEvents()
+		return nil
+	}
+	err := measure()
+	cancelVictim()
+	<-victimDone
+	cancelAnt()
+	antWG.Wait()
+	if err != nil {
+		return nil, fmt.Errorf("%w\ndaemon log:\n%s", err, b.d.logTail())
+	}
+	failMu.Lock()
+	err = failure
+	failMu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("%w\ndaemon log:\n%s", err, b.d.logTail())
+	}
+	r.antDone = int(antDone.Load())
+	end := r.at.Add(r.window)
+	for _, c := range calls {
+		if !c.start.Before(r.at) && c.start.Before(end) {
+			r.lat = append(r.lat, c.took)
+		}
+	}
+	slices.Sort(r.lat)
+	if len(r.lat) == 0 {
+		return nil, errors.New("the victim made no call in the window")
+	}
+	logf("  victim: %d calls, p50 %s, p99 %s, max %s; CPU s: victim %.2f, antagonist %.2f, machine %.2f; run-queue p99 %s (%s), %d preemptions; %d antagonist calls completed; %d controller %s, antagonist at level %d",
+		len(r.lat), fmtDur(r.quantile(0.5)), fmtDur(r.quantile(0.99)), fmtDur(r.lat[len(r.lat)-1]),
+		r.vicCPU.Seconds(), r.antCPU.Seconds(), r.machine.Seconds(), fmtDur(r.runq.Quantile(0.99)), r.source, r.preempt,
+		r.antDone, len(r.events), plural(len(r.events), "event"), r.level)
+	for _, e := range r.events {
+		logf("  event %s", describeEvent(e, r.at, true))
+	}
+	return r, nil
+}
+
+// noisyUsage reads the antagonist's (0 when there is none) and the
+// victim's tenant CPU usage.
+func (b *bench) noisyUsage(p phase) (ant, victim time.Duration, err error) {
+	if p.ant != antNone {
+		if ant, err = cgroups.CPUUsage(path.Join(cgroupRoot, noisyTier, antTenant)); err != nil {
+			return 0, 0, err
+		}
+	}
+	victim, err = cgroups.CPUUsage(path.Join(cgroupRoot, noisyTier, victimTenant))
+	return ant, victim, err
+}
+
+// scopeKey is the key of the tenant's one scope.
+func (b *bench) scopeKey(ctx context.Context, tenant string) (string, error) {
+	resp, err := b.c.ListScopes(ctx, &scopedv1.ListScopesRequest{Tenant: tenant})
+	if err != nil {
+		return "", err
+	}
+	if n := len(resp.GetScopes()); n != 1 {
+		return "", fmt.Errorf("tenant %s has %d scopes, want 1", tenant, n)
+	}
+	return resp.GetScopes()[0].GetKey(), nil
+}
+
+// histogram is the run-queue histogram of u.
+func histogram(u *scopedv1.Usage) accounting.Histogram {
+	h := accounting.Histogram{Count: u.GetRunqCount(), Sum: u.GetRunqSum().AsDuration()}
+	for i, n := range u.GetRunqBuckets() {
+		if i < len(h.Buckets) {
+			h.Buckets[i] = n
+		}
+	}
+	return h
+}
+
+// describeEvent is one controller event: its kind, the level after it,
+// its time from the window's start at (negative: before the window), and
+// the scope where it is not the antagonist's; with the reason if long.
+func describeEvent(e *scopedv1.Event, at time.Time, long bool) string {
+	s := fmt.Sprintf("%s L%d %+.1fs", e.GetKind(), e.GetLevel(), e.GetTime().AsTime().Sub(at).Seconds())
+	if e.GetTenant() != antTenant {
+		s += " (scope " + e.GetScope() + ")"
+	}
+	if long && e.GetReason() != "" {
+		s += ": " + e.GetReason()
+	}
+	return s
+}
+
+func onOff(on bool) string {
+	if on {
+		return "on"
+	}
+	return "off"
+}
+
+// fmtDur prints a latency in ms with three significant digits or so.
+func fmtDur(d time.Duration) string {
+	ms := float64(d) / float64(time.Millisecond)
+	switch {
+	case ms < 10:
+		return fmt.Sprintf("%.2f ms", ms)
+	case ms < 100:
+		return fmt.Sprintf("%.1f ms", ms)
+	}
+	return fmt.Sprintf("%.0f ms", ms)
+}
+
+// eventsCell lists a phase's controller events for the table.
+func (r *phaseResult) eventsCell() string {
+	if !r.ctlOn {
+		return "— (off)"
+	}
+	if len(r.events) == 0 {
+		return "none"
+	}
+	const most = 6
+	var parts []string
+	for i, e := range r.events {
+		if i == most {
+			parts = append(parts, fmt.Sprintf("and %d more", len(r.events)-most))
+			break
+		}
+		parts = append(parts, describeEvent(e, r.at, false))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// reportNoisy writes the noisy scenario's subsection.
+func (b *bench) reportNoisy(p func(string, ...any), r *noisyResult) {
+	p("\n### %s\n\n", noisyTitle)
+	p("A victim tenant's invocation latency alone, then beside an antagonist tenant with the\n")
+	p("noisy-neighbour controller off and on.\n\n")
+	p("- Victim: tenant `%s` (tier `%s`, one scope), one caller invoking spin with payload `%s`\n", victimTenant, noisyTier, victimMs)
+	p("  (%s ms of CPU) back to back, no think time. Latency is client-side: from the `Invoke` call to\n", victimMs)
+	p("  its return, through the daemon's unix socket, for the calls started in the window.\n")
+	p("- Antagonist: tenant `%s` (tier `%s`, one scope). CPU: %d concurrent spin calls of %s ms\n",
+		antTenant, noisyTier, b.o.noisySpin, spinMs)
+	p("  of CPU each (made again if one completes). Fork storm: `bench/cmd/fairbench/forkstorm`, an\n")
+	p("  exec-runtime extension whose POSIX sh script loops `/bin/true & /bin/true & wait` until\n")
+	p("  cancelled, invoked by %d concurrent callers with a %s timeout.\n", forkCallers, b.callTimeout())
+	p("- A fresh daemon per phase, configured as above but `[pool] max_workers = %d` and `[control]\n", b.noisyWorkers())
+	p("  enabled = true/false` per phase with `interval = %q, cooldown = %q, detect_ticks = %d`\n",
+		ctlInterval.String(), ctlCooldown.String(), ctlDetectTicks)
+	p("  (the defaults are 1s, 10s and 3: shortened so that the controller acts within a short run);\n")
+	p("  accounting at the default (`auto`)")
+	if src := r.source(); src != "" {
+		p(": the victim's scope was accounted by `%s`", src)
+	}
+	p(".\n")
+	p("- Each phase: deploy, warm the victim's worker and the antagonist's workers, start the antagonist\n")
+	p("  and the victim, settle %s (-settle, at least %s in every phase, so that with the controller on\n", b.noisySettle(), minSettle)
+	p("  the window starts after its detection, and every window as long after its antagonist's start),\n")
+	p("  measure %s. Antagonist CPU: its tenant cgroup's\n", b.o.duration)
+	p("  CPU usage in the window, and its part of the machine's %d CPUs. Rest of the machine: the busy CPU\n", runtime.NumCPU())
+	p("  time of the whole machine in the window (`/proc/stat`) less both tenants': the daemon, this\n")
+	p("  program (the victim's client), other processes and the kernel. Controller events: `ListEvents`\n")
+	p("  over the whole phase, as kind, level after the event and time from the window's start (negative:\n")
+	p("  before the window). Afterwards no cgroup named `*%s*` was left.\n\n", cgroupMark)
+
+	ebpf := r.source() == accounting.SourceEBPF
+	p("| Phase | Controller | Victim invocations | p50 | p99 | p50 / alone | p99 / alone | Antagonist CPU s in window | Rest of the machine, CPU s |")
+	sep := "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+	if ebpf {
+		p(" Victim run-queue p99 |")
+		sep += " ---: |"
+	}
+	p(" Controller events |\n%s --- |\n", sep)
+	alone := r.phase("alone")
+	for _, ph := range r.phases {
+		ratio := func(q float64) string {
+			if alone == nil || alone.quantile(q) == 0 {
+				return "—"
+			}
+			return fmt.Sprintf("%.2f", float64(ph.quantile(q))/float64(alone.quantile(q)))
+		}
+		ant := "—"
+		if ph.ph.ant != antNone {
+			capacity := ph.window.Seconds() * float64(runtime.NumCPU())
+			ant = fmt.Sprintf("%.2f (%.0f %%)", ph.antCPU.Seconds(), 100*ph.antCPU.Seconds()/capacity)
+		}
+		p("| %s | %s | %d | %s | %s | %s | %s | %s | %.2f |", b.what(ph.ph), onOff(ph.ph.control), len(ph.lat),
+			fmtDur(ph.quantile(0.5)), fmtDur(ph.quantile(0.99)), ratio(0.5), ratio(0.99), ant, ph.rest().Seconds())
+		if ebpf {
+			p(" %s |", fmtDur(ph.runq.Quantile(0.99)))
+		}
+		p(" %s |\n", ph.eventsCell())
+	}
+	p("\n")
+	if ebpf {
+		p("The victim's run-queue p99 is the daemon's eBPF histogram (buckets a factor of two wide) of its\n")
+		p("scope's waits in the window, what the controller reads.\n\n")
+	}
+	for _, ant := range []antagonist{antCPU, antFork} {
+		off, on := r.find(ant, false), r.find(ant, true)
+		if alone == nil || off == nil || on == nil {
+			continue
+		}
+		p("- %s, controller off / on (alone): victim p50 %s / %s (%s), p99 %s / %s (%s);\n",
+			capitalize(b.what(off.ph)), fmtDur(off.quantile(0.5)), fmtDur(on.quantile(0.5)), fmtDur(alone.quantile(0.5)),
+			fmtDur(off.quantile(0.99)), fmtDur(on.quantile(0.99)), fmtDur(alone.quantile(0.99)))
+		p("  %d / %d victim calls (%d); victim CPU %.2f / %.2f s (%.2f); antagonist CPU %.2f / %.2f s.\n",
+			len(off.lat), len(on.lat), len(alone.lat), off.vicCPU.Seconds(), on.vicCPU.Seconds(), alone.vicCPU.Seconds(),
+			off.antCPU.Seconds(), on.antCPU.Seconds())
+		if len(on.events) == 0 {
+			p("  With the controller on it recorded no event in the phase.\n")
+		} else {
+			p("  With the controller on it recorded %s in the phase; the antagonist's scope was at\n", eventKinds(on.events))
+			p("  level %d at the window's end.\n", on.level)
+		}
+	}
+	p("\nOne run per phase, no repetitions: how much these figures vary from run to run was not measured.\n")
+}
+
+// eventKinds counts events by kind, in order of first appearance.
+func eventKinds(evs []*scopedv1.Event) string {
+	var kinds []string
+	n := map[string]int{}
+	for _, e := range evs {
+		k := fmt.Sprintf("%s (level %d)", e.GetKind(), e.GetLevel())
+		if n[k] == 0 {
+			kinds = append(kinds, k)
+		}
+		n[k]++
+	}
+	for i, k := range kinds {
+		if n[k] > 1 {
+			kinds[i] = fmt.Sprintf("%d× %s", n[k], k)
+		}
+	}
+	return strings.Join(kinds, ", ")
+}
+
+func capitalize(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+// source is the victim scope's accounting source in the phases ("" if
+// unknown, "mixed" if they differ).
+func (r *noisyResult) source() string {
+	src := ""
+	for _, ph := range r.phases {
+		switch {
+		case ph.source == "":
+		case src == "":
+			src = ph.source
+		case src != ph.source:
+			return "mixed"
+		}
+	}
+	return src
+}
+
+func (r *noisyResult) phase(name string) *phaseResult {
+	for _, ph := range r.phases {
+		if ph.ph.name == name {
+			return ph
+		}
+	}
+	return nil
+}
+
+func (r *noisyResult) find(ant antagonist, control bool) *phaseResult {
+	for _, ph := range r.phases {
+		if ph.ph.ant == ant && ph.ph.control == control {
+			return ph
+		}
+	}
+	return nil
+}
