@@ -96,7 +96,11 @@ func runInspect(ctx context.Context, g *globals, args []string) error {
 	kv.row("Environment:", s.GetEnvironment())
 	kv.row("User:", s.GetUser())
 	kv.row("Extension:", s.GetExtension())
+	kv.row("Tier:", s.GetTier())
 	kv.row("Cgroup:", s.GetCgroup())
+	if lvl := s.GetThrottleLevel(); lvl > 0 {
+		kv.row("Throttled:", fmt.Sprintf("level %d by the noisy-neighbour controller (scopectl events)", lvl))
+	}
 	kv.row("Host uid:", strconv.FormatUint(uint64(s.GetHostUid()), 10))
 	kv.row("CPU:", fmt.Sprintf("%s used, %s throttled; weight %d, max %s",
 		dur(st.GetCpuUsage()), dur(st.GetCpuThrottled()), lim.GetCpuWeight(), cpuMax(lim.GetCpuMax())))
