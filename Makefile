@@ -60,7 +60,7 @@ test-v2: deps
 		CGO_ENABLED=0 $(GO) build -o $(VM_E2E)/bundles/$$n/$$n ./$$ex || exit 1; \
 	done
 	@chmod -R a+rX $(VM_DIR)
-	SCOPED_VM_ENV="SCOPED_E2E_BIN=$(CURDIR)/$(VM_E2E)" SCOPED_VM_TESTFLAGS="-test.count=1 -test.timeout=5m" \
+	SCOPED_VM_ENV="SCOPED_E2E_BIN=$(CURDIR)/$(VM_E2E) SCOPED_TEST_FAIRNESS=1" SCOPED_VM_TESTFLAGS="-test.count=1 -test.timeout=5m" \
 		scripts/vm-test.sh $(VM_DIR) $(foreach p,$(VM_PKGS),$(CURDIR)/$(VM_DIR)/bin/$(p).test@$(CURDIR)/$(p))
 
 # Tests that need neither root nor cgo set-up.

@@ -275,13 +275,16 @@ func TestTiers(t *testing.T) {
 // more CPU than a tenant with one at the same tier: the tenant node, not
 // the scope, is what the kernel weighs against other tenants.
 func TestTenantsShareByWeightNotScopes(t *testing.T) {
-	// Unfinished (issue 5 stays open): on the 2-CPU hybrid development
-	// host the one-scope tenant's share over a few seconds ranges from
-	// 0.17 to 0.49 from run to run with the same cgroup weights (10 s
-	// windows in fairbench: 0.43–0.45), so the outcome is not yet a
-	// dependable test. The weights themselves are checked by TestTiers.
+	// On the 6.18 development host (EEVDF, hybrid cgroups) the outcome
+	// varies from run to run: the one-scope tenant got 0.17–0.49 with the
+	// same weights, and the same tree of plain C spinners that have a few
+	// periodically sleeping threads each (Go workers always do) was starved
+	// completely for 3 s once (single-threaded spinners: 0.47–0.51). Debian's
+	// 6.1 kernel on pure v2 (the VM of make test-v2, which sets the
+	// variable) gives 0.47–0.50. The weights themselves are checked by
+	// TestTiers on every host.
 	if os.Getenv("SCOPED_TEST_FAIRNESS") == "" {
-		t.Skip("unfinished: set SCOPED_TEST_FAIRNESS=1 to run (the kernel's split varies 0.17–0.49 run to run here; issue 5)")
+		t.Skip("set SCOPED_TEST_FAIRNESS=1 to run: on some kernels (6.18 EEVDF here) the split of equal tenant weights varies 0.17–0.49 from run to run; make test-v2 runs it on 6.1")
 	}
 	d := startDaemon(t, options{poolExtra: "max_workers = 2\nidle_timeout = \"10m\""})
 	c := d.client()
@@ -351,8 +354,8 @@ func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
 
 // TestNoisyNeighbourSteppedDown: a tenant spinning on every CPU makes
 // another tenant's invocations wait and preempts them, taking more than
-// its equal share; the controller names it, lowers its scope's weight,
-// reports the events, and restores it once it calms down.
+// its equal share; the controller names it, lowers its weight (scope and
+// tenant), reports the events, and restores it once it calms down.
 func TestNoisyNeighbourSteppedDown(t *testing.T) {
 	if accountingMode() == "cgroupfs" {
 		t.Skip("the controller needs eBPF accounting (SCOPED_E2E_ACCOUNTING=cgroupfs)")
@@ -467,9 +470,12 @@ min_preemptions = 3.0
 	if w := cpuWeightOf(t, d, "standard/noisy/production"); w == "100" {
 		t.Errorf("the antagonist's scope weight is still 100")
 	}
-	// Against other tenants the tenant keeps its tier's weight.
-	if w := cpuWeightOf(t, d, "standard/noisy"); w != "100" {
-		t.Errorf("the antagonist's tenant weight is %s, want its tier's 100", w)
+	// Against other tenants only the tenant node counts: it is lowered too.
+	if w := cpuWeightOf(t, d, "standard/noisy"); w == "100" {
+		t.Errorf("the antagonist's tenant weight is still its tier's 100")
+	}
+	if w := cpuWeightOf(t, d, "standard/victim"); w != "100" {
+		t.Errorf("the victim's tenant weight is %s, want its tier's 100", w)
 	}
 	out, err := exec.Command(bins.scopectl, "--socket", d.socket, "events").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "stepped_down") || !strings.Contains(string(out), "noisy.production") {
@@ -483,6 +489,6 @@ min_preemptions = 3.0
 	close(stopNoisy)
 	waitFor(t, 60*time.Second, "the antagonist to be restored", func() bool { return len(events("restored")) > 0 })
 	waitFor(t, 5*time.Second, "the base weights back", func() bool {
-		return cpuWeightOf(t, d, "standard/noisy/production") == "100"
+		return cpuWeightOf(t, d, "standard/noisy/production") == "100" && cpuWeightOf(t, d, "standard/noisy") == "100"
 	})
 }

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"fmt"
+	"path"
 	"time"
 
 	"github.com/scoped-io/scoped/cgroups"
@@ -103,15 +104,19 @@ func (s *Supervisor) controlScopes() []control.ScopeInfo {
 	return out
 }
 
-// throttle applies the controller's settings to a scope's node: the CPU
-// weight (against its tenant's other scopes) and the CPU max (0: none).
-// Tenant and tier nodes keep their weights: what a tenant is entitled to
-// against other tenants stays what its tier says (the controller caps an
-// antagonist no lower than that).
+// throttle applies the controller's settings to a scope: the weight to
+// the scope's node (against its tenant's other scopes) and, scaled, to its
+// tenant's node (the tier's weight times weight/100, the lowest of its
+// throttled scopes'), since against other tenants only the tenant node
+// counts; the CPU max (0: none) to the scope's node. The controller steps
+// down only a scope whose tenant takes more than its weight entitles it
+// to, and caps it no lower than that, so this never takes from a tenant
+// what its tier gives it. The tier nodes keep the sums of the configured
+// weights.
 func (s *Supervisor) throttle(key string, weight uint64, cpuMax float64) error {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	sc, ok := s.scopes[key]
-	s.mu.Unlock()
 	if !ok {
 		return nil // gone: nothing to throttle or restore
 	}
@@ -119,7 +124,32 @@ func (s *Supervisor) throttle(key string, weight uint64, cpuMax float64) error {
 	if cpuMax <= 0 {
 		l.CPUMax = -1
 	}
-	return sc.node.Set(l)
+	if err := sc.node.Set(l); err != nil {
+		return err
+	}
+	if weight < scopeBaseWeight {
+		s.throttled[key] = weight
+	} else {
+		delete(s.throttled, key)
+	}
+	tier := s.conf().Tiers[sc.tier]
+	tenant, err := cgroups.Load(path.Join(s.tree.Root(), sc.tier, sc.id.Tenant))
+	if err != nil {
+		return err
+	}
+	return tenant.Set(cgroups.Limits{CPUWeight: s.tenantWeightLocked(sc.tier, sc.id.Tenant, tier.CPUWeight)})
+}
+
+// tenantWeightLocked is a tenant node's CPU weight now: its tier's, scaled
+// down by the most throttled of its scopes. Callers hold s.mu.
+func (s *Supervisor) tenantWeightLocked(tier, tenant string, base uint64) uint64 {
+	w := base
+	for key, sw := range s.throttled {
+		if sc, ok := s.scopes[key]; ok && sc.tier == tier && sc.id.Tenant == tenant {
+			w = min(w, max(base*sw/scopeBaseWeight, 1))
+		}
+	}
+	return w
 }
 
 // ControlEvents returns the controller's recent events about the scopes of

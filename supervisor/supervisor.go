@@ -41,11 +41,14 @@ type Supervisor struct {
 	sandboxDir string
 	socketDir  string
 
-	mu       sync.Mutex
-	scopes   map[string]*scope // by ScopeID.Key()
-	tierCPU  map[string]uint64 // CPU weight last set on each tier node
-	stopping bool
-	inflight sync.WaitGroup
+	mu      sync.Mutex
+	scopes  map[string]*scope // by ScopeID.Key()
+	tierCPU map[string]uint64 // CPU weight last set on each tier node
+	// throttled holds the weights the noisy-neighbour controller set on
+	// scopes below their base, by scope key.
+	throttled map[string]uint64
+	stopping  bool
+	inflight  sync.WaitGroup
 
 	invocations atomic.Int64
 	reaperStop  chan struct{}
@@ -101,6 +104,7 @@ func New(cfg Config, log *slog.Logger) (*Supervisor, error) {
 		socketDir:   filepath.Join(cfg.RuntimeDir, "sockets"),
 		scopes:      map[string]*scope{},
 		tierCPU:     map[string]uint64{},
+		throttled:   map[string]uint64{},
 		reaperStop:  make(chan struct{}),
 		reaperDone:  make(chan struct{}),
 		metrics:     metrics.New(),
@@ -199,7 +203,11 @@ func (s *Supervisor) applyTiers() error {
 		}
 		if !done[sc.id.Tenant] {
 			done[sc.id.Tenant] = true
-			if _, err := s.tree.Node(t.tenantLimits(), name, sc.id.Tenant); err != nil {
+			tl := t.tenantLimits()
+			s.mu.Lock()
+			tl.CPUWeight = s.tenantWeightLocked(name, sc.id.Tenant, t.CPUWeight)
+			s.mu.Unlock()
+			if _, err := s.tree.Node(tl, name, sc.id.Tenant); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -433,6 +441,9 @@ func (s *Supervisor) removeScope(sc *scope) error {
 	sc.stopAll()
 	s.untrack(sc)
 	s.mu.Lock()
+	if s.scopes[sc.id.Key()] == nil {
+		delete(s.throttled, sc.id.Key())
+	}
 	if _, live := s.scopes[sc.id.Key()]; !live {
 		// A successor in another tier keeps the key's series.
 		s.metrics.RemoveScope(sc.id.Key())
@@ -479,7 +490,9 @@ func (s *Supervisor) scopeFor(id ScopeID) (*scope, error) {
 		return sc, nil
 	}
 	tierName, tier := s.tierOf(id.Tenant)
-	if _, err := s.tree.Node(tier.tenantLimits(), tierName, id.Tenant); err != nil {
+	tl := tier.tenantLimits()
+	tl.CPUWeight = s.tenantWeightLocked(tierName, id.Tenant, tier.CPUWeight)
+	if _, err := s.tree.Node(tl, tierName, id.Tenant); err != nil {
 		return nil, fmt.Errorf("cgroup of tenant %s: %w", id.Tenant, err)
 	}
 	limits := tier.scopeLimits()

@@ -50,12 +50,13 @@ const (
 	ctlInterval    = 500 * time.Millisecond
 	ctlCooldown    = 5 * time.Second
 	ctlDetectTicks = 3
-	// minSettle is the least settle time of every phase: with the
-	// controller on, its detection (detect_ticks ticks after a first tick
-	// without figures) comes before the window; the phases with it off
-	// (and alone) settle as long, so that every window starts as long
-	// after its antagonist.
-	minSettle = 5 * time.Second
+	// minSettle is the least settle time of every phase, enough for the
+	// controller's detection (detect_ticks ticks after a first tick
+	// without figures) on a quiet machine. With the controller on beside
+	// an antagonist, the window waits further for a "detected" event, at
+	// most detectWait in all.
+	minSettle  = 5 * time.Second
+	detectWait = 10 * time.Second
 )
 
 // forkWarm are the payloads of warm's rounds for forkstorm: rounds of two
@@ -117,7 +118,8 @@ func (b *bench) what(p phase) string {
 
 type phaseResult struct {
 	ph      phase
-	settle  time.Duration
+	settle  time.Duration   // from the start of the antagonist and the victim to the window
+	waited  bool            // for the controller's detection, in vain
 	window  time.Duration   // wall time between the two cgroup reads
 	lat     []time.Duration // the victim's calls started in the window, sorted
 	antCPU  time.Duration   // the antagonist tenant's CPU in the window
@@ -336,7 +338,8 @@ func (b *bench) noisyPhase(ctx context.Context, p phase) (_ *phaseResult, retErr
 		}
 	}()
 
-	r := &phaseResult{ph: p, settle: b.noisySettle()}
+	started := time.Now()
+	r := &phaseResult{ph: p}
 	wait := func(d time.Duration) error {
 		select {
 		case <-time.After(d):
@@ -352,8 +355,28 @@ func (b *bench) noisyPhase(ctx context.Context, p phase) (_ *phaseResult, retErr
 		if err != nil {
 			return err
 		}
-		if err := wait(r.settle); err != nil {
+		if err := wait(b.noisySettle()); err != nil {
 			return err
+		}
+		if p.ant != antNone && p.control {
+			// The window starts after the controller's detection.
+			for {
+				ev, err := b.c.ListEvents(ctx, &scopedv1.ListEventsRequest{Since: timestamppb.New(begun)})
+				if err != nil {
+					return err
+				}
+				if slices.ContainsFunc(ev.GetEvents(), func(e *scopedv1.Event) bool { return e.GetKind() == "detected" }) {
+					break
+				}
+				if time.Since(started) >= max(detectWait, b.noisySettle()) {
+					r.waited = true
+					logf("  no detection %s after the antagonist's start; measuring anyway", time.Since(started).Round(time.Millisecond))
+					break
+				}
+				if err := wait(ctlInterval); err != nil {
+					return err
+				}
+			}
 		}
 		s0, err := b.c.InspectScope(ctx, &scopedv1.InspectScopeRequest{Scope: victimKey})
 		if err != nil {
@@ -364,6 +387,7 @@ func (b *bench) noisyPhase(ctx context.Context, p phase) (_ *phaseResult, retErr
 			return err
 		}
 		r.at = time.Now()
+		r.settle = r.at.Sub(started)
 		m0 := machineBusy()
 		if err := wait(b.o.duration); err != nil {
 			return err
@@ -538,41 +562,45 @@ func (b *bench) reportNoisy(p func(string, ...any), r *noisyResult) {
 	p("A victim tenant's invocation latency alone, then beside an antagonist tenant with the\n")
 	p("noisy-neighbour controller off and on.\n\n")
 	p("- Victim: tenant `%s` (tier `%s`, one scope), one caller invoking spin with payload `%s`\n", victimTenant, noisyTier, victimMs)
-	p("  (%s ms of CPU) back to back, no think time. Latency is client-side: from the `Invoke` call to\n", victimMs)
-	p("  its return, through the daemon's unix socket, for the calls started in the window.\n")
+	p("  (%s ms of CPU) back to back, no think time. Latency is client-side, from the `Invoke` call to\n", victimMs)
+	p("  its return, for the calls started in the window: it includes this program's client and the\n")
+	p("  daemon, both outside the tenants' cgroups, as well as the victim's worker.\n")
 	p("- Antagonist: tenant `%s` (tier `%s`, one scope). CPU: %d concurrent spin calls of %s ms\n",
 		antTenant, noisyTier, b.o.noisySpin, spinMs)
 	p("  of CPU each (made again if one completes). Fork storm: `bench/cmd/fairbench/forkstorm`, an\n")
 	p("  exec-runtime extension whose POSIX sh script loops `/bin/true & /bin/true & wait` until\n")
 	p("  cancelled, invoked by %d concurrent callers with a %s timeout.\n", forkCallers, b.callTimeout())
 	p("- A fresh daemon per phase, configured as above but `[pool] max_workers = %d` and `[control]\n", b.noisyWorkers())
-	p("  enabled = true/false` per phase with `interval = %q, cooldown = %q, detect_ticks = %d`\n",
+	p("  enabled = true/false` per phase, with `interval = %q, cooldown = %q, detect_ticks = %d`\n",
 		ctlInterval.String(), ctlCooldown.String(), ctlDetectTicks)
-	p("  (the defaults are 1s, 10s and 3: shortened so that the controller acts within a short run);\n")
-	p("  accounting at the default (`auto`)")
+	p("  (the defaults are 1s, 10s and 3: shortened so that the controller acts within a short run)\n")
+	p("  and its other thresholds at the defaults; accounting at the default (`auto`)")
 	if src := r.source(); src != "" {
-		p(": the victim's scope was accounted by `%s`", src)
+		p(": the victim's\n  scope was accounted by `%s`", src)
 	}
 	p(".\n")
 	p("- Each phase: deploy, warm the victim's worker and the antagonist's workers, start the antagonist\n")
-	p("  and the victim, settle %s (-settle, at least %s in every phase, so that with the controller on\n", b.noisySettle(), minSettle)
-	p("  the window starts after its detection, and every window as long after its antagonist's start),\n")
-	p("  measure %s. Antagonist CPU: its tenant cgroup's\n", b.o.duration)
-	p("  CPU usage in the window, and its part of the machine's %d CPUs. Rest of the machine: the busy CPU\n", runtime.NumCPU())
-	p("  time of the whole machine in the window (`/proc/stat`) less both tenants': the daemon, this\n")
-	p("  program (the victim's client), other processes and the kernel. Controller events: `ListEvents`\n")
-	p("  over the whole phase, as kind, level after the event and time from the window's start (negative:\n")
-	p("  before the window). Afterwards no cgroup named `*%s*` was left.\n\n", cgroupMark)
+	p("  and the victim, settle, measure %s. The settle time is %s (-settle, at least %s) in every\n",
+		b.o.duration, b.noisySettle(), minSettle)
+	p("  phase; with the controller on beside an antagonist the window also waits for its first\n")
+	p("  `detected` event (at most %s after the start), so that it starts after the detection.\n", max(detectWait, b.noisySettle()))
+	p("- Antagonist CPU: its tenant cgroup's CPU usage in the window, and its part of the machine's %d\n", runtime.NumCPU())
+	p("  CPUs. Rest of the machine: the busy CPU time of the whole machine in the window (`/proc/stat`)\n")
+	p("  less both tenants': the daemon, this program, other processes and the kernel. Controller\n")
+	p("  events: `ListEvents` over the whole phase, as kind, level after the event and time from the\n")
+	p("  window's start (negative: before it). Afterwards no cgroup named `*%s*` was left.\n\n", cgroupMark)
 
 	ebpf := r.source() == accounting.SourceEBPF
-	p("| Phase | Controller | Victim invocations | p50 | p99 | p50 / alone | p99 / alone | Antagonist CPU s in window | Rest of the machine, CPU s |")
-	sep := "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+	p("| Phase | Controller | Settle | Victim invocations | p50 | p99 | p50 / alone | p99 / alone |" +
+		" Antagonist CPU s in window | Rest of the machine, CPU s |")
+	sep := "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 	if ebpf {
 		p(" Victim run-queue p99 |")
 		sep += " ---: |"
 	}
 	p(" Controller events |\n%s --- |\n", sep)
 	alone := r.phase("alone")
+	var busy []string
 	for _, ph := range r.phases {
 		ratio := func(q float64) string {
 			if alone == nil || alone.quantile(q) == 0 {
@@ -580,13 +608,21 @@ func (b *bench) reportNoisy(p func(string, ...any), r *noisyResult) {
 			}
 			return fmt.Sprintf("%.2f", float64(ph.quantile(q))/float64(alone.quantile(q)))
 		}
+		capacity := ph.window.Seconds() * float64(runtime.NumCPU())
 		ant := "—"
 		if ph.ph.ant != antNone {
-			capacity := ph.window.Seconds() * float64(runtime.NumCPU())
 			ant = fmt.Sprintf("%.2f (%.0f %%)", ph.antCPU.Seconds(), 100*ph.antCPU.Seconds()/capacity)
 		}
-		p("| %s | %s | %d | %s | %s | %s | %s | %s | %.2f |", b.what(ph.ph), onOff(ph.ph.control), len(ph.lat),
-			fmtDur(ph.quantile(0.5)), fmtDur(ph.quantile(0.99)), ratio(0.5), ratio(0.99), ant, ph.rest().Seconds())
+		if ph.rest().Seconds() > capacity/4 {
+			busy = append(busy, fmt.Sprintf("%s, controller %s", b.what(ph.ph), onOff(ph.ph.control)))
+		}
+		settle := fmt.Sprintf("%.1f s", ph.settle.Seconds())
+		if ph.waited {
+			settle += " (no detection)"
+		}
+		p("| %s | %s | %s | %d | %s | %s | %s | %s | %s | %.2f (%.0f %%) |", b.what(ph.ph), onOff(ph.ph.control), settle,
+			len(ph.lat), fmtDur(ph.quantile(0.5)), fmtDur(ph.quantile(0.99)), ratio(0.5), ratio(0.99), ant,
+			ph.rest().Seconds(), 100*ph.rest().Seconds()/capacity)
 		if ebpf {
 			p(" %s |", fmtDur(ph.runq.Quantile(0.99)))
 		}
@@ -594,28 +630,33 @@ func (b *bench) reportNoisy(p func(string, ...any), r *noisyResult) {
 	}
 	p("\n")
 	if ebpf {
-		p("The victim's run-queue p99 is the daemon's eBPF histogram (buckets a factor of two wide) of its\n")
-		p("scope's waits in the window, what the controller reads.\n\n")
+		p("The victim's run-queue p99 is the daemon's eBPF histogram (buckets a factor of two wide) of the\n")
+		p("waits of its scope's tasks in the window, what the controller reads.\n\n")
 	}
 	for _, ant := range []antagonist{antCPU, antFork} {
 		off, on := r.find(ant, false), r.find(ant, true)
 		if alone == nil || off == nil || on == nil {
 			continue
 		}
-		p("- %s, controller off / on (alone): victim p50 %s / %s (%s), p99 %s / %s (%s);\n",
-			capitalize(b.what(off.ph)), fmtDur(off.quantile(0.5)), fmtDur(on.quantile(0.5)), fmtDur(alone.quantile(0.5)),
-			fmtDur(off.quantile(0.99)), fmtDur(on.quantile(0.99)), fmtDur(alone.quantile(0.99)))
-		p("  %d / %d victim calls (%d); victim CPU %.2f / %.2f s (%.2f); antagonist CPU %.2f / %.2f s.\n",
-			len(off.lat), len(on.lat), len(alone.lat), off.vicCPU.Seconds(), on.vicCPU.Seconds(), alone.vicCPU.Seconds(),
-			off.antCPU.Seconds(), on.antCPU.Seconds())
+		p("- %s, controller off / on (alone): victim p50 %s / %s (%s),\n",
+			capitalize(b.what(off.ph)), fmtDur(off.quantile(0.5)), fmtDur(on.quantile(0.5)), fmtDur(alone.quantile(0.5)))
+		p("  p99 %s / %s (%s); %d / %d victim calls (%d); victim CPU %.2f / %.2f s (%.2f);\n",
+			fmtDur(off.quantile(0.99)), fmtDur(on.quantile(0.99)), fmtDur(alone.quantile(0.99)),
+			len(off.lat), len(on.lat), len(alone.lat), off.vicCPU.Seconds(), on.vicCPU.Seconds(), alone.vicCPU.Seconds())
+		p("  antagonist CPU %.2f / %.2f s.", off.antCPU.Seconds(), on.antCPU.Seconds())
 		if len(on.events) == 0 {
-			p("  With the controller on it recorded no event in the phase.\n")
+			p(" With the controller on it recorded no event in the phase.\n")
 		} else {
-			p("  With the controller on it recorded %s in the phase; the antagonist's scope was at\n", eventKinds(on.events))
-			p("  level %d at the window's end.\n", on.level)
+			p(" With the controller on it recorded %s;\n", eventKinds(on.events))
+			p("  the antagonist's scope was at level %d at the window's end.\n", on.level)
 		}
 	}
-	p("\nOne run per phase, no repetitions: how much these figures vary from run to run was not measured.\n")
+	p("\nThe antagonist tenant has one scope; the controller's level 1 lowers a scope's CPU weight against\n")
+	p("its tenant's other scopes, level 2 caps its CPU (never below its tenant's entitled share).\n")
+	if len(busy) > 0 {
+		p("Other work took more than a quarter of the machine's CPU time in the window of: %s.\n", strings.Join(busy, "; "))
+	}
+	p("One run per phase, no repetitions: how much these figures vary from run to run was not measured.\n")
 }
 
 // eventKinds counts events by kind, in order of first appearance.
