@@ -7,11 +7,22 @@ import (
 	"strings"
 )
 
+// intro opens a BENCHMARKS.md that WriteSection creates.
+const intro = `# Benchmarks
+
+Each section below comes from one benchmark program under ` + "`bench/cmd`" + `. A program
+runs all its variants side by side in one run, interleaved round-robin, so that
+machine noise hits them alike: read the ratios between variants, which carry
+over to other machines far better than the absolute times. Reproduce them with
+` + "`sudo make bench`" + ` (root; it installs bubblewrap and runc on Debian or Ubuntu),
+which reruns every benchmark and replaces its section here.
+`
+
 // WriteSection replaces one program's section of a markdown file (the
 // lines from markStart to markEnd) with section, appends it if the file has
-// none, or creates the file starting with intro. The file is replaced
-// atomically; mismatched markers are an error.
-func WriteSection(path, intro, markStart, markEnd, section string) error {
+// none, or creates the file starting with the benchmarks' intro. The file
+// is replaced atomically; mismatched markers are an error.
+func WriteSection(path, markStart, markEnd, section string) error {
 	old, err := os.ReadFile(path)
 	var doc string
 	switch {

@@ -36,7 +36,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -58,7 +57,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	benchmd "github.com/scoped-io/scoped/bench"
@@ -84,8 +82,6 @@ const (
 	// daemon's (1048576) and invokebench's (1<<29).
 	idBase  = 3 << 29
 	idSlots = 32
-
-	stopWait = 60 * time.Second
 )
 
 type options struct {
@@ -126,7 +122,7 @@ func main() {
 			o.scenarios = append(o.scenarios, f)
 		}
 	}
-	o.args = quoteArgs(os.Args[1:])
+	o.args = benchmd.QuoteArgs(os.Args[1:])
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "fairbench:", err)
 		os.Exit(1)
@@ -310,7 +306,7 @@ func run(o options) (retErr error) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	b := &bench{o: o, loadAvg: loadAvg()}
+	b := &bench{o: o, loadAvg: benchmd.LoadAvg()}
 	defer func() { retErr = errors.Join(retErr, b.close()) }()
 	if err := b.setup(); err != nil {
 		return err
@@ -336,7 +332,7 @@ func run(o options) (retErr error) {
 	section := b.report(results, noisy)
 	fmt.Print(section)
 	if o.out != "" {
-		if err := benchmd.WriteSection(o.out, intro, markStart, markEnd, section); err != nil {
+		if err := benchmd.WriteSection(o.out, markStart, markEnd, section); err != nil {
 			return err
 		}
 		logf("wrote %s", o.out)
@@ -353,7 +349,7 @@ type bench struct {
 	loadAvg string
 	closed  bool
 
-	d *daemon
+	d *benchmd.Daemon
 	c *client.Client
 }
 
@@ -563,7 +559,7 @@ func (b *bench) scenario(ctx context.Context, sc *scenario) (_ *result, retErr e
 		if err != nil {
 			return err
 		}
-		m0 := machineBusy()
+		m0 := benchmd.MachineBusy()
 		for i := range restarts {
 			restarts[i].Store(0)
 		}
@@ -589,7 +585,7 @@ func (b *bench) scenario(ctx context.Context, sc *scenario) (_ *result, retErr e
 			perSlice = append(perSlice, row)
 			end = u
 		}
-		r.machine = machineBusy() - m0
+		r.machine = benchmd.MachineBusy() - m0
 		r.window = end.at.Sub(start.at)
 		for i, t := range sc.ten {
 			tr := tenantResult{spec: t, cpu: end.tenant[i] - start.tenant[i], workers: end.workers[i],
@@ -608,7 +604,7 @@ func (b *bench) scenario(ctx context.Context, sc *scenario) (_ *result, retErr e
 	cancel()
 	wg.Wait()
 	if err != nil {
-		return nil, fmt.Errorf("%w\ndaemon log:\n%s", err, b.d.logTail())
+		return nil, fmt.Errorf("%w\ndaemon log:\n%s", err, b.d.LogTail())
 	}
 	failMu.Lock()
 	err = failure
@@ -662,7 +658,7 @@ func (b *bench) warm(ctx context.Context, tenant, env, ext string, n int, payloa
 		}
 		wg.Wait()
 		if err := errors.Join(errs...); err != nil {
-			return fmt.Errorf("warm %s/%s: %w\ndaemon log:\n%s", tenant, env, err, b.d.logTail())
+			return fmt.Errorf("warm %s/%s: %w\ndaemon log:\n%s", tenant, env, err, b.d.LogTail())
 		}
 		if len(seen) >= n {
 			return nil
@@ -747,43 +743,7 @@ func subdirs(dir string) ([]string, error) {
 	return out, nil
 }
 
-// machineBusy is the CPU time the whole machine has been busy (every state
-// of /proc/stat's cpu line but idle and iowait), at 1/USER_HZ resolution.
-func machineBusy() time.Duration {
-	f, err := os.Open("/proc/stat")
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	if !s.Scan() {
-		return 0
-	}
-	fields := strings.Fields(s.Text())
-	if len(fields) < 9 || fields[0] != "cpu" {
-		return 0
-	}
-	var busy uint64
-	// user nice system idle iowait irq softirq steal (guest is in user).
-	for i, v := range fields[1:9] {
-		if i == 3 || i == 4 {
-			continue
-		}
-		n, _ := strconv.ParseUint(v, 10, 64)
-		busy += n
-	}
-	return time.Duration(busy) * time.Second / 100 // USER_HZ is 100 on Linux
-}
-
 // --- the daemon ------------------------------------------------------------
-
-type daemon struct {
-	cmd     *exec.Cmd
-	socket  string
-	logPath string
-	logFile *os.File
-	exited  chan struct{}
-}
 
 // startDaemon starts a daemon named name (unique in the run) with the
 // configuration settings (without the paths) and connects to it.
@@ -791,55 +751,15 @@ func (b *bench) startDaemon(ctx context.Context, name, settings string) error {
 	if b.d != nil {
 		return errors.New("a daemon is running already")
 	}
-	dir := filepath.Join(b.work, "daemon-"+name)
-	if err := os.Mkdir(dir, 0o711); err != nil {
+	d, err := benchmd.StartDaemon(ctx, b.scopedB, filepath.Join(b.work, "daemon-"+name), cgroupRoot, settings, logf)
+	if err != nil {
 		return err
 	}
-	run := filepath.Join(dir, "run")
-	d := &daemon{socket: filepath.Join(run, "scoped.sock"), logPath: dir + ".log", exited: make(chan struct{})}
-	cfg := fmt.Sprintf("socket = %q\nreattach_file = %q\nstate_dir = %q\nruntime_dir = %q\ncgroup_root = %q\n",
-		d.socket, filepath.Join(run, "reattach.json"), filepath.Join(dir, "state"), run, cgroupRoot) + settings
-	config := filepath.Join(dir, "config.toml")
-	if err := os.WriteFile(config, []byte(cfg), 0o644); err != nil {
-		return err
-	}
-	var err error
-	if d.logFile, err = os.Create(d.logPath); err != nil {
-		return err
-	}
-	d.cmd = exec.Command(b.scopedB, "--config", config, "--grace", "5s")
-	d.cmd.Stdout, d.cmd.Stderr = d.logFile, d.logFile
-	// If the benchmark dies, the daemon stops and cleans up.
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
-	if err := d.cmd.Start(); err != nil {
-		d.logFile.Close()
-		return err
-	}
-	go func() { _ = d.cmd.Wait(); close(d.exited) }()
 	b.d = d
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		c, err := client.Dial(ctx, d.socket)
-		if err == nil {
-			if _, err = c.ListExtensions(ctx, &scopedv1.ListExtensionsRequest{}); err == nil {
-				b.c = c
-				logf("daemon (pid %d) serving on %s, cgroup root %s", d.cmd.Process.Pid, d.socket, cgroupRoot)
-				return nil
-			}
-			c.Close()
-		}
-		select {
-		case <-d.exited:
-			b.d = nil
-			d.logFile.Close()
-			return fmt.Errorf("scoped exited at start:\n%s", d.logTail())
-		default:
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("scoped does not serve %s: %w\n%s", d.socket, err, d.logTail())
-		}
-		time.Sleep(20 * time.Millisecond)
+	if b.c, err = client.Dial(ctx, d.Socket); err != nil {
+		return errors.Join(err, b.stopDaemon())
 	}
+	return nil
 }
 
 // stopDaemon closes the client, stops the daemon with SIGTERM and checks
@@ -853,7 +773,7 @@ func (b *bench) stopDaemon() error {
 	if b.d == nil {
 		return errors.Join(errs...)
 	}
-	errs = append(errs, b.d.stop())
+	errs = append(errs, b.d.Stop())
 	b.d = nil
 	if left, _ := cgroupsLeft(); len(left) > 0 {
 		errs = append(errs, fmt.Errorf("the daemon left cgroups behind: %s", strings.Join(left, " ")))
@@ -861,64 +781,7 @@ func (b *bench) stopDaemon() error {
 	return errors.Join(errs...)
 }
 
-// stop sends SIGTERM and waits for a clean exit.
-func (d *daemon) stop() error {
-	defer d.logFile.Close()
-	select {
-	case <-d.exited:
-		return fmt.Errorf("scoped (pid %d) had exited (%v) before the benchmark stopped it:\n%s",
-			d.cmd.Process.Pid, d.cmd.ProcessState, d.logTail())
-	default:
-	}
-	_ = d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.exited:
-	case <-time.After(stopWait):
-		_ = d.cmd.Process.Kill()
-		<-d.exited
-		return fmt.Errorf("scoped did not stop within %s of SIGTERM:\n%s", stopWait, d.logTail())
-	}
-	if st := d.cmd.ProcessState; !st.Success() {
-		return fmt.Errorf("scoped exited with %v:\n%s", st, d.logTail())
-	}
-	for _, line := range strings.Split(d.logTail(), "\n") {
-		if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") {
-			logf("daemon: %s", line)
-		}
-	}
-	return nil
-}
-
-// logTail is the end of the daemon's log.
-func (d *daemon) logTail() string {
-	f, err := os.Open(d.logPath)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	var lines []string
-	s := bufio.NewScanner(f)
-	s.Buffer(nil, 1<<20)
-	for s.Scan() {
-		lines = append(lines, s.Text())
-		if len(lines) > 40 {
-			lines = lines[1:]
-		}
-	}
-	return strings.Join(lines, "\n")
-}
-
 // --- the report ------------------------------------------------------------
-
-const intro = `# Benchmarks
-
-Each section below comes from one benchmark program under ` + "`bench/cmd`" + `. A program
-runs all its variants side by side in one run, interleaved round-robin, so that
-machine noise hits them alike: read the ratios between variants, which carry
-over to other machines far better than the absolute times. Reproduce them with
-` + "`sudo make bench`" + ` (root; it installs bubblewrap and runc on Debian or Ubuntu),
-which reruns every benchmark and replaces its section here.
-`
 
 func (b *bench) report(results []*result, noisy *noisyResult) string {
 	var w strings.Builder
@@ -940,17 +803,9 @@ func (b *bench) report(results []*result, noisy *noisyResult) string {
 		p("How much a noisy neighbour tenant slows down a victim tenant's invocations, with the daemon's\n")
 		p("noisy-neighbour controller off and on.\n\n")
 	}
-	cmd := baseCommand
-	if b.o.args != "" {
-		cmd += " " + b.o.args
-	}
-	if b.o.args == "-o BENCHMARKS.md" {
-		p("- Command: `sudo make bench`, which runs `%s`\n", cmd)
-	} else {
-		p("- Command: `%s`, as root\n", cmd)
-	}
+	p("- %s\n", benchmd.Command(baseCommand, b.o.args))
 	p("- Date: %s\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
-	p("- Kernel: %s; cgroup mode: %s; CPUs: %d%s\n", kernelRelease(), cgroups.HostMode(), runtime.NumCPU(), cpuModel())
+	p("- %s\n", benchmd.Machine())
 	p("- Load average (1, 5, 15 min) at the start: %s\n", b.loadAvg)
 	if len(results) == 0 {
 		p("- Worker: `examples/spin` (Go SDK), which burns the payload's CPU milliseconds on one thread.\n")
@@ -1057,17 +912,6 @@ func logf(format string, a ...any) {
 	fmt.Fprintf(os.Stderr, "fairbench: "+format+"\n", a...)
 }
 
-func quoteArgs(args []string) string {
-	q := make([]string, len(args))
-	for i, a := range args {
-		q[i] = a
-		if a == "" || strings.ContainsAny(a, " \t\n'\"\\$`*?[]{}()<>|&;#~") {
-			q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
-		}
-	}
-	return strings.Join(q, " ")
-}
-
 // cgroupsLeft runs the equivalent of `find /sys/fs/cgroup -maxdepth 3
 // -iname '*scoped*'`: mine are those named after this benchmark, others
 // belong to someone else.
@@ -1132,40 +976,4 @@ func checkTraversable(dir string) error {
 			return nil
 		}
 	}
-}
-
-func kernelRelease() string {
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		return "unknown"
-	}
-	return unix.ByteSliceToString(u.Release[:])
-}
-
-func cpuModel() string {
-	f, err := os.Open("/proc/cpuinfo")
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		if k, v, ok := strings.Cut(s.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
-			return " (" + strings.TrimSpace(v) + ")"
-		}
-	}
-	return ""
-}
-
-// loadAvg is the first three fields of /proc/loadavg.
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ")
 }

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/scoped-io/scoped/accounting"
+	benchmd "github.com/scoped-io/scoped/bench"
 	"github.com/scoped-io/scoped/cgroups"
 	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
 )
@@ -388,7 +389,7 @@ func (b *bench) noisyPhase(ctx context.Context, p phase) (_ *phaseResult, retErr
 		}
 		r.at = time.Now()
 		r.settle = r.at.Sub(started)
-		m0 := machineBusy()
+		m0 := benchmd.MachineBusy()
 		if err := wait(b.o.duration); err != nil {
 			return err
 		}
@@ -397,7 +398,7 @@ func (b *bench) noisyPhase(ctx context.Context, p phase) (_ *phaseResult, retErr
 			return err
 		}
 		end := time.Now()
-		r.machine = machineBusy() - m0
+		r.machine = benchmd.MachineBusy() - m0
 		stopAt.Store(end.UnixNano())
 		s1, err := b.c.InspectScope(ctx, &scopedv1.InspectScopeRequest{Scope: victimKey})
 		if err != nil {
@@ -439,13 +440,13 @@ func (b *bench) noisyPhase(ctx context.Context, p phase) (_ *phaseResult, retErr
 	cancelAnt()
 	antWG.Wait()
 	if err != nil {
-		return nil, fmt.Errorf("%w\ndaemon log:\n%s", err, b.d.logTail())
+		return nil, fmt.Errorf("%w\ndaemon log:\n%s", err, b.d.LogTail())
 	}
 	failMu.Lock()
 	err = failure
 	failMu.Unlock()
 	if err != nil {
-		return nil, fmt.Errorf("%w\ndaemon log:\n%s", err, b.d.logTail())
+		return nil, fmt.Errorf("%w\ndaemon log:\n%s", err, b.d.LogTail())
 	}
 	r.antDone = int(antDone.Load())
 	end := r.at.Add(r.window)

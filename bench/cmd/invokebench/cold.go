@@ -74,7 +74,7 @@ func (b *bench) measureCold(ctx context.Context) (coldResult, error) {
 	if err := b.startDaemon(ctx, "cold", "debug"); err != nil {
 		return coldResult{}, err
 	}
-	logPath := b.d.logPath
+	logPath := b.d.LogPath
 	vs := b.coldVariants()
 	res := coldResult{series: map[string][]time.Duration{}}
 	var calls []coldCall
@@ -130,7 +130,7 @@ func (b *bench) coldScoped(ctx context.Context, rec func(string, time.Duration))
 	cancel()
 	b.lastCold = coldCall{tenant: tenant, start: t0, end: t1}
 	if err != nil {
-		return fmt.Errorf("invoke for %s: %w\ndaemon log:\n%s", tenant, err, b.d.logTail())
+		return fmt.Errorf("invoke for %s: %w\ndaemon log:\n%s", tenant, err, b.d.LogTail())
 	}
 	f := resp.GetFigures()
 	if !f.GetCold() {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -12,12 +11,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
 
+	benchmd "github.com/scoped-io/scoped/bench"
 	"github.com/scoped-io/scoped/cgroups"
 	"github.com/scoped-io/scoped/client"
 	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
@@ -28,10 +27,9 @@ import (
 // from the daemon's default (1048576), so that a scoped daemon running on
 // the same host does not share ids with the benchmark's sandboxes.
 const (
-	idBase   = 1 << 29
-	idSize   = 65536
-	tmpSize  = 64 << 20 // the daemon's default tmp_size
-	stopWait = 60 * time.Second
+	idBase  = 1 << 29
+	idSize  = 65536
+	tmpSize = 64 << 20 // the daemon's default tmp_size
 )
 
 // bench is the benchmark's world: the binaries it built, the daemon, a
@@ -48,7 +46,7 @@ type bench struct {
 	files    *scopedv1.Bundle
 	workerSz int64
 
-	d       *daemon
+	d       *benchmd.Daemon
 	c       *client.Client
 	idSlots int
 
@@ -72,7 +70,7 @@ type bench struct {
 }
 
 func newBench(ctx context.Context, o options) (_ *bench, retErr error) {
-	b := &bench{o: o, loadAvg: loadAvg()}
+	b := &bench{o: o, loadAvg: benchmd.LoadAvg()}
 	defer func() {
 		if retErr != nil {
 			retErr = errors.Join(retErr, b.close())
@@ -136,12 +134,12 @@ func (b *bench) startDaemon(ctx context.Context, name, level string) error {
 	if b.d != nil {
 		return errors.New("a daemon is running already")
 	}
-	d, err := startDaemon(ctx, b, name, level)
+	d, err := benchmd.StartDaemon(ctx, b.scopedB, filepath.Join(b.work, "daemon-"+name), daemonCgroupRoot, b.daemonSettings(level), logf)
 	if err != nil {
 		return err
 	}
 	b.d = d
-	if b.c, err = client.Dial(ctx, d.socket, client.WithMaxMessageSize(128<<20)); err != nil {
+	if b.c, err = client.Dial(ctx, d.Socket, client.WithMaxMessageSize(128<<20)); err != nil {
 		return errors.Join(err, b.stopDaemon())
 	}
 	return nil
@@ -158,9 +156,9 @@ func (b *bench) stopDaemon() error {
 	if b.d == nil {
 		return errors.Join(errs...)
 	}
-	errs = append(errs, b.d.stop())
+	errs = append(errs, b.d.Stop())
 	if b.o.daemonLog != "" {
-		errs = append(errs, b.keepLog(b.d.logPath))
+		errs = append(errs, b.keepLog(b.d.LogPath))
 	}
 	b.d = nil
 	mine, _ := cgroupsLeft()
@@ -391,17 +389,6 @@ func checkTraversable(dir string) error {
 	}
 }
 
-// daemon is the running scoped.
-type daemon struct {
-	cmd     *exec.Cmd
-	dir     string
-	config  string
-	socket  string
-	logPath string
-	logFile *os.File
-	exited  chan struct{}
-}
-
 // daemonSettings is the daemon's configuration file, without the paths.
 func (b *bench) daemonSettings(level string) string {
 	return fmt.Sprintf(`[isolation]
@@ -430,106 +417,6 @@ func (b *bench) accountingSettings() string {
 		return ""
 	}
 	return fmt.Sprintf("[accounting]\nmode = %q\n", b.acctMode)
-}
-
-func startDaemon(ctx context.Context, b *bench, name, level string) (*daemon, error) {
-	d := &daemon{dir: filepath.Join(b.work, "daemon-"+name), exited: make(chan struct{})}
-	if err := os.Mkdir(d.dir, 0o711); err != nil {
-		return nil, err
-	}
-	run := filepath.Join(d.dir, "run")
-	d.socket = filepath.Join(run, "scoped.sock")
-	cfg := fmt.Sprintf("socket = %q\nreattach_file = %q\nstate_dir = %q\nruntime_dir = %q\ncgroup_root = %q\n",
-		d.socket, filepath.Join(run, "reattach.json"), filepath.Join(d.dir, "state"), run, daemonCgroupRoot) + b.daemonSettings(level)
-	d.config = filepath.Join(d.dir, "config.toml")
-	if err := os.WriteFile(d.config, []byte(cfg), 0o644); err != nil {
-		return nil, err
-	}
-	d.logPath = d.dir + ".log"
-	var err error
-	if d.logFile, err = os.Create(d.logPath); err != nil {
-		return nil, err
-	}
-	d.cmd = exec.Command(b.scopedB, "--config", d.config, "--grace", "5s")
-	d.cmd.Stdout = d.logFile
-	d.cmd.Stderr = d.logFile
-	// If the benchmark dies, the daemon stops and cleans up.
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
-	if err := d.cmd.Start(); err != nil {
-		d.logFile.Close()
-		return nil, err
-	}
-	go func() { _ = d.cmd.Wait(); close(d.exited) }()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		c, err := client.Dial(ctx, d.socket)
-		if err == nil {
-			_, err = c.ListExtensions(ctx, &scopedv1.ListExtensionsRequest{})
-			c.Close()
-			if err == nil {
-				logf("daemon (pid %d) serving on %s, cgroup root %s", d.cmd.Process.Pid, d.socket, daemonCgroupRoot)
-				return d, nil
-			}
-		}
-		select {
-		case <-d.exited:
-			d.logFile.Close()
-			return nil, fmt.Errorf("scoped exited at start:\n%s", d.logTail())
-		default:
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return nil, errors.Join(fmt.Errorf("scoped does not serve %s: %w\n%s", d.socket, err, d.logTail()), d.stop())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// stop sends SIGTERM and waits for a clean exit.
-func (d *daemon) stop() error {
-	defer d.logFile.Close()
-	select {
-	case <-d.exited:
-		return fmt.Errorf("scoped (pid %d) had exited (%v) before the benchmark stopped it:\n%s",
-			d.cmd.Process.Pid, d.cmd.ProcessState, d.logTail())
-	default:
-	}
-	_ = d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.exited:
-	case <-time.After(stopWait):
-		_ = d.cmd.Process.Kill()
-		<-d.exited
-		return fmt.Errorf("scoped did not stop within %s of SIGTERM:\n%s", stopWait, d.logTail())
-	}
-	if st := d.cmd.ProcessState; !st.Success() {
-		return fmt.Errorf("scoped exited with %v:\n%s", st, d.logTail())
-	}
-	// Warnings at stop (anything left) go to the benchmark's stderr.
-	for _, line := range strings.Split(d.logTail(), "\n") {
-		if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") {
-			logf("daemon: %s", line)
-		}
-	}
-	return nil
-}
-
-// logTail is the end of the daemon's log.
-func (d *daemon) logTail() string {
-	f, err := os.Open(d.logPath)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	var lines []string
-	s := bufio.NewScanner(f)
-	s.Buffer(nil, 1<<20)
-	for s.Scan() {
-		lines = append(lines, s.Text())
-		if len(lines) > 40 {
-			lines = lines[1:]
-		}
-	}
-	return strings.Join(lines, "\n")
 }
 
 // --- runc ------------------------------------------------------------------

@@ -44,6 +44,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	benchmd "github.com/scoped-io/scoped/bench"
 )
 
 const (
@@ -120,7 +122,7 @@ func main() {
 		}
 		o.callers = append(o.callers, c)
 	}
-	o.argsString = quoteArgs(os.Args[1:])
+	o.argsString = benchmd.QuoteArgs(os.Args[1:])
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "invokebench:", err)
 		os.Exit(1)
@@ -200,7 +202,7 @@ func run(o options) (retErr error) {
 	section := b.report(cold, warm, acct)
 	fmt.Print(section)
 	if o.out != "" {
-		if err := writeSection(o.out, section); err != nil {
+		if err := benchmd.WriteSection(o.out, markStart, markEnd, section); err != nil {
 			return err
 		}
 		fmt.Fprintf(os.Stderr, "invokebench: wrote %s\n", o.out)
@@ -210,15 +212,4 @@ func run(o options) (retErr error) {
 
 func logf(format string, a ...any) {
 	fmt.Fprintf(os.Stderr, "invokebench: "+format+"\n", a...)
-}
-
-func quoteArgs(args []string) string {
-	q := make([]string, len(args))
-	for i, a := range args {
-		q[i] = a
-		if a == "" || strings.ContainsAny(a, " \t\n'\"\\$`*?[]{}()<>|&;#~") {
-			q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
-		}
-	}
-	return strings.Join(q, " ")
 }

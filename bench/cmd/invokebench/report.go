@@ -1,12 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"debug/buildinfo"
 	"fmt"
-	benchmd "github.com/scoped-io/scoped/bench"
 	"math"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
@@ -16,9 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
-
-	"github.com/scoped-io/scoped/cgroups"
+	benchmd "github.com/scoped-io/scoped/bench"
 )
 
 // percentile is the p-th percentile (0 < p ≤ 100) of ds, nearest rank; the
@@ -65,17 +60,9 @@ func (b *bench) report(cr coldResult, warm []warmResult, acct *acctResult) strin
 	p("run; (b) warm invocations through the daemon against direct go-plugin calls to the same worker\n")
 	p("binary, with 1, 8 and 64 concurrent callers; (c) warm invocations through daemons with eBPF\n")
 	p("accounting on and off.\n\n")
-	cmd := baseCommand
-	if b.o.argsString != "" {
-		cmd += " " + b.o.argsString
-	}
-	if b.o.argsString == "-o BENCHMARKS.md" {
-		p("- Command: `sudo make bench`, which runs `%s`\n", cmd)
-	} else {
-		p("- Command: `%s`, as root\n", cmd)
-	}
+	p("- %s\n", benchmd.Command(baseCommand, b.o.argsString))
 	p("- Date: %s\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
-	p("- Kernel: %s; cgroup mode: %s; CPUs: %d%s\n", kernelRelease(), cgroups.HostMode(), runtime.NumCPU(), cpuModel())
+	p("- %s\n", benchmd.Machine())
 	var other, wall time.Duration
 	for _, r := range warm {
 		other += r.daemon.cpuOther + r.direct.cpuOther
@@ -265,42 +252,6 @@ func plural(n int, word string) string {
 	return word + "s"
 }
 
-func kernelRelease() string {
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		return "unknown"
-	}
-	return unix.ByteSliceToString(u.Release[:])
-}
-
-func cpuModel() string {
-	f, err := os.Open("/proc/cpuinfo")
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		if k, v, ok := strings.Cut(s.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
-			return " (" + strings.TrimSpace(v) + ")"
-		}
-	}
-	return ""
-}
-
-// loadAvg is the first three fields of /proc/loadavg.
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ")
-}
-
 // binaryModuleVersion is the version of module path in the Go binary bin.
 func binaryModuleVersion(bin, path string) string {
 	bi, err := buildinfo.ReadFile(bin)
@@ -334,21 +285,4 @@ func toolVersion(tool string) string {
 	}
 	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
 	return strings.TrimPrefix(line, "runc version ")
-}
-
-const intro = `# Benchmarks
-
-Each section below comes from one benchmark program under ` + "`bench/cmd`" + `. A program
-runs all its variants side by side in one run, interleaved round-robin, so that
-machine noise hits them alike: read the ratios between variants, which carry
-over to other machines far better than the absolute times. Reproduce them with
-` + "`sudo make bench`" + ` (root; it installs bubblewrap and runc on Debian or Ubuntu),
-which reruns every benchmark and replaces its section here.
-`
-
-// writeSection replaces this program's section of the markdown file (the
-// lines from markStart to markEnd), appends it if the file has none, or
-// creates the file.
-func writeSection(path, section string) error {
-	return benchmd.WriteSection(path, intro, markStart, markEnd, section)
 }

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	benchmd "github.com/scoped-io/scoped/bench"
 	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
 )
 
@@ -286,7 +287,7 @@ func (b *bench) warmScope(ctx context.Context, tenant string) (callFn, string, e
 	resp, err := b.c.Invoke(cctx, &scopedv1.InvokeRequest{Tenant: tenant, Environment: environment, Extension: extName, Payload: b.payload})
 	cancel()
 	if err != nil {
-		return nil, "", fmt.Errorf("first invoke for %s: %w\ndaemon log:\n%s", tenant, err, b.d.logTail())
+		return nil, "", fmt.Errorf("first invoke for %s: %w\ndaemon log:\n%s", tenant, err, b.d.LogTail())
 	}
 	if err := b.checkReply(resp.GetResult()); err != nil {
 		return nil, "", err
@@ -357,36 +358,12 @@ func (b *bench) cpuSample(workers []int) cpuTimes {
 	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err == nil {
 		t.client = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	}
-	t.daemon = procCPU(b.d.cmd.Process.Pid)
+	t.daemon = procCPU(b.d.Pid())
 	for _, pid := range workers {
 		t.workers += procCPU(pid)
 	}
-	t.machine = machineCPU()
+	t.machine = benchmd.MachineBusy()
 	return t
-}
-
-// machineCPU is the CPU time all CPUs have been busy or stolen, from the
-// first line of /proc/stat: user, nice, system, irq, softirq and steal
-// (not idle and iowait).
-func machineCPU() time.Duration {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(line)
-	if len(f) < 9 || f[0] != "cpu" {
-		return 0
-	}
-	var ticks int64
-	for _, i := range []int{1, 2, 3, 6, 7, 8} {
-		n, err := strconv.ParseInt(f[i], 10, 64)
-		if err != nil {
-			return 0
-		}
-		ticks += n
-	}
-	return time.Duration(ticks) * time.Second / clockTicks
 }
 
 // procCPU is the CPU time pid's threads have used, from /proc/<pid>/stat

@@ -15,14 +15,12 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	benchmd "github.com/scoped-io/scoped/bench"
 	"math"
 	"os"
 	"os/exec"
@@ -36,8 +34,7 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	benchmd "github.com/scoped-io/scoped/bench"
 	"github.com/scoped-io/scoped/cgroups"
 	"github.com/scoped-io/scoped/sandbox"
 )
@@ -98,7 +95,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "sandboxbench: unexpected arguments %q\n", flag.Args())
 		os.Exit(2)
 	}
-	o.argsString = quoteArgs(os.Args[1:])
+	o.argsString = benchmd.QuoteArgs(os.Args[1:])
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "sandboxbench:", err)
 		os.Exit(1)
@@ -137,7 +134,7 @@ func run(o options) (retErr error) {
 	section := b.report(res)
 	fmt.Print(section)
 	if o.out != "" {
-		if err := writeSection(o.out, section); err != nil {
+		if err := benchmd.WriteSection(o.out, markStart, markEnd, section); err != nil {
 			return err
 		}
 		fmt.Fprintf(os.Stderr, "sandboxbench: wrote %s\n", o.out)
@@ -616,17 +613,9 @@ func (b *bench) report(res map[string][]time.Duration) string {
 	p("%s\n%s\n\n", markStart, sectionTitle)
 	p("Start to exit of `%s`: forked and executed plainly, in a scoped sandbox, under\n", truePath)
 	p("bubblewrap and under `runc run`, interleaved round-robin in one run.\n\n")
-	cmd := baseCommand
-	if b.o.argsString != "" {
-		cmd += " " + b.o.argsString
-	}
-	if b.o.argsString == "-o BENCHMARKS.md" {
-		p("- Command: `sudo make bench`, which runs `%s`\n", cmd)
-	} else {
-		p("- Command: `%s`, as root\n", cmd)
-	}
+	p("- %s\n", benchmd.Command(baseCommand, b.o.argsString))
 	p("- Date: %s\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
-	p("- Kernel: %s; cgroup mode: %s; CPUs: %d%s\n", kernelRelease(), cgroups.HostMode(), runtime.NumCPU(), cpuModel())
+	p("- %s\n", benchmd.Machine())
 	p("- N: %d measured runs of each variant, after %d discarded warm-up %s; %s idle before each run\n",
 		b.o.n, b.o.warmup, plural(b.o.warmup, "round"), b.o.gap)
 	p("- Versions: %s, libcontainer %s, %s, runc %s\n\n",
@@ -676,29 +665,6 @@ func plural(n int, word string) string {
 	return word + "s"
 }
 
-func kernelRelease() string {
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		return "unknown"
-	}
-	return unix.ByteSliceToString(u.Release[:])
-}
-
-func cpuModel() string {
-	f, err := os.Open("/proc/cpuinfo")
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		if k, v, ok := strings.Cut(s.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
-			return " (" + strings.TrimSpace(v) + ")"
-		}
-	}
-	return ""
-}
-
 func moduleVersion(path string) string {
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, m := range bi.Deps {
@@ -718,32 +684,4 @@ func toolVersion(tool string) string {
 	}
 	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
 	return strings.TrimPrefix(line, "runc version ")
-}
-
-func quoteArgs(args []string) string {
-	q := make([]string, len(args))
-	for i, a := range args {
-		q[i] = a
-		if a == "" || strings.ContainsAny(a, " \t\n'\"\\$`*?[]{}()<>|&;#~") {
-			q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
-		}
-	}
-	return strings.Join(q, " ")
-}
-
-const intro = `# Benchmarks
-
-Each section below comes from one benchmark program under ` + "`bench/cmd`" + `. A program
-runs all its variants side by side in one run, interleaved round-robin, so that
-machine noise hits them alike: read the ratios between variants, which carry
-over to other machines far better than the absolute times. Reproduce them with
-` + "`sudo make bench`" + ` (root; it installs bubblewrap and runc on Debian or Ubuntu),
-which reruns every benchmark and replaces its section here.
-`
-
-// writeSection replaces this program's section of the markdown file (the
-// lines from markStart to markEnd), appends it if the file has none, or
-// creates the file.
-func writeSection(path, section string) error {
-	return benchmd.WriteSection(path, intro, markStart, markEnd, section)
 }

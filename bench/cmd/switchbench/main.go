@@ -98,7 +98,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "switchbench: unexpected arguments %q\n", flag.Args())
 		os.Exit(2)
 	}
-	o.argsString = quoteArgs(os.Args[1:])
+	o.argsString = benchmd.QuoteArgs(os.Args[1:])
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "switchbench:", err)
 		os.Exit(1)
@@ -181,7 +181,7 @@ func run(o options) (retErr error) {
 	if err := b.setup(); err != nil {
 		return err
 	}
-	load := loadAvg()
+	load := benchmd.LoadAvg()
 	res, err := b.measure(ctx)
 	if err != nil {
 		return err
@@ -193,7 +193,7 @@ func run(o options) (retErr error) {
 	section := report(o, load, res)
 	fmt.Print(section)
 	if o.out != "" {
-		if err := benchmd.WriteSection(o.out, intro, markStart, markEnd, section); err != nil {
+		if err := benchmd.WriteSection(o.out, markStart, markEnd, section); err != nil {
 			return err
 		}
 		fmt.Fprintf(os.Stderr, "switchbench: wrote %s\n", o.out)
@@ -473,17 +473,9 @@ func report(o options, load string, res map[string][]sample) string {
 	p("process in a scope's worker leaf; wall time per context switch with no eBPF programs loaded\n")
 	p("(off), with scoped's accounting programs attached but the scope untracked (attached), and with\n")
 	p("the scope tracked (tracked), interleaved round-robin in one run.\n\n")
-	cmd := baseCommand
-	if o.argsString != "" {
-		cmd += " " + o.argsString
-	}
-	if o.argsString == "-o BENCHMARKS.md" {
-		p("- Command: `sudo make bench`, which runs `%s`\n", cmd)
-	} else {
-		p("- Command: `%s`, as root\n", cmd)
-	}
+	p("- %s\n", benchmd.Command(baseCommand, o.argsString))
 	p("- Date: %s\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
-	p("- Kernel: %s; cgroup mode: %s; CPUs: %d%s; %s\n", kernelRelease(), cgroups.HostMode(), runtime.NumCPU(), cpuModel(), runtime.Version())
+	p("- %s; %s\n", benchmd.Machine(), runtime.Version())
 	p("- Load average (1, 5, 15 min) at the start: %s\n", load)
 	p("- %d measured rounds of each variant after %d discarded warm-up; %d round trips (%d switches) per run, on CPU %d\n\n",
 		o.rounds, o.warmup, o.n, 2*o.n, o.cpu)
@@ -516,51 +508,3 @@ func report(o options, load string, res map[string][]sample) string {
 	p("%s\n", markEnd)
 	return w.String()
 }
-
-func kernelRelease() string {
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		return "unknown"
-	}
-	return unix.ByteSliceToString(u.Release[:])
-}
-
-func cpuModel() string {
-	b, _ := os.ReadFile("/proc/cpuinfo")
-	for _, line := range strings.Split(string(b), "\n") {
-		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-			return " (" + strings.TrimSpace(v) + ")"
-		}
-	}
-	return ""
-}
-
-// loadAvg is the first three fields of /proc/loadavg.
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
-		return strings.Join(f[:3], " ")
-	}
-	return "unknown"
-}
-
-func quoteArgs(args []string) string {
-	q := make([]string, len(args))
-	for i, a := range args {
-		q[i] = a
-		if a == "" || strings.ContainsAny(a, " \t\n'\"\\$`*?[]{}()<>|&;#~") {
-			q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
-		}
-	}
-	return strings.Join(q, " ")
-}
-
-const intro = `# Benchmarks
-
-Each section below comes from one benchmark program under ` + "`bench/cmd`" + `. A program
-runs all its variants side by side in one run, interleaved round-robin, so that
-machine noise hits them alike: read the ratios between variants, which carry
-over to other machines far better than the absolute times. Reproduce them with
-` + "`sudo make bench`" + ` (root; it installs bubblewrap and runc on Debian or Ubuntu),
-which reruns every benchmark and replaces its section here.
-`

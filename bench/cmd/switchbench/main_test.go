@@ -95,9 +95,3 @@ func TestReport(t *testing.T) {
 		t.Errorf("report does not end with %s", markEnd)
 	}
 }
-
-func TestQuoteArgs(t *testing.T) {
-	if got, want := quoteArgs([]string{"-o", "my file.md", "-n", "5"}), "-o 'my file.md' -n 5"; got != want {
-		t.Errorf("quoteArgs = %q, want %q", got, want)
-	}
-}

@@ -1,0 +1,152 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/scoped-io/scoped/client"
+	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
+)
+
+// stopWait is how long Stop waits for the daemon to exit after SIGTERM.
+const stopWait = 60 * time.Second
+
+// Daemon is a scoped daemon that a benchmark runs with a private
+// configuration, its stdout and stderr in a log file.
+type Daemon struct {
+	Socket  string // its API socket
+	LogPath string // its stdout and stderr
+
+	cmd     *exec.Cmd
+	logFile *os.File
+	exited  chan struct{}
+	logf    func(format string, a ...any)
+}
+
+// StartDaemon starts the daemon binary bin (built with -tags seccomp, next
+// to scoped-exec) with a configuration in the new directory dir: socket,
+// reattach file, state and runtime directories in dir, cgroup root
+// cgroupRoot, then settings. Its log is dir+".log". It waits up to 20 s for
+// the daemon to answer ListExtensions, and stops it if it does not. The
+// daemon gets SIGTERM if the benchmark dies. logf is the benchmark's log:
+// it gets a line when the daemon serves and, from Stop, the warnings and
+// errors in the daemon's log.
+func StartDaemon(ctx context.Context, bin, dir, cgroupRoot, settings string, logf func(format string, a ...any)) (*Daemon, error) {
+	if err := os.Mkdir(dir, 0o711); err != nil {
+		return nil, err
+	}
+	run := filepath.Join(dir, "run")
+	socket := filepath.Join(run, "scoped.sock")
+	cfg := fmt.Sprintf("socket = %q\nreattach_file = %q\nstate_dir = %q\nruntime_dir = %q\ncgroup_root = %q\n",
+		socket, filepath.Join(run, "reattach.json"), filepath.Join(dir, "state"), run, cgroupRoot) + settings
+	config := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(config, []byte(cfg), 0o644); err != nil {
+		return nil, err
+	}
+	d, err := spawn(dir+".log", logf, bin, "--config", config, "--grace", "5s")
+	if err != nil {
+		return nil, err
+	}
+	d.Socket = socket
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c, err := client.Dial(ctx, d.Socket)
+		if err == nil {
+			_, err = c.ListExtensions(ctx, &scopedv1.ListExtensionsRequest{})
+			c.Close()
+			if err == nil {
+				logf("daemon (pid %d) serving on %s, cgroup root %s", d.Pid(), d.Socket, cgroupRoot)
+				return d, nil
+			}
+		}
+		select {
+		case <-d.exited:
+			d.logFile.Close()
+			return nil, fmt.Errorf("scoped exited at start:\n%s", d.LogTail())
+		default:
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return nil, errors.Join(fmt.Errorf("scoped does not serve %s: %w\n%s", d.Socket, err, d.LogTail()), d.Stop())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// spawn starts bin with args, its stdout and stderr to a new file logPath.
+func spawn(logPath string, logf func(string, ...any), bin string, args ...string) (*Daemon, error) {
+	d := &Daemon{LogPath: logPath, exited: make(chan struct{}), logf: logf}
+	var err error
+	if d.logFile, err = os.Create(d.LogPath); err != nil {
+		return nil, err
+	}
+	d.cmd = exec.Command(bin, args...)
+	d.cmd.Stdout, d.cmd.Stderr = d.logFile, d.logFile
+	// If the benchmark dies, the daemon stops and cleans up.
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	if err := d.cmd.Start(); err != nil {
+		d.logFile.Close()
+		return nil, err
+	}
+	go func() { _ = d.cmd.Wait(); close(d.exited) }()
+	return d, nil
+}
+
+// Pid is the daemon's process id.
+func (d *Daemon) Pid() int { return d.cmd.Process.Pid }
+
+// Stop sends SIGTERM and waits for a clean exit (killing the daemon after
+// a minute). Warnings and errors at the end of its log go to logf.
+func (d *Daemon) Stop() error {
+	defer d.logFile.Close()
+	select {
+	case <-d.exited:
+		return fmt.Errorf("scoped (pid %d) had exited (%v) before the benchmark stopped it:\n%s",
+			d.cmd.Process.Pid, d.cmd.ProcessState, d.LogTail())
+	default:
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.exited:
+	case <-time.After(stopWait):
+		_ = d.cmd.Process.Kill()
+		<-d.exited
+		return fmt.Errorf("scoped did not stop within %s of SIGTERM:\n%s", stopWait, d.LogTail())
+	}
+	if st := d.cmd.ProcessState; !st.Success() {
+		return fmt.Errorf("scoped exited with %v:\n%s", st, d.LogTail())
+	}
+	// Warnings at stop (anything left) go to the benchmark's stderr.
+	for _, line := range strings.Split(d.LogTail(), "\n") {
+		if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") {
+			d.logf("daemon: %s", line)
+		}
+	}
+	return nil
+}
+
+// LogTail is the last 40 lines of the daemon's log.
+func (d *Daemon) LogTail() string {
+	f, err := os.Open(d.LogPath)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	var lines []string
+	s := bufio.NewScanner(f)
+	s.Buffer(nil, 1<<20)
+	for s.Scan() {
+		lines = append(lines, s.Text())
+		if len(lines) > 40 {
+			lines = lines[1:]
+		}
+	}
+	return strings.Join(lines, "\n")
+}

@@ -1,0 +1,116 @@
+package bench
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/scoped-io/scoped/cgroups"
+)
+
+// Machine describes the host for a report's list of facts: "Kernel:
+// <release>; cgroup mode: <mode>; CPUs: <n> (<model>)", the model left out
+// where /proc/cpuinfo does not name it.
+func Machine() string {
+	info, _ := os.ReadFile("/proc/cpuinfo")
+	return fmt.Sprintf("Kernel: %s; cgroup mode: %s; CPUs: %d%s", kernelRelease(), cgroups.HostMode(), runtime.NumCPU(), cpuModel(string(info)))
+}
+
+// kernelRelease is uname's release, or "unknown".
+func kernelRelease() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return "unknown"
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
+
+// cpuModel is " (<model name>)" from the first model name line of the
+// /proc/cpuinfo text info, or "".
+func cpuModel(info string) string {
+	for _, line := range strings.Split(info, "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return " (" + strings.TrimSpace(v) + ")"
+		}
+	}
+	return ""
+}
+
+// LoadAvg is the first three fields of /proc/loadavg (the 1, 5 and 15
+// minute load averages), or "unknown".
+func LoadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	return loadAvg(string(b))
+}
+
+func loadAvg(s string) string {
+	f := strings.Fields(s)
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// MachineBusy is the CPU time all CPUs have been busy or stolen since boot,
+// from the first line of /proc/stat: user (guest included), nice, system,
+// irq, softirq and steal, not idle and iowait. It is 0 when unreadable.
+func MachineBusy() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	return machineBusy(string(b))
+}
+
+func machineBusy(stat string) time.Duration {
+	line, _, _ := strings.Cut(stat, "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0
+	}
+	var ticks uint64
+	for _, i := range []int{1, 2, 3, 6, 7, 8} {
+		n, err := strconv.ParseUint(f[i], 10, 64)
+		if err != nil {
+			return 0
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / 100 // USER_HZ is 100 on Linux
+}
+
+// QuoteArgs joins a command's arguments for a report, quoting for the shell
+// those that are empty or hold a space or another special character.
+func QuoteArgs(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		q[i] = a
+		if a == "" || strings.ContainsAny(a, " \t\n'\"\\$`*?[]{}()<>|&;#~") {
+			q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+	}
+	return strings.Join(q, " ")
+}
+
+// Command is a report's "Command:" fact for a run of base (the `go run`
+// command) with the flags args (as QuoteArgs gives them): `sudo make bench`
+// when args are the Makefile's "-o BENCHMARKS.md", else the command run as
+// root.
+func Command(base, args string) string {
+	cmd := base
+	if args != "" {
+		cmd += " " + args
+	}
+	if args == "-o BENCHMARKS.md" {
+		return "Command: `sudo make bench`, which runs `" + cmd + "`"
+	}
+	return "Command: `" + cmd + "`, as root"
+}
