@@ -32,7 +32,7 @@ type trace struct {
 	// snapshots carry HostBusy.
 	other float64
 	busy  time.Duration
-	ticks   int
+	ticks int
 	// What Decide returned, all ticks together.
 	acts []Action
 	evs  []Event

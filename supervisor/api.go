@@ -546,3 +546,29 @@ func (a *API) ListEvents(ctx context.Context, req *scopedv1.ListEventsRequest) (
 	}
 	return resp, nil
 }
+
+func (a *API) GetUsage(ctx context.Context, req *scopedv1.GetUsageRequest) (*scopedv1.GetUsageResponse, error) {
+	if err := mayAct(ctx, req.GetTenant()); err != nil {
+		return nil, err
+	}
+	if req.GetFrom() == nil || req.GetTo() == nil {
+		return nil, fmt.Errorf("%w: from and to are required", ErrInvalid)
+	}
+	rows, err := a.s.TenantUsage(UsageQuery{
+		Tenant: req.GetTenant(), Meter: req.GetMeter(), From: req.GetFrom().AsTime(), To: req.GetTo().AsTime(),
+		By: req.GetBy(), PerWindow: req.GetPerWindow(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	resp := &scopedv1.GetUsageResponse{}
+	for _, r := range rows {
+		row := &scopedv1.UsageRow{Tenant: r.Tenant, Meter: r.Meter, Group: r.Group, Value: r.Value}
+		if !r.WindowStart.IsZero() {
+			row.WindowStart = timestamppb.New(r.WindowStart)
+			row.Window = durationpb.New(r.Window)
+		}
+		resp.Rows = append(resp.Rows, row)
+	}
+	return resp, nil
+}

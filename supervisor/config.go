@@ -45,6 +45,7 @@ type Config struct {
 	Metrics    MetricsConfig    `toml:"metrics"`
 	Accounting AccountingConfig `toml:"accounting"`
 	Control    ControlConfig    `toml:"control"`
+	Metering   MeteringConfig   `toml:"metering"`
 	Log        LogConfig        `toml:"log"`
 }
 
@@ -231,6 +232,9 @@ func (c *Config) Validate() error {
 	case "auto", "ebpf", "cgroupfs":
 	default:
 		return bad("accounting.mode must be auto, ebpf or cgroupfs")
+	}
+	if err := c.Metering.validate(); err != nil {
+		return bad("%v", err)
 	}
 	if err := c.Control.controlConfig().Validate(); err != nil {
 		return bad("control: %v", err)

@@ -41,6 +41,8 @@ type scope struct {
 	oomSeen  uint64
 	lastUsed time.Time
 
+	use map[string]*extUse // by extension, for metering; guarded by mu
+
 	invocations atomic.Int64
 	active      atomic.Int64 // invocations in flight
 	cgid        uint64       // unified cgroup id, the accounting key (0: not accounted)

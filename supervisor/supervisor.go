@@ -55,6 +55,9 @@ type Supervisor struct {
 	reaperDone  chan struct{}
 
 	metrics       *metrics.Registry
+	meter         *meter
+	meterStop     chan struct{}
+	meterDone     chan struct{}
 	ctlMu         sync.Mutex
 	ctl           *control.Controller
 	ctlStop       func()
@@ -128,8 +131,9 @@ func (s *Supervisor) Reload(cfg Config) error {
 	}
 	old := s.conf()
 	if cfg.Socket != old.Socket || cfg.StateDir != old.StateDir || cfg.RuntimeDir != old.RuntimeDir ||
-		cfg.CgroupRoot != old.CgroupRoot || cfg.Scope.IDBase != old.Scope.IDBase || cfg.Scope.IDSlots != old.Scope.IDSlots {
-		return fmt.Errorf("%w: socket, state_dir, runtime_dir, cgroup_root and the id range change only with a restart", ErrConfig)
+		cfg.CgroupRoot != old.CgroupRoot || cfg.Scope.IDBase != old.Scope.IDBase || cfg.Scope.IDSlots != old.Scope.IDSlots ||
+		cfg.Metering.Enabled != old.Metering.Enabled || cfg.Metering.Window != old.Metering.Window {
+		return fmt.Errorf("%w: socket, state_dir, runtime_dir, cgroup_root, the id range and metering's enabled and window change only with a restart", ErrConfig)
 	}
 	if err := checkAssignments(&cfg, s.tenants.assignments()); err != nil {
 		return err
@@ -370,6 +374,13 @@ func (s *Supervisor) Recover() error {
 	if err := s.startControl(); err != nil {
 		return err
 	}
+	if err := s.openMetering(); err != nil {
+		return err
+	}
+	if s.meter != nil {
+		s.meterStop, s.meterDone = make(chan struct{}), make(chan struct{})
+		go s.meterLoop(s.meterStop, s.meterDone)
+	}
 	go s.reaper()
 	ctx, cancel := context.WithCancel(context.Background())
 	s.samplerCancel = cancel
@@ -390,6 +401,10 @@ func (s *Supervisor) Stop(grace time.Duration) error {
 	close(s.reaperStop)
 	<-s.reaperDone
 	s.stopControl()
+	if s.meterStop != nil {
+		close(s.meterStop)
+		<-s.meterDone
+	}
 	if s.samplerCancel != nil {
 		s.samplerCancel()
 		<-s.samplerDone
@@ -422,6 +437,9 @@ func (s *Supervisor) Stop(grace time.Duration) error {
 	if s.acct != nil {
 		errs = append(errs, s.acct.Close())
 	}
+	if s.meter != nil {
+		errs = append(errs, s.meter.ledger.Close())
+	}
 	errs = append(errs, s.tree.Close(), os.RemoveAll(s.sandboxDir), os.RemoveAll(s.socketDir))
 	return errors.Join(errs...)
 }
@@ -439,6 +457,10 @@ func (s *Supervisor) RemoveRuntimeDir() {
 
 func (s *Supervisor) removeScope(sc *scope) error {
 	sc.stopAll()
+	// Its last usage goes to the ledger while its cgroup is still there.
+	if err := s.flushMetering(sc); err != nil {
+		s.log.Error("metering: final flush of a scope", "scope", sc.id.Key(), "err", err)
+	}
 	s.untrack(sc)
 	s.mu.Lock()
 	if s.scopes[sc.id.Key()] == nil {
@@ -620,6 +642,7 @@ func (s *Supervisor) Invoke(ctx context.Context, req InvokeRequest) (_ InvokeRes
 	var cold bool
 	defer func() {
 		s.metrics.ObserveInvocation(sc.labels(), req.Extension, resultOf(err), time.Since(start), cold)
+		sc.countInvocation(req.Extension, time.Since(start), cold)
 	}()
 	log := s.log.With("tenant", req.Tenant, "scope", id.Key(), "invocation", invID, "extension", ext.Name)
 

@@ -49,6 +49,8 @@ Commands:
   tenant  set TENANT --tier TIER            place TENANT in TIER (persisted; root or admin clients)
   tenant  get TENANT | ls                   show tenants: tier, its limits, live scopes
   events  [--tenant T] [--since D]          the noisy-neighbour controller's recent events
+  usage   --tenant T [--from F] [--to T] [--by scope|extension|environment] [--meter M] [--per-window]
+                                            metered usage from the ledger (-o table, csv or json)
   help    [COMMAND]                         show this help, or a command's flags
 
 Global flags (accepted before or after COMMAND):
@@ -115,6 +117,7 @@ func init() {
 		{"top", "[--tenant T] [--interval D] [--sort cpu|runq|memory|net|inv|scope] [-n N]", "live per-scope table: CPU %, run-queue p99, memory, net, invocations/s", runTop},
 		{"tenant", "set TENANT --tier TIER | get TENANT | ls", "place a tenant in a tier (root or admin clients), or show tenants and their tiers", runTenant},
 		{"events", "[--tenant T] [--since D]", "the noisy-neighbour controller's recent events", runEvents},
+		{"usage", "--tenant T [--from F] [--to T] [--by scope|extension|environment] [--meter M] [--per-window]", "metered usage from the ledger; -o table, csv or json", runUsage},
 	}
 }
 
@@ -260,8 +263,9 @@ func (g *globals) parse(fs *flag.FlagSet, args []string, minArgs, maxArgs int) (
 		args = rest[1:]
 	}
 	switch {
+	case g.output == "csv" && fs.Name() == "scopectl usage":
 	case g.output != "table" && g.output != "json":
-		return nil, usagef("-o %q: want table or json", g.output)
+		return nil, usagef("-o %q: want table or json (csv for usage)", g.output)
 	case len(pos) < minArgs:
 		return nil, usagef("missing argument")
 	case maxArgs >= 0 && len(pos) > maxArgs:

@@ -19,7 +19,7 @@ func runTenant(ctx context.Context, g *globals, args []string) error {
 		return usagef("tenant: want a subcommand: set, get or ls")
 	}
 	sub, args := args[0], args[1:]
-	f := newFlags(g, "tenant "+sub)
+	f := newFlags(g, "tenant")
 	var tier *string
 	var pos []string
 	var err error

@@ -2192,6 +2192,224 @@ func (x *Event) GetReason() string {
 	return ""
 }
 
+type GetUsageRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// Windows that start in [from, to); both required.
+	From *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`
+	To   *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=to,proto3" json:"to,omitempty"`
+	// "", "scope", "extension" or "environment".
+	By string `protobuf:"bytes,4,opt,name=by,proto3" json:"by,omitempty"`
+	// Optional: one meter only.
+	Meter string `protobuf:"bytes,5,opt,name=meter,proto3" json:"meter,omitempty"`
+	// One row per window instead of sums over the range.
+	PerWindow     bool `protobuf:"varint,6,opt,name=per_window,json=perWindow,proto3" json:"per_window,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetUsageRequest) Reset() {
+	*x = GetUsageRequest{}
+	mi := &file_scoped_v1_scoped_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetUsageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetUsageRequest) ProtoMessage() {}
+
+func (x *GetUsageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_scoped_v1_scoped_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetUsageRequest.ProtoReflect.Descriptor instead.
+func (*GetUsageRequest) Descriptor() ([]byte, []int) {
+	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *GetUsageRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *GetUsageRequest) GetFrom() *timestamppb.Timestamp {
+	if x != nil {
+		return x.From
+	}
+	return nil
+}
+
+func (x *GetUsageRequest) GetTo() *timestamppb.Timestamp {
+	if x != nil {
+		return x.To
+	}
+	return nil
+}
+
+func (x *GetUsageRequest) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
+func (x *GetUsageRequest) GetMeter() string {
+	if x != nil {
+		return x.Meter
+	}
+	return ""
+}
+
+func (x *GetUsageRequest) GetPerWindow() bool {
+	if x != nil {
+		return x.PerWindow
+	}
+	return false
+}
+
+type GetUsageResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rows          []*UsageRow            `protobuf:"bytes,1,rep,name=rows,proto3" json:"rows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetUsageResponse) Reset() {
+	*x = GetUsageResponse{}
+	mi := &file_scoped_v1_scoped_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetUsageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetUsageResponse) ProtoMessage() {}
+
+func (x *GetUsageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_scoped_v1_scoped_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetUsageResponse.ProtoReflect.Descriptor instead.
+func (*GetUsageResponse) Descriptor() ([]byte, []int) {
+	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *GetUsageResponse) GetRows() []*UsageRow {
+	if x != nil {
+		return x.Rows
+	}
+	return nil
+}
+
+type UsageRow struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Meter  string                 `protobuf:"bytes,2,opt,name=meter,proto3" json:"meter,omitempty"`
+	// The scope, extension or environment when grouped.
+	Group string `protobuf:"bytes,3,opt,name=group,proto3" json:"group,omitempty"`
+	// Set for per-window rows.
+	WindowStart   *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=window_start,json=windowStart,proto3" json:"window_start,omitempty"`
+	Window        *durationpb.Duration   `protobuf:"bytes,5,opt,name=window,proto3" json:"window,omitempty"`
+	Value         float64                `protobuf:"fixed64,6,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsageRow) Reset() {
+	*x = UsageRow{}
+	mi := &file_scoped_v1_scoped_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsageRow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsageRow) ProtoMessage() {}
+
+func (x *UsageRow) ProtoReflect() protoreflect.Message {
+	mi := &file_scoped_v1_scoped_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsageRow.ProtoReflect.Descriptor instead.
+func (*UsageRow) Descriptor() ([]byte, []int) {
+	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *UsageRow) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *UsageRow) GetMeter() string {
+	if x != nil {
+		return x.Meter
+	}
+	return ""
+}
+
+func (x *UsageRow) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *UsageRow) GetWindowStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.WindowStart
+	}
+	return nil
+}
+
+func (x *UsageRow) GetWindow() *durationpb.Duration {
+	if x != nil {
+		return x.Window
+	}
+	return nil
+}
+
+func (x *UsageRow) GetValue() float64 {
+	if x != nil {
+		return x.Value
+	}
+	return 0
+}
+
 var File_scoped_v1_scoped_proto protoreflect.FileDescriptor
 
 const file_scoped_v1_scoped_proto_rawDesc = "" +
@@ -2374,7 +2592,24 @@ const file_scoped_v1_scoped_proto_rawDesc = "" +
 	"\x06tenant\x18\x04 \x01(\tR\x06tenant\x12\x18\n" +
 	"\avictims\x18\x05 \x03(\tR\avictims\x12\x14\n" +
 	"\x05level\x18\x06 \x01(\x05R\x05level\x12\x16\n" +
-	"\x06reason\x18\a \x01(\tR\x06reason2\xd1\x05\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\"\xca\x01\n" +
+	"\x0fGetUsageRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12.\n" +
+	"\x04from\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04from\x12*\n" +
+	"\x02to\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02to\x12\x0e\n" +
+	"\x02by\x18\x04 \x01(\tR\x02by\x12\x14\n" +
+	"\x05meter\x18\x05 \x01(\tR\x05meter\x12\x1d\n" +
+	"\n" +
+	"per_window\x18\x06 \x01(\bR\tperWindow\";\n" +
+	"\x10GetUsageResponse\x12'\n" +
+	"\x04rows\x18\x01 \x03(\v2\x13.scoped.v1.UsageRowR\x04rows\"\xd6\x01\n" +
+	"\bUsageRow\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
+	"\x05meter\x18\x02 \x01(\tR\x05meter\x12\x14\n" +
+	"\x05group\x18\x03 \x01(\tR\x05group\x12=\n" +
+	"\fwindow_start\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vwindowStart\x121\n" +
+	"\x06window\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x06window\x12\x14\n" +
+	"\x05value\x18\x06 \x01(\x01R\x05value2\x96\x06\n" +
 	"\x06Scoped\x12=\n" +
 	"\x06Deploy\x12\x18.scoped.v1.DeployRequest\x1a\x19.scoped.v1.DeployResponse\x12X\n" +
 	"\x0fRemoveExtension\x12!.scoped.v1.RemoveExtensionRequest\x1a\".scoped.v1.RemoveExtensionResponse\x12U\n" +
@@ -2387,7 +2622,8 @@ const file_scoped_v1_scoped_proto_rawDesc = "" +
 	"\tSetTenant\x12\x1b.scoped.v1.SetTenantRequest\x1a\x11.scoped.v1.Tenant\x12L\n" +
 	"\vListTenants\x12\x1d.scoped.v1.ListTenantsRequest\x1a\x1e.scoped.v1.ListTenantsResponse\x12I\n" +
 	"\n" +
-	"ListEvents\x12\x1c.scoped.v1.ListEventsRequest\x1a\x1d.scoped.v1.ListEventsResponseB6Z4github.com/scoped-io/scoped/proto/scoped/v1;scopedv1b\x06proto3"
+	"ListEvents\x12\x1c.scoped.v1.ListEventsRequest\x1a\x1d.scoped.v1.ListEventsResponse\x12C\n" +
+	"\bGetUsage\x12\x1a.scoped.v1.GetUsageRequest\x1a\x1b.scoped.v1.GetUsageResponseB6Z4github.com/scoped-io/scoped/proto/scoped/v1;scopedv1b\x06proto3"
 
 var (
 	file_scoped_v1_scoped_proto_rawDescOnce sync.Once
@@ -2401,7 +2637,7 @@ func file_scoped_v1_scoped_proto_rawDescGZIP() []byte {
 	return file_scoped_v1_scoped_proto_rawDescData
 }
 
-var file_scoped_v1_scoped_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_scoped_v1_scoped_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_scoped_v1_scoped_proto_goTypes = []any{
 	(*File)(nil),                    // 0: scoped.v1.File
 	(*Bundle)(nil),                  // 1: scoped.v1.Bundle
@@ -2433,66 +2669,76 @@ var file_scoped_v1_scoped_proto_goTypes = []any{
 	(*ListEventsRequest)(nil),       // 27: scoped.v1.ListEventsRequest
 	(*ListEventsResponse)(nil),      // 28: scoped.v1.ListEventsResponse
 	(*Event)(nil),                   // 29: scoped.v1.Event
-	nil,                             // 30: scoped.v1.InvokeRequest.MetadataEntry
-	(*timestamppb.Timestamp)(nil),   // 31: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 32: google.protobuf.Duration
+	(*GetUsageRequest)(nil),         // 30: scoped.v1.GetUsageRequest
+	(*GetUsageResponse)(nil),        // 31: scoped.v1.GetUsageResponse
+	(*UsageRow)(nil),                // 32: scoped.v1.UsageRow
+	nil,                             // 33: scoped.v1.InvokeRequest.MetadataEntry
+	(*timestamppb.Timestamp)(nil),   // 34: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),     // 35: google.protobuf.Duration
 }
 var file_scoped_v1_scoped_proto_depIdxs = []int32{
 	0,  // 0: scoped.v1.Bundle.files:type_name -> scoped.v1.File
-	31, // 1: scoped.v1.Extension.created:type_name -> google.protobuf.Timestamp
+	34, // 1: scoped.v1.Extension.created:type_name -> google.protobuf.Timestamp
 	1,  // 2: scoped.v1.DeployRequest.bundle:type_name -> scoped.v1.Bundle
 	2,  // 3: scoped.v1.DeployResponse.extension:type_name -> scoped.v1.Extension
 	2,  // 4: scoped.v1.ListExtensionsResponse.extensions:type_name -> scoped.v1.Extension
-	30, // 5: scoped.v1.InvokeRequest.metadata:type_name -> scoped.v1.InvokeRequest.MetadataEntry
-	32, // 6: scoped.v1.InvokeRequest.timeout:type_name -> google.protobuf.Duration
+	33, // 5: scoped.v1.InvokeRequest.metadata:type_name -> scoped.v1.InvokeRequest.MetadataEntry
+	35, // 6: scoped.v1.InvokeRequest.timeout:type_name -> google.protobuf.Duration
 	11, // 7: scoped.v1.InvokeResponse.figures:type_name -> scoped.v1.Figures
-	32, // 8: scoped.v1.Figures.duration:type_name -> google.protobuf.Duration
-	32, // 9: scoped.v1.Figures.queued:type_name -> google.protobuf.Duration
+	35, // 8: scoped.v1.Figures.duration:type_name -> google.protobuf.Duration
+	35, // 9: scoped.v1.Figures.queued:type_name -> google.protobuf.Duration
 	15, // 10: scoped.v1.ListScopesResponse.scopes:type_name -> scoped.v1.Scope
 	17, // 11: scoped.v1.Scope.workers:type_name -> scoped.v1.Worker
 	18, // 12: scoped.v1.Scope.stats:type_name -> scoped.v1.CgroupStats
 	19, // 13: scoped.v1.Scope.limits:type_name -> scoped.v1.Limits
 	16, // 14: scoped.v1.Scope.usage:type_name -> scoped.v1.Usage
-	32, // 15: scoped.v1.Usage.cpu:type_name -> google.protobuf.Duration
-	32, // 16: scoped.v1.Usage.runq_sum:type_name -> google.protobuf.Duration
-	31, // 17: scoped.v1.Usage.time:type_name -> google.protobuf.Timestamp
-	31, // 18: scoped.v1.Worker.started:type_name -> google.protobuf.Timestamp
-	32, // 19: scoped.v1.CgroupStats.cpu_usage:type_name -> google.protobuf.Duration
-	32, // 20: scoped.v1.CgroupStats.cpu_throttled:type_name -> google.protobuf.Duration
-	31, // 21: scoped.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
+	35, // 15: scoped.v1.Usage.cpu:type_name -> google.protobuf.Duration
+	35, // 16: scoped.v1.Usage.runq_sum:type_name -> google.protobuf.Duration
+	34, // 17: scoped.v1.Usage.time:type_name -> google.protobuf.Timestamp
+	34, // 18: scoped.v1.Worker.started:type_name -> google.protobuf.Timestamp
+	35, // 19: scoped.v1.CgroupStats.cpu_usage:type_name -> google.protobuf.Duration
+	35, // 20: scoped.v1.CgroupStats.cpu_throttled:type_name -> google.protobuf.Duration
+	34, // 21: scoped.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
 	25, // 22: scoped.v1.ListTenantsResponse.tenants:type_name -> scoped.v1.Tenant
-	31, // 23: scoped.v1.Tenant.updated:type_name -> google.protobuf.Timestamp
+	34, // 23: scoped.v1.Tenant.updated:type_name -> google.protobuf.Timestamp
 	26, // 24: scoped.v1.Tenant.settings:type_name -> scoped.v1.Tier
-	32, // 25: scoped.v1.Tier.timeout:type_name -> google.protobuf.Duration
-	32, // 26: scoped.v1.Tier.cpu_time:type_name -> google.protobuf.Duration
-	31, // 27: scoped.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
+	35, // 25: scoped.v1.Tier.timeout:type_name -> google.protobuf.Duration
+	35, // 26: scoped.v1.Tier.cpu_time:type_name -> google.protobuf.Duration
+	34, // 27: scoped.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
 	29, // 28: scoped.v1.ListEventsResponse.events:type_name -> scoped.v1.Event
-	31, // 29: scoped.v1.Event.time:type_name -> google.protobuf.Timestamp
-	3,  // 30: scoped.v1.Scoped.Deploy:input_type -> scoped.v1.DeployRequest
-	5,  // 31: scoped.v1.Scoped.RemoveExtension:input_type -> scoped.v1.RemoveExtensionRequest
-	7,  // 32: scoped.v1.Scoped.ListExtensions:input_type -> scoped.v1.ListExtensionsRequest
-	9,  // 33: scoped.v1.Scoped.Invoke:input_type -> scoped.v1.InvokeRequest
-	12, // 34: scoped.v1.Scoped.ListScopes:input_type -> scoped.v1.ListScopesRequest
-	14, // 35: scoped.v1.Scoped.InspectScope:input_type -> scoped.v1.InspectScopeRequest
-	20, // 36: scoped.v1.Scoped.Logs:input_type -> scoped.v1.LogsRequest
-	22, // 37: scoped.v1.Scoped.SetTenant:input_type -> scoped.v1.SetTenantRequest
-	23, // 38: scoped.v1.Scoped.ListTenants:input_type -> scoped.v1.ListTenantsRequest
-	27, // 39: scoped.v1.Scoped.ListEvents:input_type -> scoped.v1.ListEventsRequest
-	4,  // 40: scoped.v1.Scoped.Deploy:output_type -> scoped.v1.DeployResponse
-	6,  // 41: scoped.v1.Scoped.RemoveExtension:output_type -> scoped.v1.RemoveExtensionResponse
-	8,  // 42: scoped.v1.Scoped.ListExtensions:output_type -> scoped.v1.ListExtensionsResponse
-	10, // 43: scoped.v1.Scoped.Invoke:output_type -> scoped.v1.InvokeResponse
-	13, // 44: scoped.v1.Scoped.ListScopes:output_type -> scoped.v1.ListScopesResponse
-	15, // 45: scoped.v1.Scoped.InspectScope:output_type -> scoped.v1.Scope
-	21, // 46: scoped.v1.Scoped.Logs:output_type -> scoped.v1.LogEntry
-	25, // 47: scoped.v1.Scoped.SetTenant:output_type -> scoped.v1.Tenant
-	24, // 48: scoped.v1.Scoped.ListTenants:output_type -> scoped.v1.ListTenantsResponse
-	28, // 49: scoped.v1.Scoped.ListEvents:output_type -> scoped.v1.ListEventsResponse
-	40, // [40:50] is the sub-list for method output_type
-	30, // [30:40] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	34, // 29: scoped.v1.Event.time:type_name -> google.protobuf.Timestamp
+	34, // 30: scoped.v1.GetUsageRequest.from:type_name -> google.protobuf.Timestamp
+	34, // 31: scoped.v1.GetUsageRequest.to:type_name -> google.protobuf.Timestamp
+	32, // 32: scoped.v1.GetUsageResponse.rows:type_name -> scoped.v1.UsageRow
+	34, // 33: scoped.v1.UsageRow.window_start:type_name -> google.protobuf.Timestamp
+	35, // 34: scoped.v1.UsageRow.window:type_name -> google.protobuf.Duration
+	3,  // 35: scoped.v1.Scoped.Deploy:input_type -> scoped.v1.DeployRequest
+	5,  // 36: scoped.v1.Scoped.RemoveExtension:input_type -> scoped.v1.RemoveExtensionRequest
+	7,  // 37: scoped.v1.Scoped.ListExtensions:input_type -> scoped.v1.ListExtensionsRequest
+	9,  // 38: scoped.v1.Scoped.Invoke:input_type -> scoped.v1.InvokeRequest
+	12, // 39: scoped.v1.Scoped.ListScopes:input_type -> scoped.v1.ListScopesRequest
+	14, // 40: scoped.v1.Scoped.InspectScope:input_type -> scoped.v1.InspectScopeRequest
+	20, // 41: scoped.v1.Scoped.Logs:input_type -> scoped.v1.LogsRequest
+	22, // 42: scoped.v1.Scoped.SetTenant:input_type -> scoped.v1.SetTenantRequest
+	23, // 43: scoped.v1.Scoped.ListTenants:input_type -> scoped.v1.ListTenantsRequest
+	27, // 44: scoped.v1.Scoped.ListEvents:input_type -> scoped.v1.ListEventsRequest
+	30, // 45: scoped.v1.Scoped.GetUsage:input_type -> scoped.v1.GetUsageRequest
+	4,  // 46: scoped.v1.Scoped.Deploy:output_type -> scoped.v1.DeployResponse
+	6,  // 47: scoped.v1.Scoped.RemoveExtension:output_type -> scoped.v1.RemoveExtensionResponse
+	8,  // 48: scoped.v1.Scoped.ListExtensions:output_type -> scoped.v1.ListExtensionsResponse
+	10, // 49: scoped.v1.Scoped.Invoke:output_type -> scoped.v1.InvokeResponse
+	13, // 50: scoped.v1.Scoped.ListScopes:output_type -> scoped.v1.ListScopesResponse
+	15, // 51: scoped.v1.Scoped.InspectScope:output_type -> scoped.v1.Scope
+	21, // 52: scoped.v1.Scoped.Logs:output_type -> scoped.v1.LogEntry
+	25, // 53: scoped.v1.Scoped.SetTenant:output_type -> scoped.v1.Tenant
+	24, // 54: scoped.v1.Scoped.ListTenants:output_type -> scoped.v1.ListTenantsResponse
+	28, // 55: scoped.v1.Scoped.ListEvents:output_type -> scoped.v1.ListEventsResponse
+	31, // 56: scoped.v1.Scoped.GetUsage:output_type -> scoped.v1.GetUsageResponse
+	46, // [46:57] is the sub-list for method output_type
+	35, // [35:46] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_scoped_v1_scoped_proto_init() }
@@ -2506,7 +2752,7 @@ func file_scoped_v1_scoped_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_scoped_v1_scoped_proto_rawDesc), len(file_scoped_v1_scoped_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   31,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -32,6 +32,7 @@ const (
 	Scoped_SetTenant_FullMethodName       = "/scoped.v1.Scoped/SetTenant"
 	Scoped_ListTenants_FullMethodName     = "/scoped.v1.Scoped/ListTenants"
 	Scoped_ListEvents_FullMethodName      = "/scoped.v1.Scoped/ListEvents"
+	Scoped_GetUsage_FullMethodName        = "/scoped.v1.Scoped/GetUsage"
 )
 
 // ScopedClient is the client API for Scoped service.
@@ -63,6 +64,9 @@ type ScopedClient interface {
 	// ListEvents lists the noisy-neighbour controller's recent events about
 	// the scopes of the tenants the caller may act for.
 	ListEvents(ctx context.Context, in *ListEventsRequest, opts ...grpc.CallOption) (*ListEventsResponse, error)
+	// GetUsage reports a tenant's metered usage from the ledger (the usage
+	// since the last flush is committed first).
+	GetUsage(ctx context.Context, in *GetUsageRequest, opts ...grpc.CallOption) (*GetUsageResponse, error)
 }
 
 type scopedClient struct {
@@ -182,6 +186,16 @@ func (c *scopedClient) ListEvents(ctx context.Context, in *ListEventsRequest, op
 	return out, nil
 }
 
+func (c *scopedClient) GetUsage(ctx context.Context, in *GetUsageRequest, opts ...grpc.CallOption) (*GetUsageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetUsageResponse)
+	err := c.cc.Invoke(ctx, Scoped_GetUsage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ScopedServer is the server API for Scoped service.
 // All implementations must embed UnimplementedScopedServer
 // for forward compatibility.
@@ -211,6 +225,9 @@ type ScopedServer interface {
 	// ListEvents lists the noisy-neighbour controller's recent events about
 	// the scopes of the tenants the caller may act for.
 	ListEvents(context.Context, *ListEventsRequest) (*ListEventsResponse, error)
+	// GetUsage reports a tenant's metered usage from the ledger (the usage
+	// since the last flush is committed first).
+	GetUsage(context.Context, *GetUsageRequest) (*GetUsageResponse, error)
 	mustEmbedUnimplementedScopedServer()
 }
 
@@ -250,6 +267,9 @@ func (UnimplementedScopedServer) ListTenants(context.Context, *ListTenantsReques
 }
 func (UnimplementedScopedServer) ListEvents(context.Context, *ListEventsRequest) (*ListEventsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListEvents not implemented")
+}
+func (UnimplementedScopedServer) GetUsage(context.Context, *GetUsageRequest) (*GetUsageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetUsage not implemented")
 }
 func (UnimplementedScopedServer) mustEmbedUnimplementedScopedServer() {}
 func (UnimplementedScopedServer) testEmbeddedByValue()                {}
@@ -445,6 +465,24 @@ func _Scoped_ListEvents_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Scoped_GetUsage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetUsageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ScopedServer).GetUsage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Scoped_GetUsage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ScopedServer).GetUsage(ctx, req.(*GetUsageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Scoped_ServiceDesc is the grpc.ServiceDesc for Scoped service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -487,6 +525,10 @@ var Scoped_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListEvents",
 			Handler:    _Scoped_ListEvents_Handler,
+		},
+		{
+			MethodName: "GetUsage",
+			Handler:    _Scoped_GetUsage_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

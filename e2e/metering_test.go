@@ -1,0 +1,92 @@
+package e2e
+
+import (
+	"context"
+	"math"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/scoped-io/scoped/cgroups"
+	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
+)
+
+// TestMeteringLedger: invocations of a CPU-bound extension show up in the
+// ledger as the tenant's cpu_seconds (close to the kernel's figure for the
+// tenant's cgroup), invocations, invocation_seconds and cold_starts, by
+// extension; scopectl usage prints them; they survive a restart.
+func TestMeteringLedger(t *testing.T) {
+	d := startDaemon(t, options{extra: "\n[metering]\nwindow = \"60s\"\nflush = \"200ms\"\n"})
+	c := d.client()
+	ctx := context.Background()
+	deploy(t, c, "acme", "production", "spin", bins.spin)
+	deploy(t, c, "globex", "production", "spin", bins.spin)
+	start := time.Now().Add(-time.Minute)
+	for range 3 {
+		if _, err := invokeSpin(c, "acme", 300, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := invokeSpin(c, "globex", 100, 0); err != nil {
+		t.Fatal(err)
+	}
+	kernel, err := cgroups.CPUUsage(filepath.Join(d.root, "standard", "acme"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	usage := func(tenant, by string) map[string]float64 {
+		t.Helper()
+		r, err := c.GetUsage(ctx, &scopedv1.GetUsageRequest{Tenant: tenant, From: timestamppb.New(start),
+			To: timestamppb.New(time.Now().Add(time.Minute)), By: by})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]float64{}
+		for _, row := range r.GetRows() {
+			out[row.GetMeter()+"/"+row.GetGroup()] += row.GetValue()
+		}
+		return out
+	}
+	u := usage("acme", "")
+	t.Logf("acme: %v; kernel CPU of its cgroup %s", u, kernel)
+	if u["invocations/"] != 3 || u["cold_starts/"] != 1 {
+		t.Errorf("invocations %v, cold starts %v: want 3 and 1", u["invocations/"], u["cold_starts/"])
+	}
+	if u["invocation_seconds/"] < 0.9 {
+		t.Errorf("invocation_seconds %v: want at least the 0.9 s of CPU spun", u["invocation_seconds/"])
+	}
+	// The ledger's CPU was read at least as late as the kernel's figure
+	// above (GetUsage flushes first); the worker idles in between.
+	if cpu := u["cpu_seconds/"]; cpu < kernel.Seconds()*0.99 || cpu > kernel.Seconds()*1.05+0.05 {
+		t.Errorf("ledger cpu_seconds %.3f, kernel %.3f: not within 1 %% (+ idle)", cpu, kernel.Seconds())
+	}
+	if u["memory_gib_seconds/"] <= 0 {
+		t.Errorf("memory_gib_seconds %v, want > 0", u["memory_gib_seconds/"])
+	}
+	if g := usage("globex", ""); g["invocations/"] != 1 {
+		t.Errorf("globex invocations %v, want 1 (tenants apart)", g["invocations/"])
+	}
+	if byExt := usage("acme", "extension"); byExt["invocations/spin"] != 3 {
+		t.Errorf("by extension: %v", byExt)
+	}
+	out, err := exec.Command(bins.scopectl, "--socket", d.socket, "usage", "--tenant", "acme", "--from", "-10m", "--by", "scope", "-o", "csv").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "acme,invocations,acme.production,,3") {
+		t.Errorf("scopectl usage -o csv: %v:\n%s", err, out)
+	}
+	if _, err := c.GetUsage(ctx, &scopedv1.GetUsageRequest{Tenant: "../x", From: timestamppb.Now(), To: timestamppb.Now()}); err == nil {
+		t.Error("GetUsage for ../x accepted")
+	}
+
+	// A clean restart keeps the records.
+	d.stop()
+	d.start()
+	c = d.client()
+	after := usage("acme", "")
+	if after["invocations/"] != 3 || math.Abs(after["cpu_seconds/"]-u["cpu_seconds/"]) > 0.05 {
+		t.Errorf("after a restart: %v, before %v", after, u)
+	}
+}

@@ -1,0 +1,272 @@
+package supervisor
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/scoped-io/scoped/metering"
+)
+
+// MeteringConfig is [metering]: per-tenant usage records in the ledger.
+type MeteringConfig struct {
+	Enabled bool     `toml:"enabled"`
+	Window  Duration `toml:"window"` // the records' window
+	Flush   Duration `toml:"flush"`  // how often usage is committed: what a crash can lose
+}
+
+func (c MeteringConfig) validate() error {
+	if !c.Enabled {
+		return nil
+	}
+	switch {
+	case c.Window.Duration < time.Second || c.Window.Duration > 24*time.Hour || (24*time.Hour)%c.Window.Duration != 0 || c.Window.Duration%time.Second != 0:
+		return errors.New("metering.window must be whole seconds from 1s to 24h that divide a day")
+	case c.Flush.Duration < 100*time.Millisecond || c.Flush.Duration > c.Window.Duration:
+		return errors.New("metering.flush must be at least 100ms and at most the window")
+	}
+	return nil
+}
+
+// extUse is what one extension's invocations in one scope added up to, as
+// counted by the supervisor (cumulative for the scope's life).
+type extUse struct {
+	invocations, cold int64
+	seconds           float64
+}
+
+// meterState is a scope's usage as last committed to the ledger: the
+// cursor its next deltas are computed from.
+type meterState struct {
+	CPU  time.Duration       `json:"cpu_ns"`
+	Rx   uint64              `json:"rx"`
+	Tx   uint64              `json:"tx"`
+	At   time.Time           `json:"at"`
+	Mem  uint64              `json:"mem"` // bytes in use at At
+	Ext  map[string][3]int64 `json:"ext"` // invocations, cold starts, µs
+	CgID uint64              `json:"cgid"`
+}
+
+// meter holds what the supervisor meters between flushes.
+type meter struct {
+	ledger *metering.Ledger
+	mu     sync.Mutex
+	last   map[string]*meterState // by scope key
+}
+
+// openMetering opens the ledger in state_dir/metering and forgets the
+// cursors of a previous daemon life: its scopes (and their workers) are
+// gone, so what they used since its last flush cannot be read back.
+func (s *Supervisor) openMetering() error {
+	c := s.conf().Metering
+	if !c.Enabled {
+		return nil
+	}
+	l, err := metering.Open(filepath.Join(s.conf().StateDir, "metering"), c.Window.Duration)
+	if err != nil {
+		return fmt.Errorf("metering ledger: %w", err)
+	}
+	old, err := l.Cursors()
+	if err != nil {
+		_ = l.Close()
+		return fmt.Errorf("metering ledger: %w", err)
+	}
+	if len(old) > 0 {
+		drop := make(map[string][]byte, len(old))
+		for k := range old {
+			drop[k] = nil
+		}
+		if err := l.Commit(nil, drop); err != nil {
+			_ = l.Close()
+			return fmt.Errorf("metering ledger: %w", err)
+		}
+		s.log.Warn("metering: usage of the previous run since its last flush is lost (its workers are gone)", "scopes", len(old))
+	}
+	s.meter = &meter{ledger: l, last: map[string]*meterState{}}
+	return nil
+}
+
+// countInvocation adds one invocation to the scope's per-extension use.
+func (sc *scope) countInvocation(ext string, d time.Duration, cold bool) {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.use == nil {
+		sc.use = map[string]*extUse{}
+	}
+	u := sc.use[ext]
+	if u == nil {
+		u = &extUse{}
+		sc.use[ext] = u
+	}
+	u.invocations++
+	u.seconds += d.Seconds()
+	if cold {
+		u.cold++
+	}
+}
+
+// flushMetering commits every live scope's usage since the last flush,
+// and that of removed, the scopes going away now (their cursors are
+// dropped in the same transaction).
+func (s *Supervisor) flushMetering(removed ...*scope) error {
+	m := s.meter
+	if m == nil {
+		return nil
+	}
+	s.mu.Lock()
+	scopes := make([]*scope, 0, len(s.scopes)+len(removed))
+	for _, sc := range s.scopes {
+		scopes = append(scopes, sc)
+	}
+	s.mu.Unlock()
+	scopes = append(scopes, removed...)
+	gone := map[*scope]bool{}
+	for _, sc := range removed {
+		gone[sc] = true
+	}
+	now := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var deltas []metering.Delta
+	cursors := map[string][]byte{}
+	next := map[string]*meterState{}
+	for _, sc := range scopes {
+		key := sc.id.Key()
+		cur, err := s.meterReading(sc, now)
+		if err != nil {
+			s.metrics.IncError("metering_read")
+			continue
+		}
+		prev := m.last[key]
+		if prev == nil || prev.CgID != cur.CgID {
+			// First reading of this scope (or a new cgroup under the
+			// name): everything it used so far is new.
+			prev = &meterState{At: sc.created, Ext: map[string][3]int64{}, CgID: cur.CgID}
+		}
+		deltas = append(deltas, usageDeltas(sc, prev, cur, now)...)
+		if gone[sc] {
+			cursors[key] = nil
+			continue
+		}
+		b, err := json.Marshal(cur)
+		if err != nil {
+			return err
+		}
+		cursors[key] = b
+		next[key] = cur
+	}
+	if err := m.ledger.Commit(deltas, cursors); err != nil {
+		s.metrics.IncError("metering_commit")
+		return fmt.Errorf("metering: %w", err)
+	}
+	for key, st := range next {
+		m.last[key] = st
+	}
+	for _, sc := range removed {
+		delete(m.last, sc.id.Key())
+	}
+	// Close the windows that ended a flush ago (late readings of a closed
+	// window go to the first open one).
+	if _, err := m.ledger.Seal(now.Add(-s.conf().Metering.Flush.Duration)); err != nil {
+		return fmt.Errorf("metering: %w", err)
+	}
+	return nil
+}
+
+// meterReading is a scope's cumulative usage now.
+func (s *Supervisor) meterReading(sc *scope, now time.Time) (*meterState, error) {
+	st, err := sc.node.Stats()
+	if err != nil {
+		return nil, err
+	}
+	cur := &meterState{CPU: st.CPUUsage, At: now, Mem: st.MemoryCurrent, CgID: sc.cgid, Ext: map[string][3]int64{}}
+	u := Usage{}
+	if s.accountingUsage(sc, &u) {
+		cur.CPU, cur.Rx, cur.Tx = u.CPU, u.NetRxBytes, u.NetTxBytes
+	}
+	sc.mu.Lock()
+	for ext, e := range sc.use {
+		cur.Ext[ext] = [3]int64{e.invocations, e.cold, int64(e.seconds * 1e6)}
+	}
+	sc.mu.Unlock()
+	return cur, nil
+}
+
+// usageDeltas turns two readings of a scope into ledger deltas. Memory is
+// integrated as the mean of the two readings over the time between them.
+func usageDeltas(sc *scope, prev, cur *meterState, now time.Time) []metering.Delta {
+	dims := metering.Dimensions{Scope: sc.id.Key(), Environment: sc.id.Environment, Extension: sc.id.Extension}
+	var out []metering.Delta
+	add := func(meter string, d metering.Dimensions, v float64) {
+		if v > 0 {
+			out = append(out, metering.Delta{Tenant: sc.id.Tenant, Meter: meter, Dims: d, At: now, Value: v})
+		}
+	}
+	if cur.CPU > prev.CPU {
+		add(metering.CPUSeconds, dims, (cur.CPU - prev.CPU).Seconds())
+	}
+	if dt := cur.At.Sub(prev.At); dt > 0 {
+		add(metering.MemoryGiBSeconds, dims, float64(prev.Mem+cur.Mem)/2/(1<<30)*dt.Seconds())
+	}
+	if cur.Rx > prev.Rx {
+		add(metering.NetBytesIn, dims, float64(cur.Rx-prev.Rx))
+	}
+	if cur.Tx > prev.Tx {
+		add(metering.NetBytesOut, dims, float64(cur.Tx-prev.Tx))
+	}
+	exts := make([]string, 0, len(cur.Ext))
+	for ext := range cur.Ext {
+		exts = append(exts, ext)
+	}
+	sort.Strings(exts)
+	for _, ext := range exts {
+		c, p := cur.Ext[ext], prev.Ext[ext]
+		d := dims
+		d.Extension = ext
+		add(metering.Invocations, d, float64(c[0]-p[0]))
+		add(metering.ColdStarts, d, float64(c[1]-p[1]))
+		add(metering.InvocationSeconds, d, float64(c[2]-p[2])/1e6)
+	}
+	return out
+}
+
+// meterLoop flushes every [metering] flush until stop is closed.
+func (s *Supervisor) meterLoop(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	for {
+		select {
+		case <-stop:
+			return
+		case <-time.After(s.conf().Metering.Flush.Duration):
+		}
+		if err := s.flushMetering(); err != nil {
+			s.log.Error("metering flush", "err", err)
+		}
+	}
+}
+
+// UsageQuery asks the ledger for a tenant's usage.
+type UsageQuery = metering.Query
+
+// UsageRow is one row of a usage report.
+type UsageRow = metering.Row
+
+// TenantUsage reports a tenant's metered usage from the ledger, with the
+// usage since the last flush committed first.
+func (s *Supervisor) TenantUsage(q UsageQuery) ([]UsageRow, error) {
+	if s.meter == nil {
+		return nil, fmt.Errorf("%w: metering is off ([metering] enabled = false)", ErrNotFound)
+	}
+	if err := s.flushMetering(); err != nil {
+		return nil, err
+	}
+	rows, err := s.meter.ledger.Usage(q)
+	if errors.Is(err, metering.ErrInvalid) {
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	return rows, err
+}
