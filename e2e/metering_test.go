@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/scoped-io/scoped/cgroups"
@@ -88,5 +90,46 @@ func TestMeteringLedger(t *testing.T) {
 	after := usage("acme", "")
 	if after["invocations/"] != 3 || math.Abs(after["cpu_seconds/"]-u["cpu_seconds/"]) > 0.05 {
 		t.Errorf("after a restart: %v, before %v", after, u)
+	}
+}
+
+// TestSpendCap: a tenant whose tier caps its daily invocations is refused
+// with RESOURCE_EXHAUSTED "quota exceeded" once the ledger has them, with
+// a retry hint of the rest of the UTC day; another tenant is not.
+func TestSpendCap(t *testing.T) {
+	d := startDaemon(t, options{extra: `
+[metering]
+flush = "200ms"
+[tiers.capped]
+daily_caps = { invocations = 3.0 }
+`})
+	c := d.client()
+	ctx := context.Background()
+	deploy(t, c, "acme", "production", "spin", bins.spin)
+	deploy(t, c, "globex", "production", "spin", bins.spin)
+	if _, err := c.SetTenant(ctx, &scopedv1.SetTenantRequest{Tenant: "acme", Tier: "capped"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := invokeSpin(c, "acme", 1, 0); err != nil {
+			t.Fatalf("invocation %d within the cap: %v", i+1, err)
+		}
+	}
+	var err error
+	waitFor(t, 10*time.Second, "the cap to bite", func() bool {
+		_, err = invokeSpin(c, "acme", 1, 0)
+		return err != nil
+	})
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "quota exceeded") {
+		t.Fatalf("past the cap: %v, want ResourceExhausted quota exceeded", err)
+	}
+	if h := retryHint(err); h <= 0 || h > 24*time.Hour {
+		t.Errorf("retry hint %s, want the rest of the day", h)
+	}
+	if _, err := invokeSpin(c, "globex", 1, 0); err != nil {
+		t.Errorf("another tenant: %v", err)
+	}
+	if !strings.Contains(d.logs.String(), "spend cap reached") {
+		t.Error("no log line for the cap")
 	}
 }

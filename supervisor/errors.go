@@ -19,4 +19,5 @@ var (
 	ErrRateLimited  = errors.New("rate limit exceeded")         // ResourceExhausted, with a retry hint
 	ErrConcurrency  = errors.New("concurrency limit exceeded")  // ResourceExhausted, with a retry hint
 	ErrCPUTime      = errors.New("cpu time limit exceeded")     // ResourceExhausted
+	ErrQuota        = errors.New("quota exceeded")              // ResourceExhausted, with a retry hint
 )

@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -56,6 +58,17 @@ type meter struct {
 	ledger *metering.Ledger
 	mu     sync.Mutex
 	last   map[string]*meterState // by scope key
+
+	capMu sync.Mutex
+	spent map[string]spent // by tenant: what its caps are checked against
+}
+
+// spent is a tenant's usage of its capped meters this UTC day and month,
+// as of the last flush.
+type spent struct {
+	at           time.Time
+	day, month   map[string]float64
+	dayEnd, mEnd time.Time
 }
 
 // openMetering opens the ledger in state_dir/metering and forgets the
@@ -86,7 +99,7 @@ func (s *Supervisor) openMetering() error {
 		}
 		s.log.Warn("metering: usage of the previous run since its last flush is lost (its workers are gone)", "scopes", len(old))
 	}
-	s.meter = &meter{ledger: l, last: map[string]*meterState{}}
+	s.meter = &meter{ledger: l, last: map[string]*meterState{}, spent: map[string]spent{}}
 	return nil
 }
 
@@ -269,4 +282,72 @@ func (s *Supervisor) TenantUsage(q UsageQuery) ([]UsageRow, error) {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	return rows, err
+}
+
+// checkCaps refuses an invocation of a tenant past one of its tier's spend
+// caps. The figures are those of the last flush (at most [metering] flush
+// old): a cap can be overrun by what a tenant uses within one flush.
+func (s *Supervisor) checkCaps(tenant, tierName string, t Tier, now time.Time) error {
+	if s.meter == nil || len(t.DailyCaps)+len(t.MonthlyCaps) == 0 {
+		return nil
+	}
+	m := s.meter
+	m.capMu.Lock()
+	sp, ok := m.spent[tenant]
+	m.capMu.Unlock()
+	flush := s.conf().Metering.Flush.Duration
+	if !ok || now.Sub(sp.at) >= flush || !now.Before(sp.dayEnd) {
+		var err error
+		if sp, err = s.spentNow(tenant, t, now); err != nil {
+			s.log.Warn("spend caps not checked", "tenant", tenant, "err", err)
+			s.metrics.IncError("metering_caps")
+			return nil
+		}
+		m.capMu.Lock()
+		m.spent[tenant] = sp
+		m.capMu.Unlock()
+	}
+	for _, c := range []struct {
+		period string
+		caps   map[string]float64
+		used   map[string]float64
+		until  time.Time
+	}{{"daily", t.DailyCaps, sp.day, sp.dayEnd}, {"monthly", t.MonthlyCaps, sp.month, sp.mEnd}} {
+		for _, meter := range slices.Sorted(maps.Keys(c.caps)) {
+			if used := c.used[meter]; used >= c.caps[meter] {
+				s.log.Warn("spend cap reached", "tenant", tenant, "tier", tierName, "meter", meter,
+					"period", c.period, "used", used, "cap", c.caps[meter], "until", c.until)
+				return &RetryAfterError{
+					Err: fmt.Errorf("%w: tenant %s used %g %s this %s period, its tier %s allows %g (until %s)",
+						ErrQuota, tenant, used, meter, c.period, tierName, c.caps[meter], c.until.Format(time.RFC3339)),
+					After: c.until.Sub(now),
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// spentNow reads a tenant's usage of its capped meters from the ledger.
+func (s *Supervisor) spentNow(tenant string, t Tier, now time.Time) (spent, error) {
+	now = now.UTC()
+	day := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, time.UTC)
+	month := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
+	sp := spent{at: now, day: map[string]float64{}, month: map[string]float64{},
+		dayEnd: day.AddDate(0, 0, 1), mEnd: month.AddDate(0, 1, 0)}
+	for meter := range t.DailyCaps {
+		v, err := s.meter.ledger.Sum(tenant, meter, day, sp.dayEnd)
+		if err != nil {
+			return spent{}, err
+		}
+		sp.day[meter] = v
+	}
+	for meter := range t.MonthlyCaps {
+		v, err := s.meter.ledger.Sum(tenant, meter, month, sp.mEnd)
+		if err != nil {
+			return spent{}, err
+		}
+		sp.month[meter] = v
+	}
+	return sp, nil
 }

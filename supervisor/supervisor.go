@@ -613,6 +613,10 @@ func (s *Supervisor) Invoke(ctx context.Context, req InvokeRequest) (_ InvokeRes
 	if req.Timeout > 0 {
 		timeout = min(req.Timeout, longest)
 	}
+	if err := s.checkCaps(req.Tenant, tierName, tier, time.Now()); err != nil {
+		s.metrics.IncRefused(tierName, refusalOf(err))
+		return InvokeResult{}, err
+	}
 	done, err := s.tenants.admit(req.Tenant, tier, time.Now())
 	if err != nil {
 		s.metrics.IncRefused(tierName, refusalOf(err))

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 
 	"github.com/scoped-io/scoped/cgroups"
 	"github.com/scoped-io/scoped/internal/ident"
+	"github.com/scoped-io/scoped/metering"
 )
 
 // Tier is an operator-defined plan: what each tenant placed in it may use.
@@ -50,6 +52,12 @@ type Tier struct {
 	// Suspended tenants' invocations are refused (FAILED_PRECONDITION) and
 	// their live scopes stopped.
 	Suspended bool `toml:"suspended"`
+	// DailyCaps and MonthlyCaps are spend guards: meter → the most a tenant
+	// may use in a UTC day or month (from the metering ledger); past it,
+	// invocations get RESOURCE_EXHAUSTED "quota exceeded" until the period
+	// rolls over.
+	DailyCaps   map[string]float64 `toml:"daily_caps"`
+	MonthlyCaps map[string]float64 `toml:"monthly_caps"`
 }
 
 // Tiers are the configured tiers by name. In a configuration file a
@@ -140,6 +148,16 @@ func (t Tier) validate(name string, pool PoolConfig, lim APILimits) error {
 		return bad("max_workers must not be negative (0: [pool] max_workers)")
 	case t.MaxWorkers > 0 && t.MaxWorkers < pool.WarmMin:
 		return bad("max_workers %d is below [pool] warm_min %d", t.MaxWorkers, pool.WarmMin)
+	}
+	for period, caps := range map[string]map[string]float64{"daily_caps": t.DailyCaps, "monthly_caps": t.MonthlyCaps} {
+		for meter, v := range caps {
+			if !slices.Contains(metering.Meters(), meter) {
+				return bad("%s: unknown meter %q (one of %s)", period, meter, strings.Join(metering.Meters(), ", "))
+			}
+			if math.IsNaN(v) || math.IsInf(v, 0) || v <= 0 {
+				return bad("%s.%s must be a positive number", period, meter)
+			}
+		}
 	}
 	return nil
 }
@@ -262,6 +280,8 @@ func refusalOf(err error) string {
 		return "rate"
 	case errors.Is(err, ErrConcurrency):
 		return "concurrency"
+	case errors.Is(err, ErrQuota):
+		return "quota"
 	}
 	return "other"
 }

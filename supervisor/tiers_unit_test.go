@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -15,7 +16,7 @@ func TestUnitTiersDefaults(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if got := c.Tiers[c.Tenants.DefaultTier]; got != BaseTier() {
+	if got := c.Tiers[c.Tenants.DefaultTier]; !reflect.DeepEqual(got, BaseTier()) {
 		t.Errorf("default tier %+v, want BaseTier %+v (default.toml and BaseTier disagree)", got, BaseTier())
 	}
 	if !c.Tiers["suspended"].Suspended {
@@ -42,18 +43,20 @@ cpu_weight = 50
 rate = 2.5
 burst = 5
 timeout = "2s"
+daily_caps = { cpu_seconds = 3600.0, invocations = 10000.0 }
 `))
 	if err != nil {
 		t.Fatal(err)
 	}
 	std := BaseTier()
 	std.CPUWeight = 200
-	if c.Tiers["standard"] != std {
+	if !reflect.DeepEqual(c.Tiers["standard"], std) {
 		t.Errorf("standard = %+v, want the defaults with cpu_weight 200", c.Tiers["standard"])
 	}
 	free := BaseTier()
 	free.CPUWeight, free.Rate, free.Burst, free.Timeout.Duration = 50, 2.5, 5, 2*time.Second
-	if c.Tiers["free"] != free {
+	free.DailyCaps = map[string]float64{"cpu_seconds": 3600, "invocations": 10000}
+	if !reflect.DeepEqual(c.Tiers["free"], free) {
 		t.Errorf("free = %+v, want %+v", c.Tiers["free"], free)
 	}
 	if !c.Tiers["suspended"].Suspended {
@@ -66,6 +69,8 @@ timeout = "2s"
 		"wrong type":    "[tiers.free]\ncpu_weight = \"lots\"\n",
 		"bad duration":  "[tiers.free]\ntimeout = \"soon\"\n",
 		"bad tier name": "[tiers.Free]\ncpu_weight = 5\n",
+		"unknown meter": "[tiers.free]\ndaily_caps = { gpu_seconds = 5.0 }\n",
+		"zero cap":      "[tiers.free]\nmonthly_caps = { invocations = 0.0 }\n",
 	} {
 		if _, err := LoadConfig(write(body)); !errors.Is(err, ErrConfig) {
 			t.Errorf("%s: LoadConfig = %v, want ErrConfig", name, err)
