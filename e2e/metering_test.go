@@ -2,10 +2,15 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"math"
+	"net/http"
+	"net/http/httptest"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -132,4 +137,68 @@ daily_caps = { invocations = 3.0 }
 	if !strings.Contains(d.logs.String(), "spend cap reached") {
 		t.Error("no log line for the cap")
 	}
+}
+
+// TestMeteringExport: sealed records reach a CloudEvents endpoint (a local
+// server that fails its first request), each with its record id, the
+// invocations adding up.
+func TestMeteringExport(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[string]float64{} // id → value of invocations events for acme
+	calls := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		if calls == 1 {
+			http.Error(w, "try again", http.StatusInternalServerError)
+			return
+		}
+		var events []struct {
+			ID, Type, Subject string
+			Data              struct{ Value float64 }
+		}
+		if err := json.NewDecoder(r.Body).Decode(&events); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		for _, e := range events {
+			if e.Type == "invocations" && e.Subject == "acme" {
+				seen[e.ID] = e.Data.Value
+			}
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer srv.Close()
+	d := startDaemon(t, options{extra: fmt.Sprintf(`
+[metering]
+window = "1s"
+flush = "200ms"
+[[metering.export]]
+name = "om"
+format = "cloudevents"
+url = %q
+source = "scoped://e2e"
+interval = "200ms"
+batch = 10
+`, srv.URL+"/api/v1/events")})
+	c := d.client()
+	deploy(t, c, "acme", "production", "spin", bins.spin)
+	for range 2 {
+		if _, err := invokeSpin(c, "acme", 1, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 30*time.Second, "2 invocations exported", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		total := 0.0
+		for _, v := range seen {
+			total += v
+		}
+		return total == 2
+	})
+	mu.Lock()
+	t.Logf("%d requests; invocation events %v", calls, seen)
+	mu.Unlock()
 }

@@ -16,9 +16,10 @@ import (
 
 // MeteringConfig is [metering]: per-tenant usage records in the ledger.
 type MeteringConfig struct {
-	Enabled bool     `toml:"enabled"`
-	Window  Duration `toml:"window"` // the records' window
-	Flush   Duration `toml:"flush"`  // how often usage is committed: what a crash can lose
+	Enabled bool           `toml:"enabled"`
+	Window  Duration       `toml:"window"` // the records' window
+	Flush   Duration       `toml:"flush"`  // how often usage is committed: what a crash can lose
+	Exports []ExportConfig `toml:"export"`
 }
 
 func (c MeteringConfig) validate() error {
@@ -30,6 +31,20 @@ func (c MeteringConfig) validate() error {
 		return errors.New("metering.window must be whole seconds from 1s to 24h that divide a day")
 	case c.Flush.Duration < 100*time.Millisecond || c.Flush.Duration > c.Window.Duration:
 		return errors.New("metering.flush must be at least 100ms and at most the window")
+	}
+	names := map[string]bool{}
+	for _, e := range c.Exports {
+		if names[e.Name] {
+			return fmt.Errorf("metering.export: two exporters named %q (the name keys its cursor)", e.Name)
+		}
+		names[e.Name] = true
+		ec, err := e.exportConfig()
+		if err == nil {
+			err = ec.Validate()
+		}
+		if err != nil {
+			return fmt.Errorf("metering.export %q: %w", e.Name, err)
+		}
 	}
 	return nil
 }

@@ -56,6 +56,7 @@ type Supervisor struct {
 
 	metrics       *metrics.Registry
 	meter         *meter
+	exports       *exporters
 	meterStop     chan struct{}
 	meterDone     chan struct{}
 	ctlMu         sync.Mutex
@@ -381,6 +382,9 @@ func (s *Supervisor) Recover() error {
 		s.meterStop, s.meterDone = make(chan struct{}), make(chan struct{})
 		go s.meterLoop(s.meterStop, s.meterDone)
 	}
+	if err := s.startExporters(); err != nil {
+		return err
+	}
 	go s.reaper()
 	ctx, cancel := context.WithCancel(context.Background())
 	s.samplerCancel = cancel
@@ -437,6 +441,7 @@ func (s *Supervisor) Stop(grace time.Duration) error {
 	if s.acct != nil {
 		errs = append(errs, s.acct.Close())
 	}
+	s.stopExporters()
 	if s.meter != nil {
 		errs = append(errs, s.meter.ledger.Close())
 	}
