@@ -5,12 +5,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -19,6 +22,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/scoped-io/scoped/cgroups"
+	"github.com/scoped-io/scoped/metering"
 	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
 )
 
@@ -201,4 +205,113 @@ batch = 10
 	mu.Lock()
 	t.Logf("%d requests; invocation events %v", calls, seen)
 	mu.Unlock()
+}
+
+// TestMeteringSurvivesKill9: the daemon is killed with SIGKILL at random
+// moments while two tenants keep it busy, and restarted each time; the
+// ledger's cpu_seconds per tenant then agree with what the kernel counted
+// in the tenants' cgroups within 1 % (the CPU used after each life's last
+// flush is recovered from the dead scopes' cgroups at the next start), and
+// no record id repeats.
+func TestMeteringSurvivesKill9(t *testing.T) {
+	d := startDaemon(t, options{poolExtra: "max_workers = 2\nidle_timeout = \"10m\"",
+		extra: "\n[metering]\nwindow = \"1s\"\nflush = \"300ms\"\n"})
+	tenants := []string{"acme", "globex"}
+	c := d.client()
+	for _, tn := range tenants {
+		deploy(t, c, tn, "production", "spin", bins.spin)
+	}
+	kernel := map[string]time.Duration{}
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+	for life := range 3 {
+		c := d.client()
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for _, tn := range tenants {
+			for range 2 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						if _, err := invokeSpin(c, tn, 150, 0); err != nil {
+							return // the daemon is gone
+						}
+					}
+				}()
+			}
+		}
+		time.Sleep(time.Duration(800+rng.IntN(1500)) * time.Millisecond)
+		d.kill9()
+		close(stop)
+		wg.Wait()
+		c.Close()
+		// Its workers outlive it until the next start kills them (as
+		// that start's cleanup would, do it here, so that what the kernel
+		// counted is final before it is read).
+		waitFor(t, 15*time.Second, "the workers to die", func() bool {
+			left := processesIn(d.root)
+			for _, p := range left {
+				if pid, err := strconv.Atoi(strings.Split(p, "/")[2]); err == nil {
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
+			return len(left) == 0
+		})
+		for _, tn := range tenants {
+			n, err := cgroups.Load(filepath.Join(d.root, "standard", tn))
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := n.Stats()
+			if err != nil {
+				t.Fatal(err)
+			}
+			kernel[tn] += st.CPUUsage
+		}
+		t.Logf("life %d: killed; kernel CPU so far %v", life+1, kernel)
+		d.start()
+	}
+	c = d.client()
+	defer c.Close()
+	for _, tn := range tenants {
+		r, err := c.GetUsage(context.Background(), &scopedv1.GetUsageRequest{Tenant: tn, Meter: "cpu_seconds",
+			From: timestamppb.New(time.Now().Add(-time.Hour)), To: timestamppb.New(time.Now().Add(time.Hour))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ledger float64
+		for _, row := range r.GetRows() {
+			ledger += row.GetValue()
+		}
+		k := kernel[tn].Seconds()
+		t.Logf("%s: ledger %.3f cpu_seconds, kernel %.3f", tn, ledger, k)
+		if k < 1 || math.Abs(ledger-k) > 0.01*k {
+			t.Errorf("%s: ledger %.3f cpu_seconds, kernel %.3f: not within 1 %%", tn, ledger, k)
+		}
+	}
+	d.stop()
+	l, err := metering.OpenReadOnly(filepath.Join(d.state, "metering"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	recs, err := l.Sealed(0, 100000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]bool{}
+	for _, r := range recs {
+		if ids[r.ID] {
+			t.Errorf("record id %s twice", r.ID)
+		}
+		ids[r.ID] = true
+	}
+	if len(recs) == 0 {
+		t.Error("no sealed records")
+	}
 }

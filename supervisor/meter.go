@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/scoped-io/scoped/cgroups"
 	"github.com/scoped-io/scoped/metering"
 )
 
@@ -59,6 +60,12 @@ type extUse struct {
 // meterState is a scope's usage as last committed to the ledger: the
 // cursor its next deltas are computed from.
 type meterState struct {
+	// The scope and its cgroup path, so that a later daemon can charge
+	// what it used after this reading from its cgroup's counters.
+	ID     ScopeID `json:"id"`
+	Cgroup string  `json:"cgroup"`
+	// CPU is the cgroup's own CPU counter: the kernel's figure, readable
+	// after a crash while the cgroup exists.
 	CPU  time.Duration       `json:"cpu_ns"`
 	Rx   uint64              `json:"rx"`
 	Tx   uint64              `json:"tx"`
@@ -86,9 +93,12 @@ type spent struct {
 	dayEnd, mEnd time.Time
 }
 
-// openMetering opens the ledger in state_dir/metering and forgets the
-// cursors of a previous daemon life: its scopes (and their workers) are
-// gone, so what they used since its last flush cannot be read back.
+// openMetering opens the ledger in state_dir/metering and settles the
+// cursors of a previous daemon life: its workers died with it, but its
+// scopes' cgroups are still there (Recover removes them afterwards), so the
+// CPU time they used since the last flush is read from their counters and
+// charged; the other meters' unflushed part (memory, network, invocations)
+// is lost.
 func (s *Supervisor) openMetering() error {
 	c := s.conf().Metering
 	if !c.Enabled {
@@ -104,18 +114,47 @@ func (s *Supervisor) openMetering() error {
 		return fmt.Errorf("metering ledger: %w", err)
 	}
 	if len(old) > 0 {
+		deltas, recovered := recoverUsage(old, time.Now())
 		drop := make(map[string][]byte, len(old))
 		for k := range old {
 			drop[k] = nil
 		}
-		if err := l.Commit(nil, drop); err != nil {
+		if err := l.Commit(deltas, drop); err != nil {
 			_ = l.Close()
 			return fmt.Errorf("metering ledger: %w", err)
 		}
-		s.log.Warn("metering: usage of the previous run since its last flush is lost (its workers are gone)", "scopes", len(old))
+		s.log.Warn("metering: settled the previous run's scopes; CPU time since its last flush recovered from their cgroups, other meters' unflushed part lost",
+			"scopes", len(old), "recovered", recovered)
 	}
 	s.meter = &meter{ledger: l, last: map[string]*meterState{}, spent: map[string]spent{}}
 	return nil
+}
+
+// recoverUsage charges what the scopes of cursors used after them, read
+// from their cgroups' CPU counters where the cgroups still exist.
+func recoverUsage(cursors map[string][]byte, now time.Time) ([]metering.Delta, int) {
+	var out []metering.Delta
+	n := 0
+	for _, b := range cursors {
+		var st meterState
+		if err := json.Unmarshal(b, &st); err != nil || st.Cgroup == "" || st.ID.Tenant == "" {
+			continue
+		}
+		node, err := cgroups.Load(st.Cgroup)
+		if err != nil {
+			continue
+		}
+		stats, err := node.Stats()
+		if err != nil || stats.CPUUsage <= st.CPU {
+			continue
+		}
+		n++
+		out = append(out, metering.Delta{
+			Tenant: st.ID.Tenant, Meter: metering.CPUSeconds, At: now, Value: (stats.CPUUsage - st.CPU).Seconds(),
+			Dims: metering.Dimensions{Scope: st.ID.Key(), Environment: st.ID.Environment, Extension: st.ID.Extension},
+		})
+	}
+	return out, n
 }
 
 // countInvocation adds one invocation to the scope's per-extension use.
@@ -170,7 +209,7 @@ func (s *Supervisor) flushMetering(removed ...*scope) error {
 			continue
 		}
 		prev := m.last[key]
-		if prev == nil || prev.CgID != cur.CgID {
+		if prev == nil || prev.CgID != cur.CgID || prev.Cgroup != cur.Cgroup {
 			// First reading of this scope (or a new cgroup under the
 			// name): everything it used so far is new.
 			prev = &meterState{At: sc.created, Ext: map[string][3]int64{}, CgID: cur.CgID}
@@ -211,10 +250,11 @@ func (s *Supervisor) meterReading(sc *scope, now time.Time) (*meterState, error)
 	if err != nil {
 		return nil, err
 	}
-	cur := &meterState{CPU: st.CPUUsage, At: now, Mem: st.MemoryCurrent, CgID: sc.cgid, Ext: map[string][3]int64{}}
+	cur := &meterState{ID: sc.id, Cgroup: sc.node.Path(), CPU: st.CPUUsage, At: now, Mem: st.MemoryCurrent,
+		CgID: sc.cgid, Ext: map[string][3]int64{}}
 	u := Usage{}
 	if s.accountingUsage(sc, &u) {
-		cur.CPU, cur.Rx, cur.Tx = u.CPU, u.NetRxBytes, u.NetTxBytes
+		cur.Rx, cur.Tx = u.NetRxBytes, u.NetTxBytes
 	}
 	sc.mu.Lock()
 	for ext, e := range sc.use {

@@ -353,6 +353,11 @@ func (s *Supervisor) Recover() error {
 	} else if n > 0 {
 		s.log.Warn("removed sandboxes left by a previous run", "count", n)
 	}
+	// The ledger first: what the dead scopes used since the last flush is
+	// still in their cgroups' counters until the cleanup removes them.
+	if err := s.openMetering(); err != nil {
+		return err
+	}
 	if n, err := s.tree.Cleanup(); err != nil {
 		return fmt.Errorf("remove cgroups left by a previous run: %w", err)
 	} else if n > 0 {
@@ -373,9 +378,6 @@ func (s *Supervisor) Recover() error {
 		return err
 	}
 	if err := s.startControl(); err != nil {
-		return err
-	}
-	if err := s.openMetering(); err != nil {
 		return err
 	}
 	if s.meter != nil {
