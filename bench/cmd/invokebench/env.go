@@ -64,7 +64,7 @@ type bench struct {
 	payload   []byte
 	seq       int
 	lastCold  coldCall // the last scoped cold start
-	acctMode  string   // [accounting] mode of the next daemon ("": its default)
+	extra     string   // TOML appended to the next daemon's configuration
 	logKept   bool     // the -daemon-log file has been started
 	direct    []int    // pids of the direct workers started
 }
@@ -407,16 +407,7 @@ id_slots = %d
 level = %q
 [metrics]
 listen = "off"
-`, b.o.maxWorkers, b.o.maxConcurrent, idBase, b.idSlots, level) + b.accountingSettings()
-}
-
-// accountingSettings is the [accounting] table of the next daemon's
-// configuration.
-func (b *bench) accountingSettings() string {
-	if b.acctMode == "" {
-		return ""
-	}
-	return fmt.Sprintf("[accounting]\nmode = %q\n", b.acctMode)
+`, b.o.maxWorkers, b.o.maxConcurrent, idBase, b.idSlots, level) + b.extra
 }
 
 // --- runc ------------------------------------------------------------------

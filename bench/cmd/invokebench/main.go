@@ -13,7 +13,8 @@
 //
 // (c) Warm calls through daemons with eBPF accounting on and off
 // (`[accounting] mode = "ebpf"` vs "cgroupfs"), a fresh daemon per round and
-// mode: invocations per second and latency, and their ratio.
+// mode: invocations per second and latency, and their ratio. (d) The same
+// with metering on (a 1 s ledger flush) and off.
 //
 // It builds what it needs itself (the daemon with -tags seccomp, scoped-exec
 // and the whoami example bundle) with `go build` in the repository root, and
@@ -53,7 +54,7 @@ const (
 	markStart = "<!-- invokebench:start -->"
 	markEnd   = "<!-- invokebench:end -->"
 
-	sectionTitle = "## Invocations: cold start and warm calls (issue 3), accounting on vs off (issue 4)"
+	sectionTitle = "## Invocations: cold start and warm calls (issue 3), accounting (issue 4) and metering (issue 6) on vs off"
 
 	// The command `make bench` runs.
 	baseCommand = "go run -tags seccomp ./bench/cmd/invokebench"
@@ -185,13 +186,18 @@ func run(o options) (retErr error) {
 	if err := b.stopDaemon(); err != nil {
 		return err
 	}
-	var acct *acctResult
+	var acct, meter *acctResult
 	if o.acctRounds > 0 {
 		r, err := b.measureAccounting(ctx)
 		if err != nil {
 			return err
 		}
 		acct = &r
+		m, err := b.measureMetering(ctx)
+		if err != nil {
+			return err
+		}
+		meter = &m
 	}
 	// Stop everything before writing, so that the report can say that
 	// the cleanup worked.
@@ -199,7 +205,7 @@ func run(o options) (retErr error) {
 	if err := b.close(); err != nil {
 		return fmt.Errorf("cleanup: %w", err)
 	}
-	section := b.report(cold, warm, acct)
+	section := b.report(cold, warm, acct, meter)
 	fmt.Print(section)
 	if o.out != "" {
 		if err := benchmd.WriteSection(o.out, markStart, markEnd, section); err != nil {

@@ -49,7 +49,7 @@ func ratio(a, b float64) string {
 func dratio(a, b time.Duration) string { return ratio(float64(a), float64(b)) }
 
 // report renders the section, markers included.
-func (b *bench) report(cr coldResult, warm []warmResult, acct *acctResult) string {
+func (b *bench) report(cr coldResult, warm []warmResult, acct, meter *acctResult) string {
 	cold := cr.series
 	var w strings.Builder
 	p := func(format string, a ...any) { fmt.Fprintf(&w, format, a...) }
@@ -59,7 +59,7 @@ func (b *bench) report(cr coldResult, warm []warmResult, acct *acctResult) strin
 	p("go-plugin without a sandbox and against `runc run` of `%s`, interleaved round-robin in one\n", truePath)
 	p("run; (b) warm invocations through the daemon against direct go-plugin calls to the same worker\n")
 	p("binary, with 1, 8 and 64 concurrent callers; (c) warm invocations through daemons with eBPF\n")
-	p("accounting on and off.\n\n")
+	p("accounting on and off; (d) with metering on and off.\n\n")
 	p("- %s\n", benchmd.Command(baseCommand, b.o.argsString))
 	p("- Date: %s\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
 	p("- %s\n", benchmd.Machine())
@@ -221,6 +221,9 @@ func (b *bench) report(cr coldResult, warm []warmResult, acct *acctResult) strin
 	if acct != nil {
 		b.reportAccounting(p, acct)
 	}
+	if meter != nil {
+		b.reportMetering(p, meter)
+	}
 	p("%s\n", markEnd)
 	return w.String()
 }
@@ -285,4 +288,21 @@ func toolVersion(tool string) string {
 	}
 	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
 	return strings.TrimPrefix(line, "runc version ")
+}
+
+// reportMetering renders (d), metering on vs off.
+func (b *bench) reportMetering(p func(string, ...any), r *acctResult) {
+	p("\n### Warm calls with metering on and off (issue 6)\n\n")
+	p("As (c), with the default accounting: **on**: `[metering] enabled = true, flush = \"1s\"` (every\n")
+	p("invocation counted per scope and extension; every second each scope's usage committed to the\n")
+	p("SQLite ledger with its cursor, in WAL mode with synchronous=FULL); **off**: `enabled = false`.\n\n")
+	p("| Metering | Calls | p50 | p99 | Invocations/s |\n| --- | ---: | ---: | ---: | ---: |\n")
+	for _, x := range []struct {
+		name string
+		l    *load
+	}{{"on (ledger, 1 s flush)", &r.on}, {"off", &r.off}} {
+		p("| %s | %d | %s | %s | %.0f |\n", x.name, x.l.calls, us(median(x.l.lat)), us(percentile(x.l.lat, 99)), x.l.perSecond())
+	}
+	p("\nRatio on / off: invocations/s %s, p50 %s, p99 %s.\n", ratio(r.on.perSecond(), r.off.perSecond()),
+		dratio(median(r.on.lat), median(r.off.lat)), dratio(percentile(r.on.lat, 99), percentile(r.off.lat, 99)))
 }

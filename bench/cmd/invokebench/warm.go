@@ -304,35 +304,51 @@ type acctResult struct {
 // measureAccounting compares warm invocations through a daemon with eBPF
 // accounting (`[accounting] mode = "ebpf"`: its programs attached, the scope
 // tracked) and through one that reads only cgroup files (mode "cgroupfs":
-// no programs). Every round starts a fresh daemon per mode, alternating
-// which goes first, deploys, warms one scope and measures -acct-duration
-// with -acct-callers callers.
+// no programs).
 func (b *bench) measureAccounting(ctx context.Context) (acctResult, error) {
+	return b.measurePair(ctx, "accounting", "[accounting]\nmode = \"ebpf\"\n", "[accounting]\nmode = \"cgroupfs\"\n")
+}
+
+// measureMetering compares warm invocations through a daemon that meters
+// into its ledger (flushing every second, more often than the default, so
+// that the ledger's cost shows) and one with metering off.
+func (b *bench) measureMetering(ctx context.Context) (acctResult, error) {
+	return b.measurePair(ctx, "metering", "[metering]\nenabled = true\nflush = \"1s\"\n", "[metering]\nenabled = false\n")
+}
+
+// measurePair compares warm invocations through daemons with two
+// configurations: every round starts a fresh daemon per configuration,
+// alternating which goes first, deploys, warms one scope and measures
+// -acct-duration with -acct-callers callers.
+func (b *bench) measurePair(ctx context.Context, what, on, off string) (acctResult, error) {
 	var r acctResult
 	for round := range b.o.acctRounds {
-		modes := []string{"ebpf", "cgroupfs"}
+		modes := []string{"on", "off"}
 		if round%2 == 1 {
 			modes[0], modes[1] = modes[1], modes[0]
 		}
 		for _, mode := range modes {
-			b.acctMode = mode
-			err := b.startDaemon(ctx, fmt.Sprintf("acct-%s-%d", mode, round), "info")
-			b.acctMode = ""
+			b.extra = off
+			if mode == "on" {
+				b.extra = on
+			}
+			err := b.startDaemon(ctx, fmt.Sprintf("%s-%s-%d", what, mode, round), "info")
+			b.extra = ""
 			if err != nil {
-				return r, fmt.Errorf("accounting %s: %w", mode, err)
+				return r, fmt.Errorf("%s %s: %w", what, mode, err)
 			}
-			l, err := b.acctLoad(ctx, fmt.Sprintf("acct%d", round))
+			l, err := b.acctLoad(ctx, fmt.Sprintf("%s%d", what[:4], round))
 			if err := errors.Join(err, b.stopDaemon()); err != nil {
-				return r, fmt.Errorf("accounting %s, round %d: %w", mode, round+1, err)
+				return r, fmt.Errorf("%s %s, round %d: %w", what, mode, round+1, err)
 			}
-			if mode == "ebpf" {
+			if mode == "on" {
 				r.on.add(l)
 			} else {
 				r.off.add(l)
 			}
 		}
 	}
-	logf("accounting on: %d calls (%.0f/s), off: %d calls (%.0f/s)", r.on.calls, r.on.perSecond(), r.off.calls, r.off.perSecond())
+	logf("%s on: %d calls (%.0f/s), off: %d calls (%.0f/s)", what, r.on.calls, r.on.perSecond(), r.off.calls, r.off.perSecond())
 	return r, nil
 }
 
