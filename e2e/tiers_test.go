@@ -372,8 +372,8 @@ interval = "250ms"
 cooldown = "1s"
 detect_ticks = 3
 recover_ticks = 3
-# Under emulation (the v2 VM) the victim is preempted only ~13 times a
-# second; the default of 10 is too close to detect reliably there.
+# A low bar, so that the test is about the loop, not about this machine's
+# preemption rate (13/s seen under emulation; the VM skips the test now).
 min_preemptions = 3.0
 `})
 	if !strings.Contains(d.logs.String(), "source=ebpf") {
