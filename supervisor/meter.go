@@ -79,7 +79,7 @@ type meterState struct {
 type meter struct {
 	ledger *metering.Ledger
 	mu     sync.Mutex
-	last   map[string]*meterState // by scope key
+	last   map[string]*meterState // by the scope's cgroup path
 
 	capMu sync.Mutex
 	spent map[string]spent // by tenant: what its caps are checked against
@@ -202,7 +202,9 @@ func (s *Supervisor) flushMetering(removed ...*scope) error {
 	cursors := map[string][]byte{}
 	next := map[string]*meterState{}
 	for _, sc := range scopes {
-		key := sc.id.Key()
+		// Keyed by cgroup path: a scope that changed tier has a successor
+		// under the same name while it winds down.
+		key := sc.node.Path()
 		cur, err := s.meterReading(sc, now)
 		if err != nil {
 			s.metrics.IncError("metering_read")
@@ -234,7 +236,7 @@ func (s *Supervisor) flushMetering(removed ...*scope) error {
 		m.last[key] = st
 	}
 	for _, sc := range removed {
-		delete(m.last, sc.id.Key())
+		delete(m.last, sc.node.Path())
 	}
 	// Close the windows that ended a flush ago (late readings of a closed
 	// window go to the first open one).
