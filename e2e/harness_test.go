@@ -142,6 +142,7 @@ type daemon struct {
 	env      []string
 	exited   chan struct{}
 	stopOnce sync.Once
+	killed   bool // by kill9, and not started since
 }
 
 // options change the daemon's configuration.
@@ -228,6 +229,11 @@ level = "debug"
 	d.env = o.env
 	d.start()
 	t.Cleanup(func() {
+		if d.killed {
+			// Killed and not started again (a test that failed half-way):
+			// a start cleans up what the dead daemon left, then stop.
+			d.start()
+		}
 		d.stop()
 		if t.Failed() {
 			t.Logf("daemon log:\n%s", d.logs.String())
@@ -240,6 +246,7 @@ func (d *daemon) start() {
 	d.t.Helper()
 	d.exited = make(chan struct{})
 	d.stopOnce = sync.Once{}
+	d.killed = false
 	d.cmd = exec.Command(bins.scoped, "--config", d.config, "--grace", "5s")
 	d.cmd.Env = append(os.Environ(), d.env...)
 	d.cmd.Stdout = d.logs
@@ -297,6 +304,7 @@ func (d *daemon) kill9() {
 	_ = d.cmd.Process.Kill()
 	<-d.exited
 	d.stopOnce.Do(func() {})
+	d.killed = true
 }
 
 func (d *daemon) client(opts ...client.Option) *client.Client {

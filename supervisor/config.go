@@ -167,6 +167,15 @@ func (c *Config) Validate() error {
 			return bad("%s %q must be an absolute path", p.name, p.v)
 		}
 	}
+	// go-plugin puts each worker's socket at <runtime_dir>/sockets/
+	// plugin-dir<10 digits>/plugin<10 digits>; a unix socket path has at
+	// most 107 bytes, and a longer one fails only when a worker starts.
+	if n := len(filepath.Clean(c.RuntimeDir)) + len("/sockets/plugin-dir0123456789/plugin0123456789"); n > 107 {
+		return bad("runtime_dir %q is too long: worker sockets under it would need %d bytes, a unix socket path has at most 107", c.RuntimeDir, n)
+	}
+	if len(c.Socket) > 107 {
+		return bad("socket %q is longer than the 107 bytes of a unix socket path", c.Socket)
+	}
 	for _, f := range c.Isolation.By {
 		if !slices.Contains([]string{"environment", "user", "extension"}, f) {
 			return bad("isolation.by: %q is not one of environment, user, extension", f)

@@ -143,6 +143,8 @@ func TestUnitConfigValidateRejects(t *testing.T) {
 		"relative state_dir":       func(c *Config) { c.StateDir = "var/lib/scoped" },
 		"relative runtime_dir":     func(c *Config) { c.RuntimeDir = "./run" },
 		"relative cgroup_root":     func(c *Config) { c.CgroupRoot = "scoped" },
+		"runtime_dir too long":     func(c *Config) { c.RuntimeDir = "/" + strings.Repeat("r", 70) },
+		"socket too long":          func(c *Config) { c.Socket = "/" + strings.Repeat("s", 110) },
 		"isolation bogus":          func(c *Config) { c.Isolation.By = []string{"bogus"} },
 		"isolation tenant":         func(c *Config) { c.Isolation.By = []string{"environment", "tenant"} },
 		"default_timeout > max":    func(c *Config) { c.Limits.DefaultTimeout.Duration = c.Limits.MaxTimeout.Duration + time.Second },

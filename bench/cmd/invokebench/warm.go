@@ -332,7 +332,8 @@ func (b *bench) measurePair(ctx context.Context, what, on, off string) (acctResu
 			if mode == "on" {
 				b.extra = on
 			}
-			err := b.startDaemon(ctx, fmt.Sprintf("%s-%s-%d", what, mode, round), "info")
+			// Short names: worker sockets live below the daemon's directory.
+			err := b.startDaemon(ctx, fmt.Sprintf("%s-%s-%d", what[:4], mode, round), "info")
 			b.extra = ""
 			if err != nil {
 				return r, fmt.Errorf("%s %s: %w", what, mode, err)
