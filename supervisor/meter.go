@@ -17,10 +17,14 @@ import (
 
 // MeteringConfig is [metering]: per-tenant usage records in the ledger.
 type MeteringConfig struct {
-	Enabled bool           `toml:"enabled"`
-	Window  Duration       `toml:"window"` // the records' window
-	Flush   Duration       `toml:"flush"`  // how often usage is committed: what a crash can lose
-	Exports []ExportConfig `toml:"export"`
+	Enabled bool     `toml:"enabled"`
+	Window  Duration `toml:"window"` // the records' window
+	Flush   Duration `toml:"flush"`  // how often usage is committed: what a crash can lose
+	// Retention is how long records stay in the ledger once every
+	// exporter has delivered them (at least 32 days: the spend guards sum
+	// over the current month).
+	Retention Duration       `toml:"retention"`
+	Exports   []ExportConfig `toml:"export"`
 }
 
 func (c MeteringConfig) validate() error {
@@ -32,6 +36,8 @@ func (c MeteringConfig) validate() error {
 		return errors.New("metering.window must be whole seconds from 1s to 24h that divide a day")
 	case c.Flush.Duration < 100*time.Millisecond || c.Flush.Duration > c.Window.Duration:
 		return errors.New("metering.flush must be at least 100ms and at most the window")
+	case c.Retention.Duration < 32*24*time.Hour:
+		return errors.New("metering.retention must be at least 768h (32 days): the monthly spend caps sum over the month")
 	}
 	names := map[string]bool{}
 	for _, e := range c.Exports {
@@ -304,9 +310,11 @@ func usageDeltas(sc *scope, prev, cur *meterState, now time.Time) []metering.Del
 	return out
 }
 
-// meterLoop flushes every [metering] flush until stop is closed.
+// meterLoop flushes every [metering] flush until stop is closed, and
+// prunes records past the retention once an hour.
 func (s *Supervisor) meterLoop(stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
+	var pruned time.Time
 	for {
 		select {
 		case <-stop:
@@ -315,6 +323,17 @@ func (s *Supervisor) meterLoop(stop <-chan struct{}, done chan<- struct{}) {
 		}
 		if err := s.flushMetering(); err != nil {
 			s.log.Error("metering flush", "err", err)
+		}
+		if time.Since(pruned) >= time.Hour {
+			pruned = time.Now()
+			n, err := s.meter.ledger.Prune(pruned.Add(-s.conf().Metering.Retention.Duration))
+			switch {
+			case err != nil:
+				s.log.Error("metering prune", "err", err)
+				s.metrics.IncError("metering_prune")
+			case n > 0:
+				s.log.Info("metering: pruned delivered records past the retention", "records", n)
+			}
 		}
 	}
 }
