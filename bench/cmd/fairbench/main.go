@@ -40,7 +40,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io/fs"
 	"math"
 	"net"
 	"os"
@@ -299,7 +298,7 @@ func run(o options) (retErr error) {
 		return fmt.Errorf("another fairbench runs on this host (the abstract socket %s is taken): %w", lockName, err)
 	}
 	defer lock.Close()
-	if left, _ := cgroupsLeft(); len(left) > 0 {
+	if left, _ := benchmd.CgroupsLeft(cgroupMark); len(left) > 0 {
 		return fmt.Errorf("cgroups of an earlier run are left (a daemon still running?): %s", strings.Join(left, " "))
 	}
 
@@ -355,7 +354,7 @@ type bench struct {
 
 func (b *bench) setup() error {
 	var err error
-	if b.root, err = repoRoot(); err != nil {
+	if b.root, err = benchmd.RepoRoot(); err != nil {
 		return err
 	}
 	if b.work, err = os.MkdirTemp("", "scoped-bench-fair-"); err != nil {
@@ -366,7 +365,7 @@ func (b *bench) setup() error {
 	if err := os.Chmod(b.work, 0o711); err != nil {
 		return err
 	}
-	if err := checkTraversable(filepath.Dir(b.work)); err != nil {
+	if err := benchmd.CheckTraversable(filepath.Dir(b.work)); err != nil {
 		return err
 	}
 	return b.build()
@@ -383,7 +382,7 @@ func (b *bench) close() error {
 	if b.work != "" {
 		errs = append(errs, os.RemoveAll(b.work))
 	}
-	if left, others := cgroupsLeft(); len(left) > 0 {
+	if left, others := benchmd.CgroupsLeft(cgroupMark); len(left) > 0 {
 		errs = append(errs, fmt.Errorf("cgroups left behind: %s", strings.Join(left, " ")))
 	} else if len(others) > 0 {
 		logf("note: other scoped cgroups exist (not this benchmark's): %s", strings.Join(others, " "))
@@ -775,7 +774,7 @@ func (b *bench) stopDaemon() error {
 	}
 	errs = append(errs, b.d.Stop())
 	b.d = nil
-	if left, _ := cgroupsLeft(); len(left) > 0 {
+	if left, _ := benchmd.CgroupsLeft(cgroupMark); len(left) > 0 {
 		errs = append(errs, fmt.Errorf("the daemon left cgroups behind: %s", strings.Join(left, " ")))
 	}
 	return errors.Join(errs...)
@@ -910,70 +909,4 @@ func plural2(n int) string {
 
 func logf(format string, a ...any) {
 	fmt.Fprintf(os.Stderr, "fairbench: "+format+"\n", a...)
-}
-
-// cgroupsLeft runs the equivalent of `find /sys/fs/cgroup -maxdepth 3
-// -iname '*scoped*'`: mine are those named after this benchmark, others
-// belong to someone else.
-func cgroupsLeft() (mine, others []string) {
-	base := "/sys/fs/cgroup"
-	_ = filepath.WalkDir(base, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || !d.IsDir() {
-			return nil
-		}
-		rel, _ := filepath.Rel(base, p)
-		depth := 0
-		if rel != "." {
-			depth = strings.Count(rel, "/") + 1
-		}
-		name := strings.ToLower(d.Name())
-		if depth > 0 && strings.Contains(name, "scoped") {
-			if strings.Contains(name, cgroupMark) {
-				mine = append(mine, p)
-			} else {
-				others = append(others, p)
-			}
-		}
-		if depth >= 3 {
-			return fs.SkipDir
-		}
-		return nil
-	})
-	return mine, others
-}
-
-// repoRoot is the directory holding the module's go.mod, found from the
-// working directory upwards.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && strings.Contains(string(b), "module github.com/scoped-io/scoped\n") {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("run from inside the scoped repository (no go.mod of github.com/scoped-io/scoped above the working directory)")
-		}
-		dir = parent
-	}
-}
-
-// checkTraversable fails unless dir and its parents let others through.
-func checkTraversable(dir string) error {
-	for d := dir; ; d = filepath.Dir(d) {
-		fi, err := os.Stat(d)
-		if err != nil {
-			return err
-		}
-		if fi.Mode().Perm()&0o001 == 0 {
-			return fmt.Errorf("%s (mode %o) is not traversable by others, which sandboxes need; set TMPDIR to a directory that is", d, fi.Mode().Perm())
-		}
-		if d == filepath.Dir(d) {
-			return nil
-		}
-	}
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -82,7 +81,7 @@ func newBench(ctx context.Context, o options) (_ *bench, retErr error) {
 		b.payload[i] = 'a' + byte(i%26)
 	}
 	var err error
-	if b.root, err = repoRoot(); err != nil {
+	if b.root, err = benchmd.RepoRoot(); err != nil {
 		return nil, err
 	}
 	if b.work, err = os.MkdirTemp("", "scoped-bench-invoke-"); err != nil {
@@ -93,7 +92,7 @@ func newBench(ctx context.Context, o options) (_ *bench, retErr error) {
 	if err := os.Chmod(b.work, 0o711); err != nil {
 		return nil, err
 	}
-	if err := checkTraversable(filepath.Dir(b.work)); err != nil {
+	if err := benchmd.CheckTraversable(filepath.Dir(b.work)); err != nil {
 		return nil, err
 	}
 	if err := b.build(); err != nil {
@@ -161,7 +160,7 @@ func (b *bench) stopDaemon() error {
 		errs = append(errs, b.keepLog(b.d.LogPath))
 	}
 	b.d = nil
-	mine, _ := cgroupsLeft()
+	mine, _ := benchmd.CgroupsLeft(cgroupMark)
 	var left []string
 	for _, p := range mine {
 		if filepath.Base(p) == filepath.Base(daemonCgroupRoot) {
@@ -218,7 +217,7 @@ func (b *bench) close() error {
 		errs = append(errs, os.RemoveAll(b.work))
 		b.work = ""
 	}
-	left, others := cgroupsLeft()
+	left, others := benchmd.CgroupsLeft(cgroupMark)
 	if len(left) > 0 {
 		errs = append(errs, fmt.Errorf("cgroups left behind: %s", strings.Join(left, " ")))
 	}
@@ -247,56 +246,6 @@ func (b *bench) checkDirectGone() error {
 func isWorker(pid int) bool {
 	comm, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
 	return err == nil && strings.TrimSpace(string(comm)) == extName && processExists(pid)
-}
-
-// cgroupsLeft runs the equivalent of `find /sys/fs/cgroup -maxdepth 3
-// -iname '*scoped*'`: mine are those named after this benchmark, others
-// belong to someone else (a daemon or a test running on the host).
-func cgroupsLeft() (mine, others []string) {
-	base := "/sys/fs/cgroup"
-	_ = filepath.WalkDir(base, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || !d.IsDir() {
-			return nil
-		}
-		rel, _ := filepath.Rel(base, p)
-		depth := 0
-		if rel != "." {
-			depth = strings.Count(rel, "/") + 1
-		}
-		name := strings.ToLower(d.Name())
-		if depth > 0 && strings.Contains(name, "scoped") {
-			if strings.Contains(name, cgroupMark) {
-				mine = append(mine, p)
-			} else {
-				others = append(others, p)
-			}
-		}
-		if depth >= 3 {
-			return fs.SkipDir
-		}
-		return nil
-	})
-	return mine, others
-}
-
-// repoRoot is the directory holding the module's go.mod, found from the
-// working directory upwards.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && strings.Contains(string(b), "module github.com/scoped-io/scoped\n") {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("run from inside the scoped repository (no go.mod of github.com/scoped-io/scoped above the working directory)")
-		}
-		dir = parent
-	}
 }
 
 func (b *bench) goBuild(out, pkg string, cgo bool, tags ...string) error {
@@ -371,22 +320,6 @@ func (b *bench) build() error {
 	}
 	logf("built the daemon, scoped-exec and the %s bundle in %s", extName, time.Since(t0).Round(time.Millisecond))
 	return nil
-}
-
-// checkTraversable fails unless dir and its parents let others through.
-func checkTraversable(dir string) error {
-	for d := dir; ; d = filepath.Dir(d) {
-		fi, err := os.Stat(d)
-		if err != nil {
-			return err
-		}
-		if fi.Mode().Perm()&0o001 == 0 {
-			return fmt.Errorf("%s (mode %o) is not traversable by others, which sandboxes need; set TMPDIR to a directory that is", d, fi.Mode().Perm())
-		}
-		if d == filepath.Dir(d) {
-			return nil
-		}
-	}
 }
 
 // daemonSettings is the daemon's configuration file, without the paths.

@@ -200,7 +200,7 @@ func newBench(o options) (_ *bench, retErr error) {
 	if err := os.Chmod(b.work, 0o711); err != nil {
 		return nil, err
 	}
-	if err := checkTraversable(filepath.Dir(b.work)); err != nil {
+	if err := benchmd.CheckTraversable(filepath.Dir(b.work)); err != nil {
 		return nil, err
 	}
 	b.state = filepath.Join(b.work, "sandboxes")
@@ -295,22 +295,6 @@ func (b *bench) runcDelete(id string) error {
 		return fmt.Errorf("runc delete -f %s: %w: %s", id, err, strings.TrimSpace(string(out)))
 	}
 	return nil
-}
-
-// checkTraversable fails unless dir and its parents let others through.
-func checkTraversable(dir string) error {
-	for d := dir; ; d = filepath.Dir(d) {
-		fi, err := os.Stat(d)
-		if err != nil {
-			return err
-		}
-		if fi.Mode().Perm()&0o001 == 0 {
-			return fmt.Errorf("%s (mode %o) is not traversable by others, which sandboxes need; set TMPDIR to a directory that is", d, fi.Mode().Perm())
-		}
-		if d == filepath.Dir(d) {
-			return nil
-		}
-	}
 }
 
 func readHostLayout() (hostLayout, error) {
