@@ -55,7 +55,7 @@ test-v2: deps
 	@CGO_ENABLED=1 $(GO) build $(GOFLAGS_BUILD) -o $(VM_E2E)/scoped ./cmd/scoped
 	@CGO_ENABLED=0 $(GO) build -o $(VM_E2E)/scoped-exec ./cmd/scoped-exec
 	@CGO_ENABLED=0 $(GO) build -o $(VM_E2E)/scopectl ./cmd/scopectl
-	@for ex in examples/whoami examples/spin e2e/testdata/misbehave; do \
+	@for ex in examples/whoami examples/spin e2e/testdata/misbehave e2e/testdata/netprobe; do \
 		n=$$(basename $$ex); mkdir -p $(VM_E2E)/bundles/$$n && cp $$ex/manifest.toml $(VM_E2E)/bundles/$$n/ && \
 		CGO_ENABLED=0 $(GO) build -o $(VM_E2E)/bundles/$$n/$$n ./$$ex || exit 1; \
 	done

@@ -24,6 +24,7 @@ var bins struct {
 	dir                            string
 	scoped, scopectl, exec         string
 	whoami, spin, shout, misbehave string // bundle directories
+	netprobe                       string
 	err, scopectlErr               error
 }
 
@@ -73,8 +74,9 @@ func build(dir string) error {
 		bins.whoami = filepath.Join(pre, "bundles", "whoami")
 		bins.spin = filepath.Join(pre, "bundles", "spin")
 		bins.misbehave = filepath.Join(pre, "bundles", "misbehave")
+		bins.netprobe = filepath.Join(pre, "bundles", "netprobe")
 		bins.shout, _ = filepath.Abs("../examples/shout")
-		for _, p := range []string{bins.scoped, bins.exec, bins.scopectl, bins.whoami, bins.spin, bins.misbehave} {
+		for _, p := range []string{bins.scoped, bins.exec, bins.scopectl, bins.whoami, bins.spin, bins.misbehave, bins.netprobe} {
 			if _, err := os.Stat(p); err != nil {
 				return fmt.Errorf("SCOPED_E2E_BIN: %w", err)
 			}
@@ -100,6 +102,7 @@ func build(dir string) error {
 		{&bins.whoami, "whoami", "./examples/whoami", "whoami"},
 		{&bins.spin, "spin", "./examples/spin", "spin"},
 		{&bins.misbehave, "misbehave", "./e2e/testdata/misbehave", "misbehave"},
+		{&bins.netprobe, "netprobe", "./e2e/testdata/netprobe", "netprobe"},
 	} {
 		*ex.dst = filepath.Join(dir, "bundles", ex.name)
 		if err := os.MkdirAll(*ex.dst, 0o755); err != nil {
@@ -143,6 +146,7 @@ type daemon struct {
 	exited   chan struct{}
 	stopOnce sync.Once
 	killed   bool // by kill9, and not started since
+	netns    string
 }
 
 // options change the daemon's configuration.
@@ -155,6 +159,7 @@ type options struct {
 	poolExtra string // TOML lines for [pool]
 	metrics   string // [metrics] listen; default "off"
 	env       []string
+	netns     string // run the daemon in this network namespace (a path)
 }
 
 func requireBins(t *testing.T) {
@@ -227,6 +232,7 @@ level = "debug"
 	}
 	testutil.CheckLeaks(t, d.root)
 	d.env = o.env
+	d.netns = o.netns
 	d.start()
 	t.Cleanup(func() {
 		if d.killed {
@@ -248,6 +254,10 @@ func (d *daemon) start() {
 	d.stopOnce = sync.Once{}
 	d.killed = false
 	d.cmd = exec.Command(bins.scoped, "--config", d.config, "--grace", "5s")
+	if d.netns != "" {
+		// nsenter execs scoped in the namespace: same pid, signals reach it.
+		d.cmd = exec.Command("nsenter", "--net="+d.netns, "--", bins.scoped, "--config", d.config, "--grace", "5s")
+	}
 	d.cmd.Env = append(os.Environ(), d.env...)
 	d.cmd.Stdout = d.logs
 	d.cmd.Stderr = d.logs

@@ -159,7 +159,14 @@ func containerConfig(cfg *Config, rootfs string) (*configs.Config, error) {
 		devRules = append(devRules, &d.Rule)
 	}
 	ids := []configs.IDMap{{ContainerID: 0, HostID: int64(cfg.IDs.Base), Size: int64(cfg.IDs.Size)}}
+	// Its own namespace gets loopback from libcontainer; a joined one was
+	// set up by the host (lo up, a veth) and is not the sandbox's to change.
+	var networks []*configs.Network
+	if cfg.NetNS == "" {
+		networks = []*configs.Network{{Type: "loopback", Address: "127.0.0.1/0", Gateway: "localhost"}}
+	}
 	return &configs.Config{
+		Networks:        networks,
 		Rootfs:          rootfs,
 		Readonlyfs:      true,
 		NoNewKeyring:    true,
@@ -169,7 +176,7 @@ func containerConfig(cfg *Config, rootfs string) (*configs.Config, error) {
 		NoNewPrivileges: true,
 		Namespaces: configs.Namespaces{
 			{Type: configs.NEWNS}, {Type: configs.NEWUTS}, {Type: configs.NEWIPC},
-			{Type: configs.NEWPID}, {Type: configs.NEWUSER}, {Type: configs.NEWNET},
+			{Type: configs.NEWPID}, {Type: configs.NEWUSER}, {Type: configs.NEWNET, Path: cfg.NetNS},
 			{Type: configs.NEWCGROUP},
 		},
 		UIDMappings: ids,
@@ -186,7 +193,6 @@ func containerConfig(cfg *Config, rootfs string) (*configs.Config, error) {
 			"/proc/interrupts", "/proc/sys/kernel/random/boot_id",
 		},
 		ReadonlyPaths: []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"},
-		Networks:      []*configs.Network{{Type: "loopback", Address: "127.0.0.1/0", Gateway: "localhost"}},
 		Rlimits: []configs.Rlimit{
 			{Type: unix.RLIMIT_NOFILE, Hard: cfg.NoFile, Soft: cfg.NoFile},
 			{Type: unix.RLIMIT_CORE, Hard: 0, Soft: 0},

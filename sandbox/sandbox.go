@@ -76,6 +76,10 @@ type Config struct {
 	Bundle string
 	// Binds are extra mounts (a go-plugin socket directory, say).
 	Binds []Bind
+	// NetNS is the path of a network namespace to join (made and
+	// configured by the host: the sandbox has no CAP_NET_ADMIN over it);
+	// empty: a new namespace with loopback only.
+	NetNS string
 	// TmpSize caps /tmp in bytes (DefaultTmpSize if zero).
 	TmpSize int64
 	// NoFile is RLIMIT_NOFILE (DefaultNoFile if zero).

@@ -270,7 +270,7 @@ func toStatus(err error) error {
 	case errors.Is(err, ErrOutOfMemory), errors.Is(err, ErrBusy), errors.Is(err, ErrCPUTime),
 		errors.Is(err, ErrRateLimited), errors.Is(err, ErrConcurrency), errors.Is(err, ErrQuota):
 		code = codes.ResourceExhausted
-	case errors.Is(err, ErrSuspended):
+	case errors.Is(err, ErrSuspended), errors.Is(err, ErrNetworkDenied):
 		code = codes.FailedPrecondition
 	case errors.Is(err, ErrWorker), errors.Is(err, ErrStopping):
 		code = codes.Unavailable
@@ -484,13 +484,14 @@ func tierPB(t Tier) *scopedv1.Tier {
 		ScopePidsMax: t.ScopePidsMax, MaxConcurrent: int32(t.MaxConcurrent), Rate: t.Rate, Burst: int32(t.Burst),
 		Timeout: durationpb.New(t.Timeout.Duration), CpuTime: durationpb.New(t.CPUTime.Duration),
 		MaxWorkers: int32(t.MaxWorkers), Suspended: t.Suspended,
+		Network: t.Network, EgressAllow: t.EgressAllow, EgressRate: t.EgressRate, IngressRate: t.IngressRate,
 	}
 }
 
 func (a *API) tenantPB(ti TenantInfo) *scopedv1.Tenant {
 	out := &scopedv1.Tenant{
 		Tenant: ti.Tenant, Tier: ti.Tier, Assigned: ti.Assigned, Scopes: int32(ti.Scopes), InFlight: int32(ti.InFlight),
-		Settings: tierPB(a.s.conf().Tiers[ti.Tier]),
+		Settings: tierPB(a.s.conf().Tiers[ti.Tier]), EgressAllow: ti.EgressAllow,
 	}
 	if !ti.Updated.IsZero() {
 		out.Updated = timestamppb.New(ti.Updated)
@@ -505,7 +506,12 @@ func (a *API) SetTenant(ctx context.Context, req *scopedv1.SetTenantRequest) (*s
 	if c := callerOf(ctx); !c.admin {
 		return nil, fmt.Errorf("%w: %s may not assign tiers (only root and clients with admin = true)", ErrPermission, c.name)
 	}
-	ti, err := a.s.SetTenantTier(req.GetTenant(), req.GetTier())
+	var allow *[]string
+	if req.GetSetEgressAllow() {
+		list := req.GetEgressAllow()
+		allow = &list
+	}
+	ti, err := a.s.SetTenantTier(req.GetTenant(), req.GetTier(), allow)
 	if err != nil {
 		return nil, err
 	}

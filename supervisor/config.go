@@ -46,6 +46,7 @@ type Config struct {
 	Accounting AccountingConfig `toml:"accounting"`
 	Control    ControlConfig    `toml:"control"`
 	Metering   MeteringConfig   `toml:"metering"`
+	Network    NetworkConfig    `toml:"network"`
 	Log        LogConfig        `toml:"log"`
 }
 
@@ -243,6 +244,9 @@ func (c *Config) Validate() error {
 		return bad("accounting.mode must be auto, ebpf or cgroupfs")
 	}
 	if err := c.Metering.validate(); err != nil {
+		return bad("%v", err)
+	}
+	if err := c.Network.validate(); err != nil {
 		return bad("%v", err)
 	}
 	if err := c.Control.controlConfig().Validate(); err != nil {

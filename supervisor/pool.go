@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/scoped-io/scoped/cgroups"
+	"github.com/scoped-io/scoped/netns"
 	"github.com/scoped-io/scoped/plugins"
 	workerv1 "github.com/scoped-io/scoped/proto/worker/v1"
 	"github.com/scoped-io/scoped/sandbox"
@@ -46,6 +47,9 @@ type scope struct {
 	invocations atomic.Int64
 	active      atomic.Int64 // invocations in flight
 	cgid        uint64       // unified cgroup id, the accounting key (0: not accounted)
+
+	netMu sync.Mutex
+	net   *netns.Net // the scope's egress network, made by its first egress worker
 }
 
 // versionKey names one stored bundle: the environment, because a scope may
@@ -125,6 +129,11 @@ func (s *Supervisor) startWorker(ctx context.Context, sc *scope, ext ExtensionIn
 		Bundle:   ext.Dir,
 		TmpSize:  s.conf().Scope.TmpSize,
 	}
+	netPath, err := s.workerNetwork(sc, ext)
+	if err != nil {
+		return nil, err
+	}
+	cfg.NetNS = netPath
 	switch ext.Runtime {
 	case RuntimeGo:
 		cfg.Binary = filepath.Join(ext.Dir, filepath.FromSlash(ext.Entrypoint))

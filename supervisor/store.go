@@ -35,6 +35,9 @@ type Manifest struct {
 	Runtime     string `toml:"runtime"`
 	Entrypoint  string `toml:"entrypoint"`
 	Description string `toml:"description"`
+	// Network is what the extension needs: "none" (loopback only),
+	// "egress" (its tier must allow it) or empty (what its tier gives).
+	Network string `toml:"network"`
 }
 
 // BundleFile is one file of an uploaded bundle.
@@ -53,6 +56,7 @@ type ExtensionInfo struct {
 	Digest      string    `json:"digest"`
 	Runtime     string    `json:"runtime"`
 	Entrypoint  string    `json:"entrypoint"`
+	Network     string    `json:"network,omitempty"`
 	Size        int64     `json:"size"`
 	Created     time.Time `json:"created"`
 	// Dir is the bundle's directory on the host (not stored).
@@ -218,6 +222,9 @@ func ParseManifest(b []byte) (Manifest, error) {
 	if err := checkBundlePath(m.Entrypoint); err != nil {
 		return m, fmt.Errorf("%s: entrypoint: %w", ManifestFile, err)
 	}
+	if m.Network != "" && m.Network != NetworkNone && m.Network != NetworkEgress {
+		return m, fmt.Errorf("%w: %s: network %q is not %q or %q", ErrInvalid, ManifestFile, m.Network, NetworkNone, NetworkEgress)
+	}
 	return m, nil
 }
 
@@ -275,7 +282,7 @@ func (s *Store) Deploy(tenant, env, name string, files []BundleFile) (info Exten
 	})
 	info = ExtensionInfo{
 		Tenant: tenant, Environment: env, Name: name, Version: version,
-		Digest: digest, Runtime: m.Runtime, Entrypoint: m.Entrypoint, Size: size,
+		Digest: digest, Runtime: m.Runtime, Entrypoint: m.Entrypoint, Network: m.Network, Size: size,
 		Created: time.Now().UTC().Truncate(time.Second),
 	}
 	meta, _ := json.MarshalIndent(info, "", "  ")

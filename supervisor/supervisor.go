@@ -24,6 +24,7 @@ import (
 	"github.com/scoped-io/scoped/control"
 	"github.com/scoped-io/scoped/internal/ident"
 	"github.com/scoped-io/scoped/metrics"
+	"github.com/scoped-io/scoped/netns"
 	workerv1 "github.com/scoped-io/scoped/proto/worker/v1"
 	"github.com/scoped-io/scoped/sandbox"
 )
@@ -65,6 +66,8 @@ type Supervisor struct {
 	acct          accounting.Source
 	samplerCancel context.CancelFunc
 	samplerDone   chan struct{}
+	netMu         sync.Mutex
+	net           *netns.Manager // nil: no tier has egress (yet)
 }
 
 // New prepares a supervisor: it checks the configuration, opens the
@@ -230,6 +233,7 @@ func (s *Supervisor) applyTiers() error {
 	s.mu.Lock()
 	errs = append(errs, s.setTierWeightsLocked())
 	s.mu.Unlock()
+	errs = append(errs, s.updateNetworks())
 	return errors.Join(errs...)
 }
 
@@ -289,7 +293,7 @@ func (s *Supervisor) detachScope(sc *scope, kill bool) {
 // SetTenantTier assigns tenant to tier, persists it, and moves the
 // tenant's live scopes: they finish what they run and their successors
 // start in the new tier (a suspended tier stops them at once).
-func (s *Supervisor) SetTenantTier(tenant, tier string) (TenantInfo, error) {
+func (s *Supervisor) SetTenantTier(tenant, tier string, allow *[]string) (TenantInfo, error) {
 	if err := ident.Check("tenant", tenant); err != nil {
 		return TenantInfo{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
@@ -300,11 +304,19 @@ func (s *Supervisor) SetTenantTier(tenant, tier string) (TenantInfo, error) {
 		return TenantInfo{}, fmt.Errorf("%w: tier %q is not configured (tiers: %s)", ErrNotFound, tier,
 			strings.Join(slices.Sorted(maps.Keys(s.conf().Tiers)), ", "))
 	}
+	if allow != nil {
+		if _, err := parseAllow(*allow); err != nil {
+			return TenantInfo{}, fmt.Errorf("%w: egress allow-list: %w", ErrInvalid, err)
+		}
+	}
 	old, _ := s.tierOf(tenant)
-	if err := s.tenants.assign(tenant, tier, time.Now()); err != nil {
+	if err := s.tenants.assign(tenant, tier, allow, time.Now()); err != nil {
 		return TenantInfo{}, err
 	}
 	s.log.Info("tenant tier set", "tenant", tenant, "tier", tier, "was", old)
+	if allow != nil {
+		s.log.Info("tenant egress allow-list set", "tenant", tenant, "allow", strings.Join(*allow, " "))
+	}
 	if err := s.applyTiers(); err != nil {
 		s.log.Error("apply tiers", "tenant", tenant, "err", err)
 	}
@@ -340,7 +352,7 @@ func (s *Supervisor) Tenants(allow func(string) bool) []TenantInfo {
 		name, _ := s.tierOf(t)
 		rec, ok := assigned[t]
 		out = append(out, TenantInfo{Tenant: t, Tier: name, Assigned: ok, Updated: rec.Updated, Scopes: live[t],
-			InFlight: s.tenants.inFlight(t)})
+			InFlight: s.tenants.inFlight(t), EgressAllow: rec.EgressAllow})
 	}
 	return out
 }
@@ -362,6 +374,9 @@ func (s *Supervisor) Recover() error {
 		return fmt.Errorf("remove cgroups left by a previous run: %w", err)
 	} else if n > 0 {
 		s.log.Warn("removed cgroups left by a previous run", "count", n)
+	}
+	if err := s.openNetwork(); err != nil {
+		return err
 	}
 	if err := os.RemoveAll(s.socketDir); err != nil {
 		return err
@@ -440,6 +455,7 @@ func (s *Supervisor) Stop(grace time.Duration) error {
 	if _, err := s.tree.Cleanup(); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, s.closeNetwork())
 	if s.acct != nil {
 		errs = append(errs, s.acct.Close())
 	}
@@ -469,6 +485,9 @@ func (s *Supervisor) removeScope(sc *scope) error {
 		s.log.Error("metering: final flush of a scope", "scope", sc.id.Key(), "err", err)
 	}
 	s.untrack(sc)
+	if err := s.closeScopeNetwork(sc); err != nil {
+		s.log.Error("network of a scope", "scope", sc.id.Key(), "err", err)
+	}
 	s.mu.Lock()
 	if s.scopes[sc.id.Key()] == nil {
 		delete(s.throttled, sc.id.Key())

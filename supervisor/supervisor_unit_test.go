@@ -100,10 +100,10 @@ func TestUnitInvokeAdmission(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := s.tenants.assign("acme", "suspended", time.Now()); err != nil {
+	if err := s.tenants.assign("acme", "suspended", nil, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.tenants.assign("globex", "limited", time.Now()); err != nil {
+	if err := s.tenants.assign("globex", "limited", nil, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	req := func(tenant string) InvokeRequest {

@@ -37,6 +37,8 @@ type tenantRegistry struct {
 type tenantRecord struct {
 	Tier    string    `json:"tier"`
 	Updated time.Time `json:"updated"`
+	// EgressAllow is the tenant's own egress allow-list (checked rules).
+	EgressAllow []string `json:"egress_allow,omitempty"`
 }
 
 type tenantsDoc struct {
@@ -93,13 +95,24 @@ func (r *tenantRegistry) assignments() map[string]tenantRecord {
 	return maps.Clone(r.assigned)
 }
 
+// egressAllow is the tenant's own egress allow-list.
+func (r *tenantRegistry) egressAllow(tenant string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.assigned[tenant].EgressAllow
+}
+
 // assign records tenant's tier and writes the file; the file and the
 // registry change together or not at all.
-func (r *tenantRegistry) assign(tenant, tier string, now time.Time) error {
+func (r *tenantRegistry) assign(tenant, tier string, allow *[]string, now time.Time) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	next := maps.Clone(r.assigned)
-	next[tenant] = tenantRecord{Tier: tier, Updated: now.UTC()}
+	rec := tenantRecord{Tier: tier, Updated: now.UTC(), EgressAllow: next[tenant].EgressAllow}
+	if allow != nil {
+		rec.EgressAllow = slices.Clone(*allow)
+	}
+	next[tenant] = rec
 	if err := writeJSONAtomic(r.path, tenantsDoc{Version: 1, Tenants: next}); err != nil {
 		return fmt.Errorf("save tier assignments: %w", err)
 	}
@@ -269,6 +282,8 @@ type TenantInfo struct {
 	Updated  time.Time
 	Scopes   int // live scopes
 	InFlight int // invocations in flight (counted where the tier limits them)
+	// EgressAllow is the tenant's own egress allow-list.
+	EgressAllow []string
 }
 
 // tenantNames is the sorted union of assigned tenants and those in live.

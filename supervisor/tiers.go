@@ -16,6 +16,7 @@ import (
 	"github.com/scoped-io/scoped/cgroups"
 	"github.com/scoped-io/scoped/internal/ident"
 	"github.com/scoped-io/scoped/metering"
+	"github.com/scoped-io/scoped/netns"
 )
 
 // Tier is an operator-defined plan: what each tenant placed in it may use.
@@ -58,6 +59,18 @@ type Tier struct {
 	// rolls over.
 	DailyCaps   map[string]float64 `toml:"daily_caps"`
 	MonthlyCaps map[string]float64 `toml:"monthly_caps"`
+	// Network is what a scope of the tier gets: "none" (loopback only) or
+	// "egress" (a veth into scoped's bridge, NAT to the uplink, and only
+	// the destinations of the allow-list).
+	Network string `toml:"network"`
+	// EgressAllow are destinations every tenant of the tier may reach
+	// ("CIDR[:ports]", e.g. "203.0.113.0/24:443"); a tenant's own list
+	// (scopectl tenant set --allow) adds to it.
+	EgressAllow []string `toml:"egress_allow"`
+	// EgressRate and IngressRate cap each egress scope's bandwidth, in
+	// bytes per second (0: no cap).
+	EgressRate  int64 `toml:"egress_rate"`
+	IngressRate int64 `toml:"ingress_rate"`
 }
 
 // Tiers are the configured tiers by name. In a configuration file a
@@ -67,7 +80,7 @@ type Tiers map[string]Tier
 
 // BaseTier is where a tier that the defaults do not define starts.
 func BaseTier() Tier {
-	return Tier{CPUWeight: 100, ScopeMemoryMax: 256 << 20, ScopePidsMax: 256}
+	return Tier{CPUWeight: 100, ScopeMemoryMax: 256 << 20, ScopePidsMax: 256, Network: NetworkNone, EgressAllow: []string{}}
 }
 
 // UnmarshalTOML merges the tables of a configuration file into t.
@@ -148,6 +161,15 @@ func (t Tier) validate(name string, pool PoolConfig, lim APILimits) error {
 		return bad("max_workers must not be negative (0: [pool] max_workers)")
 	case t.MaxWorkers > 0 && t.MaxWorkers < pool.WarmMin:
 		return bad("max_workers %d is below [pool] warm_min %d", t.MaxWorkers, pool.WarmMin)
+	case t.Network != "" && t.Network != NetworkNone && t.Network != NetworkEgress:
+		return bad("network must be %q or %q", NetworkNone, NetworkEgress)
+	case t.EgressRate < 0 || t.IngressRate < 0:
+		return bad("egress_rate and ingress_rate must not be negative (0: no cap)")
+	case t.EgressRate > 0 && t.EgressRate < 1000 || t.IngressRate > 0 && t.IngressRate < 1000:
+		return bad("egress_rate and ingress_rate must be 0 (no cap) or at least 1000 bytes per second")
+	}
+	if _, err := parseAllow(t.EgressAllow); err != nil {
+		return bad("egress_allow: %v", err)
 	}
 	for period, caps := range map[string]map[string]float64{"daily_caps": t.DailyCaps, "monthly_caps": t.MonthlyCaps} {
 		for meter, v := range caps {
@@ -284,4 +306,46 @@ func refusalOf(err error) string {
 		return "quota"
 	}
 	return "other"
+}
+
+// Network modes of a tier and a manifest.
+const (
+	NetworkNone   = "none"
+	NetworkEgress = "egress"
+)
+
+// maxAllowRules bounds a tier's or a tenant's allow-list.
+const maxAllowRules = 256
+
+// parseAllow parses an allow-list.
+func parseAllow(list []string) ([]netns.Rule, error) {
+	if len(list) > maxAllowRules {
+		return nil, fmt.Errorf("%d rules, at most %d", len(list), maxAllowRules)
+	}
+	rules := make([]netns.Rule, 0, len(list))
+	for _, s := range list {
+		r, err := netns.ParseRule(s)
+		if err != nil {
+			return nil, err
+		}
+		rules = append(rules, r)
+	}
+	return rules, nil
+}
+
+// networkOf is the network a worker of ext gets in a scope of tier.
+func networkOf(tier Tier, ext ExtensionInfo) (string, error) {
+	tn := tier.Network
+	if tn == "" {
+		tn = NetworkNone
+	}
+	switch ext.Network {
+	case NetworkNone:
+		return NetworkNone, nil
+	case NetworkEgress:
+		if tn != NetworkEgress {
+			return "", fmt.Errorf("%w: extension %s needs network egress; its tenant's tier allows none", ErrNetworkDenied, ext.Name)
+		}
+	}
+	return tn, nil
 }

@@ -214,10 +214,10 @@ func TestUnitTenantsPersist(t *testing.T) {
 	if r.tierOf("acme", "standard") != "standard" {
 		t.Error("unassigned tenant not in the default tier")
 	}
-	if err := r.assign("acme", "pro", time.Now()); err != nil {
+	if err := r.assign("acme", "pro", nil, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.assign("globex", "free", time.Now()); err != nil {
+	if err := r.assign("globex", "free", nil, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	r2, err := openTenants(dir)
@@ -236,7 +236,7 @@ func TestUnitTenantsPersist(t *testing.T) {
 	}
 	// A failed write changes nothing.
 	r3 := &tenantRegistry{path: filepath.Join(dir, "missing", tenantsFile), assigned: map[string]tenantRecord{}}
-	if err := r3.assign("acme", "pro", time.Now()); err == nil || len(r3.assigned) != 0 {
+	if err := r3.assign("acme", "pro", nil, time.Now()); err == nil || len(r3.assigned) != 0 {
 		t.Errorf("assign into a missing dir = %v, assigned %v", err, r3.assigned)
 	}
 	for name, body := range map[string]string{

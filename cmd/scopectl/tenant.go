@@ -12,8 +12,8 @@ import (
 	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
 )
 
-// runTenant is `tenant set TENANT --tier TIER`, `tenant ls` and
-// `tenant get TENANT`.
+// runTenant is `tenant set TENANT [--tier TIER] [--allow RULE]...
+// [--allow-none]`, `tenant ls` and `tenant get TENANT`.
 func runTenant(ctx context.Context, g *globals, args []string) error {
 	if len(args) == 0 {
 		return usagef("tenant: want a subcommand: set, get or ls")
@@ -21,16 +21,23 @@ func runTenant(ctx context.Context, g *globals, args []string) error {
 	sub, args := args[0], args[1:]
 	f := newFlags(g, "tenant")
 	var tier *string
+	var allow allowList
+	var allowNone *bool
 	var pos []string
 	var err error
 	switch sub {
 	case "set":
-		tier = f.String("tier", "", "the tier to place the tenant in (required)")
+		tier = f.String("tier", "", "the tier to place the tenant in (default: its tier now)")
+		f.Var(&allow, "allow", "an egress destination, CIDR[:ports] (repeat; replaces the tenant's list)")
+		allowNone = f.Bool("allow-none", false, "clear the tenant's own egress allow-list")
 		if pos, err = g.parse(f, args, 1, 1); err != nil {
 			return err
 		}
-		if err := required("--tier", *tier); err != nil {
-			return err
+		if *tier == "" && len(allow) == 0 && !*allowNone {
+			return usagef("tenant set: want --tier, --allow or --allow-none")
+		}
+		if len(allow) > 0 && *allowNone {
+			return usagef("tenant set: --allow and --allow-none exclude each other")
 		}
 	case "get":
 		if pos, err = g.parse(f, args, 1, 1); err != nil {
@@ -53,7 +60,21 @@ func runTenant(ctx context.Context, g *globals, args []string) error {
 	var tenants []*scopedv1.Tenant
 	switch sub {
 	case "set":
-		t, err := c.SetTenant(cctx, &scopedv1.SetTenantRequest{Tenant: pos[0], Tier: *tier})
+		req := &scopedv1.SetTenantRequest{Tenant: pos[0], Tier: *tier}
+		if len(allow) > 0 || *allowNone {
+			req.SetEgressAllow, req.EgressAllow = true, allow
+		}
+		if req.Tier == "" {
+			cur, err := c.ListTenants(cctx, &scopedv1.ListTenantsRequest{Tenant: pos[0]})
+			if err != nil {
+				return err
+			}
+			if len(cur.GetTenants()) != 1 {
+				return fmt.Errorf("tenant %s: not found", pos[0])
+			}
+			req.Tier = cur.GetTenants()[0].GetTier()
+		}
+		t, err := c.SetTenant(cctx, req)
 		if err != nil {
 			return err
 		}
@@ -75,7 +96,7 @@ func runTenant(ctx context.Context, g *globals, args []string) error {
 		}
 		tenants = resp.GetTenants()
 	}
-	t := newTable(g.stdout, "TENANT", "TIER", "ASSIGNED", "SCOPES", "IN-FLIGHT", "CPU WEIGHT", "CPU MAX", "MEMORY", "RATE", "CONCURRENT", "TIMEOUT", "CPU TIME")
+	t := newTable(g.stdout, "TENANT", "TIER", "ASSIGNED", "SCOPES", "IN-FLIGHT", "CPU WEIGHT", "CPU MAX", "MEMORY", "RATE", "CONCURRENT", "TIMEOUT", "CPU TIME", "NETWORK")
 	for _, tn := range tenants {
 		s := tn.GetSettings()
 		assigned := "default"
@@ -89,9 +110,32 @@ func runTenant(ctx context.Context, g *globals, args []string) error {
 		t.row(tn.GetTenant(), tierName, assigned, strconv.Itoa(int(tn.GetScopes())), strconv.Itoa(int(tn.GetInFlight())),
 			strconv.FormatUint(s.GetCpuWeight(), 10), cpuMax(s.GetCpuMax()), limit(s.GetMemoryMax(), true),
 			rate(s.GetRate(), s.GetBurst()), unlimited(int64(s.GetMaxConcurrent())), durOrNone(s.GetTimeout().AsDuration()),
-			durOrNone(s.GetCpuTime().AsDuration()))
+			durOrNone(s.GetCpuTime().AsDuration()), network(s, tn.GetEgressAllow()))
 	}
 	return t.flush()
+}
+
+// network sums up a tenant's network: the mode, and for egress the
+// allow-list (the tier's, then the tenant's own).
+func network(s *scopedv1.Tier, own []string) string {
+	if s.GetNetwork() != "egress" {
+		return "none"
+	}
+	all := append(append([]string(nil), s.GetEgressAllow()...), own...)
+	if len(all) == 0 {
+		return "egress (nothing allowed)"
+	}
+	return "egress to " + strings.Join(all, " ")
+}
+
+// allowList is a repeatable --allow flag.
+type allowList []string
+
+func (a *allowList) String() string { return strings.Join(*a, ",") }
+
+func (a *allowList) Set(v string) error {
+	*a = append(*a, v)
+	return nil
 }
 
 func rate(r float64, burst int32) string {

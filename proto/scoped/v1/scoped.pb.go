@@ -1625,11 +1625,16 @@ func (x *LogEntry) GetLine() string {
 }
 
 type SetTenantRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	Tier          string                 `protobuf:"bytes,2,opt,name=tier,proto3" json:"tier,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Tier   string                 `protobuf:"bytes,2,opt,name=tier,proto3" json:"tier,omitempty"`
+	// With set_egress_allow: the destinations the tenant's egress scopes may
+	// reach ("CIDR[:ports]"), replacing its list (empty: none beyond its
+	// tier's). Without it the tenant's list stays as it is.
+	EgressAllow    []string `protobuf:"bytes,3,rep,name=egress_allow,json=egressAllow,proto3" json:"egress_allow,omitempty"`
+	SetEgressAllow bool     `protobuf:"varint,4,opt,name=set_egress_allow,json=setEgressAllow,proto3" json:"set_egress_allow,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *SetTenantRequest) Reset() {
@@ -1674,6 +1679,20 @@ func (x *SetTenantRequest) GetTier() string {
 		return x.Tier
 	}
 	return ""
+}
+
+func (x *SetTenantRequest) GetEgressAllow() []string {
+	if x != nil {
+		return x.EgressAllow
+	}
+	return nil
+}
+
+func (x *SetTenantRequest) GetSetEgressAllow() bool {
+	if x != nil {
+		return x.SetEgressAllow
+	}
+	return false
 }
 
 type ListTenantsRequest struct {
@@ -1774,8 +1793,10 @@ type Tenant struct {
 	Updated  *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=updated,proto3" json:"updated,omitempty"`
 	Scopes   int32                  `protobuf:"varint,5,opt,name=scopes,proto3" json:"scopes,omitempty"`
 	// Invocations in flight (counted where the tier limits them).
-	InFlight      int32 `protobuf:"varint,6,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
-	Settings      *Tier `protobuf:"bytes,7,opt,name=settings,proto3" json:"settings,omitempty"`
+	InFlight int32 `protobuf:"varint,6,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
+	Settings *Tier `protobuf:"bytes,7,opt,name=settings,proto3" json:"settings,omitempty"`
+	// The tenant's own egress allow-list (its tier's adds to it).
+	EgressAllow   []string `protobuf:"bytes,8,rep,name=egress_allow,json=egressAllow,proto3" json:"egress_allow,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1859,6 +1880,13 @@ func (x *Tenant) GetSettings() *Tier {
 	return nil
 }
 
+func (x *Tenant) GetEgressAllow() []string {
+	if x != nil {
+		return x.EgressAllow
+	}
+	return nil
+}
+
 // Tier is a tier's settings (see the daemon configuration's [tiers]).
 type Tier struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -1874,8 +1902,13 @@ type Tier struct {
 	CpuTime        *durationpb.Duration   `protobuf:"bytes,10,opt,name=cpu_time,json=cpuTime,proto3" json:"cpu_time,omitempty"`
 	MaxWorkers     int32                  `protobuf:"varint,11,opt,name=max_workers,json=maxWorkers,proto3" json:"max_workers,omitempty"`
 	Suspended      bool                   `protobuf:"varint,12,opt,name=suspended,proto3" json:"suspended,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// "none" or "egress".
+	Network       string   `protobuf:"bytes,13,opt,name=network,proto3" json:"network,omitempty"`
+	EgressAllow   []string `protobuf:"bytes,14,rep,name=egress_allow,json=egressAllow,proto3" json:"egress_allow,omitempty"`
+	EgressRate    int64    `protobuf:"varint,15,opt,name=egress_rate,json=egressRate,proto3" json:"egress_rate,omitempty"`
+	IngressRate   int64    `protobuf:"varint,16,opt,name=ingress_rate,json=ingressRate,proto3" json:"ingress_rate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Tier) Reset() {
@@ -1990,6 +2023,34 @@ func (x *Tier) GetSuspended() bool {
 		return x.Suspended
 	}
 	return false
+}
+
+func (x *Tier) GetNetwork() string {
+	if x != nil {
+		return x.Network
+	}
+	return ""
+}
+
+func (x *Tier) GetEgressAllow() []string {
+	if x != nil {
+		return x.EgressAllow
+	}
+	return nil
+}
+
+func (x *Tier) GetEgressRate() int64 {
+	if x != nil {
+		return x.EgressRate
+	}
+	return 0
+}
+
+func (x *Tier) GetIngressRate() int64 {
+	if x != nil {
+		return x.IngressRate
+	}
+	return 0
 }
 
 type ListEventsRequest struct {
@@ -2546,14 +2607,16 @@ const file_scoped_v1_scoped_proto_rawDesc = "" +
 	"\textension\x18\x04 \x01(\tR\textension\x12#\n" +
 	"\rinvocation_id\x18\x05 \x01(\tR\finvocationId\x12\x16\n" +
 	"\x06stream\x18\x06 \x01(\tR\x06stream\x12\x12\n" +
-	"\x04line\x18\a \x01(\tR\x04line\">\n" +
+	"\x04line\x18\a \x01(\tR\x04line\"\x8b\x01\n" +
 	"\x10SetTenantRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
-	"\x04tier\x18\x02 \x01(\tR\x04tier\",\n" +
+	"\x04tier\x18\x02 \x01(\tR\x04tier\x12!\n" +
+	"\fegress_allow\x18\x03 \x03(\tR\vegressAllow\x12(\n" +
+	"\x10set_egress_allow\x18\x04 \x01(\bR\x0esetEgressAllow\",\n" +
 	"\x12ListTenantsRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\"B\n" +
 	"\x13ListTenantsResponse\x12+\n" +
-	"\atenants\x18\x01 \x03(\v2\x11.scoped.v1.TenantR\atenants\"\xe8\x01\n" +
+	"\atenants\x18\x01 \x03(\v2\x11.scoped.v1.TenantR\atenants\"\x8b\x02\n" +
 	"\x06Tenant\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
 	"\x04tier\x18\x02 \x01(\tR\x04tier\x12\x1a\n" +
@@ -2561,7 +2624,8 @@ const file_scoped_v1_scoped_proto_rawDesc = "" +
 	"\aupdated\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\x12\x16\n" +
 	"\x06scopes\x18\x05 \x01(\x05R\x06scopes\x12\x1b\n" +
 	"\tin_flight\x18\x06 \x01(\x05R\binFlight\x12+\n" +
-	"\bsettings\x18\a \x01(\v2\x0f.scoped.v1.TierR\bsettings\"\xa8\x03\n" +
+	"\bsettings\x18\a \x01(\v2\x0f.scoped.v1.TierR\bsettings\x12!\n" +
+	"\fegress_allow\x18\b \x03(\tR\vegressAllow\"\xa9\x04\n" +
 	"\x04Tier\x12\x1d\n" +
 	"\n" +
 	"cpu_weight\x18\x01 \x01(\x04R\tcpuWeight\x12\x17\n" +
@@ -2578,7 +2642,12 @@ const file_scoped_v1_scoped_proto_rawDesc = "" +
 	" \x01(\v2\x19.google.protobuf.DurationR\acpuTime\x12\x1f\n" +
 	"\vmax_workers\x18\v \x01(\x05R\n" +
 	"maxWorkers\x12\x1c\n" +
-	"\tsuspended\x18\f \x01(\bR\tsuspended\"]\n" +
+	"\tsuspended\x18\f \x01(\bR\tsuspended\x12\x18\n" +
+	"\anetwork\x18\r \x01(\tR\anetwork\x12!\n" +
+	"\fegress_allow\x18\x0e \x03(\tR\vegressAllow\x12\x1f\n" +
+	"\vegress_rate\x18\x0f \x01(\x03R\n" +
+	"egressRate\x12!\n" +
+	"\fingress_rate\x18\x10 \x01(\x03R\vingressRate\"]\n" +
 	"\x11ListEventsRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x120\n" +
 	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"m\n" +
