@@ -44,7 +44,7 @@ test-host: deps
 # The packages whose tests touch cgroups, namespaces or eBPF, run again
 # inside a VM booted from Debian's kernel with only cgroup v2 mounted.
 # e2e runs there with binaries built here (no compiling under emulation).
-VM_PKGS := cgroups sandbox accounting e2e
+VM_PKGS := cgroups sandbox accounting netns e2e
 VM_DIR  := build/vm
 VM_E2E  := $(VM_DIR)/e2e-bin
 test-v2: deps

@@ -67,7 +67,7 @@ vmlinuz=$(ls "$kdir"/x/boot/vmlinuz-* | head -1)
 kver=${vmlinuz##*/vmlinuz-}
 mods=$kdir/x/lib/modules/$kver/kernel
 
-# --- initramfs: busybox, the 9p/virtio/overlay modules, /init -------------
+# --- initramfs: busybox, the 9p/virtio/overlay and network modules, /init -
 ird=$(mktemp -d "$work/initramfs.XXXXXX")
 trap 'rm -rf "$ird" "$ird.cpio.gz"' EXIT
 mkdir -p "$ird"/{bin,dev,proc,sys,newroot,modules}
@@ -75,7 +75,11 @@ cp /bin/busybox "$ird/bin/busybox"
 ln -s busybox "$ird/bin/sh"
 for m in drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_pci_modern_dev \
 	drivers/virtio/virtio_pci_legacy_dev drivers/virtio/virtio_pci fs/netfs/netfs fs/fscache/fscache \
-	net/9p/9pnet net/9p/9pnet_virtio fs/9p/9p fs/overlayfs/overlay; do
+	net/9p/9pnet net/9p/9pnet_virtio fs/9p/9p fs/overlayfs/overlay \
+	crypto/crc32c_generic lib/libcrc32c net/ipv4/netfilter/nf_defrag_ipv4 net/ipv6/netfilter/nf_defrag_ipv6 \
+	net/netfilter/nf_conntrack net/netfilter/nf_nat net/netfilter/nfnetlink net/netfilter/nf_tables \
+	net/netfilter/nft_ct net/netfilter/nft_chain_nat net/netfilter/nft_masq \
+	net/llc/llc net/802/stp net/bridge/bridge drivers/net/veth net/sched/sch_tbf; do
 	cp "$mods/$m.ko" "$ird/modules/"
 	echo "${m##*/}" >>"$ird/modules/order"
 done

@@ -142,6 +142,12 @@ func (s *Supervisor) Reload(cfg Config) error {
 	if err := checkAssignments(&cfg, s.tenants.assignments()); err != nil {
 		return err
 	}
+	s.netMu.Lock()
+	running := s.net != nil
+	s.netMu.Unlock()
+	if running && cfg.Network != old.Network {
+		return fmt.Errorf("%w: [network] changes only with a restart while egress scopes run", ErrConfig)
+	}
 	s.mu.Lock()
 	for _, sc := range s.scopes {
 		if _, ok := cfg.Tiers[sc.tier]; !ok {

@@ -1,0 +1,105 @@
+package supervisor
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestUnitNetworkOf(t *testing.T) {
+	egress, none := Tier{Network: NetworkEgress}, Tier{Network: NetworkNone}
+	for _, c := range []struct {
+		tier     Tier
+		manifest string
+		want     string
+		denied   bool
+	}{
+		{none, "", NetworkNone, false},
+		{Tier{}, "", NetworkNone, false}, // an unset tier network is none
+		{none, NetworkNone, NetworkNone, false},
+		{none, NetworkEgress, "", true},
+		{egress, "", NetworkEgress, false},
+		{egress, NetworkEgress, NetworkEgress, false},
+		{egress, NetworkNone, NetworkNone, false}, // an extension may ask for less
+	} {
+		got, err := networkOf(c.tier, ExtensionInfo{Name: "x", Network: c.manifest})
+		if got != c.want || errors.Is(err, ErrNetworkDenied) != c.denied {
+			t.Errorf("tier %q, manifest %q: %q, %v; want %q (denied %v)", c.tier.Network, c.manifest, got, err, c.want, c.denied)
+		}
+	}
+}
+
+func TestUnitNetworkManifest(t *testing.T) {
+	base := "runtime = \"go\"\nentrypoint = \"w\"\n"
+	for _, v := range []string{"", `network = "none"`, `network = "egress"`} {
+		m, err := ParseManifest([]byte(base + v))
+		if err != nil {
+			t.Errorf("%s: %v", v, err)
+		}
+		if v != "" && !strings.Contains(v, m.Network) {
+			t.Errorf("%s: parsed %q", v, m.Network)
+		}
+	}
+	for _, v := range []string{`network = "host"`, `network = "EGRESS"`, `network = 1`} {
+		if _, err := ParseManifest([]byte(base + v)); err == nil {
+			t.Errorf("%s: accepted", v)
+		}
+	}
+}
+
+func TestUnitNetworkTierAndConfig(t *testing.T) {
+	c, err := LoadConfig(writeTemp(t, `
+[tiers.net]
+network = "egress"
+egress_allow = ["198.51.100.0/24:443", "203.0.113.7"]
+egress_rate = 1000000
+[network]
+uplink = "eth9"
+pool_size = 2
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := c.Tiers["net"]; n.Network != NetworkEgress || len(n.EgressAllow) != 2 || n.EgressRate != 1e6 || n.IngressRate != 0 {
+		t.Errorf("tier net = %+v", n)
+	}
+	if !c.wantsEgress() || c.Network.Uplink != "eth9" || c.Network.Bridge != "scoped0" || c.Network.Subnet != "10.213.0.0/16" {
+		t.Errorf("network = %+v", c.Network)
+	}
+	for _, bad := range []string{
+		"[tiers.net]\nnetwork = \"host\"",
+		"[tiers.net]\negress_allow = [\"2001:db8::/32\"]",
+		"[tiers.net]\negress_allow = [\"10.0.0.0/8:0\"]",
+		"[tiers.net]\negress_rate = -1",
+		"[tiers.net]\ningress_rate = 10",
+		"[network]\nsubnet = \"10.0.0.0/30\"",
+		"[network]\nsubnet = \"fd00::/64\"",
+		"[network]\nbridge = \"scv0\"",
+		"[network]\nbridge = \"a-name-much-too-long\"",
+		"[network]\nuplink = \"../x\"",
+		"[network]\npool_size = 1000",
+	} {
+		if _, err := LoadConfig(writeTemp(t, bad)); err == nil {
+			t.Errorf("accepted:\n%s", bad)
+		}
+	}
+	many := make([]string, maxAllowRules+1)
+	for i := range many {
+		many[i] = "192.0.2.1"
+	}
+	if _, err := parseAllow(many); err == nil {
+		t.Error("an allow-list over the maximum was taken")
+	}
+}
+
+// writeTemp writes a configuration file for LoadConfig.
+func writeTemp(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "c.toml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
