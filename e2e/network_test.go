@@ -409,6 +409,9 @@ pool_size = 2
 	if globexAddr == "" {
 		t.Fatalf("globex's scope has no eth0 address: %v", info.Addrs)
 	}
+	if sc, err := c.InspectScope(ctx, &scopedv1.InspectScopeRequest{Scope: "globex.production"}); err != nil || sc.GetNetworkAddr() != globexAddr {
+		t.Errorf("inspect globex.production: network addr %q (%v), the scope has %s", sc.GetNetworkAddr(), err, globexAddr)
+	}
 	wantRefused(dial("acme", "tcp", "169.254.169.254:80"), "metadata")
 	wantRefused(dial("acme", "tcp", "198.18.0.1:8082"), "the host's uplink address")
 	wantRefused(dial("acme", "tcp", "10.213.0.1:8082"), "the host's bridge address")
@@ -427,6 +430,9 @@ pool_size = 2
 		}
 	}
 	wantRefused(dial("initech", "tcp", "198.18.0.2:8080"), "from a none scope", "ENETUNREACH")
+	if sc, err := c.InspectScope(ctx, &scopedv1.InspectScopeRequest{Scope: "initech.production"}); err != nil || sc.GetNetworkAddr() != "" {
+		t.Errorf("inspect initech.production: network addr %q (%v), want none", sc.GetNetworkAddr(), err)
+	}
 
 	// Bandwidth caps, both ways, 4 s each (rates from 1 s to 4 s).
 	tn.sinkMu.Lock()

@@ -385,7 +385,7 @@ func scopePB(si ScopeInfo) *scopedv1.Scope {
 			OomKills: si.Stats.OOMKills, PidsCurrent: si.Stats.PidsCurrent,
 		},
 		Limits: &scopedv1.Limits{CpuWeight: si.Limits.CPUWeight, CpuMax: si.Limits.CPUMax, MemoryMax: si.Limits.MemoryMax, PidsMax: si.Limits.PidsMax},
-		Tier:   si.Tier, ThrottleLevel: int32(si.ThrottleLevel),
+		Tier:   si.Tier, ThrottleLevel: int32(si.ThrottleLevel), NetworkAddr: si.NetworkAddr,
 		Usage: &scopedv1.Usage{
 			Source: si.Usage.Source, Cpu: durationpb.New(si.Usage.CPU), RunqBuckets: si.Usage.RunqBuckets,
 			RunqCount: si.Usage.RunqCount, RunqSum: durationpb.New(si.Usage.RunqSum), Preemptions: si.Usage.Preemptions,

@@ -913,7 +913,8 @@ func (s *Supervisor) Extensions(allow func(string) bool) ([]ExtensionInfo, error
 type ScopeInfo struct {
 	ID            ScopeID
 	Tier          string
-	ThrottleLevel int // the noisy-neighbour controller's step (0: none)
+	ThrottleLevel int    // the noisy-neighbour controller's step (0: none)
+	NetworkAddr   string // the scope's address on scoped's bridge (egress only)
 	Cgroup        string
 	HostUID       uint32
 	Limits        cgroups.Limits
@@ -983,6 +984,11 @@ func (s *Supervisor) info(sc *scope) ScopeInfo {
 	sc.mu.Unlock()
 	info := ScopeInfo{ID: sc.id, Tier: sc.tier, Cgroup: sc.node.Path(), HostUID: sc.ids.Base, Limits: limits, Stats: st,
 		ThrottleLevel: s.throttleLevel(sc.id.Key())}
+	sc.netMu.Lock()
+	if sc.net != nil {
+		info.NetworkAddr = sc.net.Addr().String()
+	}
+	sc.netMu.Unlock()
 	info.Usage = s.usage(sc, st)
 	sc.mu.Lock()
 	for _, ws := range sc.workers {

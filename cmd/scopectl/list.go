@@ -98,6 +98,9 @@ func runInspect(ctx context.Context, g *globals, args []string) error {
 	kv.row("Extension:", s.GetExtension())
 	kv.row("Tier:", s.GetTier())
 	kv.row("Cgroup:", s.GetCgroup())
+	if a := s.GetNetworkAddr(); a != "" {
+		kv.row("Network:", "egress from "+a)
+	}
 	if lvl := s.GetThrottleLevel(); lvl > 0 {
 		kv.row("Throttled:", fmt.Sprintf("level %d by the noisy-neighbour controller (scopectl events)", lvl))
 	}

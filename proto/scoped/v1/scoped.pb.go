@@ -936,6 +936,8 @@ type Scope struct {
 	// The noisy-neighbour controller's step for this scope: 0 none, 1 lower
 	// CPU weight, 2 CPU max cap.
 	ThrottleLevel int32 `protobuf:"varint,13,opt,name=throttle_level,json=throttleLevel,proto3" json:"throttle_level,omitempty"`
+	// The scope's address on scoped's bridge; empty without egress.
+	NetworkAddr   string `protobuf:"bytes,14,opt,name=network_addr,json=networkAddr,proto3" json:"network_addr,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1059,6 +1061,13 @@ func (x *Scope) GetThrottleLevel() int32 {
 		return x.ThrottleLevel
 	}
 	return 0
+}
+
+func (x *Scope) GetNetworkAddr() string {
+	if x != nil {
+		return x.NetworkAddr
+	}
+	return ""
 }
 
 // Usage is what the scope used since it was created, as accounting
@@ -2537,7 +2546,7 @@ const file_scoped_v1_scoped_proto_rawDesc = "" +
 	"\x12ListScopesResponse\x12(\n" +
 	"\x06scopes\x18\x01 \x03(\v2\x10.scoped.v1.ScopeR\x06scopes\"+\n" +
 	"\x13InspectScopeRequest\x12\x14\n" +
-	"\x05scope\x18\x01 \x01(\tR\x05scope\"\xa1\x03\n" +
+	"\x05scope\x18\x01 \x01(\tR\x05scope\"\xc4\x03\n" +
 	"\x05Scope\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12 \n" +
@@ -2552,7 +2561,8 @@ const file_scoped_v1_scoped_proto_rawDesc = "" +
 	" \x01(\rR\ahostUid\x12&\n" +
 	"\x05usage\x18\v \x01(\v2\x10.scoped.v1.UsageR\x05usage\x12\x12\n" +
 	"\x04tier\x18\f \x01(\tR\x04tier\x12%\n" +
-	"\x0ethrottle_level\x18\r \x01(\x05R\rthrottleLevel\"\xc8\x03\n" +
+	"\x0ethrottle_level\x18\r \x01(\x05R\rthrottleLevel\x12!\n" +
+	"\fnetwork_addr\x18\x0e \x01(\tR\vnetworkAddr\"\xc8\x03\n" +
 	"\x05Usage\x12\x16\n" +
 	"\x06source\x18\x01 \x01(\tR\x06source\x12+\n" +
 	"\x03cpu\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03cpu\x12!\n" +
