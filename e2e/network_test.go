@@ -261,12 +261,13 @@ func probe(t *testing.T, c *client.Client, tenant string, req map[string]any) pr
 	return r
 }
 
-// rateOf is the bytes per second of ticks (100 ms each) from 1 s on: past
-// the bucket and TCP's start.
+// rateOf is the bytes per second of ticks (100 ms each) from 1.5 s on: past
+// the bucket, TCP's slow start and the loss recoveries of its first second
+// (a stalled tick and the burst after it).
 func rateOf(ticks []int64, upTo int) float64 {
 	var sum int64
 	n := 0
-	for i := 10; i < len(ticks) && i < upTo; i++ {
+	for i := 15; i < len(ticks) && i < upTo; i++ {
 		sum += ticks[i]
 		n++
 	}
@@ -434,7 +435,7 @@ pool_size = 2
 		t.Errorf("inspect initech.production: network addr %q (%v), want none", sc.GetNetworkAddr(), err)
 	}
 
-	// Bandwidth caps, both ways, 4 s each (rates from 1 s to 4 s).
+	// Bandwidth caps, both ways, 4 s each (rates from 1.5 s to 4 s).
 	tn.sinkMu.Lock()
 	tn.sink = nil
 	tn.sinkMu.Unlock()
