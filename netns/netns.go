@@ -80,7 +80,8 @@ type Manager struct {
 	pol    *policy
 
 	mu     sync.Mutex
-	used   map[int]bool // address indexes in use (slots made, not yet deleted)
+	busy   sync.WaitGroup // Egress and Update calls in progress; Close waits
+	used   map[int]bool   // address indexes in use (slots made, not yet deleted)
 	live   map[*Net]bool
 	closed bool
 
@@ -141,6 +142,23 @@ func (c *Config) setDefaults() error {
 	return nil
 }
 
+// hostNS opens the host's namespace: Host's (a duplicate), else the calling
+// thread's.
+func (c *Config) hostNS() (vnetns.NsHandle, error) {
+	if c.Host == 0 {
+		h, err := vnetns.Get()
+		if err != nil {
+			return -1, fmt.Errorf("netns: host namespace: %w", err)
+		}
+		return h, nil
+	}
+	fd, err := unix.FcntlInt(uintptr(c.Host), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("netns: host namespace: %w", err)
+	}
+	return vnetns.NsHandle(fd), nil
+}
+
 // validIfName accepts what the kernel accepts as an interface name.
 func validIfName(s string) error {
 	if s == "" || len(s) > 15 || s == "." || s == ".." {
@@ -163,15 +181,8 @@ func Open(cfg Config, log *slog.Logger) (*Manager, error) {
 	m := &Manager{cfg: cfg, log: log.With("component", "netns"), used: map[int]bool{}, live: map[*Net]bool{},
 		kick: make(chan struct{}, 1), stop: make(chan struct{})}
 	var err error
-	if cfg.Host == 0 {
-		m.host, err = vnetns.Get()
-	} else {
-		var fd int
-		fd, err = unix.FcntlInt(uintptr(cfg.Host), unix.F_DUPFD_CLOEXEC, 0)
-		m.host = vnetns.NsHandle(fd)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("netns: host namespace: %w", err)
+	if m.host, err = cfg.hostNS(); err != nil {
+		return nil, err
 	}
 	if m.nl, err = netlink.NewHandleAt(m.host); err != nil {
 		m.host.Close()
@@ -415,9 +426,7 @@ func inNS(ns vnetns.NsHandle, f func() error) error {
 		return err
 	}
 	defer orig.Close()
-	if orig.Equal(ns) {
-		return f()
-	}
+	// Even if the thread is in ns already: f may move it (makeSlot does).
 	if err := vnetns.Set(ns); err != nil {
 		return err
 	}
@@ -434,6 +443,10 @@ func inNS(ns vnetns.NsHandle, f func() error) error {
 // Egress gives the scope whose unified cgroup is cgroupDir a namespace
 // with an address, its allow-list and caps.
 func (m *Manager) Egress(cgroupDir string, p Policy) (*Net, error) {
+	if !m.enter() {
+		return nil, ErrClosed
+	}
+	defer m.busy.Done()
 	var st unix.Stat_t
 	if err := unix.Stat(cgroupDir, &st); err != nil {
 		return nil, fmt.Errorf("netns: scope cgroup: %w", err)
@@ -476,6 +489,13 @@ func (n *Net) Addr() netip.Addr { return n.s.addr }
 
 // Update replaces the scope's allow-list and caps.
 func (n *Net) Update(p Policy) error {
+	n.m.mu.Lock()
+	live := n.m.live[n]
+	n.m.mu.Unlock()
+	if !live || !n.m.enter() {
+		return ErrClosed
+	}
+	defer n.m.busy.Done()
 	if err := n.m.pol.setScope(n.cg, p.Allow); err != nil {
 		return err
 	}
@@ -503,6 +523,17 @@ func (n *Net) release() error {
 	errs = append(errs, n.m.pol.forget(n.cg))
 	errs = append(errs, n.m.drop(n.s))
 	return errors.Join(errs...)
+}
+
+// enter counts an Egress or Update in unless the manager is closed.
+func (m *Manager) enter() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return false
+	}
+	m.busy.Add(1)
+	return true
 }
 
 // take returns a ready slot, or makes one.
@@ -687,6 +718,7 @@ func (m *Manager) Close() error {
 	m.mu.Unlock()
 	close(m.stop)
 	m.wg.Wait()
+	m.busy.Wait()
 	var errs []error
 	for _, n := range live {
 		errs = append(errs, n.Close())
@@ -710,8 +742,9 @@ func (m *Manager) Close() error {
 func (m *Manager) teardown() error {
 	var errs []error
 	if m.pol != nil {
+		// Not set to nil: a Net's Update racing Close gets an error
+		// from the closed policy, not a nil dereference.
 		errs = append(errs, m.pol.Close())
-		m.pol = nil
 	}
 	errs = append(errs, m.cleanup())
 	m.nl.Close()
@@ -777,8 +810,8 @@ func Cleanup(cfg Config, log *slog.Logger) error {
 	}
 	m := &Manager{cfg: cfg, log: log.With("component", "netns")}
 	var err error
-	if m.host, err = vnetns.Get(); err != nil {
-		return fmt.Errorf("netns: host namespace: %w", err)
+	if m.host, err = cfg.hostNS(); err != nil {
+		return err
 	}
 	defer m.host.Close()
 	if m.nl, err = netlink.NewHandleAt(m.host); err != nil {
