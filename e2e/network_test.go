@@ -19,6 +19,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -84,12 +85,12 @@ func newTestNet(t *testing.T) *testNet {
 	t.Helper()
 	tn := &testNet{host: newNS(t), th: newNS(t)}
 	tn.hostPath = fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), int(tn.host))
-	h, err := netlink.NewHandleAt(tn.host)
+	h, err := netlink.NewHandleAt(tn.host, unix.NETLINK_ROUTE)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer h.Close()
-	th, err := netlink.NewHandleAt(tn.th)
+	th, err := netlink.NewHandleAt(tn.th, unix.NETLINK_ROUTE)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -471,7 +472,7 @@ pool_size = 2
 	wantOK(dial("acme", "tcp", "198.18.0.2:8080"), "allowed destination after a restart", "allowed")
 	d.stop()
 
-	h, err := netlink.NewHandleAt(tn.host)
+	h, err := netlink.NewHandleAt(tn.host, unix.NETLINK_ROUTE)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -112,11 +112,11 @@ func newMgrNet(t *testing.T) *mgrNet {
 	testutil.RequiresRoot(t)
 	tn := &mgrNet{host: newTestNS(t), peer: newTestNS(t)}
 	var err error
-	if tn.hostNL, err = netlink.NewHandleAt(tn.host); err != nil {
+	if tn.hostNL, err = netlink.NewHandleAt(tn.host, unix.NETLINK_ROUTE); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(tn.hostNL.Close)
-	if tn.peerNL, err = netlink.NewHandleAt(tn.peer); err != nil {
+	if tn.peerNL, err = netlink.NewHandleAt(tn.peer, unix.NETLINK_ROUTE); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(tn.peerNL.Close)
@@ -358,7 +358,7 @@ func netHandle(t *testing.T, n *Net) *netlink.Handle {
 		t.Fatalf("open %s: %v", n.Path(), err)
 	}
 	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -184,7 +184,7 @@ func Open(cfg Config, log *slog.Logger) (*Manager, error) {
 	if m.host, err = cfg.hostNS(); err != nil {
 		return nil, err
 	}
-	if m.nl, err = netlink.NewHandleAt(m.host); err != nil {
+	if m.nl, err = netlink.NewHandleAt(m.host, unix.NETLINK_ROUTE); err != nil {
 		m.host.Close()
 		return nil, fmt.Errorf("netns: netlink: %w", err)
 	}
@@ -658,7 +658,7 @@ func (m *Manager) makeSlot(s *slot) error {
 	if err := m.nl.LinkSetUp(hl); err != nil {
 		return err
 	}
-	h, err := netlink.NewHandleAt(s.ns)
+	h, err := netlink.NewHandleAt(s.ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		return err
 	}
@@ -814,7 +814,7 @@ func Cleanup(cfg Config, log *slog.Logger) error {
 		return err
 	}
 	defer m.host.Close()
-	if m.nl, err = netlink.NewHandleAt(m.host); err != nil {
+	if m.nl, err = netlink.NewHandleAt(m.host, unix.NETLINK_ROUTE); err != nil {
 		return fmt.Errorf("netns: netlink: %w", err)
 	}
 	defer m.nl.Close()

@@ -18,7 +18,7 @@ func (m *Manager) setCaps(s *slot, c Caps) error {
 	if err := setTbf(m.nl, s.hostIf, c.Ingress, m.mtu); err != nil {
 		return fmt.Errorf("netns: ingress cap: %w", err)
 	}
-	h, err := netlink.NewHandleAt(s.ns)
+	h, err := netlink.NewHandleAt(s.ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		return fmt.Errorf("netns: egress cap: %w", err)
 	}
