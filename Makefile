@@ -75,6 +75,7 @@ bench:
 	@scripts/deps.sh bench
 	CGO_ENABLED=1 $(GO) run $(GOFLAGS_BUILD) ./bench/cmd/sandboxbench -o BENCHMARKS.md
 	CGO_ENABLED=1 $(GO) run $(GOFLAGS_BUILD) ./bench/cmd/invokebench -o BENCHMARKS.md
+	CGO_ENABLED=1 $(GO) run $(GOFLAGS_BUILD) ./bench/cmd/netbench -o BENCHMARKS.md
 	CGO_ENABLED=1 $(GO) run $(GOFLAGS_BUILD) ./bench/cmd/switchbench -o BENCHMARKS.md
 	CGO_ENABLED=1 $(GO) run $(GOFLAGS_BUILD) ./bench/cmd/fairbench -o BENCHMARKS.md
 	$(GO) run ./bench/cmd/ledgerbench -o BENCHMARKS.md

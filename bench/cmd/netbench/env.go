@@ -1,0 +1,294 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	benchmd "github.com/scoped-io/scoped/bench"
+	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
+)
+
+// The daemons' scopes take host id ranges of 65536 ids from idBase, far
+// from the daemon's default (1048576) and from the other benchmarks'.
+const idBase = 5 << 28
+
+// bench is the benchmark's world: the binaries it built, the namespaces
+// its daemons run in, and what it checks at the end.
+type bench struct {
+	o    options
+	root string // the repository
+
+	work     string // temporary, mode 0711
+	bin      string // built binaries
+	scopedB  string // the daemon
+	bundle   string // whoami bundle dir (manifest.toml + whoami)
+	files    *scopedv1.Bundle
+	workerSz int64
+
+	envs    []*modeEnv // the modes' namespaces
+	seq     int        // tenants made
+	logKept bool       // the -daemon-log file has been started
+
+	loadAvg   string
+	hostStart realHost
+	bpfStart  []ebpf.ProgramID
+	bpfListed bool          // bpfStart was read
+	baseline  time.Duration // the machine's busy CPU time per 100 ms before the run
+	elapsed   time.Duration // the measurements, build excluded
+	bpfNote   string        // what close found of BPF programs
+}
+
+func newBench(o options) (_ *bench, retErr error) {
+	b := &bench{o: o, loadAvg: benchmd.LoadAvg()}
+	defer func() {
+		if retErr != nil {
+			retErr = errors.Join(retErr, b.close())
+		}
+	}()
+	var err error
+	if b.hostStart, err = readRealHost(); err != nil {
+		return nil, fmt.Errorf("the host's network: %w", err)
+	}
+	if b.bpfStart, err = bpfPrograms(); err != nil {
+		return nil, err
+	}
+	b.bpfListed = true
+	if b.root, err = benchmd.RepoRoot(); err != nil {
+		return nil, err
+	}
+	if b.work, err = os.MkdirTemp("", "scoped-bench-net-"); err != nil {
+		return nil, err
+	}
+	// The sandboxes' root users, high host uids, must traverse to their
+	// bundles and sockets.
+	if err := os.Chmod(b.work, 0o711); err != nil {
+		return nil, err
+	}
+	if err := benchmd.CheckTraversable(filepath.Dir(b.work)); err != nil {
+		return nil, err
+	}
+	if err := b.build(); err != nil {
+		return nil, err
+	}
+	if err := b.newModeEnvs(); err != nil {
+		return nil, err
+	}
+	b.baseline = measureBaseline()
+	logf("the machine's baseline: %s busy per 100 ms of %d CPUs", b.baseline, runtime.NumCPU())
+	return b, nil
+}
+
+// close removes everything the benchmark created and checks that nothing
+// of it is left. It is safe on a partly built bench.
+func (b *bench) close() error {
+	var errs []error
+	for _, e := range b.envs {
+		e.tn.close()
+	}
+	b.envs = nil
+	if b.work != "" {
+		errs = append(errs, os.RemoveAll(b.work))
+		b.work = ""
+	}
+	left, others := benchmd.CgroupsLeft(cgroupMark)
+	if len(left) > 0 {
+		errs = append(errs, fmt.Errorf("cgroups left behind: %s", strings.Join(left, " ")))
+	}
+	if len(others) > 0 {
+		logf("note: other scoped cgroups exist (not this benchmark's): %s", strings.Join(others, " "))
+	}
+	if b.hostStart.forward != "" {
+		now, err := readRealHost()
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+		case now.forward != b.hostStart.forward:
+			errs = append(errs, fmt.Errorf("the host's ip_forward changed from %s to %s", b.hostStart.forward, now.forward))
+		case !slices.Equal(now.links, b.hostStart.links):
+			errs = append(errs, fmt.Errorf("the host's scoped links changed from %q to %q", b.hostStart.links, now.links))
+		}
+	}
+	if b.bpfListed {
+		b.bpfNote = b.checkBPF()
+	}
+	return errors.Join(errs...)
+}
+
+// checkBPF waits up to 10 s for the BPF programs loaded since the start to
+// be freed (the kernel frees them after an RCU grace period) and says what
+// it found.
+func (b *bench) checkBPF() string {
+	var extra []ebpf.ProgramID
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		now, err := bpfPrograms()
+		if err != nil {
+			return "BPF programs not checked: " + err.Error()
+		}
+		extra = extra[:0]
+		for _, id := range now {
+			if !slices.Contains(b.bpfStart, id) {
+				extra = append(extra, id)
+			}
+		}
+		if len(extra) == 0 {
+			return "no BPF program loaded during the run was left"
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+	}
+	note := fmt.Sprintf("%d BPF programs loaded during the run were still loaded 10 s after it (ids %v; another process may have loaded them)", len(extra), extra)
+	logf("warning: %s", note)
+	return note
+}
+
+func bpfPrograms() ([]ebpf.ProgramID, error) {
+	var ids []ebpf.ProgramID
+	var id ebpf.ProgramID
+	for {
+		next, err := ebpf.ProgramGetNextID(id)
+		if errors.Is(err, os.ErrNotExist) {
+			return ids, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("listing BPF programs: %w", err)
+		}
+		ids = append(ids, next)
+		id = next
+	}
+}
+
+func (b *bench) goBuild(out, pkg string, cgo bool, tags ...string) error {
+	args := []string{"build", "-o", out}
+	if len(tags) > 0 {
+		args = append(args, "-tags", strings.Join(tags, ","))
+	}
+	cmd := exec.Command("go", append(args, pkg)...)
+	cmd.Dir = b.root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if cgo {
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %w\n%s", pkg, err, out)
+	}
+	return nil
+}
+
+// build builds the daemon, scoped-exec (which the daemon expects next to
+// itself) and the whoami bundle, as invokebench and the e2e tests do.
+func (b *bench) build() error {
+	t0 := time.Now()
+	b.bin = filepath.Join(b.work, "bin")
+	b.scopedB = filepath.Join(b.bin, "scoped")
+	if err := b.goBuild(b.scopedB, "./cmd/scoped", true, "seccomp"); err != nil {
+		return err
+	}
+	if err := b.goBuild(filepath.Join(b.bin, "scoped-exec"), "./cmd/scoped-exec", false); err != nil {
+		return err
+	}
+	b.bundle = filepath.Join(b.bin, "bundles", extName)
+	if err := os.MkdirAll(b.bundle, 0o755); err != nil {
+		return err
+	}
+	if err := b.goBuild(filepath.Join(b.bundle, extName), "./examples/whoami", false); err != nil {
+		return err
+	}
+	manifest, err := os.ReadFile(filepath.Join(b.root, "examples", extName, "manifest.toml"))
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(b.bundle, "manifest.toml"), manifest, 0o644); err != nil {
+		return err
+	}
+	err = filepath.Walk(b.bin, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && fi.IsDir() {
+			return os.Chmod(p, 0o755)
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	b.files = &scopedv1.Bundle{}
+	for _, name := range []string{"manifest.toml", extName} {
+		p := filepath.Join(b.bundle, name)
+		fi, err := os.Stat(p)
+		if err != nil {
+			return err
+		}
+		content, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		b.files.Files = append(b.files.Files, &scopedv1.File{Path: name, Mode: uint32(fi.Mode().Perm()), Content: content})
+		if name == extName {
+			b.workerSz = fi.Size()
+		}
+	}
+	logf("built the daemon, scoped-exec and the %s bundle in %s", extName, time.Since(t0).Round(time.Millisecond))
+	return nil
+}
+
+// keepLog appends a daemon's log to the -daemon-log file (truncated the
+// first time).
+func (b *bench) keepLog(path string) error {
+	log, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	flags := os.O_WRONLY | os.O_CREATE | os.O_APPEND
+	if !b.logKept {
+		flags |= os.O_TRUNC
+	}
+	f, err := os.OpenFile(b.o.daemonLog, flags, 0o644)
+	if err != nil {
+		return err
+	}
+	b.logKept = true
+	_, err = f.Write(log)
+	return errors.Join(err, f.Close())
+}
+
+// busyWindow is the CPU time the machine was busy (all CPUs, from
+// /proc/stat) in the next 100 ms.
+func busyWindow() time.Duration {
+	b0 := benchmd.MachineBusy()
+	time.Sleep(100 * time.Millisecond)
+	return benchmd.MachineBusy() - b0
+}
+
+// measureBaseline is the median busy CPU time per 100 ms of the machine
+// before the benchmark runs anything: what the rest of the machine uses.
+func measureBaseline() time.Duration {
+	w := make([]time.Duration, 9)
+	for i := range w {
+		w[i] = busyWindow()
+	}
+	return median(w)
+}
+
+// settle waits, at most max, until the machine's busy CPU time over 100 ms
+// is at most the baseline plus 10 % of its capacity, so that what the
+// previous daemon's stop left to the kernel (namespaces being freed) does
+// not run into the next measurement. It returns how long it waited and
+// whether the machine settled.
+func settle(max, baseline time.Duration) (time.Duration, bool) {
+	t0 := time.Now()
+	capacity := 100 * time.Millisecond * time.Duration(runtime.NumCPU())
+	for time.Since(t0) < max {
+		if busyWindow() <= baseline+capacity/10 {
+			return time.Since(t0), true
+		}
+	}
+	return time.Since(t0), false
+}
