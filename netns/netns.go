@@ -204,7 +204,7 @@ func Open(cfg Config, log *slog.Logger) (*Manager, error) {
 }
 
 func (m *Manager) open() error {
-	if err := m.cleanup(); err != nil {
+	if err := m.cleanup(false, true); err != nil {
 		return err
 	}
 	if err := m.findUplink(); err != nil {
@@ -256,24 +256,35 @@ func (m *Manager) open() error {
 // cleanup removes what an earlier run with this configuration left: veths
 // with scoped's prefix, the bridge, the nftables table and a changed
 // ip_forward.
-func (m *Manager) cleanup() error {
+//
+// stopping: the manager's own Close (nothing to report). always: look for
+// the table even when no link or saved ip_forward shows an earlier run —
+// otherwise a daemon without egress would load nf_tables just to look.
+func (m *Manager) cleanup(stopping, always bool) error {
 	links, err := m.nl.LinkList()
 	if err != nil {
 		return fmt.Errorf("netns: list links: %w", err)
 	}
 	var errs []error
+	found := false
 	for _, l := range links {
 		a := l.Attrs()
 		if (strings.HasPrefix(a.Name, hostPrefix) && l.Type() == "veth") || (a.Name == m.cfg.Bridge && l.Type() == "bridge") {
+			found = true
 			if err := m.nl.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
 				errs = append(errs, fmt.Errorf("delete %s: %w", a.Name, err))
-			} else {
+			} else if !stopping {
 				m.log.Info("removed a link left by an earlier run", "link", a.Name)
 			}
 		}
 	}
-	if err := m.delRules(); err != nil {
-		errs = append(errs, err)
+	if _, err := os.Stat(m.forwardState()); err == nil {
+		found = true
+	}
+	if found || always {
+		if err := m.delRules(stopping); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if err := m.restoreForwarding(); err != nil {
 		errs = append(errs, err)
@@ -746,7 +757,7 @@ func (m *Manager) teardown() error {
 		// from the closed policy, not a nil dereference.
 		errs = append(errs, m.pol.Close())
 	}
-	errs = append(errs, m.cleanup())
+	errs = append(errs, m.cleanup(true, true))
 	m.nl.Close()
 	m.host.Close()
 	return errors.Join(errs...)
@@ -818,5 +829,5 @@ func Cleanup(cfg Config, log *slog.Logger) error {
 		return fmt.Errorf("netns: netlink: %w", err)
 	}
 	defer m.nl.Close()
-	return m.cleanup()
+	return m.cleanup(false, false)
 }

@@ -119,7 +119,7 @@ func (m *Manager) addRules() error {
 }
 
 // delRules deletes the table if it exists.
-func (m *Manager) delRules() error {
+func (m *Manager) delRules(stopping bool) error {
 	c, err := m.nft()
 	if err != nil {
 		return err
@@ -135,7 +135,9 @@ func (m *Manager) delRules() error {
 			if err := c.Flush(); err != nil && !isNotExist(err) {
 				return fmt.Errorf("netns: delete nftables table %s: %w", t.Name, err)
 			}
-			m.log.Info("removed the nftables table", "table", t.Name)
+			if !stopping {
+				m.log.Info("removed the nftables table left by an earlier run", "table", t.Name)
+			}
 		}
 	}
 	return nil
