@@ -43,7 +43,6 @@ import (
 	"math"
 	"net"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path"
 	"path/filepath"
@@ -390,37 +389,17 @@ func (b *bench) close() error {
 	return errors.Join(errs...)
 }
 
-func (b *bench) goBuild(out, pkg string, cgo bool, tags ...string) error {
-	args := []string{"build", "-o", out}
-	if len(tags) > 0 {
-		args = append(args, "-tags", strings.Join(tags, ","))
-	}
-	cmd := exec.Command("go", append(args, pkg)...)
-	cmd.Dir = b.root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if cgo {
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
-	}
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build %s: %w\n%s", pkg, err, out)
-	}
-	return nil
-}
-
 // build builds the daemon, scoped-exec (which the daemon expects next to
 // itself) and the spin bundle, as the e2e tests do.
 func (b *bench) build() error {
 	t0 := time.Now()
 	bin := filepath.Join(b.work, "bin")
-	b.scopedB = filepath.Join(bin, "scoped")
-	if err := b.goBuild(b.scopedB, "./cmd/scoped", true, "seccomp"); err != nil {
-		return err
-	}
-	if err := b.goBuild(filepath.Join(bin, "scoped-exec"), "./cmd/scoped-exec", false); err != nil {
+	var err error
+	if b.scopedB, err = benchmd.BuildDaemon(b.root, bin); err != nil {
 		return err
 	}
 	spin := filepath.Join(bin, extName)
-	if err := b.goBuild(spin, "./examples/"+extName, false); err != nil {
+	if err := benchmd.GoBuild(b.root, spin, "./examples/"+extName, false); err != nil {
 		return err
 	}
 	if err := os.Chmod(bin, 0o755); err != nil {

@@ -3,36 +3,16 @@ package main
 import (
 	"debug/buildinfo"
 	"fmt"
-	"math"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	benchmd "github.com/scoped-io/scoped/bench"
 )
-
-// percentile is the p-th percentile (0 < p ≤ 100) of ds, nearest rank; the
-// 50th is the median (the mean of the middle two for an even count).
-func percentile(ds []time.Duration, p float64) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	n := len(s)
-	if p == 50 && n%2 == 0 {
-		return (s[n/2-1] + s[n/2]) / 2
-	}
-	i := int(math.Ceil(p/100*float64(n))) - 1
-	return s[max(i, 0)]
-}
-
-func median(ds []time.Duration) time.Duration { return percentile(ds, 50) }
 
 func ms(d time.Duration) string {
 	return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 2, 64) + " ms"
@@ -95,9 +75,9 @@ func (b *bench) report(cr coldResult, warm []warmResult, acct, meter *acctResult
 		b.o.n, b.o.warmup, plural(b.o.warmup, "round"), b.o.gap)
 	p("| Variant | Median | p90 |\n| --- | ---: | ---: |\n")
 	for _, s := range []string{sScoped, sPlugin, sRunc} {
-		p("| %s | %s | %s |\n", s, ms(median(cold[s])), ms(percentile(cold[s], 90)))
+		p("| %s | %s | %s |\n", s, ms(benchmd.Median(cold[s])), ms(benchmd.Percentile(cold[s], 90)))
 	}
-	sc, pl, rc := median(cold[sScoped]), median(cold[sPlugin]), median(cold[sRunc])
+	sc, pl, rc := benchmd.Median(cold[sScoped]), benchmd.Median(cold[sPlugin]), benchmd.Median(cold[sRunc])
 	target := "not met"
 	if float64(sc) < float64(rc)/3 {
 		target = "met"
@@ -105,20 +85,20 @@ func (b *bench) report(cr coldResult, warm []warmResult, acct, meter *acctResult
 	p("\nRatios of medians: scoped / go-plugin = %s; scoped / runc run = %s (DESIGN.md's target: below 0.33; %s).\n\n",
 		dratio(sc, pl), dratio(sc, rc), target)
 	p("Where the time goes, medians of each phase (medians need not add up to the median of the whole):\n\n")
-	p("- scoped, from its `Figures`: %s waiting for a worker (`queued`: scope, sandbox, worker start,\n", ms(median(cold[pScopedQueued])))
+	p("- scoped, from its `Figures`: %s waiting for a worker (`queued`: scope, sandbox, worker start,\n", ms(benchmd.Median(cold[pScopedQueued])))
 	p("  handshake), %s for the first call (`duration` − `queued`), %s outside the daemon's invocation\n",
-		ms(median(cold[pScopedCall])), ms(median(cold[pScopedEdge])))
+		ms(benchmd.Median(cold[pScopedCall])), ms(benchmd.Median(cold[pScopedEdge])))
 	p("  code (client latency − `duration`: gRPC on the unix socket, the API edge).\n")
 	if ph := cr.phases; ph != nil {
-		p("- scoped, from the daemon's debug log (1 ms resolution): %s from the call to \"scope created\"\n", ms(median(ph[phScope])))
-		p("  (gRPC, API edge, checks, extension lookup, the scope's cgroup nodes in every hierarchy); %s more\n", ms(median(ph[phSandbox])))
+		p("- scoped, from the daemon's debug log (1 ms resolution): %s from the call to \"scope created\"\n", ms(benchmd.Median(ph[phScope])))
+		p("  (gRPC, API edge, checks, extension lookup, the scope's cgroup nodes in every hierarchy); %s more\n", ms(benchmd.Median(ph[phSandbox])))
 		p("  until go-plugin waits for the worker's address (worker cgroup leaf, rootfs, libcontainer create\n")
-		p("  and run: the sandbox is up); %s more until go-plugin has read the handshake line (the worker's\n", ms(median(ph[phHandshake])))
-		p("  own start inside the sandbox); %s more until the client has the reply (gRPC connection to the\n", ms(median(ph[phReply])))
+		p("  and run: the sandbox is up); %s more until go-plugin has read the handshake line (the worker's\n", ms(benchmd.Median(ph[phHandshake])))
+		p("  own start inside the sandbox); %s more until the client has the reply (gRPC connection to the\n", ms(benchmd.Median(ph[phReply])))
 		p("  worker, Dispense, the first call, the reply).\n")
 	}
-	p("- go-plugin: %s from `NewClient` until `Client()` returns (fork/exec, the worker's start, the\n", ms(median(cold[pPluginStart])))
-	p("  handshake, the gRPC connection), %s for `Dispense` and the first call.\n\n", ms(median(cold[pPluginCall])))
+	p("- go-plugin: %s from `NewClient` until `Client()` returns (fork/exec, the worker's start, the\n", ms(benchmd.Median(cold[pPluginStart])))
+	p("  handshake, the gRPC connection), %s for `Dispense` and the first call.\n\n", ms(benchmd.Median(cold[pPluginCall])))
 	p("Variants:\n\n")
 	p("- **scoped**: `Deploy` of whoami for a fresh tenant (`bench<i>`, untimed), then the time of its\n")
 	p("  first `Invoke` as the client sees it; `Figures.cold` is checked. Afterwards (untimed) the\n")
@@ -144,16 +124,16 @@ func (b *bench) report(cr coldResult, warm []warmResult, acct, meter *acctResult
 	p("| Callers | Path | Calls | p50 | p99 | Invocations/s | Workers |\n| ---: | --- | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, r := range warm {
 		p("| %d | daemon | %d | %s | %s | %.0f | %d |\n", r.callers, r.daemon.calls,
-			us(median(r.daemon.lat)), us(percentile(r.daemon.lat, 99)), r.daemon.perSecond(), r.workers)
+			us(benchmd.Median(r.daemon.lat)), us(benchmd.Percentile(r.daemon.lat, 99)), r.daemon.perSecond(), r.workers)
 		p("| %d | direct | %d | %s | %s | %.0f | 1 |\n", r.callers, r.direct.calls,
-			us(median(r.direct.lat)), us(percentile(r.direct.lat, 99)), r.direct.perSecond())
+			us(benchmd.Median(r.direct.lat)), us(benchmd.Percentile(r.direct.lat, 99)), r.direct.perSecond())
 	}
 	p("\nRatios daemon / direct (DESIGN.md's target for a warm call: p50 at most 1.5):\n\n")
 	p("| Callers | p50 | p99 | Invocations/s |\n| ---: | ---: | ---: | ---: |\n")
 	for _, r := range warm {
 		p("| %d | %s | %s | %s |\n", r.callers,
-			dratio(median(r.daemon.lat), median(r.direct.lat)),
-			dratio(percentile(r.daemon.lat, 99), percentile(r.direct.lat, 99)),
+			dratio(benchmd.Median(r.daemon.lat), benchmd.Median(r.direct.lat)),
+			dratio(benchmd.Percentile(r.daemon.lat, 99), benchmd.Percentile(r.direct.lat, 99)),
 			ratio(r.daemon.perSecond(), r.direct.perSecond()))
 	}
 	p("\nWhere the daemon's time goes, medians per call from its `Figures`: ")
@@ -166,8 +146,8 @@ func (b *bench) report(cr coldResult, warm []warmResult, acct, meter *acctResult
 		for i := range call {
 			call[i] = r.daemon.duration[i] - r.daemon.queued[i]
 		}
-		p("| %d | %s | %s | %s | %s |\n", r.callers, us(median(r.daemon.edge)), us(median(r.daemon.queued)),
-			us(median(call)), us(median(r.direct.lat)))
+		p("| %d | %s | %s | %s | %s |\n", r.callers, us(benchmd.Median(r.daemon.edge)), us(benchmd.Median(r.daemon.queued)),
+			us(benchmd.Median(call)), us(benchmd.Median(r.direct.lat)))
 	}
 	if len(warm) > 0 {
 		r := warm[0]
@@ -176,10 +156,10 @@ func (b *bench) report(cr coldResult, warm []warmResult, acct, meter *acctResult
 			call[i] = r.daemon.duration[i] - r.daemon.queued[i]
 		}
 		p("\nWith %d %s, the daemon's p50 is %s above a direct call's: %s at the edge, %s queued, and its\n",
-			r.callers, plural(r.callers, "caller"), us(median(r.daemon.lat)-median(r.direct.lat)),
-			us(median(r.daemon.edge)), us(median(r.daemon.queued)))
+			r.callers, plural(r.callers, "caller"), us(benchmd.Median(r.daemon.lat)-benchmd.Median(r.direct.lat)),
+			us(benchmd.Median(r.daemon.edge)), us(benchmd.Median(r.daemon.queued)))
 		p("call to the sandboxed worker takes %s where the benchmark's direct call takes %s. The daemon's path\n",
-			us(median(call)), us(median(r.direct.lat)))
+			us(benchmd.Median(call)), us(benchmd.Median(r.direct.lat)))
 		p("has two gRPC hops and three processes where the direct one has one hop and two, on %d CPUs.\n", runtime.NumCPU())
 	}
 	p("\nCPU time per invocation (user + system, from getrusage and /proc/<pid>/stat at 10 ms resolution,\n")
@@ -242,10 +222,10 @@ func (b *bench) reportAccounting(p func(string, ...any), r *acctResult) {
 		name string
 		l    *load
 	}{{"on (eBPF)", &r.on}, {"off (cgroup files)", &r.off}} {
-		p("| %s | %d | %s | %s | %.0f |\n", x.name, x.l.calls, us(median(x.l.lat)), us(percentile(x.l.lat, 99)), x.l.perSecond())
+		p("| %s | %d | %s | %s | %.0f |\n", x.name, x.l.calls, us(benchmd.Median(x.l.lat)), us(benchmd.Percentile(x.l.lat, 99)), x.l.perSecond())
 	}
 	p("\nRatio on / off: invocations/s %s, p50 %s, p99 %s.\n", ratio(r.on.perSecond(), r.off.perSecond()),
-		dratio(median(r.on.lat), median(r.off.lat)), dratio(percentile(r.on.lat, 99), percentile(r.off.lat, 99)))
+		dratio(benchmd.Median(r.on.lat), benchmd.Median(r.off.lat)), dratio(benchmd.Percentile(r.on.lat, 99), benchmd.Percentile(r.off.lat, 99)))
 }
 
 func plural(n int, word string) string {
@@ -301,8 +281,8 @@ func (b *bench) reportMetering(p func(string, ...any), r *acctResult) {
 		name string
 		l    *load
 	}{{"on (ledger, 1 s flush)", &r.on}, {"off", &r.off}} {
-		p("| %s | %d | %s | %s | %.0f |\n", x.name, x.l.calls, us(median(x.l.lat)), us(percentile(x.l.lat, 99)), x.l.perSecond())
+		p("| %s | %d | %s | %s | %.0f |\n", x.name, x.l.calls, us(benchmd.Median(x.l.lat)), us(benchmd.Percentile(x.l.lat, 99)), x.l.perSecond())
 	}
 	p("\nRatio on / off: invocations/s %s, p50 %s, p99 %s.\n", ratio(r.on.perSecond(), r.off.perSecond()),
-		dratio(median(r.on.lat), median(r.off.lat)), dratio(percentile(r.on.lat, 99), percentile(r.off.lat, 99)))
+		dratio(benchmd.Median(r.on.lat), benchmd.Median(r.off.lat)), dratio(benchmd.Percentile(r.on.lat, 99), benchmd.Percentile(r.off.lat, 99)))
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -167,74 +166,23 @@ func bpfPrograms() ([]ebpf.ProgramID, error) {
 	}
 }
 
-func (b *bench) goBuild(out, pkg string, cgo bool, tags ...string) error {
-	args := []string{"build", "-o", out}
-	if len(tags) > 0 {
-		args = append(args, "-tags", strings.Join(tags, ","))
-	}
-	cmd := exec.Command("go", append(args, pkg)...)
-	cmd.Dir = b.root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if cgo {
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
-	}
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build %s: %w\n%s", pkg, err, out)
-	}
-	return nil
-}
-
 // build builds the daemon, scoped-exec (which the daemon expects next to
 // itself) and the whoami bundle, as invokebench and the e2e tests do.
 func (b *bench) build() error {
 	t0 := time.Now()
 	b.bin = filepath.Join(b.work, "bin")
-	b.scopedB = filepath.Join(b.bin, "scoped")
-	if err := b.goBuild(b.scopedB, "./cmd/scoped", true, "seccomp"); err != nil {
-		return err
-	}
-	if err := b.goBuild(filepath.Join(b.bin, "scoped-exec"), "./cmd/scoped-exec", false); err != nil {
+	var err error
+	if b.scopedB, err = benchmd.BuildDaemon(b.root, b.bin); err != nil {
 		return err
 	}
 	b.bundle = filepath.Join(b.bin, "bundles", extName)
-	if err := os.MkdirAll(b.bundle, 0o755); err != nil {
+	if b.files, err = benchmd.BuildBundle(b.root, b.bundle, extName); err != nil {
 		return err
 	}
-	if err := b.goBuild(filepath.Join(b.bundle, extName), "./examples/whoami", false); err != nil {
+	if err := benchmd.ChmodDirs(b.bin); err != nil {
 		return err
 	}
-	manifest, err := os.ReadFile(filepath.Join(b.root, "examples", extName, "manifest.toml"))
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(b.bundle, "manifest.toml"), manifest, 0o644); err != nil {
-		return err
-	}
-	err = filepath.Walk(b.bin, func(p string, fi os.FileInfo, err error) error {
-		if err == nil && fi.IsDir() {
-			return os.Chmod(p, 0o755)
-		}
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	b.files = &scopedv1.Bundle{}
-	for _, name := range []string{"manifest.toml", extName} {
-		p := filepath.Join(b.bundle, name)
-		fi, err := os.Stat(p)
-		if err != nil {
-			return err
-		}
-		content, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		b.files.Files = append(b.files.Files, &scopedv1.File{Path: name, Mode: uint32(fi.Mode().Perm()), Content: content})
-		if name == extName {
-			b.workerSz = fi.Size()
-		}
-	}
+	b.workerSz = int64(len(b.files.Files[1].Content))
 	logf("built the daemon, scoped-exec and the %s bundle in %s", extName, time.Since(t0).Round(time.Millisecond))
 	return nil
 }
@@ -274,7 +222,7 @@ func measureBaseline() time.Duration {
 	for i := range w {
 		w[i] = busyWindow()
 	}
-	return median(w)
+	return benchmd.Median(w)
 }
 
 // settle waits, at most max, until the machine's busy CPU time over 100 ms

@@ -12,35 +12,6 @@ import (
 	benchmd "github.com/scoped-io/scoped/bench"
 )
 
-// percentile is the p-th percentile (0 < p ≤ 100) of ds, nearest rank; the
-// 50th is the median (the mean of the middle two for an even count).
-func percentile(ds []time.Duration, p float64) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	n := len(s)
-	if p == 50 && n%2 == 0 {
-		return (s[n/2-1] + s[n/2]) / 2
-	}
-	i := int(math.Ceil(p/100*float64(n))) - 1
-	return s[max(i, 0)]
-}
-
-func median(ds []time.Duration) time.Duration { return percentile(ds, 50) }
-
-func mean(ds []time.Duration) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	var sum time.Duration
-	for _, d := range ds {
-		sum += d
-	}
-	return sum / time.Duration(len(ds))
-}
-
 func ms(d time.Duration) string {
 	return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 2, 64) + " ms"
 }
@@ -167,21 +138,21 @@ func (b *bench) report(cr coldResult, in *inprocResult) string {
 	p("| Mode | Cold starts | p50 | p90 | p99 | Mean |\n| --- | ---: | ---: | ---: | ---: | ---: |\n")
 	for i, m := range ms3 {
 		l := lat[i]
-		p("| %s | %d | %s | %s | %s | %s |\n", m.name, len(l), ms(median(l)), ms(percentile(l, 90)), ms(percentile(l, 99)), ms(mean(l)))
+		p("| %s | %d | %s | %s | %s | %s |\n", m.name, len(l), ms(benchmd.Median(l)), ms(benchmd.Percentile(l, 90)), ms(benchmd.Percentile(l, 99)), ms(benchmd.Mean(l)))
 	}
 	p("\nRatios to none: **egress / none = %s (p50), %s (mean)**; **egress, pool off / none = %s (p50), %s (mean)**.\n",
-		dratio(median(egress), median(none)), dratio(mean(egress), mean(none)),
-		dratio(median(nopool), median(none)), dratio(mean(nopool), mean(none)))
+		dratio(benchmd.Median(egress), benchmd.Median(none)), dratio(benchmd.Mean(egress), benchmd.Mean(none)),
+		dratio(benchmd.Median(nopool), benchmd.Median(none)), dratio(benchmd.Mean(nopool), benchmd.Mean(none)))
 	p("In time: egress adds %s at p50 (%s in the mean), egress without the pool %s (%s).\n",
-		signedMs(median(egress)-median(none)), signedMs(mean(egress)-mean(none)),
-		signedMs(median(nopool)-median(none)), signedMs(mean(nopool)-mean(none)))
+		signedMs(benchmd.Median(egress)-benchmd.Median(none)), signedMs(benchmd.Mean(egress)-benchmd.Mean(none)),
+		signedMs(benchmd.Median(nopool)-benchmd.Median(none)), signedMs(benchmd.Mean(nopool)-benchmd.Mean(none)))
 	p("p99 is the %s of %d cold starts.\n\n", ordinal(int(math.Ceil(0.99*float64(len(none))))), len(none))
 	p("Differences of the means, ± two standard errors (the noise of this run):\n\n")
 	for _, x := range []struct {
 		name string
 		l    []time.Duration
 	}{{"egress − none", egress}, {"egress, pool off − none", nopool}} {
-		d, se := mean(x.l)-mean(none), stdErr(x.l, none)
+		d, se := benchmd.Mean(x.l)-benchmd.Mean(none), stdErr(x.l, none)
 		verdict := "within the noise"
 		if d > 2*se || d < -2*se {
 			verdict = "beyond the noise"
@@ -190,10 +161,10 @@ func (b *bench) report(cr coldResult, in *inprocResult) string {
 	}
 	p("\n")
 	if in != nil {
-		pool, nopoolE := median(in.egress["pool, policy"]), median(in.egress["no pool, policy"])
+		pool, nopoolE := benchmd.Median(in.egress["pool, policy"]), benchmd.Median(in.egress["no pool, policy"])
 		p("For scale, `Egress` alone (in-process, below) takes %s with the pool and %s without: %.1f %% and\n",
-			us(pool), us(nopoolE), 100*float64(pool)/float64(median(none)))
-		p("%.1f %% of the p50 of a `none` cold start.\n\n", 100*float64(nopoolE)/float64(median(none)))
+			us(pool), us(nopoolE), 100*float64(pool)/float64(benchmd.Median(none)))
+		p("%.1f %% of the p50 of a `none` cold start.\n\n", 100*float64(nopoolE)/float64(benchmd.Median(none)))
 	}
 	p("p50 per round (each round a fresh daemon per mode):\n\n")
 	p("| Round | none | egress | egress, pool off |\n| ---: | ---: | ---: | ---: |\n")
@@ -206,7 +177,7 @@ func (b *bench) report(cr coldResult, in *inprocResult) string {
 					l = append(l, c.latency())
 				}
 			}
-			p(" %s |", ms(median(l)))
+			p(" %s |", ms(benchmd.Median(l)))
 		}
 		p("\n")
 	}
@@ -226,19 +197,19 @@ func (b *bench) report(cr coldResult, in *inprocResult) string {
 			q[j] = c.queued
 		}
 		if len(phase(calls, func(x *phases) time.Duration { return x.scope })) == 0 {
-			p("| %s | – | – | – | – | – | %s |\n", m.name, ms(median(q)))
+			p("| %s | – | – | – | – | – | %s |\n", m.name, ms(benchmd.Median(q)))
 			continue
 		}
-		netCol := ms(median(phase(calls, func(x *phases) time.Duration { return x.network })))
+		netCol := ms(benchmd.Median(phase(calls, func(x *phases) time.Duration { return x.network })))
 		if m.network == "none" {
 			netCol = "–"
 		}
 		p("| %s | %s | %s | %s | %s | %s | %s |\n", m.name,
-			ms(median(phase(calls, func(x *phases) time.Duration { return x.scope }))), netCol,
-			ms(median(phase(calls, func(x *phases) time.Duration { return x.sandbox }))),
-			ms(median(phase(calls, func(x *phases) time.Duration { return x.handshake }))),
-			ms(median(phase(calls, func(x *phases) time.Duration { return x.reply }))),
-			ms(median(q)))
+			ms(benchmd.Median(phase(calls, func(x *phases) time.Duration { return x.scope }))), netCol,
+			ms(benchmd.Median(phase(calls, func(x *phases) time.Duration { return x.sandbox }))),
+			ms(benchmd.Median(phase(calls, func(x *phases) time.Duration { return x.handshake }))),
+			ms(benchmd.Median(phase(calls, func(x *phases) time.Duration { return x.reply }))),
+			ms(benchmd.Median(q)))
 	}
 	p("\nWhat `Egress` does for a new egress scope, all before its sandbox starts:\n\n")
 	p("1. **A namespace**: with the pool, a ready one is taken (a channel receive; the filler makes its\n")
@@ -256,7 +227,7 @@ func (b *bench) report(cr coldResult, in *inprocResult) string {
 	p("`unshare(CLONE_NEWNET)` costs (below). With the pool, what is left to add is mostly the five\n")
 	p("attachments")
 	if in != nil {
-		pool, noise := median(in.egress["pool, policy"]), 2*stdErr(egress, none)
+		pool, noise := benchmd.Median(in.egress["pool, policy"]), 2*stdErr(egress, none)
 		if pool < noise {
 			p(": %s for all of `Egress`, below this run's noise (± %s)", us(pool), ms(noise))
 		} else {
@@ -284,9 +255,9 @@ func (b *bench) reportInproc(p func(string, ...any), in *inprocResult) {
 	p("| Variant | Egress p50 | Egress p90 | Egress mean | Close p50 |\n| --- | ---: | ---: | ---: | ---: |\n")
 	for _, v := range inprocVariants {
 		e, c := in.egress[v.name], in.close[v.name]
-		p("| %s | %s | %s | %s | %s |\n", v.name, us(median(e)), us(percentile(e, 90)), us(mean(e)), us(median(c)))
+		p("| %s | %s | %s | %s | %s |\n", v.name, us(benchmd.Median(e)), us(benchmd.Percentile(e, 90)), us(benchmd.Mean(e)), us(benchmd.Median(c)))
 	}
-	med := func(name string) time.Duration { return median(in.egress[name]) }
+	med := func(name string) time.Duration { return benchmd.Median(in.egress[name]) }
 	p("\nBy difference of medians: a ready namespace + the allow-list + 5 attachments (pool, no policy)\n")
 	p("%s; the rule and the two TBF qdiscs %s (pool: policy − no policy; %s without the pool); making\n",
 		us(med("pool, no policy")), us(med("pool, policy")-med("pool, no policy")),
@@ -295,7 +266,7 @@ func (b *bench) reportInproc(p func(string, ...any), in *inprocResult) {
 		us(med("no pool, policy")-med("pool, policy")), us(med("no pool, no policy")-med("pool, no policy")))
 	p("deleting the veth, closing the namespace) runs when a scope is removed, not at its start. For\n")
 	p("scale: `unshare(CLONE_NEWNET)` alone, on a locked thread of the benchmark, takes %s (median of %d).\n",
-		us(median(in.bare)), len(in.bare))
+		us(benchmd.Median(in.bare)), len(in.bare))
 }
 
 func signedMs(d time.Duration) string {
@@ -335,7 +306,7 @@ func stdErr(a, b []time.Duration) time.Duration {
 		if len(ds) < 2 {
 			return 0
 		}
-		m := float64(mean(ds))
+		m := float64(benchmd.Mean(ds))
 		var sum float64
 		for _, d := range ds {
 			sum += (float64(d) - m) * (float64(d) - m)
