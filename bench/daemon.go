@@ -25,6 +25,8 @@ type Daemon struct {
 	Socket  string // its API socket
 	LogPath string // its stdout and stderr
 
+	cgroupRoot string
+
 	cmd     *exec.Cmd
 	logFile *os.File
 	exited  chan struct{}
@@ -56,6 +58,16 @@ func StartDaemon(ctx context.Context, bin, dir, cgroupRoot, settings string, log
 		return nil, err
 	}
 	d.Socket = socket
+	d.cgroupRoot = cgroupRoot
+	if err := d.waitServing(ctx); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// waitServing waits up to 20 s for the daemon to answer ListExtensions,
+// and stops it if it does not.
+func (d *Daemon) waitServing(ctx context.Context) error {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		c, err := client.Dial(ctx, d.Socket)
@@ -63,18 +75,18 @@ func StartDaemon(ctx context.Context, bin, dir, cgroupRoot, settings string, log
 			_, err = c.ListExtensions(ctx, &scopedv1.ListExtensionsRequest{})
 			c.Close()
 			if err == nil {
-				logf("daemon (pid %d) serving on %s, cgroup root %s", d.Pid(), d.Socket, cgroupRoot)
-				return d, nil
+				d.logf("daemon (pid %d) serving on %s, cgroup root %s", d.Pid(), d.Socket, d.cgroupRoot)
+				return nil
 			}
 		}
 		select {
 		case <-d.exited:
 			d.logFile.Close()
-			return nil, fmt.Errorf("scoped exited at start:\n%s", d.LogTail())
+			return fmt.Errorf("scoped exited at start:\n%s", d.LogTail())
 		default:
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return nil, errors.Join(fmt.Errorf("scoped does not serve %s: %w\n%s", d.Socket, err, d.LogTail()), d.Stop())
+			return errors.Join(fmt.Errorf("scoped does not serve %s: %w\n%s", d.Socket, err, d.LogTail()), d.Stop())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
