@@ -113,7 +113,12 @@ func (a *API) register(r grpc.ServiceRegistrar, impl scopedv1.ScopedServer) {
 	for i, m := range sd.Methods {
 		h, capped := m.Handler, m.MethodName != "Deploy"
 		method := "/" + sd.ServiceName + "/" + m.MethodName
-		sd.Methods[i].Handler = func(srv any, ctx context.Context, dec func(any) error, in grpc.UnaryServerInterceptor) (any, error) {
+		sd.Methods[i].Handler = func(srv any, ctx context.Context, dec func(any) error, in grpc.UnaryServerInterceptor) (resp any, err error) {
+			defer func() { // in the decoding; the interceptor recovers the handler's
+				if p := recover(); p != nil {
+					resp, err = nil, a.panicked(ctx, method, caller{}, "", p)
+				}
+			}()
 			if _, err := a.authenticate(ctx); err != nil {
 				return nil, a.statusFor(method, caller{}, err)
 			}
