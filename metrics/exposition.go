@@ -42,6 +42,7 @@ const (
 	mRefused        = "scoped_admission_refused_total"
 	mControlEvents  = "scoped_control_events_total"
 	mThrottledNow   = "scoped_control_throttled_scopes"
+	mAPIPanics      = "scoped_api_panics_total"
 	familyHistogram = "histogram"
 )
 
@@ -58,6 +59,7 @@ var families = []family{
 	{mRefused, "counter", "Invocations refused by admission (rate, concurrency, suspended tenant, cpu time), by tier and reason."},
 	{mControlEvents, "counter", "Noisy-neighbour controller events, by kind."},
 	{mThrottledNow, "gauge", "Scopes the noisy-neighbour controller holds stepped down now."},
+	{mAPIPanics, "counter", "API calls whose handler panicked (answered INTERNAL), by gRPC method."},
 
 	{mCPU, "counter", "CPU time used by the scope's tasks."},
 	{mThrottled, "counter", "Time the scope's tasks were throttled by their CPU limit."},

@@ -166,6 +166,12 @@ func (r *Registry) IncRefused(tier, reason string) {
 	r.counter(mRefused + "{" + pair("tier", tier) + "," + pair("reason", reason) + "}").Inc()
 }
 
+// IncAPIPanic counts one API call whose handler panicked; method is the
+// gRPC method name of a registered service (a bounded set).
+func (r *Registry) IncAPIPanic(method string) {
+	r.counter(mAPIPanics + "{" + pair("method", method) + "}").Inc()
+}
+
 // SetControlEvents records how many events of a kind the noisy-neighbour
 // controller has had (its own cumulative count).
 func (r *Registry) SetControlEvents(kind string, n uint64) {

@@ -63,6 +63,7 @@ func populate(r *Registry) {
 	r.IncRefused("free", "rate")
 	r.SetControlEvents("stepped_down", 1)
 	r.SetThrottled(1)
+	r.IncAPIPanic("/scoped.v1.Scoped/Invoke")
 	r.UpdateScope(acme, fullSample())
 	r.ObserveInvocation(acme, "hook", ResultOK, 2*time.Millisecond, true)
 	r.ObserveInvocation(acme, "hook", ResultOK, 300*time.Microsecond, false)

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -32,7 +33,8 @@ import (
 // calls the supervisor and turns its sentinel errors into status codes.
 type API struct {
 	scopedv1.UnimplementedScopedServer
-	s *Supervisor
+	s           *Supervisor
+	capFallback atomic.Bool // requests were capped after reading (and that was logged)
 }
 
 var _ scopedv1.ScopedServer = (*API)(nil)
@@ -86,14 +88,22 @@ func (s *Supervisor) Listen() (net.Listener, error) {
 // go-plugin's health service for applications that reattach.)
 func (s *Supervisor) NewServer() *grpc.Server {
 	api := &API{s: s}
+	return api.newServer(api)
+}
+
+// newServer serves impl, the API or a stand-in of tests, with the API's
+// authentication, limits, error mapping and panic recovery. The server's
+// receive limit is Deploy's (the bundle); register holds every other
+// method to maxRequest.
+func (a *API) newServer(impl scopedv1.ScopedServer) *grpc.Server {
 	srv := grpc.NewServer(
 		grpc.Creds(peerCreds{}),
-		grpc.MaxRecvMsgSize(int(s.conf().Limits.MaxBundle+1<<20)),
-		grpc.MaxSendMsgSize(int(s.conf().Limits.MaxResult+1<<20)),
-		grpc.UnaryInterceptor(api.unary),
-		grpc.StreamInterceptor(api.stream),
+		grpc.MaxRecvMsgSize(int(a.s.conf().Limits.MaxBundle+1<<20)),
+		grpc.MaxSendMsgSize(int(a.s.conf().Limits.MaxResult+1<<20)),
+		grpc.UnaryInterceptor(a.unary),
+		grpc.StreamInterceptor(a.stream),
 	)
-	scopedv1.RegisterScopedServer(srv, api)
+	a.register(srv, impl)
 	return srv
 }
 
@@ -201,34 +211,68 @@ func (a *API) authenticate(ctx context.Context) (caller, error) {
 	return c, nil
 }
 
-func (a *API) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+// unary authenticates the caller of a Scoped method and maps the
+// handler's error; a panic of any handler becomes INTERNAL. (register caps
+// the request of a unary method.)
+func (a *API) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
+	var c caller
+	defer func() {
+		if p := recover(); p != nil {
+			resp, err = nil, a.panicked(ctx, info.FullMethod, c, tenantOf(req), p)
+		}
+	}()
 	if !strings.HasPrefix(info.FullMethod, "/scoped.v1.") {
 		return h(ctx, req) // health
 	}
-	c, err := a.authenticate(ctx)
-	if err != nil {
-		return nil, toStatus(err)
+	if c, err = a.authenticate(ctx); err != nil {
+		return nil, a.statusFor(info.FullMethod, c, err)
 	}
-	resp, err := h(context.WithValue(ctx, callerKey{}, c), req)
-	return resp, toStatus(err)
+	resp, err = h(context.WithValue(ctx, callerKey{}, c), req)
+	return resp, a.statusFor(info.FullMethod, c, err)
 }
 
 type wrappedStream struct {
 	grpc.ServerStream
-	ctx context.Context
+	ctx    context.Context
+	recv   func(any) error // reads the request within its cap; nil: ServerStream's
+	tenant string          // of the last request received, for the log of a panic
 }
 
-func (w wrappedStream) Context() context.Context { return w.ctx }
+func (w *wrappedStream) Context() context.Context { return w.ctx }
 
-func (a *API) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+func (w *wrappedStream) RecvMsg(m any) error {
+	recv := w.ServerStream.RecvMsg
+	if w.recv != nil {
+		recv = w.recv
+	}
+	err := recv(m)
+	if err == nil {
+		w.tenant = tenantOf(m)
+	}
+	return err
+}
+
+// stream is unary for streaming methods; it caps the request of a Scoped
+// method that does not stream requests, at maxRequest.
+func (a *API) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) (err error) {
+	var c caller
+	w := &wrappedStream{ServerStream: ss, ctx: ss.Context()}
+	defer func() {
+		if p := recover(); p != nil {
+			err = a.panicked(ss.Context(), info.FullMethod, c, w.tenant, p)
+		}
+	}()
 	if !strings.HasPrefix(info.FullMethod, "/scoped.v1.") {
-		return h(srv, ss)
+		return h(srv, w)
 	}
-	c, err := a.authenticate(ss.Context())
-	if err != nil {
-		return toStatus(err)
+	if c, err = a.authenticate(ss.Context()); err != nil {
+		return a.statusFor(info.FullMethod, c, err)
 	}
-	return toStatus(h(srv, wrappedStream{ss, context.WithValue(ss.Context(), callerKey{}, c)}))
+	w.ctx = context.WithValue(ss.Context(), callerKey{}, c)
+	if !info.IsClientStream {
+		w.recv = a.cappedDecoder(ss.Context(), ss.RecvMsg)
+	}
+	return a.statusFor(info.FullMethod, c, h(srv, w))
 }
 
 func callerOf(ctx context.Context) caller {
@@ -247,15 +291,36 @@ func mayAct(ctx context.Context, tenant string) error {
 	return nil
 }
 
-// toStatus maps sentinel errors to gRPC codes; the one place that does.
+// toStatus maps sentinel errors to gRPC codes; the one place that does. An
+// error that maps to none is INTERNAL without its text, which may name host
+// paths; API.statusFor logs it.
 func toStatus(err error) error {
 	if err == nil {
 		return nil
 	}
-	if _, ok := status.FromError(err); ok {
-		return err
+	if st, ok := statusOf(err); ok {
+		return st
 	}
-	code := codes.Internal
+	return status.Error(codes.Internal, "internal error")
+}
+
+// statusFor is toStatus for a call of method by c: an internal error is
+// logged whole with an id, and the client gets INTERNAL with only that id.
+func (a *API) statusFor(method string, c caller, err error) error {
+	if err == nil {
+		return nil
+	}
+	if st, ok := statusOf(err); ok {
+		return st
+	}
+	return a.internalError(method, c, "API call failed", "err", err)
+}
+
+// statusOf is the status of a sentinel error (with the error's own text, for
+// the client), of a context error, or a status error made at the edge or by
+// grpc itself; false for any other error.
+func statusOf(err error) (error, bool) {
+	var code codes.Code
 	switch {
 	case errors.Is(err, ErrInvalid), errors.Is(err, ErrTooLarge):
 		code = codes.InvalidArgument
@@ -280,6 +345,13 @@ func toStatus(err error) error {
 		code = codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):
 		code = codes.DeadlineExceeded
+	default:
+		// Only a status error itself: one wrapped in another error may
+		// come from a worker, which must not choose the code.
+		if se, ok := err.(interface{ GRPCStatus() *status.Status }); ok && se.GRPCStatus().Code() != codes.OK {
+			return err, true
+		}
+		return nil, false
 	}
 	st := status.New(code, err.Error())
 	if ra := (*RetryAfterError)(nil); errors.As(err, &ra) {
@@ -289,7 +361,7 @@ func toStatus(err error) error {
 			st = withHint
 		}
 	}
-	return st.Err()
+	return st.Err(), true
 }
 
 // --- RPCs --------------------------------------------------------------
@@ -533,24 +605,110 @@ func (a *API) ListTenants(ctx context.Context, req *scopedv1.ListTenantsRequest)
 	return resp, nil
 }
 
+// ListEvents lists the noisy-neighbour controller's events. Root and
+// clients with all tenants or admin = true see every event; another client
+// sees the events that name a scope of its tenants, as the antagonist or as
+// a victim, with the scopes and tenant of the others redacted.
 func (a *API) ListEvents(ctx context.Context, req *scopedv1.ListEventsRequest) (*scopedv1.ListEventsResponse, error) {
-	allow, err := filter(ctx, req.GetTenant())
-	if err != nil {
-		return nil, err
+	c := callerOf(ctx)
+	may := c.may
+	if c.admin {
+		may = func(string) bool { return true }
+	}
+	show := may
+	if t := req.GetTenant(); t != "" {
+		if err := ident.Check("tenant", t); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+		if !may(t) {
+			return nil, fmt.Errorf("%w: %s may not act for tenant %s", ErrPermission, c.name, t)
+		}
+		show = func(x string) bool { return x == t }
 	}
 	var since time.Time
 	if req.GetSince() != nil {
 		since = req.GetSince().AsTime()
 	}
-	events, enabled := a.s.ControlEvents(allow, since)
-	resp := &scopedv1.ListEventsResponse{ControllerEnabled: enabled}
+	events, enabled := a.s.ControlEvents(func(string) bool { return true }, since)
+	return &scopedv1.ListEventsResponse{ControllerEnabled: enabled, Events: eventsFor(events, show, may)}, nil
+}
+
+// redacted stands for a scope or tenant the caller may not see.
+const redacted = "(other tenant)"
+
+// eventsFor is the events that name a scope of a tenant show accepts, with
+// every scope and tenant may does not accept redacted, in the event's
+// fields and in its reason.
+func eventsFor(events []ControlEvent, show, may func(string) bool) []*scopedv1.Event {
+	var out []*scopedv1.Event
 	for _, e := range events {
-		resp.Events = append(resp.Events, &scopedv1.Event{
+		shown := show(e.Tenant)
+		hidden := map[string]bool{} // tenants and scope keys to redact
+		if !may(e.Tenant) {
+			hidden[e.Tenant], hidden[e.Scope] = true, true
+		}
+		for _, v := range e.Victims {
+			t, _, _ := strings.Cut(v, ".")
+			shown = shown || show(t)
+			if !may(t) {
+				hidden[t], hidden[v] = true, true
+			}
+		}
+		if !shown {
+			continue
+		}
+		pe := &scopedv1.Event{
 			Time: timestamppb.New(e.At), Kind: e.Kind, Scope: e.Scope, Tenant: e.Tenant,
-			Victims: e.Victims, Level: int32(e.Level), Reason: e.Reason,
-		})
+			Victims: slices.Clone(e.Victims), Level: int32(e.Level), Reason: e.Reason,
+		}
+		if len(hidden) > 0 {
+			if hidden[pe.Tenant] {
+				pe.Scope, pe.Tenant = redacted, ""
+			}
+			for i, v := range pe.Victims {
+				if hidden[v] {
+					pe.Victims[i] = redacted
+				}
+			}
+			pe.Reason = redactWords(pe.Reason, hidden)
+		}
+		out = append(out, pe)
 	}
-	return resp, nil
+	return out
+}
+
+// redactWords replaces each word of s (a run of the characters of ids and
+// scope keys, without a trailing dot) that is hidden, or a scope key of a
+// hidden tenant, by redacted.
+func redactWords(s string, hidden map[string]bool) string {
+	isWord := func(r byte) bool {
+		return r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_' || r == '-' || r == '.'
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		if !isWord(s[i]) {
+			b.WriteByte(s[i])
+			i++
+			continue
+		}
+		j := i
+		for j < len(s) && isWord(s[j]) {
+			j++
+		}
+		k := j
+		for k > i && s[k-1] == '.' {
+			k--
+		}
+		w := s[i:k]
+		t, _, _ := strings.Cut(w, ".")
+		if hidden[w] || hidden[t] && strings.Contains(w, ".") {
+			w = redacted
+		}
+		b.WriteString(w)
+		b.WriteString(s[k:j])
+		i = j
+	}
+	return b.String()
 }
 
 func (a *API) GetUsage(ctx context.Context, req *scopedv1.GetUsageRequest) (*scopedv1.GetUsageResponse, error) {
