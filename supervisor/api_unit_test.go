@@ -31,6 +31,7 @@ func TestUnitToStatus(t *testing.T) {
 		{ErrBusy, codes.ResourceExhausted},
 		{ErrWorker, codes.Unavailable},
 		{ErrStopping, codes.Unavailable},
+		{ErrLedger, codes.Unavailable},
 		{ErrHandler, codes.Aborted},
 		{context.Canceled, codes.Canceled},
 		{context.DeadlineExceeded, codes.DeadlineExceeded},
@@ -69,7 +70,7 @@ func TestUnitToStatus(t *testing.T) {
 // would make it Internal.
 func TestUnitToStatusEverySentinelMapped(t *testing.T) {
 	for _, err := range []error{ErrInvalid, ErrTooLarge, ErrNotFound, ErrPermission, ErrUnauthorized,
-		ErrDeadline, ErrOutOfMemory, ErrBusy, ErrWorker, ErrHandler, ErrStopping} {
+		ErrDeadline, ErrOutOfMemory, ErrBusy, ErrWorker, ErrHandler, ErrStopping, ErrLedger} {
 		if code := status.Code(toStatus(err)); code == codes.Internal || code == codes.Unknown || code == codes.OK {
 			t.Errorf("%v maps to %v", err, code)
 		}
