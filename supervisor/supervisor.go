@@ -77,6 +77,9 @@ func New(cfg Config, log *slog.Logger) (*Supervisor, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if err := checkDirs(&cfg, log); err != nil {
+		return nil, err
+	}
 	store, err := NewStore(cfg.StateDir, cfg.Limits.MaxBundle, cfg.Limits.MaxBundleFiles)
 	if err != nil {
 		return nil, fmt.Errorf("extension store: %w", err)
