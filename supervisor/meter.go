@@ -332,13 +332,23 @@ func usageDeltas(sc *scope, prev, cur *meterState, now time.Time) []metering.Del
 // prunes records past the retention once an hour.
 func (s *Supervisor) meterLoop(stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
+	beat(&s.health.meter)
+	defer s.health.meter.Store(0)
+	alive := time.NewTicker(heartbeatEvery)
+	defer alive.Stop()
 	var pruned time.Time
+	next := time.NewTimer(s.conf().Metering.Flush.Duration)
+	defer next.Stop()
 	for {
 		select {
 		case <-stop:
 			return
-		case <-time.After(s.conf().Metering.Flush.Duration):
+		case <-alive.C:
+			beat(&s.health.meter)
+			continue
+		case <-next.C:
 		}
+		beat(&s.health.meter)
 		if err := s.flushMetering(); err != nil {
 			s.log.Error("metering flush", "err", err)
 		}
@@ -353,6 +363,7 @@ func (s *Supervisor) meterLoop(stop <-chan struct{}, done chan<- struct{}) {
 				s.log.Info("metering: pruned delivered records past the retention", "records", n)
 			}
 		}
+		next.Reset(s.conf().Metering.Flush.Duration)
 	}
 }
 
