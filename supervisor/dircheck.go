@@ -16,18 +16,21 @@ import (
 // runtime_dir) by path: every directory above dir needs search permission
 // for others (o+x), or every worker start fails at its first invocation
 // ("remount-propagation … permission denied"). dir itself and what is
-// below it the daemon makes and sets itself; directories that do not
-// exist yet are made 0711. Symbolic links are resolved first: what counts
-// is the directories the path leads through.
+// below it the daemon makes and sets itself; directories above it that do
+// not exist yet are made here, 0711 whatever the umask. Symbolic links are
+// resolved first: what counts is the directories the path leads through.
 func checkSandboxReach(key, dir string, idBase uint32) error {
 	parent := filepath.Dir(filepath.Clean(dir))
-	// The longest part of the path that exists now.
+	// The longest part of the path that exists now; the rest is made
+	// here, 0711 whatever the umask (MkdirAll below dir would honour it).
+	var missing []string
 	for {
 		if _, err := os.Stat(parent); err == nil {
 			break
 		} else if !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("%w: %s %s: %w", ErrConfig, key, dir, err)
 		}
+		missing = append(missing, parent)
 		parent = filepath.Dir(parent)
 	}
 	real, err := filepath.EvalSymlinks(parent)
@@ -52,6 +55,14 @@ func checkSandboxReach(key, dir string, idBase uint32) error {
 		if fi.Mode().Perm()&0o001 == 0 {
 			return fmt.Errorf("%w: %s %s: %s is mode %#o; the sandboxes (host uids from %d) need o+x on every directory above %s (chmod o+x %s, or choose another %s)",
 				ErrConfig, key, dir, chain[i], fi.Mode().Perm(), idBase, key, chain[i], key)
+		}
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		if err := os.Mkdir(missing[i], 0o711); err != nil && !errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("%w: %s %s: %w", ErrConfig, key, dir, err)
+		}
+		if err := os.Chmod(missing[i], 0o711); err != nil {
+			return fmt.Errorf("%w: %s %s: %w", ErrConfig, key, dir, err)
 		}
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -66,6 +67,21 @@ func TestUnitCheckSandboxReach(t *testing.T) {
 				t.Errorf("%s: %q lacks %q", c.path, err, want)
 			}
 		}
+	}
+	// Missing directories above are made 0711, whatever the umask.
+	old := syscall.Umask(0o077)
+	err := checkSandboxReach("state_dir", filepath.Join(open, "new", "er", "state"), 1048576)
+	syscall.Umask(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{filepath.Join(open, "new"), filepath.Join(open, "new", "er")} {
+		if fi, err := os.Stat(d); err != nil || fi.Mode().Perm() != 0o711 {
+			t.Errorf("%s: %v %v, want mode 0711", d, fi.Mode(), err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(open, "new", "er", "state")); err == nil {
+		t.Errorf("state_dir itself was made by the check")
 	}
 	// A file where a directory should be.
 	file := filepath.Join(open, "file")

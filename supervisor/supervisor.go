@@ -864,6 +864,7 @@ func (s *Supervisor) warm(sc *scope) {
 	}
 	sc.mu.Unlock()
 	for _, ext := range need {
+		beat(&s.health.reaper) // a start may take start_timeout
 		ctx, cancel := context.WithTimeout(context.Background(), s.conf().Pool.StartTimeout.Duration)
 		w, _, err := s.acquire(ctx, sc, ext, s.conf().Tiers[sc.tier].maxWorkers(s.conf().Pool))
 		cancel()
