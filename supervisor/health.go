@@ -72,7 +72,7 @@ func (s *Supervisor) probe(ctx context.Context, name string, l sync.Locker) erro
 	got := make(chan struct{})
 	go func() {
 		l.Lock()
-		l.Unlock() //nolint:staticcheck // taking it is the probe
+		l.Unlock() // taking it was the probe
 		s.health.probing.Delete(name)
 		close(got)
 	}()
