@@ -337,7 +337,7 @@ func statusOf(err error) (error, bool) {
 		code = codes.ResourceExhausted
 	case errors.Is(err, ErrSuspended), errors.Is(err, ErrNetworkDenied):
 		code = codes.FailedPrecondition
-	case errors.Is(err, ErrWorker), errors.Is(err, ErrStopping):
+	case errors.Is(err, ErrWorker), errors.Is(err, ErrStopping), errors.Is(err, ErrLedger):
 		code = codes.Unavailable
 	case errors.Is(err, ErrHandler):
 		code = codes.Aborted

@@ -34,6 +34,7 @@ func TestUnitToStatus(t *testing.T) {
 		{ErrBusy, codes.ResourceExhausted},
 		{ErrWorker, codes.Unavailable},
 		{ErrStopping, codes.Unavailable},
+		{ErrLedger, codes.Unavailable},
 		{ErrHandler, codes.Aborted},
 		{context.Canceled, codes.Canceled},
 		{context.DeadlineExceeded, codes.DeadlineExceeded},
@@ -83,7 +84,7 @@ func TestUnitToStatus(t *testing.T) {
 func TestUnitToStatusEverySentinelMapped(t *testing.T) {
 	for _, err := range []error{ErrInvalid, ErrTooLarge, ErrNotFound, ErrPermission, ErrUnauthorized,
 		ErrDeadline, ErrOutOfMemory, ErrBusy, ErrWorker, ErrHandler, ErrStopping, ErrSuspended,
-		ErrNetworkDenied, ErrRateLimited, ErrConcurrency, ErrCPUTime, ErrQuota} {
+		ErrNetworkDenied, ErrRateLimited, ErrConcurrency, ErrCPUTime, ErrQuota, ErrLedger} {
 		st, known := statusOf(err)
 		if code := status.Code(st); !known || code == codes.Internal || code == codes.Unknown || code == codes.OK {
 			t.Errorf("%v maps to %v", err, code)

@@ -29,6 +29,7 @@ type logRing struct {
 	next      int
 	full      bool
 	followers map[chan LogLine]struct{}
+	out       *workerLog // the copy into the daemon's log (see workerLog)
 }
 
 func newLogRing(n int) *logRing {
@@ -83,6 +84,7 @@ type ringWriter struct {
 	ext     string
 	stream  string
 	current func() string // the invocation in flight, "" if none or many
+	out     *workerLog    // nil: the ring only
 	mu      sync.Mutex
 	buf     []byte
 }
@@ -123,5 +125,8 @@ func (w *ringWriter) flush() {
 		Time: time.Now(), Scope: w.scope, Worker: w.worker, Extension: w.ext,
 		InvocationID: w.current(), Stream: w.stream, Line: string(w.buf),
 	})
+	if w.out != nil {
+		w.out.line(w.worker, w.ext, w.stream, string(w.buf))
+	}
 	w.buf = w.buf[:0]
 }

@@ -23,11 +23,27 @@ type MeteringConfig struct {
 	// Retention is how long records stay in the ledger once every
 	// exporter has delivered them (at least 32 days: the spend guards sum
 	// over the current month).
-	Retention Duration       `toml:"retention"`
-	Exports   []ExportConfig `toml:"export"`
+	Retention Duration `toml:"retention"`
+	// OnError is what admission does when the ledger cannot tell a tier
+	// with spend caps what its tenant used: CapsRefuse (the default; also
+	// when empty) refuses the invocation with UNAVAILABLE, CapsAllow lets it
+	// run unchecked. Either way the daemon logs it and counts it.
+	OnError string         `toml:"on_error"`
+	Exports []ExportConfig `toml:"export"`
 }
 
+// The values of [metering] on_error.
+const (
+	CapsRefuse = "refuse"
+	CapsAllow  = "allow"
+)
+
 func (c MeteringConfig) validate() error {
+	switch c.OnError {
+	case "", CapsRefuse, CapsAllow:
+	default:
+		return fmt.Errorf("metering.on_error %q is not %q or %q", c.OnError, CapsRefuse, CapsAllow)
+	}
 	if !c.Enabled {
 		return nil
 	}
@@ -89,6 +105,8 @@ type meter struct {
 
 	capMu sync.Mutex
 	spent map[string]spent // by tenant: what its caps are checked against
+	// capLog keeps a broken ledger from writing a line per invocation.
+	capLog logEvery
 }
 
 // spent is a tenant's usage of its capped meters this UTC day and month,
@@ -314,13 +332,23 @@ func usageDeltas(sc *scope, prev, cur *meterState, now time.Time) []metering.Del
 // prunes records past the retention once an hour.
 func (s *Supervisor) meterLoop(stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
+	beat(&s.health.meter)
+	defer s.health.meter.Store(0)
+	alive := time.NewTicker(heartbeatEvery)
+	defer alive.Stop()
 	var pruned time.Time
+	next := time.NewTimer(s.conf().Metering.Flush.Duration)
+	defer next.Stop()
 	for {
 		select {
 		case <-stop:
 			return
-		case <-time.After(s.conf().Metering.Flush.Duration):
+		case <-alive.C:
+			beat(&s.health.meter)
+			continue
+		case <-next.C:
 		}
+		beat(&s.health.meter)
 		if err := s.flushMetering(); err != nil {
 			s.log.Error("metering flush", "err", err)
 		}
@@ -335,6 +363,7 @@ func (s *Supervisor) meterLoop(stop <-chan struct{}, done chan<- struct{}) {
 				s.log.Info("metering: pruned delivered records past the retention", "records", n)
 			}
 		}
+		next.Reset(s.conf().Metering.Flush.Duration)
 	}
 }
 
@@ -375,9 +404,7 @@ func (s *Supervisor) checkCaps(tenant, tierName string, t Tier, now time.Time) e
 	if !ok || now.Sub(sp.at) >= flush || !now.Before(sp.dayEnd) {
 		var err error
 		if sp, err = s.spentNow(tenant, t, now); err != nil {
-			s.log.Warn("spend caps not checked", "tenant", tenant, "err", err)
-			s.metrics.IncError("metering_caps")
-			return nil
+			return s.capsFailed(tenant, tierName, now, err)
 		}
 		m.capMu.Lock()
 		m.spent[tenant] = sp
@@ -403,6 +430,37 @@ func (s *Supervisor) checkCaps(tenant, tierName string, t Tier, now time.Time) e
 	}
 	return nil
 }
+
+// capsFailed decides, by [metering] on_error, what an invocation whose
+// spend caps the ledger could not check gets: refused with ErrLedger
+// (counted as scoped_admission_refused_total{reason="ledger"} by the
+// caller) or let through unchecked (scoped_errors_total{kind=
+// "caps_unchecked"}). Every failure counts as scoped_errors_total{kind=
+// "metering_caps"}; the log has at most one line per capLogEvery.
+func (s *Supervisor) capsFailed(tenant, tierName string, now time.Time, err error) error {
+	s.metrics.IncError("metering_caps")
+	allow := s.conf().Metering.OnError == CapsAllow
+	if ok, skipped := s.meter.capLog.allow(now, capLogEvery); ok {
+		action := "invocation refused"
+		if allow {
+			action = "invocation allowed unchecked"
+		}
+		s.log.Error("spend caps cannot be checked: the metering ledger failed; "+action+" ([metering] on_error)",
+			"tenant", tenant, "tier", tierName, "err", err, "on_error", s.conf().Metering.OnError, "unlogged_before", skipped)
+	}
+	if allow {
+		s.metrics.IncError("caps_unchecked")
+		return nil
+	}
+	return &RetryAfterError{
+		Err: fmt.Errorf("%w: the spend caps of tenant %s cannot be checked now (the metering ledger failed)",
+			ErrLedger, tenant),
+		After: s.conf().Metering.Flush.Duration,
+	}
+}
+
+// capLogEvery bounds the log lines of a failing ledger's cap checks.
+const capLogEvery = 10 * time.Second
 
 // spentNow reads a tenant's usage of its capped meters from the ledger.
 func (s *Supervisor) spentNow(tenant string, t Tier, now time.Time) (spent, error) {

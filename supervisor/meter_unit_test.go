@@ -1,9 +1,17 @@
 package supervisor
 
 import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
 	"math"
+	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/scoped-io/scoped/metering"
 )
@@ -53,6 +61,8 @@ func TestUnitMeteringConfig(t *testing.T) {
 		"window 1.5s":      {Enabled: true, Window: Duration{1500 * time.Millisecond}, Flush: Duration{time.Second}},
 		"export bad url":   {Enabled: true, Window: Duration{time.Minute}, Flush: Duration{time.Second}, Retention: Duration{2160 * time.Hour}, Exports: []ExportConfig{{Name: "x", Format: "cloudevents", URL: "ftp://x", Source: "s"}}},
 		"export twice":     {Enabled: true, Window: Duration{time.Minute}, Flush: Duration{time.Second}, Retention: Duration{2160 * time.Hour}, Exports: []ExportConfig{{Name: "x", Format: "cloudevents", URL: "http://127.0.0.1:1/e", Source: "s"}, {Name: "x", Format: "cloudevents", URL: "http://127.0.0.1:1/e", Source: "s"}}},
+		"on_error maybe":   {Enabled: true, Window: Duration{time.Minute}, Flush: Duration{time.Second}, Retention: Duration{2160 * time.Hour}, OnError: "maybe"},
+		"on_error off":     {OnError: "ignore"},
 		"token and a file": {Enabled: true, Window: Duration{time.Minute}, Flush: Duration{time.Second}, Retention: Duration{2160 * time.Hour}, Exports: []ExportConfig{{Name: "x", Format: "cloudevents", URL: "http://127.0.0.1:1/e", Source: "s", Token: "t", TokenFile: "/nonexistent"}}},
 	} {
 		if err := m.validate(); err == nil {
@@ -61,5 +71,89 @@ func TestUnitMeteringConfig(t *testing.T) {
 	}
 	if err := DefaultConfig().Metering.validate(); err != nil {
 		t.Errorf("defaults: %v", err)
+	}
+	if got := DefaultConfig().Metering.OnError; got != CapsRefuse {
+		t.Errorf("default on_error %q, want %q", got, CapsRefuse)
+	}
+}
+
+// TestUnitCapsLedgerError: when the ledger cannot sum a capped tenant's
+// usage, on_error = "refuse" refuses with UNAVAILABLE and a retry hint and
+// counts the refusal as reason "ledger"; "allow" admits the invocation and
+// counts it as unchecked. A tier without caps never asks the ledger. The
+// log has one line however many invocations fail.
+func TestUnitCapsLedgerError(t *testing.T) {
+	for _, mode := range []string{CapsRefuse, CapsAllow} {
+		t.Run(mode, func(t *testing.T) {
+			s := unitSupervisor(t)
+			var logBuf bytes.Buffer
+			s.log = slog.New(slog.NewTextHandler(&logBuf, nil))
+			cfg := *s.conf()
+			cfg.Metering.OnError = mode
+			capped := BaseTier()
+			capped.DailyCaps = map[string]float64{metering.CPUSeconds: 10}
+			cfg.Tiers = Tiers{"standard": BaseTier(), "capped": capped}
+			s.cfg.Store(&cfg)
+			l, err := metering.Open(t.TempDir(), cfg.Metering.Window.Duration)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Close(); err != nil { // every Sum now fails
+				t.Fatal(err)
+			}
+			s.meter = &meter{ledger: l, last: map[string]*meterState{}, spent: map[string]spent{}}
+			for _, tenant := range []string{"acme", "globex"} {
+				if _, _, err := s.store.Deploy(tenant, "production", "hook", unitBundle("w")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := s.tenants.assign("acme", "capped", nil, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			s.stopping = true // admitted calls then end without a scope
+			req := func(tenant string) InvokeRequest {
+				return InvokeRequest{Target: Target{Tenant: tenant, Environment: "production", Extension: "hook"}}
+			}
+			if _, err := s.Invoke(context.Background(), req("globex")); !errors.Is(err, ErrStopping) {
+				t.Fatalf("uncapped tenant: %v, want admitted (ErrStopping)", err)
+			}
+			const calls = 5
+			for range calls {
+				_, err := s.Invoke(context.Background(), req("acme"))
+				if mode == CapsAllow {
+					if !errors.Is(err, ErrStopping) {
+						t.Fatalf("on_error allow: %v, want admitted (ErrStopping)", err)
+					}
+					continue
+				}
+				if !errors.Is(err, ErrLedger) {
+					t.Fatalf("on_error refuse: %v, want ErrLedger", err)
+				}
+				if strings.Contains(err.Error(), "closed") {
+					t.Errorf("the caller sees the ledger's own error: %v", err)
+				}
+				st, _ := status.FromError(toStatus(err))
+				if st.Code() != codes.Unavailable || len(st.Details()) != 1 {
+					t.Errorf("status %v with details %v, want Unavailable with a RetryInfo", st.Code(), st.Details())
+				}
+			}
+			var m bytes.Buffer
+			s.metrics.WritePrometheus(&m)
+			want := map[string]string{
+				CapsRefuse: `scoped_admission_refused_total{tier="capped",reason="ledger"} 5`,
+				CapsAllow:  `scoped_errors_total{kind="caps_unchecked"} 5`,
+			}[mode]
+			for _, line := range []string{want, `scoped_errors_total{kind="metering_caps"} 5`} {
+				if !strings.Contains(m.String(), line) {
+					t.Errorf("metrics lack %s:\n%s", line, m.String())
+				}
+			}
+			if n := strings.Count(logBuf.String(), "spend caps cannot be checked"); n != 1 {
+				t.Errorf("%d log lines for %d failed checks, want 1:\n%s", n, calls, logBuf.String())
+			}
+			if !strings.Contains(logBuf.String(), "on_error="+mode) || !strings.Contains(logBuf.String(), "closed") {
+				t.Errorf("the log line lacks the mode or the ledger's error:\n%s", logBuf.String())
+			}
+		})
 	}
 }

@@ -145,7 +145,8 @@ func (s *Supervisor) startWorker(ctx context.Context, sc *scope, ext ExtensionIn
 	}
 	tag := func(stream string) *ringWriter {
 		return &ringWriter{ring: sc.ring, scope: sc.id.Key(), worker: w.id, ext: ext.Name, stream: stream,
-			current: func() string { return w.current.Load().(string) }}
+			current: func() string { return w.current.Load().(string) },
+			out:     sc.ring.workerLog(s.log, sc.id.Tenant, sc.id.Key())}
 	}
 	maxMsg := int(s.conf().Limits.MaxResult + s.conf().Limits.MaxPayload + 64<<10)
 	w.client = plugin.NewClient(&plugin.ClientConfig{
@@ -155,7 +156,7 @@ func (s *Supervisor) startWorker(ctx context.Context, sc *scope, ext ExtensionIn
 		SkipHostEnv:      true,
 		StartTimeout:     s.conf().Pool.StartTimeout.Duration,
 		UnixSocketConfig: &plugin.UnixSocketConfig{TempDir: s.socketDir},
-		Logger:           s.pluginLog,
+		Logger:           newPluginLogger(s.pluginLog, filepath.Base(cfg.Binary)), // worker output: the ring and workerLog only
 		Stderr:           tag("stderr"),
 		SyncStdout:       tag("stdout"),
 		SyncStderr:       tag("stderr"),

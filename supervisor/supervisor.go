@@ -68,6 +68,7 @@ type Supervisor struct {
 	samplerDone   chan struct{}
 	netMu         sync.Mutex
 	net           *netns.Manager // nil: no tier has egress (yet)
+	health        healthState    // see Health
 }
 
 // New prepares a supervisor: it checks the configuration, opens the
@@ -75,6 +76,9 @@ type Supervisor struct {
 func New(cfg Config, log *slog.Logger) (*Supervisor, error) {
 	cfg.Clients = slices.Clone(cfg.Clients)
 	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := checkDirs(&cfg, log); err != nil {
 		return nil, err
 	}
 	store, err := NewStore(cfg.StateDir, cfg.Limits.MaxBundle, cfg.Limits.MaxBundleFiles)
@@ -787,14 +791,22 @@ func newInvocationID() string {
 // keeps warm_min workers per extension of live scopes.
 func (s *Supervisor) reaper() {
 	defer close(s.reaperDone)
+	beat(&s.health.reaper)
+	defer s.health.reaper.Store(0)
 	tick := time.NewTicker(max(s.conf().Pool.IdleTimeout.Duration/4, 100*time.Millisecond))
 	defer tick.Stop()
+	alive := time.NewTicker(heartbeatEvery)
+	defer alive.Stop()
 	for {
 		select {
 		case <-s.reaperStop:
 			return
+		case <-alive.C:
+			beat(&s.health.reaper)
+			continue
 		case <-tick.C:
 		}
+		beat(&s.health.reaper)
 		idle := s.conf().Pool.IdleTimeout.Duration
 		s.tenants.prune(func(tenant string) Tier { _, t := s.tierOf(tenant); return t }, time.Now())
 		s.mu.Lock()
@@ -804,6 +816,7 @@ func (s *Supervisor) reaper() {
 		}
 		s.mu.Unlock()
 		for _, sc := range scopes {
+			beat(&s.health.reaper)
 			for _, w := range sc.idleWorkers(idle, s.conf().Pool.WarmMin) {
 				s.retire(sc, w, "idle")
 				go w.stop()
@@ -851,6 +864,7 @@ func (s *Supervisor) warm(sc *scope) {
 	}
 	sc.mu.Unlock()
 	for _, ext := range need {
+		beat(&s.health.reaper) // a start may take start_timeout
 		ctx, cancel := context.WithTimeout(context.Background(), s.conf().Pool.StartTimeout.Duration)
 		w, _, err := s.acquire(ctx, sc, ext, s.conf().Tiers[sc.tier].maxWorkers(s.conf().Pool))
 		cancel()

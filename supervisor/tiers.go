@@ -304,6 +304,8 @@ func refusalOf(err error) string {
 		return "concurrency"
 	case errors.Is(err, ErrQuota):
 		return "quota"
+	case errors.Is(err, ErrLedger):
+		return "ledger"
 	}
 	return "other"
 }

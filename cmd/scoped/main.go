@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -95,7 +96,7 @@ func run(args []string) error {
 		"metrics", cfg.Metrics.Listen)
 	_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
 
-	stopWatchdog := watchdog(log)
+	stopWatchdog := watchdog(log, s.Health)
 	defer stopWatchdog()
 
 	sigs := make(chan os.Signal, 1)
@@ -126,6 +127,7 @@ func run(args []string) error {
 			}
 			log.Info("stopping", "signal", sig.String(), "grace", *grace)
 			_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
+			stopWatchdog() // the loops stop now: their silence is no hang
 			health.Shutdown()
 			return stop(s, srv, l, *grace, log)
 		}
@@ -159,27 +161,54 @@ func stop(s *supervisor.Supervisor, srv interface {
 	return nil
 }
 
-// watchdog pings systemd's watchdog at half its interval, when enabled.
-func watchdog(log *slog.Logger) func() {
+// watchdog pings systemd's watchdog, when enabled, at a quarter of its
+// interval, but only while the supervisor's health probe (health) answers
+// nil within that quarter: a daemon whose core hangs stops pinging and
+// systemd restarts it. A skipped ping is logged (the first of a run of
+// them, then once a minute). The returned function stops it; it may be
+// called more than once.
+func watchdog(log *slog.Logger, health func(context.Context) error) func() {
 	every, err := daemon.SdWatchdogEnabled(false)
 	if err != nil || every == 0 {
 		return func() {}
 	}
+	period := max(every/4, time.Millisecond)
 	done := make(chan struct{})
+	stopped := make(chan struct{})
 	go func() {
-		t := time.NewTicker(every / 2)
+		defer close(stopped)
+		t := time.NewTicker(period)
 		defer t.Stop()
+		skipped := 0
+		var logged time.Time
 		for {
 			select {
 			case <-done:
 				return
 			case <-t.C:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), period)
+			err := health(ctx)
+			cancel()
+			if err == nil {
+				if skipped > 0 {
+					log.Warn("watchdog: the supervisor answers again, pinging systemd", "skipped", skipped)
+					skipped = 0
+				}
 				_, _ = daemon.SdNotify(false, daemon.SdNotifyWatchdog)
+				continue
+			}
+			skipped++
+			if skipped == 1 || time.Since(logged) >= time.Minute {
+				logged = time.Now()
+				log.Error("watchdog: not pinging systemd, the supervisor does not answer (systemd restarts it after WatchdogSec)",
+					"err", err, "skipped", skipped, "interval", every)
 			}
 		}
 	}()
-	log.Debug("systemd watchdog enabled", "interval", every)
-	return func() { close(done) }
+	log.Debug("systemd watchdog enabled", "interval", every, "probe", period)
+	var once sync.Once
+	return func() { once.Do(func() { close(done); <-stopped }) }
 }
 
 func newLogger(c supervisor.LogConfig) *slog.Logger {

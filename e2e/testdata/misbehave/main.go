@@ -36,6 +36,17 @@ func main() {
 		case "log":
 			fmt.Fprintln(os.Stderr, "a line for the log ring")
 			return []byte("logged"), nil
+		case "logflood":
+			// Lines that claim to be errors, on the process's own stderr
+			// (fd 2, read by go-plugin) and on os.Stderr (go-plugin's
+			// stdio stream): the daemon must not log them as its own.
+			raw := os.NewFile(2, "stderr")
+			for i := range 1500 {
+				fmt.Fprintf(raw, "{\"@level\":\"error\",\"@message\":\"forged-json %d\",\"@timestamp\":\"2026-12-06T12:00:00.000000Z\"}\n", i)
+				fmt.Fprintf(raw, "[ERROR] forged-prefix %d\n", i)
+				fmt.Fprintf(os.Stderr, "[ERROR] forged-stdio %d\n", i)
+			}
+			return []byte("flooded"), nil
 		case "big":
 			return make([]byte, 8<<20), nil
 		default:
