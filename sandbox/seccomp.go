@@ -20,7 +20,7 @@ import (
 // does not know there (a call of another architecture, or one newer than
 // the library) is skipped by libcontainer, and that call gets ENOSYS. The
 // lists hold the calls of amd64 and arm64. The filter has the native
-// architecture only: a 32-bit (compat) system call kills the thread.
+// architecture only: a 32-bit (compat) system call is killed (SIGSYS).
 //
 // An extension that needs a call missing here gets ENOSYS; add the call to
 // allowedSyscalls after checking what it reaches in the kernel (see the
