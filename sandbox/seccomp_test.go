@@ -114,6 +114,15 @@ func init() {
 	// The modes run by the test binary inside a sandbox (see inside).
 	probes["seccomp-calls"] = seccompCalls
 	probes["go-workload"] = goWorkload
+	probes["exec"] = func() error {
+		// Replace the test binary by the program of EXEC_ARGS: it runs
+		// under the filter the sandbox set up.
+		args := strings.Fields(os.Getenv("EXEC_ARGS"))
+		if len(args) == 0 {
+			return errors.New("no EXEC_ARGS")
+		}
+		return unix.Exec(args[0], args, os.Environ())
+	}
 }
 
 // onHostEnv set tells seccompCalls that it runs on the host.
@@ -199,37 +208,6 @@ func TestSeccompProfile(t *testing.T) {
 			}
 		}
 	}
-}
-
-// startProgram starts args[0], a program of the sandbox (under /usr or the
-// bundle at /ext), in a new sandbox of scope.
-func (e *env) startProgram(scope string, args []string, env ...string) *box {
-	e.t.Helper()
-	node, err := e.tree.Node(cgroups.Limits{}, "t", scope)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	ids, err := e.ids.Acquire(scope)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	b := &box{scope: node, stdout: &syncBuffer{}, stderr: &syncBuffer{}}
-	id := fmt.Sprintf("w%d", seq.Add(1))
-	b.Sandbox, err = sandbox.Start(sandbox.Config{
-		ID: id, StateDir: e.state, Cgroup: node.Path() + "/" + id, IDs: ids,
-		Args: args, Env: env, Bundle: e.bundle, TmpSize: 16 << 20,
-		Stdout: b.stdout, Stderr: b.stderr,
-	})
-	if err != nil {
-		e.t.Fatalf("start sandbox: %v", err)
-	}
-	e.t.Cleanup(func() {
-		if err := b.Destroy(); err != nil {
-			e.t.Errorf("destroy: %v", err)
-		}
-		e.ids.Release(scope)
-	})
-	return b
 }
 
 // shellScript exercises the shell and common tools: pipes, subshells,
@@ -429,7 +407,7 @@ func TestSeccompPrograms(t *testing.T) {
 				if _, err := os.Stat(c.args[0]); err != nil && !strings.HasPrefix(c.args[0], sandbox.BundlePath) {
 					t.Skipf("%s: %v", c.args[0], err)
 				}
-				b = e.startProgram("alpha", c.args, "PYTHONDONTWRITEBYTECODE=1")
+				b = e.start("alpha", cgroups.Limits{}, "exec", "EXEC_ARGS="+strings.Join(c.args, " "), "PYTHONDONTWRITEBYTECODE=1")
 			}
 			out := b.wait(t)
 			st, _ := b.Wait()
