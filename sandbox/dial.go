@@ -38,11 +38,11 @@ func (r *Runner) Dial(ctx context.Context) (net.Conn, error) {
 	name, dirFD := r.announced, r.dirFD
 	if dirFD < 0 {
 		r.dirMu.Unlock()
-		return nil, fmt.Errorf("%w: the worker is stopped", ErrUnsafeSocket)
+		return nil, fmt.Errorf("dial the worker: %w (it was stopped)", net.ErrClosed)
 	}
 	if name == "" {
 		r.dirMu.Unlock()
-		return nil, fmt.Errorf("%w: the worker announced no socket", ErrUnsafeSocket)
+		return nil, fmt.Errorf("%w: the worker announced no socket", ErrAddress)
 	}
 	// Under dirMu: Kill and Wait close dirFD, and a closed number may be
 	// reused by another open file.
