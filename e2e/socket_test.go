@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -132,6 +133,11 @@ func TestWorkerSocketSymlink(t *testing.T) {
 	if n := tw.strays(t); n != 0 {
 		t.Errorf("the daemon connected %d times to the host socket the worker's symlink named", n)
 	}
+	// The daemon keeps no handle on the refused workers' socket dirs.
+	sockets := filepath.Join(d.runtime, "sockets") + "/"
+	waitFor(t, 20*time.Second, "the daemon to close the socket dirs' handles", func() bool {
+		return len(fdsUnder(t, d.cmd.Process.Pid, sockets)) == 0
+	})
 	var logged bool
 	for _, line := range strings.Split(d.logs.String(), "\n") {
 		if strings.Contains(line, "worker refused: unsafe socket") && strings.Contains(line, "tenant=acme") &&
@@ -146,5 +152,24 @@ func TestWorkerSocketSymlink(t *testing.T) {
 	}
 	if _, err := invoke(c, "acme", "production", "whoami", "x"); err != nil {
 		t.Errorf("whoami of the same tenant after the refusal: %v", err)
+	} else if len(fdsUnder(t, d.cmd.Process.Pid, sockets)) != 1 {
+		t.Errorf("the daemon holds %v under %s for one live worker, want its socket dir: the check above proves nothing",
+			fdsUnder(t, d.cmd.Process.Pid, sockets), sockets)
 	}
+}
+
+// fdsUnder lists the descriptors of process pid that name a path under dir.
+func fdsUnder(t *testing.T, pid int, dir string) []string {
+	t.Helper()
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, fd := range fds {
+		if target, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); err == nil && strings.HasPrefix(target, dir) {
+			out = append(out, target)
+		}
+	}
+	return out
 }
