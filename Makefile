@@ -59,6 +59,7 @@ test-v2: deps
 		n=$$(basename $$ex); mkdir -p $(VM_E2E)/bundles/$$n && cp $$ex/manifest.toml $(VM_E2E)/bundles/$$n/ && \
 		CGO_ENABLED=0 $(GO) build -o $(VM_E2E)/bundles/$$n/$$n ./$$ex || exit 1; \
 	done
+	@for ex in e2e/testdata/sockjack; do cp -r $$ex $(VM_E2E)/bundles/ || exit 1; done
 	@chmod -R a+rX $(VM_DIR)
 	# The live noisy-neighbour test runs on the host only: under emulation
 	# the guest's run-queue and preemption figures do not resemble a

@@ -25,6 +25,7 @@ var bins struct {
 	scoped, scopectl, exec         string
 	whoami, spin, shout, misbehave string // bundle directories
 	netprobe                       string
+	sockjack                       string // a bundle of scripts, like shout
 	err, scopectlErr               error
 }
 
@@ -76,7 +77,8 @@ func build(dir string) error {
 		bins.misbehave = filepath.Join(pre, "bundles", "misbehave")
 		bins.netprobe = filepath.Join(pre, "bundles", "netprobe")
 		bins.shout, _ = filepath.Abs("../examples/shout")
-		for _, p := range []string{bins.scoped, bins.exec, bins.scopectl, bins.whoami, bins.spin, bins.misbehave, bins.netprobe} {
+		bins.sockjack = filepath.Join(pre, "bundles", "sockjack")
+		for _, p := range []string{bins.scoped, bins.exec, bins.scopectl, bins.whoami, bins.spin, bins.misbehave, bins.netprobe, bins.sockjack} {
 			if _, err := os.Stat(p); err != nil {
 				return fmt.Errorf("SCOPED_E2E_BIN: %w", err)
 			}
@@ -120,6 +122,7 @@ func build(dir string) error {
 		}
 	}
 	bins.shout, _ = filepath.Abs("../examples/shout")
+	bins.sockjack, _ = filepath.Abs("testdata/sockjack")
 	// Everything the sandboxes' high uids run must be reachable.
 	return filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
 		if err == nil && fi.IsDir() {

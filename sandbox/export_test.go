@@ -1,4 +1,4 @@
 package sandbox
 
 // NewRunnerForTest returns a Runner that only translates addresses.
-func NewRunnerForTest(socketDir string) *Runner { return &Runner{socketDir: socketDir} }
+func NewRunnerForTest(socketDir string) *Runner { return &Runner{socketDir: socketDir, dirFD: -1} }

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 
 	"github.com/hashicorp/go-plugin/runner"
+	"golang.org/x/sys/unix"
 )
 
 // PluginSocketPath is where a go-plugin worker finds its socket directory
@@ -32,11 +33,17 @@ var ErrAddress = errors.New("plugin address cannot cross the sandbox")
 // with SkipHostEnv set, so that the daemon's environment stays out of the
 // sandbox. go-plugin's variables from cmd.Env are passed in, its socket
 // directory is bound at PluginSocketPath and handed to the sandbox's root
-// user, and the addresses the worker announces are translated back.
+// user, and the addresses the worker announces are translated back. The
+// worker owns that directory and can plant anything there: connect to the
+// worker only through Dial, never by the translated path.
 type Runner struct {
 	cfg       Config
 	socketDir string
 	s         *Sandbox
+
+	dirMu     sync.Mutex
+	dirFD     int    // O_PATH handle on socketDir; -1 once closed
+	announced string // the socket's name in socketDir (PluginToHost)
 
 	stdoutR, stdoutW *os.File
 	stderrR, stderrW *os.File
@@ -55,7 +62,12 @@ func NewRunner(cfg Config, cmd *exec.Cmd, socketDir string) (*Runner, error) {
 	if cfg.IDs.Base == 0 {
 		return nil, fmt.Errorf("%w: a host id range other than root is required", ErrInvalidConfig)
 	}
-	if err := os.Chown(socketDir, int(cfg.IDs.Base), int(cfg.IDs.Base)); err != nil {
+	dirFD, err := openSocketDir(socketDir)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Fchownat(dirFD, "", int(cfg.IDs.Base), int(cfg.IDs.Base), unix.AT_EMPTY_PATH); err != nil {
+		unix.Close(dirFD)
 		return nil, fmt.Errorf("socket dir for the sandbox: %w", err)
 	}
 	env := make([]string, 0, len(cmd.Env)+len(cfg.Env)+1)
@@ -66,7 +78,17 @@ func NewRunner(cfg Config, cmd *exec.Cmd, socketDir string) (*Runner, error) {
 	}
 	cfg.Env = append(append(env, cfg.Env...), "PLUGIN_UNIX_SOCKET_DIR="+PluginSocketPath)
 	cfg.Binds = append(cfg.Binds, Bind{Source: socketDir, Target: PluginSocketPath, Writable: true})
-	return &Runner{cfg: cfg, socketDir: socketDir}, nil
+	return &Runner{cfg: cfg, socketDir: socketDir, dirFD: dirFD}, nil
+}
+
+// closeDir closes the socket directory's handle; Dial fails from then on.
+func (r *Runner) closeDir() {
+	r.dirMu.Lock()
+	defer r.dirMu.Unlock()
+	if r.dirFD >= 0 {
+		unix.Close(r.dirFD)
+		r.dirFD = -1
+	}
 }
 
 // Start starts the sandbox.
@@ -89,6 +111,7 @@ func (r *Runner) Start(ctx context.Context) (err error) {
 	r.stderrW.Close()
 	if err != nil {
 		r.closePipes()
+		r.closeDir()
 		return err
 	}
 	return nil
@@ -140,6 +163,7 @@ func (r *Runner) Wait(context.Context) error {
 	}
 	st, err := r.s.Wait()
 	r.closePipes()
+	r.closeDir()
 	if derr := r.s.Destroy(); err == nil {
 		err = derr
 	}
@@ -154,6 +178,7 @@ func (r *Runner) Wait(context.Context) error {
 
 // Kill kills the worker and removes its sandbox.
 func (r *Runner) Kill(context.Context) error {
+	r.closeDir()
 	if r.s == nil {
 		return nil
 	}
@@ -177,7 +202,9 @@ func (r *Runner) Diagnose(context.Context) string {
 	}
 }
 
-// PluginToHost maps the worker's socket path to the host's.
+// PluginToHost maps the worker's socket path to the host's. It only checks
+// that the address names an entry of the socket directory, and remembers
+// the name for Dial: what the entry is, the worker may change at any time.
 func (r *Runner) PluginToHost(network, addr string) (string, string, error) {
 	if network != "unix" {
 		return "", "", fmt.Errorf("%w: %s %s (the sandbox has only loopback)", ErrAddress, network, addr)
@@ -186,6 +213,9 @@ func (r *Runner) PluginToHost(network, addr string) (string, string, error) {
 	if !ok || !plainName(rel) {
 		return "", "", fmt.Errorf("%w: %s is not in %s", ErrAddress, addr, PluginSocketPath)
 	}
+	r.dirMu.Lock()
+	r.announced = rel
+	r.dirMu.Unlock()
 	return network, filepath.Join(r.socketDir, rel), nil
 }
 

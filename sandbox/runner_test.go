@@ -118,6 +118,7 @@ func TestRunnerRefusesForeignAddresses(t *testing.T) {
 	if err != nil {
 		t.Skipf("cannot hand the socket dir to another uid: %v", err)
 	}
+	defer r.Kill(context.Background()) // closes its handle on the socket dir
 	for _, addr := range []string{"/plugin/../etc/x", "/etc/passwd", "/plugin/", "/plugin/a/b"} {
 		if _, _, err := r.PluginToHost("unix", addr); err == nil {
 			t.Errorf("PluginToHost(%q) accepted", addr)

@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"sync"
@@ -149,6 +151,18 @@ func (s *Supervisor) startWorker(ctx context.Context, sc *scope, ext ExtensionIn
 			out:     sc.ring.workerLog(s.log, sc.id.Tenant, sc.id.Key())}
 	}
 	maxMsg := int(s.conf().Limits.MaxResult + s.conf().Limits.MaxPayload + 64<<10)
+	// go-plugin would dial the translated path and follow whatever the
+	// worker planted there; the runner connects only to a socket inside the
+	// worker's socket directory (the last WithContextDialer wins).
+	var unsafeSocket atomic.Pointer[error]
+	dial := func(ctx context.Context, _ string) (net.Conn, error) {
+		conn, err := w.runner.Dial(ctx)
+		if errors.Is(err, sandbox.ErrUnsafeSocket) && unsafeSocket.CompareAndSwap(nil, &err) {
+			s.log.Warn("worker refused: unsafe socket", "tenant", sc.id.Tenant, "scope", sc.id.Key(), "worker", w.id,
+				"extension", ext.Name, "err", err)
+		}
+		return conn, err
+	}
 	w.client = plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  plugins.Handshake,
 		Plugins:          plugins.PluginSet(nil),
@@ -161,7 +175,7 @@ func (s *Supervisor) startWorker(ctx context.Context, sc *scope, ext ExtensionIn
 		SyncStdout:       tag("stdout"),
 		SyncStderr:       tag("stderr"),
 		GRPCDialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(
-			grpc.MaxCallRecvMsgSize(maxMsg), grpc.MaxCallSendMsgSize(maxMsg))},
+			grpc.MaxCallRecvMsgSize(maxMsg), grpc.MaxCallSendMsgSize(maxMsg)), grpc.WithContextDialer(dial)},
 		RunnerFunc: func(_ hclog.Logger, cmd *exec.Cmd, dir string) (runner.Runner, error) {
 			r, err := sandbox.NewRunner(cfg, cmd, dir)
 			w.runner = r
@@ -181,6 +195,10 @@ func (s *Supervisor) startWorker(ctx context.Context, sc *scope, ext ExtensionIn
 		cp, err := w.client.Client()
 		if err != nil {
 			done <- result{err: err}
+			return
+		}
+		if p := unsafeSocket.Load(); p != nil { // Client dialled once
+			done <- result{err: *p}
 			return
 		}
 		raw, err := cp.Dispense(plugins.PluginName)
