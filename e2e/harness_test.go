@@ -25,6 +25,7 @@ var bins struct {
 	scoped, scopectl, exec         string
 	whoami, spin, shout, misbehave string // bundle directories
 	netprobe                       string
+	leaky                          string // an exec bundle (a script): read from the source tree
 	err, scopectlErr               error
 }
 
@@ -76,6 +77,7 @@ func build(dir string) error {
 		bins.misbehave = filepath.Join(pre, "bundles", "misbehave")
 		bins.netprobe = filepath.Join(pre, "bundles", "netprobe")
 		bins.shout, _ = filepath.Abs("../examples/shout")
+		bins.leaky, _ = filepath.Abs("testdata/leaky")
 		for _, p := range []string{bins.scoped, bins.exec, bins.scopectl, bins.whoami, bins.spin, bins.misbehave, bins.netprobe} {
 			if _, err := os.Stat(p); err != nil {
 				return fmt.Errorf("SCOPED_E2E_BIN: %w", err)
@@ -120,6 +122,7 @@ func build(dir string) error {
 		}
 	}
 	bins.shout, _ = filepath.Abs("../examples/shout")
+	bins.leaky, _ = filepath.Abs("testdata/leaky")
 	// Everything the sandboxes' high uids run must be reachable.
 	return filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
 		if err == nil && fi.IsDir() {
