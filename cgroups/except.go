@@ -18,13 +18,14 @@ import (
 const killRound = 50 * time.Millisecond
 
 // KillExcept sends SIGKILL to every process of the node and its
-// descendants except keep, and waits until only keep is left, at most
-// timeout. Processes are found by cgroup, not by process group or parent:
+// descendants except keep, and waits until only keep is left, about
+// timeout at most (a freeze that does not complete adds the freezer's own
+// wait). Processes are found by cgroup, not by process group or parent:
 // one that called setsid, double-forked or keeps forking goes too. The
 // node is frozen while its processes are listed and signalled, so that
-// nothing forks in between and no listed pid can be reused, then thawed
-// (keep with it); where freezing fails it kills unfrozen, round after
-// round. It returns how many processes it signalled. A node with no
+// nothing forks in between and no listed pid can be reused (a frozen task
+// cannot exit and be reaped), then thawed (keep with it); where freezing
+// fails it kills unfrozen, round after round. It returns how many processes it signalled. A node with no
 // process but keep costs one read of its process list and is not frozen.
 // If processes are left at timeout, or the node cannot be thawed, it fails
 // with ErrBusy; the caller should then kill keep too (Kill).
@@ -36,17 +37,21 @@ func (n *Node) KillExcept(keep int, timeout time.Duration) (int, error) {
 	deadline := time.Now().Add(timeout)
 	signalled := map[int]bool{}
 	for {
-		frozen := n.m.Freeze(occ.Frozen) == nil
+		// Not frozen (no freezer, or a task that would not stop), the
+		// kill is still right, only racier: another round follows.
+		ferr := n.m.Freeze(occ.Frozen)
 		others, err = n.pidsExcept(keep)
 		for _, pid := range others {
 			if unix.Kill(pid, unix.SIGKILL) == nil {
 				signalled[pid] = true
 			}
 		}
-		if frozen {
-			// A v1 freezer lets killed tasks die only once thawed (v2
-			// lets them go frozen); keep must run again in any case.
-			if terr := n.thaw(); terr != nil {
+		// Thaw even after a failed freeze: runc's v2 freezer leaves
+		// cgroup.freeze at 1 when the node did not report frozen in time.
+		// A v1 freezer lets killed tasks die only once thawed (v2 lets
+		// them go frozen); keep must run again in any case.
+		if terr := n.thaw(); terr != nil {
+			if st, _ := n.m.GetFreezerState(); ferr == nil || st == occ.Frozen {
 				return len(signalled), fmt.Errorf("%w: %s stays frozen: %w", ErrBusy, n.path, terr)
 			}
 		}
