@@ -25,7 +25,7 @@ type execState struct {
 func newExecState(cgroup string) (*execState, error) {
 	leaf, err := cgroups.Load(cgroup)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: the cgroup of an exec worker: %w", ErrWorker, err)
 	}
 	return &execState{leaf: leaf}, nil
 }
@@ -88,11 +88,11 @@ func (sc *scope) countOOM(d uint64, reachParents bool) {
 	sc.mu.Unlock()
 }
 
-// execOOMError is the error of an exec invocation whose program the OOM
-// killer killed; the worker survived and serves on.
+// execOOMError is the error of an exec invocation whose program (or the
+// worker running it) the OOM killer killed.
 func execOOMError(sc *scope, ext ExtensionInfo) error {
 	sc.mu.Lock()
 	limit := sc.limits.MemoryMax
 	sc.mu.Unlock()
-	return fmt.Errorf("%w (limit %d MiB): the kernel killed the program of %s", ErrOutOfMemory, limit>>20, ext.Name)
+	return fmt.Errorf("%w (limit %d MiB): the kernel killed a process of %s", ErrOutOfMemory, limit>>20, ext.Name)
 }
