@@ -68,10 +68,15 @@ exec sleep 300`
 	if st, err := n.m.GetFreezerState(); err != nil || st == occ.Frozen {
 		t.Errorf("freezer state after KillExcept: %v, %v", st, err)
 	}
-	// Nothing left to kill: no freeze, no signal.
-	if killed, err := n.KillExcept(keep.pid(), time.Second); killed != 0 || err != nil {
-		t.Errorf("KillExcept of a node with the spared process only = %d, %v", killed, err)
+	// Nothing left to kill: no freeze, no signal; what every exec
+	// invocation that leaves nothing behind pays.
+	start := time.Now()
+	for range 100 {
+		if killed, err := n.KillExcept(keep.pid(), time.Second); killed != 0 || err != nil {
+			t.Fatalf("KillExcept of a node with the spared process only = %d, %v", killed, err)
+		}
 	}
+	t.Logf("KillExcept with nothing to kill: %v per call", time.Since(start)/100)
 	// The spared process still runs: it dies of SIGKILL, not of anything
 	// before.
 	if err := n.Kill(); err != nil {

@@ -190,6 +190,11 @@ func TestExecLeftoversKilled(t *testing.T) {
 	}
 	onlyWorker(t, cg, pid, "a missed deadline")
 
+	for _, l := range strings.Split(d.logs.String(), "\n") {
+		if strings.Contains(l, "killed what the program left running") {
+			t.Log(l[strings.Index(l, "msg="):])
+		}
+	}
 	last, err := invoke(c, "acme", "production", "leaky", "ok")
 	if err != nil || string(last.GetResult()) != "ok\n" {
 		t.Fatalf("ok at the end: %q, %v", last.GetResult(), err)

@@ -51,13 +51,15 @@ func (s *Supervisor) endExec(sc *scope, w *worker, log *slog.Logger) (oom bool) 
 	if w.exited() {
 		return false // failure works out what happened
 	}
+	start := time.Now()
 	killed, err := w.exec.leaf.KillExcept(w.pid(), execCleanupTimeout)
 	if err != nil {
 		log.Warn("exec worker: what the program left running cannot be killed, worker retired",
 			"worker", w.id, "err", err)
 		s.retire(sc, w, "exec cleanup")
 	} else if killed > 0 {
-		log.Debug("exec worker: killed what the program left running", "worker", w.id, "processes", killed)
+		log.Debug("exec worker: killed what the program left running", "worker", w.id, "processes", killed,
+			"took", time.Since(start))
 	}
 	n, err := w.exec.leaf.OOMKills()
 	if err != nil {
