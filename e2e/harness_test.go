@@ -26,6 +26,7 @@ var bins struct {
 	whoami, spin, shout, misbehave string // bundle directories
 	netprobe                       string
 	sockjack                       string // a bundle of scripts, like shout
+	leaky                          string // an exec bundle (a script): read from the source tree
 	err, scopectlErr               error
 }
 
@@ -78,6 +79,7 @@ func build(dir string) error {
 		bins.netprobe = filepath.Join(pre, "bundles", "netprobe")
 		bins.shout, _ = filepath.Abs("../examples/shout")
 		bins.sockjack = filepath.Join(pre, "bundles", "sockjack")
+		bins.leaky, _ = filepath.Abs("testdata/leaky")
 		for _, p := range []string{bins.scoped, bins.exec, bins.scopectl, bins.whoami, bins.spin, bins.misbehave, bins.netprobe, bins.sockjack} {
 			if _, err := os.Stat(p); err != nil {
 				return fmt.Errorf("SCOPED_E2E_BIN: %w", err)
@@ -123,6 +125,7 @@ func build(dir string) error {
 	}
 	bins.shout, _ = filepath.Abs("../examples/shout")
 	bins.sockjack, _ = filepath.Abs("testdata/sockjack")
+	bins.leaky, _ = filepath.Abs("testdata/leaky")
 	// Everything the sandboxes' high uids run must be reachable.
 	return filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
 		if err == nil && fi.IsDir() {

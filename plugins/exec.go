@@ -8,9 +8,12 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -65,6 +68,24 @@ type ExecOptions struct {
 	// Stderr receives the program's stderr line by line (default the
 	// worker's stderr, file descriptor 2, where the supervisor tags lines).
 	Stderr io.Writer
+	// Reap makes the worker reap every child process that has exited
+	// whenever none of its programs runs (on SIGCHLD, and before and
+	// after each program). Set it when the worker is pid 1 of its pid
+	// namespace (or a child subreaper): the orphans of programs (double
+	// forks, setsid daemons, whatever the supervisor killed) become its
+	// children, and each stays a zombie, holding a pid of the cgroup's
+	// pids.max, until reaped. It applies to the whole process, from the
+	// first handler made with it. While a program runs, orphans that exit
+	// wait for it to end: reaping any child then could take the exit
+	// status os/exec waits for.
+	Reap bool
+	// OOMScoreAdj, when positive, is written to each program's
+	// /proc/<pid>/oom_score_adj as soon as it started (its children
+	// inherit it; raising needs no privilege), so that when the cgroup
+	// runs out of memory the kernel's OOM killer picks the program or one
+	// of its children rather than the worker. Best effort: a program may
+	// fork before it is set.
+	OOMScoreAdj int
 }
 
 // workerStderr is file descriptor 2 as the process started with it, before
@@ -88,7 +109,9 @@ func Exec(program string, args ...string) Handler {
 // done the whole process group is killed and the error wraps ctx.Err(); a
 // non-zero exit is an ErrExit error with the exit status and the last lines
 // of stderr. Whatever the program left running in its process group is
-// killed when the invocation ends.
+// killed when the invocation ends; processes that left the group (setsid)
+// are the supervisor's to kill, by cgroup, once the reply is out (scoped
+// does, for scoped-exec workers).
 func ExecWith(opts ExecOptions, program string, args ...string) Handler {
 	if opts.MaxResult <= 0 {
 		opts.MaxResult = DefaultMaxResult
@@ -96,7 +119,54 @@ func ExecWith(opts ExecOptions, program string, args ...string) Handler {
 	if opts.Stderr == nil {
 		opts.Stderr = workerStderr
 	}
+	if opts.Reap {
+		startReaper()
+	}
 	return &execHandler{opts: opts, program: program, args: slices.Clone(args)}
+}
+
+// reaper reaps orphans for ExecOptions.Reap. Programs start and are waited
+// for under mu, and running counts them: the reaper waits for any child
+// only while it is zero, so it never takes the exit status of a program
+// that os/exec waits for.
+var reaper struct {
+	mu      sync.Mutex
+	running int
+	on      atomic.Bool
+	once    sync.Once
+}
+
+func startReaper() {
+	reaper.once.Do(func() {
+		reaper.on.Store(true)
+		ch := make(chan os.Signal, 1)
+		signal.Notify(ch, syscall.SIGCHLD)
+		go func() {
+			for range ch {
+				reaper.mu.Lock()
+				reapLocked()
+				reaper.mu.Unlock()
+			}
+		}()
+	})
+}
+
+// reapLocked reaps every child that has exited, unless reaping is off or a
+// program runs. The caller holds reaper.mu.
+func reapLocked() {
+	if reaper.running > 0 || !reaper.on.Load() {
+		return
+	}
+	for {
+		var ws syscall.WaitStatus
+		pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil || pid <= 0 {
+			return
+		}
+	}
 }
 
 type execHandler struct {
@@ -131,11 +201,23 @@ func (h *execHandler) Invoke(ctx context.Context, req *Request) ([]byte, error) 
 	stderr := &lineWriter{out: h.opts.Stderr}
 	cmd.Stderr = stderr
 
+	reaper.mu.Lock()
+	reapLocked()
 	if err := cmd.Start(); err != nil {
+		reaper.mu.Unlock()
 		return nil, fmt.Errorf("exec %s: %w", h.program, err)
+	}
+	reaper.running++
+	reaper.mu.Unlock()
+	if h.opts.OOMScoreAdj > 0 {
+		setOOMScoreAdj(cmd.Process.Pid, h.opts.OOMScoreAdj)
 	}
 	err = cmd.Wait()
 	_ = killGroup() // whatever the program left behind
+	reaper.mu.Lock()
+	reaper.running--
+	reapLocked()
+	reaper.mu.Unlock()
 	stderr.flush()
 
 	switch {
@@ -151,6 +233,16 @@ func (h *execHandler) Invoke(ctx context.Context, req *Request) ([]byte, error) 
 		return nil, fmt.Errorf("exec %s: %w: %v%s", h.program, ErrExit, exitErr, stderr.tailText())
 	}
 	return nil, fmt.Errorf("exec %s: %w", h.program, err)
+}
+
+// setOOMScoreAdj writes adj to the oom_score_adj of pid, if it still runs.
+func setOOMScoreAdj(pid, adj int) {
+	f, err := os.OpenFile("/proc/"+strconv.Itoa(pid)+"/oom_score_adj", os.O_WRONLY, 0)
+	if err != nil {
+		return
+	}
+	_, _ = f.WriteString(strconv.Itoa(adj))
+	_ = f.Close()
 }
 
 // env is the program's environment for req.

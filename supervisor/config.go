@@ -70,7 +70,7 @@ type APILimits struct {
 type PoolConfig struct {
 	WarmMin       int      `toml:"warm_min"`       // workers kept started per extension of a live scope
 	MaxWorkers    int      `toml:"max_workers"`    // per scope and extension version
-	MaxConcurrent int      `toml:"max_concurrent"` // invocations at once per worker
+	MaxConcurrent int      `toml:"max_concurrent"` // invocations at once per worker (exec-runtime workers: 1)
 	IdleTimeout   Duration `toml:"idle_timeout"`   // stop a worker unused this long (beyond warm_min)
 	RecycleAfter  int64    `toml:"recycle_after"`  // replace a worker after this many invocations (0: never)
 	MaxAge        Duration `toml:"max_age"`        // replace a worker older than this (0: never)

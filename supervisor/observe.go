@@ -64,6 +64,7 @@ func (s *Supervisor) sample() {
 			s.metrics.IncError("scope_stats")
 			continue
 		}
+		st.OOMKills += sc.oomLost.Load()
 		n := sc.liveWorkers()
 		workers += n
 		sample := metrics.ScopeSample{

@@ -43,6 +43,7 @@ type scope struct {
 	changed  chan struct{} // closed and replaced whenever a slot frees
 	oomSeen  uint64
 	lastUsed time.Time
+	oomLost  atomic.Uint64 // OOM kills counted in workers' cgroups only (v1, hybrid): added to the scope's figures
 
 	use map[string]*extUse // by extension, for metering; guarded by mu
 
@@ -70,6 +71,7 @@ type worker struct {
 	rpc     workerv1.WorkerClient
 	runner  *sandbox.Runner
 	slots   chan struct{}
+	exec    *execState // the exec runtime's; nil for Go workers
 
 	invocations atomic.Int64
 	inFlight    atomic.Int32
@@ -142,6 +144,12 @@ func (s *Supervisor) startWorker(ctx context.Context, sc *scope, ext ExtensionIn
 	case RuntimeExec:
 		cfg.Binary = s.conf().execWorker()
 		cfg.Env = []string{"SCOPED_EXEC_ENTRYPOINT=" + sandbox.BundlePath + "/" + ext.Entrypoint}
+		// One invocation at a time: what runs in its cgroup is the
+		// invocation's, and is killed when it ends (endExec).
+		w.slots = make(chan struct{}, 1)
+		if w.exec, err = newExecState(cfg.Cgroup); err != nil {
+			return nil, err
+		}
 	default:
 		return nil, fmt.Errorf("%w: runtime %q", ErrInvalid, ext.Runtime)
 	}
@@ -347,7 +355,10 @@ func (s *Supervisor) failure(sc *scope, w *worker, cause error) error {
 			select {
 			case <-sb.Done():
 				_ = sb.Destroy() // idempotent; records the OOM count
-				oom = sb.OOMKills() > 0
+				if n := sb.OOMKills(); n > w.oomBase() {
+					oom = true
+					sc.countOOM(n-w.oomBase(), sc.node.OOMKillsReachParents())
+				}
 			case <-time.After(time.Second):
 			}
 		}

@@ -728,6 +728,7 @@ func (s *Supervisor) Invoke(ctx context.Context, req InvokeRequest) (_ InvokeRes
 	w.lastUsed.Store(time.Now().UnixNano())
 	s.invocations.Add(1)
 	sc.invocations.Add(1)
+	execOOM := w.exec != nil && s.endExec(sc, w, log) // kills what the program left
 
 	res := InvokeResult{InvocationID: invID, Scope: id.Key(), Worker: w.id, Cold: cold, Queued: queued}
 	switch {
@@ -741,6 +742,14 @@ func (s *Supervisor) Invoke(ctx context.Context, req InvokeRequest) (_ InvokeRes
 			ErrCPUTime, ext.Name, cpuUsed.Round(100*time.Microsecond), tierName, tier.CPUTime.Duration)
 	case err == nil:
 		s.release(sc, w)
+	case ctx.Err() != nil && w.exec != nil && !w.retired.Load() && !w.exited():
+		// endExec killed the program and all it started: the worker serves on.
+		s.release(sc, w)
+		if ctx.Err() == context.DeadlineExceeded {
+			log.Warn("invocation deadline exceeded, its processes were killed", "worker", w.id, "timeout", timeout)
+			return res, fmt.Errorf("%w: %s after %s (its processes were killed)", ErrDeadline, ext.Name, timeout)
+		}
+		return res, fmt.Errorf("%w: %w (its processes were killed)", ErrDeadline, ctx.Err())
 	case ctx.Err() == context.DeadlineExceeded:
 		// The worker may be stuck in the handler: kill it and start afresh.
 		s.retire(sc, w, "deadline")
@@ -760,10 +769,17 @@ func (s *Supervisor) Invoke(ctx context.Context, req InvokeRequest) (_ InvokeRes
 		return res, fmt.Errorf("%w: %w", ErrDeadline, ctx.Err())
 	default:
 		<-w.slots
-		return res, s.failure(sc, w, fmt.Errorf("%w: the worker of %s died during the call: %v", ErrWorker, ext.Name, status.Convert(err).Message()))
+		err = s.failure(sc, w, fmt.Errorf("%w: the worker of %s died during the call: %v", ErrWorker, ext.Name, status.Convert(err).Message()))
+		if execOOM { // endExec counted the OOM kill, of the worker itself
+			err = execOOMError(sc, ext)
+		}
+		return res, err
 	}
 	res.Duration = time.Since(start)
 	if resp.GetError() != "" {
+		if execOOM {
+			return res, execOOMError(sc, ext)
+		}
 		return res, fmt.Errorf("%w: %s", ErrHandler, truncate(resp.GetError(), 4096))
 	}
 	if int64(len(resp.GetResult())) > s.conf().Limits.MaxResult {
@@ -993,6 +1009,7 @@ func (s *Supervisor) Scope(key string) (ScopeInfo, error) {
 
 func (s *Supervisor) info(sc *scope) ScopeInfo {
 	st, _ := sc.node.Stats()
+	st.OOMKills += sc.oomLost.Load()
 	sc.mu.Lock()
 	limits := sc.limits
 	sc.mu.Unlock()

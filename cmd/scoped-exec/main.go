@@ -7,7 +7,13 @@
 //	SCOPED_EXEC_ENTRYPOINT  the program, an absolute path (e.g. /ext/shout.sh)
 //	SCOPED_EXEC_ARGS        optional: its arguments, a JSON array of strings
 //
-// The program runs in the entrypoint's directory. scoped-exec starts in
+// The program runs in the entrypoint's directory. scoped-exec is pid 1 of
+// its sandbox, so the orphans of programs become its children: it reaps
+// them (plugins.ExecOptions.Reap), else each would hold a pid of the
+// scope's pids.max. Programs get oom_score_adj 500, so that the kernel's
+// OOM killer picks them rather than the worker; the supervisor kills what
+// a program leaves running once its invocation ended (by cgroup), and
+// reports an OOM-killed program as out of memory. scoped-exec starts in
 // every exec-runtime sandbox, so it stays small: it imports plugins and the
 // standard library only, and builds with CGO_ENABLED=0.
 package main
@@ -25,6 +31,10 @@ import (
 const (
 	envEntrypoint = "SCOPED_EXEC_ENTRYPOINT"
 	envArgs       = "SCOPED_EXEC_ARGS"
+
+	// programOOMScoreAdj adds half the cgroup's memory to a program's
+	// OOM badness: the worker is picked only if it holds that much more.
+	programOOMScoreAdj = 500
 )
 
 func main() {
@@ -33,7 +43,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "scoped-exec:", err)
 		os.Exit(2)
 	}
-	plugins.Serve(plugins.ExecWith(plugins.ExecOptions{Dir: filepath.Dir(program)}, program, args...))
+	plugins.Serve(plugins.ExecWith(plugins.ExecOptions{Dir: filepath.Dir(program), Reap: true, OOMScoreAdj: programOOMScoreAdj}, program, args...))
 }
 
 // config reads and checks the program and its arguments from the
