@@ -64,6 +64,7 @@ type APILimits struct {
 	MaxResult      int64    `toml:"max_result"`
 	MaxBundle      int64    `toml:"max_bundle"`
 	MaxBundleFiles int      `toml:"max_bundle_files"`
+	KeepVersions   int      `toml:"keep_versions"` // versions kept per extension (0: all)
 }
 
 // PoolConfig shapes the worker pool of every scope.
@@ -190,6 +191,8 @@ func (c *Config) Validate() error {
 		return bad("limits: max_payload, max_result, max_bundle and max_bundle_files must be positive")
 	case l.MaxPayload > 64<<20 || l.MaxResult > 64<<20:
 		return bad("limits: max_payload and max_result are capped at 64 MiB")
+	case l.KeepVersions < 0:
+		return bad("limits: keep_versions must not be negative (0: keep every version)")
 	}
 	p := c.Pool
 	switch {

@@ -78,6 +78,7 @@ type worker struct {
 	failOnce sync.Once
 	failErr  error
 	stopOnce sync.Once
+	unhold   func() // gives back the worker's hold on its bundle version
 }
 
 func newWorkerID() string {
@@ -112,6 +113,9 @@ func (w *worker) stop() {
 			_ = w.runner.Kill(context.Background())
 		}
 		w.client.Kill()
+		if w.unhold != nil {
+			w.unhold()
+		}
 	})
 }
 
@@ -148,6 +152,7 @@ func (s *Supervisor) startWorker(ctx context.Context, sc *scope, ext ExtensionIn
 			current: func() string { return w.current.Load().(string) }}
 	}
 	maxMsg := int(s.conf().Limits.MaxResult + s.conf().Limits.MaxPayload + 64<<10)
+	w.unhold = s.store.Hold(ext) // every failure below goes through w.stop
 	w.client = plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  plugins.Handshake,
 		Plugins:          plugins.PluginSet(nil),

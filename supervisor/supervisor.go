@@ -81,6 +81,7 @@ func New(cfg Config, log *slog.Logger) (*Supervisor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("extension store: %w", err)
 	}
+	store.Configure(cfg.Limits, log)
 	tenants, err := openTenants(cfg.StateDir)
 	if err != nil {
 		return nil, fmt.Errorf("tenants: %w", err)
@@ -160,6 +161,7 @@ func (s *Supervisor) Reload(cfg Config) error {
 	// restores the scopes it throttled, before the tiers' limits apply.
 	s.stopControl()
 	s.cfg.Store(&cfg)
+	s.store.Configure(cfg.Limits, s.log)
 	err := s.applyTiers()
 	if s.acct != nil {
 		err = errors.Join(err, s.startControl())
@@ -797,6 +799,7 @@ func (s *Supervisor) reaper() {
 		}
 		idle := s.conf().Pool.IdleTimeout.Duration
 		s.tenants.prune(func(tenant string) Tier { _, t := s.tierOf(tenant); return t }, time.Now())
+		s.store.PrunePending()
 		s.mu.Lock()
 		scopes := make([]*scope, 0, len(s.scopes))
 		for _, sc := range s.scopes {
