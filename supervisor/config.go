@@ -85,6 +85,10 @@ type ScopeConfig struct {
 	IDBase   uint32 `toml:"id_base"`   // first host uid of the scopes' ranges
 	IDSlots  uint32 `toml:"id_slots"`  // number of 65536-id ranges
 	LogLines int    `toml:"log_lines"` // lines kept per scope log ring
+	// ReclaimFree: while fewer than this fraction of id_slots are free, a
+	// new scope reclaims an idle scope of the tenant holding the most
+	// (0: only when none is free).
+	ReclaimFree float64 `toml:"reclaim_free"`
 }
 
 // TenantsConfig places tenants in tiers.
@@ -208,6 +212,9 @@ func (c *Config) Validate() error {
 	}
 	if uint64(c.Scope.IDBase)+uint64(c.Scope.IDSlots)<<16 > 1<<32-2 {
 		return bad("scope: %d id slots from %d overflow 32-bit ids", c.Scope.IDSlots, c.Scope.IDBase)
+	}
+	if !(c.Scope.ReclaimFree >= 0 && c.Scope.ReclaimFree < 1) {
+		return bad("scope: reclaim_free must be in [0, 1)")
 	}
 	if c.Scope.TmpSize < 0 {
 		return bad("scope: tmp_size must not be negative (0: the sandbox default)")

@@ -21,4 +21,5 @@ var (
 	ErrConcurrency   = errors.New("concurrency limit exceeded")  // ResourceExhausted, with a retry hint
 	ErrCPUTime       = errors.New("cpu time limit exceeded")     // ResourceExhausted
 	ErrQuota         = errors.New("quota exceeded")              // ResourceExhausted, with a retry hint
+	ErrScopeLimit    = errors.New("scope limit exceeded")        // ResourceExhausted, with a retry hint
 )
