@@ -3,8 +3,11 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -134,4 +137,84 @@ func grepLines(text string, words ...string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestKeepVersions: [limits] keep_versions (set by a reload here) prunes
+// old versions after a deploy, but not one a live worker runs; that one
+// goes once its worker has stopped (idle) and the reaper looks again.
+func TestKeepVersions(t *testing.T) {
+	d := startDaemon(t, options{poolExtra: `idle_timeout = "2s"`})
+	c := d.client()
+	ctx := context.Background()
+	cfg, err := os.ReadFile(d.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newCfg := strings.Replace(string(cfg), "[limits]\n", "[limits]\nkeep_versions = 2\n", 1)
+	if newCfg == string(cfg) {
+		t.Fatal("test set-up: no [limits] in the config")
+	}
+	if err := os.WriteFile(d.config, []byte(newCfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	reloadBy := time.Now().Add(20 * time.Second)
+	for !strings.Contains(d.logs.String(), "configuration reloaded") {
+		if strings.Contains(d.logs.String(), "reload failed") || time.Now().After(reloadBy) {
+			t.Fatal("the reload did not succeed")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	deployN := func(i int) string {
+		t.Helper()
+		b := bundle(t, bins.whoami)
+		b.Files = append(b.Files, &scopedv1.File{Path: "note", Mode: 0o644, Content: []byte(fmt.Sprint("version ", i))})
+		r, err := c.Deploy(ctx, &scopedv1.DeployRequest{Tenant: "acme", Environment: "production", Name: "whoami", Bundle: b})
+		if err != nil {
+			t.Fatalf("deploy %d: %v", i, err)
+		}
+		return r.GetExtension().GetVersion()
+	}
+	ext := filepath.Join(d.state, "extensions", "acme", "production", "whoami")
+	onDisk := func() []string {
+		t.Helper()
+		m, _ := filepath.Glob(filepath.Join(ext, "v*"))
+		var out []string
+		for _, p := range m {
+			out = append(out, filepath.Base(p))
+		}
+		slices.Sort(out)
+		return out
+	}
+	if v := deployN(1); v != "v1" {
+		t.Fatalf("first version %s", v)
+	}
+	if _, err := invoke(c, "acme", "production", "whoami", ""); err != nil { // a worker of v1 now
+		t.Fatal(err)
+	}
+	for i := 2; i <= 5; i++ {
+		deployN(i)
+	}
+	if got, want := onDisk(), []string{"v1", "v4", "v5"}; !slices.Equal(got, want) {
+		t.Fatalf("versions after 5 deploys = %v, want %v (v1 runs in a worker)", got, want)
+	}
+	if _, err := c.Invoke(ctx, &scopedv1.InvokeRequest{Tenant: "acme", Environment: "production", Extension: "whoami", Version: "v2"}); status.Code(err) != codes.NotFound {
+		t.Errorf("invoke of pruned v2: %v, want NOT_FOUND", err)
+	}
+	// The v1 worker stops after idle_timeout; then v1 goes.
+	deadline := time.Now().Add(30 * time.Second)
+	for slices.Contains(onDisk(), "v1") {
+		if time.Now().After(deadline) {
+			t.Fatalf("v1 still there after its worker went idle: %v", onDisk())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got, want := onDisk(), []string{"v4", "v5"}; !slices.Equal(got, want) {
+		t.Fatalf("versions = %v, want %v", got, want)
+	}
+	if !strings.Contains(d.logs.String(), "old extension versions pruned") {
+		t.Error("no log line for the pruning")
+	}
 }
