@@ -43,6 +43,7 @@ const (
 	mControlEvents  = "scoped_control_events_total"
 	mThrottledNow   = "scoped_control_throttled_scopes"
 	mAPIPanics      = "scoped_api_panics_total"
+	mReclaimed      = "scoped_scopes_reclaimed_total"
 	familyHistogram = "histogram"
 )
 
@@ -56,10 +57,11 @@ var families = []family{
 	{mBPFRunSeconds, "counter", "Kernel-measured run time of accounting's BPF programs (needs kernel.bpf_stats_enabled)."},
 	{mBPFRuns, "counter", "Kernel-counted runs of accounting's BPF programs (needs kernel.bpf_stats_enabled)."},
 	{mErrors, "counter", "Daemon errors by kind."},
-	{mRefused, "counter", "Invocations refused by admission (rate, concurrency, suspended tenant, cpu time), by tier and reason."},
+	{mRefused, "counter", "Invocations refused by admission (rate, concurrency, suspended tenant, cpu time, max_scopes), by tier and reason."},
 	{mControlEvents, "counter", "Noisy-neighbour controller events, by kind."},
 	{mThrottledNow, "gauge", "Scopes the noisy-neighbour controller holds stepped down now."},
 	{mAPIPanics, "counter", "API calls whose handler panicked (answered INTERNAL), by gRPC method."},
+	{mReclaimed, "counter", "Idle scopes removed early to free a scope slot for a new scope, by the removed scope's tier."},
 
 	{mCPU, "counter", "CPU time used by the scope's tasks."},
 	{mThrottled, "counter", "Time the scope's tasks were throttled by their CPU limit."},

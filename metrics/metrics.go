@@ -172,6 +172,11 @@ func (r *Registry) IncAPIPanic(method string) {
 	r.counter(mAPIPanics + "{" + pair("method", method) + "}").Inc()
 }
 
+// IncReclaimed counts one idle scope of tier removed to free its slot.
+func (r *Registry) IncReclaimed(tier string) {
+	r.counter(mReclaimed + "{" + pair("tier", tier) + "}").Inc()
+}
+
 // SetControlEvents records how many events of a kind the noisy-neighbour
 // controller has had (its own cumulative count).
 func (r *Registry) SetControlEvents(kind string, n uint64) {

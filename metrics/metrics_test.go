@@ -61,6 +61,7 @@ func populate(r *Registry) {
 	})
 	r.IncError("worker_start")
 	r.IncRefused("free", "rate")
+	r.IncReclaimed("free")
 	r.SetControlEvents("stepped_down", 1)
 	r.SetThrottled(1)
 	r.IncAPIPanic("/scoped.v1.Scoped/Invoke")
@@ -110,6 +111,7 @@ func TestScopeSeries(t *testing.T) {
 		{mBPFRuns, map[string]string{"program": "skb_ingress"}, 300},
 		{mErrors, map[string]string{"kind": "worker_start"}, 1},
 		{mRefused, map[string]string{"tier": "free", "reason": "rate"}, 1},
+		{mReclaimed, map[string]string{"tier": "free"}, 1},
 		{mControlEvents, map[string]string{"kind": "stepped_down"}, 1},
 		{mThrottledNow, map[string]string{}, 1},
 	}

@@ -85,6 +85,13 @@ func (a *IDAllocator) Release(key string) {
 	}
 }
 
+// Free is the number of ranges no key holds.
+func (a *IDAllocator) Free() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return int(a.slots) - len(a.used)
+}
+
 func (a *IDAllocator) rangeOf(i uint32) IDRange {
 	return IDRange{Base: a.base + i*a.size, Size: a.size}
 }

@@ -333,7 +333,7 @@ func statusOf(err error) (error, bool) {
 	case errors.Is(err, ErrDeadline):
 		code = codes.DeadlineExceeded
 	case errors.Is(err, ErrOutOfMemory), errors.Is(err, ErrBusy), errors.Is(err, ErrCPUTime),
-		errors.Is(err, ErrRateLimited), errors.Is(err, ErrConcurrency), errors.Is(err, ErrQuota):
+		errors.Is(err, ErrRateLimited), errors.Is(err, ErrConcurrency), errors.Is(err, ErrQuota), errors.Is(err, ErrScopeLimit):
 		code = codes.ResourceExhausted
 	case errors.Is(err, ErrSuspended), errors.Is(err, ErrNetworkDenied):
 		code = codes.FailedPrecondition

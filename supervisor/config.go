@@ -64,6 +64,7 @@ type APILimits struct {
 	MaxResult      int64    `toml:"max_result"`
 	MaxBundle      int64    `toml:"max_bundle"`
 	MaxBundleFiles int      `toml:"max_bundle_files"`
+	KeepVersions   int      `toml:"keep_versions"` // versions kept per extension (0: all)
 }
 
 // PoolConfig shapes the worker pool of every scope.
@@ -84,6 +85,10 @@ type ScopeConfig struct {
 	IDBase   uint32 `toml:"id_base"`   // first host uid of the scopes' ranges
 	IDSlots  uint32 `toml:"id_slots"`  // number of 65536-id ranges
 	LogLines int    `toml:"log_lines"` // lines kept per scope log ring
+	// ReclaimFree: while fewer than this fraction of id_slots are free, a
+	// new scope reclaims an idle scope of the tenant holding the most
+	// (0: only when none is free).
+	ReclaimFree float64 `toml:"reclaim_free"`
 }
 
 // TenantsConfig places tenants in tiers.
@@ -190,6 +195,8 @@ func (c *Config) Validate() error {
 		return bad("limits: max_payload, max_result, max_bundle and max_bundle_files must be positive")
 	case l.MaxPayload > 64<<20 || l.MaxResult > 64<<20:
 		return bad("limits: max_payload and max_result are capped at 64 MiB")
+	case l.KeepVersions < 0:
+		return bad("limits: keep_versions must not be negative (0: keep every version)")
 	}
 	p := c.Pool
 	switch {
@@ -205,6 +212,9 @@ func (c *Config) Validate() error {
 	}
 	if uint64(c.Scope.IDBase)+uint64(c.Scope.IDSlots)<<16 > 1<<32-2 {
 		return bad("scope: %d id slots from %d overflow 32-bit ids", c.Scope.IDSlots, c.Scope.IDBase)
+	}
+	if !(c.Scope.ReclaimFree >= 0 && c.Scope.ReclaimFree < 1) {
+		return bad("scope: reclaim_free must be in [0, 1)")
 	}
 	if c.Scope.TmpSize < 0 {
 		return bad("scope: tmp_size must not be negative (0: the sandbox default)")

@@ -22,4 +22,5 @@ var (
 	ErrCPUTime       = errors.New("cpu time limit exceeded")     // ResourceExhausted
 	ErrQuota         = errors.New("quota exceeded")              // ResourceExhausted, with a retry hint
 	ErrLedger        = errors.New("spend caps unavailable")      // Unavailable, with a retry hint
+	ErrScopeLimit    = errors.New("scope limit exceeded")        // ResourceExhausted, with a retry hint
 )

@@ -82,6 +82,7 @@ type worker struct {
 	failOnce sync.Once
 	failErr  error
 	stopOnce sync.Once
+	unhold   func() // gives back the worker's hold on its bundle version
 }
 
 func newWorkerID() string {
@@ -116,6 +117,9 @@ func (w *worker) stop() {
 			_ = w.runner.Kill(context.Background())
 		}
 		w.client.Kill()
+		if w.unhold != nil {
+			w.unhold()
+		}
 	})
 }
 
@@ -171,6 +175,7 @@ func (s *Supervisor) startWorker(ctx context.Context, sc *scope, ext ExtensionIn
 		}
 		return conn, err
 	}
+	w.unhold = s.store.Hold(ext) // every failure below goes through w.stop
 	w.client = plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  plugins.Handshake,
 		Plugins:          plugins.PluginSet(nil),

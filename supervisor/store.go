@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -65,24 +67,51 @@ type ExtensionInfo struct {
 
 // Store keeps deployed extensions under <state>/extensions/<tenant>/<env>/
 // <name>/<version>/ with a "current" file naming the current version. A
-// version directory is written in a temporary directory and renamed into
-// place, and "current" is replaced by rename, so a crash leaves either the
-// old or the new version current, never half of one.
+// version is written and synced in a temporary directory (<root>/.tmp-*)
+// with no lock held, then renamed into place, and "current" is replaced by
+// rename, so a crash leaves either the old or the new version current,
+// never half of one, and no version is visible before it is complete.
+//
+// Locks: mu guards the maps and is never held across file I/O; each
+// extension has its own lock, held while a version of it is published,
+// pruned or removed (a rename and two small synced files). An invocation's
+// Get therefore never waits for another extension's deploy, and a deploy's
+// bundle write waits for nobody.
+//
+// Old versions are pruned: the newest keep_versions of each extension stay,
+// and so do the current version and every version a live worker holds
+// (Hold); a held version is pruned once its holds are gone (PrunePending).
 type Store struct {
 	root      string
-	maxBundle int64
-	maxFiles  int
+	maxBundle atomic.Int64
+	maxFiles  atomic.Int64
+	keep      atomic.Int64 // versions kept per extension (0: all)
+	log       atomic.Pointer[slog.Logger]
 
 	mu sync.Mutex
 	// currents caches the current version of each extension (by
 	// tenant/env/name), so that an invocation reads no file; Deploy and
 	// Remove keep it true.
 	currents map[string]ExtensionInfo
+	locks    map[string]*extLock // by cache key, while in use
+	holds    map[string]int      // version directory → live holds
+	pending  map[string]bool     // cache keys with versions left to prune
+
+	// staged, when set (tests), runs after a deploy has written and synced
+	// its files and before it publishes them.
+	staged func()
+}
+
+// extLock serialises publishing, pruning and removing one extension.
+type extLock struct {
+	mu   sync.Mutex
+	refs int // guarded by Store.mu
 }
 
 func cacheKey(tenant, env, name string) string { return tenant + "/" + env + "/" + name }
 
-// NewStore opens (creating) the store under stateDir.
+// NewStore opens (creating) the store under stateDir. It keeps every
+// version until Configure sets keep_versions.
 func NewStore(stateDir string, maxBundle int64, maxFiles int) (*Store, error) {
 	root := filepath.Join(stateDir, "extensions")
 	if err := os.MkdirAll(root, 0o711); err != nil {
@@ -94,12 +123,57 @@ func NewStore(stateDir string, maxBundle int64, maxFiles int) (*Store, error) {
 			return nil, err
 		}
 	}
-	// Remove what a crash left half-written.
-	tmps, _ := filepath.Glob(filepath.Join(root, "*", "*", "*", ".tmp-*"))
-	for _, t := range tmps {
+	// Remove what a crash left half-written (and, from older releases,
+	// temporary directories inside an extension's directory).
+	tmps, _ := filepath.Glob(filepath.Join(root, ".tmp-*"))
+	old, _ := filepath.Glob(filepath.Join(root, "*", "*", "*", ".tmp-*"))
+	for _, t := range append(tmps, old...) {
 		_ = os.RemoveAll(t)
 	}
-	return &Store{root: root, maxBundle: maxBundle, maxFiles: maxFiles, currents: map[string]ExtensionInfo{}}, nil
+	s := &Store{root: root, currents: map[string]ExtensionInfo{}, locks: map[string]*extLock{},
+		holds: map[string]int{}, pending: map[string]bool{}}
+	s.maxBundle.Store(maxBundle)
+	s.maxFiles.Store(int64(maxFiles))
+	s.log.Store(slog.New(slog.DiscardHandler))
+	// Every extension is looked at once for versions to prune (the
+	// reaper's first PrunePending), in case keep_versions was lowered.
+	for _, e := range s.extensions(func(string) bool { return true }) {
+		s.pending[cacheKey(e[0], e[1], e[2])] = true
+	}
+	return s, nil
+}
+
+// Configure sets the bundle caps and the versions kept from lim, and the
+// logger; it may be called while the store is in use (a reload).
+func (s *Store) Configure(lim APILimits, log *slog.Logger) {
+	s.maxBundle.Store(lim.MaxBundle)
+	s.maxFiles.Store(int64(lim.MaxBundleFiles))
+	s.keep.Store(int64(lim.KeepVersions))
+	if log != nil {
+		s.log.Store(log)
+	}
+}
+
+// lockExt takes the lock of the extension with cache key key and returns
+// its unlock.
+func (s *Store) lockExt(key string) func() {
+	s.mu.Lock()
+	l := s.locks[key]
+	if l == nil {
+		l = &extLock{}
+		s.locks[key] = l
+	}
+	l.refs++
+	s.mu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		s.mu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(s.locks, key)
+		}
+		s.mu.Unlock()
+	}
 }
 
 func checkTarget(tenant, env, name string) error {
@@ -118,8 +192,9 @@ func (s *Store) validateBundle(files []BundleFile) (Manifest, string, int64, err
 	if len(files) == 0 {
 		return m, "", 0, fmt.Errorf("%w: empty bundle", ErrInvalid)
 	}
-	if len(files) > s.maxFiles {
-		return m, "", 0, fmt.Errorf("%w: bundle has %d files, at most %d are allowed", ErrTooLarge, len(files), s.maxFiles)
+	maxFiles, maxBundle := s.maxFiles.Load(), s.maxBundle.Load()
+	if int64(len(files)) > maxFiles {
+		return m, "", 0, fmt.Errorf("%w: bundle has %d files, at most %d are allowed", ErrTooLarge, len(files), maxFiles)
 	}
 	var size int64
 	seen := map[string]bool{}
@@ -135,8 +210,8 @@ func (s *Store) validateBundle(files []BundleFile) (Manifest, string, int64, err
 		}
 		seen[f.Path] = true
 		size += int64(len(f.Content))
-		if size > s.maxBundle {
-			return m, "", 0, fmt.Errorf("%w: bundle larger than %d bytes", ErrTooLarge, s.maxBundle)
+		if size > maxBundle {
+			return m, "", 0, fmt.Errorf("%w: bundle larger than %d bytes", ErrTooLarge, maxBundle)
 		}
 	}
 	// A file may not also be a directory of another ("a" and "a/b").
@@ -233,7 +308,11 @@ func (s *Store) extDir(tenant, env, name string) string {
 }
 
 // Deploy stores files as the new current version of the extension, unless
-// they equal the current version (then unchanged is true).
+// they equal the current version (then unchanged is true). The files are
+// written and synced with no lock held; only publishing them (a rename and
+// the "current" pointer) takes the extension's lock. Concurrent deploys of
+// one extension get distinct versions. Versions beyond keep_versions are
+// pruned afterwards.
 func (s *Store) Deploy(tenant, env, name string, files []BundleFile) (info ExtensionInfo, unchanged bool, err error) {
 	if err := checkTarget(tenant, env, name); err != nil {
 		return info, false, err
@@ -242,12 +321,67 @@ func (s *Store) Deploy(tenant, env, name string, files []BundleFile) (info Exten
 	if err != nil {
 		return info, false, err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	dir := s.extDir(tenant, env, name)
-	if cur, err := s.current(tenant, env, name); err == nil && cur.Digest == digest {
+	if cur, err := s.Get(tenant, env, name, ""); err == nil && cur.Digest == digest {
 		return cur, true, nil
 	}
+	tmp, err := s.stage(files)
+	if err != nil {
+		return info, false, err
+	}
+	defer os.RemoveAll(tmp) // nothing left once published
+	if s.staged != nil {
+		s.staged()
+	}
+	info, unchanged, err = s.publish(tenant, env, name, tmp, m, digest, size)
+	if err == nil && !unchanged {
+		s.prune(tenant, env, name)
+	}
+	return info, unchanged, err
+}
+
+// stage writes and syncs the bundle in a new temporary directory of the
+// store's root (tmp/bundle/...) and returns that directory.
+func (s *Store) stage(files []BundleFile) (tmp string, err error) {
+	tmp, err = os.MkdirTemp(s.root, ".tmp-")
+	if err != nil {
+		return "", err
+	}
+	defer func() {
+		if err != nil {
+			_ = os.RemoveAll(tmp)
+		}
+	}()
+	bundle := filepath.Join(tmp, "bundle")
+	for _, f := range files {
+		p := filepath.Join(bundle, filepath.FromSlash(f.Path))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return "", err
+		}
+		if err := writeFileSync(p, f.Content, os.FileMode(normMode(f.Mode))); err != nil {
+			return "", err
+		}
+	}
+	// Directories made by MkdirAll honour the umask: make them readable.
+	_ = filepath.WalkDir(bundle, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			_ = os.Chmod(p, 0o755)
+		}
+		return nil
+	})
+	return tmp, nil
+}
+
+// publish makes the staged directory tmp the extension's next version and
+// its current one, under the extension's lock.
+func (s *Store) publish(tenant, env, name, tmp string, m Manifest, digest string, size int64) (info ExtensionInfo, unchanged bool, err error) {
+	key := cacheKey(tenant, env, name)
+	unlock := s.lockExt(key)
+	defer unlock()
+	// Another deploy of the same content may have won the race.
+	if cur, err := s.currentLocked(tenant, env, name); err == nil && cur.Digest == digest {
+		return cur, true, nil
+	}
+	dir := s.extDir(tenant, env, name)
 	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return info, false, err
 	}
@@ -258,28 +392,6 @@ func (s *Store) Deploy(tenant, env, name string, files []BundleFile) (info Exten
 	if err != nil {
 		return info, false, err
 	}
-	tmp, err := os.MkdirTemp(dir, ".tmp-")
-	if err != nil {
-		return info, false, err
-	}
-	defer os.RemoveAll(tmp)
-	bundle := filepath.Join(tmp, "bundle")
-	for _, f := range files {
-		p := filepath.Join(bundle, filepath.FromSlash(f.Path))
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return info, false, err
-		}
-		if err := writeFileSync(p, f.Content, os.FileMode(normMode(f.Mode))); err != nil {
-			return info, false, err
-		}
-	}
-	// Directories made by MkdirAll honour the umask: make them readable.
-	_ = filepath.WalkDir(bundle, func(p string, d fs.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			_ = os.Chmod(p, 0o755)
-		}
-		return nil
-	})
 	info = ExtensionInfo{
 		Tenant: tenant, Environment: env, Name: name, Version: version,
 		Digest: digest, Runtime: m.Runtime, Entrypoint: m.Entrypoint, Network: m.Network, Size: size,
@@ -296,51 +408,93 @@ func (s *Store) Deploy(tenant, env, name string, files []BundleFile) (info Exten
 		return info, false, err
 	}
 	if err := replaceFile(filepath.Join(dir, "current"), []byte(version+"\n")); err != nil {
+		// "current" may or may not name the new version: read it again.
+		s.mu.Lock()
+		delete(s.currents, key)
+		s.mu.Unlock()
 		return info, false, err
 	}
 	info.Dir = filepath.Join(dir, version, "bundle")
-	s.currents[cacheKey(tenant, env, name)] = info
+	s.mu.Lock()
+	s.currents[key] = info
+	s.mu.Unlock()
 	return info, false, nil
 }
 
 // nextVersion returns "v<N+1>" for the highest stored "v<N>".
 func (s *Store) nextVersion(dir string) (string, error) {
-	entries, err := os.ReadDir(dir)
+	vs, err := versions(dir)
 	if err != nil {
 		return "", err
 	}
 	n := 0
-	for _, e := range entries {
-		if v, ok := strings.CutPrefix(e.Name(), "v"); ok && e.IsDir() {
-			if i, err := strconv.Atoi(v); err == nil && i > n {
-				n = i
-			}
-		}
+	if len(vs) > 0 {
+		n = vs[0]
 	}
 	return "v" + strconv.Itoa(n+1), nil
 }
 
+// versions are the numbers of the version directories in dir, highest
+// first.
+func versions(dir string) ([]int, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []int
+	for _, e := range entries {
+		if e.IsDir() && checkVersion(e.Name()) == nil {
+			i, _ := strconv.Atoi(e.Name()[1:])
+			out = append(out, i)
+		}
+	}
+	slices.Sort(out)
+	slices.Reverse(out)
+	return out, nil
+}
+
 // Get returns a version of an extension; version "" is the current one.
+// The current version comes from a cache; a miss reads it under the
+// extension's own lock, so Get never waits for another extension.
 func (s *Store) Get(tenant, env, name, version string) (ExtensionInfo, error) {
 	if err := checkTarget(tenant, env, name); err != nil {
 		return ExtensionInfo{}, err
 	}
 	if version == "" {
+		key := cacheKey(tenant, env, name)
 		s.mu.Lock()
-		defer s.mu.Unlock()
-		if info, ok := s.currents[cacheKey(tenant, env, name)]; ok {
+		info, ok := s.currents[key]
+		s.mu.Unlock()
+		if ok {
 			return info, nil
 		}
-		info, err := s.current(tenant, env, name)
-		if err == nil {
-			s.currents[cacheKey(tenant, env, name)] = info
-		}
-		return info, err
+		unlock := s.lockExt(key)
+		defer unlock()
+		return s.currentLocked(tenant, env, name)
 	}
 	if err := checkVersion(version); err != nil {
 		return ExtensionInfo{}, err
 	}
 	return s.load(filepath.Join(s.extDir(tenant, env, name), version))
+}
+
+// currentLocked is the current version, from the cache or read (and
+// cached); callers hold the extension's lock.
+func (s *Store) currentLocked(tenant, env, name string) (ExtensionInfo, error) {
+	key := cacheKey(tenant, env, name)
+	s.mu.Lock()
+	info, ok := s.currents[key]
+	s.mu.Unlock()
+	if ok {
+		return info, nil
+	}
+	info, err := s.current(tenant, env, name)
+	if err == nil {
+		s.mu.Lock()
+		s.currents[key] = info
+		s.mu.Unlock()
+	}
+	return info, err
 }
 
 // checkVersion accepts the names the store gives versions: v1, v2, …
@@ -390,42 +544,186 @@ func (s *Store) Remove(tenant, env, name string) error {
 	if err := checkTarget(tenant, env, name); err != nil {
 		return err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	key := cacheKey(tenant, env, name)
+	unlock := s.lockExt(key)
 	dir := s.extDir(tenant, env, name)
 	if _, err := os.Stat(filepath.Join(dir, "current")); err != nil {
+		unlock()
 		return fmt.Errorf("%w: extension %s of tenant %s in %s", ErrNotFound, name, tenant, env)
 	}
 	// Unpublish first, then remove: a crash in between leaves no current.
-	delete(s.currents, cacheKey(tenant, env, name))
+	s.mu.Lock()
+	delete(s.currents, key)
+	delete(s.pending, key)
+	s.mu.Unlock()
 	if err := os.Remove(filepath.Join(dir, "current")); err != nil {
+		unlock()
 		return err
 	}
-	return os.RemoveAll(dir)
+	// Move the versions out of the way, and delete them without the lock.
+	trash, err := os.MkdirTemp(s.root, ".tmp-rm-")
+	if err == nil {
+		if rerr := os.Rename(dir, filepath.Join(trash, "x")); rerr != nil {
+			_ = os.Remove(trash)
+			trash, err = "", rerr
+		}
+	}
+	unlock()
+	if err != nil {
+		return os.RemoveAll(dir)
+	}
+	return os.RemoveAll(trash)
+}
+
+// extensions lists [tenant, env, name] of every extension with a current
+// version whose tenant allow accepts.
+func (s *Store) extensions(allow func(tenant string) bool) [][3]string {
+	paths, _ := filepath.Glob(filepath.Join(s.root, "*", "*", "*", "current"))
+	var out [][3]string
+	for _, p := range paths {
+		rel, _ := filepath.Rel(s.root, filepath.Dir(p))
+		parts := strings.Split(rel, string(filepath.Separator))
+		// Staged bundles (.tmp-*) are no extensions, whatever they hold.
+		if len(parts) != 3 || checkTarget(parts[0], parts[1], parts[2]) != nil || !allow(parts[0]) {
+			continue
+		}
+		out = append(out, [3]string{parts[0], parts[1], parts[2]})
+	}
+	return out
 }
 
 // List returns the current version of every extension of the tenants for
 // which allow returns true.
 func (s *Store) List(allow func(tenant string) bool) ([]ExtensionInfo, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	paths, err := filepath.Glob(filepath.Join(s.root, "*", "*", "*", "current"))
-	if err != nil {
-		return nil, err
-	}
 	var out []ExtensionInfo
-	for _, p := range paths {
-		rel, _ := filepath.Rel(s.root, filepath.Dir(p))
-		parts := strings.Split(rel, string(filepath.Separator))
-		if len(parts) != 3 || !allow(parts[0]) {
-			continue
-		}
-		info, err := s.current(parts[0], parts[1], parts[2])
-		if err == nil {
+	for _, e := range s.extensions(allow) {
+		if info, err := s.Get(e[0], e[1], e[2], ""); err == nil {
 			out = append(out, info)
 		}
 	}
 	return out, nil
+}
+
+// Hold marks the version of info in use by a live worker until the
+// returned function is called (once is enough; more calls do nothing): a
+// held version is never pruned.
+func (s *Store) Hold(info ExtensionInfo) (release func()) {
+	vdir := filepath.Dir(info.Dir)
+	s.mu.Lock()
+	s.holds[vdir]++
+	s.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			if s.holds[vdir]--; s.holds[vdir] <= 0 {
+				delete(s.holds, vdir)
+			}
+			s.mu.Unlock()
+		})
+	}
+}
+
+// maxPrunePerCall bounds the extensions one PrunePending looks at.
+const maxPrunePerCall = 64
+
+// PrunePending prunes the extensions whose pruning had to wait (versions
+// held by live workers, or not looked at since the start); the reaper
+// calls it on every tick.
+func (s *Store) PrunePending() {
+	s.mu.Lock()
+	var keys []string
+	for k := range s.pending {
+		if len(keys) == maxPrunePerCall {
+			break
+		}
+		keys = append(keys, k)
+	}
+	s.mu.Unlock()
+	for _, k := range keys {
+		parts := strings.Split(k, "/")
+		s.prune(parts[0], parts[1], parts[2])
+	}
+}
+
+// prune removes the versions of an extension beyond the newest
+// keep_versions, except the current one and held ones; when it leaves a
+// held one it marks the extension pending. Errors are logged: a deploy
+// that published its version succeeded.
+func (s *Store) prune(tenant, env, name string) []string {
+	key := cacheKey(tenant, env, name)
+	keep := int(s.keep.Load())
+	if keep <= 0 {
+		s.mu.Lock()
+		delete(s.pending, key)
+		s.mu.Unlock()
+		return nil
+	}
+	log := s.log.Load().With("tenant", tenant, "environment", env, "extension", name)
+	dir := s.extDir(tenant, env, name)
+	unlock := s.lockExt(key)
+	cur, err := s.currentLocked(tenant, env, name)
+	var vs []int
+	if err == nil {
+		vs, err = versions(dir)
+	}
+	if err != nil {
+		unlock()
+		s.mu.Lock()
+		delete(s.pending, key)
+		s.mu.Unlock()
+		if !errors.Is(err, ErrNotFound) && !errors.Is(err, fs.ErrNotExist) {
+			log.Warn("prune extension versions", "err", err)
+		}
+		return nil
+	}
+	var victims []string
+	held := false
+	s.mu.Lock()
+	for i, n := range vs {
+		v := "v" + strconv.Itoa(n)
+		switch {
+		case i < keep || v == cur.Version:
+		case s.holds[filepath.Join(dir, v)] > 0:
+			held = true
+		default:
+			victims = append(victims, v)
+		}
+	}
+	if held {
+		s.pending[key] = true
+	} else {
+		delete(s.pending, key)
+	}
+	s.mu.Unlock()
+	var trash string
+	if len(victims) > 0 {
+		// Unpublish under the lock (a rename each), delete without it.
+		trash, err = os.MkdirTemp(s.root, ".tmp-prune-")
+		for i, v := range victims {
+			if err == nil {
+				err = os.Rename(filepath.Join(dir, v), filepath.Join(trash, v))
+			}
+			if err != nil {
+				victims = victims[:i]
+				break
+			}
+		}
+	}
+	unlock()
+	if err != nil {
+		log.Warn("prune extension versions", "err", err)
+	}
+	if trash != "" {
+		if rerr := os.RemoveAll(trash); rerr != nil {
+			log.Warn("prune extension versions", "err", rerr)
+		}
+	}
+	if len(victims) > 0 {
+		log.Info("old extension versions pruned", "versions", strings.Join(victims, ","), "current", cur.Version,
+			"kept", keep, "held_left", held)
+	}
+	return victims
 }
 
 func writeFileSync(p string, b []byte, mode os.FileMode) error {

@@ -11,7 +11,9 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 const unitManifest = "runtime = \"go\"\nentrypoint = \"worker\"\n"
@@ -499,4 +501,254 @@ func listingDiff(before, after []string) string {
 		}
 	}
 	return b.String()
+}
+
+// withKeep sets keep_versions on s.
+func withKeep(s *Store, n int) {
+	lim := DefaultConfig().Limits
+	lim.MaxBundle, lim.MaxBundleFiles, lim.KeepVersions = s.maxBundle.Load(), int(s.maxFiles.Load()), n
+	s.Configure(lim, nil)
+}
+
+// within runs f and fails the test if it has not returned after a minute:
+// a guard against a hang, not a measure of time.
+func within(t *testing.T, what string, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { defer close(done); f() }()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatalf("%s blocked while a deploy was writing its bundle", what)
+	}
+}
+
+// A deploy writes and syncs its bundle holding no lock: while one is held
+// inside that phase, Get (the invocation path) of its own and of other
+// tenants' extensions, List, and a deploy of another extension all return.
+func TestUnitStoreGetDoesNotWaitForDeploy(t *testing.T) {
+	s, _ := newUnitStore(t)
+	if _, _, err := s.Deploy("acme", "production", "hook", unitBundle("acme v1")); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Deploy("globex", "production", "hook", unitBundle("globex v1")); err != nil {
+		t.Fatal(err)
+	}
+	// A store opened afresh has nothing cached: Get reads the disk.
+	s2, err := NewStore(filepath.Dir(s.root), 4096, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, st := range []*Store{s, s2} {
+		inWrite, release := make(chan struct{}), make(chan struct{})
+		var first atomic.Bool
+		st.staged = func() {
+			if !first.Swap(true) { // only the first deploy waits
+				close(inWrite)
+				<-release
+			}
+		}
+		deployed := make(chan error, 1)
+		// The staged bundle holds a file named like a version pointer:
+		// List must not take the temporary directory for an extension.
+		files := append(unitBundle(fmt.Sprint("acme ", i)), BundleFile{Path: "x/current", Mode: 0o644, Content: []byte("v1\n")})
+		go func() {
+			_, _, err := st.Deploy("acme", "production", "hook", files)
+			deployed <- err
+		}()
+		<-inWrite
+		within(t, "Get of another tenant", func() {
+			if info, err := st.Get("globex", "production", "hook", ""); err != nil || info.Version != "v1" {
+				t.Errorf("Get globex = %+v, %v", info, err)
+			}
+		})
+		within(t, "Get of the extension being deployed", func() {
+			if info, err := st.Get("acme", "production", "hook", ""); err != nil || info.Version != fmt.Sprint("v", i+1) {
+				t.Errorf("Get acme while deploying = %+v, %v; want v%d, the new version unseen", info, err, i+1)
+			}
+		})
+		within(t, "List", func() {
+			list, err := st.List(func(string) bool { return true })
+			if err != nil || len(list) != 2+i {
+				t.Errorf("List = %+v, %v; want the %d extensions", list, err, 2+i)
+			}
+		})
+		within(t, "Deploy of another tenant", func() {
+			if _, _, err := st.Deploy("globex", "production", "other", unitBundle("globex other "+st.root)); err != nil {
+				t.Error(err)
+			}
+		})
+		close(release)
+		if err := <-deployed; err != nil {
+			t.Fatal(err)
+		}
+		st.staged = nil
+	}
+	if info, err := s2.Get("acme", "production", "hook", ""); err != nil || info.Version != "v3" {
+		t.Fatalf("after both deploys, current = %+v, %v; want v3", info, err)
+	}
+	if info, err := s.Get("acme", "production", "hook", "v2"); err != nil || info.Version != "v2" {
+		t.Fatalf("v2 = %+v, %v", info, err)
+	}
+}
+
+// keep_versions: 8 deploys keep the newest 5 (the current one among them)
+// and a held older version; the held one goes once its hold is released.
+func TestUnitStorePrunesOldVersions(t *testing.T) {
+	s, dir := newUnitStore(t)
+	withKeep(s, 5)
+	ext := filepath.Join(dir, "extensions", "acme", "production", "hook")
+	var release func()
+	for i := 1; i <= 8; i++ {
+		info, _, err := s.Deploy("acme", "production", "hook", unitBundle(fmt.Sprint("content ", i)))
+		if err != nil || info.Version != fmt.Sprint("v", i) {
+			t.Fatalf("deploy %d = %+v, %v", i, info, err)
+		}
+		if i == 2 {
+			release = s.Hold(info) // a live worker runs v2
+		}
+	}
+	onDisk := func() []string {
+		t.Helper()
+		vs, err := versions(ext)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, n := range vs {
+			out = append(out, fmt.Sprint("v", n))
+		}
+		return out
+	}
+	if got, want := onDisk(), []string{"v8", "v7", "v6", "v5", "v4", "v2"}; !slices.Equal(got, want) {
+		t.Fatalf("versions after 8 deploys = %v, want %v", got, want)
+	}
+	if cur, err := s.Get("acme", "production", "hook", ""); err != nil || cur.Version != "v8" {
+		t.Fatalf("current = %+v, %v", cur, err)
+	}
+	if _, err := s.Get("acme", "production", "hook", "v1"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Get pruned v1 = %v, want ErrNotFound", err)
+	}
+	// Still held: the reaper's tick leaves it.
+	s.PrunePending()
+	if got := onDisk(); !slices.Contains(got, "v2") {
+		t.Fatalf("held v2 pruned: %v", got)
+	}
+	release()
+	release() // twice is once
+	s.PrunePending()
+	if got, want := onDisk(), []string{"v8", "v7", "v6", "v5", "v4"}; !slices.Equal(got, want) {
+		t.Fatalf("after the hold went = %v, want %v", got, want)
+	}
+	s.mu.Lock()
+	pending, holds := len(s.pending), len(s.holds)
+	s.mu.Unlock()
+	if pending != 0 || holds != 0 {
+		t.Errorf("pending %d, holds %d left", pending, holds)
+	}
+	if tmps, _ := filepath.Glob(filepath.Join(dir, "extensions", ".tmp-*")); len(tmps) > 0 {
+		t.Errorf("left behind: %v", tmps)
+	}
+	// The next version number stays unique.
+	if info, _, err := s.Deploy("acme", "production", "hook", unitBundle("content 9")); err != nil || info.Version != "v9" {
+		t.Fatalf("deploy 9 = %+v, %v", info, err)
+	}
+
+	// keep_versions lowered while the daemon was down: the first reaper
+	// tick of the next start prunes.
+	s2, err := NewStore(dir, 4096, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withKeep(s2, 2)
+	s2.PrunePending()
+	if got, want := onDisk(), []string{"v9", "v8"}; !slices.Equal(got, want) {
+		t.Fatalf("after a start with keep_versions 2 = %v, want %v", got, want)
+	}
+	// 0 keeps everything.
+	withKeep(s2, 0)
+	for i := 10; i <= 12; i++ {
+		if _, _, err := s2.Deploy("acme", "production", "hook", unitBundle(fmt.Sprint("content ", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := onDisk(); len(got) != 5 {
+		t.Fatalf("keep_versions 0 kept %v", got)
+	}
+}
+
+// Concurrent deploys of one extension, with pruning: distinct versions,
+// the current one is one of them and complete, nothing half-written left.
+func TestUnitStoreConcurrentDeploysPrune(t *testing.T) {
+	s, dir := newUnitStore(t)
+	withKeep(s, 3)
+	const n = 12
+	var wg sync.WaitGroup
+	versions := make([]string, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			info, _, err := s.Deploy("acme", "production", "hook", unitBundle(fmt.Sprint("content ", i)))
+			versions[i], errs[i] = info.Version, err
+			// Invocations meanwhile always see a complete version.
+			if cur, err := s.Get("acme", "production", "hook", ""); err != nil {
+				errs[i] = errors.Join(errs[i], err)
+			} else if _, err := os.Stat(filepath.Join(cur.Dir, "worker")); err != nil {
+				errs[i] = errors.Join(errs[i], fmt.Errorf("current %s incomplete: %w", cur.Version, err))
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(versions)
+	if len(slices.Compact(slices.Clone(versions))) != n {
+		t.Fatalf("versions not distinct: %q", versions)
+	}
+	cur, err := s.Get("acme", "production", "hook", "")
+	if err != nil || cur.Version != "v12" {
+		t.Fatalf("current = %+v, %v; want v12", cur, err)
+	}
+	left, _ := filepath.Glob(filepath.Join(dir, "extensions", "acme", "production", "hook", "v*"))
+	if len(left) != 3 {
+		t.Errorf("kept %v, want 3 versions", left)
+	}
+	if tmps, _ := filepath.Glob(filepath.Join(dir, "extensions", ".tmp-*")); len(tmps) > 0 {
+		t.Errorf("left behind: %v", tmps)
+	}
+}
+
+// A Remove while a deploy of the same extension is writing: the deploy
+// then publishes a fresh extension, and nothing is left half-made.
+func TestUnitStoreRemoveDuringDeploy(t *testing.T) {
+	s, dir := newUnitStore(t)
+	if _, _, err := s.Deploy("acme", "production", "hook", unitBundle("one")); err != nil {
+		t.Fatal(err)
+	}
+	inWrite, release := make(chan struct{}), make(chan struct{})
+	s.staged = func() { close(inWrite); <-release }
+	deployed := make(chan error, 1)
+	go func() {
+		_, _, err := s.Deploy("acme", "production", "hook", unitBundle("two"))
+		deployed <- err
+	}()
+	<-inWrite
+	within(t, "Remove", func() {
+		if err := s.Remove("acme", "production", "hook"); err != nil {
+			t.Error(err)
+		}
+	})
+	close(release)
+	if err := <-deployed; err != nil {
+		t.Fatal(err)
+	}
+	if cur, err := s.Get("acme", "production", "hook", ""); err != nil || cur.Version != "v1" {
+		t.Fatalf("after remove and deploy = %+v, %v; want a fresh v1", cur, err)
+	}
+	if tmps, _ := filepath.Glob(filepath.Join(dir, "extensions", ".tmp-*")); len(tmps) > 0 {
+		t.Errorf("left behind: %v", tmps)
+	}
 }

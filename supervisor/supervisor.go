@@ -69,6 +69,9 @@ type Supervisor struct {
 	netMu         sync.Mutex
 	net           *netns.Manager // nil: no tier has egress (yet)
 	health        healthState    // see Health
+	// reclaiming holds the scopes being reclaimed (reclaim.go), by key;
+	// guarded by mu.
+	reclaiming map[string]chan struct{}
 }
 
 // New prepares a supervisor: it checks the configuration, opens the
@@ -85,6 +88,7 @@ func New(cfg Config, log *slog.Logger) (*Supervisor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("extension store: %w", err)
 	}
+	store.Configure(cfg.Limits, log)
 	tenants, err := openTenants(cfg.StateDir)
 	if err != nil {
 		return nil, fmt.Errorf("tenants: %w", err)
@@ -164,6 +168,7 @@ func (s *Supervisor) Reload(cfg Config) error {
 	// restores the scopes it throttled, before the tiers' limits apply.
 	s.stopControl()
 	s.cfg.Store(&cfg)
+	s.store.Configure(cfg.Limits, s.log)
 	err := s.applyTiers()
 	if s.acct != nil {
 		err = errors.Join(err, s.startControl())
@@ -536,18 +541,28 @@ func (s *Supervisor) tenantHasScopesLocked(tier, tenant string) bool {
 	return false
 }
 
-// scopeFor returns the live scope of id, creating its cgroup node and
-// taking a host id range on first use.
+// scopeFor returns the live scope of id with one invocation counted in its
+// active (the caller takes it back; an active scope is never reclaimed),
+// creating its cgroup node and taking a host id range on first use.
 func (s *Supervisor) scopeFor(id ScopeID) (*scope, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.stopping {
-		return nil, ErrStopping
+	var tierName string
+	var tier Tier
+	for again := true; again; {
+		if s.stopping {
+			return nil, ErrStopping
+		}
+		if sc, ok := s.scopes[id.Key()]; ok {
+			sc.active.Add(1)
+			return sc, nil
+		}
+		tierName, tier = s.tierOf(id.Tenant)
+		var err error
+		if again, err = s.makeRoomLocked(id, tierName, tier); err != nil {
+			return nil, err
+		}
 	}
-	if sc, ok := s.scopes[id.Key()]; ok {
-		return sc, nil
-	}
-	tierName, tier := s.tierOf(id.Tenant)
 	tl := tier.tenantLimits()
 	tl.CPUWeight = s.tenantWeightLocked(tierName, id.Tenant, tier.CPUWeight)
 	if _, err := s.tree.Node(tl, tierName, id.Tenant); err != nil {
@@ -561,7 +576,7 @@ func (s *Supervisor) scopeFor(id ScopeID) (*scope, error) {
 	ids, err := s.ids.Acquire(id.Key())
 	if err != nil {
 		_ = node.Remove()
-		return nil, fmt.Errorf("%w: %w", ErrBusy, err)
+		return nil, noSlotError(id, err)
 	}
 	sc := &scope{
 		id: id, tier: tierName, node: node, ids: ids, limits: limits, created: time.Now(), lastUsed: time.Now(),
@@ -577,6 +592,7 @@ func (s *Supervisor) scopeFor(id ScopeID) (*scope, error) {
 		s.log.Warn("tier weights", "err", err)
 	}
 	s.log.Info("scope created", "tenant", id.Tenant, "scope", id.Key(), "tier", tierName, "cgroup", node.Path(), "host_uid", ids.Base)
+	sc.active.Add(1)
 	return sc, nil
 }
 
@@ -674,8 +690,7 @@ func (s *Supervisor) Invoke(ctx context.Context, req InvokeRequest) (_ InvokeRes
 	if err != nil {
 		return InvokeResult{}, err
 	}
-	sc.active.Add(1)
-	defer sc.active.Add(-1)
+	defer sc.active.Add(-1) // scopeFor counted it
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	invID := newInvocationID()
@@ -825,6 +840,7 @@ func (s *Supervisor) reaper() {
 		beat(&s.health.reaper)
 		idle := s.conf().Pool.IdleTimeout.Duration
 		s.tenants.prune(func(tenant string) Tier { _, t := s.tierOf(tenant); return t }, time.Now())
+		s.store.PrunePending()
 		s.mu.Lock()
 		scopes := make([]*scope, 0, len(s.scopes))
 		for _, sc := range s.scopes {

@@ -50,6 +50,10 @@ type Tier struct {
 	CPUTime Duration `toml:"cpu_time"`
 	// MaxWorkers is per scope and extension version (0: [pool] max_workers).
 	MaxWorkers int `toml:"max_workers"`
+	// MaxScopes is the tenant's live scopes (0: no limit): each takes one
+	// of the host's [scope] id_slots. A new scope past it is refused
+	// (RESOURCE_EXHAUSTED with a retry hint) until one goes idle away.
+	MaxScopes int `toml:"max_scopes"`
 	// Suspended tenants' invocations are refused (FAILED_PRECONDITION) and
 	// their live scopes stopped.
 	Suspended bool `toml:"suspended"`
@@ -73,6 +77,10 @@ type Tier struct {
 	IngressRate int64 `toml:"ingress_rate"`
 }
 
+// DefaultMaxScopes is a tier's max_scopes unless it sets one: a quarter of
+// the default 1024 id slots, so that no four tenants can fill a host.
+const DefaultMaxScopes = 256
+
 // Tiers are the configured tiers by name. In a configuration file a
 // [tiers.NAME] table changes only the keys it names: an existing tier (one
 // of the defaults) keeps the rest, a new one starts from [BaseTier].
@@ -80,7 +88,8 @@ type Tiers map[string]Tier
 
 // BaseTier is where a tier that the defaults do not define starts.
 func BaseTier() Tier {
-	return Tier{CPUWeight: 100, ScopeMemoryMax: 256 << 20, ScopePidsMax: 256, Network: NetworkNone, EgressAllow: []string{}}
+	return Tier{CPUWeight: 100, ScopeMemoryMax: 256 << 20, ScopePidsMax: 256, MaxScopes: DefaultMaxScopes,
+		Network: NetworkNone, EgressAllow: []string{}}
 }
 
 // UnmarshalTOML merges the tables of a configuration file into t.
@@ -159,6 +168,8 @@ func (t Tier) validate(name string, pool PoolConfig, lim APILimits) error {
 		return bad("cpu_time needs workers that serve one invocation at a time: set [pool] max_concurrent = 1")
 	case t.MaxWorkers < 0:
 		return bad("max_workers must not be negative (0: [pool] max_workers)")
+	case t.MaxScopes < 0:
+		return bad("max_scopes must not be negative (0: no limit)")
 	case t.MaxWorkers > 0 && t.MaxWorkers < pool.WarmMin:
 		return bad("max_workers %d is below [pool] warm_min %d", t.MaxWorkers, pool.WarmMin)
 	case t.Network != "" && t.Network != NetworkNone && t.Network != NetworkEgress:
@@ -306,6 +317,8 @@ func refusalOf(err error) string {
 		return "quota"
 	case errors.Is(err, ErrLedger):
 		return "ledger"
+	case errors.Is(err, ErrScopeLimit):
+		return "scopes"
 	}
 	return "other"
 }

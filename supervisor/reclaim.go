@@ -1,0 +1,158 @@
+package supervisor
+
+import (
+	"fmt"
+	"time"
+)
+
+// Scope slots. Every live scope holds one of the host's [scope] id_slots
+// (its uid range). Two rules keep one tenant from taking them all: a
+// tier's max_scopes caps each tenant's live scopes, and while fewer than
+// [scope] reclaim_free of the slots are free a new scope reclaims an idle
+// scope (no invocation in flight, longest unused) of the tenant holding the
+// most — more than the new scope's tenant, or that tenant itself — instead
+// of waiting for the reaper's idle_timeout.
+
+// makeRoomLocked runs before a new scope of id is made, with s.mu held: it
+// checks the tenant's max_scopes and, when slots run low, reclaims a scope.
+// When it had to release s.mu meanwhile (to wait for a reclaim), again is
+// true and the caller looks at the registry again.
+func (s *Supervisor) makeRoomLocked(id ScopeID, tierName string, tier Tier) (again bool, err error) {
+	if ch := s.reclaiming[id.Key()]; ch != nil {
+		// This very scope is being reclaimed: its cgroup and id range
+		// must be gone before its successor makes them again.
+		s.mu.Unlock()
+		<-ch
+		s.mu.Lock()
+		return true, nil
+	}
+	if err := s.scopeLimitLocked(id.Tenant, tierName, tier); err != nil {
+		s.metrics.IncRefused(tierName, refusalOf(err))
+		return false, err
+	}
+	c := s.conf().Scope
+	free := s.ids.Free()
+	if free > 0 && float64(free) >= c.ReclaimFree*float64(c.IDSlots) {
+		return false, nil
+	}
+	victim := s.pickVictimLocked(id.Tenant)
+	if victim == nil {
+		return false, nil // the id allocator says why, if no slot is left
+	}
+	key := victim.id.Key()
+	delete(s.scopes, key)
+	if s.reclaiming == nil {
+		s.reclaiming = map[string]chan struct{}{}
+	}
+	done := make(chan struct{})
+	s.reclaiming[key] = done
+	if free > 0 {
+		// A slot is left for this scope: reclaim for the next one.
+		go s.reclaim(victim, id.Tenant, done)
+		return false, nil
+	}
+	s.mu.Unlock()
+	s.reclaim(victim, id.Tenant, done)
+	s.mu.Lock()
+	return true, nil
+}
+
+// scopeLimitLocked refuses a new scope of tenant past its tier's
+// max_scopes, with a hint of when one of its scopes may be gone: its
+// longest unused idle scope reaches [pool] idle_timeout, and the reaper
+// looks.
+func (s *Supervisor) scopeLimitLocked(tenant, tierName string, tier Tier) error {
+	if tier.MaxScopes <= 0 {
+		return nil
+	}
+	n := 0
+	var oldest time.Time
+	for _, sc := range s.scopes {
+		if sc.id.Tenant != tenant {
+			continue
+		}
+		n++
+		if sc.active.Load() == 0 {
+			if u := sc.lastUse(); oldest.IsZero() || u.Before(oldest) {
+				oldest = u
+			}
+		}
+	}
+	if n < tier.MaxScopes {
+		return nil
+	}
+	idle := s.conf().Pool.IdleTimeout.Duration
+	tick := max(idle/4, 100*time.Millisecond) // the reaper's
+	after := idle + tick
+	if !oldest.IsZero() {
+		after = max(idle-time.Since(oldest), 0) + tick
+	}
+	return &RetryAfterError{
+		Err: fmt.Errorf("%w: tenant %s has %d live scopes, its tier %s allows %d (an idle scope goes after [pool] idle_timeout %s)",
+			ErrScopeLimit, tenant, n, tierName, tier.MaxScopes, idle),
+		After: after,
+	}
+}
+
+// pickVictimLocked chooses the scope to reclaim for a new scope of
+// requester: an idle scope of the tenant with the most live scopes, among
+// requester and the tenants with more than requester (none loses a slot to
+// a tenant holding as many); of that tenant's idle scopes the longest
+// unused. nil: none.
+func (s *Supervisor) pickVictimLocked(requester string) *scope {
+	count := map[string]int{}
+	for _, sc := range s.scopes {
+		count[sc.id.Tenant]++
+	}
+	var best *scope
+	var bestN int
+	var bestUsed time.Time
+	for _, sc := range s.scopes {
+		n := count[sc.id.Tenant]
+		if sc.id.Tenant != requester && n <= count[requester] || sc.active.Load() > 0 {
+			continue
+		}
+		sc.mu.Lock()
+		used, closed := sc.lastUsed, sc.closed
+		sc.mu.Unlock()
+		if closed {
+			continue
+		}
+		if best == nil || n > bestN || n == bestN && used.Before(bestUsed) {
+			best, bestN, bestUsed = sc, n, used
+		}
+	}
+	return best
+}
+
+// reclaim removes sc, taken out of the registry to free its slot for a
+// new scope of tenant forTenant, and closes done.
+func (s *Supervisor) reclaim(sc *scope, forTenant string, done chan struct{}) {
+	s.log.Info("idle scope reclaimed for a new scope", "tenant", sc.id.Tenant, "scope", sc.id.Key(), "tier", sc.tier,
+		"unused", time.Since(sc.lastUse()).Round(time.Millisecond), "for_tenant", forTenant, "free_slots", s.ids.Free())
+	s.metrics.IncReclaimed(sc.tier)
+	if err := s.removeScope(sc); err != nil {
+		s.log.Error("remove reclaimed scope", "scope", sc.id.Key(), "err", err)
+	}
+	s.mu.Lock()
+	delete(s.reclaiming, sc.id.Key())
+	s.mu.Unlock()
+	close(done)
+}
+
+// noSlotError is the refusal of a new scope when every id slot is held
+// by a scope that may not be reclaimed now.
+func noSlotError(id ScopeID, err error) error {
+	return &RetryAfterError{
+		Err: fmt.Errorf("%w: no scope slot for %s: %w (every one is held by a scope with invocations in flight, or of a tenant with no more scopes than %s)",
+			ErrBusy, id.Key(), err, id.Tenant),
+		After: time.Second,
+	}
+}
+
+// lastUse is when sc last took a worker.
+func (sc *scope) lastUse() time.Time {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	return sc.lastUsed
+}
