@@ -84,7 +84,7 @@ func TestUnitToStatus(t *testing.T) {
 func TestUnitToStatusEverySentinelMapped(t *testing.T) {
 	for _, err := range []error{ErrInvalid, ErrTooLarge, ErrNotFound, ErrPermission, ErrUnauthorized,
 		ErrDeadline, ErrOutOfMemory, ErrBusy, ErrWorker, ErrHandler, ErrStopping, ErrSuspended,
-		ErrNetworkDenied, ErrRateLimited, ErrConcurrency, ErrCPUTime, ErrQuota, ErrLedger} {
+		ErrNetworkDenied, ErrRateLimited, ErrConcurrency, ErrCPUTime, ErrQuota, ErrLedger, ErrScopeLimit} {
 		st, known := statusOf(err)
 		if code := status.Code(st); !known || code == codes.Internal || code == codes.Unknown || code == codes.OK {
 			t.Errorf("%v maps to %v", err, code)
