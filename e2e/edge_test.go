@@ -64,10 +64,19 @@ func TestBadInput(t *testing.T) {
 			t.Errorf("%s: %v, want %s", tc.name, err, tc.want)
 		}
 	}
+	// Past max_payload (1 MiB) but within the request cap: the handler
+	// names the payload.
 	_, err := c.Invoke(ctx, &scopedv1.InvokeRequest{Tenant: "acme", Environment: "production", Extension: "whoami",
-		Payload: make([]byte, 2<<20)})
+		Payload: make([]byte, 1<<20+1)})
 	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "payload") {
 		t.Errorf("oversized payload: %v", err)
+	}
+	// Past the request cap (max_payload + 512 KiB): refused by its length
+	// before it is read, although the server takes bundles of 64 MiB.
+	_, err = c.Invoke(ctx, &scopedv1.InvokeRequest{Tenant: "acme", Environment: "production", Extension: "whoami",
+		Payload: make([]byte, 3<<20)})
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "max_payload") {
+		t.Errorf("oversized request: %v, want ResourceExhausted naming the cap", err)
 	}
 
 	good := bundle(t, bins.whoami)
