@@ -4,7 +4,7 @@ TAGS    := seccomp
 GOFLAGS_BUILD := -tags $(TAGS)
 BIN     := bin
 
-.PHONY: all build examples run test test-host test-v2 test-unit bench generate lint deps clean
+.PHONY: all build examples run test test-host test-v2 test-unit fuzz bench generate lint deps clean
 
 all: build
 
@@ -40,6 +40,12 @@ test: test-host test-v2
 # when not run as root; -p 1 keeps CPU-share checks from competing.
 test-host: deps
 	CGO_ENABLED=1 $(GO) test $(GOFLAGS_BUILD) -p 1 -count=1 -timeout 15m ./...
+	@GO=$(GO) scripts/fuzz.sh
+
+# Every fuzz target (found by grep) for FUZZTIME each (default 5s):
+# FUZZTIME=5m make fuzz fuzzes longer, FUZZ=regexp picks targets.
+fuzz: deps
+	@GO=$(GO) scripts/fuzz.sh
 
 # The packages whose tests touch cgroups, namespaces or eBPF, run again
 # inside a VM booted from Debian's kernel with only cgroup v2 mounted.
