@@ -37,7 +37,8 @@ run: build examples
 test: test-host test-v2
 
 # Every test on this host. Root tests (cgroups, sandboxes) skip with a reason
-# when not run as root; -p 1 keeps CPU-share checks from competing.
+# when not run as root; -p 1 keeps CPU-share checks from competing. Then
+# every fuzz target for FUZZTIME (see fuzz).
 test-host: deps
 	CGO_ENABLED=1 $(GO) test $(GOFLAGS_BUILD) -p 1 -count=1 -timeout 15m ./...
 	@GO=$(GO) scripts/fuzz.sh
