@@ -34,7 +34,7 @@ while IFS=: read -r file line; do
 	[[ $name =~ $FUZZ ]] || continue
 	dir=$(dirname "$file")
 	targets[$dir]+="$name "
-done < <(git ls-files -z '*_test.go' | xargs -0 grep -H -E '^func Fuzz[A-Za-z0-9_]*\(f \*testing\.F\)' | sort -t: -k1,1 -s)
+done < <(git ls-files -z -co --exclude-standard '*_test.go' | xargs -0 grep -H -E '^func Fuzz[A-Za-z0-9_]*\(f \*testing\.F\)' | sort -t: -k1,1 -s)
 
 if [ ${#targets[@]} -eq 0 ]; then
 	echo "fuzz: no target matches $FUZZ" >&2
