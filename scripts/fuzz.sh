@@ -23,6 +23,10 @@ export CGO_ENABLED=1
 
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
+# The targets' temporary directories: a worker still busy when its time is
+# up is killed before it removes its own.
+mkdir "$out/t"
+export TMPDIR="$out/t"
 cache="$($GO env GOCACHE)/fuzz"
 module=$($GO list -m)
 

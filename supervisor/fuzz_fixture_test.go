@@ -157,7 +157,13 @@ func newFuzzSupervisor(tb testing.TB, cfg Config) *Supervisor {
 // cgroups, which these have not).
 func newFuzzAPI(tb testing.TB, scopes bool) *fuzzAPI {
 	tb.Helper()
-	root := tb.TempDir()
+	// Not tb.TempDir(): its name is the test's, and runtime_dir must be
+	// short enough for worker sockets (see Validate).
+	root, err := os.MkdirTemp("", "scoped-fuzz-")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = os.RemoveAll(root) })
 	cfg := DefaultConfig()
 	cfg.StateDir = filepath.Join(root, "state")
 	cfg.RuntimeDir = filepath.Join(root, "run")
