@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/scoped-io/scoped/internal/ident"
+	"github.com/scoped-io/scoped/netns"
 	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
 )
 
@@ -427,7 +428,10 @@ func FuzzUnitAPISetTenant(f *testing.F) {
 		f.Add(uint8(3), "acme", "limited", id, true)
 	}
 	for _, a := range []string{"", "0.0.0.0/0", "::/0", "203.0.113.7:1-65535", "203.0.113.7:0", "203.0.113.7:70000",
-		"203.0.113.0/33", "example.com:443", "\n", strings.Repeat("10.0.0.1\n", 300)} {
+		"203.0.113.0/33", "example.com:443", "\n", strings.Repeat("10.0.0.1\n", 300),
+		// Ports with leading zeros made a rule of any length, stored as
+		// given: tenants.json past what the daemon reads back at start.
+		"10.0.0.1:" + strings.Repeat("0", 300) + "443"} {
 		f.Add(uint8(0), "acme", "standard", a, true)
 	}
 	fx := newFuzzAPI(f, false)
@@ -462,6 +466,13 @@ func FuzzUnitAPISetTenant(f *testing.F) {
 		}
 		if setAllow && !slices.Equal(got.GetEgressAllow(), req.EgressAllow) {
 			t.Fatalf("SetTenant set the allow-list %q, answered %q", req.EgressAllow, got.GetEgressAllow())
+		}
+		// What it stores is bounded: at most maxAllowRules rules of
+		// netns.MaxRuleLen bytes.
+		for _, r := range got.GetEgressAllow() {
+			if len(r) > netns.MaxRuleLen {
+				t.Fatalf("SetTenant stored a rule of %d bytes", len(r))
+			}
 		}
 		for _, p := range changed(before, fx.snapshot(t)) {
 			if p != "state" && p != filepath.Join("state", tenantsFile) {
