@@ -103,8 +103,10 @@ type fuzzAPI struct {
 // tree: New opens the cgroup root, which creates it (root only) and would
 // leave it behind in every fuzz worker process. Without a tree and without
 // Recover nothing runs: no reaper, sandbox, accounting, network or
-// controller. The supervisor is stopping, so that an invocation that
-// passes every check ends with ErrStopping where it would create a scope.
+// controller; of what Recover starts it opens only the metering ledger, so
+// that GetUsage queries a real one. The supervisor is stopping, so that an
+// invocation that passes every check ends with ErrStopping where it would
+// create a scope (whose cgroups it has not).
 func newFuzzSupervisor(tb testing.TB, cfg Config) *Supervisor {
 	tb.Helper()
 	if err := cfg.Validate(); err != nil {
