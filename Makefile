@@ -4,7 +4,7 @@ TAGS    := seccomp
 GOFLAGS_BUILD := -tags $(TAGS)
 BIN     := bin
 
-.PHONY: all build examples run test test-host test-v2 test-unit bench generate lint deps clean
+.PHONY: all build examples run test test-host test-v2 test-unit fuzz bench generate lint deps clean
 
 all: build
 
@@ -37,9 +37,16 @@ run: build examples
 test: test-host test-v2
 
 # Every test on this host. Root tests (cgroups, sandboxes) skip with a reason
-# when not run as root; -p 1 keeps CPU-share checks from competing.
+# when not run as root; -p 1 keeps CPU-share checks from competing. Then
+# every fuzz target for FUZZTIME (see fuzz).
 test-host: deps
 	CGO_ENABLED=1 $(GO) test $(GOFLAGS_BUILD) -p 1 -count=1 -timeout 15m ./...
+	@GO=$(GO) scripts/fuzz.sh
+
+# Every fuzz target (found by grep) for FUZZTIME each (default 5s):
+# FUZZTIME=5m make fuzz fuzzes longer, FUZZ=regexp picks targets.
+fuzz: deps
+	@GO=$(GO) scripts/fuzz.sh
 
 # The packages whose tests touch cgroups, namespaces or eBPF, run again
 # inside a VM booted from Debian's kernel with only cgroup v2 mounted.

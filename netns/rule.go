@@ -18,6 +18,12 @@ var ErrInvalidRule = errors.New("netns: invalid rule")
 // containing a prefix, may have (MAX_RANGES in bpf/policy.c).
 const maxRanges = 16
 
+// MaxRuleLen bounds a rule's text. The longest rule in canonical form
+// ("255.255.255.255/32:" and maxRanges ranges "65535-65535") has 210 bytes;
+// ports with leading zeros could make one of any length, which tenants'
+// lists keep as given.
+const MaxRuleLen = 256
+
 // PortRange is an inclusive range of ports.
 type PortRange struct{ Lo, Hi uint16 }
 
@@ -39,6 +45,9 @@ type Rule struct {
 func ParseRule(s string) (Rule, error) {
 	if s == "" {
 		return Rule{}, fmt.Errorf("%w: empty", ErrInvalidRule)
+	}
+	if len(s) > MaxRuleLen {
+		return Rule{}, fmt.Errorf("%w: %.40q…: longer than %d bytes", ErrInvalidRule, s, MaxRuleLen)
 	}
 	if strings.HasPrefix(s, "[") || strings.Count(s, ":") > 1 {
 		return Rule{}, fmt.Errorf("%w: %q: only IPv4 destinations are supported", ErrInvalidRule, s)

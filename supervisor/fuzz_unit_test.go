@@ -1,11 +1,14 @@
 package supervisor
 
 import (
+	"bytes"
 	"errors"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/BurntSushi/toml"
 )
 
 func FuzzUnitBundlePath(f *testing.F) {
@@ -82,6 +85,14 @@ func FuzzUnitManifest(f *testing.F) {
 		}
 		if err := checkBundlePath(m.Entrypoint); err != nil {
 			t.Fatalf("ParseManifest(%q) accepted entrypoint %q: %v", b, m.Entrypoint, err)
+		}
+		// Written back as TOML, it parses as the same manifest.
+		var buf bytes.Buffer
+		if err := toml.NewEncoder(&buf).Encode(m); err != nil {
+			t.Fatalf("encode %+v: %v", m, err)
+		}
+		if again, err := ParseManifest(buf.Bytes()); err != nil || again != m {
+			t.Fatalf("%+v written back as %q parses as %+v, %v", m, buf.Bytes(), again, err)
 		}
 	})
 }

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Runs every fuzz target of the module (each `func FuzzXxx(f *testing.F)` in
+# a _test.go file, found with grep, so that a new target is never left out)
+# for FUZZTIME each. go test -fuzz takes one target per run, so each
+# package's test binary is built once with the fuzzing instrumentation and
+# run once per target, in the package's directory: a failing input is
+# written to <pkg>/testdata/fuzz/<FuzzXxx>/<id>, where plain `go test`
+# runs it as a regression case from then on (commit it with the fix).
+#
+#   FUZZTIME       how long each target runs (default 5s; go's -fuzztime:
+#                  a duration, or Nx for N inputs)
+#   FUZZ_PARALLEL  fuzzing worker processes per target (default 2)
+#   FUZZ           run only the targets whose name matches this regexp
+#   GO             the go command (default go)
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+GO=${GO:-go}
+FUZZTIME=${FUZZTIME:-5s}
+FUZZ_PARALLEL=${FUZZ_PARALLEL:-2}
+FUZZ=${FUZZ:-.}
+export CGO_ENABLED=1
+
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+# The targets' temporary directories: a worker still busy when its time is
+# up is killed before it removes its own.
+mkdir "$out/t"
+export TMPDIR="$out/t"
+cache="$($GO env GOCACHE)/fuzz"
+module=$($GO list -m)
+
+# pkg dir → its targets, in file order.
+declare -A targets
+while IFS=: read -r file line; do
+	name=${line#func }
+	name=${name%%(*}
+	[[ $name =~ $FUZZ ]] || continue
+	dir=$(dirname "$file")
+	targets[$dir]+="$name "
+done < <(git ls-files -z -co --exclude-standard '*_test.go' | xargs -0 grep -H -E '^func Fuzz[A-Za-z0-9_]*\(f \*testing\.F\)' | sort -t: -k1,1 -s)
+
+if [ ${#targets[@]} -eq 0 ]; then
+	echo "fuzz: no target matches $FUZZ" >&2
+	exit 1
+fi
+
+failed=()
+n=0
+start=$SECONDS
+for dir in $(printf '%s\n' "${!targets[@]}" | sort); do
+	pkg=${dir#./}
+	bin="$out/$(echo "$pkg" | tr / _).test"
+	$GO test -tags seccomp -c -fuzz=. -o "$bin" "./$pkg"
+	for name in ${targets[$dir]}; do
+		n=$((n + 1))
+		echo "fuzz: $pkg $name ($FUZZTIME)"
+		if ! (cd "$pkg" && "$bin" -test.run='^$' -test.fuzz="^$name\$" -test.fuzztime="$FUZZTIME" \
+			-test.parallel="$FUZZ_PARALLEL" -test.fuzzcachedir="$cache/$module/$pkg"); then
+			failed+=("$pkg $name")
+		fi
+	done
+done
+
+echo "fuzz: $n targets in $((SECONDS - start))s"
+if [ ${#failed[@]} -gt 0 ]; then
+	echo "fuzz: FAILED:" >&2
+	printf '  %s\n' "${failed[@]}" >&2
+	echo "fuzz: the failing inputs are in <pkg>/testdata/fuzz/<target>/; 'go test -run <target>/<id> ./<pkg>' replays one" >&2
+	exit 1
+fi
