@@ -23,6 +23,7 @@ import (
 	"github.com/scoped-io/scoped/cgroups"
 	"github.com/scoped-io/scoped/control"
 	"github.com/scoped-io/scoped/internal/ident"
+	"github.com/scoped-io/scoped/internal/parallel"
 	"github.com/scoped-io/scoped/metrics"
 	"github.com/scoped-io/scoped/netns"
 	workerv1 "github.com/scoped-io/scoped/proto/worker/v1"
@@ -451,10 +452,8 @@ func (s *Supervisor) Stop(grace time.Duration) error {
 	}
 	s.scopes = map[string]*scope{}
 	s.mu.Unlock()
-	var errs []error
-	for _, sc := range scopes {
-		errs = append(errs, s.removeScope(sc))
-	}
+	// The tenant and tier nodes go with the tree's cleanup below.
+	errs := []error{s.removeScopes(scopes)}
 	if _, err := sandbox.Cleanup(s.sandboxDir); err != nil {
 		errs = append(errs, err)
 	}
@@ -484,40 +483,70 @@ func (s *Supervisor) RemoveRuntimeDir() {
 	_ = os.Remove(s.conf().RuntimeDir)
 }
 
+// removeParallel bounds how many scopes are removed at once. Removing one
+// mostly waits on the kernel (killed processes to exit, cgroups to go
+// after an RCU grace period), so many overlap well on few CPUs; the bound
+// keeps a stop from opening thousands of cgroup and state files at once.
+const removeParallel = 16
+
+// removeScope removes a scope that left the registry.
 func (s *Supervisor) removeScope(sc *scope) error {
-	sc.stopAll()
-	// Its last usage goes to the ledger while its cgroup is still there.
-	if err := s.flushMetering(sc); err != nil {
-		s.log.Error("metering: final flush of a scope", "scope", sc.id.Key(), "err", err)
+	return s.removeScopes([]*scope{sc})
+}
+
+// removeScopes removes scopes that left the registry: it stops their
+// workers, commits their last usage to the ledger (one transaction for
+// them all), and removes their accounting, networks, series, cgroups and
+// host id ranges, at most removeParallel scopes at once. The work per scope
+// does not depend on how many other scopes there are. While the daemon
+// stops, the tenant and tier nodes are left to the tree's cleanup.
+func (s *Supervisor) removeScopes(scopes []*scope) error {
+	if len(scopes) == 0 {
+		return nil
 	}
+	_ = parallel.ForEach(scopes, removeParallel, func(sc *scope) error { sc.stopAll(); return nil })
+	// Their last usage goes to the ledger while their cgroups are still
+	// there.
+	if err := s.flushMetering(scopes...); err != nil {
+		s.log.Error("metering: final flush of scopes", "scopes", len(scopes), "err", err)
+	}
+	err := parallel.ForEach(scopes, removeParallel, s.removeScopeNode)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.stopping {
+		if werr := s.setTierWeightsLocked(); werr != nil {
+			s.log.Warn("tier weights", "err", werr)
+		}
+	}
+	return err
+}
+
+// removeScopeNode removes what is left of a scope whose workers are gone.
+func (s *Supervisor) removeScopeNode(sc *scope) error {
 	s.untrack(sc)
 	if err := s.closeScopeNetwork(sc); err != nil {
 		s.log.Error("network of a scope", "scope", sc.id.Key(), "err", err)
 	}
 	s.mu.Lock()
-	if s.scopes[sc.id.Key()] == nil {
+	_, live := s.scopes[sc.id.Key()]
+	if !live {
 		delete(s.throttled, sc.id.Key())
 	}
-	if _, live := s.scopes[sc.id.Key()]; !live {
+	s.mu.Unlock()
+	if !live {
 		// A successor in another tier keeps the key's series.
 		s.metrics.RemoveScope(sc.id.Key())
 	}
-	s.mu.Unlock()
 	err := sc.node.Remove()
 	s.ids.Release(sc.id.Key())
 	// The tenant node goes when its last scope in this tier goes.
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.tenantHasScopesLocked(sc.tier, sc.id.Tenant) {
+	if !s.stopping && !s.tenantHasScopesLocked(sc.tier, sc.id.Tenant) {
 		if tenant, terr := cgroups.Load(path.Join(s.tree.Root(), sc.tier, sc.id.Tenant)); terr == nil {
 			if pids, _ := tenant.Pids(); len(pids) == 0 {
 				_ = tenant.Remove()
 			}
-		}
-	}
-	if !s.stopping {
-		if werr := s.setTierWeightsLocked(); werr != nil {
-			s.log.Warn("tier weights", "err", werr)
 		}
 	}
 	return err
