@@ -453,7 +453,7 @@ func (s *Supervisor) Stop(grace time.Duration) error {
 	s.scopes = map[string]*scope{}
 	s.mu.Unlock()
 	// The tenant and tier nodes go with the tree's cleanup below.
-	errs := []error{s.removeScopes(scopes)}
+	errs := s.removeScopes(scopes)
 	if _, err := sandbox.Cleanup(s.sandboxDir); err != nil {
 		errs = append(errs, err)
 	}
@@ -491,18 +491,20 @@ const removeParallel = 16
 
 // removeScope removes a scope that left the registry.
 func (s *Supervisor) removeScope(sc *scope) error {
-	return s.removeScopes([]*scope{sc})
+	return s.removeScopes([]*scope{sc})[0]
 }
 
 // removeScopes removes scopes that left the registry: it stops their
 // workers, commits their last usage to the ledger (one transaction for
 // them all), and removes their accounting, networks, series, cgroups and
-// host id ranges, at most removeParallel scopes at once. The work per scope
-// does not depend on how many other scopes there are. While the daemon
-// stops, the tenant and tier nodes are left to the tree's cleanup.
-func (s *Supervisor) removeScopes(scopes []*scope) error {
+// host id ranges, at most removeParallel scopes at once; then the tenant
+// nodes they leave empty (not while the daemon stops: the tree's cleanup
+// removes those). The work per scope does not depend on how many other
+// scopes there are. It returns each scope's error (nil: removed).
+func (s *Supervisor) removeScopes(scopes []*scope) []error {
+	errs := make([]error, len(scopes))
 	if len(scopes) == 0 {
-		return nil
+		return errs
 	}
 	_ = parallel.ForEach(scopes, removeParallel, func(sc *scope) error { sc.stopAll(); return nil })
 	// Their last usage goes to the ledger while their cgroups are still
@@ -510,18 +512,41 @@ func (s *Supervisor) removeScopes(scopes []*scope) error {
 	if err := s.flushMetering(scopes...); err != nil {
 		s.log.Error("metering: final flush of scopes", "scopes", len(scopes), "err", err)
 	}
-	err := parallel.ForEach(scopes, removeParallel, s.removeScopeNode)
+	idx := make([]int, len(scopes))
+	for i := range idx {
+		idx[i] = i
+	}
+	_ = parallel.ForEach(idx, removeParallel, func(i int) error {
+		errs[i] = s.removeScopeNode(scopes[i])
+		return nil
+	})
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.stopping {
-		if werr := s.setTierWeightsLocked(); werr != nil {
-			s.log.Warn("tier weights", "err", werr)
+	if s.stopping {
+		return errs
+	}
+	// A tenant node goes when its last scope in its tier goes.
+	done := map[[2]string]bool{}
+	for _, sc := range scopes {
+		k := [2]string{sc.tier, sc.id.Tenant}
+		if done[k] || s.tenantHasScopesLocked(sc.tier, sc.id.Tenant) {
+			continue
+		}
+		done[k] = true
+		if tenant, terr := cgroups.Load(path.Join(s.tree.Root(), sc.tier, sc.id.Tenant)); terr == nil {
+			if pids, _ := tenant.Pids(); len(pids) == 0 {
+				_ = tenant.Remove()
+			}
 		}
 	}
-	return err
+	if werr := s.setTierWeightsLocked(); werr != nil {
+		s.log.Warn("tier weights", "err", werr)
+	}
+	return errs
 }
 
-// removeScopeNode removes what is left of a scope whose workers are gone.
+// removeScopeNode removes what is left of a scope whose workers are gone,
+// but its tenant's node.
 func (s *Supervisor) removeScopeNode(sc *scope) error {
 	s.untrack(sc)
 	if err := s.closeScopeNetwork(sc); err != nil {
@@ -539,16 +564,6 @@ func (s *Supervisor) removeScopeNode(sc *scope) error {
 	}
 	err := sc.node.Remove()
 	s.ids.Release(sc.id.Key())
-	// The tenant node goes when its last scope in this tier goes.
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.stopping && !s.tenantHasScopesLocked(sc.tier, sc.id.Tenant) {
-		if tenant, terr := cgroups.Load(path.Join(s.tree.Root(), sc.tier, sc.id.Tenant)); terr == nil {
-			if pids, _ := tenant.Pids(); len(pids) == 0 {
-				_ = tenant.Remove()
-			}
-		}
-	}
 	return err
 }
 
@@ -832,6 +847,7 @@ func (s *Supervisor) reaper() {
 			scopes = append(scopes, sc)
 		}
 		s.mu.Unlock()
+		var gone []*scope
 		for _, sc := range scopes {
 			for _, w := range sc.idleWorkers(idle, s.conf().Pool.WarmMin) {
 				s.retire(sc, w, "idle")
@@ -845,16 +861,29 @@ func (s *Supervisor) reaper() {
 				s.mu.Lock()
 				if s.scopes[sc.id.Key()] == sc && !s.stopping {
 					delete(s.scopes, sc.id.Key())
-					s.mu.Unlock()
-					if err := s.removeScope(sc); err != nil {
-						s.log.Error("remove idle scope", "scope", sc.id.Key(), "err", err)
-					} else {
-						s.log.Info("idle scope removed", "tenant", sc.id.Tenant, "scope", sc.id.Key())
-					}
-					continue
+					gone = append(gone, sc)
 				}
 				s.mu.Unlock()
 			}
+			// Idle scopes go removeParallel at a time; each soon after
+			// it left the registry.
+			if len(gone) == removeParallel {
+				s.removeIdle(gone)
+				gone = gone[:0]
+			}
+		}
+		s.removeIdle(gone)
+	}
+}
+
+// removeIdle removes idle scopes that left the registry, and logs it.
+func (s *Supervisor) removeIdle(gone []*scope) {
+	for i, err := range s.removeScopes(gone) {
+		sc := gone[i]
+		if err != nil {
+			s.log.Error("remove idle scope", "scope", sc.id.Key(), "err", err)
+		} else {
+			s.log.Info("idle scope removed", "tenant", sc.id.Tenant, "scope", sc.id.Key())
 		}
 	}
 }
