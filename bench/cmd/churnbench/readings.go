@@ -28,6 +28,25 @@ type daemonReading struct {
 	fds        int            // open file descriptors
 	fdKinds    map[string]int // fds by kind: socket, pipe, pidfd, …
 	acct       string         // its accounting source
+	cpu        float64        // CPUs it used while read (readLeast)
+}
+
+// cpuTime is the CPU time the process pid used so far.
+func cpuTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The fields after the command (which may hold spaces): state is the
+	// first, utime and stime the 12th and 13th.
+	i := strings.LastIndexByte(string(b), ')')
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100, nil // USER_HZ
 }
 
 // read reads the daemon's process and its /metrics.
@@ -111,6 +130,16 @@ func (r daemonReading) goMem() int64 { return r.heap + r.stacks }
 // the next collection, and the RSS pages the runtime has not given back.
 func (dm *daemon) readLeast(ctx context.Context) (daemonReading, error) {
 	var best daemonReading
+	c0, err := cpuTime(dm.d.Pid())
+	if err != nil {
+		return best, err
+	}
+	t0 := time.Now()
+	defer func() {
+		if c1, err := cpuTime(dm.d.Pid()); err == nil {
+			best.cpu = float64(c1-c0) / float64(time.Since(t0))
+		}
+	}()
 	for i := range 20 {
 		if i > 0 {
 			time.Sleep(500 * time.Millisecond)

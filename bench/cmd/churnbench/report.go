@@ -97,20 +97,21 @@ func (b *bench) densityReport(r *densityResult) string {
 	p("The dense daemon read with its warm scope alone and at three stages of the fill (each reading the\n")
 	p("least Go memory and RSS of 20 over 10 s: the heap holds garbage until the next collection, and a\n")
 	p("young daemon the garbage of its start, so the first row's daemon figures run high); \"per scope\" is\n")
-	p("the growth since the row before, over the scopes added:\n\n")
-	p("| scopes | scopes' cgroups | per scope | daemon Go memory (heap in use + stacks) | per scope | … of it stacks | daemon RSS | per scope |\n")
-	p("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	p("the growth since the row before, over the scopes added. The daemon's CPU is what it used over\n")
+	p("those 10 s, its scopes idle (100 %% = one CPU):\n\n")
+	p("| scopes | scopes' cgroups | per scope | daemon Go memory (heap in use + stacks) | per scope | … of it stacks | daemon RSS | per scope | daemon CPU while read |\n")
+	p("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for i, l := range r.levels {
 		if i == 0 {
-			p("| 0 | %s | | %s | | %s | %s | |\n", mib(float64(l.mem)), mib(float64(l.d.goMem())), mib(float64(l.d.stacks)), mib(float64(l.d.rss)))
+			p("| 0 | %s | | %s | | %s | %s | | %.0f %% |\n", mib(float64(l.mem)), mib(float64(l.d.goMem())), mib(float64(l.d.stacks)), mib(float64(l.d.rss)), 100*l.d.cpu)
 			continue
 		}
 		prev := r.levels[i-1]
 		k := float64(l.scopes - prev.scopes)
-		p("| %d | %s | %s | %s | %s | %s | %s | %s |\n", l.scopes,
+		p("| %d | %s | %s | %s | %s | %s | %s | %s | %.0f %% |\n", l.scopes,
 			mib(float64(l.mem)), mib((float64(l.mem)-float64(prev.mem))/k),
 			mib(float64(l.d.goMem())), kib((float64(l.d.goMem())-float64(prev.d.goMem()))/k), mib(float64(l.d.stacks)),
-			mib(float64(l.d.rss)), kib((float64(l.d.rss)-float64(prev.d.rss))/k))
+			mib(float64(l.d.rss)), kib((float64(l.d.rss)-float64(prev.d.rss))/k), 100*l.d.cpu)
 	}
 	if len(r.levels) >= 3 {
 		hi, lo := r.levels[len(r.levels)-1], r.levels[len(r.levels)-2]
