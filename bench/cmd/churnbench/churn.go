@@ -62,7 +62,7 @@ func (r churnReading) leaks(base churnReading) string {
 func (b *bench) readChurn(ctx context.Context, dm *daemon) (churnReading, error) {
 	var r churnReading
 	var err error
-	if r.d, err = dm.readLeast(ctx); err != nil {
+	if r.d, err = dm.read(ctx); err != nil {
 		return r, err
 	}
 	dirs, err := cgroupDirs(dm.cgroupRoot)

@@ -29,6 +29,8 @@ type daemonReading struct {
 	fdKinds    map[string]int // fds by kind: socket, pipe, pidfd, …
 	acct       string         // its accounting source
 	cpu        float64        // CPUs it used while read (readLeast)
+	numGC      int64          // garbage collections so far
+	collected  bool           // readLeast saw a collection
 }
 
 // cpuTime is the CPU time the process pid used so far.
@@ -96,6 +98,7 @@ func (dm *daemon) read(ctx context.Context) (daemonReading, error) {
 	}
 	r.heap = int64(m["go_memstats_heap_inuse_bytes"])
 	r.stacks = int64(m["go_memstats_stack_inuse_bytes"])
+	r.numGC = int64(m["go_gc_duration_seconds_count"])
 	return r, nil
 }
 
@@ -125,11 +128,11 @@ var scraper = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 // goMem is the Go memory the daemon uses: heap in use and goroutine stacks.
 func (r daemonReading) goMem() int64 { return r.heap + r.stacks }
 
-// readLeast reads the daemon 20 times over 10 s and keeps the reading of
-// the least Go memory, its least RSS: the heap in use holds garbage until
-// the next collection, and the RSS pages the runtime has not given back.
-func (dm *daemon) readLeast(ctx context.Context) (daemonReading, error) {
-	var best daemonReading
+// readLeast reads the daemon every 500 ms for 10 s, and on until it saw a
+// garbage collection (at most 90 s), and keeps the reading of the least Go
+// memory, with the least RSS: the heap in use holds garbage until the next
+// collection, and the RSS pages the runtime has not given back.
+func (dm *daemon) readLeast(ctx context.Context) (best daemonReading, _ error) {
 	c0, err := cpuTime(dm.d.Pid())
 	if err != nil {
 		return best, err
@@ -140,13 +143,17 @@ func (dm *daemon) readLeast(ctx context.Context) (daemonReading, error) {
 			best.cpu = float64(c1-c0) / float64(time.Since(t0))
 		}
 	}()
-	for i := range 20 {
+	var first int64
+	for i := 0; ; i++ {
 		if i > 0 {
 			time.Sleep(500 * time.Millisecond)
 		}
 		r, err := dm.read(ctx)
 		if err != nil {
 			return r, err
+		}
+		if i == 0 {
+			first = r.numGC
 		}
 		rss := min(r.rss, best.rss)
 		if i == 0 || r.goMem() < best.goMem() {
@@ -155,8 +162,11 @@ func (dm *daemon) readLeast(ctx context.Context) (daemonReading, error) {
 		if i > 0 {
 			best.rss = rss
 		}
+		best.collected = best.collected || r.numGC > first
+		if i >= 20 && (best.collected || time.Since(t0) > 90*time.Second) {
+			return best, nil
+		}
 	}
-	return best, nil
 }
 
 // scrape reads the daemon's unlabelled series from its /metrics.

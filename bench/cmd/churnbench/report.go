@@ -94,11 +94,12 @@ func (b *bench) densityReport(r *densityResult) string {
 	p("%d of each per daemon; the empty daemon held its warm scope and the scopes of these cold starts.\n\n", len(r.emptyCold))
 
 	p("### What a scope costs\n\n")
-	p("The dense daemon read with its warm scope alone and at three stages of the fill (each reading the\n")
-	p("least Go memory and RSS of 20 over 10 s: the heap holds garbage until the next collection, and a\n")
-	p("young daemon the garbage of its start, so the first row's daemon figures run high); \"per scope\" is\n")
-	p("the growth since the row before, over the scopes added. The daemon's CPU is what it used over\n")
-	p("those 10 s, its scopes idle (100 %% = one CPU):\n\n")
+	p("The dense daemon read with its warm scope alone and at three stages of the fill. Each row is the\n")
+	p("least Go memory and RSS of readings every 500 ms for 10 s and on until the daemon's Go runtime\n")
+	p("collected garbage (at most 90 s): the heap in use holds garbage until the next collection; a young\n")
+	p("daemon holds the garbage of its start, so the first row's daemon figures run high. \"Per scope\" is\n")
+	p("the growth since the row before, over the scopes added. The daemon's CPU is what it used while\n")
+	p("read, its scopes idle (100 %% = one CPU):\n\n")
 	p("| scopes | scopes' cgroups | per scope | daemon Go memory (heap in use + stacks) | per scope | … of it stacks | daemon RSS | per scope | daemon CPU while read |\n")
 	p("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for i, l := range r.levels {
@@ -108,9 +109,13 @@ func (b *bench) densityReport(r *densityResult) string {
 		}
 		prev := r.levels[i-1]
 		k := float64(l.scopes - prev.scopes)
-		p("| %d | %s | %s | %s | %s | %s | %s | %s | %.0f %% |\n", l.scopes,
+		gc := ""
+		if !l.d.collected {
+			gc = " (no collection seen)"
+		}
+		p("| %d | %s | %s | %s%s | %s | %s | %s | %s | %.0f %% |\n", l.scopes,
 			mib(float64(l.mem)), mib((float64(l.mem)-float64(prev.mem))/k),
-			mib(float64(l.d.goMem())), kib((float64(l.d.goMem())-float64(prev.d.goMem()))/k), mib(float64(l.d.stacks)),
+			mib(float64(l.d.goMem())), gc, kib((float64(l.d.goMem())-float64(prev.d.goMem()))/k), mib(float64(l.d.stacks)),
 			mib(float64(l.d.rss)), kib((float64(l.d.rss)-float64(prev.d.rss))/k), 100*l.d.cpu)
 	}
 	if len(r.levels) >= 3 {
@@ -222,7 +227,7 @@ func (b *bench) churnReport(r *churnResult) string {
 	p("descriptor: the rows above count each. (Machine-wide, %d, %d and %d distinct network namespaces\n",
 		r.base.host.netns, r.after.host.netns, r.final.host.netns)
 	p("were in use by processes at the three readings; other engineers' tests make some.) The daemon's Go\n")
-	p("memory (heap in use + stacks, least of 20 readings; the baseline's holds the start's garbage) was\n")
+	p("memory (heap in use + stacks, one reading each, garbage included) was\n")
 	p("%s at the baseline, %s after the churn and\n",
 		mib(float64(r.base.d.goMem())), mib(float64(r.after.d.goMem())))
 	p("%s at the end; its RSS %s, %s and %s.\n", mib(float64(r.final.d.goMem())),
