@@ -88,6 +88,7 @@ bench:
 	CGO_ENABLED=1 $(GO) run $(GOFLAGS_BUILD) ./bench/cmd/fairbench -o BENCHMARKS.md
 	$(GO) run ./bench/cmd/ledgerbench -o BENCHMARKS.md
 	CGO_ENABLED=1 $(GO) run $(GOFLAGS_BUILD) ./bench/cmd/soakbench -o BENCHMARKS.md
+	CGO_ENABLED=1 $(GO) run $(GOFLAGS_BUILD) ./bench/cmd/churnbench -o BENCHMARKS.md
 
 # Rebuilds generated code from source with the pinned Go tools: protobuf, and
 # the eBPF objects of accounting/ (bpf2go, with Debian's clang and libbpf-dev).

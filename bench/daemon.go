@@ -25,12 +25,13 @@ type Daemon struct {
 	Socket  string // its API socket
 	LogPath string // its stdout and stderr
 
+	cmd        *exec.Cmd
+	bin        string
+	args       []string
 	cgroupRoot string
-
-	cmd     *exec.Cmd
-	logFile *os.File
-	exited  chan struct{}
-	logf    func(format string, a ...any)
+	logFile    *os.File
+	exited     chan struct{}
+	logf       func(format string, a ...any)
 }
 
 // StartDaemon starts the daemon binary bin (built with -tags seccomp, next
@@ -57,18 +58,17 @@ func StartDaemon(ctx context.Context, bin, dir, cgroupRoot, settings string, log
 	if err != nil {
 		return nil, err
 	}
-	d.Socket = socket
-	d.cgroupRoot = cgroupRoot
-	if err := d.waitServing(ctx); err != nil {
+	d.Socket, d.cgroupRoot = socket, cgroupRoot
+	if err := d.waitServing(ctx, 20*time.Second); err != nil {
 		return nil, err
 	}
 	return d, nil
 }
 
-// waitServing waits up to 20 s for the daemon to answer ListExtensions,
+// waitServing waits up to wait for the daemon to answer ListExtensions,
 // and stops it if it does not.
-func (d *Daemon) waitServing(ctx context.Context) error {
-	deadline := time.Now().Add(20 * time.Second)
+func (d *Daemon) waitServing(ctx context.Context, wait time.Duration) error {
+	deadline := time.Now().Add(wait)
 	for {
 		c, err := client.Dial(ctx, d.Socket)
 		if err == nil {
@@ -86,7 +86,7 @@ func (d *Daemon) waitServing(ctx context.Context) error {
 		default:
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return errors.Join(fmt.Errorf("scoped does not serve %s: %w\n%s", d.Socket, err, d.LogTail()), d.Stop())
+			return errors.Join(fmt.Errorf("scoped does not serve %s within %s: %w\n%s", d.Socket, wait, err, d.LogTail()), d.Stop())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -94,21 +94,28 @@ func (d *Daemon) waitServing(ctx context.Context) error {
 
 // spawn starts bin with args, its stdout and stderr to a new file logPath.
 func spawn(logPath string, logf func(string, ...any), bin string, args ...string) (*Daemon, error) {
-	d := &Daemon{LogPath: logPath, exited: make(chan struct{}), logf: logf}
+	d := &Daemon{logf: logf, bin: bin, args: args}
+	return d, d.start(logPath)
+}
+
+// start runs d's binary and arguments afresh, its output to logPath.
+func (d *Daemon) start(logPath string) error {
+	d.LogPath, d.exited = logPath, make(chan struct{})
 	var err error
 	if d.logFile, err = os.Create(d.LogPath); err != nil {
-		return nil, err
+		return err
 	}
-	d.cmd = exec.Command(bin, args...)
+	d.cmd = exec.Command(d.bin, d.args...)
 	d.cmd.Stdout, d.cmd.Stderr = d.logFile, d.logFile
 	// If the benchmark dies, the daemon stops and cleans up.
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := d.cmd.Start(); err != nil {
 		d.logFile.Close()
-		return nil, err
+		return err
 	}
-	go func() { _ = d.cmd.Wait(); close(d.exited) }()
-	return d, nil
+	exited := d.exited
+	go func() { _ = d.cmd.Wait(); close(exited) }()
+	return nil
 }
 
 // Pid is the daemon's process id.
@@ -117,23 +124,32 @@ func (d *Daemon) Pid() int { return d.cmd.Process.Pid }
 // Stop sends SIGTERM and waits for a clean exit (killing the daemon after
 // a minute). Warnings and errors at the end of its log go to logf.
 func (d *Daemon) Stop() error {
+	_, err := d.StopWithin(stopWait)
+	return err
+}
+
+// StopWithin is Stop that waits up to wait for the daemon to exit, and
+// returns how long it took from SIGTERM to its exit.
+func (d *Daemon) StopWithin(wait time.Duration) (time.Duration, error) {
 	defer d.logFile.Close()
 	select {
 	case <-d.exited:
-		return fmt.Errorf("scoped (pid %d) had exited (%v) before the benchmark stopped it:\n%s",
+		return 0, fmt.Errorf("scoped (pid %d) had exited (%v) before the benchmark stopped it:\n%s",
 			d.cmd.Process.Pid, d.cmd.ProcessState, d.LogTail())
 	default:
 	}
+	t0 := time.Now()
 	_ = d.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-d.exited:
-	case <-time.After(stopWait):
+	case <-time.After(wait):
 		_ = d.cmd.Process.Kill()
 		<-d.exited
-		return fmt.Errorf("scoped did not stop within %s of SIGTERM:\n%s", stopWait, d.LogTail())
+		return time.Since(t0), fmt.Errorf("scoped did not stop within %s of SIGTERM:\n%s", wait, d.LogTail())
 	}
+	took := time.Since(t0)
 	if st := d.cmd.ProcessState; !st.Success() {
-		return fmt.Errorf("scoped exited with %v:\n%s", st, d.LogTail())
+		return took, fmt.Errorf("scoped exited with %v:\n%s", st, d.LogTail())
 	}
 	// Warnings at stop (anything left) go to the benchmark's stderr.
 	for _, line := range strings.Split(d.LogTail(), "\n") {
@@ -141,7 +157,43 @@ func (d *Daemon) Stop() error {
 			d.logf("daemon: %s", line)
 		}
 	}
+	return took, nil
+}
+
+// Kill kills the daemon with SIGKILL, as a crash would, and waits for it
+// to exit: it removes nothing. Restart starts its successor.
+func (d *Daemon) Kill() error {
+	defer d.logFile.Close()
+	select {
+	case <-d.exited:
+		return fmt.Errorf("scoped (pid %d) had exited (%v) before the benchmark killed it:\n%s",
+			d.cmd.Process.Pid, d.cmd.ProcessState, d.LogTail())
+	default:
+	}
+	_ = d.cmd.Process.Kill()
+	<-d.exited
 	return nil
+}
+
+// Restart starts the daemon again after Kill, with the same binary and
+// configuration, so on the state and runtime directories and the cgroup
+// root its predecessor left, its output to logPath. It waits up to wait for
+// the daemon to serve, and returns how long that took from its start: the
+// time the daemon took to recover what its predecessor left.
+func (d *Daemon) Restart(ctx context.Context, logPath string, wait time.Duration) (time.Duration, error) {
+	select {
+	case <-d.exited:
+	default:
+		return 0, fmt.Errorf("scoped (pid %d) still runs: Kill it first", d.cmd.Process.Pid)
+	}
+	t0 := time.Now()
+	if err := d.start(logPath); err != nil {
+		return 0, err
+	}
+	if err := d.waitServing(ctx, wait); err != nil {
+		return 0, err
+	}
+	return time.Since(t0), nil
 }
 
 // LogTail is the last 40 lines of the daemon's log.

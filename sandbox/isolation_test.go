@@ -124,14 +124,27 @@ func TestDestroyRemovesEverything(t *testing.T) {
 // SIGKILL, as a crashing daemon would; Cleanup finds their state, kills
 // their processes and removes their cgroups and rootfs.
 func TestCleanupAfterCrash(t *testing.T) {
+	crashAndCleanup(t, []string{"alpha", "beta"}, 2)
+}
+
+// TestCleanupManyAfterCrash: Cleanup destroys more sandboxes than it runs
+// at once, several in each scope, and leaves none of them.
+func TestCleanupManyAfterCrash(t *testing.T) {
+	crashAndCleanup(t, []string{"s0", "s1", "s2", "s3", "s4"}, 2*sandbox.CleanupParallel+3)
+}
+
+// crashAndCleanup has a process start n sandboxes in the scopes (taking
+// turns) and die by SIGKILL, then checks that Cleanup removes them all.
+func crashAndCleanup(t *testing.T, scopes []string, n int) {
 	e := newEnv(t)
-	for _, scope := range []string{"alpha", "beta"} {
+	for _, scope := range scopes {
 		if _, err := e.tree.Node(cgroups.Limits{}, "t", scope); err != nil {
 			t.Fatal(err)
 		}
 	}
 	owner := exec.Command(e.self)
-	owner.Env = []string{crashOwnerEnv + "=" + e.state, "CGROUP=" + testRoot + "/t"}
+	owner.Env = []string{crashOwnerEnv + "=" + e.state, "CGROUP=" + testRoot + "/t",
+		"SCOPES=" + strings.Join(scopes, " "), "SANDBOXES=" + strconv.Itoa(n)}
 	out, err := owner.Output()
 	if st := owner.ProcessState; st == nil || st.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
 		t.Fatalf("the owner did not die by SIGKILL: %v, %s", err, out)
@@ -144,20 +157,20 @@ func TestCleanupAfterCrash(t *testing.T) {
 		}
 		pids = append(pids, pid)
 	}
-	if len(pids) != 2 {
-		t.Fatalf("owner started %d sandboxes: %q", len(pids), out)
+	if len(pids) != n {
+		t.Fatalf("owner started %d sandboxes, want %d: %q", len(pids), n, out)
 	}
 	for _, pid := range pids {
 		if !alive(pid) {
 			t.Fatalf("sandbox process %d died with its owner: the test would prove nothing", pid)
 		}
 	}
-	n, err := sandbox.Cleanup(e.state)
+	removed, err := sandbox.Cleanup(e.state)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n != 2 {
-		t.Errorf("Cleanup removed %d sandboxes, want 2", n)
+	if removed != n {
+		t.Errorf("Cleanup removed %d sandboxes, want %d", removed, n)
 	}
 	for _, pid := range pids {
 		if alive(pid) {
@@ -169,6 +182,45 @@ func TestCleanupAfterCrash(t *testing.T) {
 			t.Errorf("%s/%s still holds %d entries", e.state, d, len(entries))
 		}
 	}
+	// Only the scopes' nodes are left below them, in every hierarchy.
+	for _, scope := range scopes {
+		n, err := cgroups.Load(testRoot + "/t/" + scope)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pids, err := n.Pids(); err != nil || len(pids) > 0 {
+			t.Errorf("scope %s: processes %v left (%v)", scope, pids, err)
+		}
+	}
+	for _, base := range cgroupBases(t) {
+		for _, scope := range scopes {
+			entries, _ := os.ReadDir(filepath.Join(base, testRoot, "t", scope))
+			for _, en := range entries {
+				if en.IsDir() {
+					t.Errorf("cgroup %s left", filepath.Join(base, testRoot, "t", scope, en.Name()))
+				}
+			}
+		}
+	}
+}
+
+// cgroupBases are the mounted cgroup hierarchies.
+func cgroupBases(t *testing.T) []string {
+	t.Helper()
+	if cgroups.HostMode() == cgroups.V2 {
+		return []string{"/sys/fs/cgroup"}
+	}
+	entries, err := os.ReadDir("/sys/fs/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, en := range entries {
+		if en.IsDir() { // not the cpu -> cpu,cpuacct links
+			out = append(out, filepath.Join("/sys/fs/cgroup", en.Name()))
+		}
+	}
+	return out
 }
 
 // alive reports whether pid is a live (not zombie) process. Orphans are
@@ -182,14 +234,18 @@ func alive(pid int) bool {
 	return i < 0 || !strings.HasPrefix(string(st[i+1:]), " Z")
 }
 
-// crashOwnerEnv makes the test binary start two sleeping sandboxes under
-// $CGROUP in the state dir it names, print their pids and SIGKILL itself.
+// crashOwnerEnv makes the test binary start $SANDBOXES sleeping sandboxes
+// in the scopes $SCOPES (taking turns) under $CGROUP, in the state dir it
+// names, print their pids and SIGKILL itself.
 const crashOwnerEnv = "SCOPED_SANDBOX_TEST_CRASH_OWNER"
 
 func crashOwner(state string) {
 	self, _ := os.Executable()
-	ids, _ := sandbox.NewIDAllocator(sandbox.DefaultIDBase, sandbox.DefaultIDSize, 4)
-	for i, scope := range []string{"alpha", "beta"} {
+	scopes := strings.Fields(os.Getenv("SCOPES"))
+	n, _ := strconv.Atoi(os.Getenv("SANDBOXES"))
+	ids, _ := sandbox.NewIDAllocator(sandbox.DefaultIDBase, sandbox.DefaultIDSize, 16)
+	for i := range n {
+		scope := scopes[i%len(scopes)]
 		r, _ := ids.Acquire(scope)
 		id := fmt.Sprintf("crash%d", i)
 		s, err := sandbox.Start(sandbox.Config{

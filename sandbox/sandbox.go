@@ -19,6 +19,7 @@ import (
 
 	"github.com/scoped-io/scoped/cgroups"
 	"github.com/scoped-io/scoped/internal/ident"
+	"github.com/scoped-io/scoped/internal/parallel"
 )
 
 // Sentinel errors.
@@ -312,8 +313,15 @@ func removeCgroup(path string) error {
 	return n.Remove()
 }
 
+// cleanupParallel bounds how many sandboxes Cleanup destroys at once:
+// destroying one mostly waits on the kernel (its processes to die, its
+// cgroups to go), so many overlap well, but a crashed daemon may have left
+// thousands.
+const cleanupParallel = 16
+
 // Cleanup destroys every sandbox that a previous run left in stateDir:
-// it kills their processes and removes their cgroups, state and rootfs. It
+// it kills their processes and removes their cgroups, state and rootfs,
+// up to 16 sandboxes at once, so in time linear in their number. It
 // returns the number of sandboxes removed.
 func Cleanup(stateDir string) (int, error) {
 	root := filepath.Join(stateDir, "containers")
@@ -321,34 +329,41 @@ func Cleanup(stateDir string) (int, error) {
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return 0, err
 	}
-	var errs []error
-	n := 0
-	for _, e := range entries {
-		c, err := libcontainer.Load(root, e.Name())
-		if err != nil {
-			errs = append(errs, os.RemoveAll(filepath.Join(root, e.Name())))
-			continue
+	var n atomic.Int64
+	err = parallel.ForEach(entries, cleanupParallel, func(e os.DirEntry) error {
+		removed, err := cleanupOne(root, e.Name())
+		if removed {
+			n.Add(1)
 		}
-		cfg := c.Config()
-		// Kill through the cgroup, not c.Signal: on a loaded container that
-		// opens a pidfd (os.FindProcess) it never releases. Wait until every
-		// process has left the cgroup (exited tasks leave it before they are
-		// reaped), then remove the container.
-		if cfg.Cgroups != nil {
-			if node, err := cgroups.Load(cfg.Cgroups.Path); err == nil {
-				_ = node.Kill()
-			}
-		}
-		if err := destroyStopped(c); err != nil {
-			errs = append(errs, err)
-		}
-		if cfg.Cgroups != nil {
-			errs = append(errs, removeCgroup(cfg.Cgroups.Path))
-		}
-		n++
+		return err
+	})
+	err = errors.Join(err, os.RemoveAll(filepath.Join(stateDir, "rootfs")))
+	return int(n.Load()), err
+}
+
+// cleanupOne destroys the sandbox id whose state is in root, and reports
+// whether there was one (a directory libcontainer cannot load is removed
+// and not counted).
+func cleanupOne(root, id string) (bool, error) {
+	c, err := libcontainer.Load(root, id)
+	if err != nil {
+		return false, os.RemoveAll(filepath.Join(root, id))
 	}
-	errs = append(errs, os.RemoveAll(filepath.Join(stateDir, "rootfs")))
-	return n, errors.Join(errs...)
+	cfg := c.Config()
+	// Kill through the cgroup, not c.Signal: on a loaded container that
+	// opens a pidfd (os.FindProcess) it never releases. Wait until every
+	// process has left the cgroup (exited tasks leave it before they are
+	// reaped), then remove the container.
+	if cfg.Cgroups != nil {
+		if node, err := cgroups.Load(cfg.Cgroups.Path); err == nil {
+			_ = node.Kill()
+		}
+	}
+	errs := []error{destroyStopped(c)}
+	if cfg.Cgroups != nil {
+		errs = append(errs, removeCgroup(cfg.Cgroups.Path))
+	}
+	return true, errors.Join(errs...)
 }
 
 // destroyStopped destroys a container whose processes were killed, giving

@@ -23,8 +23,11 @@ const maxLineLen = 4096
 
 // logRing keeps the last lines of a scope's workers and feeds followers.
 // Followers that do not keep up lose lines rather than slow workers down.
+// Its lines grow as they come, up to size: most scopes log little, and a
+// daemon holds thousands of scopes.
 type logRing struct {
 	mu        sync.Mutex
+	size      int
 	lines     []LogLine
 	next      int
 	full      bool
@@ -33,14 +36,21 @@ type logRing struct {
 }
 
 func newLogRing(n int) *logRing {
-	return &logRing{lines: make([]LogLine, n), followers: map[chan LogLine]struct{}{}}
+	return &logRing{size: n, followers: map[chan LogLine]struct{}{}}
 }
 
 func (r *logRing) add(l LogLine) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.lines[r.next] = l
-	r.next = (r.next + 1) % len(r.lines)
+	if len(r.lines) < r.size {
+		if len(r.lines) == cap(r.lines) {
+			r.lines = append(make([]LogLine, 0, min(max(2*cap(r.lines), 16), r.size)), r.lines...)
+		}
+		r.lines = append(r.lines, l)
+	} else {
+		r.lines[r.next] = l
+	}
+	r.next = (r.next + 1) % r.size
 	if r.next == 0 {
 		r.full = true
 	}

@@ -325,3 +325,28 @@ func TestUnitRingWriterConcurrentWrites(t *testing.T) {
 		}
 	}
 }
+
+// A ring takes memory for the lines it got, not for all it may keep: a
+// daemon holds thousands of scopes that log little.
+func TestLogRingGrowsAsLinesCome(t *testing.T) {
+	r := newLogRing(1000)
+	if cap(r.lines) != 0 {
+		t.Fatalf("an empty ring holds room for %d lines", cap(r.lines))
+	}
+	for i := range 3 {
+		r.add(LogLine{Line: fmt.Sprint(i)})
+	}
+	if c := cap(r.lines); c > 16 {
+		t.Errorf("a ring with 3 lines holds room for %d", c)
+	}
+	for i := 3; i < 2500; i++ {
+		r.add(LogLine{Line: fmt.Sprint(i)})
+		if c := cap(r.lines); c > 1000 {
+			t.Fatalf("room for %d lines, more than the 1000 kept", c)
+		}
+	}
+	lines, _ := r.snapshot(false)
+	if len(lines) != 1000 || lines[0].Line != "1500" || lines[999].Line != "2499" {
+		t.Fatalf("kept %d lines, %q … %q; want 1000, 1500 … 2499", len(lines), lines[0].Line, lines[len(lines)-1].Line)
+	}
+}

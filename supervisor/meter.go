@@ -200,20 +200,24 @@ func (sc *scope) countInvocation(ext string, d time.Duration, cold bool) {
 	}
 }
 
-// flushMetering commits every live scope's usage since the last flush,
-// and that of removed, the scopes going away now (their cursors are
-// dropped in the same transaction).
+// flushMetering commits every live scope's usage since the last flush;
+// given removed, the scopes going away now, it commits theirs alone (their
+// cursors are dropped in the same transaction), so that removing a scope
+// costs the same however many others live.
 func (s *Supervisor) flushMetering(removed ...*scope) error {
 	m := s.meter
 	if m == nil {
 		return nil
 	}
-	s.mu.Lock()
-	scopes := make([]*scope, 0, len(s.scopes)+len(removed))
-	for _, sc := range s.scopes {
-		scopes = append(scopes, sc)
+	var scopes []*scope
+	if len(removed) == 0 {
+		s.mu.Lock()
+		scopes = make([]*scope, 0, len(s.scopes))
+		for _, sc := range s.scopes {
+			scopes = append(scopes, sc)
+		}
+		s.mu.Unlock()
 	}
-	s.mu.Unlock()
 	scopes = append(scopes, removed...)
 	gone := map[*scope]bool{}
 	for _, sc := range removed {

@@ -171,6 +171,7 @@ level = "info"
 	if err != nil {
 		return err
 	}
+	logBase = d.LogPath
 	stopped := false
 	defer func() {
 		if !stopped {
@@ -298,8 +299,16 @@ level = "info"
 // start's cleanup would, so that what the kernel counted is final before it
 // is read), adds each tenant's CPU from its cgroup to kernel, and starts the
 // daemon again.
+// The daemon's log of each life after the first: logBase.1, .2, …
+var (
+	logBase  string
+	restarts int
+)
+
 func crash(ctx context.Context, d *benchmd.Daemon, tenants []string, kernel map[string]time.Duration) (time.Duration, error) {
-	d.Kill9()
+	if err := d.Kill(); err != nil {
+		return 0, err
+	}
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		left := processesIn(cgroupRoot)
@@ -328,7 +337,8 @@ func crash(ctx context.Context, d *benchmd.Daemon, tenants []string, kernel map[
 		}
 		kernel[tn] += s.CPUUsage
 	}
-	return d.Restart(ctx)
+	restarts++
+	return d.Restart(ctx, fmt.Sprintf("%s.%d", logBase, restarts), time.Minute)
 }
 
 // processesIn lists the live (not zombie) processes in a cgroup below root.

@@ -1,0 +1,237 @@
+package main
+
+import (
+	"fmt"
+	"maps"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	benchmd "github.com/scoped-io/scoped/bench"
+)
+
+func ms(d time.Duration) string {
+	return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 1, 64) + " ms"
+}
+
+func secs(d time.Duration) string {
+	return strconv.FormatFloat(d.Seconds(), 'f', 1, 64) + " s"
+}
+
+func dratio(a, b time.Duration) string {
+	if b == 0 {
+		return "–"
+	}
+	return strconv.FormatFloat(float64(a)/float64(b), 'f', 2, 64)
+}
+
+func mib(b float64) string {
+	return strconv.FormatFloat(b/(1<<20), 'f', 1, 64) + " MiB"
+}
+
+func kib(b float64) string {
+	return strconv.FormatFloat(b/(1<<10), 'f', 0, 64) + " KiB"
+}
+
+// pcts is "p50 / p90 / p99" of ds.
+func pcts(ds []time.Duration) string {
+	return ms(benchmd.Median(ds)) + " / " + ms(benchmd.Percentile(ds, 90)) + " / " + ms(benchmd.Percentile(ds, 99))
+}
+
+// facts are the lines every section starts with.
+func (b *bench) facts(p func(string, ...any)) {
+	p("- %s\n", benchmd.Command(baseCommand, b.o.argsString))
+	p("- Date: %s; the whole run took %s\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), b.elapsed.Round(time.Second))
+	p("- %s; load average (1, 5, 15 min) at the start: %s (other engineers share the machine)\n", benchmd.Machine(), b.loadAvg)
+	p("- Versions: %s, the daemon built with `-tags seccomp`; worker `examples/whoami` (Go SDK), one idle\n", runtime.Version())
+	p("  worker per scope.\n")
+}
+
+// daemonFacts says how the daemons were configured.
+func daemonFacts(p func(string, ...any), idle time.Duration, acct string) {
+	if acct == "" {
+		acct = "unknown"
+	}
+	p("- Daemons: `scoped` as shipped — every setting at its default (metering on with its 10 s flush,\n")
+	p("  `[accounting] mode = \"auto\"` (in use: %s), the noisy-neighbour controller on, log rings of\n", acct)
+	p("  1000 lines, metrics sampled every 5 s, `[pool] max_concurrent = 1`, one tenant in the default\n")
+	p("  tier) — but `[isolation] by = [\"user\"]` (a new user is a new scope), `[pool] idle_timeout = %q`,\n", idle.String())
+	p("  a private id range and `[scope] id_slots`, its own cgroup root and a loopback metrics port, read\n")
+	p("  for the daemon's goroutines and Go heap. The benchmark calls each daemon over its unix socket\n")
+	p("  (`client.Dial`, one connection).\n")
+}
+
+func (b *bench) densityReport(r *densityResult) string {
+	var w strings.Builder
+	p := func(format string, a ...any) { fmt.Fprintf(&w, format, a...) }
+	n := float64(r.n)
+	p("%s\n%s\n\n", densityStart, densityTitle)
+	p("A daemon filled with %d live idle scopes (issue 13): what one scope costs, how long the daemon\n", r.n)
+	p("takes to start, stop and recover that many, and what a new invocation costs beside them, against\n")
+	p("an empty daemon running at the same time.\n\n")
+	b.facts(p)
+	daemonFacts(p, r.idleTimeout, r.full.acct)
+	p("- Procedure: two daemons run side by side, *empty* (`id_slots = %d`) and *dense* (`id_slots = %d`).\n", r.emptySlots, r.denseSlots)
+	p("  Each gets one warm scope. The dense one is filled with %d scopes, %d first invocations of new\n", r.n, b.o.parallel)
+	p("  users at a time (each checked cold). After 6 s and a settle (the machine busy at most a fifth of\n")
+	p("  its CPU time over 100 ms: %s, reached: %v), both are read; then %d rounds, the two daemons\n", r.settleWaited.Round(100*time.Millisecond), r.settled, b.o.probes)
+	p("  taking turns in an order that alternates, each time a new scope's first invocation (a cold start)\n")
+	p("  and a call of the warm scope. The dense daemon is stopped with SIGTERM (it removes every scope).\n")
+	if !r.recoverySkiped {
+		p("  A third daemon (*recover*) is filled with %d scopes alike, killed with SIGKILL, and started again\n", r.n)
+		p("  on what it left: its start-up recovery removes every sandbox and cgroup of the killed one before\n")
+		p("  it serves; it is checked to list no scope and to hold its cgroup root alone, then stopped.\n")
+	}
+	p("- Cleanup: every daemon stopped with SIGTERM left no cgroup; afterwards the host had %d mounts, %d nsfs\n", r.hostAfter.mounts, r.hostAfter.nsfs)
+	p("  mounts and %d network namespaces (before the part: %d, %d and %d).\n\n", r.hostAfter.netns, r.hostBefore.mounts, r.hostBefore.nsfs, r.hostBefore.netns)
+
+	p("### A new invocation beside %d scopes\n\n", r.n)
+	p("| Invocation | empty daemon p50 / p90 / p99 | %d scopes p50 / p90 / p99 | ratio (p50) |\n| --- | ---: | ---: | ---: |\n", r.n)
+	p("| new scope (cold start) | %s | %s | **%s** |\n", pcts(r.emptyCold), pcts(r.denseCold), dratio(benchmd.Median(r.denseCold), benchmd.Median(r.emptyCold)))
+	p("| warm call | %s | %s | **%s** |\n\n", pcts(r.emptyWarm), pcts(r.denseWarm), dratio(benchmd.Median(r.denseWarm), benchmd.Median(r.emptyWarm)))
+	p("%d of each per daemon; the empty daemon held its warm scope and the scopes of these cold starts.\n\n", len(r.emptyCold))
+
+	p("### What a scope costs\n\n")
+	p("The dense daemon read with its warm scope alone and at three stages of the fill. Each row is the\n")
+	p("least Go memory and RSS of readings every 500 ms for 10 s and on until the daemon's Go runtime\n")
+	p("collected garbage (at most 90 s): the heap in use holds garbage until the next collection; a young\n")
+	p("daemon holds the garbage of its start, so the first row's daemon figures run high. \"Per scope\" is\n")
+	p("the growth since the row before, over the scopes added. The daemon's CPU is what it used while\n")
+	p("read, its scopes idle (100 %% = one CPU):\n\n")
+	p("| scopes | scopes' cgroups | per scope | daemon Go memory (heap in use + stacks) | per scope | … of it stacks | daemon RSS | per scope | daemon CPU while read |\n")
+	p("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	for i, l := range r.levels {
+		if i == 0 {
+			p("| 0 | %s | | %s | | %s | %s | | %.0f %% |\n", mib(float64(l.mem)), mib(float64(l.d.goMem())), mib(float64(l.d.stacks)), mib(float64(l.d.rss)), 100*l.d.cpu)
+			continue
+		}
+		prev := r.levels[i-1]
+		k := float64(l.scopes - prev.scopes)
+		gc := ""
+		if !l.d.collected {
+			gc = " (no collection seen)"
+		}
+		p("| %d | %s | %s | %s%s | %s | %s | %s | %s | %.0f %% |\n", l.scopes,
+			mib(float64(l.mem)), mib((float64(l.mem)-float64(prev.mem))/k),
+			mib(float64(l.d.goMem())), gc, kib((float64(l.d.goMem())-float64(prev.d.goMem()))/k), mib(float64(l.d.stacks)),
+			mib(float64(l.d.rss)), kib((float64(l.d.rss)-float64(prev.d.rss))/k), 100*l.d.cpu)
+	}
+	if len(r.levels) >= 3 {
+		hi, lo := r.levels[len(r.levels)-1], r.levels[len(r.levels)-2]
+		k := float64(hi.scopes - lo.scopes)
+		cg := (float64(hi.mem) - float64(lo.mem)) / k
+		gm := (float64(hi.d.goMem()) - float64(lo.d.goMem())) / k
+		p("\n**An idle scope costs %s in its cgroup and %s of the daemon's Go memory** (%d to %d scopes),\n", mib(cg), kib(gm), lo.scopes, hi.scopes)
+		p("%s in all.\n\n", mib(cg+gm))
+	}
+	p("Counts, with the warm scope alone and with %d more:\n\n", r.n)
+	p("| | before | after | per scope |\n| --- | ---: | ---: | ---: |\n")
+	per := func(a, b int) string { return strconv.FormatFloat(float64(b-a)/n, 'f', 2, 64) }
+	p("| daemon file descriptors | %d | %d | %s |\n", r.base.fds, r.full.fds, per(r.base.fds, r.full.fds))
+	kinds := map[string]bool{}
+	for k := range r.full.fdKinds {
+		kinds[k] = true
+	}
+	for k := range r.base.fdKinds {
+		kinds[k] = true
+	}
+	for _, k := range slices.Sorted(maps.Keys(kinds)) {
+		a, b := r.base.fdKinds[k], r.full.fdKinds[k]
+		if b != a {
+			p("| … of them %s | %d | %d | %s |\n", k, a, b, per(a, b))
+		}
+	}
+	p("| daemon goroutines | %d | %d | %s |\n", r.base.goroutines, r.full.goroutines, per(r.base.goroutines, r.full.goroutines))
+	p("| daemon threads | %d | %d | %s |\n", r.base.threads, r.full.threads, per(r.base.threads, r.full.threads))
+	p("| cgroup directories (all hierarchies) | %d | %d | %s |\n\n", r.dirsBase, r.dirsFull, per(r.dirsBase, r.dirsFull))
+
+	p("### Start, stop and recovery of %d scopes\n\n", r.n)
+	p("| | scopes | time | per scope |\n| --- | ---: | ---: | ---: |\n")
+	p("| fill the dense daemon (%d at a time) | %d | %s | %s |\n", b.o.parallel, r.n, secs(r.fillWall), ms(r.fillWall/time.Duration(r.n)))
+	if !r.recoverySkiped {
+		p("| fill the recover daemon (%d at a time) | %d | %s | %s |\n", b.o.parallel, r.n, secs(r.refillWall), ms(r.refillWall/time.Duration(r.n)))
+	}
+	p("| **stop** (SIGTERM to exit) | %d | **%s** | %s |\n", r.stopScopes, secs(r.stop), ms(r.stop/time.Duration(max(r.stopScopes, 1))))
+	if !r.recoverySkiped {
+		p("| **recovery** after SIGKILL (start to serving) | %d | **%s** | %s |\n", r.n, secs(r.recovery), ms(r.recovery/time.Duration(r.n)))
+		p("| stop of the recovered daemon (no scope) | 0 | %s | |\n", secs(r.recoveredStop))
+	}
+	p("\nThe first invocations that filled the dense daemon, p50 / p90 / p99 of each tenth (a growing\n")
+	p("cost per scope would show as a rising row):\n\n")
+	p("| Scopes | p50 / p90 / p99 |\n| --- | ---: |\n")
+	for i := range 10 {
+		lo, hi := i*r.n/10, (i+1)*r.n/10
+		if hi > lo {
+			p("| %d–%d | %s |\n", lo+1, hi, pcts(r.fill[lo:hi]))
+		}
+	}
+	p("\nsystemd's unit stops the daemon with `TimeoutStopSec=60` (then SIGKILL) and waits `TimeoutStartSec`\n")
+	p("(90 s by default) for it to be ready, which includes this recovery.\n")
+	p("%s\n", densityEnd)
+	return w.String()
+}
+
+func (b *bench) churnReport(r *churnResult) string {
+	var w strings.Builder
+	p := func(format string, a ...any) { fmt.Fprintf(&w, format, a...) }
+	p("%s\n%s\n\n", churnStart, churnTitle)
+	p("%d scopes created and removed by one daemon (issue 13): each a new user's first invocation,\n", r.n)
+	p("which makes the scope (cgroups, a host id range, a sandbox and its worker); the daemon removes it\n")
+	p("once idle. Then what is left, against a baseline taken before.\n\n")
+	b.facts(p)
+	daemonFacts(p, b.o.idle, r.base.d.acct)
+	p("- Procedure: `[scope] id_slots = %d`. A first round of %d scopes, all removed; then the baseline.\n", r.batch, 2*b.o.parallel)
+	p("  Then %d new users' first invocations, %d at a time (each checked cold; one refused for want of\n", r.n, b.o.parallel)
+	p("  an id slot would be retried after 100 ms: %d were), while the daemon removes the scopes that\n", r.slotWaits)
+	p("  were idle %s (its reaper looks every quarter of that); the scopes it listed were sampled every\n", b.o.idle)
+	p("  second. Once it listed none, what is left is read (waiting up to 30 s for it to reach the\n")
+	p("  baseline). Then **every id slot at once**: the idle timeout raised to 1 h (configuration reload,\n")
+	p("  SIGHUP), %d new scopes made (each must get a slot, so none leaked), the timeout set back; the\n", r.batch)
+	p("  reaper then removes them all in one pass, timed until the daemon lists none; read again; stopped.\n\n")
+
+	p("### Create and remove\n\n")
+	p("| | |\n| --- | ---: |\n")
+	p("| scopes created and removed | %d |\n", r.n)
+	p("| wall time, first invocation to no scope left | %s (%s per scope) |\n", secs(r.wall), ms(r.wall/time.Duration(r.n)))
+	p("| **create**: a new scope's first invocation, p50 / p90 / p99 (%d in flight) | **%s** |\n", b.o.parallel, pcts(r.create))
+	p("| most scopes live at once (sampled) | %d |\n", r.peakLive)
+	p("| the last invocation's end until no scope was left | %s |\n", secs(r.drain))
+	p("| **remove**: %d idle scopes in one reaper pass | %s, **%s per scope** |\n", r.batch, secs(r.batchRemove), ms(r.batchRemove/time.Duration(r.batch)))
+	p("| (creating those %d, %d at a time) | %s, %s per scope |\n", r.batch, b.o.parallel, secs(r.batchCreate), ms(r.batchCreate/time.Duration(r.batch)))
+	p("| stop of the daemon (no scope) | %s |\n", secs(r.stop))
+	p("\nThe first invocations, p50 / p90 / p99 of each tenth of the churn:\n\n")
+	p("| Scopes | p50 / p90 / p99 |\n| --- | ---: |\n")
+	for i := range 10 {
+		lo, hi := i*len(r.create)/10, (i+1)*len(r.create)/10
+		if hi > lo {
+			p("| %d–%d | %s |\n", lo+1, hi, pcts(r.create[lo:hi]))
+		}
+	}
+
+	p("\n### Left behind\n\n")
+	p("| | baseline | after the churn | after all slots at once | left |\n| --- | ---: | ---: | ---: | ---: |\n")
+	row := func(what string, base, after, final int) {
+		p("| %s | %d | %d | %d | **%d** |\n", what, base, after, final, max(after-base, final-base, 0))
+	}
+	row("cgroup directories below the daemon's root (all hierarchies, the root included)", r.base.cgroupDirs, r.after.cgroupDirs, r.final.cgroupDirs)
+	row("processes below the daemon's root", r.base.processes, r.after.processes, r.final.processes)
+	row("mounts (the host's mount namespace)", r.base.host.mounts, r.after.host.mounts, r.final.host.mounts)
+	row("… of them nsfs (namespaces kept by a mount)", r.base.host.nsfs, r.after.host.nsfs, r.final.host.nsfs)
+	row("daemon file descriptors", r.base.d.fds, r.after.d.fds, r.final.d.fds)
+	row("… of them namespaces", r.base.d.fdKinds["namespace"], r.after.d.fdKinds["namespace"], r.final.d.fdKinds["namespace"])
+	row("daemon goroutines", r.base.d.goroutines, r.after.d.goroutines, r.final.d.goroutines)
+	p("| id slots: all %d taken at once after the churn | | | all | **0** |\n", r.batch)
+	p("\nA network namespace outlives its processes only through a process, an nsfs mount or an open\n")
+	p("descriptor: the rows above count each. (Machine-wide, %d, %d and %d distinct network namespaces\n",
+		r.base.host.netns, r.after.host.netns, r.final.host.netns)
+	p("were in use by processes at the three readings; other engineers' tests make some.) The daemon's Go\n")
+	p("memory (heap in use + stacks, one reading each, garbage included) was\n")
+	p("%s at the baseline, %s after the churn and\n",
+		mib(float64(r.base.d.goMem())), mib(float64(r.after.d.goMem())))
+	p("%s at the end; its RSS %s, %s and %s.\n", mib(float64(r.final.d.goMem())),
+		mib(float64(r.base.d.rss)), mib(float64(r.after.d.rss)), mib(float64(r.final.d.rss)))
+	p("%s\n", churnEnd)
+	return w.String()
+}
