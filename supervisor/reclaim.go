@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"fmt"
+	"path"
 	"time"
 )
 
@@ -18,9 +19,10 @@ import (
 // When it had to release s.mu meanwhile (to wait for a reclaim), again is
 // true and the caller looks at the registry again.
 func (s *Supervisor) makeRoomLocked(id ScopeID, tierName string, tier Tier) (again bool, err error) {
-	if ch := s.reclaiming[id.Key()]; ch != nil {
-		// This very scope is being reclaimed: its cgroup and id range
-		// must be gone before its successor makes them again.
+	if ch := s.removing[path.Join(s.tree.Root(), tierName, id.Tenant, id.Name)]; ch != nil {
+		// This very scope is being removed (idle, reclaimed, or left its
+		// tier and came back): its cgroup must be gone before its
+		// successor makes it again, else the removal takes the new one.
 		s.mu.Unlock()
 		<-ch
 		s.mu.Lock()
@@ -39,20 +41,14 @@ func (s *Supervisor) makeRoomLocked(id ScopeID, tierName string, tier Tier) (aga
 	if victim == nil {
 		return false, nil // the id allocator says why, if no slot is left
 	}
-	key := victim.id.Key()
-	delete(s.scopes, key)
-	if s.reclaiming == nil {
-		s.reclaiming = map[string]chan struct{}{}
-	}
-	done := make(chan struct{})
-	s.reclaiming[key] = done
+	s.leaveLocked(victim)
 	if free > 0 {
 		// A slot is left for this scope: reclaim for the next one.
-		go s.reclaim(victim, id.Tenant, done)
+		go s.reclaim(victim, id.Tenant)
 		return false, nil
 	}
 	s.mu.Unlock()
-	s.reclaim(victim, id.Tenant, done)
+	s.reclaim(victim, id.Tenant)
 	s.mu.Lock()
 	return true, nil
 }
@@ -125,19 +121,15 @@ func (s *Supervisor) pickVictimLocked(requester string) *scope {
 	return best
 }
 
-// reclaim removes sc, taken out of the registry to free its slot for a
-// new scope of tenant forTenant, and closes done.
-func (s *Supervisor) reclaim(sc *scope, forTenant string, done chan struct{}) {
+// reclaim removes sc, taken out of the registry (leaveLocked) to free its
+// slot for a new scope of tenant forTenant.
+func (s *Supervisor) reclaim(sc *scope, forTenant string) {
 	s.log.Info("idle scope reclaimed for a new scope", "tenant", sc.id.Tenant, "scope", sc.id.Key(), "tier", sc.tier,
 		"unused", time.Since(sc.lastUse()).Round(time.Millisecond), "for_tenant", forTenant, "free_slots", s.ids.Free())
 	s.metrics.IncReclaimed(sc.tier)
 	if err := s.removeScope(sc); err != nil {
 		s.log.Error("remove reclaimed scope", "scope", sc.id.Key(), "err", err)
 	}
-	s.mu.Lock()
-	delete(s.reclaiming, sc.id.Key())
-	s.mu.Unlock()
-	close(done)
 }
 
 // noSlotError is the refusal of a new scope when every id slot is held

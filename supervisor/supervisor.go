@@ -70,9 +70,10 @@ type Supervisor struct {
 	netMu         sync.Mutex
 	net           *netns.Manager // nil: no tier has egress (yet)
 	health        healthState    // see Health
-	// reclaiming holds the scopes being reclaimed (reclaim.go), by key;
-	// guarded by mu.
-	reclaiming map[string]chan struct{}
+	// removing holds the scopes that left the registry and are being
+	// removed, by cgroup path, each with a channel closed once it is gone
+	// (see leaveLocked); guarded by mu.
+	removing map[string]chan struct{}
 }
 
 // New prepares a supervisor: it checks the configuration, opens the
@@ -290,7 +291,7 @@ func (s *Supervisor) detachScope(sc *scope, kill bool) {
 		s.mu.Unlock()
 		return
 	}
-	delete(s.scopes, sc.id.Key())
+	s.leaveLocked(sc)
 	s.mu.Unlock()
 	s.log.Info("scope leaves its tier", "tenant", sc.id.Tenant, "scope", sc.id.Key(), "tier", sc.tier, "kill", kill)
 	go func() {
@@ -498,6 +499,22 @@ func (s *Supervisor) RemoveRuntimeDir() {
 // keeps a stop from opening thousands of cgroup and state files at once.
 const removeParallel = 16
 
+// leaveLocked takes sc out of the registry to be removed (removeScopes):
+// until its removal is over, a new scope of the same cgroup path waits
+// (scopeFor), since removing the old node would take the new one with it.
+// Callers hold s.mu.
+func (s *Supervisor) leaveLocked(sc *scope) {
+	if s.scopes[sc.id.Key()] == sc {
+		delete(s.scopes, sc.id.Key())
+	}
+	if s.removing == nil {
+		s.removing = map[string]chan struct{}{}
+	}
+	if _, ok := s.removing[sc.node.Path()]; !ok {
+		s.removing[sc.node.Path()] = make(chan struct{})
+	}
+}
+
 // removeScope removes a scope that left the registry.
 func (s *Supervisor) removeScope(sc *scope) error {
 	return s.removeScopes([]*scope{sc})[0]
@@ -534,6 +551,12 @@ func (s *Supervisor) removeScopes(scopes []*scope) []error {
 	})
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	for _, sc := range scopes {
+		if ch, ok := s.removing[sc.node.Path()]; ok {
+			delete(s.removing, sc.node.Path())
+			close(ch)
+		}
+	}
 	if stopping {
 		return errs
 	}
@@ -912,8 +935,10 @@ func (s *Supervisor) reaper() {
 			sc.mu.Unlock()
 			if empty {
 				s.mu.Lock()
-				if s.scopes[sc.id.Key()] == sc && !s.stopping {
-					delete(s.scopes, sc.id.Key())
+				// An invocation may have taken it meanwhile (scopeFor
+				// counts it in active under s.mu).
+				if s.scopes[sc.id.Key()] == sc && !s.stopping && sc.active.Load() == 0 {
+					s.leaveLocked(sc)
 					gone = append(gone, sc)
 				}
 				s.mu.Unlock()
