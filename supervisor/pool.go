@@ -187,6 +187,10 @@ func (s *Supervisor) startWorker(ctx context.Context, sc *scope, ext ExtensionIn
 		Stderr:           tag("stderr"),
 		SyncStdout:       tag("stdout"),
 		SyncStderr:       tag("stderr"),
+		// go-plugin reads the worker's stderr through a buffer of this
+		// size (64 KiB by default: a quarter of an idle scope's cost in
+		// the daemon); longer lines reach the ring in pieces, joined there.
+		PluginLogBufferSize: 4 << 10,
 		GRPCDialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(
 			grpc.MaxCallRecvMsgSize(maxMsg), grpc.MaxCallSendMsgSize(maxMsg)), grpc.WithContextDialer(dial)},
 		RunnerFunc: func(_ hclog.Logger, cmd *exec.Cmd, dir string) (runner.Runner, error) {
