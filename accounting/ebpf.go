@@ -66,6 +66,8 @@ type ebpfSource struct {
 	gone map[uint64]struct{}
 	// retried counts the inserts Track retried after ENOMEM.
 	retried int
+	// update replaces the acct_scopes insert in tests; nil in use.
+	update func(id uint64, zero []acctScopeStats) error
 }
 
 var _ Source = (*ebpfSource)(nil)
@@ -209,7 +211,13 @@ func (s *ebpfSource) insert(id uint64, zero []acctScopeStats) error {
 			return fmt.Errorf("track scope %d: %w", id, err)
 		}
 	}
-	if err := s.objs.AcctScopes.Update(id, zero, ebpf.UpdateNoExist); err != nil {
+	update := func(id uint64, zero []acctScopeStats) error {
+		return s.objs.AcctScopes.Update(id, zero, ebpf.UpdateNoExist)
+	}
+	if s.update != nil {
+		update = s.update
+	}
+	if err := update(id, zero); err != nil {
 		return fmt.Errorf("track scope %d: %w", id, err)
 	}
 	return nil
