@@ -109,7 +109,11 @@ type Source interface {
 	// not at Options.ScopeLevel below the root or its id is not id.
 	Track(id uint64, scope Scope) error
 	// Untrack stops counting the scope: it detaches the scope's programs and
-	// deletes every map entry that names it. ErrNotTracked if it was not.
+	// deletes its map entries; its cost does not grow with the number of
+	// scopes, so the eBPF source leaves the preemption pairs that name the
+	// scope to its next sweep of the pair map (the next Read or Stats that
+	// re-reads the pairs), and no reader sees them meanwhile.
+	// ErrNotTracked if it was not.
 	Untrack(id uint64) error
 	// Read returns the scope's counters since Track. ErrNotTracked if it is
 	// not tracked.

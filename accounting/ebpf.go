@@ -20,6 +20,19 @@ import (
 // when a scope's preemption total no longer matches what they read last.
 const pairRefresh = 250 * time.Millisecond
 
+// trackRetries bounds how often Track retries an insert the kernel refused
+// with ENOMEM, trackBackoff is the first pause (doubled each time; about
+// 0.5 s in all). The per-CPU values of acct_scopes (BPF_F_NO_PREALLOC) come
+// from a per-CPU cache that the kernel refills in atomic context, which can
+// take only per-CPU pages already populated: while creating cgroups
+// (memcgs) eats those pages, an insert fails until the kernel's percpu
+// balance work has populated more, which a short pause lets it do.
+// (Preallocating instead would pin MaxScopes × 328 bytes × possible CPUs.)
+const (
+	trackRetries = 8
+	trackBackoff = 2 * time.Millisecond
+)
+
 // Indices of acct_drops (enum in bpf/accounting.c).
 const (
 	dropPair = iota
@@ -46,6 +59,15 @@ type ebpfSource struct {
 	closed bool
 	scopes map[uint64]*trackedScope
 	pairs  pairCache
+	// gone are the scopes untracked since the last sweep of acct_pairs,
+	// whose pair entries may still be there: Untrack leaves them to the
+	// next readPairs (finding them means walking the whole map). Readers
+	// skip pairs that name a scope not tracked.
+	gone map[uint64]struct{}
+	// retried counts the inserts Track retried after ENOMEM.
+	retried int
+	// update replaces the acct_scopes insert in tests; nil in use.
+	update func(id uint64, zero []acctScopeStats) error
 }
 
 var _ Source = (*ebpfSource)(nil)
@@ -90,7 +112,7 @@ func openEBPF(opts Options) (_ *ebpfSource, err error) {
 			return nil, fmt.Errorf("accounting programs: set %s: %w", name, err)
 		}
 	}
-	s := &ebpfSource{opts: opts, scopes: make(map[uint64]*trackedScope)}
+	s := &ebpfSource{opts: opts, scopes: make(map[uint64]*trackedScope), gone: make(map[uint64]struct{})}
 	if err := spec.LoadAndAssign(&s.objs, nil); err != nil {
 		// A *ebpf.VerifierError prints the verifier's last lines.
 		return nil, notSupported("loading the eBPF programs", err)
@@ -136,20 +158,23 @@ func (s *ebpfSource) Track(id uint64, scope Scope) error {
 		return fmt.Errorf("%w: %s has id %d, not %d", ErrInvalidScope, dir, chain[level], id)
 	}
 
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	switch {
-	case s.closed:
-		return ErrClosed
-	case s.scopes[id] != nil:
-		return fmt.Errorf("%w: %d", ErrTracked, id)
-	case len(s.scopes) >= s.opts.MaxScopes:
-		return fmt.Errorf("%w: %d", ErrFull, s.opts.MaxScopes)
-	}
 	zero := make([]acctScopeStats, ebpf.MustPossibleCPU())
-	if err := s.objs.AcctScopes.Update(id, zero, ebpf.UpdateNoExist); err != nil {
-		return fmt.Errorf("track scope %d: %w", id, err)
+	for try, pause := 0, trackBackoff; ; try, pause = try+1, 2*pause {
+		s.mu.Lock()
+		err := s.insert(id, zero)
+		if err == nil {
+			break // s.mu held
+		}
+		if errors.Is(err, unix.ENOMEM) && try < trackRetries {
+			s.retried++
+		}
+		s.mu.Unlock()
+		if !errors.Is(err, unix.ENOMEM) || try == trackRetries {
+			return err
+		}
+		time.Sleep(pause)
 	}
+	defer s.mu.Unlock()
 	t := &trackedScope{}
 	for _, a := range []struct {
 		at   ebpf.AttachType
@@ -166,6 +191,35 @@ func (s *ebpfSource) Track(id uint64, scope Scope) error {
 		t.links = append(t.links, l)
 	}
 	s.scopes[id] = t
+	return nil
+}
+
+// insert creates id's acct_scopes entry. Call with s.mu held.
+func (s *ebpfSource) insert(id uint64, zero []acctScopeStats) error {
+	switch {
+	case s.closed:
+		return ErrClosed
+	case s.scopes[id] != nil:
+		return fmt.Errorf("%w: %d", ErrTracked, id)
+	case len(s.scopes) >= s.opts.MaxScopes:
+		return fmt.Errorf("%w: %d", ErrFull, s.opts.MaxScopes)
+	}
+	if _, ok := s.gone[id]; ok {
+		// Tracked again before its old pairs were swept: sweep them
+		// now, or they would count as the new tracking's.
+		if err := s.readPairs(); err != nil {
+			return fmt.Errorf("track scope %d: %w", id, err)
+		}
+	}
+	update := func(id uint64, zero []acctScopeStats) error {
+		return s.objs.AcctScopes.Update(id, zero, ebpf.UpdateNoExist)
+	}
+	if s.update != nil {
+		update = s.update
+	}
+	if err := update(id, zero); err != nil {
+		return fmt.Errorf("track scope %d: %w", id, err)
+	}
 	return nil
 }
 
@@ -186,9 +240,10 @@ func (s *ebpfSource) Untrack(id uint64) error {
 	return nil
 }
 
-// forget detaches t's programs and deletes every entry that names id, and
-// any pair entry of a scope untracked earlier that a program still running
-// then had added. Once id's acct_scopes entry is gone the programs add none.
+// forget detaches t's programs and deletes id's acct_scopes entry, after
+// which the programs add no entry naming id (but for one still running
+// then). Its acct_pairs entries go at the next sweep (see gone): its cost
+// does not grow with the number of scopes or pairs. Call with s.mu held.
 func (s *ebpfSource) forget(id uint64, t *trackedScope) error {
 	var errs []error
 	for _, l := range t.links {
@@ -197,13 +252,14 @@ func (s *ebpfSource) forget(id uint64, t *trackedScope) error {
 	if err := s.objs.AcctScopes.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		errs = append(errs, err)
 	}
-	errs = append(errs, s.readPairs(true))
+	s.gone[id] = struct{}{}
 	return errors.Join(errs...)
 }
 
-// readPairs refreshes the pair cache; with sweep it also deletes the pairs
-// that name a scope not tracked. Call with s.mu held.
-func (s *ebpfSource) readPairs(sweep bool) error {
+// readPairs refreshes the pair cache and deletes the pairs that name a
+// scope not tracked (those of the scopes in gone, and any that a program
+// still running at an Untrack added). Call with s.mu held.
+func (s *ebpfSource) readPairs() error {
 	c := pairCache{at: time.Now(), by: make(map[uint64]map[uint64]uint64), sums: make(map[uint64]uint64)}
 	var (
 		k     acctPairKey
@@ -212,7 +268,7 @@ func (s *ebpfSource) readPairs(sweep bool) error {
 	)
 	it := s.objs.AcctPairs.Iterate()
 	for it.Next(&k, &v) {
-		if sweep && (s.scopes[k.Victim] == nil || s.scopes[k.Preemptor] == nil) {
+		if s.scopes[k.Victim] == nil || s.scopes[k.Preemptor] == nil {
 			stale = append(stale, k)
 			continue
 		}
@@ -234,6 +290,7 @@ func (s *ebpfSource) readPairs(sweep bool) error {
 		}
 	}
 	s.pairs = c
+	clear(s.gone)
 	return nil
 }
 
@@ -289,16 +346,28 @@ func (s *ebpfSource) Read(id uint64) (Counters, error) {
 			c.CPU += time.Duration(now - cpu.SwitchTs)
 		}
 	}
-	if s.pairs.sums[id] != c.Preemptions && time.Since(s.pairs.at) >= pairRefresh {
-		if err := s.readPairs(false); err != nil {
+	if (s.pairs.sums[id] != c.Preemptions || len(s.gone) > 0) && time.Since(s.pairs.at) >= pairRefresh {
+		if err := s.readPairs(); err != nil {
 			return Counters{}, fmt.Errorf("read scope %d: %w", id, err)
 		}
 	}
-	c.PreemptedBy = clonePairs(s.pairs.by[id])
+	c.PreemptedBy = s.trackedPairs(id)
 	// The pairs may have been read after the scope's entry: keep their sum
 	// within the total (the programs count the total first).
 	c.Preemptions = max(c.Preemptions, s.pairs.sums[id])
 	return c, nil
+}
+
+// trackedPairs is a copy of the cached pairs of victim id whose preemptor
+// is still tracked. Call with s.mu held.
+func (s *ebpfSource) trackedPairs(id uint64) map[uint64]uint64 {
+	m := clonePairs(s.pairs.by[id])
+	for p := range m {
+		if s.scopes[p] == nil {
+			delete(m, p)
+		}
+	}
+	return m
 }
 
 // stable reports whether no CPU that ran scope id in either read switched
@@ -346,7 +415,7 @@ func (s *ebpfSource) Stats() SourceStats {
 		st.Programs[name] = ps
 	}
 	if time.Since(s.pairs.at) >= pairRefresh {
-		_ = s.readPairs(false) // keeps the last count on error
+		_ = s.readPairs() // keeps the last count on error
 	}
 	st.Maps = map[string]MapStats{
 		"acct_scopes": {Entries: len(s.scopes), MaxEntries: s.opts.MaxScopes},
