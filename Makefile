@@ -72,7 +72,7 @@ test-v2: deps
 	# the guest's run-queue and preemption figures do not resemble a
 	# machine's, and its thresholds would be tuned to the emulator.
 	SCOPED_VM_TIMEOUT=900 SCOPED_VM_ENV="SCOPED_E2E_BIN=$(CURDIR)/$(VM_E2E) SCOPED_TEST_FAIRNESS=1" \
-	SCOPED_VM_TESTFLAGS="-test.count=1 -test.timeout=10m -test.skip=TestNoisyNeighbourSteppedDown" \
+	SCOPED_VM_TESTFLAGS="-test.count=1 -test.timeout=10m -test.skip=TestNoisyNeighbourSteppedDown|TestTrackMany" \
 		scripts/vm-test.sh $(VM_DIR) $(foreach p,$(VM_PKGS),$(CURDIR)/$(VM_DIR)/bin/$(p).test@$(CURDIR)/$(p))
 
 # Tests that need neither root nor cgo set-up.
