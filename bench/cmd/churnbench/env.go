@@ -96,7 +96,8 @@ func newBench(o options) (_ *bench, retErr error) {
 
 // settings is a daemon's configuration without the paths: the defaults
 // but for the isolation policy, the id range, the idle timeout, the
-// metrics address and, for the warnings of a stop, the log level.
+// metrics address and, for the warnings of a stop, the log level. The one
+// tenant may hold every slot: no max_scopes, no early reclaim.
 func settings(idBase, idSlots int, idle time.Duration, metrics string) string {
 	return fmt.Sprintf(`[isolation]
 by = ["user"]
@@ -105,6 +106,9 @@ idle_timeout = %q
 [scope]
 id_base = %d
 id_slots = %d
+reclaim_free = 0.0
+[tiers.standard]
+max_scopes = 0
 [metrics]
 listen = %q
 `, idle.String(), idBase, idSlots, metrics)

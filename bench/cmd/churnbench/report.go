@@ -58,7 +58,8 @@ func daemonFacts(p func(string, ...any), idle time.Duration, acct string) {
 	p("  `[accounting] mode = \"auto\"` (in use: %s), the noisy-neighbour controller on, log rings of\n", acct)
 	p("  1000 lines, metrics sampled every 5 s, `[pool] max_concurrent = 1`, one tenant in the default\n")
 	p("  tier) — but `[isolation] by = [\"user\"]` (a new user is a new scope), `[pool] idle_timeout = %q`,\n", idle.String())
-	p("  a private id range and `[scope] id_slots`, its own cgroup root and a loopback metrics port, read\n")
+	p("  a private id range and `[scope] id_slots` (with `reclaim_free = 0.0` and the tier's `max_scopes = 0`:\n")
+	p("  its one tenant may hold every slot), its own cgroup root and a loopback metrics port, read\n")
 	p("  for the daemon's goroutines and Go heap. The benchmark calls each daemon over its unix socket\n")
 	p("  (`client.Dial`, one connection).\n")
 }
