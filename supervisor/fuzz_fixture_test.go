@@ -30,9 +30,7 @@ import (
 	"github.com/scoped-io/scoped/cgroups"
 	"github.com/scoped-io/scoped/internal/ident"
 	"github.com/scoped-io/scoped/metering"
-	"github.com/scoped-io/scoped/metrics"
 	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
-	"github.com/scoped-io/scoped/sandbox"
 )
 
 const (
@@ -109,42 +107,13 @@ type fuzzAPI struct {
 // create a scope (whose cgroups it has not).
 func newFuzzSupervisor(tb testing.TB, cfg Config) *Supervisor {
 	tb.Helper()
-	if err := cfg.Validate(); err != nil {
-		tb.Fatal(err)
-	}
-	store, err := NewStore(cfg.StateDir, cfg.Limits.MaxBundle, cfg.Limits.MaxBundleFiles)
+	noTree := func(string) (*cgroups.Tree, error) { return nil, nil }
+	s, err := newSupervisor(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), noTree)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tenants, err := openTenants(cfg.StateDir)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := checkAssignments(&cfg, tenants.assignments()); err != nil {
-		tb.Fatal(err)
-	}
-	ids, err := sandbox.NewIDAllocator(cfg.Scope.IDBase, sandbox.DefaultIDSize, cfg.Scope.IDSlots)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	s := &Supervisor{
-		log:         slog.New(slog.NewTextHandler(io.Discard, nil)),
-		pluginLog:   hclog.NewNullLogger(),
-		store:       store,
-		tenants:     tenants,
-		ids:         ids,
-		sandboxDir:  filepath.Join(cfg.RuntimeDir, "sandboxes"),
-		socketDir:   filepath.Join(cfg.RuntimeDir, "sockets"),
-		scopes:      map[string]*scope{},
-		tierCPU:     map[string]uint64{},
-		throttled:   map[string]uint64{},
-		reaperStop:  make(chan struct{}),
-		reaperDone:  make(chan struct{}),
-		metrics:     metrics.New(),
-		samplerDone: make(chan struct{}),
-		stopping:    true,
-	}
-	s.cfg.Store(&cfg)
+	s.pluginLog = hclog.NewNullLogger()
+	s.stopping = true
 	if err := s.openMetering(); err != nil {
 		tb.Fatal(err)
 	}
@@ -166,6 +135,10 @@ func newFuzzAPI(tb testing.TB, scopes bool) *fuzzAPI {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { _ = os.RemoveAll(root) })
+	// As the daemon requires: the sandboxes' uids search it.
+	if err := os.Chmod(root, 0o711); err != nil {
+		tb.Fatal(err)
+	}
 	cfg := DefaultConfig()
 	cfg.StateDir = filepath.Join(root, "state")
 	cfg.RuntimeDir = filepath.Join(root, "run")

@@ -79,6 +79,12 @@ type Supervisor struct {
 // New prepares a supervisor: it checks the configuration, opens the
 // extension store and the cgroup root. Nothing runs until Recover.
 func New(cfg Config, log *slog.Logger) (*Supervisor, error) {
+	return newSupervisor(cfg, log, cgroups.Open)
+}
+
+// newSupervisor is New with the cgroup root opened by openTree (the fuzz
+// targets' supervisor has none: opening one creates it, as root only).
+func newSupervisor(cfg Config, log *slog.Logger, openTree func(root string) (*cgroups.Tree, error)) (*Supervisor, error) {
 	cfg.Clients = slices.Clone(cfg.Clients)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -98,7 +104,7 @@ func New(cfg Config, log *slog.Logger) (*Supervisor, error) {
 	if err := checkAssignments(&cfg, tenants.assignments()); err != nil {
 		return nil, err
 	}
-	tree, err := cgroups.Open(cfg.CgroupRoot)
+	tree, err := openTree(cfg.CgroupRoot)
 	if err != nil {
 		return nil, fmt.Errorf("cgroup root: %w", err)
 	}
