@@ -67,6 +67,12 @@ func run(args []string) error {
 		return errors.New("must run as root (try: sudo make run)")
 	}
 
+	// Signals are caught from here on: a SIGTERM while the daemon starts
+	// (the API may already answer before it says ready) stops it cleanly
+	// once it serves, instead of killing it with its cgroups left behind.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+
 	s, err := supervisor.New(cfg, log)
 	if err != nil {
 		return err
@@ -99,8 +105,6 @@ func run(args []string) error {
 	stopWatchdog := watchdog(log, s.Health)
 	defer stopWatchdog()
 
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	for {
 		select {
 		case err := <-serveErr:
