@@ -74,3 +74,23 @@ func CgroupsLeft(mark string) (mine, others []string) {
 	})
 	return mine, others
 }
+
+// WorkDir makes a new temporary directory named after prefix that the
+// sandboxes' root users (high host uids) can traverse to their bundles,
+// sockets and root file systems: mode 0711, every directory above it
+// searchable by others (else an error that says so). The caller removes it.
+func WorkDir(prefix string) (string, error) {
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return "", err
+	}
+	if err := os.Chmod(dir, 0o711); err != nil {
+		_ = os.RemoveAll(dir)
+		return "", err
+	}
+	if err := CheckTraversable(filepath.Dir(dir)); err != nil {
+		_ = os.RemoveAll(dir)
+		return "", err
+	}
+	return dir, nil
+}

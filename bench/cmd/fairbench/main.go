@@ -356,15 +356,7 @@ func (b *bench) setup() error {
 	if b.root, err = benchmd.RepoRoot(); err != nil {
 		return err
 	}
-	if b.work, err = os.MkdirTemp("", "scoped-bench-fair-"); err != nil {
-		return err
-	}
-	// The sandboxes' root users, high host uids, must traverse to their
-	// bundles and sockets.
-	if err := os.Chmod(b.work, 0o711); err != nil {
-		return err
-	}
-	if err := benchmd.CheckTraversable(filepath.Dir(b.work)); err != nil {
+	if b.work, err = benchmd.WorkDir("scoped-bench-fair-"); err != nil {
 		return err
 	}
 	return b.build()

@@ -64,15 +64,7 @@ func newBench(o options) (_ *bench, retErr error) {
 	if b.root, err = benchmd.RepoRoot(); err != nil {
 		return nil, err
 	}
-	if b.work, err = os.MkdirTemp("", "scoped-bench-net-"); err != nil {
-		return nil, err
-	}
-	// The sandboxes' root users, high host uids, must traverse to their
-	// bundles and sockets.
-	if err := os.Chmod(b.work, 0o711); err != nil {
-		return nil, err
-	}
-	if err := benchmd.CheckTraversable(filepath.Dir(b.work)); err != nil {
+	if b.work, err = benchmd.WorkDir("scoped-bench-net-"); err != nil {
 		return nil, err
 	}
 	if err := b.build(); err != nil {

@@ -192,15 +192,7 @@ func newBench(o options) (_ *bench, retErr error) {
 		return nil, err
 	}
 
-	if b.work, err = os.MkdirTemp("", "scoped-bench-"); err != nil {
-		return nil, err
-	}
-	// The sandboxes' root users, high host uids, must traverse to their
-	// rootfs directories.
-	if err := os.Chmod(b.work, 0o711); err != nil {
-		return nil, err
-	}
-	if err := benchmd.CheckTraversable(filepath.Dir(b.work)); err != nil {
+	if b.work, err = benchmd.WorkDir("scoped-bench-"); err != nil {
 		return nil, err
 	}
 	b.state = filepath.Join(b.work, "sandboxes")

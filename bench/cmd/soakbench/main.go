@@ -119,17 +119,11 @@ func run(o options) (retErr error) {
 	if err != nil {
 		return err
 	}
-	work, err := os.MkdirTemp("", "scoped-soak-")
+	work, err := benchmd.WorkDir("scoped-bench-soak-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(work)
-	if err := os.Chmod(work, 0o755); err != nil {
-		return err
-	}
-	if err := benchmd.CheckTraversable(work); err != nil {
-		return err
-	}
 	logf("building the daemon and the bundles in %s", work)
 	bin, err := benchmd.BuildDaemon(root, filepath.Join(work, "bin"))
 	if err != nil {
