@@ -22,6 +22,7 @@ FUZZ=${FUZZ:-.}
 export CGO_ENABLED=1
 
 out=$(mktemp -d)
+chmod 0711 "$out" # the supervisor refuses state and runtime dirs the sandboxes cannot reach
 trap 'rm -rf "$out"' EXIT
 # The targets' temporary directories: a worker still busy when its time is
 # up is killed before it removes its own.
