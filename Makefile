@@ -87,6 +87,7 @@ bench:
 	CGO_ENABLED=1 $(GO) run $(GOFLAGS_BUILD) ./bench/cmd/switchbench -o BENCHMARKS.md
 	CGO_ENABLED=1 $(GO) run $(GOFLAGS_BUILD) ./bench/cmd/fairbench -o BENCHMARKS.md
 	$(GO) run ./bench/cmd/ledgerbench -o BENCHMARKS.md
+	CGO_ENABLED=1 $(GO) run $(GOFLAGS_BUILD) ./bench/cmd/deploybench -o BENCHMARKS.md
 	CGO_ENABLED=1 $(GO) run $(GOFLAGS_BUILD) ./bench/cmd/soakbench -o BENCHMARKS.md
 	CGO_ENABLED=1 $(GO) run $(GOFLAGS_BUILD) ./bench/cmd/churnbench -o BENCHMARKS.md
 
