@@ -144,8 +144,8 @@ func run(o options) (retErr error) {
 					}
 					_, _ = rand.Read(blob[:4096]) // new content, new version
 					b := &scopedv1.Bundle{Files: []*scopedv1.File{
-						{Path: "manifest.toml", Mode: 0o644, Content: whoami.Files[0].Content},
-						{Path: "whoami", Mode: 0o755, Content: whoami.Files[1].Content},
+						{Path: "manifest.toml", Mode: 0o644, Content: []byte("runtime = \"exec\"\nentrypoint = \"run.sh\"\n")},
+						{Path: "run.sh", Mode: 0o755, Content: []byte("#!/bin/sh\ncat\n")},
 						{Path: "blob", Mode: 0o644, Content: blob},
 					}}
 					t0 := time.Now()
