@@ -40,8 +40,8 @@ type bench struct {
 	files   *scopedv1.Bundle
 
 	mu      sync.Mutex
-	daemons []*daemon // running
-	logKept bool      // the -daemon-log file has been started
+	daemons []*daemon         // running
+	logs    benchmd.LogKeeper // the -daemon-log file
 	seq     atomic.Int64
 
 	loadAvg string
@@ -187,24 +187,10 @@ func checkRootGone(root string) error {
 // keepLog appends a daemon's log to the -daemon-log file (truncated the
 // first time).
 func (b *bench) keepLog(path string) error {
-	if b.o.daemonLog == "" {
-		return nil
+	if b.logs.Path == "" {
+		b.logs = benchmd.LogKeeper{Path: b.o.daemonLog, Header: true}
 	}
-	log, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	flags := os.O_WRONLY | os.O_CREATE | os.O_APPEND
-	if !b.logKept {
-		flags |= os.O_TRUNC
-	}
-	f, err := os.OpenFile(b.o.daemonLog, flags, 0o644)
-	if err != nil {
-		return err
-	}
-	b.logKept = true
-	_, err = fmt.Fprintf(f, "==> %s <==\n%s", path, log)
-	return errors.Join(err, f.Close())
+	return b.logs.Keep(path)
 }
 
 // close stops the daemons still running, removes everything the

@@ -62,10 +62,10 @@ type bench struct {
 	pluginLog hclog.Logger
 	payload   []byte
 	seq       int
-	lastCold  coldCall // the last scoped cold start
-	extra     string   // TOML appended to the next daemon's configuration
-	logKept   bool     // the -daemon-log file has been started
-	direct    []int    // pids of the direct workers started
+	lastCold  coldCall          // the last scoped cold start
+	extra     string            // TOML appended to the next daemon's configuration
+	logs      benchmd.LogKeeper // the -daemon-log file
+	direct    []int             // pids of the direct workers started
 }
 
 func newBench(ctx context.Context, o options) (_ *bench, retErr error) {
@@ -165,24 +165,13 @@ func (b *bench) stopDaemon() error {
 	return errors.Join(errs...)
 }
 
-// keepLog appends a daemon's log to the -daemon-log file (truncated
-// the first time).
+// keepLog appends a daemon's log to the -daemon-log file (truncated the
+// first time).
 func (b *bench) keepLog(path string) error {
-	log, err := os.ReadFile(path)
-	if err != nil {
-		return err
+	if b.logs.Path == "" {
+		b.logs = benchmd.LogKeeper{Path: b.o.daemonLog, Header: false}
 	}
-	flags := os.O_WRONLY | os.O_CREATE | os.O_APPEND
-	if !b.logKept {
-		flags |= os.O_TRUNC
-	}
-	f, err := os.OpenFile(b.o.daemonLog, flags, 0o644)
-	if err != nil {
-		return err
-	}
-	b.logKept = true
-	_, err = f.Write(log)
-	return errors.Join(err, f.Close())
+	return b.logs.Keep(path)
 }
 
 // close removes everything the benchmark created and checks that no

@@ -33,9 +33,9 @@ type bench struct {
 	files    *scopedv1.Bundle
 	workerSz int64
 
-	envs    []*modeEnv // the modes' namespaces
-	seq     int        // tenants made
-	logKept bool       // the -daemon-log file has been started
+	envs []*modeEnv        // the modes' namespaces
+	seq  int               // tenants made
+	logs benchmd.LogKeeper // the -daemon-log file
 
 	loadAvg   string
 	hostStart realHost
@@ -182,21 +182,10 @@ func (b *bench) build() error {
 // keepLog appends a daemon's log to the -daemon-log file (truncated the
 // first time).
 func (b *bench) keepLog(path string) error {
-	log, err := os.ReadFile(path)
-	if err != nil {
-		return err
+	if b.logs.Path == "" {
+		b.logs = benchmd.LogKeeper{Path: b.o.daemonLog, Header: false}
 	}
-	flags := os.O_WRONLY | os.O_CREATE | os.O_APPEND
-	if !b.logKept {
-		flags |= os.O_TRUNC
-	}
-	f, err := os.OpenFile(b.o.daemonLog, flags, 0o644)
-	if err != nil {
-		return err
-	}
-	b.logKept = true
-	_, err = f.Write(log)
-	return errors.Join(err, f.Close())
+	return b.logs.Keep(path)
 }
 
 // busyWindow is the CPU time the machine was busy (all CPUs, from
