@@ -2,7 +2,6 @@ package supervisor
 
 import (
 	"fmt"
-	"path"
 	"time"
 )
 
@@ -17,16 +16,9 @@ import (
 // makeRoomLocked runs before a new scope of id is made, with the
 // registry's lock held: it checks the tenant's max_scopes and, when slots
 // run low, reclaims a scope. When it had to release the lock meanwhile (to
-// wait for a removal), again is true and the caller looks at the registry
+// wait for a reclaim), again is true and the caller looks at the registry
 // again.
 func (s *Supervisor) makeRoomLocked(id ScopeID, tierName string, tier Tier) (again bool, err error) {
-	if ch := s.scopes.reservedLocked(path.Join(s.tree.Root(), tierName, id.Tenant, id.Name)); ch != nil {
-		// This very scope is being removed (idle, reclaimed, or left its
-		// tier and came back): its cgroup must be gone before its
-		// successor makes it again, else the removal takes the new one.
-		s.scopes.waitLocked(ch)
-		return true, nil
-	}
 	if err := s.scopeLimitLocked(id.Tenant, tierName, tier); err != nil {
 		s.metrics.IncRefused(tierName, refusalOf(err))
 		return false, err

@@ -142,8 +142,8 @@ func (r *registry) locked(f func()) {
 // active (the caller takes it back; an active scope is never reclaimed).
 // Without one it calls create, with the lock held, which returns the new
 // scope to add (addLocked), or again when it had to release the lock
-// meanwhile (waitLocked, unlockedLocked) and the registry must be looked at
-// anew. A stopping registry refuses with ErrStopping.
+// meanwhile (waitRemovedLocked, unlockedLocked) and the registry must be
+// looked at anew. A stopping registry refuses with ErrStopping.
 func (r *registry) acquire(key string, create func() (sc *scope, again bool, err error)) (*scope, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -187,15 +187,16 @@ func (r *registry) eachLocked(f func(*scope)) {
 	}
 }
 
-// reservedLocked returns the channel closed once the scope of cgroup path
-// p, which left the registry, is removed; nil: none is being removed.
-func (r *registry) reservedLocked(p string) <-chan struct{} {
-	return r.removing[p]
-}
-
-// waitLocked releases the lock until ch is closed.
-func (r *registry) waitLocked(ch <-chan struct{}) {
+// waitRemovedLocked waits, with the lock released, until the scope of
+// cgroup path p that left the registry is removed (see leaveLocked). It
+// reports whether it waited: then the registry may have changed.
+func (r *registry) waitRemovedLocked(p string) bool {
+	ch := r.removing[p]
+	if ch == nil {
+		return false
+	}
 	r.unlockedLocked(func() { <-ch })
+	return true
 }
 
 // unlockedLocked runs f with the lock released, and takes it again.
@@ -231,9 +232,9 @@ func (r *registry) leaveIdle(sc *scope) bool {
 }
 
 // leaveLocked takes sc out of the registry to be removed (removeScopes):
-// until its removal is over (removed), a new scope of the same cgroup path
-// waits (reservedLocked), since removing the old node would take the new
-// one with it.
+// until its removal is over (removedLocked), a new scope of the same
+// cgroup path waits (waitRemovedLocked), since removing the old node would
+// take the new one with it.
 func (r *registry) leaveLocked(sc *scope) {
 	if r.scopes[sc.id.Key()] == sc {
 		delete(r.scopes, sc.id.Key())

@@ -123,10 +123,12 @@ func TestUnitRegistryLeave(t *testing.T) {
 		t.Fatal("leave: want true once, then false")
 	}
 	var ch <-chan struct{}
-	r.locked(func() { ch = r.reservedLocked(a.node.Path()) })
+	r.locked(func() { ch = r.removing[a.node.Path()] })
 	if ch == nil {
 		t.Fatal("no reservation of the scope's path")
 	}
+	waited := make(chan bool, 1)
+	go func() { r.locked(func() { waited <- r.waitRemovedLocked(a.node.Path()) }) }()
 	r.locked(func() {
 		if !r.tenantHasScopesLocked("standard", "acme") || r.tenantHasScopesLocked("premium", "acme") {
 			t.Error("tenantHasScopesLocked: want acme in standard only")
@@ -138,12 +140,13 @@ func TestUnitRegistryLeave(t *testing.T) {
 	default:
 		t.Fatal("reservation not ended by removedLocked")
 	}
+	<-waited // a successor waiting for the removal (or looking after it) goes on
 	r.stop()
 	if r.leaveIdle(b) {
 		t.Fatal("a scope left as idle while stopping")
 	}
 	r.locked(func() {
-		if r.reservedLocked(a.node.Path()) != nil || r.reservedLocked(b.node.Path()) != nil {
+		if r.waitRemovedLocked(a.node.Path()) || r.waitRemovedLocked(b.node.Path()) || len(r.removing) > 0 {
 			t.Error("reservations left")
 		}
 	})

@@ -551,6 +551,12 @@ func (s *Supervisor) scopeFor(id ScopeID) (*scope, error) {
 // released meanwhile, look again). Callers hold the registry's lock.
 func (s *Supervisor) newScopeLocked(id ScopeID) (_ *scope, again bool, _ error) {
 	tierName, tier := s.tierOf(id.Tenant)
+	// This very scope may be being removed (idle, reclaimed, or it left
+	// its tier and came back): its cgroup must be gone before its
+	// successor makes it again, else the removal takes the new one.
+	if s.scopes.waitRemovedLocked(path.Join(s.tree.Root(), tierName, id.Tenant, id.Name)) {
+		return nil, true, nil
+	}
 	if again, err := s.makeRoomLocked(id, tierName, tier); err != nil || again {
 		return nil, again, err
 	}
