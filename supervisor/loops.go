@@ -100,6 +100,13 @@ func (l *loops) add(name string, c component) {
 	l.all = append(l.all, c)
 }
 
+// len is the number of components.
+func (l *loops) len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.all)
+}
+
 // Start starts the components that do not run yet, in order. When one
 // fails it stops those started, in reverse, and returns the start's error
 // (joined with the stops' errors; the errors are the components' own,

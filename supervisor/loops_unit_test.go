@@ -186,3 +186,19 @@ func TestUnitGoLoopCancelNotStop(t *testing.T) {
 		t.Fatal("Stop returned with the loop's context alive")
 	}
 }
+
+// TestUnitStopWithoutRecover: Stop of a supervisor whose Recover never ran
+// (or failed and unwound) has nothing to stop and returns at once; it then
+// refuses invocations, and a second Stop does nothing.
+func TestUnitStopWithoutRecover(t *testing.T) {
+	s := unitSupervisor(t)
+	if err := s.Stop(0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.scopes.enter(); !errors.Is(err, ErrStopping) {
+		t.Fatalf("enter after Stop: %v, want ErrStopping", err)
+	}
+	if err := s.Stop(0); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -19,10 +20,11 @@ type registry struct {
 	scopes map[string]*scope // by ScopeID.Key()
 	// removing holds the scopes that left the registry and are being
 	// removed, by cgroup path, each with a channel closed once it is gone
-	// (see leaveLocked and removed).
+	// (see leaveLocked and removedLocked).
 	removing map[string]chan struct{}
 	stopping bool
 	inflight sync.WaitGroup // invocations between enter and exit
+	entered  atomic.Int64   // how many: drain need not wait for none
 
 	tierCPU map[string]uint64 // CPU weight last set on each tier node
 	// throttled holds the weights the noisy-neighbour controller set on
@@ -39,10 +41,14 @@ func (r *registry) enter() error {
 		return ErrStopping
 	}
 	r.inflight.Add(1)
+	r.entered.Add(1)
 	return nil
 }
 
-func (r *registry) exit() { r.inflight.Done() }
+func (r *registry) exit() {
+	r.entered.Add(-1)
+	r.inflight.Done()
+}
 
 // stop makes the registry refuse new scopes and invocations. It reports
 // whether it was the first call.
@@ -60,9 +66,12 @@ func (r *registry) isStopping() bool {
 	return r.stopping
 }
 
-// drain waits up to grace for the invocations in flight; false: some are
-// still running.
+// drain waits up to grace for the invocations in flight, once the registry
+// stops (no new ones enter); false: some are still running.
 func (r *registry) drain(grace time.Duration) bool {
+	if r.entered.Load() == 0 {
+		return true
+	}
 	drained := make(chan struct{})
 	go func() { r.inflight.Wait(); close(drained) }()
 	select {

@@ -48,7 +48,8 @@ type Supervisor struct {
 	// Recover).
 	loops loops
 	// grace is how long Stop waits for the invocations in flight.
-	grace atomic.Int64
+	grace   atomic.Int64
+	stopped atomic.Bool // Stop was called
 
 	invocations atomic.Int64
 
@@ -335,6 +336,9 @@ func (s *Supervisor) Tenants(allow func(string) bool) []TenantInfo {
 // error. It is called once.
 func (s *Supervisor) Recover() error {
 	l := &s.loops
+	if l.len() > 0 {
+		return errors.New("supervisor: Recover called again")
+	}
 	l.log = s.log
 	l.add("sandboxes", part{start: s.cleanSandboxes, stop: func() error { return os.RemoveAll(s.sandboxDir) }})
 	// The ledger before the cgroups' cleanup: what the dead scopes used
@@ -406,9 +410,10 @@ func (s *Supervisor) makeRuntimeDirs(context.Context) error {
 // it stops what Recover started, in reverse order. Calling it again, or
 // after a failed Recover, does nothing more.
 func (s *Supervisor) Stop(grace time.Duration) error {
-	if !s.scopes.stop() {
+	if !s.stopped.CompareAndSwap(false, true) {
 		return nil
 	}
+	s.scopes.stop()
 	s.grace.Store(int64(grace))
 	err := s.loops.Stop()
 	if s.tree != nil {
