@@ -17,6 +17,64 @@ import (
 	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
 )
 
+// TestFailedStartLeavesNothing: a daemon whose start fails part way (its
+// metering ledger cannot be opened: state_dir/metering is a file, after the
+// sandboxes' cleanup and with the cgroup root made) exits with the error
+// and stops what it had started: no cgroup below its root, no sandbox or
+// socket directory.
+func TestFailedStartLeavesNothing(t *testing.T) {
+	requireBins(t)
+	dir := t.TempDir()
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	state, run := filepath.Join(dir, "state"), filepath.Join(dir, "r")
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(state, "metering"), []byte("not a directory"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	root := fmt.Sprintf("/scoped-e2e-%d-%d", os.Getpid(), daemonSeq.Add(1))
+	testutil.CheckLeaks(t, root)
+	cfg := fmt.Sprintf("socket = %q\nstate_dir = %q\nruntime_dir = %q\ncgroup_root = %q\n[metrics]\nlisten = \"off\"\n[metering]\nenabled = true\n",
+		filepath.Join(dir, "scoped.sock"), state, run, root)
+	config := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(config, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bins.scoped, "--config", config)
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatalf("scoped started without its ledger:\n%s", out.String())
+		}
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("scoped did not fail to start:\n%s", out.String())
+	}
+	t.Logf("failure: %s", strings.TrimSpace(out.String()))
+	if !strings.Contains(out.String(), "metering ledger") {
+		t.Errorf("the failure does not name the ledger:\n%s", out.String())
+	}
+	for _, d := range []string{filepath.Join(run, "sandboxes"), filepath.Join(run, "sockets")} {
+		if _, err := os.Stat(d); err == nil {
+			t.Errorf("the failed daemon left %s", d)
+		}
+	}
+	// CheckLeaks looks for cgroups below root once the test is over.
+}
+
 // TestRefusesUnreachableRuntimeDir: a runtime_dir below a directory the
 // sandboxes' uids cannot search (0700) makes scoped refuse to start with a
 // message that names that directory and the mode it needs, instead of

@@ -41,6 +41,14 @@ func (s *Supervisor) openAccounting() error {
 	return nil
 }
 
+// closeAccounting detaches what accounting attached (after the scopes).
+func (s *Supervisor) closeAccounting() error {
+	if s.acct == nil {
+		return nil
+	}
+	return s.acct.Close()
+}
+
 // track starts accounting a new scope; a failure is logged, not fatal:
 // the scope then has its cgroup figures only.
 func (s *Supervisor) track(sc *scope) {
@@ -88,18 +96,13 @@ func (s *Supervisor) accountingUsage(sc *scope, u *Usage) bool {
 	u.NetRxPackets, u.NetTxPackets = c.NetRxPackets, c.NetTxPackets
 	if len(c.PreemptedBy) > 0 {
 		u.PreemptedBy = make(map[string]uint64, len(c.PreemptedBy))
-		s.mu.Lock()
 		for id, n := range c.PreemptedBy {
 			key := fmt.Sprintf("cgroup-%d", id)
-			for _, other := range s.scopes {
-				if other.cgid == id {
-					key = other.id.Key()
-					break
-				}
+			if other := s.scopes.find(func(o *scope) bool { return o.cgid == id }); other != nil {
+				key = other.id.Key()
 			}
 			u.PreemptedBy[key] += n
 		}
-		s.mu.Unlock()
 	}
 	return true
 }

@@ -251,8 +251,8 @@ func FuzzUnitAPIInvoke(f *testing.F) {
 			codes.FailedPrecondition, codes.ResourceExhausted, codes.Unavailable)
 		fuzzAuth(t, "Invoke", c, tenant, code)
 		fx.unchanged(t, "Invoke", before)
-		if len(fx.s.scopes) != len(fuzzExts) {
-			t.Fatalf("Invoke made a scope: %d live", len(fx.s.scopes))
+		if n := fx.s.scopes.len(); n != len(fuzzExts) {
+			t.Fatalf("Invoke made a scope: %d live", n)
 		}
 		known := slices.Contains(fuzzExts, fuzzExt{tenant, env, ext}) && (version == "" || version == "v1")
 		switch code {
@@ -340,7 +340,7 @@ func FuzzUnitAPIInspectScope(f *testing.F) {
 		code := fuzzCode(t, "InspectScope", err, codes.InvalidArgument, codes.NotFound, codes.PermissionDenied)
 		fx.unchanged(t, "InspectScope", before)
 		tenant, _, _ := strings.Cut(key, ".")
-		live := fx.s.scopes[key] != nil
+		_, live := fx.s.scopes.get(key)
 		switch {
 		case !c.authed && code != codes.PermissionDenied:
 			t.Fatalf("InspectScope(%q) by %s: %v", key, c.name, err)
@@ -374,12 +374,12 @@ func FuzzUnitAPILogs(f *testing.F) {
 		lines, err := fx.logs(c, &scopedv1.LogsRequest{Tenant: tenant, Scope: scope, Extension: ext, Tail: tail, Follow: follow})
 		code := fuzzCode(t, "Logs", err, codes.InvalidArgument, codes.PermissionDenied)
 		fx.unchanged(t, "Logs", before)
-		for key, sc := range fx.s.scopes {
+		for _, sc := range fx.s.scopes.snapshot(nil) {
 			sc.ring.mu.Lock()
 			n := len(sc.ring.followers)
 			sc.ring.mu.Unlock()
 			if n != 0 {
-				t.Fatalf("Logs left %d followers on %s", n, key)
+				t.Fatalf("Logs left %d followers on %s", n, sc.id.Key())
 			}
 		}
 		if !c.authed && code != codes.PermissionDenied {

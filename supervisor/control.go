@@ -89,16 +89,13 @@ func (s *Supervisor) controller() *control.Controller {
 
 // controlScopes lists the live, accounted scopes for the controller.
 func (s *Supervisor) controlScopes() []control.ScopeInfo {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]control.ScopeInfo, 0, len(s.scopes))
-	for _, sc := range s.scopes {
-		if sc.cgid == 0 {
-			continue
-		}
+	tiers := s.conf().Tiers
+	scopes := s.scopes.snapshot(func(sc *scope) bool { return sc.cgid != 0 })
+	out := make([]control.ScopeInfo, 0, len(scopes))
+	for _, sc := range scopes {
 		out = append(out, control.ScopeInfo{
 			Key: sc.id.Key(), Tenant: sc.id.Tenant, ID: sc.cgid, UnifiedDir: sc.node.UnifiedDir(),
-			Weight: scopeBaseWeight, TenantWeight: s.conf().Tiers[sc.tier].CPUWeight,
+			Weight: scopeBaseWeight, TenantWeight: tiers[sc.tier].CPUWeight,
 		})
 	}
 	return out
@@ -113,10 +110,15 @@ func (s *Supervisor) controlScopes() []control.ScopeInfo {
 // to, and caps it no lower than that, so this never takes from a tenant
 // what its tier gives it. The tier nodes keep the sums of the configured
 // weights.
-func (s *Supervisor) throttle(key string, weight uint64, cpuMax float64) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sc, ok := s.scopes[key]
+func (s *Supervisor) throttle(key string, weight uint64, cpuMax float64) (err error) {
+	s.scopes.locked(func() { err = s.throttleLocked(key, weight, cpuMax) })
+	return err
+}
+
+// throttleLocked is throttle with the registry's lock held: the tenant
+// node's weight depends on the live scopes and their throttling.
+func (s *Supervisor) throttleLocked(key string, weight uint64, cpuMax float64) error {
+	sc, ok := s.scopes.getLocked(key)
 	if !ok {
 		return nil // gone: nothing to throttle or restore
 	}
@@ -127,29 +129,13 @@ func (s *Supervisor) throttle(key string, weight uint64, cpuMax float64) error {
 	if err := sc.node.Set(l); err != nil {
 		return err
 	}
-	if weight < scopeBaseWeight {
-		s.throttled[key] = weight
-	} else {
-		delete(s.throttled, key)
-	}
+	s.scopes.setThrottledLocked(key, weight)
 	tier := s.conf().Tiers[sc.tier]
 	tenant, err := cgroups.Load(path.Join(s.tree.Root(), sc.tier, sc.id.Tenant))
 	if err != nil {
 		return err
 	}
-	return tenant.Set(cgroups.Limits{CPUWeight: s.tenantWeightLocked(sc.tier, sc.id.Tenant, tier.CPUWeight)})
-}
-
-// tenantWeightLocked is a tenant node's CPU weight now: its tier's, scaled
-// down by the most throttled of its scopes. Callers hold s.mu.
-func (s *Supervisor) tenantWeightLocked(tier, tenant string, base uint64) uint64 {
-	w := base
-	for key, sw := range s.throttled {
-		if sc, ok := s.scopes[key]; ok && sc.tier == tier && sc.id.Tenant == tenant {
-			w = min(w, max(base*sw/scopeBaseWeight, 1))
-		}
-	}
-	return w
+	return tenant.Set(cgroups.Limits{CPUWeight: s.scopes.tenantWeightLocked(sc.tier, sc.id.Tenant, tier.CPUWeight)})
 }
 
 // ControlEvents returns the controller's recent events about the scopes of

@@ -113,7 +113,7 @@ func newFuzzSupervisor(tb testing.TB, cfg Config) *Supervisor {
 		tb.Fatal(err)
 	}
 	s.pluginLog = hclog.NewNullLogger()
-	s.stopping = true
+	s.scopes.stop()
 	if err := s.openMetering(); err != nil {
 		tb.Fatal(err)
 	}
@@ -195,7 +195,7 @@ func newFuzzAPI(tb testing.TB, scopes bool) *fuzzAPI {
 			sc.ring.add(LogLine{Time: now.Add(time.Duration(i) * time.Millisecond), Scope: id.Key(), Worker: "w1",
 				Extension: e.name, InvocationID: fmt.Sprint("i", i), Stream: "stderr", Line: "line of " + id.Key()})
 		}
-		s.scopes[id.Key()] = sc
+		s.scopes.addLocked(sc) // no other goroutine yet
 	}
 	if s.meter != nil {
 		at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)

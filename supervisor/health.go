@@ -51,7 +51,7 @@ func (s *Supervisor) Health(ctx context.Context) error {
 			}
 		}
 	}
-	if err := s.probe(ctx, "scope registry", &s.mu); err != nil {
+	if err := s.probe(ctx, "scope registry", &s.scopes.mu); err != nil {
 		return err
 	}
 	if s.tenants != nil {

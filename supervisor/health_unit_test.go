@@ -29,7 +29,7 @@ func TestUnitHealth(t *testing.T) {
 		lock func()
 		free func()
 	}{
-		{"scope registry", s.mu.Lock, s.mu.Unlock},
+		{"scope registry", s.scopes.mu.Lock, s.scopes.mu.Unlock},
 		{"tenant admission", s.tenants.mu.Lock, s.tenants.mu.Unlock},
 	} {
 		l.lock()

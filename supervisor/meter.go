@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -154,6 +155,14 @@ func (s *Supervisor) openMetering() error {
 	return nil
 }
 
+// closeMetering closes the ledger (after the scopes' last flush).
+func (s *Supervisor) closeMetering() error {
+	if s.meter == nil {
+		return nil
+	}
+	return s.meter.ledger.Close()
+}
+
 // recoverUsage charges what the scopes of cursors used after them, read
 // from their cgroups' CPU counters where the cgroups still exist.
 func recoverUsage(cursors map[string][]byte, now time.Time) ([]metering.Delta, int) {
@@ -211,12 +220,7 @@ func (s *Supervisor) flushMetering(removed ...*scope) error {
 	}
 	var scopes []*scope
 	if len(removed) == 0 {
-		s.mu.Lock()
-		scopes = make([]*scope, 0, len(s.scopes))
-		for _, sc := range s.scopes {
-			scopes = append(scopes, sc)
-		}
-		s.mu.Unlock()
+		scopes = s.scopes.snapshot(nil)
 	}
 	scopes = append(scopes, removed...)
 	gone := map[*scope]bool{}
@@ -332,10 +336,9 @@ func usageDeltas(sc *scope, prev, cur *meterState, now time.Time) []metering.Del
 	return out
 }
 
-// meterLoop flushes every [metering] flush until stop is closed, and
-// prunes records past the retention once an hour.
-func (s *Supervisor) meterLoop(stop <-chan struct{}, done chan<- struct{}) {
-	defer close(done)
+// meterLoop flushes every [metering] flush until ctx ends, and prunes
+// records past the retention once an hour.
+func (s *Supervisor) meterLoop(ctx context.Context) {
 	beat(&s.health.meter)
 	defer s.health.meter.Store(0)
 	alive := time.NewTicker(heartbeatEvery)
@@ -345,7 +348,7 @@ func (s *Supervisor) meterLoop(stop <-chan struct{}, done chan<- struct{}) {
 	defer next.Stop()
 	for {
 		select {
-		case <-stop:
+		case <-ctx.Done():
 			return
 		case <-alive.C:
 			beat(&s.health.meter)

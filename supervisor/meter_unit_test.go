@@ -110,7 +110,7 @@ func TestUnitCapsLedgerError(t *testing.T) {
 			if err := s.tenants.assign("acme", "capped", nil, time.Now()); err != nil {
 				t.Fatal(err)
 			}
-			s.stopping = true // admitted calls then end without a scope
+			s.scopes.stop() // admitted calls then end without a scope
 			req := func(tenant string) InvokeRequest {
 				return InvokeRequest{Target: Target{Tenant: tenant, Environment: "production", Extension: "hook"}}
 			}

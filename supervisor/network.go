@@ -168,14 +168,8 @@ func (s *Supervisor) workerNetwork(sc *scope, ext ExtensionInfo) (string, error)
 // updateNetworks applies the tiers' and tenants' current policies to the
 // live scopes' networks.
 func (s *Supervisor) updateNetworks() error {
-	s.mu.Lock()
-	scopes := make([]*scope, 0, len(s.scopes))
-	for _, sc := range s.scopes {
-		scopes = append(scopes, sc)
-	}
-	s.mu.Unlock()
 	var errs []error
-	for _, sc := range scopes {
+	for _, sc := range s.scopes.snapshot(nil) {
 		sc.netMu.Lock()
 		if sc.net != nil {
 			pol, err := s.netPolicy(sc.id.Tenant, s.conf().Tiers[sc.tier])

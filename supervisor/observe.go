@@ -37,9 +37,9 @@ func resultOf(err error) string {
 	return metrics.ResultError
 }
 
-// sampler refreshes every scope's series and the daemon's every interval.
+// sampler refreshes every scope's series and the daemon's every interval
+// until ctx ends.
 func (s *Supervisor) sampler(ctx context.Context) {
-	defer close(s.samplerDone)
 	for {
 		s.sample()
 		select {
@@ -51,12 +51,7 @@ func (s *Supervisor) sampler(ctx context.Context) {
 }
 
 func (s *Supervisor) sample() {
-	s.mu.Lock()
-	scopes := make([]*scope, 0, len(s.scopes))
-	for _, sc := range s.scopes {
-		scopes = append(scopes, sc)
-	}
-	s.mu.Unlock()
+	scopes := s.scopes.snapshot(nil)
 	workers := 0
 	for _, sc := range scopes {
 		st, err := sc.node.Stats()

@@ -2,7 +2,6 @@ package supervisor
 
 import (
 	"fmt"
-	"path"
 	"time"
 )
 
@@ -14,20 +13,12 @@ import (
 // most — more than the new scope's tenant, or that tenant itself — instead
 // of waiting for the reaper's idle_timeout.
 
-// makeRoomLocked runs before a new scope of id is made, with s.mu held: it
-// checks the tenant's max_scopes and, when slots run low, reclaims a scope.
-// When it had to release s.mu meanwhile (to wait for a reclaim), again is
-// true and the caller looks at the registry again.
+// makeRoomLocked runs before a new scope of id is made, with the
+// registry's lock held: it checks the tenant's max_scopes and, when slots
+// run low, reclaims a scope. When it had to release the lock meanwhile (to
+// wait for a reclaim), again is true and the caller looks at the registry
+// again.
 func (s *Supervisor) makeRoomLocked(id ScopeID, tierName string, tier Tier) (again bool, err error) {
-	if ch := s.removing[path.Join(s.tree.Root(), tierName, id.Tenant, id.Name)]; ch != nil {
-		// This very scope is being removed (idle, reclaimed, or left its
-		// tier and came back): its cgroup must be gone before its
-		// successor makes it again, else the removal takes the new one.
-		s.mu.Unlock()
-		<-ch
-		s.mu.Lock()
-		return true, nil
-	}
 	if err := s.scopeLimitLocked(id.Tenant, tierName, tier); err != nil {
 		s.metrics.IncRefused(tierName, refusalOf(err))
 		return false, err
@@ -41,15 +32,13 @@ func (s *Supervisor) makeRoomLocked(id ScopeID, tierName string, tier Tier) (aga
 	if victim == nil {
 		return false, nil // the id allocator says why, if no slot is left
 	}
-	s.leaveLocked(victim)
+	s.scopes.leaveLocked(victim)
 	if free > 0 {
 		// A slot is left for this scope: reclaim for the next one.
 		go s.reclaim(victim, id.Tenant)
 		return false, nil
 	}
-	s.mu.Unlock()
-	s.reclaim(victim, id.Tenant)
-	s.mu.Lock()
+	s.scopes.unlockedLocked(func() { s.reclaim(victim, id.Tenant) })
 	return true, nil
 }
 
@@ -63,9 +52,9 @@ func (s *Supervisor) scopeLimitLocked(tenant, tierName string, tier Tier) error 
 	}
 	n := 0
 	var oldest time.Time
-	for _, sc := range s.scopes {
+	s.scopes.eachLocked(func(sc *scope) {
 		if sc.id.Tenant != tenant {
-			continue
+			return
 		}
 		n++
 		if sc.active.Load() == 0 {
@@ -73,7 +62,7 @@ func (s *Supervisor) scopeLimitLocked(tenant, tierName string, tier Tier) error 
 				oldest = u
 			}
 		}
-	}
+	})
 	if n < tier.MaxScopes {
 		return nil
 	}
@@ -97,31 +86,29 @@ func (s *Supervisor) scopeLimitLocked(tenant, tierName string, tier Tier) error 
 // unused. nil: none.
 func (s *Supervisor) pickVictimLocked(requester string) *scope {
 	count := map[string]int{}
-	for _, sc := range s.scopes {
-		count[sc.id.Tenant]++
-	}
+	s.scopes.eachLocked(func(sc *scope) { count[sc.id.Tenant]++ })
 	var best *scope
 	var bestN int
 	var bestUsed time.Time
-	for _, sc := range s.scopes {
+	s.scopes.eachLocked(func(sc *scope) {
 		n := count[sc.id.Tenant]
 		if sc.id.Tenant != requester && n <= count[requester] || sc.active.Load() > 0 {
-			continue
+			return
 		}
 		sc.mu.Lock()
 		used, closed := sc.lastUsed, sc.closed
 		sc.mu.Unlock()
 		if closed {
-			continue
+			return
 		}
 		if best == nil || n > bestN || n == bestN && used.Before(bestUsed) {
 			best, bestN, bestUsed = sc, n, used
 		}
-	}
+	})
 	return best
 }
 
-// reclaim removes sc, taken out of the registry (leaveLocked) to free its
+// reclaim removes sc, taken out of the registry (registry.leaveLocked) to free its
 // slot for a new scope of tenant forTenant.
 func (s *Supervisor) reclaim(sc *scope, forTenant string) {
 	s.log.Info("idle scope reclaimed for a new scope", "tenant", sc.id.Tenant, "scope", sc.id.Key(), "tier", sc.tier,

@@ -25,7 +25,7 @@ func addUnitScope(t *testing.T, s *Supervisor, tenant, name string, used time.Ti
 	}
 	sc := &scope{id: id, tier: "standard", ids: ids, lastUsed: used, workers: map[string][]*worker{}}
 	sc.active.Store(active)
-	s.scopes[id.Key()] = sc
+	s.scopes.addLocked(sc) // the test is the only goroutine
 	return sc
 }
 
@@ -132,9 +132,9 @@ func TestUnitPickVictim(t *testing.T) {
 		t.Errorf("victim for acme = %v, want none (its own are busy, globex holds fewer)", got.id.Key())
 	}
 	// A tie protects: with 1 scope each, globex loses none to hooli's 2nd.
-	delete(s.scopes, a0.id.Key())
-	delete(s.scopes, a1.id.Key())
-	delete(s.scopes, a2.id.Key())
+	for _, sc := range []*scope{a0, a1, a2} {
+		delete(s.scopes.scopes, sc.id.Key())
+	}
 	addUnitScope(t, s, "hooli", "u0", now, 1)
 	if got := s.pickVictimLocked("hooli"); got != nil {
 		t.Errorf("victim for hooli = %v, want none", got.id.Key())

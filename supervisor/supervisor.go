@@ -43,37 +43,26 @@ type Supervisor struct {
 	sandboxDir string
 	socketDir  string
 
-	mu      sync.Mutex
-	scopes  map[string]*scope // by ScopeID.Key()
-	tierCPU map[string]uint64 // CPU weight last set on each tier node
-	// throttled holds the weights the noisy-neighbour controller set on
-	// scopes below their base, by scope key.
-	throttled map[string]uint64
-	stopping  bool
-	inflight  sync.WaitGroup
+	scopes registry // the live scopes
+	// loops holds what runs from Recover to Stop, in start order (see
+	// Recover).
+	loops loops
+	// grace is how long Stop waits for the invocations in flight.
+	grace   atomic.Int64
+	stopped atomic.Bool // Stop was called
 
 	invocations atomic.Int64
-	reaperStop  chan struct{}
-	reaperDone  chan struct{}
 
-	metrics       *metrics.Registry
-	meter         *meter
-	exports       *exporters
-	meterStop     chan struct{}
-	meterDone     chan struct{}
-	ctlMu         sync.Mutex
-	ctl           *control.Controller
-	ctlStop       func()
-	acct          accounting.Source
-	samplerCancel context.CancelFunc
-	samplerDone   chan struct{}
-	netMu         sync.Mutex
-	net           *netns.Manager // nil: no tier has egress (yet)
-	health        healthState    // see Health
-	// removing holds the scopes that left the registry and are being
-	// removed, by cgroup path, each with a channel closed once it is gone
-	// (see leaveLocked); guarded by mu.
-	removing map[string]chan struct{}
+	metrics *metrics.Registry
+	meter   *meter
+	exports *exporters
+	ctlMu   sync.Mutex
+	ctl     *control.Controller
+	ctlStop func()
+	acct    accounting.Source
+	netMu   sync.Mutex
+	net     *netns.Manager // nil: no tier has egress (yet)
+	health  healthState    // see Health
 }
 
 // New prepares a supervisor: it checks the configuration, opens the
@@ -117,21 +106,15 @@ func newSupervisor(cfg Config, log *slog.Logger, openTree func(root string) (*cg
 		level = hclog.Debug
 	}
 	s := &Supervisor{
-		log:         log,
-		pluginLog:   hclog.New(&hclog.LoggerOptions{Name: "go-plugin", Level: level, Output: os.Stderr, JSONFormat: cfg.Log.Format == "json"}),
-		store:       store,
-		tenants:     tenants,
-		tree:        tree,
-		ids:         ids,
-		sandboxDir:  filepath.Join(cfg.RuntimeDir, "sandboxes"),
-		socketDir:   filepath.Join(cfg.RuntimeDir, "sockets"),
-		scopes:      map[string]*scope{},
-		tierCPU:     map[string]uint64{},
-		throttled:   map[string]uint64{},
-		reaperStop:  make(chan struct{}),
-		reaperDone:  make(chan struct{}),
-		metrics:     metrics.New(),
-		samplerDone: make(chan struct{}),
+		log:        log,
+		pluginLog:  hclog.New(&hclog.LoggerOptions{Name: "go-plugin", Level: level, Output: os.Stderr, JSONFormat: cfg.Log.Format == "json"}),
+		store:      store,
+		tenants:    tenants,
+		tree:       tree,
+		ids:        ids,
+		sandboxDir: filepath.Join(cfg.RuntimeDir, "sandboxes"),
+		socketDir:  filepath.Join(cfg.RuntimeDir, "sockets"),
+		metrics:    metrics.New(),
 	}
 	s.cfg.Store(&cfg)
 	return s, nil
@@ -164,14 +147,9 @@ func (s *Supervisor) Reload(cfg Config) error {
 	if running && cfg.Network != old.Network {
 		return fmt.Errorf("%w: [network] changes only with a restart while egress scopes run", ErrConfig)
 	}
-	s.mu.Lock()
-	for _, sc := range s.scopes {
-		if _, ok := cfg.Tiers[sc.tier]; !ok {
-			s.mu.Unlock()
-			return fmt.Errorf("%w: tier %q has live scopes (%s); keep it until they are gone", ErrConfig, sc.tier, sc.id.Key())
-		}
+	if sc := s.scopes.find(func(sc *scope) bool { _, ok := cfg.Tiers[sc.tier]; return !ok }); sc != nil {
+		return fmt.Errorf("%w: tier %q has live scopes (%s); keep it until they are gone", ErrConfig, sc.tier, sc.id.Key())
 	}
-	s.mu.Unlock()
 	// The controller restarts with the new configuration: stopping it
 	// restores the scopes it throttled, before the tiers' limits apply.
 	s.stopControl()
@@ -218,12 +196,7 @@ func (s *Supervisor) tierOf(tenant string) (string, Tier) {
 // starts in the new tier on the next invocation), the tenant and scope
 // nodes get the tier's limits, the tier nodes their weights.
 func (s *Supervisor) applyTiers() error {
-	s.mu.Lock()
-	scopes := make([]*scope, 0, len(s.scopes))
-	for _, sc := range s.scopes {
-		scopes = append(scopes, sc)
-	}
-	s.mu.Unlock()
+	scopes := s.scopes.snapshot(nil)
 	var errs []error
 	done := map[string]bool{}
 	for _, sc := range scopes {
@@ -235,9 +208,7 @@ func (s *Supervisor) applyTiers() error {
 		if !done[sc.id.Tenant] {
 			done[sc.id.Tenant] = true
 			tl := t.tenantLimits()
-			s.mu.Lock()
-			tl.CPUWeight = s.tenantWeightLocked(name, sc.id.Tenant, t.CPUWeight)
-			s.mu.Unlock()
+			s.scopes.locked(func() { tl.CPUWeight = s.scopes.tenantWeightLocked(name, sc.id.Tenant, t.CPUWeight) })
 			if _, err := s.tree.Node(tl, name, sc.id.Tenant); err != nil {
 				errs = append(errs, err)
 			}
@@ -253,52 +224,31 @@ func (s *Supervisor) applyTiers() error {
 		sc.limits = limits
 		sc.mu.Unlock()
 	}
-	s.mu.Lock()
-	errs = append(errs, s.setTierWeightsLocked())
-	s.mu.Unlock()
+	s.scopes.locked(func() { errs = append(errs, s.setTierWeightsLocked()) })
 	errs = append(errs, s.updateNetworks())
 	return errors.Join(errs...)
 }
 
 // setTierWeightsLocked sets each tier node's CPU weight to the sum of its
-// live tenants' weights (see tierWeights). Callers hold s.mu.
+// live tenants' weights (see tierWeights). Callers hold the registry's
+// lock.
 func (s *Supervisor) setTierWeightsLocked() error {
 	c := s.conf()
-	sums := map[string]uint64{}
-	seen := map[[2]string]bool{}
-	for _, sc := range s.scopes {
-		k := [2]string{sc.tier, sc.id.Tenant}
-		if seen[k] {
-			continue
-		}
-		seen[k] = true
-		sums[sc.tier] += c.Tiers[sc.tier].CPUWeight
-	}
-	var errs []error
-	for name, w := range tierWeights(sums) {
-		if s.tierCPU[name] == w {
-			continue
-		}
-		if _, err := s.tree.Node(cgroups.Limits{CPUWeight: w}, name); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		s.tierCPU[name] = w
-	}
-	return errors.Join(errs...)
+	return errors.Join(s.scopes.setTierWeightsLocked(
+		func(tier string) uint64 { return c.Tiers[tier].CPUWeight },
+		func(tier string, w uint64) error {
+			_, err := s.tree.Node(cgroups.Limits{CPUWeight: w}, tier)
+			return err
+		})...)
 }
 
 // detachScope takes sc out of the registry, so that the next invocation
 // starts a new scope (in the tenant's tier now), and removes it: at once
 // when kill is set, else once its invocations in flight are done.
 func (s *Supervisor) detachScope(sc *scope, kill bool) {
-	s.mu.Lock()
-	if s.scopes[sc.id.Key()] != sc {
-		s.mu.Unlock()
+	if !s.scopes.leave(sc) {
 		return
 	}
-	s.leaveLocked(sc)
-	s.mu.Unlock()
 	s.log.Info("scope leaves its tier", "tenant", sc.id.Tenant, "scope", sc.id.Key(), "tier", sc.tier, "kill", kill)
 	go func() {
 		if !kill {
@@ -361,11 +311,9 @@ func (s *Supervisor) Tenant(tenant string) TenantInfo {
 // live scopes.
 func (s *Supervisor) Tenants(allow func(string) bool) []TenantInfo {
 	live := map[string]int{}
-	s.mu.Lock()
-	for _, sc := range s.scopes {
+	for _, sc := range s.scopes.snapshot(nil) {
 		live[sc.id.Tenant]++
 	}
-	s.mu.Unlock()
 	assigned := s.tenants.assignments()
 	var out []TenantInfo
 	for _, t := range tenantNames(assigned, live) {
@@ -381,26 +329,68 @@ func (s *Supervisor) Tenants(allow func(string) bool) []TenantInfo {
 }
 
 // Recover removes what a crashed daemon left behind — sandboxes and their
-// processes, cgroups, worker sockets — and starts the idle reaper.
+// processes, cgroups, worker sockets — and starts the daemon's components
+// in the order below. Stop stops them in reverse; when one fails to
+// start, those started before it are stopped (the cgroups, BPF links,
+// network and goroutines they made are gone) and Recover returns its
+// error. It is called once.
 func (s *Supervisor) Recover() error {
+	l := &s.loops
+	if l.len() > 0 {
+		return errors.New("supervisor: Recover called again")
+	}
+	l.log = s.log
+	l.add("sandboxes", part{start: s.cleanSandboxes, stop: func() error { return os.RemoveAll(s.sandboxDir) }})
+	// The ledger before the cgroups' cleanup: what the dead scopes used
+	// since the last flush is still in their cgroups' counters until the
+	// cleanup removes them.
+	l.add("metering ledger", part{start: func(context.Context) error { return s.openMetering() }, stop: s.closeMetering})
+	l.add("cgroups", part{start: s.cleanCgroups})
+	l.add("network", part{start: func(context.Context) error { return s.openNetwork() }, stop: s.closeNetwork})
+	l.add("runtime directories", part{start: s.makeRuntimeDirs, stop: func() error { return os.RemoveAll(s.socketDir) }})
+	l.add("accounting", part{start: func(context.Context) error { return s.openAccounting() }, stop: s.closeAccounting})
+	l.add("metering export", part{start: func(context.Context) error { return s.startExporters() },
+		stop: func() error { s.stopExporters(); return nil }})
+	// Stopping the scopes removes them all: after the loops below, before
+	// what their removal still uses (the ledger, accounting, networks).
+	l.add("scopes", part{stop: s.removeAll})
+	l.add("controller", part{start: func(context.Context) error { return s.startControl() },
+		stop: func() error { s.stopControl(); return nil }})
+	meterLoop := newGoLoop(s.meterLoop)
+	l.add("metering loop", part{start: func(ctx context.Context) error {
+		if s.meter == nil {
+			return nil
+		}
+		return meterLoop.Start(ctx)
+	}, stop: meterLoop.Stop})
+	l.add("reaper", newGoLoop(s.reaper))
+	l.add("sampler", newGoLoop(s.sampler))
+	return l.Start(context.Background())
+}
+
+// cleanSandboxes removes the sandboxes, and their processes, a previous
+// run left.
+func (s *Supervisor) cleanSandboxes(context.Context) error {
 	if n, err := sandbox.Cleanup(s.sandboxDir); err != nil {
 		return fmt.Errorf("remove sandboxes left by a previous run: %w", err)
 	} else if n > 0 {
 		s.log.Warn("removed sandboxes left by a previous run", "count", n)
 	}
-	// The ledger first: what the dead scopes used since the last flush is
-	// still in their cgroups' counters until the cleanup removes them.
-	if err := s.openMetering(); err != nil {
-		return err
-	}
+	return nil
+}
+
+// cleanCgroups removes the cgroups a previous run left.
+func (s *Supervisor) cleanCgroups(context.Context) error {
 	if n, err := s.tree.Cleanup(); err != nil {
 		return fmt.Errorf("remove cgroups left by a previous run: %w", err)
 	} else if n > 0 {
 		s.log.Warn("removed cgroups left by a previous run", "count", n)
 	}
-	if err := s.openNetwork(); err != nil {
-		return err
-	}
+	return nil
+}
+
+// makeRuntimeDirs makes the runtime and worker socket directories afresh.
+func (s *Supervisor) makeRuntimeDirs(context.Context) error {
 	if err := os.RemoveAll(s.socketDir); err != nil {
 		return err
 	}
@@ -412,79 +402,43 @@ func (s *Supervisor) Recover() error {
 			return err
 		}
 	}
-	if err := s.openAccounting(); err != nil {
-		return err
-	}
-	if err := s.startControl(); err != nil {
-		return err
-	}
-	if s.meter != nil {
-		s.meterStop, s.meterDone = make(chan struct{}), make(chan struct{})
-		go s.meterLoop(s.meterStop, s.meterDone)
-	}
-	if err := s.startExporters(); err != nil {
-		return err
-	}
-	go s.reaper()
-	ctx, cancel := context.WithCancel(context.Background())
-	s.samplerCancel = cancel
-	go s.sampler(ctx)
 	return nil
 }
 
 // Stop refuses new invocations, waits up to grace for the ones in flight,
-// then kills every worker and removes every scope's cgroup and sandbox.
+// then kills every worker and removes every scope's cgroup and sandbox:
+// it stops what Recover started, in reverse order. Calling it again, or
+// after a failed Recover, does nothing more.
 func (s *Supervisor) Stop(grace time.Duration) error {
-	s.mu.Lock()
-	if s.stopping {
-		s.mu.Unlock()
+	if !s.stopped.CompareAndSwap(false, true) {
 		return nil
 	}
-	s.stopping = true
-	s.mu.Unlock()
-	close(s.reaperStop)
-	<-s.reaperDone
-	s.stopControl()
-	if s.meterStop != nil {
-		close(s.meterStop)
-		<-s.meterDone
+	s.scopes.stop()
+	s.grace.Store(int64(grace))
+	err := s.loops.Stop()
+	if s.tree != nil {
+		err = errors.Join(err, s.tree.Close())
 	}
-	if s.samplerCancel != nil {
-		s.samplerCancel()
-		<-s.samplerDone
-	}
+	return err
+}
 
-	drained := make(chan struct{})
-	go func() { s.inflight.Wait(); close(drained) }()
-	select {
-	case <-drained:
-	case <-time.After(grace):
+// removeAll stops the scopes: the registry takes no new ones, the
+// invocations in flight get Stop's grace, then every worker is killed and
+// every scope's cgroup and sandbox removed.
+func (s *Supervisor) removeAll() error {
+	s.scopes.stop()
+	grace := time.Duration(s.grace.Load())
+	if !s.scopes.drain(grace) {
 		s.log.Warn("grace period over, killing workers with invocations in flight", "grace", grace)
 	}
-	s.mu.Lock()
-	scopes := make([]*scope, 0, len(s.scopes))
-	for _, sc := range s.scopes {
-		scopes = append(scopes, sc)
-	}
-	s.scopes = map[string]*scope{}
-	s.mu.Unlock()
 	// The tenant and tier nodes go with the tree's cleanup below.
-	errs := s.removeScopes(scopes)
+	errs := s.removeScopes(s.scopes.takeAll())
 	if _, err := sandbox.Cleanup(s.sandboxDir); err != nil {
 		errs = append(errs, err)
 	}
 	if _, err := s.tree.Cleanup(); err != nil {
 		errs = append(errs, err)
 	}
-	errs = append(errs, s.closeNetwork())
-	if s.acct != nil {
-		errs = append(errs, s.acct.Close())
-	}
-	s.stopExporters()
-	if s.meter != nil {
-		errs = append(errs, s.meter.ledger.Close())
-	}
-	errs = append(errs, s.tree.Close(), os.RemoveAll(s.sandboxDir), os.RemoveAll(s.socketDir))
 	return errors.Join(errs...)
 }
 
@@ -504,22 +458,6 @@ func (s *Supervisor) RemoveRuntimeDir() {
 // after an RCU grace period), so many overlap well on few CPUs; the bound
 // keeps a stop from opening thousands of cgroup and state files at once.
 const removeParallel = 16
-
-// leaveLocked takes sc out of the registry to be removed (removeScopes):
-// until its removal is over, a new scope of the same cgroup path waits
-// (scopeFor), since removing the old node would take the new one with it.
-// Callers hold s.mu.
-func (s *Supervisor) leaveLocked(sc *scope) {
-	if s.scopes[sc.id.Key()] == sc {
-		delete(s.scopes, sc.id.Key())
-	}
-	if s.removing == nil {
-		s.removing = map[string]chan struct{}{}
-	}
-	if _, ok := s.removing[sc.node.Path()]; !ok {
-		s.removing[sc.node.Path()] = make(chan struct{})
-	}
-}
 
 // removeScope removes a scope that left the registry.
 func (s *Supervisor) removeScope(sc *scope) error {
@@ -548,29 +486,29 @@ func (s *Supervisor) removeScopes(scopes []*scope) []error {
 	for i := range idx {
 		idx[i] = i
 	}
-	s.mu.Lock()
-	stopping := s.stopping
-	s.mu.Unlock()
+	stopping := s.scopes.isStopping()
 	_ = parallel.ForEach(idx, removeParallel, func(i int) error {
 		errs[i] = s.removeScopeNode(scopes[i], stopping)
 		return nil
 	})
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, sc := range scopes {
-		if ch, ok := s.removing[sc.node.Path()]; ok {
-			delete(s.removing, sc.node.Path())
-			close(ch)
-		}
-	}
+	s.scopes.locked(func() { s.removedLocked(scopes, stopping) })
+	return errs
+}
+
+// removedLocked ends the reservations of removed scopes (see
+// registry.leaveLocked) and, unless the daemon stops, removes the tenant
+// nodes they left empty and sets the tier nodes' weights. Callers hold the
+// registry's lock.
+func (s *Supervisor) removedLocked(scopes []*scope, stopping bool) {
+	s.scopes.removedLocked(scopes)
 	if stopping {
-		return errs
+		return
 	}
 	// A tenant node goes when its last scope in its tier goes.
 	done := map[[2]string]bool{}
 	for _, sc := range scopes {
 		k := [2]string{sc.tier, sc.id.Tenant}
-		if done[k] || s.tenantHasScopesLocked(sc.tier, sc.id.Tenant) {
+		if done[k] || s.scopes.tenantHasScopesLocked(sc.tier, sc.id.Tenant) {
 			continue
 		}
 		done[k] = true
@@ -583,7 +521,6 @@ func (s *Supervisor) removeScopes(scopes []*scope) []error {
 	if werr := s.setTierWeightsLocked(); werr != nil {
 		s.log.Warn("tier weights", "err", werr)
 	}
-	return errs
 }
 
 // removeScopeNode removes what is left of a scope whose workers are gone,
@@ -598,13 +535,7 @@ func (s *Supervisor) removeScopeNode(sc *scope, stopping bool) error {
 	if err := s.closeScopeNetwork(sc); err != nil {
 		s.log.Error("network of a scope", "scope", sc.id.Key(), "err", err)
 	}
-	s.mu.Lock()
-	_, live := s.scopes[sc.id.Key()]
-	if !live {
-		delete(s.throttled, sc.id.Key())
-	}
-	s.mu.Unlock()
-	if !live {
+	if !s.scopes.forgetThrottled(sc.id.Key()) {
 		// A successor in another tier keeps the key's series.
 		s.metrics.RemoveScope(sc.id.Key())
 	}
@@ -613,51 +544,41 @@ func (s *Supervisor) removeScopeNode(sc *scope, stopping bool) error {
 	return err
 }
 
-func (s *Supervisor) tenantHasScopesLocked(tier, tenant string) bool {
-	for _, sc := range s.scopes {
-		if sc.id.Tenant == tenant && sc.tier == tier {
-			return true
-		}
-	}
-	return false
-}
-
 // scopeFor returns the live scope of id with one invocation counted in its
 // active (the caller takes it back; an active scope is never reclaimed),
 // creating its cgroup node and taking a host id range on first use.
 func (s *Supervisor) scopeFor(id ScopeID) (*scope, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var tierName string
-	var tier Tier
-	for again := true; again; {
-		if s.stopping {
-			return nil, ErrStopping
-		}
-		if sc, ok := s.scopes[id.Key()]; ok {
-			sc.active.Add(1)
-			return sc, nil
-		}
-		tierName, tier = s.tierOf(id.Tenant)
-		var err error
-		if again, err = s.makeRoomLocked(id, tierName, tier); err != nil {
-			return nil, err
-		}
+	return s.scopes.acquire(id.Key(), func() (*scope, bool, error) { return s.newScopeLocked(id) })
+}
+
+// newScopeLocked makes the scope of id live, in its tenant's tier now, once
+// there is room for it (makeRoomLocked; again: the registry's lock was
+// released meanwhile, look again). Callers hold the registry's lock.
+func (s *Supervisor) newScopeLocked(id ScopeID) (_ *scope, again bool, _ error) {
+	tierName, tier := s.tierOf(id.Tenant)
+	// This very scope may be being removed (idle, reclaimed, or it left
+	// its tier and came back): its cgroup must be gone before its
+	// successor makes it again, else the removal takes the new one.
+	if s.scopes.waitRemovedLocked(path.Join(s.tree.Root(), tierName, id.Tenant, id.Name)) {
+		return nil, true, nil
+	}
+	if again, err := s.makeRoomLocked(id, tierName, tier); err != nil || again {
+		return nil, again, err
 	}
 	tl := tier.tenantLimits()
-	tl.CPUWeight = s.tenantWeightLocked(tierName, id.Tenant, tier.CPUWeight)
+	tl.CPUWeight = s.scopes.tenantWeightLocked(tierName, id.Tenant, tier.CPUWeight)
 	if _, err := s.tree.Node(tl, tierName, id.Tenant); err != nil {
-		return nil, fmt.Errorf("cgroup of tenant %s: %w", id.Tenant, err)
+		return nil, false, fmt.Errorf("cgroup of tenant %s: %w", id.Tenant, err)
 	}
 	limits := tier.scopeLimits()
 	node, err := s.tree.Node(limits, tierName, id.Tenant, id.Name)
 	if err != nil {
-		return nil, fmt.Errorf("cgroup of scope %s: %w", id.Key(), err)
+		return nil, false, fmt.Errorf("cgroup of scope %s: %w", id.Key(), err)
 	}
 	ids, err := s.ids.Acquire(id.Key())
 	if err != nil {
 		_ = node.Remove()
-		return nil, noSlotError(id, err)
+		return nil, false, noSlotError(id, err)
 	}
 	sc := &scope{
 		id: id, tier: tierName, node: node, ids: ids, limits: limits, created: time.Now(), lastUsed: time.Now(),
@@ -668,13 +589,12 @@ func (s *Supervisor) scopeFor(id ScopeID) (*scope, error) {
 		sc.oomSeen = st.OOMKills
 	}
 	s.track(sc)
-	s.scopes[id.Key()] = sc
+	s.scopes.addLocked(sc)
 	if err := s.setTierWeightsLocked(); err != nil {
 		s.log.Warn("tier weights", "err", err)
 	}
 	s.log.Info("scope created", "tenant", id.Tenant, "scope", id.Key(), "tier", tierName, "cgroup", node.Path(), "host_uid", ids.Base)
-	sc.active.Add(1)
-	return sc, nil
+	return sc, false, nil
 }
 
 // InvokeRequest is one invocation as the API edge hands it over.
@@ -757,14 +677,10 @@ func (s *Supervisor) Invoke(ctx context.Context, req InvokeRequest) (_ InvokeRes
 	}
 	defer done()
 
-	s.mu.Lock()
-	if s.stopping {
-		s.mu.Unlock()
-		return InvokeResult{}, ErrStopping
+	if err := s.scopes.enter(); err != nil {
+		return InvokeResult{}, err
 	}
-	s.inflight.Add(1)
-	s.mu.Unlock()
-	defer s.inflight.Done()
+	defer s.scopes.exit()
 
 	id := s.conf().Isolation.scopeOf(req.Target)
 	sc, err := s.scopeFor(id)
@@ -900,9 +816,8 @@ func newInvocationID() string {
 }
 
 // reaper stops idle workers and removes scopes that have none left, and
-// keeps warm_min workers per extension of live scopes.
-func (s *Supervisor) reaper() {
-	defer close(s.reaperDone)
+// keeps warm_min workers per extension of live scopes, until ctx ends.
+func (s *Supervisor) reaper(ctx context.Context) {
 	beat(&s.health.reaper)
 	defer s.health.reaper.Store(0)
 	tick := time.NewTicker(max(s.conf().Pool.IdleTimeout.Duration/4, 100*time.Millisecond))
@@ -911,7 +826,7 @@ func (s *Supervisor) reaper() {
 	defer alive.Stop()
 	for {
 		select {
-		case <-s.reaperStop:
+		case <-ctx.Done():
 			return
 		case <-alive.C:
 			beat(&s.health.reaper)
@@ -922,14 +837,8 @@ func (s *Supervisor) reaper() {
 		idle := s.conf().Pool.IdleTimeout.Duration
 		s.tenants.prune(func(tenant string) Tier { _, t := s.tierOf(tenant); return t }, time.Now())
 		s.store.PrunePending()
-		s.mu.Lock()
-		scopes := make([]*scope, 0, len(s.scopes))
-		for _, sc := range s.scopes {
-			scopes = append(scopes, sc)
-		}
-		s.mu.Unlock()
 		var gone []*scope
-		for _, sc := range scopes {
+		for _, sc := range s.scopes.snapshot(nil) {
 			beat(&s.health.reaper)
 			for _, w := range sc.idleWorkers(idle, s.conf().Pool.WarmMin) {
 				s.retire(sc, w, "idle")
@@ -939,15 +848,8 @@ func (s *Supervisor) reaper() {
 			sc.mu.Lock()
 			empty := len(sc.workers) == 0 && len(sc.starting) == 0 && time.Since(sc.lastUsed) > idle
 			sc.mu.Unlock()
-			if empty {
-				s.mu.Lock()
-				// An invocation may have taken it meanwhile (scopeFor
-				// counts it in active under s.mu).
-				if s.scopes[sc.id.Key()] == sc && !s.stopping && sc.active.Load() == 0 {
-					s.leaveLocked(sc)
-					gone = append(gone, sc)
-				}
-				s.mu.Unlock()
+			if empty && s.scopes.leaveIdle(sc) {
+				gone = append(gone, sc)
 			}
 			// Idle scopes go removeParallel at a time; each soon after
 			// it left the registry.
@@ -1019,15 +921,7 @@ func (s *Supervisor) RemoveExtension(tenant, env, name string) error {
 	if err := s.store.Remove(tenant, env, name); err != nil {
 		return err
 	}
-	s.mu.Lock()
-	scopes := make([]*scope, 0)
-	for _, sc := range s.scopes {
-		if sc.id.Tenant == tenant {
-			scopes = append(scopes, sc)
-		}
-	}
-	s.mu.Unlock()
-	for _, sc := range scopes {
+	for _, sc := range s.scopes.snapshot(func(sc *scope) bool { return sc.id.Tenant == tenant }) {
 		sc.mu.Lock()
 		var victims []*worker
 		for _, ws := range sc.workers {
@@ -1093,14 +987,7 @@ type WorkerInfo struct {
 
 // Scopes returns snapshots of the live scopes of the tenants allow accepts.
 func (s *Supervisor) Scopes(allow func(string) bool) []ScopeInfo {
-	s.mu.Lock()
-	var scopes []*scope
-	for _, sc := range s.scopes {
-		if allow(sc.id.Tenant) {
-			scopes = append(scopes, sc)
-		}
-	}
-	s.mu.Unlock()
+	scopes := s.scopes.snapshot(func(sc *scope) bool { return allow(sc.id.Tenant) })
 	out := make([]ScopeInfo, 0, len(scopes))
 	for _, sc := range scopes {
 		out = append(out, s.info(sc))
@@ -1111,9 +998,7 @@ func (s *Supervisor) Scopes(allow func(string) bool) []ScopeInfo {
 
 // Scope returns one scope's snapshot.
 func (s *Supervisor) Scope(key string) (ScopeInfo, error) {
-	s.mu.Lock()
-	sc, ok := s.scopes[key]
-	s.mu.Unlock()
+	sc, ok := s.scopes.get(key)
 	if !ok {
 		return ScopeInfo{}, fmt.Errorf("%w: no live scope %q", ErrNotFound, key)
 	}
@@ -1151,14 +1036,12 @@ func (s *Supervisor) info(sc *scope) ScopeInfo {
 // Logs returns the kept lines of the scopes matching the filter, and when
 // follow is set a channel of new lines and a function to stop following.
 func (s *Supervisor) Logs(allow func(string) bool, scopeKey, extension string, tail int, follow bool) ([]LogLine, <-chan LogLine, func()) {
-	s.mu.Lock()
 	var rings []*logRing
-	for key, sc := range s.scopes {
-		if allow(sc.id.Tenant) && (scopeKey == "" || key == scopeKey) {
-			rings = append(rings, sc.ring)
-		}
+	for _, sc := range s.scopes.snapshot(func(sc *scope) bool {
+		return allow(sc.id.Tenant) && (scopeKey == "" || sc.id.Key() == scopeKey)
+	}) {
+		rings = append(rings, sc.ring)
 	}
-	s.mu.Unlock()
 	keep := func(l LogLine) bool { return extension == "" || l.Extension == extension }
 	var lines []LogLine
 	var chans []chan LogLine

@@ -80,7 +80,7 @@ func unitSupervisor(t *testing.T) *Supervisor {
 		t.Fatal(err)
 	}
 	s := &Supervisor{log: slog.New(slog.NewTextHandler(io.Discard, nil)), store: store, tenants: tenants,
-		scopes: map[string]*scope{}, metrics: metrics.New()}
+		metrics: metrics.New()}
 	s.cfg.Store(&cfg)
 	return s
 }
@@ -112,7 +112,7 @@ func TestUnitInvokeAdmission(t *testing.T) {
 	if _, err := s.Invoke(context.Background(), req("acme")); !errors.Is(err, ErrSuspended) {
 		t.Errorf("suspended tenant: %v, want ErrSuspended", err)
 	}
-	s.stopping = true // admitted calls then end without a scope
+	s.scopes.stop() // admitted calls then end without a scope
 	if _, err := s.Invoke(context.Background(), req("globex")); !errors.Is(err, ErrStopping) {
 		t.Errorf("first call within the rate: %v, want ErrStopping (admitted)", err)
 	}
@@ -127,7 +127,7 @@ func TestUnitInvokeAdmission(t *testing.T) {
 	if st, _ := status.FromError(toStatus(fmt.Errorf("%w: x", ErrSuspended))); st.Code() != codes.FailedPrecondition {
 		t.Errorf("suspended → %v, want FailedPrecondition", st.Code())
 	}
-	if len(s.scopes) != 0 {
+	if s.scopes.len() != 0 {
 		t.Errorf("refused invocations created scopes")
 	}
 }
@@ -172,15 +172,15 @@ func TestUnitInvokeRejectsBeforeAnyScope(t *testing.T) {
 			if !errors.Is(err, c.want) {
 				t.Fatalf("Invoke = %v, want %v", err, c.want)
 			}
-			if len(s.scopes) != 0 {
-				t.Fatalf("a rejected invocation created scopes: %v", s.scopes)
+			if n := s.scopes.len(); n != 0 {
+				t.Fatalf("a rejected invocation created %d scopes", n)
 			}
 		})
 	}
 	// The payload limit is inclusive; a payload of exactly max_payload
 	// passes the checks (and then reaches a stopping supervisor, which
 	// answers without creating a scope).
-	s.stopping = true
+	s.scopes.stop()
 	r := ok
 	r.Payload = make([]byte, 1024)
 	if _, err := s.Invoke(context.Background(), r); !errors.Is(err, ErrStopping) {

@@ -78,7 +78,8 @@ func run(args []string) error {
 		return err
 	}
 	if err := s.Recover(); err != nil {
-		return err
+		// Recover stopped what it started; Stop closes the rest.
+		return errors.Join(err, s.Stop(0))
 	}
 	l, err := s.Listen()
 	if err != nil {
