@@ -182,11 +182,12 @@ func TestUnitEverySentinelMapped(t *testing.T) {
 	}
 }
 
-// TestUnitSentinelsListed parses the non-generated, non-test source of
-// every package of the module that the edge imports (directly or not) for
-// exported package-level vars named Err…, and fails on one that sentinels
-// lacks, or a name in sentinels or internalSentinels that is no sentinel.
-func TestUnitSentinelsListed(t *testing.T) {
+// daemonSource is what the non-generated, non-test source of every package
+// of the module that the edge imports (directly or not) declares: its
+// exported package-level vars named Err… ("pkg.ErrX", pkg the package's
+// path in the module), and which packages import gRPC's codes or status.
+func daemonSource(t *testing.T) (sentinels map[string]bool, grpcCodes map[string][]string, packages int) {
+	t.Helper()
 	gomod, err := os.ReadFile("../go.mod")
 	if err != nil {
 		t.Fatal(err)
@@ -198,6 +199,7 @@ func TestUnitSentinelsListed(t *testing.T) {
 	}
 	fset := token.NewFileSet()
 	found := map[string]bool{}
+	codeUsers := map[string][]string{}
 	seen := map[string]bool{}
 	var walk func(rel string)
 	walk = func(rel string) {
@@ -225,6 +227,9 @@ func TestUnitSentinelsListed(t *testing.T) {
 				if sub, ok := strings.CutPrefix(p, module+"/"); ok {
 					walk(sub)
 				}
+				if p == "google.golang.org/grpc/codes" || p == "google.golang.org/grpc/status" {
+					codeUsers[rel] = append(codeUsers[rel], filepath.Base(path))
+				}
 			}
 			for _, d := range f.Decls {
 				g, ok := d.(*ast.GenDecl)
@@ -242,11 +247,18 @@ func TestUnitSentinelsListed(t *testing.T) {
 		}
 	}
 	walk("api")
-	delete(seen, "api")
 	if !seen["supervisor"] || !seen["netns"] || !seen["sandbox"] {
 		t.Fatalf("the walk found only %v", seen)
 	}
-	t.Logf("%d sentinels in %d packages", len(found), len(seen))
+	return found, codeUsers, len(seen) - 1
+}
+
+// TestUnitSentinelsListed fails on a sentinel of the daemon's source that
+// sentinels lacks, or a name in sentinels or internalSentinels that is no
+// sentinel.
+func TestUnitSentinelsListed(t *testing.T) {
+	found, _, packages := daemonSource(t)
+	t.Logf("%d sentinels in %d packages", len(found), packages)
 	for name := range found {
 		if _, ok := sentinels[name]; !ok {
 			t.Errorf("%s is not in sentinels: add it, with its code in status.go or in internalSentinels", name)
@@ -261,5 +273,18 @@ func TestUnitSentinelsListed(t *testing.T) {
 		if _, ok := sentinels[name]; !ok {
 			t.Errorf("internalSentinels lists %s, which sentinels does not", name)
 		}
+	}
+}
+
+// Only the edge turns errors into gRPC codes. (plugins' call.go reads the
+// status of a call to a worker, on the client side of the worker protocol,
+// and hands on sentinels.)
+func TestUnitOnlyTheEdgeImportsCodes(t *testing.T) {
+	_, users, _ := daemonSource(t)
+	for pkg, files := range users {
+		if pkg == "api" || pkg == "plugins" && slices.Equal(files, []string{"call.go", "call.go"}) {
+			continue
+		}
+		t.Errorf("%s imports gRPC codes or status (%s): return sentinel errors, and map them in api/status.go", pkg, strings.Join(files, ", "))
 	}
 }
