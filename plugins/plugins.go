@@ -96,9 +96,10 @@ func (p *WorkerPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
 	return nil
 }
 
-// GRPCClient returns a workerv1.WorkerClient on the plugin's connection.
+// GRPCClient returns a workerv1.WorkerClient on the plugin's connection,
+// its errors without gRPC status (see callErrors).
 func (p *WorkerPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
-	return workerv1.NewWorkerClient(c), nil
+	return callErrors{workerv1.NewWorkerClient(c)}, nil
 }
 
 // PluginSet is the plugin set of a worker serving h, or, with h nil, the

@@ -16,8 +16,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/scoped-io/scoped/accounting"
 	"github.com/scoped-io/scoped/cgroups"
@@ -26,6 +24,7 @@ import (
 	"github.com/scoped-io/scoped/internal/parallel"
 	"github.com/scoped-io/scoped/metrics"
 	"github.com/scoped-io/scoped/netns"
+	"github.com/scoped-io/scoped/plugins"
 	workerv1 "github.com/scoped-io/scoped/proto/worker/v1"
 	"github.com/scoped-io/scoped/sandbox"
 )
@@ -769,7 +768,7 @@ func (s *Supervisor) Invoke(ctx context.Context, req InvokeRequest) (_ InvokeRes
 		go w.stop()
 		log.Warn("invocation deadline exceeded, worker killed", "worker", w.id, "timeout", timeout)
 		return res, fmt.Errorf("%w: %s after %s (the worker was killed and will be replaced)", ErrDeadline, ext.Name, timeout)
-	case status.Code(err) == codes.ResourceExhausted && !w.exited():
+	case errors.Is(err, plugins.ErrReplyTooLarge) && !w.exited():
 		// The result was larger than the client accepts; the worker is fine.
 		s.release(sc, w)
 		return res, fmt.Errorf("%w: the result of %s exceeds %d bytes", ErrTooLarge, ext.Name, s.conf().Limits.MaxResult)
@@ -781,7 +780,7 @@ func (s *Supervisor) Invoke(ctx context.Context, req InvokeRequest) (_ InvokeRes
 		return res, fmt.Errorf("%w: %w", ErrDeadline, ctx.Err())
 	default:
 		<-w.slots
-		err = s.failure(sc, w, fmt.Errorf("%w: the worker of %s died during the call: %v", ErrWorker, ext.Name, status.Convert(err).Message()))
+		err = s.failure(sc, w, fmt.Errorf("%w: the worker of %s died during the call: %v", ErrWorker, ext.Name, err))
 		if execOOM { // endExec counted the OOM kill, of the worker itself
 			err = execOOMError(sc, ext)
 		}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/coreos/go-systemd/v22/daemon"
 
+	"github.com/scoped-io/scoped/api"
 	"github.com/scoped-io/scoped/client"
 	"github.com/scoped-io/scoped/metrics"
 	"github.com/scoped-io/scoped/sandbox"
@@ -81,12 +82,12 @@ func run(args []string) error {
 		// Recover stopped what it started; Stop closes the rest.
 		return errors.Join(err, s.Stop(0))
 	}
-	l, err := s.Listen()
+	l, err := api.Listen(s.Config())
 	if err != nil {
 		_ = s.Stop(0)
 		return err
 	}
-	srv := s.NewServer()
+	srv := api.NewServer(s, log)
 	health := client.RegisterReattachServices(srv)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(l) }()

@@ -1,9 +1,9 @@
-package supervisor
+package api
 
 // Fuzz targets of the API edge: every RPC of scoped.v1.Scoped, built from
 // fuzzed fields and called as grpc-go calls it (the generated handler, the
 // API's interceptor: authentication, sentinel → status) on the fixture of
-// fuzz_fixture_test.go. Every answer is a status with a code the RPC may
+// fixture_test.go. Every answer is a status with a code the RPC may
 // give (never Unknown or Internal) that agrees with what the caller may do;
 // a refused call changes no file, and nothing is written outside state_dir
 // and runtime_dir. `make fuzz` runs each for a while (scripts/fuzz.sh).
@@ -21,10 +21,21 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/scoped-io/scoped/internal/fuzzbundle"
 	"github.com/scoped-io/scoped/internal/ident"
 	"github.com/scoped-io/scoped/netns"
 	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
+	"github.com/scoped-io/scoped/supervisor"
 )
+
+// fuzzBundleBytes encodes files for fuzzbundle.Decode.
+func fuzzBundleBytes(files ...supervisor.BundleFile) []byte {
+	var fs []fuzzbundle.File
+	for _, f := range files {
+		fs = append(fs, fuzzbundle.File(f))
+	}
+	return fuzzbundle.Encode(fs...)
+}
 
 // fuzzIDs are ids the seeds try in every id field.
 var fuzzIDs = []string{"acme", "globex", "initech", "production", "staging", "hook", "report", "nope", "",
@@ -47,7 +58,7 @@ func fuzzListAuth(t *testing.T, rpc string, c fuzzCaller, tenant string, code co
 }
 
 func FuzzUnitAPIDeploy(f *testing.F) {
-	for i, b := range fuzzBundleSeeds() {
+	for i, b := range fuzzbundle.Seeds(supervisor.ManifestFile, unitManifest) {
 		f.Add(uint8(i), "acme", "production", "hook", b)
 		f.Add(uint8(i+1), "globex", "staging", "fresh", b)
 	}
@@ -61,7 +72,7 @@ func FuzzUnitAPIDeploy(f *testing.F) {
 	fx := newFuzzAPI(f, true)
 	f.Fuzz(func(t *testing.T, who uint8, tenant, env, name string, bundle []byte) {
 		c := fuzzCallerOf(who)
-		files := fuzzBundle(bundle)
+		files := fuzzbundle.Decode(bundle)
 		req := &scopedv1.DeployRequest{Tenant: tenant, Environment: env, Name: name, Bundle: &scopedv1.Bundle{}}
 		for _, f := range files {
 			req.Bundle.Files = append(req.Bundle.Files, &scopedv1.File{Path: f.Path, Mode: f.Mode, Content: f.Content})
@@ -75,19 +86,19 @@ func FuzzUnitAPIDeploy(f *testing.F) {
 			return
 		}
 		defer fx.restore(t)
-		if err := checkTarget(tenant, env, name); err != nil {
-			t.Fatalf("Deploy of %q/%q/%q accepted: %v", tenant, env, name, err)
+		if !validIDs([2]string{"tenant", tenant}, [2]string{"environment", env}, [2]string{"extension", name}) {
+			t.Fatalf("Deploy of %q/%q/%q accepted", tenant, env, name)
 		}
 		got := resp.(*scopedv1.DeployResponse)
-		info, err := fx.s.store.Get(tenant, env, name, "")
-		if err != nil {
-			t.Fatalf("deployed, then Get: %v", err)
+		info, ok := fx.stored(t, tenant, env, name)
+		if !ok {
+			t.Fatalf("deployed, then not listed")
 		}
 		if e := got.GetExtension(); e.GetVersion() != info.Version || e.GetDigest() != info.Digest || e.GetTenant() != tenant ||
 			e.GetEnvironment() != env || e.GetName() != name {
 			t.Fatalf("Deploy answered %v, the store has %+v", e, info)
 		}
-		checkStored(t, fx.s.store, info, files)
+		fuzzbundle.CheckStored(t, fx.extDir(tenant, env, name), info.Version, files)
 		after := fx.snapshot(t)
 		if got.GetUnchanged() {
 			if c := changed(before, after); len(c) > 0 {
@@ -134,7 +145,7 @@ func FuzzUnitAPIRemoveExtension(f *testing.F) {
 		if !known {
 			t.Fatalf("removed %q/%q/%q, which was never deployed", tenant, env, name)
 		}
-		if _, err := fx.s.store.Get(tenant, env, name, ""); err == nil {
+		if _, ok := fx.stored(t, tenant, env, name); ok {
 			t.Fatalf("removed, then found")
 		}
 		ext := filepath.Join("state", "extensions", tenant, env, name)
@@ -251,7 +262,7 @@ func FuzzUnitAPIInvoke(f *testing.F) {
 			codes.FailedPrecondition, codes.ResourceExhausted, codes.Unavailable)
 		fuzzAuth(t, "Invoke", c, tenant, code)
 		fx.unchanged(t, "Invoke", before)
-		if n := fx.s.scopes.len(); n != len(fuzzExts) {
+		if n := len(fx.s.Scopes(func(string) bool { return true })); n != len(fuzzExts) {
 			t.Fatalf("Invoke made a scope: %d live", n)
 		}
 		known := slices.Contains(fuzzExts, fuzzExt{tenant, env, ext}) && (version == "" || version == "v1")
@@ -270,8 +281,9 @@ func FuzzUnitAPIInvoke(f *testing.F) {
 			}
 		}
 		// A valid request for an extension that is not there is NotFound.
-		valid := checkTargetFields(Target{Tenant: tenant, Environment: env, User: user, Extension: ext}, version) == nil &&
-			(version == "" || checkVersion(version) == nil) &&
+		valid := validIDs([2]string{"tenant", tenant}, [2]string{"environment", env}, [2]string{"extension", ext}) &&
+			(user == "" || validIDs([2]string{"user", user}) && user != supervisor.AnonymousUser) &&
+			(version == "" || validVersion(version)) &&
 			len(payload) <= 1024 && len(req.Metadata) <= 64 && (!hasTimeout || req.Timeout.CheckValid() == nil && req.Timeout.AsDuration() >= 0)
 		for k, v := range req.Metadata {
 			valid = valid && k != "" && len(k) <= 128 && len(v) <= 4096
@@ -340,7 +352,7 @@ func FuzzUnitAPIInspectScope(f *testing.F) {
 		code := fuzzCode(t, "InspectScope", err, codes.InvalidArgument, codes.NotFound, codes.PermissionDenied)
 		fx.unchanged(t, "InspectScope", before)
 		tenant, _, _ := strings.Cut(key, ".")
-		_, live := fx.s.scopes.get(key)
+		live := fx.live[key]
 		switch {
 		case !c.authed && code != codes.PermissionDenied:
 			t.Fatalf("InspectScope(%q) by %s: %v", key, c.name, err)
@@ -374,13 +386,8 @@ func FuzzUnitAPILogs(f *testing.F) {
 		lines, err := fx.logs(c, &scopedv1.LogsRequest{Tenant: tenant, Scope: scope, Extension: ext, Tail: tail, Follow: follow})
 		code := fuzzCode(t, "Logs", err, codes.InvalidArgument, codes.PermissionDenied)
 		fx.unchanged(t, "Logs", before)
-		for _, sc := range fx.s.scopes.snapshot(nil) {
-			sc.ring.mu.Lock()
-			n := len(sc.ring.followers)
-			sc.ring.mu.Unlock()
-			if n != 0 {
-				t.Fatalf("Logs left %d followers on %s", n, sc.id.Key())
-			}
+		if n := fx.s.Followers(); n != 0 {
+			t.Fatalf("Logs left %d followers", n)
 		}
 		if !c.authed && code != codes.PermissionDenied {
 			t.Fatalf("Logs by %s: %v", c.name, err)
@@ -452,7 +459,7 @@ func FuzzUnitAPISetTenant(f *testing.F) {
 		default:
 			fuzzAuth(t, "SetTenant", c, tenant, code)
 		}
-		if _, ok := fx.s.conf().Tiers[tier]; c.may(tenant) && c.admin && !ok && code != codes.NotFound && code != codes.InvalidArgument {
+		if _, ok := fx.s.Config().Tiers[tier]; c.may(tenant) && c.admin && !ok && code != codes.NotFound && code != codes.InvalidArgument {
 			t.Fatalf("SetTenant to tier %q: %v", tier, err)
 		}
 		if err != nil {

@@ -1,4 +1,4 @@
-package supervisor
+package api
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"log/slog"
 	"runtime/debug"
 	"slices"
 
@@ -39,13 +40,20 @@ func newErrorID() string {
 // internalError logs what went wrong with the call, whole, and returns what
 // the client sees: INTERNAL with the id of the log line.
 func (a *API) internalError(method string, c caller, msg string, attrs ...any) error {
+	id := a.logError(slog.LevelError, method, c, msg, attrs...)
+	return status.Errorf(codes.Internal, "internal error (id %s)", id)
+}
+
+// logError logs what went wrong with the call, whole, under a new id, and
+// returns the id.
+func (a *API) logError(level slog.Level, method string, c caller, msg string, attrs ...any) string {
 	id := newErrorID()
 	attrs = append([]any{"method", method, "error_id", id}, attrs...)
 	if c.name != "" {
 		attrs = append(attrs, "client", c.name)
 	}
-	a.s.log.Error(msg, attrs...)
-	return status.Errorf(codes.Internal, "internal error (id %s)", id)
+	a.log.Log(context.Background(), level, msg, attrs...)
+	return id
 }
 
 // panicked turns a handler's panic into INTERNAL: it logs the panic with its
@@ -66,8 +74,8 @@ func (a *API) panicked(ctx context.Context, method string, c caller, tenant stri
 		msg = msg[:1024] + "…"
 	}
 	attrs = append(attrs, "panic", msg, "stack", string(debug.Stack()))
-	if a.s.metrics != nil {
-		a.s.metrics.IncAPIPanic(method)
+	if a.metrics != nil {
+		a.metrics.IncAPIPanic(method)
 	}
 	return a.internalError(method, c, "API handler panicked", attrs...)
 }
@@ -90,7 +98,7 @@ const requestHeadroom = 512 << 10
 // whose limit is the server's (limits.max_bundle plus 1 MiB, set when the
 // server is made).
 func (a *API) maxRequest() int {
-	return int(min(a.s.conf().Limits.MaxPayload, 1<<30)) + requestHeadroom
+	return int(min(a.conf().Limits.MaxPayload, 1<<30)) + requestHeadroom
 }
 
 // register registers impl (the API itself, or a stand-in in tests) as the
@@ -151,7 +159,7 @@ func (a *API) cappedDecoder(ctx context.Context, dec func(any) error) func(any) 
 		// A grpc-go whose transport stream reads otherwise: the request is
 		// read within the server's limit and refused after.
 		if a.capFallback.CompareAndSwap(false, true) {
-			a.s.log.Warn("API: requests are checked against their limit only after they are read (grpc-go's transport stream changed)")
+			a.log.Warn("API: requests are checked against their limit only after they are read (grpc-go's transport stream changed)")
 		}
 		if err := dec(v); err != nil {
 			return err

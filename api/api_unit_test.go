@@ -1,4 +1,4 @@
-package supervisor
+package api
 
 import (
 	"context"
@@ -7,13 +7,16 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/scoped-io/scoped/metrics"
+	"github.com/scoped-io/scoped/supervisor"
 )
 
 func TestUnitToStatus(t *testing.T) {
@@ -24,22 +27,22 @@ func TestUnitToStatus(t *testing.T) {
 		err  error
 		code codes.Code
 	}{
-		{ErrInvalid, codes.InvalidArgument},
-		{ErrTooLarge, codes.InvalidArgument},
-		{ErrNotFound, codes.NotFound},
-		{ErrPermission, codes.PermissionDenied},
-		{ErrUnauthorized, codes.Unauthenticated},
-		{ErrDeadline, codes.DeadlineExceeded},
-		{ErrOutOfMemory, codes.ResourceExhausted},
-		{ErrBusy, codes.ResourceExhausted},
-		{ErrWorker, codes.Unavailable},
-		{ErrStopping, codes.Unavailable},
-		{ErrLedger, codes.Unavailable},
-		{ErrHandler, codes.Aborted},
+		{supervisor.ErrInvalid, codes.InvalidArgument},
+		{supervisor.ErrTooLarge, codes.InvalidArgument},
+		{supervisor.ErrNotFound, codes.NotFound},
+		{supervisor.ErrPermission, codes.PermissionDenied},
+		{supervisor.ErrUnauthorized, codes.Unauthenticated},
+		{supervisor.ErrDeadline, codes.DeadlineExceeded},
+		{supervisor.ErrOutOfMemory, codes.ResourceExhausted},
+		{supervisor.ErrBusy, codes.ResourceExhausted},
+		{supervisor.ErrWorker, codes.Unavailable},
+		{supervisor.ErrStopping, codes.Unavailable},
+		{supervisor.ErrLedger, codes.Unavailable},
+		{supervisor.ErrHandler, codes.Aborted},
 		{context.Canceled, codes.Canceled},
 		{context.DeadlineExceeded, codes.DeadlineExceeded},
 		{errors.New("open /var/lib/scoped/x: disk on fire"), codes.Internal},
-		{ErrConfig, codes.Internal},
+		{supervisor.ErrConfig, codes.Internal},
 	} {
 		for _, err := range []error{
 			c.err,
@@ -74,30 +77,16 @@ func TestUnitToStatus(t *testing.T) {
 		t.Errorf("wrapped status = %v, want Internal", got)
 	}
 	// The first sentinel of the documented order wins when an error wraps two.
-	if got := status.Code(toStatus(fmt.Errorf("%w: %w", ErrInvalid, ErrNotFound))); got != codes.InvalidArgument {
-		t.Errorf("ErrInvalid+ErrNotFound = %v", got)
+	if got := status.Code(toStatus(fmt.Errorf("%w: %w", supervisor.ErrInvalid, supervisor.ErrNotFound))); got != codes.InvalidArgument {
+		t.Errorf("supervisor.ErrInvalid+supervisor.ErrNotFound = %v", got)
 	}
 }
 
-// Every sentinel has its code: adding one to errors.go without mapping it
-// would make it Internal.
-func TestUnitToStatusEverySentinelMapped(t *testing.T) {
-	for _, err := range []error{ErrInvalid, ErrTooLarge, ErrNotFound, ErrPermission, ErrUnauthorized,
-		ErrDeadline, ErrOutOfMemory, ErrBusy, ErrWorker, ErrHandler, ErrStopping, ErrSuspended,
-		ErrNetworkDenied, ErrRateLimited, ErrConcurrency, ErrCPUTime, ErrQuota, ErrLedger, ErrScopeLimit} {
-		st, known := statusOf(err)
-		if code := status.Code(st); !known || code == codes.Internal || code == codes.Unknown || code == codes.OK {
-			t.Errorf("%v maps to %v", err, code)
-		}
-	}
-}
-
-func unitAPI(clients ...Client) *API {
-	cfg := DefaultConfig()
+func unitAPI(clients ...supervisor.Client) *API {
+	cfg := supervisor.DefaultConfig()
 	cfg.Clients = clients
-	s := &Supervisor{log: slog.New(slog.DiscardHandler), metrics: metrics.New()}
-	s.cfg.Store(&cfg)
-	return &API{s: s}
+	return &API{s: &supervisor.Supervisor{}, conf: func() *supervisor.Config { return &cfg },
+		log: slog.New(slog.DiscardHandler), metrics: metrics.New()}
 }
 
 func peerCtx(uid, gid uint32, token string) context.Context {
@@ -112,10 +101,10 @@ func TestUnitAuthenticate(t *testing.T) {
 	const tokA = "token-of-app-a-0123456789"
 	const tokCI = "token-of-ci-0123456789ab"
 	api := unitAPI(
-		Client{Name: "app-a", UIDs: []uint32{1001}, Token: tokA, Tenants: []string{"acme", "globex"}},
-		Client{Name: "group-b", GIDs: []uint32{2002}, Tenants: []string{"initech"}},
-		Client{Name: "ci", Token: tokCI, Tenants: []string{"*"}},
-		Client{Name: "nothing", UIDs: []uint32{3003}},
+		supervisor.Client{Name: "app-a", UIDs: []uint32{1001}, Token: tokA, Tenants: []string{"acme", "globex"}},
+		supervisor.Client{Name: "group-b", GIDs: []uint32{2002}, Tenants: []string{"initech"}},
+		supervisor.Client{Name: "ci", Token: tokCI, Tenants: []string{"*"}},
+		supervisor.Client{Name: "nothing", UIDs: []uint32{3003}},
 	)
 	type want struct {
 		err   error
@@ -128,8 +117,8 @@ func TestUnitAuthenticate(t *testing.T) {
 		ctx  context.Context
 		want want
 	}{
-		{"no peer", context.Background(), want{err: ErrPermission}},
-		{"not peercred", peer.NewContext(context.Background(), &peer.Peer{}), want{err: ErrPermission}},
+		{"no peer", context.Background(), want{err: supervisor.ErrPermission}},
+		{"not peercred", peer.NewContext(context.Background(), &peer.Peer{}), want{err: supervisor.ErrPermission}},
 		{"root", peerCtx(0, 0, ""), want{all: true, may: []string{"acme", "anyone"}}},
 		{"root with a bad token", peerCtx(0, 0, "wrong-token-0123456789"), want{all: true}},
 		{"by uid", peerCtx(1001, 100, ""), want{may: []string{"acme", "globex"}, mayNo: []string{"initech", "other"}}},
@@ -137,11 +126,11 @@ func TestUnitAuthenticate(t *testing.T) {
 		{"uid and gid", peerCtx(1001, 2002, ""), want{may: []string{"acme", "globex", "initech"}, mayNo: []string{"other"}}},
 		{"by token", peerCtx(4000, 4000, tokA), want{may: []string{"acme", "globex"}, mayNo: []string{"initech"}}},
 		{"wildcard token", peerCtx(4000, 4000, tokCI), want{all: true, may: []string{"anyone"}}},
-		{"unknown uid", peerCtx(4000, 4000, ""), want{err: ErrPermission}},
-		{"unknown token", peerCtx(4000, 4000, "wrong-token-0123456789"), want{err: ErrPermission}},
-		{"prefix of a token", peerCtx(4000, 4000, tokA[:len(tokA)-1]), want{err: ErrPermission}},
+		{"unknown uid", peerCtx(4000, 4000, ""), want{err: supervisor.ErrPermission}},
+		{"unknown token", peerCtx(4000, 4000, "wrong-token-0123456789"), want{err: supervisor.ErrPermission}},
+		{"prefix of a token", peerCtx(4000, 4000, tokA[:len(tokA)-1]), want{err: supervisor.ErrPermission}},
 		{"token without Bearer", peer.NewContext(metadata.NewIncomingContext(context.Background(),
-			metadata.Pairs("authorization", tokA)), &peer.Peer{AuthInfo: peerInfo{uid: 4000, gid: 4000}}), want{err: ErrPermission}},
+			metadata.Pairs("authorization", tokA)), &peer.Peer{AuthInfo: peerInfo{uid: 4000, gid: 4000}}), want{err: supervisor.ErrPermission}},
 		{"client without tenants", peerCtx(3003, 3003, ""), want{mayNo: []string{"acme"}}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -180,16 +169,16 @@ func TestUnitMayAct(t *testing.T) {
 	if err := mayAct(ctx, "acme"); err != nil {
 		t.Errorf("mayAct(acme) = %v", err)
 	}
-	if err := mayAct(ctx, "globex"); !errors.Is(err, ErrPermission) {
-		t.Errorf("mayAct(globex) = %v, want ErrPermission", err)
+	if err := mayAct(ctx, "globex"); !errors.Is(err, supervisor.ErrPermission) {
+		t.Errorf("mayAct(globex) = %v, want supervisor.ErrPermission", err)
 	}
 	for _, bad := range []string{"", "../acme", "ACME", "*", strings.Repeat("a", 70)} {
-		if err := mayAct(ctx, bad); !errors.Is(err, ErrInvalid) {
-			t.Errorf("mayAct(%q) = %v, want ErrInvalid", bad, err)
+		if err := mayAct(ctx, bad); !errors.Is(err, supervisor.ErrInvalid) {
+			t.Errorf("mayAct(%q) = %v, want supervisor.ErrInvalid", bad, err)
 		}
 	}
 	// No caller in the context: nothing is allowed.
-	if err := mayAct(context.Background(), "acme"); !errors.Is(err, ErrPermission) {
+	if err := mayAct(context.Background(), "acme"); !errors.Is(err, supervisor.ErrPermission) {
 		t.Errorf("mayAct without caller = %v", err)
 	}
 	// A wildcard client may act for any valid tenant, never for an invalid one.
@@ -197,7 +186,38 @@ func TestUnitMayAct(t *testing.T) {
 	if err := mayAct(all, "anyone"); err != nil {
 		t.Errorf("wildcard mayAct = %v", err)
 	}
-	if err := mayAct(all, "../x"); !errors.Is(err, ErrInvalid) {
+	if err := mayAct(all, "../x"); !errors.Is(err, supervisor.ErrInvalid) {
 		t.Errorf("wildcard mayAct(../x) = %v", err)
+	}
+}
+
+// A refusal with a retry hint (supervisor.RetryAfterError) carries it as a
+// google.rpc.RetryInfo, with its sentinel's code: what the supervisor's
+// tests of spend caps, max_scopes and tiers' rates hand to the edge.
+func TestUnitRetryHint(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		code codes.Code
+	}{
+		{supervisor.ErrLedger, codes.Unavailable},
+		{supervisor.ErrScopeLimit, codes.ResourceExhausted},
+		{supervisor.ErrRateLimited, codes.ResourceExhausted},
+		{supervisor.ErrConcurrency, codes.ResourceExhausted},
+		{supervisor.ErrQuota, codes.ResourceExhausted},
+	} {
+		err := &supervisor.RetryAfterError{Err: fmt.Errorf("%w: tenant acme", c.err), After: 1500 * time.Millisecond}
+		st := status.Convert(toStatus(err))
+		hinted := false
+		for _, d := range st.Details() {
+			if ri, ok := d.(*errdetails.RetryInfo); ok && ri.GetRetryDelay().AsDuration() == err.After {
+				hinted = true
+			}
+		}
+		if st.Code() != c.code || !hinted || st.Message() != err.Error() {
+			t.Errorf("%v: %v %q %v, want %v with a RetryInfo of %s", c.err, st.Code(), st.Message(), st.Details(), c.code, err.After)
+		}
+	}
+	if st := status.Convert(toStatus(fmt.Errorf("%w: x", supervisor.ErrSuspended))); st.Code() != codes.FailedPrecondition || len(st.Details()) != 0 {
+		t.Errorf("suspended → %v %v, want FailedPrecondition without a hint", st.Code(), st.Details())
 	}
 }

@@ -1,4 +1,4 @@
-package supervisor
+package api
 
 import (
 	"bytes"
@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
+	"github.com/scoped-io/scoped/supervisor"
 )
 
 // edgeAPI stands in for the API's handlers behind the real server, its
@@ -87,8 +88,8 @@ func (s *syncBuffer) String() string {
 func startEdge(t *testing.T) (*API, *syncBuffer, *grpc.ClientConn) {
 	t.Helper()
 	logs := &syncBuffer{}
-	api := unitAPI(Client{Name: "test", UIDs: []uint32{uint32(os.Getuid())}, Tenants: []string{"acme"}})
-	api.s.log = slog.New(slog.NewTextHandler(logs, nil))
+	api := unitAPI(supervisor.Client{Name: "test", UIDs: []uint32{uint32(os.Getuid())}, Tenants: []string{"acme"}})
+	api.log = slog.New(slog.NewTextHandler(logs, nil))
 	srv := api.newServer(edgeAPI{api})
 	sock := filepath.Join(t.TempDir(), "api.sock")
 	l, err := net.Listen("unix", sock)
@@ -147,7 +148,7 @@ func logLine(logs *syncBuffer, id string) string {
 
 func panicCount(api *API, method string) string {
 	var b bytes.Buffer
-	api.s.metrics.WritePrometheus(&b)
+	api.metrics.WritePrometheus(&b)
 	for _, l := range strings.Split(b.String(), "\n") {
 		if strings.HasPrefix(l, `scoped_api_panics_total{method="`+method+`"} `) {
 			return strings.TrimPrefix(l, `scoped_api_panics_total{method="`+method+`"} `)
@@ -263,7 +264,7 @@ func TestUnitAPIRequestCaps(t *testing.T) {
 	api, _, cc := startEdge(t)
 	c := scopedv1.NewScopedClient(cc)
 	ctx := edgeCtx(t)
-	maxPayload := int(api.s.conf().Limits.MaxPayload)
+	maxPayload := int(api.conf().Limits.MaxPayload)
 	if api.maxRequest() != maxPayload+requestHeadroom {
 		t.Fatalf("maxRequest %d", api.maxRequest())
 	}
@@ -362,7 +363,7 @@ func TestUnitAPIRequestCaps(t *testing.T) {
 
 func TestUnitEventsFor(t *testing.T) {
 	at := time.Unix(1700000000, 0)
-	events := []ControlEvent{
+	events := []supervisor.ControlEvent{
 		{At: at, Kind: "stepped_down", Scope: "globex.production", Tenant: "globex", Victims: []string{"acme.production", "initech.staging"},
 			Level: 1, Reason: "weight 100 → 50: victim acme.production: run-queue p99 4ms, preempted 120/s by other scopes, victim initech.staging: run-queue p99 3ms; " +
 				"globex.production made 90% of those preemptions (300/s), using 1.50 CPUs (tenant globex: 1.50 CPUs, entitled to 0.50); for 3 ticks"},
@@ -418,11 +419,11 @@ func TestUnitEventsFor(t *testing.T) {
 func TestUnitListEventsAccess(t *testing.T) {
 	api := unitAPI()
 	tenantCtx := context.WithValue(context.Background(), callerKey{}, caller{name: "app", tenants: map[string]bool{"acme": true}})
-	if _, err := api.ListEvents(tenantCtx, &scopedv1.ListEventsRequest{Tenant: "globex"}); !errors.Is(err, ErrPermission) {
-		t.Errorf("acme's client asks for globex: %v, want ErrPermission", err)
+	if _, err := api.ListEvents(tenantCtx, &scopedv1.ListEventsRequest{Tenant: "globex"}); !errors.Is(err, supervisor.ErrPermission) {
+		t.Errorf("acme's client asks for globex: %v, want supervisor.ErrPermission", err)
 	}
-	if _, err := api.ListEvents(tenantCtx, &scopedv1.ListEventsRequest{Tenant: "../x"}); !errors.Is(err, ErrInvalid) {
-		t.Errorf("bad tenant: %v, want ErrInvalid", err)
+	if _, err := api.ListEvents(tenantCtx, &scopedv1.ListEventsRequest{Tenant: "../x"}); !errors.Is(err, supervisor.ErrInvalid) {
+		t.Errorf("bad tenant: %v, want supervisor.ErrInvalid", err)
 	}
 	if r, err := api.ListEvents(tenantCtx, &scopedv1.ListEventsRequest{Tenant: "acme"}); err != nil || r.GetControllerEnabled() {
 		t.Errorf("acme's own: %v, %v (no controller)", r, err)

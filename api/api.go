@@ -1,10 +1,11 @@
-package supervisor
+package api
 
 import (
 	"context"
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/user"
@@ -15,34 +16,36 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/scoped-io/scoped/internal/ident"
+	"github.com/scoped-io/scoped/metrics"
 	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
+	"github.com/scoped-io/scoped/supervisor"
 )
 
 // API is the gRPC edge: it authenticates callers, checks what they may do,
 // calls the supervisor and turns its sentinel errors into status codes.
 type API struct {
 	scopedv1.UnimplementedScopedServer
-	s           *Supervisor
-	capFallback atomic.Bool // requests were capped after reading (and that was logged)
+	s           *supervisor.Supervisor
+	conf        func() *supervisor.Config // the configuration in force
+	log         *slog.Logger
+	metrics     *metrics.Registry // nil: panics are not counted
+	capFallback atomic.Bool       // requests were capped after reading (and that was logged)
 }
 
 var _ scopedv1.ScopedServer = (*API)(nil)
 
 // Listen creates the API's unix socket (removing a stale one), with the
 // configured mode and group.
-func (s *Supervisor) Listen() (net.Listener, error) {
-	path := s.conf().Socket
+func Listen(cfg *supervisor.Config) (net.Listener, error) {
+	path := cfg.Socket
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode()&os.ModeSocket == 0 {
 			return nil, fmt.Errorf("%s exists and is not a socket", path)
@@ -53,7 +56,7 @@ func (s *Supervisor) Listen() (net.Listener, error) {
 		}
 		_ = os.Remove(path)
 	}
-	if err := os.MkdirAll(s.conf().RuntimeDir, 0o711); err != nil {
+	if err := os.MkdirAll(cfg.RuntimeDir, 0o711); err != nil {
 		return nil, err
 	}
 	old := unix.Umask(0o177)
@@ -63,31 +66,32 @@ func (s *Supervisor) Listen() (net.Listener, error) {
 		return nil, err
 	}
 	gid := -1
-	if g := s.conf().SocketGroup; g != "" {
+	if g := cfg.SocketGroup; g != "" {
 		if n, err := strconv.Atoi(g); err == nil {
 			gid = n
 		} else if grp, err := user.LookupGroup(g); err == nil {
 			gid, _ = strconv.Atoi(grp.Gid)
 		} else {
 			l.Close()
-			return nil, fmt.Errorf("%w: socket_group %q: %w", ErrConfig, g, err)
+			return nil, fmt.Errorf("%w: socket_group %q: %w", supervisor.ErrConfig, g, err)
 		}
 	}
 	if err := os.Chown(path, -1, gid); err != nil {
 		l.Close()
 		return nil, err
 	}
-	if err := os.Chmod(path, os.FileMode(s.conf().SocketMode)); err != nil {
+	if err := os.Chmod(path, os.FileMode(cfg.SocketMode)); err != nil {
 		l.Close()
 		return nil, err
 	}
 	return l, nil
 }
 
-// NewServer returns the gRPC server of the API. (The daemon's main adds
-// go-plugin's health service for applications that reattach.)
-func (s *Supervisor) NewServer() *grpc.Server {
-	api := &API{s: s}
+// NewServer returns the gRPC server of the API over s, logging to log (the
+// supervisor's). (The daemon's main adds go-plugin's health service for
+// applications that reattach.)
+func NewServer(s *supervisor.Supervisor, log *slog.Logger) *grpc.Server {
+	api := &API{s: s, conf: s.Config, log: log, metrics: s.Metrics()}
 	return api.newServer(api)
 }
 
@@ -98,8 +102,8 @@ func (s *Supervisor) NewServer() *grpc.Server {
 func (a *API) newServer(impl scopedv1.ScopedServer) *grpc.Server {
 	srv := grpc.NewServer(
 		grpc.Creds(peerCreds{}),
-		grpc.MaxRecvMsgSize(int(a.s.conf().Limits.MaxBundle+1<<20)),
-		grpc.MaxSendMsgSize(int(a.s.conf().Limits.MaxResult+1<<20)),
+		grpc.MaxRecvMsgSize(int(a.conf().Limits.MaxBundle+1<<20)),
+		grpc.MaxSendMsgSize(int(a.conf().Limits.MaxResult+1<<20)),
 		grpc.UnaryInterceptor(a.unary),
 		grpc.StreamInterceptor(a.stream),
 	)
@@ -168,11 +172,11 @@ type callerKey struct{}
 func (a *API) authenticate(ctx context.Context) (caller, error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
-		return caller{}, fmt.Errorf("%w: no peer", ErrPermission)
+		return caller{}, fmt.Errorf("%w: no peer", supervisor.ErrPermission)
 	}
 	pi, ok := p.AuthInfo.(peerInfo)
 	if !ok {
-		return caller{}, fmt.Errorf("%w: no peer credentials", ErrPermission)
+		return caller{}, fmt.Errorf("%w: no peer credentials", supervisor.ErrPermission)
 	}
 	token := ""
 	if md, ok := metadata.FromIncomingContext(ctx); ok {
@@ -187,7 +191,7 @@ func (a *API) authenticate(ctx context.Context) (caller, error) {
 		c.name, c.all, c.admin = "root", true, true
 	}
 	matched := c.all
-	for _, cl := range a.s.conf().Clients {
+	for _, cl := range a.conf().Clients {
 		byToken := token != "" && cl.Token != "" && subtle.ConstantTimeCompare([]byte(token), []byte(cl.Token)) == 1
 		if !byToken && !slices.Contains(cl.UIDs, pi.uid) && !slices.Contains(cl.GIDs, pi.gid) {
 			continue
@@ -203,10 +207,10 @@ func (a *API) authenticate(ctx context.Context) (caller, error) {
 		}
 	}
 	if !matched {
-		return caller{}, fmt.Errorf("%w: uid %d (gid %d) is not a configured client", ErrPermission, pi.uid, pi.gid)
+		return caller{}, fmt.Errorf("%w: uid %d (gid %d) is not a configured client", supervisor.ErrPermission, pi.uid, pi.gid)
 	}
 	if token != "" && !c.all && len(c.tenants) == 0 {
-		return caller{}, fmt.Errorf("%w: unknown token", ErrPermission)
+		return caller{}, fmt.Errorf("%w: unknown token", supervisor.ErrPermission)
 	}
 	return c, nil
 }
@@ -283,90 +287,17 @@ func callerOf(ctx context.Context) caller {
 // mayAct checks the tenant id and that the caller may act for it.
 func mayAct(ctx context.Context, tenant string) error {
 	if err := ident.Check("tenant", tenant); err != nil {
-		return fmt.Errorf("%w: %w", ErrInvalid, err)
+		return fmt.Errorf("%w: %w", supervisor.ErrInvalid, err)
 	}
 	if c := callerOf(ctx); !c.may(tenant) {
-		return fmt.Errorf("%w: %s may not act for tenant %s", ErrPermission, c.name, tenant)
+		return fmt.Errorf("%w: %s may not act for tenant %s", supervisor.ErrPermission, c.name, tenant)
 	}
 	return nil
 }
 
-// toStatus maps sentinel errors to gRPC codes; the one place that does. An
-// error that maps to none is INTERNAL without its text, which may name host
-// paths; API.statusFor logs it.
-func toStatus(err error) error {
-	if err == nil {
-		return nil
-	}
-	if st, ok := statusOf(err); ok {
-		return st
-	}
-	return status.Error(codes.Internal, "internal error")
-}
-
-// statusFor is toStatus for a call of method by c: an internal error is
-// logged whole with an id, and the client gets INTERNAL with only that id.
-func (a *API) statusFor(method string, c caller, err error) error {
-	if err == nil {
-		return nil
-	}
-	if st, ok := statusOf(err); ok {
-		return st
-	}
-	return a.internalError(method, c, "API call failed", "err", err)
-}
-
-// statusOf is the status of a sentinel error (with the error's own text, for
-// the client), of a context error, or a status error made at the edge or by
-// grpc itself; false for any other error.
-func statusOf(err error) (error, bool) {
-	var code codes.Code
-	switch {
-	case errors.Is(err, ErrInvalid), errors.Is(err, ErrTooLarge):
-		code = codes.InvalidArgument
-	case errors.Is(err, ErrNotFound):
-		code = codes.NotFound
-	case errors.Is(err, ErrPermission):
-		code = codes.PermissionDenied
-	case errors.Is(err, ErrUnauthorized):
-		code = codes.Unauthenticated
-	case errors.Is(err, ErrDeadline):
-		code = codes.DeadlineExceeded
-	case errors.Is(err, ErrOutOfMemory), errors.Is(err, ErrBusy), errors.Is(err, ErrCPUTime),
-		errors.Is(err, ErrRateLimited), errors.Is(err, ErrConcurrency), errors.Is(err, ErrQuota), errors.Is(err, ErrScopeLimit):
-		code = codes.ResourceExhausted
-	case errors.Is(err, ErrSuspended), errors.Is(err, ErrNetworkDenied):
-		code = codes.FailedPrecondition
-	case errors.Is(err, ErrWorker), errors.Is(err, ErrStopping), errors.Is(err, ErrLedger):
-		code = codes.Unavailable
-	case errors.Is(err, ErrHandler):
-		code = codes.Aborted
-	case errors.Is(err, context.Canceled):
-		code = codes.Canceled
-	case errors.Is(err, context.DeadlineExceeded):
-		code = codes.DeadlineExceeded
-	default:
-		// Only a status error itself: one wrapped in another error may
-		// come from a worker, which must not choose the code.
-		if se, ok := err.(interface{ GRPCStatus() *status.Status }); ok && se.GRPCStatus().Code() != codes.OK {
-			return err, true
-		}
-		return nil, false
-	}
-	st := status.New(code, err.Error())
-	if ra := (*RetryAfterError)(nil); errors.As(err, &ra) {
-		// The standard hint (google.rpc.RetryInfo) for clients that read
-		// details; the message says it too.
-		if withHint, derr := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(ra.After)}); derr == nil {
-			st = withHint
-		}
-	}
-	return st.Err(), true
-}
-
 // --- RPCs --------------------------------------------------------------
 
-func extensionPB(e ExtensionInfo) *scopedv1.Extension {
+func extensionPB(e supervisor.ExtensionInfo) *scopedv1.Extension {
 	return &scopedv1.Extension{
 		Tenant: e.Tenant, Environment: e.Environment, Name: e.Name, Version: e.Version,
 		Digest: e.Digest, Runtime: e.Runtime, Size: e.Size, Created: timestamppb.New(e.Created),
@@ -377,9 +308,9 @@ func (a *API) Deploy(ctx context.Context, req *scopedv1.DeployRequest) (*scopedv
 	if err := mayAct(ctx, req.GetTenant()); err != nil {
 		return nil, err
 	}
-	files := make([]BundleFile, 0, len(req.GetBundle().GetFiles()))
+	files := make([]supervisor.BundleFile, 0, len(req.GetBundle().GetFiles()))
 	for _, f := range req.GetBundle().GetFiles() {
-		files = append(files, BundleFile{Path: f.GetPath(), Mode: f.GetMode(), Content: f.GetContent()})
+		files = append(files, supervisor.BundleFile{Path: f.GetPath(), Mode: f.GetMode(), Content: f.GetContent()})
 	}
 	info, unchanged, err := a.s.Deploy(req.GetTenant(), req.GetEnvironment(), req.GetName(), files)
 	if err != nil {
@@ -430,12 +361,12 @@ func (a *API) Invoke(ctx context.Context, req *scopedv1.InvokeRequest) (*scopedv
 	var timeout time.Duration
 	if t := req.GetTimeout(); t != nil {
 		if err := t.CheckValid(); err != nil {
-			return nil, fmt.Errorf("%w: timeout: %w", ErrInvalid, err)
+			return nil, fmt.Errorf("%w: timeout: %w", supervisor.ErrInvalid, err)
 		}
 		timeout = t.AsDuration()
 	}
-	res, err := a.s.Invoke(ctx, InvokeRequest{
-		Target:  Target{Tenant: req.GetTenant(), Environment: req.GetEnvironment(), User: req.GetUser(), Extension: req.GetExtension()},
+	res, err := a.s.Invoke(ctx, supervisor.InvokeRequest{
+		Target:  supervisor.Target{Tenant: req.GetTenant(), Environment: req.GetEnvironment(), User: req.GetUser(), Extension: req.GetExtension()},
 		Version: req.GetVersion(), Payload: req.GetPayload(), Metadata: req.GetMetadata(), Timeout: timeout,
 	})
 	if err != nil {
@@ -447,7 +378,7 @@ func (a *API) Invoke(ctx context.Context, req *scopedv1.InvokeRequest) (*scopedv
 	}}, nil
 }
 
-func scopePB(si ScopeInfo) *scopedv1.Scope {
+func scopePB(si supervisor.ScopeInfo) *scopedv1.Scope {
 	out := &scopedv1.Scope{
 		Key: si.ID.Key(), Tenant: si.ID.Tenant, Environment: si.ID.Environment, User: si.ID.User,
 		Extension: si.ID.Extension, Cgroup: si.Cgroup, HostUid: si.HostUID,
@@ -490,7 +421,7 @@ func (a *API) ListScopes(ctx context.Context, req *scopedv1.ListScopesRequest) (
 func (a *API) InspectScope(ctx context.Context, req *scopedv1.InspectScopeRequest) (*scopedv1.Scope, error) {
 	key := req.GetScope()
 	if err := ident.CheckDotted("scope", key); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+		return nil, fmt.Errorf("%w: %w", supervisor.ErrInvalid, err)
 	}
 	tenant, _, _ := strings.Cut(key, ".")
 	if err := mayAct(ctx, tenant); err != nil {
@@ -503,7 +434,7 @@ func (a *API) InspectScope(ctx context.Context, req *scopedv1.InspectScopeReques
 	return scopePB(si), nil
 }
 
-func logPB(l LogLine) *scopedv1.LogEntry {
+func logPB(l supervisor.LogLine) *scopedv1.LogEntry {
 	return &scopedv1.LogEntry{Time: timestamppb.New(l.Time), Scope: l.Scope, Worker: l.Worker,
 		Extension: l.Extension, InvocationId: l.InvocationID, Stream: l.Stream, Line: l.Line}
 }
@@ -516,7 +447,7 @@ func (a *API) Logs(req *scopedv1.LogsRequest, stream grpc.ServerStreamingServer[
 	}
 	if s := req.GetScope(); s != "" {
 		if err := ident.CheckDotted("scope", s); err != nil {
-			return fmt.Errorf("%w: %w", ErrInvalid, err)
+			return fmt.Errorf("%w: %w", supervisor.ErrInvalid, err)
 		}
 		tenant, _, _ := strings.Cut(s, ".")
 		if err := mayAct(ctx, tenant); err != nil {
@@ -525,7 +456,7 @@ func (a *API) Logs(req *scopedv1.LogsRequest, stream grpc.ServerStreamingServer[
 	}
 	if e := req.GetExtension(); e != "" {
 		if err := ident.Check("extension", e); err != nil {
-			return fmt.Errorf("%w: %w", ErrInvalid, err)
+			return fmt.Errorf("%w: %w", supervisor.ErrInvalid, err)
 		}
 	}
 	lines, ch, stop := a.s.Logs(allow, req.GetScope(), req.GetExtension(), int(req.GetTail()), req.GetFollow())
@@ -550,7 +481,7 @@ func (a *API) Logs(req *scopedv1.LogsRequest, stream grpc.ServerStreamingServer[
 	}
 }
 
-func tierPB(t Tier) *scopedv1.Tier {
+func tierPB(t supervisor.Tier) *scopedv1.Tier {
 	return &scopedv1.Tier{
 		CpuWeight: t.CPUWeight, CpuMax: t.CPUMax, MemoryMax: t.MemoryMax, ScopeMemoryMax: t.ScopeMemoryMax,
 		ScopePidsMax: t.ScopePidsMax, MaxConcurrent: int32(t.MaxConcurrent), Rate: t.Rate, Burst: int32(t.Burst),
@@ -560,10 +491,10 @@ func tierPB(t Tier) *scopedv1.Tier {
 	}
 }
 
-func (a *API) tenantPB(ti TenantInfo) *scopedv1.Tenant {
+func (a *API) tenantPB(ti supervisor.TenantInfo) *scopedv1.Tenant {
 	out := &scopedv1.Tenant{
 		Tenant: ti.Tenant, Tier: ti.Tier, Assigned: ti.Assigned, Scopes: int32(ti.Scopes), InFlight: int32(ti.InFlight),
-		Settings: tierPB(a.s.conf().Tiers[ti.Tier]), EgressAllow: ti.EgressAllow,
+		Settings: tierPB(a.conf().Tiers[ti.Tier]), EgressAllow: ti.EgressAllow,
 	}
 	if !ti.Updated.IsZero() {
 		out.Updated = timestamppb.New(ti.Updated)
@@ -576,7 +507,7 @@ func (a *API) SetTenant(ctx context.Context, req *scopedv1.SetTenantRequest) (*s
 		return nil, err
 	}
 	if c := callerOf(ctx); !c.admin {
-		return nil, fmt.Errorf("%w: %s may not assign tiers (only root and clients with admin = true)", ErrPermission, c.name)
+		return nil, fmt.Errorf("%w: %s may not assign tiers (only root and clients with admin = true)", supervisor.ErrPermission, c.name)
 	}
 	var allow *[]string
 	if req.GetSetEgressAllow() {
@@ -618,10 +549,10 @@ func (a *API) ListEvents(ctx context.Context, req *scopedv1.ListEventsRequest) (
 	show := may
 	if t := req.GetTenant(); t != "" {
 		if err := ident.Check("tenant", t); err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+			return nil, fmt.Errorf("%w: %w", supervisor.ErrInvalid, err)
 		}
 		if !may(t) {
-			return nil, fmt.Errorf("%w: %s may not act for tenant %s", ErrPermission, c.name, t)
+			return nil, fmt.Errorf("%w: %s may not act for tenant %s", supervisor.ErrPermission, c.name, t)
 		}
 		show = func(x string) bool { return x == t }
 	}
@@ -639,7 +570,7 @@ const redacted = "(other tenant)"
 // eventsFor is the events that name a scope of a tenant show accepts, with
 // every scope and tenant may does not accept redacted, in the event's
 // fields and in its reason.
-func eventsFor(events []ControlEvent, show, may func(string) bool) []*scopedv1.Event {
+func eventsFor(events []supervisor.ControlEvent, show, may func(string) bool) []*scopedv1.Event {
 	var out []*scopedv1.Event
 	for _, e := range events {
 		shown := show(e.Tenant)
@@ -716,9 +647,9 @@ func (a *API) GetUsage(ctx context.Context, req *scopedv1.GetUsageRequest) (*sco
 		return nil, err
 	}
 	if req.GetFrom() == nil || req.GetTo() == nil {
-		return nil, fmt.Errorf("%w: from and to are required", ErrInvalid)
+		return nil, fmt.Errorf("%w: from and to are required", supervisor.ErrInvalid)
 	}
-	rows, err := a.s.TenantUsage(UsageQuery{
+	rows, err := a.s.TenantUsage(supervisor.UsageQuery{
 		Tenant: req.GetTenant(), Meter: req.GetMeter(), From: req.GetFrom().AsTime(), To: req.GetTo().AsTime(),
 		By: req.GetBy(), PerWindow: req.GetPerWindow(),
 	})
