@@ -189,8 +189,7 @@ func newFuzzAPI(tb testing.TB, scopes bool) *fuzzAPI {
 		if err != nil {
 			tb.Fatal(err)
 		}
-		sc := &scope{id: id, tier: tier, node: node, ring: newLogRing(8), created: now, lastUsed: now,
-			workers: map[string][]*worker{}, starting: map[string]int{}, changed: make(chan struct{})}
+		sc := &scope{id: id, tier: tier, node: node, ring: newLogRing(8), created: now, lastUsed: now}
 		for i := range 3 {
 			sc.ring.add(LogLine{Time: now.Add(time.Duration(i) * time.Millisecond), Scope: id.Key(), Worker: "w1",
 				Extension: e.name, InvocationID: fmt.Sprint("i", i), Stream: "stderr", Line: "line of " + id.Key()})
