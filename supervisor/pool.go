@@ -15,7 +15,7 @@ import (
 
 	"github.com/scoped-io/scoped/cgroups"
 	"github.com/scoped-io/scoped/netns"
-	"github.com/scoped-io/scoped/plugins"
+	"github.com/scoped-io/scoped/plugins/host"
 	"github.com/scoped-io/scoped/sandbox"
 )
 
@@ -57,7 +57,7 @@ func versionKey(e ExtensionInfo) string {
 // WorkerStarter starts one worker as spec says. plugins.Starter starts
 // sandboxed go-plugin workers; the pools' unit tests use fakes.
 type WorkerStarter interface {
-	Start(ctx context.Context, spec plugins.WorkerSpec) (plugins.Worker, error)
+	Start(ctx context.Context, spec host.Spec) (host.Worker, error)
 }
 
 // worker is one worker of a pool, serving one extension version.
@@ -66,8 +66,8 @@ type worker struct {
 	ext     ExtensionInfo
 	pool    *pool
 	started time.Time
-	cgroup  string         // its own cgroup's path
-	h       plugins.Worker // nil until started
+	cgroup  string      // its own cgroup's path
+	h       host.Worker // nil until started
 	slots   chan struct{}
 	exec    *execState // the exec runtime's; nil for Go workers
 
@@ -146,7 +146,7 @@ type pool struct {
 	starter WorkerStarter
 	// prepare makes the spec of w's start, and may set w.exec and
 	// w.unhold (w.stop gives back what it took).
-	prepare func(w *worker) (plugins.WorkerSpec, error)
+	prepare func(w *worker) (host.Spec, error)
 	log     *slog.Logger // with the scope's tenant and key
 
 	mu       sync.Mutex
@@ -157,7 +157,7 @@ type pool struct {
 }
 
 func newPool(scope string, ext ExtensionInfo, conf func() PoolConfig, starter WorkerStarter,
-	prepare func(*worker) (plugins.WorkerSpec, error), log *slog.Logger) *pool {
+	prepare func(*worker) (host.Spec, error), log *slog.Logger) *pool {
 	return &pool{key: versionKey(ext), scope: scope, ext: ext, conf: conf, starter: starter, prepare: prepare, log: log,
 		changed: make(chan struct{})}
 }
@@ -516,12 +516,12 @@ func (s *Supervisor) retire(_ *scope, w *worker, why string) { w.pool.retire(w, 
 func (s *Supervisor) newPool(sc *scope, ext ExtensionInfo) *pool {
 	log := s.log.With("tenant", sc.id.Tenant, "scope", sc.id.Key())
 	return newPool(sc.id.Key(), ext, func() PoolConfig { return s.conf().Pool }, s.starter,
-		func(w *worker) (plugins.WorkerSpec, error) { return s.workerSpec(sc, w, log) }, log)
+		func(w *worker) (host.Spec, error) { return s.workerSpec(sc, w, log) }, log)
 }
 
 // workerSpec is the start of w in sc's sandbox settings: its network, its
 // runtime's binary, where its output goes, and a hold on its bundle.
-func (s *Supervisor) workerSpec(sc *scope, w *worker, log *slog.Logger) (plugins.WorkerSpec, error) {
+func (s *Supervisor) workerSpec(sc *scope, w *worker, log *slog.Logger) (host.Spec, error) {
 	ext := w.ext
 	w.cgroup = sc.node.Path() + "/" + w.id
 	cfg := sandbox.Config{
@@ -535,7 +535,7 @@ func (s *Supervisor) workerSpec(sc *scope, w *worker, log *slog.Logger) (plugins
 	}
 	netPath, err := s.workerNetwork(sc, ext)
 	if err != nil {
-		return plugins.WorkerSpec{}, err
+		return host.Spec{}, err
 	}
 	cfg.NetNS = netPath
 	switch ext.Runtime {
@@ -545,14 +545,14 @@ func (s *Supervisor) workerSpec(sc *scope, w *worker, log *slog.Logger) (plugins
 		cfg.Binary = s.conf().execWorker()
 		cfg.Env = []string{"SCOPED_EXEC_ENTRYPOINT=" + sandbox.BundlePath + "/" + ext.Entrypoint}
 		if w.exec, err = newExecState(cfg.Cgroup); err != nil {
-			return plugins.WorkerSpec{}, err
+			return host.Spec{}, err
 		}
 	default:
-		return plugins.WorkerSpec{}, fmt.Errorf("%w: runtime %q", ErrInvalid, ext.Runtime)
+		return host.Spec{}, fmt.Errorf("%w: runtime %q", ErrInvalid, ext.Runtime)
 	}
 	out := sc.ring.workerLog(s.log, sc.id.Tenant, sc.id.Key())
 	w.unhold = s.store.Hold(ext) // every failure after this goes through w.stop
-	return plugins.WorkerSpec{
+	return host.Spec{
 		Sandbox:      cfg,
 		StartTimeout: s.conf().Pool.StartTimeout.Duration,
 		SocketDir:    s.socketDir,

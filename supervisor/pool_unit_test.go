@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scoped-io/scoped/plugins"
+	"github.com/scoped-io/scoped/plugins/host"
 	workerv1 "github.com/scoped-io/scoped/proto/worker/v1"
 )
 
@@ -23,7 +23,7 @@ type fakeStarter struct {
 	block   chan struct{}
 }
 
-func (f *fakeStarter) Start(ctx context.Context, _ plugins.WorkerSpec) (plugins.Worker, error) {
+func (f *fakeStarter) Start(ctx context.Context, _ host.Spec) (host.Worker, error) {
 	f.mu.Lock()
 	block, fail := f.block, f.fail
 	f.mu.Unlock()
@@ -86,9 +86,9 @@ var unitExt = ExtensionInfo{Tenant: "acme", Environment: "production", Name: "ho
 func fakePool(t *testing.T, conf PoolConfig, ext ExtensionInfo) (*pool, *fakeStarter) {
 	t.Helper()
 	f := &fakeStarter{}
-	prepare := func(w *worker) (plugins.WorkerSpec, error) {
+	prepare := func(w *worker) (host.Spec, error) {
 		w.unhold = func() {}
-		return plugins.WorkerSpec{}, nil
+		return host.Spec{}, nil
 	}
 	return newPool("acme.production", ext, func() PoolConfig { return conf }, f, prepare,
 		slog.New(slog.NewTextHandler(io.Discard, nil))), f

@@ -24,7 +24,7 @@ import (
 	"github.com/scoped-io/scoped/internal/parallel"
 	"github.com/scoped-io/scoped/metrics"
 	"github.com/scoped-io/scoped/netns"
-	"github.com/scoped-io/scoped/plugins"
+	"github.com/scoped-io/scoped/plugins/host"
 	"github.com/scoped-io/scoped/sandbox"
 )
 
@@ -125,7 +125,7 @@ func newSupervisor(cfg Config, log *slog.Logger, openTree func(root string) (*cg
 		ids:         ids,
 		sandboxDir:  filepath.Join(cfg.RuntimeDir, "sandboxes"),
 		socketDir:   filepath.Join(cfg.RuntimeDir, "sockets"),
-		starter:     plugins.Starter{},
+		starter:     host.Starter{},
 		scopes:      map[string]*scope{},
 		tierCPU:     map[string]uint64{},
 		throttled:   map[string]uint64{},

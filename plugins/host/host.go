@@ -1,4 +1,9 @@
-package plugins
+// Package host is the daemon's side of the go-plugin workers: it starts a
+// worker in its sandbox (sandbox.Runner) under a go-plugin client speaking
+// worker.v1 over gRPC, and hands it to the supervisor's pools as a Worker.
+// It is apart from package plugins, which worker binaries import (the Go
+// SDK, scoped-exec), so that they do not link the sandbox.
+package host
 
 import (
 	"context"
@@ -20,6 +25,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/scoped-io/scoped/cgroups"
+	"github.com/scoped-io/scoped/plugins"
 	workerv1 "github.com/scoped-io/scoped/proto/worker/v1"
 	"github.com/scoped-io/scoped/sandbox"
 )
@@ -29,7 +35,7 @@ import (
 // what the kernel says (pid, exit, OOM kills, CPU time of its cgroup).
 type Worker interface {
 	// Invoke runs one invocation. A result larger than the worker's
-	// MaxMessage fails with ErrResultTooLarge; any other failure of the
+	// MaxMessage fails with plugins.ErrResultTooLarge; any other failure of the
 	// call is an error carrying the transport's message only.
 	Invoke(ctx context.Context, req *workerv1.InvokeRequest) (*workerv1.InvokeResponse, error)
 	// Pid is the worker process's pid in the host's namespace (0: none).
@@ -47,8 +53,8 @@ type Worker interface {
 	Stop()
 }
 
-// WorkerSpec is what Starter needs to start one worker.
-type WorkerSpec struct {
+// Spec is what Starter needs to start one worker.
+type Spec struct {
 	Sandbox      sandbox.Config // ID, cgroup, binary, bundle, ids, network ...
 	StartTimeout time.Duration  // the worker must answer go-plugin's handshake within this
 	SocketDir    string         // where go-plugin makes the worker's socket's directory
@@ -81,7 +87,7 @@ type sandboxWorker struct {
 // Start starts a worker as spec says and waits for its handshake. When ctx
 // ends first, the worker is killed and the error wraps ctx's cause. On any
 // error nothing of the worker is left.
-func (Starter) Start(ctx context.Context, spec WorkerSpec) (Worker, error) {
+func (Starter) Start(ctx context.Context, spec Spec) (Worker, error) {
 	w := &sandboxWorker{cgroup: spec.Sandbox.Cgroup}
 	cfg := spec.Sandbox
 	// go-plugin would dial the translated path and follow whatever the
@@ -104,8 +110,8 @@ func (Starter) Start(ctx context.Context, spec WorkerSpec) (Worker, error) {
 		out = func(string) io.Writer { return io.Discard }
 	}
 	w.client = plugin.NewClient(&plugin.ClientConfig{
-		HandshakeConfig:  Handshake,
-		Plugins:          PluginSet(nil),
+		HandshakeConfig:  plugins.Handshake,
+		Plugins:          plugins.PluginSet(nil),
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		SkipHostEnv:      true,
 		StartTimeout:     spec.StartTimeout,
@@ -143,7 +149,7 @@ func (Starter) Start(ctx context.Context, spec WorkerSpec) (Worker, error) {
 			done <- result{err: *p}
 			return
 		}
-		raw, err := cp.Dispense(PluginName)
+		raw, err := cp.Dispense(plugins.PluginName)
 		if err != nil {
 			done <- result{err: err}
 			return
@@ -185,13 +191,13 @@ func (w *sandboxWorker) sandbox() *sandbox.Sandbox {
 }
 
 // Invoke calls the worker. gRPC's codes stay here: a result over the
-// message size is ErrResultTooLarge, anything else the status's message.
+// message size is plugins.ErrResultTooLarge, anything else the status's message.
 func (w *sandboxWorker) Invoke(ctx context.Context, req *workerv1.InvokeRequest) (*workerv1.InvokeResponse, error) {
 	resp, err := w.rpc.Invoke(ctx, req)
 	if err != nil {
 		st := status.Convert(err)
 		if st.Code() == codes.ResourceExhausted {
-			return nil, fmt.Errorf("%w: %s", ErrResultTooLarge, st.Message())
+			return nil, fmt.Errorf("%w: %s", plugins.ErrResultTooLarge, st.Message())
 		}
 		return nil, errors.New(st.Message())
 	}
