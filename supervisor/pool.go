@@ -66,7 +66,6 @@ type worker struct {
 	ext     ExtensionInfo
 	pool    *pool
 	started time.Time
-	cgroup  string      // its own cgroup's path
 	h       host.Worker // nil until started
 	slots   chan struct{}
 	exec    *execState // the exec runtime's; nil for Go workers
@@ -523,11 +522,10 @@ func (s *Supervisor) newPool(sc *scope, ext ExtensionInfo) *pool {
 // runtime's binary, where its output goes, and a hold on its bundle.
 func (s *Supervisor) workerSpec(sc *scope, w *worker, log *slog.Logger) (host.Spec, error) {
 	ext := w.ext
-	w.cgroup = sc.node.Path() + "/" + w.id
 	cfg := sandbox.Config{
 		ID:       w.id,
 		StateDir: s.sandboxDir,
-		Cgroup:   w.cgroup,
+		Cgroup:   sc.node.Path() + "/" + w.id,
 		Hostname: hostname(sc.id),
 		IDs:      sc.ids,
 		Bundle:   ext.Dir,
