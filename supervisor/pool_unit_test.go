@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/scoped-io/scoped/cgroups"
 	"github.com/scoped-io/scoped/plugins/host"
 	workerv1 "github.com/scoped-io/scoped/proto/worker/v1"
 )
@@ -399,5 +400,37 @@ func TestUnitWatchCPU(t *testing.T) {
 	ctx, check = watchCPU(base, &worker{id: "w2", h: bad}, time.Millisecond, func(error) { failed = true })
 	if used, over := check(); !failed || ctx != base || over || used != 0 {
 		t.Errorf("unreadable cgroup: failed %v, same ctx %v, over %v, used %s", failed, ctx == base, over, used)
+	}
+}
+
+// TestUnitPoolFailure: a worker that broke during a call is taken out of
+// its pool once, stopped, and every caller gets the first cause.
+func TestUnitPoolFailure(t *testing.T) {
+	node, err := cgroups.Load("/scoped-unit-absent/standard/acme/production")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Supervisor{log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	sc := &scope{id: ScopeID{Tenant: "acme", Name: "production"}, node: node}
+	p, f := fakePool(t, PoolConfig{MaxConcurrent: 2}, unitExt)
+	w, _ := mustAcquire(t, p, 1)
+	if again, _ := mustAcquire(t, p, 1); again != w {
+		t.Fatal("second slot not on the same worker")
+	}
+	cause := errors.New("the worker of hook died during the call")
+	<-w.slots
+	if err := s.failure(sc, w, cause); err != cause {
+		t.Fatalf("failure = %v, want the cause", err)
+	}
+	<-w.slots
+	if err := s.failure(sc, w, errors.New("second")); err != cause {
+		t.Errorf("second failure = %v, want the first cause", err)
+	}
+	waitStopped(t, w)
+	if len(p.list()) != 0 {
+		t.Error("failed worker still in its pool")
+	}
+	if w2, cold := mustAcquire(t, p, 1); w2 == w || !cold || f.count() != 2 {
+		t.Errorf("after a failure: same %v, cold %v, %d started", w2 == w, cold, f.count())
 	}
 }
