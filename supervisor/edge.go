@@ -61,8 +61,7 @@ func (d *Detached) AddScope(t Target, lines []LogLine) (string, error) {
 		return "", err
 	}
 	now := time.Now()
-	sc := &scope{id: id, tier: tier, node: node, ring: newLogRing(max(len(lines), 1)), created: now, lastUsed: now,
-		workers: map[string][]*worker{}, starting: map[string]int{}, changed: make(chan struct{})}
+	sc := &scope{id: id, tier: tier, node: node, ring: newLogRing(max(len(lines), 1)), created: now, lastUsed: now}
 	for _, l := range lines {
 		l.Scope = id.Key()
 		sc.ring.add(l)

@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"path/filepath"
-	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -104,18 +102,7 @@ type meter struct {
 	mu     sync.Mutex
 	last   map[string]*meterState // by the scope's cgroup path
 
-	capMu sync.Mutex
-	spent map[string]spent // by tenant: what its caps are checked against
-	// capLog keeps a broken ledger from writing a line per invocation.
-	capLog logEvery
-}
-
-// spent is a tenant's usage of its capped meters this UTC day and month,
-// as of the last flush.
-type spent struct {
-	at           time.Time
-	day, month   map[string]float64
-	dayEnd, mEnd time.Time
+	caps *spendCaps // the admission gate's spend caps, on the ledger's sums
 }
 
 // openMetering opens the ledger in state_dir/metering and settles the
@@ -151,7 +138,7 @@ func (s *Supervisor) openMetering() error {
 		s.log.Warn("metering: settled the previous run's scopes; CPU time since its last flush recovered from their cgroups, other meters' unflushed part lost",
 			"scopes", len(old), "recovered", recovered)
 	}
-	s.meter = &meter{ledger: l, last: map[string]*meterState{}, spent: map[string]spent{}}
+	s.meter = &meter{ledger: l, last: map[string]*meterState{}, caps: s.newSpendCaps(l)}
 	return nil
 }
 
@@ -394,101 +381,4 @@ func (s *Supervisor) TenantUsage(q UsageQuery) ([]UsageRow, error) {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	return rows, err
-}
-
-// checkCaps refuses an invocation of a tenant past one of its tier's spend
-// caps. The figures are those of the last flush (at most [metering] flush
-// old): a cap can be overrun by what a tenant uses within one flush.
-func (s *Supervisor) checkCaps(tenant, tierName string, t Tier, now time.Time) error {
-	if s.meter == nil || len(t.DailyCaps)+len(t.MonthlyCaps) == 0 {
-		return nil
-	}
-	m := s.meter
-	m.capMu.Lock()
-	sp, ok := m.spent[tenant]
-	m.capMu.Unlock()
-	flush := s.conf().Metering.Flush.Duration
-	if !ok || now.Sub(sp.at) >= flush || !now.Before(sp.dayEnd) {
-		var err error
-		if sp, err = s.spentNow(tenant, t, now); err != nil {
-			return s.capsFailed(tenant, tierName, now, err)
-		}
-		m.capMu.Lock()
-		m.spent[tenant] = sp
-		m.capMu.Unlock()
-	}
-	for _, c := range []struct {
-		period string
-		caps   map[string]float64
-		used   map[string]float64
-		until  time.Time
-	}{{"daily", t.DailyCaps, sp.day, sp.dayEnd}, {"monthly", t.MonthlyCaps, sp.month, sp.mEnd}} {
-		for _, meter := range slices.Sorted(maps.Keys(c.caps)) {
-			if used := c.used[meter]; used >= c.caps[meter] {
-				s.log.Warn("spend cap reached", "tenant", tenant, "tier", tierName, "meter", meter,
-					"period", c.period, "used", used, "cap", c.caps[meter], "until", c.until)
-				return &RetryAfterError{
-					Err: fmt.Errorf("%w: tenant %s used %g %s this %s period, its tier %s allows %g (until %s)",
-						ErrQuota, tenant, used, meter, c.period, tierName, c.caps[meter], c.until.Format(time.RFC3339)),
-					After: c.until.Sub(now),
-				}
-			}
-		}
-	}
-	return nil
-}
-
-// capsFailed decides, by [metering] on_error, what an invocation whose
-// spend caps the ledger could not check gets: refused with ErrLedger
-// (counted as scoped_admission_refused_total{reason="ledger"} by the
-// caller) or let through unchecked (scoped_errors_total{kind=
-// "caps_unchecked"}). Every failure counts as scoped_errors_total{kind=
-// "metering_caps"}; the log has at most one line per capLogEvery.
-func (s *Supervisor) capsFailed(tenant, tierName string, now time.Time, err error) error {
-	s.metrics.IncError("metering_caps")
-	allow := s.conf().Metering.OnError == CapsAllow
-	if ok, skipped := s.meter.capLog.allow(now, capLogEvery); ok {
-		action := "invocation refused"
-		if allow {
-			action = "invocation allowed unchecked"
-		}
-		s.log.Error("spend caps cannot be checked: the metering ledger failed; "+action+" ([metering] on_error)",
-			"tenant", tenant, "tier", tierName, "err", err, "on_error", s.conf().Metering.OnError, "unlogged_before", skipped)
-	}
-	if allow {
-		s.metrics.IncError("caps_unchecked")
-		return nil
-	}
-	return &RetryAfterError{
-		Err: fmt.Errorf("%w: the spend caps of tenant %s cannot be checked now (the metering ledger failed)",
-			ErrLedger, tenant),
-		After: s.conf().Metering.Flush.Duration,
-	}
-}
-
-// capLogEvery bounds the log lines of a failing ledger's cap checks.
-const capLogEvery = 10 * time.Second
-
-// spentNow reads a tenant's usage of its capped meters from the ledger.
-func (s *Supervisor) spentNow(tenant string, t Tier, now time.Time) (spent, error) {
-	now = now.UTC()
-	day := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, time.UTC)
-	month := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
-	sp := spent{at: now, day: map[string]float64{}, month: map[string]float64{},
-		dayEnd: day.AddDate(0, 0, 1), mEnd: month.AddDate(0, 1, 0)}
-	for meter := range t.DailyCaps {
-		v, err := s.meter.ledger.Sum(tenant, meter, day, sp.dayEnd)
-		if err != nil {
-			return spent{}, err
-		}
-		sp.day[meter] = v
-	}
-	for meter := range t.MonthlyCaps {
-		v, err := s.meter.ledger.Sum(tenant, meter, month, sp.mEnd)
-		if err != nil {
-			return spent{}, err
-		}
-		sp.month[meter] = v
-	}
-	return sp, nil
 }

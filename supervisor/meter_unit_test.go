@@ -98,7 +98,7 @@ func TestUnitCapsLedgerError(t *testing.T) {
 			if err := l.Close(); err != nil { // every Sum now fails
 				t.Fatal(err)
 			}
-			s.meter = &meter{ledger: l, last: map[string]*meterState{}, spent: map[string]spent{}}
+			s.meter = &meter{ledger: l, last: map[string]*meterState{}, caps: s.newSpendCaps(l)}
 			for _, tenant := range []string{"acme", "globex"} {
 				if _, _, err := s.store.Deploy(tenant, "production", "hook", unitBundle("w")); err != nil {
 					t.Fatal(err)

@@ -82,13 +82,7 @@ func (s *Supervisor) sample() {
 }
 
 func (sc *scope) liveWorkers() int {
-	sc.mu.Lock()
-	defer sc.mu.Unlock()
-	n := 0
-	for _, ws := range sc.workers {
-		n += len(ws)
-	}
-	return n
+	return len(sc.workerList())
 }
 
 // usage is the scope's accounted use: eBPF counters where accounting runs,

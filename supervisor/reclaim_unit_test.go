@@ -19,7 +19,7 @@ func addUnitScope(t *testing.T, s *Supervisor, tenant, name string, used time.Ti
 	if err != nil {
 		t.Fatal(err)
 	}
-	sc := &scope{id: id, tier: "standard", ids: ids, lastUsed: used, workers: map[string][]*worker{}}
+	sc := &scope{id: id, tier: "standard", ids: ids, lastUsed: used}
 	sc.active.Store(active)
 	s.scopes.addLocked(sc) // the test is the only goroutine
 	return sc

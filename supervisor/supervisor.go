@@ -24,8 +24,7 @@ import (
 	"github.com/scoped-io/scoped/internal/parallel"
 	"github.com/scoped-io/scoped/metrics"
 	"github.com/scoped-io/scoped/netns"
-	"github.com/scoped-io/scoped/plugins"
-	workerv1 "github.com/scoped-io/scoped/proto/worker/v1"
+	"github.com/scoped-io/scoped/plugins/host"
 	"github.com/scoped-io/scoped/sandbox"
 )
 
@@ -41,6 +40,8 @@ type Supervisor struct {
 	ids        *sandbox.IDAllocator
 	sandboxDir string
 	socketDir  string
+	starter    WorkerStarter
+	gate       *gate
 
 	scopes registry // the live scopes
 	// loops holds what runs from Recover to Stop, in start order (see
@@ -113,8 +114,10 @@ func newSupervisor(cfg Config, log *slog.Logger, openTree func(root string) (*cg
 		ids:        ids,
 		sandboxDir: filepath.Join(cfg.RuntimeDir, "sandboxes"),
 		socketDir:  filepath.Join(cfg.RuntimeDir, "sockets"),
+		starter:    host.Starter{},
 		metrics:    metrics.New(),
 	}
+	s.gate = newGate(s.checkCaps)
 	s.cfg.Store(&cfg)
 	return s, nil
 }
@@ -322,7 +325,7 @@ func (s *Supervisor) Tenants(allow func(string) bool) []TenantInfo {
 		name, _ := s.tierOf(t)
 		rec, ok := assigned[t]
 		out = append(out, TenantInfo{Tenant: t, Tier: name, Assigned: ok, Updated: rec.Updated, Scopes: live[t],
-			InFlight: s.tenants.inFlight(t), EgressAllow: rec.EgressAllow})
+			InFlight: s.gate.inFlight(t), EgressAllow: rec.EgressAllow})
 	}
 	return out
 }
@@ -581,8 +584,7 @@ func (s *Supervisor) newScopeLocked(id ScopeID) (_ *scope, again bool, _ error) 
 	}
 	sc := &scope{
 		id: id, tier: tierName, node: node, ids: ids, limits: limits, created: time.Now(), lastUsed: time.Now(),
-		ring:    newLogRing(s.conf().Scope.LogLines),
-		workers: map[string][]*worker{}, starting: map[string]int{}, changed: make(chan struct{}),
+		ring: newLogRing(s.conf().Scope.LogLines),
 	}
 	if st, err := node.Stats(); err == nil {
 		sc.oomSeen = st.OOMKills
@@ -594,224 +596,6 @@ func (s *Supervisor) newScopeLocked(id ScopeID) (_ *scope, again bool, _ error) 
 	}
 	s.log.Info("scope created", "tenant", id.Tenant, "scope", id.Key(), "tier", tierName, "cgroup", node.Path(), "host_uid", ids.Base)
 	return sc, false, nil
-}
-
-// InvokeRequest is one invocation as the API edge hands it over.
-type InvokeRequest struct {
-	Target
-	Version  string
-	Payload  []byte
-	Metadata map[string]string
-	Timeout  time.Duration // 0: the default
-}
-
-// InvokeResult is what an invocation returns.
-type InvokeResult struct {
-	Result       []byte
-	InvocationID string
-	Scope        string
-	Worker       string
-	Cold         bool
-	Duration     time.Duration
-	Queued       time.Duration
-}
-
-// checkTargetFields validates every request field that can reach a path.
-func checkTargetFields(t Target, version string) error {
-	fields := [][2]string{{"tenant", t.Tenant}, {"environment", t.Environment}, {"extension", t.Extension}}
-	if t.User != "" {
-		fields = append(fields, [2]string{"user", t.User})
-	}
-	if version != "" {
-		fields = append(fields, [2]string{"version", version})
-	}
-	for _, f := range fields {
-		if err := ident.Check(f[0], f[1]); err != nil {
-			return fmt.Errorf("%w: %w", ErrInvalid, err)
-		}
-	}
-	if t.User == AnonymousUser {
-		return fmt.Errorf("%w: user %q is reserved for requests without a user", ErrInvalid, t.User)
-	}
-	return nil
-}
-
-// Invoke runs one invocation.
-func (s *Supervisor) Invoke(ctx context.Context, req InvokeRequest) (_ InvokeResult, err error) {
-	start := time.Now()
-	if err := checkTargetFields(req.Target, req.Version); err != nil {
-		return InvokeResult{}, err
-	}
-	if int64(len(req.Payload)) > s.conf().Limits.MaxPayload {
-		return InvokeResult{}, fmt.Errorf("%w: payload of %d bytes, at most %d are allowed", ErrTooLarge, len(req.Payload), s.conf().Limits.MaxPayload)
-	}
-	if len(req.Metadata) > 64 {
-		return InvokeResult{}, fmt.Errorf("%w: %d metadata entries, at most 64 are allowed", ErrTooLarge, len(req.Metadata))
-	}
-	for k, v := range req.Metadata {
-		if len(k) > 128 || len(v) > 4096 || k == "" {
-			return InvokeResult{}, fmt.Errorf("%w: metadata key %.40q: keys are 1..128 bytes, values at most 4096", ErrInvalid, k)
-		}
-	}
-	if req.Timeout < 0 {
-		return InvokeResult{}, fmt.Errorf("%w: negative timeout", ErrInvalid)
-	}
-	ext, err := s.store.Get(req.Tenant, req.Environment, req.Extension, req.Version)
-	if err != nil {
-		return InvokeResult{}, err
-	}
-	tierName, tier := s.tierOf(req.Tenant)
-	timeout, longest := tier.timeouts(s.conf().Limits)
-	if req.Timeout > 0 {
-		timeout = min(req.Timeout, longest)
-	}
-	if err := s.checkCaps(req.Tenant, tierName, tier, time.Now()); err != nil {
-		s.metrics.IncRefused(tierName, refusalOf(err))
-		return InvokeResult{}, err
-	}
-	done, err := s.tenants.admit(req.Tenant, tier, time.Now())
-	if err != nil {
-		s.metrics.IncRefused(tierName, refusalOf(err))
-		return InvokeResult{}, err
-	}
-	defer done()
-
-	if err := s.scopes.enter(); err != nil {
-		return InvokeResult{}, err
-	}
-	defer s.scopes.exit()
-
-	id := s.conf().Isolation.scopeOf(req.Target)
-	sc, err := s.scopeFor(id)
-	if err != nil {
-		return InvokeResult{}, err
-	}
-	defer sc.active.Add(-1) // scopeFor counted it
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	invID := newInvocationID()
-	var cold bool
-	defer func() {
-		s.metrics.ObserveInvocation(sc.labels(), req.Extension, resultOf(err), time.Since(start), cold)
-		sc.countInvocation(req.Extension, time.Since(start), cold)
-	}()
-	log := s.log.With("tenant", req.Tenant, "scope", id.Key(), "invocation", invID, "extension", ext.Name)
-
-	w, cold, err := s.acquire(ctx, sc, ext, tier.maxWorkers(s.conf().Pool))
-	if err != nil {
-		if errors.Is(err, ErrDeadline) || errors.Is(ctx.Err(), context.DeadlineExceeded) && !errors.Is(err, ErrBusy) {
-			return InvokeResult{}, fmt.Errorf("%w after %s while waiting for a worker: %w", ErrDeadline, timeout, err)
-		}
-		return InvokeResult{}, err
-	}
-	queued := time.Since(start)
-	if w.inFlight.Add(1) == 1 {
-		w.current.Store(invID)
-	} else {
-		w.current.Store("")
-	}
-	w.lastUsed.Store(time.Now().UnixNano())
-	deadline, _ := ctx.Deadline()
-	callCtx, cpuCheck := ctx, func() (time.Duration, bool) { return 0, false }
-	if tier.CPUTime.Duration > 0 {
-		callCtx, cpuCheck = s.watchCPU(ctx, sc, w, tier.CPUTime.Duration)
-	}
-	resp, err := w.rpc.Invoke(callCtx, &workerv1.InvokeRequest{
-		InvocationId: invID, Extension: ext.Name, Payload: req.Payload,
-		Metadata: req.Metadata, DeadlineMs: time.Until(deadline).Milliseconds(),
-	})
-	cpuUsed, overCPU := cpuCheck()
-	if err != nil && ctx.Err() == nil {
-		// gRPC sends the deadline along: the worker's side of it may end
-		// the stream (RST_STREAM CANCEL) just before this side's timer
-		// fires. An error that close to the deadline is the deadline.
-		if left := time.Until(deadline); left < 100*time.Millisecond {
-			select {
-			case <-ctx.Done():
-			case <-time.After(left + 10*time.Millisecond):
-			}
-		}
-	}
-	if w.inFlight.Add(-1) == 0 {
-		w.current.Store("")
-	}
-	w.invocations.Add(1)
-	w.lastUsed.Store(time.Now().UnixNano())
-	s.invocations.Add(1)
-	sc.invocations.Add(1)
-	execOOM := w.exec != nil && s.endExec(sc, w, log) // kills what the program left
-
-	res := InvokeResult{InvocationID: invID, Scope: id.Key(), Worker: w.id, Cold: cold, Queued: queued}
-	switch {
-	case overCPU:
-		// The worker may still be computing: recycle it.
-		s.retire(sc, w, "cpu time")
-		<-w.slots
-		go w.stop()
-		log.Warn("invocation over its cpu time limit, worker recycled", "worker", w.id, "cpu", cpuUsed, "limit", tier.CPUTime.Duration)
-		return res, fmt.Errorf("%w: %s used %s of CPU, its tier %s allows %s per invocation (the worker was recycled)",
-			ErrCPUTime, ext.Name, cpuUsed.Round(100*time.Microsecond), tierName, tier.CPUTime.Duration)
-	case err == nil:
-		s.release(sc, w)
-	case ctx.Err() != nil && w.exec != nil && !w.retired.Load() && !w.exited():
-		// endExec killed the program and all it started: the worker serves on.
-		s.release(sc, w)
-		if ctx.Err() == context.DeadlineExceeded {
-			log.Warn("invocation deadline exceeded, its processes were killed", "worker", w.id, "timeout", timeout)
-			return res, fmt.Errorf("%w: %s after %s (its processes were killed)", ErrDeadline, ext.Name, timeout)
-		}
-		return res, fmt.Errorf("%w: %w (its processes were killed)", ErrDeadline, ctx.Err())
-	case ctx.Err() == context.DeadlineExceeded:
-		// The worker may be stuck in the handler: kill it and start afresh.
-		s.retire(sc, w, "deadline")
-		<-w.slots
-		go w.stop()
-		log.Warn("invocation deadline exceeded, worker killed", "worker", w.id, "timeout", timeout)
-		return res, fmt.Errorf("%w: %s after %s (the worker was killed and will be replaced)", ErrDeadline, ext.Name, timeout)
-	case errors.Is(err, plugins.ErrReplyTooLarge) && !w.exited():
-		// The result was larger than the client accepts; the worker is fine.
-		s.release(sc, w)
-		return res, fmt.Errorf("%w: the result of %s exceeds %d bytes", ErrTooLarge, ext.Name, s.conf().Limits.MaxResult)
-	case ctx.Err() != nil:
-		// The caller went away; the worker may still be busy.
-		s.retire(sc, w, "caller cancelled")
-		<-w.slots
-		go w.stop()
-		return res, fmt.Errorf("%w: %w", ErrDeadline, ctx.Err())
-	default:
-		<-w.slots
-		err = s.failure(sc, w, fmt.Errorf("%w: the worker of %s died during the call: %v", ErrWorker, ext.Name, err))
-		if execOOM { // endExec counted the OOM kill, of the worker itself
-			err = execOOMError(sc, ext)
-		}
-		return res, err
-	}
-	res.Duration = time.Since(start)
-	if resp.GetError() != "" {
-		if execOOM {
-			return res, execOOMError(sc, ext)
-		}
-		return res, fmt.Errorf("%w: %s", ErrHandler, truncate(resp.GetError(), 4096))
-	}
-	if int64(len(resp.GetResult())) > s.conf().Limits.MaxResult {
-		return res, fmt.Errorf("%w: the result of %s exceeds %d bytes", ErrTooLarge, ext.Name, s.conf().Limits.MaxResult)
-	}
-	res.Result = resp.GetResult()
-	log.Debug("invocation done", "worker", w.id, "cold", cold, "duration", res.Duration)
-	return res, nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
-}
-
-var invSeq atomic.Uint64
-
-func newInvocationID() string {
-	return fmt.Sprintf("i%x-%x", time.Now().UnixNano()&0xffffffffff, invSeq.Add(1))
 }
 
 // reaper stops idle workers and removes scopes that have none left, and
@@ -834,7 +618,7 @@ func (s *Supervisor) reaper(ctx context.Context) {
 		}
 		beat(&s.health.reaper)
 		idle := s.conf().Pool.IdleTimeout.Duration
-		s.tenants.prune(func(tenant string) Tier { _, t := s.tierOf(tenant); return t }, time.Now())
+		s.gate.prune(func(tenant string) Tier { _, t := s.tierOf(tenant); return t }, time.Now())
 		s.store.PrunePending()
 		var gone []*scope
 		for _, sc := range s.scopes.snapshot(nil) {
@@ -844,10 +628,7 @@ func (s *Supervisor) reaper(ctx context.Context) {
 				go w.stop()
 			}
 			s.warm(sc)
-			sc.mu.Lock()
-			empty := len(sc.workers) == 0 && len(sc.starting) == 0 && time.Since(sc.lastUsed) > idle
-			sc.mu.Unlock()
-			if empty && s.scopes.leaveIdle(sc) {
+			if sc.unused(idle) && s.scopes.leaveIdle(sc) {
 				gone = append(gone, sc)
 			}
 			// Idle scopes go removeParallel at a time; each soon after
@@ -879,20 +660,12 @@ func (s *Supervisor) warm(sc *scope) {
 	if s.conf().Pool.WarmMin == 0 {
 		return
 	}
-	sc.mu.Lock()
 	var need []ExtensionInfo
-	for _, ws := range sc.workers {
-		live := 0
-		for _, w := range ws {
-			if !w.retired.Load() {
-				live++
-			}
-		}
-		if len(ws) > 0 && live+sc.starting[versionKey(ws[0].ext)] < s.conf().Pool.WarmMin {
-			need = append(need, ws[0].ext)
+	for _, p := range sc.poolList() {
+		if p.short(s.conf().Pool.WarmMin) {
+			need = append(need, p.ext)
 		}
 	}
-	sc.mu.Unlock()
 	for _, ext := range need {
 		beat(&s.health.reaper) // a start may take start_timeout
 		ctx, cancel := context.WithTimeout(context.Background(), s.conf().Pool.StartTimeout.Duration)
@@ -921,19 +694,11 @@ func (s *Supervisor) RemoveExtension(tenant, env, name string) error {
 		return err
 	}
 	for _, sc := range s.scopes.snapshot(func(sc *scope) bool { return sc.id.Tenant == tenant }) {
-		sc.mu.Lock()
-		var victims []*worker
-		for _, ws := range sc.workers {
-			for _, w := range ws {
-				if w.ext.Name == name && w.ext.Environment == env {
-					victims = append(victims, w)
-				}
+		for _, w := range sc.workerList() {
+			if w.ext.Name == name && w.ext.Environment == env {
+				s.retire(sc, w, "extension removed")
+				go w.stop()
 			}
-		}
-		sc.mu.Unlock()
-		for _, w := range victims {
-			s.retire(sc, w, "extension removed")
-			go w.stop()
 		}
 	}
 	s.log.Info("extension removed", "tenant", tenant, "environment", env, "extension", name)
@@ -1018,16 +783,12 @@ func (s *Supervisor) info(sc *scope) ScopeInfo {
 	}
 	sc.netMu.Unlock()
 	info.Usage = s.usage(sc, st)
-	sc.mu.Lock()
-	for _, ws := range sc.workers {
-		for _, w := range ws {
-			info.Workers = append(info.Workers, WorkerInfo{
-				ID: w.id, Extension: w.ext.Name, Version: w.ext.Version, Pid: w.pid(), Started: w.started,
-				Invocations: w.invocations.Load(), InFlight: w.inFlight.Load(), Cgroup: sc.node.Path() + "/" + w.id,
-			})
-		}
+	for _, w := range sc.workerList() {
+		info.Workers = append(info.Workers, WorkerInfo{
+			ID: w.id, Extension: w.ext.Name, Version: w.ext.Version, Pid: w.pid(), Started: w.started,
+			Invocations: w.invocations.Load(), InFlight: w.inFlight.Load(), Cgroup: sc.node.Path() + "/" + w.id,
+		})
 	}
-	sc.mu.Unlock()
 	slices.SortFunc(info.Workers, func(a, b WorkerInfo) int { return strings.Compare(a.ID, b.ID) })
 	return info
 }

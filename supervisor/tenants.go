@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -23,14 +22,13 @@ const tenantsFile = "tenants.json"
 const maxTenantsFile = 64 << 20
 
 // tenantRegistry keeps the tenants' tier assignments (persisted in the
-// state directory, so they survive restarts) and each active tenant's
-// admission state: its token bucket and its invocations in flight.
+// state directory, so they survive restarts); their admission state is
+// the gate's.
 type tenantRegistry struct {
 	path string
 
 	mu       sync.Mutex
 	assigned map[string]tenantRecord // tenant → assignment
-	adm      map[string]*admission   // tenants with recent invocations
 }
 
 // tenantRecord is one tenant's entry in the file.
@@ -48,7 +46,7 @@ type tenantsDoc struct {
 
 // openTenants reads the assignments from stateDir (none yet is fine).
 func openTenants(stateDir string) (*tenantRegistry, error) {
-	r := &tenantRegistry{path: filepath.Join(stateDir, tenantsFile), assigned: map[string]tenantRecord{}, adm: map[string]*admission{}}
+	r := &tenantRegistry{path: filepath.Join(stateDir, tenantsFile), assigned: map[string]tenantRecord{}}
 	f, err := os.Open(r.path)
 	if errors.Is(err, os.ErrNotExist) {
 		return r, nil
@@ -156,122 +154,6 @@ func writeJSONAtomic(path string, v any) error {
 	}
 	defer d.Close()
 	return d.Sync()
-}
-
-// admission is one tenant's token bucket and invocations in flight.
-type admission struct {
-	tokens   float64
-	last     time.Time
-	inFlight int
-}
-
-// RetryAfterError is a refusal that may succeed later; the API edge passes
-// After on as a retry hint.
-type RetryAfterError struct {
-	Err   error
-	After time.Duration
-}
-
-func (e *RetryAfterError) Error() string {
-	return fmt.Sprintf("%v (retry after %s)", e.Err, e.After.Round(time.Millisecond))
-}
-
-func (e *RetryAfterError) Unwrap() error { return e.Err }
-
-// admit takes a slot and a token of tenant's tier t at now, or says why
-// not. The returned function gives the slot back.
-func (r *tenantRegistry) admit(tenant string, t Tier, now time.Time) (func(), error) {
-	if t.Suspended {
-		return nil, fmt.Errorf("%w: tenant %s is in a suspended tier", ErrSuspended, tenant)
-	}
-	if t.Rate == 0 && t.MaxConcurrent == 0 {
-		return func() {}, nil
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	a := r.adm[tenant]
-	if a == nil {
-		a = &admission{tokens: burstOf(t), last: now}
-		r.adm[tenant] = a
-	}
-	if t.MaxConcurrent > 0 && a.inFlight >= t.MaxConcurrent {
-		// No better hint than "soon": a slot frees when any of the
-		// tenant's invocations ends.
-		return nil, &RetryAfterError{
-			Err:   fmt.Errorf("%w: tenant %s has %d invocations in flight, its tier allows %d", ErrConcurrency, tenant, a.inFlight, t.MaxConcurrent),
-			After: 50 * time.Millisecond,
-		}
-	}
-	if t.Rate > 0 {
-		burst := burstOf(t)
-		if el := now.Sub(a.last); el > 0 {
-			a.tokens = math.Min(burst, a.tokens+el.Seconds()*t.Rate)
-		}
-		a.last = now
-		if a.tokens > burst { // the tier's burst was lowered
-			a.tokens = burst
-		}
-		if a.tokens < 1 {
-			wait := time.Duration((1 - a.tokens) / t.Rate * float64(time.Second))
-			return nil, &RetryAfterError{
-				Err:   fmt.Errorf("%w: tenant %s is over its tier's %g invocations/s (burst %g)", ErrRateLimited, tenant, t.Rate, burst),
-				After: max(wait, time.Millisecond),
-			}
-		}
-		a.tokens--
-	}
-	a.inFlight++
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			r.mu.Lock()
-			a.inFlight--
-			r.mu.Unlock()
-		})
-	}, nil
-}
-
-// inFlight is tenant's invocations in flight, as counted where its tier
-// limits them (0 otherwise).
-func (r *tenantRegistry) inFlight(tenant string) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if a := r.adm[tenant]; a != nil {
-		return a.inFlight
-	}
-	return 0
-}
-
-func burstOf(t Tier) float64 {
-	if t.Burst > 0 {
-		return float64(t.Burst)
-	}
-	return math.Max(1, math.Ceil(t.Rate))
-}
-
-// prune forgets the admission state of tenants with nothing in flight and
-// a full bucket (it is the same as none); the reaper calls it. tierOf may
-// use the registry (it is called without r.mu held).
-func (r *tenantRegistry) prune(tierOf func(string) Tier, now time.Time) {
-	r.mu.Lock()
-	names := slices.Collect(maps.Keys(r.adm))
-	r.mu.Unlock()
-	tiers := make(map[string]Tier, len(names))
-	for _, n := range names {
-		tiers[n] = tierOf(n)
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for tenant, a := range r.adm {
-		t, ok := tiers[tenant]
-		if !ok {
-			continue
-		}
-		full := t.Rate == 0 || a.tokens+now.Sub(a.last).Seconds()*t.Rate >= burstOf(t)
-		if a.inFlight == 0 && full {
-			delete(r.adm, tenant)
-		}
-	}
 }
 
 // TenantInfo is one tenant as the API shows it.

@@ -2,13 +2,11 @@ package supervisor
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"math"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -251,57 +249,6 @@ func tierWeights(sums map[string]uint64) map[string]uint64 {
 		out[name] = min(max(w, 1), 10000)
 	}
 	return out
-}
-
-// watchCPU bounds the CPU time of one invocation on w, which serves one
-// invocation at a time (Tier.validate checks that): it returns a context
-// for the call that is cancelled once the worker's cgroup has used more
-// than limit since now, and a function to call when the call has returned,
-// which says how much CPU time it used and whether that was over limit.
-// Where the worker's cgroup cannot be read the invocation runs unbounded,
-// and the error is logged and counted.
-func (s *Supervisor) watchCPU(ctx context.Context, sc *scope, w *worker, limit time.Duration) (context.Context, func() (time.Duration, bool)) {
-	cg := sc.node.Path() + "/" + w.id
-	start, err := cgroups.CPUUsage(cg)
-	if err != nil {
-		s.log.Warn("cpu time limit not enforced", "tenant", sc.id.Tenant, "scope", sc.id.Key(), "worker", w.id, "err", err)
-		s.metrics.IncError("cpu_time_read")
-		return ctx, func() (time.Duration, bool) { return 0, false }
-	}
-	cctx, cancel := context.WithCancelCause(ctx)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		// A poll reads one small file; 20 polls per limit, 2..50 ms apart.
-		tick := time.NewTicker(min(max(limit/20, 2*time.Millisecond), 50*time.Millisecond))
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-cctx.Done():
-				return
-			case <-tick.C:
-			}
-			if u, err := cgroups.CPUUsage(cg); err == nil && u-start > limit {
-				cancel(ErrCPUTime)
-				return
-			}
-		}
-	}()
-	return cctx, func() (time.Duration, bool) {
-		close(stop)
-		wg.Wait()
-		over := errors.Is(context.Cause(cctx), ErrCPUTime)
-		cancel(nil)
-		var used time.Duration
-		if u, err := cgroups.CPUUsage(cg); err == nil {
-			used = u - start
-		}
-		return used, over || used > limit
-	}
 }
 
 // refusalOf names an admission refusal for the metrics.

@@ -115,7 +115,7 @@ func TestUnitTierTimeouts(t *testing.T) {
 }
 
 func TestUnitAdmissionRate(t *testing.T) {
-	r := &tenantRegistry{adm: map[string]*admission{}}
+	r := newGate(nil)
 	tier := Tier{Rate: 10, Burst: 3}
 	now := time.Unix(1000, 0)
 	for i := range 3 {
@@ -167,7 +167,8 @@ func TestUnitAdmissionRate(t *testing.T) {
 }
 
 func TestUnitAdmissionConcurrencyAndSuspension(t *testing.T) {
-	r := &tenantRegistry{adm: map[string]*admission{}, assigned: map[string]tenantRecord{}}
+	r := newGate(nil)
+	reg := &tenantRegistry{assigned: map[string]tenantRecord{}}
 	tier := Tier{MaxConcurrent: 2}
 	now := time.Now()
 	d1, err1 := r.admit("acme", tier, now)
@@ -189,8 +190,9 @@ func TestUnitAdmissionConcurrencyAndSuspension(t *testing.T) {
 	}
 	d2()
 	d3()
-	// The supervisor's tierOf reads the registry: prune must not hold it.
-	r.prune(func(t string) Tier { _ = r.tierOf(t, "standard"); return tier }, now)
+	// The supervisor's tierOf reads the registry and may admit: prune
+	// must not hold the gate's lock while calling it.
+	r.prune(func(t string) Tier { _ = reg.tierOf(t, "standard"); _ = r.inFlight(t); return tier }, now)
 	if len(r.adm) != 0 {
 		t.Errorf("prune kept %d idle tenants", len(r.adm))
 	}
