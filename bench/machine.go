@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"runtime"
-	"strconv"
 	"strings"
 	"time"
 
@@ -59,32 +58,11 @@ func loadAvg(s string) string {
 	return strings.Join(f[:3], " ")
 }
 
-// MachineBusy is the CPU time all CPUs have been busy or stolen since boot,
-// from the first line of /proc/stat: user (guest included), nice, system,
-// irq, softirq and steal, not idle and iowait. It is 0 when unreadable.
+// MachineBusy is the CPU time all CPUs have been busy or stolen since boot
+// (cgroups.HostBusy), 0 when unreadable.
 func MachineBusy() time.Duration {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0
-	}
-	return machineBusy(string(b))
-}
-
-func machineBusy(stat string) time.Duration {
-	line, _, _ := strings.Cut(stat, "\n")
-	f := strings.Fields(line)
-	if len(f) < 9 || f[0] != "cpu" {
-		return 0
-	}
-	var ticks uint64
-	for _, i := range []int{1, 2, 3, 6, 7, 8} {
-		n, err := strconv.ParseUint(f[i], 10, 64)
-		if err != nil {
-			return 0
-		}
-		ticks += n
-	}
-	return time.Duration(ticks) * time.Second / 100 // USER_HZ is 100 on Linux
+	d, _ := cgroups.HostBusy()
+	return d
 }
 
 // QuoteArgs joins a command's arguments for a report, quoting for the shell
