@@ -83,6 +83,8 @@ type worker struct {
 	failErr  error
 	stopOnce sync.Once
 	unhold   func() // gives back the worker's hold on its bundle version
+
+	start workerStart // the phases of its start (coldstart.go)
 }
 
 func newWorkerID() string {
@@ -142,6 +144,7 @@ func (s *Supervisor) startWorker(ctx context.Context, sc *scope, ext ExtensionIn
 		return nil, err
 	}
 	cfg.NetNS = netPath
+	w.start.network = time.Now()
 	switch ext.Runtime {
 	case RuntimeGo:
 		cfg.Binary = filepath.Join(ext.Dir, filepath.FromSlash(ext.Entrypoint))
@@ -236,6 +239,7 @@ func (s *Supervisor) startWorker(ctx context.Context, sc *scope, ext ExtensionIn
 			return fail(r.err)
 		}
 		w.rpc = r.rpc
+		w.start.sandbox, w.start.ready = w.runner.Started(), time.Now()
 	case <-ctx.Done():
 		// Kill makes the pending Client() return.
 		w.stop()

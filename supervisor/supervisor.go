@@ -695,6 +695,7 @@ type InvokeResult struct {
 	Cold         bool
 	Duration     time.Duration
 	Queued       time.Duration
+	ColdStart    *ColdStart // the phases of the worker's start when Cold, else nil
 }
 
 // checkTargetFields validates every request field that can reach a path.
@@ -827,6 +828,9 @@ func (s *Supervisor) Invoke(ctx context.Context, req InvokeRequest) (_ InvokeRes
 	execOOM := w.exec != nil && s.endExec(sc, w, log) // kills what the program left
 
 	res := InvokeResult{InvocationID: invID, Scope: id.Key(), Worker: w.id, Cold: cold, Queued: queued}
+	if cold {
+		res.ColdStart = w.coldStart(start)
+	}
 	switch {
 	case overCPU:
 		// The worker may still be computing: recycle it.
