@@ -33,6 +33,14 @@ const (
 	pScopedEdge   = "scoped edge"     // client time − Figures.duration: gRPC to the daemon, API edge
 	pPluginStart  = "go-plugin start" // NewClient → Client() returns: fork/exec, handshake, gRPC connection
 	pPluginCall   = "go-plugin call"  // Dispense + the first Invoke
+
+	// scoped's cold start as the daemon reports it (Figures.cold_start),
+	// and the rest of the client's time.
+	phScope     = "phase scope"     // receipt → the worker's start: checks, admission, the scope's cgroup nodes
+	phNetwork   = "phase network"   // the worker's network (0 in mode none)
+	phSandbox   = "phase sandbox"   // worker cgroup, rootfs, libcontainer create + run
+	phHandshake = "phase handshake" // the worker's start up to its handshake and the gRPC connection to it
+	phReply     = "phase reply"     // the rest: gRPC to and from the daemon, Dispense, the first call
 )
 
 const callTimeout = 30 * time.Second
@@ -50,34 +58,24 @@ func (b *bench) coldVariants() []coldVariant {
 	}
 }
 
-// coldResult is the cold-start measurement: the series, and the phases of
-// scoped's cold starts read from the daemon's log (nil if it could not).
+// coldResult is the cold-start measurement: the series, the phases among
+// them.
 type coldResult struct {
 	series map[string][]time.Duration
-	phases map[string][]time.Duration
 }
 
-// coldCall is one timed scoped cold start, to find in the daemon's log.
-type coldCall struct {
-	tenant     string
-	start, end time.Time
-}
-
-// measureCold starts a daemon that logs at debug level (a few lines per
-// cold start), runs every variant warmup+n times, round-robin, starting
-// each round with the next variant so that none always runs first, stops
-// the daemon, and reads the phases of the cold starts from its log. Each
+// measureCold starts a daemon, runs every variant warmup+n times,
+// round-robin, starting each round with the next variant so that none
+// always runs first, and stops the daemon. Each
 // timed run follows an idle gap, for the reason sandboxbench gives: the
 // first write to cgroup.procs after some idle time waits for an RCU grace
 // period, and a daemon that starts a scope now and then pays it.
 func (b *bench) measureCold(ctx context.Context) (coldResult, error) {
-	if err := b.startDaemon(ctx, "cold", "debug"); err != nil {
+	if err := b.startDaemon(ctx, "cold", "info"); err != nil {
 		return coldResult{}, err
 	}
-	logPath := b.d.LogPath
 	vs := b.coldVariants()
 	res := coldResult{series: map[string][]time.Duration{}}
-	var calls []coldCall
 	total := b.o.warmup + b.o.n
 	for i := range total {
 		round := map[string]time.Duration{}
@@ -95,21 +93,12 @@ func (b *bench) measureCold(ctx context.Context) (coldResult, error) {
 			for s, d := range round {
 				res.series[s] = append(res.series[s], d)
 			}
-			calls = append(calls, b.lastCold)
 		}
 		if (i+1)%10 == 0 || i+1 == total {
 			logf("cold start: %d/%d rounds (%d warm-up)", i+1, total, b.o.warmup)
 		}
 	}
-	if err := b.stopDaemon(); err != nil {
-		return res, err
-	}
-	phases, err := coldPhases(logPath, calls)
-	if err != nil {
-		logf("no breakdown of the cold starts: %v", err)
-	}
-	res.phases = phases
-	return res, nil
+	return res, b.stopDaemon()
 }
 
 // coldScoped deploys whoami for a fresh tenant (untimed), then times the
@@ -125,10 +114,8 @@ func (b *bench) coldScoped(ctx context.Context, rec func(string, time.Duration))
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	t0 := time.Now()
 	resp, err := b.c.Invoke(cctx, &scopedv1.InvokeRequest{Tenant: tenant, Environment: environment, Extension: extName, Payload: b.payload})
-	t1 := time.Now()
-	total := t1.Sub(t0)
+	total := time.Since(t0)
 	cancel()
-	b.lastCold = coldCall{tenant: tenant, start: t0, end: t1}
 	if err != nil {
 		return fmt.Errorf("invoke for %s: %w\ndaemon log:\n%s", tenant, err, b.d.LogTail())
 	}
@@ -144,6 +131,17 @@ func (b *bench) coldScoped(ctx context.Context, rec func(string, time.Duration))
 	rec(pScopedQueued, queued)
 	rec(pScopedCall, dur-queued)
 	rec(pScopedEdge, total-dur)
+	cs := f.GetColdStart()
+	if cs == nil {
+		return fmt.Errorf("the cold invocation of tenant %s has no cold-start phases in its figures", tenant)
+	}
+	rest := total
+	for s, d := range map[string]time.Duration{phScope: cs.GetScope().AsDuration(), phNetwork: cs.GetNetwork().AsDuration(),
+		phSandbox: cs.GetSandbox().AsDuration(), phHandshake: cs.GetHandshake().AsDuration()} {
+		rec(s, d)
+		rest -= d
+	}
+	rec(phReply, rest)
 	return b.removeExtension(ctx, tenant, f.GetScope())
 }
 

@@ -62,7 +62,6 @@ type bench struct {
 	pluginLog hclog.Logger
 	payload   []byte
 	seq       int
-	lastCold  coldCall          // the last scoped cold start
 	extra     string            // TOML appended to the next daemon's configuration
 	logs      benchmd.LogKeeper // the -daemon-log file
 	direct    []int             // pids of the direct workers started

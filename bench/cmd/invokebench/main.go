@@ -20,9 +20,8 @@
 // and the whoami example bundle) with `go build` in the repository root, and
 // runs the daemon with a private configuration (socket, state and runtime
 // directories in a temporary directory, cgroup root /scoped-bench-invoke):
-// once for the cold starts, logging at debug level so that the phases of
-// each start can be read from its log, and afresh for the warm calls,
-// logging at info level. It talks to the daemons, its go-plugin workers and
+// once for the cold starts (the daemon reports the phases of each in the
+// invocation's figures) and afresh for the warm calls, logging at info level. It talks to the daemons, its go-plugin workers and
 // nothing else, over the unix sockets it makes; an abstract unix socket keeps
 // a second run from starting meanwhile. It runs as root and needs runc. Everything it creates — the daemon (stopped with SIGTERM, which
 // removes its cgroups and sandboxes), the direct workers, runc's state, the

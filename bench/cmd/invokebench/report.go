@@ -62,9 +62,8 @@ func (b *bench) report(cr coldResult, warm []warmResult, acct, meter *acctResult
 	p("- Daemon: `scoped` built with `-tags seccomp`, started with a private configuration: isolation by\n")
 	p("  tenant + environment; `[pool] max_workers = %d, max_concurrent = %d, warm_min = 0, idle_timeout = \"1h\"`;\n",
 		b.o.maxWorkers, b.o.maxConcurrent)
-	p("  cgroup root `%s`; everything else at its default. One daemon serves the cold starts with\n", daemonCgroupRoot)
-	p("  `[log] level = \"debug\"` (a few lines per cold start, read for the phases below), a fresh\n")
-	p("  one the warm calls with `level = \"info\"` (nothing logged per invocation). The benchmark calls\n")
+	p("  cgroup root `%s`; everything else at its default. One daemon serves the cold starts, a fresh\n", daemonCgroupRoot)
+	p("  one the warm calls, both with `[log] level = \"info\"` (nothing logged per invocation). The benchmark calls\n")
 	p("  them as root over their unix sockets with `client.Dial` (one connection each).\n")
 	p("- Cleanup: each daemon stopped with SIGTERM and left no cgroup; direct workers killed, runc state\n")
 	p("  and temporary directories removed; afterwards no cgroup named `*%s*` was left.\n\n", cgroupMark)
@@ -89,14 +88,11 @@ func (b *bench) report(cr coldResult, warm []warmResult, acct, meter *acctResult
 	p("  handshake), %s for the first call (`duration` − `queued`), %s outside the daemon's invocation\n",
 		ms(benchmd.Median(cold[pScopedCall])), ms(benchmd.Median(cold[pScopedEdge])))
 	p("  code (client latency − `duration`: gRPC on the unix socket, the API edge).\n")
-	if ph := cr.phases; ph != nil {
-		p("- scoped, from the daemon's debug log (1 ms resolution): %s from the call to \"scope created\"\n", ms(benchmd.Median(ph[phScope])))
-		p("  (gRPC, API edge, checks, extension lookup, the scope's cgroup nodes in every hierarchy); %s more\n", ms(benchmd.Median(ph[phSandbox])))
-		p("  until go-plugin waits for the worker's address (worker cgroup leaf, rootfs, libcontainer create\n")
-		p("  and run: the sandbox is up); %s more until go-plugin has read the handshake line (the worker's\n", ms(benchmd.Median(ph[phHandshake])))
-		p("  own start inside the sandbox); %s more until the client has the reply (gRPC connection to the\n", ms(benchmd.Median(ph[phReply])))
-		p("  worker, Dispense, the first call, the reply).\n")
-	}
+	p("- scoped, from its `Figures.cold_start` (measured in the daemon): %s from the invocation's receipt\n", ms(benchmd.Median(cold[phScope])))
+	p("  to the worker's start (checks, extension lookup, the scope's cgroup nodes in every hierarchy); %s more\n", ms(benchmd.Median(cold[phSandbox])))
+	p("  until the sandbox runs (worker cgroup leaf, rootfs, libcontainer create and run); %s more until\n", ms(benchmd.Median(cold[phHandshake])))
+	p("  go-plugin has the handshake and the gRPC connection (the worker's own start inside the sandbox);\n")
+	p("  %s of the client's time remain (gRPC to and from the daemon, Dispense, the first call, the reply).\n", ms(benchmd.Median(cold[phReply])))
 	p("- go-plugin: %s from `NewClient` until `Client()` returns (fork/exec, the worker's start, the\n", ms(benchmd.Median(cold[pPluginStart])))
 	p("  handshake, the gRPC connection), %s for `Dispense` and the first call.\n\n", ms(benchmd.Median(cold[pPluginCall])))
 	p("Variants:\n\n")

@@ -81,7 +81,7 @@ type coldCall struct {
 	queued     time.Duration // Figures.queued: worker acquisition, the start included
 	poolReady  int           // namespaces ready in the pool just before (-1: no pool)
 	late       time.Duration // the previous cold start ended this much after this one's slot
-	phases     *phases       // from the daemon's log, nil if not found
+	phases     *phases       // from the invocation's Figures.cold_start
 }
 
 func (c coldCall) latency() time.Duration { return c.end.Sub(c.start) }
@@ -130,7 +130,7 @@ idle_timeout = "1h"
 id_base = %d
 id_slots = %d
 [log]
-level = "debug"
+level = "info"
 [metrics]
 listen = "off"
 [tenants]
@@ -275,9 +275,6 @@ func (b *bench) runRound(ctx context.Context, round int, res *coldResult) (retEr
 		if err := l.stop(b); err != nil {
 			return err
 		}
-		if err := attachPhases(l.d.LogPath, l.calls); err != nil {
-			logf("no breakdown of the cold starts (%s): %v", l.env.name, err)
-		}
 		res.calls[l.env.index] = append(res.calls[l.env.index], l.calls...)
 	}
 	return nil
@@ -316,8 +313,25 @@ func (b *bench) coldStart(ctx context.Context, l *live, round int) (coldCall, er
 		return call, err
 	}
 	call.queued = f.GetQueued().AsDuration()
+	cs := f.GetColdStart()
+	if cs == nil {
+		return call, fmt.Errorf("the cold invocation of tenant %s has no cold-start phases in its figures", tenant)
+	}
+	call.phases = &phases{scope: cs.GetScope().AsDuration(), network: cs.GetNetwork().AsDuration(),
+		sandbox: cs.GetSandbox().AsDuration(), handshake: cs.GetHandshake().AsDuration()}
+	call.phases.reply = call.latency() - call.phases.scope - call.phases.network - call.phases.sandbox - call.phases.handshake
 	l.lastScope = f.GetScope()
 	return call, nil
+}
+
+// phases are one cold start as the daemon reports it (Figures.cold_start)
+// and the rest of the client's time.
+type phases struct {
+	scope     time.Duration // receipt → the worker's start: checks, admission, the scope's cgroups
+	network   time.Duration // the worker's network: netns.Manager.Egress (0 in mode none)
+	sandbox   time.Duration // worker cgroup, rootfs, libcontainer create + run
+	handshake time.Duration // the worker's start up to its handshake and the gRPC connection
+	reply     time.Duration // the rest at the client: gRPC to and from the daemon, Dispense, the call
 }
 
 // checkReply checks that whoami echoed the payload.

@@ -16,7 +16,7 @@
 // scope every 3 × -pace, and the pool refills between its starts), discards
 // each daemon's first -warmup and stops the daemons, which removes every
 // scope. Taking turns keeps a drift of the machine out of the ratios. The
-// phases of each cold start are read from the daemons' debug logs. Then, in
+// daemon reports the phases of each cold start in the invocation's figures. Then, in
 // the benchmark's own process, it times netns.Manager.Egress and Net.Close
 // with and without the pool, with and without a policy, to split what the
 // namespace, the eBPF attachments and the caps cost.

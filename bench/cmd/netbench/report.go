@@ -82,7 +82,7 @@ func (b *bench) report(cr coldResult, in *inprocResult) string {
 	p("  tenant + environment; `[pool] warm_min = 0, max_workers = 4, max_concurrent = 16, idle_timeout = \"1h\"`;\n")
 	p("  `[tenants] default_tier = \"net\"`; `[tiers.net] network = \"none\" | \"egress\", egress_allow = [%q],\n", allowRule)
 	p("  egress_rate = %d, ingress_rate = %d` (bytes/s); `[network] uplink = %q, pool_size = %d | 0`;\n", b.o.rate, b.o.rate, uplink, b.o.poolSize)
-	p("  `[log] level = \"debug\"` (a few lines per cold start, read for the phases below); everything else\n")
+	p("  `[log] level = \"info\"`; everything else\n")
 	p("  at its default (eBPF accounting included). The benchmark calls each over its unix socket with\n")
 	p("  `client.Dial` (one connection).\n")
 	p("- Procedure: %d rounds. Each starts a fresh daemon per mode (three at once, in their own\n", b.o.rounds)
@@ -183,12 +183,12 @@ func (b *bench) report(cr coldResult, in *inprocResult) string {
 	}
 
 	p("\n### Where the difference goes\n\n")
-	p("Medians of the phases of each cold start, from the daemon's debug log (1 ms resolution; medians\n")
-	p("need not add up): **scope** = the call to \"scope created\" (gRPC, API edge, checks, the scope's\n")
-	p("cgroups); **network** = to \"scope network\", which the daemon logs when `netns.Manager.Egress`\n")
-	p("returns; **sandbox** = to go-plugin's \"waiting for RPC address\" (worker cgroup, rootfs, libcontainer\n")
-	p("create and run); **handshake** = to go-plugin's \"using plugin\" (the worker's own start); **reply**\n")
-	p("= to the reply at the client.\n\n")
+	p("Medians of the phases of each cold start, as the daemon reports them in `Figures.cold_start`\n")
+	p("(medians need not add up): **scope** = the invocation's receipt to the worker's start (checks, the\n")
+	p("scope's cgroups); **network** = the worker's network (`netns.Manager.Egress`); **sandbox** = worker\n")
+	p("cgroup, rootfs, libcontainer create and run; **handshake** = the worker's own start up to its\n")
+	p("handshake and the gRPC connection; **reply** = the rest of the client's time (gRPC to and from the\n")
+	p("daemon, Dispense, the call).\n\n")
 	p("| Mode | scope | network | sandbox | handshake | reply | `Figures.queued` |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for i, m := range ms3 {
 		calls := cr.calls[i]
