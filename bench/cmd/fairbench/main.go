@@ -60,6 +60,7 @@ import (
 	benchmd "github.com/scoped-io/scoped/bench"
 	"github.com/scoped-io/scoped/cgroups"
 	"github.com/scoped-io/scoped/client"
+	"github.com/scoped-io/scoped/internal/gobuild"
 	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
 )
 
@@ -391,7 +392,7 @@ func (b *bench) build() error {
 		return err
 	}
 	spin := filepath.Join(bin, extName)
-	if err := benchmd.GoBuild(b.root, spin, "./examples/"+extName, false); err != nil {
+	if err := gobuild.Build(b.root, spin, "./examples/"+extName, false); err != nil {
 		return err
 	}
 	if err := os.Chmod(bin, 0o755); err != nil {

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 
 	benchmd "github.com/scoped-io/scoped/bench"
+	"github.com/scoped-io/scoped/internal/gobuild"
 	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
 )
 
@@ -34,7 +35,7 @@ func buildBundles(root, dir string) (map[string]*scopedv1.Bundle, error) {
 	if err := os.MkdirAll(mis, 0o755); err != nil {
 		return nil, err
 	}
-	if err := benchmd.GoBuild(root, filepath.Join(mis, "misbehave"), "./e2e/testdata/misbehave", false); err != nil {
+	if err := gobuild.Build(root, filepath.Join(mis, "misbehave"), "./e2e/testdata/misbehave", false); err != nil {
 		return nil, err
 	}
 	manifest, err := os.ReadFile(filepath.Join(root, "e2e", "testdata", "misbehave", "manifest.toml"))
