@@ -54,6 +54,8 @@ import (
 	benchmd "github.com/scoped-io/scoped/bench"
 )
 
+var logf = benchmd.Logger("churnbench: ", true)
+
 const (
 	churnStart   = "<!-- churnbench-churn:start -->"
 	churnEnd     = "<!-- churnbench-churn:end -->"
@@ -200,8 +202,4 @@ func run(o options) (retErr error) {
 		fmt.Fprintf(os.Stderr, "churnbench: wrote %s\n", o.out)
 	}
 	return nil
-}
-
-func logf(format string, a ...any) {
-	fmt.Fprintf(os.Stderr, "churnbench: "+time.Now().Format("15:04:05 ")+format+"\n", a...)
 }

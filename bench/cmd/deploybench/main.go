@@ -43,6 +43,8 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
+var logf = benchmd.Logger("", true)
+
 const (
 	markStart    = "<!-- deploybench:start -->"
 	markEnd      = "<!-- deploybench:end -->"
@@ -89,10 +91,6 @@ func main() {
 		fmt.Fprintln(os.Stderr, "deploybench:", err)
 		os.Exit(1)
 	}
-}
-
-func logf(format string, a ...any) {
-	fmt.Fprintf(os.Stderr, time.Now().Format("15:04:05 ")+format+"\n", a...)
 }
 
 func run(o options) (retErr error) {
@@ -365,8 +363,8 @@ func report(o options, lats, works map[string][]time.Duration) string {
 	row := func(name string, ds []time.Duration) {
 		s := sorted(ds)
 		p99 := benchmd.Percentile(s, 99)
-		p("| %s | %d | %s | %s | %s | %s | %.2f |\n", name, len(s), ms(benchmd.Percentile(s, 50)), ms(benchmd.Percentile(s, 90)),
-			ms(p99), ms(s[len(s)-1]), float64(p99)/float64(idle99))
+		p("| %s | %d | %s | %s | %s | %s | %.2f |\n", name, len(s), benchmd.Ms(benchmd.Percentile(s, 50)), benchmd.Ms(benchmd.Percentile(s, 90)),
+			benchmd.Ms(p99), benchmd.Ms(s[len(s)-1]), float64(p99)/float64(idle99))
 	}
 	row("idle", lats[""])
 	row("during tenant a's own deploy work, no daemon (floor)", lats["local"])
@@ -376,7 +374,7 @@ func report(o options, lats, works map[string][]time.Duration) string {
 		float64(benchmd.Percentile(sorted(lats["local"]), 99))/float64(idle99),
 		float64(benchmd.Percentile(sorted(lats["deploys"]), 50))/float64(benchmd.Percentile(sorted(lats[""]), 50)))
 	p("Tenant a: %d deploys, median %s each; %d rounds of its own work, median %s each.\n",
-		len(works["deploys"]), ms(benchmd.Median(works["deploys"])), len(works["local"]), ms(benchmd.Median(works["local"])))
+		len(works["deploys"]), benchmd.Ms(benchmd.Median(works["deploys"])), len(works["local"]), benchmd.Ms(benchmd.Median(works["local"])))
 	p("%s\n", markEnd)
 	return b.String()
 }
@@ -386,5 +384,3 @@ func sorted(ds []time.Duration) []time.Duration {
 	slices.Sort(s)
 	return s
 }
-
-func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }

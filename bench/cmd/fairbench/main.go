@@ -64,6 +64,8 @@ import (
 	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
 )
 
+var logf = benchmd.Logger("fairbench: ", false)
+
 const (
 	markStart    = "<!-- fairbench:start -->"
 	markEnd      = "<!-- fairbench:end -->"
@@ -797,7 +799,7 @@ func (b *bench) report(results []*result, noisy *noisyResult) string {
 		p("  everything else at the defaults, but the noisy-neighbour controller off (`[control] enabled = false`).\n")
 	}
 	p("- Method: spin is deployed for every tenant and environment; every scope is warmed first (its %d\n", n)
-	p("  %s started by %d concurrent short spin calls, so that no cold start falls in the window). Then\n", plural(n, "worker"), n)
+	p("  %s started by %d concurrent short spin calls, so that no cold start falls in the window). Then\n", benchmd.Plural(n, "worker"), n)
 	p("  every scope keeps %d concurrent spin calls of %s ms of CPU running (one per CPU: each tenant\n", n, spinMs)
 	p("  alone could fill the machine); after %s the CPU usage of every tenant's cgroup (`cpu.stat`\n", b.o.settle)
 	p("  usage_usec, unified hierarchy) is read, and again %s later (and in between, %d equal slices\n", b.o.duration, b.o.slices)
@@ -827,7 +829,7 @@ func (b *bench) report(results []*result, noisy *noisyResult) string {
 			r.window.Seconds(), sum.Seconds(), capacity, 100*sum.Seconds()/capacity)
 		p("(the daemon, other processes, the kernel) %.0f %% by /proc/stat.", 100*other.Seconds()/capacity)
 		if restarted > 0 {
-			p(" %d spin %s completed in the window and %s made again.", restarted, plural(restarted, "call"), plural2(restarted))
+			p(" %d spin %s completed in the window and %s made again.", restarted, benchmd.Plural(restarted, "call"), plural2(restarted))
 		}
 		p("\n")
 		for _, t := range r.ten {
@@ -863,13 +865,6 @@ func maxDeviation(ts []tenantResult) float64 {
 	return d
 }
 
-func plural(n int, word string) string {
-	if n == 1 {
-		return word
-	}
-	return word + "s"
-}
-
 func plural2(n int) string {
 	if n == 1 {
 		return "was"
@@ -878,7 +873,3 @@ func plural2(n int) string {
 }
 
 // --- helpers ---------------------------------------------------------------
-
-func logf(format string, a ...any) {
-	fmt.Fprintf(os.Stderr, "fairbench: "+format+"\n", a...)
-}

@@ -237,7 +237,7 @@ func (b *bench) build() error {
 	if b.scopedB, err = benchmd.BuildDaemon(b.root, b.bin); err != nil {
 		return err
 	}
-	b.libcontainer = binaryModuleVersion(b.scopedB, "github.com/opencontainers/runc")
+	b.libcontainer = benchmd.BinaryModuleVersion(b.scopedB, "github.com/opencontainers/runc")
 	b.bundle = filepath.Join(b.bin, "bundles", extName)
 	b.whoami = filepath.Join(b.bundle, extName)
 	if b.files, err = benchmd.BuildBundle(b.root, b.bundle, extName); err != nil {

@@ -48,6 +48,8 @@ import (
 	benchmd "github.com/scoped-io/scoped/bench"
 )
 
+var logf = benchmd.Logger("invokebench: ", false)
+
 const (
 	// The markers around this program's section of the output file.
 	markStart = "<!-- invokebench:start -->"
@@ -213,8 +215,4 @@ func run(o options) (retErr error) {
 		fmt.Fprintf(os.Stderr, "invokebench: wrote %s\n", o.out)
 	}
 	return nil
-}
-
-func logf(format string, a ...any) {
-	fmt.Fprintf(os.Stderr, "invokebench: "+format+"\n", a...)
 }

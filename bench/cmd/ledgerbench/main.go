@@ -13,7 +13,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"slices"
 	"strings"
 	"time"
 
@@ -64,7 +63,7 @@ func main() {
 			os.Exit(1)
 		}
 		p("| %d | %d | %.0f | %.1f | %s | %s |\n", n, len(r.lat), float64(r.records)/r.elapsed.Seconds(),
-			float64(len(r.lat))/r.elapsed.Seconds(), pct(r.lat, 50), pct(r.lat, 99))
+			float64(len(r.lat))/r.elapsed.Seconds(), benchmd.Percentile(r.lat, 50).Round(10*time.Microsecond).String(), benchmd.Percentile(r.lat, 99).Round(10*time.Microsecond).String())
 	}
 	p("\nA daemon flushes every 10 s by default: even 1000 live scopes need one such commit per flush.\n")
 	p("%s\n", markEnd)
@@ -121,9 +120,3 @@ func run(scopes int, d time.Duration) (result, error) {
 	return r, nil
 }
 
-func pct(ds []time.Duration, q float64) string {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	i := int(q / 100 * float64(len(s)-1))
-	return s[i].Round(10 * time.Microsecond).String()
-}

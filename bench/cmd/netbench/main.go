@@ -51,6 +51,8 @@ import (
 	benchmd "github.com/scoped-io/scoped/bench"
 )
 
+var logf = benchmd.Logger("netbench: ", false)
+
 const (
 	markStart    = "<!-- netbench:start -->"
 	markEnd      = "<!-- netbench:end -->"
@@ -169,8 +171,4 @@ func run(o options) (retErr error) {
 		logf("wrote %s", o.out)
 	}
 	return nil
-}
-
-func logf(format string, a ...any) {
-	fmt.Fprintf(os.Stderr, "netbench: "+format+"\n", a...)
 }

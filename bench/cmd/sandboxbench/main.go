@@ -21,14 +21,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"math"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
-	"runtime/debug"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -557,30 +554,11 @@ func (b *bench) measure(ctx context.Context) (map[string][]time.Duration, error)
 // stats are the median and 90th percentile (nearest rank) of a series.
 type stats struct{ median, p90 time.Duration }
 
-func summarise(ds []time.Duration) stats {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	n := len(s)
-	med := s[n/2]
-	if n%2 == 0 {
-		med = (s[n/2-1] + s[n/2]) / 2
-	}
-	return stats{median: med, p90: s[int(math.Ceil(0.9*float64(n)))-1]}
-}
-
-func ms(d time.Duration) string {
-	return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 2, 64) + " ms"
-}
-
-func ratio(a, b time.Duration) string {
-	return strconv.FormatFloat(float64(a)/float64(b), 'f', 2, 64)
-}
-
 // report renders the section, markers included.
 func (b *bench) report(res map[string][]time.Duration) string {
 	st := map[string]stats{}
 	for s, ds := range res {
-		st[s] = summarise(ds)
+		st[s] = stats{benchmd.Median(ds), benchmd.Percentile(ds, 90)}
 	}
 	fork := st[sFork].median
 	var w strings.Builder
@@ -593,22 +571,22 @@ func (b *bench) report(res map[string][]time.Duration) string {
 	p("- Date: %s\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
 	p("- %s\n", benchmd.Machine())
 	p("- N: %d measured runs of each variant, after %d discarded warm-up %s; %s idle before each run\n",
-		b.o.n, b.o.warmup, plural(b.o.warmup, "round"), b.o.gap)
+		b.o.n, b.o.warmup, benchmd.Plural(b.o.warmup, "round"), b.o.gap)
 	p("- Versions: %s, libcontainer %s, %s, runc %s\n\n",
-		runtime.Version(), moduleVersion("github.com/opencontainers/runc"), toolVersion(b.o.bwrap), toolVersion(b.o.runc))
+		runtime.Version(), benchmd.ModuleVersion("github.com/opencontainers/runc"), benchmd.ToolVersion(b.o.bwrap), benchmd.ToolVersion(b.o.runc))
 
 	p("| Variant | Median | p90 | vs fork/exec |\n| --- | ---: | ---: | ---: |\n")
 	for _, s := range []string{sFork, sScopedExit, sScopedDestroy, sBwrap, sRunc} {
-		p("| %s | %s | %s | %s× |\n", s, ms(st[s].median), ms(st[s].p90), ratio(st[s].median, fork))
+		p("| %s | %s | %s | %s× |\n", s, benchmd.Ms(st[s].median), benchmd.Ms(st[s].p90), benchmd.DRatio(st[s].median, fork))
 	}
 	p("\nScoped against the others, ratios of medians (below 1: scoped is faster):\n\n")
 	for _, s := range []string{sScopedExit, sScopedDestroy} {
 		name := strings.TrimPrefix(s, "scoped: ")
 		p("- scoped (%s) / bwrap = %s; scoped (%s) / runc run = %s\n",
-			name, ratio(st[s].median, st[sBwrap].median), name, ratio(st[s].median, st[sRunc].median))
+			name, benchmd.DRatio(st[s].median, st[sBwrap].median), name, benchmd.DRatio(st[s].median, st[sRunc].median))
 	}
 	p("\nScoped's time by phase, medians: %s after %s, %s %s later, %s %s later.\n\n",
-		pStart, ms(st[pStart].median), pWait, ms(st[pWait].median), pDestroy, ms(st[pDestroy].median))
+		pStart, benchmd.Ms(st[pStart].median), pWait, benchmd.Ms(st[pWait].median), pDestroy, benchmd.Ms(st[pDestroy].median))
 
 	p("Times are wall clock in the benchmark process, from just before the start to just after the\n")
 	p("last call returns. Every variant gets stdin from /dev/null, stdout discarded and stderr captured.\n\n")
@@ -632,32 +610,4 @@ func (b *bench) report(res map[string][]time.Duration) string {
 	p("as a daemon that starts sandboxes now and then does; bwrap and fork/exec join no cgroup.\n")
 	p("%s\n", markEnd)
 	return w.String()
-}
-
-func plural(n int, word string) string {
-	if n == 1 {
-		return word
-	}
-	return word + "s"
-}
-
-func moduleVersion(path string) string {
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, m := range bi.Deps {
-			if m.Path == path {
-				return m.Version
-			}
-		}
-	}
-	return "unknown"
-}
-
-// toolVersion is the first line of `tool --version`, without the tool's name.
-func toolVersion(tool string) string {
-	out, err := exec.Command(tool, "--version").Output()
-	if err != nil {
-		return filepath.Base(tool) + " (version unknown)"
-	}
-	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
-	return strings.TrimPrefix(line, "runc version ")
 }

@@ -54,6 +54,8 @@ import (
 	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
 )
 
+var logf = benchmd.Logger("", true)
+
 const (
 	markStart    = "<!-- soakbench:start -->"
 	markEnd      = "<!-- soakbench:end -->"
@@ -93,10 +95,6 @@ func main() {
 		fmt.Fprintln(os.Stderr, "soakbench:", err)
 		os.Exit(1)
 	}
-}
-
-func logf(format string, a ...any) {
-	fmt.Fprintf(os.Stderr, time.Now().Format("15:04:05 ")+format+"\n", a...)
 }
 
 // The bundles each tenant gets.
