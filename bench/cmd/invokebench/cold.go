@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -259,24 +257,10 @@ func (b *bench) coldPlugin(ctx context.Context, rec func(string, time.Duration))
 
 func (b *bench) coldRunc(_ context.Context, rec func(string, time.Duration)) error {
 	b.seq++
-	id := "r" + strconv.Itoa(b.seq)
-	if err := b.writeRuncConfig(id); err != nil {
-		return err
-	}
-	var stderr bytes.Buffer
-	cmd := exec.Command(b.o.runc, "--root", b.runcRoot, "run", "--bundle", b.runcBndl, id)
-	cmd.Stderr = &stderr
 	time.Sleep(b.o.gap)
-	t0 := time.Now()
-	err := cmd.Run()
-	d := time.Since(t0)
-	if err != nil {
-		// runc run removes its container when the process exits; not
-		// necessarily when it fails.
-		return errors.Join(fmt.Errorf("runc run: %w: %s", err, strings.TrimSpace(stderr.String())), b.runcDelete(id))
-	}
+	d, err := b.runc.Run("r" + strconv.Itoa(b.seq))
 	rec(sRunc, d)
-	return nil
+	return err
 }
 
 var invSeq atomic.Uint64

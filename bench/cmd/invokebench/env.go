@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -51,10 +49,7 @@ type bench struct {
 
 	runcTree *cgroups.Tree
 	runcNode *cgroups.Node
-	runcRoot string // runc --root
-	runcBndl string // OCI bundle
-	runcConf map[string]any
-	layout   hostLayout
+	runc     *benchmd.Runc
 
 	loadAvg      string // when the benchmark started
 	libcontainer string // its version in the daemon
@@ -102,20 +97,14 @@ func newBench(ctx context.Context, o options) (_ *bench, retErr error) {
 	if b.runcNode, err = b.runcTree.Node(cgroups.Limits{}, "runc"); err != nil {
 		return nil, err
 	}
-	b.runcRoot = filepath.Join(b.work, "runc-state")
-	if err := os.Mkdir(b.runcRoot, 0o700); err != nil {
+	layout, err := benchmd.ReadHostLayout()
+	if err != nil {
 		return nil, err
 	}
-	if b.layout, err = readHostLayout(); err != nil {
-		return nil, err
-	}
-	b.runcBndl = filepath.Join(b.work, "oci-bundle")
 	b.idSlots = o.warmup + o.n + 8
-	if err := b.makeRuncBundle(idBase + uint32(b.idSlots)*idSize); err != nil {
-		return nil, fmt.Errorf("OCI bundle: %w", err)
-	}
-
-	return b, nil
+	b.runc, err = benchmd.NewRunc(o.runc, b.work, b.runcNode.Path(), benchmd.RuncSpec{Layout: layout,
+		HostID: idBase + uint32(b.idSlots)*idSize, IDs: idSize, TmpSize: tmpSize, Args: []string{truePath}})
+	return b, err
 }
 
 // startDaemon starts a daemon (its directories named after name) with the
@@ -180,9 +169,9 @@ func (b *bench) close() error {
 	plugin.CleanupClients() // the direct workers, if any is left
 	errs = append(errs, b.checkDirectGone())
 	errs = append(errs, b.stopDaemon())
-	if b.runcRoot != "" {
-		errs = append(errs, b.removeRuncContainers())
-		b.runcRoot = ""
+	if b.runc != nil {
+		errs = append(errs, b.runc.Close(logf))
+		b.runc = nil
 	}
 	if b.runcTree != nil {
 		if _, err := b.runcTree.Cleanup(); err != nil {
@@ -273,43 +262,3 @@ listen = "off"
 }
 
 // --- runc ------------------------------------------------------------------
-
-// removeRuncContainers deletes any container left in runc's state dir,
-// which `runc run` should have removed itself.
-func (b *bench) removeRuncContainers() error {
-	ids, err := b.runcList()
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, id := range ids {
-		logf("deleting runc container %s left behind", id)
-		errs = append(errs, b.runcDelete(id))
-	}
-	if ids, err := b.runcList(); err != nil || len(ids) > 0 {
-		errs = append(errs, fmt.Errorf("runc containers left in %s: %q %w", b.runcRoot, ids, err))
-	}
-	return errors.Join(errs...)
-}
-
-func (b *bench) runcList() ([]string, error) {
-	if _, err := os.Stat(b.runcRoot); errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	var stderr bytes.Buffer
-	cmd := exec.Command(b.o.runc, "--root", b.runcRoot, "list", "-q")
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return nil, fmt.Errorf("runc list: %w: %s", err, strings.TrimSpace(stderr.String()))
-	}
-	return strings.Fields(string(out)), nil
-}
-
-func (b *bench) runcDelete(id string) error {
-	out, err := exec.Command(b.o.runc, "--root", b.runcRoot, "delete", "-f", id).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("runc delete -f %s: %w: %s", id, err, strings.TrimSpace(string(out)))
-	}
-	return nil
-}

@@ -119,4 +119,3 @@ func run(scopes int, d time.Duration) (result, error) {
 	r.elapsed = time.Since(start)
 	return r, nil
 }
-

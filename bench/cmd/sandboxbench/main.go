@@ -17,7 +17,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -35,6 +34,8 @@ import (
 	"github.com/scoped-io/scoped/cgroups"
 	"github.com/scoped-io/scoped/sandbox"
 )
+
+var logf = benchmd.Logger("sandboxbench: ", false)
 
 const (
 	truePath = "/usr/bin/true"
@@ -147,23 +148,13 @@ type bench struct {
 	// Parents of the sandboxes' and runc's cgroup leaves.
 	scopedNode, runcNode *cgroups.Node
 
-	work     string // temporary, mode 0711
-	state    string // sandbox.Config.StateDir
-	runcRoot string // runc --root
-	bundle   string // OCI bundle: config.json and rootfs
-	runcConf map[string]any
+	work   string // temporary, mode 0711
+	state  string // sandbox.Config.StateDir
+	runc   *benchmd.Runc
+	layout benchmd.HostLayout
 
 	ids, runcIDs sandbox.IDRange
-	layout       hostLayout
 	seq          int
-}
-
-// hostLayout is how the host's top directories (/bin, /lib, ...) appear in
-// every sandbox: symlinks into /usr on a merged-/usr host, else read-only
-// binds.
-type hostLayout struct {
-	symlinks [][2]string // target, link path
-	binds    []string
 }
 
 func newBench(o options) (_ *bench, retErr error) {
@@ -180,7 +171,7 @@ func newBench(o options) (_ *bench, retErr error) {
 	if n, err := b.tree.Cleanup(); err != nil {
 		return nil, fmt.Errorf("clean cgroup root %s: %w", cgroupRoot, err)
 	} else if n > 0 {
-		fmt.Fprintf(os.Stderr, "sandboxbench: removed %d cgroups an earlier run left under %s\n", n, cgroupRoot)
+		logf("removed %d cgroups an earlier run left under %s", n, cgroupRoot)
 	}
 	if b.scopedNode, err = b.tree.Node(cgroups.Limits{}, "bench", "scoped"); err != nil {
 		return nil, err
@@ -193,10 +184,6 @@ func newBench(o options) (_ *bench, retErr error) {
 		return nil, err
 	}
 	b.state = filepath.Join(b.work, "sandboxes")
-	b.runcRoot = filepath.Join(b.work, "runc-state")
-	if err := os.Mkdir(b.runcRoot, 0o700); err != nil {
-		return nil, err
-	}
 
 	alloc, err := sandbox.NewIDAllocator(sandbox.DefaultIDBase, sandbox.DefaultIDSize, 2)
 	if err != nil {
@@ -208,27 +195,25 @@ func newBench(o options) (_ *bench, retErr error) {
 	if b.runcIDs, err = alloc.Acquire("runc"); err != nil {
 		return nil, err
 	}
-	if b.layout, err = readHostLayout(); err != nil {
+	if b.layout, err = benchmd.ReadHostLayout(); err != nil {
 		return nil, err
 	}
-	b.bundle = filepath.Join(b.work, "bundle")
-	if err := b.makeBundle(); err != nil {
-		return nil, fmt.Errorf("OCI bundle: %w", err)
-	}
-	return b, nil
+	b.runc, err = benchmd.NewRunc(o.runc, b.work, b.runcNode.Path(), benchmd.RuncSpec{Layout: b.layout,
+		HostID: b.runcIDs.Base, IDs: b.runcIDs.Size, TmpSize: sandbox.DefaultTmpSize, Args: []string{truePath}})
+	return b, err
 }
 
 // close removes everything the benchmark created. It is safe on a partly
 // built bench.
 func (b *bench) close() error {
 	var errs []error
-	if b.runcRoot != "" {
-		errs = append(errs, b.removeRuncContainers())
+	if b.runc != nil {
+		errs = append(errs, b.runc.Close(logf))
 	}
 	if b.state != "" {
 		n, err := sandbox.Cleanup(b.state)
 		if n > 0 {
-			fmt.Fprintf(os.Stderr, "sandboxbench: had to destroy %d sandboxes left behind\n", n)
+			logf("had to destroy %d sandboxes left behind", n)
 		}
 		errs = append(errs, err)
 	}
@@ -246,179 +231,6 @@ func (b *bench) close() error {
 	return errors.Join(errs...)
 }
 
-// removeRuncContainers deletes any container left in runc's state dir, which
-// `runc run` should have removed itself, and says if there was one.
-func (b *bench) removeRuncContainers() error {
-	ids, err := b.runcList()
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, id := range ids {
-		fmt.Fprintf(os.Stderr, "sandboxbench: deleting runc container %s left behind\n", id)
-		errs = append(errs, b.runcDelete(id))
-	}
-	if ids, err := b.runcList(); err != nil || len(ids) > 0 {
-		errs = append(errs, fmt.Errorf("runc containers left in %s: %q %w", b.runcRoot, ids, err))
-	}
-	return errors.Join(errs...)
-}
-
-func (b *bench) runcList() ([]string, error) {
-	if _, err := os.Stat(b.runcRoot); errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	var stderr bytes.Buffer
-	cmd := exec.Command(b.o.runc, "--root", b.runcRoot, "list", "-q")
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return nil, fmt.Errorf("runc list: %w: %s", err, strings.TrimSpace(stderr.String()))
-	}
-	return strings.Fields(string(out)), nil
-}
-
-func (b *bench) runcDelete(id string) error {
-	out, err := exec.Command(b.o.runc, "--root", b.runcRoot, "delete", "-f", id).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("runc delete -f %s: %w: %s", id, err, strings.TrimSpace(string(out)))
-	}
-	return nil
-}
-
-func readHostLayout() (hostLayout, error) {
-	var l hostLayout
-	for _, d := range []string{"bin", "sbin", "lib", "lib32", "lib64", "libx32"} {
-		p := "/" + d
-		fi, err := os.Lstat(p)
-		switch {
-		case errors.Is(err, os.ErrNotExist):
-			continue
-		case err != nil:
-			return l, err
-		case fi.Mode()&os.ModeSymlink != 0:
-			target, err := os.Readlink(p)
-			if err != nil {
-				return l, err
-			}
-			l.symlinks = append(l.symlinks, [2]string{target, p})
-		case fi.IsDir():
-			l.binds = append(l.binds, p)
-		}
-	}
-	return l, nil
-}
-
-// makeBundle builds the OCI bundle from `runc spec`, changed to match the
-// scoped sandbox: the same namespaces (user and cgroup too), no
-// capabilities, a read-only root of /usr and the host's top symlinks, and a
-// private /proc, /dev and /tmp. Only the cgroup path changes per run.
-func (b *bench) makeBundle() error {
-	rootfs := filepath.Join(b.bundle, "rootfs")
-	if err := os.Mkdir(b.bundle, 0o711); err != nil {
-		return err
-	}
-	if err := os.Mkdir(rootfs, 0o755); err != nil {
-		return err
-	}
-	// Mount points are made in advance: the container's root user cannot
-	// create them in a directory owned by the host's root.
-	for _, d := range append([]string{"/usr", "/proc", "/dev", "/tmp"}, b.layout.binds...) {
-		if err := os.Mkdir(filepath.Join(rootfs, d), 0o755); err != nil {
-			return err
-		}
-	}
-	for _, s := range b.layout.symlinks {
-		if err := os.Symlink(s[0], filepath.Join(rootfs, s[1])); err != nil {
-			return err
-		}
-	}
-	if out, err := exec.Command(b.o.runc, "spec", "--bundle", b.bundle).CombinedOutput(); err != nil {
-		return fmt.Errorf("runc spec: %w: %s", err, strings.TrimSpace(string(out)))
-	}
-	data, err := os.ReadFile(filepath.Join(b.bundle, "config.json"))
-	if err != nil {
-		return err
-	}
-	conf := map[string]any{}
-	if err := json.Unmarshal(data, &conf); err != nil {
-		return fmt.Errorf("runc spec output: %w", err)
-	}
-	proc, err := object(conf, "process")
-	if err != nil {
-		return err
-	}
-	linux, err := object(conf, "linux")
-	if err != nil {
-		return err
-	}
-	proc["terminal"] = false
-	proc["args"] = []string{truePath}
-	proc["env"] = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp"} // scoped's defaults
-	proc["capabilities"] = map[string]any{}
-	proc["noNewPrivileges"] = true
-	conf["root"] = map[string]any{"path": "rootfs", "readonly": true}
-	conf["hostname"] = "bench"
-	mounts := []any{
-		mount("/proc", "proc", "proc", "nosuid", "noexec", "nodev"),
-		mount("/dev", "tmpfs", "tmpfs", "nosuid", "strictatime", "mode=755", "size=64k"),
-		mount("/tmp", "tmpfs", "tmpfs", "nosuid", "nodev", "mode=1777", "size="+strconv.Itoa(sandbox.DefaultTmpSize)),
-		mount("/usr", "bind", "/usr", "rbind", "ro", "nosuid", "nodev"),
-	}
-	for _, d := range b.layout.binds {
-		mounts = append(mounts, mount(d, "bind", d, "rbind", "ro", "nosuid", "nodev"))
-	}
-	conf["mounts"] = mounts
-	var nss []any
-	for _, ns := range []string{"pid", "network", "ipc", "uts", "mount", "user", "cgroup"} {
-		nss = append(nss, map[string]any{"type": ns})
-	}
-	linux["namespaces"] = nss
-	ids := []any{map[string]any{"containerID": 0, "hostID": b.runcIDs.Base, "size": b.runcIDs.Size}}
-	linux["uidMappings"] = ids
-	linux["gidMappings"] = ids
-	b.runcConf = conf
-	return nil
-}
-
-func object(m map[string]any, key string) (map[string]any, error) {
-	o, ok := m[key].(map[string]any)
-	if !ok {
-		return nil, fmt.Errorf("runc spec output: no %q object", key)
-	}
-	return o, nil
-}
-
-func mount(dst, typ, src string, opts ...string) map[string]any {
-	return map[string]any{"destination": dst, "type": typ, "source": src, "options": opts}
-}
-
-// writeRuncConfig writes the bundle's config.json for container id, which
-// gets its own cgroup leaf, as a scoped sandbox does.
-func (b *bench) writeRuncConfig(id string) error {
-	linux, err := object(b.runcConf, "linux")
-	if err != nil {
-		return err
-	}
-	linux["cgroupsPath"] = b.runcNode.Path() + "/" + id
-	data, err := json.MarshalIndent(b.runcConf, "", "\t")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(b.bundle, "config.json"), data, 0o644)
-}
-
-func (b *bench) bwrapArgs() []string {
-	args := []string{"--unshare-all", "--die-with-parent", "--ro-bind", "/usr", "/usr"}
-	for _, s := range b.layout.symlinks {
-		args = append(args, "--symlink", s[0], s[1])
-	}
-	for _, d := range b.layout.binds {
-		args = append(args, "--ro-bind", d, d)
-	}
-	return append(args, "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--", truePath)
-}
-
 // A variant runs /usr/bin/true once and records the series it measures.
 type variant struct {
 	name string
@@ -426,7 +238,7 @@ type variant struct {
 }
 
 func (b *bench) variants() []variant {
-	bwrapArgs := b.bwrapArgs()
+	bwrapArgs := b.layout.BwrapArgs(truePath)
 	return []variant{
 		{"fork/exec", func(rec func(string, time.Duration)) error {
 			var stderr bytes.Buffer
@@ -447,7 +259,12 @@ func (b *bench) variants() []variant {
 			rec(sBwrap, time.Since(t0))
 			return cmdErr(err, &stderr)
 		}},
-		{"runc", b.runRunc},
+		{"runc", func(rec func(string, time.Duration)) error {
+			b.seq++
+			d, err := b.runc.Run("r" + strconv.Itoa(b.seq))
+			rec(sRunc, d)
+			return err
+		}},
 	}
 }
 
@@ -488,27 +305,6 @@ func (b *bench) runScoped(rec func(string, time.Duration)) error {
 	return nil
 }
 
-func (b *bench) runRunc(rec func(string, time.Duration)) error {
-	b.seq++
-	id := "r" + strconv.Itoa(b.seq)
-	if err := b.writeRuncConfig(id); err != nil {
-		return err
-	}
-	var stderr bytes.Buffer
-	cmd := exec.Command(b.o.runc, "--root", b.runcRoot, "run", "--bundle", b.bundle, id)
-	cmd.Stderr = &stderr
-	t0 := time.Now()
-	err := cmd.Run()
-	d := time.Since(t0)
-	if err != nil {
-		// runc run removes its container when the process exits; not
-		// necessarily when it fails.
-		return errors.Join(cmdErr(err, &stderr), b.runcDelete(id))
-	}
-	rec(sRunc, d)
-	return nil
-}
-
 func cmdErr(err error, stderr *bytes.Buffer) error {
 	if err == nil {
 		return nil
@@ -545,7 +341,7 @@ func (b *bench) measure(ctx context.Context) (map[string][]time.Duration, error)
 			}
 		}
 		if (i+1)%10 == 0 || i+1 == total {
-			fmt.Fprintf(os.Stderr, "sandboxbench: %d/%d rounds (%d warm-up)\n", i+1, total, b.o.warmup)
+			logf("%d/%d rounds (%d warm-up)", i+1, total, b.o.warmup)
 		}
 	}
 	return res, nil
@@ -596,7 +392,7 @@ func (b *bench) report(res map[string][]time.Duration) string {
 	p("  libcontainer state and rootfs directory removed). Isolation: user (a high host uid range),\n")
 	p("  pid, mount, ipc, uts, net (loopback) and cgroup namespaces; read-only binds of /usr and a few\n")
 	p("  /etc files; private /proc, /dev, /tmp; no capabilities; seccomp; rlimits.\n")
-	p("- **bwrap**: `bwrap %s`.\n", strings.Join(b.bwrapArgs(), " "))
+	p("- **bwrap**: `bwrap %s`.\n", strings.Join(b.layout.BwrapArgs(truePath), " "))
 	p("  It creates no cgroup and installs no seccomp filter.\n")
 	p("- **runc run**: `runc --root <tmp> run --bundle <tmp> <unique id>`, with a bundle from `runc spec`\n")
 	p("  changed to match scoped: pid, net, ipc, uts, mount, user (another high uid range) and cgroup\n")
