@@ -331,14 +331,7 @@ func run(o options) (retErr error) {
 		return fmt.Errorf("cleanup: %w", err)
 	}
 	section := b.report(results, noisy)
-	fmt.Print(section)
-	if o.out != "" {
-		if err := benchmd.WriteSection(o.out, markStart, markEnd, section); err != nil {
-			return err
-		}
-		logf("wrote %s", o.out)
-	}
-	return nil
+	return benchmd.Output(o.out, markStart, markEnd, section, logf)
 }
 
 type bench struct {

@@ -165,7 +165,7 @@ func run(o options) (retErr error) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	b, err := newBench(ctx, o)
+	b, err := newBench(o)
 	if err != nil {
 		return err
 	}
@@ -207,12 +207,5 @@ func run(o options) (retErr error) {
 		return fmt.Errorf("cleanup: %w", err)
 	}
 	section := b.report(cold, warm, acct, meter)
-	fmt.Print(section)
-	if o.out != "" {
-		if err := benchmd.WriteSection(o.out, markStart, markEnd, section); err != nil {
-			return err
-		}
-		fmt.Fprintf(os.Stderr, "invokebench: wrote %s\n", o.out)
-	}
-	return nil
+	return benchmd.Output(o.out, markStart, markEnd, section, logf)
 }

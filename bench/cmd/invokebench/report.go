@@ -29,7 +29,7 @@ func (b *bench) report(cr coldResult, warm []warmResult, acct, meter *acctResult
 		other += r.daemon.cpuOther + r.direct.cpuOther
 		wall += r.daemon.elapsed + r.direct.elapsed
 	}
-	p("- Load average (1, 5, 15 min) at the start: %s. While the warm calls were measured, everything\n", b.loadAvg)
+	p("- Load average (1, 5, 15 min) at the start: %s. While the warm calls were measured, everything\n", b.kit.LoadAvg)
 	p("  but the benchmark, its daemon and workers (other processes, kernel threads, the hypervisor's\n")
 	p("  steal) used %.0f%% of the machine's CPU time; a busy machine inflates the daemon's path more.\n",
 		100*float64(other)/float64(wall)/float64(runtime.NumCPU()))

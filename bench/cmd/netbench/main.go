@@ -163,12 +163,5 @@ func run(o options) (retErr error) {
 		return fmt.Errorf("cleanup: %w", err)
 	}
 	section := b.report(cold, in)
-	fmt.Print(section)
-	if o.out != "" {
-		if err := benchmd.WriteSection(o.out, markStart, markEnd, section); err != nil {
-			return err
-		}
-		logf("wrote %s", o.out)
-	}
-	return nil
+	return benchmd.Output(o.out, markStart, markEnd, section, logf)
 }

@@ -130,14 +130,7 @@ func run(o options) (retErr error) {
 		return err
 	}
 	section := b.report(res)
-	fmt.Print(section)
-	if o.out != "" {
-		if err := benchmd.WriteSection(o.out, markStart, markEnd, section); err != nil {
-			return err
-		}
-		fmt.Fprintf(os.Stderr, "sandboxbench: wrote %s\n", o.out)
-	}
-	return nil
+	return benchmd.Output(o.out, markStart, markEnd, section, logf)
 }
 
 // bench is the benchmark's world: a cgroup tree, a work directory with the

@@ -49,6 +49,8 @@ import (
 	"github.com/scoped-io/scoped/cgroups"
 )
 
+var logf = benchmd.Logger("switchbench: ", false)
+
 const (
 	markStart    = "<!-- switchbench:start -->"
 	markEnd      = "<!-- switchbench:end -->"
@@ -95,7 +97,7 @@ func main() {
 	flag.StringVar(&o.out, "o", "", "replace (or add) this program's section in this markdown `file`")
 	flag.Parse()
 	if flag.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "switchbench: unexpected arguments %q\n", flag.Args())
+		logf("unexpected arguments %q", flag.Args())
 		os.Exit(2)
 	}
 	o.argsString = benchmd.QuoteArgs(os.Args[1:])
@@ -191,14 +193,7 @@ func run(o options) (retErr error) {
 		return fmt.Errorf("cleanup: %w", err)
 	}
 	section := report(o, load, res)
-	fmt.Print(section)
-	if o.out != "" {
-		if err := benchmd.WriteSection(o.out, markStart, markEnd, section); err != nil {
-			return err
-		}
-		fmt.Fprintf(os.Stderr, "switchbench: wrote %s\n", o.out)
-	}
-	return nil
+	return benchmd.Output(o.out, markStart, markEnd, section, logf)
 }
 
 func (b *bench) setup() error {
@@ -209,7 +204,7 @@ func (b *bench) setup() error {
 	if n, err := b.tree.Cleanup(); err != nil {
 		return fmt.Errorf("clean cgroup root %s: %w", cgroupRoot, err)
 	} else if n > 0 {
-		fmt.Fprintf(os.Stderr, "switchbench: removed %d cgroups an earlier run left under %s\n", n, cgroupRoot)
+		logf("removed %d cgroups an earlier run left under %s", n, cgroupRoot)
 	}
 	root, err := cgroups.Load(cgroupRoot)
 	if err != nil {
@@ -281,7 +276,7 @@ func (b *bench) measure(ctx context.Context) (map[string][]sample, error) {
 				res[v] = append(res[v], s)
 			}
 		}
-		fmt.Fprintf(os.Stderr, "switchbench: %d/%d rounds (%d warm-up)\n", i+1, total, b.o.warmup)
+		logf("%d/%d rounds (%d warm-up)", i+1, total, b.o.warmup)
 	}
 	return res, nil
 }
