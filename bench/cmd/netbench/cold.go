@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -64,8 +63,8 @@ func (b *bench) newModeEnvs() error {
 		// nsenter execs scoped in the namespace (same pid: signals, and the
 		// parent-death signal, reach the daemon), as the e2e network test
 		// does.
-		e.wrapper = filepath.Join(b.bin, "scoped-in-netns-"+m.key)
-		script := fmt.Sprintf("#!/bin/sh\nexec nsenter --net=%s -- %s \"$@\"\n", tn.path(), b.scopedB)
+		e.wrapper = filepath.Join(b.kit.Bin, "scoped-in-netns-"+m.key)
+		script := fmt.Sprintf("#!/bin/sh\nexec nsenter --net=%s -- %s \"$@\"\n", tn.path(), b.kit.Scoped)
 		if err := os.WriteFile(e.wrapper, []byte(script), 0o755); err != nil {
 			return err
 		}
@@ -170,19 +169,8 @@ func (l *live) stop(b *bench) error {
 	if l.c != nil {
 		errs = append(errs, l.c.Close())
 	}
-	errs = append(errs, l.d.Stop())
-	if b.o.daemonLog != "" {
-		errs = append(errs, b.keepLog(l.d.LogPath))
-	}
-	mine, _ := benchmd.CgroupsLeft(cgroupMark)
-	var left []string
-	for _, p := range mine {
-		if filepath.Base(p) == filepath.Base(l.env.cgroupRoot) {
-			left = append(left, p)
-		}
-	}
-	if len(left) > 0 {
-		errs = append(errs, fmt.Errorf("the %s daemon left cgroups behind: %s", l.env.name, strings.Join(left, " ")))
+	if _, err := b.kit.StopDaemon(l.d, 0); err != nil {
+		errs = append(errs, fmt.Errorf("the %s daemon: %w", l.env.name, err))
 	}
 	errs = append(errs, l.env.tn.leftovers())
 	return errors.Join(errs...)
@@ -202,7 +190,7 @@ func (b *bench) runRound(ctx context.Context, round int, res *coldResult) (retEr
 	}()
 	n := b.o.warmup + b.o.scopes
 	for _, e := range b.envs {
-		dir := filepath.Join(b.work, fmt.Sprintf("daemon-%d-%s", round+1, e.key))
+		dir := filepath.Join(b.kit.Work, fmt.Sprintf("daemon-%d-%s", round+1, e.key))
 		d, err := benchmd.StartDaemon(ctx, e.wrapper, dir, e.cgroupRoot, b.settings(e), logf)
 		if err != nil {
 			return fmt.Errorf("%s: %w", e.name, err)

@@ -52,7 +52,7 @@ func (b *bench) report(cr coldResult, in *inprocResult) string {
 	p("- Date: %s; the measurements took %s\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), b.elapsed.Round(time.Second))
 	p("- %s\n", benchmd.Machine())
 	capacity := 100 * time.Millisecond * time.Duration(runtime.NumCPU())
-	p("- Load average (1, 5, 15 min) at the start: %s. Before the run the rest of the machine kept %.0f %%\n", b.loadAvg,
+	p("- Load average (1, 5, 15 min) at the start: %s. Before the run the rest of the machine kept %.0f %%\n", b.kit.LoadAvg,
 		100*float64(b.baseline)/float64(capacity))
 	p("  of its CPU time busy; while the cold starts ran, everything but the benchmark and its daemons (other\n")
 	p("  processes, kernel threads, the hypervisor's steal) used %.0f %%. A busy machine inflates every mode.\n", 100*cr.otherShare)
