@@ -12,6 +12,7 @@ import (
 	"github.com/scoped-io/scoped/cgroups"
 	"github.com/scoped-io/scoped/internal/gobuild"
 	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
+	"io/fs"
 )
 
 // Kit is a benchmark program's world on the host: the repository, a work
@@ -112,33 +113,55 @@ func RootGone(root string) error {
 	if root == "" {
 		return nil
 	}
-	var left []string
-	for _, base := range hierarchies() {
-		if _, err := os.Stat(filepath.Join(base, root)); err == nil {
-			left = append(left, filepath.Join(base, root))
-		}
+	dirs, err := CgroupDirs(root)
+	if err != nil {
+		return err
 	}
-	if len(left) > 0 {
-		return fmt.Errorf("the daemon left its cgroup root behind: %s", strings.Join(left, " "))
+	if len(dirs) > 0 {
+		return fmt.Errorf("the daemon left %d cgroup directories, such as %s", len(dirs), dirs[0])
 	}
 	return nil
 }
 
-// hierarchies are the cgroup hierarchies' mount points: /sys/fs/cgroup on
-// v2, its directories (not the symlinks, cpu -> cpu,cpuacct) otherwise.
-func hierarchies() []string {
-	const top = "/sys/fs/cgroup"
-	if _, err := os.Stat(filepath.Join(top, "cgroup.controllers")); err == nil {
-		return []string{top}
-	}
-	entries, _ := os.ReadDir(top)
-	var out []string
-	for _, e := range entries {
-		if e.IsDir() { // DirEntry does not follow symlinks
-			out = append(out, filepath.Join(top, e.Name()))
+// CgroupDirs lists the directories of the cgroup path root (itself
+// included) in every hierarchy mounted under /sys/fs/cgroup.
+func CgroupDirs(root string) ([]string, error) {
+	var bases []string
+	if cgroups.HostMode() == cgroups.V2 {
+		bases = []string{"/sys/fs/cgroup"}
+	} else {
+		entries, err := os.ReadDir("/sys/fs/cgroup")
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range entries {
+			p := filepath.Join("/sys/fs/cgroup", e.Name())
+			// Symlinks (cpu -> cpu,cpuacct) would count twice.
+			if fi, err := os.Lstat(p); err == nil && fi.IsDir() {
+				bases = append(bases, p)
+			}
 		}
 	}
-	return out
+	var dirs []string
+	for _, base := range bases {
+		top := filepath.Join(base, root)
+		err := filepath.WalkDir(top, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				if os.IsNotExist(err) {
+					return nil
+				}
+				return err
+			}
+			if d.IsDir() {
+				dirs = append(dirs, p)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return dirs, nil
 }
 
 // OpenCgroupRoot opens the cgroup root a benchmark owns (its peers' cgroups,

@@ -92,3 +92,26 @@ func Command(base, args string) string {
 	}
 	return "Command: `" + cmd + "`, as root"
 }
+
+// BusyWindow is the CPU time the machine was busy (all CPUs) in the next
+// 100 ms.
+func BusyWindow() time.Duration {
+	b0 := MachineBusy()
+	time.Sleep(100 * time.Millisecond)
+	return MachineBusy() - b0
+}
+
+// Settle waits, at most max, until the machine's busy CPU time over 100 ms
+// (BusyWindow) is at most baseline plus share of its capacity, so that what
+// a run left to the kernel does not run into the next measurement. It
+// returns how long it waited and whether the machine settled.
+func Settle(max, baseline time.Duration, share float64) (time.Duration, bool) {
+	t0 := time.Now()
+	limit := baseline + time.Duration(share*float64(100*time.Millisecond*time.Duration(runtime.NumCPU())))
+	for time.Since(t0) < max {
+		if BusyWindow() <= limit {
+			return time.Since(t0), true
+		}
+	}
+	return time.Since(t0), false
+}

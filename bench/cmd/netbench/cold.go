@@ -218,7 +218,7 @@ func (b *bench) runRound(ctx context.Context, round int, res *coldResult) (retEr
 			}
 		}
 	}
-	if _, ok := settle(settleMax, b.baseline); !ok {
+	if _, ok := benchmd.Settle(settleMax, b.baseline, 0.1); !ok {
 		res.settleMiss++
 	}
 

@@ -140,36 +140,12 @@ func bpfPrograms() ([]ebpf.ProgramID, error) {
 	}
 }
 
-// busyWindow is the CPU time the machine was busy (all CPUs, from
-// /proc/stat) in the next 100 ms.
-func busyWindow() time.Duration {
-	b0 := benchmd.MachineBusy()
-	time.Sleep(100 * time.Millisecond)
-	return benchmd.MachineBusy() - b0
-}
-
 // measureBaseline is the median busy CPU time per 100 ms of the machine
 // before the benchmark runs anything: what the rest of the machine uses.
 func measureBaseline() time.Duration {
 	w := make([]time.Duration, 9)
 	for i := range w {
-		w[i] = busyWindow()
+		w[i] = benchmd.BusyWindow()
 	}
 	return benchmd.Median(w)
-}
-
-// settle waits, at most max, until the machine's busy CPU time over 100 ms
-// is at most the baseline plus 10 % of its capacity, so that what the
-// previous daemon's stop left to the kernel (namespaces being freed) does
-// not run into the next measurement. It returns how long it waited and
-// whether the machine settled.
-func settle(max, baseline time.Duration) (time.Duration, bool) {
-	t0 := time.Now()
-	capacity := 100 * time.Millisecond * time.Duration(runtime.NumCPU())
-	for time.Since(t0) < max {
-		if busyWindow() <= baseline+capacity/10 {
-			return time.Since(t0), true
-		}
-	}
-	return time.Since(t0), false
 }
