@@ -60,7 +60,6 @@ import (
 	benchmd "github.com/scoped-io/scoped/bench"
 	"github.com/scoped-io/scoped/cgroups"
 	"github.com/scoped-io/scoped/client"
-	"github.com/scoped-io/scoped/internal/gobuild"
 	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
 )
 
@@ -307,7 +306,7 @@ func run(o options) (retErr error) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	b := &bench{o: o, loadAvg: benchmd.LoadAvg()}
+	b := &bench{o: o}
 	defer func() { retErr = errors.Join(retErr, b.close()) }()
 	if err := b.setup(); err != nil {
 		return err
@@ -335,13 +334,10 @@ func run(o options) (retErr error) {
 }
 
 type bench struct {
-	o       options
-	root    string
-	work    string
-	scopedB string
-	files   *scopedv1.Bundle
-	loadAvg string
-	closed  bool
+	o      options
+	kit    *benchmd.Kit
+	files  *scopedv1.Bundle
+	closed bool
 
 	d *benchmd.Daemon
 	c *client.Client
@@ -349,64 +345,21 @@ type bench struct {
 
 func (b *bench) setup() error {
 	var err error
-	if b.root, err = benchmd.RepoRoot(); err != nil {
+	if b.kit, err = benchmd.NewKit(cgroupMark, logf); err != nil {
 		return err
 	}
-	if b.work, err = benchmd.WorkDir("scoped-bench-fair-"); err != nil {
-		return err
-	}
-	return b.build()
+	b.files, err = b.kit.Bundle(extName)
+	return err
 }
 
 // close stops the daemon, removes the temporary directory and checks that
 // no cgroup of the benchmark is left. It is safe to call twice.
 func (b *bench) close() error {
-	if b.closed {
+	if b.closed || b.kit == nil {
 		return nil
 	}
 	b.closed = true
-	errs := []error{b.stopDaemon()}
-	if b.work != "" {
-		errs = append(errs, os.RemoveAll(b.work))
-	}
-	if left, others := benchmd.CgroupsLeft(cgroupMark); len(left) > 0 {
-		errs = append(errs, fmt.Errorf("cgroups left behind: %s", strings.Join(left, " ")))
-	} else if len(others) > 0 {
-		logf("note: other scoped cgroups exist (not this benchmark's): %s", strings.Join(others, " "))
-	}
-	return errors.Join(errs...)
-}
-
-// build builds the daemon, scoped-exec (which the daemon expects next to
-// itself) and the spin bundle, as the e2e tests do.
-func (b *bench) build() error {
-	t0 := time.Now()
-	bin := filepath.Join(b.work, "bin")
-	var err error
-	if b.scopedB, err = benchmd.BuildDaemon(b.root, bin); err != nil {
-		return err
-	}
-	spin := filepath.Join(bin, extName)
-	if err := gobuild.Build(b.root, spin, "./examples/"+extName, false); err != nil {
-		return err
-	}
-	if err := os.Chmod(bin, 0o755); err != nil {
-		return err
-	}
-	manifest, err := os.ReadFile(filepath.Join(b.root, "examples", extName, "manifest.toml"))
-	if err != nil {
-		return err
-	}
-	worker, err := os.ReadFile(spin)
-	if err != nil {
-		return err
-	}
-	b.files = &scopedv1.Bundle{Files: []*scopedv1.File{
-		{Path: "manifest.toml", Mode: 0o644, Content: manifest},
-		{Path: extName, Mode: 0o755, Content: worker},
-	}}
-	logf("built the daemon, scoped-exec and the %s bundle in %s", extName, time.Since(t0).Round(time.Millisecond))
-	return nil
+	return errors.Join(b.stopDaemon(), b.kit.Close())
 }
 
 // callTimeout is the deadline of every spin call: longer than any window,
@@ -717,7 +670,7 @@ func (b *bench) startDaemon(ctx context.Context, name, settings string) error {
 	if b.d != nil {
 		return errors.New("a daemon is running already")
 	}
-	d, err := benchmd.StartDaemon(ctx, b.scopedB, filepath.Join(b.work, "daemon-"+name), cgroupRoot, settings, logf)
+	d, err := b.kit.StartDaemon(ctx, name, cgroupRoot, settings)
 	if err != nil {
 		return err
 	}
@@ -739,12 +692,9 @@ func (b *bench) stopDaemon() error {
 	if b.d == nil {
 		return errors.Join(errs...)
 	}
-	errs = append(errs, b.d.Stop())
+	_, err := b.kit.StopDaemon(b.d, 0)
 	b.d = nil
-	if left, _ := benchmd.CgroupsLeft(cgroupMark); len(left) > 0 {
-		errs = append(errs, fmt.Errorf("the daemon left cgroups behind: %s", strings.Join(left, " ")))
-	}
-	return errors.Join(errs...)
+	return errors.Join(append(errs, err)...)
 }
 
 // --- the report ------------------------------------------------------------
@@ -772,7 +722,7 @@ func (b *bench) report(results []*result, noisy *noisyResult) string {
 	p("- %s\n", benchmd.Command(baseCommand, b.o.args))
 	p("- Date: %s\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
 	p("- %s\n", benchmd.Machine())
-	p("- Load average (1, 5, 15 min) at the start: %s\n", b.loadAvg)
+	p("- Load average (1, 5, 15 min) at the start: %s\n", b.kit.LoadAvg)
 	if len(results) == 0 {
 		p("- Worker: `examples/spin` (Go SDK), which burns the payload's CPU milliseconds on one thread.\n")
 		p("- Daemon: `scoped` built with `-tags seccomp`, a fresh one per phase, with a private configuration:\n")
