@@ -2,6 +2,7 @@ package bench
 
 import (
 	"os"
+	"path"
 	"path/filepath"
 
 	"github.com/scoped-io/scoped/internal/gobuild"
@@ -22,12 +23,14 @@ func BuildDaemon(root, bin string) (string, error) {
 	return scoped, nil
 }
 
-// BuildBundle builds the example extension ./examples/name of the module at
-// root into the directory dir (made if need be): the worker dir/name and a
-// copy of its manifest.toml. It returns the bundle as deployed, the two
-// files read back with their modes: manifest.toml first, then the worker.
-func BuildBundle(root, dir, name string) (*scopedv1.Bundle, error) {
-	if err := gobuild.Bundle(root, dir, "./examples/"+name, name); err != nil {
+// BuildBundle builds the extension package pkg of the module at root
+// (e.g. ./examples/whoami, a directory with its manifest.toml) into the
+// directory dir (made if need be): the worker dir/<last element of pkg> and
+// a copy of its manifest. It returns the bundle as deployed, the two files
+// read back with their modes: manifest.toml first, then the worker.
+func BuildBundle(root, dir, pkg string) (*scopedv1.Bundle, error) {
+	name := path.Base(pkg)
+	if err := gobuild.Bundle(root, dir, pkg, name); err != nil {
 		return nil, err
 	}
 	b := &scopedv1.Bundle{}

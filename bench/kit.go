@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"time"
@@ -60,11 +61,10 @@ func NewKit(mark string, logf func(string, ...any)) (_ *Kit, retErr error) {
 	return k, nil
 }
 
-// Bundle builds the example extension ./examples/name into Bin/bundles/name
-// (see BuildBundle).
-func (k *Kit) Bundle(name string) (*scopedv1.Bundle, error) {
-	dir := filepath.Join(k.Bin, "bundles", name)
-	b, err := BuildBundle(k.Root, dir, name)
+// Bundle builds the extension package pkg (e.g. ./examples/whoami) into
+// Bin/bundles/<its last element> (see BuildBundle).
+func (k *Kit) Bundle(pkg string) (*scopedv1.Bundle, error) {
+	b, err := BuildBundle(k.Root, filepath.Join(k.Bin, "bundles", path.Base(pkg)), pkg)
 	if err != nil {
 		return nil, err
 	}

@@ -103,33 +103,26 @@ func run(o options) (retErr error) {
 	if mine, _ := benchmd.CgroupsLeft(cgroupMark); len(mine) > 0 {
 		return fmt.Errorf("cgroups of an earlier run are left (%s); is one running?", strings.Join(mine, " "))
 	}
-	root, err := benchmd.RepoRoot()
+	kit, err := benchmd.NewKit(cgroupMark, logf)
 	if err != nil {
 		return err
 	}
-	work, err := benchmd.WorkDir("scoped-bench-deploy-")
+	defer func() { retErr = errors.Join(retErr, kit.Close()) }()
+	kit.Logs.Path = o.daemonLog
+	whoami, err := kit.Bundle("./examples/whoami")
 	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(work)
-	bin, err := benchmd.BuildDaemon(root, filepath.Join(work, "bin"))
-	if err != nil {
-		return err
-	}
-	whoami, err := benchmd.BuildBundle(root, filepath.Join(work, "whoami"), "whoami")
-	if err != nil {
-		return err
-	}
-	if err := benchmd.ChmodDirs(work); err != nil {
 		return err
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
-	d, err := benchmd.StartDaemon(ctx, bin, filepath.Join(work, "d"), cgroupRoot, "[metrics]\nlisten = \"off\"\n", logf)
+	d, err := kit.StartDaemon(ctx, "d", cgroupRoot, "[metrics]\nlisten = \"off\"\n")
 	if err != nil {
 		return err
 	}
-	defer func() { retErr = errors.Join(retErr, d.Stop()) }()
+	defer func() {
+		_, err := kit.StopDaemon(d, 0)
+		retErr = errors.Join(retErr, err)
+	}()
 	c, err := client.Dial(ctx, d.Socket, client.WithMaxMessageSize(80<<20))
 	if err != nil {
 		return err
@@ -161,7 +154,7 @@ func run(o options) (retErr error) {
 	if err != nil {
 		return err
 	}
-	local := filepath.Join(work, "local")
+	local := filepath.Join(kit.Work, "local")
 	if err := os.Mkdir(local, 0o700); err != nil {
 		return err
 	}
@@ -200,18 +193,7 @@ func run(o options) (retErr error) {
 		lats[k.name] = append(lats[k.name], lat...)
 		logf("phase %d (%s): %d calls, p99 %s", p+1, cmp.Or(k.name, "idle"), len(lat), benchmd.Percentile(lat, 99))
 	}
-	if o.daemonLog != "" {
-		keep := benchmd.LogKeeper{Path: o.daemonLog}
-		if err := keep.Keep(d.LogPath); err != nil {
-			return err
-		}
-	}
-	text := report(o, lats, works)
-	fmt.Println(text)
-	if o.out != "" {
-		return benchmd.WriteSection(o.out, markStart, markEnd, text)
-	}
-	return nil
+	return benchmd.Output(o.out, markStart, markEnd, report(o, lats, works), logf)
 }
 
 // deployer is a running child process that deploys as tenant a.

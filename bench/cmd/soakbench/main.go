@@ -113,25 +113,13 @@ func run(o options) (retErr error) {
 	if mine, _ := benchmd.CgroupsLeft(cgroupMark); len(mine) > 0 {
 		return fmt.Errorf("cgroups of an earlier run are left (%s); is one running?", strings.Join(mine, " "))
 	}
-	root, err := benchmd.RepoRoot()
+	kit, err := benchmd.NewKit(cgroupMark, logf)
 	if err != nil {
 		return err
 	}
-	work, err := benchmd.WorkDir("scoped-bench-soak-")
+	defer func() { retErr = errors.Join(retErr, kit.Close()) }()
+	bundles, err := buildBundles(kit)
 	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(work)
-	logf("building the daemon and the bundles in %s", work)
-	bin, err := benchmd.BuildDaemon(root, filepath.Join(work, "bin"))
-	if err != nil {
-		return err
-	}
-	bundles, err := buildBundles(root, filepath.Join(work, "bundles"))
-	if err != nil {
-		return err
-	}
-	if err := benchmd.ChmodDirs(work); err != nil {
 		return err
 	}
 
@@ -158,8 +146,8 @@ listen = "off"
 [log]
 level = "info"
 `
-	dir := filepath.Join(work, "d")
-	d, err := benchmd.StartDaemon(ctx, bin, dir, cgroupRoot, settings, logf)
+	dir := filepath.Join(kit.Work, "daemon-d")
+	d, err := kit.StartDaemon(ctx, "d", cgroupRoot, settings)
 	if err != nil {
 		return err
 	}
