@@ -55,7 +55,7 @@ func newBench(o options) (_ *bench, retErr error) {
 		return nil, err
 	}
 	b.kit.Logs = benchmd.LogKeeper{Path: o.daemonLog, Header: true}
-	if b.files, err = b.kit.Bundle("./examples/"+extName); err != nil {
+	if b.files, err = b.kit.Bundle("./examples/" + extName); err != nil {
 		return nil, errors.Join(err, b.close())
 	}
 	return b, nil

@@ -348,7 +348,7 @@ func (b *bench) setup() error {
 	if b.kit, err = benchmd.NewKit(cgroupMark, logf); err != nil {
 		return err
 	}
-	b.files, err = b.kit.Bundle("./examples/"+extName)
+	b.files, err = b.kit.Bundle("./examples/" + extName)
 	return err
 }
 

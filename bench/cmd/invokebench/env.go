@@ -73,7 +73,7 @@ func newBench(o options) (_ *bench, retErr error) {
 	}
 	b.kit.Logs.Path = o.daemonLog
 	b.libcontainer = benchmd.BinaryModuleVersion(b.kit.Scoped, "github.com/opencontainers/runc")
-	if b.files, err = b.kit.Bundle("./examples/"+extName); err != nil {
+	if b.files, err = b.kit.Bundle("./examples/" + extName); err != nil {
 		return nil, err
 	}
 	b.whoami = filepath.Join(b.kit.Bin, "bundles", extName, extName)

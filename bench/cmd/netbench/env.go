@@ -56,7 +56,7 @@ func newBench(o options) (_ *bench, retErr error) {
 		return nil, err
 	}
 	b.kit.Logs.Path = o.daemonLog
-	if b.files, err = b.kit.Bundle("./examples/"+extName); err != nil {
+	if b.files, err = b.kit.Bundle("./examples/" + extName); err != nil {
 		return nil, err
 	}
 	b.workerSz = int64(len(b.files.Files[1].Content))
