@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/go-plugin"
 
+	benchmd "github.com/scoped-io/scoped/bench"
 	"github.com/scoped-io/scoped/plugins"
 	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
 	workerv1 "github.com/scoped-io/scoped/proto/worker/v1"
@@ -43,16 +44,11 @@ const (
 
 const callTimeout = 30 * time.Second
 
-type coldVariant struct {
-	name string
-	run  func(ctx context.Context, rec func(series string, d time.Duration)) error
-}
-
-func (b *bench) coldVariants() []coldVariant {
-	return []coldVariant{
-		{"scoped", b.coldScoped},
-		{"go-plugin", b.coldPlugin},
-		{"runc", b.coldRunc},
+func (b *bench) coldVariants() []benchmd.Variant {
+	return []benchmd.Variant{
+		{Name: "scoped", Run: b.coldScoped},
+		{Name: "go-plugin", Run: b.coldPlugin},
+		{Name: "runc", Run: b.coldRunc},
 	}
 }
 
@@ -63,40 +59,18 @@ type coldResult struct {
 }
 
 // measureCold starts a daemon, runs every variant warmup+n times,
-// round-robin, starting each round with the next variant so that none
-// always runs first, and stops the daemon. Each
-// timed run follows an idle gap, for the reason sandboxbench gives: the
+// round-robin, and stops the daemon. Each timed run follows an idle gap, for the reason sandboxbench gives: the
 // first write to cgroup.procs after some idle time waits for an RCU grace
 // period, and a daemon that starts a scope now and then pays it.
 func (b *bench) measureCold(ctx context.Context) (coldResult, error) {
 	if err := b.startDaemon(ctx, "cold", "info"); err != nil {
 		return coldResult{}, err
 	}
-	vs := b.coldVariants()
-	res := coldResult{series: map[string][]time.Duration{}}
-	total := b.o.warmup + b.o.n
-	for i := range total {
-		round := map[string]time.Duration{}
-		rec := func(s string, d time.Duration) { round[s] = d }
-		for k := range vs {
-			if err := ctx.Err(); err != nil {
-				return res, fmt.Errorf("interrupted: %w", err)
-			}
-			v := vs[(i+k)%len(vs)]
-			if err := v.run(ctx, rec); err != nil {
-				return res, fmt.Errorf("cold start, %s (round %d): %w", v.name, i+1, err)
-			}
-		}
-		if i >= b.o.warmup {
-			for s, d := range round {
-				res.series[s] = append(res.series[s], d)
-			}
-		}
-		if (i+1)%10 == 0 || i+1 == total {
-			logf("cold start: %d/%d rounds (%d warm-up)", i+1, total, b.o.warmup)
-		}
+	series, err := benchmd.RoundRobin(ctx, "cold start: ", b.o.warmup, b.o.n, 0, b.coldVariants(), logf)
+	if err != nil {
+		return coldResult{}, err
 	}
-	return res, b.stopDaemon()
+	return coldResult{series: series}, b.stopDaemon()
 }
 
 // coldScoped deploys whoami for a fresh tenant (untimed), then times the

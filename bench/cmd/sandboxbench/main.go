@@ -224,16 +224,11 @@ func (b *bench) close() error {
 	return errors.Join(errs...)
 }
 
-// A variant runs /usr/bin/true once and records the series it measures.
-type variant struct {
-	name string
-	run  func(rec func(series string, d time.Duration)) error
-}
-
-func (b *bench) variants() []variant {
+// variants run /usr/bin/true once each and record the series they measure.
+func (b *bench) variants() []benchmd.Variant {
 	bwrapArgs := b.layout.BwrapArgs(truePath)
-	return []variant{
-		{"fork/exec", func(rec func(string, time.Duration)) error {
+	return []benchmd.Variant{
+		{Name: "fork/exec", Run: func(_ context.Context, rec func(string, time.Duration)) error {
 			var stderr bytes.Buffer
 			cmd := exec.Command(truePath)
 			cmd.Stderr = &stderr
@@ -242,8 +237,8 @@ func (b *bench) variants() []variant {
 			rec(sFork, time.Since(t0))
 			return cmdErr(err, &stderr)
 		}},
-		{"scoped", b.runScoped},
-		{"bwrap", func(rec func(string, time.Duration)) error {
+		{Name: "scoped", Run: b.runScoped},
+		{Name: "bwrap", Run: func(_ context.Context, rec func(string, time.Duration)) error {
 			var stderr bytes.Buffer
 			cmd := exec.Command(b.o.bwrap, bwrapArgs...)
 			cmd.Stderr = &stderr
@@ -252,7 +247,7 @@ func (b *bench) variants() []variant {
 			rec(sBwrap, time.Since(t0))
 			return cmdErr(err, &stderr)
 		}},
-		{"runc", func(rec func(string, time.Duration)) error {
+		{Name: "runc", Run: func(_ context.Context, rec func(string, time.Duration)) error {
 			b.seq++
 			d, err := b.runc.Run("r" + strconv.Itoa(b.seq))
 			rec(sRunc, d)
@@ -261,7 +256,7 @@ func (b *bench) variants() []variant {
 	}
 }
 
-func (b *bench) runScoped(rec func(string, time.Duration)) error {
+func (b *bench) runScoped(_ context.Context, rec func(string, time.Duration)) error {
 	b.seq++
 	id := "s" + strconv.Itoa(b.seq)
 	var stderr bytes.Buffer
@@ -305,39 +300,13 @@ func cmdErr(err error, stderr *bytes.Buffer) error {
 	return fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
 }
 
-// measure runs every variant warmup+n times, round-robin, starting each
-// round with the next variant so that none always runs first. Each run
+// measure runs every variant warmup+n times, round-robin. Each run
 // follows an idle gap: the first write to cgroup.procs after some idle time
 // waits for an RCU grace period (5–15 ms here), and one that follows
 // another within ~15 ms does not, so without the gap scoped and runc would
 // speed each other up depending on their order.
 func (b *bench) measure(ctx context.Context) (map[string][]time.Duration, error) {
-	vs := b.variants()
-	res := map[string][]time.Duration{}
-	total := b.o.warmup + b.o.n
-	for i := range total {
-		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("interrupted: %w", err)
-		}
-		round := map[string]time.Duration{}
-		rec := func(s string, d time.Duration) { round[s] = d }
-		for k := range vs {
-			v := vs[(i+k)%len(vs)]
-			time.Sleep(b.o.gap)
-			if err := v.run(rec); err != nil {
-				return nil, fmt.Errorf("%s (iteration %d): %w", v.name, i+1, err)
-			}
-		}
-		if i >= b.o.warmup {
-			for s, d := range round {
-				res[s] = append(res[s], d)
-			}
-		}
-		if (i+1)%10 == 0 || i+1 == total {
-			logf("%d/%d rounds (%d warm-up)", i+1, total, b.o.warmup)
-		}
-	}
-	return res, nil
+	return benchmd.RoundRobin(ctx, "", b.o.warmup, b.o.n, b.o.gap, b.variants(), logf)
 }
 
 // stats are the median and 90th percentile (nearest rank) of a series.
