@@ -45,7 +45,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -66,7 +65,6 @@ const (
 	baseCommand  = "go run -tags seccomp ./bench/cmd/churnbench"
 
 	cgroupMark = "scoped-bench-churn" // every cgroup root of the benchmark holds it
-	lockName   = "@scoped-bench-churn"
 
 	tenant      = "churn"
 	environment = "production"
@@ -145,9 +143,9 @@ func run(o options) (retErr error) {
 	}
 	// Two runs at once would share the cgroup roots. An abstract unix
 	// socket is a lock the kernel releases when the process ends.
-	lock, err := net.Listen("unix", lockName)
+	lock, err := benchmd.Lock("churn")
 	if err != nil {
-		return fmt.Errorf("another churnbench runs on this host (the abstract socket %s is taken): %w", lockName, err)
+		return err
 	}
 	defer lock.Close()
 

@@ -41,7 +41,6 @@ import (
 	"flag"
 	"fmt"
 	"math"
-	"net"
 	"os"
 	"os/signal"
 	"path"
@@ -73,7 +72,6 @@ const (
 
 	cgroupRoot = "/scoped-bench-fair"
 	cgroupMark = "scoped-bench-fair"
-	lockName   = "@scoped-bench-fair"
 
 	extName = "spin"
 	spinMs  = "60000" // the longest call spin accepts
@@ -294,9 +292,9 @@ func run(o options) (retErr error) {
 	case os.Geteuid() != 0:
 		return errors.New("must run as root (sudo make bench)")
 	}
-	lock, err := net.Listen("unix", lockName)
+	lock, err := benchmd.Lock("fair")
 	if err != nil {
-		return fmt.Errorf("another fairbench runs on this host (the abstract socket %s is taken): %w", lockName, err)
+		return err
 	}
 	defer lock.Close()
 	if left, _ := benchmd.CgroupsLeft(cgroupMark); len(left) > 0 {

@@ -36,7 +36,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"os/signal"
 	"slices"
@@ -156,9 +155,9 @@ func run(o options) (retErr error) {
 	o.callers = slices.Compact(o.callers)
 	// Two runs at once would share the cgroup roots. An abstract unix
 	// socket is a lock the kernel releases when the process ends.
-	lock, err := net.Listen("unix", "@scoped-bench-invoke")
+	lock, err := benchmd.Lock("invoke")
 	if err != nil {
-		return fmt.Errorf("another invokebench runs on this host (the abstract socket @scoped-bench-invoke is taken): %w", err)
+		return err
 	}
 	defer lock.Close()
 

@@ -42,7 +42,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -62,7 +61,6 @@ const (
 	daemonCgroupRoot = "/scoped-bench-net"
 	inprocCgroupRoot = "/scoped-bench-net-inproc"
 	cgroupMark       = "scoped-bench-net" // any cgroup named so is ours
-	lockName         = "@scoped-bench-net"
 
 	extName     = "whoami"
 	environment = "production"
@@ -123,9 +121,9 @@ func run(o options) (retErr error) {
 	}
 	// Two runs at once would share the cgroup roots. An abstract unix
 	// socket is a lock the kernel releases when the process ends.
-	lock, err := net.Listen("unix", lockName)
+	lock, err := benchmd.Lock("net")
 	if err != nil {
-		return fmt.Errorf("another netbench runs on this host (the abstract socket %s is taken): %w", lockName, err)
+		return err
 	}
 	defer lock.Close()
 

@@ -158,13 +158,8 @@ func newBench(o options) (_ *bench, retErr error) {
 		}
 	}()
 	var err error
-	if b.tree, err = cgroups.Open(cgroupRoot); err != nil {
+	if b.tree, err = benchmd.OpenCgroupRoot(cgroupRoot, logf); err != nil {
 		return nil, err
-	}
-	if n, err := b.tree.Cleanup(); err != nil {
-		return nil, fmt.Errorf("clean cgroup root %s: %w", cgroupRoot, err)
-	} else if n > 0 {
-		logf("removed %d cgroups an earlier run left under %s", n, cgroupRoot)
 	}
 	if b.scopedNode, err = b.tree.Node(cgroups.Limits{}, "bench", "scoped"); err != nil {
 		return nil, err
@@ -213,15 +208,7 @@ func (b *bench) close() error {
 	if b.work != "" {
 		errs = append(errs, os.RemoveAll(b.work))
 	}
-	if b.tree != nil {
-		if _, err := b.tree.Cleanup(); err != nil {
-			errs = append(errs, fmt.Errorf("cgroup cleanup: %w", err))
-		}
-		if err := b.tree.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("cgroup close: %w", err))
-		}
-	}
-	return errors.Join(errs...)
+	return errors.Join(append(errs, benchmd.RemoveCgroupRoot(b.tree))...)
 }
 
 // variants run /usr/bin/true once each and record the series they measure.

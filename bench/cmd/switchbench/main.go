@@ -27,13 +27,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io/fs"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -59,7 +56,6 @@ const (
 
 	cgroupRoot = "/scoped-bench-switch"
 	cgroupMark = "scoped-bench-switch" // any cgroup named so is ours
-	lockName   = "@scoped-bench-switch"
 	childEnv   = "SCOPED_SWITCHBENCH_CHILD"
 
 	// settle is the pause between moving the child into its leaf (and
@@ -167,9 +163,9 @@ func run(o options) (retErr error) {
 	if o.cpu < 0 || !allowed.IsSet(o.cpu) {
 		return fmt.Errorf("-cpu %d: no such CPU available (this process may use %d CPUs)", o.cpu, allowed.Count())
 	}
-	lock, err := net.Listen("unix", lockName)
+	lock, err := benchmd.Lock("switch")
 	if err != nil {
-		return fmt.Errorf("another switchbench runs on this host (the abstract socket %s is taken): %w", lockName, err)
+		return err
 	}
 	defer lock.Close()
 	if left := accountingPrograms(); len(left) > 0 {
@@ -198,13 +194,8 @@ func run(o options) (retErr error) {
 
 func (b *bench) setup() error {
 	var err error
-	if b.tree, err = cgroups.Open(cgroupRoot); err != nil {
+	if b.tree, err = benchmd.OpenCgroupRoot(cgroupRoot, logf); err != nil {
 		return err
-	}
-	if n, err := b.tree.Cleanup(); err != nil {
-		return fmt.Errorf("clean cgroup root %s: %w", cgroupRoot, err)
-	} else if n > 0 {
-		logf("removed %d cgroups an earlier run left under %s", n, cgroupRoot)
 	}
 	root, err := cgroups.Load(cgroupRoot)
 	if err != nil {
@@ -240,12 +231,9 @@ func (b *bench) close() error {
 	if b.scope != nil {
 		errs = append(errs, b.scope.Remove())
 	}
-	if _, err := b.tree.Cleanup(); err != nil {
-		errs = append(errs, fmt.Errorf("cgroup cleanup: %w", err))
-	}
-	errs = append(errs, b.tree.Close())
+	errs = append(errs, benchmd.RemoveCgroupRoot(b.tree))
 	b.tree, b.scope = nil, nil
-	if left := cgroupsLeft(); len(left) > 0 {
+	if left, _ := benchmd.CgroupsLeft(cgroupMark); len(left) > 0 {
 		errs = append(errs, fmt.Errorf("cgroups left behind: %s", strings.Join(left, " ")))
 	}
 	return errors.Join(errs...)
@@ -399,26 +387,6 @@ func accountingPrograms() []string {
 		}
 		p.Close()
 	}
-}
-
-// cgroupsLeft lists the cgroup directories named after the benchmark, down
-// to three levels below /sys/fs/cgroup.
-func cgroupsLeft() []string {
-	var left []string
-	base := "/sys/fs/cgroup"
-	_ = filepath.WalkDir(base, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || !d.IsDir() {
-			return nil
-		}
-		if strings.Contains(d.Name(), cgroupMark) {
-			left = append(left, p)
-		}
-		if rel, _ := filepath.Rel(base, p); rel != "." && strings.Count(rel, "/") >= 2 {
-			return fs.SkipDir
-		}
-		return nil
-	})
-	return left
 }
 
 // summary is the median, minimum and maximum of a series.
