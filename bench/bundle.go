@@ -5,6 +5,8 @@ import (
 	"path"
 	"path/filepath"
 
+	"encoding/json"
+	"fmt"
 	"github.com/scoped-io/scoped/internal/gobuild"
 	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
 )
@@ -52,3 +54,22 @@ func BuildBundle(root, dir, pkg string) (*scopedv1.Bundle, error) {
 // ChmodDirs makes dir and every directory below it 0755, whatever the
 // umask, so that the daemon's workers can reach what is in them.
 func ChmodDirs(dir string) error { return gobuild.OpenDirs(dir) }
+
+// CheckWhoami checks that the whoami example's reply result echoed
+// payload and reported no error.
+func CheckWhoami(result []byte, payload string) error {
+	var r struct {
+		Payload string   `json:"payload"`
+		Errors  []string `json:"errors"`
+	}
+	if err := json.Unmarshal(result, &r); err != nil {
+		return fmt.Errorf("whoami's reply %.200q: %w", result, err)
+	}
+	if r.Payload != payload {
+		return fmt.Errorf("whoami echoed %d payload bytes, want the %d sent", len(r.Payload), len(payload))
+	}
+	if len(r.Errors) > 0 {
+		return fmt.Errorf("whoami: %q", r.Errors)
+	}
+	return nil
+}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -95,7 +94,7 @@ func (b *bench) coldScoped(ctx context.Context, rec func(string, time.Duration))
 	if !f.GetCold() {
 		return fmt.Errorf("the first invocation of tenant %s was not cold (worker %s)", tenant, f.GetWorker())
 	}
-	if err := b.checkReply(resp.GetResult()); err != nil {
+	if err := benchmd.CheckWhoami(resp.GetResult(), string(b.payload)); err != nil {
 		return err
 	}
 	queued, dur := f.GetQueued().AsDuration(), f.GetDuration().AsDuration()
@@ -220,7 +219,7 @@ func (b *bench) coldPlugin(ctx context.Context, rec func(string, time.Duration))
 	if resp.GetError() != "" {
 		return fmt.Errorf("whoami: %s", resp.GetError())
 	}
-	if err := b.checkReply(resp.GetResult()); err != nil {
+	if err := benchmd.CheckWhoami(resp.GetResult(), string(b.payload)); err != nil {
 		return err
 	}
 	rec(sPlugin, t2.Sub(t0))
@@ -249,20 +248,3 @@ func (b *bench) workerRequest() *workerv1.InvokeRequest {
 	}
 }
 
-// checkReply checks that whoami echoed the payload.
-func (b *bench) checkReply(result []byte) error {
-	var r struct {
-		Payload string   `json:"payload"`
-		Errors  []string `json:"errors"`
-	}
-	if err := json.Unmarshal(result, &r); err != nil {
-		return fmt.Errorf("whoami's reply %.200q: %w", result, err)
-	}
-	if r.Payload != string(b.payload) {
-		return fmt.Errorf("whoami echoed %d payload bytes, want the %d sent", len(r.Payload), len(b.payload))
-	}
-	if len(r.Errors) > 0 {
-		return fmt.Errorf("whoami: %q", r.Errors)
-	}
-	return nil
-}

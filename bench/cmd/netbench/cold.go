@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -297,7 +296,7 @@ func (b *bench) coldStart(ctx context.Context, l *live, round int) (coldCall, er
 	if !f.GetCold() {
 		return call, fmt.Errorf("the first invocation of tenant %s was not cold (worker %s)", tenant, f.GetWorker())
 	}
-	if err := checkReply(resp.GetResult()); err != nil {
+	if err := benchmd.CheckWhoami(resp.GetResult(), payload); err != nil {
 		return call, err
 	}
 	call.queued = f.GetQueued().AsDuration()
@@ -320,24 +319,6 @@ type phases struct {
 	sandbox   time.Duration // worker cgroup, rootfs, libcontainer create + run
 	handshake time.Duration // the worker's start up to its handshake and the gRPC connection
 	reply     time.Duration // the rest at the client: gRPC to and from the daemon, Dispense, the call
-}
-
-// checkReply checks that whoami echoed the payload.
-func checkReply(result []byte) error {
-	var r struct {
-		Payload string   `json:"payload"`
-		Errors  []string `json:"errors"`
-	}
-	if err := json.Unmarshal(result, &r); err != nil {
-		return fmt.Errorf("whoami's reply %.200q: %w", result, err)
-	}
-	if r.Payload != payload {
-		return fmt.Errorf("whoami echoed %q, want %q", r.Payload, payload)
-	}
-	if len(r.Errors) > 0 {
-		return fmt.Errorf("whoami: %q", r.Errors)
-	}
-	return nil
 }
 
 // ownCPU is the CPU time of the benchmark and its reaped children (the
