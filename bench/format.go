@@ -2,6 +2,7 @@ package bench
 
 import (
 	"debug/buildinfo"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -123,4 +124,20 @@ func Output(out, markStart, markEnd, section string, logf func(string, ...any)) 
 	}
 	logf("wrote %s", out)
 	return nil
+}
+
+// Main is a benchmark program's main after its flags are defined: it
+// parses them, refuses arguments (exit 2), and runs run with the flags as
+// given (QuoteArgs, for the report's command), exiting 1 with
+// "<name>: <error>" when it fails.
+func Main(name string, run func(args string) error) {
+	flag.Parse()
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "%s: unexpected arguments %q\n", name, flag.Args())
+		os.Exit(2)
+	}
+	if err := run(QuoteArgs(os.Args[1:])); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		os.Exit(1)
+	}
 }

@@ -101,16 +101,10 @@ func main() {
 	flag.BoolVar(&o.recovery, "recovery", true, "density: also time the recovery after SIGKILL (fills a second daemon)")
 	flag.StringVar(&o.out, "o", "", "replace (or add) this program's sections in this markdown `file`")
 	flag.StringVar(&o.daemonLog, "daemon-log", "", "keep a copy of the daemons' logs in this `file`")
-	flag.Parse()
-	if flag.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "churnbench: unexpected arguments %q\n", flag.Args())
-		os.Exit(2)
-	}
-	o.argsString = benchmd.QuoteArgs(os.Args[1:])
-	if err := run(o); err != nil {
-		fmt.Fprintln(os.Stderr, "churnbench:", err)
-		os.Exit(1)
-	}
+	benchmd.Main("churnbench", func(args string) error {
+		o.argsString = args
+		return run(o)
+	})
 }
 
 func (o options) check() error {

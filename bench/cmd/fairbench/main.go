@@ -105,26 +105,19 @@ func main() {
 	flag.StringVar(&sc, "scenarios", strings.Join(allScenarios, ","), "comma-separated scenarios: "+strings.Join(allScenarios, ", "))
 	flag.BoolVar(&o.control, "control", true, "run the daemons' noisy-neighbour controller ([control] enabled) in the fair-share scenarios (noisy sets it per phase)")
 	flag.StringVar(&o.out, "o", "", "replace (or add) this program's section in this markdown `file`")
-	flag.Parse()
-	if flag.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "fairbench: unexpected arguments %q\n", flag.Args())
-		os.Exit(2)
-	}
-	for _, f := range strings.Split(sc, ",") {
-		f = strings.TrimSpace(f)
-		if !slices.Contains(allScenarios, f) {
-			fmt.Fprintf(os.Stderr, "fairbench: -scenarios %q: %q is not one of %s\n", sc, f, strings.Join(allScenarios, ", "))
-			os.Exit(2)
+	benchmd.Main("fairbench", func(args string) error {
+		for _, f := range strings.Split(sc, ",") {
+			f = strings.TrimSpace(f)
+			if !slices.Contains(allScenarios, f) {
+				return fmt.Errorf("-scenarios %q: %q is not one of %s", sc, f, strings.Join(allScenarios, ", "))
+			}
+			if !slices.Contains(o.scenarios, f) {
+				o.scenarios = append(o.scenarios, f)
+			}
 		}
-		if !slices.Contains(o.scenarios, f) {
-			o.scenarios = append(o.scenarios, f)
-		}
-	}
-	o.args = benchmd.QuoteArgs(os.Args[1:])
-	if err := run(o); err != nil {
-		fmt.Fprintln(os.Stderr, "fairbench:", err)
-		os.Exit(1)
-	}
+		o.args = args
+		return run(o)
+	})
 }
 
 // --- scenarios -------------------------------------------------------------

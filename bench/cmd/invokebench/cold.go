@@ -247,4 +247,3 @@ func (b *bench) workerRequest() *workerv1.InvokeRequest {
 		DeadlineMs:   callTimeout.Milliseconds(),
 	}
 }
-

@@ -110,24 +110,17 @@ func main() {
 	flag.StringVar(&o.out, "o", "", "replace (or add) this program's section in this markdown `file`")
 	flag.StringVar(&o.runc, "runc", "/usr/sbin/runc", "runc binary")
 	flag.StringVar(&o.daemonLog, "daemon-log", "", "keep a copy of the daemons' logs in this `file`")
-	flag.Parse()
-	if flag.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "invokebench: unexpected arguments %q\n", flag.Args())
-		os.Exit(2)
-	}
-	for _, f := range strings.Split(callers, ",") {
-		c, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || c < 1 {
-			fmt.Fprintf(os.Stderr, "invokebench: -callers %q: want positive integers\n", callers)
-			os.Exit(2)
+	benchmd.Main("invokebench", func(args string) error {
+		for _, f := range strings.Split(callers, ",") {
+			c, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || c < 1 {
+				return fmt.Errorf("-callers %q: want positive integers", callers)
+			}
+			o.callers = append(o.callers, c)
 		}
-		o.callers = append(o.callers, c)
-	}
-	o.argsString = benchmd.QuoteArgs(os.Args[1:])
-	if err := run(o); err != nil {
-		fmt.Fprintln(os.Stderr, "invokebench:", err)
-		os.Exit(1)
-	}
+		o.argsString = args
+		return run(o)
+	})
 }
 
 func run(o options) (retErr error) {

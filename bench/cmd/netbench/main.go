@@ -92,16 +92,10 @@ func main() {
 	flag.DurationVar(&o.inprocPace, "inproc-pace", 40*time.Millisecond, "in-process: pause before each Egress")
 	flag.StringVar(&o.out, "o", "", "replace (or add) this program's section in this markdown `file`")
 	flag.StringVar(&o.daemonLog, "daemon-log", "", "keep a copy of the daemons' logs in this `file`")
-	flag.Parse()
-	if flag.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "netbench: unexpected arguments %q\n", flag.Args())
-		os.Exit(2)
-	}
-	o.argsString = benchmd.QuoteArgs(os.Args[1:])
-	if err := run(o); err != nil {
-		fmt.Fprintln(os.Stderr, "netbench:", err)
-		os.Exit(1)
-	}
+	benchmd.Main("netbench", func(args string) error {
+		o.argsString = args
+		return run(o)
+	})
 }
 
 func run(o options) (retErr error) {

@@ -88,16 +88,10 @@ func main() {
 	flag.StringVar(&o.out, "o", "", "replace (or add) this program's section in this markdown `file`")
 	flag.StringVar(&o.bwrap, "bwrap", "/usr/bin/bwrap", "bubblewrap binary")
 	flag.StringVar(&o.runc, "runc", "/usr/sbin/runc", "runc binary")
-	flag.Parse()
-	if flag.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "sandboxbench: unexpected arguments %q\n", flag.Args())
-		os.Exit(2)
-	}
-	o.argsString = benchmd.QuoteArgs(os.Args[1:])
-	if err := run(o); err != nil {
-		fmt.Fprintln(os.Stderr, "sandboxbench:", err)
-		os.Exit(1)
-	}
+	benchmd.Main("sandboxbench", func(args string) error {
+		o.argsString = args
+		return run(o)
+	})
 }
 
 func run(o options) (retErr error) {

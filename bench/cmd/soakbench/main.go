@@ -85,16 +85,10 @@ func main() {
 	flag.IntVar(&o.tenants, "tenants", 4, "well-behaved tenants (plus one hostile one)")
 	flag.DurationVar(&o.coldEvery, "cold-every", 2*time.Second, "each well-behaved tenant starts a new scope this often")
 	flag.StringVar(&o.out, "o", "", "replace (or add) this program's section in this markdown `file`")
-	flag.Parse()
-	if flag.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "soakbench: unexpected arguments %q\n", flag.Args())
-		os.Exit(2)
-	}
-	o.args = benchmd.QuoteArgs(os.Args[1:])
-	if err := run(o); err != nil {
-		fmt.Fprintln(os.Stderr, "soakbench:", err)
-		os.Exit(1)
-	}
+	benchmd.Main("soakbench", func(args string) error {
+		o.args = args
+		return run(o)
+	})
 }
 
 // The bundles each tenant gets.

@@ -91,16 +91,10 @@ func main() {
 	flag.IntVar(&o.n, "n", 200000, "ping-pong round trips per run (two switches each)")
 	flag.IntVar(&o.cpu, "cpu", 1, "the CPU both ping-pong threads are pinned to")
 	flag.StringVar(&o.out, "o", "", "replace (or add) this program's section in this markdown `file`")
-	flag.Parse()
-	if flag.NArg() > 0 {
-		logf("unexpected arguments %q", flag.Args())
-		os.Exit(2)
-	}
-	o.argsString = benchmd.QuoteArgs(os.Args[1:])
-	if err := run(o); err != nil {
-		fmt.Fprintln(os.Stderr, "switchbench:", err)
-		os.Exit(1)
-	}
+	benchmd.Main("switchbench", func(args string) error {
+		o.argsString = args
+		return run(o)
+	})
 }
 
 // child is the ping-pong process: it says "ready", waits for "N CPU" on
