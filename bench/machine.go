@@ -115,3 +115,12 @@ func Settle(max, baseline time.Duration, share float64) (time.Duration, bool) {
 	}
 	return time.Since(t0), false
 }
+
+// Date is now, as the reports give it: "2006-01-02 15:04 UTC".
+func Date() string { return time.Now().UTC().Format("2006-01-02 15:04 UTC") }
+
+// Facts are the first lines of a report's list of facts: the command
+// (see Command), the date and the machine.
+func Facts(base, args string) string {
+	return "- " + Command(base, args) + "\n- Date: " + Date() + "\n- " + Machine() + "\n"
+}

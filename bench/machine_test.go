@@ -67,3 +67,10 @@ func TestCommand(t *testing.T) {
 		}
 	}
 }
+
+func TestFacts(t *testing.T) {
+	f := Facts("go run ./bench/cmd/x", "-n 1")
+	if !strings.HasPrefix(f, "- Command: `go run ./bench/cmd/x -n 1`, as root\n- Date: ") || !strings.Contains(f, "\n- Kernel: ") || !strings.HasSuffix(f, "\n") {
+		t.Errorf("Facts = %q", f)
+	}
+}

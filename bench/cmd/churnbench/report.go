@@ -15,7 +15,7 @@ import (
 // facts are the lines every section starts with.
 func (b *bench) facts(p func(string, ...any)) {
 	p("- %s\n", benchmd.Command(baseCommand, b.o.argsString))
-	p("- Date: %s; the whole run took %s\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), b.elapsed.Round(time.Second))
+	p("- Date: %s; the whole run took %s\n", benchmd.Date(), b.elapsed.Round(time.Second))
 	p("- %s; load average (1, 5, 15 min) at the start: %s (other engineers share the machine)\n", benchmd.Machine(), b.kit.LoadAvg)
 	p("- Versions: %s, the daemon built with `-tags seccomp`; worker `examples/whoami` (Go SDK), one idle\n", runtime.Version())
 	p("  worker per scope.\n")

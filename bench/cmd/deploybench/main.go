@@ -339,7 +339,7 @@ func report(o options, lats, works map[string][]time.Duration) string {
 	p("connection. %d phases of each kind. The store writes and syncs a bundle with no lock held (issue 13):\n", o.phases)
 	p("b's calls share only the machine's 2 CPUs and disk with a's deploys.\n\n")
 	p("- %s\n", benchmd.Command(baseCommand, o.args))
-	p("- %s; %s\n\n", benchmd.Machine(), time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+	p("- %s; %s\n\n", benchmd.Machine(), benchmd.Date())
 	p("| tenant b's calls | calls | p50 | p90 | p99 | max | p99 / idle |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	idle99 := benchmd.Percentile(sorted(lats[""]), 99)
 	row := func(name string, ds []time.Duration) {

@@ -710,9 +710,7 @@ func (b *bench) report(results []*result, noisy *noisyResult) string {
 		p("How much a noisy neighbour tenant slows down a victim tenant's invocations, with the daemon's\n")
 		p("noisy-neighbour controller off and on.\n\n")
 	}
-	p("- %s\n", benchmd.Command(baseCommand, b.o.args))
-	p("- Date: %s\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
-	p("- %s\n", benchmd.Machine())
+	p("%s", benchmd.Facts(baseCommand, b.o.args))
 	p("- Load average (1, 5, 15 min) at the start: %s\n", b.kit.LoadAvg)
 	if len(results) == 0 {
 		p("- Worker: `examples/spin` (Go SDK), which burns the payload's CPU milliseconds on one thread.\n")

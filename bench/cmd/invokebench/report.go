@@ -21,9 +21,7 @@ func (b *bench) report(cr coldResult, warm []warmResult, acct, meter *acctResult
 	p("run; (b) warm invocations through the daemon against direct go-plugin calls to the same worker\n")
 	p("binary, with 1, 8 and 64 concurrent callers; (c) warm invocations through daemons with eBPF\n")
 	p("accounting on and off; (d) with metering on and off.\n\n")
-	p("- %s\n", benchmd.Command(baseCommand, b.o.argsString))
-	p("- Date: %s\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
-	p("- %s\n", benchmd.Machine())
+	p("%s", benchmd.Facts(baseCommand, b.o.argsString))
 	var other, wall time.Duration
 	for _, r := range warm {
 		other += r.daemon.cpuOther + r.direct.cpuOther

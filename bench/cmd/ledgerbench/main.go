@@ -51,9 +51,7 @@ func main() {
 	p("its cursor (~200 bytes), in one transaction; commits back to back for %s per scope count, into\n", *dur)
 	p("a fresh ledger (SQLite via modernc.org/sqlite, WAL, synchronous=FULL, 60 s windows) in a\n")
 	p("temporary directory on this machine's disk.\n\n")
-	p("- %s\n", benchmd.Command(baseCommand, benchmd.QuoteArgs(os.Args[1:])))
-	p("- Date: %s\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
-	p("- %s\n", benchmd.Machine())
+	p("%s", benchmd.Facts(baseCommand, benchmd.QuoteArgs(os.Args[1:])))
 	p("- Load average (1, 5, 15 min) at the start: %s\n\n", benchmd.LoadAvg())
 	p("| Scopes per flush | Commits | Records/s | Commits/s | Commit p50 | Commit p99 |\n| ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, n := range counts {

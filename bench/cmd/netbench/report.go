@@ -49,7 +49,7 @@ func (b *bench) report(cr coldResult, in *inprocResult) string {
 	p("with the pool off (`pool_size = 0`: each namespace made when its scope starts), side by side in\n")
 	p("one run.\n\n")
 	p("- %s\n", benchmd.Command(baseCommand, b.o.argsString))
-	p("- Date: %s; the measurements took %s\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), b.elapsed.Round(time.Second))
+	p("- Date: %s; the measurements took %s\n", benchmd.Date(), b.elapsed.Round(time.Second))
 	p("- %s\n", benchmd.Machine())
 	capacity := 100 * time.Millisecond * time.Duration(runtime.NumCPU())
 	p("- Load average (1, 5, 15 min) at the start: %s. Before the run the rest of the machine kept %.0f %%\n", b.kit.LoadAvg,

@@ -306,9 +306,7 @@ func (b *bench) report(res map[string][]time.Duration) string {
 	p("%s\n%s\n\n", markStart, sectionTitle)
 	p("Start to exit of `%s`: forked and executed plainly, in a scoped sandbox, under\n", truePath)
 	p("bubblewrap and under `runc run`, interleaved round-robin in one run.\n\n")
-	p("- %s\n", benchmd.Command(baseCommand, b.o.argsString))
-	p("- Date: %s\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
-	p("- %s\n", benchmd.Machine())
+	p("%s", benchmd.Facts(baseCommand, b.o.argsString))
 	p("- N: %d measured runs of each variant, after %d discarded warm-up %s; %s idle before each run\n",
 		b.o.n, b.o.warmup, benchmd.Plural(b.o.warmup, "round"), b.o.gap)
 	p("- Versions: %s, libcontainer %s, %s, runc %s\n\n",

@@ -431,7 +431,7 @@ func report(o options, load string, res map[string][]sample) string {
 	p("(off), with scoped's accounting programs attached but the scope untracked (attached), and with\n")
 	p("the scope tracked (tracked), interleaved round-robin in one run.\n\n")
 	p("- %s\n", benchmd.Command(baseCommand, o.argsString))
-	p("- Date: %s\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+	p("- Date: %s\n", benchmd.Date())
 	p("- %s; %s\n", benchmd.Machine(), runtime.Version())
 	p("- Load average (1, 5, 15 min) at the start: %s\n", load)
 	p("- %d measured rounds of each variant after %d discarded warm-up; %d round trips (%d switches) per run, on CPU %d\n\n",
