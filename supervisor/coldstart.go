@@ -37,8 +37,9 @@ func (w *worker) coldStart(invoked time.Time) *ColdStart {
 	}
 }
 
-// coldStartPB is c in the API's terms (nil for nil).
-func coldStartPB(c *ColdStart) *scopedv1.ColdStart {
+// Proto is c in the API's terms (nil for nil), for the API edge's
+// Figures.
+func (c *ColdStart) Proto() *scopedv1.ColdStart {
 	if c == nil {
 		return nil
 	}

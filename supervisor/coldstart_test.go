@@ -16,10 +16,10 @@ func TestColdStartPhases(t *testing.T) {
 	if got := w.coldStart(t0); got == nil || *got != want {
 		t.Errorf("coldStart = %+v, want %+v", got, want)
 	}
-	if pb := coldStartPB(&want); pb.GetSandbox().AsDuration() != want.Sandbox || pb.GetScope().AsDuration() != want.Scope {
-		t.Errorf("coldStartPB = %v", pb)
+	if pb := want.Proto(); pb.GetSandbox().AsDuration() != want.Sandbox || pb.GetScope().AsDuration() != want.Scope {
+		t.Errorf("Proto = %v", pb)
 	}
-	if coldStartPB(nil) != nil {
-		t.Error("coldStartPB(nil) is not nil")
+	if (*ColdStart)(nil).Proto() != nil {
+		t.Error("Proto of nil is not nil")
 	}
 }
