@@ -374,7 +374,7 @@ func (a *API) Invoke(ctx context.Context, req *scopedv1.InvokeRequest) (*scopedv
 	}
 	return &scopedv1.InvokeResponse{Result: res.Result, Figures: &scopedv1.Figures{
 		InvocationId: res.InvocationID, Scope: res.Scope, Worker: res.Worker, Cold: res.Cold,
-		Duration: durationpb.New(res.Duration), Queued: durationpb.New(res.Queued),
+		Duration: durationpb.New(res.Duration), Queued: durationpb.New(res.Queued), ColdStart: res.ColdStart.Proto(),
 	}}, nil
 }
 

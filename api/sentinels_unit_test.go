@@ -76,6 +76,7 @@ var sentinels = map[string]error{
 	"cgroups.ErrNotSupported": cgroups.ErrNotSupported,
 	"cgroups.ErrNotUnified":   cgroups.ErrNotUnified,
 	"cgroups.ErrBusy":         cgroups.ErrBusy,
+	"cgroups.ErrInvalidStat":  cgroups.ErrInvalidStat,
 
 	"accounting.ErrNotSupported":   accounting.ErrNotSupported,
 	"accounting.ErrInvalidOptions": accounting.ErrInvalidOptions,
@@ -126,6 +127,7 @@ var internalSentinels = []string{
 	"netns.ErrInvalidConfig",
 	"sandbox.ErrInvalidConfig", "sandbox.ErrNoSeccomp",
 	"cgroups.ErrInvalidPath", "cgroups.ErrInvalidLimit", "cgroups.ErrNotSupported", "cgroups.ErrNotUnified",
+	"cgroups.ErrInvalidStat",
 	"accounting.ErrNotSupported", "accounting.ErrInvalidOptions", "accounting.ErrInvalidScope",
 	"accounting.ErrTracked", "accounting.ErrNotTracked",
 	"control.ErrInvalidConfig", "control.ErrInvalidPSI",

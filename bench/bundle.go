@@ -1,64 +1,38 @@
 package bench
 
 import (
-	"fmt"
 	"os"
-	"os/exec"
+	"path"
 	"path/filepath"
-	"strings"
 
+	"encoding/json"
+	"fmt"
+	"github.com/scoped-io/scoped/internal/gobuild"
 	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
 )
-
-// GoBuild builds the package pkg of the module at root into out, with cgo
-// on or off and the given build tags.
-func GoBuild(root, out, pkg string, cgo bool, tags ...string) error {
-	args := []string{"build", "-o", out}
-	if len(tags) > 0 {
-		args = append(args, "-tags", strings.Join(tags, ","))
-	}
-	cmd := exec.Command("go", append(args, pkg)...)
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if cgo {
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
-	}
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build %s: %w\n%s", pkg, err, out)
-	}
-	return nil
-}
 
 // BuildDaemon builds the daemon of the module at root (with cgo and -tags
 // seccomp) into bin/scoped and scoped-exec, which the daemon expects next
 // to itself, into bin/scoped-exec. It returns the daemon's path.
 func BuildDaemon(root, bin string) (string, error) {
 	scoped := filepath.Join(bin, "scoped")
-	if err := GoBuild(root, scoped, "./cmd/scoped", true, "seccomp"); err != nil {
+	if err := gobuild.Build(root, scoped, "./cmd/scoped", true, "seccomp"); err != nil {
 		return "", err
 	}
-	if err := GoBuild(root, filepath.Join(bin, "scoped-exec"), "./cmd/scoped-exec", false); err != nil {
+	if err := gobuild.Build(root, filepath.Join(bin, "scoped-exec"), "./cmd/scoped-exec", false); err != nil {
 		return "", err
 	}
 	return scoped, nil
 }
 
-// BuildBundle builds the example extension ./examples/name of the module at
-// root into the directory dir (made if need be): the worker dir/name and a
-// copy of its manifest.toml. It returns the bundle as deployed, the two
-// files read back with their modes: manifest.toml first, then the worker.
-func BuildBundle(root, dir, name string) (*scopedv1.Bundle, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
-	if err := GoBuild(root, filepath.Join(dir, name), "./examples/"+name, false); err != nil {
-		return nil, err
-	}
-	manifest, err := os.ReadFile(filepath.Join(root, "examples", name, "manifest.toml"))
-	if err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "manifest.toml"), manifest, 0o644); err != nil {
+// BuildBundle builds the extension package pkg of the module at root
+// (e.g. ./examples/whoami, a directory with its manifest.toml) into the
+// directory dir (made if need be): the worker dir/<last element of pkg> and
+// a copy of its manifest. It returns the bundle as deployed, the two files
+// read back with their modes: manifest.toml first, then the worker.
+func BuildBundle(root, dir, pkg string) (*scopedv1.Bundle, error) {
+	name := path.Base(pkg)
+	if err := gobuild.Bundle(root, dir, pkg, name); err != nil {
 		return nil, err
 	}
 	b := &scopedv1.Bundle{}
@@ -79,11 +53,23 @@ func BuildBundle(root, dir, name string) (*scopedv1.Bundle, error) {
 
 // ChmodDirs makes dir and every directory below it 0755, whatever the
 // umask, so that the daemon's workers can reach what is in them.
-func ChmodDirs(dir string) error {
-	return filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
-		if err == nil && fi.IsDir() {
-			return os.Chmod(p, 0o755)
-		}
-		return err
-	})
+func ChmodDirs(dir string) error { return gobuild.OpenDirs(dir) }
+
+// CheckWhoami checks that the whoami example's reply result echoed
+// payload and reported no error.
+func CheckWhoami(result []byte, payload string) error {
+	var r struct {
+		Payload string   `json:"payload"`
+		Errors  []string `json:"errors"`
+	}
+	if err := json.Unmarshal(result, &r); err != nil {
+		return fmt.Errorf("whoami's reply %.200q: %w", result, err)
+	}
+	if r.Payload != payload {
+		return fmt.Errorf("whoami echoed %d payload bytes, want the %d sent", len(r.Payload), len(payload))
+	}
+	if len(r.Errors) > 0 {
+		return fmt.Errorf("whoami: %q", r.Errors)
+	}
+	return nil
 }

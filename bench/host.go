@@ -3,7 +3,9 @@ package bench
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -93,4 +95,16 @@ func WorkDir(prefix string) (string, error) {
 		return "", err
 	}
 	return dir, nil
+}
+
+// Lock takes the host-wide lock of the benchmark named name (an abstract
+// unix socket @scoped-bench-<name>, which the kernel releases when the
+// process ends), so that two runs never share cgroup roots. Close the
+// listener to release it.
+func Lock(name string) (io.Closer, error) {
+	l, err := net.Listen("unix", "@scoped-bench-"+name)
+	if err != nil {
+		return nil, fmt.Errorf("another %sbench runs on this host (the abstract socket @scoped-bench-%s is taken): %w", name, name, err)
+	}
+	return l, nil
 }

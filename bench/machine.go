@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"runtime"
-	"strconv"
 	"strings"
 	"time"
 
@@ -59,32 +58,11 @@ func loadAvg(s string) string {
 	return strings.Join(f[:3], " ")
 }
 
-// MachineBusy is the CPU time all CPUs have been busy or stolen since boot,
-// from the first line of /proc/stat: user (guest included), nice, system,
-// irq, softirq and steal, not idle and iowait. It is 0 when unreadable.
+// MachineBusy is the CPU time all CPUs have been busy or stolen since boot
+// (cgroups.HostBusy), 0 when unreadable.
 func MachineBusy() time.Duration {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0
-	}
-	return machineBusy(string(b))
-}
-
-func machineBusy(stat string) time.Duration {
-	line, _, _ := strings.Cut(stat, "\n")
-	f := strings.Fields(line)
-	if len(f) < 9 || f[0] != "cpu" {
-		return 0
-	}
-	var ticks uint64
-	for _, i := range []int{1, 2, 3, 6, 7, 8} {
-		n, err := strconv.ParseUint(f[i], 10, 64)
-		if err != nil {
-			return 0
-		}
-		ticks += n
-	}
-	return time.Duration(ticks) * time.Second / 100 // USER_HZ is 100 on Linux
+	d, _ := cgroups.HostBusy()
+	return d
 }
 
 // QuoteArgs joins a command's arguments for a report, quoting for the shell
@@ -113,4 +91,36 @@ func Command(base, args string) string {
 		return "Command: `sudo make bench`, which runs `" + cmd + "`"
 	}
 	return "Command: `" + cmd + "`, as root"
+}
+
+// BusyWindow is the CPU time the machine was busy (all CPUs) in the next
+// 100 ms.
+func BusyWindow() time.Duration {
+	b0 := MachineBusy()
+	time.Sleep(100 * time.Millisecond)
+	return MachineBusy() - b0
+}
+
+// Settle waits, at most max, until the machine's busy CPU time over 100 ms
+// (BusyWindow) is at most baseline plus share of its capacity, so that what
+// a run left to the kernel does not run into the next measurement. It
+// returns how long it waited and whether the machine settled.
+func Settle(max, baseline time.Duration, share float64) (time.Duration, bool) {
+	t0 := time.Now()
+	limit := baseline + time.Duration(share*float64(100*time.Millisecond*time.Duration(runtime.NumCPU())))
+	for time.Since(t0) < max {
+		if BusyWindow() <= limit {
+			return time.Since(t0), true
+		}
+	}
+	return time.Since(t0), false
+}
+
+// Date is now, as the reports give it: "2006-01-02 15:04 UTC".
+func Date() string { return time.Now().UTC().Format("2006-01-02 15:04 UTC") }
+
+// Facts are the first lines of a report's list of facts: the command
+// (see Command), the date and the machine.
+func Facts(base, args string) string {
+	return "- " + Command(base, args) + "\n- Date: " + Date() + "\n- " + Machine() + "\n"
 }

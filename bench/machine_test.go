@@ -5,7 +5,6 @@ import (
 	"runtime"
 	"strings"
 	"testing"
-	"time"
 )
 
 func TestMachine(t *testing.T) {
@@ -39,26 +38,6 @@ func TestLoadAvg(t *testing.T) {
 	}
 }
 
-func TestMachineBusy(t *testing.T) {
-	// user nice system idle iowait irq softirq steal guest guest_nice
-	stat := "cpu  100 2 30 5000 40 5 6 7 8 0\ncpu0 50 1 15 2500 20 2 3 3 4 0\n"
-	if got, want := machineBusy(stat), 150*10*time.Millisecond; got != want {
-		t.Errorf("machineBusy = %v, want %v", got, want)
-	}
-	for _, bad := range []string{"", "cpu 1 2 3\n", "intr 1 2 3 4 5 6 7 8 9\n", "cpu 1 2 x 4 5 6 7 8\n"} {
-		if got := machineBusy(bad); got != 0 {
-			t.Errorf("machineBusy(%q) = %v, want 0", bad, got)
-		}
-	}
-	a := MachineBusy()
-	if a <= 0 {
-		t.Skipf("no /proc/stat here (MachineBusy = %v)", a)
-	}
-	if b := MachineBusy(); b < a {
-		t.Errorf("MachineBusy went back from %v to %v", a, b)
-	}
-}
-
 func TestQuoteArgs(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
@@ -86,5 +65,12 @@ func TestCommand(t *testing.T) {
 		if got := Command(base, tc.args); got != tc.want {
 			t.Errorf("Command(%q) = %q, want %q", tc.args, got, tc.want)
 		}
+	}
+}
+
+func TestFacts(t *testing.T) {
+	f := Facts("go run ./bench/cmd/x", "-n 1")
+	if !strings.HasPrefix(f, "- Command: `go run ./bench/cmd/x -n 1`, as root\n- Date: ") || !strings.Contains(f, "\n- Kernel: ") || !strings.HasSuffix(f, "\n") {
+		t.Errorf("Facts = %q", f)
 	}
 }

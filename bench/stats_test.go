@@ -1,6 +1,10 @@
 package bench
 
 import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -35,5 +39,34 @@ func TestStats(t *testing.T) {
 	}
 	if odd[0] != 5*time.Millisecond {
 		t.Errorf("Percentile sorted its argument: %v", odd)
+	}
+}
+
+func TestRoundRobin(t *testing.T) {
+	var order []string
+	vs := []Variant{{"a", nil}, {"b", nil}}
+	for i := range vs {
+		name := vs[i].Name
+		vs[i].Run = func(_ context.Context, rec func(string, time.Duration)) error {
+			order = append(order, name)
+			rec(name, time.Duration(len(order)))
+			return nil
+		}
+	}
+	res, err := RoundRobin(context.Background(), "", 1, 2, 0, vs, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(order, ""); got != "abbaab" {
+		t.Errorf("order %s, want abbaab", got)
+	}
+	// The warm-up round (1, 2) is left out.
+	if !slices.Equal(res["a"], []time.Duration{4, 5}) || !slices.Equal(res["b"], []time.Duration{3, 6}) {
+		t.Errorf("series %v", res)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := RoundRobin(ctx, "", 0, 1, 0, vs, t.Logf); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled: %v", err)
 	}
 }

@@ -29,6 +29,8 @@ var (
 	ErrNotSupported = errors.New("not supported by this cgroup version")
 	ErrNotUnified   = errors.New("process is not in the expected unified cgroup")
 	ErrBusy         = errors.New("cgroup still has processes")
+	// ErrInvalidStat: a pressure, cpu.stat or /proc/stat file did not parse.
+	ErrInvalidStat = errors.New("invalid cgroup or kernel stat file")
 )
 
 // Mode is the cgroup layout of the host.

@@ -65,11 +65,11 @@ func CPUUsage(p string) (time.Duration, error) {
 	}
 	mode := HostMode()
 	if mnt := unifiedMount(mode); mnt != "" {
-		v, err := fscommon.GetValueByKey(filepath.Join(mnt, p), "cpu.stat", "usage_usec")
+		st, err := ReadCPUStat(filepath.Join(mnt, p))
 		if err != nil {
 			return 0, fmt.Errorf("cpu usage of %s: %w", p, err)
 		}
-		return time.Duration(v) * time.Microsecond, nil
+		return st.Usage, nil
 	}
 	mnt, err := occ.FindCgroupMountpoint("", "cpuacct")
 	if err != nil {

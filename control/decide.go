@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/scoped-io/scoped/accounting"
+	"github.com/scoped-io/scoped/cgroups"
 )
 
 // ScopeSample is one scope in a Snapshot.
@@ -36,11 +37,9 @@ type ScopeSample struct {
 	TenantWeight uint64
 }
 
-// PSI is a cgroup's cumulative cpu.pressure stall time.
-type PSI struct {
-	Some time.Duration // some runnable task of the cgroup waited
-	Full time.Duration // every runnable task of the cgroup waited
-}
+// PSI is a cgroup's cumulative cpu.pressure stall time, as cgroups reads
+// it.
+type PSI = cgroups.PSI
 
 // Snapshot is every live scope at one time.
 type Snapshot struct {

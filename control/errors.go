@@ -1,6 +1,10 @@
 package control
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/scoped-io/scoped/cgroups"
+)
 
 // Sentinel errors. Every error of this package wraps one of them, or the
 // error of a Source or an Actuator.
@@ -9,6 +13,6 @@ var (
 	// ErrClosed: the Controller was closed; it restored every scope it
 	// had throttled and does nothing more.
 	ErrClosed = errors.New("controller closed")
-	// ErrInvalidPSI: a cpu.pressure file did not parse.
-	ErrInvalidPSI = errors.New("invalid cpu.pressure")
+	// ErrInvalidPSI: a cpu.pressure file did not parse (cgroups reads it).
+	ErrInvalidPSI = cgroups.ErrInvalidStat
 )

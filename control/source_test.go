@@ -12,57 +12,6 @@ import (
 	"github.com/scoped-io/scoped/cgroups"
 )
 
-func TestParsePSI(t *testing.T) {
-	for _, c := range []struct {
-		in   string
-		want PSI
-		err  bool
-	}{
-		{in: "some avg10=11.05 avg60=1.99 avg300=0.41 total=1757784\nfull avg10=11.05 avg60=1.99 avg300=0.41 total=1757763\n",
-			want: PSI{Some: 1757784 * time.Microsecond, Full: 1757763 * time.Microsecond}},
-		{in: "some avg10=0.00 avg60=0.00 avg300=0.00 total=42\n", want: PSI{Some: 42 * time.Microsecond}},
-		{in: "", err: true},
-		{in: "full avg10=0.00 total=1\n", err: true},
-		{in: "some avg10=0.00\n", err: true},
-		{in: "some total=-1\n", err: true},
-		{in: "some total=99999999999999999999\n", err: true},
-	} {
-		got, err := parsePSI(c.in)
-		if c.err {
-			if !errors.Is(err, ErrInvalidPSI) {
-				t.Errorf("%q: %v, want ErrInvalidPSI", c.in, err)
-			}
-			continue
-		}
-		if err != nil || got != c.want {
-			t.Errorf("%q: %+v, %v; want %+v", c.in, got, err, c.want)
-		}
-	}
-}
-
-func TestReadPSI(t *testing.T) {
-	dir := t.TempDir()
-	if p, err := ReadPSI(""); p != nil || err != nil {
-		t.Errorf("no dir: %v, %v", p, err)
-	}
-	if p, err := ReadPSI(dir); p != nil || err != nil {
-		t.Errorf("no file: %v, %v", p, err)
-	}
-	f := filepath.Join(dir, "cpu.pressure")
-	if err := os.WriteFile(f, []byte("some avg10=0.00 avg60=0.00 avg300=0.00 total=10\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=5\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if p, err := ReadPSI(dir); err != nil || p == nil || p.Full != 5*time.Microsecond {
-		t.Errorf("got %+v, %v", p, err)
-	}
-	if err := os.WriteFile(f, []byte("garbage\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ReadPSI(dir); !errors.Is(err, ErrInvalidPSI) {
-		t.Errorf("garbage: %v", err)
-	}
-}
-
 // fakeScope is a cgroup for the cgroupfs accounting source.
 type fakeScope struct{ cpu time.Duration }
 

@@ -61,6 +61,9 @@ func TestTwoTenantsDifferentSandboxes(t *testing.T) {
 			if f.GetCold() != (round == 0) {
 				t.Errorf("round %d: cold = %v", round, f.GetCold())
 			}
+			if cs := f.GetColdStart(); (cs != nil) != f.GetCold() || cs != nil && (cs.GetSandbox().AsDuration() <= 0 || cs.GetHandshake().AsDuration() <= 0) {
+				t.Errorf("round %d: cold %v, cold start phases %v", round, f.GetCold(), cs)
+			}
 			if round == 1 && workers[tenant] != f.GetWorker() {
 				t.Errorf("warm call used worker %s, not %s", f.GetWorker(), workers[tenant])
 			}

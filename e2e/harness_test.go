@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/scoped-io/scoped/client"
+	"github.com/scoped-io/scoped/internal/gobuild"
 	"github.com/scoped-io/scoped/internal/testutil"
 	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
 )
@@ -47,23 +47,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func goBuild(out, pkg string, cgo bool, tags ...string) error {
-	args := []string{"build", "-o", out}
-	if len(tags) > 0 {
-		args = append(args, "-tags", strings.Join(tags, ","))
-	}
-	cmd := exec.Command("go", append(args, pkg)...)
-	cmd.Dir = ".."
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if cgo {
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
-	}
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
-	}
-	return nil
-}
-
 // build compiles what the tests run into dir, or takes it prebuilt from
 // $SCOPED_E2E_BIN (make test-v2 builds there on the host, so the VM does not
 // compile under emulation): scoped, scoped-exec, scopectl and
@@ -90,13 +73,13 @@ func build(dir string) error {
 	bins.scoped = filepath.Join(dir, "scoped")
 	bins.exec = filepath.Join(dir, "scoped-exec") // next to scoped: found by default
 	bins.scopectl = filepath.Join(dir, "scopectl")
-	if err := goBuild(bins.scoped, "./cmd/scoped", true, "seccomp"); err != nil {
+	if err := gobuild.Build("..", bins.scoped, "./cmd/scoped", true, "seccomp"); err != nil {
 		return err
 	}
-	if err := goBuild(bins.exec, "./cmd/scoped-exec", false); err != nil {
+	if err := gobuild.Build("..", bins.exec, "./cmd/scoped-exec", false); err != nil {
 		return err
 	}
-	bins.scopectlErr = goBuild(bins.scopectl, "./cmd/scopectl", false)
+	bins.scopectlErr = gobuild.Build("..", bins.scopectl, "./cmd/scopectl", false)
 	for _, ex := range []struct {
 		dst   *string
 		name  string
@@ -109,17 +92,7 @@ func build(dir string) error {
 		{&bins.netprobe, "netprobe", "./e2e/testdata/netprobe", "netprobe"},
 	} {
 		*ex.dst = filepath.Join(dir, "bundles", ex.name)
-		if err := os.MkdirAll(*ex.dst, 0o755); err != nil {
-			return err
-		}
-		if err := goBuild(filepath.Join(*ex.dst, ex.entry), ex.pkg, false); err != nil {
-			return err
-		}
-		manifest, err := os.ReadFile(filepath.Join("..", strings.TrimPrefix(ex.pkg, "./"), "manifest.toml"))
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(*ex.dst, "manifest.toml"), manifest, 0o644); err != nil {
+		if err := gobuild.Bundle("..", *ex.dst, ex.pkg, ex.entry); err != nil {
 			return err
 		}
 	}
@@ -127,12 +100,7 @@ func build(dir string) error {
 	bins.sockjack, _ = filepath.Abs("testdata/sockjack")
 	bins.leaky, _ = filepath.Abs("testdata/leaky")
 	// Everything the sandboxes' high uids run must be reachable.
-	return filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
-		if err == nil && fi.IsDir() {
-			return os.Chmod(p, 0o755)
-		}
-		return err
-	})
+	return gobuild.OpenDirs(dir)
 }
 
 var daemonSeq atomic.Int64

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/go-plugin/runner"
 	"golang.org/x/sys/unix"
@@ -49,6 +50,7 @@ type Runner struct {
 	stderrR, stderrW *os.File
 	closeOnce        sync.Once
 	killed           atomic.Bool
+	started          time.Time // when Start had the sandbox running
 }
 
 var _ runner.Runner = (*Runner)(nil)
@@ -114,8 +116,13 @@ func (r *Runner) Start(ctx context.Context) (err error) {
 		r.closeDir()
 		return err
 	}
+	r.started = time.Now()
 	return nil
 }
+
+// Started is when Start had the sandbox running (its process started),
+// zero before. Read it after Start returned.
+func (r *Runner) Started() time.Time { return r.started }
 
 // closePipes closes the read ends once the worker is gone, as os/exec's
 // Wait does for StdoutPipe.

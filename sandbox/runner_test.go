@@ -93,6 +93,9 @@ func TestRunner(t *testing.T) {
 	if !strings.HasPrefix(client.ReattachConfig().Addr.String(), socketBase) {
 		t.Errorf("plugin address %s is not under the host socket dir %s", client.ReattachConfig().Addr, socketBase)
 	}
+	if r.Started().IsZero() || time.Since(r.Started()) < 0 {
+		t.Errorf("Started = %v after the handshake", r.Started())
+	}
 	pid := r.Sandbox().Pid()
 	if uid := hostUID(t, pid); uid != int(ids.Base) {
 		t.Errorf("worker runs as host uid %d, want %d", uid, ids.Base)

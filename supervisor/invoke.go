@@ -31,6 +31,7 @@ type InvokeResult struct {
 	Cold         bool
 	Duration     time.Duration
 	Queued       time.Duration
+	ColdStart    *ColdStart // the phases of the worker's start when Cold, else nil
 }
 
 // checkTargetFields validates every request field that can reach a path.
@@ -156,6 +157,9 @@ func (s *Supervisor) run(ctx context.Context, inv *invocation) (InvokeResult, er
 		return InvokeResult{}, err
 	}
 	res := InvokeResult{InvocationID: inv.id, Scope: inv.sc.id.Key(), Worker: w.id, Cold: cold, Queued: time.Since(inv.start)}
+	if cold {
+		res.ColdStart = w.coldStart(inv.start)
+	}
 	c := s.call(ctx, inv, w)
 	return s.outcome(ctx, inv, w, res, c)
 }

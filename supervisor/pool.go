@@ -80,6 +80,8 @@ type worker struct {
 	failErr  error
 	stopOnce sync.Once
 	unhold   func() // gives back the worker's hold on its bundle version
+
+	start workerStart // the phases of its start (coldstart.go)
 }
 
 func newWorkerID() string {
@@ -245,6 +247,7 @@ func (p *pool) start(ctx context.Context) (*worker, error) {
 		return nil, fmt.Errorf("%w: start worker for %s: %w", ErrWorker, p.key, err)
 	}
 	w.h = h
+	w.start.sandbox, w.start.ready = h.Started(), time.Now()
 	p.log.Debug("worker started", "worker", w.id, "extension", p.ext.Name, "version", p.ext.Version, "pid", w.pid())
 	return w, nil
 }
@@ -536,6 +539,7 @@ func (s *Supervisor) workerSpec(sc *scope, w *worker, log *slog.Logger) (host.Sp
 		return host.Spec{}, err
 	}
 	cfg.NetNS = netPath
+	w.start.network = time.Now()
 	switch ext.Runtime {
 	case RuntimeGo:
 		cfg.Binary = filepath.Join(ext.Dir, filepath.FromSlash(ext.Entrypoint))

@@ -69,6 +69,8 @@ func (w *fakeWorker) Exited() bool { return w.isStopped() }
 func (w *fakeWorker) WaitExit(time.Duration) (uint64, bool) {
 	return 0, w.isStopped()
 }
+func (w *fakeWorker) Started() time.Time { return time.Now() }
+
 func (w *fakeWorker) CPUUsage() (time.Duration, error) {
 	return time.Duration(w.cpu.Load()), w.cpuErr
 }

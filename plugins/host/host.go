@@ -46,6 +46,9 @@ type Worker interface {
 	WaitExit(d time.Duration) (oomKills uint64, exited bool)
 	// CPUUsage is the CPU time the worker's cgroup has used.
 	CPUUsage() (time.Duration, error)
+	// Started is when the worker's sandboxed process was running (the
+	// zero time: never).
+	Started() time.Time
 	// Stop kills the worker and removes its sandbox; safe to call many
 	// times and concurrently.
 	Stop()
@@ -193,6 +196,13 @@ func (w *sandboxWorker) sandbox() *sandbox.Sandbox {
 // plugins.ErrReplyTooLarge).
 func (w *sandboxWorker) Invoke(ctx context.Context, req *workerv1.InvokeRequest) (*workerv1.InvokeResponse, error) {
 	return w.rpc.Invoke(ctx, req)
+}
+
+func (w *sandboxWorker) Started() time.Time {
+	if r := w.sandboxRunner(); r != nil {
+		return r.Started()
+	}
+	return time.Time{}
 }
 
 func (w *sandboxWorker) Pid() int {

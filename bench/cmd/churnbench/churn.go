@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	benchmd "github.com/scoped-io/scoped/bench"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -65,7 +66,7 @@ func (b *bench) readChurn(ctx context.Context, dm *daemon) (churnReading, error)
 	if r.d, err = dm.read(ctx); err != nil {
 		return r, err
 	}
-	dirs, err := cgroupDirs(dm.cgroupRoot)
+	dirs, err := benchmd.CgroupDirs(dm.cgroupRoot)
 	if err != nil {
 		return r, err
 	}
@@ -275,7 +276,7 @@ func waitNoScopes(ctx context.Context, dm *daemon, wait time.Duration) error {
 // setIdle changes dm's idle timeout: it rewrites its configuration file
 // and sends SIGHUP, which reloads it.
 func (b *bench) setIdle(dm *daemon, idle time.Duration) error {
-	path := filepath.Join(b.work, "daemon-"+dm.name, "config.toml")
+	path := filepath.Join(b.kit.Work, "daemon-"+dm.name, "config.toml")
 	cfg, err := os.ReadFile(path)
 	if err != nil {
 		return err

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"runtime"
 	"time"
 
 	benchmd "github.com/scoped-io/scoped/bench"
@@ -60,7 +59,7 @@ func readLevel(ctx context.Context, dm *daemon, scopes int) (level, error) {
 	if l.mem, err = cgroupMemory(dm.cgroupRoot); err != nil {
 		return l, err
 	}
-	dirs, err := cgroupDirs(dm.cgroupRoot)
+	dirs, err := benchmd.CgroupDirs(dm.cgroupRoot)
 	l.dirs = len(dirs)
 	return l, err
 }
@@ -93,14 +92,14 @@ func (b *bench) measureDensity(ctx context.Context) (*densityResult, error) {
 			}
 		}
 	}
-	settle(10 * time.Second)
+	benchmd.Settle(10*time.Second, 0, 0.2)
 	if r.base, err = dense.readLeast(ctx); err != nil {
 		return nil, err
 	}
 	if r.memBase, err = cgroupMemory(dense.cgroupRoot); err != nil {
 		return nil, err
 	}
-	dirs, err := cgroupDirs(dense.cgroupRoot)
+	dirs, err := benchmd.CgroupDirs(dense.cgroupRoot)
 	if err != nil {
 		return nil, err
 	}
@@ -130,7 +129,7 @@ func (b *bench) measureDensity(ctx context.Context) (*densityResult, error) {
 			// Let the daemon's samplers run over the new scopes, and the
 			// machine calm down, before reading.
 			time.Sleep(6 * time.Second)
-			r.settleWaited, r.settled = settle(30 * time.Second)
+			r.settleWaited, r.settled = benchmd.Settle(30*time.Second, 0, 0.2)
 		}
 		l, err := readLevel(ctx, dense, at)
 		if err != nil {
@@ -218,10 +217,10 @@ func (b *bench) measureRecovery(ctx context.Context, r *densityResult) error {
 	if err := rec.d.Kill(); err != nil {
 		return err
 	}
-	if err := b.keepLog(rec.d.LogPath); err != nil {
+	if err := b.kit.Logs.Keep(rec.d.LogPath); err != nil {
 		return err
 	}
-	settle(10 * time.Second)
+	benchmd.Settle(10*time.Second, 0, 0.2)
 	if r.recovery, err = rec.d.Restart(ctx, rec.d.LogPath+".restart", b.o.stopWait); err != nil {
 		return err
 	}
@@ -235,7 +234,7 @@ func (b *bench) measureRecovery(ctx context.Context, r *densityResult) error {
 	if live, err := rec.liveScopes(ctx); err != nil || live != 0 {
 		return errors.Join(err, fmt.Errorf("the recovered daemon lists %d scopes", live))
 	}
-	dirs, err := cgroupDirs(rec.cgroupRoot)
+	dirs, err := benchmd.CgroupDirs(rec.cgroupRoot)
 	if err != nil {
 		return err
 	}
@@ -247,26 +246,4 @@ func (b *bench) measureRecovery(ctx context.Context, r *densityResult) error {
 	}
 	r.recoveredStop, err = b.stopDaemon(rec)
 	return err
-}
-
-// busyWindow is the CPU time the machine was busy (all CPUs) in the next
-// 100 ms.
-func busyWindow() time.Duration {
-	b0 := benchmd.MachineBusy()
-	time.Sleep(100 * time.Millisecond)
-	return benchmd.MachineBusy() - b0
-}
-
-// settle waits, at most max, until the machine is busy at most a fifth of
-// its capacity over 100 ms. It returns how long it waited and whether the
-// machine settled.
-func settle(max time.Duration) (time.Duration, bool) {
-	t0 := time.Now()
-	capacity := 100 * time.Millisecond * time.Duration(runtime.NumCPU())
-	for time.Since(t0) < max {
-		if busyWindow() <= capacity/5 {
-			return time.Since(t0), true
-		}
-	}
-	return time.Since(t0), false
 }

@@ -5,9 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,20 +28,14 @@ const (
 // bench is the benchmark's world: the binaries it built and the daemons it
 // runs.
 type bench struct {
-	o    options
-	root string // the repository
-
-	work    string // temporary, mode 0711
-	bin     string // built binaries
-	scopedB string // the daemon
-	files   *scopedv1.Bundle
+	o     options
+	kit   *benchmd.Kit
+	files *scopedv1.Bundle
 
 	mu      sync.Mutex
-	daemons []*daemon         // running
-	logs    benchmd.LogKeeper // the -daemon-log file
+	daemons []*daemon // running
 	seq     atomic.Int64
 
-	loadAvg string
 	elapsed time.Duration
 }
 
@@ -58,31 +49,15 @@ type daemon struct {
 }
 
 func newBench(o options) (_ *bench, retErr error) {
-	b := &bench{o: o, loadAvg: benchmd.LoadAvg()}
-	defer func() {
-		if retErr != nil {
-			retErr = errors.Join(retErr, b.close())
-		}
-	}()
+	b := &bench{o: o}
 	var err error
-	if b.root, err = benchmd.RepoRoot(); err != nil {
+	if b.kit, err = benchmd.NewKit(cgroupMark, logf); err != nil {
 		return nil, err
 	}
-	if b.work, err = benchmd.WorkDir("scoped-bench-churn-"); err != nil {
-		return nil, err
+	b.kit.Logs = benchmd.LogKeeper{Path: o.daemonLog, Header: true}
+	if b.files, err = b.kit.Bundle("./examples/" + extName); err != nil {
+		return nil, errors.Join(err, b.close())
 	}
-	t0 := time.Now()
-	b.bin = filepath.Join(b.work, "bin")
-	if b.scopedB, err = benchmd.BuildDaemon(b.root, b.bin); err != nil {
-		return nil, err
-	}
-	if b.files, err = benchmd.BuildBundle(b.root, filepath.Join(b.bin, "bundles", extName), extName); err != nil {
-		return nil, err
-	}
-	if err := benchmd.ChmodDirs(b.bin); err != nil {
-		return nil, err
-	}
-	logf("built the daemon, scoped-exec and the %s bundle in %s", extName, time.Since(t0).Round(time.Millisecond))
 	return b, nil
 }
 
@@ -124,8 +99,7 @@ func (b *bench) startDaemon(ctx context.Context, name string, idBase, idSlots in
 		return nil, err
 	}
 	dm := &daemon{name: name, cgroupRoot: "/" + cgroupMark + "-" + name, metrics: addr}
-	dm.d, err = benchmd.StartDaemon(ctx, b.scopedB, filepath.Join(b.work, "daemon-"+name), dm.cgroupRoot,
-		settings(idBase, idSlots, idle, addr), logf)
+	dm.d, err = b.kit.StartDaemon(ctx, name, dm.cgroupRoot, settings(idBase, idSlots, idle, addr))
 	if err != nil {
 		return nil, err
 	}
@@ -167,30 +141,7 @@ func (b *bench) forget(dm *daemon) {
 // how long the daemon took to stop.
 func (b *bench) stopDaemon(dm *daemon) (time.Duration, error) {
 	b.forget(dm)
-	took, err := dm.d.StopWithin(b.o.stopWait)
-	errs := []error{err, b.keepLog(dm.d.LogPath), checkRootGone(dm.cgroupRoot)}
-	return took, errors.Join(errs...)
-}
-
-// checkRootGone fails if the cgroup root is left in any hierarchy.
-func checkRootGone(root string) error {
-	dirs, err := cgroupDirs(root)
-	if err != nil {
-		return err
-	}
-	if len(dirs) > 0 {
-		return fmt.Errorf("the daemon left %d cgroup directories, such as %s", len(dirs), dirs[0])
-	}
-	return nil
-}
-
-// keepLog appends a daemon's log to the -daemon-log file (truncated the
-// first time).
-func (b *bench) keepLog(path string) error {
-	if b.logs.Path == "" {
-		b.logs = benchmd.LogKeeper{Path: b.o.daemonLog, Header: true}
-	}
-	return b.logs.Keep(path)
+	return b.kit.StopDaemon(dm.d, b.o.stopWait)
 }
 
 // close stops the daemons still running, removes everything the
@@ -209,18 +160,7 @@ func (b *bench) close() error {
 		_, err := dm.d.StopWithin(b.o.stopWait)
 		errs = append(errs, err)
 	}
-	if b.work != "" {
-		errs = append(errs, os.RemoveAll(b.work))
-		b.work = ""
-	}
-	left, others := benchmd.CgroupsLeft(cgroupMark)
-	if len(left) > 0 {
-		errs = append(errs, fmt.Errorf("cgroups left behind: %s", strings.Join(left, " ")))
-	}
-	if len(others) > 0 {
-		logf("note: other scoped cgroups exist (not this benchmark's): %s", strings.Join(others, " "))
-	}
-	return errors.Join(errs...)
+	return errors.Join(append(errs, b.kit.Close())...)
 }
 
 // newUser is a user id never used before in this run.

@@ -45,7 +45,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -53,6 +52,8 @@ import (
 
 	benchmd "github.com/scoped-io/scoped/bench"
 )
+
+var logf = benchmd.Logger("churnbench: ", true)
 
 const (
 	churnStart   = "<!-- churnbench-churn:start -->"
@@ -64,7 +65,6 @@ const (
 	baseCommand  = "go run -tags seccomp ./bench/cmd/churnbench"
 
 	cgroupMark = "scoped-bench-churn" // every cgroup root of the benchmark holds it
-	lockName   = "@scoped-bench-churn"
 
 	tenant      = "churn"
 	environment = "production"
@@ -101,16 +101,10 @@ func main() {
 	flag.BoolVar(&o.recovery, "recovery", true, "density: also time the recovery after SIGKILL (fills a second daemon)")
 	flag.StringVar(&o.out, "o", "", "replace (or add) this program's sections in this markdown `file`")
 	flag.StringVar(&o.daemonLog, "daemon-log", "", "keep a copy of the daemons' logs in this `file`")
-	flag.Parse()
-	if flag.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "churnbench: unexpected arguments %q\n", flag.Args())
-		os.Exit(2)
-	}
-	o.argsString = benchmd.QuoteArgs(os.Args[1:])
-	if err := run(o); err != nil {
-		fmt.Fprintln(os.Stderr, "churnbench:", err)
-		os.Exit(1)
-	}
+	benchmd.Main("churnbench", func(args string) error {
+		o.argsString = args
+		return run(o)
+	})
 }
 
 func (o options) check() error {
@@ -143,9 +137,9 @@ func run(o options) (retErr error) {
 	}
 	// Two runs at once would share the cgroup roots. An abstract unix
 	// socket is a lock the kernel releases when the process ends.
-	lock, err := net.Listen("unix", lockName)
+	lock, err := benchmd.Lock("churn")
 	if err != nil {
-		return fmt.Errorf("another churnbench runs on this host (the abstract socket %s is taken): %w", lockName, err)
+		return err
 	}
 	defer lock.Close()
 
@@ -200,8 +194,4 @@ func run(o options) (retErr error) {
 		fmt.Fprintf(os.Stderr, "churnbench: wrote %s\n", o.out)
 	}
 	return nil
-}
-
-func logf(format string, a ...any) {
-	fmt.Fprintf(os.Stderr, "churnbench: "+time.Now().Format("15:04:05 ")+format+"\n", a...)
 }

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	benchmd "github.com/scoped-io/scoped/bench"
 	"github.com/scoped-io/scoped/cgroups"
 )
 
@@ -204,51 +205,10 @@ func (dm *daemon) scrape(ctx context.Context) (map[string]float64, error) {
 	return out, s.Err()
 }
 
-// cgroupDirs lists the directories of the cgroup path root (itself
-// included) in every hierarchy mounted under /sys/fs/cgroup.
-func cgroupDirs(root string) ([]string, error) {
-	var bases []string
-	if cgroups.HostMode() == cgroups.V2 {
-		bases = []string{"/sys/fs/cgroup"}
-	} else {
-		entries, err := os.ReadDir("/sys/fs/cgroup")
-		if err != nil {
-			return nil, err
-		}
-		for _, e := range entries {
-			p := filepath.Join("/sys/fs/cgroup", e.Name())
-			// Symlinks (cpu -> cpu,cpuacct) would count twice.
-			if fi, err := os.Lstat(p); err == nil && fi.IsDir() {
-				bases = append(bases, p)
-			}
-		}
-	}
-	var dirs []string
-	for _, base := range bases {
-		top := filepath.Join(base, root)
-		err := filepath.WalkDir(top, func(p string, d fs.DirEntry, err error) error {
-			if err != nil {
-				if os.IsNotExist(err) {
-					return nil
-				}
-				return err
-			}
-			if d.IsDir() {
-				dirs = append(dirs, p)
-			}
-			return nil
-		})
-		if err != nil {
-			return nil, err
-		}
-	}
-	return dirs, nil
-}
-
 // cgroupMemory is the memory the cgroup root's tree uses (0 if it is
 // not there).
 func cgroupMemory(root string) (uint64, error) {
-	if dirs, err := cgroupDirs(root); err != nil || len(dirs) == 0 {
+	if dirs, err := benchmd.CgroupDirs(root); err != nil || len(dirs) == 0 {
 		return 0, err
 	}
 	n, err := cgroups.Load(root)

@@ -12,39 +12,11 @@ import (
 	benchmd "github.com/scoped-io/scoped/bench"
 )
 
-func ms(d time.Duration) string {
-	return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 1, 64) + " ms"
-}
-
-func secs(d time.Duration) string {
-	return strconv.FormatFloat(d.Seconds(), 'f', 1, 64) + " s"
-}
-
-func dratio(a, b time.Duration) string {
-	if b == 0 {
-		return "–"
-	}
-	return strconv.FormatFloat(float64(a)/float64(b), 'f', 2, 64)
-}
-
-func mib(b float64) string {
-	return strconv.FormatFloat(b/(1<<20), 'f', 1, 64) + " MiB"
-}
-
-func kib(b float64) string {
-	return strconv.FormatFloat(b/(1<<10), 'f', 0, 64) + " KiB"
-}
-
-// pcts is "p50 / p90 / p99" of ds.
-func pcts(ds []time.Duration) string {
-	return ms(benchmd.Median(ds)) + " / " + ms(benchmd.Percentile(ds, 90)) + " / " + ms(benchmd.Percentile(ds, 99))
-}
-
 // facts are the lines every section starts with.
 func (b *bench) facts(p func(string, ...any)) {
 	p("- %s\n", benchmd.Command(baseCommand, b.o.argsString))
-	p("- Date: %s; the whole run took %s\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), b.elapsed.Round(time.Second))
-	p("- %s; load average (1, 5, 15 min) at the start: %s (other engineers share the machine)\n", benchmd.Machine(), b.loadAvg)
+	p("- Date: %s; the whole run took %s\n", benchmd.Date(), b.elapsed.Round(time.Second))
+	p("- %s; load average (1, 5, 15 min) at the start: %s (other engineers share the machine)\n", benchmd.Machine(), b.kit.LoadAvg)
 	p("- Versions: %s, the daemon built with `-tags seccomp`; worker `examples/whoami` (Go SDK), one idle\n", runtime.Version())
 	p("  worker per scope.\n")
 }
@@ -90,8 +62,8 @@ func (b *bench) densityReport(r *densityResult) string {
 
 	p("### A new invocation beside %d scopes\n\n", r.n)
 	p("| Invocation | empty daemon p50 / p90 / p99 | %d scopes p50 / p90 / p99 | ratio (p50) |\n| --- | ---: | ---: | ---: |\n", r.n)
-	p("| new scope (cold start) | %s | %s | **%s** |\n", pcts(r.emptyCold), pcts(r.denseCold), dratio(benchmd.Median(r.denseCold), benchmd.Median(r.emptyCold)))
-	p("| warm call | %s | %s | **%s** |\n\n", pcts(r.emptyWarm), pcts(r.denseWarm), dratio(benchmd.Median(r.denseWarm), benchmd.Median(r.emptyWarm)))
+	p("| new scope (cold start) | %s | %s | **%s** |\n", benchmd.Pcts(r.emptyCold, 1), benchmd.Pcts(r.denseCold, 1), benchmd.DRatio(benchmd.Median(r.denseCold), benchmd.Median(r.emptyCold)))
+	p("| warm call | %s | %s | **%s** |\n\n", benchmd.Pcts(r.emptyWarm, 1), benchmd.Pcts(r.denseWarm, 1), benchmd.DRatio(benchmd.Median(r.denseWarm), benchmd.Median(r.emptyWarm)))
 	p("%d of each per daemon; the empty daemon held its warm scope and the scopes of these cold starts.\n\n", len(r.emptyCold))
 
 	p("### What a scope costs\n\n")
@@ -105,7 +77,7 @@ func (b *bench) densityReport(r *densityResult) string {
 	p("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for i, l := range r.levels {
 		if i == 0 {
-			p("| 0 | %s | | %s | | %s | %s | | %.0f %% |\n", mib(float64(l.mem)), mib(float64(l.d.goMem())), mib(float64(l.d.stacks)), mib(float64(l.d.rss)), 100*l.d.cpu)
+			p("| 0 | %s | | %s | | %s | %s | | %.0f %% |\n", benchmd.MiB(float64(l.mem)), benchmd.MiB(float64(l.d.goMem())), benchmd.MiB(float64(l.d.stacks)), benchmd.MiB(float64(l.d.rss)), 100*l.d.cpu)
 			continue
 		}
 		prev := r.levels[i-1]
@@ -115,17 +87,17 @@ func (b *bench) densityReport(r *densityResult) string {
 			gc = " (no collection seen)"
 		}
 		p("| %d | %s | %s | %s%s | %s | %s | %s | %s | %.0f %% |\n", l.scopes,
-			mib(float64(l.mem)), mib((float64(l.mem)-float64(prev.mem))/k),
-			mib(float64(l.d.goMem())), gc, kib((float64(l.d.goMem())-float64(prev.d.goMem()))/k), mib(float64(l.d.stacks)),
-			mib(float64(l.d.rss)), kib((float64(l.d.rss)-float64(prev.d.rss))/k), 100*l.d.cpu)
+			benchmd.MiB(float64(l.mem)), benchmd.MiB((float64(l.mem)-float64(prev.mem))/k),
+			benchmd.MiB(float64(l.d.goMem())), gc, benchmd.KiB((float64(l.d.goMem())-float64(prev.d.goMem()))/k), benchmd.MiB(float64(l.d.stacks)),
+			benchmd.MiB(float64(l.d.rss)), benchmd.KiB((float64(l.d.rss)-float64(prev.d.rss))/k), 100*l.d.cpu)
 	}
 	if len(r.levels) >= 3 {
 		hi, lo := r.levels[len(r.levels)-1], r.levels[len(r.levels)-2]
 		k := float64(hi.scopes - lo.scopes)
 		cg := (float64(hi.mem) - float64(lo.mem)) / k
 		gm := (float64(hi.d.goMem()) - float64(lo.d.goMem())) / k
-		p("\n**An idle scope costs %s in its cgroup and %s of the daemon's Go memory** (%d to %d scopes),\n", mib(cg), kib(gm), lo.scopes, hi.scopes)
-		p("%s in all.\n\n", mib(cg+gm))
+		p("\n**An idle scope costs %s in its cgroup and %s of the daemon's Go memory** (%d to %d scopes),\n", benchmd.MiB(cg), benchmd.KiB(gm), lo.scopes, hi.scopes)
+		p("%s in all.\n\n", benchmd.MiB(cg+gm))
 	}
 	p("Counts, with the warm scope alone and with %d more:\n\n", r.n)
 	p("| | before | after | per scope |\n| --- | ---: | ---: | ---: |\n")
@@ -150,14 +122,14 @@ func (b *bench) densityReport(r *densityResult) string {
 
 	p("### Start, stop and recovery of %d scopes\n\n", r.n)
 	p("| | scopes | time | per scope |\n| --- | ---: | ---: | ---: |\n")
-	p("| fill the dense daemon (%d at a time) | %d | %s | %s |\n", b.o.parallel, r.n, secs(r.fillWall), ms(r.fillWall/time.Duration(r.n)))
+	p("| fill the dense daemon (%d at a time) | %d | %s | %s |\n", b.o.parallel, r.n, benchmd.Secs(r.fillWall), ms(r.fillWall/time.Duration(r.n)))
 	if !r.recoverySkiped {
-		p("| fill the recover daemon (%d at a time) | %d | %s | %s |\n", b.o.parallel, r.n, secs(r.refillWall), ms(r.refillWall/time.Duration(r.n)))
+		p("| fill the recover daemon (%d at a time) | %d | %s | %s |\n", b.o.parallel, r.n, benchmd.Secs(r.refillWall), ms(r.refillWall/time.Duration(r.n)))
 	}
-	p("| **stop** (SIGTERM to exit) | %d | **%s** | %s |\n", r.stopScopes, secs(r.stop), ms(r.stop/time.Duration(max(r.stopScopes, 1))))
+	p("| **stop** (SIGTERM to exit) | %d | **%s** | %s |\n", r.stopScopes, benchmd.Secs(r.stop), ms(r.stop/time.Duration(max(r.stopScopes, 1))))
 	if !r.recoverySkiped {
-		p("| **recovery** after SIGKILL (start to serving) | %d | **%s** | %s |\n", r.n, secs(r.recovery), ms(r.recovery/time.Duration(r.n)))
-		p("| stop of the recovered daemon (no scope) | 0 | %s | |\n", secs(r.recoveredStop))
+		p("| **recovery** after SIGKILL (start to serving) | %d | **%s** | %s |\n", r.n, benchmd.Secs(r.recovery), ms(r.recovery/time.Duration(r.n)))
+		p("| stop of the recovered daemon (no scope) | 0 | %s | |\n", benchmd.Secs(r.recoveredStop))
 	}
 	p("\nThe first invocations that filled the dense daemon, p50 / p90 / p99 of each tenth (a growing\n")
 	p("cost per scope would show as a rising row):\n\n")
@@ -165,7 +137,7 @@ func (b *bench) densityReport(r *densityResult) string {
 	for i := range 10 {
 		lo, hi := i*r.n/10, (i+1)*r.n/10
 		if hi > lo {
-			p("| %d–%d | %s |\n", lo+1, hi, pcts(r.fill[lo:hi]))
+			p("| %d–%d | %s |\n", lo+1, hi, benchmd.Pcts(r.fill[lo:hi], 1))
 		}
 	}
 	p("\nsystemd's unit stops the daemon with `TimeoutStopSec=60` (then SIGKILL) and waits `TimeoutStartSec`\n")
@@ -195,19 +167,19 @@ func (b *bench) churnReport(r *churnResult) string {
 	p("### Create and remove\n\n")
 	p("| | |\n| --- | ---: |\n")
 	p("| scopes created and removed | %d |\n", r.n)
-	p("| wall time, first invocation to no scope left | %s (%s per scope) |\n", secs(r.wall), ms(r.wall/time.Duration(r.n)))
-	p("| **create**: a new scope's first invocation, p50 / p90 / p99 (%d in flight) | **%s** |\n", b.o.parallel, pcts(r.create))
+	p("| wall time, first invocation to no scope left | %s (%s per scope) |\n", benchmd.Secs(r.wall), ms(r.wall/time.Duration(r.n)))
+	p("| **create**: a new scope's first invocation, p50 / p90 / p99 (%d in flight) | **%s** |\n", b.o.parallel, benchmd.Pcts(r.create, 1))
 	p("| most scopes live at once (sampled) | %d |\n", r.peakLive)
-	p("| the last invocation's end until no scope was left | %s |\n", secs(r.drain))
-	p("| **remove**: %d idle scopes in one reaper pass | %s, **%s per scope** |\n", r.batch, secs(r.batchRemove), ms(r.batchRemove/time.Duration(r.batch)))
-	p("| (creating those %d, %d at a time) | %s, %s per scope |\n", r.batch, b.o.parallel, secs(r.batchCreate), ms(r.batchCreate/time.Duration(r.batch)))
-	p("| stop of the daemon (no scope) | %s |\n", secs(r.stop))
+	p("| the last invocation's end until no scope was left | %s |\n", benchmd.Secs(r.drain))
+	p("| **remove**: %d idle scopes in one reaper pass | %s, **%s per scope** |\n", r.batch, benchmd.Secs(r.batchRemove), ms(r.batchRemove/time.Duration(r.batch)))
+	p("| (creating those %d, %d at a time) | %s, %s per scope |\n", r.batch, b.o.parallel, benchmd.Secs(r.batchCreate), ms(r.batchCreate/time.Duration(r.batch)))
+	p("| stop of the daemon (no scope) | %s |\n", benchmd.Secs(r.stop))
 	p("\nThe first invocations, p50 / p90 / p99 of each tenth of the churn:\n\n")
 	p("| Scopes | p50 / p90 / p99 |\n| --- | ---: |\n")
 	for i := range 10 {
 		lo, hi := i*len(r.create)/10, (i+1)*len(r.create)/10
 		if hi > lo {
-			p("| %d–%d | %s |\n", lo+1, hi, pcts(r.create[lo:hi]))
+			p("| %d–%d | %s |\n", lo+1, hi, benchmd.Pcts(r.create[lo:hi], 1))
 		}
 	}
 
@@ -230,9 +202,12 @@ func (b *bench) churnReport(r *churnResult) string {
 	p("were in use by processes at the three readings; other engineers' tests make some.) The daemon's Go\n")
 	p("memory (heap in use + stacks, one reading each, garbage included) was\n")
 	p("%s at the baseline, %s after the churn and\n",
-		mib(float64(r.base.d.goMem())), mib(float64(r.after.d.goMem())))
-	p("%s at the end; its RSS %s, %s and %s.\n", mib(float64(r.final.d.goMem())),
-		mib(float64(r.base.d.rss)), mib(float64(r.after.d.rss)), mib(float64(r.final.d.rss)))
+		benchmd.MiB(float64(r.base.d.goMem())), benchmd.MiB(float64(r.after.d.goMem())))
+	p("%s at the end; its RSS %s, %s and %s.\n", benchmd.MiB(float64(r.final.d.goMem())),
+		benchmd.MiB(float64(r.base.d.rss)), benchmd.MiB(float64(r.after.d.rss)), benchmd.MiB(float64(r.final.d.rss)))
 	p("%s\n", churnEnd)
 	return w.String()
 }
+
+// ms is the milliseconds of churnbench's tables, with one decimal.
+func ms(d time.Duration) string { return benchmd.MsP(d, 1) }

@@ -43,6 +43,8 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
+var logf = benchmd.Logger("", true)
+
 const (
 	markStart    = "<!-- deploybench:start -->"
 	markEnd      = "<!-- deploybench:end -->"
@@ -91,10 +93,6 @@ func main() {
 	}
 }
 
-func logf(format string, a ...any) {
-	fmt.Fprintf(os.Stderr, time.Now().Format("15:04:05 ")+format+"\n", a...)
-}
-
 func run(o options) (retErr error) {
 	switch {
 	case os.Geteuid() != 0:
@@ -105,33 +103,26 @@ func run(o options) (retErr error) {
 	if mine, _ := benchmd.CgroupsLeft(cgroupMark); len(mine) > 0 {
 		return fmt.Errorf("cgroups of an earlier run are left (%s); is one running?", strings.Join(mine, " "))
 	}
-	root, err := benchmd.RepoRoot()
+	kit, err := benchmd.NewKit(cgroupMark, logf)
 	if err != nil {
 		return err
 	}
-	work, err := benchmd.WorkDir("scoped-bench-deploy-")
+	defer func() { retErr = errors.Join(retErr, kit.Close()) }()
+	kit.Logs.Path = o.daemonLog
+	whoami, err := kit.Bundle("./examples/whoami")
 	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(work)
-	bin, err := benchmd.BuildDaemon(root, filepath.Join(work, "bin"))
-	if err != nil {
-		return err
-	}
-	whoami, err := benchmd.BuildBundle(root, filepath.Join(work, "whoami"), "whoami")
-	if err != nil {
-		return err
-	}
-	if err := benchmd.ChmodDirs(work); err != nil {
 		return err
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
-	d, err := benchmd.StartDaemon(ctx, bin, filepath.Join(work, "d"), cgroupRoot, "[metrics]\nlisten = \"off\"\n", logf)
+	d, err := kit.StartDaemon(ctx, "d", cgroupRoot, "[metrics]\nlisten = \"off\"\n")
 	if err != nil {
 		return err
 	}
-	defer func() { retErr = errors.Join(retErr, d.Stop()) }()
+	defer func() {
+		_, err := kit.StopDaemon(d, 0)
+		retErr = errors.Join(retErr, err)
+	}()
 	c, err := client.Dial(ctx, d.Socket, client.WithMaxMessageSize(80<<20))
 	if err != nil {
 		return err
@@ -163,7 +154,7 @@ func run(o options) (retErr error) {
 	if err != nil {
 		return err
 	}
-	local := filepath.Join(work, "local")
+	local := filepath.Join(kit.Work, "local")
 	if err := os.Mkdir(local, 0o700); err != nil {
 		return err
 	}
@@ -202,18 +193,7 @@ func run(o options) (retErr error) {
 		lats[k.name] = append(lats[k.name], lat...)
 		logf("phase %d (%s): %d calls, p99 %s", p+1, cmp.Or(k.name, "idle"), len(lat), benchmd.Percentile(lat, 99))
 	}
-	if o.daemonLog != "" {
-		keep := benchmd.LogKeeper{Path: o.daemonLog}
-		if err := keep.Keep(d.LogPath); err != nil {
-			return err
-		}
-	}
-	text := report(o, lats, works)
-	fmt.Println(text)
-	if o.out != "" {
-		return benchmd.WriteSection(o.out, markStart, markEnd, text)
-	}
-	return nil
+	return benchmd.Output(o.out, markStart, markEnd, report(o, lats, works), logf)
 }
 
 // deployer is a running child process that deploys as tenant a.
@@ -359,14 +339,14 @@ func report(o options, lats, works map[string][]time.Duration) string {
 	p("connection. %d phases of each kind. The store writes and syncs a bundle with no lock held (issue 13):\n", o.phases)
 	p("b's calls share only the machine's 2 CPUs and disk with a's deploys.\n\n")
 	p("- %s\n", benchmd.Command(baseCommand, o.args))
-	p("- %s; %s\n\n", benchmd.Machine(), time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+	p("- %s; %s\n\n", benchmd.Machine(), benchmd.Date())
 	p("| tenant b's calls | calls | p50 | p90 | p99 | max | p99 / idle |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	idle99 := benchmd.Percentile(sorted(lats[""]), 99)
 	row := func(name string, ds []time.Duration) {
 		s := sorted(ds)
 		p99 := benchmd.Percentile(s, 99)
-		p("| %s | %d | %s | %s | %s | %s | %.2f |\n", name, len(s), ms(benchmd.Percentile(s, 50)), ms(benchmd.Percentile(s, 90)),
-			ms(p99), ms(s[len(s)-1]), float64(p99)/float64(idle99))
+		p("| %s | %d | %s | %s | %s | %s | %.2f |\n", name, len(s), benchmd.Ms(benchmd.Percentile(s, 50)), benchmd.Ms(benchmd.Percentile(s, 90)),
+			benchmd.Ms(p99), benchmd.Ms(s[len(s)-1]), float64(p99)/float64(idle99))
 	}
 	row("idle", lats[""])
 	row("during tenant a's own deploy work, no daemon (floor)", lats["local"])
@@ -376,7 +356,7 @@ func report(o options, lats, works map[string][]time.Duration) string {
 		float64(benchmd.Percentile(sorted(lats["local"]), 99))/float64(idle99),
 		float64(benchmd.Percentile(sorted(lats["deploys"]), 50))/float64(benchmd.Percentile(sorted(lats[""]), 50)))
 	p("Tenant a: %d deploys, median %s each; %d rounds of its own work, median %s each.\n",
-		len(works["deploys"]), ms(benchmd.Median(works["deploys"])), len(works["local"]), ms(benchmd.Median(works["local"])))
+		len(works["deploys"]), benchmd.Ms(benchmd.Median(works["deploys"])), len(works["local"]), benchmd.Ms(benchmd.Median(works["local"])))
 	p("%s\n", markEnd)
 	return b.String()
 }
@@ -386,5 +366,3 @@ func sorted(ds []time.Duration) []time.Duration {
 	slices.Sort(s)
 	return s
 }
-
-func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }

@@ -41,7 +41,6 @@ import (
 	"flag"
 	"fmt"
 	"math"
-	"net"
 	"os"
 	"os/signal"
 	"path"
@@ -63,6 +62,8 @@ import (
 	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
 )
 
+var logf = benchmd.Logger("fairbench: ", false)
+
 const (
 	markStart    = "<!-- fairbench:start -->"
 	markEnd      = "<!-- fairbench:end -->"
@@ -71,7 +72,6 @@ const (
 
 	cgroupRoot = "/scoped-bench-fair"
 	cgroupMark = "scoped-bench-fair"
-	lockName   = "@scoped-bench-fair"
 
 	extName = "spin"
 	spinMs  = "60000" // the longest call spin accepts
@@ -105,26 +105,19 @@ func main() {
 	flag.StringVar(&sc, "scenarios", strings.Join(allScenarios, ","), "comma-separated scenarios: "+strings.Join(allScenarios, ", "))
 	flag.BoolVar(&o.control, "control", true, "run the daemons' noisy-neighbour controller ([control] enabled) in the fair-share scenarios (noisy sets it per phase)")
 	flag.StringVar(&o.out, "o", "", "replace (or add) this program's section in this markdown `file`")
-	flag.Parse()
-	if flag.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "fairbench: unexpected arguments %q\n", flag.Args())
-		os.Exit(2)
-	}
-	for _, f := range strings.Split(sc, ",") {
-		f = strings.TrimSpace(f)
-		if !slices.Contains(allScenarios, f) {
-			fmt.Fprintf(os.Stderr, "fairbench: -scenarios %q: %q is not one of %s\n", sc, f, strings.Join(allScenarios, ", "))
-			os.Exit(2)
+	benchmd.Main("fairbench", func(args string) error {
+		for _, f := range strings.Split(sc, ",") {
+			f = strings.TrimSpace(f)
+			if !slices.Contains(allScenarios, f) {
+				return fmt.Errorf("-scenarios %q: %q is not one of %s", sc, f, strings.Join(allScenarios, ", "))
+			}
+			if !slices.Contains(o.scenarios, f) {
+				o.scenarios = append(o.scenarios, f)
+			}
 		}
-		if !slices.Contains(o.scenarios, f) {
-			o.scenarios = append(o.scenarios, f)
-		}
-	}
-	o.args = benchmd.QuoteArgs(os.Args[1:])
-	if err := run(o); err != nil {
-		fmt.Fprintln(os.Stderr, "fairbench:", err)
-		os.Exit(1)
-	}
+		o.args = args
+		return run(o)
+	})
 }
 
 // --- scenarios -------------------------------------------------------------
@@ -292,9 +285,9 @@ func run(o options) (retErr error) {
 	case os.Geteuid() != 0:
 		return errors.New("must run as root (sudo make bench)")
 	}
-	lock, err := net.Listen("unix", lockName)
+	lock, err := benchmd.Lock("fair")
 	if err != nil {
-		return fmt.Errorf("another fairbench runs on this host (the abstract socket %s is taken): %w", lockName, err)
+		return err
 	}
 	defer lock.Close()
 	if left, _ := benchmd.CgroupsLeft(cgroupMark); len(left) > 0 {
@@ -304,7 +297,7 @@ func run(o options) (retErr error) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	b := &bench{o: o, loadAvg: benchmd.LoadAvg()}
+	b := &bench{o: o}
 	defer func() { retErr = errors.Join(retErr, b.close()) }()
 	if err := b.setup(); err != nil {
 		return err
@@ -328,24 +321,14 @@ func run(o options) (retErr error) {
 		return fmt.Errorf("cleanup: %w", err)
 	}
 	section := b.report(results, noisy)
-	fmt.Print(section)
-	if o.out != "" {
-		if err := benchmd.WriteSection(o.out, markStart, markEnd, section); err != nil {
-			return err
-		}
-		logf("wrote %s", o.out)
-	}
-	return nil
+	return benchmd.Output(o.out, markStart, markEnd, section, logf)
 }
 
 type bench struct {
-	o       options
-	root    string
-	work    string
-	scopedB string
-	files   *scopedv1.Bundle
-	loadAvg string
-	closed  bool
+	o      options
+	kit    *benchmd.Kit
+	files  *scopedv1.Bundle
+	closed bool
 
 	d *benchmd.Daemon
 	c *client.Client
@@ -353,64 +336,21 @@ type bench struct {
 
 func (b *bench) setup() error {
 	var err error
-	if b.root, err = benchmd.RepoRoot(); err != nil {
+	if b.kit, err = benchmd.NewKit(cgroupMark, logf); err != nil {
 		return err
 	}
-	if b.work, err = benchmd.WorkDir("scoped-bench-fair-"); err != nil {
-		return err
-	}
-	return b.build()
+	b.files, err = b.kit.Bundle("./examples/" + extName)
+	return err
 }
 
 // close stops the daemon, removes the temporary directory and checks that
 // no cgroup of the benchmark is left. It is safe to call twice.
 func (b *bench) close() error {
-	if b.closed {
+	if b.closed || b.kit == nil {
 		return nil
 	}
 	b.closed = true
-	errs := []error{b.stopDaemon()}
-	if b.work != "" {
-		errs = append(errs, os.RemoveAll(b.work))
-	}
-	if left, others := benchmd.CgroupsLeft(cgroupMark); len(left) > 0 {
-		errs = append(errs, fmt.Errorf("cgroups left behind: %s", strings.Join(left, " ")))
-	} else if len(others) > 0 {
-		logf("note: other scoped cgroups exist (not this benchmark's): %s", strings.Join(others, " "))
-	}
-	return errors.Join(errs...)
-}
-
-// build builds the daemon, scoped-exec (which the daemon expects next to
-// itself) and the spin bundle, as the e2e tests do.
-func (b *bench) build() error {
-	t0 := time.Now()
-	bin := filepath.Join(b.work, "bin")
-	var err error
-	if b.scopedB, err = benchmd.BuildDaemon(b.root, bin); err != nil {
-		return err
-	}
-	spin := filepath.Join(bin, extName)
-	if err := benchmd.GoBuild(b.root, spin, "./examples/"+extName, false); err != nil {
-		return err
-	}
-	if err := os.Chmod(bin, 0o755); err != nil {
-		return err
-	}
-	manifest, err := os.ReadFile(filepath.Join(b.root, "examples", extName, "manifest.toml"))
-	if err != nil {
-		return err
-	}
-	worker, err := os.ReadFile(spin)
-	if err != nil {
-		return err
-	}
-	b.files = &scopedv1.Bundle{Files: []*scopedv1.File{
-		{Path: "manifest.toml", Mode: 0o644, Content: manifest},
-		{Path: extName, Mode: 0o755, Content: worker},
-	}}
-	logf("built the daemon, scoped-exec and the %s bundle in %s", extName, time.Since(t0).Round(time.Millisecond))
-	return nil
+	return errors.Join(b.stopDaemon(), b.kit.Close())
 }
 
 // callTimeout is the deadline of every spin call: longer than any window,
@@ -721,7 +661,7 @@ func (b *bench) startDaemon(ctx context.Context, name, settings string) error {
 	if b.d != nil {
 		return errors.New("a daemon is running already")
 	}
-	d, err := benchmd.StartDaemon(ctx, b.scopedB, filepath.Join(b.work, "daemon-"+name), cgroupRoot, settings, logf)
+	d, err := b.kit.StartDaemon(ctx, name, cgroupRoot, settings)
 	if err != nil {
 		return err
 	}
@@ -743,12 +683,9 @@ func (b *bench) stopDaemon() error {
 	if b.d == nil {
 		return errors.Join(errs...)
 	}
-	errs = append(errs, b.d.Stop())
+	_, err := b.kit.StopDaemon(b.d, 0)
 	b.d = nil
-	if left, _ := benchmd.CgroupsLeft(cgroupMark); len(left) > 0 {
-		errs = append(errs, fmt.Errorf("the daemon left cgroups behind: %s", strings.Join(left, " ")))
-	}
-	return errors.Join(errs...)
+	return errors.Join(append(errs, err)...)
 }
 
 // --- the report ------------------------------------------------------------
@@ -773,10 +710,8 @@ func (b *bench) report(results []*result, noisy *noisyResult) string {
 		p("How much a noisy neighbour tenant slows down a victim tenant's invocations, with the daemon's\n")
 		p("noisy-neighbour controller off and on.\n\n")
 	}
-	p("- %s\n", benchmd.Command(baseCommand, b.o.args))
-	p("- Date: %s\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
-	p("- %s\n", benchmd.Machine())
-	p("- Load average (1, 5, 15 min) at the start: %s\n", b.loadAvg)
+	p("%s", benchmd.Facts(baseCommand, b.o.args))
+	p("- Load average (1, 5, 15 min) at the start: %s\n", b.kit.LoadAvg)
 	if len(results) == 0 {
 		p("- Worker: `examples/spin` (Go SDK), which burns the payload's CPU milliseconds on one thread.\n")
 		p("- Daemon: `scoped` built with `-tags seccomp`, a fresh one per phase, with a private configuration:\n")
@@ -796,7 +731,7 @@ func (b *bench) report(results []*result, noisy *noisyResult) string {
 		p("  everything else at the defaults, but the noisy-neighbour controller off (`[control] enabled = false`).\n")
 	}
 	p("- Method: spin is deployed for every tenant and environment; every scope is warmed first (its %d\n", n)
-	p("  %s started by %d concurrent short spin calls, so that no cold start falls in the window). Then\n", plural(n, "worker"), n)
+	p("  %s started by %d concurrent short spin calls, so that no cold start falls in the window). Then\n", benchmd.Plural(n, "worker"), n)
 	p("  every scope keeps %d concurrent spin calls of %s ms of CPU running (one per CPU: each tenant\n", n, spinMs)
 	p("  alone could fill the machine); after %s the CPU usage of every tenant's cgroup (`cpu.stat`\n", b.o.settle)
 	p("  usage_usec, unified hierarchy) is read, and again %s later (and in between, %d equal slices\n", b.o.duration, b.o.slices)
@@ -826,7 +761,7 @@ func (b *bench) report(results []*result, noisy *noisyResult) string {
 			r.window.Seconds(), sum.Seconds(), capacity, 100*sum.Seconds()/capacity)
 		p("(the daemon, other processes, the kernel) %.0f %% by /proc/stat.", 100*other.Seconds()/capacity)
 		if restarted > 0 {
-			p(" %d spin %s completed in the window and %s made again.", restarted, plural(restarted, "call"), plural2(restarted))
+			p(" %d spin %s completed in the window and %s made again.", restarted, benchmd.Plural(restarted, "call"), plural2(restarted))
 		}
 		p("\n")
 		for _, t := range r.ten {
@@ -862,13 +797,6 @@ func maxDeviation(ts []tenantResult) float64 {
 	return d
 }
 
-func plural(n int, word string) string {
-	if n == 1 {
-		return word
-	}
-	return word + "s"
-}
-
 func plural2(n int) string {
 	if n == 1 {
 		return "was"
@@ -877,7 +805,3 @@ func plural2(n int) string {
 }
 
 // --- helpers ---------------------------------------------------------------
-
-func logf(format string, a ...any) {
-	fmt.Fprintf(os.Stderr, "fairbench: "+format+"\n", a...)
-}

@@ -81,27 +81,6 @@ func TestSliceShares(t *testing.T) {
 	}
 }
 
-func TestQuantile(t *testing.T) {
-	xs := make([]time.Duration, 100)
-	for i := range xs {
-		xs[i] = time.Duration(i+1) * time.Millisecond
-	}
-	for _, c := range []struct {
-		q    float64
-		want time.Duration
-	}{{0.5, 50 * time.Millisecond}, {0.99, 99 * time.Millisecond}, {1, 100 * time.Millisecond}, {0, time.Millisecond}} {
-		if got := quantile(xs, c.q); got != c.want {
-			t.Errorf("quantile(1..100 ms, %v) = %v, want %v", c.q, got, c.want)
-		}
-	}
-	if got := quantile(nil, 0.5); got != 0 {
-		t.Errorf("quantile(nil) = %v", got)
-	}
-	if got := quantile([]time.Duration{7}, 0.99); got != 7 {
-		t.Errorf("quantile([7], 0.99) = %v", got)
-	}
-}
-
 func TestNoisyPhases(t *testing.T) {
 	if !slices.Contains(allScenarios, noisyName) || allScenarios[len(allScenarios)-1] != noisyName {
 		t.Errorf("scenarios %v: want %s last", allScenarios, noisyName)

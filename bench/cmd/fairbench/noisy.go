@@ -11,7 +11,6 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"math"
 	"path"
 	"runtime"
 	"slices"
@@ -110,7 +109,7 @@ var noisyPhases = []phase{
 func (b *bench) what(p phase) string {
 	switch p.ant {
 	case antCPU:
-		return fmt.Sprintf("beside %d CPU %s", b.o.noisySpin, plural(b.o.noisySpin, "spinner"))
+		return fmt.Sprintf("beside %d CPU %s", b.o.noisySpin, benchmd.Plural(b.o.noisySpin, "spinner"))
 	case antFork:
 		return "beside a fork storm"
 	}
@@ -139,16 +138,8 @@ type phaseResult struct {
 // rest is the machine's busy CPU time in the window less the two tenants'.
 func (r *phaseResult) rest() time.Duration { return max(r.machine-r.antCPU-r.vicCPU, 0) }
 
-func (r *phaseResult) quantile(q float64) time.Duration { return quantile(r.lat, q) }
-
-// quantile is the nearest-rank q-quantile of the sorted xs (0 if none).
-func quantile(xs []time.Duration, q float64) time.Duration {
-	if len(xs) == 0 {
-		return 0
-	}
-	i := int(math.Ceil(q*float64(len(xs)))) - 1
-	return xs[min(max(i, 0), len(xs)-1)]
-}
+// quantile is the nearest-rank q-quantile of the victim's latencies.
+func (r *phaseResult) quantile(q float64) time.Duration { return benchmd.Percentile(r.lat, q*100) }
 
 type noisyResult struct {
 	phases []*phaseResult
@@ -264,7 +255,7 @@ func (b *bench) noisyPhase(ctx context.Context, p phase) (_ *phaseResult, retErr
 			return nil, err
 		}
 	}
-	logf("warmed the victim's worker and %d antagonist %s in %s", antCallers, plural(antCallers, "worker"),
+	logf("warmed the victim's worker and %d antagonist %s in %s", antCallers, benchmd.Plural(antCallers, "worker"),
 		time.Since(t0).Round(time.Millisecond))
 
 	var failMu sync.Mutex
@@ -462,7 +453,7 @@ func (b *bench) noisyPhase(ctx context.Context, p phase) (_ *phaseResult, retErr
 	logf("  victim: %d calls, p50 %s, p99 %s, max %s; CPU s: victim %.2f, antagonist %.2f, machine %.2f; run-queue p99 %s (%s), %d preemptions; %d antagonist calls completed; %d controller %s, antagonist at level %d",
 		len(r.lat), fmtDur(r.quantile(0.5)), fmtDur(r.quantile(0.99)), fmtDur(r.lat[len(r.lat)-1]),
 		r.vicCPU.Seconds(), r.antCPU.Seconds(), r.machine.Seconds(), fmtDur(r.runq.Quantile(0.99)), r.source, r.preempt,
-		r.antDone, len(r.events), plural(len(r.events), "event"), r.level)
+		r.antDone, len(r.events), benchmd.Plural(len(r.events), "event"), r.level)
 	for _, e := range r.events {
 		logf("  event %s", describeEvent(e, r.at, true))
 	}

@@ -1,10 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -15,6 +12,7 @@ import (
 
 	"github.com/hashicorp/go-plugin"
 
+	benchmd "github.com/scoped-io/scoped/bench"
 	"github.com/scoped-io/scoped/plugins"
 	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
 	workerv1 "github.com/scoped-io/scoped/proto/worker/v1"
@@ -33,83 +31,45 @@ const (
 	pScopedEdge   = "scoped edge"     // client time − Figures.duration: gRPC to the daemon, API edge
 	pPluginStart  = "go-plugin start" // NewClient → Client() returns: fork/exec, handshake, gRPC connection
 	pPluginCall   = "go-plugin call"  // Dispense + the first Invoke
+
+	// scoped's cold start as the daemon reports it (Figures.cold_start),
+	// and the rest of the client's time.
+	phScope     = "phase scope"     // receipt → the worker's start: checks, admission, the scope's cgroup nodes
+	phNetwork   = "phase network"   // the worker's network (0 in mode none)
+	phSandbox   = "phase sandbox"   // worker cgroup, rootfs, libcontainer create + run
+	phHandshake = "phase handshake" // the worker's start up to its handshake and the gRPC connection to it
+	phReply     = "phase reply"     // the rest: gRPC to and from the daemon, Dispense, the first call
 )
 
 const callTimeout = 30 * time.Second
 
-type coldVariant struct {
-	name string
-	run  func(ctx context.Context, rec func(series string, d time.Duration)) error
-}
-
-func (b *bench) coldVariants() []coldVariant {
-	return []coldVariant{
-		{"scoped", b.coldScoped},
-		{"go-plugin", b.coldPlugin},
-		{"runc", b.coldRunc},
+func (b *bench) coldVariants() []benchmd.Variant {
+	return []benchmd.Variant{
+		{Name: "scoped", Run: b.coldScoped},
+		{Name: "go-plugin", Run: b.coldPlugin},
+		{Name: "runc", Run: b.coldRunc},
 	}
 }
 
-// coldResult is the cold-start measurement: the series, and the phases of
-// scoped's cold starts read from the daemon's log (nil if it could not).
+// coldResult is the cold-start measurement: the series, the phases among
+// them.
 type coldResult struct {
 	series map[string][]time.Duration
-	phases map[string][]time.Duration
 }
 
-// coldCall is one timed scoped cold start, to find in the daemon's log.
-type coldCall struct {
-	tenant     string
-	start, end time.Time
-}
-
-// measureCold starts a daemon that logs at debug level (a few lines per
-// cold start), runs every variant warmup+n times, round-robin, starting
-// each round with the next variant so that none always runs first, stops
-// the daemon, and reads the phases of the cold starts from its log. Each
-// timed run follows an idle gap, for the reason sandboxbench gives: the
+// measureCold starts a daemon, runs every variant warmup+n times,
+// round-robin, and stops the daemon. Each timed run follows an idle gap, for the reason sandboxbench gives: the
 // first write to cgroup.procs after some idle time waits for an RCU grace
 // period, and a daemon that starts a scope now and then pays it.
 func (b *bench) measureCold(ctx context.Context) (coldResult, error) {
-	if err := b.startDaemon(ctx, "cold", "debug"); err != nil {
+	if err := b.startDaemon(ctx, "cold", "info"); err != nil {
 		return coldResult{}, err
 	}
-	logPath := b.d.LogPath
-	vs := b.coldVariants()
-	res := coldResult{series: map[string][]time.Duration{}}
-	var calls []coldCall
-	total := b.o.warmup + b.o.n
-	for i := range total {
-		round := map[string]time.Duration{}
-		rec := func(s string, d time.Duration) { round[s] = d }
-		for k := range vs {
-			if err := ctx.Err(); err != nil {
-				return res, fmt.Errorf("interrupted: %w", err)
-			}
-			v := vs[(i+k)%len(vs)]
-			if err := v.run(ctx, rec); err != nil {
-				return res, fmt.Errorf("cold start, %s (round %d): %w", v.name, i+1, err)
-			}
-		}
-		if i >= b.o.warmup {
-			for s, d := range round {
-				res.series[s] = append(res.series[s], d)
-			}
-			calls = append(calls, b.lastCold)
-		}
-		if (i+1)%10 == 0 || i+1 == total {
-			logf("cold start: %d/%d rounds (%d warm-up)", i+1, total, b.o.warmup)
-		}
-	}
-	if err := b.stopDaemon(); err != nil {
-		return res, err
-	}
-	phases, err := coldPhases(logPath, calls)
+	series, err := benchmd.RoundRobin(ctx, "cold start: ", b.o.warmup, b.o.n, 0, b.coldVariants(), logf)
 	if err != nil {
-		logf("no breakdown of the cold starts: %v", err)
+		return coldResult{}, err
 	}
-	res.phases = phases
-	return res, nil
+	return coldResult{series: series}, b.stopDaemon()
 }
 
 // coldScoped deploys whoami for a fresh tenant (untimed), then times the
@@ -125,10 +85,8 @@ func (b *bench) coldScoped(ctx context.Context, rec func(string, time.Duration))
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	t0 := time.Now()
 	resp, err := b.c.Invoke(cctx, &scopedv1.InvokeRequest{Tenant: tenant, Environment: environment, Extension: extName, Payload: b.payload})
-	t1 := time.Now()
-	total := t1.Sub(t0)
+	total := time.Since(t0)
 	cancel()
-	b.lastCold = coldCall{tenant: tenant, start: t0, end: t1}
 	if err != nil {
 		return fmt.Errorf("invoke for %s: %w\ndaemon log:\n%s", tenant, err, b.d.LogTail())
 	}
@@ -136,7 +94,7 @@ func (b *bench) coldScoped(ctx context.Context, rec func(string, time.Duration))
 	if !f.GetCold() {
 		return fmt.Errorf("the first invocation of tenant %s was not cold (worker %s)", tenant, f.GetWorker())
 	}
-	if err := b.checkReply(resp.GetResult()); err != nil {
+	if err := benchmd.CheckWhoami(resp.GetResult(), string(b.payload)); err != nil {
 		return err
 	}
 	queued, dur := f.GetQueued().AsDuration(), f.GetDuration().AsDuration()
@@ -144,6 +102,17 @@ func (b *bench) coldScoped(ctx context.Context, rec func(string, time.Duration))
 	rec(pScopedQueued, queued)
 	rec(pScopedCall, dur-queued)
 	rec(pScopedEdge, total-dur)
+	cs := f.GetColdStart()
+	if cs == nil {
+		return fmt.Errorf("the cold invocation of tenant %s has no cold-start phases in its figures", tenant)
+	}
+	rest := total
+	for s, d := range map[string]time.Duration{phScope: cs.GetScope().AsDuration(), phNetwork: cs.GetNetwork().AsDuration(),
+		phSandbox: cs.GetSandbox().AsDuration(), phHandshake: cs.GetHandshake().AsDuration()} {
+		rec(s, d)
+		rest -= d
+	}
+	rec(phReply, rest)
 	return b.removeExtension(ctx, tenant, f.GetScope())
 }
 
@@ -250,7 +219,7 @@ func (b *bench) coldPlugin(ctx context.Context, rec func(string, time.Duration))
 	if resp.GetError() != "" {
 		return fmt.Errorf("whoami: %s", resp.GetError())
 	}
-	if err := b.checkReply(resp.GetResult()); err != nil {
+	if err := benchmd.CheckWhoami(resp.GetResult(), string(b.payload)); err != nil {
 		return err
 	}
 	rec(sPlugin, t2.Sub(t0))
@@ -261,24 +230,10 @@ func (b *bench) coldPlugin(ctx context.Context, rec func(string, time.Duration))
 
 func (b *bench) coldRunc(_ context.Context, rec func(string, time.Duration)) error {
 	b.seq++
-	id := "r" + strconv.Itoa(b.seq)
-	if err := b.writeRuncConfig(id); err != nil {
-		return err
-	}
-	var stderr bytes.Buffer
-	cmd := exec.Command(b.o.runc, "--root", b.runcRoot, "run", "--bundle", b.runcBndl, id)
-	cmd.Stderr = &stderr
 	time.Sleep(b.o.gap)
-	t0 := time.Now()
-	err := cmd.Run()
-	d := time.Since(t0)
-	if err != nil {
-		// runc run removes its container when the process exits; not
-		// necessarily when it fails.
-		return errors.Join(fmt.Errorf("runc run: %w: %s", err, strings.TrimSpace(stderr.String())), b.runcDelete(id))
-	}
+	d, err := b.runc.Run("r" + strconv.Itoa(b.seq))
 	rec(sRunc, d)
-	return nil
+	return err
 }
 
 var invSeq atomic.Uint64
@@ -291,22 +246,4 @@ func (b *bench) workerRequest() *workerv1.InvokeRequest {
 		Payload:      b.payload,
 		DeadlineMs:   callTimeout.Milliseconds(),
 	}
-}
-
-// checkReply checks that whoami echoed the payload.
-func (b *bench) checkReply(result []byte) error {
-	var r struct {
-		Payload string   `json:"payload"`
-		Errors  []string `json:"errors"`
-	}
-	if err := json.Unmarshal(result, &r); err != nil {
-		return fmt.Errorf("whoami's reply %.200q: %w", result, err)
-	}
-	if r.Payload != string(b.payload) {
-		return fmt.Errorf("whoami echoed %d payload bytes, want the %d sent", len(r.Payload), len(b.payload))
-	}
-	if len(r.Errors) > 0 {
-		return fmt.Errorf("whoami: %q", r.Errors)
-	}
-	return nil
 }

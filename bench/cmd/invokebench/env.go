@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -31,17 +29,12 @@ const (
 	tmpSize = 64 << 20 // the daemon's default tmp_size
 )
 
-// bench is the benchmark's world: the binaries it built, the daemon, a
-// client of it, the runc bundle and cgroup tree.
+// bench is the benchmark's world: the kit (the daemon and whoami bundle
+// it built), the daemon running, a client of it, runc and its cgroups.
 type bench struct {
-	o    options
-	root string // the repository
-
-	work     string // temporary, mode 0711
-	bin      string // built binaries
-	scopedB  string // the daemon
-	bundle   string // whoami bundle dir (manifest.toml + whoami)
-	whoami   string // the worker binary in it
+	o        options
+	kit      *benchmd.Kit
+	whoami   string // the worker binary in the bundle
 	files    *scopedv1.Bundle
 	workerSz int64
 
@@ -51,25 +44,19 @@ type bench struct {
 
 	runcTree *cgroups.Tree
 	runcNode *cgroups.Node
-	runcRoot string // runc --root
-	runcBndl string // OCI bundle
-	runcConf map[string]any
-	layout   hostLayout
+	runc     *benchmd.Runc
 
-	loadAvg      string // when the benchmark started
 	libcontainer string // its version in the daemon
 
 	pluginLog hclog.Logger
 	payload   []byte
 	seq       int
-	lastCold  coldCall          // the last scoped cold start
-	extra     string            // TOML appended to the next daemon's configuration
-	logs      benchmd.LogKeeper // the -daemon-log file
-	direct    []int             // pids of the direct workers started
+	extra     string // TOML appended to the next daemon's configuration
+	direct    []int  // pids of the direct workers started
 }
 
-func newBench(ctx context.Context, o options) (_ *bench, retErr error) {
-	b := &bench{o: o, loadAvg: benchmd.LoadAvg()}
+func newBench(o options) (_ *bench, retErr error) {
+	b := &bench{o: o}
 	defer func() {
 		if retErr != nil {
 			retErr = errors.Join(retErr, b.close())
@@ -81,42 +68,32 @@ func newBench(ctx context.Context, o options) (_ *bench, retErr error) {
 		b.payload[i] = 'a' + byte(i%26)
 	}
 	var err error
-	if b.root, err = benchmd.RepoRoot(); err != nil {
+	if b.kit, err = benchmd.NewKit(cgroupMark, logf); err != nil {
 		return nil, err
 	}
-	if b.work, err = benchmd.WorkDir("scoped-bench-invoke-"); err != nil {
+	b.kit.Logs.Path = o.daemonLog
+	b.libcontainer = benchmd.BinaryModuleVersion(b.kit.Scoped, "github.com/opencontainers/runc")
+	if b.files, err = b.kit.Bundle("./examples/" + extName); err != nil {
 		return nil, err
 	}
-	if err := b.build(); err != nil {
-		return nil, err
-	}
+	b.whoami = filepath.Join(b.kit.Bin, "bundles", extName, extName)
+	b.workerSz = int64(len(b.files.Files[1].Content))
 
 	// runc: its own cgroup root, state dir and bundle.
-	if b.runcTree, err = cgroups.Open(runcCgroupRoot); err != nil {
+	if b.runcTree, err = benchmd.OpenCgroupRoot(runcCgroupRoot, logf); err != nil {
 		return nil, err
-	}
-	if n, err := b.runcTree.Cleanup(); err != nil {
-		return nil, fmt.Errorf("clean cgroup root %s: %w", runcCgroupRoot, err)
-	} else if n > 0 {
-		logf("removed %d cgroups an earlier run left under %s", n, runcCgroupRoot)
 	}
 	if b.runcNode, err = b.runcTree.Node(cgroups.Limits{}, "runc"); err != nil {
 		return nil, err
 	}
-	b.runcRoot = filepath.Join(b.work, "runc-state")
-	if err := os.Mkdir(b.runcRoot, 0o700); err != nil {
+	layout, err := benchmd.ReadHostLayout()
+	if err != nil {
 		return nil, err
 	}
-	if b.layout, err = readHostLayout(); err != nil {
-		return nil, err
-	}
-	b.runcBndl = filepath.Join(b.work, "oci-bundle")
 	b.idSlots = o.warmup + o.n + 8
-	if err := b.makeRuncBundle(idBase + uint32(b.idSlots)*idSize); err != nil {
-		return nil, fmt.Errorf("OCI bundle: %w", err)
-	}
-
-	return b, nil
+	b.runc, err = benchmd.NewRunc(o.runc, b.kit.Work, b.runcNode.Path(), benchmd.RuncSpec{Layout: layout,
+		HostID: idBase + uint32(b.idSlots)*idSize, IDs: idSize, TmpSize: tmpSize, Args: []string{truePath}})
+	return b, err
 }
 
 // startDaemon starts a daemon (its directories named after name) with the
@@ -125,7 +102,7 @@ func (b *bench) startDaemon(ctx context.Context, name, level string) error {
 	if b.d != nil {
 		return errors.New("a daemon is running already")
 	}
-	d, err := benchmd.StartDaemon(ctx, b.scopedB, filepath.Join(b.work, "daemon-"+name), daemonCgroupRoot, b.daemonSettings(level), logf)
+	d, err := b.kit.StartDaemon(ctx, name, daemonCgroupRoot, b.daemonSettings(level))
 	if err != nil {
 		return err
 	}
@@ -144,66 +121,27 @@ func (b *bench) stopDaemon() error {
 		errs = append(errs, b.c.Close())
 		b.c = nil
 	}
-	if b.d == nil {
-		return errors.Join(errs...)
-	}
-	errs = append(errs, b.d.Stop())
-	if b.o.daemonLog != "" {
-		errs = append(errs, b.keepLog(b.d.LogPath))
-	}
-	b.d = nil
-	mine, _ := benchmd.CgroupsLeft(cgroupMark)
-	var left []string
-	for _, p := range mine {
-		if filepath.Base(p) == filepath.Base(daemonCgroupRoot) {
-			left = append(left, p)
-		}
-	}
-	if len(left) > 0 {
-		errs = append(errs, fmt.Errorf("the daemon left cgroups behind: %s", strings.Join(left, " ")))
+	if b.d != nil {
+		_, err := b.kit.StopDaemon(b.d, 0)
+		errs = append(errs, err)
+		b.d = nil
 	}
 	return errors.Join(errs...)
-}
-
-// keepLog appends a daemon's log to the -daemon-log file (truncated the
-// first time).
-func (b *bench) keepLog(path string) error {
-	if b.logs.Path == "" {
-		b.logs = benchmd.LogKeeper{Path: b.o.daemonLog, Header: false}
-	}
-	return b.logs.Keep(path)
 }
 
 // close removes everything the benchmark created and checks that no
 // cgroup of it is left. It is safe on a partly built bench.
 func (b *bench) close() error {
-	var errs []error
 	plugin.CleanupClients() // the direct workers, if any is left
-	errs = append(errs, b.checkDirectGone())
-	errs = append(errs, b.stopDaemon())
-	if b.runcRoot != "" {
-		errs = append(errs, b.removeRuncContainers())
-		b.runcRoot = ""
+	errs := []error{b.checkDirectGone(), b.stopDaemon()}
+	if b.runc != nil {
+		errs = append(errs, b.runc.Close(logf))
+		b.runc = nil
 	}
-	if b.runcTree != nil {
-		if _, err := b.runcTree.Cleanup(); err != nil {
-			errs = append(errs, fmt.Errorf("cgroup cleanup: %w", err))
-		}
-		if err := b.runcTree.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("cgroup close: %w", err))
-		}
-		b.runcTree = nil
-	}
-	if b.work != "" {
-		errs = append(errs, os.RemoveAll(b.work))
-		b.work = ""
-	}
-	left, others := benchmd.CgroupsLeft(cgroupMark)
-	if len(left) > 0 {
-		errs = append(errs, fmt.Errorf("cgroups left behind: %s", strings.Join(left, " ")))
-	}
-	if len(others) > 0 {
-		logf("note: other scoped cgroups exist (not this benchmark's): %s", strings.Join(others, " "))
+	errs = append(errs, benchmd.RemoveCgroupRoot(b.runcTree))
+	b.runcTree = nil
+	if b.kit != nil {
+		errs = append(errs, b.kit.Close())
 	}
 	return errors.Join(errs...)
 }
@@ -229,29 +167,6 @@ func isWorker(pid int) bool {
 	return err == nil && strings.TrimSpace(string(comm)) == extName && processExists(pid)
 }
 
-// build builds the daemon, scoped-exec (which the daemon expects next to
-// itself) and the whoami bundle, as the e2e tests do.
-func (b *bench) build() error {
-	t0 := time.Now()
-	b.bin = filepath.Join(b.work, "bin")
-	var err error
-	if b.scopedB, err = benchmd.BuildDaemon(b.root, b.bin); err != nil {
-		return err
-	}
-	b.libcontainer = binaryModuleVersion(b.scopedB, "github.com/opencontainers/runc")
-	b.bundle = filepath.Join(b.bin, "bundles", extName)
-	b.whoami = filepath.Join(b.bundle, extName)
-	if b.files, err = benchmd.BuildBundle(b.root, b.bundle, extName); err != nil {
-		return err
-	}
-	if err := benchmd.ChmodDirs(b.bin); err != nil {
-		return err
-	}
-	b.workerSz = int64(len(b.files.Files[1].Content))
-	logf("built the daemon, scoped-exec and the %s bundle in %s", extName, time.Since(t0).Round(time.Millisecond))
-	return nil
-}
-
 // daemonSettings is the daemon's configuration file, without the paths.
 func (b *bench) daemonSettings(level string) string {
 	return fmt.Sprintf(`[isolation]
@@ -274,43 +189,3 @@ listen = "off"
 }
 
 // --- runc ------------------------------------------------------------------
-
-// removeRuncContainers deletes any container left in runc's state dir,
-// which `runc run` should have removed itself.
-func (b *bench) removeRuncContainers() error {
-	ids, err := b.runcList()
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, id := range ids {
-		logf("deleting runc container %s left behind", id)
-		errs = append(errs, b.runcDelete(id))
-	}
-	if ids, err := b.runcList(); err != nil || len(ids) > 0 {
-		errs = append(errs, fmt.Errorf("runc containers left in %s: %q %w", b.runcRoot, ids, err))
-	}
-	return errors.Join(errs...)
-}
-
-func (b *bench) runcList() ([]string, error) {
-	if _, err := os.Stat(b.runcRoot); errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	var stderr bytes.Buffer
-	cmd := exec.Command(b.o.runc, "--root", b.runcRoot, "list", "-q")
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return nil, fmt.Errorf("runc list: %w: %s", err, strings.TrimSpace(stderr.String()))
-	}
-	return strings.Fields(string(out)), nil
-}
-
-func (b *bench) runcDelete(id string) error {
-	out, err := exec.Command(b.o.runc, "--root", b.runcRoot, "delete", "-f", id).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("runc delete -f %s: %w: %s", id, err, strings.TrimSpace(string(out)))
-	}
-	return nil
-}

@@ -20,9 +20,8 @@
 // and the whoami example bundle) with `go build` in the repository root, and
 // runs the daemon with a private configuration (socket, state and runtime
 // directories in a temporary directory, cgroup root /scoped-bench-invoke):
-// once for the cold starts, logging at debug level so that the phases of
-// each start can be read from its log, and afresh for the warm calls,
-// logging at info level. It talks to the daemons, its go-plugin workers and
+// once for the cold starts (the daemon reports the phases of each in the
+// invocation's figures) and afresh for the warm calls, logging at info level. It talks to the daemons, its go-plugin workers and
 // nothing else, over the unix sockets it makes; an abstract unix socket keeps
 // a second run from starting meanwhile. It runs as root and needs runc. Everything it creates — the daemon (stopped with SIGTERM, which
 // removes its cgroups and sandboxes), the direct workers, runc's state, the
@@ -37,7 +36,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"os/signal"
 	"slices"
@@ -48,6 +46,8 @@ import (
 
 	benchmd "github.com/scoped-io/scoped/bench"
 )
+
+var logf = benchmd.Logger("invokebench: ", false)
 
 const (
 	// The markers around this program's section of the output file.
@@ -110,24 +110,17 @@ func main() {
 	flag.StringVar(&o.out, "o", "", "replace (or add) this program's section in this markdown `file`")
 	flag.StringVar(&o.runc, "runc", "/usr/sbin/runc", "runc binary")
 	flag.StringVar(&o.daemonLog, "daemon-log", "", "keep a copy of the daemons' logs in this `file`")
-	flag.Parse()
-	if flag.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "invokebench: unexpected arguments %q\n", flag.Args())
-		os.Exit(2)
-	}
-	for _, f := range strings.Split(callers, ",") {
-		c, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || c < 1 {
-			fmt.Fprintf(os.Stderr, "invokebench: -callers %q: want positive integers\n", callers)
-			os.Exit(2)
+	benchmd.Main("invokebench", func(args string) error {
+		for _, f := range strings.Split(callers, ",") {
+			c, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || c < 1 {
+				return fmt.Errorf("-callers %q: want positive integers", callers)
+			}
+			o.callers = append(o.callers, c)
 		}
-		o.callers = append(o.callers, c)
-	}
-	o.argsString = benchmd.QuoteArgs(os.Args[1:])
-	if err := run(o); err != nil {
-		fmt.Fprintln(os.Stderr, "invokebench:", err)
-		os.Exit(1)
-	}
+		o.argsString = args
+		return run(o)
+	})
 }
 
 func run(o options) (retErr error) {
@@ -155,16 +148,16 @@ func run(o options) (retErr error) {
 	o.callers = slices.Compact(o.callers)
 	// Two runs at once would share the cgroup roots. An abstract unix
 	// socket is a lock the kernel releases when the process ends.
-	lock, err := net.Listen("unix", "@scoped-bench-invoke")
+	lock, err := benchmd.Lock("invoke")
 	if err != nil {
-		return fmt.Errorf("another invokebench runs on this host (the abstract socket @scoped-bench-invoke is taken): %w", err)
+		return err
 	}
 	defer lock.Close()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	b, err := newBench(ctx, o)
+	b, err := newBench(o)
 	if err != nil {
 		return err
 	}
@@ -206,16 +199,5 @@ func run(o options) (retErr error) {
 		return fmt.Errorf("cleanup: %w", err)
 	}
 	section := b.report(cold, warm, acct, meter)
-	fmt.Print(section)
-	if o.out != "" {
-		if err := benchmd.WriteSection(o.out, markStart, markEnd, section); err != nil {
-			return err
-		}
-		fmt.Fprintf(os.Stderr, "invokebench: wrote %s\n", o.out)
-	}
-	return nil
-}
-
-func logf(format string, a ...any) {
-	fmt.Fprintf(os.Stderr, "invokebench: "+format+"\n", a...)
+	return benchmd.Output(o.out, markStart, markEnd, section, logf)
 }

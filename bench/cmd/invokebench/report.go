@@ -1,32 +1,13 @@
 package main
 
 import (
-	"debug/buildinfo"
 	"fmt"
-	"os/exec"
-	"path/filepath"
 	"runtime"
-	"runtime/debug"
-	"strconv"
 	"strings"
 	"time"
 
 	benchmd "github.com/scoped-io/scoped/bench"
 )
-
-func ms(d time.Duration) string {
-	return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 2, 64) + " ms"
-}
-
-func us(d time.Duration) string {
-	return strconv.FormatFloat(float64(d)/float64(time.Microsecond), 'f', 0, 64) + " µs"
-}
-
-func ratio(a, b float64) string {
-	return strconv.FormatFloat(a/b, 'f', 2, 64)
-}
-
-func dratio(a, b time.Duration) string { return ratio(float64(a), float64(b)) }
 
 // report renders the section, markers included.
 func (b *bench) report(cr coldResult, warm []warmResult, acct, meter *acctResult) string {
@@ -40,21 +21,19 @@ func (b *bench) report(cr coldResult, warm []warmResult, acct, meter *acctResult
 	p("run; (b) warm invocations through the daemon against direct go-plugin calls to the same worker\n")
 	p("binary, with 1, 8 and 64 concurrent callers; (c) warm invocations through daemons with eBPF\n")
 	p("accounting on and off; (d) with metering on and off.\n\n")
-	p("- %s\n", benchmd.Command(baseCommand, b.o.argsString))
-	p("- Date: %s\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
-	p("- %s\n", benchmd.Machine())
+	p("%s", benchmd.Facts(baseCommand, b.o.argsString))
 	var other, wall time.Duration
 	for _, r := range warm {
 		other += r.daemon.cpuOther + r.direct.cpuOther
 		wall += r.daemon.elapsed + r.direct.elapsed
 	}
-	p("- Load average (1, 5, 15 min) at the start: %s. While the warm calls were measured, everything\n", b.loadAvg)
+	p("- Load average (1, 5, 15 min) at the start: %s. While the warm calls were measured, everything\n", b.kit.LoadAvg)
 	p("  but the benchmark, its daemon and workers (other processes, kernel threads, the hypervisor's\n")
 	p("  steal) used %.0f%% of the machine's CPU time; a busy machine inflates the daemon's path more.\n",
 		100*float64(other)/float64(wall)/float64(runtime.NumCPU()))
 	p("- Versions: %s, go-plugin %s, grpc %s, libcontainer %s (in the daemon), runc %s\n",
-		runtime.Version(), moduleVersion("github.com/hashicorp/go-plugin"), moduleVersion("google.golang.org/grpc"),
-		b.libcontainer, toolVersion(b.o.runc))
+		runtime.Version(), benchmd.ModuleVersion("github.com/hashicorp/go-plugin"), benchmd.ModuleVersion("google.golang.org/grpc"),
+		b.libcontainer, benchmd.ToolVersion(b.o.runc))
 	p("- Worker: `examples/whoami` (Go SDK), built with `CGO_ENABLED=0 go build` as the e2e tests do (%.1f MB);\n",
 		float64(b.workerSz)/1e6)
 	p("  it answers with JSON holding its hostname, pid, uid map, cgroups and the payload.\n")
@@ -62,9 +41,8 @@ func (b *bench) report(cr coldResult, warm []warmResult, acct, meter *acctResult
 	p("- Daemon: `scoped` built with `-tags seccomp`, started with a private configuration: isolation by\n")
 	p("  tenant + environment; `[pool] max_workers = %d, max_concurrent = %d, warm_min = 0, idle_timeout = \"1h\"`;\n",
 		b.o.maxWorkers, b.o.maxConcurrent)
-	p("  cgroup root `%s`; everything else at its default. One daemon serves the cold starts with\n", daemonCgroupRoot)
-	p("  `[log] level = \"debug\"` (a few lines per cold start, read for the phases below), a fresh\n")
-	p("  one the warm calls with `level = \"info\"` (nothing logged per invocation). The benchmark calls\n")
+	p("  cgroup root `%s`; everything else at its default. One daemon serves the cold starts, a fresh\n", daemonCgroupRoot)
+	p("  one the warm calls, both with `[log] level = \"info\"` (nothing logged per invocation). The benchmark calls\n")
 	p("  them as root over their unix sockets with `client.Dial` (one connection each).\n")
 	p("- Cleanup: each daemon stopped with SIGTERM and left no cgroup; direct workers killed, runc state\n")
 	p("  and temporary directories removed; afterwards no cgroup named `*%s*` was left.\n\n", cgroupMark)
@@ -72,10 +50,10 @@ func (b *bench) report(cr coldResult, warm []warmResult, acct, meter *acctResult
 	// --- cold -------------------------------------------------------------
 	p("### Cold start\n\n")
 	p("%d measured rounds of each variant, after %d discarded warm-up %s; %s idle before each timed run.\n\n",
-		b.o.n, b.o.warmup, plural(b.o.warmup, "round"), b.o.gap)
+		b.o.n, b.o.warmup, benchmd.Plural(b.o.warmup, "round"), b.o.gap)
 	p("| Variant | Median | p90 |\n| --- | ---: | ---: |\n")
 	for _, s := range []string{sScoped, sPlugin, sRunc} {
-		p("| %s | %s | %s |\n", s, ms(benchmd.Median(cold[s])), ms(benchmd.Percentile(cold[s], 90)))
+		p("| %s | %s | %s |\n", s, benchmd.Ms(benchmd.Median(cold[s])), benchmd.Ms(benchmd.Percentile(cold[s], 90)))
 	}
 	sc, pl, rc := benchmd.Median(cold[sScoped]), benchmd.Median(cold[sPlugin]), benchmd.Median(cold[sRunc])
 	target := "not met"
@@ -83,22 +61,19 @@ func (b *bench) report(cr coldResult, warm []warmResult, acct, meter *acctResult
 		target = "met"
 	}
 	p("\nRatios of medians: scoped / go-plugin = %s; scoped / runc run = %s (DESIGN.md's target: below 0.33; %s).\n\n",
-		dratio(sc, pl), dratio(sc, rc), target)
+		benchmd.DRatio(sc, pl), benchmd.DRatio(sc, rc), target)
 	p("Where the time goes, medians of each phase (medians need not add up to the median of the whole):\n\n")
-	p("- scoped, from its `Figures`: %s waiting for a worker (`queued`: scope, sandbox, worker start,\n", ms(benchmd.Median(cold[pScopedQueued])))
+	p("- scoped, from its `Figures`: %s waiting for a worker (`queued`: scope, sandbox, worker start,\n", benchmd.Ms(benchmd.Median(cold[pScopedQueued])))
 	p("  handshake), %s for the first call (`duration` − `queued`), %s outside the daemon's invocation\n",
-		ms(benchmd.Median(cold[pScopedCall])), ms(benchmd.Median(cold[pScopedEdge])))
+		benchmd.Ms(benchmd.Median(cold[pScopedCall])), benchmd.Ms(benchmd.Median(cold[pScopedEdge])))
 	p("  code (client latency − `duration`: gRPC on the unix socket, the API edge).\n")
-	if ph := cr.phases; ph != nil {
-		p("- scoped, from the daemon's debug log (1 ms resolution): %s from the call to \"scope created\"\n", ms(benchmd.Median(ph[phScope])))
-		p("  (gRPC, API edge, checks, extension lookup, the scope's cgroup nodes in every hierarchy); %s more\n", ms(benchmd.Median(ph[phSandbox])))
-		p("  until go-plugin waits for the worker's address (worker cgroup leaf, rootfs, libcontainer create\n")
-		p("  and run: the sandbox is up); %s more until go-plugin has read the handshake line (the worker's\n", ms(benchmd.Median(ph[phHandshake])))
-		p("  own start inside the sandbox); %s more until the client has the reply (gRPC connection to the\n", ms(benchmd.Median(ph[phReply])))
-		p("  worker, Dispense, the first call, the reply).\n")
-	}
-	p("- go-plugin: %s from `NewClient` until `Client()` returns (fork/exec, the worker's start, the\n", ms(benchmd.Median(cold[pPluginStart])))
-	p("  handshake, the gRPC connection), %s for `Dispense` and the first call.\n\n", ms(benchmd.Median(cold[pPluginCall])))
+	p("- scoped, from its `Figures.cold_start` (measured in the daemon): %s from the invocation's receipt\n", benchmd.Ms(benchmd.Median(cold[phScope])))
+	p("  to the worker's start (checks, extension lookup, the scope's cgroup nodes in every hierarchy); %s more\n", benchmd.Ms(benchmd.Median(cold[phSandbox])))
+	p("  until the sandbox runs (worker cgroup leaf, rootfs, libcontainer create and run); %s more until\n", benchmd.Ms(benchmd.Median(cold[phHandshake])))
+	p("  go-plugin has the handshake and the gRPC connection (the worker's own start inside the sandbox);\n")
+	p("  %s of the client's time remain (gRPC to and from the daemon, Dispense, the first call, the reply).\n", benchmd.Ms(benchmd.Median(cold[phReply])))
+	p("- go-plugin: %s from `NewClient` until `Client()` returns (fork/exec, the worker's start, the\n", benchmd.Ms(benchmd.Median(cold[pPluginStart])))
+	p("  handshake, the gRPC connection), %s for `Dispense` and the first call.\n\n", benchmd.Ms(benchmd.Median(cold[pPluginCall])))
 	p("Variants:\n\n")
 	p("- **scoped**: `Deploy` of whoami for a fresh tenant (`bench<i>`, untimed), then the time of its\n")
 	p("  first `Invoke` as the client sees it; `Figures.cold` is checked. Afterwards (untimed) the\n")
@@ -124,17 +99,17 @@ func (b *bench) report(cr coldResult, warm []warmResult, acct, meter *acctResult
 	p("| Callers | Path | Calls | p50 | p99 | Invocations/s | Workers |\n| ---: | --- | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, r := range warm {
 		p("| %d | daemon | %d | %s | %s | %.0f | %d |\n", r.callers, r.daemon.calls,
-			us(benchmd.Median(r.daemon.lat)), us(benchmd.Percentile(r.daemon.lat, 99)), r.daemon.perSecond(), r.workers)
+			benchmd.Us(benchmd.Median(r.daemon.lat)), benchmd.Us(benchmd.Percentile(r.daemon.lat, 99)), r.daemon.perSecond(), r.workers)
 		p("| %d | direct | %d | %s | %s | %.0f | 1 |\n", r.callers, r.direct.calls,
-			us(benchmd.Median(r.direct.lat)), us(benchmd.Percentile(r.direct.lat, 99)), r.direct.perSecond())
+			benchmd.Us(benchmd.Median(r.direct.lat)), benchmd.Us(benchmd.Percentile(r.direct.lat, 99)), r.direct.perSecond())
 	}
 	p("\nRatios daemon / direct (DESIGN.md's target for a warm call: p50 at most 1.5):\n\n")
 	p("| Callers | p50 | p99 | Invocations/s |\n| ---: | ---: | ---: | ---: |\n")
 	for _, r := range warm {
 		p("| %d | %s | %s | %s |\n", r.callers,
-			dratio(benchmd.Median(r.daemon.lat), benchmd.Median(r.direct.lat)),
-			dratio(benchmd.Percentile(r.daemon.lat, 99), benchmd.Percentile(r.direct.lat, 99)),
-			ratio(r.daemon.perSecond(), r.direct.perSecond()))
+			benchmd.DRatio(benchmd.Median(r.daemon.lat), benchmd.Median(r.direct.lat)),
+			benchmd.DRatio(benchmd.Percentile(r.daemon.lat, 99), benchmd.Percentile(r.direct.lat, 99)),
+			benchmd.Ratio(r.daemon.perSecond(), r.direct.perSecond()))
 	}
 	p("\nWhere the daemon's time goes, medians per call from its `Figures`: ")
 	p("edge = client latency − `duration` (gRPC\n")
@@ -146,8 +121,8 @@ func (b *bench) report(cr coldResult, warm []warmResult, acct, meter *acctResult
 		for i := range call {
 			call[i] = r.daemon.duration[i] - r.daemon.queued[i]
 		}
-		p("| %d | %s | %s | %s | %s |\n", r.callers, us(benchmd.Median(r.daemon.edge)), us(benchmd.Median(r.daemon.queued)),
-			us(benchmd.Median(call)), us(benchmd.Median(r.direct.lat)))
+		p("| %d | %s | %s | %s | %s |\n", r.callers, benchmd.Us(benchmd.Median(r.daemon.edge)), benchmd.Us(benchmd.Median(r.daemon.queued)),
+			benchmd.Us(benchmd.Median(call)), benchmd.Us(benchmd.Median(r.direct.lat)))
 	}
 	if len(warm) > 0 {
 		r := warm[0]
@@ -156,10 +131,10 @@ func (b *bench) report(cr coldResult, warm []warmResult, acct, meter *acctResult
 			call[i] = r.daemon.duration[i] - r.daemon.queued[i]
 		}
 		p("\nWith %d %s, the daemon's p50 is %s above a direct call's: %s at the edge, %s queued, and its\n",
-			r.callers, plural(r.callers, "caller"), us(benchmd.Median(r.daemon.lat)-benchmd.Median(r.direct.lat)),
-			us(benchmd.Median(r.daemon.edge)), us(benchmd.Median(r.daemon.queued)))
+			r.callers, benchmd.Plural(r.callers, "caller"), benchmd.Us(benchmd.Median(r.daemon.lat)-benchmd.Median(r.direct.lat)),
+			benchmd.Us(benchmd.Median(r.daemon.edge)), benchmd.Us(benchmd.Median(r.daemon.queued)))
 		p("call to the sandboxed worker takes %s where the benchmark's direct call takes %s. The daemon's path\n",
-			us(benchmd.Median(call)), us(benchmd.Median(r.direct.lat)))
+			benchmd.Us(benchmd.Median(call)), benchmd.Us(benchmd.Median(r.direct.lat)))
 		p("has two gRPC hops and three processes where the direct one has one hop and two, on %d CPUs.\n", runtime.NumCPU())
 	}
 	p("\nCPU time per invocation (user + system, from getrusage and /proc/<pid>/stat at 10 ms resolution,\n")
@@ -173,10 +148,10 @@ func (b *bench) report(cr coldResult, warm []warmResult, acct, meter *acctResult
 			l := x.l
 			daemon := "–"
 			if x.name == "daemon" {
-				daemon = us(l.perCall(l.cpuDaemon))
+				daemon = benchmd.Us(l.perCall(l.cpuDaemon))
 			}
-			p("| %d | %s | %s | %s | %s | %s |\n", r.callers, x.name, us(l.perCall(l.cpuClient)), daemon,
-				us(l.perCall(l.cpuWorker)), us(l.perCall(l.cpuClient+l.cpuDaemon+l.cpuWorker)))
+			p("| %d | %s | %s | %s | %s | %s |\n", r.callers, x.name, benchmd.Us(l.perCall(l.cpuClient)), daemon,
+				benchmd.Us(l.perCall(l.cpuWorker)), benchmd.Us(l.perCall(l.cpuClient+l.cpuDaemon+l.cpuWorker)))
 		}
 	}
 	if n := len(warm); n > 0 {
@@ -188,15 +163,15 @@ func (b *bench) report(cr coldResult, warm []warmResult, acct, meter *acctResult
 		}
 		p("\nWith %d callers the processes measured kept %.1f (daemon) and %.1f (direct) of the %d CPUs busy.\n",
 			r.callers, busy(&r.daemon), busy(&r.direct), runtime.NumCPU())
-		p("The daemon's path costs %s of CPU per invocation, the direct one %s (%s×); where the CPUs are\n", us(d), us(x), dratio(d, x))
-		p("the limit, that bounds the throughput ratio at about %s.\n", dratio(x, d))
+		p("The daemon's path costs %s of CPU per invocation, the direct one %s (%s×); where the CPUs are\n", benchmd.Us(d), benchmd.Us(x), benchmd.DRatio(d, x))
+		p("the limit, that bounds the throughput ratio at about %s.\n", benchmd.DRatio(x, d))
 	}
 	coldCalls := 0
 	for _, r := range warm {
 		coldCalls += r.daemon.cold
 	}
 	if coldCalls > 0 {
-		p("\n%d measured daemon %s started a worker (the pool grew after the warm-up).\n", coldCalls, plural(coldCalls, "call"))
+		p("\n%d measured daemon %s started a worker (the pool grew after the warm-up).\n", coldCalls, benchmd.Plural(coldCalls, "call"))
 	}
 	if acct != nil {
 		b.reportAccounting(p, acct)
@@ -222,52 +197,10 @@ func (b *bench) reportAccounting(p func(string, ...any), r *acctResult) {
 		name string
 		l    *load
 	}{{"on (eBPF)", &r.on}, {"off (cgroup files)", &r.off}} {
-		p("| %s | %d | %s | %s | %.0f |\n", x.name, x.l.calls, us(benchmd.Median(x.l.lat)), us(benchmd.Percentile(x.l.lat, 99)), x.l.perSecond())
+		p("| %s | %d | %s | %s | %.0f |\n", x.name, x.l.calls, benchmd.Us(benchmd.Median(x.l.lat)), benchmd.Us(benchmd.Percentile(x.l.lat, 99)), x.l.perSecond())
 	}
-	p("\nRatio on / off: invocations/s %s, p50 %s, p99 %s.\n", ratio(r.on.perSecond(), r.off.perSecond()),
-		dratio(benchmd.Median(r.on.lat), benchmd.Median(r.off.lat)), dratio(benchmd.Percentile(r.on.lat, 99), benchmd.Percentile(r.off.lat, 99)))
-}
-
-func plural(n int, word string) string {
-	if n == 1 {
-		return word
-	}
-	return word + "s"
-}
-
-// binaryModuleVersion is the version of module path in the Go binary bin.
-func binaryModuleVersion(bin, path string) string {
-	bi, err := buildinfo.ReadFile(bin)
-	if err != nil {
-		return "unknown"
-	}
-	for _, m := range bi.Deps {
-		if m.Path == path {
-			return m.Version
-		}
-	}
-	return "unknown"
-}
-
-func moduleVersion(path string) string {
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, m := range bi.Deps {
-			if m.Path == path {
-				return m.Version
-			}
-		}
-	}
-	return "unknown"
-}
-
-// toolVersion is the first line of `tool --version`, without the tool's name.
-func toolVersion(tool string) string {
-	out, err := exec.Command(tool, "--version").Output()
-	if err != nil {
-		return filepath.Base(tool) + " (version unknown)"
-	}
-	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
-	return strings.TrimPrefix(line, "runc version ")
+	p("\nRatio on / off: invocations/s %s, p50 %s, p99 %s.\n", benchmd.Ratio(r.on.perSecond(), r.off.perSecond()),
+		benchmd.DRatio(benchmd.Median(r.on.lat), benchmd.Median(r.off.lat)), benchmd.DRatio(benchmd.Percentile(r.on.lat, 99), benchmd.Percentile(r.off.lat, 99)))
 }
 
 // reportMetering renders (d), metering on vs off.
@@ -281,8 +214,8 @@ func (b *bench) reportMetering(p func(string, ...any), r *acctResult) {
 		name string
 		l    *load
 	}{{"on (ledger, 1 s flush)", &r.on}, {"off", &r.off}} {
-		p("| %s | %d | %s | %s | %.0f |\n", x.name, x.l.calls, us(benchmd.Median(x.l.lat)), us(benchmd.Percentile(x.l.lat, 99)), x.l.perSecond())
+		p("| %s | %d | %s | %s | %.0f |\n", x.name, x.l.calls, benchmd.Us(benchmd.Median(x.l.lat)), benchmd.Us(benchmd.Percentile(x.l.lat, 99)), x.l.perSecond())
 	}
-	p("\nRatio on / off: invocations/s %s, p50 %s, p99 %s.\n", ratio(r.on.perSecond(), r.off.perSecond()),
-		dratio(benchmd.Median(r.on.lat), benchmd.Median(r.off.lat)), dratio(benchmd.Percentile(r.on.lat, 99), benchmd.Percentile(r.off.lat, 99)))
+	p("\nRatio on / off: invocations/s %s, p50 %s, p99 %s.\n", benchmd.Ratio(r.on.perSecond(), r.off.perSecond()),
+		benchmd.DRatio(benchmd.Median(r.on.lat), benchmd.Median(r.off.lat)), benchmd.DRatio(benchmd.Percentile(r.on.lat, 99), benchmd.Percentile(r.off.lat, 99)))
 }

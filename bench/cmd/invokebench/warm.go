@@ -188,7 +188,7 @@ func (b *bench) measureWarm(ctx context.Context) ([]warmResult, error) {
 		if err != nil {
 			return nil, fmt.Errorf("direct invoke: %w", err)
 		}
-		if err := b.checkReply(resp.GetResult()); err != nil {
+		if err := benchmd.CheckWhoami(resp.GetResult(), string(b.payload)); err != nil {
 			return nil, err
 		}
 	}
@@ -289,7 +289,7 @@ func (b *bench) warmScope(ctx context.Context, tenant string) (callFn, string, e
 	if err != nil {
 		return nil, "", fmt.Errorf("first invoke for %s: %w\ndaemon log:\n%s", tenant, err, b.d.LogTail())
 	}
-	if err := b.checkReply(resp.GetResult()); err != nil {
+	if err := benchmd.CheckWhoami(resp.GetResult(), string(b.payload)); err != nil {
 		return nil, "", err
 	}
 	return call, resp.GetFigures().GetScope(), nil

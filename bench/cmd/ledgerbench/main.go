@@ -13,7 +13,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"slices"
 	"strings"
 	"time"
 
@@ -52,9 +51,7 @@ func main() {
 	p("its cursor (~200 bytes), in one transaction; commits back to back for %s per scope count, into\n", *dur)
 	p("a fresh ledger (SQLite via modernc.org/sqlite, WAL, synchronous=FULL, 60 s windows) in a\n")
 	p("temporary directory on this machine's disk.\n\n")
-	p("- %s\n", benchmd.Command(baseCommand, benchmd.QuoteArgs(os.Args[1:])))
-	p("- Date: %s\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
-	p("- %s\n", benchmd.Machine())
+	p("%s", benchmd.Facts(baseCommand, benchmd.QuoteArgs(os.Args[1:])))
 	p("- Load average (1, 5, 15 min) at the start: %s\n\n", benchmd.LoadAvg())
 	p("| Scopes per flush | Commits | Records/s | Commits/s | Commit p50 | Commit p99 |\n| ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, n := range counts {
@@ -64,7 +61,7 @@ func main() {
 			os.Exit(1)
 		}
 		p("| %d | %d | %.0f | %.1f | %s | %s |\n", n, len(r.lat), float64(r.records)/r.elapsed.Seconds(),
-			float64(len(r.lat))/r.elapsed.Seconds(), pct(r.lat, 50), pct(r.lat, 99))
+			float64(len(r.lat))/r.elapsed.Seconds(), benchmd.Percentile(r.lat, 50).Round(10*time.Microsecond).String(), benchmd.Percentile(r.lat, 99).Round(10*time.Microsecond).String())
 	}
 	p("\nA daemon flushes every 10 s by default: even 1000 live scopes need one such commit per flush.\n")
 	p("%s\n", markEnd)
@@ -119,11 +116,4 @@ func run(scopes int, d time.Duration) (result, error) {
 	}
 	r.elapsed = time.Since(start)
 	return r, nil
-}
-
-func pct(ds []time.Duration, q float64) string {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	i := int(q / 100 * float64(len(s)-1))
-	return s[i].Round(10 * time.Microsecond).String()
 }

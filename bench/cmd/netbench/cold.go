@@ -2,13 +2,11 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -64,8 +62,8 @@ func (b *bench) newModeEnvs() error {
 		// nsenter execs scoped in the namespace (same pid: signals, and the
 		// parent-death signal, reach the daemon), as the e2e network test
 		// does.
-		e.wrapper = filepath.Join(b.bin, "scoped-in-netns-"+m.key)
-		script := fmt.Sprintf("#!/bin/sh\nexec nsenter --net=%s -- %s \"$@\"\n", tn.path(), b.scopedB)
+		e.wrapper = filepath.Join(b.kit.Bin, "scoped-in-netns-"+m.key)
+		script := fmt.Sprintf("#!/bin/sh\nexec nsenter --net=%s -- %s \"$@\"\n", tn.path(), b.kit.Scoped)
 		if err := os.WriteFile(e.wrapper, []byte(script), 0o755); err != nil {
 			return err
 		}
@@ -81,7 +79,7 @@ type coldCall struct {
 	queued     time.Duration // Figures.queued: worker acquisition, the start included
 	poolReady  int           // namespaces ready in the pool just before (-1: no pool)
 	late       time.Duration // the previous cold start ended this much after this one's slot
-	phases     *phases       // from the daemon's log, nil if not found
+	phases     *phases       // from the invocation's Figures.cold_start
 }
 
 func (c coldCall) latency() time.Duration { return c.end.Sub(c.start) }
@@ -130,7 +128,7 @@ idle_timeout = "1h"
 id_base = %d
 id_slots = %d
 [log]
-level = "debug"
+level = "info"
 [metrics]
 listen = "off"
 [tenants]
@@ -170,19 +168,8 @@ func (l *live) stop(b *bench) error {
 	if l.c != nil {
 		errs = append(errs, l.c.Close())
 	}
-	errs = append(errs, l.d.Stop())
-	if b.o.daemonLog != "" {
-		errs = append(errs, b.keepLog(l.d.LogPath))
-	}
-	mine, _ := benchmd.CgroupsLeft(cgroupMark)
-	var left []string
-	for _, p := range mine {
-		if filepath.Base(p) == filepath.Base(l.env.cgroupRoot) {
-			left = append(left, p)
-		}
-	}
-	if len(left) > 0 {
-		errs = append(errs, fmt.Errorf("the %s daemon left cgroups behind: %s", l.env.name, strings.Join(left, " ")))
+	if _, err := b.kit.StopDaemon(l.d, 0); err != nil {
+		errs = append(errs, fmt.Errorf("the %s daemon: %w", l.env.name, err))
 	}
 	errs = append(errs, l.env.tn.leftovers())
 	return errors.Join(errs...)
@@ -202,7 +189,7 @@ func (b *bench) runRound(ctx context.Context, round int, res *coldResult) (retEr
 	}()
 	n := b.o.warmup + b.o.scopes
 	for _, e := range b.envs {
-		dir := filepath.Join(b.work, fmt.Sprintf("daemon-%d-%s", round+1, e.key))
+		dir := filepath.Join(b.kit.Work, fmt.Sprintf("daemon-%d-%s", round+1, e.key))
 		d, err := benchmd.StartDaemon(ctx, e.wrapper, dir, e.cgroupRoot, b.settings(e), logf)
 		if err != nil {
 			return fmt.Errorf("%s: %w", e.name, err)
@@ -230,7 +217,7 @@ func (b *bench) runRound(ctx context.Context, round int, res *coldResult) (retEr
 			}
 		}
 	}
-	if _, ok := settle(settleMax, b.baseline); !ok {
+	if _, ok := benchmd.Settle(settleMax, b.baseline, 0.1); !ok {
 		res.settleMiss++
 	}
 
@@ -275,9 +262,6 @@ func (b *bench) runRound(ctx context.Context, round int, res *coldResult) (retEr
 		if err := l.stop(b); err != nil {
 			return err
 		}
-		if err := attachPhases(l.d.LogPath, l.calls); err != nil {
-			logf("no breakdown of the cold starts (%s): %v", l.env.name, err)
-		}
 		res.calls[l.env.index] = append(res.calls[l.env.index], l.calls...)
 	}
 	return nil
@@ -312,30 +296,29 @@ func (b *bench) coldStart(ctx context.Context, l *live, round int) (coldCall, er
 	if !f.GetCold() {
 		return call, fmt.Errorf("the first invocation of tenant %s was not cold (worker %s)", tenant, f.GetWorker())
 	}
-	if err := checkReply(resp.GetResult()); err != nil {
+	if err := benchmd.CheckWhoami(resp.GetResult(), payload); err != nil {
 		return call, err
 	}
 	call.queued = f.GetQueued().AsDuration()
+	cs := f.GetColdStart()
+	if cs == nil {
+		return call, fmt.Errorf("the cold invocation of tenant %s has no cold-start phases in its figures", tenant)
+	}
+	call.phases = &phases{scope: cs.GetScope().AsDuration(), network: cs.GetNetwork().AsDuration(),
+		sandbox: cs.GetSandbox().AsDuration(), handshake: cs.GetHandshake().AsDuration()}
+	call.phases.reply = call.latency() - call.phases.scope - call.phases.network - call.phases.sandbox - call.phases.handshake
 	l.lastScope = f.GetScope()
 	return call, nil
 }
 
-// checkReply checks that whoami echoed the payload.
-func checkReply(result []byte) error {
-	var r struct {
-		Payload string   `json:"payload"`
-		Errors  []string `json:"errors"`
-	}
-	if err := json.Unmarshal(result, &r); err != nil {
-		return fmt.Errorf("whoami's reply %.200q: %w", result, err)
-	}
-	if r.Payload != payload {
-		return fmt.Errorf("whoami echoed %q, want %q", r.Payload, payload)
-	}
-	if len(r.Errors) > 0 {
-		return fmt.Errorf("whoami: %q", r.Errors)
-	}
-	return nil
+// phases are one cold start as the daemon reports it (Figures.cold_start)
+// and the rest of the client's time.
+type phases struct {
+	scope     time.Duration // receipt → the worker's start: checks, admission, the scope's cgroups
+	network   time.Duration // the worker's network: netns.Manager.Egress (0 in mode none)
+	sandbox   time.Duration // worker cgroup, rootfs, libcontainer create + run
+	handshake time.Duration // the worker's start up to its handshake and the gRPC connection
+	reply     time.Duration // the rest at the client: gRPC to and from the daemon, Dispense, the call
 }
 
 // ownCPU is the CPU time of the benchmark and its reaped children (the

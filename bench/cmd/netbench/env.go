@@ -4,10 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -23,21 +21,14 @@ const idBase = 5 << 28
 // bench is the benchmark's world: the binaries it built, the namespaces
 // its daemons run in, and what it checks at the end.
 type bench struct {
-	o    options
-	root string // the repository
-
-	work     string // temporary, mode 0711
-	bin      string // built binaries
-	scopedB  string // the daemon
-	bundle   string // whoami bundle dir (manifest.toml + whoami)
+	o        options
+	kit      *benchmd.Kit
 	files    *scopedv1.Bundle
 	workerSz int64
 
-	envs []*modeEnv        // the modes' namespaces
-	seq  int               // tenants made
-	logs benchmd.LogKeeper // the -daemon-log file
+	envs []*modeEnv // the modes' namespaces
+	seq  int        // tenants made
 
-	loadAvg   string
 	hostStart realHost
 	bpfStart  []ebpf.ProgramID
 	bpfListed bool          // bpfStart was read
@@ -47,7 +38,7 @@ type bench struct {
 }
 
 func newBench(o options) (_ *bench, retErr error) {
-	b := &bench{o: o, loadAvg: benchmd.LoadAvg()}
+	b := &bench{o: o}
 	defer func() {
 		if retErr != nil {
 			retErr = errors.Join(retErr, b.close())
@@ -61,15 +52,14 @@ func newBench(o options) (_ *bench, retErr error) {
 		return nil, err
 	}
 	b.bpfListed = true
-	if b.root, err = benchmd.RepoRoot(); err != nil {
+	if b.kit, err = benchmd.NewKit(cgroupMark, logf); err != nil {
 		return nil, err
 	}
-	if b.work, err = benchmd.WorkDir("scoped-bench-net-"); err != nil {
+	b.kit.Logs.Path = o.daemonLog
+	if b.files, err = b.kit.Bundle("./examples/" + extName); err != nil {
 		return nil, err
 	}
-	if err := b.build(); err != nil {
-		return nil, err
-	}
+	b.workerSz = int64(len(b.files.Files[1].Content))
 	if err := b.newModeEnvs(); err != nil {
 		return nil, err
 	}
@@ -86,16 +76,8 @@ func (b *bench) close() error {
 		e.tn.close()
 	}
 	b.envs = nil
-	if b.work != "" {
-		errs = append(errs, os.RemoveAll(b.work))
-		b.work = ""
-	}
-	left, others := benchmd.CgroupsLeft(cgroupMark)
-	if len(left) > 0 {
-		errs = append(errs, fmt.Errorf("cgroups left behind: %s", strings.Join(left, " ")))
-	}
-	if len(others) > 0 {
-		logf("note: other scoped cgroups exist (not this benchmark's): %s", strings.Join(others, " "))
+	if b.kit != nil {
+		errs = append(errs, b.kit.Close())
 	}
 	if b.hostStart.forward != "" {
 		now, err := readRealHost()
@@ -158,66 +140,12 @@ func bpfPrograms() ([]ebpf.ProgramID, error) {
 	}
 }
 
-// build builds the daemon, scoped-exec (which the daemon expects next to
-// itself) and the whoami bundle, as invokebench and the e2e tests do.
-func (b *bench) build() error {
-	t0 := time.Now()
-	b.bin = filepath.Join(b.work, "bin")
-	var err error
-	if b.scopedB, err = benchmd.BuildDaemon(b.root, b.bin); err != nil {
-		return err
-	}
-	b.bundle = filepath.Join(b.bin, "bundles", extName)
-	if b.files, err = benchmd.BuildBundle(b.root, b.bundle, extName); err != nil {
-		return err
-	}
-	if err := benchmd.ChmodDirs(b.bin); err != nil {
-		return err
-	}
-	b.workerSz = int64(len(b.files.Files[1].Content))
-	logf("built the daemon, scoped-exec and the %s bundle in %s", extName, time.Since(t0).Round(time.Millisecond))
-	return nil
-}
-
-// keepLog appends a daemon's log to the -daemon-log file (truncated the
-// first time).
-func (b *bench) keepLog(path string) error {
-	if b.logs.Path == "" {
-		b.logs = benchmd.LogKeeper{Path: b.o.daemonLog, Header: false}
-	}
-	return b.logs.Keep(path)
-}
-
-// busyWindow is the CPU time the machine was busy (all CPUs, from
-// /proc/stat) in the next 100 ms.
-func busyWindow() time.Duration {
-	b0 := benchmd.MachineBusy()
-	time.Sleep(100 * time.Millisecond)
-	return benchmd.MachineBusy() - b0
-}
-
 // measureBaseline is the median busy CPU time per 100 ms of the machine
 // before the benchmark runs anything: what the rest of the machine uses.
 func measureBaseline() time.Duration {
 	w := make([]time.Duration, 9)
 	for i := range w {
-		w[i] = busyWindow()
+		w[i] = benchmd.BusyWindow()
 	}
 	return benchmd.Median(w)
-}
-
-// settle waits, at most max, until the machine's busy CPU time over 100 ms
-// is at most the baseline plus 10 % of its capacity, so that what the
-// previous daemon's stop left to the kernel (namespaces being freed) does
-// not run into the next measurement. It returns how long it waited and
-// whether the machine settled.
-func settle(max, baseline time.Duration) (time.Duration, bool) {
-	t0 := time.Now()
-	capacity := 100 * time.Millisecond * time.Duration(runtime.NumCPU())
-	for time.Since(t0) < max {
-		if busyWindow() <= baseline+capacity/10 {
-			return time.Since(t0), true
-		}
-	}
-	return time.Since(t0), false
 }

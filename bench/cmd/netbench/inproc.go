@@ -13,6 +13,7 @@ import (
 
 	vnetns "github.com/vishvananda/netns"
 
+	benchmd "github.com/scoped-io/scoped/bench"
 	"github.com/scoped-io/scoped/cgroups"
 	"github.com/scoped-io/scoped/netns"
 )
@@ -51,21 +52,11 @@ type manager struct {
 // the variants, after a pause of -inproc-pace each.
 func (b *bench) measureInproc(ctx context.Context) (_ inprocResult, retErr error) {
 	res := inprocResult{egress: map[string][]time.Duration{}, close: map[string][]time.Duration{}, minReady: b.o.poolSize}
-	tree, err := cgroups.Open(inprocCgroupRoot)
+	tree, err := benchmd.OpenCgroupRoot(inprocCgroupRoot, logf)
 	if err != nil {
 		return res, err
 	}
-	defer func() {
-		if _, err := tree.Cleanup(); err != nil {
-			retErr = errors.Join(retErr, fmt.Errorf("cgroup cleanup: %w", err))
-		}
-		retErr = errors.Join(retErr, tree.Close())
-	}()
-	if n, err := tree.Cleanup(); err != nil {
-		return res, fmt.Errorf("clean cgroup root %s: %w", inprocCgroupRoot, err)
-	} else if n > 0 {
-		logf("removed %d cgroups an earlier run left under %s", n, inprocCgroupRoot)
-	}
+	defer func() { retErr = errors.Join(retErr, benchmd.RemoveCgroupRoot(tree)) }()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	// Scopes sit at <root>/<tier>/<tenant>/<scope>, as the daemon's.
 	const level = 4
@@ -90,7 +81,7 @@ func (b *bench) measureInproc(ctx context.Context) (_ inprocResult, retErr error
 		if pool {
 			size = b.o.poolSize
 		}
-		state := filepath.Join(b.work, "inproc-pool-"+strconv.FormatBool(pool))
+		state := filepath.Join(b.kit.Work, "inproc-pool-"+strconv.FormatBool(pool))
 		if mg.m, err = netns.Open(netns.Config{Host: tn.host, Uplink: uplink, PoolSize: size, ScopeLevel: level, StateDir: state}, log); err != nil {
 			return res, err
 		}

@@ -16,7 +16,7 @@
 // scope every 3 × -pace, and the pool refills between its starts), discards
 // each daemon's first -warmup and stops the daemons, which removes every
 // scope. Taking turns keeps a drift of the machine out of the ratios. The
-// phases of each cold start are read from the daemons' debug logs. Then, in
+// daemon reports the phases of each cold start in the invocation's figures. Then, in
 // the benchmark's own process, it times netns.Manager.Egress and Net.Close
 // with and without the pool, with and without a policy, to split what the
 // namespace, the eBPF attachments and the caps cost.
@@ -42,7 +42,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -50,6 +49,8 @@ import (
 
 	benchmd "github.com/scoped-io/scoped/bench"
 )
+
+var logf = benchmd.Logger("netbench: ", false)
 
 const (
 	markStart    = "<!-- netbench:start -->"
@@ -60,7 +61,6 @@ const (
 	daemonCgroupRoot = "/scoped-bench-net"
 	inprocCgroupRoot = "/scoped-bench-net-inproc"
 	cgroupMark       = "scoped-bench-net" // any cgroup named so is ours
-	lockName         = "@scoped-bench-net"
 
 	extName     = "whoami"
 	environment = "production"
@@ -92,16 +92,10 @@ func main() {
 	flag.DurationVar(&o.inprocPace, "inproc-pace", 40*time.Millisecond, "in-process: pause before each Egress")
 	flag.StringVar(&o.out, "o", "", "replace (or add) this program's section in this markdown `file`")
 	flag.StringVar(&o.daemonLog, "daemon-log", "", "keep a copy of the daemons' logs in this `file`")
-	flag.Parse()
-	if flag.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "netbench: unexpected arguments %q\n", flag.Args())
-		os.Exit(2)
-	}
-	o.argsString = benchmd.QuoteArgs(os.Args[1:])
-	if err := run(o); err != nil {
-		fmt.Fprintln(os.Stderr, "netbench:", err)
-		os.Exit(1)
-	}
+	benchmd.Main("netbench", func(args string) error {
+		o.argsString = args
+		return run(o)
+	})
 }
 
 func run(o options) (retErr error) {
@@ -121,9 +115,9 @@ func run(o options) (retErr error) {
 	}
 	// Two runs at once would share the cgroup roots. An abstract unix
 	// socket is a lock the kernel releases when the process ends.
-	lock, err := net.Listen("unix", lockName)
+	lock, err := benchmd.Lock("net")
 	if err != nil {
-		return fmt.Errorf("another netbench runs on this host (the abstract socket %s is taken): %w", lockName, err)
+		return err
 	}
 	defer lock.Close()
 
@@ -161,16 +155,5 @@ func run(o options) (retErr error) {
 		return fmt.Errorf("cleanup: %w", err)
 	}
 	section := b.report(cold, in)
-	fmt.Print(section)
-	if o.out != "" {
-		if err := benchmd.WriteSection(o.out, markStart, markEnd, section); err != nil {
-			return err
-		}
-		logf("wrote %s", o.out)
-	}
-	return nil
-}
-
-func logf(format string, a ...any) {
-	fmt.Fprintf(os.Stderr, "netbench: "+format+"\n", a...)
+	return benchmd.Output(o.out, markStart, markEnd, section, logf)
 }

@@ -12,21 +12,6 @@ import (
 	benchmd "github.com/scoped-io/scoped/bench"
 )
 
-func ms(d time.Duration) string {
-	return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 2, 64) + " ms"
-}
-
-func us(d time.Duration) string {
-	return strconv.FormatFloat(float64(d)/float64(time.Microsecond), 'f', 0, 64) + " µs"
-}
-
-func dratio(a, b time.Duration) string {
-	if b == 0 {
-		return "–"
-	}
-	return strconv.FormatFloat(float64(a)/float64(b), 'f', 2, 64)
-}
-
 func latencies(calls []coldCall) []time.Duration {
 	out := make([]time.Duration, len(calls))
 	for i, c := range calls {
@@ -64,10 +49,10 @@ func (b *bench) report(cr coldResult, in *inprocResult) string {
 	p("with the pool off (`pool_size = 0`: each namespace made when its scope starts), side by side in\n")
 	p("one run.\n\n")
 	p("- %s\n", benchmd.Command(baseCommand, b.o.argsString))
-	p("- Date: %s; the measurements took %s\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), b.elapsed.Round(time.Second))
+	p("- Date: %s; the measurements took %s\n", benchmd.Date(), b.elapsed.Round(time.Second))
 	p("- %s\n", benchmd.Machine())
 	capacity := 100 * time.Millisecond * time.Duration(runtime.NumCPU())
-	p("- Load average (1, 5, 15 min) at the start: %s. Before the run the rest of the machine kept %.0f %%\n", b.loadAvg,
+	p("- Load average (1, 5, 15 min) at the start: %s. Before the run the rest of the machine kept %.0f %%\n", b.kit.LoadAvg,
 		100*float64(b.baseline)/float64(capacity))
 	p("  of its CPU time busy; while the cold starts ran, everything but the benchmark and its daemons (other\n")
 	p("  processes, kernel threads, the hypervisor's steal) used %.0f %%. A busy machine inflates every mode.\n", 100*cr.otherShare)
@@ -82,7 +67,7 @@ func (b *bench) report(cr coldResult, in *inprocResult) string {
 	p("  tenant + environment; `[pool] warm_min = 0, max_workers = 4, max_concurrent = 16, idle_timeout = \"1h\"`;\n")
 	p("  `[tenants] default_tier = \"net\"`; `[tiers.net] network = \"none\" | \"egress\", egress_allow = [%q],\n", allowRule)
 	p("  egress_rate = %d, ingress_rate = %d` (bytes/s); `[network] uplink = %q, pool_size = %d | 0`;\n", b.o.rate, b.o.rate, uplink, b.o.poolSize)
-	p("  `[log] level = \"debug\"` (a few lines per cold start, read for the phases below); everything else\n")
+	p("  `[log] level = \"info\"`; everything else\n")
 	p("  at its default (eBPF accounting included). The benchmark calls each over its unix socket with\n")
 	p("  `client.Dial` (one connection).\n")
 	p("- Procedure: %d rounds. Each starts a fresh daemon per mode (three at once, in their own\n", b.o.rounds)
@@ -123,7 +108,7 @@ func (b *bench) report(cr coldResult, in *inprocResult) string {
 		}
 	}
 	if late > 0 {
-		p(" %d starts began late (up to %s) because the previous one overran the pace.\n", late, ms(maxLate))
+		p(" %d starts began late (up to %s) because the previous one overran the pace.\n", late, benchmd.Ms(maxLate))
 	} else {
 		p(" No start was late: each cold start ended within the pace.\n")
 	}
@@ -138,11 +123,11 @@ func (b *bench) report(cr coldResult, in *inprocResult) string {
 	p("| Mode | Cold starts | p50 | p90 | p99 | Mean |\n| --- | ---: | ---: | ---: | ---: | ---: |\n")
 	for i, m := range ms3 {
 		l := lat[i]
-		p("| %s | %d | %s | %s | %s | %s |\n", m.name, len(l), ms(benchmd.Median(l)), ms(benchmd.Percentile(l, 90)), ms(benchmd.Percentile(l, 99)), ms(benchmd.Mean(l)))
+		p("| %s | %d | %s | %s | %s | %s |\n", m.name, len(l), benchmd.Ms(benchmd.Median(l)), benchmd.Ms(benchmd.Percentile(l, 90)), benchmd.Ms(benchmd.Percentile(l, 99)), benchmd.Ms(benchmd.Mean(l)))
 	}
 	p("\nRatios to none: **egress / none = %s (p50), %s (mean)**; **egress, pool off / none = %s (p50), %s (mean)**.\n",
-		dratio(benchmd.Median(egress), benchmd.Median(none)), dratio(benchmd.Mean(egress), benchmd.Mean(none)),
-		dratio(benchmd.Median(nopool), benchmd.Median(none)), dratio(benchmd.Mean(nopool), benchmd.Mean(none)))
+		benchmd.DRatio(benchmd.Median(egress), benchmd.Median(none)), benchmd.DRatio(benchmd.Mean(egress), benchmd.Mean(none)),
+		benchmd.DRatio(benchmd.Median(nopool), benchmd.Median(none)), benchmd.DRatio(benchmd.Mean(nopool), benchmd.Mean(none)))
 	p("In time: egress adds %s at p50 (%s in the mean), egress without the pool %s (%s).\n",
 		signedMs(benchmd.Median(egress)-benchmd.Median(none)), signedMs(benchmd.Mean(egress)-benchmd.Mean(none)),
 		signedMs(benchmd.Median(nopool)-benchmd.Median(none)), signedMs(benchmd.Mean(nopool)-benchmd.Mean(none)))
@@ -157,13 +142,13 @@ func (b *bench) report(cr coldResult, in *inprocResult) string {
 		if d > 2*se || d < -2*se {
 			verdict = "beyond the noise"
 		}
-		p("- %s: %s ± %s (%s)\n", x.name, signedMs(d), ms(2*se), verdict)
+		p("- %s: %s ± %s (%s)\n", x.name, signedMs(d), benchmd.Ms(2*se), verdict)
 	}
 	p("\n")
 	if in != nil {
 		pool, nopoolE := benchmd.Median(in.egress["pool, policy"]), benchmd.Median(in.egress["no pool, policy"])
 		p("For scale, `Egress` alone (in-process, below) takes %s with the pool and %s without: %.1f %% and\n",
-			us(pool), us(nopoolE), 100*float64(pool)/float64(benchmd.Median(none)))
+			benchmd.Us(pool), benchmd.Us(nopoolE), 100*float64(pool)/float64(benchmd.Median(none)))
 		p("%.1f %% of the p50 of a `none` cold start.\n\n", 100*float64(nopoolE)/float64(benchmd.Median(none)))
 	}
 	p("p50 per round (each round a fresh daemon per mode):\n\n")
@@ -177,18 +162,18 @@ func (b *bench) report(cr coldResult, in *inprocResult) string {
 					l = append(l, c.latency())
 				}
 			}
-			p(" %s |", ms(benchmd.Median(l)))
+			p(" %s |", benchmd.Ms(benchmd.Median(l)))
 		}
 		p("\n")
 	}
 
 	p("\n### Where the difference goes\n\n")
-	p("Medians of the phases of each cold start, from the daemon's debug log (1 ms resolution; medians\n")
-	p("need not add up): **scope** = the call to \"scope created\" (gRPC, API edge, checks, the scope's\n")
-	p("cgroups); **network** = to \"scope network\", which the daemon logs when `netns.Manager.Egress`\n")
-	p("returns; **sandbox** = to go-plugin's \"waiting for RPC address\" (worker cgroup, rootfs, libcontainer\n")
-	p("create and run); **handshake** = to go-plugin's \"using plugin\" (the worker's own start); **reply**\n")
-	p("= to the reply at the client.\n\n")
+	p("Medians of the phases of each cold start, as the daemon reports them in `Figures.cold_start`\n")
+	p("(medians need not add up): **scope** = the invocation's receipt to the worker's start (checks, the\n")
+	p("scope's cgroups); **network** = the worker's network (`netns.Manager.Egress`); **sandbox** = worker\n")
+	p("cgroup, rootfs, libcontainer create and run; **handshake** = the worker's own start up to its\n")
+	p("handshake and the gRPC connection; **reply** = the rest of the client's time (gRPC to and from the\n")
+	p("daemon, Dispense, the call).\n\n")
 	p("| Mode | scope | network | sandbox | handshake | reply | `Figures.queued` |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for i, m := range ms3 {
 		calls := cr.calls[i]
@@ -197,19 +182,19 @@ func (b *bench) report(cr coldResult, in *inprocResult) string {
 			q[j] = c.queued
 		}
 		if len(phase(calls, func(x *phases) time.Duration { return x.scope })) == 0 {
-			p("| %s | – | – | – | – | – | %s |\n", m.name, ms(benchmd.Median(q)))
+			p("| %s | – | – | – | – | – | %s |\n", m.name, benchmd.Ms(benchmd.Median(q)))
 			continue
 		}
-		netCol := ms(benchmd.Median(phase(calls, func(x *phases) time.Duration { return x.network })))
+		netCol := benchmd.Ms(benchmd.Median(phase(calls, func(x *phases) time.Duration { return x.network })))
 		if m.network == "none" {
 			netCol = "–"
 		}
 		p("| %s | %s | %s | %s | %s | %s | %s |\n", m.name,
-			ms(benchmd.Median(phase(calls, func(x *phases) time.Duration { return x.scope }))), netCol,
-			ms(benchmd.Median(phase(calls, func(x *phases) time.Duration { return x.sandbox }))),
-			ms(benchmd.Median(phase(calls, func(x *phases) time.Duration { return x.handshake }))),
-			ms(benchmd.Median(phase(calls, func(x *phases) time.Duration { return x.reply }))),
-			ms(benchmd.Median(q)))
+			benchmd.Ms(benchmd.Median(phase(calls, func(x *phases) time.Duration { return x.scope }))), netCol,
+			benchmd.Ms(benchmd.Median(phase(calls, func(x *phases) time.Duration { return x.sandbox }))),
+			benchmd.Ms(benchmd.Median(phase(calls, func(x *phases) time.Duration { return x.handshake }))),
+			benchmd.Ms(benchmd.Median(phase(calls, func(x *phases) time.Duration { return x.reply }))),
+			benchmd.Ms(benchmd.Median(q)))
 	}
 	p("\nWhat `Egress` does for a new egress scope, all before its sandbox starts:\n\n")
 	p("1. **A namespace**: with the pool, a ready one is taken (a channel receive; the filler makes its\n")
@@ -229,9 +214,9 @@ func (b *bench) report(cr coldResult, in *inprocResult) string {
 	if in != nil {
 		pool, noise := benchmd.Median(in.egress["pool, policy"]), 2*stdErr(egress, none)
 		if pool < noise {
-			p(": %s for all of `Egress`, below this run's noise (± %s)", us(pool), ms(noise))
+			p(": %s for all of `Egress`, below this run's noise (± %s)", benchmd.Us(pool), benchmd.Ms(noise))
 		} else {
-			p(": %s for all of `Egress` (this run's noise: ± %s)", us(pool), ms(noise))
+			p(": %s for all of `Egress` (this run's noise: ± %s)", benchmd.Us(pool), benchmd.Ms(noise))
 		}
 	}
 	p(".\n")
@@ -255,25 +240,25 @@ func (b *bench) reportInproc(p func(string, ...any), in *inprocResult) {
 	p("| Variant | Egress p50 | Egress p90 | Egress mean | Close p50 |\n| --- | ---: | ---: | ---: | ---: |\n")
 	for _, v := range inprocVariants {
 		e, c := in.egress[v.name], in.close[v.name]
-		p("| %s | %s | %s | %s | %s |\n", v.name, us(benchmd.Median(e)), us(benchmd.Percentile(e, 90)), us(benchmd.Mean(e)), us(benchmd.Median(c)))
+		p("| %s | %s | %s | %s | %s |\n", v.name, benchmd.Us(benchmd.Median(e)), benchmd.Us(benchmd.Percentile(e, 90)), benchmd.Us(benchmd.Mean(e)), benchmd.Us(benchmd.Median(c)))
 	}
 	med := func(name string) time.Duration { return benchmd.Median(in.egress[name]) }
 	p("\nBy difference of medians: a ready namespace + the allow-list + 5 attachments (pool, no policy)\n")
 	p("%s; the rule and the two TBF qdiscs %s (pool: policy − no policy; %s without the pool); making\n",
-		us(med("pool, no policy")), us(med("pool, policy")-med("pool, no policy")),
-		us(med("no pool, policy")-med("no pool, no policy")))
+		benchmd.Us(med("pool, no policy")), benchmd.Us(med("pool, policy")-med("pool, no policy")),
+		benchmd.Us(med("no pool, policy")-med("no pool, no policy")))
 	p("the namespace %s (no pool − pool, with policy; %s without). `Close` (detach ×5, the map entries,\n",
-		us(med("no pool, policy")-med("pool, policy")), us(med("no pool, no policy")-med("pool, no policy")))
+		benchmd.Us(med("no pool, policy")-med("pool, policy")), benchmd.Us(med("no pool, no policy")-med("pool, no policy")))
 	p("deleting the veth, closing the namespace) runs when a scope is removed, not at its start. For\n")
 	p("scale: `unshare(CLONE_NEWNET)` alone, on a locked thread of the benchmark, takes %s (median of %d).\n",
-		us(benchmd.Median(in.bare)), len(in.bare))
+		benchmd.Us(benchmd.Median(in.bare)), len(in.bare))
 }
 
 func signedMs(d time.Duration) string {
 	if d < 0 {
-		return "−" + ms(-d)
+		return "−" + benchmd.Ms(-d)
 	}
-	return "+" + ms(d)
+	return "+" + benchmd.Ms(d)
 }
 
 func ordinal(n int) string {

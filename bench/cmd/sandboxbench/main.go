@@ -17,18 +17,14 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"math"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
-	"runtime/debug"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -38,6 +34,8 @@ import (
 	"github.com/scoped-io/scoped/cgroups"
 	"github.com/scoped-io/scoped/sandbox"
 )
+
+var logf = benchmd.Logger("sandboxbench: ", false)
 
 const (
 	truePath = "/usr/bin/true"
@@ -90,16 +88,10 @@ func main() {
 	flag.StringVar(&o.out, "o", "", "replace (or add) this program's section in this markdown `file`")
 	flag.StringVar(&o.bwrap, "bwrap", "/usr/bin/bwrap", "bubblewrap binary")
 	flag.StringVar(&o.runc, "runc", "/usr/sbin/runc", "runc binary")
-	flag.Parse()
-	if flag.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "sandboxbench: unexpected arguments %q\n", flag.Args())
-		os.Exit(2)
-	}
-	o.argsString = benchmd.QuoteArgs(os.Args[1:])
-	if err := run(o); err != nil {
-		fmt.Fprintln(os.Stderr, "sandboxbench:", err)
-		os.Exit(1)
-	}
+	benchmd.Main("sandboxbench", func(args string) error {
+		o.argsString = args
+		return run(o)
+	})
 }
 
 func run(o options) (retErr error) {
@@ -132,14 +124,7 @@ func run(o options) (retErr error) {
 		return err
 	}
 	section := b.report(res)
-	fmt.Print(section)
-	if o.out != "" {
-		if err := benchmd.WriteSection(o.out, markStart, markEnd, section); err != nil {
-			return err
-		}
-		fmt.Fprintf(os.Stderr, "sandboxbench: wrote %s\n", o.out)
-	}
-	return nil
+	return benchmd.Output(o.out, markStart, markEnd, section, logf)
 }
 
 // bench is the benchmark's world: a cgroup tree, a work directory with the
@@ -150,23 +135,13 @@ type bench struct {
 	// Parents of the sandboxes' and runc's cgroup leaves.
 	scopedNode, runcNode *cgroups.Node
 
-	work     string // temporary, mode 0711
-	state    string // sandbox.Config.StateDir
-	runcRoot string // runc --root
-	bundle   string // OCI bundle: config.json and rootfs
-	runcConf map[string]any
+	work   string // temporary, mode 0711
+	state  string // sandbox.Config.StateDir
+	runc   *benchmd.Runc
+	layout benchmd.HostLayout
 
 	ids, runcIDs sandbox.IDRange
-	layout       hostLayout
 	seq          int
-}
-
-// hostLayout is how the host's top directories (/bin, /lib, ...) appear in
-// every sandbox: symlinks into /usr on a merged-/usr host, else read-only
-// binds.
-type hostLayout struct {
-	symlinks [][2]string // target, link path
-	binds    []string
 }
 
 func newBench(o options) (_ *bench, retErr error) {
@@ -177,13 +152,8 @@ func newBench(o options) (_ *bench, retErr error) {
 		}
 	}()
 	var err error
-	if b.tree, err = cgroups.Open(cgroupRoot); err != nil {
+	if b.tree, err = benchmd.OpenCgroupRoot(cgroupRoot, logf); err != nil {
 		return nil, err
-	}
-	if n, err := b.tree.Cleanup(); err != nil {
-		return nil, fmt.Errorf("clean cgroup root %s: %w", cgroupRoot, err)
-	} else if n > 0 {
-		fmt.Fprintf(os.Stderr, "sandboxbench: removed %d cgroups an earlier run left under %s\n", n, cgroupRoot)
 	}
 	if b.scopedNode, err = b.tree.Node(cgroups.Limits{}, "bench", "scoped"); err != nil {
 		return nil, err
@@ -196,10 +166,6 @@ func newBench(o options) (_ *bench, retErr error) {
 		return nil, err
 	}
 	b.state = filepath.Join(b.work, "sandboxes")
-	b.runcRoot = filepath.Join(b.work, "runc-state")
-	if err := os.Mkdir(b.runcRoot, 0o700); err != nil {
-		return nil, err
-	}
 
 	alloc, err := sandbox.NewIDAllocator(sandbox.DefaultIDBase, sandbox.DefaultIDSize, 2)
 	if err != nil {
@@ -211,227 +177,39 @@ func newBench(o options) (_ *bench, retErr error) {
 	if b.runcIDs, err = alloc.Acquire("runc"); err != nil {
 		return nil, err
 	}
-	if b.layout, err = readHostLayout(); err != nil {
+	if b.layout, err = benchmd.ReadHostLayout(); err != nil {
 		return nil, err
 	}
-	b.bundle = filepath.Join(b.work, "bundle")
-	if err := b.makeBundle(); err != nil {
-		return nil, fmt.Errorf("OCI bundle: %w", err)
-	}
-	return b, nil
+	b.runc, err = benchmd.NewRunc(o.runc, b.work, b.runcNode.Path(), benchmd.RuncSpec{Layout: b.layout,
+		HostID: b.runcIDs.Base, IDs: b.runcIDs.Size, TmpSize: sandbox.DefaultTmpSize, Args: []string{truePath}})
+	return b, err
 }
 
 // close removes everything the benchmark created. It is safe on a partly
 // built bench.
 func (b *bench) close() error {
 	var errs []error
-	if b.runcRoot != "" {
-		errs = append(errs, b.removeRuncContainers())
+	if b.runc != nil {
+		errs = append(errs, b.runc.Close(logf))
 	}
 	if b.state != "" {
 		n, err := sandbox.Cleanup(b.state)
 		if n > 0 {
-			fmt.Fprintf(os.Stderr, "sandboxbench: had to destroy %d sandboxes left behind\n", n)
+			logf("had to destroy %d sandboxes left behind", n)
 		}
 		errs = append(errs, err)
 	}
 	if b.work != "" {
 		errs = append(errs, os.RemoveAll(b.work))
 	}
-	if b.tree != nil {
-		if _, err := b.tree.Cleanup(); err != nil {
-			errs = append(errs, fmt.Errorf("cgroup cleanup: %w", err))
-		}
-		if err := b.tree.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("cgroup close: %w", err))
-		}
-	}
-	return errors.Join(errs...)
+	return errors.Join(append(errs, benchmd.RemoveCgroupRoot(b.tree))...)
 }
 
-// removeRuncContainers deletes any container left in runc's state dir, which
-// `runc run` should have removed itself, and says if there was one.
-func (b *bench) removeRuncContainers() error {
-	ids, err := b.runcList()
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, id := range ids {
-		fmt.Fprintf(os.Stderr, "sandboxbench: deleting runc container %s left behind\n", id)
-		errs = append(errs, b.runcDelete(id))
-	}
-	if ids, err := b.runcList(); err != nil || len(ids) > 0 {
-		errs = append(errs, fmt.Errorf("runc containers left in %s: %q %w", b.runcRoot, ids, err))
-	}
-	return errors.Join(errs...)
-}
-
-func (b *bench) runcList() ([]string, error) {
-	if _, err := os.Stat(b.runcRoot); errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	var stderr bytes.Buffer
-	cmd := exec.Command(b.o.runc, "--root", b.runcRoot, "list", "-q")
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return nil, fmt.Errorf("runc list: %w: %s", err, strings.TrimSpace(stderr.String()))
-	}
-	return strings.Fields(string(out)), nil
-}
-
-func (b *bench) runcDelete(id string) error {
-	out, err := exec.Command(b.o.runc, "--root", b.runcRoot, "delete", "-f", id).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("runc delete -f %s: %w: %s", id, err, strings.TrimSpace(string(out)))
-	}
-	return nil
-}
-
-func readHostLayout() (hostLayout, error) {
-	var l hostLayout
-	for _, d := range []string{"bin", "sbin", "lib", "lib32", "lib64", "libx32"} {
-		p := "/" + d
-		fi, err := os.Lstat(p)
-		switch {
-		case errors.Is(err, os.ErrNotExist):
-			continue
-		case err != nil:
-			return l, err
-		case fi.Mode()&os.ModeSymlink != 0:
-			target, err := os.Readlink(p)
-			if err != nil {
-				return l, err
-			}
-			l.symlinks = append(l.symlinks, [2]string{target, p})
-		case fi.IsDir():
-			l.binds = append(l.binds, p)
-		}
-	}
-	return l, nil
-}
-
-// makeBundle builds the OCI bundle from `runc spec`, changed to match the
-// scoped sandbox: the same namespaces (user and cgroup too), no
-// capabilities, a read-only root of /usr and the host's top symlinks, and a
-// private /proc, /dev and /tmp. Only the cgroup path changes per run.
-func (b *bench) makeBundle() error {
-	rootfs := filepath.Join(b.bundle, "rootfs")
-	if err := os.Mkdir(b.bundle, 0o711); err != nil {
-		return err
-	}
-	if err := os.Mkdir(rootfs, 0o755); err != nil {
-		return err
-	}
-	// Mount points are made in advance: the container's root user cannot
-	// create them in a directory owned by the host's root.
-	for _, d := range append([]string{"/usr", "/proc", "/dev", "/tmp"}, b.layout.binds...) {
-		if err := os.Mkdir(filepath.Join(rootfs, d), 0o755); err != nil {
-			return err
-		}
-	}
-	for _, s := range b.layout.symlinks {
-		if err := os.Symlink(s[0], filepath.Join(rootfs, s[1])); err != nil {
-			return err
-		}
-	}
-	if out, err := exec.Command(b.o.runc, "spec", "--bundle", b.bundle).CombinedOutput(); err != nil {
-		return fmt.Errorf("runc spec: %w: %s", err, strings.TrimSpace(string(out)))
-	}
-	data, err := os.ReadFile(filepath.Join(b.bundle, "config.json"))
-	if err != nil {
-		return err
-	}
-	conf := map[string]any{}
-	if err := json.Unmarshal(data, &conf); err != nil {
-		return fmt.Errorf("runc spec output: %w", err)
-	}
-	proc, err := object(conf, "process")
-	if err != nil {
-		return err
-	}
-	linux, err := object(conf, "linux")
-	if err != nil {
-		return err
-	}
-	proc["terminal"] = false
-	proc["args"] = []string{truePath}
-	proc["env"] = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp"} // scoped's defaults
-	proc["capabilities"] = map[string]any{}
-	proc["noNewPrivileges"] = true
-	conf["root"] = map[string]any{"path": "rootfs", "readonly": true}
-	conf["hostname"] = "bench"
-	mounts := []any{
-		mount("/proc", "proc", "proc", "nosuid", "noexec", "nodev"),
-		mount("/dev", "tmpfs", "tmpfs", "nosuid", "strictatime", "mode=755", "size=64k"),
-		mount("/tmp", "tmpfs", "tmpfs", "nosuid", "nodev", "mode=1777", "size="+strconv.Itoa(sandbox.DefaultTmpSize)),
-		mount("/usr", "bind", "/usr", "rbind", "ro", "nosuid", "nodev"),
-	}
-	for _, d := range b.layout.binds {
-		mounts = append(mounts, mount(d, "bind", d, "rbind", "ro", "nosuid", "nodev"))
-	}
-	conf["mounts"] = mounts
-	var nss []any
-	for _, ns := range []string{"pid", "network", "ipc", "uts", "mount", "user", "cgroup"} {
-		nss = append(nss, map[string]any{"type": ns})
-	}
-	linux["namespaces"] = nss
-	ids := []any{map[string]any{"containerID": 0, "hostID": b.runcIDs.Base, "size": b.runcIDs.Size}}
-	linux["uidMappings"] = ids
-	linux["gidMappings"] = ids
-	b.runcConf = conf
-	return nil
-}
-
-func object(m map[string]any, key string) (map[string]any, error) {
-	o, ok := m[key].(map[string]any)
-	if !ok {
-		return nil, fmt.Errorf("runc spec output: no %q object", key)
-	}
-	return o, nil
-}
-
-func mount(dst, typ, src string, opts ...string) map[string]any {
-	return map[string]any{"destination": dst, "type": typ, "source": src, "options": opts}
-}
-
-// writeRuncConfig writes the bundle's config.json for container id, which
-// gets its own cgroup leaf, as a scoped sandbox does.
-func (b *bench) writeRuncConfig(id string) error {
-	linux, err := object(b.runcConf, "linux")
-	if err != nil {
-		return err
-	}
-	linux["cgroupsPath"] = b.runcNode.Path() + "/" + id
-	data, err := json.MarshalIndent(b.runcConf, "", "\t")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(b.bundle, "config.json"), data, 0o644)
-}
-
-func (b *bench) bwrapArgs() []string {
-	args := []string{"--unshare-all", "--die-with-parent", "--ro-bind", "/usr", "/usr"}
-	for _, s := range b.layout.symlinks {
-		args = append(args, "--symlink", s[0], s[1])
-	}
-	for _, d := range b.layout.binds {
-		args = append(args, "--ro-bind", d, d)
-	}
-	return append(args, "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--", truePath)
-}
-
-// A variant runs /usr/bin/true once and records the series it measures.
-type variant struct {
-	name string
-	run  func(rec func(series string, d time.Duration)) error
-}
-
-func (b *bench) variants() []variant {
-	bwrapArgs := b.bwrapArgs()
-	return []variant{
-		{"fork/exec", func(rec func(string, time.Duration)) error {
+// variants run /usr/bin/true once each and record the series they measure.
+func (b *bench) variants() []benchmd.Variant {
+	bwrapArgs := b.layout.BwrapArgs(truePath)
+	return []benchmd.Variant{
+		{Name: "fork/exec", Run: func(_ context.Context, rec func(string, time.Duration)) error {
 			var stderr bytes.Buffer
 			cmd := exec.Command(truePath)
 			cmd.Stderr = &stderr
@@ -440,8 +218,8 @@ func (b *bench) variants() []variant {
 			rec(sFork, time.Since(t0))
 			return cmdErr(err, &stderr)
 		}},
-		{"scoped", b.runScoped},
-		{"bwrap", func(rec func(string, time.Duration)) error {
+		{Name: "scoped", Run: b.runScoped},
+		{Name: "bwrap", Run: func(_ context.Context, rec func(string, time.Duration)) error {
 			var stderr bytes.Buffer
 			cmd := exec.Command(b.o.bwrap, bwrapArgs...)
 			cmd.Stderr = &stderr
@@ -450,11 +228,16 @@ func (b *bench) variants() []variant {
 			rec(sBwrap, time.Since(t0))
 			return cmdErr(err, &stderr)
 		}},
-		{"runc", b.runRunc},
+		{Name: "runc", Run: func(_ context.Context, rec func(string, time.Duration)) error {
+			b.seq++
+			d, err := b.runc.Run("r" + strconv.Itoa(b.seq))
+			rec(sRunc, d)
+			return err
+		}},
 	}
 }
 
-func (b *bench) runScoped(rec func(string, time.Duration)) error {
+func (b *bench) runScoped(_ context.Context, rec func(string, time.Duration)) error {
 	b.seq++
 	id := "s" + strconv.Itoa(b.seq)
 	var stderr bytes.Buffer
@@ -491,27 +274,6 @@ func (b *bench) runScoped(rec func(string, time.Duration)) error {
 	return nil
 }
 
-func (b *bench) runRunc(rec func(string, time.Duration)) error {
-	b.seq++
-	id := "r" + strconv.Itoa(b.seq)
-	if err := b.writeRuncConfig(id); err != nil {
-		return err
-	}
-	var stderr bytes.Buffer
-	cmd := exec.Command(b.o.runc, "--root", b.runcRoot, "run", "--bundle", b.bundle, id)
-	cmd.Stderr = &stderr
-	t0 := time.Now()
-	err := cmd.Run()
-	d := time.Since(t0)
-	if err != nil {
-		// runc run removes its container when the process exits; not
-		// necessarily when it fails.
-		return errors.Join(cmdErr(err, &stderr), b.runcDelete(id))
-	}
-	rec(sRunc, d)
-	return nil
-}
-
 func cmdErr(err error, stderr *bytes.Buffer) error {
 	if err == nil {
 		return nil
@@ -519,68 +281,23 @@ func cmdErr(err error, stderr *bytes.Buffer) error {
 	return fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
 }
 
-// measure runs every variant warmup+n times, round-robin, starting each
-// round with the next variant so that none always runs first. Each run
+// measure runs every variant warmup+n times, round-robin. Each run
 // follows an idle gap: the first write to cgroup.procs after some idle time
 // waits for an RCU grace period (5–15 ms here), and one that follows
 // another within ~15 ms does not, so without the gap scoped and runc would
 // speed each other up depending on their order.
 func (b *bench) measure(ctx context.Context) (map[string][]time.Duration, error) {
-	vs := b.variants()
-	res := map[string][]time.Duration{}
-	total := b.o.warmup + b.o.n
-	for i := range total {
-		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("interrupted: %w", err)
-		}
-		round := map[string]time.Duration{}
-		rec := func(s string, d time.Duration) { round[s] = d }
-		for k := range vs {
-			v := vs[(i+k)%len(vs)]
-			time.Sleep(b.o.gap)
-			if err := v.run(rec); err != nil {
-				return nil, fmt.Errorf("%s (iteration %d): %w", v.name, i+1, err)
-			}
-		}
-		if i >= b.o.warmup {
-			for s, d := range round {
-				res[s] = append(res[s], d)
-			}
-		}
-		if (i+1)%10 == 0 || i+1 == total {
-			fmt.Fprintf(os.Stderr, "sandboxbench: %d/%d rounds (%d warm-up)\n", i+1, total, b.o.warmup)
-		}
-	}
-	return res, nil
+	return benchmd.RoundRobin(ctx, "", b.o.warmup, b.o.n, b.o.gap, b.variants(), logf)
 }
 
 // stats are the median and 90th percentile (nearest rank) of a series.
 type stats struct{ median, p90 time.Duration }
 
-func summarise(ds []time.Duration) stats {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	n := len(s)
-	med := s[n/2]
-	if n%2 == 0 {
-		med = (s[n/2-1] + s[n/2]) / 2
-	}
-	return stats{median: med, p90: s[int(math.Ceil(0.9*float64(n)))-1]}
-}
-
-func ms(d time.Duration) string {
-	return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 2, 64) + " ms"
-}
-
-func ratio(a, b time.Duration) string {
-	return strconv.FormatFloat(float64(a)/float64(b), 'f', 2, 64)
-}
-
 // report renders the section, markers included.
 func (b *bench) report(res map[string][]time.Duration) string {
 	st := map[string]stats{}
 	for s, ds := range res {
-		st[s] = summarise(ds)
+		st[s] = stats{benchmd.Median(ds), benchmd.Percentile(ds, 90)}
 	}
 	fork := st[sFork].median
 	var w strings.Builder
@@ -589,26 +306,24 @@ func (b *bench) report(res map[string][]time.Duration) string {
 	p("%s\n%s\n\n", markStart, sectionTitle)
 	p("Start to exit of `%s`: forked and executed plainly, in a scoped sandbox, under\n", truePath)
 	p("bubblewrap and under `runc run`, interleaved round-robin in one run.\n\n")
-	p("- %s\n", benchmd.Command(baseCommand, b.o.argsString))
-	p("- Date: %s\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
-	p("- %s\n", benchmd.Machine())
+	p("%s", benchmd.Facts(baseCommand, b.o.argsString))
 	p("- N: %d measured runs of each variant, after %d discarded warm-up %s; %s idle before each run\n",
-		b.o.n, b.o.warmup, plural(b.o.warmup, "round"), b.o.gap)
+		b.o.n, b.o.warmup, benchmd.Plural(b.o.warmup, "round"), b.o.gap)
 	p("- Versions: %s, libcontainer %s, %s, runc %s\n\n",
-		runtime.Version(), moduleVersion("github.com/opencontainers/runc"), toolVersion(b.o.bwrap), toolVersion(b.o.runc))
+		runtime.Version(), benchmd.ModuleVersion("github.com/opencontainers/runc"), benchmd.ToolVersion(b.o.bwrap), benchmd.ToolVersion(b.o.runc))
 
 	p("| Variant | Median | p90 | vs fork/exec |\n| --- | ---: | ---: | ---: |\n")
 	for _, s := range []string{sFork, sScopedExit, sScopedDestroy, sBwrap, sRunc} {
-		p("| %s | %s | %s | %s× |\n", s, ms(st[s].median), ms(st[s].p90), ratio(st[s].median, fork))
+		p("| %s | %s | %s | %s× |\n", s, benchmd.Ms(st[s].median), benchmd.Ms(st[s].p90), benchmd.DRatio(st[s].median, fork))
 	}
 	p("\nScoped against the others, ratios of medians (below 1: scoped is faster):\n\n")
 	for _, s := range []string{sScopedExit, sScopedDestroy} {
 		name := strings.TrimPrefix(s, "scoped: ")
 		p("- scoped (%s) / bwrap = %s; scoped (%s) / runc run = %s\n",
-			name, ratio(st[s].median, st[sBwrap].median), name, ratio(st[s].median, st[sRunc].median))
+			name, benchmd.DRatio(st[s].median, st[sBwrap].median), name, benchmd.DRatio(st[s].median, st[sRunc].median))
 	}
 	p("\nScoped's time by phase, medians: %s after %s, %s %s later, %s %s later.\n\n",
-		pStart, ms(st[pStart].median), pWait, ms(st[pWait].median), pDestroy, ms(st[pDestroy].median))
+		pStart, benchmd.Ms(st[pStart].median), pWait, benchmd.Ms(st[pWait].median), pDestroy, benchmd.Ms(st[pDestroy].median))
 
 	p("Times are wall clock in the benchmark process, from just before the start to just after the\n")
 	p("last call returns. Every variant gets stdin from /dev/null, stdout discarded and stderr captured.\n\n")
@@ -618,7 +333,7 @@ func (b *bench) report(res map[string][]time.Duration) string {
 	p("  libcontainer state and rootfs directory removed). Isolation: user (a high host uid range),\n")
 	p("  pid, mount, ipc, uts, net (loopback) and cgroup namespaces; read-only binds of /usr and a few\n")
 	p("  /etc files; private /proc, /dev, /tmp; no capabilities; seccomp; rlimits.\n")
-	p("- **bwrap**: `bwrap %s`.\n", strings.Join(b.bwrapArgs(), " "))
+	p("- **bwrap**: `bwrap %s`.\n", strings.Join(b.layout.BwrapArgs(truePath), " "))
 	p("  It creates no cgroup and installs no seccomp filter.\n")
 	p("- **runc run**: `runc --root <tmp> run --bundle <tmp> <unique id>`, with a bundle from `runc spec`\n")
 	p("  changed to match scoped: pid, net, ipc, uts, mount, user (another high uid range) and cgroup\n")
@@ -632,32 +347,4 @@ func (b *bench) report(res map[string][]time.Duration) string {
 	p("as a daemon that starts sandboxes now and then does; bwrap and fork/exec join no cgroup.\n")
 	p("%s\n", markEnd)
 	return w.String()
-}
-
-func plural(n int, word string) string {
-	if n == 1 {
-		return word
-	}
-	return word + "s"
-}
-
-func moduleVersion(path string) string {
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, m := range bi.Deps {
-			if m.Path == path {
-				return m.Version
-			}
-		}
-	}
-	return "unknown"
-}
-
-// toolVersion is the first line of `tool --version`, without the tool's name.
-func toolVersion(tool string) string {
-	out, err := exec.Command(tool, "--version").Output()
-	if err != nil {
-		return filepath.Base(tool) + " (version unknown)"
-	}
-	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
-	return strings.TrimPrefix(line, "runc version ")
 }

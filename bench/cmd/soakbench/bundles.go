@@ -2,8 +2,7 @@ package main
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
+	"path"
 
 	benchmd "github.com/scoped-io/scoped/bench"
 	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
@@ -19,36 +18,17 @@ sleep 0.2
 echo done
 `
 
-// buildBundles builds the soak's bundles into dir: the whoami and spin
-// examples, the e2e tests' misbehave extension and an exec fork bomb.
-func buildBundles(root, dir string) (map[string]*scopedv1.Bundle, error) {
+// buildBundles builds the soak's bundles: the whoami and spin examples,
+// the e2e tests' misbehave extension and an exec fork bomb.
+func buildBundles(kit *benchmd.Kit) (map[string]*scopedv1.Bundle, error) {
 	out := map[string]*scopedv1.Bundle{}
-	for _, name := range []string{"whoami", "spin"} {
-		b, err := benchmd.BuildBundle(root, filepath.Join(dir, name), name)
+	for _, pkg := range []string{"./examples/whoami", "./examples/spin", "./e2e/testdata/misbehave"} {
+		b, err := kit.Bundle(pkg)
 		if err != nil {
 			return nil, err
 		}
-		out[name] = b
+		out[path.Base(pkg)] = b
 	}
-	mis := filepath.Join(dir, "misbehave")
-	if err := os.MkdirAll(mis, 0o755); err != nil {
-		return nil, err
-	}
-	if err := benchmd.GoBuild(root, filepath.Join(mis, "misbehave"), "./e2e/testdata/misbehave", false); err != nil {
-		return nil, err
-	}
-	manifest, err := os.ReadFile(filepath.Join(root, "e2e", "testdata", "misbehave", "manifest.toml"))
-	if err != nil {
-		return nil, err
-	}
-	worker, err := os.ReadFile(filepath.Join(mis, "misbehave"))
-	if err != nil {
-		return nil, err
-	}
-	out["misbehave"] = &scopedv1.Bundle{Files: []*scopedv1.File{
-		{Path: "manifest.toml", Mode: 0o644, Content: manifest},
-		{Path: "misbehave", Mode: 0o755, Content: worker},
-	}}
 	out["bomb"] = &scopedv1.Bundle{Files: []*scopedv1.File{
 		{Path: "manifest.toml", Mode: 0o644, Content: []byte(fmt.Sprintf("runtime = %q\nentrypoint = %q\n", "exec", "bomb.sh"))},
 		{Path: "bomb.sh", Mode: 0o755, Content: []byte(bombScript)},

@@ -54,6 +54,8 @@ import (
 	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
 )
 
+var logf = benchmd.Logger("", true)
+
 const (
 	markStart    = "<!-- soakbench:start -->"
 	markEnd      = "<!-- soakbench:end -->"
@@ -83,20 +85,10 @@ func main() {
 	flag.IntVar(&o.tenants, "tenants", 4, "well-behaved tenants (plus one hostile one)")
 	flag.DurationVar(&o.coldEvery, "cold-every", 2*time.Second, "each well-behaved tenant starts a new scope this often")
 	flag.StringVar(&o.out, "o", "", "replace (or add) this program's section in this markdown `file`")
-	flag.Parse()
-	if flag.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "soakbench: unexpected arguments %q\n", flag.Args())
-		os.Exit(2)
-	}
-	o.args = benchmd.QuoteArgs(os.Args[1:])
-	if err := run(o); err != nil {
-		fmt.Fprintln(os.Stderr, "soakbench:", err)
-		os.Exit(1)
-	}
-}
-
-func logf(format string, a ...any) {
-	fmt.Fprintf(os.Stderr, time.Now().Format("15:04:05 ")+format+"\n", a...)
+	benchmd.Main("soakbench", func(args string) error {
+		o.args = args
+		return run(o)
+	})
 }
 
 // The bundles each tenant gets.
@@ -115,25 +107,13 @@ func run(o options) (retErr error) {
 	if mine, _ := benchmd.CgroupsLeft(cgroupMark); len(mine) > 0 {
 		return fmt.Errorf("cgroups of an earlier run are left (%s); is one running?", strings.Join(mine, " "))
 	}
-	root, err := benchmd.RepoRoot()
+	kit, err := benchmd.NewKit(cgroupMark, logf)
 	if err != nil {
 		return err
 	}
-	work, err := benchmd.WorkDir("scoped-bench-soak-")
+	defer func() { retErr = errors.Join(retErr, kit.Close()) }()
+	bundles, err := buildBundles(kit)
 	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(work)
-	logf("building the daemon and the bundles in %s", work)
-	bin, err := benchmd.BuildDaemon(root, filepath.Join(work, "bin"))
-	if err != nil {
-		return err
-	}
-	bundles, err := buildBundles(root, filepath.Join(work, "bundles"))
-	if err != nil {
-		return err
-	}
-	if err := benchmd.ChmodDirs(work); err != nil {
 		return err
 	}
 
@@ -160,8 +140,8 @@ listen = "off"
 [log]
 level = "info"
 `
-	dir := filepath.Join(work, "d")
-	d, err := benchmd.StartDaemon(ctx, bin, dir, cgroupRoot, settings, logf)
+	dir := filepath.Join(kit.Work, "daemon-d")
+	d, err := kit.StartDaemon(ctx, "d", cgroupRoot, settings)
 	if err != nil {
 		return err
 	}

@@ -27,13 +27,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io/fs"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -49,6 +46,8 @@ import (
 	"github.com/scoped-io/scoped/cgroups"
 )
 
+var logf = benchmd.Logger("switchbench: ", false)
+
 const (
 	markStart    = "<!-- switchbench:start -->"
 	markEnd      = "<!-- switchbench:end -->"
@@ -57,7 +56,6 @@ const (
 
 	cgroupRoot = "/scoped-bench-switch"
 	cgroupMark = "scoped-bench-switch" // any cgroup named so is ours
-	lockName   = "@scoped-bench-switch"
 	childEnv   = "SCOPED_SWITCHBENCH_CHILD"
 
 	// settle is the pause between moving the child into its leaf (and
@@ -93,16 +91,10 @@ func main() {
 	flag.IntVar(&o.n, "n", 200000, "ping-pong round trips per run (two switches each)")
 	flag.IntVar(&o.cpu, "cpu", 1, "the CPU both ping-pong threads are pinned to")
 	flag.StringVar(&o.out, "o", "", "replace (or add) this program's section in this markdown `file`")
-	flag.Parse()
-	if flag.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "switchbench: unexpected arguments %q\n", flag.Args())
-		os.Exit(2)
-	}
-	o.argsString = benchmd.QuoteArgs(os.Args[1:])
-	if err := run(o); err != nil {
-		fmt.Fprintln(os.Stderr, "switchbench:", err)
-		os.Exit(1)
-	}
+	benchmd.Main("switchbench", func(args string) error {
+		o.argsString = args
+		return run(o)
+	})
 }
 
 // child is the ping-pong process: it says "ready", waits for "N CPU" on
@@ -165,9 +157,9 @@ func run(o options) (retErr error) {
 	if o.cpu < 0 || !allowed.IsSet(o.cpu) {
 		return fmt.Errorf("-cpu %d: no such CPU available (this process may use %d CPUs)", o.cpu, allowed.Count())
 	}
-	lock, err := net.Listen("unix", lockName)
+	lock, err := benchmd.Lock("switch")
 	if err != nil {
-		return fmt.Errorf("another switchbench runs on this host (the abstract socket %s is taken): %w", lockName, err)
+		return err
 	}
 	defer lock.Close()
 	if left := accountingPrograms(); len(left) > 0 {
@@ -191,25 +183,13 @@ func run(o options) (retErr error) {
 		return fmt.Errorf("cleanup: %w", err)
 	}
 	section := report(o, load, res)
-	fmt.Print(section)
-	if o.out != "" {
-		if err := benchmd.WriteSection(o.out, markStart, markEnd, section); err != nil {
-			return err
-		}
-		fmt.Fprintf(os.Stderr, "switchbench: wrote %s\n", o.out)
-	}
-	return nil
+	return benchmd.Output(o.out, markStart, markEnd, section, logf)
 }
 
 func (b *bench) setup() error {
 	var err error
-	if b.tree, err = cgroups.Open(cgroupRoot); err != nil {
+	if b.tree, err = benchmd.OpenCgroupRoot(cgroupRoot, logf); err != nil {
 		return err
-	}
-	if n, err := b.tree.Cleanup(); err != nil {
-		return fmt.Errorf("clean cgroup root %s: %w", cgroupRoot, err)
-	} else if n > 0 {
-		fmt.Fprintf(os.Stderr, "switchbench: removed %d cgroups an earlier run left under %s\n", n, cgroupRoot)
 	}
 	root, err := cgroups.Load(cgroupRoot)
 	if err != nil {
@@ -245,12 +225,9 @@ func (b *bench) close() error {
 	if b.scope != nil {
 		errs = append(errs, b.scope.Remove())
 	}
-	if _, err := b.tree.Cleanup(); err != nil {
-		errs = append(errs, fmt.Errorf("cgroup cleanup: %w", err))
-	}
-	errs = append(errs, b.tree.Close())
+	errs = append(errs, benchmd.RemoveCgroupRoot(b.tree))
 	b.tree, b.scope = nil, nil
-	if left := cgroupsLeft(); len(left) > 0 {
+	if left, _ := benchmd.CgroupsLeft(cgroupMark); len(left) > 0 {
 		errs = append(errs, fmt.Errorf("cgroups left behind: %s", strings.Join(left, " ")))
 	}
 	return errors.Join(errs...)
@@ -281,7 +258,7 @@ func (b *bench) measure(ctx context.Context) (map[string][]sample, error) {
 				res[v] = append(res[v], s)
 			}
 		}
-		fmt.Fprintf(os.Stderr, "switchbench: %d/%d rounds (%d warm-up)\n", i+1, total, b.o.warmup)
+		logf("%d/%d rounds (%d warm-up)", i+1, total, b.o.warmup)
 	}
 	return res, nil
 }
@@ -406,26 +383,6 @@ func accountingPrograms() []string {
 	}
 }
 
-// cgroupsLeft lists the cgroup directories named after the benchmark, down
-// to three levels below /sys/fs/cgroup.
-func cgroupsLeft() []string {
-	var left []string
-	base := "/sys/fs/cgroup"
-	_ = filepath.WalkDir(base, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || !d.IsDir() {
-			return nil
-		}
-		if strings.Contains(d.Name(), cgroupMark) {
-			left = append(left, p)
-		}
-		if rel, _ := filepath.Rel(base, p); rel != "." && strings.Count(rel, "/") >= 2 {
-			return fs.SkipDir
-		}
-		return nil
-	})
-	return left
-}
-
 // summary is the median, minimum and maximum of a series.
 type summary struct{ median, min, max float64 }
 
@@ -474,7 +431,7 @@ func report(o options, load string, res map[string][]sample) string {
 	p("(off), with scoped's accounting programs attached but the scope untracked (attached), and with\n")
 	p("the scope tracked (tracked), interleaved round-robin in one run.\n\n")
 	p("- %s\n", benchmd.Command(baseCommand, o.argsString))
-	p("- Date: %s\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+	p("- Date: %s\n", benchmd.Date())
 	p("- %s; %s\n", benchmd.Machine(), runtime.Version())
 	p("- Load average (1, 5, 15 min) at the start: %s\n", load)
 	p("- %d measured rounds of each variant after %d discarded warm-up; %d round trips (%d switches) per run, on CPU %d\n\n",

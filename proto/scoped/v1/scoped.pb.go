@@ -707,7 +707,10 @@ type Figures struct {
 	Cold     bool                 `protobuf:"varint,4,opt,name=cold,proto3" json:"cold,omitempty"`
 	Duration *durationpb.Duration `protobuf:"bytes,5,opt,name=duration,proto3" json:"duration,omitempty"`
 	// Time spent waiting for a worker (start included).
-	Queued        *durationpb.Duration `protobuf:"bytes,6,opt,name=queued,proto3" json:"queued,omitempty"`
+	Queued *durationpb.Duration `protobuf:"bytes,6,opt,name=queued,proto3" json:"queued,omitempty"`
+	// Where a cold invocation's start went, as the daemon measured it; unset
+	// when the invocation was warm.
+	ColdStart     *ColdStart `protobuf:"bytes,7,opt,name=cold_start,json=coldStart,proto3" json:"cold_start,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -784,6 +787,93 @@ func (x *Figures) GetQueued() *durationpb.Duration {
 	return nil
 }
 
+func (x *Figures) GetColdStart() *ColdStart {
+	if x != nil {
+		return x.ColdStart
+	}
+	return nil
+}
+
+// The phases of a cold start, one after the other from the daemon's receipt
+// of the invocation to a worker ready for it. The rest of the invocation
+// (the call to the worker, its reply, the gRPC transit both ways) is the
+// caller's total less these.
+type ColdStart struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Validation, admission, the scope (its cgroup nodes, when new) up to the
+	// worker's start.
+	Scope *durationpb.Duration `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	// The worker's network: the scope's egress namespace when its tier has
+	// one (0 in network mode none).
+	Network *durationpb.Duration `protobuf:"bytes,2,opt,name=network,proto3" json:"network,omitempty"`
+	// The worker's cgroup, root file system and libcontainer create and run:
+	// up to the sandboxed process running.
+	Sandbox *durationpb.Duration `protobuf:"bytes,3,opt,name=sandbox,proto3" json:"sandbox,omitempty"`
+	// The worker's start up to its go-plugin handshake, and the gRPC
+	// connection to it.
+	Handshake     *durationpb.Duration `protobuf:"bytes,4,opt,name=handshake,proto3" json:"handshake,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ColdStart) Reset() {
+	*x = ColdStart{}
+	mi := &file_scoped_v1_scoped_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ColdStart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ColdStart) ProtoMessage() {}
+
+func (x *ColdStart) ProtoReflect() protoreflect.Message {
+	mi := &file_scoped_v1_scoped_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ColdStart.ProtoReflect.Descriptor instead.
+func (*ColdStart) Descriptor() ([]byte, []int) {
+	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ColdStart) GetScope() *durationpb.Duration {
+	if x != nil {
+		return x.Scope
+	}
+	return nil
+}
+
+func (x *ColdStart) GetNetwork() *durationpb.Duration {
+	if x != nil {
+		return x.Network
+	}
+	return nil
+}
+
+func (x *ColdStart) GetSandbox() *durationpb.Duration {
+	if x != nil {
+		return x.Sandbox
+	}
+	return nil
+}
+
+func (x *ColdStart) GetHandshake() *durationpb.Duration {
+	if x != nil {
+		return x.Handshake
+	}
+	return nil
+}
+
 type ListScopesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
@@ -793,7 +883,7 @@ type ListScopesRequest struct {
 
 func (x *ListScopesRequest) Reset() {
 	*x = ListScopesRequest{}
-	mi := &file_scoped_v1_scoped_proto_msgTypes[12]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -805,7 +895,7 @@ func (x *ListScopesRequest) String() string {
 func (*ListScopesRequest) ProtoMessage() {}
 
 func (x *ListScopesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_scoped_v1_scoped_proto_msgTypes[12]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -818,7 +908,7 @@ func (x *ListScopesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListScopesRequest.ProtoReflect.Descriptor instead.
 func (*ListScopesRequest) Descriptor() ([]byte, []int) {
-	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{12}
+	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListScopesRequest) GetTenant() string {
@@ -837,7 +927,7 @@ type ListScopesResponse struct {
 
 func (x *ListScopesResponse) Reset() {
 	*x = ListScopesResponse{}
-	mi := &file_scoped_v1_scoped_proto_msgTypes[13]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -849,7 +939,7 @@ func (x *ListScopesResponse) String() string {
 func (*ListScopesResponse) ProtoMessage() {}
 
 func (x *ListScopesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_scoped_v1_scoped_proto_msgTypes[13]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -862,7 +952,7 @@ func (x *ListScopesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListScopesResponse.ProtoReflect.Descriptor instead.
 func (*ListScopesResponse) Descriptor() ([]byte, []int) {
-	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{13}
+	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListScopesResponse) GetScopes() []*Scope {
@@ -881,7 +971,7 @@ type InspectScopeRequest struct {
 
 func (x *InspectScopeRequest) Reset() {
 	*x = InspectScopeRequest{}
-	mi := &file_scoped_v1_scoped_proto_msgTypes[14]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -893,7 +983,7 @@ func (x *InspectScopeRequest) String() string {
 func (*InspectScopeRequest) ProtoMessage() {}
 
 func (x *InspectScopeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_scoped_v1_scoped_proto_msgTypes[14]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -906,7 +996,7 @@ func (x *InspectScopeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InspectScopeRequest.ProtoReflect.Descriptor instead.
 func (*InspectScopeRequest) Descriptor() ([]byte, []int) {
-	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{14}
+	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *InspectScopeRequest) GetScope() string {
@@ -944,7 +1034,7 @@ type Scope struct {
 
 func (x *Scope) Reset() {
 	*x = Scope{}
-	mi := &file_scoped_v1_scoped_proto_msgTypes[15]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -956,7 +1046,7 @@ func (x *Scope) String() string {
 func (*Scope) ProtoMessage() {}
 
 func (x *Scope) ProtoReflect() protoreflect.Message {
-	mi := &file_scoped_v1_scoped_proto_msgTypes[15]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -969,7 +1059,7 @@ func (x *Scope) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Scope.ProtoReflect.Descriptor instead.
 func (*Scope) Descriptor() ([]byte, []int) {
-	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{15}
+	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Scope) GetKey() string {
@@ -1097,7 +1187,7 @@ type Usage struct {
 
 func (x *Usage) Reset() {
 	*x = Usage{}
-	mi := &file_scoped_v1_scoped_proto_msgTypes[16]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1109,7 +1199,7 @@ func (x *Usage) String() string {
 func (*Usage) ProtoMessage() {}
 
 func (x *Usage) ProtoReflect() protoreflect.Message {
-	mi := &file_scoped_v1_scoped_proto_msgTypes[16]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1122,7 +1212,7 @@ func (x *Usage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Usage.ProtoReflect.Descriptor instead.
 func (*Usage) Descriptor() ([]byte, []int) {
-	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{16}
+	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Usage) GetSource() string {
@@ -1225,7 +1315,7 @@ type Worker struct {
 
 func (x *Worker) Reset() {
 	*x = Worker{}
-	mi := &file_scoped_v1_scoped_proto_msgTypes[17]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1237,7 +1327,7 @@ func (x *Worker) String() string {
 func (*Worker) ProtoMessage() {}
 
 func (x *Worker) ProtoReflect() protoreflect.Message {
-	mi := &file_scoped_v1_scoped_proto_msgTypes[17]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1250,7 +1340,7 @@ func (x *Worker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Worker.ProtoReflect.Descriptor instead.
 func (*Worker) Descriptor() ([]byte, []int) {
-	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{17}
+	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Worker) GetId() string {
@@ -1323,7 +1413,7 @@ type CgroupStats struct {
 
 func (x *CgroupStats) Reset() {
 	*x = CgroupStats{}
-	mi := &file_scoped_v1_scoped_proto_msgTypes[18]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1335,7 +1425,7 @@ func (x *CgroupStats) String() string {
 func (*CgroupStats) ProtoMessage() {}
 
 func (x *CgroupStats) ProtoReflect() protoreflect.Message {
-	mi := &file_scoped_v1_scoped_proto_msgTypes[18]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1348,7 +1438,7 @@ func (x *CgroupStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CgroupStats.ProtoReflect.Descriptor instead.
 func (*CgroupStats) Descriptor() ([]byte, []int) {
-	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{18}
+	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CgroupStats) GetCpuUsage() *durationpb.Duration {
@@ -1405,7 +1495,7 @@ type Limits struct {
 
 func (x *Limits) Reset() {
 	*x = Limits{}
-	mi := &file_scoped_v1_scoped_proto_msgTypes[19]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1417,7 +1507,7 @@ func (x *Limits) String() string {
 func (*Limits) ProtoMessage() {}
 
 func (x *Limits) ProtoReflect() protoreflect.Message {
-	mi := &file_scoped_v1_scoped_proto_msgTypes[19]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1430,7 +1520,7 @@ func (x *Limits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Limits.ProtoReflect.Descriptor instead.
 func (*Limits) Descriptor() ([]byte, []int) {
-	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{19}
+	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Limits) GetCpuWeight() uint64 {
@@ -1477,7 +1567,7 @@ type LogsRequest struct {
 
 func (x *LogsRequest) Reset() {
 	*x = LogsRequest{}
-	mi := &file_scoped_v1_scoped_proto_msgTypes[20]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1489,7 +1579,7 @@ func (x *LogsRequest) String() string {
 func (*LogsRequest) ProtoMessage() {}
 
 func (x *LogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_scoped_v1_scoped_proto_msgTypes[20]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1502,7 +1592,7 @@ func (x *LogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogsRequest.ProtoReflect.Descriptor instead.
 func (*LogsRequest) Descriptor() ([]byte, []int) {
-	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{20}
+	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *LogsRequest) GetTenant() string {
@@ -1556,7 +1646,7 @@ type LogEntry struct {
 
 func (x *LogEntry) Reset() {
 	*x = LogEntry{}
-	mi := &file_scoped_v1_scoped_proto_msgTypes[21]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1568,7 +1658,7 @@ func (x *LogEntry) String() string {
 func (*LogEntry) ProtoMessage() {}
 
 func (x *LogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_scoped_v1_scoped_proto_msgTypes[21]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1581,7 +1671,7 @@ func (x *LogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogEntry.ProtoReflect.Descriptor instead.
 func (*LogEntry) Descriptor() ([]byte, []int) {
-	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{21}
+	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *LogEntry) GetTime() *timestamppb.Timestamp {
@@ -1648,7 +1738,7 @@ type SetTenantRequest struct {
 
 func (x *SetTenantRequest) Reset() {
 	*x = SetTenantRequest{}
-	mi := &file_scoped_v1_scoped_proto_msgTypes[22]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1660,7 +1750,7 @@ func (x *SetTenantRequest) String() string {
 func (*SetTenantRequest) ProtoMessage() {}
 
 func (x *SetTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_scoped_v1_scoped_proto_msgTypes[22]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1673,7 +1763,7 @@ func (x *SetTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTenantRequest.ProtoReflect.Descriptor instead.
 func (*SetTenantRequest) Descriptor() ([]byte, []int) {
-	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{22}
+	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SetTenantRequest) GetTenant() string {
@@ -1714,7 +1804,7 @@ type ListTenantsRequest struct {
 
 func (x *ListTenantsRequest) Reset() {
 	*x = ListTenantsRequest{}
-	mi := &file_scoped_v1_scoped_proto_msgTypes[23]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1726,7 +1816,7 @@ func (x *ListTenantsRequest) String() string {
 func (*ListTenantsRequest) ProtoMessage() {}
 
 func (x *ListTenantsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_scoped_v1_scoped_proto_msgTypes[23]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1739,7 +1829,7 @@ func (x *ListTenantsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTenantsRequest.ProtoReflect.Descriptor instead.
 func (*ListTenantsRequest) Descriptor() ([]byte, []int) {
-	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{23}
+	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListTenantsRequest) GetTenant() string {
@@ -1758,7 +1848,7 @@ type ListTenantsResponse struct {
 
 func (x *ListTenantsResponse) Reset() {
 	*x = ListTenantsResponse{}
-	mi := &file_scoped_v1_scoped_proto_msgTypes[24]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1770,7 +1860,7 @@ func (x *ListTenantsResponse) String() string {
 func (*ListTenantsResponse) ProtoMessage() {}
 
 func (x *ListTenantsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_scoped_v1_scoped_proto_msgTypes[24]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1783,7 +1873,7 @@ func (x *ListTenantsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTenantsResponse.ProtoReflect.Descriptor instead.
 func (*ListTenantsResponse) Descriptor() ([]byte, []int) {
-	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{24}
+	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListTenantsResponse) GetTenants() []*Tenant {
@@ -1812,7 +1902,7 @@ type Tenant struct {
 
 func (x *Tenant) Reset() {
 	*x = Tenant{}
-	mi := &file_scoped_v1_scoped_proto_msgTypes[25]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1824,7 +1914,7 @@ func (x *Tenant) String() string {
 func (*Tenant) ProtoMessage() {}
 
 func (x *Tenant) ProtoReflect() protoreflect.Message {
-	mi := &file_scoped_v1_scoped_proto_msgTypes[25]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1837,7 +1927,7 @@ func (x *Tenant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tenant.ProtoReflect.Descriptor instead.
 func (*Tenant) Descriptor() ([]byte, []int) {
-	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{25}
+	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Tenant) GetTenant() string {
@@ -1922,7 +2012,7 @@ type Tier struct {
 
 func (x *Tier) Reset() {
 	*x = Tier{}
-	mi := &file_scoped_v1_scoped_proto_msgTypes[26]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1934,7 +2024,7 @@ func (x *Tier) String() string {
 func (*Tier) ProtoMessage() {}
 
 func (x *Tier) ProtoReflect() protoreflect.Message {
-	mi := &file_scoped_v1_scoped_proto_msgTypes[26]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1947,7 +2037,7 @@ func (x *Tier) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tier.ProtoReflect.Descriptor instead.
 func (*Tier) Descriptor() ([]byte, []int) {
-	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{26}
+	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Tier) GetCpuWeight() uint64 {
@@ -2073,7 +2163,7 @@ type ListEventsRequest struct {
 
 func (x *ListEventsRequest) Reset() {
 	*x = ListEventsRequest{}
-	mi := &file_scoped_v1_scoped_proto_msgTypes[27]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2085,7 +2175,7 @@ func (x *ListEventsRequest) String() string {
 func (*ListEventsRequest) ProtoMessage() {}
 
 func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_scoped_v1_scoped_proto_msgTypes[27]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2098,7 +2188,7 @@ func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListEventsRequest) Descriptor() ([]byte, []int) {
-	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{27}
+	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListEventsRequest) GetTenant() string {
@@ -2126,7 +2216,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_scoped_v1_scoped_proto_msgTypes[28]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2138,7 +2228,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_scoped_v1_scoped_proto_msgTypes[28]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2151,7 +2241,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{28}
+	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListEventsResponse) GetEvents() []*Event {
@@ -2185,7 +2275,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_scoped_v1_scoped_proto_msgTypes[29]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2197,7 +2287,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_scoped_v1_scoped_proto_msgTypes[29]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2210,7 +2300,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{29}
+	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Event) GetTime() *timestamppb.Timestamp {
@@ -2280,7 +2370,7 @@ type GetUsageRequest struct {
 
 func (x *GetUsageRequest) Reset() {
 	*x = GetUsageRequest{}
-	mi := &file_scoped_v1_scoped_proto_msgTypes[30]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2292,7 +2382,7 @@ func (x *GetUsageRequest) String() string {
 func (*GetUsageRequest) ProtoMessage() {}
 
 func (x *GetUsageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_scoped_v1_scoped_proto_msgTypes[30]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2305,7 +2395,7 @@ func (x *GetUsageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUsageRequest.ProtoReflect.Descriptor instead.
 func (*GetUsageRequest) Descriptor() ([]byte, []int) {
-	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{30}
+	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetUsageRequest) GetTenant() string {
@@ -2359,7 +2449,7 @@ type GetUsageResponse struct {
 
 func (x *GetUsageResponse) Reset() {
 	*x = GetUsageResponse{}
-	mi := &file_scoped_v1_scoped_proto_msgTypes[31]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2371,7 +2461,7 @@ func (x *GetUsageResponse) String() string {
 func (*GetUsageResponse) ProtoMessage() {}
 
 func (x *GetUsageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_scoped_v1_scoped_proto_msgTypes[31]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2384,7 +2474,7 @@ func (x *GetUsageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUsageResponse.ProtoReflect.Descriptor instead.
 func (*GetUsageResponse) Descriptor() ([]byte, []int) {
-	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{31}
+	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetUsageResponse) GetRows() []*UsageRow {
@@ -2410,7 +2500,7 @@ type UsageRow struct {
 
 func (x *UsageRow) Reset() {
 	*x = UsageRow{}
-	mi := &file_scoped_v1_scoped_proto_msgTypes[32]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2422,7 +2512,7 @@ func (x *UsageRow) String() string {
 func (*UsageRow) ProtoMessage() {}
 
 func (x *UsageRow) ProtoReflect() protoreflect.Message {
-	mi := &file_scoped_v1_scoped_proto_msgTypes[32]
+	mi := &file_scoped_v1_scoped_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2435,7 +2525,7 @@ func (x *UsageRow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageRow.ProtoReflect.Descriptor instead.
 func (*UsageRow) Descriptor() ([]byte, []int) {
-	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{32}
+	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *UsageRow) GetTenant() string {
@@ -2533,14 +2623,21 @@ const file_scoped_v1_scoped_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"V\n" +
 	"\x0eInvokeResponse\x12\x16\n" +
 	"\x06result\x18\x01 \x01(\fR\x06result\x12,\n" +
-	"\afigures\x18\x02 \x01(\v2\x12.scoped.v1.FiguresR\afigures\"\xda\x01\n" +
+	"\afigures\x18\x02 \x01(\v2\x12.scoped.v1.FiguresR\afigures\"\x8f\x02\n" +
 	"\aFigures\x12#\n" +
 	"\rinvocation_id\x18\x01 \x01(\tR\finvocationId\x12\x14\n" +
 	"\x05scope\x18\x02 \x01(\tR\x05scope\x12\x16\n" +
 	"\x06worker\x18\x03 \x01(\tR\x06worker\x12\x12\n" +
 	"\x04cold\x18\x04 \x01(\bR\x04cold\x125\n" +
 	"\bduration\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\bduration\x121\n" +
-	"\x06queued\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x06queued\"+\n" +
+	"\x06queued\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x06queued\x123\n" +
+	"\n" +
+	"cold_start\x18\a \x01(\v2\x14.scoped.v1.ColdStartR\tcoldStart\"\xdf\x01\n" +
+	"\tColdStart\x12/\n" +
+	"\x05scope\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x05scope\x123\n" +
+	"\anetwork\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\anetwork\x123\n" +
+	"\asandbox\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\asandbox\x127\n" +
+	"\thandshake\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\thandshake\"+\n" +
 	"\x11ListScopesRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\">\n" +
 	"\x12ListScopesResponse\x12(\n" +
@@ -2716,7 +2813,7 @@ func file_scoped_v1_scoped_proto_rawDescGZIP() []byte {
 	return file_scoped_v1_scoped_proto_rawDescData
 }
 
-var file_scoped_v1_scoped_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_scoped_v1_scoped_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_scoped_v1_scoped_proto_goTypes = []any{
 	(*File)(nil),                    // 0: scoped.v1.File
 	(*Bundle)(nil),                  // 1: scoped.v1.Bundle
@@ -2730,94 +2827,100 @@ var file_scoped_v1_scoped_proto_goTypes = []any{
 	(*InvokeRequest)(nil),           // 9: scoped.v1.InvokeRequest
 	(*InvokeResponse)(nil),          // 10: scoped.v1.InvokeResponse
 	(*Figures)(nil),                 // 11: scoped.v1.Figures
-	(*ListScopesRequest)(nil),       // 12: scoped.v1.ListScopesRequest
-	(*ListScopesResponse)(nil),      // 13: scoped.v1.ListScopesResponse
-	(*InspectScopeRequest)(nil),     // 14: scoped.v1.InspectScopeRequest
-	(*Scope)(nil),                   // 15: scoped.v1.Scope
-	(*Usage)(nil),                   // 16: scoped.v1.Usage
-	(*Worker)(nil),                  // 17: scoped.v1.Worker
-	(*CgroupStats)(nil),             // 18: scoped.v1.CgroupStats
-	(*Limits)(nil),                  // 19: scoped.v1.Limits
-	(*LogsRequest)(nil),             // 20: scoped.v1.LogsRequest
-	(*LogEntry)(nil),                // 21: scoped.v1.LogEntry
-	(*SetTenantRequest)(nil),        // 22: scoped.v1.SetTenantRequest
-	(*ListTenantsRequest)(nil),      // 23: scoped.v1.ListTenantsRequest
-	(*ListTenantsResponse)(nil),     // 24: scoped.v1.ListTenantsResponse
-	(*Tenant)(nil),                  // 25: scoped.v1.Tenant
-	(*Tier)(nil),                    // 26: scoped.v1.Tier
-	(*ListEventsRequest)(nil),       // 27: scoped.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),      // 28: scoped.v1.ListEventsResponse
-	(*Event)(nil),                   // 29: scoped.v1.Event
-	(*GetUsageRequest)(nil),         // 30: scoped.v1.GetUsageRequest
-	(*GetUsageResponse)(nil),        // 31: scoped.v1.GetUsageResponse
-	(*UsageRow)(nil),                // 32: scoped.v1.UsageRow
-	nil,                             // 33: scoped.v1.InvokeRequest.MetadataEntry
-	(*timestamppb.Timestamp)(nil),   // 34: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 35: google.protobuf.Duration
+	(*ColdStart)(nil),               // 12: scoped.v1.ColdStart
+	(*ListScopesRequest)(nil),       // 13: scoped.v1.ListScopesRequest
+	(*ListScopesResponse)(nil),      // 14: scoped.v1.ListScopesResponse
+	(*InspectScopeRequest)(nil),     // 15: scoped.v1.InspectScopeRequest
+	(*Scope)(nil),                   // 16: scoped.v1.Scope
+	(*Usage)(nil),                   // 17: scoped.v1.Usage
+	(*Worker)(nil),                  // 18: scoped.v1.Worker
+	(*CgroupStats)(nil),             // 19: scoped.v1.CgroupStats
+	(*Limits)(nil),                  // 20: scoped.v1.Limits
+	(*LogsRequest)(nil),             // 21: scoped.v1.LogsRequest
+	(*LogEntry)(nil),                // 22: scoped.v1.LogEntry
+	(*SetTenantRequest)(nil),        // 23: scoped.v1.SetTenantRequest
+	(*ListTenantsRequest)(nil),      // 24: scoped.v1.ListTenantsRequest
+	(*ListTenantsResponse)(nil),     // 25: scoped.v1.ListTenantsResponse
+	(*Tenant)(nil),                  // 26: scoped.v1.Tenant
+	(*Tier)(nil),                    // 27: scoped.v1.Tier
+	(*ListEventsRequest)(nil),       // 28: scoped.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),      // 29: scoped.v1.ListEventsResponse
+	(*Event)(nil),                   // 30: scoped.v1.Event
+	(*GetUsageRequest)(nil),         // 31: scoped.v1.GetUsageRequest
+	(*GetUsageResponse)(nil),        // 32: scoped.v1.GetUsageResponse
+	(*UsageRow)(nil),                // 33: scoped.v1.UsageRow
+	nil,                             // 34: scoped.v1.InvokeRequest.MetadataEntry
+	(*timestamppb.Timestamp)(nil),   // 35: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),     // 36: google.protobuf.Duration
 }
 var file_scoped_v1_scoped_proto_depIdxs = []int32{
 	0,  // 0: scoped.v1.Bundle.files:type_name -> scoped.v1.File
-	34, // 1: scoped.v1.Extension.created:type_name -> google.protobuf.Timestamp
+	35, // 1: scoped.v1.Extension.created:type_name -> google.protobuf.Timestamp
 	1,  // 2: scoped.v1.DeployRequest.bundle:type_name -> scoped.v1.Bundle
 	2,  // 3: scoped.v1.DeployResponse.extension:type_name -> scoped.v1.Extension
 	2,  // 4: scoped.v1.ListExtensionsResponse.extensions:type_name -> scoped.v1.Extension
-	33, // 5: scoped.v1.InvokeRequest.metadata:type_name -> scoped.v1.InvokeRequest.MetadataEntry
-	35, // 6: scoped.v1.InvokeRequest.timeout:type_name -> google.protobuf.Duration
+	34, // 5: scoped.v1.InvokeRequest.metadata:type_name -> scoped.v1.InvokeRequest.MetadataEntry
+	36, // 6: scoped.v1.InvokeRequest.timeout:type_name -> google.protobuf.Duration
 	11, // 7: scoped.v1.InvokeResponse.figures:type_name -> scoped.v1.Figures
-	35, // 8: scoped.v1.Figures.duration:type_name -> google.protobuf.Duration
-	35, // 9: scoped.v1.Figures.queued:type_name -> google.protobuf.Duration
-	15, // 10: scoped.v1.ListScopesResponse.scopes:type_name -> scoped.v1.Scope
-	17, // 11: scoped.v1.Scope.workers:type_name -> scoped.v1.Worker
-	18, // 12: scoped.v1.Scope.stats:type_name -> scoped.v1.CgroupStats
-	19, // 13: scoped.v1.Scope.limits:type_name -> scoped.v1.Limits
-	16, // 14: scoped.v1.Scope.usage:type_name -> scoped.v1.Usage
-	35, // 15: scoped.v1.Usage.cpu:type_name -> google.protobuf.Duration
-	35, // 16: scoped.v1.Usage.runq_sum:type_name -> google.protobuf.Duration
-	34, // 17: scoped.v1.Usage.time:type_name -> google.protobuf.Timestamp
-	34, // 18: scoped.v1.Worker.started:type_name -> google.protobuf.Timestamp
-	35, // 19: scoped.v1.CgroupStats.cpu_usage:type_name -> google.protobuf.Duration
-	35, // 20: scoped.v1.CgroupStats.cpu_throttled:type_name -> google.protobuf.Duration
-	34, // 21: scoped.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
-	25, // 22: scoped.v1.ListTenantsResponse.tenants:type_name -> scoped.v1.Tenant
-	34, // 23: scoped.v1.Tenant.updated:type_name -> google.protobuf.Timestamp
-	26, // 24: scoped.v1.Tenant.settings:type_name -> scoped.v1.Tier
-	35, // 25: scoped.v1.Tier.timeout:type_name -> google.protobuf.Duration
-	35, // 26: scoped.v1.Tier.cpu_time:type_name -> google.protobuf.Duration
-	34, // 27: scoped.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
-	29, // 28: scoped.v1.ListEventsResponse.events:type_name -> scoped.v1.Event
-	34, // 29: scoped.v1.Event.time:type_name -> google.protobuf.Timestamp
-	34, // 30: scoped.v1.GetUsageRequest.from:type_name -> google.protobuf.Timestamp
-	34, // 31: scoped.v1.GetUsageRequest.to:type_name -> google.protobuf.Timestamp
-	32, // 32: scoped.v1.GetUsageResponse.rows:type_name -> scoped.v1.UsageRow
-	34, // 33: scoped.v1.UsageRow.window_start:type_name -> google.protobuf.Timestamp
-	35, // 34: scoped.v1.UsageRow.window:type_name -> google.protobuf.Duration
-	3,  // 35: scoped.v1.Scoped.Deploy:input_type -> scoped.v1.DeployRequest
-	5,  // 36: scoped.v1.Scoped.RemoveExtension:input_type -> scoped.v1.RemoveExtensionRequest
-	7,  // 37: scoped.v1.Scoped.ListExtensions:input_type -> scoped.v1.ListExtensionsRequest
-	9,  // 38: scoped.v1.Scoped.Invoke:input_type -> scoped.v1.InvokeRequest
-	12, // 39: scoped.v1.Scoped.ListScopes:input_type -> scoped.v1.ListScopesRequest
-	14, // 40: scoped.v1.Scoped.InspectScope:input_type -> scoped.v1.InspectScopeRequest
-	20, // 41: scoped.v1.Scoped.Logs:input_type -> scoped.v1.LogsRequest
-	22, // 42: scoped.v1.Scoped.SetTenant:input_type -> scoped.v1.SetTenantRequest
-	23, // 43: scoped.v1.Scoped.ListTenants:input_type -> scoped.v1.ListTenantsRequest
-	27, // 44: scoped.v1.Scoped.ListEvents:input_type -> scoped.v1.ListEventsRequest
-	30, // 45: scoped.v1.Scoped.GetUsage:input_type -> scoped.v1.GetUsageRequest
-	4,  // 46: scoped.v1.Scoped.Deploy:output_type -> scoped.v1.DeployResponse
-	6,  // 47: scoped.v1.Scoped.RemoveExtension:output_type -> scoped.v1.RemoveExtensionResponse
-	8,  // 48: scoped.v1.Scoped.ListExtensions:output_type -> scoped.v1.ListExtensionsResponse
-	10, // 49: scoped.v1.Scoped.Invoke:output_type -> scoped.v1.InvokeResponse
-	13, // 50: scoped.v1.Scoped.ListScopes:output_type -> scoped.v1.ListScopesResponse
-	15, // 51: scoped.v1.Scoped.InspectScope:output_type -> scoped.v1.Scope
-	21, // 52: scoped.v1.Scoped.Logs:output_type -> scoped.v1.LogEntry
-	25, // 53: scoped.v1.Scoped.SetTenant:output_type -> scoped.v1.Tenant
-	24, // 54: scoped.v1.Scoped.ListTenants:output_type -> scoped.v1.ListTenantsResponse
-	28, // 55: scoped.v1.Scoped.ListEvents:output_type -> scoped.v1.ListEventsResponse
-	31, // 56: scoped.v1.Scoped.GetUsage:output_type -> scoped.v1.GetUsageResponse
-	46, // [46:57] is the sub-list for method output_type
-	35, // [35:46] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	36, // 8: scoped.v1.Figures.duration:type_name -> google.protobuf.Duration
+	36, // 9: scoped.v1.Figures.queued:type_name -> google.protobuf.Duration
+	12, // 10: scoped.v1.Figures.cold_start:type_name -> scoped.v1.ColdStart
+	36, // 11: scoped.v1.ColdStart.scope:type_name -> google.protobuf.Duration
+	36, // 12: scoped.v1.ColdStart.network:type_name -> google.protobuf.Duration
+	36, // 13: scoped.v1.ColdStart.sandbox:type_name -> google.protobuf.Duration
+	36, // 14: scoped.v1.ColdStart.handshake:type_name -> google.protobuf.Duration
+	16, // 15: scoped.v1.ListScopesResponse.scopes:type_name -> scoped.v1.Scope
+	18, // 16: scoped.v1.Scope.workers:type_name -> scoped.v1.Worker
+	19, // 17: scoped.v1.Scope.stats:type_name -> scoped.v1.CgroupStats
+	20, // 18: scoped.v1.Scope.limits:type_name -> scoped.v1.Limits
+	17, // 19: scoped.v1.Scope.usage:type_name -> scoped.v1.Usage
+	36, // 20: scoped.v1.Usage.cpu:type_name -> google.protobuf.Duration
+	36, // 21: scoped.v1.Usage.runq_sum:type_name -> google.protobuf.Duration
+	35, // 22: scoped.v1.Usage.time:type_name -> google.protobuf.Timestamp
+	35, // 23: scoped.v1.Worker.started:type_name -> google.protobuf.Timestamp
+	36, // 24: scoped.v1.CgroupStats.cpu_usage:type_name -> google.protobuf.Duration
+	36, // 25: scoped.v1.CgroupStats.cpu_throttled:type_name -> google.protobuf.Duration
+	35, // 26: scoped.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
+	26, // 27: scoped.v1.ListTenantsResponse.tenants:type_name -> scoped.v1.Tenant
+	35, // 28: scoped.v1.Tenant.updated:type_name -> google.protobuf.Timestamp
+	27, // 29: scoped.v1.Tenant.settings:type_name -> scoped.v1.Tier
+	36, // 30: scoped.v1.Tier.timeout:type_name -> google.protobuf.Duration
+	36, // 31: scoped.v1.Tier.cpu_time:type_name -> google.protobuf.Duration
+	35, // 32: scoped.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
+	30, // 33: scoped.v1.ListEventsResponse.events:type_name -> scoped.v1.Event
+	35, // 34: scoped.v1.Event.time:type_name -> google.protobuf.Timestamp
+	35, // 35: scoped.v1.GetUsageRequest.from:type_name -> google.protobuf.Timestamp
+	35, // 36: scoped.v1.GetUsageRequest.to:type_name -> google.protobuf.Timestamp
+	33, // 37: scoped.v1.GetUsageResponse.rows:type_name -> scoped.v1.UsageRow
+	35, // 38: scoped.v1.UsageRow.window_start:type_name -> google.protobuf.Timestamp
+	36, // 39: scoped.v1.UsageRow.window:type_name -> google.protobuf.Duration
+	3,  // 40: scoped.v1.Scoped.Deploy:input_type -> scoped.v1.DeployRequest
+	5,  // 41: scoped.v1.Scoped.RemoveExtension:input_type -> scoped.v1.RemoveExtensionRequest
+	7,  // 42: scoped.v1.Scoped.ListExtensions:input_type -> scoped.v1.ListExtensionsRequest
+	9,  // 43: scoped.v1.Scoped.Invoke:input_type -> scoped.v1.InvokeRequest
+	13, // 44: scoped.v1.Scoped.ListScopes:input_type -> scoped.v1.ListScopesRequest
+	15, // 45: scoped.v1.Scoped.InspectScope:input_type -> scoped.v1.InspectScopeRequest
+	21, // 46: scoped.v1.Scoped.Logs:input_type -> scoped.v1.LogsRequest
+	23, // 47: scoped.v1.Scoped.SetTenant:input_type -> scoped.v1.SetTenantRequest
+	24, // 48: scoped.v1.Scoped.ListTenants:input_type -> scoped.v1.ListTenantsRequest
+	28, // 49: scoped.v1.Scoped.ListEvents:input_type -> scoped.v1.ListEventsRequest
+	31, // 50: scoped.v1.Scoped.GetUsage:input_type -> scoped.v1.GetUsageRequest
+	4,  // 51: scoped.v1.Scoped.Deploy:output_type -> scoped.v1.DeployResponse
+	6,  // 52: scoped.v1.Scoped.RemoveExtension:output_type -> scoped.v1.RemoveExtensionResponse
+	8,  // 53: scoped.v1.Scoped.ListExtensions:output_type -> scoped.v1.ListExtensionsResponse
+	10, // 54: scoped.v1.Scoped.Invoke:output_type -> scoped.v1.InvokeResponse
+	14, // 55: scoped.v1.Scoped.ListScopes:output_type -> scoped.v1.ListScopesResponse
+	16, // 56: scoped.v1.Scoped.InspectScope:output_type -> scoped.v1.Scope
+	22, // 57: scoped.v1.Scoped.Logs:output_type -> scoped.v1.LogEntry
+	26, // 58: scoped.v1.Scoped.SetTenant:output_type -> scoped.v1.Tenant
+	25, // 59: scoped.v1.Scoped.ListTenants:output_type -> scoped.v1.ListTenantsResponse
+	29, // 60: scoped.v1.Scoped.ListEvents:output_type -> scoped.v1.ListEventsResponse
+	32, // 61: scoped.v1.Scoped.GetUsage:output_type -> scoped.v1.GetUsageResponse
+	51, // [51:62] is the sub-list for method output_type
+	40, // [40:51] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_scoped_v1_scoped_proto_init() }
@@ -2831,7 +2934,7 @@ func file_scoped_v1_scoped_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_scoped_v1_scoped_proto_rawDesc), len(file_scoped_v1_scoped_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   34,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
