@@ -72,6 +72,15 @@ func HelperEnv(name string) string {
 	return helperEnv + "=" + name
 }
 
+// HelperArgs are the command-line arguments (after the program's name) that
+// hand args to a helper, for starting the test binary some other way; the
+// environment names the helper (HelperEnv).
+func HelperArgs(args ...string) []string {
+	// -test.run matches nothing: a TestMain that forgot RunHelper runs no
+	// test rather than every test in the child.
+	return append([]string{"-test.run=^$", "--"}, args...)
+}
+
 // HelperCommand is the test binary re-run as the registered helper name
 // with args, in the test's environment; the caller sets its I/O, SysProcAttr
 // or environment before starting it.
@@ -88,9 +97,7 @@ func HelperCommandContext(ctx context.Context, t testing.TB, name string, args .
 	if err != nil {
 		t.Fatalf("helper %s: %v", name, err)
 	}
-	// -test.run matches nothing: a TestMain that forgot RunHelper runs no
-	// test rather than every test in the child.
-	cmd := exec.CommandContext(ctx, self, append([]string{"-test.run=^$", "--"}, args...)...)
+	cmd := exec.CommandContext(ctx, self, HelperArgs(args...)...)
 	cmd.Env = append(slices.DeleteFunc(os.Environ(), func(e string) bool {
 		return strings.HasPrefix(e, helperEnv+"=")
 	}), env)
