@@ -4,7 +4,7 @@ TAGS    := seccomp
 GOFLAGS_BUILD := -tags $(TAGS)
 BIN     := bin
 
-.PHONY: all build examples run test test-host test-v2 test-unit fuzz bench generate lint deps clean
+.PHONY: all build examples run test test-host test-v2 test-unit fuzz bench generate generate-check lint deps clean
 
 all: build
 
@@ -36,10 +36,11 @@ run: build examples
 # VM (see README).
 test: test-host test-v2
 
-# Every test on this host. Root tests (cgroups, sandboxes) skip with a reason
-# when not run as root; -p 1 keeps CPU-share checks from competing. Then
-# every fuzz target for FUZZTIME (see fuzz).
-test-host: deps
+# Every test on this host, after checking the generated code (see
+# generate-check). Root tests (cgroups, sandboxes) skip with a reason when
+# not run as root; -p 1 keeps CPU-share checks from competing. Then every
+# fuzz target for FUZZTIME (see fuzz).
+test-host: deps generate-check
 	CGO_ENABLED=1 $(GO) test $(GOFLAGS_BUILD) -p 1 -count=1 -timeout 15m ./...
 	@GO=$(GO) scripts/fuzz.sh
 
@@ -91,15 +92,22 @@ bench:
 	CGO_ENABLED=1 $(GO) run $(GOFLAGS_BUILD) ./bench/cmd/soakbench -o BENCHMARKS.md
 	CGO_ENABLED=1 $(GO) run $(GOFLAGS_BUILD) ./bench/cmd/churnbench -o BENCHMARKS.md
 
-# Rebuilds generated code from source with the pinned Go tools: protobuf, and
-# the eBPF objects of accounting/ (bpf2go, with Debian's clang and libbpf-dev).
+# Rebuilds generated code from source with the pinned Go tools (go.mod's
+# tool lines): protobuf, and the eBPF objects of accounting/ and netns/
+# (bpf2go, with Debian's clang-14 and libbpf-dev; see scripts/gencheck.sh).
+BPF_CC ?= clang-14
 generate:
 	@scripts/deps.sh generate
 	$(GO) build -o $(BIN)/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
 	$(GO) build -o $(BIN)/protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc
-	$(GO) generate ./...
+	BPF2GO_CC=$(BPF_CC) $(GO) generate ./...
 
-lint: deps
+# Fails unless the committed generated code is exactly what generate makes
+# from the sources (the tree is left as it was). Part of lint and test-host.
+generate-check:
+	@GO=$(GO) MAKE=$(MAKE) BPF_CC=$(BPF_CC) scripts/gencheck.sh
+
+lint: deps generate-check
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(GOFLAGS_BUILD) ./...

@@ -16,9 +16,14 @@ import (
 	"time"
 )
 
-// RequiresRoot skips t unless the test runs as root.
+// RequiresRoot skips t unless the test runs as root, and under -short
+// (make test-unit) even as root: root tests change the host's cgroups,
+// mounts and namespaces.
 func RequiresRoot(t testing.TB) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("needs root: not run under -short")
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (run the tests with sudo make test)")
 	}
