@@ -76,9 +76,12 @@ test-v2: deps
 	SCOPED_VM_TESTFLAGS="-test.count=1 -test.timeout=10m -test.skip=TestNoisyNeighbourSteppedDown|TestTrackMany" \
 		scripts/vm-test.sh $(VM_DIR) $(foreach p,$(VM_PKGS),$(CURDIR)/$(VM_DIR)/bin/$(p).test@$(CURDIR)/$(p))
 
-# Tests that need neither root nor cgo set-up.
-test-unit:
-	$(GO) test -count=1 -short ./internal/...
+# The tests that need neither root nor a kernel feature, as any user: under
+# -short the root tests skip (testutil.RequiresRoot) and so do the long ones.
+# As another user than the module cache's owner, that cache must be
+# readable (GOMODCACHE) and GOCACHE writable.
+test-unit: deps
+	CGO_ENABLED=1 $(GO) test $(GOFLAGS_BUILD) -short -count=1 ./...
 
 bench:
 	@scripts/deps.sh bench

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -31,7 +32,8 @@ var bins struct {
 
 func TestMain(m *testing.M) {
 	code := func() int {
-		if os.Geteuid() == 0 {
+		flag.Parse()                               // for testing.Short
+		if os.Geteuid() == 0 && !testing.Short() { // -short: every test skips (testutil.RequiresRoot)
 			dir, err := os.MkdirTemp("", "scoped-e2e-bin-")
 			if err != nil {
 				fmt.Fprintln(os.Stderr, err)
