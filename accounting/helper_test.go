@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/scoped-io/scoped/cgroups"
+	"github.com/scoped-io/scoped/internal/mountinfo"
 	"github.com/scoped-io/scoped/internal/testutil"
 )
 
@@ -95,7 +96,7 @@ func holdStaticKeysOnTCG() (release func()) {
 		}
 		held = append(held, l)
 	}
-	root, err := testutil.UnifiedMount()
+	root, err := mountinfo.UnifiedMount()
 	if err != nil {
 		return fail("cgroup_skb hooks", err)
 	}

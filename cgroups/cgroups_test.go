@@ -22,6 +22,7 @@ import (
 	occ "github.com/opencontainers/cgroups"
 	"golang.org/x/sys/unix"
 
+	"github.com/scoped-io/scoped/internal/mountinfo"
 	"github.com/scoped-io/scoped/internal/testutil"
 )
 
@@ -243,7 +244,7 @@ func join(t *testing.T, n *Node, c *child) {
 // cgroupMounts lists the mount points of every cgroup hierarchy, v1 and v2.
 func cgroupMounts(t *testing.T) []string {
 	t.Helper()
-	out, err := testutil.CgroupMounts()
+	out, err := mountinfo.CgroupMounts()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,7 @@
 // reason where root or a kernel feature is missing, and checking that a test
 // left no cgroup, mount, process or file descriptor behind; re-running the
 // test binary as a helper process (Helper, HelperCommand); a SyncBuffer for
-// a child's output; and reading mountinfo (ParseMountinfo, UnifiedMount).
+// a child's output.
 package testutil
 
 import (
@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/scoped-io/scoped/internal/mountinfo"
 )
 
 // RequiresRoot skips t unless the test runs as root, and under -short
@@ -57,13 +59,13 @@ func Take(roots ...string) Snapshot {
 		}
 		s.FDs[e.Name()] = target
 	}
-	ms, _ := Mountinfo()
+	ms, _ := mountinfo.Self()
 	for _, m := range ms {
 		s.Mounts = append(s.Mounts, m.Point)
 	}
 	s.Children = children(os.Getpid())
 	for _, root := range roots {
-		mnts, _ := CgroupMounts()
+		mnts, _ := mountinfo.CgroupMounts()
 		for _, mnt := range mnts {
 			_ = filepath.WalkDir(filepath.Join(mnt, root), func(p string, d os.DirEntry, err error) error {
 				if err == nil && d.IsDir() {

@@ -1,4 +1,4 @@
-package testutil
+package mountinfo
 
 import (
 	"errors"
@@ -16,8 +16,8 @@ const sampleMountinfo = `22 1 0:21 / /sys rw,nosuid,nodev,noexec,relatime shared
 41 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw
 `
 
-func TestParseMountinfo(t *testing.T) {
-	ms, err := ParseMountinfo(strings.NewReader(sampleMountinfo))
+func TestParse(t *testing.T) {
+	ms, err := Parse(strings.NewReader(sampleMountinfo))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,12 +35,12 @@ func TestParseMountinfo(t *testing.T) {
 	if got := ms[4].String(); got != strings.Split(sampleMountinfo, "\n")[4] {
 		t.Errorf("String: %q", got)
 	}
-	if ms, err := ParseMountinfo(strings.NewReader("")); err != nil || len(ms) != 0 {
+	if ms, err := Parse(strings.NewReader("")); err != nil || len(ms) != 0 {
 		t.Errorf("empty: %v, %v", ms, err)
 	}
 }
 
-func TestParseMountinfoBad(t *testing.T) {
+func TestParseBad(t *testing.T) {
 	for _, in := range []string{
 		"\n",
 		"1 2 0:1 / / rw",
@@ -57,15 +57,15 @@ func TestParseMountinfoBad(t *testing.T) {
 		"1 2 0:1 / / rw -  src opts",
 		strings.Repeat("x", maxMountinfoLine+1),
 	} {
-		if ms, err := ParseMountinfo(strings.NewReader(in)); !errors.Is(err, ErrMountinfo) {
-			t.Errorf("%.60q: %v, %v; want ErrMountinfo", in, ms, err)
+		if ms, err := Parse(strings.NewReader(in)); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%.60q: %v, %v; want ErrMalformed", in, ms, err)
 		}
 	}
 }
 
 // TestMountinfoHere reads this process's mountinfo: the root is mounted.
-func TestMountinfoHere(t *testing.T) {
-	ms, err := Mountinfo()
+func TestSelf(t *testing.T) {
+	ms, err := Self()
 	if err != nil {
 		t.Skipf("no /proc/self/mountinfo: %v", err)
 	}
@@ -74,23 +74,23 @@ func TestMountinfoHere(t *testing.T) {
 	}
 }
 
-// FuzzParseMountinfo: any input parses or fails with ErrMountinfo, never
+// FuzzParse: any input parses or fails with ErrMalformed, never
 // panics, and each parsed mount, written back as a line, parses to itself.
-func FuzzParseMountinfo(f *testing.F) {
+func FuzzParse(f *testing.F) {
 	f.Add(sampleMountinfo)
 	f.Add("1 2 0:1 / / rw - ext4 src opts")
 	f.Add(`1 2 0:1 \134 /a\011b\012 rw shared:1 - - \040 -`)
 	f.Add("1 2 0:1 / /\r rw - x y z\r\n")
 	f.Fuzz(func(t *testing.T, in string) {
-		ms, err := ParseMountinfo(strings.NewReader(in))
+		ms, err := Parse(strings.NewReader(in))
 		if err != nil {
-			if !errors.Is(err, ErrMountinfo) {
-				t.Fatalf("error %v is not ErrMountinfo", err)
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error %v is not ErrMalformed", err)
 			}
 			return
 		}
 		for _, m := range ms {
-			again, err := ParseMountinfo(strings.NewReader(m.String()))
+			again, err := Parse(strings.NewReader(m.String()))
 			if err != nil || len(again) != 1 || !reflect.DeepEqual(again[0], m) {
 				t.Fatalf("%q: written %q, parsed back %+v, %v; want %+v", in, m.String(), again, err, m)
 			}

@@ -1,4 +1,7 @@
-package testutil
+// Package mountinfo reads /proc/<pid>/mountinfo (proc(5)): the mounts of a
+// mount namespace, and where the cgroup hierarchies are. It does not import
+// package testing, so programs (the benchmarks) may use it as tests do.
+package mountinfo
 
 import (
 	"bufio"
@@ -9,7 +12,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"testing"
 )
 
 // Mount is one line of /proc/<pid>/mountinfo (proc(5)). Paths are
@@ -27,14 +29,14 @@ type Mount struct {
 	SuperOptions string // per-superblock options
 }
 
-// ErrMountinfo is the error of a line that is not a mountinfo line.
-var ErrMountinfo = errors.New("malformed mountinfo")
+// ErrMalformed is the error of a line that is not a mountinfo line.
+var ErrMalformed = errors.New("malformed mountinfo")
 
 // maxMountinfoLine bounds one line: options of overlay mounts run long.
 const maxMountinfoLine = 1 << 20
 
-// ParseMountinfo reads the mountinfo lines of r; an empty r has no mounts.
-func ParseMountinfo(r io.Reader) ([]Mount, error) {
+// Parse reads the mountinfo lines of r; an empty r has no mounts.
+func Parse(r io.Reader) ([]Mount, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 4096), maxMountinfoLine)
 	sc.Split(splitLines)
@@ -42,12 +44,12 @@ func ParseMountinfo(r io.Reader) ([]Mount, error) {
 	for n := 1; sc.Scan(); n++ {
 		m, err := parseMountLine(sc.Text())
 		if err != nil {
-			return nil, fmt.Errorf("%w: line %d: %w", ErrMountinfo, n, err)
+			return nil, fmt.Errorf("%w: line %d: %w", ErrMalformed, n, err)
 		}
 		out = append(out, m)
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrMountinfo, err)
+		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	return out, nil
 }
@@ -171,19 +173,19 @@ func (m Mount) String() string {
 	return strings.Join(f, " ")
 }
 
-// Mountinfo is the mounts of the test process's mount namespace.
-func Mountinfo() ([]Mount, error) {
+// Self is the mounts of this process's mount namespace.
+func Self() ([]Mount, error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	return ParseMountinfo(f)
+	return Parse(f)
 }
 
 // CgroupMounts lists where the cgroup hierarchies, v1 and v2, are mounted.
 func CgroupMounts() ([]string, error) {
-	ms, err := Mountinfo()
+	ms, err := Self()
 	if err != nil {
 		return nil, err
 	}
@@ -201,7 +203,7 @@ func CgroupMounts() ([]string, error) {
 // hybrid one. A mount of a subtree only does not count: paths below it
 // would not be the cgroup paths the kernel reports.
 func UnifiedMount() (string, error) {
-	ms, err := Mountinfo()
+	ms, err := Self()
 	if err != nil {
 		return "", err
 	}
@@ -211,15 +213,4 @@ func UnifiedMount() (string, error) {
 		}
 	}
 	return "", errors.New("no cgroup2 mount of the hierarchy's root (a pure cgroup v1 host?)")
-}
-
-// RequiresUnified skips t unless a unified (cgroup2) hierarchy is mounted,
-// and returns its mount point (see UnifiedMount).
-func RequiresUnified(t testing.TB) string {
-	t.Helper()
-	mnt, err := UnifiedMount()
-	if err != nil {
-		t.Skipf("needs a unified (cgroup2) hierarchy: %v", err)
-	}
-	return mnt
 }
