@@ -108,7 +108,7 @@ generate:
 # Fails unless the committed generated code is exactly what generate makes
 # from the sources (the tree is left as it was). Part of lint and test-host.
 generate-check:
-	@GO=$(GO) MAKE=$(MAKE) BPF_CC=$(BPF_CC) scripts/gencheck.sh
+	@GO=$(GO) BPF_CC=$(BPF_CC) scripts/gencheck.sh
 
 lint: deps generate-check
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \

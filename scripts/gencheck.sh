@@ -47,7 +47,7 @@ restore() {
 	return 0
 }
 
-if ! out=$("$MAKE" --no-print-directory -s generate GO="$GO" BPF_CC="$BPF_CC" 2>&1); then
+if ! out=$(MAKEFLAGS= "$MAKE" --no-print-directory -s generate GO="$GO" BPF_CC="$BPF_CC" 2>&1); then
 	echo "$out" >&2
 	mapfile -t after < <(list)
 	restore
