@@ -4,7 +4,7 @@ TAGS    := seccomp
 GOFLAGS_BUILD := -tags $(TAGS)
 BIN     := bin
 
-.PHONY: all build examples run test test-host test-v2 test-unit fuzz bench generate lint deps clean
+.PHONY: all build examples run test test-host test-v2 test-unit fuzz bench generate generate-check lint deps clean
 
 all: build
 
@@ -36,10 +36,11 @@ run: build examples
 # VM (see README).
 test: test-host test-v2
 
-# Every test on this host. Root tests (cgroups, sandboxes) skip with a reason
-# when not run as root; -p 1 keeps CPU-share checks from competing. Then
-# every fuzz target for FUZZTIME (see fuzz).
-test-host: deps
+# Every test on this host, after checking the generated code (see
+# generate-check). Root tests (cgroups, sandboxes) skip with a reason when
+# not run as root; -p 1 keeps CPU-share checks from competing. Then every
+# fuzz target for FUZZTIME (see fuzz).
+test-host: deps generate-check
 	CGO_ENABLED=1 $(GO) test $(GOFLAGS_BUILD) -p 1 -count=1 -timeout 15m ./...
 	@GO=$(GO) scripts/fuzz.sh
 
@@ -75,9 +76,12 @@ test-v2: deps
 	SCOPED_VM_TESTFLAGS="-test.count=1 -test.timeout=10m -test.skip=TestNoisyNeighbourSteppedDown|TestTrackMany" \
 		scripts/vm-test.sh $(VM_DIR) $(foreach p,$(VM_PKGS),$(CURDIR)/$(VM_DIR)/bin/$(p).test@$(CURDIR)/$(p))
 
-# Tests that need neither root nor cgo set-up.
-test-unit:
-	$(GO) test -count=1 -short ./internal/...
+# The tests that need neither root nor a kernel feature, as any user: under
+# -short the root tests skip (testutil.RequiresRoot) and so do the long ones.
+# As another user than the module cache's owner, that cache must be
+# readable (GOMODCACHE) and GOCACHE writable.
+test-unit: deps
+	CGO_ENABLED=1 $(GO) test $(GOFLAGS_BUILD) -short -count=1 ./...
 
 bench:
 	@scripts/deps.sh bench
@@ -91,15 +95,22 @@ bench:
 	CGO_ENABLED=1 $(GO) run $(GOFLAGS_BUILD) ./bench/cmd/soakbench -o BENCHMARKS.md
 	CGO_ENABLED=1 $(GO) run $(GOFLAGS_BUILD) ./bench/cmd/churnbench -o BENCHMARKS.md
 
-# Rebuilds generated code from source with the pinned Go tools: protobuf, and
-# the eBPF objects of accounting/ (bpf2go, with Debian's clang and libbpf-dev).
+# Rebuilds generated code from source with the pinned Go tools (go.mod's
+# tool lines): protobuf, and the eBPF objects of accounting/ and netns/
+# (bpf2go, with Debian's clang-14 and libbpf-dev; see scripts/gencheck.sh).
+BPF_CC ?= clang-14
 generate:
 	@scripts/deps.sh generate
 	$(GO) build -o $(BIN)/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
 	$(GO) build -o $(BIN)/protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc
-	$(GO) generate ./...
+	BPF2GO_CC=$(BPF_CC) $(GO) generate ./...
 
-lint: deps
+# Fails unless the committed generated code is exactly what generate makes
+# from the sources (the tree is left as it was). Part of lint and test-host.
+generate-check:
+	@GO=$(GO) BPF_CC=$(BPF_CC) scripts/gencheck.sh
+
+lint: deps generate-check
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(GOFLAGS_BUILD) ./...

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/scoped-io/scoped/cgroups"
+	"github.com/scoped-io/scoped/internal/mountinfo"
 	"github.com/scoped-io/scoped/internal/testutil"
 )
 
@@ -30,14 +31,17 @@ import (
 // after a test (testutil.CheckLeaks checks every hierarchy).
 const testRoot = "/scoped-test-accounting"
 
-// helperEnv makes the test binary, started by a test, run a helper mode
-// instead of the tests (see TestMain).
-const helperEnv = "SCOPED_ACCOUNTING_TEST_HELPER"
+// loadHelper is the helper process of the tests: its argument is the mode
+// (see helper).
+var loadHelper = testutil.Helper("accounting-load", func(args []string) int {
+	if len(args) != 1 {
+		return 2
+	}
+	return helper(args[0])
+})
 
 func TestMain(m *testing.M) {
-	if mode := os.Getenv(helperEnv); mode != "" {
-		os.Exit(helper(mode))
-	}
+	testutil.RunHelper()
 	release := holdStaticKeysOnTCG()
 	code := m.Run()
 	release()
@@ -92,7 +96,10 @@ func holdStaticKeysOnTCG() (release func()) {
 		}
 		held = append(held, l)
 	}
-	root := unifiedMount()
+	root, err := mountinfo.UnifiedMount()
+	if err != nil {
+		return fail("cgroup_skb hooks", err)
+	}
 	for _, at := range []ebpf.AttachType{ebpf.AttachCGroupInetIngress, ebpf.AttachCGroupInetEgress} {
 		p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 			Type: ebpf.CGroupSKB, AttachType: at, License: "GPL", Instructions: ret1, // 1: pass
@@ -137,18 +144,6 @@ func offlineOthers() (online func()) {
 			}
 		}
 	}
-}
-
-// unifiedMount is where the cgroup2 hierarchy is mounted.
-func unifiedMount() string {
-	b, _ := os.ReadFile("/proc/self/mountinfo")
-	for _, line := range strings.Split(string(b), "\n") {
-		pre, post, ok := strings.Cut(line, " - ")
-		if f := strings.Fields(post); ok && len(f) > 0 && f[0] == "cgroup2" {
-			return strings.Fields(pre)[4]
-		}
-	}
-	return "/sys/fs/cgroup"
 }
 
 // helper is the child process's side. It says "ready", then waits for a
@@ -302,8 +297,7 @@ type child struct {
 // startHelper starts the test binary in helper mode; it waits for release.
 func startHelper(t testing.TB, mode string) *child {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"="+mode)
+	cmd := testutil.HelperCommand(t, loadHelper, mode)
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stdin, err := cmd.StdinPipe()
@@ -421,10 +415,8 @@ type env struct {
 func newEnv(t testing.TB) *env {
 	t.Helper()
 	testutil.RequiresRoot(t)
+	testutil.RequiresUnified(t)
 	testutil.CheckLeaks(t, testRoot)
-	if cgroups.HostMode() == cgroups.V1 {
-		t.Skip("needs a unified (cgroup2) hierarchy: this host is pure cgroup v1")
-	}
 	tree, err := cgroups.Open(testRoot)
 	if err != nil {
 		t.Fatal(err)

@@ -12,7 +12,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,6 +23,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/scoped-io/scoped/internal/testutil"
 	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
 	"github.com/scoped-io/scoped/supervisor"
 )
@@ -63,31 +63,13 @@ func (edgeAPI) Logs(req *scopedv1.LogsRequest, _ grpc.ServerStreamingServer[scop
 	return nil
 }
 
-// syncBuffer is a log sink for slog that the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startEdge serves edgeAPI on a unix socket of a temporary directory with
 // the API's server setup and returns the API, its log and a client
 // connection. The test runs as whatever uid: root may act for all tenants,
 // any other uid is made a client for acme.
-func startEdge(t *testing.T) (*API, *syncBuffer, *grpc.ClientConn) {
+func startEdge(t *testing.T) (*API, *testutil.SyncBuffer, *grpc.ClientConn) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	api := unitAPI(supervisor.Client{Name: "test", UIDs: []uint32{uint32(os.Getuid())}, Tenants: []string{"acme"}})
 	api.log = slog.New(slog.NewTextHandler(logs, nil))
 	srv := api.newServer(edgeAPI{api})
@@ -137,7 +119,7 @@ func errorID(t *testing.T, err error) string {
 }
 
 // logLine is the line of the log with the error id.
-func logLine(logs *syncBuffer, id string) string {
+func logLine(logs *testutil.SyncBuffer, id string) string {
 	for _, l := range strings.Split(logs.String(), "\n") {
 		if strings.Contains(l, "error_id="+id) {
 			return l

@@ -20,6 +20,7 @@ import (
 	"github.com/scoped-io/scoped/cgroups"
 	"github.com/scoped-io/scoped/control"
 	"github.com/scoped-io/scoped/internal/ident"
+	"github.com/scoped-io/scoped/internal/testutil"
 	"github.com/scoped-io/scoped/metering"
 	"github.com/scoped-io/scoped/metering/export"
 	"github.com/scoped-io/scoped/metrics"
@@ -144,7 +145,7 @@ var internalSentinels = []string{
 // sentinel of a package beneath only the sentinel's own text and an id
 // (what wraps it may name host paths), the whole error in the log.
 func TestUnitEverySentinelMapped(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	a := unitAPI()
 	a.log = slog.New(slog.NewTextHandler(logs, nil))
 	for _, name := range slices.Sorted(func(yield func(string) bool) {

@@ -22,6 +22,7 @@ import (
 	occ "github.com/opencontainers/cgroups"
 	"golang.org/x/sys/unix"
 
+	"github.com/scoped-io/scoped/internal/mountinfo"
 	"github.com/scoped-io/scoped/internal/testutil"
 )
 
@@ -29,16 +30,16 @@ import (
 // after a test (testutil.CheckLeaks checks every hierarchy).
 const testRoot = "/scoped-test-cgroups"
 
-// helperEnv makes the test binary, started by a test, run a helper mode
-// instead of the tests (see TestMain).
-const helperEnv = "SCOPED_CGROUPS_TEST_HELPER"
+func TestMain(m *testing.M) { testutil.HelperMain(m) }
 
-func TestMain(m *testing.M) {
-	if mode := os.Getenv(helperEnv); mode != "" {
-		os.Exit(helper(mode))
+// loadHelper is the helper process of the tests: its argument is the mode
+// (see helper).
+var loadHelper = testutil.Helper("cgroups-load", func(args []string) int {
+	if len(args) != 1 {
+		return 2
 	}
-	os.Exit(m.Run())
-}
+	return helper(args[0])
+})
 
 // helper is the child process's side. It waits for a line on stdin, so the
 // test can move it into a node first, then works until it is killed or a
@@ -131,9 +132,7 @@ type child struct {
 // startHelper starts the test binary in helper mode; it waits for release.
 func startHelper(t *testing.T, mode string) *child {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"="+mode)
-	return start(t, cmd)
+	return start(t, testutil.HelperCommand(t, loadHelper, mode))
 }
 
 // startShell runs script with /bin/sh; the script should begin with
@@ -245,18 +244,9 @@ func join(t *testing.T, n *Node, c *child) {
 // cgroupMounts lists the mount points of every cgroup hierarchy, v1 and v2.
 func cgroupMounts(t *testing.T) []string {
 	t.Helper()
-	f, err := os.Open("/proc/self/mountinfo")
+	out, err := mountinfo.CgroupMounts()
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer f.Close()
-	var out []string
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		pre, post, ok := strings.Cut(s.Text(), " - ")
-		if fs := strings.Fields(post); ok && len(fs) > 0 && (fs[0] == "cgroup" || fs[0] == "cgroup2") {
-			out = append(out, strings.Fields(pre)[4])
-		}
 	}
 	if len(out) == 0 {
 		t.Fatal("no cgroup mounts")
@@ -827,11 +817,9 @@ func TestCPUWeightSplit(t *testing.T) {
 
 func TestJoinUnified(t *testing.T) {
 	testutil.RequiresRoot(t)
+	testutil.RequiresUnified(t)
 	testutil.CheckLeaks(t, testRoot)
 	tree := openTree(t)
-	if tree.Mode() == V1 {
-		t.Skip("pure cgroup v1 host: no unified hierarchy")
-	}
 	n := node(t, tree, Limits{}, "free", "acme", "production")
 	c := startHelper(t, "idle")
 	join(t, n, c)

@@ -24,35 +24,35 @@ import (
 
 	"github.com/scoped-io/scoped/client"
 	"github.com/scoped-io/scoped/client/clienttest"
+	"github.com/scoped-io/scoped/internal/testutil"
 	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
 )
 
-// serveEnv makes the test binary a fake daemon serving on the socket it
-// names, until its stdin closes: a separate process that a wrong Kill could
-// really kill.
-const serveEnv = "SCOPED_CLIENTTEST_SERVE"
+func TestMain(m *testing.M) { testutil.HelperMain(m) }
 
-func TestMain(m *testing.M) {
-	if sock := os.Getenv(serveEnv); sock != "" {
-		lis, err := net.Listen("unix", sock)
-		if err != nil {
-			os.Stderr.WriteString(err.Error() + "\n")
-			os.Exit(3)
-		}
-		go (&clienttest.Server{}).GRPCServer().Serve(lis)
-		io.Copy(io.Discard, os.Stdin)
-		os.Exit(0)
+// serveHelper makes the test binary a fake daemon serving on the socket it
+// is given, until its stdin closes: a separate process that a wrong Kill
+// could really kill.
+var serveHelper = testutil.Helper("client-daemon", func(args []string) int {
+	if len(args) != 1 {
+		return 2
 	}
-	os.Exit(m.Run())
-}
+	lis, err := net.Listen("unix", args[0])
+	if err != nil {
+		os.Stderr.WriteString(err.Error() + "\n")
+		return 3
+	}
+	go (&clienttest.Server{}).GRPCServer().Serve(lis)
+	io.Copy(io.Discard, os.Stdin)
+	return 0
+})
 
 // startDaemon runs the fake daemon in a child process and returns it and its
 // socket.
 func startDaemon(t *testing.T) (*exec.Cmd, string) {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "scoped.sock")
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), serveEnv+"="+sock)
+	cmd := testutil.HelperCommand(t, serveHelper, sock)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe() // closed when the test ends: the child exits
 	if err != nil {

@@ -28,18 +28,19 @@ import (
 //	    go test -run TestRecordTrace -v ./control/
 const recordEnv = "SCOPED_CONTROL_RECORD"
 
-// helperEnv makes the test binary run a load instead of the tests.
-const helperEnv = "SCOPED_CONTROL_TEST_HELPER"
-
 // liveRoot is the cgroup root of TestRecordTrace.
 const liveRoot = "/scoped-test-control"
 
-func TestMain(m *testing.M) {
-	if mode := os.Getenv(helperEnv); mode != "" {
-		os.Exit(helper(mode))
+func TestMain(m *testing.M) { testutil.HelperMain(m) }
+
+// loadHelper makes the test binary run a load instead of the tests: its
+// argument is the mode (see helper).
+var loadHelper = testutil.Helper("control-load", func(args []string) int {
+	if len(args) != 1 {
+		return 2
 	}
-	os.Exit(m.Run())
-}
+	return helper(args[0])
+})
 
 // helper is a load pinned to CPU 0. It says "ready" and waits for a line
 // on stdin (the test moves it into its cgroup meanwhile), then runs until
@@ -85,8 +86,7 @@ type load struct {
 
 func startLoad(t *testing.T, mode string, node *cgroups.Node) *load {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"="+mode)
+	cmd := testutil.HelperCommand(t, loadHelper, mode)
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -145,10 +145,8 @@ func TestRecordTrace(t *testing.T) {
 		t.Skip("records a trace only when " + recordEnv + " names the file")
 	}
 	testutil.RequiresRoot(t)
+	testutil.RequiresUnified(t)
 	testutil.CheckLeaks(t, liveRoot)
-	if cgroups.HostMode() == cgroups.V1 {
-		t.Skip("needs a unified (cgroup2) hierarchy: this host is pure cgroup v1")
-	}
 	tree, err := cgroups.Open(liveRoot)
 	if err != nil {
 		t.Fatal(err)

@@ -46,7 +46,7 @@ func TestFailedStartLeavesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bins.scoped, "--config", config)
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -101,7 +101,7 @@ func TestRefusesUnreachableRuntimeDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bins.scoped, "--config", config)
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -1,8 +1,8 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -32,7 +32,8 @@ var bins struct {
 
 func TestMain(m *testing.M) {
 	code := func() int {
-		if os.Geteuid() == 0 {
+		flag.Parse()                               // for testing.Short
+		if os.Geteuid() == 0 && !testing.Short() { // -short: every test skips (testutil.RequiresRoot)
 			dir, err := os.MkdirTemp("", "scoped-e2e-bin-")
 			if err != nil {
 				fmt.Fprintln(os.Stderr, err)
@@ -115,7 +116,7 @@ type daemon struct {
 	root     string // cgroup root
 	runtime  string
 	state    string
-	logs     *syncBuffer
+	logs     *testutil.SyncBuffer
 	env      []string
 	exited   chan struct{}
 	stopOnce sync.Once
@@ -156,7 +157,7 @@ func startDaemon(t *testing.T, o options) *daemon {
 			t.Fatal(err)
 		}
 	}
-	d := &daemon{t: t, dir: dir, logs: &syncBuffer{}, exited: make(chan struct{})}
+	d := &daemon{t: t, dir: dir, logs: &testutil.SyncBuffer{}, exited: make(chan struct{})}
 	d.runtime = filepath.Join(dir, "run")
 	d.state = o.state
 	if d.state == "" {
@@ -336,23 +337,6 @@ func invoke(c *client.Client, tenant, env, name, payload string) (*scopedv1.Invo
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	return c.Invoke(ctx, &scopedv1.InvokeRequest{Tenant: tenant, Environment: env, Extension: name, Payload: []byte(payload)})
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // accountingMode is the daemons' [accounting] mode: $SCOPED_E2E_ACCOUNTING,

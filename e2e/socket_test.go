@@ -2,102 +2,18 @@ package e2e
 
 import (
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/scoped-io/scoped/internal/testutil"
 	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
 )
-
-// tripwire is a root-only unix socket on the host that the daemon must
-// never connect to.
-type tripwire struct {
-	path   string
-	ln     net.Listener
-	marker chan int // the accept index of the tripwire's own connection
-	marks  int      // the tripwire's own connections so far
-	mu     sync.Mutex
-	conns  []net.Conn
-	done   chan struct{}
-}
-
-func newTripwire(t *testing.T) *tripwire {
-	t.Helper()
-	dir := t.TempDir()
-	if err := os.Chmod(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	tw := &tripwire{path: filepath.Join(dir, "s"), marker: make(chan int, 1), done: make(chan struct{})}
-	ln, err := net.Listen("unix", tw.path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(tw.path, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	tw.ln = ln
-	go func() {
-		defer close(tw.done)
-		for i := 1; ; i++ {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			tw.mu.Lock()
-			tw.conns = append(tw.conns, c)
-			tw.mu.Unlock()
-			go func() {
-				var b [1]byte
-				_ = c.SetReadDeadline(time.Now().Add(time.Minute))
-				if _, err := io.ReadFull(c, b[:]); err == nil && b[0] == 'M' {
-					tw.marker <- i
-				}
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-tw.done
-		tw.mu.Lock()
-		for _, c := range tw.conns {
-			c.Close()
-		}
-		tw.mu.Unlock()
-	})
-	return tw
-}
-
-// strays connects to the tripwire itself, which shows that it listens, and
-// returns how many other connections it accepted before that one: a
-// listener accepts in the order of the connects, so every earlier one is
-// counted.
-func (tw *tripwire) strays(t *testing.T) int {
-	t.Helper()
-	c, err := net.Dial("unix", tw.path)
-	if err != nil {
-		t.Fatalf("the tripwire does not listen: %v", err)
-	}
-	defer c.Close()
-	if _, err := c.Write([]byte("M")); err != nil {
-		t.Fatal(err)
-	}
-	tw.marks++
-	select {
-	case i := <-tw.marker:
-		return i - tw.marks
-	case <-time.After(time.Minute):
-		t.Fatal("the tripwire did not accept its own connection")
-		return 0
-	}
-}
 
 // TestWorkerSocketSymlink: a worker that makes its go-plugin socket a
 // symlink to a root-only host socket and announces it does not get the root
@@ -106,11 +22,11 @@ func (tw *tripwire) strays(t *testing.T) int {
 // extensions keep working.
 func TestWorkerSocketSymlink(t *testing.T) {
 	d := startDaemon(t, options{})
-	tw := newTripwire(t) // after startDaemon: closed before its leak check
+	tw := testutil.NewTripwire(t) // after startDaemon: closed before its leak check
 	c := d.client()
 	deploy(t, c, "acme", "production", "whoami", bins.whoami)
 	b := bundle(t, bins.sockjack)
-	b.Files = append(b.Files, &scopedv1.File{Path: "target", Mode: 0o644, Content: []byte(tw.path)})
+	b.Files = append(b.Files, &scopedv1.File{Path: "target", Mode: 0o644, Content: []byte(tw.Path)})
 	if _, err := c.Deploy(t.Context(), &scopedv1.DeployRequest{Tenant: "acme", Environment: "production", Name: "sockjack", Bundle: b}); err != nil {
 		t.Fatalf("deploy sockjack: %v", err)
 	}
@@ -126,11 +42,11 @@ func TestWorkerSocketSymlink(t *testing.T) {
 		waitFor(t, 20*time.Second, "the refused worker's processes to go", func() bool { return len(processesIn(d.root)) == 0 })
 	}
 	refused(0)
-	if n := tw.strays(t); n != 0 {
+	if n := tw.Strays(t); n != 0 {
 		t.Fatalf("the daemon connected %d times to the host socket the worker's symlink named", n)
 	}
 	refused(1) // and the next worker of it too
-	if n := tw.strays(t); n != 0 {
+	if n := tw.Strays(t); n != 0 {
 		t.Errorf("the daemon connected %d times to the host socket the worker's symlink named", n)
 	}
 	// The daemon keeps no handle on the refused workers' socket dirs.

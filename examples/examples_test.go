@@ -21,6 +21,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
 
+	"github.com/scoped-io/scoped/internal/testutil"
 	"github.com/scoped-io/scoped/plugins"
 	workerv1 "github.com/scoped-io/scoped/proto/worker/v1"
 )
@@ -69,27 +70,10 @@ func build(t *testing.T) string {
 	return binDir
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // worker starts cmd as a go-plugin worker and dispenses its client.
-func worker(t *testing.T, cmd *exec.Cmd) (workerv1.WorkerClient, *plugin.Client, *lockedBuffer) {
+func worker(t *testing.T, cmd *exec.Cmd) (workerv1.WorkerClient, *plugin.Client, *testutil.SyncBuffer) {
 	t.Helper()
-	stderr := &lockedBuffer{}
+	stderr := &testutil.SyncBuffer{}
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  plugins.Handshake,
 		Plugins:          plugins.PluginSet(nil),

@@ -6,26 +6,27 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/scoped-io/scoped/internal/testutil"
 )
 
-// crashEnv, when set to a directory, makes the test binary the child of
-// TestCrash: it commits batches to the ledger there until it is killed.
-const crashEnv = "SCOPED_METERING_CRASH_CHILD"
+// crashHelper makes the test binary the child of TestCrash: it commits
+// batches to the ledger in the directory it is given until it is killed.
+var crashHelper = testutil.Helper("metering-crash", func(args []string) int {
+	if len(args) != 1 {
+		return 2
+	}
+	crashChild(args[0])
+	return 3 // not reached
+})
 
 // crashWindow is the window of the crash test's ledger.
 const crashWindow = 10 * time.Second
 
-func TestMain(m *testing.M) {
-	if dir := os.Getenv(crashEnv); dir != "" {
-		crashChild(dir)
-		os.Exit(3) // not reached
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { testutil.HelperMain(m) }
 
 // crashBatch is batch n of the crash test: whole values (so that sums are
 // exact), several tenants, meters and dimensions, some stamped in windows
@@ -116,10 +117,9 @@ func TestCrash(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), crashEnv+"="+dir)
+		cmd := testutil.HelperCommand(t, crashHelper, dir)
 		cmd.ExtraFiles = []*os.File{w}
-		out := &lockedBuffer{}
+		out := &testutil.SyncBuffer{}
 		cmd.Stdout, cmd.Stderr = out, out
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)

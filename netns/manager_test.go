@@ -393,7 +393,6 @@ func (tn *mgrNet) listen(t *testing.T, addr string) {
 // namespace and prints what it got; "crash" opens a manager, takes a Net,
 // says it is ready and waits to be killed.
 const (
-	mgrHelperEnv    = "SCOPED_NETNS_MANAGER_HELPER"
 	mgrHelperResult = "MANAGER-HELPER-RESULT "
 	mgrHelperReady  = "MANAGER-HELPER-READY"
 )
@@ -414,13 +413,13 @@ type mgrHelperRes struct {
 	Err    string
 }
 
-// TestManagerHelperProcess is the helper process of the manager's tests,
-// not a test.
-func TestManagerHelperProcess(t *testing.T) {
-	spec := os.Getenv(mgrHelperEnv)
-	if spec == "" {
-		t.Skip("the helper process of the manager's tests")
+// mgrHelperName is the helper process of the manager's tests; its argument is
+// the mgrHelperJob as JSON.
+var mgrHelperName = testutil.Helper("netns-manager", func(args []string) int {
+	if len(args) != 1 {
+		return 2
 	}
+	spec := args[0]
 	res := mgrHelperRes{Got: map[string]string{}}
 	var job mgrHelperJob
 	err := json.Unmarshal([]byte(spec), &job)
@@ -439,8 +438,8 @@ func TestManagerHelperProcess(t *testing.T) {
 	}
 	b, _ := json.Marshal(res)
 	fmt.Printf("\n%s%s\n", mgrHelperResult, b)
-	os.Exit(0)
-}
+	return 0
+})
 
 func mgrHelperDial(job mgrHelperJob, res *mgrHelperRes) error {
 	if b, err := os.ReadFile("/proc/self/cgroup"); err == nil {
@@ -537,8 +536,7 @@ func mgrHelper(t *testing.T, dir string, job mgrHelperJob) (*exec.Cmd, *bufio.Sc
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestManagerHelperProcess$")
-	cmd.Env = append(os.Environ(), mgrHelperEnv+"="+string(spec))
+	cmd := testutil.HelperCommandContext(ctx, t, mgrHelperName, string(spec))
 	cmd.Stderr = t.Output()
 	if dir != "" {
 		cg, err := os.Open(dir)

@@ -3,7 +3,6 @@
 package netns
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -14,7 +13,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -49,33 +47,8 @@ func requirePolicy(t *testing.T) string {
 			t.Skipf("needs BPF program type %s: %v", pt, err)
 		}
 	}
-	mnt, err := policyCgroup2Mount()
-	if err != nil {
-		t.Skipf("needs a cgroup v2 hierarchy: %v", err)
-	}
+	mnt := testutil.RequiresUnified(t)
 	return mnt
-}
-
-// policyCgroup2Mount is where the unified hierarchy's root is mounted.
-func policyCgroup2Mount() (string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		i := slices.Index(fields, "-")
-		if i < 0 || i+1 >= len(fields) || fields[i+1] != "cgroup2" {
-			continue
-		}
-		if fields[3] != "/" {
-			continue // a subtree: levels would be off
-		}
-		return fields[4], nil
-	}
-	return "", errors.New("no cgroup2 mount of the hierarchy's root")
 }
 
 // policyCgroupID is the id of the cgroup v2 directory dir.
@@ -148,7 +121,6 @@ type probeResult struct {
 }
 
 const (
-	probeHelperEnv    = "SCOPED_NETNS_POLICY_HELPER"
 	probeHelperMarker = "POLICY-HELPER-RESULT "
 )
 
@@ -170,8 +142,7 @@ func runProbeHelper(t *testing.T, dir string, job probeJob) {
 	defer cg.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestHelperProcess$")
-	cmd.Env = append(os.Environ(), probeHelperEnv+"="+string(spec))
+	cmd := testutil.HelperCommandContext(ctx, t, probeHelperName, string(spec))
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
 	if job.NewNet {
 		cmd.SysProcAttr.Cloneflags = unix.CLONE_NEWNET
@@ -203,12 +174,13 @@ func runProbeHelper(t *testing.T, dir string, job probeJob) {
 	}
 }
 
-// TestHelperProcess is the helper process of runProbeHelper, not a test.
-func TestHelperProcess(t *testing.T) {
-	spec := os.Getenv(probeHelperEnv)
-	if spec == "" {
-		t.Skip("the helper process of the policy tests")
+// probeHelperName is the helper process of runProbeHelper; its argument is
+// the probeJob as JSON.
+var probeHelperName = testutil.Helper("netns-probe", func(args []string) int {
+	if len(args) != 1 {
+		return 2
 	}
+	spec := args[0]
 	var job probeJob
 	res := probeResult{Verdicts: map[string]string{}}
 	if err := json.Unmarshal([]byte(spec), &job); err != nil {
@@ -218,8 +190,8 @@ func TestHelperProcess(t *testing.T) {
 	}
 	b, _ := json.Marshal(res)
 	fmt.Printf("\n%s%s\n", probeHelperMarker, b)
-	os.Exit(0)
-}
+	return 0
+})
 
 // runProbes sets up the namespace, probes and fills res.
 func runProbes(job probeJob, res *probeResult) error {

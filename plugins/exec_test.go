@@ -13,6 +13,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/scoped-io/scoped/internal/testutil"
 	workerv1 "github.com/scoped-io/scoped/proto/worker/v1"
 )
 
@@ -26,7 +27,7 @@ func script(t *testing.T, opts ExecOptions, body string) Handler {
 		t.Fatal(err)
 	}
 	if opts.Stderr == nil {
-		opts.Stderr = &syncBuffer{}
+		opts.Stderr = &testutil.SyncBuffer{}
 	}
 	return ExecWith(opts, "/bin/sh", path)
 }
@@ -52,7 +53,7 @@ func TestExecUpperCase(t *testing.T) {
 }
 
 func TestExecExitStatus(t *testing.T) {
-	stderr := &syncBuffer{}
+	stderr := &testutil.SyncBuffer{}
 	var body strings.Builder
 	for i := range 20 {
 		body.WriteString("echo line" + strconv.Itoa(i) + " >&2\n")
@@ -217,7 +218,7 @@ func TestExecThroughPlugin(t *testing.T) {
 }
 
 func TestLineWriterSplitsLongLines(t *testing.T) {
-	out := &syncBuffer{}
+	out := &testutil.SyncBuffer{}
 	w := &lineWriter{out: out}
 	long := strings.Repeat("a", maxLine+10)
 	_, _ = w.Write([]byte("x"))

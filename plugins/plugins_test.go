@@ -1,14 +1,11 @@
 package plugins
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,20 +13,17 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
 
+	"github.com/scoped-io/scoped/internal/testutil"
 	workerv1 "github.com/scoped-io/scoped/proto/worker/v1"
 )
 
-// testWorkerEnv makes the test binary a worker that serves testWorker (see
-// TestMain).
-const testWorkerEnv = "SCOPED_PLUGINS_TEST_WORKER"
+func TestMain(m *testing.M) { testutil.HelperMain(m) }
 
-func TestMain(m *testing.M) {
-	if os.Getenv(testWorkerEnv) == "1" {
-		Serve(HandlerFunc(testWorker))
-		return
-	}
-	os.Exit(m.Run())
-}
+// workerHelper makes the test binary a worker that serves testWorker.
+var workerHelper = testutil.Helper("plugins-worker", func([]string) int {
+	Serve(HandlerFunc(testWorker))
+	return 0
+})
 
 // testWorker prints to stdout and stderr, then echoes the payload.
 func testWorker(_ context.Context, req *Request) ([]byte, error) {
@@ -174,31 +168,12 @@ func TestNoHandler(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent writers and readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestServe runs the test binary as a real worker through go-plugin: the
 // handshake works, and once serving, what the handler prints to os.Stdout
 // and os.Stderr reaches the worker's stderr.
 func TestServe(t *testing.T) {
-	stderr := &syncBuffer{}
-	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), testWorkerEnv+"=1")
+	stderr := &testutil.SyncBuffer{}
+	cmd := testutil.HelperCommand(t, workerHelper)
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  Handshake,
 		Plugins:          PluginSet(nil),

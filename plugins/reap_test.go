@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,18 +13,15 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-)
 
-// reaperEnv makes TestReaperHelper run: in a child process, because the
-// reaper is process-wide and the child becomes a subreaper.
-const reaperEnv = "SCOPED_PLUGINS_TEST_REAPER"
+	"github.com/scoped-io/scoped/internal/testutil"
+)
 
 // TestExecReapsOrphans: a worker that is the reaper of its programs'
 // orphans (as scoped-exec is, pid 1 of its sandbox) leaves no zombie
 // behind, and never takes a program's exit status from os/exec.
 func TestExecReapsOrphans(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestReaperHelper$", "-test.v")
-	cmd.Env = append(os.Environ(), reaperEnv+"=1")
+	cmd := testutil.HelperCommand(t, reaperHelper)
 	out, err := cmd.CombinedOutput()
 	t.Logf("helper:\n%s", out)
 	if err != nil {
@@ -33,12 +29,20 @@ func TestExecReapsOrphans(t *testing.T) {
 	}
 }
 
-func TestReaperHelper(t *testing.T) {
-	if os.Getenv(reaperEnv) != "1" {
-		t.Skip("runs as a child of TestExecReapsOrphans")
+// reaperHelper is TestExecReapsOrphans's child process (the reaper is
+// process-wide, and the child becomes a subreaper).
+var reaperHelper = testutil.Helper("plugins-reaper", func([]string) int {
+	if err := reapOrphans(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
+	fmt.Println("no orphan left")
+	return 0
+})
+
+func reapOrphans() error {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	// Orphans by a double fork and by setsid, which outlive the program
 	// briefly; then exit 3 or succeed.
@@ -72,18 +76,22 @@ echo ok`
 	}
 	wg.Wait()
 	close(errs)
+	var failed []error
 	for err := range errs {
-		t.Error(err)
+		failed = append(failed, err)
+	}
+	if len(failed) > 0 {
+		return errors.Join(failed...)
 	}
 	// The last orphans exit after the last program: SIGCHLD reaps them.
 	var left []string
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		left = childrenOf(os.Getpid())
 		if len(left) == 0 {
-			return
+			return nil
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("children left (pid state): %v", left)
+			return fmt.Errorf("children left (pid state): %v", left)
 		}
 	}
 }

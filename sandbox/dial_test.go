@@ -3,105 +3,19 @@ package sandbox_test
 import (
 	"context"
 	"errors"
-	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/scoped-io/scoped/internal/testutil"
 	"github.com/scoped-io/scoped/sandbox"
 )
-
-// tripwire is a root-only unix socket outside any socket directory: the
-// daemon must never connect to it.
-type tripwire struct {
-	path   string
-	ln     net.Listener
-	marker chan int // the accept index of tripwire's own connection
-	marks  int      // the tripwire's own connections so far
-	mu     sync.Mutex
-	conns  []net.Conn
-	done   chan struct{}
-}
-
-func newTripwire(t *testing.T) *tripwire {
-	t.Helper()
-	dir := t.TempDir()
-	if err := os.Chmod(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	tw := &tripwire{path: filepath.Join(dir, "s"), marker: make(chan int, 1), done: make(chan struct{})}
-	ln, err := net.Listen("unix", tw.path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tw.ln = ln
-	go tw.serve()
-	t.Cleanup(func() {
-		ln.Close()
-		<-tw.done
-		tw.mu.Lock()
-		for _, c := range tw.conns {
-			c.Close()
-		}
-		tw.mu.Unlock()
-	})
-	return tw
-}
-
-// serve accepts in order; a connection that sends "M" is the tripwire's
-// own (see check).
-func (tw *tripwire) serve() {
-	defer close(tw.done)
-	for i := 1; ; i++ {
-		c, err := tw.ln.Accept()
-		if err != nil {
-			return
-		}
-		tw.mu.Lock()
-		tw.conns = append(tw.conns, c)
-		tw.mu.Unlock()
-		go func() {
-			var b [1]byte
-			_ = c.SetReadDeadline(time.Now().Add(time.Minute))
-			if _, err := io.ReadFull(c, b[:]); err == nil && b[0] == 'M' {
-				tw.marker <- i
-			}
-		}()
-	}
-}
-
-// strays connects to the tripwire itself, which shows that it listens,
-// and returns how many other connections it accepted before that one: a
-// listener accepts in the order of the connects, so every earlier one is
-// counted.
-func (tw *tripwire) strays(t *testing.T) int {
-	t.Helper()
-	c, err := net.Dial("unix", tw.path)
-	if err != nil {
-		t.Fatalf("the tripwire does not listen: %v", err)
-	}
-	defer c.Close()
-	if _, err := c.Write([]byte("M")); err != nil {
-		t.Fatal(err)
-	}
-	tw.marks++
-	select {
-	case i := <-tw.marker:
-		return i - tw.marks
-	case <-time.After(time.Minute):
-		t.Fatal("the tripwire did not accept its own connection")
-		return 0
-	}
-}
 
 // socketDir makes a socket directory and a Runner on it, as go-plugin and
 // the supervisor do.
@@ -145,13 +59,13 @@ func listenIn(t *testing.T, dir, name string) {
 func TestDialRefusesUnsafeSockets(t *testing.T) {
 	testutil.RequiresRoot(t)
 	testutil.CheckLeaks(t)
-	tw := newTripwire(t)
+	tw := testutil.NewTripwire(t)
 	dir, r := socketDir(t)
 	listenIn(t, dir, "real")
 	ctx := context.Background()
 
 	mk := map[string]func(p string) error{
-		"outside":  func(p string) error { return os.Symlink(tw.path, p) },
+		"outside":  func(p string) error { return os.Symlink(tw.Path, p) },
 		"inside":   func(p string) error { return os.Symlink("real", p) },
 		"absolute": func(p string) error { return os.Symlink(filepath.Join(dir, "real"), p) },
 		"magic":    func(p string) error { return os.Symlink("/proc/self/fd/0", p) },
@@ -163,7 +77,7 @@ func TestDialRefusesUnsafeSockets(t *testing.T) {
 			if err := os.WriteFile(p, nil, 0o600); err != nil {
 				return err
 			}
-			if err := unix.Mount(tw.path, p, "", unix.MS_BIND, ""); err != nil {
+			if err := unix.Mount(tw.Path, p, "", unix.MS_BIND, ""); err != nil {
 				return err
 			}
 			t.Cleanup(func() { _ = unix.Unmount(p, unix.MNT_DETACH) })
@@ -206,10 +120,10 @@ func TestDialRefusesUnsafeSockets(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unix.Close(dirFD)
-	if err := os.Symlink(filepath.Dir(tw.path), filepath.Join(dir, "up")); err != nil {
+	if err := os.Symlink(filepath.Dir(tw.Path), filepath.Join(dir, "up")); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"..", ".", "", "up/s", "../plugin-dir1/real", "/" + tw.path, "real\x00"} {
+	for _, name := range []string{"..", ".", "", "up/s", "../plugin-dir1/real", "/" + tw.Path, "real\x00"} {
 		c, err := sandbox.DialBeneathForTest(ctx, dirFD, name)
 		if err == nil {
 			c.Close()
@@ -229,7 +143,7 @@ func TestDialRefusesUnsafeSockets(t *testing.T) {
 	}
 	c.Close()
 
-	if n := tw.strays(t); n != 0 {
+	if n := tw.Strays(t); n != 0 {
 		t.Errorf("the socket outside the directory accepted %d connections", n)
 	}
 	// Once the worker is stopped, Dial fails.
@@ -250,7 +164,7 @@ func TestDialRefusesUnsafeSockets(t *testing.T) {
 func TestDialRace(t *testing.T) {
 	testutil.RequiresRoot(t)
 	testutil.CheckLeaks(t)
-	tw := newTripwire(t)
+	tw := testutil.NewTripwire(t)
 	dir, r := socketDir(t)
 	listenIn(t, dir, "real")
 	if _, _, err := r.PluginToHost("unix", "/plugin/s"); err != nil {
@@ -276,7 +190,7 @@ func TestDialRace(t *testing.T) {
 				return
 			}
 			_ = os.Remove(s + ".b")
-			if err := os.Symlink(tw.path, s+".b"); err != nil {
+			if err := os.Symlink(tw.Path, s+".b"); err != nil {
 				swapped <- err
 				return
 			}
@@ -306,7 +220,7 @@ func TestDialRace(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("2000 dials during %d swaps: %d reached the socket in the directory, %d refused", swaps.Load(), ok, refused)
-	if n := tw.strays(t); n != 0 {
+	if n := tw.Strays(t); n != 0 {
 		t.Errorf("the socket outside the directory accepted %d connections", n)
 	}
 }

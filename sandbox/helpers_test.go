@@ -1,7 +1,6 @@
 package sandbox_test
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -76,8 +75,8 @@ func newEnv(t *testing.T) *env {
 type box struct {
 	*sandbox.Sandbox
 	scope  *cgroups.Node
-	stdout *syncBuffer
-	stderr *syncBuffer
+	stdout *testutil.SyncBuffer
+	stderr *testutil.SyncBuffer
 }
 
 // start runs the test binary in a new sandbox of scope in the given mode.
@@ -92,7 +91,8 @@ func (e *env) start(scope string, l cgroups.Limits, mode string, extra ...string
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	b := &box{scope: node, stdout: &syncBuffer{}, stderr: &syncBuffer{}}
+	b := &box{scope: node, stdout: &testutil.SyncBuffer{}, stderr: &testutil.SyncBuffer{}}
+	args, helperEnv := insideArgs(mode)
 	id := fmt.Sprintf("w%d", n)
 	b.Sandbox, err = sandbox.Start(sandbox.Config{
 		ID:       id,
@@ -102,7 +102,8 @@ func (e *env) start(scope string, l cgroups.Limits, mode string, extra ...string
 		IDs:      ids,
 		Binary:   e.self,
 		Bundle:   e.bundle,
-		Env:      append([]string{modeEnv + "=" + mode}, extra...),
+		Args:     args,
+		Env:      append([]string{helperEnv}, extra...),
 		TmpSize:  4 << 20,
 		Stdout:   b.stdout,
 		Stderr:   b.stderr,
@@ -133,28 +134,4 @@ func (b *box) wait(t *testing.T) string {
 func waitCh(s *sandbox.Sandbox) <-chan struct{} {
 	go func() { _, _ = s.Wait() }()
 	return s.Done()
-}
-
-type syncBuffer struct {
-	mu  chan struct{}
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) lock() {
-	if b.mu == nil {
-		b.mu = make(chan struct{}, 1)
-	}
-	b.mu <- struct{}{}
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.lock()
-	defer func() { <-b.mu }()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.lock()
-	defer func() { <-b.mu }()
-	return b.buf.String()
 }

@@ -104,13 +104,9 @@ func TestAttemptsWorkOnHost(t *testing.T) {
 			c.Close()
 		}
 	}()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, name := range []string{"see-host-processes", "read-outside", "connect-host-loopback", "load-bpf"} {
-		cmd := exec.Command(self)
-		cmd.Env = []string{modeEnv + "=" + name, "HOST_PID=" + strconv.Itoa(os.Getpid()), "HOST_ADDR=" + ln.Addr().String()}
+		cmd := testutil.HelperCommand(t, insideHelper, name)
+		cmd.Env = []string{testutil.HelperEnv(insideHelper), "HOST_PID=" + strconv.Itoa(os.Getpid()), "HOST_ADDR=" + ln.Addr().String()}
 		out, _ := cmd.Output()
 		if !strings.HasPrefix(lastLine(string(out)), "ESCAPED") {
 			t.Errorf("%s on the host: %q, want ESCAPED", name, out)

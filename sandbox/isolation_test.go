@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/scoped-io/scoped/cgroups"
+	"github.com/scoped-io/scoped/internal/testutil"
 	"github.com/scoped-io/scoped/sandbox"
 )
 
@@ -142,8 +142,8 @@ func crashAndCleanup(t *testing.T, scopes []string, n int) {
 			t.Fatal(err)
 		}
 	}
-	owner := exec.Command(e.self)
-	owner.Env = []string{crashOwnerEnv + "=" + e.state, "CGROUP=" + testRoot + "/t",
+	owner := testutil.HelperCommand(t, crashOwnerHelper, e.state)
+	owner.Env = []string{testutil.HelperEnv(crashOwnerHelper), "CGROUP=" + testRoot + "/t",
 		"SCOPES=" + strings.Join(scopes, " "), "SANDBOXES=" + strconv.Itoa(n)}
 	out, err := owner.Output()
 	if st := owner.ProcessState; st == nil || st.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
@@ -234,23 +234,30 @@ func alive(pid int) bool {
 	return i < 0 || !strings.HasPrefix(string(st[i+1:]), " Z")
 }
 
-// crashOwnerEnv makes the test binary start $SANDBOXES sleeping sandboxes
-// in the scopes $SCOPES (taking turns) under $CGROUP, in the state dir it
-// names, print their pids and SIGKILL itself.
-const crashOwnerEnv = "SCOPED_SANDBOX_TEST_CRASH_OWNER"
+// crashOwnerHelper makes the test binary start $SANDBOXES sleeping
+// sandboxes in the scopes $SCOPES (taking turns) under $CGROUP, in the state
+// dir it is given, print their pids and SIGKILL itself.
+var crashOwnerHelper = testutil.Helper("sandbox-crash-owner", func(args []string) int {
+	if len(args) != 1 {
+		return 2
+	}
+	crashOwner(args[0])
+	return 3 // not reached
+})
 
 func crashOwner(state string) {
 	self, _ := os.Executable()
 	scopes := strings.Fields(os.Getenv("SCOPES"))
 	n, _ := strconv.Atoi(os.Getenv("SANDBOXES"))
 	ids, _ := sandbox.NewIDAllocator(sandbox.DefaultIDBase, sandbox.DefaultIDSize, 16)
+	args, helperEnv := insideArgs("sleep")
 	for i := range n {
 		scope := scopes[i%len(scopes)]
 		r, _ := ids.Acquire(scope)
 		id := fmt.Sprintf("crash%d", i)
 		s, err := sandbox.Start(sandbox.Config{
 			ID: id, StateDir: state, Cgroup: os.Getenv("CGROUP") + "/" + scope + "/" + id,
-			IDs: r, Binary: self, Env: []string{modeEnv + "=sleep"},
+			IDs: r, Binary: self, Args: args, Env: []string{helperEnv},
 		})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)

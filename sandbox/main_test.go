@@ -1,23 +1,28 @@
 package sandbox_test
 
 import (
-	"os"
 	"testing"
 
+	"github.com/scoped-io/scoped/internal/testutil"
 	"github.com/scoped-io/scoped/sandbox"
 )
 
-// modeEnv selects what the test binary does when a test starts it inside a
-// sandbox (see hostile_test.go); without it the binary runs the tests.
-const modeEnv = "SCOPED_SANDBOX_TEST_MODE"
-
 func TestMain(m *testing.M) {
 	sandbox.Init()
-	if state := os.Getenv(crashOwnerEnv); state != "" {
-		crashOwner(state)
+	testutil.HelperMain(m)
+}
+
+// insideHelper is what the test binary runs when a test starts it inside a
+// sandbox (or on the host, to compare): its argument is the mode (see
+// inside).
+var insideHelper = testutil.Helper("sandbox-inside", func(args []string) int {
+	if len(args) != 1 {
+		return 2
 	}
-	if mode := os.Getenv(modeEnv); mode != "" {
-		os.Exit(inside(mode))
-	}
-	os.Exit(m.Run())
+	return inside(args[0])
+})
+
+// insideArgs are the sandbox's Args and Env entry that run inside(mode).
+func insideArgs(mode string) ([]string, string) {
+	return append([]string{sandbox.WorkerPath}, testutil.HelperArgs(mode)...), testutil.HelperEnv(insideHelper)
 }

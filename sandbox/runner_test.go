@@ -60,6 +60,7 @@ func TestRunner(t *testing.T) {
 	socketBase := t.TempDir()
 
 	var r *sandbox.Runner
+	args, helperEnv := insideArgs("plugin")
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  testHandshake,
 		Plugins:          testPlugins,
@@ -76,7 +77,8 @@ func TestRunner(t *testing.T) {
 				Cgroup:   scope.Path() + "/plugin1",
 				IDs:      ids,
 				Binary:   e.self,
-				Env:      []string{modeEnv + "=plugin"},
+				Args:     args,
+				Env:      []string{helperEnv},
 			}, cmd, dir)
 			return r, err
 		},

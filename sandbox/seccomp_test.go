@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/scoped-io/scoped/cgroups"
+	"github.com/scoped-io/scoped/internal/testutil"
 	"github.com/scoped-io/scoped/sandbox"
 )
 
@@ -178,8 +179,8 @@ func TestSeccompProfile(t *testing.T) {
 	b := e.start("alpha", cgroups.Limits{}, "seccomp-calls")
 	in := callResults(t, b.wait(t))
 
-	cmd := exec.Command(e.self)
-	cmd.Env = []string{modeEnv + "=seccomp-calls", onHostEnv + "=1", "TMPDIR=" + t.TempDir()}
+	cmd := testutil.HelperCommand(t, insideHelper, "seccomp-calls")
+	cmd.Env = []string{testutil.HelperEnv(insideHelper), onHostEnv + "=1", "TMPDIR=" + t.TempDir()}
 	hostOut, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("on the host: %v: %s", err, hostOut)

@@ -11,7 +11,7 @@ want() { for p in "$@"; do have_pkg "$p" || need+=("$p"); done; }
 case "${1:-build}" in
 build) want gcc libc6-dev pkg-config libseccomp-dev ;;
 bench) want gcc libc6-dev pkg-config libseccomp-dev bubblewrap runc ;;
-generate) want protobuf-compiler clang llvm libbpf-dev ;;
+generate) want protobuf-compiler clang-14 llvm-14 libbpf-dev ;; # versions: scripts/gencheck.sh
 *) echo "usage: $0 build|bench|generate" >&2; exit 2 ;;
 esac
 

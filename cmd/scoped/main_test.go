@@ -8,10 +8,11 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/scoped-io/scoped/internal/testutil"
 )
 
 // notifySocket stands in for systemd: NOTIFY_SOCKET and a 40 ms watchdog.
@@ -69,7 +70,7 @@ func TestWatchdogPingsOnlyWhileHealthy(t *testing.T) {
 		}
 		return errors.New("the scope registry lock did not answer")
 	}
-	var logBuf syncWriter
+	var logBuf testutil.SyncBuffer
 	stop := watchdog(slog.New(slog.NewTextHandler(&logBuf, nil)), health)
 	defer stop()
 	waitCalls := func(n int) {
@@ -120,21 +121,4 @@ func TestWatchdogOff(t *testing.T) {
 		return nil
 	})
 	stop()
-}
-
-type syncWriter struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (w *syncWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.Write(p)
-}
-
-func (w *syncWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.String()
 }

@@ -1,10 +1,11 @@
 // Package testutil holds the helpers scoped's tests share: skipping with a
 // reason where root or a kernel feature is missing, and checking that a test
-// left no cgroup, mount, process or file descriptor behind.
+// left no cgroup, mount, process or file descriptor behind; re-running the
+// test binary as a helper process (Helper, HelperCommand); a SyncBuffer for
+// a child's output.
 package testutil
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,11 +14,18 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/scoped-io/scoped/internal/mountinfo"
 )
 
-// RequiresRoot skips t unless the test runs as root.
+// RequiresRoot skips t unless the test runs as root, and under -short
+// (make test-unit) even as root: root tests change the host's cgroups,
+// mounts and namespaces.
 func RequiresRoot(t testing.TB) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("needs root: not run under -short")
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (run the tests with sudo make test)")
 	}
@@ -51,18 +59,14 @@ func Take(roots ...string) Snapshot {
 		}
 		s.FDs[e.Name()] = target
 	}
-	if f, err := os.Open("/proc/self/mountinfo"); err == nil {
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if fields := strings.Fields(sc.Text()); len(fields) > 4 {
-				s.Mounts = append(s.Mounts, fields[4])
-			}
-		}
-		f.Close()
+	ms, _ := mountinfo.Self()
+	for _, m := range ms {
+		s.Mounts = append(s.Mounts, m.Point)
 	}
 	s.Children = children(os.Getpid())
 	for _, root := range roots {
-		for _, mnt := range cgroupMounts() {
+		mnts, _ := mountinfo.CgroupMounts()
+		for _, mnt := range mnts {
 			_ = filepath.WalkDir(filepath.Join(mnt, root), func(p string, d os.DirEntry, err error) error {
 				if err == nil && d.IsDir() {
 					s.Cgroups = append(s.Cgroups, p)
@@ -74,26 +78,6 @@ func Take(roots ...string) Snapshot {
 	slices.Sort(s.Mounts)
 	slices.Sort(s.Cgroups)
 	return s
-}
-
-func cgroupMounts() []string {
-	var out []string
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := sc.Text()
-		if i := strings.Index(line, " - "); i > 0 {
-			fs := strings.Fields(line[i+3:])
-			if len(fs) > 0 && (fs[0] == "cgroup" || fs[0] == "cgroup2") {
-				out = append(out, strings.Fields(line)[4])
-			}
-		}
-	}
-	return out
 }
 
 func children(pid int) []int {
