@@ -16,6 +16,7 @@ import (
 	"time"
 
 	benchmd "github.com/scoped-io/scoped/bench"
+	"github.com/scoped-io/scoped/internal/mountinfo"
 	"github.com/scoped-io/scoped/cgroups"
 )
 
@@ -258,13 +259,13 @@ type hostReading struct {
 
 func readHost() (hostReading, error) {
 	var h hostReading
-	mi, err := os.ReadFile("/proc/self/mountinfo")
+	mounts, err := mountinfo.Self()
 	if err != nil {
 		return h, err
 	}
-	for _, line := range strings.Split(strings.TrimSpace(string(mi)), "\n") {
+	for _, m := range mounts {
 		h.mounts++
-		if _, after, ok := strings.Cut(line, " - "); ok && strings.HasPrefix(after, "nsfs ") {
+		if m.FSType == "nsfs" {
 			h.nsfs++
 		}
 	}

@@ -49,6 +49,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	benchmd "github.com/scoped-io/scoped/bench"
+	"github.com/scoped-io/scoped/internal/mountinfo"
 	"github.com/scoped-io/scoped/cgroups"
 	"github.com/scoped-io/scoped/client"
 	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
@@ -364,10 +365,10 @@ func leftovers(dir string) []string {
 	for _, pid := range processesIn(cgroupRoot) {
 		out = append(out, fmt.Sprintf("process %d", pid))
 	}
-	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(l); len(f) > 4 && strings.HasPrefix(f[4], dir) {
-				out = append(out, "mount "+f[4])
+	if mounts, err := mountinfo.Self(); err == nil {
+		for _, m := range mounts {
+			if strings.HasPrefix(m.Point, dir) {
+				out = append(out, "mount "+m.Point)
 			}
 		}
 	}
