@@ -16,8 +16,8 @@ import (
 	"time"
 
 	benchmd "github.com/scoped-io/scoped/bench"
-	"github.com/scoped-io/scoped/internal/mountinfo"
 	"github.com/scoped-io/scoped/cgroups"
+	"github.com/scoped-io/scoped/internal/mountinfo"
 )
 
 // daemonReading is what the daemon holds at one moment.

@@ -49,9 +49,9 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	benchmd "github.com/scoped-io/scoped/bench"
-	"github.com/scoped-io/scoped/internal/mountinfo"
 	"github.com/scoped-io/scoped/cgroups"
 	"github.com/scoped-io/scoped/client"
+	"github.com/scoped-io/scoped/internal/mountinfo"
 	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
 )
 
