@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/scoped-io/scoped/internal/ident"
 	"github.com/scoped-io/scoped/metering"
 )
 
@@ -190,7 +191,11 @@ const capLogEvery = 10 * time.Second
 
 // newSpendCaps checks caps on l's sums.
 func (s *Supervisor) newSpendCaps(l *metering.Ledger) *spendCaps {
-	return &spendCaps{sum: l.Sum, conf: func() MeteringConfig { return s.conf().Metering }, log: s.log,
+	// The gate's tenants are an invocation's Target's (checked at the edge).
+	sum := func(tenant, meter string, from, to time.Time) (float64, error) {
+		return l.Sum(ident.Tenant(tenant), meter, from, to)
+	}
+	return &spendCaps{sum: sum, conf: func() MeteringConfig { return s.conf().Metering }, log: s.log,
 		countFn: s.metrics.IncError, spent: map[string]spent{}}
 }
 
