@@ -95,7 +95,7 @@ func (s *Supervisor) Invoke(ctx context.Context, req InvokeRequest) (InvokeResul
 		timeout = min(req.Timeout, longest)
 	}
 	inv.timeout = timeout
-	done, err := s.admit(string(req.Tenant()), inv.tierName, inv.tier)
+	done, err := s.admit(req.Tenant(), inv.tierName, inv.tier)
 	if err != nil {
 		return InvokeResult{}, err
 	}
@@ -123,7 +123,7 @@ func (s *Supervisor) Invoke(ctx context.Context, req InvokeRequest) (InvokeResul
 }
 
 // admit passes an invocation through the gate, counting refusals.
-func (s *Supervisor) admit(tenant, tierName string, t Tier) (func(), error) {
+func (s *Supervisor) admit(tenant ident.Tenant, tierName string, t Tier) (func(), error) {
 	done, err := s.gate.Admit(tenant, tierName, t, time.Now())
 	if err != nil {
 		s.metrics.IncRefused(tierName, refusalOf(err))
