@@ -284,15 +284,28 @@ func callerOf(ctx context.Context) caller {
 	return c
 }
 
-// mayAct checks the tenant id and that the caller may act for it.
-func mayAct(ctx context.Context, tenant string) error {
-	if err := ident.Check("tenant", tenant); err != nil {
-		return fmt.Errorf("%w: %w", supervisor.ErrInvalid, err)
+// mayAct checks the tenant id and that the caller may act for it. This is
+// the one check of a request's tenant: beneath the edge it travels as the
+// ident.Tenant returned (in a supervisor.Target, see target).
+func mayAct(ctx context.Context, tenant string) (ident.Tenant, error) {
+	t, err := ident.ParseTenant(tenant)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", supervisor.ErrInvalid, err)
 	}
 	if c := callerOf(ctx); !c.may(tenant) {
-		return fmt.Errorf("%w: %s may not act for tenant %s", supervisor.ErrPermission, c.name, tenant)
+		return "", fmt.Errorf("%w: %s may not act for tenant %s", supervisor.ErrPermission, c.name, tenant)
 	}
-	return nil
+	return t, nil
+}
+
+// target is the checked target of a request the caller may make for
+// tenant (user "" for none).
+func target(ctx context.Context, tenant, env, user, ext string) (supervisor.Target, error) {
+	t, err := mayAct(ctx, tenant)
+	if err != nil {
+		return supervisor.Target{}, err
+	}
+	return supervisor.NewTarget(t, env, user, ext)
 }
 
 // --- RPCs --------------------------------------------------------------
@@ -305,14 +318,15 @@ func extensionPB(e supervisor.ExtensionInfo) *scopedv1.Extension {
 }
 
 func (a *API) Deploy(ctx context.Context, req *scopedv1.DeployRequest) (*scopedv1.DeployResponse, error) {
-	if err := mayAct(ctx, req.GetTenant()); err != nil {
+	tg, err := target(ctx, req.GetTenant(), req.GetEnvironment(), "", req.GetName())
+	if err != nil {
 		return nil, err
 	}
 	files := make([]supervisor.BundleFile, 0, len(req.GetBundle().GetFiles()))
 	for _, f := range req.GetBundle().GetFiles() {
 		files = append(files, supervisor.BundleFile{Path: f.GetPath(), Mode: f.GetMode(), Content: f.GetContent()})
 	}
-	info, unchanged, err := a.s.Deploy(req.GetTenant(), req.GetEnvironment(), req.GetName(), files)
+	info, unchanged, err := a.s.Deploy(tg, files)
 	if err != nil {
 		return nil, err
 	}
@@ -320,17 +334,18 @@ func (a *API) Deploy(ctx context.Context, req *scopedv1.DeployRequest) (*scopedv
 }
 
 func (a *API) RemoveExtension(ctx context.Context, req *scopedv1.RemoveExtensionRequest) (*scopedv1.RemoveExtensionResponse, error) {
-	if err := mayAct(ctx, req.GetTenant()); err != nil {
+	tg, err := target(ctx, req.GetTenant(), req.GetEnvironment(), "", req.GetName())
+	if err != nil {
 		return nil, err
 	}
-	return &scopedv1.RemoveExtensionResponse{}, a.s.RemoveExtension(req.GetTenant(), req.GetEnvironment(), req.GetName())
+	return &scopedv1.RemoveExtensionResponse{}, a.s.RemoveExtension(tg)
 }
 
 // filter returns which tenants a listing shows: the one asked for (which
 // the caller must be allowed), or every tenant the caller may act for.
 func filter(ctx context.Context, tenant string) (func(string) bool, error) {
 	if tenant != "" {
-		if err := mayAct(ctx, tenant); err != nil {
+		if _, err := mayAct(ctx, tenant); err != nil {
 			return nil, err
 		}
 		return func(t string) bool { return t == tenant }, nil
@@ -355,7 +370,8 @@ func (a *API) ListExtensions(ctx context.Context, req *scopedv1.ListExtensionsRe
 }
 
 func (a *API) Invoke(ctx context.Context, req *scopedv1.InvokeRequest) (*scopedv1.InvokeResponse, error) {
-	if err := mayAct(ctx, req.GetTenant()); err != nil {
+	tenant, err := mayAct(ctx, req.GetTenant())
+	if err != nil {
 		return nil, err
 	}
 	var timeout time.Duration
@@ -365,9 +381,12 @@ func (a *API) Invoke(ctx context.Context, req *scopedv1.InvokeRequest) (*scopedv
 		}
 		timeout = t.AsDuration()
 	}
+	tg, err := supervisor.NewTarget(tenant, req.GetEnvironment(), req.GetUser(), req.GetExtension())
+	if err != nil {
+		return nil, err
+	}
 	res, err := a.s.Invoke(ctx, supervisor.InvokeRequest{
-		Target:  supervisor.Target{Tenant: req.GetTenant(), Environment: req.GetEnvironment(), User: req.GetUser(), Extension: req.GetExtension()},
-		Version: req.GetVersion(), Payload: req.GetPayload(), Metadata: req.GetMetadata(), Timeout: timeout,
+		Target: tg, Version: req.GetVersion(), Payload: req.GetPayload(), Metadata: req.GetMetadata(), Timeout: timeout,
 	})
 	if err != nil {
 		return nil, err
@@ -424,7 +443,7 @@ func (a *API) InspectScope(ctx context.Context, req *scopedv1.InspectScopeReques
 		return nil, fmt.Errorf("%w: %w", supervisor.ErrInvalid, err)
 	}
 	tenant, _, _ := strings.Cut(key, ".")
-	if err := mayAct(ctx, tenant); err != nil {
+	if _, err := mayAct(ctx, tenant); err != nil {
 		return nil, err
 	}
 	si, err := a.s.Scope(key)
@@ -450,7 +469,7 @@ func (a *API) Logs(req *scopedv1.LogsRequest, stream grpc.ServerStreamingServer[
 			return fmt.Errorf("%w: %w", supervisor.ErrInvalid, err)
 		}
 		tenant, _, _ := strings.Cut(s, ".")
-		if err := mayAct(ctx, tenant); err != nil {
+		if _, err := mayAct(ctx, tenant); err != nil {
 			return err
 		}
 	}
@@ -503,7 +522,8 @@ func (a *API) tenantPB(ti supervisor.TenantInfo) *scopedv1.Tenant {
 }
 
 func (a *API) SetTenant(ctx context.Context, req *scopedv1.SetTenantRequest) (*scopedv1.Tenant, error) {
-	if err := mayAct(ctx, req.GetTenant()); err != nil {
+	tenant, err := mayAct(ctx, req.GetTenant())
+	if err != nil {
 		return nil, err
 	}
 	if c := callerOf(ctx); !c.admin {
@@ -514,7 +534,7 @@ func (a *API) SetTenant(ctx context.Context, req *scopedv1.SetTenantRequest) (*s
 		list := req.GetEgressAllow()
 		allow = &list
 	}
-	ti, err := a.s.SetTenantTier(req.GetTenant(), req.GetTier(), allow)
+	ti, err := a.s.SetTenantTier(tenant, req.GetTier(), allow)
 	if err != nil {
 		return nil, err
 	}
@@ -523,8 +543,9 @@ func (a *API) SetTenant(ctx context.Context, req *scopedv1.SetTenantRequest) (*s
 
 func (a *API) ListTenants(ctx context.Context, req *scopedv1.ListTenantsRequest) (*scopedv1.ListTenantsResponse, error) {
 	resp := &scopedv1.ListTenantsResponse{}
-	if t := req.GetTenant(); t != "" {
-		if err := mayAct(ctx, t); err != nil {
+	if req.GetTenant() != "" {
+		t, err := mayAct(ctx, req.GetTenant())
+		if err != nil {
 			return nil, err
 		}
 		resp.Tenants = append(resp.Tenants, a.tenantPB(a.s.Tenant(t)))
@@ -643,14 +664,15 @@ func redactWords(s string, hidden map[string]bool) string {
 }
 
 func (a *API) GetUsage(ctx context.Context, req *scopedv1.GetUsageRequest) (*scopedv1.GetUsageResponse, error) {
-	if err := mayAct(ctx, req.GetTenant()); err != nil {
+	tenant, err := mayAct(ctx, req.GetTenant())
+	if err != nil {
 		return nil, err
 	}
 	if req.GetFrom() == nil || req.GetTo() == nil {
 		return nil, fmt.Errorf("%w: from and to are required", supervisor.ErrInvalid)
 	}
 	rows, err := a.s.TenantUsage(supervisor.UsageQuery{
-		Tenant: req.GetTenant(), Meter: req.GetMeter(), From: req.GetFrom().AsTime(), To: req.GetTo().AsTime(),
+		Tenant: tenant, Meter: req.GetMeter(), From: req.GetFrom().AsTime(), To: req.GetTo().AsTime(),
 		By: req.GetBy(), PerWindow: req.GetPerWindow(),
 	})
 	if err != nil {

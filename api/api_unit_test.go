@@ -166,27 +166,27 @@ func TestUnitAuthenticate(t *testing.T) {
 
 func TestUnitMayAct(t *testing.T) {
 	ctx := context.WithValue(context.Background(), callerKey{}, caller{name: "app", tenants: map[string]bool{"acme": true}})
-	if err := mayAct(ctx, "acme"); err != nil {
+	if _, err := mayAct(ctx, "acme"); err != nil {
 		t.Errorf("mayAct(acme) = %v", err)
 	}
-	if err := mayAct(ctx, "globex"); !errors.Is(err, supervisor.ErrPermission) {
+	if _, err := mayAct(ctx, "globex"); !errors.Is(err, supervisor.ErrPermission) {
 		t.Errorf("mayAct(globex) = %v, want supervisor.ErrPermission", err)
 	}
 	for _, bad := range []string{"", "../acme", "ACME", "*", strings.Repeat("a", 70)} {
-		if err := mayAct(ctx, bad); !errors.Is(err, supervisor.ErrInvalid) {
+		if _, err := mayAct(ctx, bad); !errors.Is(err, supervisor.ErrInvalid) {
 			t.Errorf("mayAct(%q) = %v, want supervisor.ErrInvalid", bad, err)
 		}
 	}
 	// No caller in the context: nothing is allowed.
-	if err := mayAct(context.Background(), "acme"); !errors.Is(err, supervisor.ErrPermission) {
+	if _, err := mayAct(context.Background(), "acme"); !errors.Is(err, supervisor.ErrPermission) {
 		t.Errorf("mayAct without caller = %v", err)
 	}
 	// A wildcard client may act for any valid tenant, never for an invalid one.
 	all := context.WithValue(context.Background(), callerKey{}, caller{name: "ci", all: true})
-	if err := mayAct(all, "anyone"); err != nil {
+	if _, err := mayAct(all, "anyone"); err != nil {
 		t.Errorf("wildcard mayAct = %v", err)
 	}
-	if err := mayAct(all, "../x"); !errors.Is(err, supervisor.ErrInvalid) {
+	if _, err := mayAct(all, "../x"); !errors.Is(err, supervisor.ErrInvalid) {
 		t.Errorf("wildcard mayAct(../x) = %v", err)
 	}
 }

@@ -150,7 +150,11 @@ func newFuzzAPI(tb testing.TB, scopes bool) *fuzzAPI {
 	fx.open(tb)
 	tb.Cleanup(func() { _ = fx.s.Close() })
 	for _, e := range fuzzExts {
-		info, _, err := fx.s.Deploy(e.tenant, e.env, e.name, unitBundle("worker of "+e.key()))
+		tg, err := supervisor.NewTarget(ident.Tenant(e.tenant), e.env, "", e.name)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		info, _, err := fx.s.Deploy(tg, unitBundle("worker of "+e.key()))
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -225,7 +229,11 @@ func (fx *fuzzAPI) open(tb testing.TB) {
 			lines = append(lines, supervisor.LogLine{Time: now.Add(time.Duration(i) * time.Millisecond), Worker: "w1",
 				Extension: e.name, InvocationID: fmt.Sprint("i", i), Stream: "stderr", Line: "line of " + e.key()})
 		}
-		key, err := s.AddScope(supervisor.Target{Tenant: e.tenant, Environment: e.env, Extension: e.name}, lines)
+		tg, err := supervisor.NewTarget(ident.Tenant(e.tenant), e.env, "", e.name)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		key, err := s.AddScope(tg, lines)
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -318,7 +326,11 @@ func (fx *fuzzAPI) restore(t *testing.T) {
 		if fx.digests[k] == e.Digest {
 			continue
 		}
-		if err := s.RemoveExtension(e.Tenant, e.Environment, e.Name); err != nil {
+		tg, err := supervisor.NewTarget(ident.Tenant(e.Tenant), e.Environment, "", e.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RemoveExtension(tg); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -329,7 +341,11 @@ func (fx *fuzzAPI) restore(t *testing.T) {
 		if err := os.RemoveAll(fx.extDir(e.tenant, e.env, e.name)); err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := s.Deploy(e.tenant, e.env, e.name, unitBundle("worker of "+e.key())); err != nil {
+		tg, err := supervisor.NewTarget(ident.Tenant(e.tenant), e.env, "", e.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := s.Deploy(tg, unitBundle("worker of "+e.key())); err != nil {
 			t.Fatal(err)
 		}
 	}

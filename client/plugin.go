@@ -7,16 +7,14 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"runtime"
 	"sync"
 
 	"github.com/hashicorp/go-plugin"
 	"github.com/hashicorp/go-plugin/runner"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/scoped-io/scoped/plugins/reattach"
 	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
 )
 
@@ -70,84 +68,9 @@ func (*Plugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *grpc.Clien
 	return scopedv1.NewScopedClient(c), nil
 }
 
-// ReattachInfo is what the daemon publishes (as JSON) so that applications
-// using go-plugin can reattach to it. It deliberately has no pid: go-plugin
-// signals the pid of a reattached plugin when the application calls Kill.
-type ReattachInfo struct {
-	Protocol        string `json:"protocol"`         // "grpc"
-	ProtocolVersion int    `json:"protocol_version"` // Handshake.ProtocolVersion
-	Network         string `json:"network"`          // "unix"
-	Addr            string `json:"addr"`             // the daemon's socket path
-}
-
-// WriteReattach publishes info at path atomically (a temporary file in the
-// same directory, synced, renamed over path) with mode 0644. Empty fields
-// take their defaults: "grpc", Handshake.ProtocolVersion, "unix". The daemon
-// calls it once it serves, and removes the file when it stops.
-func WriteReattach(path string, info ReattachInfo) error {
-	if info.Protocol == "" {
-		info.Protocol = string(plugin.ProtocolGRPC)
-	}
-	if info.ProtocolVersion == 0 {
-		info.ProtocolVersion = int(Handshake.ProtocolVersion)
-	}
-	if info.Network == "" {
-		info.Network = "unix"
-	}
-	if err := info.validate(); err != nil {
-		return err
-	}
-	data, err := json.MarshalIndent(info, "", "  ")
-	if err != nil {
-		return err
-	}
-	data = append(data, '\n')
-
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("client: write reattach file: %w", err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // a no-op after the rename
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("client: write reattach file: %w", err)
-	}
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		return fmt.Errorf("client: write reattach file: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("client: write reattach file: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("client: write reattach file: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("client: write reattach file: %w", err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
-}
-
-func (info ReattachInfo) validate() error {
-	switch {
-	case info.Protocol != string(plugin.ProtocolGRPC):
-		return fmt.Errorf("client: reattach protocol %q: only %q is supported", info.Protocol, plugin.ProtocolGRPC)
-	case info.ProtocolVersion != int(Handshake.ProtocolVersion):
-		return fmt.Errorf("client: the daemon speaks scoped API version %d, this client version %d", info.ProtocolVersion, Handshake.ProtocolVersion)
-	case info.Network != "unix":
-		return fmt.Errorf("client: reattach network %q: only \"unix\" is supported", info.Network)
-	case !filepath.IsAbs(info.Addr):
-		return fmt.Errorf("client: reattach address %q is not an absolute socket path", info.Addr)
-	}
-	return nil
-}
+// ReattachInfo is what the daemon publishes at DefaultReattachFile (the
+// daemon writes it with package plugins/reattach).
+type ReattachInfo = reattach.Info
 
 // LoadReattach reads the ReattachInfo the daemon published at path
 // (DefaultReattachFile when empty) and returns the plugin.ReattachConfig to
@@ -175,8 +98,8 @@ func LoadReattach(path string) (*plugin.ReattachConfig, error) {
 	if err := json.Unmarshal(data, &info); err != nil {
 		return nil, fmt.Errorf("client: reattach file %s: %w", path, err)
 	}
-	if err := info.validate(); err != nil {
-		return nil, fmt.Errorf("%w (in %s)", err, path)
+	if err := info.Validate(); err != nil {
+		return nil, fmt.Errorf("client: %w (in %s)", err, path)
 	}
 	addr := &net.UnixAddr{Net: "unix", Name: info.Addr}
 	return &plugin.ReattachConfig{
@@ -252,26 +175,4 @@ func (r *daemonRunner) PluginToHost(network, addr string) (string, string, error
 
 func (r *daemonRunner) HostToPlugin(network, addr string) (string, string, error) {
 	return network, addr, nil
-}
-
-// RegisterReattachServices registers on the daemon's gRPC server what a
-// go-plugin client expects besides the scoped API: the gRPC health service
-// reporting plugin.GRPCServiceName ("plugin") and the scoped.v1.Scoped
-// service as SERVING; ClientProtocol.Ping checks "plugin". It returns the
-// health server so that the daemon can report NOT_SERVING while it drains
-// (Shutdown).
-//
-// go-plugin's other services are deliberately left out, and a client that
-// finds them Unimplemented carries on: the broker (plugin.GRPCBroker) only
-// carries extra streams, which the scoped API does not use; the stdio stream
-// (plugin.GRPCStdio) forwards a plugin process's stdout and stderr, which the
-// daemon does not have. The controller (plugin.GRPCController) must never be
-// served: go-plugin sends its Shutdown when an application kills its client,
-// which would let any application stop the daemon.
-func RegisterReattachServices(s *grpc.Server) *health.Server {
-	h := health.NewServer()
-	h.SetServingStatus(plugin.GRPCServiceName, healthpb.HealthCheckResponse_SERVING)
-	h.SetServingStatus(scopedv1.Scoped_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(s, h)
-	return h
 }

@@ -2,7 +2,6 @@ package client_test
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -25,6 +24,7 @@ import (
 	"github.com/scoped-io/scoped/client"
 	"github.com/scoped-io/scoped/client/clienttest"
 	"github.com/scoped-io/scoped/internal/testutil"
+	"github.com/scoped-io/scoped/plugins/reattach"
 	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
 )
 
@@ -135,7 +135,7 @@ func TestReattachKillLeavesDaemonAlive(t *testing.T) {
 	daemon, sock := startDaemon(t)
 
 	file := filepath.Join(t.TempDir(), "reattach.json")
-	if err := client.WriteReattach(file, client.ReattachInfo{Protocol: "grpc", ProtocolVersion: 1, Network: "unix", Addr: sock}); err != nil {
+	if err := reattach.Write(file, reattach.Info{Protocol: "grpc", ProtocolVersion: 1, Network: "unix", Addr: sock}); err != nil {
 		t.Fatal(err)
 	}
 	rc, err := client.LoadReattach(file)
@@ -222,7 +222,7 @@ func TestReattachDaemonNotRunning(t *testing.T) {
 	// A reattach file left behind, no daemon: Start fails with Dial's error.
 	file := filepath.Join(dir, "reattach.json")
 	sock := filepath.Join(dir, "gone.sock")
-	if err := client.WriteReattach(file, client.ReattachInfo{Addr: sock}); err != nil {
+	if err := reattach.Write(file, reattach.Info{Addr: sock}); err != nil {
 		t.Fatal(err)
 	}
 	rc, err := client.LoadReattach(file)
@@ -236,53 +236,20 @@ func TestReattachDaemonNotRunning(t *testing.T) {
 	}
 }
 
-func TestWriteReattach(t *testing.T) {
-	dir := t.TempDir()
-	file := filepath.Join(dir, "reattach.json")
-	if err := os.WriteFile(file, []byte("old"), 0o600); err != nil {
+// TestLoadReattach reads what the daemon writes (reattach.Write) and
+// refuses a file of another protocol version.
+func TestLoadReattach(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "reattach.json")
+	want := "/run/scoped/scoped.sock"
+	if err := reattach.Write(file, reattach.Info{Addr: want}); err != nil {
 		t.Fatal(err)
 	}
-	if err := client.WriteReattach(file, client.ReattachInfo{Addr: "/run/scoped/scoped.sock"}); err != nil {
-		t.Fatal(err)
-	}
-	fi, err := os.Stat(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fi.Mode().Perm() != 0o644 {
-		t.Errorf("mode %v, want 0644", fi.Mode().Perm())
-	}
-	var got client.ReattachInfo
-	data, _ := os.ReadFile(file)
-	if err := json.Unmarshal(data, &got); err != nil {
-		t.Fatal(err)
-	}
-	want := client.ReattachInfo{Protocol: "grpc", ProtocolVersion: 1, Network: "unix", Addr: "/run/scoped/scoped.sock"}
-	if got != want {
-		t.Errorf("wrote %+v, want %+v", got, want)
-	}
-	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
-		t.Errorf("temporary files left: %v", ents)
-	}
-
 	rc, err := client.LoadReattach(file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rc.Protocol != plugin.ProtocolGRPC || rc.ProtocolVersion != 1 || rc.Addr.Network() != "unix" || rc.Addr.String() != want.Addr {
+	if rc.Protocol != plugin.ProtocolGRPC || rc.ProtocolVersion != 1 || rc.Addr.Network() != "unix" || rc.Addr.String() != want {
 		t.Errorf("ReattachConfig %+v", rc)
-	}
-
-	for _, bad := range []client.ReattachInfo{
-		{Protocol: "netrpc", Addr: "/s"},
-		{ProtocolVersion: 9, Addr: "/s"},
-		{Network: "tcp", Addr: "/s"},
-		{Addr: "relative.sock"},
-		{},
-	} {
-		if err := client.WriteReattach(file, bad); err == nil {
-			t.Errorf("WriteReattach(%+v) succeeded", bad)
-		}
 	}
 	if err := os.WriteFile(file, []byte(`{"protocol":"grpc","protocol_version":2,"network":"unix","addr":"/s"}`), 0o644); err != nil {
 		t.Fatal(err)
@@ -312,7 +279,7 @@ func TestReattachGoPluginServices(t *testing.T) {
 		return status.Errorf(codes.Unimplemented, "unknown method %s", m)
 	}))
 	scopedv1.RegisterScopedServer(g, &clienttest.Server{})
-	client.RegisterReattachServices(g)
+	reattach.RegisterServices(g)
 	sock := filepath.Join(t.TempDir(), "scoped.sock")
 	lis, err := net.Listen("unix", sock)
 	if err != nil {
@@ -322,7 +289,7 @@ func TestReattachGoPluginServices(t *testing.T) {
 	defer g.Stop()
 
 	file := filepath.Join(t.TempDir(), "reattach.json")
-	if err := client.WriteReattach(file, client.ReattachInfo{Addr: sock}); err != nil {
+	if err := reattach.Write(file, reattach.Info{Addr: sock}); err != nil {
 		t.Fatal(err)
 	}
 	rc, err := client.LoadReattach(file)

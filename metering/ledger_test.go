@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/scoped-io/scoped/internal/ident"
 )
 
 // t0 is a window boundary for every window that divides a day.
@@ -32,7 +34,7 @@ func commitT(t *testing.T, l *Ledger, cursors map[string][]byte, ds ...Delta) {
 	}
 }
 
-func sumT(t *testing.T, l *Ledger, tenant, meter string) float64 {
+func sumT(t *testing.T, l *Ledger, tenant ident.Tenant, meter string) float64 {
 	t.Helper()
 	v, err := l.Sum(tenant, meter, t0.Add(-48*time.Hour), t0.Add(48*time.Hour))
 	if err != nil {

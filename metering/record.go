@@ -186,7 +186,9 @@ func checkTime(what string, t time.Time) error {
 	return nil
 }
 
-// checkTenant checks a tenant id.
+// checkTenant checks the tenant id of a delta: a record the ledger keeps
+// and exports must hold a valid id whoever made it. (A query's tenant is an
+// ident.Tenant, checked where the request came in.)
 func checkTenant(tenant string) error {
 	if err := ident.Check("tenant", tenant); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalid, err)

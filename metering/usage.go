@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/scoped-io/scoped/internal/ident"
 )
 
 // Dimensions Query.By groups by.
@@ -32,7 +34,7 @@ const (
 // asks for it.
 type Query struct {
 	// Tenant is the tenant, or "" for every tenant.
-	Tenant string
+	Tenant ident.Tenant
 	// Meter is one meter, or "" for every meter.
 	Meter string
 	// From and To select the windows that start in [From, To); a zero
@@ -81,11 +83,6 @@ func checkRange(from, to time.Time) error {
 // Usage returns the usage q selects, open windows included, ordered by
 // tenant, meter, group and window start.
 func (l *Ledger) Usage(q Query) ([]Row, error) {
-	if q.Tenant != "" {
-		if err := checkTenant(q.Tenant); err != nil {
-			return nil, err
-		}
-	}
 	if q.Meter != "" {
 		if err := checkMeter(q.Meter); err != nil {
 			return nil, err
@@ -166,9 +163,9 @@ func (l *Ledger) Usage(q Query) ([]Row, error) {
 // start in [from, to), open windows included, across all dimensions: what a
 // daily or monthly spend guard compares with its cap. Both times are
 // required; windows divide a day, so day boundaries select whole windows.
-func (l *Ledger) Sum(tenant, meter string, from, to time.Time) (float64, error) {
-	if err := checkTenant(tenant); err != nil {
-		return 0, err
+func (l *Ledger) Sum(tenant ident.Tenant, meter string, from, to time.Time) (float64, error) {
+	if tenant == "" {
+		return 0, fmt.Errorf("%w: sum needs a tenant", ErrInvalid)
 	}
 	if err := checkMeter(meter); err != nil {
 		return 0, err

@@ -55,8 +55,8 @@ func (d *Detached) Close() error {
 // exist, its stats are zero. It returns the scope's key.
 func (d *Detached) AddScope(t Target, lines []LogLine) (string, error) {
 	id := d.conf().Isolation.scopeOf(t)
-	tier, _ := d.tierOf(t.Tenant)
-	node, err := cgroups.Load(path.Join("/scoped-detached-absent", tier, t.Tenant, id.Name))
+	tier, _ := d.tierOf(id.Tenant)
+	node, err := cgroups.Load(path.Join("/scoped-detached-absent", tier, id.Tenant, id.Name))
 	if err != nil {
 		return "", err
 	}

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/scoped-io/scoped/internal/ident"
 	"github.com/scoped-io/scoped/metering"
 )
 
@@ -18,13 +19,13 @@ import (
 type gate struct {
 	// caps refuses a tenant past one of its tier's spend caps (nil: no
 	// caps are checked).
-	caps func(tenant, tierName string, t Tier, now time.Time) error
+	caps func(tenant ident.Tenant, tierName string, t Tier, now time.Time) error
 
 	mu  sync.Mutex
 	adm map[string]*admission // tenants with recent invocations
 }
 
-func newGate(caps func(tenant, tierName string, t Tier, now time.Time) error) *gate {
+func newGate(caps func(tenant ident.Tenant, tierName string, t Tier, now time.Time) error) *gate {
 	return &gate{caps: caps, adm: map[string]*admission{}}
 }
 
@@ -52,13 +53,13 @@ func (e *RetryAfterError) Unwrap() error { return e.Err }
 // now, or says why not: the spend caps first, then the tier's state, rate
 // and concurrency. done gives the invocation's slot back (once, however
 // often it is called).
-func (g *gate) Admit(tenant, tierName string, t Tier, now time.Time) (done func(), err error) {
+func (g *gate) Admit(tenant ident.Tenant, tierName string, t Tier, now time.Time) (done func(), err error) {
 	if g.caps != nil {
 		if err := g.caps(tenant, tierName, t, now); err != nil {
 			return nil, err
 		}
 	}
-	return g.admit(tenant, t, now)
+	return g.admit(string(tenant), t, now)
 }
 
 // admit takes a slot and a token of tenant's tier t at now, or says why
@@ -166,13 +167,13 @@ func (g *gate) prune(tierOf func(string) Tier, now time.Time) {
 // uses within one flush.
 type spendCaps struct {
 	// sum is what tenant used of meter in [from, to) (the ledger's Sum).
-	sum     func(tenant, meter string, from, to time.Time) (float64, error)
+	sum     func(tenant ident.Tenant, meter string, from, to time.Time) (float64, error)
 	conf    func() MeteringConfig
 	log     *slog.Logger
 	countFn func(kind string) // counts an error kind (scoped_errors_total)
 
 	mu    sync.Mutex
-	spent map[string]spent // by tenant: what its caps are checked against
+	spent map[ident.Tenant]spent // by tenant: what its caps are checked against
 	// failLog keeps a broken ledger from writing a line per invocation.
 	failLog logEvery
 }
@@ -191,12 +192,12 @@ const capLogEvery = 10 * time.Second
 // newSpendCaps checks caps on l's sums.
 func (s *Supervisor) newSpendCaps(l *metering.Ledger) *spendCaps {
 	return &spendCaps{sum: l.Sum, conf: func() MeteringConfig { return s.conf().Metering }, log: s.log,
-		countFn: s.metrics.IncError, spent: map[string]spent{}}
+		countFn: s.metrics.IncError, spent: map[ident.Tenant]spent{}}
 }
 
 // checkCaps refuses an invocation of a tenant past one of its tier's spend
 // caps (none while metering is off).
-func (s *Supervisor) checkCaps(tenant, tierName string, t Tier, now time.Time) error {
+func (s *Supervisor) checkCaps(tenant ident.Tenant, tierName string, t Tier, now time.Time) error {
 	if s.meter == nil {
 		return nil
 	}
@@ -206,7 +207,7 @@ func (s *Supervisor) checkCaps(tenant, tierName string, t Tier, now time.Time) e
 // check refuses tenant, of tier t (named tierName), at now when it used
 // all of one of its caps this UTC day or month (ErrQuota, retry when the
 // period ends), or when the ledger cannot say ([metering] on_error).
-func (c *spendCaps) check(tenant, tierName string, t Tier, now time.Time) error {
+func (c *spendCaps) check(tenant ident.Tenant, tierName string, t Tier, now time.Time) error {
 	if len(t.DailyCaps)+len(t.MonthlyCaps) == 0 {
 		return nil
 	}
@@ -250,7 +251,7 @@ func (c *spendCaps) check(tenant, tierName string, t Tier, now time.Time) error 
 // through unchecked (scoped_errors_total{kind="caps_unchecked"}). Every
 // failure counts as scoped_errors_total{kind="metering_caps"}; the log has
 // at most one line per capLogEvery.
-func (c *spendCaps) failed(tenant, tierName string, now time.Time, err error) error {
+func (c *spendCaps) failed(tenant ident.Tenant, tierName string, now time.Time, err error) error {
 	c.countFn("metering_caps")
 	conf := c.conf()
 	allow := conf.OnError == CapsAllow
@@ -274,7 +275,7 @@ func (c *spendCaps) failed(tenant, tierName string, now time.Time, err error) er
 }
 
 // spentNow sums a tenant's usage of its capped meters.
-func (c *spendCaps) spentNow(tenant string, t Tier, now time.Time) (spent, error) {
+func (c *spendCaps) spentNow(tenant ident.Tenant, t Tier, now time.Time) (spent, error) {
 	now = now.UTC()
 	day := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, time.UTC)
 	month := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)

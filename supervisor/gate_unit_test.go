@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"testing"
 	"time"
+
+	"github.com/scoped-io/scoped/internal/ident"
 )
 
 // TestUnitGateCaps: the spend caps are asked first, with the tenant and
@@ -14,8 +16,8 @@ func TestUnitGateCaps(t *testing.T) {
 	errCap := &RetryAfterError{Err: ErrQuota, After: time.Hour}
 	var asked []string
 	refuse := true
-	g := newGate(func(tenant, tierName string, _ Tier, _ time.Time) error {
-		asked = append(asked, tenant+"/"+tierName)
+	g := newGate(func(tenant ident.Tenant, tierName string, _ Tier, _ time.Time) error {
+		asked = append(asked, string(tenant)+"/"+tierName)
 		if refuse {
 			return errCap
 		}
@@ -98,7 +100,7 @@ func TestUnitSpendCaps(t *testing.T) {
 	counted := map[string]int{}
 	conf := MeteringConfig{Flush: Duration{time.Minute}, OnError: CapsRefuse}
 	c := &spendCaps{
-		sum: func(_, meter string, from, to time.Time) (float64, error) {
+		sum: func(_ ident.Tenant, meter string, from, to time.Time) (float64, error) {
 			sums++
 			if !from.Before(to) {
 				t.Errorf("sum over [%s, %s)", from, to)
@@ -108,7 +110,7 @@ func TestUnitSpendCaps(t *testing.T) {
 		conf:    func() MeteringConfig { return conf },
 		log:     slog.New(slog.NewTextHandler(io.Discard, nil)),
 		countFn: func(kind string) { counted[kind]++ },
-		spent:   map[string]spent{},
+		spent:   map[ident.Tenant]spent{},
 	}
 	tier := Tier{DailyCaps: map[string]float64{"cpu_seconds": 10}, MonthlyCaps: map[string]float64{"invocations": 100}}
 	now := time.Date(2026, 12, 6, 18, 0, 0, 0, time.UTC)

@@ -34,30 +34,17 @@ type InvokeResult struct {
 	ColdStart    *ColdStart // the phases of the worker's start when Cold, else nil
 }
 
-// checkTargetFields validates every request field that can reach a path.
-func checkTargetFields(t Target, version string) error {
-	fields := [][2]string{{"tenant", t.Tenant}, {"environment", t.Environment}, {"extension", t.Extension}}
-	if t.User != "" {
-		fields = append(fields, [2]string{"user", t.User})
+// checkInvoke validates a request against the API limits. Its target's
+// ids were checked at the edge (NewTarget); the version, which names a
+// directory of the store, is checked here.
+func checkInvoke(req InvokeRequest, lim APILimits) error {
+	if req.Target == (Target{}) {
+		return fmt.Errorf("%w: no target (make one with NewTarget)", ErrInvalid)
 	}
-	if version != "" {
-		fields = append(fields, [2]string{"version", version})
-	}
-	for _, f := range fields {
-		if err := ident.Check(f[0], f[1]); err != nil {
+	if req.Version != "" {
+		if err := ident.Check("version", req.Version); err != nil {
 			return fmt.Errorf("%w: %w", ErrInvalid, err)
 		}
-	}
-	if t.User == AnonymousUser {
-		return fmt.Errorf("%w: user %q is reserved for requests without a user", ErrInvalid, t.User)
-	}
-	return nil
-}
-
-// checkInvoke validates a request against the API limits.
-func checkInvoke(req InvokeRequest, lim APILimits) error {
-	if err := checkTargetFields(req.Target, req.Version); err != nil {
-		return err
 	}
 	if int64(len(req.Payload)) > lim.MaxPayload {
 		return fmt.Errorf("%w: payload of %d bytes, at most %d are allowed", ErrTooLarge, len(req.Payload), lim.MaxPayload)
@@ -98,18 +85,18 @@ func (s *Supervisor) Invoke(ctx context.Context, req InvokeRequest) (InvokeResul
 	if err := checkInvoke(req, s.conf().Limits); err != nil {
 		return InvokeResult{}, err
 	}
-	ext, err := s.store.Get(req.Tenant, req.Environment, req.Extension, req.Version)
+	ext, err := s.store.Get(string(req.Tenant()), req.Environment(), req.Extension(), req.Version)
 	if err != nil {
 		return InvokeResult{}, err
 	}
 	inv := &invocation{req: req, ext: ext, start: start}
-	inv.tierName, inv.tier = s.tierOf(req.Tenant)
+	inv.tierName, inv.tier = s.tierOf(string(req.Tenant()))
 	timeout, longest := inv.tier.timeouts(s.conf().Limits)
 	if req.Timeout > 0 {
 		timeout = min(req.Timeout, longest)
 	}
 	inv.timeout = timeout
-	done, err := s.admit(req.Tenant, inv.tierName, inv.tier)
+	done, err := s.admit(req.Tenant(), inv.tierName, inv.tier)
 	if err != nil {
 		return InvokeResult{}, err
 	}
@@ -127,17 +114,17 @@ func (s *Supervisor) Invoke(ctx context.Context, req InvokeRequest) (InvokeResul
 	}
 	defer sc.active.Add(-1) // scopeFor counted it
 	inv.sc, inv.id = sc, newInvocationID()
-	inv.log = s.log.With("tenant", req.Tenant, "scope", id.Key(), "invocation", inv.id, "extension", ext.Name)
+	inv.log = s.log.With("tenant", string(req.Tenant()), "scope", id.Key(), "invocation", inv.id, "extension", ext.Name)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	res, err := s.run(ctx, inv)
-	s.metrics.ObserveInvocation(sc.labels(), req.Extension, resultOf(err), time.Since(start), inv.cold)
-	sc.countInvocation(req.Extension, time.Since(start), inv.cold)
+	s.metrics.ObserveInvocation(sc.labels(), req.Extension(), resultOf(err), time.Since(start), inv.cold)
+	sc.countInvocation(req.Extension(), time.Since(start), inv.cold)
 	return res, err
 }
 
 // admit passes an invocation through the gate, counting refusals.
-func (s *Supervisor) admit(tenant, tierName string, t Tier) (func(), error) {
+func (s *Supervisor) admit(tenant ident.Tenant, tierName string, t Tier) (func(), error) {
 	done, err := s.gate.Admit(tenant, tierName, t, time.Now())
 	if err != nil {
 		s.metrics.IncRefused(tierName, refusalOf(err))

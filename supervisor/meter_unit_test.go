@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/scoped-io/scoped/internal/ident"
 	"github.com/scoped-io/scoped/metering"
 )
 
@@ -108,8 +109,8 @@ func TestUnitCapsLedgerError(t *testing.T) {
 				t.Fatal(err)
 			}
 			s.scopes.stop() // admitted calls then end without a scope
-			req := func(tenant string) InvokeRequest {
-				return InvokeRequest{Target: Target{Tenant: tenant, Environment: "production", Extension: "hook"}}
+			req := func(tenant ident.Tenant) InvokeRequest {
+				return InvokeRequest{Target: Target{tenant: tenant, environment: "production", extension: "hook"}}
 			}
 			if _, err := s.Invoke(context.Background(), req("globex")); !errors.Is(err, ErrStopping) {
 				t.Fatalf("uncapped tenant: %v, want admitted (ErrStopping)", err)

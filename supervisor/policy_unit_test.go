@@ -3,12 +3,14 @@ package supervisor
 import (
 	"slices"
 	"testing"
+
+	"github.com/scoped-io/scoped/internal/ident"
 )
 
 func TestUnitScopeOf(t *testing.T) {
-	tg := Target{Tenant: "acme", Environment: "production", User: "alice", Extension: "hook"}
+	tg := Target{tenant: "acme", environment: "production", user: "alice", extension: "hook"}
 	anon := tg
-	anon.User = ""
+	anon.user = ""
 	for _, c := range []struct {
 		name string
 		by   []string
@@ -75,7 +77,7 @@ func policies() [][]string {
 }
 
 func TestUnitScopeOfOrderDoesNotMatter(t *testing.T) {
-	tg := Target{Tenant: "acme", Environment: "staging", User: "bob", Extension: "rules"}
+	tg := Target{tenant: "acme", environment: "staging", user: "bob", extension: "rules"}
 	for _, p := range policies() {
 		want := Isolation{By: p}.scopeOf(tg)
 		for _, perm := range permutations(p) {
@@ -97,7 +99,7 @@ func TestUnitScopeOfSeparatesSelectedFields(t *testing.T) {
 		for _, e := range vals {
 			for _, u := range users {
 				for _, x := range vals {
-					targets = append(targets, Target{Tenant: tn, Environment: e, User: u, Extension: x})
+					targets = append(targets, Target{tenant: ident.Tenant(tn), environment: e, user: u, extension: x})
 				}
 			}
 		}
@@ -112,25 +114,25 @@ func TestUnitScopeOfSeparatesSelectedFields(t *testing.T) {
 				byKey[key] = tg
 				continue
 			}
-			differs := other.Tenant != tg.Tenant ||
-				slices.Contains(p, "environment") && other.Environment != tg.Environment ||
-				slices.Contains(p, "user") && other.User != tg.User ||
-				slices.Contains(p, "extension") && other.Extension != tg.Extension
+			differs := other.tenant != tg.tenant ||
+				slices.Contains(p, "environment") && other.environment != tg.environment ||
+				slices.Contains(p, "user") && other.user != tg.user ||
+				slices.Contains(p, "extension") && other.extension != tg.extension
 			if differs {
 				t.Fatalf("policy %q: %+v and %+v share scope %q", p, other, tg, key)
 			}
 		}
 		// And the converse: ignored fields do not split scopes.
 		for _, tg := range targets {
-			alt := Target{Tenant: tg.Tenant, Environment: "zz", User: "zz", Extension: "zz"}
+			alt := Target{tenant: tg.tenant, environment: "zz", user: "zz", extension: "zz"}
 			if slices.Contains(p, "environment") {
-				alt.Environment = tg.Environment
+				alt.environment = tg.environment
 			}
 			if slices.Contains(p, "user") {
-				alt.User = tg.User
+				alt.user = tg.user
 			}
 			if slices.Contains(p, "extension") {
-				alt.Extension = tg.Extension
+				alt.extension = tg.extension
 			}
 			if a, b := iso.scopeOf(tg).Key(), iso.scopeOf(alt).Key(); a != b {
 				t.Fatalf("policy %q: %+v in %q but %+v in %q", p, tg, a, alt, b)
@@ -144,13 +146,13 @@ func TestUnitScopeOfSeparatesSelectedFields(t *testing.T) {
 // isolates by user — an anonymous request runs in that user's sandbox.
 func TestUnitScopeOfAnonymousUserIsNotAUser(t *testing.T) {
 	iso := Isolation{By: []string{"environment", "user"}}
-	noUser := Target{Tenant: "acme", Environment: "production", Extension: "hook"}
+	noUser := Target{tenant: "acme", environment: "production", extension: "hook"}
 	named := noUser
-	named.User = "anonymous"
-	if err := checkTargetFields(named, ""); err != nil {
+	named.user = "anonymous"
+	if _, err := NewTarget(named.tenant, named.environment, named.user, named.extension); err != nil {
 		return // the edge refuses the reserved name: no collision possible
 	}
 	if a, b := iso.scopeOf(noUser).Key(), iso.scopeOf(named).Key(); a == b {
-		t.Fatalf("no user and user %q share scope %q", named.User, a)
+		t.Fatalf("no user and user %q share scope %q", named.user, a)
 	}
 }

@@ -176,6 +176,11 @@ func (s *Store) lockExt(key string) func() {
 	}
 }
 
+// checkTarget is the store's own check of the ids it joins into a path
+// (extDir). The API edge checked them already (a Target); this cheap check
+// stays because a path built from an unchecked id ("..", "a/b") would
+// reach outside the store, whatever caller forgot the edge's check. It also
+// tells extension directories from staged ones when listing.
 func checkTarget(tenant, env, name string) error {
 	for _, f := range [][2]string{{"tenant", tenant}, {"environment", env}, {"extension", name}} {
 		if err := ident.Check(f[0], f[1]); err != nil {

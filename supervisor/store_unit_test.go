@@ -462,8 +462,8 @@ func TestUnitVersionKeyDistinguishesBundles(t *testing.T) {
 	}
 	// With isolation by extension both go to the same scope.
 	iso := Isolation{By: []string{"extension"}}
-	a := iso.scopeOf(Target{Tenant: "acme", Environment: "production", Extension: "hook"})
-	b := iso.scopeOf(Target{Tenant: "acme", Environment: "staging", Extension: "hook"})
+	a := iso.scopeOf(Target{tenant: "acme", environment: "production", extension: "hook"})
+	b := iso.scopeOf(Target{tenant: "acme", environment: "staging", extension: "hook"})
 	if a != b {
 		t.Fatalf("precondition: scopes %+v and %+v differ", a, b)
 	}

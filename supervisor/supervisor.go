@@ -268,10 +268,8 @@ func (s *Supervisor) detachScope(sc *scope, kill bool) {
 // SetTenantTier assigns tenant to tier, persists it, and moves the
 // tenant's live scopes: they finish what they run and their successors
 // start in the new tier (a suspended tier stops them at once).
-func (s *Supervisor) SetTenantTier(tenant, tier string, allow *[]string) (TenantInfo, error) {
-	if err := ident.Check("tenant", tenant); err != nil {
-		return TenantInfo{}, fmt.Errorf("%w: %w", ErrInvalid, err)
-	}
+func (s *Supervisor) SetTenantTier(t ident.Tenant, tier string, allow *[]string) (TenantInfo, error) {
+	tenant := string(t)
 	if err := ident.Check("tier", tier); err != nil {
 		return TenantInfo{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
@@ -295,12 +293,13 @@ func (s *Supervisor) SetTenantTier(tenant, tier string, allow *[]string) (Tenant
 	if err := s.applyTiers(); err != nil {
 		s.log.Error("apply tiers", "tenant", tenant, "err", err)
 	}
-	return s.Tenant(tenant), nil
+	return s.Tenant(t), nil
 }
 
 // Tenant describes one tenant (known or not: an unknown tenant is in the
 // default tier).
-func (s *Supervisor) Tenant(tenant string) TenantInfo {
+func (s *Supervisor) Tenant(t ident.Tenant) TenantInfo {
+	tenant := string(t)
 	all := s.Tenants(func(t string) bool { return t == tenant })
 	if len(all) == 1 {
 		return all[0]
@@ -679,7 +678,9 @@ func (s *Supervisor) warm(sc *scope) {
 
 // Deploy stores a new version of an extension. Workers of older versions
 // finish what they do and are replaced as invocations ask for the new one.
-func (s *Supervisor) Deploy(tenant, env, name string, files []BundleFile) (ExtensionInfo, bool, error) {
+// t's user is not used.
+func (s *Supervisor) Deploy(t Target, files []BundleFile) (ExtensionInfo, bool, error) {
+	tenant, env, name := string(t.Tenant()), t.Environment(), t.Extension()
 	info, unchanged, err := s.store.Deploy(tenant, env, name, files)
 	if err == nil && !unchanged {
 		s.log.Info("extension deployed", "tenant", tenant, "environment", env, "extension", name,
@@ -688,8 +689,10 @@ func (s *Supervisor) Deploy(tenant, env, name string, files []BundleFile) (Exten
 	return info, unchanged, err
 }
 
-// RemoveExtension removes an extension and stops its workers.
-func (s *Supervisor) RemoveExtension(tenant, env, name string) error {
+// RemoveExtension removes t's extension and stops its workers (t's user
+// is not used).
+func (s *Supervisor) RemoveExtension(t Target) error {
+	tenant, env, name := string(t.Tenant()), t.Environment(), t.Extension()
 	if err := s.store.Remove(tenant, env, name); err != nil {
 		return err
 	}

@@ -26,7 +26,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/scoped-io/scoped/client"
+	"github.com/scoped-io/scoped/plugins/reattach"
 	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
 )
 
@@ -83,7 +83,7 @@ func Start(t testing.TB, s *Server) string {
 func (s *Server) GRPCServer() *grpc.Server {
 	g := grpc.NewServer()
 	scopedv1.RegisterScopedServer(g, s)
-	client.RegisterReattachServices(g)
+	reattach.RegisterServices(g)
 	return g
 }
 

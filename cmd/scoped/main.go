@@ -19,8 +19,8 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/scoped-io/scoped/api"
-	"github.com/scoped-io/scoped/client"
 	"github.com/scoped-io/scoped/metrics"
+	"github.com/scoped-io/scoped/plugins/reattach"
 	"github.com/scoped-io/scoped/sandbox"
 	"github.com/scoped-io/scoped/supervisor"
 )
@@ -88,11 +88,11 @@ func run(args []string) error {
 		return err
 	}
 	srv := api.NewServer(s, log)
-	health := client.RegisterReattachServices(srv)
+	health := reattach.RegisterServices(srv)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(l) }()
 	if cfg.ReattachFile != "" {
-		if err := client.WriteReattach(cfg.ReattachFile, client.ReattachInfo{Network: "unix", Addr: cfg.Socket}); err != nil {
+		if err := reattach.Write(cfg.ReattachFile, reattach.Info{Network: "unix", Addr: cfg.Socket}); err != nil {
 			log.Warn("reattach file not written", "path", cfg.ReattachFile, "err", err)
 		}
 	}

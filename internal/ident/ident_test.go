@@ -49,3 +49,18 @@ func TestCheckDotted(t *testing.T) {
 		}
 	}
 }
+
+func TestParseTenant(t *testing.T) {
+	if got, err := ParseTenant("acme"); err != nil || got != "acme" {
+		t.Errorf("ParseTenant(acme) = %q, %v", got, err)
+	}
+	for _, s := range []string{"", "../x", "ACME", strings.Repeat("a", 64)} {
+		got, err := ParseTenant(s)
+		if !errors.Is(err, ErrInvalid) || got != "" {
+			t.Errorf("ParseTenant(%q) = %q, %v, want ErrInvalid", s, got, err)
+		}
+		if want := Check("tenant", s); err.Error() != want.Error() {
+			t.Errorf("ParseTenant(%q) says %q, Check says %q", s, err, want)
+		}
+	}
+}
