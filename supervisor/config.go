@@ -12,6 +12,8 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/scoped-io/scoped/control"
+	"github.com/scoped-io/scoped/internal/confval"
 	"github.com/scoped-io/scoped/internal/ident"
 )
 
@@ -44,7 +46,7 @@ type Config struct {
 	Clients    []Client         `toml:"client"`
 	Metrics    MetricsConfig    `toml:"metrics"`
 	Accounting AccountingConfig `toml:"accounting"`
-	Control    ControlConfig    `toml:"control"`
+	Control    control.Config   `toml:"control"`
 	Metering   MeteringConfig   `toml:"metering"`
 	Network    NetworkConfig    `toml:"network"`
 	Log        LogConfig        `toml:"log"`
@@ -128,17 +130,7 @@ type LogConfig struct {
 }
 
 // Duration is a time.Duration written as "5s" in TOML.
-type Duration struct{ time.Duration }
-
-// UnmarshalText parses "1m30s".
-func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
-	d.Duration = v
-	return err
-}
-
-// MarshalText writes the duration as "1m30s".
-func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+type Duration = confval.Duration
 
 // ErrConfig is wrapped by every configuration error.
 var ErrConfig = errors.New("invalid configuration")
@@ -259,7 +251,7 @@ func (c *Config) Validate() error {
 	if err := c.Network.validate(); err != nil {
 		return bad("%v", err)
 	}
-	if err := c.Control.controlConfig().Validate(); err != nil {
+	if err := c.Control.Validate(); err != nil {
 		return bad("control: %v", err)
 	}
 	if c.Metrics.Interval.Duration < 100*time.Millisecond {
