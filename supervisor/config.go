@@ -218,9 +218,11 @@ func (c *Config) Validate() error {
 		return bad("tenants.default_tier %q is not a configured tier", c.Tenants.DefaultTier)
 	}
 	for _, name := range slices.Sorted(maps.Keys(c.Tiers)) {
-		if err := c.Tiers[name].validate(name, c.Pool, c.Limits); err != nil {
+		t := c.Tiers[name]
+		if err := t.validate(name, c.Pool, c.Limits); err != nil {
 			return bad("%v", err)
 		}
+		c.Tiers[name] = t // with its parsed allow-list
 	}
 	if c.Scope.LogLines < 1 {
 		return bad("scope: log_lines must be positive")

@@ -116,17 +116,15 @@ func (s *Supervisor) closeNetwork() error {
 }
 
 // netPolicy is a tenant's egress policy in tier t: the tier's allow-list,
-// the tenant's own and the tier's caps.
+// the tenant's own (both parsed when configured) and the tier's caps.
 func (s *Supervisor) netPolicy(tenant string, t Tier) (netns.Policy, error) {
-	tierRules, err := parseAllow(t.EgressAllow)
-	if err != nil {
-		return netns.Policy{}, fmt.Errorf("%w: egress allow-list of the tier: %w", ErrInvalid, err)
-	}
-	own, err := parseAllow(s.tenants.egressAllow(tenant))
+	own, err := s.tenants.egressRules(tenant)
 	if err != nil {
 		return netns.Policy{}, fmt.Errorf("%w: egress allow-list of %s: %w", ErrInvalid, tenant, err)
 	}
-	return netns.Policy{Allow: append(tierRules, own...), Caps: netns.Caps{Egress: uint64(t.EgressRate), Ingress: uint64(t.IngressRate)}}, nil
+	allow := make([]netns.Rule, 0, len(t.egressRules)+len(own))
+	allow = append(append(allow, t.egressRules...), own...)
+	return netns.Policy{Allow: allow, Caps: netns.Caps{Egress: uint64(t.EgressRate), Ingress: uint64(t.IngressRate)}}, nil
 }
 
 // workerNetwork is the namespace a worker of ext joins in sc: "" for its own
