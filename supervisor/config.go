@@ -15,6 +15,7 @@ import (
 	"github.com/scoped-io/scoped/control"
 	"github.com/scoped-io/scoped/internal/confval"
 	"github.com/scoped-io/scoped/internal/ident"
+	"github.com/scoped-io/scoped/metering"
 )
 
 // Config is the daemon's configuration, read from a TOML file (see
@@ -47,7 +48,7 @@ type Config struct {
 	Metrics    MetricsConfig    `toml:"metrics"`
 	Accounting AccountingConfig `toml:"accounting"`
 	Control    control.Config   `toml:"control"`
-	Metering   MeteringConfig   `toml:"metering"`
+	Metering   metering.Config  `toml:"metering"`
 	Network    NetworkConfig    `toml:"network"`
 	Log        LogConfig        `toml:"log"`
 }
@@ -247,7 +248,7 @@ func (c *Config) Validate() error {
 	default:
 		return bad("accounting.mode must be auto, ebpf or cgroupfs")
 	}
-	if err := c.Metering.validate(); err != nil {
+	if err := c.Metering.Validate(); err != nil {
 		return bad("%v", err)
 	}
 	if err := c.Network.validate(); err != nil {
