@@ -16,6 +16,7 @@ import (
 	"github.com/scoped-io/scoped/internal/confval"
 	"github.com/scoped-io/scoped/internal/ident"
 	"github.com/scoped-io/scoped/metering"
+	"github.com/scoped-io/scoped/netns"
 )
 
 // Config is the daemon's configuration, read from a TOML file (see
@@ -49,7 +50,7 @@ type Config struct {
 	Accounting AccountingConfig `toml:"accounting"`
 	Control    control.Config   `toml:"control"`
 	Metering   metering.Config  `toml:"metering"`
-	Network    NetworkConfig    `toml:"network"`
+	Network    netns.Settings   `toml:"network"`
 	Log        LogConfig        `toml:"log"`
 }
 
@@ -251,7 +252,7 @@ func (c *Config) Validate() error {
 	if err := c.Metering.Validate(); err != nil {
 		return bad("%v", err)
 	}
-	if err := c.Network.validate(); err != nil {
+	if err := c.Network.Validate(); err != nil {
 		return bad("%v", err)
 	}
 	if err := c.Control.Validate(); err != nil {
