@@ -129,7 +129,12 @@ type AccountingConfig struct {
 type LogConfig struct {
 	Format string `toml:"format"` // text or json
 	Level  string `toml:"level"`  // debug, info, warn, error
+
+	level slog.Level // Level parsed by Validate
 }
+
+// SlogLevel is the level, as Validate parsed it.
+func (l LogConfig) SlogLevel() slog.Level { return l.level }
 
 // Duration is a time.Duration written as "5s" in TOML.
 type Duration = confval.Duration
@@ -266,8 +271,7 @@ func (c *Config) Validate() error {
 	default:
 		return bad("log.format must be text or json")
 	}
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(c.Log.Level)); err != nil {
+	if err := c.Log.level.UnmarshalText([]byte(c.Log.Level)); err != nil {
 		return bad("log.level %q is not debug, info, warn or error", c.Log.Level)
 	}
 	return nil
