@@ -20,7 +20,12 @@ import (
 )
 
 // Config is the daemon's configuration, read from a TOML file (see
-// DefaultConfigTOML for every key with its default).
+// DefaultConfigTOML for every key with its default). The tables of a
+// subsystem are that package's own config type, with its keys and its
+// Validate ([control]: control.Config, [metering]: metering.Config and
+// export.Config, [network]: netns.Settings); Validate checks them all and
+// keeps what it parses (allow-lists, the subnet, the log level, exporter
+// tokens) parsed, so that nothing is parsed again where it is used.
 type Config struct {
 	// Socket is the API's unix socket; SocketGroup (a name or gid) owns it
 	// with SocketMode, so members of that group may connect.
