@@ -4,56 +4,60 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/scoped-io/scoped/internal/confval"
 )
 
 // Config tunes the controller. Thresholds named here are entry thresholds:
 // a scope that is a victim stays one down to half of them (hysteresis).
+// It is the daemon's [control] table: the toml tags are its keys,
+// Validate its checks.
 type Config struct {
 	// Enabled turns the controller on. Off, a Controller reads nothing and
 	// touches no scope; the other fields are then not checked.
-	Enabled bool
+	Enabled bool `toml:"enabled"`
 	// Interval is the time between two snapshots (one tick).
-	Interval time.Duration
+	Interval confval.Duration `toml:"interval"`
 	// Cooldown is the least time between two steps of one antagonist, in
 	// either direction. Leaving the cap (level 2) waits Cooldown times 2^n
 	// after the n-th cap of the same throttling episode, at most 8×.
-	Cooldown time.Duration
+	Cooldown confval.Duration `toml:"cooldown"`
 	// DetectTicks is how many consecutive ticks victims must name a scope
 	// before it is stepped down, and again before it is capped.
-	DetectTicks int
+	DetectTicks int `toml:"detect_ticks"`
 	// RecoverTicks is how many consecutive ticks a throttled scope must be
 	// named by no victim, or be calm, before it is stepped back up a level.
-	RecoverTicks int
+	RecoverTicks int `toml:"recover_ticks"`
 	// VictimRunqP99: a scope whose 99th percentile run-queue wait in a tick
 	// reaches this is delayed. Zero turns this signal off.
-	VictimRunqP99 time.Duration
+	VictimRunqP99 confval.Duration `toml:"victim_runq_p99"`
 	// VictimPSI: a scope whose cgroup cpu.pressure "full" stall (all of its
 	// runnable tasks waiting) is at least this fraction of a tick is
 	// delayed, where the kernel has per-cgroup PSI. Zero turns this signal
 	// off.
-	VictimPSI float64
+	VictimPSI float64 `toml:"victim_psi"`
 	// MinPreemptions: a delayed scope is a victim only if tasks of other
 	// scopes preempted its tasks at least this many times a second.
-	MinPreemptions float64
+	MinPreemptions float64 `toml:"min_preemptions"`
 	// MinShare: a victim names a scope if that scope made at least this
 	// fraction of the victim's preemptions by other scopes in the tick.
-	MinShare float64
+	MinShare float64 `toml:"min_share"`
 	// WeightDivisor: level 1 sets the antagonist's CPU weight to its base
 	// weight divided by this (at least 1).
-	WeightDivisor uint64
+	WeightDivisor uint64 `toml:"weight_divisor"`
 	// CapCPUs is the most CPUs level 2 leaves the antagonist; the cap is
 	// also at most half of what it used in the tick it was capped, and
 	// never above its own configured CPU max.
-	CapCPUs float64
+	CapCPUs float64 `toml:"cap_cpus"`
 	// CalmCPU: a throttled scope that uses less than this many CPUs (at
 	// level 2, less than half its cap if that is lower) is calm. A scope
 	// must use twice this to be stepped down in the first place.
-	CalmCPU float64
+	CalmCPU float64 `toml:"calm_cpu"`
 	// MaxThrottled bounds how many scopes are throttled at once; a further
 	// antagonist is reported ("detected") but left alone.
-	MaxThrottled int
+	MaxThrottled int `toml:"max_throttled"`
 	// MaxEvents is how many events the Controller keeps for Events.
-	MaxEvents int
+	MaxEvents int `toml:"max_events"`
 }
 
 // DefaultConfig returns the defaults. They were checked against a trace
@@ -87,11 +91,11 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Enabled:        true,
-		Interval:       time.Second,
-		Cooldown:       10 * time.Second,
+		Interval:       confval.Duration{Duration: time.Second},
+		Cooldown:       confval.Duration{Duration: 10 * time.Second},
 		DetectTicks:    3,
 		RecoverTicks:   5,
-		VictimRunqP99:  5 * time.Millisecond,
+		VictimRunqP99:  confval.Duration{Duration: 5 * time.Millisecond},
 		VictimPSI:      0.1,
 		MinPreemptions: 10,
 		MinShare:       0.3,
@@ -123,19 +127,19 @@ func (c Config) Validate() error {
 	}
 	finite := func(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
 	switch {
-	case c.Interval <= 0:
+	case c.Interval.Duration <= 0:
 		return bad("interval %s must be positive", c.Interval)
-	case c.Cooldown < 0:
+	case c.Cooldown.Duration < 0:
 		return bad("cooldown %s must not be negative", c.Cooldown)
 	case c.DetectTicks < 1 || c.DetectTicks > maxTicks:
 		return bad("detect ticks %d not in 1..%d", c.DetectTicks, maxTicks)
 	case c.RecoverTicks < 1 || c.RecoverTicks > maxTicks:
 		return bad("recover ticks %d not in 1..%d", c.RecoverTicks, maxTicks)
-	case c.VictimRunqP99 < 0:
+	case c.VictimRunqP99.Duration < 0:
 		return bad("victim run-queue p99 %s must not be negative", c.VictimRunqP99)
 	case !finite(c.VictimPSI) || c.VictimPSI < 0 || c.VictimPSI > 1:
 		return bad("victim PSI %g not in 0..1", c.VictimPSI)
-	case c.VictimRunqP99 == 0 && c.VictimPSI == 0:
+	case c.VictimRunqP99.Duration == 0 && c.VictimPSI == 0:
 		return bad("victim run-queue p99 and victim PSI are both off")
 	case !finite(c.MinPreemptions) || c.MinPreemptions <= 0:
 		return bad("min preemptions %g/s must be positive", c.MinPreemptions)

@@ -109,7 +109,7 @@ func New(cfg Config, src Source, act Actuator, log *slog.Logger) (*Controller, e
 // tick skipped.
 func (c *Controller) Run(ctx context.Context) error {
 	if c.cfg.Enabled {
-		t := time.NewTicker(c.cfg.Interval)
+		t := time.NewTicker(c.cfg.Interval.Duration)
 		defer t.Stop()
 	loop:
 		for {

@@ -28,7 +28,7 @@ func (s *traceSource) Snapshot() (Snapshot, error) {
 	}
 	u := s.script[min(s.calls, len(s.script)-1)]
 	s.calls++
-	return s.tr.snap(s.tr.cfg.Interval, u), nil
+	return s.tr.snap(s.tr.cfg.Interval.Duration, u), nil
 }
 
 func script(n int, u map[string]use) []map[string]use {
@@ -208,7 +208,7 @@ func TestControllerSourceError(t *testing.T) {
 // Run ticks until its context is done, then restores.
 func TestControllerRun(t *testing.T) {
 	cfg := DefaultConfig()
-	cfg.Interval = time.Millisecond
+	cfg.Interval.Duration = time.Millisecond
 	// The trace's snapshots are a second apart, whatever Run's interval.
 	src := &traceSource{tr: newTrace(t, DefaultConfig()), script: script(1, cast(hurt, noisy))}
 	act := &fakeActuator{set: make(chan string, 1)}
@@ -266,7 +266,7 @@ func TestControllerDisabled(t *testing.T) {
 
 func TestNewInvalid(t *testing.T) {
 	bad := DefaultConfig()
-	bad.Interval = 0
+	bad.Interval.Duration = 0
 	if _, err := New(bad, SourceFunc(nil), ActuatorFunc(nil), nil); !errors.Is(err, ErrInvalidConfig) {
 		t.Errorf("invalid config: %v", err)
 	}

@@ -422,7 +422,7 @@ func (d *decider) findVictims(st State) {
 		if st.victims[key] {
 			f = exitFraction
 		}
-		delayed := d.cfg.VictimRunqP99 > 0 && ts.p99 >= time.Duration(f*float64(d.cfg.VictimRunqP99)) ||
+		delayed := d.cfg.VictimRunqP99.Duration > 0 && ts.p99 >= time.Duration(f*float64(d.cfg.VictimRunqP99.Duration)) ||
 			d.cfg.VictimPSI > 0 && ts.psi >= 0 && ts.psi >= f*d.cfg.VictimPSI
 		if delayed && ts.preempt >= f*d.cfg.MinPreemptions {
 			d.victims = append(d.victims, key)
@@ -648,9 +648,9 @@ func (d *decider) calmLimit(th throttle) float64 {
 // hold is the least time a throttled scope stays at its level.
 func (d *decider) hold(th throttle) time.Duration {
 	if th.level == LevelCapped && th.caps > 1 {
-		return d.cfg.Cooldown << min(th.caps-1, maxBackoff)
+		return d.cfg.Cooldown.Duration << min(th.caps-1, maxBackoff)
 	}
-	return d.cfg.Cooldown
+	return d.cfg.Cooldown.Duration
 }
 
 // blame describes why key is named: its victims' figures and its own.

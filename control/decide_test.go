@@ -530,13 +530,13 @@ func TestConfigValidate(t *testing.T) {
 		t.Errorf("disabled zero config: %v", err)
 	}
 	for name, mod := range map[string]func(*Config){
-		"interval":       func(c *Config) { c.Interval = 0 },
-		"cooldown":       func(c *Config) { c.Cooldown = -1 },
+		"interval":       func(c *Config) { c.Interval.Duration = 0 },
+		"cooldown":       func(c *Config) { c.Cooldown.Duration = -1 },
 		"detect":         func(c *Config) { c.DetectTicks = 0 },
 		"recover":        func(c *Config) { c.RecoverTicks = 1001 },
-		"p99":            func(c *Config) { c.VictimRunqP99 = -1 },
+		"p99":            func(c *Config) { c.VictimRunqP99.Duration = -1 },
 		"psi":            func(c *Config) { c.VictimPSI = 1.5 },
-		"both off":       func(c *Config) { c.VictimPSI, c.VictimRunqP99 = 0, 0 },
+		"both off":       func(c *Config) { c.VictimPSI, c.VictimRunqP99.Duration = 0, 0 },
 		"preemptions":    func(c *Config) { c.MinPreemptions = 0 },
 		"share":          func(c *Config) { c.MinShare = 0 },
 		"divisor":        func(c *Config) { c.WeightDivisor = 0 },

@@ -45,7 +45,7 @@ func fuzzBody(t *testing.T, data []byte) {
 		cfg := DefaultConfig()
 		cfg.DetectTicks = 1 + int(r.byte()%4)
 		cfg.RecoverTicks = 1 + int(r.byte()%4)
-		cfg.Cooldown = time.Duration(r.byte()%5) * time.Second
+		cfg.Cooldown.Duration = time.Duration(r.byte()%5) * time.Second
 		cfg.MaxThrottled = 1 + int(r.byte()%3)
 		cfg.CalmCPU = float64(r.byte()%4) / 10
 		cfg.MinShare = 0.1 + float64(r.byte()%9)/10

@@ -202,8 +202,8 @@ func TestRecordTrace(t *testing.T) {
 	}
 
 	cfg := DefaultConfig()
-	cfg.Interval = 500 * time.Millisecond
-	cfg.Cooldown = 3 * time.Second
+	cfg.Interval.Duration = 500 * time.Millisecond
+	cfg.Cooldown.Duration = 3 * time.Second
 	cfg.DetectTicks = 3
 	cfg.RecoverTicks = 4
 	rec := recorded{

@@ -161,7 +161,7 @@ func (tr *trace) snap(d time.Duration, uses map[string]use) Snapshot {
 // what it decided.
 func (tr *trace) step(uses map[string]use) ([]Action, []Event) {
 	tr.t.Helper()
-	return tr.feed(tr.snap(tr.cfg.Interval, uses))
+	return tr.feed(tr.snap(tr.cfg.Interval.Duration, uses))
 }
 
 func (tr *trace) feed(snap Snapshot) ([]Action, []Event) {

@@ -12,11 +12,20 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/scoped-io/scoped/control"
+	"github.com/scoped-io/scoped/internal/confval"
 	"github.com/scoped-io/scoped/internal/ident"
+	"github.com/scoped-io/scoped/metering"
+	"github.com/scoped-io/scoped/netns"
 )
 
 // Config is the daemon's configuration, read from a TOML file (see
-// DefaultConfigTOML for every key with its default).
+// DefaultConfigTOML for every key with its default). The tables of a
+// subsystem are that package's own config type, with its keys and its
+// Validate ([control]: control.Config, [metering]: metering.Config and
+// export.Config, [network]: netns.Settings); Validate checks them all and
+// keeps what it parses (allow-lists, the subnet, the log level, exporter
+// tokens) parsed, so that nothing is parsed again where it is used.
 type Config struct {
 	// Socket is the API's unix socket; SocketGroup (a name or gid) owns it
 	// with SocketMode, so members of that group may connect.
@@ -44,9 +53,9 @@ type Config struct {
 	Clients    []Client         `toml:"client"`
 	Metrics    MetricsConfig    `toml:"metrics"`
 	Accounting AccountingConfig `toml:"accounting"`
-	Control    ControlConfig    `toml:"control"`
-	Metering   MeteringConfig   `toml:"metering"`
-	Network    NetworkConfig    `toml:"network"`
+	Control    control.Config   `toml:"control"`
+	Metering   metering.Config  `toml:"metering"`
+	Network    netns.Settings   `toml:"network"`
 	Log        LogConfig        `toml:"log"`
 }
 
@@ -125,20 +134,15 @@ type AccountingConfig struct {
 type LogConfig struct {
 	Format string `toml:"format"` // text or json
 	Level  string `toml:"level"`  // debug, info, warn, error
+
+	level slog.Level // Level parsed by Validate
 }
+
+// SlogLevel is the level, as Validate parsed it.
+func (l LogConfig) SlogLevel() slog.Level { return l.level }
 
 // Duration is a time.Duration written as "5s" in TOML.
-type Duration struct{ time.Duration }
-
-// UnmarshalText parses "1m30s".
-func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
-	d.Duration = v
-	return err
-}
-
-// MarshalText writes the duration as "1m30s".
-func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+type Duration = confval.Duration
 
 // ErrConfig is wrapped by every configuration error.
 var ErrConfig = errors.New("invalid configuration")
@@ -226,9 +230,11 @@ func (c *Config) Validate() error {
 		return bad("tenants.default_tier %q is not a configured tier", c.Tenants.DefaultTier)
 	}
 	for _, name := range slices.Sorted(maps.Keys(c.Tiers)) {
-		if err := c.Tiers[name].validate(name, c.Pool, c.Limits); err != nil {
+		t := c.Tiers[name]
+		if err := t.validate(name, c.Pool, c.Limits); err != nil {
 			return bad("%v", err)
 		}
+		c.Tiers[name] = t // with its parsed allow-list
 	}
 	if c.Scope.LogLines < 1 {
 		return bad("scope: log_lines must be positive")
@@ -253,13 +259,13 @@ func (c *Config) Validate() error {
 	default:
 		return bad("accounting.mode must be auto, ebpf or cgroupfs")
 	}
-	if err := c.Metering.validate(); err != nil {
+	if err := c.Metering.Validate(); err != nil {
 		return bad("%v", err)
 	}
-	if err := c.Network.validate(); err != nil {
+	if err := c.Network.Validate(); err != nil {
 		return bad("%v", err)
 	}
-	if err := c.Control.controlConfig().Validate(); err != nil {
+	if err := c.Control.Validate(); err != nil {
 		return bad("control: %v", err)
 	}
 	if c.Metrics.Interval.Duration < 100*time.Millisecond {
@@ -270,8 +276,7 @@ func (c *Config) Validate() error {
 	default:
 		return bad("log.format must be text or json")
 	}
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(c.Log.Level)); err != nil {
+	if err := c.Log.level.UnmarshalText([]byte(c.Log.Level)); err != nil {
 		return bad("log.level %q is not debug, info, warn or error", c.Log.Level)
 	}
 	return nil

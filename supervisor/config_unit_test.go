@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"errors"
+	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
@@ -277,5 +278,22 @@ func TestUnitConfigDurationText(t *testing.T) {
 	}
 	if err := d.UnmarshalText([]byte("soon")); err == nil {
 		t.Fatal("UnmarshalText(soon) accepted")
+	}
+}
+
+// Parsed values are kept by Validate: the log level, the tiers' allow-lists
+// and the network subnet are not parsed again where they are used.
+func TestUnitConfigValidateKeepsParsed(t *testing.T) {
+	c := DefaultConfig()
+	c.Log.Level = "warn"
+	c.Network.Subnet = "10.77.0.0/16"
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Log.SlogLevel() != slog.LevelWarn {
+		t.Errorf("SlogLevel = %v, want WARN", c.Log.SlogLevel())
+	}
+	if got := c.Network.Config(3, "/x").Subnet.String(); got != "10.77.0.0/16" {
+		t.Errorf("network subnet = %s", got)
 	}
 }

@@ -10,35 +10,6 @@ import (
 	"github.com/scoped-io/scoped/control"
 )
 
-// ControlConfig is [control], the noisy-neighbour controller (see package
-// control for what each threshold means).
-type ControlConfig struct {
-	Enabled        bool     `toml:"enabled"`
-	Interval       Duration `toml:"interval"`
-	Cooldown       Duration `toml:"cooldown"`
-	DetectTicks    int      `toml:"detect_ticks"`
-	RecoverTicks   int      `toml:"recover_ticks"`
-	VictimRunqP99  Duration `toml:"victim_runq_p99"`
-	VictimPSI      float64  `toml:"victim_psi"`
-	MinPreemptions float64  `toml:"min_preemptions"`
-	MinShare       float64  `toml:"min_share"`
-	WeightDivisor  uint64   `toml:"weight_divisor"`
-	CapCPUs        float64  `toml:"cap_cpus"`
-	CalmCPU        float64  `toml:"calm_cpu"`
-	MaxThrottled   int      `toml:"max_throttled"`
-	MaxEvents      int      `toml:"max_events"`
-}
-
-func (c ControlConfig) controlConfig() control.Config {
-	return control.Config{
-		Enabled: c.Enabled, Interval: c.Interval.Duration, Cooldown: c.Cooldown.Duration,
-		DetectTicks: c.DetectTicks, RecoverTicks: c.RecoverTicks, VictimRunqP99: c.VictimRunqP99.Duration,
-		VictimPSI: c.VictimPSI, MinPreemptions: c.MinPreemptions, MinShare: c.MinShare,
-		WeightDivisor: c.WeightDivisor, CapCPUs: c.CapCPUs, CalmCPU: c.CalmCPU,
-		MaxThrottled: c.MaxThrottled, MaxEvents: c.MaxEvents,
-	}
-}
-
 // ControlEvent is one action of the noisy-neighbour controller.
 type ControlEvent = control.Event
 
@@ -50,7 +21,7 @@ const scopeBaseWeight = 100
 // configuration in force (it does nothing when [control] is off). The
 // caller holds no lock.
 func (s *Supervisor) startControl() error {
-	ctl, err := control.New(s.conf().Control.controlConfig(),
+	ctl, err := control.New(s.conf().Control,
 		control.AccountingSource(s.acct, s.controlScopes), control.ActuatorFunc(s.throttle), s.log)
 	if err != nil {
 		return fmt.Errorf("%w: control: %w", ErrConfig, err)

@@ -98,7 +98,7 @@ func TestUnitSpendCaps(t *testing.T) {
 	var sums int
 	var sumErr error
 	counted := map[string]int{}
-	conf := MeteringConfig{Flush: Duration{time.Minute}, OnError: CapsRefuse}
+	conf := MeteringConfig{Flush: Duration{Duration: time.Minute}, OnError: CapsRefuse}
 	c := &spendCaps{
 		sum: func(_ ident.Tenant, meter string, from, to time.Time) (float64, error) {
 			sums++

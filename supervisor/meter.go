@@ -14,62 +14,14 @@ import (
 	"github.com/scoped-io/scoped/metering"
 )
 
-// MeteringConfig is [metering]: per-tenant usage records in the ledger.
-type MeteringConfig struct {
-	Enabled bool     `toml:"enabled"`
-	Window  Duration `toml:"window"` // the records' window
-	Flush   Duration `toml:"flush"`  // how often usage is committed: what a crash can lose
-	// Retention is how long records stay in the ledger once every
-	// exporter has delivered them (at least 32 days: the spend guards sum
-	// over the current month).
-	Retention Duration `toml:"retention"`
-	// OnError is what admission does when the ledger cannot tell a tier
-	// with spend caps what its tenant used: CapsRefuse (the default; also
-	// when empty) refuses the invocation with UNAVAILABLE, CapsAllow lets it
-	// run unchecked. Either way the daemon logs it and counts it.
-	OnError string         `toml:"on_error"`
-	Exports []ExportConfig `toml:"export"`
-}
+// MeteringConfig is [metering]: package metering owns its keys and checks.
+type MeteringConfig = metering.Config
 
 // The values of [metering] on_error.
 const (
-	CapsRefuse = "refuse"
-	CapsAllow  = "allow"
+	CapsRefuse = metering.CapsRefuse
+	CapsAllow  = metering.CapsAllow
 )
-
-func (c MeteringConfig) validate() error {
-	switch c.OnError {
-	case "", CapsRefuse, CapsAllow:
-	default:
-		return fmt.Errorf("metering.on_error %q is not %q or %q", c.OnError, CapsRefuse, CapsAllow)
-	}
-	if !c.Enabled {
-		return nil
-	}
-	switch {
-	case c.Window.Duration < time.Second || c.Window.Duration > 24*time.Hour || (24*time.Hour)%c.Window.Duration != 0 || c.Window.Duration%time.Second != 0:
-		return errors.New("metering.window must be whole seconds from 1s to 24h that divide a day")
-	case c.Flush.Duration < 100*time.Millisecond || c.Flush.Duration > c.Window.Duration:
-		return errors.New("metering.flush must be at least 100ms and at most the window")
-	case c.Retention.Duration < 32*24*time.Hour:
-		return errors.New("metering.retention must be at least 768h (32 days): the monthly spend caps sum over the month")
-	}
-	names := map[string]bool{}
-	for _, e := range c.Exports {
-		if names[e.Name] {
-			return fmt.Errorf("metering.export: two exporters named %q (the name keys its cursor)", e.Name)
-		}
-		names[e.Name] = true
-		ec, err := e.exportConfig()
-		if err == nil {
-			err = ec.Validate()
-		}
-		if err != nil {
-			return fmt.Errorf("metering.export %q: %w", e.Name, err)
-		}
-	}
-	return nil
-}
 
 // extUse is what one extension's invocations in one scope added up to, as
 // counted by the supervisor (cumulative for the scope's life).

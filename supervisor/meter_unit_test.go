@@ -12,6 +12,7 @@ import (
 
 	"github.com/scoped-io/scoped/internal/ident"
 	"github.com/scoped-io/scoped/metering"
+	"github.com/scoped-io/scoped/metering/export"
 )
 
 func TestUnitUsageDeltas(t *testing.T) {
@@ -52,23 +53,23 @@ func TestUnitUsageDeltas(t *testing.T) {
 
 func TestUnitMeteringConfig(t *testing.T) {
 	for name, m := range map[string]MeteringConfig{
-		"window 7s":        {Enabled: true, Window: Duration{7 * time.Second}, Flush: Duration{time.Second}},
-		"retention 1h":     {Enabled: true, Window: Duration{time.Minute}, Flush: Duration{time.Second}, Retention: Duration{time.Hour}},
-		"flush > window":   {Enabled: true, Window: Duration{time.Minute}, Flush: Duration{2 * time.Minute}},
-		"flush 1ms":        {Enabled: true, Window: Duration{time.Minute}, Flush: Duration{time.Millisecond}},
-		"window 1.5s":      {Enabled: true, Window: Duration{1500 * time.Millisecond}, Flush: Duration{time.Second}},
-		"export bad url":   {Enabled: true, Window: Duration{time.Minute}, Flush: Duration{time.Second}, Retention: Duration{2160 * time.Hour}, Exports: []ExportConfig{{Name: "x", Format: "cloudevents", URL: "ftp://x", Source: "s"}}},
-		"export twice":     {Enabled: true, Window: Duration{time.Minute}, Flush: Duration{time.Second}, Retention: Duration{2160 * time.Hour}, Exports: []ExportConfig{{Name: "x", Format: "cloudevents", URL: "http://127.0.0.1:1/e", Source: "s"}, {Name: "x", Format: "cloudevents", URL: "http://127.0.0.1:1/e", Source: "s"}}},
-		"on_error maybe":   {Enabled: true, Window: Duration{time.Minute}, Flush: Duration{time.Second}, Retention: Duration{2160 * time.Hour}, OnError: "maybe"},
+		"window 7s":        {Enabled: true, Window: Duration{Duration: 7 * time.Second}, Flush: Duration{Duration: time.Second}},
+		"retention 1h":     {Enabled: true, Window: Duration{Duration: time.Minute}, Flush: Duration{Duration: time.Second}, Retention: Duration{Duration: time.Hour}},
+		"flush > window":   {Enabled: true, Window: Duration{Duration: time.Minute}, Flush: Duration{Duration: 2 * time.Minute}},
+		"flush 1ms":        {Enabled: true, Window: Duration{Duration: time.Minute}, Flush: Duration{Duration: time.Millisecond}},
+		"window 1.5s":      {Enabled: true, Window: Duration{Duration: 1500 * time.Millisecond}, Flush: Duration{Duration: time.Second}},
+		"export bad url":   {Enabled: true, Window: Duration{Duration: time.Minute}, Flush: Duration{Duration: time.Second}, Retention: Duration{Duration: 2160 * time.Hour}, Exports: []export.Config{{Name: "x", Format: "cloudevents", URL: "ftp://x", Source: "s"}}},
+		"export twice":     {Enabled: true, Window: Duration{Duration: time.Minute}, Flush: Duration{Duration: time.Second}, Retention: Duration{Duration: 2160 * time.Hour}, Exports: []export.Config{{Name: "x", Format: "cloudevents", URL: "http://127.0.0.1:1/e", Source: "s"}, {Name: "x", Format: "cloudevents", URL: "http://127.0.0.1:1/e", Source: "s"}}},
+		"on_error maybe":   {Enabled: true, Window: Duration{Duration: time.Minute}, Flush: Duration{Duration: time.Second}, Retention: Duration{Duration: 2160 * time.Hour}, OnError: "maybe"},
 		"on_error off":     {OnError: "ignore"},
-		"token and a file": {Enabled: true, Window: Duration{time.Minute}, Flush: Duration{time.Second}, Retention: Duration{2160 * time.Hour}, Exports: []ExportConfig{{Name: "x", Format: "cloudevents", URL: "http://127.0.0.1:1/e", Source: "s", Token: "t", TokenFile: "/nonexistent"}}},
+		"token and a file": {Enabled: true, Window: Duration{Duration: time.Minute}, Flush: Duration{Duration: time.Second}, Retention: Duration{Duration: 2160 * time.Hour}, Exports: []export.Config{{Name: "x", Format: "cloudevents", URL: "http://127.0.0.1:1/e", Source: "s", Token: "t", TokenFile: "/nonexistent"}}},
 	} {
-		if err := m.validate(); err == nil {
+		if err := m.Validate(); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
-	if err := DefaultConfig().Metering.validate(); err != nil {
-		t.Errorf("defaults: %v", err)
+	if d := DefaultConfig().Metering; d.Validate() != nil {
+		t.Errorf("defaults: %v", d.Validate())
 	}
 	if got := DefaultConfig().Metering.OnError; got != CapsRefuse {
 		t.Errorf("default on_error %q, want %q", got, CapsRefuse)

@@ -3,59 +3,11 @@ package supervisor
 import (
 	"errors"
 	"fmt"
-	"net/netip"
 	"path/filepath"
 	"strings"
 
 	"github.com/scoped-io/scoped/netns"
 )
-
-// NetworkConfig is [network]: where the scopes of tiers with network =
-// "egress" get their network.
-type NetworkConfig struct {
-	// Bridge is the bridge scoped makes and owns (and its nftables table).
-	Bridge string `toml:"bridge"`
-	// Subnet is the scopes' private IPv4 subnet (must not overlap a route).
-	Subnet string `toml:"subnet"`
-	// Uplink is the interface egress leaves by, NATed to its address;
-	// empty: the interface of the IPv4 default route.
-	Uplink string `toml:"uplink"`
-	// PoolSize namespaces are kept ready so an egress scope starts fast.
-	PoolSize int `toml:"pool_size"`
-}
-
-func (n NetworkConfig) validate() error {
-	if n.Subnet != "" {
-		if _, err := netip.ParsePrefix(n.Subnet); err != nil {
-			return fmt.Errorf("network.subnet: %w", err)
-		}
-	}
-	if n.PoolSize < 0 || n.PoolSize > 64 {
-		return fmt.Errorf("network.pool_size must be in 0..64")
-	}
-	_, err := n.netnsConfig(1, "/")
-	return err
-}
-
-// netnsConfig is the netns package's view of [network].
-func (n NetworkConfig) netnsConfig(scopeLevel uint32, runtimeDir string) (netns.Config, error) {
-	c := netns.Config{Bridge: n.Bridge, Uplink: n.Uplink, PoolSize: n.PoolSize, ScopeLevel: scopeLevel,
-		StateDir: filepath.Join(runtimeDir, "network")}
-	if n.PoolSize == 0 {
-		c.PoolSize = -1
-	}
-	if n.Subnet != "" {
-		p, err := netip.ParsePrefix(n.Subnet)
-		if err != nil {
-			return c, fmt.Errorf("network.subnet: %w", err)
-		}
-		c.Subnet = p
-	}
-	if err := netns.CheckConfig(c); err != nil {
-		return c, fmt.Errorf("network: %w", err)
-	}
-	return c, nil
-}
 
 // scopeLevel is the depth of scope cgroups in the unified hierarchy:
 // <root>/<tier>/<tenant>/<scope>.
@@ -85,10 +37,7 @@ func (s *Supervisor) openNetwork() error {
 	if s.net != nil {
 		return nil
 	}
-	cfg, err := s.conf().Network.netnsConfig(s.scopeLevel(), s.conf().RuntimeDir)
-	if err != nil {
-		return fmt.Errorf("%w: %w", ErrConfig, err)
-	}
+	cfg := s.conf().Network.Config(s.scopeLevel(), filepath.Join(s.conf().RuntimeDir, "network"))
 	if !s.conf().wantsEgress() {
 		if err := netns.Cleanup(cfg, s.log); err != nil {
 			s.log.Warn("network: removing what an earlier run left", "err", err)
@@ -116,17 +65,15 @@ func (s *Supervisor) closeNetwork() error {
 }
 
 // netPolicy is a tenant's egress policy in tier t: the tier's allow-list,
-// the tenant's own and the tier's caps.
+// the tenant's own (both parsed when configured) and the tier's caps.
 func (s *Supervisor) netPolicy(tenant string, t Tier) (netns.Policy, error) {
-	tierRules, err := parseAllow(t.EgressAllow)
-	if err != nil {
-		return netns.Policy{}, fmt.Errorf("%w: egress allow-list of the tier: %w", ErrInvalid, err)
-	}
-	own, err := parseAllow(s.tenants.egressAllow(tenant))
+	own, err := s.tenants.egressRules(tenant)
 	if err != nil {
 		return netns.Policy{}, fmt.Errorf("%w: egress allow-list of %s: %w", ErrInvalid, tenant, err)
 	}
-	return netns.Policy{Allow: append(tierRules, own...), Caps: netns.Caps{Egress: uint64(t.EgressRate), Ingress: uint64(t.IngressRate)}}, nil
+	allow := make([]netns.Rule, 0, len(t.egressRules)+len(own))
+	allow = append(append(allow, t.egressRules...), own...)
+	return netns.Policy{Allow: allow, Caps: netns.Caps{Egress: uint64(t.EgressRate), Ingress: uint64(t.IngressRate)}}, nil
 }
 
 // workerNetwork is the namespace a worker of ext joins in sc: "" for its own

@@ -4,8 +4,10 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestUnitNetworkOf(t *testing.T) {
@@ -102,4 +104,63 @@ func writeTemp(t *testing.T, body string) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// Allow-lists are parsed once: a tier's by Validate, a tenant's when it is
+// set or read from the state file; the policy joins the parsed rules.
+func TestUnitNetworkAllowParsedOnce(t *testing.T) {
+	c := DefaultConfig()
+	gold := BaseTier()
+	gold.Network, gold.EgressAllow = NetworkEgress, []string{"203.0.113.0/24:443"}
+	c.Tiers["gold"] = gold
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if r := c.Tiers["gold"].egressRules; len(r) != 1 {
+		t.Fatalf("tier rules after Validate = %v, want one", r)
+	}
+	dir := t.TempDir()
+	reg, err := openTenants(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := []string{"not-an-address"}
+	if err := reg.assign("acme", "gold", &bad, time.Now()); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("assign a bad allow-list = %v, want ErrInvalid", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, tenantsFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a refused assignment wrote the file: %v", err)
+	}
+	own := []string{"198.51.100.7:80,443"}
+	if err := reg.assign("acme", "gold", &own, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	// Assigning a tier alone keeps the list and its rules.
+	if err := reg.assign("acme", "gold", nil, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	s := &Supervisor{tenants: reg}
+	pol, err := s.netPolicy("acme", c.Tiers["gold"])
+	if err != nil || len(pol.Allow) != 2 {
+		t.Fatalf("policy = %+v, %v; want the tier's and the tenant's rule", pol, err)
+	}
+	// Read back from the file, the rules are parsed again once.
+	again, err := openTenants(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := again.egressRules("acme"); err != nil || len(r) != 1 || !reflect.DeepEqual(r, pol.Allow[1:]) {
+		t.Fatalf("rules read back = %v, %v; want %v", r, err, pol.Allow[1:])
+	}
+	// A hand-edited file with a bad rule: that tenant's policy is refused.
+	doc := `{"version": 1, "tenants": {"beta": {"tier": "gold", "updated": "2026-01-01T00:00:00Z", "egress_allow": ["::1"]}}}`
+	if err := os.WriteFile(filepath.Join(dir, tenantsFile), []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if s.tenants, err = openTenants(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.netPolicy("beta", c.Tiers["gold"]); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("policy with a bad stored rule = %v, want ErrInvalid", err)
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/scoped-io/scoped/internal/ident"
+	"github.com/scoped-io/scoped/netns"
 )
 
 // tenantsFile is the tier assignments' file in the state directory.
@@ -37,6 +38,10 @@ type tenantRecord struct {
 	Updated time.Time `json:"updated"`
 	// EgressAllow is the tenant's own egress allow-list (checked rules).
 	EgressAllow []string `json:"egress_allow,omitempty"`
+	// rules is EgressAllow parsed when the record was made or read, or
+	// rulesErr why it does not parse (a hand-edited file).
+	rules    []netns.Rule
+	rulesErr error
 }
 
 type tenantsDoc struct {
@@ -71,6 +76,7 @@ func openTenants(stateDir string) (*tenantRegistry, error) {
 		if err := ident.Check("tier", rec.Tier); err != nil {
 			return nil, fmt.Errorf("%s: tenant %s: %w", r.path, t, err)
 		}
+		rec.rules, rec.rulesErr = parseAllow(rec.EgressAllow)
 		r.assigned[t] = rec
 	}
 	return r, nil
@@ -93,22 +99,29 @@ func (r *tenantRegistry) assignments() map[string]tenantRecord {
 	return maps.Clone(r.assigned)
 }
 
-// egressAllow is the tenant's own egress allow-list.
-func (r *tenantRegistry) egressAllow(tenant string) []string {
+// egressRules is the tenant's own egress allow-list, parsed.
+func (r *tenantRegistry) egressRules(tenant string) ([]netns.Rule, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.assigned[tenant].EgressAllow
+	rec := r.assigned[tenant]
+	return rec.rules, rec.rulesErr
 }
 
-// assign records tenant's tier and writes the file; the file and the
-// registry change together or not at all.
+// assign records tenant's tier (and, given allow, its own egress
+// allow-list, refused with ErrInvalid unless it parses) and writes the
+// file; the file and the registry change together or not at all.
 func (r *tenantRegistry) assign(tenant, tier string, allow *[]string, now time.Time) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	next := maps.Clone(r.assigned)
-	rec := tenantRecord{Tier: tier, Updated: now.UTC(), EgressAllow: next[tenant].EgressAllow}
+	prev := next[tenant]
+	rec := tenantRecord{Tier: tier, Updated: now.UTC(), EgressAllow: prev.EgressAllow, rules: prev.rules, rulesErr: prev.rulesErr}
 	if allow != nil {
-		rec.EgressAllow = slices.Clone(*allow)
+		rules, err := parseAllow(*allow)
+		if err != nil {
+			return fmt.Errorf("%w: egress allow-list: %w", ErrInvalid, err)
+		}
+		rec.EgressAllow, rec.rules, rec.rulesErr = slices.Clone(*allow), rules, nil
 	}
 	next[tenant] = rec
 	if err := writeJSONAtomic(r.path, tenantsDoc{Version: 1, Tenants: next}); err != nil {

@@ -73,6 +73,9 @@ type Tier struct {
 	// bytes per second (0: no cap).
 	EgressRate  int64 `toml:"egress_rate"`
 	IngressRate int64 `toml:"ingress_rate"`
+
+	// egressRules is EgressAllow parsed by validate.
+	egressRules []netns.Rule
 }
 
 // DefaultMaxScopes is a tier's max_scopes unless it sets one: a quarter of
@@ -132,7 +135,7 @@ func (t *Tiers) UnmarshalTOML(v any) error {
 }
 
 // validate checks one tier; pool is the configuration's [pool].
-func (t Tier) validate(name string, pool PoolConfig, lim APILimits) error {
+func (t *Tier) validate(name string, pool PoolConfig, lim APILimits) error {
 	if err := ident.Check("tier name", name); err != nil {
 		return err
 	}
@@ -177,9 +180,11 @@ func (t Tier) validate(name string, pool PoolConfig, lim APILimits) error {
 	case t.EgressRate > 0 && t.EgressRate < 1000 || t.IngressRate > 0 && t.IngressRate < 1000:
 		return bad("egress_rate and ingress_rate must be 0 (no cap) or at least 1000 bytes per second")
 	}
-	if _, err := parseAllow(t.EgressAllow); err != nil {
+	rules, err := parseAllow(t.EgressAllow)
+	if err != nil {
 		return bad("egress_allow: %v", err)
 	}
+	t.egressRules = rules
 	for period, caps := range map[string]map[string]float64{"daily_caps": t.DailyCaps, "monthly_caps": t.MonthlyCaps} {
 		for meter, v := range caps {
 			if !slices.Contains(metering.Meters(), meter) {
@@ -279,10 +284,13 @@ const (
 // maxAllowRules bounds a tier's or a tenant's allow-list.
 const maxAllowRules = 256
 
-// parseAllow parses an allow-list.
+// parseAllow parses an allow-list (nil if empty).
 func parseAllow(list []string) ([]netns.Rule, error) {
 	if len(list) > maxAllowRules {
 		return nil, fmt.Errorf("%d rules, at most %d", len(list), maxAllowRules)
+	}
+	if len(list) == 0 {
+		return nil, nil
 	}
 	rules := make([]netns.Rule, 0, len(list))
 	for _, s := range list {

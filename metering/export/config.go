@@ -6,8 +6,11 @@ import (
 	"math"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 	"unicode"
+
+	"github.com/scoped-io/scoped/internal/confval"
 )
 
 // Sentinel errors. Every error of this package wraps one of them, alongside
@@ -62,22 +65,29 @@ const (
 )
 
 // Config configures one exporter. The zero value of Batch, Timeout,
-// MinBackoff, MaxBackoff, Interval and Source means its default.
+// MinBackoff, MaxBackoff, Interval and Source means its default. It is
+// one [[metering.export]] table of the daemon's configuration: the toml
+// tags are its keys.
 type Config struct {
 	// Name identifies the exporter; it is the key of its persisted cursor
 	// (Source.LoadExportCursor), so renaming an exporter restarts it from
 	// the beginning. Letters, digits, '.', '_' and '-', at most 64.
-	Name string
+	Name string `toml:"name"`
 	// URL is the full endpoint, e.g.
 	// "https://api.stripe.com/v1/billing/meter_events" or
 	// "https://openmeter.cloud/api/v1/events": absolute http or https,
 	// without credentials (they go in Token). Nothing is appended to it.
-	URL string
+	URL string `toml:"url"`
 	// Format is FormatStripe or FormatCloudEvents.
-	Format string
+	Format string `toml:"format"`
 	// Token, if set, is sent as "Authorization: Bearer <Token>" (a Stripe
 	// secret or restricted key, an OpenMeter API token).
-	Token string
+	Token string `toml:"token"`
+	// TokenFile holds the token instead of Token (exclusive with it); its
+	// content, trimmed, is read by ReadToken and then used as the token.
+	TokenFile string `toml:"token_file"`
+	// fileToken is what ReadToken read from TokenFile.
+	fileToken string
 	// Customers maps a tenant to its Stripe customer id (Stripe only, and
 	// required non-empty there). A record of a tenant not in the map is
 	// skipped: it is not billed through Stripe, the cursor moves past it,
@@ -85,36 +95,38 @@ type Config struct {
 	// warning. Holding instead would stall every other tenant's billing
 	// behind one missing entry until Stripe's 35-day timestamp window
 	// drops them all; the skipped record stays in the ledger.
-	Customers map[string]string
+	Customers map[string]string `toml:"customers"`
 	// EventNames maps a meter to the name sent for it: Stripe's event_name,
 	// the CloudEvents type. Default: the meter name itself.
-	EventNames map[string]string
+	EventNames map[string]string `toml:"event_names"`
 	// Scales maps a meter to a factor its value is multiplied by before
 	// Stripe's rounding (Stripe only): Stripe takes whole numbers only, so
 	// a fractional meter such as cpu_seconds should be sent in a finer
 	// unit, e.g. factor 1000 with EventNames "cpu_milliseconds". Default 1.
 	// The value is then rounded to the nearest whole number.
-	Scales map[string]float64
+	Scales map[string]float64 `toml:"scales"`
 	// Batch is how many records are read from the Source at a time, and
 	// the most CloudEvents sent in one request (Stripe: one per request).
 	// 1..1000, default 100.
-	Batch int
+	Batch int `toml:"batch"`
 	// Timeout bounds one HTTP request, response body included. Default 10s,
 	// at most 5m.
-	Timeout time.Duration
+	Timeout confval.Duration `toml:"timeout"`
 	// MinBackoff and MaxBackoff bound the wait between failed attempts: it
 	// doubles from MinBackoff up to MaxBackoff, with jitter (a uniformly
 	// random wait in the upper half of the step, never below MinBackoff).
 	// A longer Retry-After from the endpoint wins, up to an hour.
-	// Defaults 1s and 5m; MaxBackoff at most 1h.
-	MinBackoff, MaxBackoff time.Duration
+	// Defaults 1s and 5m; MaxBackoff at most 1h. (Not configuration
+	// keys: the daemon uses the defaults.)
+	MinBackoff time.Duration `toml:"-"`
+	MaxBackoff time.Duration `toml:"-"`
 	// Interval is how long Run waits after catching up before it looks for
 	// new sealed records. Default 1m, at most 24h.
-	Interval time.Duration
+	Interval confval.Duration `toml:"interval"`
 	// Source is the CloudEvents source attribute (CloudEvents only), e.g.
 	// "scoped://host1". OpenMeter deduplicates on id and source, so it must
 	// stay the same across restarts. Default "scoped://" + the hostname.
-	Source string
+	Source string `toml:"source"`
 }
 
 // withDefaults returns c with its zero fields set to their defaults.
@@ -122,8 +134,8 @@ func (c Config) withDefaults() Config {
 	if c.Batch == 0 {
 		c.Batch = DefaultBatch
 	}
-	if c.Timeout == 0 {
-		c.Timeout = DefaultTimeout
+	if c.Timeout.Duration == 0 {
+		c.Timeout.Duration = DefaultTimeout
 	}
 	if c.MinBackoff == 0 {
 		c.MinBackoff = DefaultMinBackoff
@@ -134,8 +146,8 @@ func (c Config) withDefaults() Config {
 	if c.MaxBackoff == 0 {
 		c.MaxBackoff = max(DefaultMaxBackoff, c.MinBackoff)
 	}
-	if c.Interval == 0 {
-		c.Interval = DefaultInterval
+	if c.Interval.Duration == 0 {
+		c.Interval.Duration = DefaultInterval
 	}
 	if c.Source == "" && c.Format == FormatCloudEvents {
 		if h, err := os.Hostname(); err == nil && h != "" {
@@ -168,7 +180,7 @@ func (c Config) Validate() error {
 	case u.User != nil:
 		return bad("url %q: credentials belong in the token, not the url", u.Redacted())
 	}
-	if hasControl(c.Token) {
+	if hasControl(c.token()) {
 		return bad("token has control characters")
 	}
 	switch c.Format {
@@ -205,16 +217,42 @@ func (c Config) Validate() error {
 	switch {
 	case c.Batch < 1 || c.Batch > MaxBatch:
 		return bad("batch %d not in 1..%d", c.Batch, MaxBatch)
-	case c.Timeout <= 0 || c.Timeout > MaxTimeout:
+	case c.Timeout.Duration <= 0 || c.Timeout.Duration > MaxTimeout:
 		return bad("timeout %s not in (0, %s]", c.Timeout, MaxTimeout)
 	case c.MinBackoff <= 0:
 		return bad("min backoff %s must be positive", c.MinBackoff)
 	case c.MaxBackoff < c.MinBackoff || c.MaxBackoff > MaxMaxBackoff:
 		return bad("max backoff %s not in [min backoff %s, %s]", c.MaxBackoff, c.MinBackoff, MaxMaxBackoff)
-	case c.Interval <= 0 || c.Interval > MaxInterval:
+	case c.Interval.Duration <= 0 || c.Interval.Duration > MaxInterval:
 		return bad("interval %s not in (0, %s]", c.Interval, MaxInterval)
 	}
 	return nil
+}
+
+// ReadToken reads TokenFile, if set, into the token the exporter sends
+// (once, when the configuration is loaded or reloaded).
+func (c *Config) ReadToken() error {
+	c.fileToken = ""
+	if c.TokenFile == "" {
+		return nil
+	}
+	if c.Token != "" {
+		return fmt.Errorf("export %s: token and token_file are exclusive", c.Name)
+	}
+	b, err := os.ReadFile(c.TokenFile)
+	if err != nil {
+		return fmt.Errorf("export %s: %w", c.Name, err)
+	}
+	c.fileToken = strings.TrimSpace(string(b))
+	return nil
+}
+
+// token is the bearer token: Token, or what ReadToken read.
+func (c Config) token() string {
+	if c.TokenFile != "" {
+		return c.fileToken
+	}
+	return c.Token
 }
 
 func checkName(s string) error {

@@ -205,7 +205,7 @@ func TestTimeoutResendsSameIDs(t *testing.T) {
 				return reply{status: http.StatusAccepted, store: true} // OpenMeter-like: dedups silently
 			}
 			cfg := testConfig(rc)
-			cfg.Timeout = 100 * time.Millisecond
+			cfg.Timeout.Duration = 100 * time.Millisecond
 			all := recs("acme", 1, 2, 3)
 			src := newSource(all...)
 			e := newExporter(t, cfg, src)
@@ -555,7 +555,7 @@ func TestRunStopsOnCancel(t *testing.T) {
 		rc := newReceiver(t, FormatCloudEvents)
 		rc.respond = func(int, []string, bool) reply { return reply{delay: time.Minute} }
 		cfg := testConfig(rc)
-		cfg.Timeout = time.Minute
+		cfg.Timeout.Duration = time.Minute
 		e := newExporter(t, cfg, newSource(recs("acme", 1)...))
 		ctx, cancel := context.WithCancel(t.Context())
 		done := make(chan error, 1)
@@ -579,7 +579,7 @@ func TestRunStopsOnCancel(t *testing.T) {
 			rc := newReceiver(t, FormatCloudEvents)
 			rc.respond = func(int, []string, bool) reply { return reply{status: http.StatusServiceUnavailable} }
 			cfg := testConfig(rc)
-			cfg.Interval, cfg.MinBackoff, cfg.MaxBackoff = time.Hour, time.Hour, time.Hour
+			cfg.Interval.Duration, cfg.MinBackoff, cfg.MaxBackoff = time.Hour, time.Hour, time.Hour
 			src := newSource()
 			if name == "backoff" {
 				src.add(rec(1, "acme", 1))
@@ -671,8 +671,8 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatalf("cloudevents config: %v", err)
 	}
 	d := ce.withDefaults()
-	if d.Batch != DefaultBatch || d.Timeout != DefaultTimeout || d.MinBackoff != DefaultMinBackoff ||
-		d.MaxBackoff != DefaultMaxBackoff || d.Interval != DefaultInterval || !strings.HasPrefix(d.Source, "scoped://") {
+	if d.Batch != DefaultBatch || d.Timeout.Duration != DefaultTimeout || d.MinBackoff != DefaultMinBackoff ||
+		d.MaxBackoff != DefaultMaxBackoff || d.Interval.Duration != DefaultInterval || !strings.HasPrefix(d.Source, "scoped://") {
 		t.Errorf("defaults %+v", d)
 	}
 	short := ce
@@ -701,13 +701,13 @@ func TestConfigValidate(t *testing.T) {
 		"nan scale":         func(c *Config) { c.Scales = map[string]float64{"cpu_seconds": math.NaN()} },
 		"negative batch":    func(c *Config) { c.Batch = -1 },
 		"huge batch":        func(c *Config) { c.Batch = MaxBatch + 1 },
-		"negative timeout":  func(c *Config) { c.Timeout = -time.Second },
-		"huge timeout":      func(c *Config) { c.Timeout = time.Hour },
+		"negative timeout":  func(c *Config) { c.Timeout.Duration = -time.Second },
+		"huge timeout":      func(c *Config) { c.Timeout.Duration = time.Hour },
 		"negative backoff":  func(c *Config) { c.MinBackoff = -time.Second },
 		"max below min":     func(c *Config) { c.MinBackoff, c.MaxBackoff = time.Minute, time.Second },
 		"huge max backoff":  func(c *Config) { c.MaxBackoff = 2 * time.Hour },
-		"negative interval": func(c *Config) { c.Interval = -1 },
-		"huge interval":     func(c *Config) { c.Interval = 25 * time.Hour },
+		"negative interval": func(c *Config) { c.Interval.Duration = -1 },
+		"huge interval":     func(c *Config) { c.Interval.Duration = 25 * time.Hour },
 	}
 	for name, mutate := range bad {
 		c := good

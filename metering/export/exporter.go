@@ -134,7 +134,7 @@ func (e *Exporter) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		wait := e.cfg.Interval
+		wait := e.cfg.Interval.Duration
 		if err != nil {
 			failures++
 			wait = e.retryWait(failures, err)
@@ -333,7 +333,7 @@ func (e *Exporter) sendGroup(ctx context.Context, group []event) (int, error) {
 // post sends group and classifies the answer; err says why unless accepted.
 func (e *Exporter) post(ctx context.Context, group []event) (verdict, error) {
 	ctype, body := e.body(group)
-	rctx, cancel := context.WithTimeout(ctx, e.cfg.Timeout)
+	rctx, cancel := context.WithTimeout(ctx, e.cfg.Timeout.Duration)
 	defer cancel()
 	req, err := http.NewRequestWithContext(rctx, http.MethodPost, e.cfg.URL, bytes.NewReader(body))
 	if err != nil {
@@ -341,8 +341,8 @@ func (e *Exporter) post(ctx context.Context, group []event) (verdict, error) {
 	}
 	req.Header.Set("Content-Type", ctype)
 	req.Header.Set("User-Agent", userAgent)
-	if e.cfg.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+e.cfg.Token)
+	if tok := e.cfg.token(); tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	resp, err := e.client.Do(req)
 	if err != nil {

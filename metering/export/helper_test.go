@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/scoped-io/scoped/internal/confval"
 )
 
 // fakeSource is an in-memory ledger.
@@ -292,10 +294,10 @@ func testConfig(rc *receiver) Config {
 		Format:     rc.format,
 		Token:      "sk_test_123",
 		Batch:      10,
-		Timeout:    300 * time.Millisecond,
+		Timeout:    confval.Duration{Duration: 300 * time.Millisecond},
 		MinBackoff: 5 * time.Millisecond,
 		MaxBackoff: 20 * time.Millisecond,
-		Interval:   10 * time.Millisecond,
+		Interval:   confval.Duration{Duration: 10 * time.Millisecond},
 		Source:     "scoped://test-host",
 	}
 	if rc.format == FormatStripe {
