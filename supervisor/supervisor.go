@@ -102,7 +102,7 @@ func newSupervisor(cfg Config, log *slog.Logger, openTree func(root string) (*cg
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	level := hclog.Warn
-	if cfg.Log.Level == "debug" {
+	if cfg.Log.SlogLevel() <= slog.LevelDebug {
 		level = hclog.Debug
 	}
 	s := &Supervisor{
