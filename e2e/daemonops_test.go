@@ -37,35 +37,9 @@ func TestFailedStartLeavesNothing(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(state, "metering"), []byte("not a directory"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	root := fmt.Sprintf("/scoped-e2e-%d-%d", os.Getpid(), daemonSeq.Add(1))
-	testutil.CheckLeaks(t, root)
-	cfg := fmt.Sprintf("socket = %q\nstate_dir = %q\nruntime_dir = %q\ncgroup_root = %q\n[metrics]\nlisten = \"off\"\n[metering]\nenabled = true\n",
-		filepath.Join(dir, "scoped.sock"), state, run, root)
-	config := filepath.Join(dir, "config.toml")
-	if err := os.WriteFile(config, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bins.scoped, "--config", config)
-	var out testutil.SyncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err == nil {
-			t.Fatalf("scoped started without its ledger:\n%s", out.String())
-		}
-	case <-time.After(30 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-		t.Fatalf("scoped did not fail to start:\n%s", out.String())
-	}
-	t.Logf("failure: %s", strings.TrimSpace(out.String()))
-	if !strings.Contains(out.String(), "metering ledger") {
-		t.Errorf("the failure does not name the ledger:\n%s", out.String())
+	out := mustFailToStart(t, dir, state, run, "[metering]\nenabled = true\n", "scoped started without its ledger")
+	if !strings.Contains(out, "metering ledger") {
+		t.Errorf("the failure does not name the ledger:\n%s", out)
 	}
 	for _, d := range []string{filepath.Join(run, "sandboxes"), filepath.Join(run, "sockets")} {
 		if _, err := os.Stat(d); err == nil {
@@ -92,36 +66,10 @@ func TestRefusesUnreachableRuntimeDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	run := filepath.Join(closed, "r")
-	root := fmt.Sprintf("/scoped-e2e-%d-%d", os.Getpid(), daemonSeq.Add(1))
-	testutil.CheckLeaks(t, root)
-	cfg := fmt.Sprintf("socket = %q\nstate_dir = %q\nruntime_dir = %q\ncgroup_root = %q\n[metrics]\nlisten = \"off\"\n",
-		filepath.Join(dir, "scoped.sock"), filepath.Join(dir, "state"), run, root)
-	config := filepath.Join(dir, "config.toml")
-	if err := os.WriteFile(config, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bins.scoped, "--config", config)
-	var out testutil.SyncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err == nil {
-			t.Fatalf("scoped started with runtime_dir below a 0700 directory:\n%s", out.String())
-		}
-	case <-time.After(30 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-		t.Fatalf("scoped did not refuse to start:\n%s", out.String())
-	}
-	t.Logf("refusal: %s", strings.TrimSpace(out.String()))
+	out := mustFailToStart(t, dir, filepath.Join(dir, "state"), run, "", "scoped started with runtime_dir below a 0700 directory")
 	for _, want := range []string{closed + " is mode 0700", "o+x", "runtime_dir"} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("the refusal lacks %q:\n%s", want, out.String())
+		if !strings.Contains(out, want) {
+			t.Errorf("the refusal lacks %q:\n%s", want, out)
 		}
 	}
 	if _, err := os.Stat(run); err == nil {
@@ -233,4 +181,40 @@ func TestWatchdogPings(t *testing.T) {
 	if strings.Contains(d.logs.String(), "not pinging systemd") {
 		t.Errorf("the watchdog skipped a ping of a healthy daemon:\n%s", d.logs.String())
 	}
+}
+
+// mustFailToStart runs scoped on a configuration of its own in dir (state
+// and runtime directories, a fresh cgroup root whose leaks are checked once
+// the test is over, extra appended), expects it to exit with an error
+// within 30 s — else the test fails with started — and returns its output.
+func mustFailToStart(t *testing.T, dir, state, run, extra, started string) string {
+	t.Helper()
+	root := fmt.Sprintf("/scoped-e2e-%d-%d", os.Getpid(), daemonSeq.Add(1))
+	testutil.CheckLeaks(t, root)
+	cfg := fmt.Sprintf("socket = %q\nstate_dir = %q\nruntime_dir = %q\ncgroup_root = %q\n[metrics]\nlisten = \"off\"\n%s",
+		filepath.Join(dir, "scoped.sock"), state, run, root, extra)
+	config := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(config, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bins.scoped, "--config", config)
+	var out testutil.SyncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatalf("%s:\n%s", started, out.String())
+		}
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("scoped did not fail to start:\n%s", out.String())
+	}
+	t.Logf("scoped refused to start: %s", strings.TrimSpace(out.String()))
+	return out.String()
 }
