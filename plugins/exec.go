@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -86,6 +87,13 @@ type ExecOptions struct {
 	// of its children rather than the worker. Best effort: a program may
 	// fork before it is set.
 	OOMScoreAdj int
+	// SpareThreads, when positive, makes the worker start that many OS
+	// threads ahead and keep them idle in the Go runtime (once, from the
+	// first handler made with it). A program that exhausts the cgroup's
+	// pids.max (a fork bomb) would otherwise make the runtime fail to
+	// create a thread it needs meanwhile, which is fatal ("newosproc"):
+	// the worker would die with the invocation.
+	SpareThreads int
 }
 
 // workerStderr is file descriptor 2 as the process started with it, before
@@ -122,7 +130,32 @@ func ExecWith(opts ExecOptions, program string, args ...string) Handler {
 	if opts.Reap {
 		startReaper()
 	}
+	if opts.SpareThreads > 0 {
+		spareOnce.Do(func() { spareThreads(opts.SpareThreads) })
+	}
 	return &execHandler{opts: opts, program: program, args: slices.Clone(args)}
+}
+
+var spareOnce sync.Once
+
+// spareThreads makes the runtime start n OS threads, then leaves them idle
+// in its pool of threads (which it never shrinks): n goroutines each hold
+// a thread of their own (LockOSThread) at the same time, then let it go
+// and end.
+func spareThreads(n int) {
+	var locked sync.WaitGroup
+	release := make(chan struct{})
+	for range n {
+		locked.Add(1)
+		go func() {
+			runtime.LockOSThread()
+			locked.Done()
+			<-release
+			runtime.UnlockOSThread() // the thread goes back to the pool
+		}()
+	}
+	locked.Wait()
+	close(release)
 }
 
 // reaper reaps orphans for ExecOptions.Reap. Programs start and are waited

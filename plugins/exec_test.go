@@ -265,3 +265,24 @@ func FuzzMetadataEnvKey(f *testing.F) {
 		}
 	})
 }
+
+// TestSpareThreads: spareThreads leaves at least n OS threads in the
+// process, idle in the runtime's pool, once the goroutines that made them
+// have ended.
+func TestSpareThreads(t *testing.T) {
+	spareThreads(12)
+	time.Sleep(50 * time.Millisecond)
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Skip(err)
+	}
+	var n int
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "Threads:"); ok {
+			n, _ = strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	if n < 12 {
+		t.Errorf("%d threads after spareThreads(12)", n)
+	}
+}

@@ -13,7 +13,9 @@
 // scope's pids.max. Programs get oom_score_adj 500, so that the kernel's
 // OOM killer picks them rather than the worker; the supervisor kills what
 // a program leaves running once its invocation ended (by cgroup), and
-// reports an OOM-killed program as out of memory. scoped-exec starts in
+// reports an OOM-killed program as out of memory. It starts a few spare OS
+// threads ahead, so that a program filling the scope's pids.max cannot
+// make its Go runtime fail to create one. scoped-exec starts in
 // every exec-runtime sandbox, so it stays small: it imports plugins and the
 // standard library only, and builds with CGO_ENABLED=0.
 package main
@@ -35,6 +37,11 @@ const (
 	// programOOMScoreAdj adds half the cgroup's memory to a program's
 	// OOM badness: the worker is picked only if it holds that much more.
 	programOOMScoreAdj = 500
+
+	// spareThreads are OS threads started ahead: a fork bomb that fills
+	// the scope's pids.max must not leave the worker's runtime unable to
+	// create one (the worker runs a handful).
+	spareThreads = 8
 )
 
 func main() {
@@ -43,7 +50,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "scoped-exec:", err)
 		os.Exit(2)
 	}
-	plugins.Serve(plugins.ExecWith(plugins.ExecOptions{Dir: filepath.Dir(program), Reap: true, OOMScoreAdj: programOOMScoreAdj}, program, args...))
+	plugins.Serve(plugins.ExecWith(plugins.ExecOptions{Dir: filepath.Dir(program), Reap: true, OOMScoreAdj: programOOMScoreAdj, SpareThreads: spareThreads}, program, args...))
 }
 
 // config reads and checks the program and its arguments from the
