@@ -72,7 +72,7 @@ type worker struct {
 
 	invocations atomic.Int64
 	inFlight    atomic.Int32
-	current     atomic.Value // string: the invocation id when exactly one is in flight
+	current     atomic.Value // string: the invocation id when exactly one is in flight, or the last one served alone (see end)
 	lastUsed    atomic.Int64 // unix nanos
 	retired     atomic.Bool
 
@@ -124,10 +124,13 @@ func (w *worker) begin(invID string) {
 }
 
 // end counts the end of an invocation on w.
+//
+// The invocation id of its output stays that of the last invocation it
+// served alone: the worker's stderr travels apart from its reply and may
+// come after it, and it still belongs to that invocation until another
+// begins.
 func (w *worker) end() {
-	if w.inFlight.Add(-1) == 0 {
-		w.current.Store("")
-	}
+	w.inFlight.Add(-1)
 	w.invocations.Add(1)
 	w.lastUsed.Store(time.Now().UnixNano())
 }

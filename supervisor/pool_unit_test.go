@@ -436,3 +436,31 @@ func TestUnitPoolFailure(t *testing.T) {
 		t.Errorf("after a failure: same %v, cold %v, %d started", w2 == w, cold, f.count())
 	}
 }
+
+// TestUnitWorkerOutputInvocation: a worker's output that comes after its
+// reply keeps the id of the invocation it served alone, until another
+// begins; while two run at once, output has no invocation id.
+func TestUnitWorkerOutputInvocation(t *testing.T) {
+	w := &worker{}
+	w.current.Store("")
+	id := func() string { return w.current.Load().(string) }
+	w.begin("i1")
+	w.end()
+	if id() != "i1" {
+		t.Errorf("after i1 ended: %q, want i1", id())
+	}
+	w.begin("i2")
+	w.begin("i3")
+	if id() != "" {
+		t.Errorf("two in flight: %q, want none", id())
+	}
+	w.end()
+	w.end()
+	if id() != "" {
+		t.Errorf("after two: %q, want none", id())
+	}
+	w.begin("i4")
+	if id() != "i4" {
+		t.Errorf("i4 alone: %q", id())
+	}
+}
