@@ -34,8 +34,13 @@ type Kit struct {
 
 // NewKit makes the kit of the benchmark whose cgroups are named after
 // mark (e.g. scoped-bench-invoke): a work directory <mark>-*, and the
-// daemon and scoped-exec built in it. logf is the benchmark's log.
+// daemon and scoped-exec built in it. It refuses to start while cgroups
+// named after mark are left (an earlier run, or one still running). logf is
+// the benchmark's log.
 func NewKit(mark string, logf func(string, ...any)) (_ *Kit, retErr error) {
+	if left, _ := CgroupsLeft(mark); len(left) > 0 {
+		return nil, fmt.Errorf("cgroups of an earlier run are left (%s); is one running?", strings.Join(left, " "))
+	}
 	k := &Kit{LoadAvg: LoadAvg(), mark: mark, logf: logf}
 	var err error
 	if k.Root, err = RepoRoot(); err != nil {

@@ -100,9 +100,6 @@ func run(o options) (retErr error) {
 	case o.phases < 1 || o.phase < 100*time.Millisecond || o.size < 1 || o.size > 63<<20:
 		return errors.New("need -phases ≥ 1, -phase ≥ 100ms, -size in 1..63 MiB")
 	}
-	if mine, _ := benchmd.CgroupsLeft(cgroupMark); len(mine) > 0 {
-		return fmt.Errorf("cgroups of an earlier run are left (%s); is one running?", strings.Join(mine, " "))
-	}
 	kit, err := benchmd.NewKit(cgroupMark, logf)
 	if err != nil {
 		return err

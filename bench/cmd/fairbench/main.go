@@ -290,9 +290,6 @@ func run(o options) (retErr error) {
 		return err
 	}
 	defer lock.Close()
-	if left, _ := benchmd.CgroupsLeft(cgroupMark); len(left) > 0 {
-		return fmt.Errorf("cgroups of an earlier run are left (a daemon still running?): %s", strings.Join(left, " "))
-	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -105,9 +105,6 @@ func run(o options) (retErr error) {
 	case o.duration < time.Second || o.killEvery < 5*time.Second || o.tenants < 1 || o.coldEvery <= 0:
 		return errors.New("need -duration ≥ 1s, -kill-every ≥ 5s, -tenants ≥ 1, -cold-every > 0")
 	}
-	if mine, _ := benchmd.CgroupsLeft(cgroupMark); len(mine) > 0 {
-		return fmt.Errorf("cgroups of an earlier run are left (%s); is one running?", strings.Join(mine, " "))
-	}
 	kit, err := benchmd.NewKit(cgroupMark, logf)
 	if err != nil {
 		return err
