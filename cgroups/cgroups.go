@@ -210,6 +210,45 @@ func (t *Tree) Cleanup() (int, error) {
 	return removed, errors.Join(errs...)
 }
 
+// Descendants lists the cgroup paths exactly depth levels below the root
+// (1: its children), from every hierarchy, as a crash can leave a node in
+// some hierarchies only. It creates and changes nothing.
+func (t *Tree) Descendants(depth int) ([]string, error) {
+	if depth < 1 {
+		return nil, fmt.Errorf("%w: depth %d", ErrInvalidPath, depth)
+	}
+	root, err := t.manager(t.root, nil)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	for _, dir := range root.m.GetPaths() {
+		rels := []string{"."}
+		for range depth {
+			var next []string
+			for _, rel := range rels {
+				entries, err := os.ReadDir(filepath.Join(dir, rel))
+				if err != nil {
+					if errors.Is(err, os.ErrNotExist) {
+						continue
+					}
+					return nil, err
+				}
+				for _, e := range entries {
+					if e.IsDir() {
+						next = append(next, path.Join(rel, e.Name()))
+					}
+				}
+			}
+			rels = next
+		}
+		for _, rel := range rels {
+			seen[path.Join(t.root, rel)] = true
+		}
+	}
+	return slices.Sorted(maps.Keys(seen)), nil
+}
+
 // Close removes the root node itself, and any empty node left below it. It
 // fails with ErrBusy, and kills nothing, if any process is left below it.
 func (t *Tree) Close() error {

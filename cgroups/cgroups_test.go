@@ -1048,6 +1048,24 @@ func TestTreeCleanupAfterCrash(t *testing.T) {
 	if err := tree.Close(); !errors.Is(err, ErrBusy) {
 		t.Errorf("Close with processes left = %v, want ErrBusy", err)
 	}
+	// What it left, level by level (a partial node counts at its level).
+	wantLevel := map[int][]string{
+		3: {testRoot + "/free/acme/production", testRoot + "/pro/globex/staging"},
+		4: {testRoot + "/pro/globex/staging/worker-1", testRoot + "/pro/globex/staging/worker-2"},
+		5: {},
+	}
+	for depth, want := range wantLevel {
+		got, err := tree.Descendants(depth)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("Descendants(%d) = %q, want %q", depth, got, want)
+		}
+	}
+	if _, err := tree.Descendants(0); !errors.Is(err, ErrInvalidPath) {
+		t.Errorf("Descendants(0) = %v, want ErrInvalidPath", err)
+	}
 	removed, err := tree.Cleanup()
 	if err != nil {
 		t.Fatal(err)

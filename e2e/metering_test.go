@@ -250,50 +250,11 @@ func TestMeteringSurvivesKill9(t *testing.T) {
 		close(stop)
 		wg.Wait()
 		c.Close()
-		// Its workers outlive it until the next start kills them (as
-		// that start's cleanup would, do it here, so that what the kernel
-		// counted is final before it is read).
-		waitFor(t, 15*time.Second, "the workers to die", func() bool {
-			left := processesIn(d.root)
-			for _, p := range left {
-				if pid, err := strconv.Atoi(strings.Split(p, "/")[2]); err == nil {
-					_ = syscall.Kill(pid, syscall.SIGKILL)
-				}
-			}
-			return len(left) == 0
-		})
-		for _, tn := range tenants {
-			n, err := cgroups.Load(filepath.Join(d.root, "standard", tn))
-			if err != nil {
-				t.Fatal(err)
-			}
-			st, err := n.Stats()
-			if err != nil {
-				t.Fatal(err)
-			}
-			kernel[tn] += st.CPUUsage
-		}
+		countKilled(t, d, tenants, kernel)
 		t.Logf("life %d: killed; kernel CPU so far %v", life+1, kernel)
 		d.start()
 	}
-	c = d.client()
-	defer c.Close()
-	for _, tn := range tenants {
-		r, err := c.GetUsage(context.Background(), &scopedv1.GetUsageRequest{Tenant: tn, Meter: "cpu_seconds",
-			From: timestamppb.New(time.Now().Add(-time.Hour)), To: timestamppb.New(time.Now().Add(time.Hour))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var ledger float64
-		for _, row := range r.GetRows() {
-			ledger += row.GetValue()
-		}
-		k := kernel[tn].Seconds()
-		t.Logf("%s: ledger %.3f cpu_seconds, kernel %.3f", tn, ledger, k)
-		if k < 1 || math.Abs(ledger-k) > 0.01*k {
-			t.Errorf("%s: ledger %.3f cpu_seconds, kernel %.3f: not within 1 %%", tn, ledger, k)
-		}
-	}
+	ledgerMatchesKernel(t, d, tenants, kernel)
 	d.stop()
 	l, err := metering.OpenReadOnly(filepath.Join(d.state, "metering"))
 	if err != nil {
@@ -314,4 +275,79 @@ func TestMeteringSurvivesKill9(t *testing.T) {
 	if len(recs) == 0 {
 		t.Error("no sealed records")
 	}
+}
+
+// countKilled kills what is left of a killed daemon's workers (as the next
+// start's cleanup would, so that what the kernel counted is final) and adds
+// each tenant's CPU time, as its tier node counted it, to kernel.
+func countKilled(t *testing.T, d *daemon, tenants []string, kernel map[string]time.Duration) {
+	t.Helper()
+	waitFor(t, 15*time.Second, "the workers to die", func() bool {
+		left := processesIn(d.root)
+		for _, p := range left {
+			if pid, err := strconv.Atoi(strings.Split(p, "/")[2]); err == nil {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+		return len(left) == 0
+	})
+	for _, tn := range tenants {
+		n, err := cgroups.Load(filepath.Join(d.root, "standard", tn))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := n.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		kernel[tn] += st.CPUUsage
+	}
+}
+
+// ledgerMatchesKernel checks that each tenant's cpu_seconds in the ledger
+// are what the kernel counted, within 1 %.
+func ledgerMatchesKernel(t *testing.T, d *daemon, tenants []string, kernel map[string]time.Duration) {
+	t.Helper()
+	c := d.client()
+	defer c.Close()
+	for _, tn := range tenants {
+		r, err := c.GetUsage(context.Background(), &scopedv1.GetUsageRequest{Tenant: tn, Meter: "cpu_seconds",
+			From: timestamppb.New(time.Now().Add(-time.Hour)), To: timestamppb.New(time.Now().Add(time.Hour))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ledger float64
+		for _, row := range r.GetRows() {
+			ledger += row.GetValue()
+		}
+		k := kernel[tn].Seconds()
+		t.Logf("%s: ledger %.3f cpu_seconds, kernel %.3f", tn, ledger, k)
+		if k < 0.1 || math.Abs(ledger-k) > 0.01*k {
+			t.Errorf("%s: ledger %.3f cpu_seconds, kernel %.3f: not within 1 %%", tn, ledger, k)
+		}
+	}
+}
+
+// TestMeteringCountsScopesNeverFlushed: a daemon killed before its scopes'
+// first flush (here the flush is an hour away) loses none of their CPU
+// time: the next start charges it from the cgroups they left.
+func TestMeteringCountsScopesNeverFlushed(t *testing.T) {
+	d := startDaemon(t, options{poolExtra: "max_workers = 2\nidle_timeout = \"10m\"",
+		extra: "\n[metering]\nwindow = \"1h\"\nflush = \"1h\"\n"})
+	tenants := []string{"acme", "globex"}
+	c := d.client()
+	for _, tn := range tenants {
+		deploy(t, c, tn, "production", "spin", bins.spin)
+		for range 3 {
+			if _, err := invokeSpin(c, tn, 100, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	c.Close()
+	d.kill9()
+	kernel := map[string]time.Duration{}
+	countKilled(t, d, tenants, kernel)
+	d.start()
+	ledgerMatchesKernel(t, d, tenants, kernel)
 }

@@ -56,7 +56,7 @@ func (s *Supervisor) track(sc *scope) {
 	if err != nil {
 		id = 0
 	}
-	sc.cgid = id
+	sc.cgid, sc.nodeID = id, id
 	if s.acct == nil {
 		return
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -53,16 +54,44 @@ type meter struct {
 	ledger *metering.Ledger
 	mu     sync.Mutex
 	last   map[string]*meterState // by the scope's cgroup path
+	// settled holds the cursors of scopes no longer live (removed, or left
+	// by a previous daemon life) whose cgroups may still be there, by
+	// path, with their cgroup ids: a cursor stays in the ledger until its
+	// cgroup is gone, so that a daemon dying in between charges only what
+	// the cgroup used after it, never all of it again.
+	settled map[string]uint64
+	probe   cgroupProbe
 
 	caps *spendCaps // the admission gate's spend caps, on the ledger's sums
 }
 
-// openMetering opens the ledger in state_dir/metering and settles the
-// cursors of a previous daemon life: its workers died with it, but its
-// scopes' cgroups are still there (Recover removes them afterwards), so the
-// CPU time they used since the last flush is read from their counters and
-// charged; the other meters' unflushed part (memory, network, invocations)
-// is lost.
+func newMeter(l *metering.Ledger, caps *spendCaps) *meter {
+	return &meter{ledger: l, last: map[string]*meterState{}, settled: map[string]uint64{}, probe: probeCgroup, caps: caps}
+}
+
+// cgroupProbe reads the CPU counter and id of the cgroup at path; ok is
+// false when it is gone.
+type cgroupProbe func(path string) (cpu time.Duration, id uint64, ok bool)
+
+func probeCgroup(p string) (time.Duration, uint64, bool) {
+	n, err := cgroups.Load(p)
+	if err != nil {
+		return 0, 0, false
+	}
+	st, err := n.Stats()
+	if err != nil {
+		return 0, 0, false
+	}
+	id, _ := n.ID() // 0 without a unified hierarchy
+	return st.CPUUsage, id, true
+}
+
+// openMetering opens the ledger in state_dir/metering and settles what a
+// previous daemon life left: its workers died with it, but its scopes'
+// cgroups are still there (Recover removes them afterwards), so the CPU
+// time they used since their last flush, or since they were made if they
+// had none, is read from their counters and charged; the other meters'
+// unflushed part (memory, network, invocations) is lost.
 func (s *Supervisor) openMetering() error {
 	c := s.conf().Metering
 	if !c.Enabled {
@@ -72,25 +101,52 @@ func (s *Supervisor) openMetering() error {
 	if err != nil {
 		return fmt.Errorf("metering ledger: %w", err)
 	}
-	old, err := l.Cursors()
-	if err != nil {
+	m := newMeter(l, s.newSpendCaps(l))
+	if err := s.settlePrevious(m); err != nil {
 		_ = l.Close()
 		return fmt.Errorf("metering ledger: %w", err)
 	}
-	if len(old) > 0 {
-		deltas, recovered := recoverUsage(old, time.Now())
-		drop := make(map[string][]byte, len(old))
-		for k := range old {
-			drop[k] = nil
-		}
-		if err := l.Commit(deltas, drop); err != nil {
-			_ = l.Close()
-			return fmt.Errorf("metering ledger: %w", err)
-		}
-		s.log.Warn("metering: settled the previous run's scopes; CPU time since its last flush recovered from their cgroups, other meters' unflushed part lost",
-			"scopes", len(old), "recovered", recovered)
+	s.meter = m
+	return nil
+}
+
+// settlePrevious charges what the scopes of a previous daemon life used
+// after their last flush (see recoverUsage), in one transaction.
+func (s *Supervisor) settlePrevious(m *meter) error {
+	old, err := m.ledger.Cursors()
+	if err != nil {
+		return err
 	}
-	s.meter = &meter{ledger: l, last: map[string]*meterState{}, caps: s.newSpendCaps(l)}
+	// The scope cgroups are <root>/<tier>/<tenant>/<scope>.
+	present, err := s.tree.Descendants(3)
+	if err != nil {
+		return err
+	}
+	if len(old) == 0 && len(present) == 0 {
+		return nil
+	}
+	pol := s.conf().Isolation
+	idOf := func(p string) (ScopeID, bool) {
+		elems := strings.Split(strings.TrimPrefix(p, s.tree.Root()+"/"), "/")
+		if len(elems) != 3 {
+			return ScopeID{}, false
+		}
+		return pol.idOf(elems[1], elems[2]), true
+	}
+	deltas, cursors, unflushed := recoverUsage(old, present, idOf, m.probe, time.Now())
+	if err := m.ledger.Commit(deltas, cursors); err != nil {
+		return err
+	}
+	for k, b := range cursors {
+		var st meterState
+		if b != nil && json.Unmarshal(b, &st) == nil {
+			m.settled[k] = st.CgID
+		}
+	}
+	if len(deltas) > 0 || len(old) > 0 {
+		s.log.Warn("metering: settled the previous run's scopes; CPU time since its last flush recovered from their cgroups, other meters' unflushed part lost",
+			"scopes", len(cursors), "recovered", len(deltas), "never_flushed", unflushed)
+	}
 	return nil
 }
 
@@ -102,31 +158,60 @@ func (s *Supervisor) closeMetering() error {
 	return s.meter.ledger.Close()
 }
 
-// recoverUsage charges what the scopes of cursors used after them, read
-// from their cgroups' CPU counters where the cgroups still exist.
-func recoverUsage(cursors map[string][]byte, now time.Time) ([]metering.Delta, int) {
+// recoverUsage charges what the scopes of a previous daemon life used
+// after their cursors, read from their cgroups' CPU counters: all of it
+// for a scope cgroup in present that has no cursor (it died before its
+// first flush) or whose cursor is of an earlier cgroup of the same path.
+// It returns the deltas, the cursors to commit with them (a settled
+// reading for each cgroup still there, nil to drop the others), and how
+// many scopes had never been flushed.
+func recoverUsage(cursors map[string][]byte, present []string, idOf func(string) (ScopeID, bool),
+	probe cgroupProbe, now time.Time) ([]metering.Delta, map[string][]byte, int) {
 	var out []metering.Delta
-	n := 0
-	for _, b := range cursors {
-		var st meterState
-		if err := json.Unmarshal(b, &st); err != nil || st.Cgroup == "" || st.ID.Tenant == "" {
-			continue
+	next := make(map[string][]byte, len(cursors)+len(present))
+	charge := func(key string, id ScopeID, since time.Duration, cgid uint64) {
+		cpu, nowID, ok := probe(key)
+		if !ok {
+			next[key] = nil
+			return
 		}
-		node, err := cgroups.Load(st.Cgroup)
+		if cgid != 0 && nowID != 0 && cgid != nowID {
+			since = 0 // a later cgroup of the same path
+		}
+		if cpu > since {
+			out = append(out, metering.Delta{
+				Tenant: id.Tenant, Meter: metering.CPUSeconds, At: now, Value: (cpu - since).Seconds(),
+				Dims: metering.Dimensions{Scope: id.Key(), Environment: id.Environment, Extension: id.Extension},
+			})
+		}
+		b, err := json.Marshal(meterState{ID: id, Cgroup: key, CPU: cpu, At: now, CgID: nowID})
 		if err != nil {
-			continue
+			next[key] = nil
+			return
 		}
-		stats, err := node.Stats()
-		if err != nil || stats.CPUUsage <= st.CPU {
-			continue
-		}
-		n++
-		out = append(out, metering.Delta{
-			Tenant: st.ID.Tenant, Meter: metering.CPUSeconds, At: now, Value: (stats.CPUUsage - st.CPU).Seconds(),
-			Dims: metering.Dimensions{Scope: st.ID.Key(), Environment: st.ID.Environment, Extension: st.ID.Extension},
-		})
+		next[key] = b
 	}
-	return out, n
+	for key, b := range cursors {
+		var st meterState
+		if err := json.Unmarshal(b, &st); err != nil || st.ID.Tenant == "" {
+			next[key] = nil
+			continue
+		}
+		charge(key, st.ID, st.CPU, st.CgID)
+	}
+	unflushed := 0
+	for _, key := range present {
+		if _, ok := cursors[key]; ok {
+			continue
+		}
+		id, ok := idOf(key)
+		if !ok {
+			continue
+		}
+		unflushed++
+		charge(key, id, 0, 0)
+	}
+	return out, next, unflushed
 }
 
 // countInvocation adds one invocation to the scope's per-extension use.
@@ -162,9 +247,9 @@ func (s *Supervisor) flushMetering(removed ...*scope) error {
 		scopes = s.scopes.snapshot(nil)
 	}
 	scopes = append(scopes, removed...)
-	gone := map[*scope]bool{}
+	removing := map[string]bool{}
 	for _, sc := range removed {
-		gone[sc] = true
+		removing[sc.node.Path()] = true
 	}
 	now := time.Now()
 	m.mu.Lock()
@@ -172,6 +257,13 @@ func (s *Supervisor) flushMetering(removed ...*scope) error {
 	var deltas []metering.Delta
 	cursors := map[string][]byte{}
 	next := map[string]*meterState{}
+	// Settled cursors go once their cgroups have.
+	var gone []string
+	for key, cgid := range m.settled {
+		if _, id, ok := m.probe(key); !ok || (cgid != 0 && id != 0 && id != cgid) {
+			gone = append(gone, key)
+		}
+	}
 	for _, sc := range scopes {
 		// Keyed by cgroup path: a scope that changed tier has a successor
 		// under the same name while it winds down.
@@ -188,26 +280,36 @@ func (s *Supervisor) flushMetering(removed ...*scope) error {
 			prev = &meterState{At: sc.created, Ext: map[string][3]int64{}, CgID: cur.CgID}
 		}
 		deltas = append(deltas, usageDeltas(sc, prev, cur, now)...)
-		if gone[sc] {
-			cursors[key] = nil
-			continue
-		}
 		b, err := json.Marshal(cur)
 		if err != nil {
 			return err
 		}
+		// A removed scope's last reading stays as a settled cursor
+		// until its cgroup is gone.
 		cursors[key] = b
 		next[key] = cur
+	}
+	for _, key := range gone {
+		if _, ok := cursors[key]; !ok {
+			cursors[key] = nil
+		}
 	}
 	if err := m.ledger.Commit(deltas, cursors); err != nil {
 		s.metrics.IncError("metering_commit")
 		return fmt.Errorf("metering: %w", err)
 	}
-	for key, st := range next {
-		m.last[key] = st
+	for _, key := range gone {
+		delete(m.settled, key)
 	}
-	for _, sc := range removed {
-		delete(m.last, sc.node.Path())
+	for key, st := range next {
+		if removing[key] {
+			delete(m.last, key)
+			m.settled[key] = st.CgID
+			continue
+		}
+		// A live scope's cursor replaces a settled one of the same path.
+		delete(m.settled, key)
+		m.last[key] = st
 	}
 	// Close the windows that ended a flush ago (late readings of a closed
 	// window go to the first open one).
@@ -224,7 +326,7 @@ func (s *Supervisor) meterReading(sc *scope, now time.Time) (*meterState, error)
 		return nil, err
 	}
 	cur := &meterState{ID: sc.id, Cgroup: sc.node.Path(), CPU: st.CPUUsage, At: now, Mem: st.MemoryCurrent,
-		CgID: sc.cgid, Ext: map[string][3]int64{}}
+		CgID: sc.nodeID, Ext: map[string][3]int64{}}
 	u := Usage{}
 	if s.accountingUsage(sc, &u) {
 		cur.Rx, cur.Tx = u.NetRxBytes, u.NetTxBytes

@@ -3,9 +3,12 @@ package supervisor
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
+	"maps"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -100,7 +103,7 @@ func TestUnitCapsLedgerError(t *testing.T) {
 			if err := l.Close(); err != nil { // every Sum now fails
 				t.Fatal(err)
 			}
-			s.meter = &meter{ledger: l, last: map[string]*meterState{}, caps: s.newSpendCaps(l)}
+			s.meter = newMeter(l, s.newSpendCaps(l))
 			for _, tenant := range []string{"acme", "globex"} {
 				if _, _, err := s.store.Deploy(tenant, "production", "hook", unitBundle("w")); err != nil {
 					t.Fatal(err)
@@ -154,5 +157,144 @@ func TestUnitCapsLedgerError(t *testing.T) {
 				t.Errorf("the log line lacks the mode or the ledger's error:\n%s", logBuf.String())
 			}
 		})
+	}
+}
+
+// fakeCgroups is a cgroupProbe over a map of path → CPU counter and id.
+type fakeCgroups map[string]struct {
+	cpu time.Duration
+	id  uint64
+}
+
+func (f fakeCgroups) probe(p string) (time.Duration, uint64, bool) {
+	c, ok := f[p]
+	return c.cpu, c.id, ok
+}
+
+// recoverUsage charges each scope cgroup a dead daemon left what it used
+// after its cursor: all of it when it had no cursor (killed before its
+// first flush) or its cursor is of an earlier cgroup of the same path;
+// cursors of cgroups gone are dropped, the others settled at the reading.
+func TestUnitRecoverUsage(t *testing.T) {
+	const root = "/scoped"
+	cursor := func(tenant, name string, cpu time.Duration, cgid uint64) []byte {
+		b, err := json.Marshal(meterState{ID: ScopeID{Tenant: tenant, Name: name, Environment: name},
+			Cgroup: root + "/standard/" + tenant + "/" + name, CPU: cpu, CgID: cgid})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	cursors := map[string][]byte{
+		root + "/standard/acme/production":   cursor("acme", "production", 2*time.Second, 11),
+		root + "/standard/globex/production": cursor("globex", "production", time.Second, 12),
+		root + "/standard/initech/staging":   cursor("initech", "staging", time.Second, 13), // gone
+		root + "/standard/umbrella/dev":      cursor("umbrella", "dev", 5*time.Second, 14),  // made again
+		root + "/standard/bad/x":             []byte("{not json"),
+	}
+	cg := fakeCgroups{
+		root + "/standard/acme/production":   {3 * time.Second, 11},
+		root + "/standard/globex/production": {time.Second, 12}, // nothing since
+		root + "/standard/umbrella/dev":      {1500 * time.Millisecond, 24},
+		root + "/free/hooli/staging":         {700 * time.Millisecond, 25}, // never flushed
+	}
+	present := []string{root + "/standard/acme/production", root + "/standard/globex/production",
+		root + "/standard/umbrella/dev", root + "/free/hooli/staging"}
+	idOf := func(p string) (ScopeID, bool) {
+		e := strings.Split(strings.TrimPrefix(p, root+"/"), "/")
+		return Isolation{By: []string{"environment"}}.idOf(e[1], e[2]), true
+	}
+	now := time.Now()
+	deltas, next, unflushed := recoverUsage(cursors, present, idOf, cg.probe, now)
+	got := map[string]float64{}
+	for _, d := range deltas {
+		if d.Meter != metering.CPUSeconds || !d.At.Equal(now) {
+			t.Errorf("delta %+v", d)
+		}
+		got[d.Tenant+"/"+d.Dims.Scope+"/"+d.Dims.Environment] += d.Value
+	}
+	want := map[string]float64{
+		"acme/acme.production/production": 1,
+		"umbrella/umbrella.dev/dev":       1.5,
+		"hooli/hooli.staging/staging":     0.7,
+	}
+	if len(got) != len(want) {
+		t.Errorf("deltas %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if math.Abs(got[k]-v) > 1e-9 {
+			t.Errorf("%s = %g, want %g", k, got[k], v)
+		}
+	}
+	if unflushed != 1 {
+		t.Errorf("unflushed = %d, want 1", unflushed)
+	}
+	for _, gone := range []string{root + "/standard/initech/staging", root + "/standard/bad/x"} {
+		if b, ok := next[gone]; !ok || b != nil {
+			t.Errorf("cursor of %s: %q, %v; want dropped", gone, b, ok)
+		}
+	}
+	for p, c := range cg {
+		var st meterState
+		if err := json.Unmarshal(next[p], &st); err != nil {
+			t.Errorf("settled cursor of %s: %v", p, err)
+			continue
+		}
+		if st.CPU != c.cpu || st.CgID != c.id || st.Cgroup != p {
+			t.Errorf("settled cursor of %s = %+v, want CPU %s id %d", p, st, c.cpu, c.id)
+		}
+	}
+	// Settled again by a daemon that dies at once: nothing more to charge.
+	again, _, unflushed := recoverUsage(next, present, idOf, cg.probe, now)
+	if len(again) != 0 || unflushed != 0 {
+		t.Errorf("second recovery charged %+v (%d never flushed), want nothing", again, unflushed)
+	}
+}
+
+// A settled cursor stays in the ledger while its cgroup is there, and goes
+// with the first flush after it is gone or made again.
+func TestUnitSettledCursorsGoWithTheirCgroups(t *testing.T) {
+	s := unitSupervisor(t)
+	l, err := metering.Open(t.TempDir(), s.conf().Metering.Window.Duration)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	cg := fakeCgroups{"/scoped/standard/acme/production": {time.Second, 7}, "/scoped/standard/acme/staging": {time.Second, 8}}
+	s.meter = newMeter(l, s.newSpendCaps(l))
+	s.meter.probe = cg.probe
+	cursors := map[string][]byte{}
+	for p, c := range cg {
+		b, _ := json.Marshal(meterState{ID: ScopeID{Tenant: "acme", Name: "x"}, Cgroup: p, CPU: c.cpu, CgID: c.id})
+		cursors[p] = b
+		s.meter.settled[p] = c.id
+	}
+	if err := l.Commit(nil, cursors); err != nil {
+		t.Fatal(err)
+	}
+	left := func() []string {
+		t.Helper()
+		if err := s.flushMetering(); err != nil {
+			t.Fatal(err)
+		}
+		c, err := l.Cursors()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return slices.Sorted(maps.Keys(c))
+	}
+	if got := left(); len(got) != 2 {
+		t.Fatalf("cursors %v, want both while their cgroups are there", got)
+	}
+	delete(cg, "/scoped/standard/acme/production")
+	cg["/scoped/standard/acme/staging"] = struct {
+		cpu time.Duration
+		id  uint64
+	}{0, 9}
+	if got := left(); len(got) != 0 {
+		t.Errorf("cursors %v, want none once the cgroups are gone or made again", got)
+	}
+	if len(s.meter.settled) != 0 {
+		t.Errorf("settled %v, want empty", s.meter.settled)
 	}
 }

@@ -90,3 +90,27 @@ func (p Isolation) scopeOf(t Target) ScopeID {
 	}
 	return id
 }
+
+// idOf is scopeOf read backwards: the scope id of tenant's scope name.
+// A name this policy cannot have made (the policy changed since) keeps
+// the tenant and name alone.
+func (p Isolation) idOf(tenant, name string) ScopeID {
+	id := ScopeID{Tenant: tenant, Name: name}
+	var fields []*string
+	for _, f := range []struct {
+		name string
+		to   *string
+	}{{"environment", &id.Environment}, {"user", &id.User}, {"extension", &id.Extension}} {
+		if slices.Contains(p.By, f.name) {
+			fields = append(fields, f.to)
+		}
+	}
+	parts := strings.Split(name, ".")
+	if len(fields) == 0 || len(parts) != len(fields) {
+		return ScopeID{Tenant: tenant, Name: name}
+	}
+	for i, f := range fields {
+		*f = parts[i]
+	}
+	return id
+}

@@ -156,3 +156,20 @@ func TestUnitScopeOfAnonymousUserIsNotAUser(t *testing.T) {
 		t.Fatalf("no user and user %q share scope %q", named.user, a)
 	}
 }
+
+// idOf reads back every scope name scopeOf makes, under every policy; a
+// name of another policy keeps the tenant and name alone.
+func TestUnitScopeIDOfName(t *testing.T) {
+	tg := Target{tenant: "acme", environment: "production", user: "alice", extension: "hook"}
+	for _, by := range policies() {
+		p := Isolation{By: by}
+		want := p.scopeOf(tg)
+		if got := p.idOf("acme", want.Name); got != want {
+			t.Errorf("policy %v: idOf(%q) = %+v, want %+v", by, want.Name, got, want)
+		}
+	}
+	p := Isolation{By: []string{"environment", "user"}}
+	if got := p.idOf("acme", "production"); got != (ScopeID{Tenant: "acme", Name: "production"}) {
+		t.Errorf("a name of another policy: %+v", got)
+	}
+}

@@ -42,6 +42,7 @@ type scope struct {
 	invocations atomic.Int64
 	active      atomic.Int64 // invocations in flight
 	cgid        uint64       // unified cgroup id, the accounting key (0: not accounted)
+	nodeID      uint64       // unified cgroup id, accounted or not (0: none)
 
 	netMu sync.Mutex
 	net   *netns.Net // the scope's egress network, made by its first egress worker
