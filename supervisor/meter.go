@@ -328,7 +328,7 @@ func (s *Supervisor) meterReading(sc *scope, now time.Time) (*meterState, error)
 	cur := &meterState{ID: sc.id, Cgroup: sc.node.Path(), CPU: st.CPUUsage, At: now, Mem: st.MemoryCurrent,
 		CgID: sc.nodeID, Ext: map[string][3]int64{}}
 	u := Usage{}
-	if s.accountingUsage(sc, &u) {
+	if s.acct.usage(sc, &u) {
 		cur.Rx, cur.Tx = u.NetRxBytes, u.NetTxBytes
 	}
 	sc.mu.Lock()

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"time"
 
-	"github.com/scoped-io/scoped/cgroups"
 	"github.com/scoped-io/scoped/metrics"
 )
 
@@ -66,7 +65,7 @@ func (s *Supervisor) sample() {
 			CPU: st.CPUUsage, CPUThrottled: st.CPUThrottled, MemoryCurrent: st.MemoryCurrent,
 			MemoryPeak: st.MemoryPeak, OOMKills: st.OOMKills, Pids: st.PidsCurrent, Workers: n,
 		}
-		s.addAccounting(sc, &sample)
+		s.acct.addScope(sc, &sample)
 		// A scope removed meanwhile must not get its series back:
 		// removeScope marks it closed (under sc.mu) before it drops them.
 		sc.mu.Lock()
@@ -77,31 +76,10 @@ func (s *Supervisor) sample() {
 	}
 	s.controlMetrics()
 	d := metrics.DaemonSample{Scopes: len(scopes), Workers: workers}
-	s.addAccountingDaemon(&d)
+	s.acct.addDaemon(&d)
 	s.metrics.SetDaemon(d)
 }
 
 func (sc *scope) liveWorkers() int {
 	return len(sc.workerList())
-}
-
-// usage is the scope's accounted use: eBPF counters where accounting runs,
-// the cgroup's own figures otherwise.
-func (s *Supervisor) usage(sc *scope, st cgroups.Stats) Usage {
-	u := Usage{Source: "cgroupfs", CPU: st.CPUUsage, Invocations: sc.invocations.Load(), Time: time.Now()}
-	s.accountingUsage(sc, &u)
-	return u
-}
-
-// addAccounting copies the scope's accounted figures into the sample.
-func (s *Supervisor) addAccounting(sc *scope, sample *metrics.ScopeSample) {
-	u := Usage{}
-	if !s.accountingUsage(sc, &u) {
-		return
-	}
-	sample.CPU = u.CPU
-	sample.RunqBuckets, sample.RunqCount, sample.RunqSum = u.RunqBuckets, u.RunqCount, u.RunqSum
-	sample.PreemptedBy = u.PreemptedBy
-	sample.NetRxBytes, sample.NetTxBytes = u.NetRxBytes, u.NetTxBytes
-	sample.NetRxPackets, sample.NetTxPackets = u.NetRxPackets, u.NetTxPackets
 }

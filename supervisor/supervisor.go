@@ -17,7 +17,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/scoped-io/scoped/accounting"
 	"github.com/scoped-io/scoped/cgroups"
 	"github.com/scoped-io/scoped/control"
 	"github.com/scoped-io/scoped/internal/ident"
@@ -59,7 +58,7 @@ type Supervisor struct {
 	ctlMu   sync.Mutex
 	ctl     *control.Controller
 	ctlStop func()
-	acct    accounting.Source
+	acct    *accountant
 	netMu   sync.Mutex
 	net     *netns.Manager // nil: no tier has egress (yet)
 	health  healthState    // see Health
@@ -117,6 +116,7 @@ func newSupervisor(cfg Config, log *slog.Logger, openTree func(root string) (*cg
 		starter:    host.Starter{},
 		metrics:    metrics.New(),
 	}
+	s.acct = newAccountant(tree, s.conf, s.scopes.find, s.metrics, log)
 	s.gate = newGate(s.checkCaps)
 	s.cfg.Store(&cfg)
 	return s, nil
@@ -158,7 +158,7 @@ func (s *Supervisor) Reload(cfg Config) error {
 	s.cfg.Store(&cfg)
 	s.store.Configure(cfg.Limits, s.log)
 	err := s.applyTiers()
-	if s.acct != nil {
+	if s.acct.opened() {
 		err = errors.Join(err, s.startControl())
 	}
 	return err
@@ -344,7 +344,7 @@ func (s *Supervisor) Recover() error {
 	l.add("cgroups", part{start: s.cleanCgroups})
 	l.add("network", part{start: func(context.Context) error { return s.openNetwork() }, stop: s.closeNetwork})
 	l.add("runtime directories", part{start: s.makeRuntimeDirs, stop: func() error { return os.RemoveAll(s.socketDir) }})
-	l.add("accounting", part{start: func(context.Context) error { return s.openAccounting() }, stop: s.closeAccounting})
+	l.add("accounting", s.acct)
 	l.add("metering export", part{start: func(context.Context) error { return s.startExporters() },
 		stop: func() error { s.stopExporters(); return nil }})
 	// Stopping the scopes removes them all: after the loops below, before
@@ -526,7 +526,7 @@ func (s *Supervisor) removedLocked(scopes []*scope, stopping bool) {
 // stop made it quadratic (22 s of a 40 s stop of 2,000 scopes).
 func (s *Supervisor) removeScopeNode(sc *scope, stopping bool) error {
 	if !stopping {
-		s.untrack(sc)
+		s.acct.untrack(sc)
 	}
 	if err := s.closeScopeNetwork(sc); err != nil {
 		s.log.Error("network of a scope", "scope", sc.id.Key(), "err", err)
@@ -583,7 +583,7 @@ func (s *Supervisor) newScopeLocked(id ScopeID) (_ *scope, again bool, _ error) 
 	if st, err := node.Stats(); err == nil {
 		sc.oomSeen = st.OOMKills
 	}
-	s.track(sc)
+	s.acct.track(sc)
 	s.scopes.addLocked(sc)
 	if err := s.setTierWeightsLocked(); err != nil {
 		s.log.Warn("tier weights", "err", err)
@@ -780,7 +780,7 @@ func (s *Supervisor) info(sc *scope) ScopeInfo {
 		info.NetworkAddr = sc.net.Addr().String()
 	}
 	sc.netMu.Unlock()
-	info.Usage = s.usage(sc, st)
+	info.Usage = s.acct.scopeUsage(sc, st)
 	for _, w := range sc.workerList() {
 		info.Workers = append(info.Workers, WorkerInfo{
 			ID: w.id, Extension: w.ext.Name, Version: w.ext.Version, Pid: w.pid(), Started: w.started,

@@ -93,6 +93,7 @@ func unitSupervisor(t *testing.T) *Supervisor {
 	}
 	s := &Supervisor{log: slog.New(slog.NewTextHandler(io.Discard, nil)), store: store, tenants: tenants,
 		metrics: metrics.New()}
+	s.acct = newAccountant(nil, s.conf, s.scopes.find, s.metrics, s.log)
 	s.gate = newGate(s.checkCaps)
 	s.cfg.Store(&cfg)
 	return s
