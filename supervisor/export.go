@@ -41,7 +41,7 @@ type exporters struct {
 
 // startExporters starts one exporter per [[metering.export]].
 func (s *Supervisor) startExporters() error {
-	if s.meter == nil || len(s.conf().Metering.Exports) == 0 {
+	if s.meter.ledger == nil || len(s.conf().Metering.Exports) == 0 {
 		return nil
 	}
 	ctx, cancel := context.WithCancel(context.Background())

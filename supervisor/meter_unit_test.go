@@ -103,7 +103,8 @@ func TestUnitCapsLedgerError(t *testing.T) {
 			if err := l.Close(); err != nil { // every Sum now fails
 				t.Fatal(err)
 			}
-			s.meter = newMeter(l, s.newSpendCaps(l))
+			s.meter.log = s.log
+			s.meter.useLedger(l)
 			for _, tenant := range []string{"acme", "globex"} {
 				if _, _, err := s.store.Deploy(tenant, "production", "hook", unitBundle("w")); err != nil {
 					t.Fatal(err)
@@ -261,7 +262,7 @@ func TestUnitSettledCursorsGoWithTheirCgroups(t *testing.T) {
 	}
 	defer l.Close()
 	cg := fakeCgroups{"/scoped/standard/acme/production": {time.Second, 7}, "/scoped/standard/acme/staging": {time.Second, 8}}
-	s.meter = newMeter(l, s.newSpendCaps(l))
+	s.meter.useLedger(l)
 	s.meter.probe = cg.probe
 	cursors := map[string][]byte{}
 	for p, c := range cg {
@@ -274,7 +275,7 @@ func TestUnitSettledCursorsGoWithTheirCgroups(t *testing.T) {
 	}
 	left := func() []string {
 		t.Helper()
-		if err := s.flushMetering(); err != nil {
+		if err := s.meter.flush(); err != nil {
 			t.Fatal(err)
 		}
 		c, err := l.Cursors()

@@ -117,7 +117,9 @@ func newSupervisor(cfg Config, log *slog.Logger, openTree func(root string) (*cg
 		metrics:    metrics.New(),
 	}
 	s.acct = newAccountant(tree, s.conf, s.scopes.find, s.metrics, log)
-	s.gate = newGate(s.checkCaps)
+	s.meter = newMeter(meterDeps{conf: s.conf, tree: tree, scopes: func() []*scope { return s.scopes.snapshot(nil) },
+		acct: s.acct, metrics: s.metrics, log: log, alive: &s.health.meter})
+	s.gate = newGate(s.meter.checkCaps)
 	s.cfg.Store(&cfg)
 	return s, nil
 }
@@ -340,7 +342,7 @@ func (s *Supervisor) Recover() error {
 	// The ledger before the cgroups' cleanup: what the dead scopes used
 	// since the last flush is still in their cgroups' counters until the
 	// cleanup removes them.
-	l.add("metering ledger", part{start: func(context.Context) error { return s.openMetering() }, stop: s.closeMetering})
+	l.add("metering ledger", part{start: func(context.Context) error { return s.meter.open() }, stop: s.meter.close})
 	l.add("cgroups", part{start: s.cleanCgroups})
 	l.add("network", part{start: func(context.Context) error { return s.openNetwork() }, stop: s.closeNetwork})
 	l.add("runtime directories", part{start: s.makeRuntimeDirs, stop: func() error { return os.RemoveAll(s.socketDir) }})
@@ -352,13 +354,7 @@ func (s *Supervisor) Recover() error {
 	l.add("scopes", part{stop: s.removeAll})
 	l.add("controller", part{start: func(context.Context) error { return s.startControl() },
 		stop: func() error { s.stopControl(); return nil }})
-	meterLoop := newGoLoop(s.meterLoop)
-	l.add("metering loop", part{start: func(ctx context.Context) error {
-		if s.meter == nil {
-			return nil
-		}
-		return meterLoop.Start(ctx)
-	}, stop: meterLoop.Stop})
+	l.add("metering loop", s.meter)
 	l.add("reaper", newGoLoop(s.reaper))
 	l.add("sampler", newGoLoop(s.sampler))
 	return l.Start(context.Background())
@@ -475,7 +471,7 @@ func (s *Supervisor) removeScopes(scopes []*scope) []error {
 	_ = parallel.ForEach(scopes, removeParallel, func(sc *scope) error { sc.stopAll(); return nil })
 	// Their last usage goes to the ledger while their cgroups are still
 	// there.
-	if err := s.flushMetering(scopes...); err != nil {
+	if err := s.meter.flush(scopes...); err != nil {
 		s.log.Error("metering: final flush of scopes", "scopes", len(scopes), "err", err)
 	}
 	idx := make([]int, len(scopes))
