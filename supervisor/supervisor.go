@@ -54,7 +54,6 @@ type Supervisor struct {
 
 	metrics *metrics.Registry
 	meter   *meter
-	exports *exporters
 	ctlMu   sync.Mutex
 	ctl     *control.Controller
 	ctlStop func()
@@ -347,8 +346,7 @@ func (s *Supervisor) Recover() error {
 	l.add("network", part{start: func(context.Context) error { return s.openNetwork() }, stop: s.closeNetwork})
 	l.add("runtime directories", part{start: s.makeRuntimeDirs, stop: func() error { return os.RemoveAll(s.socketDir) }})
 	l.add("accounting", s.acct)
-	l.add("metering export", part{start: func(context.Context) error { return s.startExporters() },
-		stop: func() error { s.stopExporters(); return nil }})
+	l.add("metering export", newExporters(s.conf, s.meter, s.log))
 	// Stopping the scopes removes them all: after the loops below, before
 	// what their removal still uses (the ledger, accounting, networks).
 	l.add("scopes", part{stop: s.removeAll})
