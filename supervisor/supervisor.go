@@ -354,7 +354,7 @@ func (s *Supervisor) Recover() error {
 		stop: func() error { s.stopControl(); return nil }})
 	l.add("metering loop", s.meter)
 	l.add("reaper", newGoLoop(s.reaper))
-	l.add("sampler", newGoLoop(s.sampler))
+	l.add("sampler", newSampler(s.conf, func() []*scope { return s.scopes.snapshot(nil) }, s.acct, s.metrics, s.controlMetrics))
 	return l.Start(context.Background())
 }
 
