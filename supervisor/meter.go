@@ -59,8 +59,8 @@ type meterDeps struct {
 	// tree holds the scope cgroups a previous daemon life left (nil: none,
 	// as in a Detached supervisor).
 	tree    *cgroups.Tree
-	scopes  func() []*scope // the live scopes
-	acct    *accountant     // the scopes' network bytes
+	scopes  func(keep func(*scope) bool) []*scope // the live scopes keep accepts (the registry's snapshot)
+	acct    *accountant                           // the scopes' network bytes
 	metrics *metrics.Registry
 	log     *slog.Logger
 	alive   *atomic.Int64 // the loop's heartbeat, which Health reads
@@ -282,7 +282,7 @@ func (m *meter) flush(removed ...*scope) error {
 	}
 	var scopes []*scope
 	if len(removed) == 0 {
-		scopes = m.scopes()
+		scopes = m.scopes(nil)
 	}
 	scopes = append(scopes, removed...)
 	removing := map[string]bool{}

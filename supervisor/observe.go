@@ -40,7 +40,7 @@ func resultOf(err error) string {
 // [metrics] interval, from Start until Stop.
 type sampler struct {
 	conf    func() *Config
-	scopes  func() []*scope // the live scopes
+	scopes  func(keep func(*scope) bool) []*scope // the live scopes keep accepts (the registry's snapshot)
 	acct    *accountant
 	metrics *metrics.Registry
 	// more adds what else the metrics report to each round (the
@@ -51,7 +51,7 @@ type sampler struct {
 
 var _ component = (*sampler)(nil)
 
-func newSampler(conf func() *Config, scopes func() []*scope, acct *accountant, m *metrics.Registry, more func()) *sampler {
+func newSampler(conf func() *Config, scopes func(keep func(*scope) bool) []*scope, acct *accountant, m *metrics.Registry, more func()) *sampler {
 	p := &sampler{conf: conf, scopes: scopes, acct: acct, metrics: m, more: more}
 	p.loop = newGoLoop(p.run)
 	return p
@@ -76,7 +76,7 @@ func (p *sampler) run(ctx context.Context) {
 }
 
 func (p *sampler) sample() {
-	scopes := p.scopes()
+	scopes := p.scopes(nil)
 	workers := 0
 	for _, sc := range scopes {
 		st, err := sc.node.Stats()

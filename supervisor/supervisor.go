@@ -115,9 +115,9 @@ func newSupervisor(cfg Config, log *slog.Logger, openTree func(root string) (*cg
 		starter:    host.Starter{},
 		metrics:    metrics.New(),
 	}
-	s.acct = newAccountant(tree, s.conf, s.scopes.find, s.metrics, log)
-	s.meter = newMeter(meterDeps{conf: s.conf, tree: tree, scopes: func() []*scope { return s.scopes.snapshot(nil) },
-		acct: s.acct, metrics: s.metrics, log: log, alive: &s.health.meter})
+	s.acct = newAccountant(tree, s.cfg.Load, s.scopes.find, s.metrics, log)
+	s.meter = newMeter(meterDeps{conf: s.cfg.Load, tree: tree, scopes: s.scopes.snapshot, acct: s.acct,
+		metrics: s.metrics, log: log, alive: &s.health.meter})
 	s.gate = newGate(s.meter.checkCaps)
 	s.cfg.Store(&cfg)
 	return s, nil
@@ -346,7 +346,7 @@ func (s *Supervisor) Recover() error {
 	l.add("network", part{start: func(context.Context) error { return s.openNetwork() }, stop: s.closeNetwork})
 	l.add("runtime directories", part{start: s.makeRuntimeDirs, stop: func() error { return os.RemoveAll(s.socketDir) }})
 	l.add("accounting", s.acct)
-	l.add("metering export", newExporters(s.conf, s.meter, s.log))
+	l.add("metering export", newExporters(s.cfg.Load, s.meter, s.log))
 	// Stopping the scopes removes them all: after the loops below, before
 	// what their removal still uses (the ledger, accounting, networks).
 	l.add("scopes", part{stop: s.removeAll})
@@ -354,7 +354,7 @@ func (s *Supervisor) Recover() error {
 		stop: func() error { s.stopControl(); return nil }})
 	l.add("metering loop", s.meter)
 	l.add("reaper", newGoLoop(s.reaper))
-	l.add("sampler", newSampler(s.conf, func() []*scope { return s.scopes.snapshot(nil) }, s.acct, s.metrics, s.controlMetrics))
+	l.add("sampler", newSampler(s.cfg.Load, s.scopes.snapshot, s.acct, s.metrics, s.controlMetrics))
 	return l.Start(context.Background())
 }
 
