@@ -110,7 +110,7 @@ type cgroupProbe func(path string) (cpu time.Duration, id uint64, ok bool)
 
 func probeCgroup(p string) (time.Duration, uint64, bool) {
 	n, err := cgroups.Load(p)
-	if err != nil {
+	if err != nil || !n.Exists() {
 		return 0, 0, false
 	}
 	st, err := n.Stats()
