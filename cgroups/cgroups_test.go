@@ -1094,3 +1094,28 @@ func TestTreeCleanupAfterCrash(t *testing.T) {
 	}
 	wantGone(t, testRoot)
 }
+
+// Exists tells a node from one that is gone, which Stats does not on
+// cgroup v1 (it reads zeros there).
+func TestNodeExists(t *testing.T) {
+	testutil.RequiresRoot(t)
+	testutil.CheckLeaks(t, testRoot)
+	tree := openTree(t)
+	n := node(t, tree, Limits{}, "pro", "acme", "production")
+	if !n.Exists() {
+		t.Fatalf("%s: Exists() = false after it was made", n.Path())
+	}
+	if err := n.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	if n.Exists() {
+		t.Errorf("%s: Exists() = true after Remove", n.Path())
+	}
+	absent, err := Load(testRoot + "/never/made")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if absent.Exists() {
+		t.Error("a node never made exists")
+	}
+}

@@ -2,6 +2,7 @@ package cgroups
 
 import (
 	"fmt"
+	"os"
 	"path"
 	"path/filepath"
 	"time"
@@ -39,6 +40,21 @@ func (n *Node) Stats() (Stats, error) {
 	}
 	s.PidsLimitHits = n.pidsEvents()
 	return s, nil
+}
+
+// Exists reports whether the node's directory is there in the hierarchy
+// its CPU counter is read from: on cgroup v1, Stats of a node that is gone
+// reads zeros without an error.
+func (n *Node) Exists() bool {
+	dir := n.m.Path("")
+	if n.mode != V2 {
+		dir = n.m.Path("cpuacct")
+	}
+	if dir == "" {
+		return false
+	}
+	_, err := os.Stat(dir)
+	return err == nil
 }
 
 // pidsEvents reads the "max" counter of pids.events, 0 where absent.

@@ -1,19 +1,61 @@
 package supervisor
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
+	"sync"
+	"time"
 
 	"github.com/scoped-io/scoped/accounting"
 	"github.com/scoped-io/scoped/cgroups"
+	"github.com/scoped-io/scoped/control"
 	"github.com/scoped-io/scoped/metrics"
 )
 
-// openAccounting starts per-scope accounting: eBPF where it loads, the
-// cgroup files otherwise (or when the configuration asks for them).
-func (s *Supervisor) openAccounting() error {
-	mode := s.conf().Accounting.Mode
-	opts := accounting.Options{ForceFallback: mode == "cgroupfs", Logger: s.log}
-	root, err := cgroups.Load(s.tree.Root())
+var (
+	_ component             = (*accountant)(nil)
+	_ control.CounterReader = (*accountant)(nil) // the controller reads the scopes' counters
+)
+
+// accountant counts what each live scope uses through an accounting
+// source: eBPF where it loads, the cgroup files otherwise (or when the
+// configuration asks for them). It is a component: Start opens the source,
+// Stop closes it (after the scopes). Before Start a scope has its cgroup
+// figures only.
+type accountant struct {
+	tree *cgroups.Tree // the scopes' cgroup root
+	conf func() *Config
+	// find returns a live scope match accepts, or nil (the registry's
+	// find): preemptions name the scope of the preempting cgroup.
+	find    func(match func(*scope) bool) *scope
+	metrics *metrics.Registry
+	log     *slog.Logger
+
+	mu  sync.Mutex
+	src accounting.Source // nil until Start; closed (not nil) after Stop
+}
+
+func newAccountant(tree *cgroups.Tree, conf func() *Config, find func(func(*scope) bool) *scope,
+	m *metrics.Registry, log *slog.Logger) *accountant {
+	return &accountant{tree: tree, conf: conf, find: find, metrics: m, log: log}
+}
+
+// source is the accounting source (nil: not started).
+func (a *accountant) source() accounting.Source {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.src
+}
+
+// opened reports whether Start opened the source.
+func (a *accountant) opened() bool { return a.source() != nil }
+
+// Start opens the accounting source by [accounting] mode.
+func (a *accountant) Start(context.Context) error {
+	mode := a.conf().Accounting.Mode
+	opts := accounting.Options{ForceFallback: mode == "cgroupfs", Logger: a.log}
+	root, err := cgroups.Load(a.tree.Root())
 	if err != nil {
 		return err
 	}
@@ -37,54 +79,78 @@ func (s *Supervisor) openAccounting() error {
 		_ = src.Close()
 		return fmt.Errorf("%w: accounting.mode is \"ebpf\" but eBPF accounting is not available: %v", ErrConfig, src.Stats().Reason)
 	}
-	s.acct = src
+	a.mu.Lock()
+	a.src = src
+	a.mu.Unlock()
 	return nil
 }
 
-// closeAccounting detaches what accounting attached (after the scopes).
-func (s *Supervisor) closeAccounting() error {
-	if s.acct == nil {
+// Stop detaches what accounting attached (after the scopes).
+func (a *accountant) Stop() error {
+	src := a.source()
+	if src == nil {
 		return nil
 	}
-	return s.acct.Close()
+	return src.Close()
+}
+
+// Read returns the counters of the scope whose cgroup id is id (the
+// noisy-neighbour controller's view): accounting.ErrClosed before Start
+// and after Stop.
+func (a *accountant) Read(id uint64) (accounting.Counters, error) {
+	src := a.source()
+	if src == nil {
+		return accounting.Counters{}, accounting.ErrClosed
+	}
+	return src.Read(id)
 }
 
 // track starts accounting a new scope; a failure is logged, not fatal:
 // the scope then has its cgroup figures only.
-func (s *Supervisor) track(sc *scope) {
+func (a *accountant) track(sc *scope) {
 	id, err := sc.node.ID()
 	if err != nil {
 		id = 0
 	}
 	sc.cgid, sc.nodeID = id, id
-	if s.acct == nil {
+	src := a.source()
+	if src == nil {
 		return
 	}
-	if err := s.acct.Track(id, sc.node); err != nil {
-		s.log.Warn("scope not accounted", "tenant", sc.id.Tenant, "scope", sc.id.Key(), "err", err)
-		s.metrics.IncError("accounting_track")
+	if err := src.Track(id, sc.node); err != nil {
+		a.log.Warn("scope not accounted", "tenant", sc.id.Tenant, "scope", sc.id.Key(), "err", err)
+		a.metrics.IncError("accounting_track")
 		sc.cgid = 0
 	}
 }
 
-func (s *Supervisor) untrack(sc *scope) {
-	if s.acct != nil && sc.cgid != 0 {
-		if err := s.acct.Untrack(sc.cgid); err != nil {
-			s.log.Warn("untrack scope", "scope", sc.id.Key(), "err", err)
+func (a *accountant) untrack(sc *scope) {
+	if src := a.source(); src != nil && sc.cgid != 0 {
+		if err := src.Untrack(sc.cgid); err != nil {
+			a.log.Warn("untrack scope", "scope", sc.id.Key(), "err", err)
 		}
 	}
 }
 
-// accountingUsage fills u from the scope's accounted counters.
-func (s *Supervisor) accountingUsage(sc *scope, u *Usage) bool {
-	if s.acct == nil || sc.cgid == 0 {
+// scopeUsage is the scope's accounted use: eBPF counters where accounting
+// runs, the cgroup's own figures (st) otherwise.
+func (a *accountant) scopeUsage(sc *scope, st cgroups.Stats) Usage {
+	u := Usage{Source: "cgroupfs", CPU: st.CPUUsage, Invocations: sc.invocations.Load(), Time: time.Now()}
+	a.usage(sc, &u)
+	return u
+}
+
+// usage fills u from the scope's accounted counters.
+func (a *accountant) usage(sc *scope, u *Usage) bool {
+	src := a.source()
+	if src == nil || sc.cgid == 0 {
 		return false
 	}
-	c, err := s.acct.Read(sc.cgid)
+	c, err := src.Read(sc.cgid)
 	if err != nil {
 		return false
 	}
-	u.Source = s.acct.Name()
+	u.Source = src.Name()
 	u.CPU = c.CPU
 	if u.Source != accounting.SourceEBPF {
 		return true
@@ -98,7 +164,7 @@ func (s *Supervisor) accountingUsage(sc *scope, u *Usage) bool {
 		u.PreemptedBy = make(map[string]uint64, len(c.PreemptedBy))
 		for id, n := range c.PreemptedBy {
 			key := fmt.Sprintf("cgroup-%d", id)
-			if other := s.scopes.find(func(o *scope) bool { return o.cgid == id }); other != nil {
+			if other := a.find(func(o *scope) bool { return o.cgid == id }); other != nil {
 				key = other.id.Key()
 			}
 			u.PreemptedBy[key] += n
@@ -107,12 +173,26 @@ func (s *Supervisor) accountingUsage(sc *scope, u *Usage) bool {
 	return true
 }
 
-// addAccountingDaemon reports the accounting source and its own cost.
-func (s *Supervisor) addAccountingDaemon(d *metrics.DaemonSample) {
-	if s.acct == nil {
+// addScope copies the scope's accounted figures into the sample.
+func (a *accountant) addScope(sc *scope, sample *metrics.ScopeSample) {
+	u := Usage{}
+	if !a.usage(sc, &u) {
 		return
 	}
-	st := s.acct.Stats()
+	sample.CPU = u.CPU
+	sample.RunqBuckets, sample.RunqCount, sample.RunqSum = u.RunqBuckets, u.RunqCount, u.RunqSum
+	sample.PreemptedBy = u.PreemptedBy
+	sample.NetRxBytes, sample.NetTxBytes = u.NetRxBytes, u.NetTxBytes
+	sample.NetRxPackets, sample.NetTxPackets = u.NetRxPackets, u.NetTxPackets
+}
+
+// addDaemon reports the accounting source and its own cost.
+func (a *accountant) addDaemon(d *metrics.DaemonSample) {
+	src := a.source()
+	if src == nil {
+		return
+	}
+	st := src.Stats()
 	d.AccountingSource = st.Source
 	if len(st.Programs) > 0 {
 		d.BPFPrograms = make(map[string]metrics.BPFProgramStats, len(st.Programs))

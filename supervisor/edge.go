@@ -36,19 +36,14 @@ func NewDetached(cfg Config, log *slog.Logger) (*Detached, error) {
 	}
 	s.pluginLog = hclog.NewNullLogger()
 	s.scopes.stop()
-	if err := s.openMetering(); err != nil {
+	if err := s.meter.open(); err != nil {
 		return nil, err
 	}
 	return &Detached{s}, nil
 }
 
 // Close closes the metering ledger.
-func (d *Detached) Close() error {
-	if d.meter == nil {
-		return nil
-	}
-	return d.meter.ledger.Close()
-}
+func (d *Detached) Close() error { return d.meter.close() }
 
 // AddScope adds the live scope of t holding lines (their Scope set to its
 // key), without a cgroup or a worker: its node names a cgroup that does not

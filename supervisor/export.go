@@ -2,7 +2,9 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 
 	"github.com/scoped-io/scoped/metering"
@@ -32,48 +34,67 @@ func (s ledgerSource) SaveExportCursor(name string, seq int64) error {
 	return s.l.SaveExportCursor(name, seq)
 }
 
-// exporters runs the configured exporters until stopped.
+// exporters runs one exporter per [[metering.export]] over the meter's
+// ledger, from Start until Stop (none while metering is off).
 type exporters struct {
-	cancel context.CancelFunc
+	conf  func() *Config
+	meter *meter
+	log   *slog.Logger
+
+	mu     sync.Mutex
+	cancel context.CancelFunc // nil: not running
 	wg     sync.WaitGroup
-	all    []*export.Exporter
 }
 
-// startExporters starts one exporter per [[metering.export]].
-func (s *Supervisor) startExporters() error {
-	if s.meter == nil || len(s.conf().Metering.Exports) == 0 {
+var _ component = (*exporters)(nil)
+
+func newExporters(conf func() *Config, m *meter, log *slog.Logger) *exporters {
+	return &exporters{conf: conf, meter: m, log: log}
+}
+
+// Start starts the exporters of the configuration in force.
+func (x *exporters) Start(context.Context) error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.cancel != nil {
+		return errors.New("metering exporters already running")
+	}
+	l := x.meter.ledger
+	if l == nil || len(x.conf().Metering.Exports) == 0 {
 		return nil
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ex := &exporters{cancel: cancel}
-	for _, c := range s.conf().Metering.Exports {
+	var all []*export.Exporter
+	for _, c := range x.conf().Metering.Exports {
 		// c's token file was read when the configuration was validated.
-		e, err := export.New(c, ledgerSource{s.meter.ledger}, nil, s.log)
-		if err == nil {
-			ex.all = append(ex.all, e)
-			continue
+		e, err := export.New(c, ledgerSource{l}, nil, x.log)
+		if err != nil {
+			return fmt.Errorf("%w: metering export %q: %w", ErrConfig, c.Name, err)
 		}
-		cancel()
-		return fmt.Errorf("%w: metering export %q: %w", ErrConfig, c.Name, err)
+		all = append(all, e)
 	}
-	for _, e := range ex.all {
-		ex.wg.Add(1)
+	ctx, cancel := context.WithCancel(context.Background())
+	x.cancel = cancel
+	for _, e := range all {
+		x.wg.Add(1)
 		go func() {
-			defer ex.wg.Done()
+			defer x.wg.Done()
 			if err := e.Run(ctx); err != nil {
-				s.log.Error("metering export stopped", "err", err)
+				x.log.Error("metering export stopped", "err", err)
 			}
 		}()
 	}
-	s.exports = ex
 	return nil
 }
 
-func (s *Supervisor) stopExporters() {
-	if s.exports == nil {
-		return
+// Stop stops the exporters and waits for them.
+func (x *exporters) Stop() error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.cancel == nil {
+		return nil
 	}
-	s.exports.cancel()
-	s.exports.wg.Wait()
-	s.exports = nil
+	x.cancel()
+	x.wg.Wait()
+	x.cancel = nil
+	return nil
 }

@@ -189,19 +189,9 @@ type spent struct {
 // capLogEvery bounds the log lines of a failing ledger's cap checks.
 const capLogEvery = 10 * time.Second
 
-// newSpendCaps checks caps on l's sums.
-func (s *Supervisor) newSpendCaps(l *metering.Ledger) *spendCaps {
-	return &spendCaps{sum: l.Sum, conf: func() MeteringConfig { return s.conf().Metering }, log: s.log,
-		countFn: s.metrics.IncError, spent: map[ident.Tenant]spent{}}
-}
-
-// checkCaps refuses an invocation of a tenant past one of its tier's spend
-// caps (none while metering is off).
-func (s *Supervisor) checkCaps(tenant ident.Tenant, tierName string, t Tier, now time.Time) error {
-	if s.meter == nil {
-		return nil
-	}
-	return s.meter.caps.check(tenant, tierName, t, now)
+// newSpendCaps checks caps on l's sums, by the [metering] conf gives.
+func newSpendCaps(l *metering.Ledger, conf func() MeteringConfig, log *slog.Logger, countFn func(kind string)) *spendCaps {
+	return &spendCaps{sum: l.Sum, conf: conf, log: log, countFn: countFn, spent: map[ident.Tenant]spent{}}
 }
 
 // check refuses tenant, of tier t (named tierName), at now when it used

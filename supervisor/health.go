@@ -39,23 +39,35 @@ func loopStall(c *Config) time.Duration {
 // Health never waits past ctx; a lock that does not answer is probed again
 // only once the earlier probe got it.
 func (s *Supervisor) Health(ctx context.Context) error {
+	locks := []namedLock{{"scope registry", &s.scopes.mu}}
+	if s.tenants != nil {
+		locks = append(locks, namedLock{"tenant admission", &s.tenants.mu})
+	}
+	return s.health.check(ctx, loopStall(s.conf()), locks)
+}
+
+// namedLock is a lock Health probes, by the name its errors give.
+type namedLock struct {
+	name string
+	l    sync.Locker
+}
+
+// check errs when a loop's last beat is older than stall, or when one of
+// locks cannot be taken before ctx ends.
+func (h *healthState) check(ctx context.Context, stall time.Duration, locks []namedLock) error {
 	now := time.Now()
-	stall := loopStall(s.conf())
 	for _, l := range []struct {
 		name string
 		at   *atomic.Int64
-	}{{"reaper", &s.health.reaper}, {"metering", &s.health.meter}} {
+	}{{"reaper", &h.reaper}, {"metering", &h.meter}} {
 		if b := l.at.Load(); b != 0 {
 			if age := now.Sub(time.Unix(0, b)); age > stall {
 				return fmt.Errorf("%w: the %s loop has not run for %s (more than %s)", ErrUnhealthy, l.name, age.Round(time.Second), stall)
 			}
 		}
 	}
-	if err := s.probe(ctx, "scope registry", &s.scopes.mu); err != nil {
-		return err
-	}
-	if s.tenants != nil {
-		if err := s.probe(ctx, "tenant admission", &s.tenants.mu); err != nil {
+	for _, l := range locks {
+		if err := h.probe(ctx, l.name, l.l); err != nil {
 			return err
 		}
 	}
@@ -65,15 +77,15 @@ func (s *Supervisor) Health(ctx context.Context) error {
 // probe takes and releases l in a goroutine and waits for it until ctx
 // ends. A probe that times out stays waiting (it cannot be cancelled);
 // until it gets the lock, probes of l fail at once rather than pile up.
-func (s *Supervisor) probe(ctx context.Context, name string, l sync.Locker) error {
-	if _, waiting := s.health.probing.LoadOrStore(name, struct{}{}); waiting {
+func (h *healthState) probe(ctx context.Context, name string, l sync.Locker) error {
+	if _, waiting := h.probing.LoadOrStore(name, struct{}{}); waiting {
 		return fmt.Errorf("%w: the %s lock is still held since an earlier probe", ErrUnhealthy, name)
 	}
 	got := make(chan struct{})
 	go func() {
 		l.Lock()
 		l.Unlock() // taking it was the probe
-		s.health.probing.Delete(name)
+		h.probing.Delete(name)
 		close(got)
 	}()
 	select {

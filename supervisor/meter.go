@@ -5,14 +5,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/scoped-io/scoped/cgroups"
+	"github.com/scoped-io/scoped/internal/ident"
 	"github.com/scoped-io/scoped/metering"
+	"github.com/scoped-io/scoped/metrics"
 )
 
 // MeteringConfig is [metering]: package metering owns its keys and checks.
@@ -49,11 +53,34 @@ type meterState struct {
 	CgID uint64              `json:"cgid"`
 }
 
-// meter holds what the supervisor meters between flushes.
+// meterDeps is what a meter needs of the daemon.
+type meterDeps struct {
+	conf func() *Config
+	// tree holds the scope cgroups a previous daemon life left (nil: none,
+	// as in a Detached supervisor).
+	tree    *cgroups.Tree
+	scopes  func(keep func(*scope) bool) []*scope // the live scopes keep accepts (the registry's snapshot)
+	acct    *accountant                           // the scopes' network bytes
+	metrics *metrics.Registry
+	log     *slog.Logger
+	alive   *atomic.Int64 // the loop's heartbeat, which Health reads
+}
+
+// meter commits the live scopes' usage to the metering ledger: at every
+// [metering] flush (its loop, a component: Start/Stop), when scopes are
+// removed, and before a usage report. Its ledger is opened by open (when
+// [metering] is enabled) and closed by close.
 type meter struct {
+	meterDeps
+	loop *goLoop
+
+	// ledger and caps are set by open, before the daemon serves; nil:
+	// metering is off.
 	ledger *metering.Ledger
-	mu     sync.Mutex
-	last   map[string]*meterState // by the scope's cgroup path
+	caps   *spendCaps // the admission gate's spend caps, on the ledger's sums
+
+	mu   sync.Mutex
+	last map[string]*meterState // by the scope's cgroup path
 	// settled holds the cursors of scopes no longer live (removed, or left
 	// by a previous daemon life) whose cgroups may still be there, by
 	// path, with their cgroup ids: a cursor stays in the ledger until its
@@ -61,12 +88,20 @@ type meter struct {
 	// the cgroup used after it, never all of it again.
 	settled map[string]uint64
 	probe   cgroupProbe
-
-	caps *spendCaps // the admission gate's spend caps, on the ledger's sums
 }
 
-func newMeter(l *metering.Ledger, caps *spendCaps) *meter {
-	return &meter{ledger: l, last: map[string]*meterState{}, settled: map[string]uint64{}, probe: probeCgroup, caps: caps}
+var _ component = (*meter)(nil)
+
+func newMeter(d meterDeps) *meter {
+	m := &meter{meterDeps: d, last: map[string]*meterState{}, settled: map[string]uint64{}, probe: probeCgroup}
+	m.loop = newGoLoop(m.run)
+	return m
+}
+
+// useLedger meters into l, with the spend caps on its sums.
+func (m *meter) useLedger(l *metering.Ledger) {
+	m.ledger = l
+	m.caps = newSpendCaps(l, func() MeteringConfig { return m.conf().Metering }, m.log, m.metrics.IncError)
 }
 
 // cgroupProbe reads the CPU counter and id of the cgroup at path; ok is
@@ -75,7 +110,7 @@ type cgroupProbe func(path string) (cpu time.Duration, id uint64, ok bool)
 
 func probeCgroup(p string) (time.Duration, uint64, bool) {
 	n, err := cgroups.Load(p)
-	if err != nil {
+	if err != nil || !n.Exists() {
 		return 0, 0, false
 	}
 	st, err := n.Stats()
@@ -86,76 +121,80 @@ func probeCgroup(p string) (time.Duration, uint64, bool) {
 	return st.CPUUsage, id, true
 }
 
-// openMetering opens the ledger in state_dir/metering and settles what a
+// open opens the ledger in state_dir/metering and settles what a
 // previous daemon life left: its workers died with it, but its scopes'
 // cgroups are still there (Recover removes them afterwards), so the CPU
 // time they used since their last flush, or since they were made if they
 // had none, is read from their counters and charged; the other meters'
 // unflushed part (memory, network, invocations) is lost.
-func (s *Supervisor) openMetering() error {
-	c := s.conf().Metering
+func (m *meter) open() error {
+	c := m.conf().Metering
 	if !c.Enabled {
 		return nil
 	}
-	l, err := metering.Open(filepath.Join(s.conf().StateDir, "metering"), c.Window.Duration)
+	l, err := metering.Open(filepath.Join(m.conf().StateDir, "metering"), c.Window.Duration)
 	if err != nil {
 		return fmt.Errorf("metering ledger: %w", err)
 	}
-	m := newMeter(l, s.newSpendCaps(l))
-	if err := s.settlePrevious(m); err != nil {
+	if err := m.settlePrevious(l); err != nil {
 		_ = l.Close()
 		return fmt.Errorf("metering ledger: %w", err)
 	}
-	s.meter = m
+	m.useLedger(l)
 	return nil
 }
 
 // settlePrevious charges what the scopes of a previous daemon life used
-// after their last flush (see recoverUsage), in one transaction.
-func (s *Supervisor) settlePrevious(m *meter) error {
-	old, err := m.ledger.Cursors()
+// after their last flush (see recoverUsage), in one transaction on l.
+// Without a cgroup tree only the cursors' cgroups are looked at.
+func (m *meter) settlePrevious(l *metering.Ledger) error {
+	old, err := l.Cursors()
 	if err != nil {
 		return err
 	}
-	// The scope cgroups are <root>/<tier>/<tenant>/<scope>.
-	present, err := s.tree.Descendants(3)
-	if err != nil {
-		return err
+	var present []string
+	if m.tree != nil {
+		// The scope cgroups are <root>/<tier>/<tenant>/<scope>.
+		if present, err = m.tree.Descendants(3); err != nil {
+			return err
+		}
 	}
 	if len(old) == 0 && len(present) == 0 {
 		return nil
 	}
-	pol := s.conf().Isolation
+	pol := m.conf().Isolation
 	idOf := func(p string) (ScopeID, bool) {
-		elems := strings.Split(strings.TrimPrefix(p, s.tree.Root()+"/"), "/")
+		elems := strings.Split(strings.TrimPrefix(p, m.tree.Root()+"/"), "/")
 		if len(elems) != 3 {
 			return ScopeID{}, false
 		}
 		return pol.idOf(elems[1], elems[2]), true
 	}
 	deltas, cursors, unflushed := recoverUsage(old, present, idOf, m.probe, time.Now())
-	if err := m.ledger.Commit(deltas, cursors); err != nil {
+	if err := l.Commit(deltas, cursors); err != nil {
 		return err
 	}
+	m.mu.Lock()
 	for k, b := range cursors {
 		var st meterState
 		if b != nil && json.Unmarshal(b, &st) == nil {
 			m.settled[k] = st.CgID
 		}
 	}
+	m.mu.Unlock()
 	if len(deltas) > 0 || len(old) > 0 {
-		s.log.Warn("metering: settled the previous run's scopes; CPU time since its last flush recovered from their cgroups, other meters' unflushed part lost",
+		m.log.Warn("metering: settled the previous run's scopes; CPU time since its last flush recovered from their cgroups, other meters' unflushed part lost",
 			"scopes", len(cursors), "recovered", len(deltas), "never_flushed", unflushed)
 	}
 	return nil
 }
 
-// closeMetering closes the ledger (after the scopes' last flush).
-func (s *Supervisor) closeMetering() error {
-	if s.meter == nil {
+// close closes the ledger (after the scopes' last flush).
+func (m *meter) close() error {
+	if m.ledger == nil {
 		return nil
 	}
-	return s.meter.ledger.Close()
+	return m.ledger.Close()
 }
 
 // recoverUsage charges what the scopes of a previous daemon life used
@@ -233,18 +272,17 @@ func (sc *scope) countInvocation(ext string, d time.Duration, cold bool) {
 	}
 }
 
-// flushMetering commits every live scope's usage since the last flush;
+// flush commits every live scope's usage since the last flush;
 // given removed, the scopes going away now, it commits theirs alone (their
 // cursors are dropped in the same transaction), so that removing a scope
 // costs the same however many others live.
-func (s *Supervisor) flushMetering(removed ...*scope) error {
-	m := s.meter
-	if m == nil {
+func (m *meter) flush(removed ...*scope) error {
+	if m.ledger == nil {
 		return nil
 	}
 	var scopes []*scope
 	if len(removed) == 0 {
-		scopes = s.scopes.snapshot(nil)
+		scopes = m.scopes(nil)
 	}
 	scopes = append(scopes, removed...)
 	removing := map[string]bool{}
@@ -268,9 +306,9 @@ func (s *Supervisor) flushMetering(removed ...*scope) error {
 		// Keyed by cgroup path: a scope that changed tier has a successor
 		// under the same name while it winds down.
 		key := sc.node.Path()
-		cur, err := s.meterReading(sc, now)
+		cur, err := m.reading(sc, now)
 		if err != nil {
-			s.metrics.IncError("metering_read")
+			m.metrics.IncError("metering_read")
 			continue
 		}
 		prev := m.last[key]
@@ -295,7 +333,7 @@ func (s *Supervisor) flushMetering(removed ...*scope) error {
 		}
 	}
 	if err := m.ledger.Commit(deltas, cursors); err != nil {
-		s.metrics.IncError("metering_commit")
+		m.metrics.IncError("metering_commit")
 		return fmt.Errorf("metering: %w", err)
 	}
 	for _, key := range gone {
@@ -313,14 +351,14 @@ func (s *Supervisor) flushMetering(removed ...*scope) error {
 	}
 	// Close the windows that ended a flush ago (late readings of a closed
 	// window go to the first open one).
-	if _, err := m.ledger.Seal(now.Add(-s.conf().Metering.Flush.Duration)); err != nil {
+	if _, err := m.ledger.Seal(now.Add(-m.conf().Metering.Flush.Duration)); err != nil {
 		return fmt.Errorf("metering: %w", err)
 	}
 	return nil
 }
 
-// meterReading is a scope's cumulative usage now.
-func (s *Supervisor) meterReading(sc *scope, now time.Time) (*meterState, error) {
+// reading is a scope's cumulative usage now.
+func (m *meter) reading(sc *scope, now time.Time) (*meterState, error) {
 	st, err := sc.node.Stats()
 	if err != nil {
 		return nil, err
@@ -328,7 +366,7 @@ func (s *Supervisor) meterReading(sc *scope, now time.Time) (*meterState, error)
 	cur := &meterState{ID: sc.id, Cgroup: sc.node.Path(), CPU: st.CPUUsage, At: now, Mem: st.MemoryCurrent,
 		CgID: sc.nodeID, Ext: map[string][3]int64{}}
 	u := Usage{}
-	if s.accountingUsage(sc, &u) {
+	if m.acct.usage(sc, &u) {
 		cur.Rx, cur.Tx = u.NetRxBytes, u.NetTxBytes
 	}
 	sc.mu.Lock()
@@ -377,41 +415,53 @@ func usageDeltas(sc *scope, prev, cur *meterState, now time.Time) []metering.Del
 	return out
 }
 
-// meterLoop flushes every [metering] flush until ctx ends, and prunes
-// records past the retention once an hour.
-func (s *Supervisor) meterLoop(ctx context.Context) {
-	beat(&s.health.meter)
-	defer s.health.meter.Store(0)
+// Start starts the loop that flushes every [metering] flush (none while
+// metering is off).
+func (m *meter) Start(ctx context.Context) error {
+	if m.ledger == nil {
+		return nil
+	}
+	return m.loop.Start(ctx)
+}
+
+// Stop stops the loop and waits for it.
+func (m *meter) Stop() error { return m.loop.Stop() }
+
+// run flushes every [metering] flush until ctx ends, and prunes records
+// past the retention once an hour.
+func (m *meter) run(ctx context.Context) {
+	beat(m.alive)
+	defer m.alive.Store(0)
 	alive := time.NewTicker(heartbeatEvery)
 	defer alive.Stop()
 	var pruned time.Time
-	next := time.NewTimer(s.conf().Metering.Flush.Duration)
+	next := time.NewTimer(m.conf().Metering.Flush.Duration)
 	defer next.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-alive.C:
-			beat(&s.health.meter)
+			beat(m.alive)
 			continue
 		case <-next.C:
 		}
-		beat(&s.health.meter)
-		if err := s.flushMetering(); err != nil {
-			s.log.Error("metering flush", "err", err)
+		beat(m.alive)
+		if err := m.flush(); err != nil {
+			m.log.Error("metering flush", "err", err)
 		}
 		if time.Since(pruned) >= time.Hour {
 			pruned = time.Now()
-			n, err := s.meter.ledger.Prune(pruned.Add(-s.conf().Metering.Retention.Duration))
+			n, err := m.ledger.Prune(pruned.Add(-m.conf().Metering.Retention.Duration))
 			switch {
 			case err != nil:
-				s.log.Error("metering prune", "err", err)
-				s.metrics.IncError("metering_prune")
+				m.log.Error("metering prune", "err", err)
+				m.metrics.IncError("metering_prune")
 			case n > 0:
-				s.log.Info("metering: pruned delivered records past the retention", "records", n)
+				m.log.Info("metering: pruned delivered records past the retention", "records", n)
 			}
 		}
-		next.Reset(s.conf().Metering.Flush.Duration)
+		next.Reset(m.conf().Metering.Flush.Duration)
 	}
 }
 
@@ -423,16 +473,28 @@ type UsageRow = metering.Row
 
 // TenantUsage reports a tenant's metered usage from the ledger, with the
 // usage since the last flush committed first.
-func (s *Supervisor) TenantUsage(q UsageQuery) ([]UsageRow, error) {
-	if s.meter == nil {
+func (s *Supervisor) TenantUsage(q UsageQuery) ([]UsageRow, error) { return s.meter.usage(q) }
+
+// usage is TenantUsage (a nil meter is off).
+func (m *meter) usage(q UsageQuery) ([]UsageRow, error) {
+	if m == nil || m.ledger == nil {
 		return nil, fmt.Errorf("%w: metering is off ([metering] enabled = false)", ErrNotFound)
 	}
-	if err := s.flushMetering(); err != nil {
+	if err := m.flush(); err != nil {
 		return nil, err
 	}
-	rows, err := s.meter.ledger.Usage(q)
+	rows, err := m.ledger.Usage(q)
 	if errors.Is(err, metering.ErrInvalid) {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	return rows, err
+}
+
+// checkCaps refuses an invocation of a tenant past one of its tier's spend
+// caps (none while metering is off); the admission gate calls it.
+func (m *meter) checkCaps(tenant ident.Tenant, tierName string, t Tier, now time.Time) error {
+	if m.caps == nil {
+		return nil
+	}
+	return m.caps.check(tenant, tierName, t, now)
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"maps"
 	"math"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -103,7 +104,8 @@ func TestUnitCapsLedgerError(t *testing.T) {
 			if err := l.Close(); err != nil { // every Sum now fails
 				t.Fatal(err)
 			}
-			s.meter = newMeter(l, s.newSpendCaps(l))
+			s.meter.log = s.log
+			s.meter.useLedger(l)
 			for _, tenant := range []string{"acme", "globex"} {
 				if _, _, err := s.store.Deploy(tenant, "production", "hook", unitBundle("w")); err != nil {
 					t.Fatal(err)
@@ -261,7 +263,7 @@ func TestUnitSettledCursorsGoWithTheirCgroups(t *testing.T) {
 	}
 	defer l.Close()
 	cg := fakeCgroups{"/scoped/standard/acme/production": {time.Second, 7}, "/scoped/standard/acme/staging": {time.Second, 8}}
-	s.meter = newMeter(l, s.newSpendCaps(l))
+	s.meter.useLedger(l)
 	s.meter.probe = cg.probe
 	cursors := map[string][]byte{}
 	for p, c := range cg {
@@ -274,7 +276,7 @@ func TestUnitSettledCursorsGoWithTheirCgroups(t *testing.T) {
 	}
 	left := func() []string {
 		t.Helper()
-		if err := s.flushMetering(); err != nil {
+		if err := s.meter.flush(); err != nil {
 			t.Fatal(err)
 		}
 		c, err := l.Cursors()
@@ -296,5 +298,72 @@ func TestUnitSettledCursorsGoWithTheirCgroups(t *testing.T) {
 	}
 	if len(s.meter.settled) != 0 {
 		t.Errorf("settled %v, want empty", s.meter.settled)
+	}
+}
+
+// TestUnitMeterLifecycle: with metering off the meter opens no ledger,
+// starts no loop and reports usage as not found, and the exporters start
+// none; with it on, open settles the cursors of a previous life even
+// without a cgroup tree (a Detached supervisor's), dropping those whose
+// cgroups are gone, and the loop beats from Start until Stop.
+func TestUnitMeterLifecycle(t *testing.T) {
+	s := unitSupervisor(t)
+	cfg := *s.conf()
+	cfg.Metering.Enabled = false
+	s.cfg.Store(&cfg)
+	if err := s.meter.open(); err != nil || s.meter.ledger != nil {
+		t.Fatalf("metering off: open = %v, ledger %v", err, s.meter.ledger)
+	}
+	if err := s.meter.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if s.health.meter.Load() != 0 {
+		t.Error("metering off: the loop runs")
+	}
+	if _, err := s.TenantUsage(UsageQuery{Tenant: "acme"}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("metering off: usage %v, want ErrNotFound", err)
+	}
+	x := newExporters(s.cfg.Load, s.meter, s.log)
+	if err := errors.Join(x.Start(context.Background()), x.Stop(), s.meter.Stop(), s.meter.close()); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg.Metering.Enabled = true
+	s.cfg.Store(&cfg)
+	l, err := metering.Open(filepath.Join(cfg.StateDir, "metering"), cfg.Metering.Window.Duration)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := "/scoped-unit-absent/standard/acme/production"
+	b, _ := json.Marshal(meterState{ID: ScopeID{Tenant: "acme", Name: "production"}, Cgroup: gone, CPU: time.Second, CgID: 7})
+	if err := errors.Join(l.Commit(nil, map[string][]byte{gone: b}), l.Close()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.meter.open(); err != nil || s.meter.ledger == nil {
+		t.Fatalf("metering on: open = %v, ledger %v", err, s.meter.ledger)
+	}
+	if c, err := s.meter.ledger.Cursors(); err != nil || len(c) != 0 {
+		t.Errorf("cursors after open: %v, %v; want the gone cgroup's dropped", c, err)
+	}
+	if err := s.meter.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for s.health.meter.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	if err := s.meter.Start(context.Background()); err == nil {
+		t.Error("second Start of a running loop accepted")
+	}
+	if err := s.meter.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if s.health.meter.Load() != 0 {
+		t.Error("the loop's heartbeat stays after Stop")
+	}
+	if _, err := s.TenantUsage(UsageQuery{Tenant: "acme", From: time.Now().Add(-time.Hour), To: time.Now()}); err != nil {
+		t.Errorf("usage: %v", err)
+	}
+	if err := s.meter.close(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"time"
 
-	"github.com/scoped-io/scoped/cgroups"
 	"github.com/scoped-io/scoped/metrics"
 )
 
@@ -37,26 +36,52 @@ func resultOf(err error) string {
 	return metrics.ResultError
 }
 
-// sampler refreshes every scope's series and the daemon's every interval
-// until ctx ends.
-func (s *Supervisor) sampler(ctx context.Context) {
+// sampler refreshes every live scope's series and the daemon's every
+// [metrics] interval, from Start until Stop.
+type sampler struct {
+	conf    func() *Config
+	scopes  func(keep func(*scope) bool) []*scope // the live scopes keep accepts (the registry's snapshot)
+	acct    *accountant
+	metrics *metrics.Registry
+	// more adds what else the metrics report to each round (the
+	// noisy-neighbour controller's counts).
+	more func()
+	loop *goLoop
+}
+
+var _ component = (*sampler)(nil)
+
+func newSampler(conf func() *Config, scopes func(keep func(*scope) bool) []*scope, acct *accountant, m *metrics.Registry, more func()) *sampler {
+	p := &sampler{conf: conf, scopes: scopes, acct: acct, metrics: m, more: more}
+	p.loop = newGoLoop(p.run)
+	return p
+}
+
+// Start starts the loop.
+func (p *sampler) Start(ctx context.Context) error { return p.loop.Start(ctx) }
+
+// Stop stops the loop and waits for it.
+func (p *sampler) Stop() error { return p.loop.Stop() }
+
+// run samples every interval until ctx ends.
+func (p *sampler) run(ctx context.Context) {
 	for {
-		s.sample()
+		p.sample()
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(s.conf().Metrics.Interval.Duration):
+		case <-time.After(p.conf().Metrics.Interval.Duration):
 		}
 	}
 }
 
-func (s *Supervisor) sample() {
-	scopes := s.scopes.snapshot(nil)
+func (p *sampler) sample() {
+	scopes := p.scopes(nil)
 	workers := 0
 	for _, sc := range scopes {
 		st, err := sc.node.Stats()
 		if err != nil {
-			s.metrics.IncError("scope_stats")
+			p.metrics.IncError("scope_stats")
 			continue
 		}
 		st.OOMKills += sc.oomLost.Load()
@@ -66,42 +91,23 @@ func (s *Supervisor) sample() {
 			CPU: st.CPUUsage, CPUThrottled: st.CPUThrottled, MemoryCurrent: st.MemoryCurrent,
 			MemoryPeak: st.MemoryPeak, OOMKills: st.OOMKills, Pids: st.PidsCurrent, Workers: n,
 		}
-		s.addAccounting(sc, &sample)
+		p.acct.addScope(sc, &sample)
 		// A scope removed meanwhile must not get its series back:
 		// removeScope marks it closed (under sc.mu) before it drops them.
 		sc.mu.Lock()
 		if !sc.closed {
-			s.metrics.UpdateScope(sc.labels(), sample)
+			p.metrics.UpdateScope(sc.labels(), sample)
 		}
 		sc.mu.Unlock()
 	}
-	s.controlMetrics()
+	if p.more != nil {
+		p.more()
+	}
 	d := metrics.DaemonSample{Scopes: len(scopes), Workers: workers}
-	s.addAccountingDaemon(&d)
-	s.metrics.SetDaemon(d)
+	p.acct.addDaemon(&d)
+	p.metrics.SetDaemon(d)
 }
 
 func (sc *scope) liveWorkers() int {
 	return len(sc.workerList())
-}
-
-// usage is the scope's accounted use: eBPF counters where accounting runs,
-// the cgroup's own figures otherwise.
-func (s *Supervisor) usage(sc *scope, st cgroups.Stats) Usage {
-	u := Usage{Source: "cgroupfs", CPU: st.CPUUsage, Invocations: sc.invocations.Load(), Time: time.Now()}
-	s.accountingUsage(sc, &u)
-	return u
-}
-
-// addAccounting copies the scope's accounted figures into the sample.
-func (s *Supervisor) addAccounting(sc *scope, sample *metrics.ScopeSample) {
-	u := Usage{}
-	if !s.accountingUsage(sc, &u) {
-		return
-	}
-	sample.CPU = u.CPU
-	sample.RunqBuckets, sample.RunqCount, sample.RunqSum = u.RunqBuckets, u.RunqCount, u.RunqSum
-	sample.PreemptedBy = u.PreemptedBy
-	sample.NetRxBytes, sample.NetTxBytes = u.NetRxBytes, u.NetTxBytes
-	sample.NetRxPackets, sample.NetTxPackets = u.NetRxPackets, u.NetTxPackets
 }

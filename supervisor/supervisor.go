@@ -17,7 +17,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/scoped-io/scoped/accounting"
 	"github.com/scoped-io/scoped/cgroups"
 	"github.com/scoped-io/scoped/control"
 	"github.com/scoped-io/scoped/internal/ident"
@@ -55,11 +54,10 @@ type Supervisor struct {
 
 	metrics *metrics.Registry
 	meter   *meter
-	exports *exporters
 	ctlMu   sync.Mutex
 	ctl     *control.Controller
 	ctlStop func()
-	acct    accounting.Source
+	acct    *accountant
 	netMu   sync.Mutex
 	net     *netns.Manager // nil: no tier has egress (yet)
 	health  healthState    // see Health
@@ -117,7 +115,10 @@ func newSupervisor(cfg Config, log *slog.Logger, openTree func(root string) (*cg
 		starter:    host.Starter{},
 		metrics:    metrics.New(),
 	}
-	s.gate = newGate(s.checkCaps)
+	s.acct = newAccountant(tree, s.cfg.Load, s.scopes.find, s.metrics, log)
+	s.meter = newMeter(meterDeps{conf: s.cfg.Load, tree: tree, scopes: s.scopes.snapshot, acct: s.acct,
+		metrics: s.metrics, log: log, alive: &s.health.meter})
+	s.gate = newGate(s.meter.checkCaps)
 	s.cfg.Store(&cfg)
 	return s, nil
 }
@@ -158,7 +159,7 @@ func (s *Supervisor) Reload(cfg Config) error {
 	s.cfg.Store(&cfg)
 	s.store.Configure(cfg.Limits, s.log)
 	err := s.applyTiers()
-	if s.acct != nil {
+	if s.acct.opened() {
 		err = errors.Join(err, s.startControl())
 	}
 	return err
@@ -340,27 +341,20 @@ func (s *Supervisor) Recover() error {
 	// The ledger before the cgroups' cleanup: what the dead scopes used
 	// since the last flush is still in their cgroups' counters until the
 	// cleanup removes them.
-	l.add("metering ledger", part{start: func(context.Context) error { return s.openMetering() }, stop: s.closeMetering})
+	l.add("metering ledger", part{start: func(context.Context) error { return s.meter.open() }, stop: s.meter.close})
 	l.add("cgroups", part{start: s.cleanCgroups})
 	l.add("network", part{start: func(context.Context) error { return s.openNetwork() }, stop: s.closeNetwork})
 	l.add("runtime directories", part{start: s.makeRuntimeDirs, stop: func() error { return os.RemoveAll(s.socketDir) }})
-	l.add("accounting", part{start: func(context.Context) error { return s.openAccounting() }, stop: s.closeAccounting})
-	l.add("metering export", part{start: func(context.Context) error { return s.startExporters() },
-		stop: func() error { s.stopExporters(); return nil }})
+	l.add("accounting", s.acct)
+	l.add("metering export", newExporters(s.cfg.Load, s.meter, s.log))
 	// Stopping the scopes removes them all: after the loops below, before
 	// what their removal still uses (the ledger, accounting, networks).
 	l.add("scopes", part{stop: s.removeAll})
 	l.add("controller", part{start: func(context.Context) error { return s.startControl() },
 		stop: func() error { s.stopControl(); return nil }})
-	meterLoop := newGoLoop(s.meterLoop)
-	l.add("metering loop", part{start: func(ctx context.Context) error {
-		if s.meter == nil {
-			return nil
-		}
-		return meterLoop.Start(ctx)
-	}, stop: meterLoop.Stop})
+	l.add("metering loop", s.meter)
 	l.add("reaper", newGoLoop(s.reaper))
-	l.add("sampler", newGoLoop(s.sampler))
+	l.add("sampler", newSampler(s.cfg.Load, s.scopes.snapshot, s.acct, s.metrics, s.controlMetrics))
 	return l.Start(context.Background())
 }
 
@@ -475,7 +469,7 @@ func (s *Supervisor) removeScopes(scopes []*scope) []error {
 	_ = parallel.ForEach(scopes, removeParallel, func(sc *scope) error { sc.stopAll(); return nil })
 	// Their last usage goes to the ledger while their cgroups are still
 	// there.
-	if err := s.flushMetering(scopes...); err != nil {
+	if err := s.meter.flush(scopes...); err != nil {
 		s.log.Error("metering: final flush of scopes", "scopes", len(scopes), "err", err)
 	}
 	idx := make([]int, len(scopes))
@@ -526,7 +520,7 @@ func (s *Supervisor) removedLocked(scopes []*scope, stopping bool) {
 // stop made it quadratic (22 s of a 40 s stop of 2,000 scopes).
 func (s *Supervisor) removeScopeNode(sc *scope, stopping bool) error {
 	if !stopping {
-		s.untrack(sc)
+		s.acct.untrack(sc)
 	}
 	if err := s.closeScopeNetwork(sc); err != nil {
 		s.log.Error("network of a scope", "scope", sc.id.Key(), "err", err)
@@ -583,7 +577,7 @@ func (s *Supervisor) newScopeLocked(id ScopeID) (_ *scope, again bool, _ error) 
 	if st, err := node.Stats(); err == nil {
 		sc.oomSeen = st.OOMKills
 	}
-	s.track(sc)
+	s.acct.track(sc)
 	s.scopes.addLocked(sc)
 	if err := s.setTierWeightsLocked(); err != nil {
 		s.log.Warn("tier weights", "err", err)
@@ -780,7 +774,7 @@ func (s *Supervisor) info(sc *scope) ScopeInfo {
 		info.NetworkAddr = sc.net.Addr().String()
 	}
 	sc.netMu.Unlock()
-	info.Usage = s.usage(sc, st)
+	info.Usage = s.acct.scopeUsage(sc, st)
 	for _, w := range sc.workerList() {
 		info.Workers = append(info.Workers, WorkerInfo{
 			ID: w.id, Extension: w.ext.Name, Version: w.ext.Version, Pid: w.pid(), Started: w.started,

@@ -93,7 +93,10 @@ func unitSupervisor(t *testing.T) *Supervisor {
 	}
 	s := &Supervisor{log: slog.New(slog.NewTextHandler(io.Discard, nil)), store: store, tenants: tenants,
 		metrics: metrics.New()}
-	s.gate = newGate(s.checkCaps)
+	s.acct = newAccountant(nil, s.cfg.Load, s.scopes.find, s.metrics, s.log)
+	s.meter = newMeter(meterDeps{conf: s.cfg.Load, scopes: s.scopes.snapshot, acct: s.acct,
+		metrics: s.metrics, log: s.log, alive: &s.health.meter})
+	s.gate = newGate(s.meter.checkCaps)
 	s.cfg.Store(&cfg)
 	return s
 }
