@@ -23,7 +23,6 @@ import (
 	"github.com/scoped-io/scoped/internal/ident"
 	"github.com/scoped-io/scoped/internal/parallel"
 	"github.com/scoped-io/scoped/metrics"
-	"github.com/scoped-io/scoped/netns"
 	"github.com/scoped-io/scoped/plugins/host"
 	"github.com/scoped-io/scoped/sandbox"
 )
@@ -60,9 +59,9 @@ type Supervisor struct {
 	ctl     *control.Controller
 	ctlStop func()
 	acct    accounting.Source
-	netMu   sync.Mutex
-	net     *netns.Manager // nil: no tier has egress (yet)
-	health  healthState    // see Health
+	health  healthState // see Health
+
+	net *networks // egress networking
 }
 
 // New prepares a supervisor: it checks the configuration, opens the
@@ -118,6 +117,7 @@ func newSupervisor(cfg Config, log *slog.Logger, openTree func(root string) (*cg
 		metrics:    metrics.New(),
 	}
 	s.gate = newGate(s.checkCaps)
+	s.net = newNetworks(s.conf, log, tenants, tree)
 	s.cfg.Store(&cfg)
 	return s, nil
 }
@@ -143,10 +143,7 @@ func (s *Supervisor) Reload(cfg Config) error {
 	if err := checkAssignments(&cfg, s.tenants.assignments()); err != nil {
 		return err
 	}
-	s.netMu.Lock()
-	running := s.net != nil
-	s.netMu.Unlock()
-	if running && cfg.Network != old.Network {
+	if s.net.running() && cfg.Network != old.Network {
 		return fmt.Errorf("%w: [network] changes only with a restart while egress scopes run", ErrConfig)
 	}
 	if sc := s.scopes.find(func(sc *scope) bool { _, ok := cfg.Tiers[sc.tier]; return !ok }); sc != nil {
@@ -227,7 +224,7 @@ func (s *Supervisor) applyTiers() error {
 		sc.mu.Unlock()
 	}
 	s.scopes.locked(func() { errs = append(errs, s.setTierWeightsLocked()) })
-	errs = append(errs, s.updateNetworks())
+	errs = append(errs, s.net.update(s.scopes.snapshot(nil)))
 	return errors.Join(errs...)
 }
 
@@ -342,7 +339,7 @@ func (s *Supervisor) Recover() error {
 	// cleanup removes them.
 	l.add("metering ledger", part{start: func(context.Context) error { return s.openMetering() }, stop: s.closeMetering})
 	l.add("cgroups", part{start: s.cleanCgroups})
-	l.add("network", part{start: func(context.Context) error { return s.openNetwork() }, stop: s.closeNetwork})
+	l.add("network", s.net)
 	l.add("runtime directories", part{start: s.makeRuntimeDirs, stop: func() error { return os.RemoveAll(s.socketDir) }})
 	l.add("accounting", part{start: func(context.Context) error { return s.openAccounting() }, stop: s.closeAccounting})
 	l.add("metering export", part{start: func(context.Context) error { return s.startExporters() },
@@ -528,7 +525,7 @@ func (s *Supervisor) removeScopeNode(sc *scope, stopping bool) error {
 	if !stopping {
 		s.untrack(sc)
 	}
-	if err := s.closeScopeNetwork(sc); err != nil {
+	if err := s.net.closeScope(sc); err != nil {
 		s.log.Error("network of a scope", "scope", sc.id.Key(), "err", err)
 	}
 	if !s.scopes.forgetThrottled(sc.id.Key()) {
