@@ -55,13 +55,11 @@ type Supervisor struct {
 	metrics *metrics.Registry
 	meter   *meter
 	exports *exporters
-	ctlMu   sync.Mutex
-	ctl     *control.Controller
-	ctlStop func()
 	acct    accounting.Source
 	health  healthState // see Health
 
-	net *networks // egress networking
+	net *networks  // egress networking
+	ctl *throttler // the noisy-neighbour controller
 }
 
 // New prepares a supervisor: it checks the configuration, opens the
@@ -118,6 +116,8 @@ func newSupervisor(cfg Config, log *slog.Logger, openTree func(root string) (*cg
 	}
 	s.gate = newGate(s.checkCaps)
 	s.net = newNetworks(s.conf, log, tenants, tree)
+	s.ctl = &throttler{conf: s.conf, log: log, source: func() control.CounterReader { return s.acct },
+		scopes: &s.scopes, tree: tree, metrics: s.metrics}
 	s.cfg.Store(&cfg)
 	return s, nil
 }
@@ -151,12 +151,12 @@ func (s *Supervisor) Reload(cfg Config) error {
 	}
 	// The controller restarts with the new configuration: stopping it
 	// restores the scopes it throttled, before the tiers' limits apply.
-	s.stopControl()
+	_ = s.ctl.Stop()
 	s.cfg.Store(&cfg)
 	s.store.Configure(cfg.Limits, s.log)
 	err := s.applyTiers()
 	if s.acct != nil {
-		err = errors.Join(err, s.startControl())
+		err = errors.Join(err, s.ctl.Start(context.Background()))
 	}
 	return err
 }
@@ -347,8 +347,7 @@ func (s *Supervisor) Recover() error {
 	// Stopping the scopes removes them all: after the loops below, before
 	// what their removal still uses (the ledger, accounting, networks).
 	l.add("scopes", part{stop: s.removeAll})
-	l.add("controller", part{start: func(context.Context) error { return s.startControl() },
-		stop: func() error { s.stopControl(); return nil }})
+	l.add("controller", s.ctl)
 	meterLoop := newGoLoop(s.meterLoop)
 	l.add("metering loop", part{start: func(ctx context.Context) error {
 		if s.meter == nil {
@@ -771,7 +770,7 @@ func (s *Supervisor) info(sc *scope) ScopeInfo {
 	limits := sc.limits
 	sc.mu.Unlock()
 	info := ScopeInfo{ID: sc.id, Tier: sc.tier, Cgroup: sc.node.Path(), HostUID: sc.ids.Base, Limits: limits, Stats: st,
-		ThrottleLevel: s.throttleLevel(sc.id.Key())}
+		ThrottleLevel: s.ctl.level(sc.id.Key())}
 	sc.netMu.Lock()
 	if sc.net != nil {
 		info.NetworkAddr = sc.net.Addr().String()
