@@ -60,6 +60,8 @@ type Supervisor struct {
 
 	net *networks  // egress networking
 	ctl *throttler // the noisy-neighbour controller
+	// reclaim makes room for a new scope.
+	reclaim *reclaimer
 }
 
 // New prepares a supervisor: it checks the configuration, opens the
@@ -118,6 +120,7 @@ func newSupervisor(cfg Config, log *slog.Logger, openTree func(root string) (*cg
 	s.net = newNetworks(s.conf, log, tenants, tree)
 	s.ctl = &throttler{conf: s.conf, log: log, source: func() control.CounterReader { return s.acct },
 		scopes: &s.scopes, tree: tree, metrics: s.metrics}
+	s.reclaim = &reclaimer{conf: s.conf, log: log, scopes: &s.scopes, ids: ids, metrics: s.metrics, remove: s.removeScope}
 	s.cfg.Store(&cfg)
 	return s, nil
 }
@@ -544,7 +547,7 @@ func (s *Supervisor) scopeFor(id ScopeID) (*scope, error) {
 }
 
 // newScopeLocked makes the scope of id live, in its tenant's tier now, once
-// there is room for it (makeRoomLocked; again: the registry's lock was
+// there is room for it (reclaimer.makeRoomLocked; again: the registry's lock was
 // released meanwhile, look again). Callers hold the registry's lock.
 func (s *Supervisor) newScopeLocked(id ScopeID) (_ *scope, again bool, _ error) {
 	tierName, tier := s.tierOf(id.Tenant)
@@ -554,7 +557,7 @@ func (s *Supervisor) newScopeLocked(id ScopeID) (_ *scope, again bool, _ error) 
 	if s.scopes.waitRemovedLocked(path.Join(s.tree.Root(), tierName, id.Tenant, id.Name)) {
 		return nil, true, nil
 	}
-	if again, err := s.makeRoomLocked(id, tierName, tier); err != nil || again {
+	if again, err := s.reclaim.makeRoomLocked(id, tierName, tier); err != nil || again {
 		return nil, again, err
 	}
 	tl := tier.tenantLimits()
