@@ -58,10 +58,11 @@ type Supervisor struct {
 	acct    accounting.Source
 	health  healthState // see Health
 
-	net *networks  // egress networking
-	ctl *throttler // the noisy-neighbour controller
-	// reclaim makes room for a new scope.
-	reclaim *reclaimer
+	// The parts New wires, each owning its lock (and loop; see Recover).
+	net     *networks  // egress networking
+	ctl     *throttler // the noisy-neighbour controller
+	reclaim *reclaimer // makes room for a new scope
+	reap    *reaper    // idle workers and scopes
 }
 
 // New prepares a supervisor: it checks the configuration, opens the
@@ -120,6 +121,8 @@ func newSupervisor(cfg Config, log *slog.Logger, openTree func(root string) (*cg
 	s.net = newNetworks(s.conf, log, tenants, tree)
 	s.ctl = &throttler{conf: s.conf, log: log, source: func() control.CounterReader { return s.acct },
 		scopes: &s.scopes, tree: tree, metrics: s.metrics}
+	s.reap = newReaper(&reaper{conf: s.conf, log: log, scopes: &s.scopes, gate: s.gate, store: store, tierOf: s.tierOf,
+		acquire: s.acquire, release: s.release, retire: s.retire, remove: s.removeScopes, alive: &s.health.reaper})
 	s.reclaim = &reclaimer{conf: s.conf, log: log, scopes: &s.scopes, ids: ids, metrics: s.metrics, remove: s.removeScope}
 	s.cfg.Store(&cfg)
 	return s, nil
@@ -358,7 +361,7 @@ func (s *Supervisor) Recover() error {
 		}
 		return meterLoop.Start(ctx)
 	}, stop: meterLoop.Stop})
-	l.add("reaper", newGoLoop(s.reaper))
+	l.add("reaper", s.reap)
 	l.add("sampler", newGoLoop(s.sampler))
 	return l.Start(context.Background())
 }
@@ -589,85 +592,6 @@ func (s *Supervisor) newScopeLocked(id ScopeID) (_ *scope, again bool, _ error) 
 	}
 	s.log.Info("scope created", "tenant", id.Tenant, "scope", id.Key(), "tier", tierName, "cgroup", node.Path(), "host_uid", ids.Base)
 	return sc, false, nil
-}
-
-// reaper stops idle workers and removes scopes that have none left, and
-// keeps warm_min workers per extension of live scopes, until ctx ends.
-func (s *Supervisor) reaper(ctx context.Context) {
-	beat(&s.health.reaper)
-	defer s.health.reaper.Store(0)
-	tick := time.NewTicker(max(s.conf().Pool.IdleTimeout.Duration/4, 100*time.Millisecond))
-	defer tick.Stop()
-	alive := time.NewTicker(heartbeatEvery)
-	defer alive.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-alive.C:
-			beat(&s.health.reaper)
-			continue
-		case <-tick.C:
-		}
-		beat(&s.health.reaper)
-		idle := s.conf().Pool.IdleTimeout.Duration
-		s.gate.prune(func(tenant string) Tier { _, t := s.tierOf(tenant); return t }, time.Now())
-		s.store.PrunePending()
-		var gone []*scope
-		for _, sc := range s.scopes.snapshot(nil) {
-			beat(&s.health.reaper)
-			for _, w := range sc.idleWorkers(idle, s.conf().Pool.WarmMin) {
-				s.retire(sc, w, "idle")
-				go w.stop()
-			}
-			s.warm(sc)
-			if sc.unused(idle) && s.scopes.leaveIdle(sc) {
-				gone = append(gone, sc)
-			}
-			// Idle scopes go removeParallel at a time; each soon after
-			// it left the registry.
-			if len(gone) == removeParallel {
-				s.removeIdle(gone)
-				gone = gone[:0]
-			}
-		}
-		s.removeIdle(gone)
-	}
-}
-
-// removeIdle removes idle scopes that left the registry, and logs it.
-func (s *Supervisor) removeIdle(gone []*scope) {
-	for i, err := range s.removeScopes(gone) {
-		sc := gone[i]
-		if err != nil {
-			s.log.Error("remove idle scope", "scope", sc.id.Key(), "err", err)
-		} else {
-			s.log.Info("idle scope removed", "tenant", sc.id.Tenant, "scope", sc.id.Key())
-		}
-	}
-}
-
-// warm starts workers up to warm_min for every extension version that has
-// (or had) workers in sc.
-func (s *Supervisor) warm(sc *scope) {
-	if s.conf().Pool.WarmMin == 0 {
-		return
-	}
-	var need []ExtensionInfo
-	for _, p := range sc.poolList() {
-		if p.short(s.conf().Pool.WarmMin) {
-			need = append(need, p.ext)
-		}
-	}
-	for _, ext := range need {
-		beat(&s.health.reaper) // a start may take start_timeout
-		ctx, cancel := context.WithTimeout(context.Background(), s.conf().Pool.StartTimeout.Duration)
-		w, _, err := s.acquire(ctx, sc, ext, s.conf().Tiers[sc.tier].maxWorkers(s.conf().Pool))
-		cancel()
-		if err == nil {
-			s.release(sc, w)
-		}
-	}
 }
 
 // Deploy stores a new version of an extension. Workers of older versions
