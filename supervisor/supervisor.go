@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"maps"
 	"os"
-	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -21,7 +20,6 @@ import (
 	"github.com/scoped-io/scoped/cgroups"
 	"github.com/scoped-io/scoped/control"
 	"github.com/scoped-io/scoped/internal/ident"
-	"github.com/scoped-io/scoped/internal/parallel"
 	"github.com/scoped-io/scoped/metrics"
 	"github.com/scoped-io/scoped/plugins/host"
 	"github.com/scoped-io/scoped/sandbox"
@@ -45,9 +43,7 @@ type Supervisor struct {
 	scopes registry // the live scopes
 	// loops holds what runs from Recover to Stop, in start order (see
 	// Recover).
-	loops loops
-	// grace is how long Stop waits for the invocations in flight.
-	grace   atomic.Int64
+	loops   loops
 	stopped atomic.Bool // Stop was called
 
 	invocations atomic.Int64
@@ -59,10 +55,10 @@ type Supervisor struct {
 	health  healthState // see Health
 
 	// The parts New wires, each owning its lock (and loop; see Recover).
-	net     *networks  // egress networking
-	ctl     *throttler // the noisy-neighbour controller
-	reclaim *reclaimer // makes room for a new scope
-	reap    *reaper    // idle workers and scopes
+	keeper *keeper    // makes and removes the live scopes
+	net    *networks  // egress networking
+	ctl    *throttler // the noisy-neighbour controller
+	reap   *reaper    // idle workers and scopes
 }
 
 // New prepares a supervisor: it checks the configuration, opens the
@@ -118,14 +114,20 @@ func newSupervisor(cfg Config, log *slog.Logger, openTree func(root string) (*cg
 		metrics:    metrics.New(),
 	}
 	s.gate = newGate(s.checkCaps)
-	s.net = newNetworks(s.conf, log, tenants, tree)
-	s.ctl = &throttler{conf: s.conf, log: log, source: func() control.CounterReader { return s.acct },
-		scopes: &s.scopes, tree: tree, metrics: s.metrics}
-	s.reap = newReaper(&reaper{conf: s.conf, log: log, scopes: &s.scopes, gate: s.gate, store: store, tierOf: s.tierOf,
-		acquire: s.acquire, release: s.release, retire: s.retire, remove: s.removeScopes, alive: &s.health.reaper})
-	s.reclaim = &reclaimer{conf: s.conf, log: log, scopes: &s.scopes, ids: ids, metrics: s.metrics, remove: s.removeScope}
+	s.wire()
 	s.cfg.Store(&cfg)
 	return s, nil
+}
+
+// wire makes the parts of s from its fields, each given what it uses.
+func (s *Supervisor) wire() {
+	s.net = newNetworks(s.conf, s.log, s.tenants, s.tree)
+	s.keeper = newKeeper(&keeper{conf: s.conf, log: s.log, tree: s.tree, ids: s.ids, scopes: &s.scopes, metrics: s.metrics,
+		net: s.net, sandboxDir: s.sandboxDir, tierOf: s.tierOf, track: s.track, untrack: s.untrack, flush: s.flushMetering})
+	s.ctl = &throttler{conf: s.conf, log: s.log, source: func() control.CounterReader { return s.acct },
+		scopes: &s.scopes, tree: s.tree, metrics: s.metrics}
+	s.reap = newReaper(&reaper{conf: s.conf, log: s.log, scopes: &s.scopes, gate: s.gate, store: s.store, tierOf: s.tierOf,
+		acquire: s.acquire, release: s.release, retire: s.retire, remove: s.keeper.removeScopes, alive: &s.health.reaper})
 }
 
 // conf is the configuration in force.
@@ -160,7 +162,7 @@ func (s *Supervisor) Reload(cfg Config) error {
 	_ = s.ctl.Stop()
 	s.cfg.Store(&cfg)
 	s.store.Configure(cfg.Limits, s.log)
-	err := s.applyTiers()
+	err := s.keeper.applyTiers()
 	if s.acct != nil {
 		err = errors.Join(err, s.ctl.Start(context.Background()))
 	}
@@ -196,78 +198,6 @@ func (s *Supervisor) tierOf(tenant string) (string, Tier) {
 	return name, t
 }
 
-// applyTiers brings every live scope in line with its tenant's tier: a
-// scope in another tier than its tenant's now is retired (its successor
-// starts in the new tier on the next invocation), the tenant and scope
-// nodes get the tier's limits, the tier nodes their weights.
-func (s *Supervisor) applyTiers() error {
-	scopes := s.scopes.snapshot(nil)
-	var errs []error
-	done := map[string]bool{}
-	for _, sc := range scopes {
-		name, t := s.tierOf(sc.id.Tenant)
-		if name != sc.tier || t.Suspended {
-			s.detachScope(sc, t.Suspended)
-			continue
-		}
-		if !done[sc.id.Tenant] {
-			done[sc.id.Tenant] = true
-			tl := t.tenantLimits()
-			s.scopes.locked(func() { tl.CPUWeight = s.scopes.tenantWeightLocked(name, sc.id.Tenant, t.CPUWeight) })
-			if _, err := s.tree.Node(tl, name, sc.id.Tenant); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		limits := t.scopeLimits()
-		// A scope's CPU settings are the same in every tier and belong
-		// to the noisy-neighbour controller while it throttles the scope.
-		if err := sc.node.Set(cgroups.Limits{MemoryMax: limits.MemoryMax, PidsMax: limits.PidsMax}); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		sc.mu.Lock()
-		sc.limits = limits
-		sc.mu.Unlock()
-	}
-	s.scopes.locked(func() { errs = append(errs, s.setTierWeightsLocked()) })
-	errs = append(errs, s.net.update(s.scopes.snapshot(nil)))
-	return errors.Join(errs...)
-}
-
-// setTierWeightsLocked sets each tier node's CPU weight to the sum of its
-// live tenants' weights (see tierWeights). Callers hold the registry's
-// lock.
-func (s *Supervisor) setTierWeightsLocked() error {
-	c := s.conf()
-	return errors.Join(s.scopes.setTierWeightsLocked(
-		func(tier string) uint64 { return c.Tiers[tier].CPUWeight },
-		func(tier string, w uint64) error {
-			_, err := s.tree.Node(cgroups.Limits{CPUWeight: w}, tier)
-			return err
-		})...)
-}
-
-// detachScope takes sc out of the registry, so that the next invocation
-// starts a new scope (in the tenant's tier now), and removes it: at once
-// when kill is set, else once its invocations in flight are done.
-func (s *Supervisor) detachScope(sc *scope, kill bool) {
-	if !s.scopes.leave(sc) {
-		return
-	}
-	s.log.Info("scope leaves its tier", "tenant", sc.id.Tenant, "scope", sc.id.Key(), "tier", sc.tier, "kill", kill)
-	go func() {
-		if !kill {
-			deadline := time.Now().Add(s.conf().Limits.MaxTimeout.Duration + 5*time.Second)
-			for sc.active.Load() > 0 && time.Now().Before(deadline) {
-				time.Sleep(20 * time.Millisecond)
-			}
-		}
-		if err := s.removeScope(sc); err != nil {
-			s.log.Error("remove scope", "scope", sc.id.Key(), "err", err)
-		}
-	}()
-}
-
 // SetTenantTier assigns tenant to tier, persists it, and moves the
 // tenant's live scopes: they finish what they run and their successors
 // start in the new tier (a suspended tier stops them at once).
@@ -288,7 +218,7 @@ func (s *Supervisor) SetTenantTier(t ident.Tenant, tier string, allow *[]string)
 	if allow != nil {
 		s.log.Info("tenant egress allow-list set", "tenant", tenant, "allow", strings.Join(*allow, " "))
 	}
-	if err := s.applyTiers(); err != nil {
+	if err := s.keeper.applyTiers(); err != nil {
 		s.log.Error("apply tiers", "tenant", tenant, "err", err)
 	}
 	return s.Tenant(t), nil
@@ -352,7 +282,7 @@ func (s *Supervisor) Recover() error {
 		stop: func() error { s.stopExporters(); return nil }})
 	// Stopping the scopes removes them all: after the loops below, before
 	// what their removal still uses (the ledger, accounting, networks).
-	l.add("scopes", part{stop: s.removeAll})
+	l.add("scopes", s.keeper)
 	l.add("controller", s.ctl)
 	meterLoop := newGoLoop(s.meterLoop)
 	l.add("metering loop", part{start: func(ctx context.Context) error {
@@ -412,32 +342,12 @@ func (s *Supervisor) Stop(grace time.Duration) error {
 		return nil
 	}
 	s.scopes.stop()
-	s.grace.Store(int64(grace))
+	s.keeper.grace.Store(int64(grace))
 	err := s.loops.Stop()
 	if s.tree != nil {
 		err = errors.Join(err, s.tree.Close())
 	}
 	return err
-}
-
-// removeAll stops the scopes: the registry takes no new ones, the
-// invocations in flight get Stop's grace, then every worker is killed and
-// every scope's cgroup and sandbox removed.
-func (s *Supervisor) removeAll() error {
-	s.scopes.stop()
-	grace := time.Duration(s.grace.Load())
-	if !s.scopes.drain(grace) {
-		s.log.Warn("grace period over, killing workers with invocations in flight", "grace", grace)
-	}
-	// The tenant and tier nodes go with the tree's cleanup below.
-	errs := s.removeScopes(s.scopes.takeAll())
-	if _, err := sandbox.Cleanup(s.sandboxDir); err != nil {
-		errs = append(errs, err)
-	}
-	if _, err := s.tree.Cleanup(); err != nil {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
 }
 
 // RemoveRuntimeDir removes the socket, the reattach file, and the runtime
@@ -449,149 +359,6 @@ func (s *Supervisor) RemoveRuntimeDir() {
 		_ = os.Remove(p)
 	}
 	_ = os.Remove(s.conf().RuntimeDir)
-}
-
-// removeParallel bounds how many scopes are removed at once. Removing one
-// mostly waits on the kernel (killed processes to exit, cgroups to go
-// after an RCU grace period), so many overlap well on few CPUs; the bound
-// keeps a stop from opening thousands of cgroup and state files at once.
-const removeParallel = 16
-
-// removeScope removes a scope that left the registry.
-func (s *Supervisor) removeScope(sc *scope) error {
-	return s.removeScopes([]*scope{sc})[0]
-}
-
-// removeScopes removes scopes that left the registry: it stops their
-// workers, commits their last usage to the ledger (one transaction for
-// them all), and removes their accounting, networks, series, cgroups and
-// host id ranges, at most removeParallel scopes at once; then the tenant
-// nodes they leave empty (not while the daemon stops: the tree's cleanup
-// removes those). The work per scope does not depend on how many other
-// scopes there are. It returns each scope's error (nil: removed).
-func (s *Supervisor) removeScopes(scopes []*scope) []error {
-	errs := make([]error, len(scopes))
-	if len(scopes) == 0 {
-		return errs
-	}
-	_ = parallel.ForEach(scopes, removeParallel, func(sc *scope) error { sc.stopAll(); return nil })
-	// Their last usage goes to the ledger while their cgroups are still
-	// there.
-	if err := s.flushMetering(scopes...); err != nil {
-		s.log.Error("metering: final flush of scopes", "scopes", len(scopes), "err", err)
-	}
-	idx := make([]int, len(scopes))
-	for i := range idx {
-		idx[i] = i
-	}
-	stopping := s.scopes.isStopping()
-	_ = parallel.ForEach(idx, removeParallel, func(i int) error {
-		errs[i] = s.removeScopeNode(scopes[i], stopping)
-		return nil
-	})
-	s.scopes.locked(func() { s.removedLocked(scopes, stopping) })
-	return errs
-}
-
-// removedLocked ends the reservations of removed scopes (see
-// registry.leaveLocked) and, unless the daemon stops, removes the tenant
-// nodes they left empty and sets the tier nodes' weights. Callers hold the
-// registry's lock.
-func (s *Supervisor) removedLocked(scopes []*scope, stopping bool) {
-	s.scopes.removedLocked(scopes)
-	if stopping {
-		return
-	}
-	// A tenant node goes when its last scope in its tier goes.
-	done := map[[2]string]bool{}
-	for _, sc := range scopes {
-		k := [2]string{sc.tier, sc.id.Tenant}
-		if done[k] || s.scopes.tenantHasScopesLocked(sc.tier, sc.id.Tenant) {
-			continue
-		}
-		done[k] = true
-		if tenant, terr := cgroups.Load(path.Join(s.tree.Root(), sc.tier, sc.id.Tenant)); terr == nil {
-			if pids, _ := tenant.Pids(); len(pids) == 0 {
-				_ = tenant.Remove()
-			}
-		}
-	}
-	if werr := s.setTierWeightsLocked(); werr != nil {
-		s.log.Warn("tier weights", "err", werr)
-	}
-}
-
-// removeScopeNode removes what is left of a scope whose workers are gone,
-// but its tenant's node. While the daemon stops, accounting is closed
-// afterwards, all scopes at once: untracking one scope sweeps the whole
-// preemption-pair map under accounting's lock, which for every scope of a
-// stop made it quadratic (22 s of a 40 s stop of 2,000 scopes).
-func (s *Supervisor) removeScopeNode(sc *scope, stopping bool) error {
-	if !stopping {
-		s.untrack(sc)
-	}
-	if err := s.net.closeScope(sc); err != nil {
-		s.log.Error("network of a scope", "scope", sc.id.Key(), "err", err)
-	}
-	if !s.scopes.forgetThrottled(sc.id.Key()) {
-		// A successor in another tier keeps the key's series.
-		s.metrics.RemoveScope(sc.id.Key())
-	}
-	err := sc.node.Remove()
-	s.ids.Release(sc.id.Key())
-	return err
-}
-
-// scopeFor returns the live scope of id with one invocation counted in its
-// active (the caller takes it back; an active scope is never reclaimed),
-// creating its cgroup node and taking a host id range on first use.
-func (s *Supervisor) scopeFor(id ScopeID) (*scope, error) {
-	return s.scopes.acquire(id.Key(), func() (*scope, bool, error) { return s.newScopeLocked(id) })
-}
-
-// newScopeLocked makes the scope of id live, in its tenant's tier now, once
-// there is room for it (reclaimer.makeRoomLocked; again: the registry's lock was
-// released meanwhile, look again). Callers hold the registry's lock.
-func (s *Supervisor) newScopeLocked(id ScopeID) (_ *scope, again bool, _ error) {
-	tierName, tier := s.tierOf(id.Tenant)
-	// This very scope may be being removed (idle, reclaimed, or it left
-	// its tier and came back): its cgroup must be gone before its
-	// successor makes it again, else the removal takes the new one.
-	if s.scopes.waitRemovedLocked(path.Join(s.tree.Root(), tierName, id.Tenant, id.Name)) {
-		return nil, true, nil
-	}
-	if again, err := s.reclaim.makeRoomLocked(id, tierName, tier); err != nil || again {
-		return nil, again, err
-	}
-	tl := tier.tenantLimits()
-	tl.CPUWeight = s.scopes.tenantWeightLocked(tierName, id.Tenant, tier.CPUWeight)
-	if _, err := s.tree.Node(tl, tierName, id.Tenant); err != nil {
-		return nil, false, fmt.Errorf("cgroup of tenant %s: %w", id.Tenant, err)
-	}
-	limits := tier.scopeLimits()
-	node, err := s.tree.Node(limits, tierName, id.Tenant, id.Name)
-	if err != nil {
-		return nil, false, fmt.Errorf("cgroup of scope %s: %w", id.Key(), err)
-	}
-	ids, err := s.ids.Acquire(id.Key())
-	if err != nil {
-		_ = node.Remove()
-		return nil, false, noSlotError(id, err)
-	}
-	sc := &scope{
-		id: id, tier: tierName, node: node, ids: ids, limits: limits, created: time.Now(), lastUsed: time.Now(),
-		ring: newLogRing(s.conf().Scope.LogLines),
-	}
-	if st, err := node.Stats(); err == nil {
-		sc.oomSeen = st.OOMKills
-	}
-	s.track(sc)
-	s.scopes.addLocked(sc)
-	if err := s.setTierWeightsLocked(); err != nil {
-		s.log.Warn("tier weights", "err", err)
-	}
-	s.log.Info("scope created", "tenant", id.Tenant, "scope", id.Key(), "tier", tierName, "cgroup", node.Path(), "host_uid", ids.Base)
-	return sc, false, nil
 }
 
 // Deploy stores a new version of an extension. Workers of older versions

@@ -94,6 +94,7 @@ func unitSupervisor(t *testing.T) *Supervisor {
 	s := &Supervisor{log: slog.New(slog.NewTextHandler(io.Discard, nil)), store: store, tenants: tenants,
 		metrics: metrics.New()}
 	s.gate = newGate(s.checkCaps)
+	s.wire()
 	s.cfg.Store(&cfg)
 	return s
 }
