@@ -72,7 +72,12 @@ func (t *throttler) Stop() error {
 	return nil
 }
 
+// controller is the running controller (nil: none; a nil throttler, as in
+// a Supervisor{} of the API edge's tests, has none).
 func (t *throttler) controller() *control.Controller {
+	if t == nil {
+		return nil
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.ctl
