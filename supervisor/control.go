@@ -3,11 +3,14 @@ package supervisor
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"path"
+	"sync"
 	"time"
 
 	"github.com/scoped-io/scoped/cgroups"
 	"github.com/scoped-io/scoped/control"
+	"github.com/scoped-io/scoped/metrics"
 )
 
 // ControlEvent is one action of the noisy-neighbour controller.
@@ -17,12 +20,29 @@ type ControlEvent = control.Event
 // Tier.scopeLimits); the controller steps down from it.
 const scopeBaseWeight = 100
 
-// startControl starts the noisy-neighbour controller with the
-// configuration in force (it does nothing when [control] is off). The
-// caller holds no lock.
-func (s *Supervisor) startControl() error {
-	ctl, err := control.New(s.conf().Control,
-		control.AccountingSource(s.acct, s.controlScopes), control.ActuatorFunc(s.throttle), s.log)
+// throttler runs the noisy-neighbour controller (package control) over the
+// live scopes: it lists them for the controller, reading their usage from
+// accounting, and applies the controller's settings to their cgroups and
+// the registry's weights. It is a component (see loops), started with the
+// configuration in force; Reload stops and starts it again.
+type throttler struct {
+	conf    func() *Config
+	log     *slog.Logger
+	source  func() control.CounterReader // accounting, open by Start
+	scopes  *registry
+	tree    *cgroups.Tree
+	metrics *metrics.Registry
+
+	mu   sync.Mutex
+	ctl  *control.Controller // nil: not running
+	stop func()
+}
+
+// Start starts the controller with the configuration in force (it does
+// nothing when [control] is off).
+func (t *throttler) Start(context.Context) error {
+	ctl, err := control.New(t.conf().Control,
+		control.AccountingSource(t.source(), t.list), control.ActuatorFunc(t.throttle), t.log)
 	if err != nil {
 		return fmt.Errorf("%w: control: %w", ErrConfig, err)
 	}
@@ -31,37 +51,42 @@ func (s *Supervisor) startControl() error {
 	go func() {
 		defer close(done)
 		if err := ctl.Run(ctx); err != nil {
-			s.log.Warn("noisy-neighbour controller: restoring throttled scopes", "err", err)
+			t.log.Warn("noisy-neighbour controller: restoring throttled scopes", "err", err)
 		}
 	}()
-	s.ctlMu.Lock()
-	s.ctl, s.ctlStop = ctl, func() { cancel(); <-done }
-	s.ctlMu.Unlock()
+	t.mu.Lock()
+	t.ctl, t.stop = ctl, func() { cancel(); <-done }
+	t.mu.Unlock()
 	return nil
 }
 
-// stopControl stops the controller, which restores every scope it
-// throttled.
-func (s *Supervisor) stopControl() {
-	s.ctlMu.Lock()
-	stop := s.ctlStop
-	s.ctl, s.ctlStop = nil, nil
-	s.ctlMu.Unlock()
+// Stop stops the controller, which restores every scope it throttled.
+func (t *throttler) Stop() error {
+	t.mu.Lock()
+	stop := t.stop
+	t.ctl, t.stop = nil, nil
+	t.mu.Unlock()
 	if stop != nil {
 		stop()
 	}
+	return nil
 }
 
-func (s *Supervisor) controller() *control.Controller {
-	s.ctlMu.Lock()
-	defer s.ctlMu.Unlock()
-	return s.ctl
+// controller is the running controller (nil: none; a nil throttler, as in
+// a Supervisor{} of the API edge's tests, has none).
+func (t *throttler) controller() *control.Controller {
+	if t == nil {
+		return nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.ctl
 }
 
-// controlScopes lists the live, accounted scopes for the controller.
-func (s *Supervisor) controlScopes() []control.ScopeInfo {
-	tiers := s.conf().Tiers
-	scopes := s.scopes.snapshot(func(sc *scope) bool { return sc.cgid != 0 })
+// list lists the live, accounted scopes for the controller.
+func (t *throttler) list() []control.ScopeInfo {
+	tiers := t.conf().Tiers
+	scopes := t.scopes.snapshot(func(sc *scope) bool { return sc.cgid != 0 })
 	out := make([]control.ScopeInfo, 0, len(scopes))
 	for _, sc := range scopes {
 		out = append(out, control.ScopeInfo{
@@ -81,15 +106,15 @@ func (s *Supervisor) controlScopes() []control.ScopeInfo {
 // to, and caps it no lower than that, so this never takes from a tenant
 // what its tier gives it. The tier nodes keep the sums of the configured
 // weights.
-func (s *Supervisor) throttle(key string, weight uint64, cpuMax float64) (err error) {
-	s.scopes.locked(func() { err = s.throttleLocked(key, weight, cpuMax) })
+func (t *throttler) throttle(key string, weight uint64, cpuMax float64) (err error) {
+	t.scopes.locked(func() { err = t.throttleLocked(key, weight, cpuMax) })
 	return err
 }
 
 // throttleLocked is throttle with the registry's lock held: the tenant
 // node's weight depends on the live scopes and their throttling.
-func (s *Supervisor) throttleLocked(key string, weight uint64, cpuMax float64) error {
-	sc, ok := s.scopes.getLocked(key)
+func (t *throttler) throttleLocked(key string, weight uint64, cpuMax float64) error {
+	sc, ok := t.scopes.getLocked(key)
 	if !ok {
 		return nil // gone: nothing to throttle or restore
 	}
@@ -100,20 +125,20 @@ func (s *Supervisor) throttleLocked(key string, weight uint64, cpuMax float64) e
 	if err := sc.node.Set(l); err != nil {
 		return err
 	}
-	s.scopes.setThrottledLocked(key, weight)
-	tier := s.conf().Tiers[sc.tier]
-	tenant, err := cgroups.Load(path.Join(s.tree.Root(), sc.tier, sc.id.Tenant))
+	t.scopes.setThrottledLocked(key, weight)
+	tier := t.conf().Tiers[sc.tier]
+	tenant, err := cgroups.Load(path.Join(t.tree.Root(), sc.tier, sc.id.Tenant))
 	if err != nil {
 		return err
 	}
-	return tenant.Set(cgroups.Limits{CPUWeight: s.scopes.tenantWeightLocked(sc.tier, sc.id.Tenant, tier.CPUWeight)})
+	return tenant.Set(cgroups.Limits{CPUWeight: t.scopes.tenantWeightLocked(sc.tier, sc.id.Tenant, tier.CPUWeight)})
 }
 
-// ControlEvents returns the controller's recent events about the scopes of
-// the tenants allow accepts, and whether the controller runs.
-func (s *Supervisor) ControlEvents(allow func(string) bool, since time.Time) ([]ControlEvent, bool) {
-	ctl := s.controller()
-	if ctl == nil || !s.conf().Control.Enabled {
+// events returns the controller's recent events about the scopes of the
+// tenants allow accepts, and whether the controller runs.
+func (t *throttler) events(allow func(string) bool, since time.Time) ([]ControlEvent, bool) {
+	ctl := t.controller()
+	if ctl == nil || !t.conf().Control.Enabled {
 		return nil, false
 	}
 	var out []ControlEvent
@@ -125,22 +150,32 @@ func (s *Supervisor) ControlEvents(allow func(string) bool, since time.Time) ([]
 	return out, true
 }
 
-// throttleLevel is the controller's step for the scope key (0: none).
-func (s *Supervisor) throttleLevel(key string) int {
-	if ctl := s.controller(); ctl != nil {
+// level is the controller's step for the scope key (0: none).
+func (t *throttler) level(key string) int {
+	if ctl := t.controller(); ctl != nil {
 		return ctl.Throttled()[key]
 	}
 	return 0
 }
 
-// controlMetrics copies the controller's event counts into the metrics.
-func (s *Supervisor) controlMetrics() {
-	ctl := s.controller()
+// publish copies the controller's event counts into the metrics.
+func (t *throttler) publish() {
+	ctl := t.controller()
 	if ctl == nil {
 		return
 	}
 	for kind, n := range ctl.Counts() {
-		s.metrics.SetControlEvents(kind, n)
+		t.metrics.SetControlEvents(kind, n)
 	}
-	s.metrics.SetThrottled(len(ctl.Throttled()))
+	t.metrics.SetThrottled(len(ctl.Throttled()))
 }
+
+// ControlEvents returns the noisy-neighbour controller's recent events
+// about the scopes of the tenants allow accepts, and whether it runs.
+func (s *Supervisor) ControlEvents(allow func(string) bool, since time.Time) ([]ControlEvent, bool) {
+	return s.ctl.events(allow, since)
+}
+
+// controlMetrics copies the controller's event counts into the metrics
+// (the sampler's call; see throttler.publish).
+func (s *Supervisor) controlMetrics() { s.ctl.publish() }

@@ -108,7 +108,7 @@ func (s *Supervisor) Invoke(ctx context.Context, req InvokeRequest) (InvokeResul
 	defer s.scopes.exit()
 
 	id := s.conf().Isolation.scopeOf(req.Target)
-	sc, err := s.scopeFor(id)
+	sc, err := s.keeper.scopeFor(id)
 	if err != nil {
 		return InvokeResult{}, err
 	}

@@ -1,18 +1,40 @@
 package supervisor
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"strings"
+	"sync"
 
+	"github.com/scoped-io/scoped/cgroups"
 	"github.com/scoped-io/scoped/netns"
 )
 
+// networks is the daemon's egress networking: the netns manager (the
+// bridge, rules and programs), made when a tier wants egress, and the
+// scopes' egress namespaces. It runs from Start to Stop as a component
+// (see loops); a worker of an egress tier added by Reload starts it.
+type networks struct {
+	conf    func() *Config
+	log     *slog.Logger
+	tenants *tenantRegistry // the tenants' own allow-lists
+	tree    *cgroups.Tree   // the scopes' cgroups (their depth, see scopeLevel)
+
+	mu sync.Mutex
+	m  *netns.Manager // nil: no tier has egress (yet)
+}
+
+func newNetworks(conf func() *Config, log *slog.Logger, tenants *tenantRegistry, tree *cgroups.Tree) *networks {
+	return &networks{conf: conf, log: log, tenants: tenants, tree: tree}
+}
+
 // scopeLevel is the depth of scope cgroups in the unified hierarchy:
 // <root>/<tier>/<tenant>/<scope>.
-func (s *Supervisor) scopeLevel() uint32 {
-	root := strings.Trim(s.tree.Root(), "/")
+func scopeLevel(cgroupRoot string) uint32 {
+	root := strings.Trim(cgroupRoot, "/")
 	n := uint32(3)
 	if root != "" {
 		n += uint32(strings.Count(root, "/") + 1)
@@ -29,45 +51,55 @@ func (c *Config) wantsEgress() bool {
 	return false
 }
 
-// openNetwork starts the egress networking when a tier wants it, and
-// otherwise only removes what a crashed run left.
-func (s *Supervisor) openNetwork() error {
-	s.netMu.Lock()
-	defer s.netMu.Unlock()
-	if s.net != nil {
+// Start starts the egress networking when a tier wants it, and otherwise
+// only removes what a crashed run left.
+func (n *networks) Start(context.Context) error { return n.open() }
+
+func (n *networks) open() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.m != nil {
 		return nil
 	}
-	cfg := s.conf().Network.Config(s.scopeLevel(), filepath.Join(s.conf().RuntimeDir, "network"))
-	if !s.conf().wantsEgress() {
-		if err := netns.Cleanup(cfg, s.log); err != nil {
-			s.log.Warn("network: removing what an earlier run left", "err", err)
+	c := n.conf()
+	cfg := c.Network.Config(scopeLevel(n.tree.Root()), filepath.Join(c.RuntimeDir, "network"))
+	if !c.wantsEgress() {
+		if err := netns.Cleanup(cfg, n.log); err != nil {
+			n.log.Warn("network: removing what an earlier run left", "err", err)
 		}
 		return nil
 	}
-	m, err := netns.Open(cfg, s.log)
+	m, err := netns.Open(cfg, n.log)
 	if err != nil {
 		return fmt.Errorf("egress networking: %w", err)
 	}
-	s.net = m
+	n.m = m
 	return nil
 }
 
-// closeNetwork removes the bridge, rules and programs (after the scopes).
-func (s *Supervisor) closeNetwork() error {
-	s.netMu.Lock()
-	defer s.netMu.Unlock()
-	if s.net == nil {
+// Stop removes the bridge, rules and programs (after the scopes).
+func (n *networks) Stop() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.m == nil {
 		return nil
 	}
-	err := s.net.Close()
-	s.net = nil
+	err := n.m.Close()
+	n.m = nil
 	return err
 }
 
-// netPolicy is a tenant's egress policy in tier t: the tier's allow-list,
+// running reports whether the egress networking runs.
+func (n *networks) running() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.m != nil
+}
+
+// policy is a tenant's egress policy in tier t: the tier's allow-list,
 // the tenant's own (both parsed when configured) and the tier's caps.
-func (s *Supervisor) netPolicy(tenant string, t Tier) (netns.Policy, error) {
-	own, err := s.tenants.egressRules(tenant)
+func (n *networks) policy(tenant string, t Tier) (netns.Policy, error) {
+	own, err := n.tenants.egressRules(tenant)
 	if err != nil {
 		return netns.Policy{}, fmt.Errorf("%w: egress allow-list of %s: %w", ErrInvalid, tenant, err)
 	}
@@ -76,10 +108,10 @@ func (s *Supervisor) netPolicy(tenant string, t Tier) (netns.Policy, error) {
 	return netns.Policy{Allow: allow, Caps: netns.Caps{Egress: uint64(t.EgressRate), Ingress: uint64(t.IngressRate)}}, nil
 }
 
-// workerNetwork is the namespace a worker of ext joins in sc: "" for its own
+// worker is the namespace a worker of ext joins in sc: "" for its own
 // loopback-only one, or the scope's egress namespace (made on first use).
-func (s *Supervisor) workerNetwork(sc *scope, ext ExtensionInfo) (string, error) {
-	t := s.conf().Tiers[sc.tier]
+func (n *networks) worker(sc *scope, ext ExtensionInfo) (string, error) {
+	t := n.conf().Tiers[sc.tier]
 	mode, err := networkOf(t, ext)
 	if err != nil || mode != NetworkEgress {
 		return "", err
@@ -89,37 +121,37 @@ func (s *Supervisor) workerNetwork(sc *scope, ext ExtensionInfo) (string, error)
 	if sc.net != nil {
 		return sc.net.Path(), nil
 	}
-	if err := s.openNetwork(); err != nil {
+	if err := n.open(); err != nil {
 		return "", err
 	}
-	s.netMu.Lock()
-	m := s.net
-	s.netMu.Unlock()
+	n.mu.Lock()
+	m := n.m
+	n.mu.Unlock()
 	if m == nil {
 		return "", fmt.Errorf("%w: egress networking is not running", ErrNetworkDenied)
 	}
-	pol, err := s.netPolicy(sc.id.Tenant, t)
+	pol, err := n.policy(sc.id.Tenant, t)
 	if err != nil {
 		return "", err
 	}
-	n, err := m.Egress(sc.node.UnifiedDir(), pol)
+	net, err := m.Egress(sc.node.UnifiedDir(), pol)
 	if err != nil {
 		return "", fmt.Errorf("network of scope %s: %w", sc.id.Key(), err)
 	}
-	sc.net = n
-	s.log.Info("scope network", "tenant", sc.id.Tenant, "scope", sc.id.Key(), "addr", n.Addr(),
+	sc.net = net
+	n.log.Info("scope network", "tenant", sc.id.Tenant, "scope", sc.id.Key(), "addr", net.Addr(),
 		"allow", len(pol.Allow), "egress_rate", pol.Caps.Egress, "ingress_rate", pol.Caps.Ingress)
-	return n.Path(), nil
+	return net.Path(), nil
 }
 
-// updateNetworks applies the tiers' and tenants' current policies to the
-// live scopes' networks.
-func (s *Supervisor) updateNetworks() error {
+// update applies the tiers' and tenants' current policies to the networks
+// of scopes.
+func (n *networks) update(scopes []*scope) error {
 	var errs []error
-	for _, sc := range s.scopes.snapshot(nil) {
+	for _, sc := range scopes {
 		sc.netMu.Lock()
 		if sc.net != nil {
-			pol, err := s.netPolicy(sc.id.Tenant, s.conf().Tiers[sc.tier])
+			pol, err := n.policy(sc.id.Tenant, n.conf().Tiers[sc.tier])
 			if err == nil {
 				err = sc.net.Update(pol)
 			}
@@ -132,8 +164,8 @@ func (s *Supervisor) updateNetworks() error {
 	return errors.Join(errs...)
 }
 
-// closeScopeNetwork releases the scope's network once its workers are gone.
-func (s *Supervisor) closeScopeNetwork(sc *scope) error {
+// closeScope releases the scope's network once its workers are gone.
+func (n *networks) closeScope(sc *scope) error {
 	sc.netMu.Lock()
 	defer sc.netMu.Unlock()
 	if sc.net == nil {

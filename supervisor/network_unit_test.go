@@ -139,8 +139,8 @@ func TestUnitNetworkAllowParsedOnce(t *testing.T) {
 	if err := reg.assign("acme", "gold", nil, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	s := &Supervisor{tenants: reg}
-	pol, err := s.netPolicy("acme", c.Tiers["gold"])
+	s := &networks{tenants: reg}
+	pol, err := s.policy("acme", c.Tiers["gold"])
 	if err != nil || len(pol.Allow) != 2 {
 		t.Fatalf("policy = %+v, %v; want the tier's and the tenant's rule", pol, err)
 	}
@@ -160,7 +160,7 @@ func TestUnitNetworkAllowParsedOnce(t *testing.T) {
 	if s.tenants, err = openTenants(dir); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.netPolicy("beta", c.Tiers["gold"]); !errors.Is(err, ErrInvalid) {
+	if _, err := s.policy("beta", c.Tiers["gold"]); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("policy with a bad stored rule = %v, want ErrInvalid", err)
 	}
 }

@@ -538,7 +538,7 @@ func (s *Supervisor) workerSpec(sc *scope, w *worker, log *slog.Logger) (host.Sp
 		Bundle:   ext.Dir,
 		TmpSize:  s.conf().Scope.TmpSize,
 	}
-	netPath, err := s.workerNetwork(sc, ext)
+	netPath, err := s.net.worker(sc, ext)
 	if err != nil {
 		return host.Spec{}, err
 	}

@@ -2,7 +2,11 @@ package supervisor
 
 import (
 	"fmt"
+	"log/slog"
 	"time"
+
+	"github.com/scoped-io/scoped/metrics"
+	"github.com/scoped-io/scoped/sandbox"
 )
 
 // Scope slots. Every live scope holds one of the host's [scope] id_slots
@@ -13,32 +17,43 @@ import (
 // most — more than the new scope's tenant, or that tenant itself — instead
 // of waiting for the reaper's idle_timeout.
 
+// reclaimer applies these rules to the registry before a new scope is
+// made.
+type reclaimer struct {
+	conf    func() *Config
+	log     *slog.Logger
+	scopes  *registry
+	ids     *sandbox.IDAllocator // the slots
+	metrics *metrics.Registry
+	remove  func(*scope) error // removes a scope that left the registry
+}
+
 // makeRoomLocked runs before a new scope of id is made, with the
 // registry's lock held: it checks the tenant's max_scopes and, when slots
 // run low, reclaims a scope. When it had to release the lock meanwhile (to
 // wait for a reclaim), again is true and the caller looks at the registry
 // again.
-func (s *Supervisor) makeRoomLocked(id ScopeID, tierName string, tier Tier) (again bool, err error) {
-	if err := s.scopeLimitLocked(id.Tenant, tierName, tier); err != nil {
-		s.metrics.IncRefused(tierName, refusalOf(err))
+func (r *reclaimer) makeRoomLocked(id ScopeID, tierName string, tier Tier) (again bool, err error) {
+	if err := r.scopeLimitLocked(id.Tenant, tierName, tier); err != nil {
+		r.metrics.IncRefused(tierName, refusalOf(err))
 		return false, err
 	}
-	c := s.conf().Scope
-	free := s.ids.Free()
+	c := r.conf().Scope
+	free := r.ids.Free()
 	if free > 0 && float64(free) >= c.ReclaimFree*float64(c.IDSlots) {
 		return false, nil
 	}
-	victim := s.pickVictimLocked(id.Tenant)
+	victim := r.pickVictimLocked(id.Tenant)
 	if victim == nil {
 		return false, nil // the id allocator says why, if no slot is left
 	}
-	s.scopes.leaveLocked(victim)
+	r.scopes.leaveLocked(victim)
 	if free > 0 {
 		// A slot is left for this scope: reclaim for the next one.
-		go s.reclaim(victim, id.Tenant)
+		go r.reclaim(victim, id.Tenant)
 		return false, nil
 	}
-	s.scopes.unlockedLocked(func() { s.reclaim(victim, id.Tenant) })
+	r.scopes.unlockedLocked(func() { r.reclaim(victim, id.Tenant) })
 	return true, nil
 }
 
@@ -46,13 +61,13 @@ func (s *Supervisor) makeRoomLocked(id ScopeID, tierName string, tier Tier) (aga
 // max_scopes, with a hint of when one of its scopes may be gone: its
 // longest unused idle scope reaches [pool] idle_timeout, and the reaper
 // looks.
-func (s *Supervisor) scopeLimitLocked(tenant, tierName string, tier Tier) error {
+func (r *reclaimer) scopeLimitLocked(tenant, tierName string, tier Tier) error {
 	if tier.MaxScopes <= 0 {
 		return nil
 	}
 	n := 0
 	var oldest time.Time
-	s.scopes.eachLocked(func(sc *scope) {
+	r.scopes.eachLocked(func(sc *scope) {
 		if sc.id.Tenant != tenant {
 			return
 		}
@@ -66,7 +81,7 @@ func (s *Supervisor) scopeLimitLocked(tenant, tierName string, tier Tier) error 
 	if n < tier.MaxScopes {
 		return nil
 	}
-	idle := s.conf().Pool.IdleTimeout.Duration
+	idle := r.conf().Pool.IdleTimeout.Duration
 	tick := max(idle/4, 100*time.Millisecond) // the reaper's
 	after := idle + tick
 	if !oldest.IsZero() {
@@ -84,13 +99,13 @@ func (s *Supervisor) scopeLimitLocked(tenant, tierName string, tier Tier) error 
 // requester and the tenants with more than requester (none loses a slot to
 // a tenant holding as many); of that tenant's idle scopes the longest
 // unused. nil: none.
-func (s *Supervisor) pickVictimLocked(requester string) *scope {
+func (r *reclaimer) pickVictimLocked(requester string) *scope {
 	count := map[string]int{}
-	s.scopes.eachLocked(func(sc *scope) { count[sc.id.Tenant]++ })
+	r.scopes.eachLocked(func(sc *scope) { count[sc.id.Tenant]++ })
 	var best *scope
 	var bestN int
 	var bestUsed time.Time
-	s.scopes.eachLocked(func(sc *scope) {
+	r.scopes.eachLocked(func(sc *scope) {
 		n := count[sc.id.Tenant]
 		if sc.id.Tenant != requester && n <= count[requester] || sc.active.Load() > 0 {
 			return
@@ -110,12 +125,12 @@ func (s *Supervisor) pickVictimLocked(requester string) *scope {
 
 // reclaim removes sc, taken out of the registry (registry.leaveLocked) to free its
 // slot for a new scope of tenant forTenant.
-func (s *Supervisor) reclaim(sc *scope, forTenant string) {
-	s.log.Info("idle scope reclaimed for a new scope", "tenant", sc.id.Tenant, "scope", sc.id.Key(), "tier", sc.tier,
-		"unused", time.Since(sc.lastUse()).Round(time.Millisecond), "for_tenant", forTenant, "free_slots", s.ids.Free())
-	s.metrics.IncReclaimed(sc.tier)
-	if err := s.removeScope(sc); err != nil {
-		s.log.Error("remove reclaimed scope", "scope", sc.id.Key(), "err", err)
+func (r *reclaimer) reclaim(sc *scope, forTenant string) {
+	r.log.Info("idle scope reclaimed for a new scope", "tenant", sc.id.Tenant, "scope", sc.id.Key(), "tier", sc.tier,
+		"unused", time.Since(sc.lastUse()).Round(time.Millisecond), "for_tenant", forTenant, "free_slots", r.ids.Free())
+	r.metrics.IncReclaimed(sc.tier)
+	if err := r.remove(sc); err != nil {
+		r.log.Error("remove reclaimed scope", "scope", sc.id.Key(), "err", err)
 	}
 }
 

@@ -40,6 +40,7 @@ func unitSlots(t *testing.T, s *Supervisor, slots uint32) {
 func TestUnitScopeLimit(t *testing.T) {
 	s := unitSupervisor(t)
 	unitSlots(t, s, 16)
+	r := &reclaimer{conf: s.conf, scopes: &s.scopes}
 	idle := s.conf().Pool.IdleTimeout.Duration
 	tier := BaseTier()
 	tier.MaxScopes = 4
@@ -47,11 +48,11 @@ func TestUnitScopeLimit(t *testing.T) {
 	for i := range 3 {
 		addUnitScope(t, s, "acme", fmt.Sprint("u", i), now.Add(-time.Duration(i)*time.Minute), 0)
 	}
-	if err := s.scopeLimitLocked("acme", "standard", tier); err != nil {
+	if err := r.scopeLimitLocked("acme", "standard", tier); err != nil {
 		t.Fatalf("3 of 4 scopes: %v", err)
 	}
 	addUnitScope(t, s, "acme", "u3", now, 1)
-	err := s.scopeLimitLocked("acme", "standard", tier)
+	err := r.scopeLimitLocked("acme", "standard", tier)
 	var ra *RetryAfterError
 	if !errors.Is(err, ErrScopeLimit) || !errors.As(err, &ra) {
 		t.Fatalf("4 of 4 scopes: %v, want ErrScopeLimit with a retry hint", err)
@@ -64,11 +65,11 @@ func TestUnitScopeLimit(t *testing.T) {
 		t.Errorf("refusalOf = %q", refusalOf(err))
 	}
 	// The edge makes it RESOURCE_EXHAUSTED with a RetryInfo of ra.After (api's tests).
-	if err := s.scopeLimitLocked("globex", "standard", tier); err != nil {
+	if err := r.scopeLimitLocked("globex", "standard", tier); err != nil {
 		t.Errorf("another tenant: %v", err)
 	}
 	tier.MaxScopes = 0
-	if err := s.scopeLimitLocked("acme", "standard", tier); err != nil {
+	if err := r.scopeLimitLocked("acme", "standard", tier); err != nil {
 		t.Errorf("max_scopes 0: %v", err)
 	}
 	if tier := BaseTier(); tier.MaxScopes != DefaultMaxScopes || DefaultConfig().Tiers["standard"].MaxScopes != DefaultMaxScopes {
@@ -91,6 +92,7 @@ func TestUnitScopeLimit(t *testing.T) {
 func TestUnitPickVictim(t *testing.T) {
 	s := unitSupervisor(t)
 	unitSlots(t, s, 16)
+	r := &reclaimer{conf: s.conf, scopes: &s.scopes}
 	now := time.Now()
 	a0 := addUnitScope(t, s, "acme", "u0", now.Add(-3*time.Minute), 1) // busy
 	a1 := addUnitScope(t, s, "acme", "u1", now.Add(-2*time.Minute), 0)
@@ -104,7 +106,7 @@ func TestUnitPickVictim(t *testing.T) {
 		{"globex", a1},  // 3 > 1
 		{"acme", a1},    // its own
 	} {
-		if got := s.pickVictimLocked(c.requester); got != c.want {
+		if got := r.pickVictimLocked(c.requester); got != c.want {
 			t.Errorf("victim for %s = %v, want %s", c.requester, got, c.want.id.Key())
 		}
 	}
@@ -112,10 +114,10 @@ func TestUnitPickVictim(t *testing.T) {
 	// but acme (more scopes than globex) never takes globex's.
 	a1.active.Store(1)
 	a2.active.Store(1)
-	if got := s.pickVictimLocked("initech"); got != g0 {
+	if got := r.pickVictimLocked("initech"); got != g0 {
 		t.Errorf("victim for initech = %v, want globex's", got)
 	}
-	if got := s.pickVictimLocked("acme"); got != nil {
+	if got := r.pickVictimLocked("acme"); got != nil {
 		t.Errorf("victim for acme = %v, want none (its own are busy, globex holds fewer)", got.id.Key())
 	}
 	// A tie protects: with 1 scope each, globex loses none to hooli's 2nd.
@@ -123,7 +125,7 @@ func TestUnitPickVictim(t *testing.T) {
 		delete(s.scopes.scopes, sc.id.Key())
 	}
 	addUnitScope(t, s, "hooli", "u0", now, 1)
-	if got := s.pickVictimLocked("hooli"); got != nil {
+	if got := r.pickVictimLocked("hooli"); got != nil {
 		t.Errorf("victim for hooli = %v, want none", got.id.Key())
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"maps"
 	"os"
-	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -20,9 +19,7 @@ import (
 	"github.com/scoped-io/scoped/cgroups"
 	"github.com/scoped-io/scoped/control"
 	"github.com/scoped-io/scoped/internal/ident"
-	"github.com/scoped-io/scoped/internal/parallel"
 	"github.com/scoped-io/scoped/metrics"
-	"github.com/scoped-io/scoped/netns"
 	"github.com/scoped-io/scoped/plugins/host"
 	"github.com/scoped-io/scoped/sandbox"
 )
@@ -45,22 +42,21 @@ type Supervisor struct {
 	scopes registry // the live scopes
 	// loops holds what runs from Recover to Stop, in start order (see
 	// Recover).
-	loops loops
-	// grace is how long Stop waits for the invocations in flight.
-	grace   atomic.Int64
+	loops   loops
 	stopped atomic.Bool // Stop was called
 
 	invocations atomic.Int64
 
 	metrics *metrics.Registry
 	meter   *meter
-	ctlMu   sync.Mutex
-	ctl     *control.Controller
-	ctlStop func()
 	acct    *accountant
-	netMu   sync.Mutex
-	net     *netns.Manager // nil: no tier has egress (yet)
-	health  healthState    // see Health
+	health  healthState // see Health
+
+	// The parts New wires, each owning its lock (and loop; see Recover).
+	keeper *keeper    // makes and removes the live scopes
+	net    *networks  // egress networking
+	ctl    *throttler // the noisy-neighbour controller
+	reap   *reaper    // idle workers and scopes
 }
 
 // New prepares a supervisor: it checks the configuration, opens the
@@ -119,8 +115,20 @@ func newSupervisor(cfg Config, log *slog.Logger, openTree func(root string) (*cg
 	s.meter = newMeter(meterDeps{conf: s.cfg.Load, tree: tree, scopes: s.scopes.snapshot, acct: s.acct,
 		metrics: s.metrics, log: log, alive: &s.health.meter})
 	s.gate = newGate(s.meter.checkCaps)
+	s.wire()
 	s.cfg.Store(&cfg)
 	return s, nil
+}
+
+// wire makes the parts of s from its fields, each given what it uses.
+func (s *Supervisor) wire() {
+	s.net = newNetworks(s.conf, s.log, s.tenants, s.tree)
+	s.keeper = newKeeper(&keeper{conf: s.conf, log: s.log, tree: s.tree, ids: s.ids, scopes: &s.scopes, metrics: s.metrics,
+		net: s.net, sandboxDir: s.sandboxDir, tierOf: s.tierOf, track: s.acct.track, untrack: s.acct.untrack, flush: s.meter.flush})
+	s.ctl = &throttler{conf: s.conf, log: s.log, source: func() control.CounterReader { return s.acct },
+		scopes: &s.scopes, tree: s.tree, metrics: s.metrics}
+	s.reap = newReaper(&reaper{conf: s.conf, log: s.log, scopes: &s.scopes, gate: s.gate, store: s.store, tierOf: s.tierOf,
+		acquire: s.acquire, release: s.release, retire: s.retire, remove: s.keeper.removeScopes, alive: &s.health.reaper})
 }
 
 // conf is the configuration in force.
@@ -144,10 +152,7 @@ func (s *Supervisor) Reload(cfg Config) error {
 	if err := checkAssignments(&cfg, s.tenants.assignments()); err != nil {
 		return err
 	}
-	s.netMu.Lock()
-	running := s.net != nil
-	s.netMu.Unlock()
-	if running && cfg.Network != old.Network {
+	if s.net.running() && cfg.Network != old.Network {
 		return fmt.Errorf("%w: [network] changes only with a restart while egress scopes run", ErrConfig)
 	}
 	if sc := s.scopes.find(func(sc *scope) bool { _, ok := cfg.Tiers[sc.tier]; return !ok }); sc != nil {
@@ -155,12 +160,12 @@ func (s *Supervisor) Reload(cfg Config) error {
 	}
 	// The controller restarts with the new configuration: stopping it
 	// restores the scopes it throttled, before the tiers' limits apply.
-	s.stopControl()
+	_ = s.ctl.Stop()
 	s.cfg.Store(&cfg)
 	s.store.Configure(cfg.Limits, s.log)
-	err := s.applyTiers()
+	err := s.keeper.applyTiers()
 	if s.acct.opened() {
-		err = errors.Join(err, s.startControl())
+		err = errors.Join(err, s.ctl.Start(context.Background()))
 	}
 	return err
 }
@@ -194,78 +199,6 @@ func (s *Supervisor) tierOf(tenant string) (string, Tier) {
 	return name, t
 }
 
-// applyTiers brings every live scope in line with its tenant's tier: a
-// scope in another tier than its tenant's now is retired (its successor
-// starts in the new tier on the next invocation), the tenant and scope
-// nodes get the tier's limits, the tier nodes their weights.
-func (s *Supervisor) applyTiers() error {
-	scopes := s.scopes.snapshot(nil)
-	var errs []error
-	done := map[string]bool{}
-	for _, sc := range scopes {
-		name, t := s.tierOf(sc.id.Tenant)
-		if name != sc.tier || t.Suspended {
-			s.detachScope(sc, t.Suspended)
-			continue
-		}
-		if !done[sc.id.Tenant] {
-			done[sc.id.Tenant] = true
-			tl := t.tenantLimits()
-			s.scopes.locked(func() { tl.CPUWeight = s.scopes.tenantWeightLocked(name, sc.id.Tenant, t.CPUWeight) })
-			if _, err := s.tree.Node(tl, name, sc.id.Tenant); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		limits := t.scopeLimits()
-		// A scope's CPU settings are the same in every tier and belong
-		// to the noisy-neighbour controller while it throttles the scope.
-		if err := sc.node.Set(cgroups.Limits{MemoryMax: limits.MemoryMax, PidsMax: limits.PidsMax}); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		sc.mu.Lock()
-		sc.limits = limits
-		sc.mu.Unlock()
-	}
-	s.scopes.locked(func() { errs = append(errs, s.setTierWeightsLocked()) })
-	errs = append(errs, s.updateNetworks())
-	return errors.Join(errs...)
-}
-
-// setTierWeightsLocked sets each tier node's CPU weight to the sum of its
-// live tenants' weights (see tierWeights). Callers hold the registry's
-// lock.
-func (s *Supervisor) setTierWeightsLocked() error {
-	c := s.conf()
-	return errors.Join(s.scopes.setTierWeightsLocked(
-		func(tier string) uint64 { return c.Tiers[tier].CPUWeight },
-		func(tier string, w uint64) error {
-			_, err := s.tree.Node(cgroups.Limits{CPUWeight: w}, tier)
-			return err
-		})...)
-}
-
-// detachScope takes sc out of the registry, so that the next invocation
-// starts a new scope (in the tenant's tier now), and removes it: at once
-// when kill is set, else once its invocations in flight are done.
-func (s *Supervisor) detachScope(sc *scope, kill bool) {
-	if !s.scopes.leave(sc) {
-		return
-	}
-	s.log.Info("scope leaves its tier", "tenant", sc.id.Tenant, "scope", sc.id.Key(), "tier", sc.tier, "kill", kill)
-	go func() {
-		if !kill {
-			deadline := time.Now().Add(s.conf().Limits.MaxTimeout.Duration + 5*time.Second)
-			for sc.active.Load() > 0 && time.Now().Before(deadline) {
-				time.Sleep(20 * time.Millisecond)
-			}
-		}
-		if err := s.removeScope(sc); err != nil {
-			s.log.Error("remove scope", "scope", sc.id.Key(), "err", err)
-		}
-	}()
-}
-
 // SetTenantTier assigns tenant to tier, persists it, and moves the
 // tenant's live scopes: they finish what they run and their successors
 // start in the new tier (a suspended tier stops them at once).
@@ -286,7 +219,7 @@ func (s *Supervisor) SetTenantTier(t ident.Tenant, tier string, allow *[]string)
 	if allow != nil {
 		s.log.Info("tenant egress allow-list set", "tenant", tenant, "allow", strings.Join(*allow, " "))
 	}
-	if err := s.applyTiers(); err != nil {
+	if err := s.keeper.applyTiers(); err != nil {
 		s.log.Error("apply tiers", "tenant", tenant, "err", err)
 	}
 	return s.Tenant(t), nil
@@ -343,17 +276,16 @@ func (s *Supervisor) Recover() error {
 	// cleanup removes them.
 	l.add("metering ledger", part{start: func(context.Context) error { return s.meter.open() }, stop: s.meter.close})
 	l.add("cgroups", part{start: s.cleanCgroups})
-	l.add("network", part{start: func(context.Context) error { return s.openNetwork() }, stop: s.closeNetwork})
+	l.add("network", s.net)
 	l.add("runtime directories", part{start: s.makeRuntimeDirs, stop: func() error { return os.RemoveAll(s.socketDir) }})
 	l.add("accounting", s.acct)
 	l.add("metering export", newExporters(s.cfg.Load, s.meter, s.log))
 	// Stopping the scopes removes them all: after the loops below, before
 	// what their removal still uses (the ledger, accounting, networks).
-	l.add("scopes", part{stop: s.removeAll})
-	l.add("controller", part{start: func(context.Context) error { return s.startControl() },
-		stop: func() error { s.stopControl(); return nil }})
+	l.add("scopes", s.keeper)
+	l.add("controller", s.ctl)
 	l.add("metering loop", s.meter)
-	l.add("reaper", newGoLoop(s.reaper))
+	l.add("reaper", s.reap)
 	l.add("sampler", newSampler(s.cfg.Load, s.scopes.snapshot, s.acct, s.metrics, s.controlMetrics))
 	return l.Start(context.Background())
 }
@@ -404,32 +336,12 @@ func (s *Supervisor) Stop(grace time.Duration) error {
 		return nil
 	}
 	s.scopes.stop()
-	s.grace.Store(int64(grace))
+	s.keeper.grace.Store(int64(grace))
 	err := s.loops.Stop()
 	if s.tree != nil {
 		err = errors.Join(err, s.tree.Close())
 	}
 	return err
-}
-
-// removeAll stops the scopes: the registry takes no new ones, the
-// invocations in flight get Stop's grace, then every worker is killed and
-// every scope's cgroup and sandbox removed.
-func (s *Supervisor) removeAll() error {
-	s.scopes.stop()
-	grace := time.Duration(s.grace.Load())
-	if !s.scopes.drain(grace) {
-		s.log.Warn("grace period over, killing workers with invocations in flight", "grace", grace)
-	}
-	// The tenant and tier nodes go with the tree's cleanup below.
-	errs := s.removeScopes(s.scopes.takeAll())
-	if _, err := sandbox.Cleanup(s.sandboxDir); err != nil {
-		errs = append(errs, err)
-	}
-	if _, err := s.tree.Cleanup(); err != nil {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
 }
 
 // RemoveRuntimeDir removes the socket, the reattach file, and the runtime
@@ -441,228 +353,6 @@ func (s *Supervisor) RemoveRuntimeDir() {
 		_ = os.Remove(p)
 	}
 	_ = os.Remove(s.conf().RuntimeDir)
-}
-
-// removeParallel bounds how many scopes are removed at once. Removing one
-// mostly waits on the kernel (killed processes to exit, cgroups to go
-// after an RCU grace period), so many overlap well on few CPUs; the bound
-// keeps a stop from opening thousands of cgroup and state files at once.
-const removeParallel = 16
-
-// removeScope removes a scope that left the registry.
-func (s *Supervisor) removeScope(sc *scope) error {
-	return s.removeScopes([]*scope{sc})[0]
-}
-
-// removeScopes removes scopes that left the registry: it stops their
-// workers, commits their last usage to the ledger (one transaction for
-// them all), and removes their accounting, networks, series, cgroups and
-// host id ranges, at most removeParallel scopes at once; then the tenant
-// nodes they leave empty (not while the daemon stops: the tree's cleanup
-// removes those). The work per scope does not depend on how many other
-// scopes there are. It returns each scope's error (nil: removed).
-func (s *Supervisor) removeScopes(scopes []*scope) []error {
-	errs := make([]error, len(scopes))
-	if len(scopes) == 0 {
-		return errs
-	}
-	_ = parallel.ForEach(scopes, removeParallel, func(sc *scope) error { sc.stopAll(); return nil })
-	// Their last usage goes to the ledger while their cgroups are still
-	// there.
-	if err := s.meter.flush(scopes...); err != nil {
-		s.log.Error("metering: final flush of scopes", "scopes", len(scopes), "err", err)
-	}
-	idx := make([]int, len(scopes))
-	for i := range idx {
-		idx[i] = i
-	}
-	stopping := s.scopes.isStopping()
-	_ = parallel.ForEach(idx, removeParallel, func(i int) error {
-		errs[i] = s.removeScopeNode(scopes[i], stopping)
-		return nil
-	})
-	s.scopes.locked(func() { s.removedLocked(scopes, stopping) })
-	return errs
-}
-
-// removedLocked ends the reservations of removed scopes (see
-// registry.leaveLocked) and, unless the daemon stops, removes the tenant
-// nodes they left empty and sets the tier nodes' weights. Callers hold the
-// registry's lock.
-func (s *Supervisor) removedLocked(scopes []*scope, stopping bool) {
-	s.scopes.removedLocked(scopes)
-	if stopping {
-		return
-	}
-	// A tenant node goes when its last scope in its tier goes.
-	done := map[[2]string]bool{}
-	for _, sc := range scopes {
-		k := [2]string{sc.tier, sc.id.Tenant}
-		if done[k] || s.scopes.tenantHasScopesLocked(sc.tier, sc.id.Tenant) {
-			continue
-		}
-		done[k] = true
-		if tenant, terr := cgroups.Load(path.Join(s.tree.Root(), sc.tier, sc.id.Tenant)); terr == nil {
-			if pids, _ := tenant.Pids(); len(pids) == 0 {
-				_ = tenant.Remove()
-			}
-		}
-	}
-	if werr := s.setTierWeightsLocked(); werr != nil {
-		s.log.Warn("tier weights", "err", werr)
-	}
-}
-
-// removeScopeNode removes what is left of a scope whose workers are gone,
-// but its tenant's node. While the daemon stops, accounting is closed
-// afterwards, all scopes at once: untracking one scope sweeps the whole
-// preemption-pair map under accounting's lock, which for every scope of a
-// stop made it quadratic (22 s of a 40 s stop of 2,000 scopes).
-func (s *Supervisor) removeScopeNode(sc *scope, stopping bool) error {
-	if !stopping {
-		s.acct.untrack(sc)
-	}
-	if err := s.closeScopeNetwork(sc); err != nil {
-		s.log.Error("network of a scope", "scope", sc.id.Key(), "err", err)
-	}
-	if !s.scopes.forgetThrottled(sc.id.Key()) {
-		// A successor in another tier keeps the key's series.
-		s.metrics.RemoveScope(sc.id.Key())
-	}
-	err := sc.node.Remove()
-	s.ids.Release(sc.id.Key())
-	return err
-}
-
-// scopeFor returns the live scope of id with one invocation counted in its
-// active (the caller takes it back; an active scope is never reclaimed),
-// creating its cgroup node and taking a host id range on first use.
-func (s *Supervisor) scopeFor(id ScopeID) (*scope, error) {
-	return s.scopes.acquire(id.Key(), func() (*scope, bool, error) { return s.newScopeLocked(id) })
-}
-
-// newScopeLocked makes the scope of id live, in its tenant's tier now, once
-// there is room for it (makeRoomLocked; again: the registry's lock was
-// released meanwhile, look again). Callers hold the registry's lock.
-func (s *Supervisor) newScopeLocked(id ScopeID) (_ *scope, again bool, _ error) {
-	tierName, tier := s.tierOf(id.Tenant)
-	// This very scope may be being removed (idle, reclaimed, or it left
-	// its tier and came back): its cgroup must be gone before its
-	// successor makes it again, else the removal takes the new one.
-	if s.scopes.waitRemovedLocked(path.Join(s.tree.Root(), tierName, id.Tenant, id.Name)) {
-		return nil, true, nil
-	}
-	if again, err := s.makeRoomLocked(id, tierName, tier); err != nil || again {
-		return nil, again, err
-	}
-	tl := tier.tenantLimits()
-	tl.CPUWeight = s.scopes.tenantWeightLocked(tierName, id.Tenant, tier.CPUWeight)
-	if _, err := s.tree.Node(tl, tierName, id.Tenant); err != nil {
-		return nil, false, fmt.Errorf("cgroup of tenant %s: %w", id.Tenant, err)
-	}
-	limits := tier.scopeLimits()
-	node, err := s.tree.Node(limits, tierName, id.Tenant, id.Name)
-	if err != nil {
-		return nil, false, fmt.Errorf("cgroup of scope %s: %w", id.Key(), err)
-	}
-	ids, err := s.ids.Acquire(id.Key())
-	if err != nil {
-		_ = node.Remove()
-		return nil, false, noSlotError(id, err)
-	}
-	sc := &scope{
-		id: id, tier: tierName, node: node, ids: ids, limits: limits, created: time.Now(), lastUsed: time.Now(),
-		ring: newLogRing(s.conf().Scope.LogLines),
-	}
-	if st, err := node.Stats(); err == nil {
-		sc.oomSeen = st.OOMKills
-	}
-	s.acct.track(sc)
-	s.scopes.addLocked(sc)
-	if err := s.setTierWeightsLocked(); err != nil {
-		s.log.Warn("tier weights", "err", err)
-	}
-	s.log.Info("scope created", "tenant", id.Tenant, "scope", id.Key(), "tier", tierName, "cgroup", node.Path(), "host_uid", ids.Base)
-	return sc, false, nil
-}
-
-// reaper stops idle workers and removes scopes that have none left, and
-// keeps warm_min workers per extension of live scopes, until ctx ends.
-func (s *Supervisor) reaper(ctx context.Context) {
-	beat(&s.health.reaper)
-	defer s.health.reaper.Store(0)
-	tick := time.NewTicker(max(s.conf().Pool.IdleTimeout.Duration/4, 100*time.Millisecond))
-	defer tick.Stop()
-	alive := time.NewTicker(heartbeatEvery)
-	defer alive.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-alive.C:
-			beat(&s.health.reaper)
-			continue
-		case <-tick.C:
-		}
-		beat(&s.health.reaper)
-		idle := s.conf().Pool.IdleTimeout.Duration
-		s.gate.prune(func(tenant string) Tier { _, t := s.tierOf(tenant); return t }, time.Now())
-		s.store.PrunePending()
-		var gone []*scope
-		for _, sc := range s.scopes.snapshot(nil) {
-			beat(&s.health.reaper)
-			for _, w := range sc.idleWorkers(idle, s.conf().Pool.WarmMin) {
-				s.retire(sc, w, "idle")
-				go w.stop()
-			}
-			s.warm(sc)
-			if sc.unused(idle) && s.scopes.leaveIdle(sc) {
-				gone = append(gone, sc)
-			}
-			// Idle scopes go removeParallel at a time; each soon after
-			// it left the registry.
-			if len(gone) == removeParallel {
-				s.removeIdle(gone)
-				gone = gone[:0]
-			}
-		}
-		s.removeIdle(gone)
-	}
-}
-
-// removeIdle removes idle scopes that left the registry, and logs it.
-func (s *Supervisor) removeIdle(gone []*scope) {
-	for i, err := range s.removeScopes(gone) {
-		sc := gone[i]
-		if err != nil {
-			s.log.Error("remove idle scope", "scope", sc.id.Key(), "err", err)
-		} else {
-			s.log.Info("idle scope removed", "tenant", sc.id.Tenant, "scope", sc.id.Key())
-		}
-	}
-}
-
-// warm starts workers up to warm_min for every extension version that has
-// (or had) workers in sc.
-func (s *Supervisor) warm(sc *scope) {
-	if s.conf().Pool.WarmMin == 0 {
-		return
-	}
-	var need []ExtensionInfo
-	for _, p := range sc.poolList() {
-		if p.short(s.conf().Pool.WarmMin) {
-			need = append(need, p.ext)
-		}
-	}
-	for _, ext := range need {
-		beat(&s.health.reaper) // a start may take start_timeout
-		ctx, cancel := context.WithTimeout(context.Background(), s.conf().Pool.StartTimeout.Duration)
-		w, _, err := s.acquire(ctx, sc, ext, s.conf().Tiers[sc.tier].maxWorkers(s.conf().Pool))
-		cancel()
-		if err == nil {
-			s.release(sc, w)
-		}
-	}
 }
 
 // Deploy stores a new version of an extension. Workers of older versions
@@ -768,7 +458,7 @@ func (s *Supervisor) info(sc *scope) ScopeInfo {
 	limits := sc.limits
 	sc.mu.Unlock()
 	info := ScopeInfo{ID: sc.id, Tier: sc.tier, Cgroup: sc.node.Path(), HostUID: sc.ids.Base, Limits: limits, Stats: st,
-		ThrottleLevel: s.throttleLevel(sc.id.Key())}
+		ThrottleLevel: s.ctl.level(sc.id.Key())}
 	sc.netMu.Lock()
 	if sc.net != nil {
 		info.NetworkAddr = sc.net.Addr().String()

@@ -97,6 +97,7 @@ func unitSupervisor(t *testing.T) *Supervisor {
 	s.meter = newMeter(meterDeps{conf: s.cfg.Load, scopes: s.scopes.snapshot, acct: s.acct,
 		metrics: s.metrics, log: s.log, alive: &s.health.meter})
 	s.gate = newGate(s.meter.checkCaps)
+	s.wire()
 	s.cfg.Store(&cfg)
 	return s
 }
