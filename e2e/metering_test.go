@@ -350,4 +350,20 @@ func TestMeteringCountsScopesNeverFlushed(t *testing.T) {
 	countKilled(t, d, tenants, kernel)
 	d.start()
 	ledgerMatchesKernel(t, d, tenants, kernel)
+	// A clean stop leaves no cursor for the next start to settle, not
+	// even of the scopes it removed.
+	c = d.client()
+	if _, err := invokeSpin(c, "acme", 10, 0); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	d.stop()
+	l, err := metering.OpenReadOnly(filepath.Join(d.state, "metering"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if c, err := l.Cursors(); err != nil || len(c) != 0 {
+		t.Errorf("cursors after a clean stop: %d, %v; want none", len(c), err)
+	}
 }

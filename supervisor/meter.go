@@ -182,7 +182,7 @@ func (m *meter) settlePrevious(l *metering.Ledger) error {
 		}
 	}
 	m.mu.Unlock()
-	if len(deltas) > 0 || len(old) > 0 {
+	if len(deltas) > 0 || unflushed > 0 {
 		m.log.Warn("metering: settled the previous run's scopes; CPU time since its last flush recovered from their cgroups, other meters' unflushed part lost",
 			"scopes", len(cursors), "recovered", len(deltas), "never_flushed", unflushed)
 	}
@@ -190,11 +190,39 @@ func (m *meter) settlePrevious(l *metering.Ledger) error {
 }
 
 // close closes the ledger (after the scopes' last flush).
+// goneSettledLocked lists the settled cursors whose cgroups are gone (or
+// made again): those leave the ledger. Callers hold m.mu.
+func (m *meter) goneSettledLocked() []string {
+	var gone []string
+	for key, cgid := range m.settled {
+		if _, id, ok := m.probe(key); !ok || (cgid != 0 && id != 0 && id != cgid) {
+			gone = append(gone, key)
+		}
+	}
+	return gone
+}
+
 func (m *meter) close() error {
 	if m.ledger == nil {
 		return nil
 	}
-	return m.ledger.Close()
+	// The scopes are removed by now: their settled cursors go with them,
+	// so that a clean stop leaves none for the next start to settle.
+	m.mu.Lock()
+	drop := map[string][]byte{}
+	for _, key := range m.goneSettledLocked() {
+		drop[key] = nil
+	}
+	var err error
+	if len(drop) > 0 {
+		if err = m.ledger.Commit(nil, drop); err == nil {
+			for key := range drop {
+				delete(m.settled, key)
+			}
+		}
+	}
+	m.mu.Unlock()
+	return errors.Join(err, m.ledger.Close())
 }
 
 // recoverUsage charges what the scopes of a previous daemon life used
@@ -295,13 +323,7 @@ func (m *meter) flush(removed ...*scope) error {
 	var deltas []metering.Delta
 	cursors := map[string][]byte{}
 	next := map[string]*meterState{}
-	// Settled cursors go once their cgroups have.
-	var gone []string
-	for key, cgid := range m.settled {
-		if _, id, ok := m.probe(key); !ok || (cgid != 0 && id != 0 && id != cgid) {
-			gone = append(gone, key)
-		}
-	}
+	gone := m.goneSettledLocked()
 	for _, sc := range scopes {
 		// Keyed by cgroup path: a scope that changed tier has a successor
 		// under the same name while it winds down.
