@@ -13,6 +13,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
+
+	"github.com/scoped-io/scoped/internal/testutil"
 )
 
 // records is a slog handler that keeps every record at or above level.
@@ -171,7 +173,7 @@ func TestUnitWorkerOutputOffAtInfo(t *testing.T) {
 // the ring (the Stderr writer) and never the daemon's hclog output, while
 // go-plugin's own messages still do.
 func TestUnitPluginLoggerDropsWorkerStderr(t *testing.T) {
-	var daemonLog syncBuf
+	var daemonLog testutil.SyncBuffer
 	base := hclog.New(&hclog.LoggerOptions{Name: "go-plugin", Level: hclog.Trace, Output: &daemonLog})
 	f := newRingWriterFixture(1000)
 	// The words are put together at run time: go-plugin logs the command.
@@ -236,21 +238,4 @@ func TestUnitLogEvery(t *testing.T) {
 	if ok, n := e.allow(t0.Add(10*time.Second), 10*time.Second); !ok || n != 5 {
 		t.Fatalf("after the interval: %v %d, want true 5", ok, n)
 	}
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
