@@ -22,8 +22,9 @@ const stopWait = 60 * time.Second
 // Daemon is a scoped daemon that a benchmark runs with a private
 // configuration, its stdout and stderr in a log file.
 type Daemon struct {
-	Socket  string // its API socket
-	LogPath string // its stdout and stderr
+	Socket  string         // its API socket
+	LogPath string         // its stdout and stderr
+	C       *client.Client // one connection to it while it serves
 
 	cmd        *exec.Cmd
 	bin        string
@@ -65,19 +66,22 @@ func StartDaemon(ctx context.Context, bin, dir, cgroupRoot, settings string, log
 	return d, nil
 }
 
+// maxMessage bounds the client's messages: bundles of up to 64 MiB.
+const maxMessage = 128 << 20
+
 // waitServing waits up to wait for the daemon to answer ListExtensions,
-// and stops it if it does not.
+// keeping that client as C, and stops it if it does not.
 func (d *Daemon) waitServing(ctx context.Context, wait time.Duration) error {
 	deadline := time.Now().Add(wait)
 	for {
-		c, err := client.Dial(ctx, d.Socket)
+		c, err := client.Dial(ctx, d.Socket, client.WithMaxMessageSize(maxMessage))
 		if err == nil {
-			_, err = c.ListExtensions(ctx, &scopedv1.ListExtensionsRequest{})
-			c.Close()
-			if err == nil {
+			if _, err = c.ListExtensions(ctx, &scopedv1.ListExtensionsRequest{}); err == nil {
+				d.C = c
 				d.logf("daemon (pid %d) serving on %s, cgroup root %s", d.Pid(), d.Socket, d.cgroupRoot)
 				return nil
 			}
+			c.Close()
 		}
 		select {
 		case <-d.exited:
@@ -132,6 +136,7 @@ func (d *Daemon) Stop() error {
 // returns how long it took from SIGTERM to its exit.
 func (d *Daemon) StopWithin(wait time.Duration) (time.Duration, error) {
 	defer d.logFile.Close()
+	d.closeClient()
 	select {
 	case <-d.exited:
 		return 0, fmt.Errorf("scoped (pid %d) had exited (%v) before the benchmark stopped it:\n%s",
@@ -164,6 +169,7 @@ func (d *Daemon) StopWithin(wait time.Duration) (time.Duration, error) {
 // to exit: it removes nothing. Restart starts its successor.
 func (d *Daemon) Kill() error {
 	defer d.logFile.Close()
+	d.closeClient()
 	select {
 	case <-d.exited:
 		return fmt.Errorf("scoped (pid %d) had exited (%v) before the benchmark killed it:\n%s",
@@ -194,6 +200,13 @@ func (d *Daemon) Restart(ctx context.Context, logPath string, wait time.Duration
 		return 0, err
 	}
 	return time.Since(t0), nil
+}
+
+func (d *Daemon) closeClient() {
+	if d.C != nil {
+		_ = d.C.Close()
+		d.C = nil
+	}
 }
 
 // LogTail is the last 40 lines of the daemon's log.

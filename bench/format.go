@@ -1,15 +1,19 @@
 package bench
 
 import (
+	"context"
 	"debug/buildinfo"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -111,33 +115,60 @@ func Logger(prefix string, clock bool) func(format string, a ...any) {
 	}
 }
 
-// Output prints a program's section to stdout and, when out is not "",
-// replaces the section between markStart and markEnd in the markdown file
-// out (WriteSection), saying so through logf.
-func Output(out, markStart, markEnd, section string, logf func(string, ...any)) error {
-	fmt.Print(section)
-	if out == "" {
-		return nil
+// Output prints sections and, when out is not "", replaces each in the
+// markdown file out (WriteSection), saying so through logf. A section's
+// first line is its start marker, its last line its end marker (Report).
+func Output(out string, logf func(string, ...any), sections ...string) error {
+	for _, section := range sections {
+		fmt.Print(section)
+		if out == "" {
+			continue
+		}
+		lines := strings.Split(strings.TrimSuffix(section, "\n"), "\n")
+		if err := WriteSection(out, lines[0], lines[len(lines)-1], section); err != nil {
+			return err
+		}
 	}
-	if err := WriteSection(out, markStart, markEnd, section); err != nil {
-		return err
+	if out != "" && len(sections) > 0 {
+		logf("wrote %s", out)
 	}
-	logf("wrote %s", out)
 	return nil
 }
 
-// Main is a benchmark program's main after its flags are defined: it
-// parses them, refuses arguments (exit 2), and runs run with the flags as
-// given (QuoteArgs, for the report's command), exiting 1 with
-// "<name>: <error>" when it fails.
-func Main(name string, run func(args string) error) {
+// Main is a benchmark program's main once its flags are defined; it adds
+// -o. It parses them, refuses arguments (exit 2), and calls run with the
+// flags as given (QuoteArgs, for the report) and a context that SIGINT and
+// SIGTERM cancel. With root, it must run as root and holds the host-wide
+// lock of name (Lock) meanwhile. It prints the sections run returns, also
+// with an error, and writes them into the -o file (Output). It exits 1
+// with "<name>: <error>" when something fails.
+func Main(name string, root bool, run func(ctx context.Context, args string) ([]string, error)) {
+	out := flag.String("o", "", "replace (or add) this program's section in this markdown `file`")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "%s: unexpected arguments %q\n", name, flag.Args())
 		os.Exit(2)
 	}
-	if err := run(QuoteArgs(os.Args[1:])); err != nil {
+	if err := mainRun(name, root, *out, run); err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
 		os.Exit(1)
 	}
+}
+
+func mainRun(name string, root bool, out string, run func(context.Context, string) ([]string, error)) error {
+	if root {
+		if os.Geteuid() != 0 {
+			return errors.New("must run as root (sudo make bench)")
+		}
+		// Two runs at once would share the cgroup roots.
+		lock, err := Lock(strings.TrimSuffix(name, "bench"))
+		if err != nil {
+			return err
+		}
+		defer lock.Close()
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	sections, err := run(ctx, QuoteArgs(os.Args[1:]))
+	return errors.Join(Output(out, Logger(name+": ", false), sections...), err)
 }

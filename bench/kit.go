@@ -1,12 +1,14 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,15 +23,17 @@ import (
 // removes it all and checks that no cgroup named after the benchmark is
 // left.
 type Kit struct {
-	Root    string    // the repository
-	Work    string    // temporary, mode 0711
-	Bin     string    // Work/bin: the daemon, scoped-exec and the bundles
-	Scoped  string    // the daemon binary
-	Logs    LogKeeper // the -daemon-log file; set its Path (and Header) to keep logs
-	LoadAvg string    // the load average when the kit was made
+	Root    string        // the repository
+	Work    string        // temporary, mode 0711
+	Bin     string        // Work/bin: the daemon, scoped-exec and the bundles
+	Scoped  string        // the daemon binary
+	Logs    LogKeeper     // the -daemon-log file; set its Path (and Header) to keep logs
+	LoadAvg string        // the load average when the kit was made
+	Wait    time.Duration // how long Close waits for a daemon to stop (0: a minute)
 
-	mark string
-	logf func(string, ...any)
+	mark    string
+	logf    func(string, ...any)
+	running []*Daemon
 }
 
 // NewKit makes the kit of the benchmark whose cgroups are named after
@@ -79,25 +83,45 @@ func (k *Kit) Bundle(pkg string) (*scopedv1.Bundle, error) {
 // StartDaemon starts the kit's daemon in the new directory Work/daemon-name
 // on the cgroup root cgroupRoot with settings (see StartDaemon).
 func (k *Kit) StartDaemon(ctx context.Context, name, cgroupRoot, settings string) (*Daemon, error) {
-	return StartDaemon(ctx, k.Scoped, filepath.Join(k.Work, "daemon-"+name), cgroupRoot, settings, k.logf)
+	return k.StartDaemonBin(ctx, k.Scoped, name, cgroupRoot, settings)
 }
 
-// StopDaemon stops d with SIGTERM within wait (0: a minute), keeps its log
+// StartDaemonBin is StartDaemon of the binary bin (e.g. a wrapper that
+// execs the kit's daemon). Close stops the daemon if it still runs.
+func (k *Kit) StartDaemonBin(ctx context.Context, bin, name, cgroupRoot, settings string) (*Daemon, error) {
+	d, err := StartDaemon(ctx, bin, filepath.Join(k.Work, "daemon-"+name), cgroupRoot, settings, k.logf)
+	if err == nil {
+		k.Adopt(d)
+	}
+	return d, err
+}
+
+// Adopt makes d one of the daemons Close stops (after Kill and Restart).
+func (k *Kit) Adopt(d *Daemon) { k.running = append(k.running, d) }
+
+// Forget takes d off the daemons Close stops.
+func (k *Kit) Forget(d *Daemon) {
+	k.running = slices.DeleteFunc(k.running, func(x *Daemon) bool { return x == d })
+}
+
+// StopDaemon stops d with SIGTERM within wait (0: Kit.Wait), keeps its log
 // and checks that it removed its cgroup root. It returns how long the
 // daemon took to stop.
 func (k *Kit) StopDaemon(d *Daemon, wait time.Duration) (time.Duration, error) {
-	if wait == 0 {
-		wait = stopWait
-	}
-	took, err := d.StopWithin(wait)
+	k.Forget(d)
+	took, err := d.StopWithin(cmp.Or(wait, k.Wait, stopWait))
 	return took, errors.Join(err, k.Logs.Keep(d.LogPath), RootGone(d.cgroupRoot))
 }
 
-// Close removes the work directory and fails if a cgroup of the benchmark
-// is left; others' scoped cgroups are noted in the log. It is safe on a
-// partly made kit and twice.
+// Close stops the daemons still running, removes the work directory and
+// fails if a cgroup of the benchmark is left; others' scoped cgroups are
+// noted in the log. It is safe on a partly made kit and twice.
 func (k *Kit) Close() error {
 	var errs []error
+	for len(k.running) > 0 {
+		_, err := k.StopDaemon(k.running[0], 0)
+		errs = append(errs, err)
+	}
 	if k.Work != "" {
 		errs = append(errs, os.RemoveAll(k.Work))
 		k.Work = ""

@@ -57,3 +57,27 @@ func WriteSection(path, markStart, markEnd, section string) error {
 	}
 	return nil
 }
+
+// Report is one section of BENCHMARKS.md being written: NewReport writes
+// its start marker and title, End its end marker.
+type Report struct {
+	strings.Builder
+	mark string
+}
+
+// NewReport starts the section marked <!-- mark:start --> with the
+// heading title.
+func NewReport(mark, title string) *Report {
+	r := &Report{mark: mark}
+	r.P("<!-- %s:start -->\n%s\n\n", mark, title)
+	return r
+}
+
+// P appends a formatted text.
+func (r *Report) P(format string, a ...any) { fmt.Fprintf(&r.Builder, format, a...) }
+
+// End appends the end marker and returns the section.
+func (r *Report) End() string {
+	r.P("<!-- %s:end -->\n", r.mark)
+	return r.String()
+}

@@ -160,71 +160,29 @@ func (b *bench) measureChurn(ctx context.Context) (*churnResult, error) {
 	if r.final, err = b.readSettled(ctx, dm, r.base); err != nil {
 		return nil, err
 	}
-	if r.stop, err = b.stopDaemon(dm); err != nil {
+	if r.stop, err = b.kit.StopDaemon(dm.Daemon, 0); err != nil {
 		return nil, err
 	}
 	return r, nil
 }
 
-// churn makes n new scopes on dm, parallel at a time, retrying an
+// churn makes n new scopes on dm, -parallel at a time, retrying an
 // invocation refused for want of an id slot. It records their latencies
-// and the most scopes live, and returns when the last invocation ended.
+// and the most scopes live (sampled every second), and returns when the
+// last invocation ended.
 func (b *bench) churn(ctx context.Context, dm *daemon, n int, r *churnResult) (time.Time, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var mu sync.Mutex
-	var lat []time.Duration
-	var firstErr error
 	var last time.Time
-	next := make(chan int)
-	var wg sync.WaitGroup
-	t0 := time.Now()
-	for range b.o.parallel {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range next {
-				user := b.newUser("c")
-				for {
-					d, cold, err := dm.invoke(ctx, user)
-					if status.Code(errors.Unwrap(err)) == codes.ResourceExhausted {
-						mu.Lock()
-						r.slotWaits++
-						mu.Unlock()
-						time.Sleep(100 * time.Millisecond)
-						continue
-					}
-					if err == nil && !cold {
-						err = fmt.Errorf("the first invocation of %s was not cold", user)
-					}
-					mu.Lock()
-					if err != nil && firstErr == nil {
-						firstErr = err
-						cancel()
-					}
-					lat = append(lat, d)
-					last = time.Now()
-					k := len(lat)
-					mu.Unlock()
-					if k%1000 == 0 {
-						logf("churn: %d/%d scopes in %s", k, n, time.Since(t0).Round(time.Second))
-					}
-					break
-				}
-			}
-		}()
-	}
-	// The live scopes, sampled every second.
 	sampled := make(chan struct{})
 	go func() {
 		defer close(sampled)
-		tick := time.NewTicker(time.Second)
-		defer tick.Stop()
-		for {
+		for tick := time.Tick(time.Second); ; {
 			select {
 			case <-ctx.Done():
 				return
-			case <-tick.C:
+			case <-tick:
 			}
 			if live, err := dm.liveScopes(ctx); err == nil {
 				mu.Lock()
@@ -233,26 +191,32 @@ func (b *bench) churn(ctx context.Context, dm *daemon, n int, r *churnResult) (t
 			}
 		}
 	}()
-feed:
-	for i := range n {
-		select {
-		case next <- i:
-		case <-ctx.Done():
-			break feed
+	t0 := time.Now()
+	err := benchmd.Parallel(ctx, b.o.parallel, n, func(ctx context.Context, _ int) error {
+		user := b.newUser("c")
+		d, cold, err := dm.invoke(ctx, user)
+		for status.Code(err) == codes.ResourceExhausted {
+			mu.Lock()
+			r.slotWaits++
+			mu.Unlock()
+			time.Sleep(100 * time.Millisecond)
+			d, cold, err = dm.invoke(ctx, user)
 		}
-	}
-	close(next)
-	wg.Wait()
+		if err == nil && !cold {
+			err = fmt.Errorf("the first invocation of %s was not cold", user)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		r.create = append(r.create, d)
+		last = time.Now()
+		if k := len(r.create); k%1000 == 0 {
+			logf("churn: %d/%d scopes in %s", k, n, time.Since(t0).Round(time.Second))
+		}
+		return err
+	})
 	cancel()
 	<-sampled
-	if firstErr != nil {
-		return last, firstErr
-	}
-	if err := ctx.Err(); err != nil && len(lat) < n {
-		return last, err
-	}
-	r.create = append(r.create, lat...)
-	return last, nil
+	return last, err
 }
 
 // waitNoScopes waits until dm lists no scope.
@@ -277,6 +241,10 @@ func waitNoScopes(ctx context.Context, dm *daemon, wait time.Duration) error {
 // and sends SIGHUP, which reloads it.
 func (b *bench) setIdle(dm *daemon, idle time.Duration) error {
 	path := filepath.Join(b.kit.Work, "daemon-"+dm.name, "config.toml")
+	return setIdle(path, dm.Pid(), idle)
+}
+
+func setIdle(path string, pid int, idle time.Duration) error {
 	cfg, err := os.ReadFile(path)
 	if err != nil {
 		return err
@@ -295,5 +263,5 @@ func (b *bench) setIdle(dm *daemon, idle time.Duration) error {
 	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")), 0o644); err != nil {
 		return err
 	}
-	return syscall.Kill(dm.d.Pid(), syscall.SIGHUP)
+	return syscall.Kill(pid, syscall.SIGHUP)
 }

@@ -170,7 +170,7 @@ func (b *bench) measureDensity(ctx context.Context) (*densityResult, error) {
 		return nil, err
 	}
 	logf("density: stopping the dense daemon with %d scopes", r.stopScopes)
-	if r.stop, err = b.stopDaemon(dense); err != nil {
+	if r.stop, err = b.kit.StopDaemon(dense.Daemon, 0); err != nil {
 		return nil, err
 	}
 	logf("density: stopped in %s", r.stop.Round(time.Millisecond))
@@ -182,7 +182,7 @@ func (b *bench) measureDensity(ctx context.Context) (*densityResult, error) {
 	} else {
 		r.recoverySkiped = true
 	}
-	if _, err := b.stopDaemon(empty); err != nil {
+	if _, err := b.kit.StopDaemon(empty.Daemon, 0); err != nil {
 		return nil, err
 	}
 	// Namespaces and mounts of killed workers go a moment after them.
@@ -212,25 +212,20 @@ func (b *bench) measureRecovery(ctx context.Context, r *densityResult) error {
 		return err
 	}
 	r.refillWall = time.Since(t0)
-	b.forget(rec)
+	b.kit.Forget(rec.Daemon)
 	logf("recovery: killing it with SIGKILL")
-	if err := rec.d.Kill(); err != nil {
+	if err := rec.Kill(); err != nil {
 		return err
 	}
-	if err := b.kit.Logs.Keep(rec.d.LogPath); err != nil {
+	if err := b.kit.Logs.Keep(rec.LogPath); err != nil {
 		return err
 	}
 	benchmd.Settle(10*time.Second, 0, 0.2)
-	if r.recovery, err = rec.d.Restart(ctx, rec.d.LogPath+".restart", b.o.stopWait); err != nil {
+	if r.recovery, err = rec.Restart(ctx, rec.LogPath+".restart", b.o.stopWait); err != nil {
 		return err
 	}
 	logf("recovery: its successor served after %s", r.recovery.Round(time.Millisecond))
-	b.mu.Lock()
-	b.daemons = append(b.daemons, rec)
-	b.mu.Unlock()
-	if err := rec.connect(ctx); err != nil {
-		return err
-	}
+	b.kit.Adopt(rec.Daemon)
 	if live, err := rec.liveScopes(ctx); err != nil || live != 0 {
 		return errors.Join(err, fmt.Errorf("the recovered daemon lists %d scopes", live))
 	}
@@ -244,6 +239,6 @@ func (b *bench) measureRecovery(ctx context.Context, r *densityResult) error {
 			return fmt.Errorf("the recovered daemon serves with %s left", d)
 		}
 	}
-	r.recoveredStop, err = b.stopDaemon(rec)
+	r.recoveredStop, err = b.kit.StopDaemon(rec.Daemon, 0)
 	return err
 }

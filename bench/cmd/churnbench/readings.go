@@ -35,27 +35,9 @@ type daemonReading struct {
 	collected  bool           // readLeast saw a collection
 }
 
-// cpuTime is the CPU time the process pid used so far.
-func cpuTime(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// The fields after the command (which may hold spaces): state is the
-	// first, utime and stime the 12th and 13th.
-	i := strings.LastIndexByte(string(b), ')')
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * time.Second / 100, nil // USER_HZ
-}
-
 // read reads the daemon's process and its /metrics.
 func (dm *daemon) read(ctx context.Context) (daemonReading, error) {
-	pid := dm.d.Pid()
+	pid := dm.Pid()
 	r := daemonReading{fdKinds: map[string]int{}}
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
@@ -135,16 +117,8 @@ func (r daemonReading) goMem() int64 { return r.heap + r.stacks }
 // memory, with the least RSS: the heap in use holds garbage until the next
 // collection, and the RSS pages the runtime has not given back.
 func (dm *daemon) readLeast(ctx context.Context) (best daemonReading, _ error) {
-	c0, err := cpuTime(dm.d.Pid())
-	if err != nil {
-		return best, err
-	}
-	t0 := time.Now()
-	defer func() {
-		if c1, err := cpuTime(dm.d.Pid()); err == nil {
-			best.cpu = float64(c1-c0) / float64(time.Since(t0))
-		}
-	}()
+	c0, t0 := benchmd.ProcCPU(dm.Pid()), time.Now()
+	defer func() { best.cpu = float64(benchmd.ProcCPU(dm.Pid())-c0) / float64(time.Since(t0)) }()
 	var first int64
 	for i := 0; ; i++ {
 		if i > 0 {

@@ -1,20 +1,18 @@
 package main
 
 import (
-	"fmt"
 	"maps"
 	"runtime"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	benchmd "github.com/scoped-io/scoped/bench"
 )
 
 // facts are the lines every section starts with.
-func (b *bench) facts(p func(string, ...any)) {
-	p("- %s\n", benchmd.Command(baseCommand, b.o.argsString))
+func (b *bench) facts(p func(string, ...any), args string) {
+	p("- %s\n", benchmd.Command("go run -tags seccomp ./bench/cmd/churnbench", args))
 	p("- Date: %s; the whole run took %s\n", benchmd.Date(), b.elapsed.Round(time.Second))
 	p("- %s; load average (1, 5, 15 min) at the start: %s (other engineers share the machine)\n", benchmd.Machine(), b.kit.LoadAvg)
 	p("- Versions: %s, the daemon built with `-tags seccomp`; worker `examples/whoami` (Go SDK), one idle\n", runtime.Version())
@@ -36,15 +34,14 @@ func daemonFacts(p func(string, ...any), idle time.Duration, acct string) {
 	p("  (`client.Dial`, one connection).\n")
 }
 
-func (b *bench) densityReport(r *densityResult) string {
-	var w strings.Builder
-	p := func(format string, a ...any) { fmt.Fprintf(&w, format, a...) }
+func (b *bench) densityReport(args string, r *densityResult) string {
+	w := benchmd.NewReport("churnbench-density", "## Scope density: many live idle scopes")
+	p := w.P
 	n := float64(r.n)
-	p("%s\n%s\n\n", densityStart, densityTitle)
 	p("A daemon filled with %d live idle scopes (issue 13): what one scope costs, how long the daemon\n", r.n)
 	p("takes to start, stop and recover that many, and what a new invocation costs beside them, against\n")
 	p("an empty daemon running at the same time.\n\n")
-	b.facts(p)
+	b.facts(p, args)
 	daemonFacts(p, r.idleTimeout, r.full.acct)
 	p("- Procedure: two daemons run side by side, *empty* (`id_slots = %d`) and *dense* (`id_slots = %d`).\n", r.emptySlots, r.denseSlots)
 	p("  Each gets one warm scope. The dense one is filled with %d scopes, %d first invocations of new\n", r.n, b.o.parallel)
@@ -142,18 +139,16 @@ func (b *bench) densityReport(r *densityResult) string {
 	}
 	p("\nsystemd's unit stops the daemon with `TimeoutStopSec=60` (then SIGKILL) and waits `TimeoutStartSec`\n")
 	p("(90 s by default) for it to be ready, which includes this recovery.\n")
-	p("%s\n", densityEnd)
-	return w.String()
+	return w.End()
 }
 
-func (b *bench) churnReport(r *churnResult) string {
-	var w strings.Builder
-	p := func(format string, a ...any) { fmt.Fprintf(&w, format, a...) }
-	p("%s\n%s\n\n", churnStart, churnTitle)
+func (b *bench) churnReport(args string, r *churnResult) string {
+	w := benchmd.NewReport("churnbench-churn", "## Scope churn: scopes created and removed, and what is left")
+	p := w.P
 	p("%d scopes created and removed by one daemon (issue 13): each a new user's first invocation,\n", r.n)
 	p("which makes the scope (cgroups, a host id range, a sandbox and its worker); the daemon removes it\n")
 	p("once idle. Then what is left, against a baseline taken before.\n\n")
-	b.facts(p)
+	b.facts(p, args)
 	daemonFacts(p, b.o.idle, r.base.d.acct)
 	p("- Procedure: `[scope] id_slots = %d`. A first round of %d scopes, all removed; then the baseline.\n", r.batch, 2*b.o.parallel)
 	p("  Then %d new users' first invocations, %d at a time (each checked cold; one refused for want of\n", r.n, b.o.parallel)
@@ -205,8 +200,7 @@ func (b *bench) churnReport(r *churnResult) string {
 		benchmd.MiB(float64(r.base.d.goMem())), benchmd.MiB(float64(r.after.d.goMem())))
 	p("%s at the end; its RSS %s, %s and %s.\n", benchmd.MiB(float64(r.final.d.goMem())),
 		benchmd.MiB(float64(r.base.d.rss)), benchmd.MiB(float64(r.after.d.rss)), benchmd.MiB(float64(r.final.d.rss)))
-	p("%s\n", churnEnd)
-	return w.String()
+	return w.End()
 }
 
 // ms is the milliseconds of churnbench's tables, with one decimal.

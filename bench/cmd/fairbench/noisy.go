@@ -1,12 +1,12 @@
 package main
 
-// The scenario "noisy": issue 5's noisy neighbour. A victim tenant's one
-// caller invokes spin with 2 ms of CPU back to back (no think time); its
-// client-side latency is measured alone, then beside an antagonist tenant
-// (CPU spinners; a fork storm) with the noisy-neighbour controller off and
-// on, each phase on a fresh daemon.
+// The scenario "noisy": a victim tenant's one caller invokes spin with 2 ms
+// of CPU back to back; its latency alone, then beside an antagonist tenant
+// (CPU spinners; a fork storm) with the controller off and on, each phase
+// on a fresh daemon.
 
 import (
+	"cmp"
 	"context"
 	"embed"
 	"errors"
@@ -147,30 +147,8 @@ type noisyResult struct {
 
 // noisySettings is a noisy phase's daemon configuration, without the paths.
 func (b *bench) noisySettings(control bool) string {
-	return fmt.Sprintf(`[isolation]
-by = ["environment"]
-[limits]
-default_timeout = "5m"
-max_timeout = %q
-[pool]
-warm_min = 0
-max_workers = %d
-max_concurrent = 1
-idle_timeout = "1h"
-[scope]
-id_base = %d
-id_slots = %d
-[metrics]
-listen = "off"
-[control]
-enabled = %t
-interval = %q
-cooldown = %q
-detect_ticks = %d
-[log]
-level = "info"
-`, b.callTimeout().String(), b.noisyWorkers(), idBase, idSlots, control,
-		ctlInterval.String(), ctlCooldown.String(), ctlDetectTicks)
+	return b.settings(b.noisyWorkers(), control, fmt.Sprintf("interval = %q\ncooldown = %q\ndetect_ticks = %d\n",
+		ctlInterval.String(), ctlCooldown.String(), ctlDetectTicks))
 }
 
 // noisySettle is every noisy phase's settle time (see minSettle).
@@ -205,39 +183,23 @@ func (b *bench) noisyPhase(ctx context.Context, p phase) (_ *phaseResult, retErr
 	if err := b.startDaemon(ctx, noisyName+"-"+p.name, b.noisySettings(p.control)); err != nil {
 		return nil, err
 	}
-	defer func() {
-		if err := b.stopDaemon(); err != nil {
-			retErr = errors.Join(retErr, err)
-		}
-	}()
+	defer b.stopDaemon(&retErr)
 	begun := time.Now()
 
 	// Deploy and warm: the victim's one worker, the antagonist's workers.
-	deploy := func(tenant, name string, bundle *scopedv1.Bundle) error {
-		_, err := b.c.Deploy(ctx, &scopedv1.DeployRequest{Tenant: tenant, Environment: noisyEnv, Name: name, Bundle: bundle})
-		if err != nil {
-			return fmt.Errorf("deploy %s for %s/%s: %w", name, tenant, noisyEnv, err)
-		}
-		return nil
-	}
-	if err := deploy(victimTenant, extName, b.files); err != nil {
+	if err := b.d.Deploy(ctx, victimTenant, noisyEnv, extName, b.files); err != nil {
 		return nil, err
 	}
-	var antExt, antPayload string
-	var antCallers int
-	switch p.ant {
-	case antCPU:
-		antExt, antPayload, antCallers = extName, spinMs, b.o.noisySpin
-		if err := deploy(antTenant, extName, b.files); err != nil {
+	antExt, antPayload, antCallers, antWarm, antBundle := extName, spinMs, b.o.noisySpin, spinWarm, b.files
+	if p.ant == antFork {
+		antExt, antPayload, antCallers, antWarm = forkExt, "0", forkCallers, forkWarm // "0": until cancelled
+		var err error
+		if antBundle, err = forkstormBundle(); err != nil {
 			return nil, err
 		}
-	case antFork:
-		antExt, antPayload, antCallers = forkExt, "0", forkCallers // "0": until cancelled
-		bundle, err := forkstormBundle()
-		if err != nil {
-			return nil, err
-		}
-		if err := deploy(antTenant, forkExt, bundle); err != nil {
+	}
+	if p.ant != antNone {
+		if err := b.d.Deploy(ctx, antTenant, noisyEnv, antExt, antBundle); err != nil {
 			return nil, err
 		}
 	}
@@ -245,61 +207,39 @@ func (b *bench) noisyPhase(ctx context.Context, p phase) (_ *phaseResult, retErr
 	if err := b.warm(ctx, victimTenant, noisyEnv, extName, 1, []string{victimMs, victimMs, victimMs}); err != nil {
 		return nil, err
 	}
-	switch p.ant {
-	case antCPU:
-		if err := b.warm(ctx, antTenant, noisyEnv, extName, antCallers, spinWarm); err != nil {
+	if p.ant != antNone {
+		if err := b.warm(ctx, antTenant, noisyEnv, antExt, antCallers, antWarm); err != nil {
 			return nil, err
 		}
-	case antFork:
-		if err := b.warm(ctx, antTenant, noisyEnv, forkExt, antCallers, forkWarm); err != nil {
-			return nil, err
-		}
+	} else {
+		antCallers = 0
 	}
 	logf("warmed the victim's worker and %d antagonist %s in %s", antCallers, benchmd.Plural(antCallers, "worker"),
 		time.Since(t0).Round(time.Millisecond))
 
-	var failMu sync.Mutex
-	var failure error
-	failed := make(chan struct{})
-	fail := func(err error) {
-		failMu.Lock()
-		defer failMu.Unlock()
-		if failure == nil {
-			failure = err
-			close(failed)
-		}
-	}
-
 	// The antagonist: antCallers calls kept running (made again if they
-	// complete) until the victim's last call has returned.
-	actx, cancelAnt := context.WithCancel(ctx)
+	// complete) until the victim's last call has returned. A failure of
+	// either cancels fctx with it.
+	fctx, fail := context.WithCancelCause(ctx)
+	defer fail(nil)
+	actx, cancelAnt := context.WithCancel(fctx)
 	var antWG sync.WaitGroup
 	defer func() { cancelAnt(); antWG.Wait() }()
 	var antDone atomic.Int64
 	timeout := durationpb.New(b.callTimeout())
-	for range antCallers {
-		antWG.Add(1)
-		go func() {
-			defer antWG.Done()
-			for actx.Err() == nil {
-				_, err := b.c.Invoke(actx, &scopedv1.InvokeRequest{Tenant: antTenant, Environment: noisyEnv,
-					Extension: antExt, Payload: []byte(antPayload), Timeout: timeout})
-				if actx.Err() != nil {
-					return
-				}
-				if err != nil {
-					fail(fmt.Errorf("antagonist %s: %w", antExt, err))
-					return
-				}
-				antDone.Add(1)
-			}
-		}()
-	}
+	benchmd.Keep(actx, fail, &antWG, antCallers, func(ctx context.Context) error {
+		_, err := b.d.C.Invoke(ctx, &scopedv1.InvokeRequest{Tenant: antTenant, Environment: noisyEnv, Extension: antExt, Payload: []byte(antPayload), Timeout: timeout})
+		if err != nil {
+			return fmt.Errorf("antagonist %s: %w", antExt, err)
+		}
+		antDone.Add(1)
+		return nil
+	})
 
 	// The victim: one caller, back to back, from now on (the controller
 	// sees it during the settle time too) until a call would start after
 	// the window.
-	vctx, cancelVictim := context.WithCancel(ctx)
+	vctx, cancelVictim := context.WithCancel(fctx)
 	defer cancelVictim()
 	var stopAt atomic.Int64 // unix ns; 0: not yet known
 	var calls []victimCall
@@ -312,17 +252,15 @@ func (b *bench) noisyPhase(ctx context.Context, p phase) (_ *phaseResult, retErr
 			if s := stopAt.Load(); s != 0 && start.UnixNano() >= s {
 				return
 			}
-			resp, err := b.c.Invoke(vctx, &scopedv1.InvokeRequest{Tenant: victimTenant, Environment: noisyEnv,
-				Extension: extName, Payload: []byte(victimMs), Timeout: vt})
+			resp, err := b.d.C.Invoke(vctx, &scopedv1.InvokeRequest{Tenant: victimTenant, Environment: noisyEnv, Extension: extName, Payload: []byte(victimMs), Timeout: vt})
 			took := time.Since(start)
-			if vctx.Err() != nil {
+			switch {
+			case vctx.Err() != nil:
 				return
-			}
-			if err != nil {
+			case err != nil:
 				fail(fmt.Errorf("victim: %w", err))
 				return
-			}
-			if string(resp.GetResult()) != victimMs {
+			case string(resp.GetResult()) != victimMs:
 				fail(fmt.Errorf("victim: spin %s returned %.40q", victimMs, resp.GetResult()))
 				return
 			}
@@ -336,41 +274,45 @@ func (b *bench) noisyPhase(ctx context.Context, p phase) (_ *phaseResult, retErr
 		select {
 		case <-time.After(d):
 			return nil
-		case <-failed:
-			return failure
-		case <-ctx.Done():
-			return ctx.Err()
+		case <-fctx.Done():
+			return context.Cause(fctx)
 		}
 	}
-	measure := func() error {
-		victimKey, err := b.scopeKey(ctx, victimTenant)
+	inspect := func(tenant string) (*scopedv1.Scope, error) {
+		resp, err := b.d.C.ListScopes(ctx, &scopedv1.ListScopesRequest{Tenant: tenant})
 		if err != nil {
-			return err
+			return nil, err
 		}
+		if n := len(resp.GetScopes()); n != 1 {
+			return nil, fmt.Errorf("tenant %s has %d scopes, want 1", tenant, n)
+		}
+		return b.d.C.InspectScope(ctx, &scopedv1.InspectScopeRequest{Scope: resp.GetScopes()[0].GetKey()})
+	}
+	events := func() (*scopedv1.ListEventsResponse, error) {
+		return b.d.C.ListEvents(ctx, &scopedv1.ListEventsRequest{Since: timestamppb.New(begun)})
+	}
+	measure := func() error {
 		if err := wait(b.noisySettle()); err != nil {
 			return err
 		}
-		if p.ant != antNone && p.control {
-			// The window starts after the controller's detection.
-			for {
-				ev, err := b.c.ListEvents(ctx, &scopedv1.ListEventsRequest{Since: timestamppb.New(begun)})
-				if err != nil {
-					return err
-				}
-				if slices.ContainsFunc(ev.GetEvents(), func(e *scopedv1.Event) bool { return e.GetKind() == "detected" }) {
-					break
-				}
-				if time.Since(started) >= max(detectWait, b.noisySettle()) {
-					r.waited = true
-					logf("  no detection %s after the antagonist's start; measuring anyway", time.Since(started).Round(time.Millisecond))
-					break
-				}
-				if err := wait(ctlInterval); err != nil {
-					return err
-				}
+		for p.ant != antNone && p.control { // the window starts after the controller's detection
+			ev, err := events()
+			if err != nil {
+				return err
+			}
+			if slices.ContainsFunc(ev.GetEvents(), func(e *scopedv1.Event) bool { return e.GetKind() == "detected" }) {
+				break
+			}
+			if time.Since(started) >= max(detectWait, b.noisySettle()) {
+				r.waited = true
+				logf("  no detection %s after the antagonist's start; measuring anyway", time.Since(started).Round(time.Millisecond))
+				break
+			}
+			if err := wait(ctlInterval); err != nil {
+				return err
 			}
 		}
-		s0, err := b.c.InspectScope(ctx, &scopedv1.InspectScopeRequest{Scope: victimKey})
+		s0, err := inspect(victimTenant)
 		if err != nil {
 			return err
 		}
@@ -391,7 +333,7 @@ func (b *bench) noisyPhase(ctx context.Context, p phase) (_ *phaseResult, retErr
 		end := time.Now()
 		r.machine = benchmd.MachineBusy() - m0
 		stopAt.Store(end.UnixNano())
-		s1, err := b.c.InspectScope(ctx, &scopedv1.InspectScopeRequest{Scope: victimKey})
+		s1, err := inspect(victimTenant)
 		if err != nil {
 			return err
 		}
@@ -402,23 +344,17 @@ func (b *bench) noisyPhase(ctx context.Context, p phase) (_ *phaseResult, retErr
 		r.preempt = s1.GetUsage().GetPreemptions() - s0.GetUsage().GetPreemptions()
 		select { // the victim's last call, which may have started in the window
 		case <-victimDone:
-		case <-failed:
-			return failure
-		case <-ctx.Done():
-			return ctx.Err()
+		case <-fctx.Done():
+			return context.Cause(fctx)
 		}
 		if p.ant != antNone {
-			key, err := b.scopeKey(ctx, antTenant)
-			if err != nil {
-				return err
-			}
-			sc, err := b.c.InspectScope(ctx, &scopedv1.InspectScopeRequest{Scope: key})
+			sc, err := inspect(antTenant)
 			if err != nil {
 				return err
 			}
 			r.level = sc.GetThrottleLevel()
 		}
-		ev, err := b.c.ListEvents(ctx, &scopedv1.ListEventsRequest{Since: timestamppb.New(begun)})
+		ev, err := events()
 		if err != nil {
 			return err
 		}
@@ -430,13 +366,7 @@ func (b *bench) noisyPhase(ctx context.Context, p phase) (_ *phaseResult, retErr
 	<-victimDone
 	cancelAnt()
 	antWG.Wait()
-	if err != nil {
-		return nil, fmt.Errorf("%w\ndaemon log:\n%s", err, b.d.LogTail())
-	}
-	failMu.Lock()
-	err = failure
-	failMu.Unlock()
-	if err != nil {
+	if err = cmp.Or(err, spinFailure(fctx)); err != nil {
 		return nil, fmt.Errorf("%w\ndaemon log:\n%s", err, b.d.LogTail())
 	}
 	r.antDone = int(antDone.Load())
@@ -470,18 +400,6 @@ func (b *bench) noisyUsage(p phase) (ant, victim time.Duration, err error) {
 	}
 	victim, err = cgroups.CPUUsage(path.Join(cgroupRoot, noisyTier, victimTenant))
 	return ant, victim, err
-}
-
-// scopeKey is the key of the tenant's one scope.
-func (b *bench) scopeKey(ctx context.Context, tenant string) (string, error) {
-	resp, err := b.c.ListScopes(ctx, &scopedv1.ListScopesRequest{Tenant: tenant})
-	if err != nil {
-		return "", err
-	}
-	if n := len(resp.GetScopes()); n != 1 {
-		return "", fmt.Errorf("tenant %s has %d scopes, want 1", tenant, n)
-	}
-	return resp.GetScopes()[0].GetKey(), nil
 }
 
 // histogram is the run-queue histogram of u.
@@ -549,7 +467,8 @@ func (r *phaseResult) eventsCell() string {
 }
 
 // reportNoisy writes the noisy scenario's subsection.
-func (b *bench) reportNoisy(p func(string, ...any), r *noisyResult) {
+func (b *bench) reportNoisy(w *benchmd.Report, r *noisyResult) {
+	p := w.P
 	p("\n### %s\n\n", noisyTitle)
 	p("A victim tenant's invocation latency alone, then beside an antagonist tenant with the\n")
 	p("noisy-neighbour controller off and on.\n\n")

@@ -4,14 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	benchmd "github.com/scoped-io/scoped/bench"
 	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
@@ -38,11 +33,9 @@ type load struct {
 	cold     int             // daemon: calls that started a worker
 	calls    int
 	elapsed  time.Duration
-	// CPU time used meanwhile by the benchmark (the callers), the daemon
-	// and the worker processes.
-	cpuClient, cpuDaemon, cpuWorker time.Duration
-	// CPU time the rest of the machine used meanwhile.
-	cpuOther time.Duration
+	// CPU time used meanwhile by the benchmark (the callers), the daemon,
+	// the worker processes, and the rest of the machine.
+	cpuClient, cpuDaemon, cpuWorker, cpuOther time.Duration
 }
 
 func (l *load) add(o load) {
@@ -86,9 +79,7 @@ func runLoad(ctx context.Context, callers int, d time.Duration, call callFn) (lo
 	t0 := time.Now()
 	end := t0.Add(d)
 	for i := range callers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			r := &per[i]
 			for !stop.Load() && ctx.Err() == nil {
 				s := time.Now()
@@ -113,30 +104,16 @@ func runLoad(ctx context.Context, callers int, d time.Duration, call callFn) (lo
 					r.cold++
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
-	var out load
-	out.elapsed = time.Since(t0)
+	out := load{elapsed: time.Since(t0)}
 	for _, r := range per {
 		r.elapsed = 0
 		out.add(r)
 	}
-	var first error
-	failed := 0
-	for _, err := range errs {
-		if err != nil {
-			failed++
-			if first == nil {
-				first = err
-			}
-		}
-	}
-	if failed > 1 {
-		return out, fmt.Errorf("%w (and %d more callers failed)", first, failed-1)
-	}
-	if first != nil {
-		return out, first
+	if err := errors.Join(errs...); err != nil {
+		return out, err
 	}
 	if err := ctx.Err(); err != nil {
 		return out, fmt.Errorf("interrupted: %w", err)
@@ -144,78 +121,63 @@ func runLoad(ctx context.Context, callers int, d time.Duration, call callFn) (lo
 	return out, nil
 }
 
-// measureWarm starts a daemon that logs at info level (nothing per
-// invocation), deploys whoami for one tenant, warms its scope, starts a
-// direct worker, and for every caller count runs both paths in alternating
+// measureWarm starts a daemon, warms one scope of whoami, starts a direct
+// worker, and for every caller count runs both paths in alternating
 // slices after a discarded warm-up of each.
 func (b *bench) measureWarm(ctx context.Context) ([]warmResult, error) {
-	if err := b.startDaemon(ctx, "warm", "info"); err != nil {
+	if err := b.startDaemon(ctx, "warm", ""); err != nil {
 		return nil, err
-	}
-	if _, err := b.c.Deploy(ctx, &scopedv1.DeployRequest{Tenant: warmTenant, Environment: environment, Name: extName, Bundle: b.files}); err != nil {
-		return nil, fmt.Errorf("deploy for %s: %w", warmTenant, err)
 	}
 	daemonCall, scope, err := b.warmScope(ctx, warmTenant)
 	if err != nil {
 		return nil, err
 	}
-
 	pc := b.newPluginClient()
 	defer pc.Kill()
-	wc, err := dispense(pc)
+	wc, err := b.dispense(pc)
 	if err != nil {
 		return nil, fmt.Errorf("direct worker: %w", err)
+	}
+	directPid := b.direct[len(b.direct)-1]
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	resp, err := wc.Invoke(cctx, b.workerRequest())
+	cancel()
+	if err := checkDirect(resp, err, b.payload); err != nil {
+		return nil, err
 	}
 	directCall := func(ctx context.Context) (callInfo, error) {
 		cctx, cancel := context.WithTimeout(ctx, callTimeout)
 		defer cancel()
 		resp, err := wc.Invoke(cctx, b.workerRequest())
-		if err != nil {
+		switch {
+		case err != nil:
 			return callInfo{}, fmt.Errorf("direct invoke: %w", err)
-		}
-		if resp.GetError() != "" {
+		case resp.GetError() != "":
 			return callInfo{}, fmt.Errorf("direct invoke: whoami: %s", resp.GetError())
-		}
-		if len(resp.GetResult()) < len(b.payload) {
+		case len(resp.GetResult()) < len(b.payload):
 			return callInfo{}, fmt.Errorf("direct invoke: a reply of %d bytes for a payload of %d", len(resp.GetResult()), len(b.payload))
 		}
 		return callInfo{}, nil
 	}
-	{
-		cctx, cancel := context.WithTimeout(ctx, callTimeout)
-		resp, err := wc.Invoke(cctx, b.workerRequest())
-		cancel()
+	daemonWorkers := func() ([]int, error) {
+		sc, err := b.d.C.InspectScope(ctx, &scopedv1.InspectScopeRequest{Scope: scope})
 		if err != nil {
-			return nil, fmt.Errorf("direct invoke: %w", err)
+			return nil, fmt.Errorf("inspect scope %s: %w", scope, err)
 		}
-		if err := benchmd.CheckWhoami(resp.GetResult(), string(b.payload)); err != nil {
-			return nil, err
+		var pids []int
+		for _, w := range sc.GetWorkers() {
+			pids = append(pids, int(w.GetPid()))
 		}
+		return pids, nil
 	}
-
-	directPid := pluginPid(pc)
-	b.direct = append(b.direct, directPid)
-	type path struct {
+	paths := []struct {
 		name    string
 		call    callFn
 		pick    func(*warmResult) *load
 		workers func() ([]int, error) // the pids of its worker processes
-	}
-	paths := []path{
-		{"daemon", daemonCall, func(r *warmResult) *load { return &r.daemon }, func() ([]int, error) {
-			sc, err := b.c.InspectScope(ctx, &scopedv1.InspectScopeRequest{Scope: scope})
-			if err != nil {
-				return nil, fmt.Errorf("inspect scope %s: %w", scope, err)
-			}
-			var pids []int
-			for _, w := range sc.GetWorkers() {
-				pids = append(pids, int(w.GetPid()))
-			}
-			return pids, nil
-		}},
-		{"direct", directCall, func(r *warmResult) *load { return &r.direct }, func() ([]int, error) {
-			return []int{directPid}, nil
-		}},
+	}{
+		{"daemon", daemonCall, func(r *warmResult) *load { return &r.daemon }, daemonWorkers},
+		{"direct", directCall, func(r *warmResult) *load { return &r.direct }, func() ([]int, error) { return []int{directPid}, nil }},
 	}
 	slice := b.o.warmDur / time.Duration(b.o.slices)
 	var out []warmResult
@@ -246,11 +208,11 @@ func (b *bench) measureWarm(ctx context.Context) ([]warmResult, error) {
 				p.pick(&r).add(l)
 			}
 		}
-		sc, err := b.c.InspectScope(ctx, &scopedv1.InspectScopeRequest{Scope: scope})
+		pids, err := daemonWorkers()
 		if err != nil {
-			return nil, fmt.Errorf("inspect scope %s: %w", scope, err)
+			return nil, err
 		}
-		r.workers = len(sc.GetWorkers())
+		r.workers = len(pids)
 		if r.daemon.cold > 0 {
 			// The pool grew during the measurement: the new workers' CPU
 			// time was not sampled from the start.
@@ -267,15 +229,14 @@ func (b *bench) measureWarm(ctx context.Context) ([]warmResult, error) {
 // scope's first worker with one call, and returns a callFn that invokes it
 // and the scope's name.
 func (b *bench) warmScope(ctx context.Context, tenant string) (callFn, string, error) {
-	if _, err := b.c.Deploy(ctx, &scopedv1.DeployRequest{Tenant: tenant, Environment: environment, Name: extName, Bundle: b.files}); err != nil {
-		return nil, "", fmt.Errorf("deploy for %s: %w", tenant, err)
+	if err := b.d.Deploy(ctx, tenant, environment, extName, b.files); err != nil {
+		return nil, "", err
 	}
+	req := &scopedv1.InvokeRequest{Tenant: tenant, Environment: environment, Extension: extName, Payload: b.payload}
 	call := func(ctx context.Context) (callInfo, error) {
-		cctx, cancel := context.WithTimeout(ctx, callTimeout)
-		defer cancel()
-		resp, err := b.c.Invoke(cctx, &scopedv1.InvokeRequest{Tenant: tenant, Environment: environment, Extension: extName, Payload: b.payload})
+		resp, _, err := b.d.Invoke(ctx, callTimeout, req)
 		if err != nil {
-			return callInfo{}, fmt.Errorf("daemon invoke: %w", err)
+			return callInfo{}, err
 		}
 		if len(resp.GetResult()) < len(b.payload) {
 			return callInfo{}, fmt.Errorf("daemon invoke: a reply of %d bytes for a payload of %d", len(resp.GetResult()), len(b.payload))
@@ -283,11 +244,9 @@ func (b *bench) warmScope(ctx context.Context, tenant string) (callFn, string, e
 		f := resp.GetFigures()
 		return callInfo{queued: f.GetQueued().AsDuration(), duration: f.GetDuration().AsDuration(), cold: f.GetCold()}, nil
 	}
-	cctx, cancel := context.WithTimeout(ctx, callTimeout)
-	resp, err := b.c.Invoke(cctx, &scopedv1.InvokeRequest{Tenant: tenant, Environment: environment, Extension: extName, Payload: b.payload})
-	cancel()
+	resp, _, err := b.d.Invoke(ctx, callTimeout, req)
 	if err != nil {
-		return nil, "", fmt.Errorf("first invoke for %s: %w\ndaemon log:\n%s", tenant, err, b.d.LogTail())
+		return nil, "", fmt.Errorf("%w\ndaemon log:\n%s", err, b.d.LogTail())
 	}
 	if err := benchmd.CheckWhoami(resp.GetResult(), string(b.payload)); err != nil {
 		return nil, "", err
@@ -295,66 +254,42 @@ func (b *bench) warmScope(ctx context.Context, tenant string) (callFn, string, e
 	return call, resp.GetFigures().GetScope(), nil
 }
 
-// acctResult is the warm load through daemons with eBPF accounting on and
-// with it off.
-type acctResult struct {
-	on, off load
-}
+// pairResult is the warm load through daemons of two configurations.
+type pairResult struct{ on, off load }
 
-// measureAccounting compares warm invocations through a daemon with eBPF
-// accounting (`[accounting] mode = "ebpf"`: its programs attached, the scope
-// tracked) and through one that reads only cgroup files (mode "cgroupfs":
-// no programs).
-func (b *bench) measureAccounting(ctx context.Context) (acctResult, error) {
-	return b.measurePair(ctx, "accounting", "[accounting]\nmode = \"ebpf\"\n", "[accounting]\nmode = \"cgroupfs\"\n")
-}
-
-// measureMetering compares warm invocations through a daemon that meters
-// into its ledger (flushing every second, more often than the default, so
-// that the ledger's cost shows) and one with metering off.
-func (b *bench) measureMetering(ctx context.Context) (acctResult, error) {
-	return b.measurePair(ctx, "metering", "[metering]\nenabled = true\nflush = \"1s\"\n", "[metering]\nenabled = false\n")
-}
-
-// measurePair compares warm invocations through daemons with two
-// configurations: every round starts a fresh daemon per configuration,
-// alternating which goes first, deploys, warms one scope and measures
-// -acct-duration with -acct-callers callers.
-func (b *bench) measurePair(ctx context.Context, what, on, off string) (acctResult, error) {
-	var r acctResult
+// measurePair compares warm invocations through daemons with the
+// configurations on and off: every round starts a fresh daemon per
+// configuration, alternating which goes first, deploys, warms one scope and
+// measures -acct-duration with -acct-callers callers.
+func (b *bench) measurePair(ctx context.Context, what, on, off string) (*pairResult, error) {
+	r := &pairResult{}
 	for round := range b.o.acctRounds {
 		modes := []string{"on", "off"}
 		if round%2 == 1 {
 			modes[0], modes[1] = modes[1], modes[0]
 		}
 		for _, mode := range modes {
-			b.extra = off
+			extra, l := off, &r.off
 			if mode == "on" {
-				b.extra = on
+				extra, l = on, &r.on
 			}
 			// Short names: worker sockets live below the daemon's directory.
-			err := b.startDaemon(ctx, fmt.Sprintf("%s-%s-%d", what[:4], mode, round), "info")
-			b.extra = ""
-			if err != nil {
-				return r, fmt.Errorf("%s %s: %w", what, mode, err)
+			if err := b.startDaemon(ctx, fmt.Sprintf("%s-%s-%d", what[:4], mode, round), extra); err != nil {
+				return nil, fmt.Errorf("%s %s: %w", what, mode, err)
 			}
-			l, err := b.acctLoad(ctx, fmt.Sprintf("%s%d", what[:4], round))
+			got, err := b.pairLoad(ctx, fmt.Sprintf("%s%d", what[:4], round))
 			if err := errors.Join(err, b.stopDaemon()); err != nil {
-				return r, fmt.Errorf("%s %s, round %d: %w", what, mode, round+1, err)
+				return nil, fmt.Errorf("%s %s, round %d: %w", what, mode, round+1, err)
 			}
-			if mode == "on" {
-				r.on.add(l)
-			} else {
-				r.off.add(l)
-			}
+			l.add(got)
 		}
 	}
 	logf("%s on: %d calls (%.0f/s), off: %d calls (%.0f/s)", what, r.on.calls, r.on.perSecond(), r.off.calls, r.off.perSecond())
 	return r, nil
 }
 
-// acctLoad is one measurement of measureAccounting on the running daemon.
-func (b *bench) acctLoad(ctx context.Context, tenant string) (load, error) {
+// pairLoad is one measurement of measurePair on the running daemon.
+func (b *bench) pairLoad(ctx context.Context, tenant string) (load, error) {
 	call, _, err := b.warmScope(ctx, tenant)
 	if err != nil {
 		return load{}, err
@@ -370,43 +305,10 @@ func (b *bench) acctLoad(ctx context.Context, tenant string) (load, error) {
 type cpuTimes struct{ client, daemon, workers, machine time.Duration }
 
 func (b *bench) cpuSample(workers []int) cpuTimes {
-	var t cpuTimes
-	var ru unix.Rusage
-	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err == nil {
-		t.client = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	}
-	t.daemon = procCPU(b.d.Pid())
+	t := cpuTimes{client: benchmd.SelfCPU(false), daemon: benchmd.ProcCPU(b.d.Pid())}
 	for _, pid := range workers {
-		t.workers += procCPU(pid)
+		t.workers += benchmd.ProcCPU(pid)
 	}
 	t.machine = benchmd.MachineBusy()
 	return t
 }
-
-// procCPU is the CPU time pid's threads have used, from /proc/<pid>/stat
-// (clock ticks of 10 ms; 0 if the process is gone).
-func procCPU(pid int) time.Duration {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0
-	}
-	// After "pid (comm) ": state is field 3; utime and stime are 14 and 15.
-	f := strings.Fields(s[i+1:])
-	if len(f) < 13 {
-		return 0
-	}
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0
-	}
-	return time.Duration(ut+st) * time.Second / clockTicks
-}
-
-// clockTicks is USER_HZ, 100 on every Linux architecture Go supports.
-const clockTicks = 100

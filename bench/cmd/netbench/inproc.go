@@ -50,8 +50,8 @@ type manager struct {
 // with a pool of -pool namespaces, one without), and times Egress and
 // Net.Close on a fresh cgroup at the daemon's scope depth, round-robin over
 // the variants, after a pause of -inproc-pace each.
-func (b *bench) measureInproc(ctx context.Context) (_ inprocResult, retErr error) {
-	res := inprocResult{egress: map[string][]time.Duration{}, close: map[string][]time.Duration{}, minReady: b.o.poolSize}
+func (b *bench) measureInproc(ctx context.Context) (_ *inprocResult, retErr error) {
+	res := &inprocResult{egress: map[string][]time.Duration{}, close: map[string][]time.Duration{}, minReady: b.o.poolSize}
 	tree, err := benchmd.OpenCgroupRoot(inprocCgroupRoot, logf)
 	if err != nil {
 		return res, err

@@ -6,49 +6,36 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	benchmd "github.com/scoped-io/scoped/bench"
 )
 
-func latencies(calls []coldCall) []time.Duration {
+// phase is one figure of each of calls.
+func phase(calls []coldCall, f func(coldCall) time.Duration) []time.Duration {
 	out := make([]time.Duration, len(calls))
 	for i, c := range calls {
-		out[i] = c.latency()
+		out[i] = f(c)
 	}
 	return out
 }
 
-// phase collects one phase of the calls that have phases.
-func phase(calls []coldCall, f func(*phases) time.Duration) []time.Duration {
-	var out []time.Duration
-	for _, c := range calls {
-		if c.phases != nil {
-			out = append(out, f(c.phases))
-		}
-	}
-	return out
-}
-
-// report renders the section, markers included.
-func (b *bench) report(cr coldResult, in *inprocResult) string {
-	var w strings.Builder
-	p := func(format string, a ...any) { fmt.Fprintf(&w, format, a...) }
+func (b *bench) report(args string, cr coldResult, in *inprocResult) string {
+	w := benchmd.NewReport("netbench", "## Scope cold start with network egress vs none")
+	p := w.P
 	ms3 := b.modes()
 	lat := make([][]time.Duration, len(ms3))
 	for i := range ms3 {
-		lat[i] = latencies(cr.calls[i])
+		lat[i] = phase(cr.calls[i], func(c coldCall) time.Duration { return c.Total })
 	}
 	none, egress, nopool := lat[0], lat[1], lat[2]
 
-	p("%s\n%s\n\n", markStart, sectionTitle)
 	p("What network egress adds to a scope's cold start: the first invocation of `examples/whoami` in a\n")
 	p("new scope (a new tenant each time), as the client sees it, with the tenants' tier at\n")
 	p("`network = \"none\"`, at `network = \"egress\"` with a pool of %d ready namespaces, and at `egress`\n", b.o.poolSize)
 	p("with the pool off (`pool_size = 0`: each namespace made when its scope starts), side by side in\n")
 	p("one run.\n\n")
-	p("- %s\n", benchmd.Command(baseCommand, b.o.argsString))
+	p("- %s\n", benchmd.Command("go run -tags seccomp ./bench/cmd/netbench", args))
 	p("- Date: %s; the measurements took %s\n", benchmd.Date(), b.elapsed.Round(time.Second))
 	p("- %s\n", benchmd.Machine())
 	capacity := 100 * time.Millisecond * time.Duration(runtime.NumCPU())
@@ -56,7 +43,7 @@ func (b *bench) report(cr coldResult, in *inprocResult) string {
 		100*float64(b.baseline)/float64(capacity))
 	p("  of its CPU time busy; while the cold starts ran, everything but the benchmark and its daemons (other\n")
 	p("  processes, kernel threads, the hypervisor's steal) used %.0f %%. A busy machine inflates every mode.\n", 100*cr.otherShare)
-	p("- Versions: %s, the daemon built with `-tags seccomp`; worker `examples/whoami` (Go SDK, %.1f MB,\n", runtime.Version(), float64(b.workerSz)/1e6)
+	p("- Versions: %s, the daemon built with `-tags seccomp`; worker `examples/whoami` (Go SDK, %.1f MB,\n", runtime.Version(), float64(len(b.files.Files[1].Content))/1e6)
 	p("  built with `CGO_ENABLED=0 go build` as the e2e tests do); payload %q.\n", payload)
 	p("- Network: every daemon runs inside a network namespace the benchmark made (`nsenter --net=/proc/<pid>/fd/<fd>`,\n")
 	p("  as the e2e network test does), one per mode; its uplink `%s` (%s) is a veth into a second\n", uplink, uplinkAddr)
@@ -159,7 +146,7 @@ func (b *bench) report(cr coldResult, in *inprocResult) string {
 			var l []time.Duration
 			for _, c := range cr.calls[i] {
 				if c.round == r {
-					l = append(l, c.latency())
+					l = append(l, c.Total)
 				}
 			}
 			p(" %s |", benchmd.Ms(benchmd.Median(l)))
@@ -176,25 +163,14 @@ func (b *bench) report(cr coldResult, in *inprocResult) string {
 	p("daemon, Dispense, the call).\n\n")
 	p("| Mode | scope | network | sandbox | handshake | reply | `Figures.queued` |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for i, m := range ms3 {
-		calls := cr.calls[i]
-		q := make([]time.Duration, len(calls))
-		for j, c := range calls {
-			q[j] = c.queued
-		}
-		if len(phase(calls, func(x *phases) time.Duration { return x.scope })) == 0 {
-			p("| %s | – | – | – | – | – | %s |\n", m.name, benchmd.Ms(benchmd.Median(q)))
-			continue
-		}
-		netCol := benchmd.Ms(benchmd.Median(phase(calls, func(x *phases) time.Duration { return x.network })))
+		med := func(f func(coldCall) time.Duration) string { return benchmd.Ms(benchmd.Median(phase(cr.calls[i], f))) }
+		netCol := med(func(c coldCall) time.Duration { return c.Network })
 		if m.network == "none" {
 			netCol = "–"
 		}
-		p("| %s | %s | %s | %s | %s | %s | %s |\n", m.name,
-			benchmd.Ms(benchmd.Median(phase(calls, func(x *phases) time.Duration { return x.scope }))), netCol,
-			benchmd.Ms(benchmd.Median(phase(calls, func(x *phases) time.Duration { return x.sandbox }))),
-			benchmd.Ms(benchmd.Median(phase(calls, func(x *phases) time.Duration { return x.handshake }))),
-			benchmd.Ms(benchmd.Median(phase(calls, func(x *phases) time.Duration { return x.reply }))),
-			benchmd.Ms(benchmd.Median(q)))
+		p("| %s | %s | %s | %s | %s | %s | %s |\n", m.name, med(func(c coldCall) time.Duration { return c.Scope }), netCol,
+			med(func(c coldCall) time.Duration { return c.Sandbox }), med(func(c coldCall) time.Duration { return c.Handshake }),
+			med(func(c coldCall) time.Duration { return c.Reply }), med(func(c coldCall) time.Duration { return c.Queued }))
 	}
 	p("\nWhat `Egress` does for a new egress scope, all before its sandbox starts:\n\n")
 	p("1. **A namespace**: with the pool, a ready one is taken (a channel receive; the filler makes its\n")
@@ -224,8 +200,7 @@ func (b *bench) report(cr coldResult, in *inprocResult) string {
 	if in != nil {
 		b.reportInproc(p, in)
 	}
-	p("%s\n", markEnd)
-	return w.String()
+	return w.End()
 }
 
 // reportInproc renders the in-process Egress timings.
