@@ -135,7 +135,7 @@ func run(ctx context.Context, o options, args string) (_ []string, retErr error)
 		return nil, err
 	}
 	b.kit.Logs.Path = o.daemonLog
-	b.libcontainer = benchmd.BinaryModuleVersion(b.kit.Scoped, "github.com/opencontainers/runc")
+	b.libcontainer = benchmd.ModuleVersion(b.kit.Scoped, "github.com/opencontainers/runc")
 	if b.files, err = b.kit.Bundle("./examples/" + extName); err != nil {
 		return nil, err
 	}
@@ -235,7 +235,7 @@ func (b *bench) close() error {
 	if b.kit != nil {
 		errs = append(errs, b.kit.Close())
 	}
-	b.runc, b.runcTree, b.kit, b.direct = nil, nil, nil, nil
+	b.runc, b.runcTree, b.direct = nil, nil, nil
 	return errors.Join(errs...)
 }
 

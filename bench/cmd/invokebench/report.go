@@ -28,7 +28,7 @@ func (b *bench) report(args string, cold map[string][]time.Duration, warm []warm
 	r.P("  steal) used %.0f%% of the machine's CPU time; a busy machine inflates the daemon's path more.\n",
 		100*float64(other)/float64(wall)/float64(runtime.NumCPU()))
 	r.P("- Versions: %s, go-plugin %s, grpc %s, libcontainer %s (in the daemon), runc %s\n",
-		runtime.Version(), benchmd.ModuleVersion("github.com/hashicorp/go-plugin"), benchmd.ModuleVersion("google.golang.org/grpc"),
+		runtime.Version(), benchmd.ModuleVersion("", "github.com/hashicorp/go-plugin"), benchmd.ModuleVersion("", "google.golang.org/grpc"),
 		b.libcontainer, benchmd.ToolVersion(b.o.runc))
 	r.P("- Worker: `examples/whoami` (Go SDK), built with `CGO_ENABLED=0 go build` as the e2e tests do (%.1f MB);\n",
 		float64(len(b.files.Files[1].Content))/1e6)

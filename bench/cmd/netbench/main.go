@@ -148,7 +148,6 @@ func (b *bench) close() error {
 	var errs []error
 	if b.kit != nil {
 		errs = append(errs, b.kit.Close())
-		b.kit = nil
 	}
 	for _, e := range b.envs {
 		e.tn.close()

@@ -215,7 +215,7 @@ func (b *bench) report(args string, res map[string][]time.Duration) string {
 	r.P("- N: %d measured runs of each variant, after %d discarded warm-up %s; %s idle before each run\n",
 		b.o.n, b.o.warmup, benchmd.Plural(b.o.warmup, "round"), b.o.gap)
 	r.P("- Versions: %s, libcontainer %s, %s, runc %s\n\n",
-		runtime.Version(), benchmd.ModuleVersion("github.com/opencontainers/runc"), benchmd.ToolVersion(b.o.bwrap), benchmd.ToolVersion(b.o.runc))
+		runtime.Version(), benchmd.ModuleVersion("", "github.com/opencontainers/runc"), benchmd.ToolVersion(b.o.bwrap), benchmd.ToolVersion(b.o.runc))
 	r.P("| Variant | Median | p90 | vs fork/exec |\n| --- | ---: | ---: | ---: |\n")
 	for _, s := range []string{sFork, sScopedExit, sScopedDestroy, sBwrap, sRunc} {
 		r.P("| %s | %s | %s | %s× |\n", s, benchmd.Ms(med(s)), benchmd.Ms(benchmd.Percentile(res[s], 90)), benchmd.DRatio(med(s), med(sFork)))
