@@ -15,24 +15,17 @@ type densityResult struct {
 	n              int
 	fill           []time.Duration // latencies of the scopes' first invocations, in order
 	fillWall       time.Duration
-	base, full     daemonReading // the dense daemon with its warm scope, and with n more
-	memBase        uint64        // its cgroup root's memory, likewise
-	memFull        uint64
-	dirsBase       int // its cgroup directories, likewise
-	dirsFull       int
 	emptyCold      []time.Duration // a new scope's first invocation, on the empty daemon
 	denseCold      []time.Duration // … and on the dense one
 	emptyWarm      []time.Duration // a warm call, on the empty daemon
 	denseWarm      []time.Duration // … and on the dense one
 	stop           time.Duration   // SIGTERM to exit, n+probes+1 scopes
 	stopScopes     int
-	refill         []time.Duration // the second daemon's fill (recovery)
 	refillWall     time.Duration
 	recovery       time.Duration // its successor's start until it served
 	recoveredStop  time.Duration
 	hostBefore     hostReading
 	hostAfter      hostReading
-	idleTimeout    time.Duration
 	emptySlots     int
 	denseSlots     int
 	settleWaited   time.Duration
@@ -41,8 +34,8 @@ type densityResult struct {
 	levels         []level // the dense daemon at its warm scope, n/10, n/2 and n more
 }
 
-// level is the dense daemon read at some number of scopes (beyond its
-// warm one).
+// level is the dense daemon read at some number of scopes beyond its warm
+// one: levels[0] with the warm scope alone, the last with n more.
 type level struct {
 	scopes int
 	d      daemonReading
@@ -71,7 +64,7 @@ const denseIdle = time.Hour
 // daemon killed with as many.
 func (b *bench) measureDensity(ctx context.Context) (*densityResult, error) {
 	n := b.o.scopes
-	r := &densityResult{n: n, idleTimeout: denseIdle, emptySlots: b.o.probes + 8, denseSlots: n + b.o.probes + 8}
+	r := &densityResult{n: n, emptySlots: b.o.probes + 8, denseSlots: n + b.o.probes + 8}
 	var err error
 	if r.hostBefore, err = readHost(); err != nil {
 		return nil, err
@@ -93,18 +86,11 @@ func (b *bench) measureDensity(ctx context.Context) (*densityResult, error) {
 		}
 	}
 	benchmd.Settle(10*time.Second, 0, 0.2)
-	if r.base, err = dense.readLeast(ctx); err != nil {
-		return nil, err
-	}
-	if r.memBase, err = cgroupMemory(dense.cgroupRoot); err != nil {
-		return nil, err
-	}
-	dirs, err := benchmd.CgroupDirs(dense.cgroupRoot)
+	l0, err := readLevel(ctx, dense, 0)
 	if err != nil {
 		return nil, err
 	}
-	r.dirsBase = len(dirs)
-	r.levels = []level{{scopes: 0, d: r.base, mem: r.memBase, dirs: r.dirsBase}}
+	r.levels = []level{l0}
 
 	logf("density: filling the dense daemon with %d scopes, %d at a time", n, b.o.parallel)
 	// In stages, read at n/10, n/2 and n scopes: the daemon's memory per
@@ -137,9 +123,6 @@ func (b *bench) measureDensity(ctx context.Context) (*densityResult, error) {
 		}
 		r.levels = append(r.levels, l)
 	}
-	r.full = r.levels[len(r.levels)-1].d
-	r.memFull = r.levels[len(r.levels)-1].mem
-	r.dirsFull = r.levels[len(r.levels)-1].dirs
 
 	// New invocations, the two daemons taking turns (and which goes first).
 	for i := range b.o.probes {
@@ -208,7 +191,7 @@ func (b *bench) measureRecovery(ctx context.Context, r *densityResult) error {
 	}
 	logf("recovery: filling a second daemon with %d scopes", n)
 	t0 := time.Now()
-	if r.refill, err = b.fill(ctx, rec, n, "r"); err != nil {
+	if _, err = b.fill(ctx, rec, n, "r"); err != nil {
 		return err
 	}
 	r.refillWall = time.Since(t0)

@@ -42,7 +42,8 @@ func (b *bench) densityReport(args string, r *densityResult) string {
 	p("takes to start, stop and recover that many, and what a new invocation costs beside them, against\n")
 	p("an empty daemon running at the same time.\n\n")
 	b.facts(p, args)
-	daemonFacts(p, r.idleTimeout, r.full.acct)
+	base, full := r.levels[0], r.levels[len(r.levels)-1]
+	daemonFacts(p, denseIdle, full.d.acct)
 	p("- Procedure: two daemons run side by side, *empty* (`id_slots = %d`) and *dense* (`id_slots = %d`).\n", r.emptySlots, r.denseSlots)
 	p("  Each gets one warm scope. The dense one is filled with %d scopes, %d first invocations of new\n", r.n, b.o.parallel)
 	p("  users at a time (each checked cold). After 6 s and a settle (the machine busy at most a fifth of\n")
@@ -99,23 +100,18 @@ func (b *bench) densityReport(args string, r *densityResult) string {
 	p("Counts, with the warm scope alone and with %d more:\n\n", r.n)
 	p("| | before | after | per scope |\n| --- | ---: | ---: | ---: |\n")
 	per := func(a, b int) string { return strconv.FormatFloat(float64(b-a)/n, 'f', 2, 64) }
-	p("| daemon file descriptors | %d | %d | %s |\n", r.base.fds, r.full.fds, per(r.base.fds, r.full.fds))
-	kinds := map[string]bool{}
-	for k := range r.full.fdKinds {
-		kinds[k] = true
-	}
-	for k := range r.base.fdKinds {
-		kinds[k] = true
-	}
+	p("| daemon file descriptors | %d | %d | %s |\n", base.d.fds, full.d.fds, per(base.d.fds, full.d.fds))
+	kinds := maps.Clone(full.d.fdKinds)
+	maps.Copy(kinds, base.d.fdKinds)
 	for _, k := range slices.Sorted(maps.Keys(kinds)) {
-		a, b := r.base.fdKinds[k], r.full.fdKinds[k]
+		a, b := base.d.fdKinds[k], full.d.fdKinds[k]
 		if b != a {
 			p("| … of them %s | %d | %d | %s |\n", k, a, b, per(a, b))
 		}
 	}
-	p("| daemon goroutines | %d | %d | %s |\n", r.base.goroutines, r.full.goroutines, per(r.base.goroutines, r.full.goroutines))
-	p("| daemon threads | %d | %d | %s |\n", r.base.threads, r.full.threads, per(r.base.threads, r.full.threads))
-	p("| cgroup directories (all hierarchies) | %d | %d | %s |\n\n", r.dirsBase, r.dirsFull, per(r.dirsBase, r.dirsFull))
+	p("| daemon goroutines | %d | %d | %s |\n", base.d.goroutines, full.d.goroutines, per(base.d.goroutines, full.d.goroutines))
+	p("| daemon threads | %d | %d | %s |\n", base.d.threads, full.d.threads, per(base.d.threads, full.d.threads))
+	p("| cgroup directories (all hierarchies) | %d | %d | %s |\n\n", base.dirs, full.dirs, per(base.dirs, full.dirs))
 
 	p("### Start, stop and recovery of %d scopes\n\n", r.n)
 	p("| | scopes | time | per scope |\n| --- | ---: | ---: | ---: |\n")
