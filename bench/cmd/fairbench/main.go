@@ -547,14 +547,12 @@ func (b *bench) report(args string, results []*result, noisy *noisyResult) strin
 	r := benchmd.NewReport("fairbench", "## Fair shares between tenants (issue 5)")
 	n := b.o.spinners
 	if len(results) > 0 {
-		r.P("Every tenant runs CPU-bound work that could fill the machine on its own; the question is how the\n")
-		r.P("daemon's cgroup tree (`<root>/<tier>/<tenant>/<scope>/<worker>`, a tier node's weight the sum of\n")
-		r.P("its live tenants', tenants at their tier's `cpu_weight`) splits the CPU between them. A tenant's\n")
-		r.P("share is its part of the CPU time all the scenario's tenants used in the window; the entitled share\n")
-		r.P("is its tier's weight over the sum of the live tenants' weights.")
+		r.P("Every tenant runs CPU-bound work that could fill the machine on its own: how does the daemon's cgroup tree\n")
+		r.P("(`<root>/<tier>/<tenant>/<scope>/<worker>`, tenants at their tier's `cpu_weight`) split the CPU between them? A\n")
+		r.P("tenant's share is its part of the CPU time all the scenario's tenants used in the window; the entitled share is\n")
+		r.P("its tier's weight over the sum of the live tenants' weights.")
 		if noisy != nil {
-			r.P(" The last subsection measures a\n")
-			r.P("victim tenant's invocation latency beside a noisy neighbour instead.")
+			r.P(" The last subsection measures a victim tenant's latency beside a\nnoisy neighbour instead.")
 		}
 		r.P("\n\n")
 	} else if noisy != nil {
@@ -564,30 +562,27 @@ func (b *bench) report(args string, results []*result, noisy *noisyResult) strin
 	r.P("%s", benchmd.Facts("go run -tags seccomp ./bench/cmd/fairbench", args))
 	r.P("- Load average (1, 5, 15 min) at the start: %s\n", b.kit.LoadAvg)
 	r.P("- Worker: `examples/spin` (Go SDK), which burns the payload's CPU milliseconds on one thread.\n")
+	per := "scenario"
 	if len(results) == 0 {
-		r.P("- Daemon: `scoped` built with `-tags seccomp`, a fresh one per phase, with a private configuration:\n")
-		r.P("  isolation by tenant + environment; `[pool] max_concurrent = 1, idle_timeout = \"1h\"`; cgroup root\n")
-		r.P("  `%s`; `[metrics] listen = \"off\"`; everything else at the defaults but as said below.\n", cgroupRoot)
+		per = "phase"
+	}
+	r.P("- Daemon: a fresh one per %s: isolation by tenant + environment; `[pool] max_concurrent = 1`", per)
+	if len(results) > 0 {
+		r.P(", `max_workers = %d`", n)
+	}
+	r.P(";\n  cgroup root `%s`; `[metrics] listen = \"off\"`; the rest at its default", cgroupRoot)
+	if len(results) == 0 {
+		r.P(" but as said below.\n")
 		b.reportNoisy(r, noisy)
 		return r.End()
 	}
-	r.P("- Daemon: `scoped` built with `-tags seccomp`, a fresh one per scenario, with a private\n")
-	r.P("  configuration: isolation by tenant + environment; `[pool] max_workers = %d, max_concurrent = 1,\n", n)
-	r.P("  idle_timeout = \"1h\"`; cgroup root `%s`; `[metrics] listen = \"off\"`; accounting and\n", cgroupRoot)
-	if b.o.control {
-		r.P("  everything else at the defaults, the noisy-neighbour controller on (`[control] enabled = true`).\n")
-	} else {
-		r.P("  everything else at the defaults, but the noisy-neighbour controller off (`[control] enabled = false`).\n")
-	}
-	r.P("- Method: spin is deployed for every tenant and environment; every scope is warmed first (its %d\n", n)
-	r.P("  %s started by %d concurrent short spin calls, so that no cold start falls in the window). Then\n", benchmd.Plural(n, "worker"), n)
-	r.P("  every scope keeps %d concurrent spin calls of %s ms of CPU running (one per CPU: each tenant\n", n, spinMs)
-	r.P("  alone could fill the machine); after %s the CPU usage of every tenant's cgroup (`cpu.stat`\n", b.o.settle)
-	r.P("  usage_usec, unified hierarchy) is read, and again %s later (and in between, %d equal slices\n", b.o.duration, b.o.slices)
-	r.P("  of the window, for the spread of the shares over time). Then the calls are cancelled and the\n")
-	r.P("  daemon is stopped with SIGTERM. Afterwards no cgroup named `*%s*` was left.\n", cgroupMark)
-	r.P("- Jain's fairness index is (Σx)² / (n·Σx²) over x = share / entitled share: 1 when every tenant\n")
-	r.P("  gets exactly its entitlement, 1/n when one tenant gets everything.\n")
+	r.P(", the noisy-neighbour controller %s.\n", map[bool]string{true: "on (`[control] enabled = true`)", false: "off (`[control] enabled = false`)"}[b.o.control])
+	r.P("- Method: every scope is warmed first (its %d %s started by concurrent short spin calls, so that no cold start\n", n, benchmd.Plural(n, "worker"))
+	r.P("  falls in the window). Then every scope keeps %d concurrent spin calls of %s ms of CPU running; after %s every\n", n, spinMs, b.o.settle)
+	r.P("  tenant cgroup's CPU usage (`cpu.stat` usage_usec, unified hierarchy) is read, and again %s later (and at %d\n", b.o.duration, b.o.slices)
+	r.P("  equal slices of the window, for the spread over time). Afterwards no cgroup named `*%s*` was left.\n", cgroupMark)
+	r.P("- Jain's fairness index is (Σx)² / (n·Σx²) over x = share / entitled share: 1 when every tenant gets exactly its\n")
+	r.P("  entitlement, 1/n when one tenant gets everything.\n")
 	for _, res := range results {
 		r.P("\n### %s\n\n%s\n\n", res.sc.title, res.sc.about)
 		r.P("| Tenant | Tier | Scopes | CPU s in window | Share | Entitled | Share / entitled | Share per %s slice, min–max |\n",

@@ -470,36 +470,29 @@ func (r *phaseResult) eventsCell() string {
 func (b *bench) reportNoisy(w *benchmd.Report, r *noisyResult) {
 	p := w.P
 	p("\n### %s\n\n", noisyTitle)
-	p("A victim tenant's invocation latency alone, then beside an antagonist tenant with the\n")
-	p("noisy-neighbour controller off and on.\n\n")
-	p("- Victim: tenant `%s` (tier `%s`, one scope), one caller invoking spin with payload `%s`\n", victimTenant, noisyTier, victimMs)
-	p("  (%s ms of CPU) back to back, no think time. Latency is client-side, from the `Invoke` call to\n", victimMs)
-	p("  its return, for the calls started in the window: it includes this program's client and the\n")
-	p("  daemon, both outside the tenants' cgroups, as well as the victim's worker.\n")
-	p("- Antagonist: tenant `%s` (tier `%s`, one scope). CPU: %d concurrent spin calls of %s ms\n",
-		antTenant, noisyTier, b.o.noisySpin, spinMs)
-	p("  of CPU each (made again if one completes). Fork storm: `bench/cmd/fairbench/forkstorm`, an\n")
-	p("  exec-runtime extension whose POSIX sh script loops `/bin/true & /bin/true & wait` until\n")
-	p("  cancelled, invoked by %d concurrent callers with a %s timeout.\n", forkCallers, b.callTimeout())
-	p("- A fresh daemon per phase, configured as above but `[pool] max_workers = %d` and `[control]\n", b.noisyWorkers())
-	p("  enabled = true/false` per phase, with `interval = %q, cooldown = %q, detect_ticks = %d`\n",
+	p("A victim tenant's invocation latency alone, then beside an antagonist tenant with the noisy-neighbour controller\n")
+	p("off and on.\n\n")
+	p("- Victim: tenant `%s` (tier `%s`, one scope), one caller invoking spin with payload `%s` (ms of CPU) back to back.\n", victimTenant, noisyTier, victimMs)
+	p("  Latency is the client's, `Invoke` to its return, of the calls started in the window (this program's client and\n")
+	p("  the daemon run outside the tenants' cgroups).\n")
+	p("- Antagonist: tenant `%s` (tier `%s`, one scope). CPU: %d concurrent spin calls of %s ms of CPU each (made again\n", antTenant, noisyTier, b.o.noisySpin, spinMs)
+	p("  if one completes). Fork storm: `bench/cmd/fairbench/forkstorm`, an exec-runtime extension whose sh script loops\n")
+	p("  `/bin/true & /bin/true & wait` until cancelled, invoked by %d concurrent callers with a %s timeout.\n", forkCallers, b.callTimeout())
+	p("- A fresh daemon per phase, configured as above but `[pool] max_workers = %d` and `[control] enabled = true/false`\n", b.noisyWorkers())
+	p("  per phase, with `interval = %q, cooldown = %q, detect_ticks = %d` (shorter than the defaults 1s, 10s and 3, so\n",
 		ctlInterval.String(), ctlCooldown.String(), ctlDetectTicks)
-	p("  (the defaults are 1s, 10s and 3: shortened so that the controller acts within a short run)\n")
-	p("  and its other thresholds at the defaults; accounting at the default (`auto`)")
+	p("  that it acts within a short run); accounting at the default (`auto`)")
 	if src := r.source(); src != "" {
-		p(": the victim's\n  scope was accounted by `%s`", src)
+		p(": the victim's scope was accounted by `%s`", src)
 	}
 	p(".\n")
-	p("- Each phase: deploy, warm the victim's worker and the antagonist's workers, start the antagonist\n")
-	p("  and the victim, settle, measure %s. The settle time is %s (-settle, at least %s) in every\n",
-		b.o.duration, b.noisySettle(), minSettle)
-	p("  phase; with the controller on beside an antagonist the window also waits for its first\n")
-	p("  `detected` event (at most %s after the start), so that it starts after the detection.\n", max(detectWait, b.noisySettle()))
-	p("- Antagonist CPU: its tenant cgroup's CPU usage in the window, and its part of the machine's %d\n", runtime.NumCPU())
-	p("  CPUs. Rest of the machine: the busy CPU time of the whole machine in the window (`/proc/stat`)\n")
-	p("  less both tenants': the daemon, this program, other processes and the kernel. Controller\n")
-	p("  events: `ListEvents` over the whole phase, as kind, level after the event and time from the\n")
-	p("  window's start (negative: before it). Afterwards no cgroup named `*%s*` was left.\n\n", cgroupMark)
+	p("- Each phase: deploy, warm the workers, start the antagonist and the victim, settle %s (-settle, at least %s),\n", b.noisySettle(), minSettle)
+	p("  measure %s. With the controller on beside an antagonist the window also waits for its first `detected` event\n", b.o.duration)
+	p("  (at most %s after the start).\n", max(detectWait, b.noisySettle()))
+	p("- Antagonist CPU: its tenant cgroup's CPU usage in the window, and its part of the machine's %d CPUs. Rest of the\n", runtime.NumCPU())
+	p("  machine: the machine's busy CPU time in the window (`/proc/stat`) less both tenants'. Controller events:\n")
+	p("  `ListEvents` over the phase: kind, level after it, time from the window's start. Afterwards no cgroup named\n")
+	p("  `*%s*` was left.\n\n", cgroupMark)
 
 	ebpf := r.source() == accounting.SourceEBPF
 	p("| Phase | Controller | Settle | Victim invocations | p50 | p99 | p50 / alone | p99 / alone |" +
@@ -541,8 +534,8 @@ func (b *bench) reportNoisy(w *benchmd.Report, r *noisyResult) {
 	}
 	p("\n")
 	if ebpf {
-		p("The victim's run-queue p99 is the daemon's eBPF histogram (buckets a factor of two wide) of the\n")
-		p("waits of its scope's tasks in the window, what the controller reads.\n\n")
+		p("The victim's run-queue p99 is the daemon's eBPF histogram (buckets a factor of two wide) of its scope's waits in\n")
+		p("the window, what the controller reads.\n\n")
 	}
 	for _, ant := range []antagonist{antCPU, antFork} {
 		off, on := r.find(ant, false), r.find(ant, true)
@@ -562,8 +555,8 @@ func (b *bench) reportNoisy(w *benchmd.Report, r *noisyResult) {
 			p("  the antagonist's scope was at level %d at the window's end.\n", on.level)
 		}
 	}
-	p("\nThe antagonist tenant has one scope; the controller's level 1 lowers a scope's CPU weight against\n")
-	p("its tenant's other scopes, level 2 caps its CPU (never below its tenant's entitled share).\n")
+	p("\nThe controller's level 1 lowers a scope's CPU weight against its tenant's other scopes, level 2 caps its CPU\n")
+	p("(never below its tenant's entitled share).\n")
 	if len(busy) > 0 {
 		p("Other work took more than a quarter of the machine's CPU time in the window of: %s.\n", strings.Join(busy, "; "))
 	}
