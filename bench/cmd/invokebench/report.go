@@ -12,36 +12,30 @@ func (b *bench) report(args string, cold map[string][]time.Duration, warm []warm
 	med := func(s string) string { return benchmd.Ms(benchmd.Median(cold[s])) }
 	us, p50, p99 := benchmd.Us, benchmd.Median, func(ds []time.Duration) time.Duration { return benchmd.Percentile(ds, 99) }
 	r := benchmd.NewReport("invokebench", "## Invocations: cold start and warm calls (issue 3), accounting (issue 4) and metering (issue 6) on vs off")
-	r.P("(a) The first invocation of a new scope through the daemon, against the same worker started by\n")
-	r.P("go-plugin without a sandbox and against `runc run` of `%s`, interleaved round-robin in one\n", truePath)
-	r.P("run; (b) warm invocations through the daemon against direct go-plugin calls to the same worker\n")
-	r.P("binary, with 1, 8 and 64 concurrent callers; (c) warm invocations through daemons with eBPF\n")
-	r.P("accounting on and off; (d) with metering on and off.\n\n")
+	r.P("(a) The first invocation of a new scope through the daemon, against the same worker started by go-plugin without a\n")
+	r.P("sandbox and against `runc run` of `%s`, round-robin in one run; (b) warm invocations through the daemon\n", truePath)
+	r.P("against direct go-plugin calls to the same worker binary at several caller counts; (c) warm invocations through\n")
+	r.P("daemons with eBPF accounting on and off; (d) with metering on and off.\n\n")
 	r.P("%s", benchmd.Facts("go run -tags seccomp ./bench/cmd/invokebench", args))
 	var other, wall time.Duration
 	for _, w := range warm {
 		other += w.daemon.cpuOther + w.direct.cpuOther
 		wall += w.daemon.elapsed + w.direct.elapsed
 	}
-	r.P("- Load average (1, 5, 15 min) at the start: %s. While the warm calls were measured, everything\n", b.kit.LoadAvg)
-	r.P("  but the benchmark, its daemon and workers (other processes, kernel threads, the hypervisor's\n")
-	r.P("  steal) used %.0f%% of the machine's CPU time; a busy machine inflates the daemon's path more.\n",
+	r.P("- Load average (1, 5, 15 min) at the start: %s. While the warm calls were measured, everything but the benchmark,\n", b.kit.LoadAvg)
+	r.P("  its daemon and workers used %.0f%% of the machine's CPU time; a busy machine inflates the daemon's path more.\n",
 		100*float64(other)/float64(wall)/float64(runtime.NumCPU()))
 	r.P("- Versions: %s, go-plugin %s, grpc %s, libcontainer %s (in the daemon), runc %s\n",
 		runtime.Version(), benchmd.ModuleVersion("", "github.com/hashicorp/go-plugin"), benchmd.ModuleVersion("", "google.golang.org/grpc"),
 		b.libcontainer, benchmd.ToolVersion(b.o.runc))
-	r.P("- Worker: `examples/whoami` (Go SDK), built with `CGO_ENABLED=0 go build` as the e2e tests do (%.1f MB);\n",
+	r.P("- Worker: `examples/whoami` (Go SDK, %.1f MB), which answers with JSON holding its hostname, pid, uid map, cgroups\n",
 		float64(len(b.files.Files[1].Content))/1e6)
-	r.P("  it answers with JSON holding its hostname, pid, uid map, cgroups and the payload.\n")
-	r.P("- Payload: %d bytes of ASCII in every invocation (cold and warm).\n", b.o.payload)
-	r.P("- Daemon: `scoped` built with `-tags seccomp`, started with a private configuration: isolation by\n")
-	r.P("  tenant + environment; `[pool] max_workers = %d, max_concurrent = %d, warm_min = 0, idle_timeout = \"1h\"`;\n",
-		b.o.maxWorkers, b.o.maxConcurrent)
-	r.P("  cgroup root `%s`; everything else at its default. One daemon serves the cold starts, a fresh\n", daemonCgroupRoot)
-	r.P("  one the warm calls, both with `[log] level = \"info\"` (nothing logged per invocation). The benchmark calls\n")
-	r.P("  them as root over their unix sockets with `client.Dial` (one connection each).\n")
-	r.P("- Cleanup: each daemon stopped with SIGTERM and left no cgroup; direct workers killed, runc state\n")
-	r.P("  and temporary directories removed; afterwards no cgroup named `*%s*` was left.\n\n", cgroupMark)
+	r.P("  and the payload: %d bytes of ASCII in every invocation.\n", b.o.payload)
+	r.P("- Daemon: isolation by tenant + environment; `[pool] max_workers = %d, max_concurrent = %d, warm_min = 0`; cgroup\n", b.o.maxWorkers, b.o.maxConcurrent)
+	r.P("  root `%s`; `[log] level = \"info\"`; the rest at its default. One daemon serves the cold starts, a fresh\n", daemonCgroupRoot)
+	r.P("  one the warm calls, each called over its unix socket with `client.Dial` (one connection).\n")
+	r.P("- Cleanup: each daemon stopped with SIGTERM and left no cgroup; direct workers killed, runc state and temporary\n")
+	r.P("  directories removed; afterwards no cgroup named `*%s*` was left.\n\n", cgroupMark)
 
 	r.P("### Cold start\n\n")
 	r.P("%d measured rounds of each variant, after %d discarded warm-up %s; %s idle before each timed run.\n\n",
@@ -68,26 +62,17 @@ func (b *bench) report(args string, cold map[string][]time.Duration, warm []warm
 	r.P("  %s of the client's time remain (gRPC to and from the daemon, Dispense, the first call, the reply).\n", med(phReply))
 	r.P("- go-plugin: %s from `NewClient` until `Client()` returns (fork/exec, the worker's start, the\n", med(pPluginStart))
 	r.P("  handshake, the gRPC connection), %s for `Dispense` and the first call.\n\n", med(pPluginCall))
-	r.P("Variants:\n\n")
-	r.P("- **scoped**: `Deploy` of whoami for a fresh tenant (`bench<i>`, untimed), then the time of its\n")
-	r.P("  first `Invoke` as the client sees it; `Figures.cold` is checked. Afterwards (untimed) the\n")
-	r.P("  extension is removed and the benchmark waits until the worker has exited.\n")
-	r.P("- **go-plugin**: `plugin.NewClient` with `Cmd: exec.Command(<whoami>)`, the scoped handshake, gRPC,\n")
-	r.P("  then `Client()`, `Dispense` and one `Invoke` of the worker protocol; `Kill` afterwards (untimed).\n")
-	r.P("- **runc run**: sandboxbench's variant: `runc --root <tmp> run --bundle <tmp> <unique id>` with a\n")
-	r.P("  bundle changed to match a scoped sandbox (pid, net, ipc, uts, mount, user and cgroup namespaces,\n")
-	r.P("  no capabilities, read-only /usr, private /proc, /dev, /tmp, a fresh cgroup leaf; no seccomp).\n\n")
-
+	r.P("Variants: **scoped**: `Deploy` of whoami for a fresh tenant (untimed), then its first `Invoke` as the client sees\n")
+	r.P("it (`Figures.cold` checked); afterwards the extension is removed and its worker awaited (untimed). **go-plugin**:\n")
+	r.P("`plugin.NewClient` of the worker with scoped's handshake, then `Client()`, `Dispense` and one `Invoke`; `Kill`\n")
+	r.P("afterwards (untimed). **runc run**: sandboxbench's variant, a bundle changed to match a scoped sandbox.\n\n")
 	r.P("### Warm calls\n\n")
-	r.P("Per caller count and path: %s of discarded warm-up, then %s measured in %d alternating slices\n", b.o.warmWarmup, b.o.warmDur, b.o.slices)
-	r.P("(daemon, direct, direct, daemon, …). Each caller calls back to back; latency is the client's,\n")
-	r.P("per call; invocations/s is calls over the measured time.\n\n")
-	r.P("- **daemon**: `Invoke` of whoami in one warm scope (tenant `%s`), all callers sharing one\n", warmTenant)
-	r.P("  `client.Client`; the pool grows to at most %d workers of %d concurrent invocations each\n", b.o.maxWorkers, b.o.maxConcurrent)
-	r.P("  (\"workers\" below: how many the scope had at the end of the setting).\n")
-	r.P("- **direct**: `workerv1.WorkerClient.Invoke` on one unsandboxed whoami worker started by the\n")
-	r.P("  benchmark with go-plugin (one worker, one gRPC connection: gRPC multiplexes the callers), with the\n")
-	r.P("  request the daemon would send (invocation id, extension, payload, deadline).\n\n")
+	r.P("Per caller count and path: %s of discarded warm-up, then %s measured in %d alternating slices (daemon,\n", b.o.warmWarmup, b.o.warmDur, b.o.slices)
+	r.P("direct, direct, daemon, …). Each caller calls back to back; latency is the client's; invocations/s is calls over\n")
+	r.P("the measured time. **daemon**: `Invoke` of whoami in one warm scope (tenant `%s`), the callers sharing one\n", warmTenant)
+	r.P("`client.Client`; the pool grows to at most %d workers (\"Workers\": the scope's at the end). **direct**:\n", b.o.maxWorkers)
+	r.P("`workerv1.WorkerClient.Invoke` on one unsandboxed worker started with go-plugin (one gRPC connection), with the\n")
+	r.P("request the daemon would send.\n\n")
 	r.P("| Callers | Path | Calls | p50 | p99 | Invocations/s | Workers |\n| ---: | --- | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, w := range warm {
 		r.P("| %d | daemon | %d | %s | %s | %.0f | %d |\n", w.callers, w.daemon.calls, us(p50(w.daemon.lat)), us(p99(w.daemon.lat)), w.daemon.perSecond(), w.workers)
