@@ -50,33 +50,10 @@ func (tn *testNet) path() string {
 	return fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), int(tn.host))
 }
 
-// newNS makes a network namespace without moving the caller into it.
-func newNS() (vnetns.NsHandle, error) {
-	runtime.LockOSThread()
-	orig, err := vnetns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return -1, err
-	}
-	defer orig.Close()
-	ns, nerr := vnetns.New()
-	if err := vnetns.Set(orig); err != nil {
-		// Left locked: the thread dies with its goroutine, never reused
-		// in the wrong namespace.
-		if nerr == nil {
-			ns.Close()
-		}
-		return -1, fmt.Errorf("back to the benchmark's network namespace: %w", err)
-	}
-	runtime.UnlockOSThread()
-	if nerr != nil {
-		return -1, fmt.Errorf("new network namespace: %w", nerr)
-	}
-	return ns, nil
-}
-
-// inNS runs f on a thread in ns and puts the thread back.
-func inNS(ns vnetns.NsHandle, f func() error) error {
+// onThread runs f on a locked thread and puts the thread back into the
+// benchmark's network namespace; should that fail, the thread stays locked
+// and dies with its goroutine, never reused in the wrong namespace.
+func onThread(f func() error) error {
 	runtime.LockOSThread()
 	orig, err := vnetns.Get()
 	if err != nil {
@@ -84,16 +61,32 @@ func inNS(ns vnetns.NsHandle, f func() error) error {
 		return err
 	}
 	defer orig.Close()
-	if err := vnetns.Set(ns); err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
 	ferr := f()
 	if err := vnetns.Set(orig); err != nil {
-		return errors.Join(ferr, err) // the thread stays locked and dies
+		return errors.Join(ferr, fmt.Errorf("back to the benchmark's network namespace: %w", err))
 	}
 	runtime.UnlockOSThread()
 	return ferr
+}
+
+// newNS makes a network namespace without moving the caller into it.
+func newNS() (vnetns.NsHandle, error) {
+	ns := vnetns.None()
+	err := onThread(func() (err error) { ns, err = vnetns.New(); return err })
+	if err != nil && ns.IsOpen() {
+		ns.Close()
+	}
+	return ns, err
+}
+
+// inNS runs f on a thread in ns.
+func inNS(ns vnetns.NsHandle, f func() error) error {
+	return onThread(func() error {
+		if err := vnetns.Set(ns); err != nil {
+			return err
+		}
+		return f()
+	})
 }
 
 // newTestNet makes a host and a test-host namespace joined by a veth.
@@ -424,27 +417,17 @@ func waitVeths(tn *testNet, n int) error {
 }
 
 // bareNamespace times unshare(CLONE_NEWNET) of a locked thread (what
-// making a namespace costs before any link is in it), puts the thread back
-// and closes the namespace.
-func bareNamespace() (time.Duration, error) {
-	runtime.LockOSThread()
-	orig, err := vnetns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return 0, err
+// making a namespace costs before any link is in it) and closes it.
+func bareNamespace() (d time.Duration, err error) {
+	ns := vnetns.None()
+	err = onThread(func() (err error) {
+		t0 := time.Now()
+		ns, err = vnetns.New()
+		d = time.Since(t0)
+		return err
+	})
+	if ns.IsOpen() {
+		ns.Close()
 	}
-	defer orig.Close()
-	t0 := time.Now()
-	ns, nerr := vnetns.New()
-	d := time.Since(t0)
-	if err := vnetns.Set(orig); err != nil {
-		// Left locked: the thread dies with its goroutine.
-		return 0, fmt.Errorf("back to the benchmark's network namespace: %w", err)
-	}
-	runtime.UnlockOSThread()
-	if nerr != nil {
-		return 0, nerr
-	}
-	ns.Close()
-	return d, nil
+	return d, err
 }
