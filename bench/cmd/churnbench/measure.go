@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -465,29 +466,18 @@ func waitNoScopes(ctx context.Context, dm *daemon, wait time.Duration) error {
 // and sends SIGHUP, which reloads it.
 func (b *bench) setIdle(dm *daemon, idle time.Duration) error {
 	path := filepath.Join(b.kit.Work, "daemon-"+dm.name, "config.toml")
-	return setIdle(path, dm.Pid(), idle)
-}
-
-func setIdle(path string, pid int, idle time.Duration) error {
 	cfg, err := os.ReadFile(path)
 	if err != nil {
 		return err
 	}
-	lines := strings.Split(string(cfg), "\n")
-	found := false
-	for i, l := range lines {
-		if strings.HasPrefix(l, "idle_timeout = ") {
-			lines[i] = fmt.Sprintf("idle_timeout = %q", idle.String())
-			found = true
-		}
-	}
-	if !found {
+	re := regexp.MustCompile(`(?m)^idle_timeout = .*$`)
+	if !re.Match(cfg) {
 		return fmt.Errorf("%s: no idle_timeout", path)
 	}
-	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")), 0o644); err != nil {
+	if err := os.WriteFile(path, re.ReplaceAll(cfg, []byte(fmt.Sprintf("idle_timeout = %q", idle.String()))), 0o644); err != nil {
 		return err
 	}
-	return syscall.Kill(pid, syscall.SIGHUP)
+	return syscall.Kill(dm.Pid(), syscall.SIGHUP)
 }
 
 // daemonReading is what the daemon holds at one moment.
@@ -695,10 +685,9 @@ func cgroupProcesses(root string) (int, error) {
 
 // hostReading is what the host holds that a daemon might leak.
 type hostReading struct {
-	mounts    int // in the benchmark's (the daemons') mount namespace
-	nsfs      int // of them, namespaces kept by a bind mount
-	netns     int // distinct network namespaces of all processes
-	processes int
+	mounts int // in the benchmark's (the daemons') mount namespace
+	nsfs   int // of them, namespaces kept by a bind mount
+	netns  int // distinct network namespaces of all processes
 }
 
 func readHost() (hostReading, error) {
@@ -722,24 +711,11 @@ func readHost() (hostReading, error) {
 		if _, err := strconv.Atoi(e.Name()); err != nil {
 			continue
 		}
-		h.processes++
-		fi, err := os.Stat(filepath.Join("/proc", e.Name(), "ns", "net"))
-		if err != nil {
-			continue // gone meanwhile
-		}
-		if ino, ok := inode(fi); ok {
-			nets = append(nets, ino)
+		if fi, err := os.Stat(filepath.Join("/proc", e.Name(), "ns", "net")); err == nil { // else gone meanwhile
+			nets = append(nets, fi.Sys().(*syscall.Stat_t).Ino)
 		}
 	}
 	slices.Sort(nets)
 	h.netns = len(slices.Compact(nets))
 	return h, nil
-}
-
-func inode(fi os.FileInfo) (uint64, bool) {
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return 0, false
-	}
-	return st.Ino, true
 }
