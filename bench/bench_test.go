@@ -9,6 +9,8 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -244,5 +246,66 @@ func TestRoundRobin(t *testing.T) {
 	cancel()
 	if _, err := RoundRobin(ctx, "", 0, 1, 0, vs, t.Logf); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled: %v", err)
+	}
+}
+
+func TestReportOutput(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "BENCHMARKS.md")
+	a, b := NewReport("a", "## A"), NewReport("b", "## B")
+	a.P("x %d\n", 1)
+	if got, want := a.End(), "<!-- a:start -->\n## A\n\nx 1\n<!-- a:end -->\n"; got != want {
+		t.Fatalf("report %q, want %q", got, want)
+	}
+	if err := Output(path, t.Logf, a.String(), b.End()); err != nil {
+		t.Fatal(err)
+	}
+	a2 := NewReport("a", "## A2")
+	if err := Output(path, t.Logf, a2.End()); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(path)
+	if want := intro + "\n" + a2.String() + "\n" + b.String(); string(got) != want {
+		t.Errorf("file:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+func TestParallel(t *testing.T) {
+	var sum atomic.Int64
+	if err := Parallel(context.Background(), 3, 100, func(_ context.Context, i int) error { sum.Add(int64(i)); return nil }); err != nil || sum.Load() != 4950 {
+		t.Errorf("Parallel: sum %d, %v", sum.Load(), err)
+	}
+	boom := errors.New("boom")
+	err := Parallel(context.Background(), 2, 1000, func(ctx context.Context, i int) error {
+		if i == 5 {
+			return boom
+		}
+		return ctx.Err()
+	})
+	if !errors.Is(err, boom) {
+		t.Errorf("Parallel failing: %v", err)
+	}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	var wg sync.WaitGroup
+	var calls atomic.Int64
+	Keep(ctx, cancel, &wg, 2, func(context.Context) error {
+		if calls.Add(1) == 10 {
+			return boom
+		}
+		return nil
+	})
+	wg.Wait()
+	if !errors.Is(context.Cause(ctx), boom) {
+		t.Errorf("Keep: cause %v", context.Cause(ctx))
+	}
+}
+
+func TestProc(t *testing.T) {
+	if !ProcAlive(os.Getpid()) || ProcAlive(1<<30) {
+		t.Error("ProcAlive")
+	}
+	for deadline := time.Now().Add(5 * time.Second); ProcCPU(os.Getpid()) == 0 && time.Now().Before(deadline); { // burn a clock tick
+	}
+	if c, s := ProcCPU(os.Getpid()), SelfCPU(false); c <= 0 || s <= 0 || ProcCPU(1<<30) != 0 {
+		t.Errorf("ProcCPU %v, SelfCPU %v", c, s)
 	}
 }
