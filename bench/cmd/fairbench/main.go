@@ -35,24 +35,19 @@ var logf = benchmd.Logger("fairbench: ", false)
 const (
 	cgroupRoot = "/scoped-bench-fair"
 	cgroupMark = "scoped-bench-fair"
-
-	extName = "spin"
-	spinMs  = "60000" // the longest call spin accepts
-
-	// Host ids of the scopes' user namespaces, apart from the default
-	// daemon's (1048576) and invokebench's (1<<29).
+	extName    = "spin"
+	spinMs     = "60000" // the longest call spin accepts
+	// Host ids apart from the default daemon's and invokebench's.
 	idBase  = 3 << 29
 	idSlots = 32
 )
 
 type options struct {
-	duration  time.Duration
-	settle    time.Duration
-	slices    int
-	spinners  int
-	noisySpin int // the noisy scenario's antagonist spinners
-	scenarios []string
-	control   bool
+	duration, settle time.Duration
+	slices, spinners int
+	noisySpin        int // the noisy scenario's antagonist spinners
+	scenarios        []string
+	control          bool
 }
 
 func main() {
@@ -67,19 +62,15 @@ func main() {
 	flag.BoolVar(&o.control, "control", true, "run the daemons' noisy-neighbour controller ([control] enabled) in the fair-share scenarios (noisy sets it per phase)")
 	benchmd.Main("fairbench", true, func(ctx context.Context, args string) ([]string, error) {
 		for _, f := range strings.Split(sc, ",") {
-			f = strings.TrimSpace(f)
-			if !slices.Contains(allScenarios, f) {
+			if f = strings.TrimSpace(f); !slices.Contains(allScenarios, f) {
 				return nil, fmt.Errorf("-scenarios %q: %q is not one of %s", sc, f, strings.Join(allScenarios, ", "))
-			}
-			if !slices.Contains(o.scenarios, f) {
+			} else if !slices.Contains(o.scenarios, f) {
 				o.scenarios = append(o.scenarios, f)
 			}
 		}
 		switch {
-		case o.duration < 100*time.Millisecond:
-			return nil, fmt.Errorf("-duration %s: at least 100ms", o.duration)
 		case o.slices < 1 || o.duration < time.Duration(o.slices)*100*time.Millisecond:
-			return nil, fmt.Errorf("-slices %d: want at least 1, and slices of at least 100ms", o.slices)
+			return nil, errors.New("-duration and -slices: want at least one slice of at least 100ms")
 		case o.settle < 0:
 			return nil, fmt.Errorf("-settle %s: must not be negative", o.settle)
 		case o.spinners < 1 || o.spinners > 64 || o.noisySpin < 1 || o.noisySpin > 64:
@@ -90,30 +81,26 @@ func main() {
 }
 
 // allScenarios are the scenarios in the order they run by default: the
-// fair-share ones (scenarioByName), then the noisy neighbour (noisy.go).
+// fair-share ones (scenarioByName), then the noisy neighbour.
 var allScenarios = []string{"equal", "tiers", "scopes", noisyName}
 
-// tenantSpec is one tenant of a scenario.
 type tenantSpec struct {
-	name   string
-	tier   string
-	weight float64  // its tier's cpu_weight
-	envs   []string // one scope each
-	assign bool     // SetTenant to tier (else the default tier)
+	name, tier string
+	weight     float64  // its tier's cpu_weight
+	envs       []string // one scope each
+	assign     bool     // SetTenant to tier (else the default tier)
 }
 
 type scenario struct {
-	name, title string
-	tiers       string // [tiers.*] tables of the daemon's configuration
-	about       string // what is measured, for the report
-	ten         []tenantSpec
+	name, title, about string
+	tiers              string // [tiers.*] tables of the daemon's configuration
+	ten                []tenantSpec
 }
 
 func scenarioByName(name string) *scenario {
-	envs := func(n int) []string {
-		e := make([]string, n)
-		for i := range e {
-			e[i] = "env" + strconv.Itoa(i+1)
+	envs := func(n int) (e []string) {
+		for i := range n {
+			e = append(e, "env"+strconv.Itoa(i+1))
 		}
 		return e
 	}
@@ -130,40 +117,32 @@ func scenarioByName(name string) *scenario {
 			tiers: "[tiers.bronze]\ncpu_weight = 100\n[tiers.silver]\ncpu_weight = 200\n[tiers.gold]\ncpu_weight = 400\n",
 			about: "Three tenants, one scope each, placed with `SetTenant` in tiers `bronze` (cpu_weight 100), " +
 				"`silver` (200) and `gold` (400): 1/7, 2/7 and 4/7.",
-			ten: []tenantSpec{
-				{name: "bronze-co", tier: "bronze", weight: 100, envs: envs(1), assign: true},
-				{name: "silver-co", tier: "silver", weight: 200, envs: envs(1), assign: true},
-				{name: "gold-co", tier: "gold", weight: 400, envs: envs(1), assign: true},
-			}}
+			ten: []tenantSpec{{"bronze-co", "bronze", 100, envs(1), true}, {"silver-co", "silver", 200, envs(1), true},
+				{"gold-co", "gold", 400, envs(1), true}}}
 	case "scopes":
 		return &scenario{name: name, title: "A tenant with 8 scopes against a tenant with 1",
 			about: "Tenant `many` runs 8 scopes (spin deployed in environments env1..env8), tenant `one` runs 1, " +
 				"both in tier `standard`: 50 % each, however many scopes a tenant runs.",
-			ten: []tenantSpec{
-				{name: "many", tier: "standard", weight: 100, envs: envs(8)},
-				{name: "one", tier: "standard", weight: 100, envs: envs(1)},
-			}}
+			ten: []tenantSpec{{"many", "standard", 100, envs(8), false}, {"one", "standard", 100, envs(1), false}}}
 	}
 	return nil
 }
 
 type tenantResult struct {
-	spec      tenantSpec
-	cpu       time.Duration   // in the window
-	scopeCPU  []time.Duration // per scope, where the unified hierarchy shows them
-	share     float64         // of all the scenario's tenants' CPU in the window
-	entitled  float64
-	workers   int     // worker cgroups at the end of the window (-1: unknown)
-	restarted int     // spin calls that completed (60 s of CPU) and were called again
-	sliceLo   float64 // the least and the largest share in a slice of the window
-	sliceHi   float64
+	spec             tenantSpec
+	cpu              time.Duration   // in the window
+	scopeCPU         []time.Duration // per scope, where the unified hierarchy shows them
+	share, entitled  float64         // of all the scenario's tenants' CPU in the window
+	workers          int             // worker cgroups at the end of the window (-1: unknown)
+	restarted        int             // spin calls that completed (60 s of CPU) and were made again
+	sliceLo, sliceHi float64         // the least and the largest share in a slice of the window
 }
 
 type result struct {
 	sc      *scenario
 	window  time.Duration // wall time between the two reads
 	ten     []tenantResult
-	machine time.Duration // busy CPU time of the whole machine in the window (/proc/stat)
+	machine time.Duration // busy CPU time of the whole machine in the window
 	jain    float64       // over share/entitled
 }
 
@@ -187,10 +166,9 @@ func shares(xs []float64) []float64 {
 func jain(xs []float64) float64 {
 	var sum, sq float64
 	for _, x := range xs {
-		sum += x
-		sq += x * x
+		sum, sq = sum+x, sq+x*x
 	}
-	if len(xs) == 0 || sq == 0 {
+	if sq == 0 {
 		return 0
 	}
 	return sum * sum / (float64(len(xs)) * sq)
@@ -202,12 +180,11 @@ func (r *result) compute() {
 		cpu[i], w[i] = float64(t.cpu), t.spec.weight
 	}
 	sh, ent := shares(cpu), shares(w)
-	norm := make([]float64, len(r.ten))
 	for i := range r.ten {
 		r.ten[i].share, r.ten[i].entitled = sh[i], ent[i]
-		norm[i] = sh[i] / ent[i]
+		cpu[i] = sh[i] / ent[i]
 	}
-	r.jain = jain(norm)
+	r.jain = jain(cpu)
 }
 
 // sliceShares sets each tenant's least and largest share over the slices
@@ -219,12 +196,10 @@ func (r *result) sliceShares(cpu [][]time.Duration) {
 			xs[i] = float64(v)
 		}
 		for i, sh := range shares(xs) {
-			t := &r.ten[i]
-			if k == 0 || sh < t.sliceLo {
-				t.sliceLo = sh
-			}
-			if k == 0 || sh > t.sliceHi {
-				t.sliceHi = sh
+			if t := &r.ten[i]; k == 0 {
+				t.sliceLo, t.sliceHi = sh, sh
+			} else {
+				t.sliceLo, t.sliceHi = min(t.sliceLo, sh), max(t.sliceHi, sh)
 			}
 		}
 	}
@@ -273,11 +248,11 @@ func (b *bench) callTimeout() time.Duration {
 	return max(5*time.Minute, b.o.settle+b.o.duration+2*time.Minute)
 }
 
-// settings is a daemon's configuration, without the paths: workers per
+// startDaemon starts the daemon of a scenario or phase with workers per
 // scope, the controller on or off, and extra settings of [control] or
-// tables after it.
-func (b *bench) settings(workers int, control bool, extra string) string {
-	return fmt.Sprintf(`[isolation]
+// tables after it; stopDaemon stops it.
+func (b *bench) startDaemon(ctx context.Context, name string, workers int, control bool, extra string) (err error) {
+	b.d, err = b.kit.StartDaemon(ctx, name, cgroupRoot, fmt.Sprintf(`[isolation]
 by = ["environment"]
 [limits]
 default_timeout = "5m"
@@ -296,12 +271,7 @@ listen = "off"
 level = "info"
 [control]
 enabled = %t
-`, b.callTimeout().String(), workers, idBase, idSlots, control) + extra
-}
-
-// startDaemon starts the daemon of a scenario or phase; stopDaemon stops it.
-func (b *bench) startDaemon(ctx context.Context, name, settings string) (err error) {
-	b.d, err = b.kit.StartDaemon(ctx, name, cgroupRoot, settings)
+`, b.callTimeout().String(), workers, idBase, idSlots, control)+extra)
 	return err
 }
 
@@ -310,16 +280,36 @@ func (b *bench) stopDaemon(retErr *error) {
 	*retErr = errors.Join(*retErr, err)
 }
 
+// sleep waits d, or returns why ctx ended first.
+func sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-time.After(d):
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+// failure is the error that cancelled ctx, nil if it was cancelled
+// without one.
+func failure(ctx context.Context) error {
+	if err := context.Cause(ctx); !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
 // scenario runs one scenario on a fresh daemon: deploys, warms every
 // scope's workers, and keeps -spinners spin calls running in every scope
-// (a call that completes is made again) while it reads the tenants' CPU
-// usage -settle after their start and in -slices slices of the window.
+// while it reads the tenants' CPU usage -settle after their start and at
+// -slices slices of the window.
 func (b *bench) scenario(ctx context.Context, sc *scenario) (_ *result, retErr error) {
 	logf("scenario %s: %s", sc.name, sc.title)
-	if err := b.startDaemon(ctx, sc.name, b.settings(b.o.spinners, b.o.control, sc.tiers)); err != nil {
+	if err := b.startDaemon(ctx, sc.name, b.o.spinners, b.o.control, sc.tiers); err != nil {
 		return nil, err
 	}
 	defer b.stopDaemon(&retErr)
+	t0 := time.Now()
 	for _, t := range sc.ten {
 		if t.assign {
 			if _, err := b.d.C.SetTenant(ctx, &scopedv1.SetTenantRequest{Tenant: t.name, Tier: t.tier}); err != nil {
@@ -330,17 +320,12 @@ func (b *bench) scenario(ctx context.Context, sc *scenario) (_ *result, retErr e
 			if err := b.d.Deploy(ctx, t.name, env, extName, b.files); err != nil {
 				return nil, err
 			}
-		}
-	}
-	t0 := time.Now()
-	for _, t := range sc.ten {
-		for _, env := range t.envs {
 			if err := b.warm(ctx, t.name, env, extName, b.o.spinners, spinWarm); err != nil {
 				return nil, err
 			}
 		}
 	}
-	logf("warmed %d workers in every scope in %s", b.o.spinners, time.Since(t0).Round(time.Millisecond))
+	logf("deployed and warmed %d workers in every scope in %s", b.o.spinners, time.Since(t0).Round(time.Millisecond))
 
 	sctx, cancel := context.WithCancelCause(ctx)
 	var wg sync.WaitGroup
@@ -359,16 +344,8 @@ func (b *bench) scenario(ctx context.Context, sc *scenario) (_ *result, retErr e
 		}
 	}
 	r := &result{sc: sc}
-	wait := func(d time.Duration) error {
-		select {
-		case <-time.After(d):
-			return nil
-		case <-sctx.Done():
-			return context.Cause(sctx)
-		}
-	}
 	measure := func() error {
-		if err := wait(b.o.settle); err != nil {
+		if err := sleep(sctx, b.o.settle); err != nil {
 			return err
 		}
 		start, err := b.readUsage(sc)
@@ -382,7 +359,7 @@ func (b *bench) scenario(ctx context.Context, sc *scenario) (_ *result, retErr e
 		var perSlice [][]time.Duration
 		end := start
 		for k := 1; k <= b.o.slices; k++ {
-			if err := wait(time.Until(start.at.Add(time.Duration(k) * b.o.duration / time.Duration(b.o.slices)))); err != nil {
+			if err := sleep(sctx, time.Until(start.at.Add(time.Duration(k)*b.o.duration/time.Duration(b.o.slices)))); err != nil {
 				return err
 			}
 			u, err := b.readUsage(sc)
@@ -393,15 +370,13 @@ func (b *bench) scenario(ctx context.Context, sc *scenario) (_ *result, retErr e
 			for i := range row {
 				row[i] = u.tenant[i] - end.tenant[i]
 			}
-			perSlice = append(perSlice, row)
-			end = u
+			perSlice, end = append(perSlice, row), u
 		}
-		r.machine = benchmd.MachineBusy() - m0
-		r.window = end.at.Sub(start.at)
+		r.machine, r.window = benchmd.MachineBusy()-m0, end.at.Sub(start.at)
 		for i, t := range sc.ten {
 			tr := tenantResult{spec: t, cpu: end.tenant[i] - start.tenant[i], workers: end.workers[i], restarted: int(restarts[i].Load())}
-			if len(start.scopes[i]) == len(end.scopes[i]) {
-				for j := range end.scopes[i] {
+			for j := range end.scopes[i] {
+				if len(start.scopes[i]) == len(end.scopes[i]) {
 					tr.scopeCPU = append(tr.scopeCPU, end.scopes[i][j]-start.scopes[i][j])
 				}
 			}
@@ -413,7 +388,7 @@ func (b *bench) scenario(ctx context.Context, sc *scenario) (_ *result, retErr e
 	err := measure()
 	cancel(nil)
 	wg.Wait()
-	if err = cmp.Or(err, spinFailure(sctx)); err != nil {
+	if err = cmp.Or(err, failure(sctx)); err != nil {
 		return nil, fmt.Errorf("%w\ndaemon log:\n%s", err, b.d.LogTail())
 	}
 	r.compute()
@@ -428,38 +403,25 @@ func (b *bench) scenario(ctx context.Context, sc *scenario) (_ *result, retErr e
 	return r, nil
 }
 
-// spinFailure is the error that cancelled ctx, nil if ctx was cancelled
-// without one.
-func spinFailure(ctx context.Context) error {
-	if err := context.Cause(ctx); !errors.Is(err, context.Canceled) {
-		return err
-	}
-	return nil
-}
-
 // spinWarm are the payloads of warm's rounds for spin: CPU milliseconds.
 var spinWarm = []string{"50", "200", "500", "1000"}
 
 // warm starts n workers of the scope's extension ext: rounds of n
 // concurrent short calls (the payloads, one per round, longer each round;
-// each call must return its payload), until n distinct workers have
-// answered.
+// each call must return its payload), until n distinct workers answered.
 func (b *bench) warm(ctx context.Context, tenant, env, ext string, n int, payloads []string) error {
 	var mu sync.Mutex
 	seen := map[string]bool{}
 	for _, ms := range payloads {
 		err := benchmd.Parallel(ctx, n, n, func(ctx context.Context, _ int) error {
 			resp, _, err := b.d.Invoke(ctx, time.Minute, &scopedv1.InvokeRequest{Tenant: tenant, Environment: env, Extension: ext, Payload: []byte(ms)})
-			if err != nil {
-				return err
-			}
-			if strings.TrimSpace(string(resp.GetResult())) != ms {
-				return fmt.Errorf("%s %s returned %.40q", ext, ms, resp.GetResult())
+			if err == nil && strings.TrimSpace(string(resp.GetResult())) != ms {
+				err = fmt.Errorf("%s %s returned %.40q", ext, ms, resp.GetResult())
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			seen[resp.GetFigures().GetWorker()] = true
-			return nil
+			seen[resp.GetFigures().GetWorker()] = err == nil
+			return err
 		})
 		if err != nil {
 			return fmt.Errorf("warm %s/%s: %w\ndaemon log:\n%s", tenant, env, err, b.d.LogTail())
@@ -468,8 +430,7 @@ func (b *bench) warm(ctx context.Context, tenant, env, ext string, n int, payloa
 			return nil
 		}
 	}
-	return fmt.Errorf("warm %s/%s: %d %s workers answered %d rounds of %d concurrent calls, want %d",
-		tenant, env, len(seen), ext, len(payloads), n, n)
+	return fmt.Errorf("warm %s/%s: %d %s workers answered %d rounds of %d concurrent calls, want %d", tenant, env, len(seen), ext, len(payloads), n, n)
 }
 
 // usage is one reading of every tenant's CPU usage.
@@ -481,7 +442,7 @@ type usage struct {
 }
 
 // readUsage reads the tenants' (and their scopes') CPU usage, tenants first
-// and back to back.
+// and back to back. Scopes and workers show in the unified hierarchy only.
 func (b *bench) readUsage(sc *scenario) (usage, error) {
 	u := usage{at: time.Now()}
 	for _, t := range sc.ten {
@@ -491,44 +452,28 @@ func (b *bench) readUsage(sc *scenario) (usage, error) {
 		}
 		u.tenant = append(u.tenant, v)
 	}
+	unified := map[cgroups.Mode]string{cgroups.V2: "/sys/fs/cgroup", cgroups.Hybrid: "/sys/fs/cgroup/unified"}[cgroups.HostMode()]
 	for _, t := range sc.ten {
 		p := path.Join(cgroupRoot, t.tier, t.name)
 		workers, scopes := -1, []time.Duration(nil)
-		if dir := unifiedDir(p); dir != "" {
+		if unified != "" {
 			workers = 0
-			names, err := subdirs(dir)
+			names, err := subdirs(filepath.Join(unified, p))
+			for _, s := range names {
+				v, verr := cgroups.CPUUsage(path.Join(p, s))
+				ws, werr := subdirs(filepath.Join(unified, p, s))
+				if err = errors.Join(err, verr, werr); err != nil {
+					return u, err
+				}
+				scopes, workers = append(scopes, v), workers+len(ws)
+			}
 			if err != nil {
 				return u, err
 			}
-			for _, s := range names {
-				v, err := cgroups.CPUUsage(path.Join(p, s))
-				if err != nil {
-					return u, err
-				}
-				scopes = append(scopes, v)
-				ws, err := subdirs(filepath.Join(dir, s))
-				if err != nil {
-					return u, err
-				}
-				workers += len(ws)
-			}
 		}
-		u.scopes = append(u.scopes, scopes)
-		u.workers = append(u.workers, workers)
+		u.scopes, u.workers = append(u.scopes, scopes), append(u.workers, workers)
 	}
 	return u, nil
-}
-
-// unifiedDir is the directory of the absolute cgroup path p in the unified
-// hierarchy, or "" on a pure v1 host.
-func unifiedDir(p string) string {
-	switch cgroups.HostMode() {
-	case cgroups.V2:
-		return filepath.Join("/sys/fs/cgroup", p)
-	case cgroups.Hybrid:
-		return filepath.Join("/sys/fs/cgroup/unified", p)
-	}
-	return ""
 }
 
 // subdirs are the names of dir's subdirectories, sorted.
@@ -562,11 +507,8 @@ func (b *bench) report(args string, results []*result, noisy *noisyResult) strin
 	r.P("%s", benchmd.Facts("go run -tags seccomp ./bench/cmd/fairbench", args))
 	r.P("- Load average (1, 5, 15 min) at the start: %s\n", b.kit.LoadAvg)
 	r.P("- Worker: `examples/spin` (Go SDK), which burns the payload's CPU milliseconds on one thread.\n")
-	per := "scenario"
-	if len(results) == 0 {
-		per = "phase"
-	}
-	r.P("- Daemon: a fresh one per %s: isolation by tenant + environment; `[pool] max_concurrent = 1`", per)
+	r.P("- Daemon: a fresh one per %s: isolation by tenant + environment; `[pool] max_concurrent = 1`",
+		map[bool]string{true: "scenario", false: "phase"}[len(results) > 0])
 	if len(results) > 0 {
 		r.P(", `max_workers = %d`", n)
 	}
@@ -592,9 +534,7 @@ func (b *bench) report(args string, results []*result, noisy *noisyResult) strin
 		var restarted int
 		var dev float64
 		for _, t := range res.ten {
-			sum += t.cpu
-			restarted += t.restarted
-			dev = max(dev, math.Abs(t.share-t.entitled))
+			sum, restarted, dev = sum+t.cpu, restarted+t.restarted, max(dev, math.Abs(t.share-t.entitled))
 			r.P("| %s | %s | %d | %.2f | %.1f %% | %.1f %% | %.3f | %.1f–%.1f %% |\n", t.spec.name, t.spec.tier, len(t.spec.envs),
 				t.cpu.Seconds(), 100*t.share, 100*t.entitled, t.share/t.entitled, 100*t.sliceLo, 100*t.sliceHi)
 		}
@@ -603,17 +543,15 @@ func (b *bench) report(args string, results []*result, noisy *noisyResult) strin
 		r.P("In the %.2f s window the tenants used %.2f CPU s of the machine's %.2f (%.0f %%); everything else\n",
 			res.window.Seconds(), sum.Seconds(), capacity, 100*sum.Seconds()/capacity)
 		r.P("(the daemon, other processes, the kernel) %.0f %% by /proc/stat.", 100*max(res.machine-sum, 0).Seconds()/capacity)
-		if restarted == 1 {
-			r.P(" 1 spin call completed in the window and was made again.")
-		} else if restarted > 1 {
-			r.P(" %d spin calls completed in the window and were made again.", restarted)
+		if restarted > 0 {
+			r.P(" %d spin %s completed in the window and %s made again.", restarted, benchmd.Plural(restarted, "call"),
+				map[bool]string{true: "was", false: "were"}[restarted == 1])
 		}
 		r.P("\n")
 		for _, t := range res.ten {
 			if len(t.scopeCPU) > 1 && t.cpu > 0 {
-				lo, hi := slices.Min(t.scopeCPU), slices.Max(t.scopeCPU)
-				r.P("Inside `%s`, its %d scopes got %.1f %% to %.1f %% of the tenant's CPU time each (even: %.1f %%).\n",
-					t.spec.name, len(t.scopeCPU), 100*lo.Seconds()/t.cpu.Seconds(), 100*hi.Seconds()/t.cpu.Seconds(), 100/float64(len(t.scopeCPU)))
+				r.P("Inside `%s`, its %d scopes got %.1f %% to %.1f %% of the tenant's CPU time each (even: %.1f %%).\n", t.spec.name, len(t.scopeCPU),
+					100*slices.Min(t.scopeCPU).Seconds()/t.cpu.Seconds(), 100*slices.Max(t.scopeCPU).Seconds()/t.cpu.Seconds(), 100/float64(len(t.scopeCPU)))
 			}
 		}
 		if res.sc.name == "scopes" {

@@ -29,21 +29,17 @@ import (
 )
 
 const (
-	noisyName  = "noisy"
-	noisyTitle = "Noisy neighbour: a victim's latency (issue 5)"
-
+	noisyName     = "noisy"
+	noisyTitle    = "Noisy neighbour: a victim's latency (issue 5)"
 	noisySpinners = 4 // the default of -noisy-spinners
-
-	noisyTier    = "standard"
-	victimTenant = "victim"
-	antTenant    = "noisy"
-	noisyEnv     = "env1"
-	victimMs     = "2" // the victim's spin payload: CPU milliseconds
-
+	noisyTier     = "standard"
+	victimTenant  = "victim"
+	antTenant     = "noisy"
+	noisyEnv      = "env1"
+	victimMs      = "2"         // the victim's spin payload: CPU milliseconds
 	victimTimeout = time.Minute // per victim call: far beyond any latency seen
-
-	forkExt     = "forkstorm"
-	forkCallers = 2
+	forkExt       = "forkstorm"
+	forkCallers   = 2
 
 	// The controller's settings in these phases: shorter than the
 	// defaults (1s, 10s, 3), so that it acts within a short window.
@@ -51,10 +47,9 @@ const (
 	ctlCooldown    = 5 * time.Second
 	ctlDetectTicks = 3
 	// minSettle is the least settle time of every phase, enough for the
-	// controller's detection (detect_ticks ticks after a first tick
-	// without figures) on a quiet machine. With the controller on beside
-	// an antagonist, the window waits further for a "detected" event, at
-	// most detectWait in all.
+	// controller's detection on a quiet machine. With the controller on
+	// beside an antagonist, the window waits further for a "detected"
+	// event, at most detectWait in all.
 	minSettle  = 5 * time.Second
 	detectWait = 10 * time.Second
 )
@@ -69,15 +64,12 @@ var forkstormFS embed.FS
 // forkstormBundle is the fork storm's bundle: its manifest and script.
 func forkstormBundle() (*scopedv1.Bundle, error) {
 	bundle := &scopedv1.Bundle{}
-	for _, f := range []struct {
-		name string
-		mode uint32
-	}{{"manifest.toml", 0o644}, {"forkstorm.sh", 0o755}} {
-		b, err := forkstormFS.ReadFile("forkstorm/" + f.name)
+	for _, f := range []string{"manifest.toml", "forkstorm.sh"} {
+		b, err := forkstormFS.ReadFile("forkstorm/" + f)
 		if err != nil {
 			return nil, err
 		}
-		bundle.Files = append(bundle.Files, &scopedv1.File{Path: f.name, Mode: f.mode, Content: b})
+		bundle.Files = append(bundle.Files, &scopedv1.File{Path: f, Mode: map[bool]uint32{true: 0o755, false: 0o644}[strings.HasSuffix(f, ".sh")], Content: b})
 	}
 	return bundle, nil
 }
@@ -90,7 +82,6 @@ const (
 	antFork
 )
 
-// phase is one phase of the noisy scenario.
 type phase struct {
 	name    string
 	ant     antagonist
@@ -124,7 +115,7 @@ type phaseResult struct {
 	lat     []time.Duration // the victim's calls started in the window, sorted
 	antCPU  time.Duration   // the antagonist tenant's CPU in the window
 	vicCPU  time.Duration   // the victim tenant's
-	machine time.Duration   // busy CPU time of the machine in the window (/proc/stat)
+	machine time.Duration   // busy CPU time of the machine in the window
 	antDone int             // antagonist calls that completed (and were made again) in the phase
 	ctlOn   bool            // ListEvents' controller_enabled
 	events  []*scopedv1.Event
@@ -141,15 +132,7 @@ func (r *phaseResult) rest() time.Duration { return max(r.machine-r.antCPU-r.vic
 // quantile is the nearest-rank q-quantile of the victim's latencies.
 func (r *phaseResult) quantile(q float64) time.Duration { return benchmd.Percentile(r.lat, q*100) }
 
-type noisyResult struct {
-	phases []*phaseResult
-}
-
-// noisySettings is a noisy phase's daemon configuration, without the paths.
-func (b *bench) noisySettings(control bool) string {
-	return b.settings(b.noisyWorkers(), control, fmt.Sprintf("interval = %q\ncooldown = %q\ndetect_ticks = %d\n",
-		ctlInterval.String(), ctlCooldown.String(), ctlDetectTicks))
-}
+type noisyResult struct{ phases []*phaseResult }
 
 // noisySettle is every noisy phase's settle time (see minSettle).
 func (b *bench) noisySettle() time.Duration { return max(b.o.settle, minSettle) }
@@ -172,31 +155,29 @@ func (b *bench) noisy(ctx context.Context) (*noisyResult, error) {
 	return r, nil
 }
 
-// victimCall is one of the victim's invocations.
-type victimCall struct {
-	start time.Time
-	took  time.Duration
-}
-
 func (b *bench) noisyPhase(ctx context.Context, p phase) (_ *phaseResult, retErr error) {
 	logf("phase %s: the victim %s, controller %s", p.name, b.what(p), onOff(p.control))
-	if err := b.startDaemon(ctx, noisyName+"-"+p.name, b.noisySettings(p.control)); err != nil {
+	err := b.startDaemon(ctx, noisyName+"-"+p.name, b.noisyWorkers(), p.control,
+		fmt.Sprintf("interval = %q\ncooldown = %q\ndetect_ticks = %d\n", ctlInterval.String(), ctlCooldown.String(), ctlDetectTicks))
+	if err != nil {
 		return nil, err
 	}
 	defer b.stopDaemon(&retErr)
 	begun := time.Now()
 
 	// Deploy and warm: the victim's one worker, the antagonist's workers.
-	if err := b.d.Deploy(ctx, victimTenant, noisyEnv, extName, b.files); err != nil {
-		return nil, err
-	}
 	antExt, antPayload, antCallers, antWarm, antBundle := extName, spinMs, b.o.noisySpin, spinWarm, b.files
-	if p.ant == antFork {
+	switch p.ant {
+	case antNone:
+		antCallers = 0
+	case antFork:
 		antExt, antPayload, antCallers, antWarm = forkExt, "0", forkCallers, forkWarm // "0": until cancelled
-		var err error
 		if antBundle, err = forkstormBundle(); err != nil {
 			return nil, err
 		}
+	}
+	if err := b.d.Deploy(ctx, victimTenant, noisyEnv, extName, b.files); err != nil {
+		return nil, err
 	}
 	if p.ant != antNone {
 		if err := b.d.Deploy(ctx, antTenant, noisyEnv, antExt, antBundle); err != nil {
@@ -211,11 +192,8 @@ func (b *bench) noisyPhase(ctx context.Context, p phase) (_ *phaseResult, retErr
 		if err := b.warm(ctx, antTenant, noisyEnv, antExt, antCallers, antWarm); err != nil {
 			return nil, err
 		}
-	} else {
-		antCallers = 0
 	}
-	logf("warmed the victim's worker and %d antagonist %s in %s", antCallers, benchmd.Plural(antCallers, "worker"),
-		time.Since(t0).Round(time.Millisecond))
+	logf("warmed the victim's worker and %d antagonist %s in %s", antCallers, benchmd.Plural(antCallers, "worker"), time.Since(t0).Round(time.Millisecond))
 
 	// The antagonist: antCallers calls kept running (made again if they
 	// complete) until the victim's last call has returned. A failure of
@@ -242,16 +220,16 @@ func (b *bench) noisyPhase(ctx context.Context, p phase) (_ *phaseResult, retErr
 	vctx, cancelVictim := context.WithCancel(fctx)
 	defer cancelVictim()
 	var stopAt atomic.Int64 // unix ns; 0: not yet known
-	var calls []victimCall
+	type call struct {
+		start time.Time
+		took  time.Duration
+	}
+	var calls []call
 	victimDone := make(chan struct{})
 	go func() {
 		defer close(victimDone)
 		vt := durationpb.New(victimTimeout)
-		for vctx.Err() == nil {
-			start := time.Now()
-			if s := stopAt.Load(); s != 0 && start.UnixNano() >= s {
-				return
-			}
+		for start := time.Now(); vctx.Err() == nil && (stopAt.Load() == 0 || start.UnixNano() < stopAt.Load()); start = time.Now() {
 			resp, err := b.d.C.Invoke(vctx, &scopedv1.InvokeRequest{Tenant: victimTenant, Environment: noisyEnv, Extension: extName, Payload: []byte(victimMs), Timeout: vt})
 			took := time.Since(start)
 			switch {
@@ -264,39 +242,36 @@ func (b *bench) noisyPhase(ctx context.Context, p phase) (_ *phaseResult, retErr
 				fail(fmt.Errorf("victim: spin %s returned %.40q", victimMs, resp.GetResult()))
 				return
 			}
-			calls = append(calls, victimCall{start: start, took: took})
+			calls = append(calls, call{start, took})
 		}
 	}()
 
 	started := time.Now()
 	r := &phaseResult{ph: p}
-	wait := func(d time.Duration) error {
-		select {
-		case <-time.After(d):
-			return nil
-		case <-fctx.Done():
-			return context.Cause(fctx)
-		}
-	}
 	inspect := func(tenant string) (*scopedv1.Scope, error) {
 		resp, err := b.d.C.ListScopes(ctx, &scopedv1.ListScopesRequest{Tenant: tenant})
 		if err != nil {
 			return nil, err
-		}
-		if n := len(resp.GetScopes()); n != 1 {
+		} else if n := len(resp.GetScopes()); n != 1 {
 			return nil, fmt.Errorf("tenant %s has %d scopes, want 1", tenant, n)
 		}
 		return b.d.C.InspectScope(ctx, &scopedv1.InspectScopeRequest{Scope: resp.GetScopes()[0].GetKey()})
 	}
-	events := func() (*scopedv1.ListEventsResponse, error) {
-		return b.d.C.ListEvents(ctx, &scopedv1.ListEventsRequest{Since: timestamppb.New(begun)})
+	// usage reads the antagonist's tenant CPU usage (0 without one) and
+	// the victim's.
+	usage := func() (ant, victim time.Duration, err error) {
+		if p.ant != antNone {
+			ant, err = cgroups.CPUUsage(path.Join(cgroupRoot, noisyTier, antTenant))
+		}
+		victim, verr := cgroups.CPUUsage(path.Join(cgroupRoot, noisyTier, victimTenant))
+		return ant, victim, errors.Join(err, verr)
 	}
 	measure := func() error {
-		if err := wait(b.noisySettle()); err != nil {
+		if err := sleep(fctx, b.noisySettle()); err != nil {
 			return err
 		}
 		for p.ant != antNone && p.control { // the window starts after the controller's detection
-			ev, err := events()
+			ev, err := b.d.C.ListEvents(ctx, &scopedv1.ListEventsRequest{Since: timestamppb.New(begun)})
 			if err != nil {
 				return err
 			}
@@ -308,7 +283,7 @@ func (b *bench) noisyPhase(ctx context.Context, p phase) (_ *phaseResult, retErr
 				logf("  no detection %s after the antagonist's start; measuring anyway", time.Since(started).Round(time.Millisecond))
 				break
 			}
-			if err := wait(ctlInterval); err != nil {
+			if err := sleep(fctx, ctlInterval); err != nil {
 				return err
 			}
 		}
@@ -316,17 +291,17 @@ func (b *bench) noisyPhase(ctx context.Context, p phase) (_ *phaseResult, retErr
 		if err != nil {
 			return err
 		}
-		a0, v0, err := b.noisyUsage(p)
+		a0, v0, err := usage()
 		if err != nil {
 			return err
 		}
 		r.at = time.Now()
 		r.settle = r.at.Sub(started)
 		m0 := benchmd.MachineBusy()
-		if err := wait(b.o.duration); err != nil {
+		if err := sleep(fctx, b.o.duration); err != nil {
 			return err
 		}
-		a1, v1, err := b.noisyUsage(p)
+		a1, v1, err := usage()
 		if err != nil {
 			return err
 		}
@@ -337,8 +312,7 @@ func (b *bench) noisyPhase(ctx context.Context, p phase) (_ *phaseResult, retErr
 		if err != nil {
 			return err
 		}
-		r.window = end.Sub(r.at)
-		r.antCPU, r.vicCPU = a1-a0, v1-v0
+		r.window, r.antCPU, r.vicCPU = end.Sub(r.at), a1-a0, v1-v0
 		r.source = s1.GetUsage().GetSource()
 		r.runq = histogram(s1.GetUsage()).Sub(histogram(s0.GetUsage()))
 		r.preempt = s1.GetUsage().GetPreemptions() - s0.GetUsage().GetPreemptions()
@@ -354,25 +328,21 @@ func (b *bench) noisyPhase(ctx context.Context, p phase) (_ *phaseResult, retErr
 			}
 			r.level = sc.GetThrottleLevel()
 		}
-		ev, err := events()
-		if err != nil {
-			return err
-		}
+		ev, err := b.d.C.ListEvents(ctx, &scopedv1.ListEventsRequest{Since: timestamppb.New(begun)})
 		r.ctlOn, r.events = ev.GetControllerEnabled(), ev.GetEvents()
-		return nil
+		return err
 	}
-	err := measure()
+	err = measure()
 	cancelVictim()
 	<-victimDone
 	cancelAnt()
 	antWG.Wait()
-	if err = cmp.Or(err, spinFailure(fctx)); err != nil {
+	if err = cmp.Or(err, failure(fctx)); err != nil {
 		return nil, fmt.Errorf("%w\ndaemon log:\n%s", err, b.d.LogTail())
 	}
 	r.antDone = int(antDone.Load())
-	end := r.at.Add(r.window)
 	for _, c := range calls {
-		if !c.start.Before(r.at) && c.start.Before(end) {
+		if !c.start.Before(r.at) && c.start.Before(r.at.Add(r.window)) {
 			r.lat = append(r.lat, c.took)
 		}
 	}
@@ -390,26 +360,10 @@ func (b *bench) noisyPhase(ctx context.Context, p phase) (_ *phaseResult, retErr
 	return r, nil
 }
 
-// noisyUsage reads the antagonist's (0 when there is none) and the
-// victim's tenant CPU usage.
-func (b *bench) noisyUsage(p phase) (ant, victim time.Duration, err error) {
-	if p.ant != antNone {
-		if ant, err = cgroups.CPUUsage(path.Join(cgroupRoot, noisyTier, antTenant)); err != nil {
-			return 0, 0, err
-		}
-	}
-	victim, err = cgroups.CPUUsage(path.Join(cgroupRoot, noisyTier, victimTenant))
-	return ant, victim, err
-}
-
 // histogram is the run-queue histogram of u.
 func histogram(u *scopedv1.Usage) accounting.Histogram {
 	h := accounting.Histogram{Count: u.GetRunqCount(), Sum: u.GetRunqSum().AsDuration()}
-	for i, n := range u.GetRunqBuckets() {
-		if i < len(h.Buckets) {
-			h.Buckets[i] = n
-		}
-	}
+	copy(h.Buckets[:], u.GetRunqBuckets())
 	return h
 }
 
@@ -427,38 +381,31 @@ func describeEvent(e *scopedv1.Event, at time.Time, long bool) string {
 	return s
 }
 
-func onOff(on bool) string {
-	if on {
-		return "on"
-	}
-	return "off"
-}
+func onOff(on bool) string { return map[bool]string{true: "on", false: "off"}[on] }
 
 // fmtDur prints a latency in ms with three significant digits or so.
 func fmtDur(d time.Duration) string {
 	ms := float64(d) / float64(time.Millisecond)
-	switch {
-	case ms < 10:
-		return fmt.Sprintf("%.2f ms", ms)
-	case ms < 100:
-		return fmt.Sprintf("%.1f ms", ms)
+	prec := 0
+	if ms < 10 {
+		prec = 2
+	} else if ms < 100 {
+		prec = 1
 	}
-	return fmt.Sprintf("%.0f ms", ms)
+	return fmt.Sprintf("%.*f ms", prec, ms)
 }
 
 // eventsCell lists a phase's controller events for the table.
 func (r *phaseResult) eventsCell() string {
 	if !r.ctlOn {
 		return "— (off)"
-	}
-	if len(r.events) == 0 {
+	} else if len(r.events) == 0 {
 		return "none"
 	}
-	const most = 6
 	var parts []string
 	for i, e := range r.events {
-		if i == most {
-			parts = append(parts, fmt.Sprintf("and %d more", len(r.events)-most))
+		if i == 6 {
+			parts = append(parts, fmt.Sprintf("and %d more", len(r.events)-6))
 			break
 		}
 		parts = append(parts, describeEvent(e, r.at, false))
@@ -503,7 +450,7 @@ func (b *bench) reportNoisy(w *benchmd.Report, r *noisyResult) {
 		sep += " ---: |"
 	}
 	p(" Controller events |\n%s --- |\n", sep)
-	alone := r.phase("alone")
+	alone := r.find(antNone, true)
 	var busy []string
 	for _, ph := range r.phases {
 		ratio := func(q float64) string {
@@ -543,7 +490,7 @@ func (b *bench) reportNoisy(w *benchmd.Report, r *noisyResult) {
 			continue
 		}
 		p("- %s, controller off / on (alone): victim p50 %s / %s (%s),\n",
-			capitalize(b.what(off.ph)), fmtDur(off.quantile(0.5)), fmtDur(on.quantile(0.5)), fmtDur(alone.quantile(0.5)))
+			strings.ToUpper(b.what(off.ph)[:1])+b.what(off.ph)[1:], fmtDur(off.quantile(0.5)), fmtDur(on.quantile(0.5)), fmtDur(alone.quantile(0.5)))
 		p("  p99 %s / %s (%s); %d / %d victim calls (%d); victim CPU %.2f / %.2f s (%.2f);\n",
 			fmtDur(off.quantile(0.99)), fmtDur(on.quantile(0.99)), fmtDur(alone.quantile(0.99)),
 			len(off.lat), len(on.lat), len(alone.lat), off.vicCPU.Seconds(), on.vicCPU.Seconds(), alone.vicCPU.Seconds())
@@ -582,13 +529,6 @@ func eventKinds(evs []*scopedv1.Event) string {
 	return strings.Join(kinds, ", ")
 }
 
-func capitalize(s string) string {
-	if s == "" {
-		return s
-	}
-	return strings.ToUpper(s[:1]) + s[1:]
-}
-
 // source is the victim scope's accounting source in the phases ("" if
 // unknown, "mixed" if they differ).
 func (r *noisyResult) source() string {
@@ -603,15 +543,6 @@ func (r *noisyResult) source() string {
 		}
 	}
 	return src
-}
-
-func (r *noisyResult) phase(name string) *phaseResult {
-	for _, ph := range r.phases {
-		if ph.ph.name == name {
-			return ph
-		}
-	}
-	return nil
 }
 
 func (r *noisyResult) find(ant antagonist, control bool) *phaseResult {
