@@ -174,3 +174,16 @@ func Keep(ctx context.Context, cancel context.CancelCauseFunc, wg *sync.WaitGrou
 		})
 	}
 }
+
+// Poll calls f every interval until it says done or fails, for at most
+// wait, and returns whether it was done.
+func Poll(wait, interval time.Duration, f func() (done bool, err error)) (bool, error) {
+	for deadline := time.Now().Add(wait); ; time.Sleep(interval) {
+		if done, err := f(); done || err != nil {
+			return done, err
+		}
+		if time.Now().After(deadline) {
+			return false, nil
+		}
+	}
+}

@@ -184,16 +184,12 @@ func (b *bench) measureDensity(ctx context.Context) (*densityResult, error) {
 		return nil, err
 	}
 	// Namespaces and mounts of killed workers go a moment after them.
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		if r.hostAfter, err = readHost(); err != nil {
-			return nil, err
-		}
-		if r.hostAfter.mounts <= r.hostBefore.mounts && r.hostAfter.nsfs <= r.hostBefore.nsfs &&
-			r.hostAfter.netns <= r.hostBefore.netns || time.Now().After(deadline) {
-			break
-		}
-	}
-	return r, nil
+	_, err = benchmd.Poll(20*time.Second, 200*time.Millisecond, func() (bool, error) {
+		h, err := readHost()
+		r.hostAfter = h
+		return h.mounts <= r.hostBefore.mounts && h.nsfs <= r.hostBefore.nsfs && h.netns <= r.hostBefore.netns, err
+	})
+	return r, err
 }
 
 // measureRecovery fills a second daemon, kills it with SIGKILL, and times
@@ -305,16 +301,13 @@ func (b *bench) readChurn(ctx context.Context, dm *daemon) (churnReading, error)
 
 // readSettled reads until nothing is left beyond base (namespaces, mounts
 // and goroutines of removed workers go a moment after them), at most for
-// 30 s, and returns the last reading.
-func (b *bench) readSettled(ctx context.Context, dm *daemon, base churnReading) (churnReading, error) {
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		r, err := b.readChurn(ctx, dm)
-		if err != nil || r.leaks(base) == "" || time.Now().After(deadline) {
-			return r, err
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+// a minute, and returns the last reading.
+func (b *bench) readSettled(ctx context.Context, dm *daemon, base churnReading) (r churnReading, err error) {
+	_, err = benchmd.Poll(time.Minute, 250*time.Millisecond, func() (bool, error) {
+		r, err = b.readChurn(ctx, dm)
+		return r.leaks(base) == "", err
+	})
+	return r, err
 }
 
 // measureChurn creates -churn scopes on a daemon with a short idle
@@ -446,20 +439,15 @@ func (b *bench) churn(ctx context.Context, dm *daemon, n int, r *churnResult) (t
 
 // waitNoScopes waits until dm lists no scope.
 func waitNoScopes(ctx context.Context, dm *daemon, wait time.Duration) error {
-	deadline := time.Now().Add(wait)
-	for {
-		live, err := dm.liveScopes(ctx)
-		if err != nil {
-			return err
-		}
-		if live == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s still lists %d scopes %s after the churn", dm.name, live, wait)
-		}
-		time.Sleep(20 * time.Millisecond)
+	var live int
+	done, err := benchmd.Poll(wait, 20*time.Millisecond, func() (_ bool, err error) {
+		live, err = dm.liveScopes(ctx)
+		return live == 0, err
+	})
+	if err == nil && !done {
+		err = fmt.Errorf("%s still lists %d scopes %s after the churn", dm.name, live, wait)
 	}
+	return err
 }
 
 // setIdle changes dm's idle timeout: it rewrites its configuration file

@@ -242,17 +242,13 @@ func (b *bench) close() error {
 // checkDirectGone fails if a direct worker the benchmark started still
 // runs (go-plugin's Kill waits for it; this checks).
 func (b *bench) checkDirectGone() error {
-	deadline := time.Now().Add(5 * time.Second)
 	for _, pid := range b.direct {
-		for {
+		gone, _ := benchmd.Poll(5*time.Second, 10*time.Millisecond, func() (bool, error) {
 			comm, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
-			if err != nil || strings.TrimSpace(string(comm)) != extName || !benchmd.ProcAlive(pid) {
-				break
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("direct worker pid %d still runs", pid)
-			}
-			time.Sleep(10 * time.Millisecond)
+			return err != nil || strings.TrimSpace(string(comm)) != extName || !benchmd.ProcAlive(pid), nil
+		})
+		if !gone {
+			return fmt.Errorf("direct worker pid %d still runs", pid)
 		}
 	}
 	return nil

@@ -81,13 +81,11 @@ func (b *bench) coldScoped(ctx context.Context, rec func(string, time.Duration))
 		return fmt.Errorf("remove %s of %s: %w", extName, tenant, err)
 	}
 	// So that the next run does not share the machine with its exit.
-	deadline := time.Now().Add(10 * time.Second)
 	for _, w := range sc.GetWorkers() {
-		for w.GetPid() > 0 && benchmd.ProcAlive(int(w.GetPid())) {
-			if time.Now().After(deadline) {
-				return fmt.Errorf("worker %s (pid %d) of scope %s still runs 10s after its extension was removed", w.GetId(), w.GetPid(), c.ScopeKey)
-			}
-			time.Sleep(2 * time.Millisecond)
+		if gone, _ := benchmd.Poll(10*time.Second, 2*time.Millisecond, func() (bool, error) {
+			return w.GetPid() <= 0 || !benchmd.ProcAlive(int(w.GetPid())), nil
+		}); !gone {
+			return fmt.Errorf("worker %s (pid %d) of scope %s still runs 10s after its extension was removed", w.GetId(), w.GetPid(), c.ScopeKey)
 		}
 	}
 	return nil

@@ -176,18 +176,15 @@ func (b *bench) close() error {
 // it found.
 func (b *bench) checkBPF() string {
 	var extra []ebpf.ProgramID
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+	gone, err := benchmd.Poll(10*time.Second, 100*time.Millisecond, func() (bool, error) {
 		now, err := bpfPrograms()
-		if err != nil {
-			return "BPF programs not checked: " + err.Error()
-		}
 		extra = slices.DeleteFunc(now, func(id ebpf.ProgramID) bool { return slices.Contains(b.bpfStart, id) })
-		if len(extra) == 0 {
-			return "no BPF program loaded during the run was left"
-		}
-		if time.Now().After(deadline) {
-			break
-		}
+		return len(extra) == 0, err
+	})
+	if err != nil {
+		return "BPF programs not checked: " + err.Error()
+	} else if gone {
+		return "no BPF program loaded during the run was left"
 	}
 	note := fmt.Sprintf("%d BPF programs loaded during the run were still loaded 10 s after it (ids %v; another process may have loaded them)", len(extra), extra)
 	logf("warning: %s", note)

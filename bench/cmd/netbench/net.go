@@ -400,20 +400,15 @@ func (b *bench) measureInproc(ctx context.Context) (_ *inprocResult, retErr erro
 
 // waitVeths waits until tn has n scope veths (a full pool).
 func waitVeths(tn *testNet, n int) error {
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		v, err := tn.scopeVeths()
-		if err != nil {
-			return err
-		}
-		if v >= n {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("the namespace pool has %d of %d namespaces after 20 s", v, n)
-		}
-		time.Sleep(10 * time.Millisecond)
+	var v int
+	full, err := benchmd.Poll(20*time.Second, 10*time.Millisecond, func() (_ bool, err error) {
+		v, err = tn.scopeVeths()
+		return v >= n, err
+	})
+	if err == nil && !full {
+		err = fmt.Errorf("the namespace pool has %d of %d namespaces after 20 s", v, n)
 	}
+	return err
 }
 
 // bareNamespace times unshare(CLONE_NEWNET) of a locked thread (what

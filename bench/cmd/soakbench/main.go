@@ -228,17 +228,15 @@ func (r *report) crash(ctx context.Context, d *benchmd.Daemon) (time.Duration, e
 	if err := d.Kill(); err != nil {
 		return 0, err
 	}
-	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		left := processesIn(cgroupRoot)
-		if len(left) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("processes of the killed daemon's scopes do not die: %v", left)
-		}
+	var left []int
+	if gone, _ := benchmd.Poll(15*time.Second, 50*time.Millisecond, func() (bool, error) {
 		for _, pid := range left {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
+		left = processesIn(cgroupRoot)
+		return len(left) == 0, nil
+	}); !gone {
+		return 0, fmt.Errorf("processes of the killed daemon's scopes do not die: %v", left)
 	}
 	for _, tn := range r.tenants {
 		n, err := cgroups.Load(filepath.Join(cgroupRoot, tier, tn))
