@@ -13,8 +13,11 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/cilium/ebpf"
 
 	"github.com/scoped-io/scoped/cgroups"
 	"github.com/scoped-io/scoped/internal/gobuild"
@@ -197,6 +200,44 @@ func CgroupDirs(root string) ([]string, error) {
 		}
 	}
 	return dirs, nil
+}
+
+// CgroupProcs lists the processes in the cgroup path root and below it,
+// from its pids hierarchy (the unified one on a pure v2 host).
+func CgroupProcs(root string) ([]int, error) {
+	base := "/sys/fs/cgroup/pids"
+	if cgroups.HostMode() == cgroups.V2 {
+		base = "/sys/fs/cgroup"
+	}
+	var pids []int
+	err := filepath.WalkDir(filepath.Join(base, root), func(p string, d fs.DirEntry, err error) error {
+		if os.IsNotExist(err) {
+			return nil
+		} else if err == nil && d.IsDir() {
+			b, _ := os.ReadFile(filepath.Join(p, "cgroup.procs"))
+			for _, f := range strings.Fields(string(b)) {
+				if pid, err := strconv.Atoi(f); err == nil {
+					pids = append(pids, pid)
+				}
+			}
+		}
+		return err
+	})
+	return pids, err
+}
+
+// BPFPrograms lists the ids of the BPF programs loaded on the host.
+func BPFPrograms() ([]ebpf.ProgramID, error) {
+	var ids []ebpf.ProgramID
+	for id := ebpf.ProgramID(0); ; {
+		next, err := ebpf.ProgramGetNextID(id)
+		if errors.Is(err, os.ErrNotExist) {
+			return ids, nil
+		} else if err != nil {
+			return nil, fmt.Errorf("listing BPF programs: %w", err)
+		}
+		ids, id = append(ids, next), next
+	}
 }
 
 // CgroupsLeft is the equivalent of `find /sys/fs/cgroup -maxdepth 3 -iname

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -292,9 +291,11 @@ func (b *bench) readChurn(ctx context.Context, dm *daemon) (churnReading, error)
 		return r, err
 	}
 	r.cgroupDirs = len(dirs)
-	if r.processes, err = cgroupProcesses(dm.cgroupRoot); err != nil {
+	pids, err := benchmd.CgroupProcs(dm.cgroupRoot)
+	if err != nil {
 		return r, err
 	}
+	r.processes = len(pids)
 	r.host, err = readHost()
 	return r, err
 }
@@ -643,32 +644,6 @@ func cgroupMemory(root string) (uint64, error) {
 		return 0, err
 	}
 	return st.MemoryCurrent, nil
-}
-
-// cgroupProcesses counts the processes below the cgroup path root (its
-// pids hierarchy, or the unified one on v2).
-func cgroupProcesses(root string) (int, error) {
-	base := "/sys/fs/cgroup/pids"
-	if cgroups.HostMode() == cgroups.V2 {
-		base = "/sys/fs/cgroup"
-	}
-	n := 0
-	err := filepath.WalkDir(filepath.Join(base, root), func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			if os.IsNotExist(err) {
-				return nil
-			}
-			return err
-		}
-		if d.IsDir() {
-			b, err := os.ReadFile(filepath.Join(p, "cgroup.procs"))
-			if err == nil {
-				n += len(strings.Fields(string(b)))
-			}
-		}
-		return nil
-	})
-	return n, err
 }
 
 // hostReading is what the host holds that a daemon might leak.

@@ -12,7 +12,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
 	"runtime"
 	"slices"
 	"time"
@@ -117,7 +116,7 @@ func (b *bench) setup() error {
 	if b.hostStart, err = readRealHost(); err != nil {
 		return fmt.Errorf("the host's network: %w", err)
 	}
-	if b.bpfStart, err = bpfPrograms(); err != nil {
+	if b.bpfStart, err = benchmd.BPFPrograms(); err != nil {
 		return err
 	}
 	b.bpfListed = true
@@ -177,7 +176,7 @@ func (b *bench) close() error {
 func (b *bench) checkBPF() string {
 	var extra []ebpf.ProgramID
 	gone, err := benchmd.Poll(10*time.Second, 100*time.Millisecond, func() (bool, error) {
-		now, err := bpfPrograms()
+		now, err := benchmd.BPFPrograms()
 		extra = slices.DeleteFunc(now, func(id ebpf.ProgramID) bool { return slices.Contains(b.bpfStart, id) })
 		return len(extra) == 0, err
 	})
@@ -189,19 +188,4 @@ func (b *bench) checkBPF() string {
 	note := fmt.Sprintf("%d BPF programs loaded during the run were still loaded 10 s after it (ids %v; another process may have loaded them)", len(extra), extra)
 	logf("warning: %s", note)
 	return note
-}
-
-func bpfPrograms() ([]ebpf.ProgramID, error) {
-	var ids []ebpf.ProgramID
-	for id := ebpf.ProgramID(0); ; {
-		next, err := ebpf.ProgramGetNextID(id)
-		if errors.Is(err, os.ErrNotExist) {
-			return ids, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("listing BPF programs: %w", err)
-		}
-		ids = append(ids, next)
-		id = next
-	}
 }

@@ -19,7 +19,6 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -257,20 +256,10 @@ func (r *report) crash(ctx context.Context, d *benchmd.Daemon) (time.Duration, e
 	return d.Restart(ctx, fmt.Sprintf("%s.%d", r.firstLog, len(r.restarts)+1), time.Minute)
 }
 
-// processesIn lists the live processes in a cgroup below root.
+// processesIn lists the live processes in the cgroup root and below.
 func processesIn(root string) []int {
-	var out []int
-	procs, _ := filepath.Glob("/proc/[0-9]*/cgroup")
-	for _, p := range procs {
-		b, err := os.ReadFile(p)
-		if err != nil || !strings.Contains(string(b), ":"+root+"/") {
-			continue
-		}
-		if pid, err := strconv.Atoi(strings.Split(p, "/")[2]); err == nil && benchmd.ProcAlive(pid) {
-			out = append(out, pid)
-		}
-	}
-	return out
+	pids, _ := benchmd.CgroupProcs(root)
+	return slices.DeleteFunc(pids, func(pid int) bool { return !benchmd.ProcAlive(pid) })
 }
 
 func ledgerCPU(ctx context.Context, c *client.Client, tenant string) (float64, error) {

@@ -308,22 +308,17 @@ func perRun(before, after map[string]accounting.ProgramStats) map[string]float64
 
 // accountingPrograms names the loaded eBPF programs called acct_*.
 func accountingPrograms() []string {
+	ids, _ := benchmd.BPFPrograms()
 	var names []string
-	for id := ebpf.ProgramID(0); ; {
-		next, err := ebpf.ProgramGetNextID(id)
-		if err != nil {
-			return names
+	for _, id := range ids {
+		if p, err := ebpf.NewProgramFromID(id); err == nil {
+			if info, err := p.Info(); err == nil && strings.HasPrefix(info.Name, "acct_") {
+				names = append(names, fmt.Sprintf("%s (id %d)", info.Name, id))
+			}
+			p.Close()
 		}
-		id = next
-		p, err := ebpf.NewProgramFromID(id)
-		if err != nil {
-			continue
-		}
-		if info, err := p.Info(); err == nil && strings.HasPrefix(info.Name, "acct_") {
-			names = append(names, fmt.Sprintf("%s (id %d)", info.Name, id))
-		}
-		p.Close()
 	}
+	return names
 }
 
 // report renders the section; res holds picoseconds (see runOnce).
