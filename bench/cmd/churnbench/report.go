@@ -132,7 +132,7 @@ func (b *bench) churnReport(args string, r *churnResult) string {
 	p("- Procedure: `[scope] id_slots = %d`. A first round of %d scopes, all removed; then the baseline. Then %d new\n", r.batch, 2*b.o.parallel, r.n)
 	p("  users' first invocations, %d at a time (each checked cold; one refused for want of an id slot is retried after\n", b.o.parallel)
 	p("  100 ms: %d were), while the daemon removes the scopes idle %s; the scopes it lists are sampled every second.\n", r.slotWaits, b.o.idle)
-	p("  Once it lists none, what is left is read (waiting up to 30 s for the baseline). Then **every id slot at once**:\n")
+	p("  Once it lists none, what is left is read (waiting up to a minute for the baseline). Then **every id slot at once**:\n")
 	p("  the idle timeout raised to 1 h (SIGHUP reload), %d new scopes made (each must get a slot, so none leaked), the\n", r.batch)
 	p("  timeout set back; the reaper removes them all in one pass, timed until none is listed; read again; stopped.\n\n")
 
