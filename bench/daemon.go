@@ -22,8 +22,9 @@ const stopWait = 60 * time.Second
 // Daemon is a scoped daemon that a benchmark runs with a private
 // configuration, its stdout and stderr in a log file.
 type Daemon struct {
-	Socket  string // its API socket
-	LogPath string // its stdout and stderr
+	Socket  string         // its API socket
+	LogPath string         // its stdout and stderr
+	C       *client.Client // one connection to it while it serves
 
 	cmd        *exec.Cmd
 	bin        string
@@ -65,19 +66,22 @@ func StartDaemon(ctx context.Context, bin, dir, cgroupRoot, settings string, log
 	return d, nil
 }
 
+// maxMessage bounds the client's messages: bundles of up to 64 MiB.
+const maxMessage = 128 << 20
+
 // waitServing waits up to wait for the daemon to answer ListExtensions,
-// and stops it if it does not.
+// keeping that client as C, and stops it if it does not.
 func (d *Daemon) waitServing(ctx context.Context, wait time.Duration) error {
 	deadline := time.Now().Add(wait)
 	for {
-		c, err := client.Dial(ctx, d.Socket)
+		c, err := client.Dial(ctx, d.Socket, client.WithMaxMessageSize(maxMessage))
 		if err == nil {
-			_, err = c.ListExtensions(ctx, &scopedv1.ListExtensionsRequest{})
-			c.Close()
-			if err == nil {
+			if _, err = c.ListExtensions(ctx, &scopedv1.ListExtensionsRequest{}); err == nil {
+				d.C = c
 				d.logf("daemon (pid %d) serving on %s, cgroup root %s", d.Pid(), d.Socket, d.cgroupRoot)
 				return nil
 			}
+			c.Close()
 		}
 		select {
 		case <-d.exited:
@@ -132,6 +136,7 @@ func (d *Daemon) Stop() error {
 // returns how long it took from SIGTERM to its exit.
 func (d *Daemon) StopWithin(wait time.Duration) (time.Duration, error) {
 	defer d.logFile.Close()
+	d.closeClient()
 	select {
 	case <-d.exited:
 		return 0, fmt.Errorf("scoped (pid %d) had exited (%v) before the benchmark stopped it:\n%s",
@@ -164,6 +169,7 @@ func (d *Daemon) StopWithin(wait time.Duration) (time.Duration, error) {
 // to exit: it removes nothing. Restart starts its successor.
 func (d *Daemon) Kill() error {
 	defer d.logFile.Close()
+	d.closeClient()
 	select {
 	case <-d.exited:
 		return fmt.Errorf("scoped (pid %d) had exited (%v) before the benchmark killed it:\n%s",
@@ -196,6 +202,13 @@ func (d *Daemon) Restart(ctx context.Context, logPath string, wait time.Duration
 	return time.Since(t0), nil
 }
 
+func (d *Daemon) closeClient() {
+	if d.C != nil {
+		_ = d.C.Close()
+		d.C = nil
+	}
+}
+
 // LogTail is the last 40 lines of the daemon's log.
 func (d *Daemon) LogTail() string {
 	f, err := os.Open(d.LogPath)
@@ -213,4 +226,68 @@ func (d *Daemon) LogTail() string {
 		}
 	}
 	return strings.Join(lines, "\n")
+}
+
+// Deploy deploys bundle as the extension name of tenant in env.
+func (d *Daemon) Deploy(ctx context.Context, tenant, env, name string, bundle *scopedv1.Bundle) error {
+	_, err := d.C.Deploy(ctx, &scopedv1.DeployRequest{Tenant: tenant, Environment: env, Name: name, Bundle: bundle})
+	if err != nil {
+		return fmt.Errorf("deploy %s for %s/%s: %w", name, tenant, env, err)
+	}
+	return nil
+}
+
+// Invoke makes req with a client deadline of timeout and returns the reply
+// and the client's latency.
+func (d *Daemon) Invoke(ctx context.Context, timeout time.Duration, req *scopedv1.InvokeRequest) (*scopedv1.InvokeResponse, time.Duration, error) {
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	t0 := time.Now()
+	resp, err := d.C.Invoke(cctx, req)
+	took := time.Since(t0)
+	if err != nil {
+		return nil, took, fmt.Errorf("invoke %s for %s/%s/%s: %w", req.GetExtension(), req.GetTenant(), req.GetEnvironment(), req.GetUser(), err)
+	}
+	return resp, took, nil
+}
+
+// ColdStart is a scope's cold start as the client saw it, in the phases
+// the daemon reports (Figures.cold_start): the one source of the phases.
+type ColdStart struct {
+	Total            time.Duration // the client's latency
+	Queued, Duration time.Duration // Figures.queued (worker acquisition) and .duration
+	Scope            time.Duration // receipt → the worker's start: checks, admission, the scope's cgroups
+	Network          time.Duration // the worker's network (0 in mode none)
+	Sandbox          time.Duration // worker cgroup, rootfs, libcontainer create + run
+	Handshake        time.Duration // the worker's start up to its handshake and gRPC connection
+	Reply            time.Duration // the rest of Total: gRPC to and from the daemon, Dispense, the call
+	ScopeKey         string
+}
+
+// ColdStart makes req, the first invocation of whoami in a new scope, and
+// checks that it was cold, echoed its payload and came with its phases.
+func (d *Daemon) ColdStart(ctx context.Context, timeout time.Duration, req *scopedv1.InvokeRequest) (ColdStart, error) {
+	resp, took, err := d.Invoke(ctx, timeout, req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ColdStart{}, fmt.Errorf("interrupted: %w", ctx.Err())
+		}
+		return ColdStart{}, fmt.Errorf("%w\ndaemon log:\n%s", err, d.LogTail())
+	}
+	f := resp.GetFigures()
+	if !f.GetCold() {
+		return ColdStart{}, fmt.Errorf("the first invocation of tenant %s was not cold (worker %s)", req.GetTenant(), f.GetWorker())
+	}
+	if err := CheckWhoami(resp.GetResult(), string(req.GetPayload())); err != nil {
+		return ColdStart{}, err
+	}
+	cs := f.GetColdStart()
+	if cs == nil {
+		return ColdStart{}, fmt.Errorf("the cold invocation of tenant %s has no cold-start phases in its figures", req.GetTenant())
+	}
+	c := ColdStart{Total: took, Queued: f.GetQueued().AsDuration(), Duration: f.GetDuration().AsDuration(),
+		Scope: cs.GetScope().AsDuration(), Network: cs.GetNetwork().AsDuration(), Sandbox: cs.GetSandbox().AsDuration(),
+		Handshake: cs.GetHandshake().AsDuration(), ScopeKey: f.GetScope()}
+	c.Reply = took - c.Scope - c.Network - c.Sandbox - c.Handshake
+	return c, nil
 }

@@ -5,11 +5,11 @@
 // replacing only its own section.
 //
 // This package is their shared harness, so that each program keeps only its
-// scenario: the Kit (work directory, the daemon and bundles built with
-// internal/gobuild, daemons started and stopped with their cgroup roots
-// checked, the -daemon-log file, the final check for cgroups left), the runc
-// and bubblewrap peers (Runc, HostLayout), RoundRobin over variants,
-// percentiles, the machine's facts and busy time (read by cgroups), report
-// formats and WriteSection. Cold-start phases come from the daemon itself
-// (the invocation's Figures.cold_start), never from its log.
+// scenario: Main (flags, root, the host-wide lock, signals, -o), the Kit
+// (work directory, the daemon and bundles built with internal/gobuild,
+// daemons started, stopped and checked for cgroups left), a Daemon's client
+// with Deploy, Invoke and ColdStart (the cold-start phases come from the
+// daemon's Figures.cold_start, never from its log), the runc and bubblewrap
+// peers, RoundRobin, Parallel, Keep and Poll, percentiles, the machine's
+// facts and busy time, /proc and cgroup readers, and Report sections.
 package bench

@@ -1,43 +1,8 @@
-// Command churnbench measures how scoped holds many scopes and many scopes
-// coming and going, with the daemon as shipped: every setting at its
-// default (metering, accounting, the noisy-neighbour controller, log rings,
-// metrics sampling) except the isolation policy, by user, so that each new
-// user is a new scope, the scopes' id range and count, the idle timeout and
-// the metrics address. Each scope runs one idle whoami worker.
-//
-// Scope density: a daemon is filled with -scopes live idle scopes, started
-// -parallel at a time (timed). Then a new invocation's latency — the cold
-// start of one more scope, and a warm call of a scope that has a worker —
-// is measured on it and on an empty daemon running beside it, the two
-// taking turns, and given as a ratio. Memory per scope is split into the
-// scopes' cgroups (the growth of the cgroup root's memory, which holds
-// every scope's worker) and the daemon's own growth (RSS, and the Go heap
-// in use); file descriptors, threads and goroutines per scope likewise.
-// Then the daemon is stopped with SIGTERM (timed: it removes every scope),
-// and a second daemon is filled alike, killed with SIGKILL and started
-// again on what it left, timed until it serves (its start-up recovery
-// removes every scope the killed one left).
-//
-// Scope churn: a daemon with a short idle timeout gets -churn invocations,
-// each of a new user, -parallel at a time: every one creates a scope (its
-// cgroups, a host id range, a sandbox and worker), which the daemon's
-// reaper removes once idle. Time per create is the client's latency of
-// those invocations. Afterwards, once no scope is left, it counts what is
-// left beyond the baseline taken before the churn: cgroup directories and
-// processes below the daemon's root (every hierarchy), mounts and nsfs
-// mounts on the host, the daemon's file descriptors (namespaces among
-// them) and goroutines. Then it takes every id slot at once (-churn-slots
-// new scopes, with the idle timeout raised by a configuration reload),
-// which fails if any slot leaked, sets the timeout back and times the
-// reaper removing them all: time per remove.
-//
-// It builds the daemon (-tags seccomp), scoped-exec and the whoami bundle
-// with `go build` in the repository root, runs as root, owns the cgroup
-// roots /scoped-bench-churn-{empty,dense,recover,churn}, and removes everything
-// it made before it exits, checking that no cgroup named after it is left.
-// An abstract unix socket keeps a second run from starting meanwhile. With
-// -o it writes its two sections of BENCHMARKS.md between marker comments
-// and leaves the rest of the file alone.
+// Command churnbench measures how the daemon, as shipped, holds many scopes
+// (density: a daemon filled with -scopes idle scopes against an empty one
+// beside it; its stop and its recovery after SIGKILL) and many scopes coming
+// and going (churn: -churn scopes created and reaped, then what is left, and
+// every id slot taken at once). It writes two sections.
 package main
 
 import (
@@ -45,48 +10,38 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
+	"net"
+	"sync/atomic"
 	"time"
 
 	benchmd "github.com/scoped-io/scoped/bench"
+	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
 )
 
 var logf = benchmd.Logger("churnbench: ", true)
 
 const (
-	churnStart   = "<!-- churnbench-churn:start -->"
-	churnEnd     = "<!-- churnbench-churn:end -->"
-	densityStart = "<!-- churnbench-density:start -->"
-	densityEnd   = "<!-- churnbench-density:end -->"
-	churnTitle   = "## Scope churn: scopes created and removed, and what is left"
-	densityTitle = "## Scope density: many live idle scopes"
-	baseCommand  = "go run -tags seccomp ./bench/cmd/churnbench"
-
-	cgroupMark = "scoped-bench-churn" // every cgroup root of the benchmark holds it
-
+	cgroupMark  = "scoped-bench-churn" // every cgroup root of the benchmark holds it
 	tenant      = "churn"
 	environment = "production"
 	extName     = "whoami"
+	callTimeout = 2 * time.Minute
 
 	// maxScopes bounds -scopes: the dense daemons' id ranges must not
 	// reach the empty and churn daemons'.
 	maxScopes = 6000
+	// The daemons' host id ranges: far above the daemon's default and the
+	// other benchmarks' (invokebench 1<<29, netbench 5<<28).
+	denseIDBase = 1 << 31
+	emptyIDBase = denseIDBase + (maxScopes+128)<<16
+	churnIDBase = emptyIDBase + 256<<16
 )
 
 type options struct {
-	scopes     int
-	churn      int
-	parallel   int
-	probes     int
-	idle       time.Duration
-	churnSlots int
-	stopWait   time.Duration
-	recovery   bool
-	out        string
-	daemonLog  string
-	argsString string
+	scopes, churn, parallel, probes, churnSlots int
+	idle, stopWait                              time.Duration
+	recovery                                    bool
+	daemonLog                                   string
 }
 
 func main() {
@@ -99,99 +54,150 @@ func main() {
 	flag.IntVar(&o.churnSlots, "churn-slots", 128, "churn: the daemon's [scope] id_slots, all taken at once at the end")
 	flag.DurationVar(&o.stopWait, "stop-wait", 10*time.Minute, "density: how long to wait for a stop or a recovery")
 	flag.BoolVar(&o.recovery, "recovery", true, "density: also time the recovery after SIGKILL (fills a second daemon)")
-	flag.StringVar(&o.out, "o", "", "replace (or add) this program's sections in this markdown `file`")
 	flag.StringVar(&o.daemonLog, "daemon-log", "", "keep a copy of the daemons' logs in this `file`")
-	benchmd.Main("churnbench", func(args string) error {
-		o.argsString = args
-		return run(o)
+	benchmd.Main("churnbench", true, func(ctx context.Context, args string) (_ []string, retErr error) {
+		switch {
+		case o.scopes < 0 || o.scopes > maxScopes:
+			return nil, fmt.Errorf("-scopes %d: must be in 0..%d", o.scopes, maxScopes)
+		case o.churn < 0 || o.scopes == 0 && o.churn == 0:
+			return nil, errors.New("-churn must not be negative, and -scopes or -churn must be above 0")
+		case o.parallel < 1 || o.parallel > 64:
+			return nil, fmt.Errorf("-parallel %d: must be in 1..64", o.parallel)
+		case o.probes < 1:
+			return nil, fmt.Errorf("-probes %d: need at least one", o.probes)
+		case o.idle < 100*time.Millisecond || o.idle > time.Minute:
+			return nil, fmt.Errorf("-idle %s: must be in 100ms..1m", o.idle)
+		case o.churnSlots < o.parallel+1 || o.churnSlots > 1024:
+			return nil, fmt.Errorf("-churn-slots %d: must be in -parallel+1..1024", o.churnSlots)
+		case o.stopWait < time.Second:
+			return nil, fmt.Errorf("-stop-wait %s: at least 1s", o.stopWait)
+		}
+		b := &bench{o: o}
+		var err error
+		if b.kit, err = benchmd.NewKit(cgroupMark, logf); err != nil {
+			return nil, err
+		}
+		defer func() { retErr = errors.Join(retErr, b.kit.Close()) }()
+		b.kit.Logs, b.kit.Wait = benchmd.LogKeeper{Path: o.daemonLog, Header: true}, o.stopWait
+		if b.files, err = b.kit.Bundle("./examples/" + extName); err != nil {
+			return nil, err
+		}
+		t0 := time.Now()
+		var dr *densityResult
+		var cr *churnResult
+		if o.scopes > 0 {
+			if dr, err = b.measureDensity(ctx); err != nil {
+				return nil, err
+			}
+		}
+		if o.churn > 0 {
+			if cr, err = b.measureChurn(ctx); err != nil {
+				return nil, err
+			}
+		}
+		b.elapsed = time.Since(t0)
+		if err := b.kit.Close(); err != nil {
+			return nil, fmt.Errorf("cleanup: %w", err)
+		}
+		var sections []string
+		if cr != nil {
+			sections = append(sections, b.churnReport(args, cr))
+		}
+		if dr != nil {
+			sections = append(sections, b.densityReport(args, dr))
+		}
+		return sections, nil
 	})
 }
 
-func (o options) check() error {
-	switch {
-	case o.scopes < 0 || o.scopes > maxScopes:
-		return fmt.Errorf("-scopes %d: must be in 0..%d", o.scopes, maxScopes)
-	case o.churn < 0:
-		return fmt.Errorf("-churn %d: must not be negative", o.churn)
-	case o.scopes == 0 && o.churn == 0:
-		return errors.New("-scopes 0 and -churn 0: nothing to measure")
-	case o.parallel < 1 || o.parallel > 64:
-		return fmt.Errorf("-parallel %d: must be in 1..64", o.parallel)
-	case o.probes < 1:
-		return fmt.Errorf("-probes %d: need at least one", o.probes)
-	case o.idle < 100*time.Millisecond || o.idle > time.Minute:
-		return fmt.Errorf("-idle %s: must be in 100ms..1m", o.idle)
-	case o.churnSlots < o.parallel+1 || o.churnSlots > 1024:
-		return fmt.Errorf("-churn-slots %d: must be in -parallel+1..1024", o.churnSlots)
-	case o.stopWait < time.Second:
-		return fmt.Errorf("-stop-wait %s: at least 1s", o.stopWait)
-	case os.Geteuid() != 0:
-		return errors.New("must run as root (sudo make bench)")
-	}
-	return nil
+// bench is the benchmark's world: the kit and the bundle.
+type bench struct {
+	o       options
+	kit     *benchmd.Kit
+	files   *scopedv1.Bundle
+	seq     atomic.Int64 // users made
+	elapsed time.Duration
 }
 
-func run(o options) (retErr error) {
-	if err := o.check(); err != nil {
-		return err
-	}
-	// Two runs at once would share the cgroup roots. An abstract unix
-	// socket is a lock the kernel releases when the process ends.
-	lock, err := benchmd.Lock("churn")
-	if err != nil {
-		return err
-	}
-	defer lock.Close()
+// daemon is one running daemon of the benchmark.
+type daemon struct {
+	*benchmd.Daemon
+	name       string
+	cgroupRoot string
+	metrics    string // host:port of its /metrics
+}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-
-	b, err := newBench(o)
+// startDaemon starts a daemon named name on the cgroup root
+// /scoped-bench-churn-<name> and deploys whoami. Its configuration is the
+// defaults but for the isolation policy, the id range, the idle timeout
+// and the metrics address; the one tenant may hold every slot (no
+// max_scopes, no early reclaim).
+func (b *bench) startDaemon(ctx context.Context, name string, idBase, idSlots int, idle time.Duration) (*daemon, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0") // a loopback port free now
 	if err != nil {
-		return err
+		return nil, err
 	}
-	closed := false
-	defer func() {
-		if !closed {
-			retErr = errors.Join(retErr, b.close())
-		}
-	}()
+	dm := &daemon{name: name, cgroupRoot: "/" + cgroupMark + "-" + name, metrics: l.Addr().String()}
+	l.Close()
+	dm.Daemon, err = b.kit.StartDaemon(ctx, name, dm.cgroupRoot, fmt.Sprintf(`[isolation]
+by = ["user"]
+[pool]
+idle_timeout = %q
+[scope]
+id_base = %d
+id_slots = %d
+reclaim_free = 0.0
+[tiers.standard]
+max_scopes = 0
+[metrics]
+listen = %q
+`, idle.String(), idBase, idSlots, dm.metrics))
+	if err != nil {
+		return nil, err
+	}
+	return dm, dm.Deploy(ctx, tenant, environment, extName, b.files)
+}
+
+// newUser is a user id never used before in this run.
+func (b *bench) newUser(prefix string) string {
+	return fmt.Sprintf("%s%06d", prefix, b.seq.Add(1))
+}
+
+// invoke calls whoami as user and returns the client's latency, and
+// whether the daemon started a worker for it.
+func (dm *daemon) invoke(ctx context.Context, user string) (time.Duration, bool, error) {
+	resp, took, err := dm.Invoke(ctx, callTimeout, &scopedv1.InvokeRequest{Tenant: tenant, Environment: environment, User: user, Extension: extName})
+	if err != nil {
+		return took, false, fmt.Errorf("%s: %w", dm.name, err)
+	}
+	return took, resp.GetFigures().GetCold(), nil
+}
+
+// liveScopes is the number of scopes the daemon lists.
+func (dm *daemon) liveScopes(ctx context.Context) (int, error) {
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	resp, err := dm.C.ListScopes(cctx, &scopedv1.ListScopesRequest{})
+	return len(resp.GetScopes()), err
+}
+
+// fill creates n new scopes on dm, -parallel at a time, each with the
+// first invocation of a new user, and returns their latencies in the order
+// they started.
+func (b *bench) fill(ctx context.Context, dm *daemon, n int, prefix string) ([]time.Duration, error) {
+	lat := make([]time.Duration, n)
+	var done atomic.Int64
 	t0 := time.Now()
-	var dr *densityResult
-	if o.scopes > 0 {
-		if dr, err = b.measureDensity(ctx); err != nil {
-			return err
+	err := benchmd.Parallel(ctx, b.o.parallel, n, func(ctx context.Context, i int) error {
+		d, cold, err := dm.invoke(ctx, b.newUser(prefix))
+		if err == nil && !cold {
+			err = fmt.Errorf("the first invocation of a new user on %s was not cold", dm.name)
 		}
-	}
-	var cr *churnResult
-	if o.churn > 0 {
-		if cr, err = b.measureChurn(ctx); err != nil {
-			return err
+		lat[i] = d
+		if k := done.Add(1); k%500 == 0 {
+			logf("%s: %d/%d scopes in %s", dm.name, k, n, time.Since(t0).Round(time.Second))
 		}
-	}
-	b.elapsed = time.Since(t0)
-	closed = true
-	if err := b.close(); err != nil {
-		return fmt.Errorf("cleanup: %w", err)
-	}
-	type section struct{ start, end, text string }
-	var sections []section
-	if cr != nil {
-		sections = append(sections, section{churnStart, churnEnd, b.churnReport(cr)})
-	}
-	if dr != nil {
-		sections = append(sections, section{densityStart, densityEnd, b.densityReport(dr)})
-	}
-	for _, s := range sections {
-		fmt.Print(s.text)
-		if o.out != "" {
-			if err := benchmd.WriteSection(o.out, s.start, s.end, s.text); err != nil {
-				return err
-			}
-		}
-	}
-	if o.out != "" {
-		fmt.Fprintf(os.Stderr, "churnbench: wrote %s\n", o.out)
-	}
-	return nil
+		return err
+	})
+	return lat, err
 }

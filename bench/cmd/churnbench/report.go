@@ -1,64 +1,48 @@
 package main
 
 import (
-	"fmt"
+	"cmp"
 	"maps"
 	"runtime"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	benchmd "github.com/scoped-io/scoped/bench"
 )
 
-// facts are the lines every section starts with.
-func (b *bench) facts(p func(string, ...any)) {
-	p("- %s\n", benchmd.Command(baseCommand, b.o.argsString))
+// facts are the lines every section starts with: the run, and how the
+// daemons were configured.
+func (b *bench) facts(p func(string, ...any), args string, idle time.Duration, acct string) {
+	p("- %s\n", benchmd.Command("go run -tags seccomp ./bench/cmd/churnbench", args))
 	p("- Date: %s; the whole run took %s\n", benchmd.Date(), b.elapsed.Round(time.Second))
 	p("- %s; load average (1, 5, 15 min) at the start: %s (other engineers share the machine)\n", benchmd.Machine(), b.kit.LoadAvg)
-	p("- Versions: %s, the daemon built with `-tags seccomp`; worker `examples/whoami` (Go SDK), one idle\n", runtime.Version())
-	p("  worker per scope.\n")
+	p("- Versions: %s; worker `examples/whoami` (Go SDK), one idle worker per scope.\n", runtime.Version())
+	p("- Daemons: `scoped` as shipped — every setting at its default (metering with its 10 s flush, `[accounting] mode =\n")
+	p("  \"auto\"` (in use: %s), the noisy-neighbour controller, log rings, metrics sampled every 5 s, `[pool]\n", cmp.Or(acct, "unknown"))
+	p("  max_concurrent = 1`) — but `[isolation] by = [\"user\"]` (a new user is a new scope), `[pool] idle_timeout = %q`,\n", idle.String())
+	p("  a private id range, `[scope] id_slots` (`reclaim_free = 0.0`, the tier's `max_scopes = 0`: the one tenant may hold\n")
+	p("  every slot), its own cgroup root and a loopback metrics port (for its goroutines and Go heap).\n")
 }
 
-// daemonFacts says how the daemons were configured.
-func daemonFacts(p func(string, ...any), idle time.Duration, acct string) {
-	if acct == "" {
-		acct = "unknown"
-	}
-	p("- Daemons: `scoped` as shipped — every setting at its default (metering on with its 10 s flush,\n")
-	p("  `[accounting] mode = \"auto\"` (in use: %s), the noisy-neighbour controller on, log rings of\n", acct)
-	p("  1000 lines, metrics sampled every 5 s, `[pool] max_concurrent = 1`, one tenant in the default\n")
-	p("  tier) — but `[isolation] by = [\"user\"]` (a new user is a new scope), `[pool] idle_timeout = %q`,\n", idle.String())
-	p("  a private id range and `[scope] id_slots` (with `reclaim_free = 0.0` and the tier's `max_scopes = 0`:\n")
-	p("  its one tenant may hold every slot), its own cgroup root and a loopback metrics port, read\n")
-	p("  for the daemon's goroutines and Go heap. The benchmark calls each daemon over its unix socket\n")
-	p("  (`client.Dial`, one connection).\n")
-}
-
-func (b *bench) densityReport(r *densityResult) string {
-	var w strings.Builder
-	p := func(format string, a ...any) { fmt.Fprintf(&w, format, a...) }
+func (b *bench) densityReport(args string, r *densityResult) string {
+	w := benchmd.NewReport("churnbench-density", "## Scope density: many live idle scopes")
+	p := w.P
 	n := float64(r.n)
-	p("%s\n%s\n\n", densityStart, densityTitle)
-	p("A daemon filled with %d live idle scopes (issue 13): what one scope costs, how long the daemon\n", r.n)
-	p("takes to start, stop and recover that many, and what a new invocation costs beside them, against\n")
-	p("an empty daemon running at the same time.\n\n")
-	b.facts(p)
-	daemonFacts(p, r.idleTimeout, r.full.acct)
-	p("- Procedure: two daemons run side by side, *empty* (`id_slots = %d`) and *dense* (`id_slots = %d`).\n", r.emptySlots, r.denseSlots)
-	p("  Each gets one warm scope. The dense one is filled with %d scopes, %d first invocations of new\n", r.n, b.o.parallel)
-	p("  users at a time (each checked cold). After 6 s and a settle (the machine busy at most a fifth of\n")
-	p("  its CPU time over 100 ms: %s, reached: %v), both are read; then %d rounds, the two daemons\n", r.settleWaited.Round(100*time.Millisecond), r.settled, b.o.probes)
-	p("  taking turns in an order that alternates, each time a new scope's first invocation (a cold start)\n")
-	p("  and a call of the warm scope. The dense daemon is stopped with SIGTERM (it removes every scope).\n")
+	p("A daemon filled with %d live idle scopes (issue 13): what one scope costs, how long the daemon takes to start, stop\n", r.n)
+	p("and recover that many, and what a new invocation costs beside them, against an empty daemon running meanwhile.\n\n")
+	base, full := r.levels[0], r.levels[len(r.levels)-1]
+	b.facts(p, args, denseIdle, full.d.acct)
+	p("- Procedure: two daemons side by side, *empty* (`id_slots = %d`) and *dense* (`id_slots = %d`), each with one warm\n", r.emptySlots, r.denseSlots)
+	p("  scope. The dense one is filled with %d scopes, %d first invocations of new users at a time (each checked cold).\n", r.n, b.o.parallel)
+	p("  After 6 s and a settle (the machine busy at most a fifth of its CPU time over 100 ms: %s, reached: %v), both are\n", r.settleWaited.Round(100*time.Millisecond), r.settled)
+	p("  read; then %d rounds, the daemons taking turns in alternating order, of a cold start and a call of the warm scope.\n", b.o.probes)
+	p("  The dense daemon is stopped with SIGTERM (it removes every scope).")
 	if !r.recoverySkiped {
-		p("  A third daemon (*recover*) is filled with %d scopes alike, killed with SIGKILL, and started again\n", r.n)
-		p("  on what it left: its start-up recovery removes every sandbox and cgroup of the killed one before\n")
-		p("  it serves; it is checked to list no scope and to hold its cgroup root alone, then stopped.\n")
+		p(" A third daemon (*recover*) is filled alike, killed with\n  SIGKILL and started again on what it left; it is checked to list no scope and to hold its cgroup root alone.")
 	}
-	p("- Cleanup: every daemon stopped with SIGTERM left no cgroup; afterwards the host had %d mounts, %d nsfs\n", r.hostAfter.mounts, r.hostAfter.nsfs)
-	p("  mounts and %d network namespaces (before the part: %d, %d and %d).\n\n", r.hostAfter.netns, r.hostBefore.mounts, r.hostBefore.nsfs, r.hostBefore.netns)
+	p("\n- Cleanup: every daemon left no cgroup; afterwards the host had %d mounts, %d nsfs mounts and %d network namespaces\n", r.hostAfter.mounts, r.hostAfter.nsfs, r.hostAfter.netns)
+	p("  (before the part: %d, %d and %d).\n\n", r.hostBefore.mounts, r.hostBefore.nsfs, r.hostBefore.netns)
 
 	p("### A new invocation beside %d scopes\n\n", r.n)
 	p("| Invocation | empty daemon p50 / p90 / p99 | %d scopes p50 / p90 / p99 | ratio (p50) |\n| --- | ---: | ---: | ---: |\n", r.n)
@@ -67,12 +51,10 @@ func (b *bench) densityReport(r *densityResult) string {
 	p("%d of each per daemon; the empty daemon held its warm scope and the scopes of these cold starts.\n\n", len(r.emptyCold))
 
 	p("### What a scope costs\n\n")
-	p("The dense daemon read with its warm scope alone and at three stages of the fill. Each row is the\n")
-	p("least Go memory and RSS of readings every 500 ms for 10 s and on until the daemon's Go runtime\n")
-	p("collected garbage (at most 90 s): the heap in use holds garbage until the next collection; a young\n")
-	p("daemon holds the garbage of its start, so the first row's daemon figures run high. \"Per scope\" is\n")
-	p("the growth since the row before, over the scopes added. The daemon's CPU is what it used while\n")
-	p("read, its scopes idle (100 %% = one CPU):\n\n")
+	p("The dense daemon read with its warm scope alone and at three stages of the fill. Each row is the least Go memory\n")
+	p("and RSS of readings every 500 ms for 10 s and on until its Go runtime collected garbage (at most 90 s); a young\n")
+	p("daemon holds the garbage of its start, so the first row runs high. \"Per scope\" is the growth since the row\n")
+	p("before over the scopes added; the daemon's CPU is what it used while read, its scopes idle (100 %% = one CPU):\n\n")
 	p("| scopes | scopes' cgroups | per scope | daemon Go memory (heap in use + stacks) | per scope | … of it stacks | daemon RSS | per scope | daemon CPU while read |\n")
 	p("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for i, l := range r.levels {
@@ -102,23 +84,18 @@ func (b *bench) densityReport(r *densityResult) string {
 	p("Counts, with the warm scope alone and with %d more:\n\n", r.n)
 	p("| | before | after | per scope |\n| --- | ---: | ---: | ---: |\n")
 	per := func(a, b int) string { return strconv.FormatFloat(float64(b-a)/n, 'f', 2, 64) }
-	p("| daemon file descriptors | %d | %d | %s |\n", r.base.fds, r.full.fds, per(r.base.fds, r.full.fds))
-	kinds := map[string]bool{}
-	for k := range r.full.fdKinds {
-		kinds[k] = true
-	}
-	for k := range r.base.fdKinds {
-		kinds[k] = true
-	}
+	p("| daemon file descriptors | %d | %d | %s |\n", base.d.fds, full.d.fds, per(base.d.fds, full.d.fds))
+	kinds := maps.Clone(full.d.fdKinds)
+	maps.Copy(kinds, base.d.fdKinds)
 	for _, k := range slices.Sorted(maps.Keys(kinds)) {
-		a, b := r.base.fdKinds[k], r.full.fdKinds[k]
+		a, b := base.d.fdKinds[k], full.d.fdKinds[k]
 		if b != a {
 			p("| … of them %s | %d | %d | %s |\n", k, a, b, per(a, b))
 		}
 	}
-	p("| daemon goroutines | %d | %d | %s |\n", r.base.goroutines, r.full.goroutines, per(r.base.goroutines, r.full.goroutines))
-	p("| daemon threads | %d | %d | %s |\n", r.base.threads, r.full.threads, per(r.base.threads, r.full.threads))
-	p("| cgroup directories (all hierarchies) | %d | %d | %s |\n\n", r.dirsBase, r.dirsFull, per(r.dirsBase, r.dirsFull))
+	p("| daemon goroutines | %d | %d | %s |\n", base.d.goroutines, full.d.goroutines, per(base.d.goroutines, full.d.goroutines))
+	p("| daemon threads | %d | %d | %s |\n", base.d.threads, full.d.threads, per(base.d.threads, full.d.threads))
+	p("| cgroup directories (all hierarchies) | %d | %d | %s |\n\n", base.dirs, full.dirs, per(base.dirs, full.dirs))
 
 	p("### Start, stop and recovery of %d scopes\n\n", r.n)
 	p("| | scopes | time | per scope |\n| --- | ---: | ---: | ---: |\n")
@@ -142,27 +119,22 @@ func (b *bench) densityReport(r *densityResult) string {
 	}
 	p("\nsystemd's unit stops the daemon with `TimeoutStopSec=60` (then SIGKILL) and waits `TimeoutStartSec`\n")
 	p("(90 s by default) for it to be ready, which includes this recovery.\n")
-	p("%s\n", densityEnd)
-	return w.String()
+	return w.End()
 }
 
-func (b *bench) churnReport(r *churnResult) string {
-	var w strings.Builder
-	p := func(format string, a ...any) { fmt.Fprintf(&w, format, a...) }
-	p("%s\n%s\n\n", churnStart, churnTitle)
-	p("%d scopes created and removed by one daemon (issue 13): each a new user's first invocation,\n", r.n)
-	p("which makes the scope (cgroups, a host id range, a sandbox and its worker); the daemon removes it\n")
-	p("once idle. Then what is left, against a baseline taken before.\n\n")
-	b.facts(p)
-	daemonFacts(p, b.o.idle, r.base.d.acct)
-	p("- Procedure: `[scope] id_slots = %d`. A first round of %d scopes, all removed; then the baseline.\n", r.batch, 2*b.o.parallel)
-	p("  Then %d new users' first invocations, %d at a time (each checked cold; one refused for want of\n", r.n, b.o.parallel)
-	p("  an id slot would be retried after 100 ms: %d were), while the daemon removes the scopes that\n", r.slotWaits)
-	p("  were idle %s (its reaper looks every quarter of that); the scopes it listed were sampled every\n", b.o.idle)
-	p("  second. Once it listed none, what is left is read (waiting up to 30 s for it to reach the\n")
-	p("  baseline). Then **every id slot at once**: the idle timeout raised to 1 h (configuration reload,\n")
-	p("  SIGHUP), %d new scopes made (each must get a slot, so none leaked), the timeout set back; the\n", r.batch)
-	p("  reaper then removes them all in one pass, timed until the daemon lists none; read again; stopped.\n\n")
+func (b *bench) churnReport(args string, r *churnResult) string {
+	w := benchmd.NewReport("churnbench-churn", "## Scope churn: scopes created and removed, and what is left")
+	p := w.P
+	p("%d scopes created and removed by one daemon (issue 13): each a new user's first invocation, which makes the scope\n", r.n)
+	p("(cgroups, a host id range, a sandbox and its worker); the daemon removes it once idle. Then what is left, against a\n")
+	p("baseline taken before.\n\n")
+	b.facts(p, args, b.o.idle, r.base.d.acct)
+	p("- Procedure: `[scope] id_slots = %d`. A first round of %d scopes, all removed; then the baseline. Then %d new\n", r.batch, 2*b.o.parallel, r.n)
+	p("  users' first invocations, %d at a time (each checked cold; one refused for want of an id slot is retried after\n", b.o.parallel)
+	p("  100 ms: %d were), while the daemon removes the scopes idle %s; the scopes it lists are sampled every second.\n", r.slotWaits, b.o.idle)
+	p("  Once it lists none, what is left is read (waiting up to a minute for the baseline). Then **every id slot at once**:\n")
+	p("  the idle timeout raised to 1 h (SIGHUP reload), %d new scopes made (each must get a slot, so none leaked), the\n", r.batch)
+	p("  timeout set back; the reaper removes them all in one pass, timed until none is listed; read again; stopped.\n\n")
 
 	p("### Create and remove\n\n")
 	p("| | |\n| --- | ---: |\n")
@@ -196,17 +168,14 @@ func (b *bench) churnReport(r *churnResult) string {
 	row("… of them namespaces", r.base.d.fdKinds["namespace"], r.after.d.fdKinds["namespace"], r.final.d.fdKinds["namespace"])
 	row("daemon goroutines", r.base.d.goroutines, r.after.d.goroutines, r.final.d.goroutines)
 	p("| id slots: all %d taken at once after the churn | | | all | **0** |\n", r.batch)
-	p("\nA network namespace outlives its processes only through a process, an nsfs mount or an open\n")
-	p("descriptor: the rows above count each. (Machine-wide, %d, %d and %d distinct network namespaces\n",
+	mib := func(n int64) string { return benchmd.MiB(float64(n)) }
+	p("\nA network namespace outlives its processes only through a process, an nsfs mount or an open descriptor: the rows\n")
+	p("above count each. (Machine-wide, %d, %d and %d distinct network namespaces were in use by processes at the three\n",
 		r.base.host.netns, r.after.host.netns, r.final.host.netns)
-	p("were in use by processes at the three readings; other engineers' tests make some.) The daemon's Go\n")
-	p("memory (heap in use + stacks, one reading each, garbage included) was\n")
-	p("%s at the baseline, %s after the churn and\n",
-		benchmd.MiB(float64(r.base.d.goMem())), benchmd.MiB(float64(r.after.d.goMem())))
-	p("%s at the end; its RSS %s, %s and %s.\n", benchmd.MiB(float64(r.final.d.goMem())),
-		benchmd.MiB(float64(r.base.d.rss)), benchmd.MiB(float64(r.after.d.rss)), benchmd.MiB(float64(r.final.d.rss)))
-	p("%s\n", churnEnd)
-	return w.String()
+	p("readings; other engineers' tests make some.) The daemon's Go memory (heap in use + stacks, one reading each,\n")
+	p("garbage included) was %s at the baseline, %s after the churn and %s at the end; its RSS %s, %s and %s.\n",
+		mib(r.base.d.goMem()), mib(r.after.d.goMem()), mib(r.final.d.goMem()), mib(r.base.d.rss), mib(r.after.d.rss), mib(r.final.d.rss))
+	return w.End()
 }
 
 // ms is the milliseconds of churnbench's tables, with one decimal.

@@ -1,48 +1,18 @@
-// Command fairbench measures issue 5's promise of fair CPU shares between
-// tenants through the scoped daemon.
-//
-// Every scenario starts a fresh daemon, deploys the spin example for its
-// tenants, warms every scope (its -spinners workers started by concurrent
-// short calls, so that no cold start falls in the measured window), then
-// keeps -spinners spin invocations of 60 s of CPU running in every scope: each
-// tenant alone could fill the machine. After -settle it reads the CPU usage
-// of every tenant's cgroup (cpu.stat usage_usec in the unified hierarchy),
-// waits -duration and reads it again; each tenant's share is its part of the
-// CPU time all the scenario's tenants used in the window, set against the
-// share its tier entitles it to.
-//
-//   - equal: four tenants in tier "standard": 25 % each; Jain's index.
-//   - tiers: three tenants in tiers of CPU weight 100, 200 and 400: 1/7,
-//     2/7 and 4/7.
-//   - scopes: tenant "many" runs 8 scopes (environments), tenant "one" runs
-//     1, same tier: 50 % each, however many scopes a tenant runs.
-//
-// The scenario "noisy" (see noisy.go) measures something else: the
-// client-side latency of a victim tenant's short spin calls alone, then
-// beside an antagonist tenant (CPU spinners; a fork storm, the exec-runtime
-// extension in forkstorm/) with the noisy-neighbour controller off and on,
-// a fresh daemon per phase.
-//
-// It builds what it needs with `go build` in the repository root (the
-// daemon with -tags seccomp, scoped-exec and the spin bundle) and runs each
-// daemon with a private configuration (socket, state and runtime
-// directories in a temporary directory, cgroup root /scoped-bench-fair). It
-// stops each daemon with SIGTERM, which removes its cgroups and sandboxes,
-// removes its temporary directory and checks that no cgroup named after it
-// is left. An abstract unix socket keeps a second run from starting
-// meanwhile. It runs as root. With -o it writes its section of
-// BENCHMARKS.md between marker comments and leaves the rest of the file
-// alone.
+// Command fairbench measures issue 5's fair CPU shares between tenants
+// through the daemon: every scenario's tenants keep spin calls running that
+// could each fill the machine, and each tenant's part of the CPU time in a
+// window is set against its tier's entitlement. The scenario "noisy"
+// (noisy.go) measures a victim's latency beside a noisy neighbour instead.
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"math"
 	"os"
-	"os/signal"
 	"path"
 	"path/filepath"
 	"runtime"
@@ -51,47 +21,33 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	benchmd "github.com/scoped-io/scoped/bench"
 	"github.com/scoped-io/scoped/cgroups"
-	"github.com/scoped-io/scoped/client"
 	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
 )
 
 var logf = benchmd.Logger("fairbench: ", false)
 
 const (
-	markStart    = "<!-- fairbench:start -->"
-	markEnd      = "<!-- fairbench:end -->"
-	sectionTitle = "## Fair shares between tenants (issue 5)"
-	baseCommand  = "go run -tags seccomp ./bench/cmd/fairbench"
-
 	cgroupRoot = "/scoped-bench-fair"
 	cgroupMark = "scoped-bench-fair"
-
-	extName = "spin"
-	spinMs  = "60000" // the longest call spin accepts
-
-	// Host ids of the scopes' user namespaces, apart from the default
-	// daemon's (1048576) and invokebench's (1<<29).
+	extName    = "spin"
+	spinMs     = "60000" // the longest call spin accepts
+	// Host ids apart from the default daemon's and invokebench's.
 	idBase  = 3 << 29
 	idSlots = 32
 )
 
 type options struct {
-	duration  time.Duration
-	settle    time.Duration
-	slices    int
-	spinners  int
-	noisySpin int // the noisy scenario's antagonist spinners
-	scenarios []string
-	control   bool
-	out       string
-	args      string // the flags as given, for the report
+	duration, settle time.Duration
+	slices, spinners int
+	noisySpin        int // the noisy scenario's antagonist spinners
+	scenarios        []string
+	control          bool
 }
 
 func main() {
@@ -104,50 +60,47 @@ func main() {
 	flag.IntVar(&o.noisySpin, "noisy-spinners", noisySpinners, "the noisy scenario's CPU antagonist: concurrent spin invocations")
 	flag.StringVar(&sc, "scenarios", strings.Join(allScenarios, ","), "comma-separated scenarios: "+strings.Join(allScenarios, ", "))
 	flag.BoolVar(&o.control, "control", true, "run the daemons' noisy-neighbour controller ([control] enabled) in the fair-share scenarios (noisy sets it per phase)")
-	flag.StringVar(&o.out, "o", "", "replace (or add) this program's section in this markdown `file`")
-	benchmd.Main("fairbench", func(args string) error {
+	benchmd.Main("fairbench", true, func(ctx context.Context, args string) ([]string, error) {
 		for _, f := range strings.Split(sc, ",") {
-			f = strings.TrimSpace(f)
-			if !slices.Contains(allScenarios, f) {
-				return fmt.Errorf("-scenarios %q: %q is not one of %s", sc, f, strings.Join(allScenarios, ", "))
-			}
-			if !slices.Contains(o.scenarios, f) {
+			if f = strings.TrimSpace(f); !slices.Contains(allScenarios, f) {
+				return nil, fmt.Errorf("-scenarios %q: %q is not one of %s", sc, f, strings.Join(allScenarios, ", "))
+			} else if !slices.Contains(o.scenarios, f) {
 				o.scenarios = append(o.scenarios, f)
 			}
 		}
-		o.args = args
-		return run(o)
+		switch {
+		case o.slices < 1 || o.duration < time.Duration(o.slices)*100*time.Millisecond:
+			return nil, errors.New("-duration and -slices: want at least one slice of at least 100ms")
+		case o.settle < 0:
+			return nil, fmt.Errorf("-settle %s: must not be negative", o.settle)
+		case o.spinners < 1 || o.spinners > 64 || o.noisySpin < 1 || o.noisySpin > 64:
+			return nil, errors.New("-spinners and -noisy-spinners: want 1..64")
+		}
+		return run(ctx, o, args)
 	})
 }
 
-// --- scenarios -------------------------------------------------------------
-
 // allScenarios are the scenarios in the order they run by default: the
-// fair-share ones (scenarioByName), then the noisy neighbour (noisy.go).
+// fair-share ones (scenarioByName), then the noisy neighbour.
 var allScenarios = []string{"equal", "tiers", "scopes", noisyName}
 
-// tenantSpec is one tenant of a scenario.
 type tenantSpec struct {
-	name   string
-	tier   string
-	weight float64  // its tier's cpu_weight
-	envs   []string // one scope each
-	assign bool     // SetTenant to tier (else the default tier)
+	name, tier string
+	weight     float64  // its tier's cpu_weight
+	envs       []string // one scope each
+	assign     bool     // SetTenant to tier (else the default tier)
 }
 
 type scenario struct {
-	name  string
-	title string
-	tiers string // [tiers.*] tables of the daemon's configuration
-	about string // what is measured, for the report
-	ten   []tenantSpec
+	name, title, about string
+	tiers              string // [tiers.*] tables of the daemon's configuration
+	ten                []tenantSpec
 }
 
 func scenarioByName(name string) *scenario {
-	envs := func(n int) []string {
-		e := make([]string, n)
-		for i := range e {
-			e[i] = "env" + strconv.Itoa(i+1)
+	envs := func(n int) (e []string) {
+		for i := range n {
+			e = append(e, "env"+strconv.Itoa(i+1))
 		}
 		return e
 	}
@@ -164,42 +117,32 @@ func scenarioByName(name string) *scenario {
 			tiers: "[tiers.bronze]\ncpu_weight = 100\n[tiers.silver]\ncpu_weight = 200\n[tiers.gold]\ncpu_weight = 400\n",
 			about: "Three tenants, one scope each, placed with `SetTenant` in tiers `bronze` (cpu_weight 100), " +
 				"`silver` (200) and `gold` (400): 1/7, 2/7 and 4/7.",
-			ten: []tenantSpec{
-				{name: "bronze-co", tier: "bronze", weight: 100, envs: envs(1), assign: true},
-				{name: "silver-co", tier: "silver", weight: 200, envs: envs(1), assign: true},
-				{name: "gold-co", tier: "gold", weight: 400, envs: envs(1), assign: true},
-			}}
+			ten: []tenantSpec{{"bronze-co", "bronze", 100, envs(1), true}, {"silver-co", "silver", 200, envs(1), true},
+				{"gold-co", "gold", 400, envs(1), true}}}
 	case "scopes":
 		return &scenario{name: name, title: "A tenant with 8 scopes against a tenant with 1",
 			about: "Tenant `many` runs 8 scopes (spin deployed in environments env1..env8), tenant `one` runs 1, " +
 				"both in tier `standard`: 50 % each, however many scopes a tenant runs.",
-			ten: []tenantSpec{
-				{name: "many", tier: "standard", weight: 100, envs: envs(8)},
-				{name: "one", tier: "standard", weight: 100, envs: envs(1)},
-			}}
+			ten: []tenantSpec{{"many", "standard", 100, envs(8), false}, {"one", "standard", 100, envs(1), false}}}
 	}
 	return nil
 }
 
-// --- results and their arithmetic ------------------------------------------
-
 type tenantResult struct {
-	spec      tenantSpec
-	cpu       time.Duration   // in the window
-	scopeCPU  []time.Duration // per scope, where the unified hierarchy shows them
-	share     float64         // of all the scenario's tenants' CPU in the window
-	entitled  float64
-	workers   int     // worker cgroups at the end of the window (-1: unknown)
-	restarted int     // spin calls that completed (60 s of CPU) and were called again
-	sliceLo   float64 // the least and the largest share in a slice of the window
-	sliceHi   float64
+	spec             tenantSpec
+	cpu              time.Duration   // in the window
+	scopeCPU         []time.Duration // per scope, where the unified hierarchy shows them
+	share, entitled  float64         // of all the scenario's tenants' CPU in the window
+	workers          int             // worker cgroups at the end of the window (-1: unknown)
+	restarted        int             // spin calls that completed (60 s of CPU) and were made again
+	sliceLo, sliceHi float64         // the least and the largest share in a slice of the window
 }
 
 type result struct {
 	sc      *scenario
 	window  time.Duration // wall time between the two reads
 	ten     []tenantResult
-	machine time.Duration // busy CPU time of the whole machine in the window (/proc/stat)
+	machine time.Duration // busy CPU time of the whole machine in the window
 	jain    float64       // over share/entitled
 }
 
@@ -210,8 +153,8 @@ func shares(xs []float64) []float64 {
 		sum += x
 	}
 	out := make([]float64, len(xs))
-	if sum > 0 {
-		for i, x := range xs {
+	for i, x := range xs {
+		if sum > 0 {
 			out[i] = x / sum
 		}
 	}
@@ -223,29 +166,25 @@ func shares(xs []float64) []float64 {
 func jain(xs []float64) float64 {
 	var sum, sq float64
 	for _, x := range xs {
-		sum += x
-		sq += x * x
+		sum, sq = sum+x, sq+x*x
 	}
-	if len(xs) == 0 || sq == 0 {
+	if sq == 0 {
 		return 0
 	}
 	return sum * sum / (float64(len(xs)) * sq)
 }
 
 func (r *result) compute() {
-	cpu := make([]float64, len(r.ten))
-	w := make([]float64, len(r.ten))
+	cpu, w := make([]float64, len(r.ten)), make([]float64, len(r.ten))
 	for i, t := range r.ten {
-		cpu[i] = float64(t.cpu)
-		w[i] = t.spec.weight
+		cpu[i], w[i] = float64(t.cpu), t.spec.weight
 	}
 	sh, ent := shares(cpu), shares(w)
-	norm := make([]float64, len(r.ten))
 	for i := range r.ten {
 		r.ten[i].share, r.ten[i].entitled = sh[i], ent[i]
-		norm[i] = sh[i] / ent[i]
+		cpu[i] = sh[i] / ent[i]
 	}
-	r.jain = jain(norm)
+	r.jain = jain(cpu)
 }
 
 // sliceShares sets each tenant's least and largest share over the slices
@@ -257,97 +196,50 @@ func (r *result) sliceShares(cpu [][]time.Duration) {
 			xs[i] = float64(v)
 		}
 		for i, sh := range shares(xs) {
-			t := &r.ten[i]
-			if k == 0 || sh < t.sliceLo {
-				t.sliceLo = sh
-			}
-			if k == 0 || sh > t.sliceHi {
-				t.sliceHi = sh
+			if t := &r.ten[i]; k == 0 {
+				t.sliceLo, t.sliceHi = sh, sh
+			} else {
+				t.sliceLo, t.sliceHi = min(t.sliceLo, sh), max(t.sliceHi, sh)
 			}
 		}
 	}
 }
 
-// --- the run ---------------------------------------------------------------
+type bench struct {
+	o     options
+	kit   *benchmd.Kit
+	files *scopedv1.Bundle
+	d     *benchmd.Daemon // the scenario's or phase's
+}
 
-func run(o options) (retErr error) {
-	switch {
-	case o.duration < 100*time.Millisecond:
-		return fmt.Errorf("-duration %s: at least 100ms", o.duration)
-	case o.slices < 1 || o.duration < time.Duration(o.slices)*100*time.Millisecond:
-		return fmt.Errorf("-slices %d: want at least 1, and slices of at least 100ms", o.slices)
-	case o.settle < 0:
-		return fmt.Errorf("-settle %s: must not be negative", o.settle)
-	case o.spinners < 1 || o.spinners > 64:
-		return fmt.Errorf("-spinners %d: want 1..64", o.spinners)
-	case o.noisySpin < 1 || o.noisySpin > 64:
-		return fmt.Errorf("-noisy-spinners %d: want 1..64", o.noisySpin)
-	case os.Geteuid() != 0:
-		return errors.New("must run as root (sudo make bench)")
-	}
-	lock, err := benchmd.Lock("fair")
-	if err != nil {
-		return err
-	}
-	defer lock.Close()
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-
+func run(ctx context.Context, o options, args string) (_ []string, retErr error) {
 	b := &bench{o: o}
-	defer func() { retErr = errors.Join(retErr, b.close()) }()
-	if err := b.setup(); err != nil {
-		return err
+	var err error
+	if b.kit, err = benchmd.NewKit(cgroupMark, logf); err != nil {
+		return nil, err
+	}
+	defer func() { retErr = errors.Join(retErr, b.kit.Close()) }()
+	if b.files, err = b.kit.Bundle("./examples/" + extName); err != nil {
+		return nil, err
 	}
 	var results []*result
 	var noisy *noisyResult
 	for _, name := range o.scenarios {
 		if name == noisyName {
-			if noisy, err = b.noisy(ctx); err != nil {
-				return fmt.Errorf("scenario %s: %w", name, err)
-			}
-			continue
+			noisy, err = b.noisy(ctx)
+		} else {
+			var r *result
+			r, err = b.scenario(ctx, scenarioByName(name))
+			results = append(results, r)
 		}
-		r, err := b.scenario(ctx, scenarioByName(name))
 		if err != nil {
-			return fmt.Errorf("scenario %s: %w", name, err)
+			return nil, fmt.Errorf("scenario %s: %w", name, err)
 		}
-		results = append(results, r)
 	}
-	if err := b.close(); err != nil {
-		return fmt.Errorf("cleanup: %w", err)
+	if err := b.kit.Close(); err != nil {
+		return nil, fmt.Errorf("cleanup: %w", err)
 	}
-	section := b.report(results, noisy)
-	return benchmd.Output(o.out, markStart, markEnd, section, logf)
-}
-
-type bench struct {
-	o      options
-	kit    *benchmd.Kit
-	files  *scopedv1.Bundle
-	closed bool
-
-	d *benchmd.Daemon
-	c *client.Client
-}
-
-func (b *bench) setup() error {
-	var err error
-	if b.kit, err = benchmd.NewKit(cgroupMark, logf); err != nil {
-		return err
-	}
-	b.files, err = b.kit.Bundle("./examples/" + extName)
-	return err
-}
-
-// close stops the daemon, removes the temporary directory and checks that
-// no cgroup of the benchmark is left. It is safe to call twice.
-func (b *bench) close() error {
-	if b.closed || b.kit == nil {
-		return nil
-	}
-	b.closed = true
-	return errors.Join(b.stopDaemon(), b.kit.Close())
+	return []string{b.report(args, results, noisy)}, nil
 }
 
 // callTimeout is the deadline of every spin call: longer than any window,
@@ -356,9 +248,11 @@ func (b *bench) callTimeout() time.Duration {
 	return max(5*time.Minute, b.o.settle+b.o.duration+2*time.Minute)
 }
 
-// settings is a scenario's daemon configuration, without the paths.
-func (b *bench) settings(sc *scenario) string {
-	return fmt.Sprintf(`[isolation]
+// startDaemon starts the daemon of a scenario or phase with workers per
+// scope, the controller on or off, and extra settings of [control] or
+// tables after it; stopDaemon stops it.
+func (b *bench) startDaemon(ctx context.Context, name string, workers int, control bool, extra string) (err error) {
+	b.d, err = b.kit.StartDaemon(ctx, name, cgroupRoot, fmt.Sprintf(`[isolation]
 by = ["environment"]
 [limits]
 default_timeout = "5m"
@@ -373,94 +267,86 @@ id_base = %d
 id_slots = %d
 [metrics]
 listen = "off"
-[control]
-enabled = %t
 [log]
 level = "info"
-`, b.callTimeout().String(), b.o.spinners, idBase, idSlots, b.o.control) + sc.tiers
+[control]
+enabled = %t
+`, b.callTimeout().String(), workers, idBase, idSlots, control)+extra)
+	return err
 }
 
-// scenario runs one scenario on a fresh daemon.
+func (b *bench) stopDaemon(retErr *error) {
+	_, err := b.kit.StopDaemon(b.d, 0)
+	*retErr = errors.Join(*retErr, err)
+}
+
+// sleep waits d, or returns why ctx ended first.
+func sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-time.After(d):
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+// failure is the error that cancelled ctx, nil if it was cancelled
+// without one.
+func failure(ctx context.Context) error {
+	if err := context.Cause(ctx); !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+// scenario runs one scenario on a fresh daemon: deploys, warms every
+// scope's workers, and keeps -spinners spin calls running in every scope
+// while it reads the tenants' CPU usage -settle after their start and at
+// -slices slices of the window.
 func (b *bench) scenario(ctx context.Context, sc *scenario) (_ *result, retErr error) {
 	logf("scenario %s: %s", sc.name, sc.title)
-	if err := b.startDaemon(ctx, sc.name, b.settings(sc)); err != nil {
+	if err := b.startDaemon(ctx, sc.name, b.o.spinners, b.o.control, sc.tiers); err != nil {
 		return nil, err
 	}
-	defer func() {
-		if err := b.stopDaemon(); err != nil {
-			retErr = errors.Join(retErr, err)
-		}
-	}()
+	defer b.stopDaemon(&retErr)
+	t0 := time.Now()
 	for _, t := range sc.ten {
 		if t.assign {
-			if _, err := b.c.SetTenant(ctx, &scopedv1.SetTenantRequest{Tenant: t.name, Tier: t.tier}); err != nil {
+			if _, err := b.d.C.SetTenant(ctx, &scopedv1.SetTenantRequest{Tenant: t.name, Tier: t.tier}); err != nil {
 				return nil, fmt.Errorf("set tenant %s tier %s: %w", t.name, t.tier, err)
 			}
 		}
 		for _, env := range t.envs {
-			if _, err := b.c.Deploy(ctx, &scopedv1.DeployRequest{Tenant: t.name, Environment: env, Name: extName, Bundle: b.files}); err != nil {
-				return nil, fmt.Errorf("deploy for %s/%s: %w", t.name, env, err)
+			if err := b.d.Deploy(ctx, t.name, env, extName, b.files); err != nil {
+				return nil, err
 			}
-		}
-	}
-	t0 := time.Now()
-	for _, t := range sc.ten {
-		for _, env := range t.envs {
 			if err := b.warm(ctx, t.name, env, extName, b.o.spinners, spinWarm); err != nil {
 				return nil, err
 			}
 		}
 	}
-	logf("warmed %d workers in every scope in %s", b.o.spinners, time.Since(t0).Round(time.Millisecond))
+	logf("deployed and warmed %d workers in every scope in %s", b.o.spinners, time.Since(t0).Round(time.Millisecond))
 
-	// The spinners: each scope keeps -spinners calls of 60 s of CPU
-	// running until the window ends (a call that completes is made again).
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	sctx, cancel := context.WithCancelCause(ctx)
 	var wg sync.WaitGroup
-	var failMu sync.Mutex
-	var failure error
-	failed := make(chan struct{})
-	fail := func(err error) {
-		failMu.Lock()
-		defer failMu.Unlock()
-		if failure == nil {
-			failure = err
-			close(failed)
-		}
-	}
 	restarts := make([]atomic.Int64, len(sc.ten))
 	timeout := durationpb.New(b.callTimeout())
 	for i, t := range sc.ten {
 		for _, env := range t.envs {
-			for range b.o.spinners {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for sctx.Err() == nil {
-						_, err := b.c.Invoke(sctx, &scopedv1.InvokeRequest{Tenant: t.name, Environment: env,
-							Extension: extName, Payload: []byte(spinMs), Timeout: timeout})
-						if sctx.Err() != nil {
-							return
-						}
-						if err != nil {
-							fail(fmt.Errorf("spin for %s/%s: %w", t.name, env, err))
-							return
-						}
-						restarts[i].Add(1)
-					}
-				}()
-			}
+			benchmd.Keep(sctx, cancel, &wg, b.o.spinners, func(ctx context.Context) error {
+				_, err := b.d.C.Invoke(ctx, &scopedv1.InvokeRequest{Tenant: t.name, Environment: env, Extension: extName, Payload: []byte(spinMs), Timeout: timeout})
+				if err != nil {
+					return fmt.Errorf("spin for %s/%s: %w", t.name, env, err)
+				}
+				restarts[i].Add(1)
+				return nil
+			})
 		}
 	}
 	r := &result{sc: sc}
 	measure := func() error {
-		select {
-		case <-time.After(b.o.settle):
-		case <-failed:
-			return failure
-		case <-ctx.Done():
-			return ctx.Err()
+		if err := sleep(sctx, b.o.settle); err != nil {
+			return err
 		}
 		start, err := b.readUsage(sc)
 		if err != nil {
@@ -473,13 +359,8 @@ func (b *bench) scenario(ctx context.Context, sc *scenario) (_ *result, retErr e
 		var perSlice [][]time.Duration
 		end := start
 		for k := 1; k <= b.o.slices; k++ {
-			next := start.at.Add(time.Duration(k) * b.o.duration / time.Duration(b.o.slices))
-			select {
-			case <-time.After(time.Until(next)):
-			case <-failed:
-				return failure
-			case <-ctx.Done():
-				return ctx.Err()
+			if err := sleep(sctx, time.Until(start.at.Add(time.Duration(k)*b.o.duration/time.Duration(b.o.slices)))); err != nil {
+				return err
 			}
 			u, err := b.readUsage(sc)
 			if err != nil {
@@ -489,16 +370,13 @@ func (b *bench) scenario(ctx context.Context, sc *scenario) (_ *result, retErr e
 			for i := range row {
 				row[i] = u.tenant[i] - end.tenant[i]
 			}
-			perSlice = append(perSlice, row)
-			end = u
+			perSlice, end = append(perSlice, row), u
 		}
-		r.machine = benchmd.MachineBusy() - m0
-		r.window = end.at.Sub(start.at)
+		r.machine, r.window = benchmd.MachineBusy()-m0, end.at.Sub(start.at)
 		for i, t := range sc.ten {
-			tr := tenantResult{spec: t, cpu: end.tenant[i] - start.tenant[i], workers: end.workers[i],
-				restarted: int(restarts[i].Load())}
-			if len(start.scopes[i]) == len(end.scopes[i]) {
-				for j := range end.scopes[i] {
+			tr := tenantResult{spec: t, cpu: end.tenant[i] - start.tenant[i], workers: end.workers[i], restarted: int(restarts[i].Load())}
+			for j := range end.scopes[i] {
+				if len(start.scopes[i]) == len(end.scopes[i]) {
 					tr.scopeCPU = append(tr.scopeCPU, end.scopes[i][j]-start.scopes[i][j])
 				}
 			}
@@ -508,16 +386,10 @@ func (b *bench) scenario(ctx context.Context, sc *scenario) (_ *result, retErr e
 		return nil
 	}
 	err := measure()
-	cancel()
+	cancel(nil)
 	wg.Wait()
-	if err != nil {
+	if err = cmp.Or(err, failure(sctx)); err != nil {
 		return nil, fmt.Errorf("%w\ndaemon log:\n%s", err, b.d.LogTail())
-	}
-	failMu.Lock()
-	err = failure
-	failMu.Unlock()
-	if err != nil {
-		return nil, err
 	}
 	r.compute()
 	for _, t := range r.ten {
@@ -536,43 +408,29 @@ var spinWarm = []string{"50", "200", "500", "1000"}
 
 // warm starts n workers of the scope's extension ext: rounds of n
 // concurrent short calls (the payloads, one per round, longer each round;
-// each call must return its payload), until n distinct workers have
-// answered.
+// each call must return its payload), until n distinct workers answered.
 func (b *bench) warm(ctx context.Context, tenant, env, ext string, n int, payloads []string) error {
+	var mu sync.Mutex
 	seen := map[string]bool{}
 	for _, ms := range payloads {
-		var mu sync.Mutex
-		var errs []error
-		var wg sync.WaitGroup
-		for range n {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				cctx, cancel := context.WithTimeout(ctx, time.Minute)
-				defer cancel()
-				resp, err := b.c.Invoke(cctx, &scopedv1.InvokeRequest{Tenant: tenant, Environment: env, Extension: ext, Payload: []byte(ms)})
-				mu.Lock()
-				defer mu.Unlock()
-				if err != nil {
-					errs = append(errs, err)
-					return
-				}
-				if strings.TrimSpace(string(resp.GetResult())) != ms {
-					errs = append(errs, fmt.Errorf("%s %s returned %.40q", ext, ms, resp.GetResult()))
-				}
-				seen[resp.GetFigures().GetWorker()] = true
-			}()
-		}
-		wg.Wait()
-		if err := errors.Join(errs...); err != nil {
+		err := benchmd.Parallel(ctx, n, n, func(ctx context.Context, _ int) error {
+			resp, _, err := b.d.Invoke(ctx, time.Minute, &scopedv1.InvokeRequest{Tenant: tenant, Environment: env, Extension: ext, Payload: []byte(ms)})
+			if err == nil && strings.TrimSpace(string(resp.GetResult())) != ms {
+				err = fmt.Errorf("%s %s returned %.40q", ext, ms, resp.GetResult())
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			seen[resp.GetFigures().GetWorker()] = err == nil
+			return err
+		})
+		if err != nil {
 			return fmt.Errorf("warm %s/%s: %w\ndaemon log:\n%s", tenant, env, err, b.d.LogTail())
 		}
 		if len(seen) >= n {
 			return nil
 		}
 	}
-	return fmt.Errorf("warm %s/%s: %d %s workers answered %d rounds of %d concurrent calls, want %d",
-		tenant, env, len(seen), ext, len(payloads), n, n)
+	return fmt.Errorf("warm %s/%s: %d %s workers answered %d rounds of %d concurrent calls, want %d", tenant, env, len(seen), ext, len(payloads), n, n)
 }
 
 // usage is one reading of every tenant's CPU usage.
@@ -584,7 +442,7 @@ type usage struct {
 }
 
 // readUsage reads the tenants' (and their scopes') CPU usage, tenants first
-// and back to back.
+// and back to back. Scopes and workers show in the unified hierarchy only.
 func (b *bench) readUsage(sc *scenario) (usage, error) {
 	u := usage{at: time.Now()}
 	for _, t := range sc.ten {
@@ -594,211 +452,116 @@ func (b *bench) readUsage(sc *scenario) (usage, error) {
 		}
 		u.tenant = append(u.tenant, v)
 	}
+	unified := map[cgroups.Mode]string{cgroups.V2: "/sys/fs/cgroup", cgroups.Hybrid: "/sys/fs/cgroup/unified"}[cgroups.HostMode()]
 	for _, t := range sc.ten {
 		p := path.Join(cgroupRoot, t.tier, t.name)
-		dir := unifiedDir(p)
 		workers, scopes := -1, []time.Duration(nil)
-		if dir != "" {
+		if unified != "" {
 			workers = 0
-			names, err := subdirs(dir)
+			names, err := subdirs(filepath.Join(unified, p))
+			for _, s := range names {
+				v, verr := cgroups.CPUUsage(path.Join(p, s))
+				ws, werr := subdirs(filepath.Join(unified, p, s))
+				if err = errors.Join(err, verr, werr); err != nil {
+					return u, err
+				}
+				scopes, workers = append(scopes, v), workers+len(ws)
+			}
 			if err != nil {
 				return u, err
 			}
-			for _, s := range names {
-				v, err := cgroups.CPUUsage(path.Join(p, s))
-				if err != nil {
-					return u, err
-				}
-				scopes = append(scopes, v)
-				ws, err := subdirs(filepath.Join(dir, s))
-				if err != nil {
-					return u, err
-				}
-				workers += len(ws)
-			}
 		}
-		u.scopes = append(u.scopes, scopes)
-		u.workers = append(u.workers, workers)
+		u.scopes, u.workers = append(u.scopes, scopes), append(u.workers, workers)
 	}
 	return u, nil
-}
-
-// unifiedDir is the directory of the absolute cgroup path p in the unified
-// hierarchy, or "" on a pure v1 host.
-func unifiedDir(p string) string {
-	switch cgroups.HostMode() {
-	case cgroups.V2:
-		return filepath.Join("/sys/fs/cgroup", p)
-	case cgroups.Hybrid:
-		return filepath.Join("/sys/fs/cgroup/unified", p)
-	}
-	return ""
 }
 
 // subdirs are the names of dir's subdirectories, sorted.
 func subdirs(dir string) ([]string, error) {
 	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, err
-	}
 	var out []string
 	for _, e := range ents {
 		if e.IsDir() {
 			out = append(out, e.Name())
 		}
 	}
-	return out, nil
+	return out, err
 }
 
-// --- the daemon ------------------------------------------------------------
-
-// startDaemon starts a daemon named name (unique in the run) with the
-// configuration settings (without the paths) and connects to it.
-func (b *bench) startDaemon(ctx context.Context, name, settings string) error {
-	if b.d != nil {
-		return errors.New("a daemon is running already")
-	}
-	d, err := b.kit.StartDaemon(ctx, name, cgroupRoot, settings)
-	if err != nil {
-		return err
-	}
-	b.d = d
-	if b.c, err = client.Dial(ctx, d.Socket); err != nil {
-		return errors.Join(err, b.stopDaemon())
-	}
-	return nil
-}
-
-// stopDaemon closes the client, stops the daemon with SIGTERM and checks
-// that it removed its cgroups.
-func (b *bench) stopDaemon() error {
-	var errs []error
-	if b.c != nil {
-		errs = append(errs, b.c.Close())
-		b.c = nil
-	}
-	if b.d == nil {
-		return errors.Join(errs...)
-	}
-	_, err := b.kit.StopDaemon(b.d, 0)
-	b.d = nil
-	return errors.Join(append(errs, err)...)
-}
-
-// --- the report ------------------------------------------------------------
-
-func (b *bench) report(results []*result, noisy *noisyResult) string {
-	var w strings.Builder
-	p := func(format string, a ...any) { fmt.Fprintf(&w, format, a...) }
+func (b *bench) report(args string, results []*result, noisy *noisyResult) string {
+	r := benchmd.NewReport("fairbench", "## Fair shares between tenants (issue 5)")
 	n := b.o.spinners
-	p("%s\n%s\n\n", markStart, sectionTitle)
 	if len(results) > 0 {
-		p("Every tenant runs CPU-bound work that could fill the machine on its own; the question is how the\n")
-		p("daemon's cgroup tree (`<root>/<tier>/<tenant>/<scope>/<worker>`, a tier node's weight the sum of\n")
-		p("its live tenants', tenants at their tier's `cpu_weight`) splits the CPU between them. A tenant's\n")
-		p("share is its part of the CPU time all the scenario's tenants used in the window; the entitled share\n")
-		p("is its tier's weight over the sum of the live tenants' weights.")
+		r.P("Every tenant runs CPU-bound work that could fill the machine on its own: how does the daemon's cgroup tree\n")
+		r.P("(`<root>/<tier>/<tenant>/<scope>/<worker>`, tenants at their tier's `cpu_weight`) split the CPU between them? A\n")
+		r.P("tenant's share is its part of the CPU time all the scenario's tenants used in the window; the entitled share is\n")
+		r.P("its tier's weight over the sum of the live tenants' weights.")
 		if noisy != nil {
-			p(" The last subsection measures a\n")
-			p("victim tenant's invocation latency beside a noisy neighbour instead.")
+			r.P(" The last subsection measures a victim tenant's latency beside a\nnoisy neighbour instead.")
 		}
-		p("\n\n")
+		r.P("\n\n")
 	} else if noisy != nil {
-		p("How much a noisy neighbour tenant slows down a victim tenant's invocations, with the daemon's\n")
-		p("noisy-neighbour controller off and on.\n\n")
+		r.P("How much a noisy neighbour tenant slows down a victim tenant's invocations, with the daemon's\n")
+		r.P("noisy-neighbour controller off and on.\n\n")
 	}
-	p("%s", benchmd.Facts(baseCommand, b.o.args))
-	p("- Load average (1, 5, 15 min) at the start: %s\n", b.kit.LoadAvg)
+	r.P("%s", benchmd.Facts("go run -tags seccomp ./bench/cmd/fairbench", args))
+	r.P("- Load average (1, 5, 15 min) at the start: %s\n", b.kit.LoadAvg)
+	r.P("- Worker: `examples/spin` (Go SDK), which burns the payload's CPU milliseconds on one thread.\n")
+	r.P("- Daemon: a fresh one per %s: isolation by tenant + environment; `[pool] max_concurrent = 1`",
+		map[bool]string{true: "scenario", false: "phase"}[len(results) > 0])
+	if len(results) > 0 {
+		r.P(", `max_workers = %d`", n)
+	}
+	r.P(";\n  cgroup root `%s`; `[metrics] listen = \"off\"`; the rest at its default", cgroupRoot)
 	if len(results) == 0 {
-		p("- Worker: `examples/spin` (Go SDK), which burns the payload's CPU milliseconds on one thread.\n")
-		p("- Daemon: `scoped` built with `-tags seccomp`, a fresh one per phase, with a private configuration:\n")
-		p("  isolation by tenant + environment; `[pool] max_concurrent = 1, idle_timeout = \"1h\"`; cgroup root\n")
-		p("  `%s`; `[metrics] listen = \"off\"`; everything else at the defaults but as said below.\n", cgroupRoot)
-		b.reportNoisy(p, noisy)
-		p("%s\n", markEnd)
-		return w.String()
+		r.P(" but as said below.\n")
+		b.reportNoisy(r, noisy)
+		return r.End()
 	}
-	p("- Worker: `examples/spin` (Go SDK), which burns the payload's CPU milliseconds on one thread.\n")
-	p("- Daemon: `scoped` built with `-tags seccomp`, a fresh one per scenario, with a private\n")
-	p("  configuration: isolation by tenant + environment; `[pool] max_workers = %d, max_concurrent = 1,\n", n)
-	p("  idle_timeout = \"1h\"`; cgroup root `%s`; `[metrics] listen = \"off\"`; accounting and\n", cgroupRoot)
-	if b.o.control {
-		p("  everything else at the defaults, the noisy-neighbour controller on (`[control] enabled = true`).\n")
-	} else {
-		p("  everything else at the defaults, but the noisy-neighbour controller off (`[control] enabled = false`).\n")
-	}
-	p("- Method: spin is deployed for every tenant and environment; every scope is warmed first (its %d\n", n)
-	p("  %s started by %d concurrent short spin calls, so that no cold start falls in the window). Then\n", benchmd.Plural(n, "worker"), n)
-	p("  every scope keeps %d concurrent spin calls of %s ms of CPU running (one per CPU: each tenant\n", n, spinMs)
-	p("  alone could fill the machine); after %s the CPU usage of every tenant's cgroup (`cpu.stat`\n", b.o.settle)
-	p("  usage_usec, unified hierarchy) is read, and again %s later (and in between, %d equal slices\n", b.o.duration, b.o.slices)
-	p("  of the window, for the spread of the shares over time). Then the calls are cancelled and the\n")
-	p("  daemon is stopped with SIGTERM. Afterwards no cgroup named `*%s*` was left.\n", cgroupMark)
-	p("- Jain's fairness index is (Σx)² / (n·Σx²) over x = share / entitled share: 1 when every tenant\n")
-	p("  gets exactly its entitlement, 1/n when one tenant gets everything.\n")
-
-	for _, r := range results {
-		p("\n### %s\n\n%s\n\n", r.sc.title, r.sc.about)
-		p("| Tenant | Tier | Scopes | CPU s in window | Share | Entitled | Share / entitled | Share per %s slice, min–max |\n",
-			(r.window / time.Duration(b.o.slices)).Round(10*time.Millisecond))
-		p("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	r.P(", the noisy-neighbour controller %s.\n", map[bool]string{true: "on (`[control] enabled = true`)", false: "off (`[control] enabled = false`)"}[b.o.control])
+	r.P("- Method: every scope is warmed first (its %d %s started by concurrent short spin calls, so that no cold start\n", n, benchmd.Plural(n, "worker"))
+	r.P("  falls in the window). Then every scope keeps %d concurrent spin calls of %s ms of CPU running; after %s every\n", n, spinMs, b.o.settle)
+	r.P("  tenant cgroup's CPU usage (`cpu.stat` usage_usec, unified hierarchy) is read, and again %s later (and at %d\n", b.o.duration, b.o.slices)
+	r.P("  equal slices of the window, for the spread over time). Afterwards no cgroup named `*%s*` was left.\n", cgroupMark)
+	r.P("- Jain's fairness index is (Σx)² / (n·Σx²) over x = share / entitled share: 1 when every tenant gets exactly its\n")
+	r.P("  entitlement, 1/n when one tenant gets everything.\n")
+	for _, res := range results {
+		r.P("\n### %s\n\n%s\n\n", res.sc.title, res.sc.about)
+		r.P("| Tenant | Tier | Scopes | CPU s in window | Share | Entitled | Share / entitled | Share per %s slice, min–max |\n",
+			(res.window / time.Duration(b.o.slices)).Round(10*time.Millisecond))
+		r.P("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 		var sum time.Duration
-		restarted := 0
-		for _, t := range r.ten {
-			sum += t.cpu
-			restarted += t.restarted
-			p("| %s | %s | %d | %.2f | %.1f %% | %.1f %% | %.3f | %.1f–%.1f %% |\n", t.spec.name, t.spec.tier, len(t.spec.envs),
+		var restarted int
+		var dev float64
+		for _, t := range res.ten {
+			sum, restarted, dev = sum+t.cpu, restarted+t.restarted, max(dev, math.Abs(t.share-t.entitled))
+			r.P("| %s | %s | %d | %.2f | %.1f %% | %.1f %% | %.3f | %.1f–%.1f %% |\n", t.spec.name, t.spec.tier, len(t.spec.envs),
 				t.cpu.Seconds(), 100*t.share, 100*t.entitled, t.share/t.entitled, 100*t.sliceLo, 100*t.sliceHi)
 		}
-		capacity := r.window.Seconds() * float64(runtime.NumCPU())
-		other := max(r.machine-sum, 0)
-		p("\nJain's fairness index: %.4f. Largest deviation from the entitled share: %.1f percentage points.\n",
-			r.jain, 100*maxDeviation(r.ten))
-		p("In the %.2f s window the tenants used %.2f CPU s of the machine's %.2f (%.0f %%); everything else\n",
-			r.window.Seconds(), sum.Seconds(), capacity, 100*sum.Seconds()/capacity)
-		p("(the daemon, other processes, the kernel) %.0f %% by /proc/stat.", 100*other.Seconds()/capacity)
+		capacity := res.window.Seconds() * float64(runtime.NumCPU())
+		r.P("\nJain's fairness index: %.4f. Largest deviation from the entitled share: %.1f percentage points.\n", res.jain, 100*dev)
+		r.P("In the %.2f s window the tenants used %.2f CPU s of the machine's %.2f (%.0f %%); everything else\n",
+			res.window.Seconds(), sum.Seconds(), capacity, 100*sum.Seconds()/capacity)
+		r.P("(the daemon, other processes, the kernel) %.0f %% by /proc/stat.", 100*max(res.machine-sum, 0).Seconds()/capacity)
 		if restarted > 0 {
-			p(" %d spin %s completed in the window and %s made again.", restarted, benchmd.Plural(restarted, "call"), plural2(restarted))
+			r.P(" %d spin %s completed in the window and %s made again.", restarted, benchmd.Plural(restarted, "call"),
+				map[bool]string{true: "was", false: "were"}[restarted == 1])
 		}
-		p("\n")
-		for _, t := range r.ten {
+		r.P("\n")
+		for _, t := range res.ten {
 			if len(t.scopeCPU) > 1 && t.cpu > 0 {
-				lo, hi := slices.Min(t.scopeCPU), slices.Max(t.scopeCPU)
-				p("Inside `%s`, its %d scopes got %.1f %% to %.1f %% of the tenant's CPU time each (even: %.1f %%).\n",
-					t.spec.name, len(t.scopeCPU), 100*lo.Seconds()/t.cpu.Seconds(), 100*hi.Seconds()/t.cpu.Seconds(),
-					100/float64(len(t.scopeCPU)))
+				r.P("Inside `%s`, its %d scopes got %.1f %% to %.1f %% of the tenant's CPU time each (even: %.1f %%).\n", t.spec.name, len(t.scopeCPU),
+					100*slices.Min(t.scopeCPU).Seconds()/t.cpu.Seconds(), 100*slices.Max(t.scopeCPU).Seconds()/t.cpu.Seconds(), 100/float64(len(t.scopeCPU)))
 			}
 		}
-		if r.sc.name == "scopes" {
-			var scopes int
-			for _, t := range r.ten {
-				scopes += len(t.spec.envs)
-			}
-			many := len(r.ten[0].spec.envs)
-			p("For comparison, were the scopes siblings of equal weight (no tenant level), `%s` would be\n", r.ten[0].spec.name)
-			p("entitled to %d/%d = %.1f %% (computed, not measured).\n", many, scopes, 100*float64(many)/float64(scopes))
+		if res.sc.name == "scopes" {
+			many, scopes := len(res.ten[0].spec.envs), len(res.ten[0].spec.envs)+len(res.ten[1].spec.envs)
+			r.P("For comparison, were the scopes siblings of equal weight (no tenant level), `%s` would be\n", res.ten[0].spec.name)
+			r.P("entitled to %d/%d = %.1f %% (computed, not measured).\n", many, scopes, 100*float64(many)/float64(scopes))
 		}
 	}
 	if noisy != nil {
-		b.reportNoisy(p, noisy)
+		b.reportNoisy(r, noisy)
 	}
-	p("%s\n", markEnd)
-	return w.String()
+	return r.End()
 }
-
-func maxDeviation(ts []tenantResult) float64 {
-	var d float64
-	for _, t := range ts {
-		d = max(d, math.Abs(t.share-t.entitled))
-	}
-	return d
-}
-
-func plural2(n int) string {
-	if n == 1 {
-		return "was"
-	}
-	return "were"
-}
-
-// --- helpers ---------------------------------------------------------------

@@ -1,12 +1,12 @@
 package main
 
-// The scenario "noisy": issue 5's noisy neighbour. A victim tenant's one
-// caller invokes spin with 2 ms of CPU back to back (no think time); its
-// client-side latency is measured alone, then beside an antagonist tenant
-// (CPU spinners; a fork storm) with the noisy-neighbour controller off and
-// on, each phase on a fresh daemon.
+// The scenario "noisy": a victim tenant's one caller invokes spin with 2 ms
+// of CPU back to back; its latency alone, then beside an antagonist tenant
+// (CPU spinners; a fork storm) with the controller off and on, each phase
+// on a fresh daemon.
 
 import (
+	"cmp"
 	"context"
 	"embed"
 	"errors"
@@ -29,21 +29,17 @@ import (
 )
 
 const (
-	noisyName  = "noisy"
-	noisyTitle = "Noisy neighbour: a victim's latency (issue 5)"
-
+	noisyName     = "noisy"
+	noisyTitle    = "Noisy neighbour: a victim's latency (issue 5)"
 	noisySpinners = 4 // the default of -noisy-spinners
-
-	noisyTier    = "standard"
-	victimTenant = "victim"
-	antTenant    = "noisy"
-	noisyEnv     = "env1"
-	victimMs     = "2" // the victim's spin payload: CPU milliseconds
-
+	noisyTier     = "standard"
+	victimTenant  = "victim"
+	antTenant     = "noisy"
+	noisyEnv      = "env1"
+	victimMs      = "2"         // the victim's spin payload: CPU milliseconds
 	victimTimeout = time.Minute // per victim call: far beyond any latency seen
-
-	forkExt     = "forkstorm"
-	forkCallers = 2
+	forkExt       = "forkstorm"
+	forkCallers   = 2
 
 	// The controller's settings in these phases: shorter than the
 	// defaults (1s, 10s, 3), so that it acts within a short window.
@@ -51,10 +47,9 @@ const (
 	ctlCooldown    = 5 * time.Second
 	ctlDetectTicks = 3
 	// minSettle is the least settle time of every phase, enough for the
-	// controller's detection (detect_ticks ticks after a first tick
-	// without figures) on a quiet machine. With the controller on beside
-	// an antagonist, the window waits further for a "detected" event, at
-	// most detectWait in all.
+	// controller's detection on a quiet machine. With the controller on
+	// beside an antagonist, the window waits further for a "detected"
+	// event, at most detectWait in all.
 	minSettle  = 5 * time.Second
 	detectWait = 10 * time.Second
 )
@@ -69,15 +64,12 @@ var forkstormFS embed.FS
 // forkstormBundle is the fork storm's bundle: its manifest and script.
 func forkstormBundle() (*scopedv1.Bundle, error) {
 	bundle := &scopedv1.Bundle{}
-	for _, f := range []struct {
-		name string
-		mode uint32
-	}{{"manifest.toml", 0o644}, {"forkstorm.sh", 0o755}} {
-		b, err := forkstormFS.ReadFile("forkstorm/" + f.name)
+	for _, f := range []string{"manifest.toml", "forkstorm.sh"} {
+		b, err := forkstormFS.ReadFile("forkstorm/" + f)
 		if err != nil {
 			return nil, err
 		}
-		bundle.Files = append(bundle.Files, &scopedv1.File{Path: f.name, Mode: f.mode, Content: b})
+		bundle.Files = append(bundle.Files, &scopedv1.File{Path: f, Mode: map[bool]uint32{true: 0o755, false: 0o644}[strings.HasSuffix(f, ".sh")], Content: b})
 	}
 	return bundle, nil
 }
@@ -90,7 +82,6 @@ const (
 	antFork
 )
 
-// phase is one phase of the noisy scenario.
 type phase struct {
 	name    string
 	ant     antagonist
@@ -124,7 +115,7 @@ type phaseResult struct {
 	lat     []time.Duration // the victim's calls started in the window, sorted
 	antCPU  time.Duration   // the antagonist tenant's CPU in the window
 	vicCPU  time.Duration   // the victim tenant's
-	machine time.Duration   // busy CPU time of the machine in the window (/proc/stat)
+	machine time.Duration   // busy CPU time of the machine in the window
 	antDone int             // antagonist calls that completed (and were made again) in the phase
 	ctlOn   bool            // ListEvents' controller_enabled
 	events  []*scopedv1.Event
@@ -141,37 +132,7 @@ func (r *phaseResult) rest() time.Duration { return max(r.machine-r.antCPU-r.vic
 // quantile is the nearest-rank q-quantile of the victim's latencies.
 func (r *phaseResult) quantile(q float64) time.Duration { return benchmd.Percentile(r.lat, q*100) }
 
-type noisyResult struct {
-	phases []*phaseResult
-}
-
-// noisySettings is a noisy phase's daemon configuration, without the paths.
-func (b *bench) noisySettings(control bool) string {
-	return fmt.Sprintf(`[isolation]
-by = ["environment"]
-[limits]
-default_timeout = "5m"
-max_timeout = %q
-[pool]
-warm_min = 0
-max_workers = %d
-max_concurrent = 1
-idle_timeout = "1h"
-[scope]
-id_base = %d
-id_slots = %d
-[metrics]
-listen = "off"
-[control]
-enabled = %t
-interval = %q
-cooldown = %q
-detect_ticks = %d
-[log]
-level = "info"
-`, b.callTimeout().String(), b.noisyWorkers(), idBase, idSlots, control,
-		ctlInterval.String(), ctlCooldown.String(), ctlDetectTicks)
-}
+type noisyResult struct{ phases []*phaseResult }
 
 // noisySettle is every noisy phase's settle time (see minSettle).
 func (b *bench) noisySettle() time.Duration { return max(b.o.settle, minSettle) }
@@ -194,50 +155,32 @@ func (b *bench) noisy(ctx context.Context) (*noisyResult, error) {
 	return r, nil
 }
 
-// victimCall is one of the victim's invocations.
-type victimCall struct {
-	start time.Time
-	took  time.Duration
-}
-
 func (b *bench) noisyPhase(ctx context.Context, p phase) (_ *phaseResult, retErr error) {
 	logf("phase %s: the victim %s, controller %s", p.name, b.what(p), onOff(p.control))
-	if err := b.startDaemon(ctx, noisyName+"-"+p.name, b.noisySettings(p.control)); err != nil {
+	err := b.startDaemon(ctx, noisyName+"-"+p.name, b.noisyWorkers(), p.control,
+		fmt.Sprintf("interval = %q\ncooldown = %q\ndetect_ticks = %d\n", ctlInterval.String(), ctlCooldown.String(), ctlDetectTicks))
+	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		if err := b.stopDaemon(); err != nil {
-			retErr = errors.Join(retErr, err)
-		}
-	}()
+	defer b.stopDaemon(&retErr)
 	begun := time.Now()
 
 	// Deploy and warm: the victim's one worker, the antagonist's workers.
-	deploy := func(tenant, name string, bundle *scopedv1.Bundle) error {
-		_, err := b.c.Deploy(ctx, &scopedv1.DeployRequest{Tenant: tenant, Environment: noisyEnv, Name: name, Bundle: bundle})
-		if err != nil {
-			return fmt.Errorf("deploy %s for %s/%s: %w", name, tenant, noisyEnv, err)
+	antExt, antPayload, antCallers, antWarm, antBundle := extName, spinMs, b.o.noisySpin, spinWarm, b.files
+	switch p.ant {
+	case antNone:
+		antCallers = 0
+	case antFork:
+		antExt, antPayload, antCallers, antWarm = forkExt, "0", forkCallers, forkWarm // "0": until cancelled
+		if antBundle, err = forkstormBundle(); err != nil {
+			return nil, err
 		}
-		return nil
 	}
-	if err := deploy(victimTenant, extName, b.files); err != nil {
+	if err := b.d.Deploy(ctx, victimTenant, noisyEnv, extName, b.files); err != nil {
 		return nil, err
 	}
-	var antExt, antPayload string
-	var antCallers int
-	switch p.ant {
-	case antCPU:
-		antExt, antPayload, antCallers = extName, spinMs, b.o.noisySpin
-		if err := deploy(antTenant, extName, b.files); err != nil {
-			return nil, err
-		}
-	case antFork:
-		antExt, antPayload, antCallers = forkExt, "0", forkCallers // "0": until cancelled
-		bundle, err := forkstormBundle()
-		if err != nil {
-			return nil, err
-		}
-		if err := deploy(antTenant, forkExt, bundle); err != nil {
+	if p.ant != antNone {
+		if err := b.d.Deploy(ctx, antTenant, noisyEnv, antExt, antBundle); err != nil {
 			return nil, err
 		}
 	}
@@ -245,204 +188,161 @@ func (b *bench) noisyPhase(ctx context.Context, p phase) (_ *phaseResult, retErr
 	if err := b.warm(ctx, victimTenant, noisyEnv, extName, 1, []string{victimMs, victimMs, victimMs}); err != nil {
 		return nil, err
 	}
-	switch p.ant {
-	case antCPU:
-		if err := b.warm(ctx, antTenant, noisyEnv, extName, antCallers, spinWarm); err != nil {
-			return nil, err
-		}
-	case antFork:
-		if err := b.warm(ctx, antTenant, noisyEnv, forkExt, antCallers, forkWarm); err != nil {
+	if p.ant != antNone {
+		if err := b.warm(ctx, antTenant, noisyEnv, antExt, antCallers, antWarm); err != nil {
 			return nil, err
 		}
 	}
-	logf("warmed the victim's worker and %d antagonist %s in %s", antCallers, benchmd.Plural(antCallers, "worker"),
-		time.Since(t0).Round(time.Millisecond))
-
-	var failMu sync.Mutex
-	var failure error
-	failed := make(chan struct{})
-	fail := func(err error) {
-		failMu.Lock()
-		defer failMu.Unlock()
-		if failure == nil {
-			failure = err
-			close(failed)
-		}
-	}
+	logf("warmed the victim's worker and %d antagonist %s in %s", antCallers, benchmd.Plural(antCallers, "worker"), time.Since(t0).Round(time.Millisecond))
 
 	// The antagonist: antCallers calls kept running (made again if they
-	// complete) until the victim's last call has returned.
-	actx, cancelAnt := context.WithCancel(ctx)
+	// complete) until the victim's last call has returned. A failure of
+	// either cancels fctx with it.
+	fctx, fail := context.WithCancelCause(ctx)
+	defer fail(nil)
+	actx, cancelAnt := context.WithCancel(fctx)
 	var antWG sync.WaitGroup
 	defer func() { cancelAnt(); antWG.Wait() }()
 	var antDone atomic.Int64
 	timeout := durationpb.New(b.callTimeout())
-	for range antCallers {
-		antWG.Add(1)
-		go func() {
-			defer antWG.Done()
-			for actx.Err() == nil {
-				_, err := b.c.Invoke(actx, &scopedv1.InvokeRequest{Tenant: antTenant, Environment: noisyEnv,
-					Extension: antExt, Payload: []byte(antPayload), Timeout: timeout})
-				if actx.Err() != nil {
-					return
-				}
-				if err != nil {
-					fail(fmt.Errorf("antagonist %s: %w", antExt, err))
-					return
-				}
-				antDone.Add(1)
-			}
-		}()
-	}
+	benchmd.Keep(actx, fail, &antWG, antCallers, func(ctx context.Context) error {
+		_, err := b.d.C.Invoke(ctx, &scopedv1.InvokeRequest{Tenant: antTenant, Environment: noisyEnv, Extension: antExt, Payload: []byte(antPayload), Timeout: timeout})
+		if err != nil {
+			return fmt.Errorf("antagonist %s: %w", antExt, err)
+		}
+		antDone.Add(1)
+		return nil
+	})
 
 	// The victim: one caller, back to back, from now on (the controller
 	// sees it during the settle time too) until a call would start after
 	// the window.
-	vctx, cancelVictim := context.WithCancel(ctx)
+	vctx, cancelVictim := context.WithCancel(fctx)
 	defer cancelVictim()
 	var stopAt atomic.Int64 // unix ns; 0: not yet known
-	var calls []victimCall
+	type call struct {
+		start time.Time
+		took  time.Duration
+	}
+	var calls []call
 	victimDone := make(chan struct{})
 	go func() {
 		defer close(victimDone)
 		vt := durationpb.New(victimTimeout)
-		for vctx.Err() == nil {
-			start := time.Now()
-			if s := stopAt.Load(); s != 0 && start.UnixNano() >= s {
-				return
-			}
-			resp, err := b.c.Invoke(vctx, &scopedv1.InvokeRequest{Tenant: victimTenant, Environment: noisyEnv,
-				Extension: extName, Payload: []byte(victimMs), Timeout: vt})
+		for start := time.Now(); vctx.Err() == nil && (stopAt.Load() == 0 || start.UnixNano() < stopAt.Load()); start = time.Now() {
+			resp, err := b.d.C.Invoke(vctx, &scopedv1.InvokeRequest{Tenant: victimTenant, Environment: noisyEnv, Extension: extName, Payload: []byte(victimMs), Timeout: vt})
 			took := time.Since(start)
-			if vctx.Err() != nil {
+			switch {
+			case vctx.Err() != nil:
 				return
-			}
-			if err != nil {
+			case err != nil:
 				fail(fmt.Errorf("victim: %w", err))
 				return
-			}
-			if string(resp.GetResult()) != victimMs {
+			case string(resp.GetResult()) != victimMs:
 				fail(fmt.Errorf("victim: spin %s returned %.40q", victimMs, resp.GetResult()))
 				return
 			}
-			calls = append(calls, victimCall{start: start, took: took})
+			calls = append(calls, call{start, took})
 		}
 	}()
 
 	started := time.Now()
 	r := &phaseResult{ph: p}
-	wait := func(d time.Duration) error {
-		select {
-		case <-time.After(d):
-			return nil
-		case <-failed:
-			return failure
-		case <-ctx.Done():
-			return ctx.Err()
+	inspect := func(tenant string) (*scopedv1.Scope, error) {
+		resp, err := b.d.C.ListScopes(ctx, &scopedv1.ListScopesRequest{Tenant: tenant})
+		if err != nil {
+			return nil, err
+		} else if n := len(resp.GetScopes()); n != 1 {
+			return nil, fmt.Errorf("tenant %s has %d scopes, want 1", tenant, n)
 		}
+		return b.d.C.InspectScope(ctx, &scopedv1.InspectScopeRequest{Scope: resp.GetScopes()[0].GetKey()})
+	}
+	// usage reads the antagonist's tenant CPU usage (0 without one) and
+	// the victim's.
+	usage := func() (ant, victim time.Duration, err error) {
+		if p.ant != antNone {
+			ant, err = cgroups.CPUUsage(path.Join(cgroupRoot, noisyTier, antTenant))
+		}
+		victim, verr := cgroups.CPUUsage(path.Join(cgroupRoot, noisyTier, victimTenant))
+		return ant, victim, errors.Join(err, verr)
 	}
 	measure := func() error {
-		victimKey, err := b.scopeKey(ctx, victimTenant)
-		if err != nil {
+		if err := sleep(fctx, b.noisySettle()); err != nil {
 			return err
 		}
-		if err := wait(b.noisySettle()); err != nil {
-			return err
-		}
-		if p.ant != antNone && p.control {
-			// The window starts after the controller's detection.
-			for {
-				ev, err := b.c.ListEvents(ctx, &scopedv1.ListEventsRequest{Since: timestamppb.New(begun)})
-				if err != nil {
-					return err
-				}
-				if slices.ContainsFunc(ev.GetEvents(), func(e *scopedv1.Event) bool { return e.GetKind() == "detected" }) {
-					break
-				}
-				if time.Since(started) >= max(detectWait, b.noisySettle()) {
-					r.waited = true
-					logf("  no detection %s after the antagonist's start; measuring anyway", time.Since(started).Round(time.Millisecond))
-					break
-				}
-				if err := wait(ctlInterval); err != nil {
-					return err
-				}
+		for p.ant != antNone && p.control { // the window starts after the controller's detection
+			ev, err := b.d.C.ListEvents(ctx, &scopedv1.ListEventsRequest{Since: timestamppb.New(begun)})
+			if err != nil {
+				return err
+			}
+			if slices.ContainsFunc(ev.GetEvents(), func(e *scopedv1.Event) bool { return e.GetKind() == "detected" }) {
+				break
+			}
+			if time.Since(started) >= max(detectWait, b.noisySettle()) {
+				r.waited = true
+				logf("  no detection %s after the antagonist's start; measuring anyway", time.Since(started).Round(time.Millisecond))
+				break
+			}
+			if err := sleep(fctx, ctlInterval); err != nil {
+				return err
 			}
 		}
-		s0, err := b.c.InspectScope(ctx, &scopedv1.InspectScopeRequest{Scope: victimKey})
+		s0, err := inspect(victimTenant)
 		if err != nil {
 			return err
 		}
-		a0, v0, err := b.noisyUsage(p)
+		a0, v0, err := usage()
 		if err != nil {
 			return err
 		}
 		r.at = time.Now()
 		r.settle = r.at.Sub(started)
 		m0 := benchmd.MachineBusy()
-		if err := wait(b.o.duration); err != nil {
+		if err := sleep(fctx, b.o.duration); err != nil {
 			return err
 		}
-		a1, v1, err := b.noisyUsage(p)
+		a1, v1, err := usage()
 		if err != nil {
 			return err
 		}
 		end := time.Now()
 		r.machine = benchmd.MachineBusy() - m0
 		stopAt.Store(end.UnixNano())
-		s1, err := b.c.InspectScope(ctx, &scopedv1.InspectScopeRequest{Scope: victimKey})
+		s1, err := inspect(victimTenant)
 		if err != nil {
 			return err
 		}
-		r.window = end.Sub(r.at)
-		r.antCPU, r.vicCPU = a1-a0, v1-v0
+		r.window, r.antCPU, r.vicCPU = end.Sub(r.at), a1-a0, v1-v0
 		r.source = s1.GetUsage().GetSource()
 		r.runq = histogram(s1.GetUsage()).Sub(histogram(s0.GetUsage()))
 		r.preempt = s1.GetUsage().GetPreemptions() - s0.GetUsage().GetPreemptions()
 		select { // the victim's last call, which may have started in the window
 		case <-victimDone:
-		case <-failed:
-			return failure
-		case <-ctx.Done():
-			return ctx.Err()
+		case <-fctx.Done():
+			return context.Cause(fctx)
 		}
 		if p.ant != antNone {
-			key, err := b.scopeKey(ctx, antTenant)
-			if err != nil {
-				return err
-			}
-			sc, err := b.c.InspectScope(ctx, &scopedv1.InspectScopeRequest{Scope: key})
+			sc, err := inspect(antTenant)
 			if err != nil {
 				return err
 			}
 			r.level = sc.GetThrottleLevel()
 		}
-		ev, err := b.c.ListEvents(ctx, &scopedv1.ListEventsRequest{Since: timestamppb.New(begun)})
-		if err != nil {
-			return err
-		}
+		ev, err := b.d.C.ListEvents(ctx, &scopedv1.ListEventsRequest{Since: timestamppb.New(begun)})
 		r.ctlOn, r.events = ev.GetControllerEnabled(), ev.GetEvents()
-		return nil
+		return err
 	}
-	err := measure()
+	err = measure()
 	cancelVictim()
 	<-victimDone
 	cancelAnt()
 	antWG.Wait()
-	if err != nil {
-		return nil, fmt.Errorf("%w\ndaemon log:\n%s", err, b.d.LogTail())
-	}
-	failMu.Lock()
-	err = failure
-	failMu.Unlock()
-	if err != nil {
+	if err = cmp.Or(err, failure(fctx)); err != nil {
 		return nil, fmt.Errorf("%w\ndaemon log:\n%s", err, b.d.LogTail())
 	}
 	r.antDone = int(antDone.Load())
-	end := r.at.Add(r.window)
 	for _, c := range calls {
-		if !c.start.Before(r.at) && c.start.Before(end) {
+		if !c.start.Before(r.at) && c.start.Before(r.at.Add(r.window)) {
 			r.lat = append(r.lat, c.took)
 		}
 	}
@@ -460,38 +360,10 @@ func (b *bench) noisyPhase(ctx context.Context, p phase) (_ *phaseResult, retErr
 	return r, nil
 }
 
-// noisyUsage reads the antagonist's (0 when there is none) and the
-// victim's tenant CPU usage.
-func (b *bench) noisyUsage(p phase) (ant, victim time.Duration, err error) {
-	if p.ant != antNone {
-		if ant, err = cgroups.CPUUsage(path.Join(cgroupRoot, noisyTier, antTenant)); err != nil {
-			return 0, 0, err
-		}
-	}
-	victim, err = cgroups.CPUUsage(path.Join(cgroupRoot, noisyTier, victimTenant))
-	return ant, victim, err
-}
-
-// scopeKey is the key of the tenant's one scope.
-func (b *bench) scopeKey(ctx context.Context, tenant string) (string, error) {
-	resp, err := b.c.ListScopes(ctx, &scopedv1.ListScopesRequest{Tenant: tenant})
-	if err != nil {
-		return "", err
-	}
-	if n := len(resp.GetScopes()); n != 1 {
-		return "", fmt.Errorf("tenant %s has %d scopes, want 1", tenant, n)
-	}
-	return resp.GetScopes()[0].GetKey(), nil
-}
-
 // histogram is the run-queue histogram of u.
 func histogram(u *scopedv1.Usage) accounting.Histogram {
 	h := accounting.Histogram{Count: u.GetRunqCount(), Sum: u.GetRunqSum().AsDuration()}
-	for i, n := range u.GetRunqBuckets() {
-		if i < len(h.Buckets) {
-			h.Buckets[i] = n
-		}
-	}
+	copy(h.Buckets[:], u.GetRunqBuckets())
 	return h
 }
 
@@ -509,38 +381,31 @@ func describeEvent(e *scopedv1.Event, at time.Time, long bool) string {
 	return s
 }
 
-func onOff(on bool) string {
-	if on {
-		return "on"
-	}
-	return "off"
-}
+func onOff(on bool) string { return map[bool]string{true: "on", false: "off"}[on] }
 
 // fmtDur prints a latency in ms with three significant digits or so.
 func fmtDur(d time.Duration) string {
 	ms := float64(d) / float64(time.Millisecond)
-	switch {
-	case ms < 10:
-		return fmt.Sprintf("%.2f ms", ms)
-	case ms < 100:
-		return fmt.Sprintf("%.1f ms", ms)
+	prec := 0
+	if ms < 10 {
+		prec = 2
+	} else if ms < 100 {
+		prec = 1
 	}
-	return fmt.Sprintf("%.0f ms", ms)
+	return fmt.Sprintf("%.*f ms", prec, ms)
 }
 
 // eventsCell lists a phase's controller events for the table.
 func (r *phaseResult) eventsCell() string {
 	if !r.ctlOn {
 		return "— (off)"
-	}
-	if len(r.events) == 0 {
+	} else if len(r.events) == 0 {
 		return "none"
 	}
-	const most = 6
 	var parts []string
 	for i, e := range r.events {
-		if i == most {
-			parts = append(parts, fmt.Sprintf("and %d more", len(r.events)-most))
+		if i == 6 {
+			parts = append(parts, fmt.Sprintf("and %d more", len(r.events)-6))
 			break
 		}
 		parts = append(parts, describeEvent(e, r.at, false))
@@ -549,38 +414,32 @@ func (r *phaseResult) eventsCell() string {
 }
 
 // reportNoisy writes the noisy scenario's subsection.
-func (b *bench) reportNoisy(p func(string, ...any), r *noisyResult) {
+func (b *bench) reportNoisy(w *benchmd.Report, r *noisyResult) {
+	p := w.P
 	p("\n### %s\n\n", noisyTitle)
-	p("A victim tenant's invocation latency alone, then beside an antagonist tenant with the\n")
-	p("noisy-neighbour controller off and on.\n\n")
-	p("- Victim: tenant `%s` (tier `%s`, one scope), one caller invoking spin with payload `%s`\n", victimTenant, noisyTier, victimMs)
-	p("  (%s ms of CPU) back to back, no think time. Latency is client-side, from the `Invoke` call to\n", victimMs)
-	p("  its return, for the calls started in the window: it includes this program's client and the\n")
-	p("  daemon, both outside the tenants' cgroups, as well as the victim's worker.\n")
-	p("- Antagonist: tenant `%s` (tier `%s`, one scope). CPU: %d concurrent spin calls of %s ms\n",
-		antTenant, noisyTier, b.o.noisySpin, spinMs)
-	p("  of CPU each (made again if one completes). Fork storm: `bench/cmd/fairbench/forkstorm`, an\n")
-	p("  exec-runtime extension whose POSIX sh script loops `/bin/true & /bin/true & wait` until\n")
-	p("  cancelled, invoked by %d concurrent callers with a %s timeout.\n", forkCallers, b.callTimeout())
-	p("- A fresh daemon per phase, configured as above but `[pool] max_workers = %d` and `[control]\n", b.noisyWorkers())
-	p("  enabled = true/false` per phase, with `interval = %q, cooldown = %q, detect_ticks = %d`\n",
+	p("A victim tenant's invocation latency alone, then beside an antagonist tenant with the noisy-neighbour controller\n")
+	p("off and on.\n\n")
+	p("- Victim: tenant `%s` (tier `%s`, one scope), one caller invoking spin with payload `%s` (ms of CPU) back to back.\n", victimTenant, noisyTier, victimMs)
+	p("  Latency is the client's, `Invoke` to its return, of the calls started in the window (this program's client and\n")
+	p("  the daemon run outside the tenants' cgroups).\n")
+	p("- Antagonist: tenant `%s` (tier `%s`, one scope). CPU: %d concurrent spin calls of %s ms of CPU each (made again\n", antTenant, noisyTier, b.o.noisySpin, spinMs)
+	p("  if one completes). Fork storm: `bench/cmd/fairbench/forkstorm`, an exec-runtime extension whose sh script loops\n")
+	p("  `/bin/true & /bin/true & wait` until cancelled, invoked by %d concurrent callers with a %s timeout.\n", forkCallers, b.callTimeout())
+	p("- A fresh daemon per phase, configured as above but `[pool] max_workers = %d` and `[control] enabled = true/false`\n", b.noisyWorkers())
+	p("  per phase, with `interval = %q, cooldown = %q, detect_ticks = %d` (shorter than the defaults 1s, 10s and 3, so\n",
 		ctlInterval.String(), ctlCooldown.String(), ctlDetectTicks)
-	p("  (the defaults are 1s, 10s and 3: shortened so that the controller acts within a short run)\n")
-	p("  and its other thresholds at the defaults; accounting at the default (`auto`)")
+	p("  that it acts within a short run); accounting at the default (`auto`)")
 	if src := r.source(); src != "" {
-		p(": the victim's\n  scope was accounted by `%s`", src)
+		p(": the victim's scope was accounted by `%s`", src)
 	}
 	p(".\n")
-	p("- Each phase: deploy, warm the victim's worker and the antagonist's workers, start the antagonist\n")
-	p("  and the victim, settle, measure %s. The settle time is %s (-settle, at least %s) in every\n",
-		b.o.duration, b.noisySettle(), minSettle)
-	p("  phase; with the controller on beside an antagonist the window also waits for its first\n")
-	p("  `detected` event (at most %s after the start), so that it starts after the detection.\n", max(detectWait, b.noisySettle()))
-	p("- Antagonist CPU: its tenant cgroup's CPU usage in the window, and its part of the machine's %d\n", runtime.NumCPU())
-	p("  CPUs. Rest of the machine: the busy CPU time of the whole machine in the window (`/proc/stat`)\n")
-	p("  less both tenants': the daemon, this program, other processes and the kernel. Controller\n")
-	p("  events: `ListEvents` over the whole phase, as kind, level after the event and time from the\n")
-	p("  window's start (negative: before it). Afterwards no cgroup named `*%s*` was left.\n\n", cgroupMark)
+	p("- Each phase: deploy, warm the workers, start the antagonist and the victim, settle %s (-settle, at least %s),\n", b.noisySettle(), minSettle)
+	p("  measure %s. With the controller on beside an antagonist the window also waits for its first `detected` event\n", b.o.duration)
+	p("  (at most %s after the start).\n", max(detectWait, b.noisySettle()))
+	p("- Antagonist CPU: its tenant cgroup's CPU usage in the window, and its part of the machine's %d CPUs. Rest of the\n", runtime.NumCPU())
+	p("  machine: the machine's busy CPU time in the window (`/proc/stat`) less both tenants'. Controller events:\n")
+	p("  `ListEvents` over the phase: kind, level after it, time from the window's start. Afterwards no cgroup named\n")
+	p("  `*%s*` was left.\n\n", cgroupMark)
 
 	ebpf := r.source() == accounting.SourceEBPF
 	p("| Phase | Controller | Settle | Victim invocations | p50 | p99 | p50 / alone | p99 / alone |" +
@@ -591,7 +450,7 @@ func (b *bench) reportNoisy(p func(string, ...any), r *noisyResult) {
 		sep += " ---: |"
 	}
 	p(" Controller events |\n%s --- |\n", sep)
-	alone := r.phase("alone")
+	alone := r.find(antNone, true)
 	var busy []string
 	for _, ph := range r.phases {
 		ratio := func(q float64) string {
@@ -622,8 +481,8 @@ func (b *bench) reportNoisy(p func(string, ...any), r *noisyResult) {
 	}
 	p("\n")
 	if ebpf {
-		p("The victim's run-queue p99 is the daemon's eBPF histogram (buckets a factor of two wide) of the\n")
-		p("waits of its scope's tasks in the window, what the controller reads.\n\n")
+		p("The victim's run-queue p99 is the daemon's eBPF histogram (buckets a factor of two wide) of its scope's waits in\n")
+		p("the window, what the controller reads.\n\n")
 	}
 	for _, ant := range []antagonist{antCPU, antFork} {
 		off, on := r.find(ant, false), r.find(ant, true)
@@ -631,7 +490,7 @@ func (b *bench) reportNoisy(p func(string, ...any), r *noisyResult) {
 			continue
 		}
 		p("- %s, controller off / on (alone): victim p50 %s / %s (%s),\n",
-			capitalize(b.what(off.ph)), fmtDur(off.quantile(0.5)), fmtDur(on.quantile(0.5)), fmtDur(alone.quantile(0.5)))
+			strings.ToUpper(b.what(off.ph)[:1])+b.what(off.ph)[1:], fmtDur(off.quantile(0.5)), fmtDur(on.quantile(0.5)), fmtDur(alone.quantile(0.5)))
 		p("  p99 %s / %s (%s); %d / %d victim calls (%d); victim CPU %.2f / %.2f s (%.2f);\n",
 			fmtDur(off.quantile(0.99)), fmtDur(on.quantile(0.99)), fmtDur(alone.quantile(0.99)),
 			len(off.lat), len(on.lat), len(alone.lat), off.vicCPU.Seconds(), on.vicCPU.Seconds(), alone.vicCPU.Seconds())
@@ -643,8 +502,8 @@ func (b *bench) reportNoisy(p func(string, ...any), r *noisyResult) {
 			p("  the antagonist's scope was at level %d at the window's end.\n", on.level)
 		}
 	}
-	p("\nThe antagonist tenant has one scope; the controller's level 1 lowers a scope's CPU weight against\n")
-	p("its tenant's other scopes, level 2 caps its CPU (never below its tenant's entitled share).\n")
+	p("\nThe controller's level 1 lowers a scope's CPU weight against its tenant's other scopes, level 2 caps its CPU\n")
+	p("(never below its tenant's entitled share).\n")
 	if len(busy) > 0 {
 		p("Other work took more than a quarter of the machine's CPU time in the window of: %s.\n", strings.Join(busy, "; "))
 	}
@@ -670,13 +529,6 @@ func eventKinds(evs []*scopedv1.Event) string {
 	return strings.Join(kinds, ", ")
 }
 
-func capitalize(s string) string {
-	if s == "" {
-		return s
-	}
-	return strings.ToUpper(s[:1]) + s[1:]
-}
-
 // source is the victim scope's accounting source in the phases ("" if
 // unknown, "mixed" if they differ).
 func (r *noisyResult) source() string {
@@ -691,15 +543,6 @@ func (r *noisyResult) source() string {
 		}
 	}
 	return src
-}
-
-func (r *noisyResult) phase(name string) *phaseResult {
-	for _, ph := range r.phases {
-		if ph.ph.name == name {
-			return ph
-		}
-	}
-	return nil
 }
 
 func (r *noisyResult) find(ant antagonist, control bool) *phaseResult {

@@ -1,34 +1,9 @@
-// Command invokebench measures invocations through the scoped daemon.
-//
-// (a) Cold start: the first invocation of a new scope, from the client's
-// Invoke to its reply (the scope's cgroups, the sandbox, the worker's start,
-// go-plugin's handshake and the call), against the same worker started by
-// go-plugin without a sandbox (NewClient to the first reply) and against
-// `runc run` of /usr/bin/true, interleaved round-robin in one run.
-//
-// (b) Warm calls with a 1 KiB payload: through the daemon (one client
-// connection, one warm scope) against a direct go-plugin call to the same
-// worker binary started unsandboxed by the benchmark, with 1, 8 and 64
-// concurrent callers: p50, p99 and invocations per second.
-//
-// (c) Warm calls through daemons with eBPF accounting on and off
-// (`[accounting] mode = "ebpf"` vs "cgroupfs"), a fresh daemon per round and
-// mode: invocations per second and latency, and their ratio. (d) The same
-// with metering on (a 1 s ledger flush) and off.
-//
-// It builds what it needs itself (the daemon with -tags seccomp, scoped-exec
-// and the whoami example bundle) with `go build` in the repository root, and
-// runs the daemon with a private configuration (socket, state and runtime
-// directories in a temporary directory, cgroup root /scoped-bench-invoke):
-// once for the cold starts (the daemon reports the phases of each in the
-// invocation's figures) and afresh for the warm calls, logging at info level. It talks to the daemons, its go-plugin workers and
-// nothing else, over the unix sockets it makes; an abstract unix socket keeps
-// a second run from starting meanwhile. It runs as root and needs runc. Everything it creates — the daemon (stopped with SIGTERM, which
-// removes its cgroups and sandboxes), the direct workers, runc's state, the
-// cgroup root /scoped-bench-invoke-runc and the temporary directory — is
-// removed before it exits, and it checks that no cgroup named after it is
-// left. With -o it writes its section of BENCHMARKS.md between marker
-// comments and leaves the rest of the file alone.
+// Command invokebench measures invocations through the daemon: (a) the cold
+// start of a new scope against go-plugin's unsandboxed start of the same
+// worker and `runc run` of /usr/bin/true, round-robin; (b) warm calls against
+// direct go-plugin calls to the same worker, at several caller counts;
+// (c) and (d) warm calls through fresh daemons with eBPF accounting, and
+// metering, on and off.
 package main
 
 import (
@@ -37,58 +12,51 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/signal"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+
 	benchmd "github.com/scoped-io/scoped/bench"
+	"github.com/scoped-io/scoped/cgroups"
+	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
 )
 
 var logf = benchmd.Logger("invokebench: ", false)
 
 const (
-	// The markers around this program's section of the output file.
-	markStart = "<!-- invokebench:start -->"
-	markEnd   = "<!-- invokebench:end -->"
-
-	sectionTitle = "## Invocations: cold start and warm calls (issue 3), accounting (issue 4) and metering (issue 6) on vs off"
-
-	// The command `make bench` runs.
-	baseCommand = "go run -tags seccomp ./bench/cmd/invokebench"
-
-	// The cgroup roots the benchmark owns: the daemon's, and the parent of
-	// the runc containers' cgroups.
 	daemonCgroupRoot = "/scoped-bench-invoke"
 	runcCgroupRoot   = "/scoped-bench-invoke-runc"
-	// Any cgroup whose name holds this is the benchmark's.
-	cgroupMark = "scoped-bench-invoke"
+	cgroupMark       = "scoped-bench-invoke"
 
-	truePath = "/usr/bin/true"
-
+	truePath    = "/usr/bin/true"
 	extName     = "whoami"
 	environment = "production"
+	callTimeout = 30 * time.Second
+
+	// The daemon's scopes take idSlots ranges of idSize host ids from
+	// idBase and runc's container the range after them, far from a
+	// daemon's default (1048576) that may run on the same host.
+	idBase  = 1 << 29
+	idSize  = 65536
+	tmpSize = 64 << 20 // the daemon's default tmp_size
 )
 
 type options struct {
-	n, warmup     int
-	gap           time.Duration
-	warmDur       time.Duration
-	warmWarmup    time.Duration
-	slices        int
-	callers       []int
-	payload       int
-	maxWorkers    int
-	maxConcurrent int
-	acctRounds    int
-	acctDur       time.Duration
-	acctCallers   int
-	out           string
-	runc          string
-	daemonLog     string // copy the daemon's log here at the end
-	argsString    string // the flags as given, for the report
+	n, warmup                 int
+	gap                       time.Duration
+	warmDur, warmWarmup       time.Duration
+	slices                    int
+	callers                   []int
+	payload                   int
+	maxWorkers, maxConcurrent int
+	acctRounds, acctCallers   int
+	acctDur                   time.Duration
+	runc, daemonLog           string
 }
 
 func main() {
@@ -107,97 +75,181 @@ func main() {
 	flag.IntVar(&o.payload, "payload", 1024, "payload bytes of every invocation")
 	flag.IntVar(&o.maxWorkers, "max-workers", 4, "the daemon's [pool] max_workers")
 	flag.IntVar(&o.maxConcurrent, "max-concurrent", 16, "the daemon's [pool] max_concurrent")
-	flag.StringVar(&o.out, "o", "", "replace (or add) this program's section in this markdown `file`")
 	flag.StringVar(&o.runc, "runc", "/usr/sbin/runc", "runc binary")
 	flag.StringVar(&o.daemonLog, "daemon-log", "", "keep a copy of the daemons' logs in this `file`")
-	benchmd.Main("invokebench", func(args string) error {
+	benchmd.Main("invokebench", true, func(ctx context.Context, args string) ([]string, error) {
 		for _, f := range strings.Split(callers, ",") {
 			c, err := strconv.Atoi(strings.TrimSpace(f))
 			if err != nil || c < 1 {
-				return fmt.Errorf("-callers %q: want positive integers", callers)
+				return nil, fmt.Errorf("-callers %q: want positive integers", callers)
 			}
 			o.callers = append(o.callers, c)
 		}
-		o.argsString = args
-		return run(o)
+		o.callers = slices.Compact(o.callers)
+		switch {
+		case o.n < 1 || o.warmup < 0 || o.gap < 0:
+			return nil, errors.New("need -n ≥ 1, -warmup ≥ 0, -gap ≥ 0")
+		case o.slices < 1 || o.warmDur < time.Duration(o.slices)*time.Millisecond:
+			return nil, fmt.Errorf("-duration %s -slices %d: need at least one slice of at least 1ms", o.warmDur, o.slices)
+		case o.payload < 0 || o.payload > 512<<10:
+			return nil, fmt.Errorf("-payload %d: must be in 0..512 KiB", o.payload)
+		case o.acctRounds < 0 || o.acctCallers < 1 || o.acctDur < time.Millisecond:
+			return nil, errors.New("-acct-rounds must not be negative, -acct-callers at least 1, -acct-duration at least 1ms")
+		case o.maxWorkers < 1 || o.maxConcurrent < 1:
+			return nil, errors.New("-max-workers and -max-concurrent must be at least 1")
+		}
+		if _, err := os.Stat(o.runc); err != nil {
+			return nil, fmt.Errorf("%w (install runc: scripts/deps.sh bench)", err)
+		}
+		return run(ctx, o, args)
 	})
 }
 
-func run(o options) (retErr error) {
-	switch {
-	case o.n < 1:
-		return fmt.Errorf("-n %d: need at least one round", o.n)
-	case o.warmup < 0:
-		return fmt.Errorf("-warmup %d: must not be negative", o.warmup)
-	case o.gap < 0:
-		return fmt.Errorf("-gap %s: must not be negative", o.gap)
-	case o.slices < 1 || o.warmDur < time.Duration(o.slices)*time.Millisecond:
-		return fmt.Errorf("-duration %s -slices %d: need at least one slice of at least 1ms", o.warmDur, o.slices)
-	case o.payload < 0 || o.payload > 512<<10:
-		return fmt.Errorf("-payload %d: must be in 0..512 KiB", o.payload)
-	case o.acctRounds < 0 || o.acctCallers < 1 || o.acctDur < time.Millisecond:
-		return errors.New("-acct-rounds must not be negative, -acct-callers at least 1, -acct-duration at least 1ms")
-	case o.maxWorkers < 1 || o.maxConcurrent < 1:
-		return errors.New("-max-workers and -max-concurrent must be at least 1")
-	case os.Geteuid() != 0:
-		return errors.New("must run as root (sudo make bench)")
-	}
-	if _, err := os.Stat(o.runc); err != nil {
-		return fmt.Errorf("%w (install runc: scripts/deps.sh bench)", err)
-	}
-	o.callers = slices.Compact(o.callers)
-	// Two runs at once would share the cgroup roots. An abstract unix
-	// socket is a lock the kernel releases when the process ends.
-	lock, err := benchmd.Lock("invoke")
-	if err != nil {
-		return err
-	}
-	defer lock.Close()
+// bench is the benchmark's world: the kit (the daemon and whoami bundle it
+// built), the daemon running, runc and its cgroups, the direct workers.
+type bench struct {
+	o            options
+	kit          *benchmd.Kit
+	files        *scopedv1.Bundle
+	whoami       string // the worker binary in the bundle
+	libcontainer string // its version in the daemon
+	d            *benchmd.Daemon
+	idSlots      int
+	runcTree     *cgroups.Tree
+	runc         *benchmd.Runc
+	pluginLog    hclog.Logger
+	payload      []byte
+	seq          int
+	direct       []int // pids of the direct workers started
+}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-
-	b, err := newBench(o)
-	if err != nil {
-		return err
+func run(ctx context.Context, o options, args string) (_ []string, retErr error) {
+	b := &bench{o: o, idSlots: o.warmup + o.n + 8, payload: make([]byte, o.payload)}
+	defer func() { retErr = errors.Join(retErr, b.close()) }()
+	for i := range b.payload {
+		b.payload[i] = 'a' + byte(i%26)
 	}
-	closed := false
-	defer func() {
-		if !closed {
-			retErr = errors.Join(retErr, b.close())
-		}
-	}()
-
-	cold, err := b.measureCold(ctx)
+	b.pluginLog = hclog.New(&hclog.LoggerOptions{Name: "direct", Level: hclog.Warn, Output: os.Stderr})
+	var err error
+	if b.kit, err = benchmd.NewKit(cgroupMark, logf); err != nil {
+		return nil, err
+	}
+	b.kit.Logs.Path = o.daemonLog
+	b.libcontainer = benchmd.ModuleVersion(b.kit.Scoped, "github.com/opencontainers/runc")
+	if b.files, err = b.kit.Bundle("./examples/" + extName); err != nil {
+		return nil, err
+	}
+	b.whoami = filepath.Join(b.kit.Bin, "bundles", extName, extName)
+	if b.runcTree, err = benchmd.OpenCgroupRoot(runcCgroupRoot, logf); err != nil {
+		return nil, err
+	}
+	node, err := b.runcTree.Node(cgroups.Limits{}, "runc")
 	if err != nil {
-		return err
+		return nil, err
+	}
+	layout, err := benchmd.ReadHostLayout()
+	if err != nil {
+		return nil, err
+	}
+	if b.runc, err = benchmd.NewRunc(o.runc, b.kit.Work, node.Path(), benchmd.RuncSpec{Layout: layout,
+		HostID: idBase + uint32(b.idSlots)*idSize, IDs: idSize, TmpSize: tmpSize, Args: []string{truePath}}); err != nil {
+		return nil, err
+	}
+
+	if err := b.startDaemon(ctx, "cold", ""); err != nil {
+		return nil, err
+	}
+	cold, err := benchmd.RoundRobin(ctx, "cold start: ", o.warmup, o.n, 0, b.coldVariants(), logf)
+	if err := errors.Join(err, b.stopDaemon()); err != nil {
+		return nil, err
 	}
 	warm, err := b.measureWarm(ctx)
-	if err != nil {
-		return err
+	if err := errors.Join(err, b.stopDaemon()); err != nil {
+		return nil, err
 	}
-	if err := b.stopDaemon(); err != nil {
-		return err
-	}
-	var acct, meter *acctResult
+	var acct, meter *pairResult
 	if o.acctRounds > 0 {
-		r, err := b.measureAccounting(ctx)
-		if err != nil {
-			return err
+		// eBPF accounting's programs attached and the scope tracked, or
+		// usage read from cgroup files only.
+		if acct, err = b.measurePair(ctx, "accounting", "[accounting]\nmode = \"ebpf\"\n", "[accounting]\nmode = \"cgroupfs\"\n"); err != nil {
+			return nil, err
 		}
-		acct = &r
-		m, err := b.measureMetering(ctx)
-		if err != nil {
-			return err
+		// A ledger flush every second, more often than the default, so
+		// that the ledger's cost shows.
+		if meter, err = b.measurePair(ctx, "metering", "[metering]\nenabled = true\nflush = \"1s\"\n", "[metering]\nenabled = false\n"); err != nil {
+			return nil, err
 		}
-		meter = &m
 	}
 	// Stop everything before writing, so that the report can say that
 	// the cleanup worked.
-	closed = true
 	if err := b.close(); err != nil {
-		return fmt.Errorf("cleanup: %w", err)
+		return nil, fmt.Errorf("cleanup: %w", err)
 	}
-	section := b.report(cold, warm, acct, meter)
-	return benchmd.Output(o.out, markStart, markEnd, section, logf)
+	return []string{b.report(args, cold, warm, acct, meter)}, nil
+}
+
+// startDaemon starts a daemon (its directories named after name) with
+// extra appended to its configuration.
+func (b *bench) startDaemon(ctx context.Context, name, extra string) (err error) {
+	settings := fmt.Sprintf(`[isolation]
+by = ["environment"]
+[limits]
+default_timeout = "30s"
+[pool]
+warm_min = 0
+max_workers = %d
+max_concurrent = %d
+idle_timeout = "1h"
+[scope]
+id_base = %d
+id_slots = %d
+[log]
+level = "info"
+[metrics]
+listen = "off"
+`, b.o.maxWorkers, b.o.maxConcurrent, idBase, b.idSlots) + extra
+	b.d, err = b.kit.StartDaemon(ctx, name, daemonCgroupRoot, settings)
+	return err
+}
+
+// stopDaemon stops the daemon with SIGTERM and checks that it removed its
+// cgroups.
+func (b *bench) stopDaemon() error {
+	if b.d == nil {
+		return nil
+	}
+	_, err := b.kit.StopDaemon(b.d, 0)
+	b.d = nil
+	return err
+}
+
+// close removes everything the benchmark created and checks that nothing
+// of it is left. It is safe on a partly built bench and twice.
+func (b *bench) close() error {
+	plugin.CleanupClients() // the direct workers, if any is left
+	errs := []error{b.checkDirectGone(), b.stopDaemon()}
+	if b.runc != nil {
+		errs = append(errs, b.runc.Close(logf))
+	}
+	errs = append(errs, benchmd.RemoveCgroupRoot(b.runcTree))
+	if b.kit != nil {
+		errs = append(errs, b.kit.Close())
+	}
+	b.runc, b.runcTree, b.direct = nil, nil, nil
+	return errors.Join(errs...)
+}
+
+// checkDirectGone fails if a direct worker the benchmark started still
+// runs (go-plugin's Kill waits for it; this checks).
+func (b *bench) checkDirectGone() error {
+	for _, pid := range b.direct {
+		gone, _ := benchmd.Poll(5*time.Second, 10*time.Millisecond, func() (bool, error) {
+			comm, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+			return err != nil || strings.TrimSpace(string(comm)) != extName || !benchmd.ProcAlive(pid), nil
+		})
+		if !gone {
+			return fmt.Errorf("direct worker pid %d still runs", pid)
+		}
+	}
+	return nil
 }

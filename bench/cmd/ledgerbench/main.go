@@ -1,15 +1,10 @@
-// Command ledgerbench measures the metering ledger's write throughput: it
-// commits what a daemon's flush commits — for each of -scopes scopes the
-// seven meters' deltas (one extension each) and the scope's cursor — in one
-// transaction per flush, back to back for -duration, into a fresh ledger in
-// a temporary directory (SQLite, WAL, synchronous=FULL, as the daemon opens
-// it), and reports records (deltas) per second, commits per second and the
-// commit latency. With -o it writes its section of BENCHMARKS.md.
-//
-// Run: go run ./bench/cmd/ledgerbench -o BENCHMARKS.md
+// Command ledgerbench measures the metering ledger's write throughput: one
+// commit per daemon flush (every scope's seven meter deltas and its cursor,
+// one transaction), back to back, into a fresh ledger as the daemon opens it.
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
@@ -20,79 +15,56 @@ import (
 	"github.com/scoped-io/scoped/metering"
 )
 
-const (
-	markStart   = "<!-- ledgerbench:start -->"
-	markEnd     = "<!-- ledgerbench:end -->"
-	baseCommand = "go run ./bench/cmd/ledgerbench"
-)
-
 func main() {
 	scopes := flag.String("scopes", "10,100,1000", "comma-separated scope counts per flush")
 	dur := flag.Duration("duration", 3*time.Second, "time per scope count")
-	out := flag.String("o", "", "replace (or add) this program's section in this markdown `file`")
-	flag.Parse()
-	var counts []int
-	for _, f := range strings.Split(*scopes, ",") {
-		var n int
-		if _, err := fmt.Sscan(strings.TrimSpace(f), &n); err != nil || n < 1 || n*7 > metering.MaxDeltas {
-			fmt.Fprintf(os.Stderr, "ledgerbench: -scopes %q: want counts in 1..%d\n", *scopes, metering.MaxDeltas/7)
-			os.Exit(2)
+	benchmd.Main("ledgerbench", false, func(_ context.Context, args string) ([]string, error) {
+		var counts []int
+		for _, f := range strings.Split(*scopes, ",") {
+			var n int
+			if _, err := fmt.Sscan(strings.TrimSpace(f), &n); err != nil || n < 1 || n*7 > metering.MaxDeltas {
+				return nil, fmt.Errorf("-scopes %q: want counts in 1..%d", *scopes, metering.MaxDeltas/7)
+			}
+			counts = append(counts, n)
 		}
-		counts = append(counts, n)
-	}
-	if *dur < 100*time.Millisecond {
-		fmt.Fprintln(os.Stderr, "ledgerbench: -duration must be at least 100ms")
-		os.Exit(2)
-	}
-	var w strings.Builder
-	p := func(format string, a ...any) { fmt.Fprintf(&w, format, a...) }
-	p("%s\n## Metering ledger write throughput (issue 6)\n\n", markStart)
-	p("Each commit is one daemon flush: for every scope, its seven meters' deltas (one extension) and\n")
-	p("its cursor (~200 bytes), in one transaction; commits back to back for %s per scope count, into\n", *dur)
-	p("a fresh ledger (SQLite via modernc.org/sqlite, WAL, synchronous=FULL, 60 s windows) in a\n")
-	p("temporary directory on this machine's disk.\n\n")
-	p("%s", benchmd.Facts(baseCommand, benchmd.QuoteArgs(os.Args[1:])))
-	p("- Load average (1, 5, 15 min) at the start: %s\n\n", benchmd.LoadAvg())
-	p("| Scopes per flush | Commits | Records/s | Commits/s | Commit p50 | Commit p99 |\n| ---: | ---: | ---: | ---: | ---: | ---: |\n")
-	for _, n := range counts {
-		r, err := run(n, *dur)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "ledgerbench:", err)
-			os.Exit(1)
+		if *dur < 100*time.Millisecond {
+			return nil, fmt.Errorf("-duration must be at least 100ms")
 		}
-		p("| %d | %d | %.0f | %.1f | %s | %s |\n", n, len(r.lat), float64(r.records)/r.elapsed.Seconds(),
-			float64(len(r.lat))/r.elapsed.Seconds(), benchmd.Percentile(r.lat, 50).Round(10*time.Microsecond).String(), benchmd.Percentile(r.lat, 99).Round(10*time.Microsecond).String())
-	}
-	p("\nA daemon flushes every 10 s by default: even 1000 live scopes need one such commit per flush.\n")
-	p("%s\n", markEnd)
-	fmt.Print(w.String())
-	if *out != "" {
-		if err := benchmd.WriteSection(*out, markStart, markEnd, w.String()); err != nil {
-			fmt.Fprintln(os.Stderr, "ledgerbench:", err)
-			os.Exit(1)
+		r := benchmd.NewReport("ledgerbench", "## Metering ledger write throughput (issue 6)")
+		r.P("Each commit is one daemon flush: for every scope, its seven meters' deltas (one extension) and\n")
+		r.P("its cursor (~200 bytes), in one transaction; commits back to back for %s per scope count, into\n", *dur)
+		r.P("a fresh ledger (SQLite via modernc.org/sqlite, WAL, synchronous=FULL, 60 s windows) in a\n")
+		r.P("temporary directory on this machine's disk.\n\n")
+		r.P("%s", benchmd.Facts("go run ./bench/cmd/ledgerbench", args))
+		r.P("- Load average (1, 5, 15 min) at the start: %s\n\n", benchmd.LoadAvg())
+		r.P("| Scopes per flush | Commits | Records/s | Commits/s | Commit p50 | Commit p99 |\n| ---: | ---: | ---: | ---: | ---: | ---: |\n")
+		for _, n := range counts {
+			records, lat, elapsed, err := measure(n, *dur)
+			if err != nil {
+				return nil, err
+			}
+			r.P("| %d | %d | %.0f | %.1f | %s | %s |\n", n, len(lat), float64(records)/elapsed.Seconds(), float64(len(lat))/elapsed.Seconds(),
+				benchmd.Percentile(lat, 50).Round(10*time.Microsecond), benchmd.Percentile(lat, 99).Round(10*time.Microsecond))
 		}
-	}
+		r.P("\nA daemon flushes every 10 s by default: even 1000 live scopes need one such commit per flush.\n")
+		return []string{r.End()}, nil
+	})
 }
 
-type result struct {
-	records int
-	lat     []time.Duration
-	elapsed time.Duration
-}
-
-func run(scopes int, d time.Duration) (result, error) {
+// measure commits flushes of scopes scopes for d and returns the records
+// written, each commit's latency and the time it took.
+func measure(scopes int, d time.Duration) (records int, lat []time.Duration, elapsed time.Duration, _ error) {
 	dir, err := os.MkdirTemp("", "ledgerbench-")
 	if err != nil {
-		return result{}, err
+		return 0, nil, 0, err
 	}
 	defer os.RemoveAll(dir)
 	l, err := metering.Open(dir, time.Minute)
 	if err != nil {
-		return result{}, err
+		return 0, nil, 0, err
 	}
 	defer l.Close()
 	meters := metering.Meters()
-	var r result
 	start := time.Now()
 	for i := 0; time.Since(start) < d; i++ {
 		now := time.Now()
@@ -109,11 +81,10 @@ func run(scopes int, d time.Duration) (result, error) {
 		}
 		t0 := time.Now()
 		if err := l.Commit(deltas, cursors); err != nil {
-			return result{}, err
+			return 0, nil, 0, err
 		}
-		r.lat = append(r.lat, time.Since(t0))
-		r.records += len(deltas)
+		lat = append(lat, time.Since(t0))
+		records += len(deltas)
 	}
-	r.elapsed = time.Since(start)
-	return r, nil
+	return records, lat, time.Since(start), nil
 }

@@ -9,10 +9,7 @@ import (
 	"runtime"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	benchmd "github.com/scoped-io/scoped/bench"
-	"github.com/scoped-io/scoped/client"
 	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
 )
 
@@ -40,7 +37,7 @@ func (b *bench) modes() []mode {
 
 // modeEnv is where a mode's daemons run: a host namespace of their own
 // (each daemon owns its namespace's bridge and scope veths), the wrapper
-// that starts the daemon in it, a cgroup root and a host id range.
+// that starts the daemon in it, a cgroup root.
 type modeEnv struct {
 	mode
 	index      int
@@ -49,20 +46,18 @@ type modeEnv struct {
 	cgroupRoot string
 }
 
-// newModeEnvs makes every mode's namespaces and wrapper.
+// newModeEnvs makes every mode's namespaces and wrapper: nsenter execs
+// scoped in the namespace (same pid: signals, and the parent-death signal,
+// reach the daemon), as the e2e network test does.
 func (b *bench) newModeEnvs() error {
 	for i, m := range b.modes() {
-		e := &modeEnv{mode: m, index: i, cgroupRoot: daemonCgroupRoot + "-" + m.key}
 		tn, err := newTestNet()
 		if err != nil {
 			return fmt.Errorf("the %s daemons' network namespaces: %w", m.name, err)
 		}
-		e.tn = tn
+		e := &modeEnv{mode: m, index: i, tn: tn, cgroupRoot: daemonCgroupRoot + "-" + m.key,
+			wrapper: filepath.Join(b.kit.Bin, "scoped-in-netns-"+m.key)}
 		b.envs = append(b.envs, e)
-		// nsenter execs scoped in the namespace (same pid: signals, and the
-		// parent-death signal, reach the daemon), as the e2e network test
-		// does.
-		e.wrapper = filepath.Join(b.kit.Bin, "scoped-in-netns-"+m.key)
 		script := fmt.Sprintf("#!/bin/sh\nexec nsenter --net=%s -- %s \"$@\"\n", tn.path(), b.kit.Scoped)
 		if err := os.WriteFile(e.wrapper, []byte(script), 0o755); err != nil {
 			return err
@@ -73,16 +68,12 @@ func (b *bench) newModeEnvs() error {
 
 // coldCall is one timed cold start.
 type coldCall struct {
-	round      int
-	tenant     string
-	start, end time.Time
-	queued     time.Duration // Figures.queued: worker acquisition, the start included
-	poolReady  int           // namespaces ready in the pool just before (-1: no pool)
-	late       time.Duration // the previous cold start ended this much after this one's slot
-	phases     *phases       // from the invocation's Figures.cold_start
+	benchmd.ColdStart
+	round     int
+	end       time.Time
+	poolReady int           // namespaces ready in the pool just before (-1: no pool)
+	late      time.Duration // the previous cold start ended this much after this one's slot
 }
-
-func (c coldCall) latency() time.Duration { return c.end.Sub(c.start) }
 
 // coldResult is the cold starts of every mode, indexed like modes().
 type coldResult struct {
@@ -96,9 +87,9 @@ type coldResult struct {
 // measureCold runs the rounds.
 func (b *bench) measureCold(ctx context.Context) (res coldResult, _ error) {
 	res.calls = make([][]coldCall, len(b.envs))
-	t0, busy0, own0 := time.Now(), benchmd.MachineBusy(), ownCPU()
+	t0, busy0, own0 := time.Now(), benchmd.MachineBusy(), benchmd.SelfCPU(true)
 	defer func() {
-		other := (benchmd.MachineBusy() - busy0) - (ownCPU() - own0)
+		other := (benchmd.MachineBusy() - busy0) - (benchmd.SelfCPU(true) - own0)
 		res.otherShare = max(float64(other), 0) / float64(time.Since(t0)) / float64(runtime.NumCPU())
 	}()
 	for r := range b.o.rounds {
@@ -147,32 +138,27 @@ pool_size = %d
 // live is a mode's daemon during a round.
 type live struct {
 	env       *modeEnv
-	dir       string
+	name      string
 	d         *benchmd.Daemon
-	c         *client.Client
 	tenants   []string
 	started   int // scopes started
 	calls     []coldCall
 	lastScope string
-	stopped   bool
 }
 
-// stop closes the client, stops the daemon and checks that it left no
-// cgroup and nothing in its namespace.
+// stop stops the daemon and checks that it left no cgroup and nothing in
+// its namespace.
 func (l *live) stop(b *bench) error {
-	if l.stopped {
+	if l.d == nil {
 		return nil
 	}
-	l.stopped = true
-	var errs []error
-	if l.c != nil {
-		errs = append(errs, l.c.Close())
+	_, err := b.kit.StopDaemon(l.d, 0)
+	l.d = nil
+	if err != nil {
+		err = fmt.Errorf("the %s daemon: %w", l.env.name, err)
 	}
-	if _, err := b.kit.StopDaemon(l.d, 0); err != nil {
-		errs = append(errs, fmt.Errorf("the %s daemon: %w", l.env.name, err))
-	}
-	errs = append(errs, l.env.tn.leftovers())
-	return errors.Join(errs...)
+	// Its state (a bundle per tenant) is not needed any more.
+	return errors.Join(err, l.env.tn.leftovers(), os.RemoveAll(filepath.Join(b.kit.Work, "daemon-"+l.name)))
 }
 
 // runRound starts a fresh daemon per mode, deploys whoami for
@@ -183,29 +169,23 @@ func (b *bench) runRound(ctx context.Context, round int, res *coldResult) (retEr
 	defer func() {
 		for _, l := range lives {
 			retErr = errors.Join(retErr, l.stop(b))
-			// Its state (a bundle per tenant) is not needed any more.
-			_ = os.RemoveAll(l.dir)
 		}
 	}()
 	n := b.o.warmup + b.o.scopes
 	for _, e := range b.envs {
-		dir := filepath.Join(b.kit.Work, fmt.Sprintf("daemon-%d-%s", round+1, e.key))
-		d, err := benchmd.StartDaemon(ctx, e.wrapper, dir, e.cgroupRoot, b.settings(e), logf)
-		if err != nil {
+		l := &live{env: e, name: fmt.Sprintf("%d-%s", round+1, e.key)}
+		var err error
+		if l.d, err = b.kit.StartDaemonBin(ctx, e.wrapper, l.name, e.cgroupRoot, b.settings(e)); err != nil {
 			return fmt.Errorf("%s: %w", e.name, err)
 		}
-		l := &live{env: e, dir: dir, d: d}
 		lives = append(lives, l)
-		if l.c, err = client.Dial(ctx, d.Socket, client.WithMaxMessageSize(128<<20)); err != nil {
-			return err
-		}
 	}
 	for _, l := range lives {
 		for range n {
 			b.seq++
 			tenant := fmt.Sprintf("t%d", b.seq)
-			if _, err := l.c.Deploy(ctx, &scopedv1.DeployRequest{Tenant: tenant, Environment: environment, Name: extName, Bundle: b.files}); err != nil {
-				return fmt.Errorf("%s: deploy for %s: %w", l.env.name, tenant, err)
+			if err := l.d.Deploy(ctx, tenant, environment, extName, b.files); err != nil {
+				return fmt.Errorf("%s: %w", l.env.name, err)
 			}
 			l.tenants = append(l.tenants, tenant)
 		}
@@ -250,7 +230,7 @@ func (b *bench) runRound(ctx context.Context, round int, res *coldResult) (retEr
 	}
 	for _, l := range lives {
 		// The scopes got the network of their mode.
-		sc, err := l.c.InspectScope(ctx, &scopedv1.InspectScopeRequest{Scope: l.lastScope})
+		sc, err := l.d.C.InspectScope(ctx, &scopedv1.InspectScopeRequest{Scope: l.lastScope})
 		if err != nil {
 			return fmt.Errorf("inspect scope %s: %w", l.lastScope, err)
 		}
@@ -270,7 +250,7 @@ func (b *bench) runRound(ctx context.Context, round int, res *coldResult) (retEr
 // coldStart times the first invocation of l's next tenant: a new scope.
 func (b *bench) coldStart(ctx context.Context, l *live, round int) (coldCall, error) {
 	tenant := l.tenants[l.started]
-	call := coldCall{round: round, tenant: tenant, poolReady: -1}
+	call := coldCall{round: round, poolReady: -1}
 	if l.env.network == "egress" && l.env.pool > 0 {
 		// Every scope started so far holds one veth; the rest are the
 		// pool's (one may be half made).
@@ -281,55 +261,9 @@ func (b *bench) coldStart(ctx context.Context, l *live, round int) (coldCall, er
 		call.poolReady = v - l.started
 	}
 	l.started++
-	cctx, cancel := context.WithTimeout(ctx, callTimeout)
-	defer cancel()
-	call.start = time.Now()
-	resp, err := l.c.Invoke(cctx, &scopedv1.InvokeRequest{Tenant: tenant, Environment: environment, Extension: extName, Payload: []byte(payload)})
+	var err error
+	call.ColdStart, err = l.d.ColdStart(ctx, callTimeout, &scopedv1.InvokeRequest{Tenant: tenant, Environment: environment, Extension: extName, Payload: []byte(payload)})
 	call.end = time.Now()
-	if err != nil {
-		if ctx.Err() != nil {
-			return call, fmt.Errorf("interrupted: %w", ctx.Err())
-		}
-		return call, fmt.Errorf("invoke for %s: %w\ndaemon log:\n%s", tenant, err, l.d.LogTail())
-	}
-	f := resp.GetFigures()
-	if !f.GetCold() {
-		return call, fmt.Errorf("the first invocation of tenant %s was not cold (worker %s)", tenant, f.GetWorker())
-	}
-	if err := benchmd.CheckWhoami(resp.GetResult(), payload); err != nil {
-		return call, err
-	}
-	call.queued = f.GetQueued().AsDuration()
-	cs := f.GetColdStart()
-	if cs == nil {
-		return call, fmt.Errorf("the cold invocation of tenant %s has no cold-start phases in its figures", tenant)
-	}
-	call.phases = &phases{scope: cs.GetScope().AsDuration(), network: cs.GetNetwork().AsDuration(),
-		sandbox: cs.GetSandbox().AsDuration(), handshake: cs.GetHandshake().AsDuration()}
-	call.phases.reply = call.latency() - call.phases.scope - call.phases.network - call.phases.sandbox - call.phases.handshake
-	l.lastScope = f.GetScope()
-	return call, nil
-}
-
-// phases are one cold start as the daemon reports it (Figures.cold_start)
-// and the rest of the client's time.
-type phases struct {
-	scope     time.Duration // receipt → the worker's start: checks, admission, the scope's cgroups
-	network   time.Duration // the worker's network: netns.Manager.Egress (0 in mode none)
-	sandbox   time.Duration // worker cgroup, rootfs, libcontainer create + run
-	handshake time.Duration // the worker's start up to its handshake and the gRPC connection
-	reply     time.Duration // the rest at the client: gRPC to and from the daemon, Dispense, the call
-}
-
-// ownCPU is the CPU time of the benchmark and its reaped children (the
-// daemons it stopped, with their workers).
-func ownCPU() time.Duration {
-	var t time.Duration
-	for _, who := range []int{unix.RUSAGE_SELF, unix.RUSAGE_CHILDREN} {
-		var ru unix.Rusage
-		if unix.Getrusage(who, &ru) == nil {
-			t += time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-		}
-	}
-	return t
+	l.lastScope = call.ScopeKey
+	return call, err
 }

@@ -1,40 +1,10 @@
 // Command netbench measures what network egress adds to a scope's cold
-// start: the first invocation of the whoami example in a new scope (a new
-// tenant each time: a new cgroup, sandbox and worker, and for egress a
-// network namespace, the eBPF allow-list attached to the scope's cgroup and
-// the bandwidth caps), as the client sees it, in three modes side by side:
-//
-//	none              the tenants' tier has network = "none" (loopback only)
-//	egress            network = "egress", one allow-list rule, egress and
-//	                  ingress rates, [network] pool_size = 4
-//	egress, pool off  the same with pool_size = 0: every namespace is made
-//	                  when its scope starts
-//
-// Each round starts a fresh daemon per mode, three at once, deploys whoami
-// to -warmup + -scopes new tenants of each (untimed), then makes one cold
-// start every -pace, the modes taking turns (so every daemon starts a new
-// scope every 3 × -pace, and the pool refills between its starts), discards
-// each daemon's first -warmup and stops the daemons, which removes every
-// scope. Taking turns keeps a drift of the machine out of the ratios. The
-// daemon reports the phases of each cold start in the invocation's figures. Then, in
-// the benchmark's own process, it times netns.Manager.Egress and Net.Close
-// with and without the pool, with and without a policy, to split what the
-// namespace, the eBPF attachments and the caps cost.
-//
-// Every daemon runs inside a network namespace the benchmark makes, one per
-// mode (with nsenter, as the e2e network test does), its uplink up0 a veth
-// into a second namespace; the in-process managers get namespaces of their own alike. No
-// packet leaves the machine, and the real host's ip_forward, links and
-// nftables are never touched (checked before and after). The benchmark
-// builds the daemon (-tags seccomp), scoped-exec and the whoami bundle with
-// `go build` in the repository root, runs as root, owns the cgroup roots
-// /scoped-bench-net-{none,egress,nopool,inproc}, and removes everything it
-// made before it exits: daemons stopped with SIGTERM (each checked to leave
-// no cgroup, link, nftables table or changed ip_forward in its namespace),
-// namespaces closed, temporary directory removed, no cgroup named after it
-// and no new BPF program left. An abstract unix socket keeps a second run
-// from starting meanwhile. With -o it writes its section of BENCHMARKS.md
-// between marker comments and leaves the rest of the file alone.
+// start: the first invocation of whoami in a new scope with the tier's
+// network "none", "egress" with a namespace pool, and "egress" without,
+// side by side on three daemons taking turns; then netns.Manager.Egress
+// alone in this process. Every daemon runs in network namespaces the
+// benchmark makes: no packet leaves the machine, and the host's network is
+// checked untouched before and after.
 package main
 
 import (
@@ -42,42 +12,38 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
+	"runtime"
+	"slices"
 	"time"
 
+	"github.com/cilium/ebpf"
+
 	benchmd "github.com/scoped-io/scoped/bench"
+	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
 )
 
 var logf = benchmd.Logger("netbench: ", false)
 
 const (
-	markStart    = "<!-- netbench:start -->"
-	markEnd      = "<!-- netbench:end -->"
-	sectionTitle = "## Scope cold start with network egress vs none"
-	baseCommand  = "go run -tags seccomp ./bench/cmd/netbench"
-
 	daemonCgroupRoot = "/scoped-bench-net"
 	inprocCgroupRoot = "/scoped-bench-net-inproc"
-	cgroupMark       = "scoped-bench-net" // any cgroup named so is ours
+	cgroupMark       = "scoped-bench-net"
 
 	extName     = "whoami"
 	environment = "production"
+
+	// The daemons' scopes take host id ranges of 65536 ids from idBase,
+	// far from the daemon's default (1048576) and the other benchmarks'.
+	idBase = 5 << 28
 )
 
 type options struct {
-	rounds     int
-	scopes     int
-	warmup     int
-	pace       time.Duration
-	poolSize   int
-	rate       int
-	inprocN    int
-	inprocPace time.Duration
-	out        string
-	daemonLog  string
-	argsString string
+	rounds, scopes, warmup int
+	pace                   time.Duration
+	poolSize, rate         int
+	inprocN                int
+	inprocPace             time.Duration
+	daemonLog              string
 }
 
 func main() {
@@ -90,70 +56,136 @@ func main() {
 	flag.IntVar(&o.rate, "rate", 1_000_000, "the egress tier's egress_rate and ingress_rate, bytes/s")
 	flag.IntVar(&o.inprocN, "inproc-n", 40, "in-process Egress timings per variant (0: skip)")
 	flag.DurationVar(&o.inprocPace, "inproc-pace", 40*time.Millisecond, "in-process: pause before each Egress")
-	flag.StringVar(&o.out, "o", "", "replace (or add) this program's section in this markdown `file`")
 	flag.StringVar(&o.daemonLog, "daemon-log", "", "keep a copy of the daemons' logs in this `file`")
-	benchmd.Main("netbench", func(args string) error {
-		o.argsString = args
-		return run(o)
+	benchmd.Main("netbench", true, func(ctx context.Context, args string) (_ []string, retErr error) {
+		switch {
+		case o.rounds < 1 || o.scopes < 1:
+			return nil, errors.New("-rounds and -scopes must be at least 1")
+		case o.warmup < 0 || o.inprocN < 0 || o.pace < 0 || o.inprocPace < 0:
+			return nil, errors.New("-warmup, -inproc-n, -pace and -inproc-pace must not be negative")
+		case o.poolSize < 1 || o.poolSize > 64:
+			return nil, errors.New("-pool must be in 1..64 (the pool-off mode is always measured)")
+		case o.rate < 1000:
+			return nil, errors.New("-rate must be at least 1000 bytes/s")
+		}
+		b := &bench{o: o}
+		defer func() { retErr = errors.Join(retErr, b.close()) }()
+		if err := b.setup(); err != nil {
+			return nil, err
+		}
+		t0 := time.Now()
+		cold, err := b.measureCold(ctx)
+		if err != nil {
+			return nil, err
+		}
+		var in *inprocResult
+		if o.inprocN > 0 {
+			if in, err = b.measureInproc(ctx); err != nil {
+				return nil, err
+			}
+		}
+		b.elapsed = time.Since(t0)
+		// Stop everything before writing, so that the report can say that
+		// the cleanup worked.
+		if err := b.close(); err != nil {
+			return nil, fmt.Errorf("cleanup: %w", err)
+		}
+		return []string{b.report(args, cold, in)}, nil
 	})
 }
 
-func run(o options) (retErr error) {
-	switch {
-	case o.rounds < 1 || o.scopes < 1:
-		return errors.New("-rounds and -scopes must be at least 1")
-	case o.warmup < 0 || o.inprocN < 0:
-		return errors.New("-warmup and -inproc-n must not be negative")
-	case o.pace < 0 || o.inprocPace < 0:
-		return errors.New("-pace and -inproc-pace must not be negative")
-	case o.poolSize < 1 || o.poolSize > 64:
-		return errors.New("-pool must be in 1..64 (the pool-off mode is always measured)")
-	case o.rate < 1000:
-		return errors.New("-rate must be at least 1000 bytes/s")
-	case os.Geteuid() != 0:
-		return errors.New("must run as root (sudo make bench)")
-	}
-	// Two runs at once would share the cgroup roots. An abstract unix
-	// socket is a lock the kernel releases when the process ends.
-	lock, err := benchmd.Lock("net")
-	if err != nil {
-		return err
-	}
-	defer lock.Close()
+// bench is the benchmark's world: the kit, the namespaces its daemons run
+// in, and what it checks at the end.
+type bench struct {
+	o     options
+	kit   *benchmd.Kit
+	files *scopedv1.Bundle
+	envs  []*modeEnv // the modes' namespaces
+	seq   int        // tenants made
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	hostStart realHost
+	bpfStart  []ebpf.ProgramID
+	bpfListed bool          // bpfStart was read
+	baseline  time.Duration // the machine's busy CPU time per 100 ms before the run
+	elapsed   time.Duration // the measurements, build excluded
+	bpfNote   string        // what close found of BPF programs
+}
 
-	b, err := newBench(o)
-	if err != nil {
+func (b *bench) setup() error {
+	var err error
+	if b.hostStart, err = readRealHost(); err != nil {
+		return fmt.Errorf("the host's network: %w", err)
+	}
+	if b.bpfStart, err = benchmd.BPFPrograms(); err != nil {
 		return err
 	}
-	closed := false
-	defer func() {
-		if !closed {
-			retErr = errors.Join(retErr, b.close())
-		}
-	}()
-	t0 := time.Now()
-	cold, err := b.measureCold(ctx)
-	if err != nil {
+	b.bpfListed = true
+	if b.kit, err = benchmd.NewKit(cgroupMark, logf); err != nil {
 		return err
 	}
-	var in *inprocResult
-	if o.inprocN > 0 {
-		r, err := b.measureInproc(ctx)
-		if err != nil {
-			return err
+	b.kit.Logs.Path = b.o.daemonLog
+	if b.files, err = b.kit.Bundle("./examples/" + extName); err != nil {
+		return err
+	}
+	if err := b.newModeEnvs(); err != nil {
+		return err
+	}
+	// What the rest of the machine uses: the median busy CPU time per
+	// 100 ms before the benchmark runs anything.
+	w := make([]time.Duration, 9)
+	for i := range w {
+		w[i] = benchmd.BusyWindow()
+	}
+	b.baseline = benchmd.Median(w)
+	logf("the machine's baseline: %s busy per 100 ms of %d CPUs", b.baseline, runtime.NumCPU())
+	return nil
+}
+
+// close removes everything the benchmark created and checks that nothing
+// of it is left. It is safe on a partly built bench and twice.
+func (b *bench) close() error {
+	var errs []error
+	if b.kit != nil {
+		errs = append(errs, b.kit.Close())
+	}
+	for _, e := range b.envs {
+		e.tn.close()
+	}
+	b.envs = nil
+	if b.hostStart.forward != "" {
+		now, err := readRealHost()
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+		case now.forward != b.hostStart.forward:
+			errs = append(errs, fmt.Errorf("the host's ip_forward changed from %s to %s", b.hostStart.forward, now.forward))
+		case !slices.Equal(now.links, b.hostStart.links):
+			errs = append(errs, fmt.Errorf("the host's scoped links changed from %q to %q", b.hostStart.links, now.links))
 		}
-		in = &r
+		b.hostStart.forward = ""
 	}
-	b.elapsed = time.Since(t0)
-	// Stop everything before writing, so that the report can say that
-	// the cleanup worked.
-	closed = true
-	if err := b.close(); err != nil {
-		return fmt.Errorf("cleanup: %w", err)
+	if b.bpfListed {
+		b.bpfNote, b.bpfListed = b.checkBPF(), false
 	}
-	section := b.report(cold, in)
-	return benchmd.Output(o.out, markStart, markEnd, section, logf)
+	return errors.Join(errs...)
+}
+
+// checkBPF waits up to 10 s for the BPF programs loaded since the start to
+// be freed (the kernel frees them after an RCU grace period) and says what
+// it found.
+func (b *bench) checkBPF() string {
+	var extra []ebpf.ProgramID
+	gone, err := benchmd.Poll(10*time.Second, 100*time.Millisecond, func() (bool, error) {
+		now, err := benchmd.BPFPrograms()
+		extra = slices.DeleteFunc(now, func(id ebpf.ProgramID) bool { return slices.Contains(b.bpfStart, id) })
+		return len(extra) == 0, err
+	})
+	if err != nil {
+		return "BPF programs not checked: " + err.Error()
+	} else if gone {
+		return "no BPF program loaded during the run was left"
+	}
+	note := fmt.Sprintf("%d BPF programs loaded during the run were still loaded 10 s after it (ids %v; another process may have loaded them)", len(extra), extra)
+	logf("warning: %s", note)
+	return note
 }

@@ -1,28 +1,10 @@
-// Command soakbench runs scoped for a while under a mixed and partly hostile
-// load while killing it with SIGKILL about once a minute and starting it
-// again, and reports whether it held:
-//
-//   - every invocation either succeeded or got a clear gRPC code (never
-//     Unknown or Internal, never a hang: each call's client deadline is far
-//     past the deadline it asks the daemon for);
-//   - the metering ledger's cpu_seconds per tenant equal what the kernel
-//     counted in the tenant's cgroup over all the daemon's lives, within 1 %;
-//   - nothing is left once the daemon stopped: no cgroup, process, mount or
-//     sandbox directory, and the daemon's file descriptors after a restart
-//     are back at the first start's baseline.
-//
-// The load: -tenants well-behaved tenants each run a warm caller (whoami and
-// 5 ms spins in one scope) and a cold caller (whoami for a new user, so a
-// new scope, every -cold-every); one hostile tenant cycles through a Go
-// extension that crashes mid-call, hangs past its deadline, eats memory
-// until the OOM killer comes, fails and spins, and an exec extension that
-// fork-bombs into its scope's pids limit. The isolation policy is tenant +
-// environment + user.
-//
-// The benchmark builds the daemon (-tags seccomp), scoped-exec and the
-// bundles with `go build` in the repository root, runs as root, owns the
-// cgroup root /scoped-bench-soak and removes what it made. With -o it
-// writes its section of BENCHMARKS.md between marker comments.
+// Command soakbench runs scoped under a mixed and partly hostile load while
+// killing it with SIGKILL about once a minute and starting it again, and
+// reports whether it held: every invocation succeeded or got a clear gRPC
+// code (never Unknown, Internal or a hang); the ledger's cpu_seconds per
+// tenant match what the kernel counted over all the daemon's lives within
+// 1 %; nothing is left after the stop, and the daemon's file descriptors
+// after a restart are back at the first start's.
 package main
 
 import (
@@ -30,13 +12,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"os"
-	"os/signal"
+	"path"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -58,67 +40,13 @@ import (
 var logf = benchmd.Logger("", true)
 
 const (
-	markStart    = "<!-- soakbench:start -->"
-	markEnd      = "<!-- soakbench:end -->"
-	sectionTitle = "## Soak with faults: mixed load, kill -9 every minute"
-	baseCommand  = "go run -tags seccomp ./bench/cmd/soakbench"
-
 	cgroupRoot  = "/scoped-bench-soak"
 	cgroupMark  = "scoped-bench-soak"
 	environment = "production"
 	hostile     = "mallory"
 	tier        = "standard"
-)
 
-type options struct {
-	duration  time.Duration
-	killEvery time.Duration
-	tenants   int
-	coldEvery time.Duration
-	out       string
-	args      string
-}
-
-func main() {
-	var o options
-	flag.DurationVar(&o.duration, "duration", 10*time.Minute, "how long the load runs")
-	flag.DurationVar(&o.killEvery, "kill-every", 60*time.Second, "kill -9 the daemon about this often (±1/6)")
-	flag.IntVar(&o.tenants, "tenants", 4, "well-behaved tenants (plus one hostile one)")
-	flag.DurationVar(&o.coldEvery, "cold-every", 2*time.Second, "each well-behaved tenant starts a new scope this often")
-	flag.StringVar(&o.out, "o", "", "replace (or add) this program's section in this markdown `file`")
-	benchmd.Main("soakbench", func(args string) error {
-		o.args = args
-		return run(o)
-	})
-}
-
-// The bundles each tenant gets.
-var (
-	goodExts    = []string{"whoami", "spin"}
-	hostileExts = []string{"misbehave", "bomb", "spin"}
-)
-
-func run(o options) (retErr error) {
-	switch {
-	case os.Geteuid() != 0:
-		return errors.New("must run as root (sudo make bench)")
-	case o.duration < time.Second || o.killEvery < 5*time.Second || o.tenants < 1 || o.coldEvery <= 0:
-		return errors.New("need -duration ≥ 1s, -kill-every ≥ 5s, -tenants ≥ 1, -cold-every > 0")
-	}
-	kit, err := benchmd.NewKit(cgroupMark, logf)
-	if err != nil {
-		return err
-	}
-	defer func() { retErr = errors.Join(retErr, kit.Close()) }()
-	bundles, err := buildBundles(kit)
-	if err != nil {
-		return err
-	}
-
-	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer cancel()
-	settings := `
-[isolation]
+	settings = `[isolation]
 by = ["environment", "user"]
 [limits]
 default_timeout = "5s"
@@ -138,61 +66,108 @@ listen = "off"
 [log]
 level = "info"
 `
-	dir := filepath.Join(kit.Work, "daemon-d")
+	// bombScript fork-bombs into its scope's pids limit in the background
+	// and returns at once; the exec runtime must kill what it left.
+	bombScript = `#!/bin/sh
+bomb() { bomb | bomb & }
+( setsid sh -c 'bomb() { bomb | bomb & }; bomb' & ) 2>/dev/null
+bomb 2>/dev/null
+sleep 0.2
+echo done
+`
+)
+
+// The bundles each tenant gets.
+var (
+	goodExts    = []string{"whoami", "spin"}
+	hostileExts = []string{"misbehave", "bomb", "spin"}
+)
+
+type options struct {
+	duration, killEvery, coldEvery time.Duration
+	tenants                        int
+}
+
+func main() {
+	var o options
+	flag.DurationVar(&o.duration, "duration", 10*time.Minute, "how long the load runs")
+	flag.DurationVar(&o.killEvery, "kill-every", 60*time.Second, "kill -9 the daemon about this often (±1/6)")
+	flag.IntVar(&o.tenants, "tenants", 4, "well-behaved tenants (plus one hostile one)")
+	flag.DurationVar(&o.coldEvery, "cold-every", 2*time.Second, "each well-behaved tenant starts a new scope this often")
+	benchmd.Main("soakbench", true, func(ctx context.Context, args string) ([]string, error) {
+		if o.duration < time.Second || o.killEvery < 5*time.Second || o.tenants < 1 || o.coldEvery <= 0 {
+			return nil, errors.New("need -duration ≥ 1s, -kill-every ≥ 5s, -tenants ≥ 1, -cold-every > 0")
+		}
+		return run(ctx, o, args)
+	})
+}
+
+func run(ctx context.Context, o options, args string) (_ []string, retErr error) {
+	kit, err := benchmd.NewKit(cgroupMark, logf)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { retErr = errors.Join(retErr, kit.Close()) }()
+	bundles := map[string]*scopedv1.Bundle{"bomb": {Files: []*scopedv1.File{
+		{Path: "manifest.toml", Mode: 0o644, Content: []byte("runtime = \"exec\"\nentrypoint = \"bomb.sh\"\n")},
+		{Path: "bomb.sh", Mode: 0o755, Content: []byte(bombScript)},
+	}}}
+	for _, pkg := range []string{"./examples/whoami", "./examples/spin", "./e2e/testdata/misbehave"} {
+		if bundles[path.Base(pkg)], err = kit.Bundle(pkg); err != nil {
+			return nil, err
+		}
+	}
 	d, err := kit.StartDaemon(ctx, "d", cgroupRoot, settings)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	logBase = d.LogPath
-	stopped := false
-	defer func() {
-		if !stopped {
-			retErr = errors.Join(retErr, d.Stop())
-		}
-	}()
-	c, err := client.Dial(ctx, d.Socket, client.WithMaxMessageSize(64<<20))
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	tenants := make([]string, 0, o.tenants+1)
+	var tenants []string
 	for i := range o.tenants {
 		tenants = append(tenants, fmt.Sprintf("tenant%d", i+1))
 	}
-	for _, tn := range tenants {
-		for _, e := range goodExts {
-			if err := deploy(ctx, c, tn, e, bundles[e]); err != nil {
-				return err
+	for _, tn := range append(slices.Clone(tenants), hostile) {
+		exts := goodExts
+		if tn == hostile {
+			exts = hostileExts
+		}
+		for _, e := range exts {
+			if err := d.Deploy(ctx, tn, environment, e, bundles[e]); err != nil {
+				return nil, err
 			}
 		}
 	}
-	for _, e := range hostileExts {
-		if err := deploy(ctx, c, hostile, e, bundles[e]); err != nil {
-			return err
-		}
+	// The callers' own client, kept across the restarts (d.C is not).
+	c, err := client.Dial(ctx, d.Socket)
+	if err != nil {
+		return nil, err
 	}
-	tenants = append(tenants, hostile)
+	defer c.Close()
 	baseFDs := fdCount(d.Pid())
 	logf("load for %s, kill -9 about every %s; daemon fds at start %d", o.duration, o.killEvery, baseFDs)
 
-	st := newStats()
+	st := &stats{byKind: map[string]map[string]int{}}
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	for i, tn := range tenants[:o.tenants] {
-		wg.Add(2)
-		go func() { defer wg.Done(); warmCaller(loadCtx, c, st, tn) }()
-		go func() { defer wg.Done(); coldCaller(loadCtx, c, st, tn, i, o.coldEvery) }()
+	for i, tn := range tenants {
+		wg.Go(func() { warmCaller(loadCtx, c, st, tn) })
+		wg.Go(func() { coldCaller(loadCtx, c, st, tn, i, o.coldEvery) })
 	}
-	wg.Add(1)
-	go func() { defer wg.Done(); hostileCaller(loadCtx, c, st) }()
+	wg.Go(func() { hostileCaller(loadCtx, c, st) })
+	tenants = append(tenants, hostile)
 
-	kernel := map[string]time.Duration{}
-	var restarts []time.Duration
-	var fdAfter []int
+	r := report{o: o, args: args, st: st, kernel: map[string]time.Duration{}, ledger: map[string]float64{}, baseFDs: baseFDs, tenants: tenants}
+	crash := func() error {
+		took, err := r.crash(ctx, d)
+		if err == nil {
+			r.restarts = append(r.restarts, took)
+			r.fdAfter = append(r.fdAfter, fdCount(d.Pid()))
+		}
+		return err
+	}
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
 	end := time.Now().Add(o.duration)
 	var loopErr error
-	for ctx.Err() == nil && loopErr == nil {
+	for ctx.Err() == nil {
 		jitter := time.Duration(rng.Int64N(int64(o.killEvery/3))) - o.killEvery/6
 		next := time.Now().Add(o.killEvery + jitter)
 		if next.After(end) {
@@ -205,14 +180,11 @@ level = "info"
 		if ctx.Err() != nil {
 			break
 		}
-		took, err := crash(ctx, d, tenants, kernel)
-		if err != nil {
-			loopErr = err
+		if loopErr = crash(); loopErr != nil {
 			break
 		}
-		restarts = append(restarts, took)
-		fdAfter = append(fdAfter, fdCount(d.Pid()))
-		logf("kill -9 #%d: serving again after %s; calls so far %d ok, %d refused", len(restarts), took.Round(time.Millisecond), st.ok.Load(), st.failed.Load())
+		logf("kill -9 #%d: serving again after %s; calls so far %d ok, %d refused", len(r.restarts),
+			r.restarts[len(r.restarts)-1].Round(time.Millisecond), st.ok.Load(), st.failed.Load())
 	}
 	if loopErr == nil && ctx.Err() == nil {
 		select {
@@ -222,115 +194,72 @@ level = "info"
 	}
 	stopLoad()
 	wg.Wait()
-	if loopErr != nil {
-		return loopErr
-	}
-	if err := ctx.Err(); err != nil {
-		return err
+	if err := errors.Join(loopErr, ctx.Err()); err != nil {
+		return nil, err
 	}
 	// A last crash makes what the kernel counted final; the next start
 	// charges what the dead scopes used since the last flush.
-	took, err := crash(ctx, d, tenants, kernel)
-	if err != nil {
-		return err
+	if err := crash(); err != nil {
+		return nil, err
 	}
-	restarts = append(restarts, took)
-	fdAfter = append(fdAfter, fdCount(d.Pid()))
-	ledger := map[string]float64{}
 	for _, tn := range tenants {
-		v, err := ledgerCPU(ctx, c, tn)
-		if err != nil {
-			return err
-		}
-		ledger[tn] = v
-	}
-	t0 := time.Now()
-	stopped = true
-	if err := d.Stop(); err != nil {
-		return err
-	}
-	stopTook := time.Since(t0)
-	left := leftovers(dir)
-
-	rep := report{o: o, st: st, kernel: kernel, ledger: ledger, restarts: restarts, stop: stopTook,
-		baseFDs: baseFDs, fdAfter: fdAfter, left: left, tenants: tenants}
-	text := rep.markdown()
-	fmt.Println(text)
-	if o.out != "" {
-		if err := benchmd.WriteSection(o.out, markStart, markEnd, text); err != nil {
-			return err
+		if r.ledger[tn], err = ledgerCPU(ctx, d.C, tn); err != nil {
+			return nil, err
 		}
 	}
-	if bad := rep.failures(); len(bad) > 0 {
-		return fmt.Errorf("the soak did not hold:\n  %s", strings.Join(bad, "\n  "))
+	kit.Forget(d)
+	if r.stop, err = d.StopWithin(time.Minute); err != nil {
+		return nil, err
 	}
-	return nil
+	r.left = leftovers(filepath.Join(kit.Work, "daemon-d"))
+	text := r.markdown()
+	if bad := r.failures(); len(bad) > 0 {
+		return []string{text}, fmt.Errorf("the soak did not hold:\n  %s", strings.Join(bad, "\n  "))
+	}
+	return []string{text}, nil
 }
 
-// crash kills the daemon with SIGKILL, kills its workers (as the next
-// start's cleanup would, so that what the kernel counted is final before it
-// is read), adds each tenant's CPU from its cgroup to kernel, and starts the
-// daemon again.
-// The daemon's log of each life after the first: logBase.1, .2, …
-var (
-	logBase  string
-	restarts int
-)
-
-func crash(ctx context.Context, d *benchmd.Daemon, tenants []string, kernel map[string]time.Duration) (time.Duration, error) {
+// crash kills the daemon with SIGKILL and its workers (as the next start's
+// cleanup would, so that what the kernel counted is final before it is
+// read), adds each tenant's CPU from its cgroup to kernel, and starts the
+// daemon again, its log in <first log>.<n>.
+func (r *report) crash(ctx context.Context, d *benchmd.Daemon) (time.Duration, error) {
 	if err := d.Kill(); err != nil {
 		return 0, err
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		left := processesIn(cgroupRoot)
-		if len(left) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("processes of the killed daemon's scopes do not die: %v", left)
-		}
+	var left []int
+	if gone, _ := benchmd.Poll(15*time.Second, 50*time.Millisecond, func() (bool, error) {
 		for _, pid := range left {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
-		time.Sleep(50 * time.Millisecond)
+		left = processesIn(cgroupRoot)
+		return len(left) == 0, nil
+	}); !gone {
+		return 0, fmt.Errorf("processes of the killed daemon's scopes do not die: %v", left)
 	}
-	for _, tn := range tenants {
+	for _, tn := range r.tenants {
 		n, err := cgroups.Load(filepath.Join(cgroupRoot, tier, tn))
 		if err != nil {
 			continue // no scope of it was live in this life
 		}
 		s, err := n.Stats()
-		if err != nil {
-			if errors.Is(err, os.ErrNotExist) {
-				continue
-			}
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		} else if err != nil {
 			return 0, fmt.Errorf("%s's cgroup: %w", tn, err)
 		}
-		kernel[tn] += s.CPUUsage
+		r.kernel[tn] += s.CPUUsage
 	}
-	restarts++
-	return d.Restart(ctx, fmt.Sprintf("%s.%d", logBase, restarts), time.Minute)
+	if r.firstLog == "" {
+		r.firstLog = d.LogPath
+	}
+	return d.Restart(ctx, fmt.Sprintf("%s.%d", r.firstLog, len(r.restarts)+1), time.Minute)
 }
 
-// processesIn lists the live (not zombie) processes in a cgroup below root.
+// processesIn lists the live processes in the cgroup root and below.
 func processesIn(root string) []int {
-	var out []int
-	procs, _ := filepath.Glob("/proc/[0-9]*/cgroup")
-	for _, p := range procs {
-		b, err := os.ReadFile(p)
-		if err != nil || !strings.Contains(string(b), ":"+root+"/") {
-			continue
-		}
-		stat, _ := os.ReadFile(strings.TrimSuffix(p, "cgroup") + "stat")
-		if i := strings.LastIndexByte(string(stat), ')'); i > 0 && strings.HasPrefix(string(stat[i+1:]), " Z") {
-			continue
-		}
-		if pid, err := strconv.Atoi(strings.Split(p, "/")[2]); err == nil {
-			out = append(out, pid)
-		}
-	}
-	return out
+	pids, _ := benchmd.CgroupProcs(root)
+	return slices.DeleteFunc(pids, func(pid int) bool { return !benchmd.ProcAlive(pid) })
 }
 
 func ledgerCPU(ctx context.Context, c *client.Client, tenant string) (float64, error) {
@@ -377,14 +306,6 @@ func leftovers(dir string) []string {
 	return out
 }
 
-func deploy(ctx context.Context, c *client.Client, tenant, name string, b *scopedv1.Bundle) error {
-	_, err := c.Deploy(ctx, &scopedv1.DeployRequest{Tenant: tenant, Environment: environment, Name: name, Bundle: b})
-	if err != nil {
-		return fmt.Errorf("deploy %s for %s: %w", name, tenant, err)
-	}
-	return nil
-}
-
 // stats counts the calls by kind and outcome.
 type stats struct {
 	ok, failed atomic.Int64
@@ -394,56 +315,46 @@ type stats struct {
 	nUnclear   int
 }
 
-func newStats() *stats { return &stats{byKind: map[string]map[string]int{}} }
-
 // call makes one invocation with the daemon-side timeout, under a client
 // deadline a minute past it, and records the outcome.
-func (s *stats) call(ctx context.Context, c *client.Client, kind string, req *scopedv1.InvokeRequest, timeout time.Duration) error {
+func (s *stats) call(ctx context.Context, c *client.Client, kind string, req *scopedv1.InvokeRequest, timeout time.Duration) {
 	req.Environment = environment
 	req.Timeout = durationpb.New(timeout)
 	cctx, cancel := context.WithTimeout(ctx, timeout+time.Minute)
 	defer cancel()
 	_, err := c.Invoke(cctx, req)
-	outcome := "OK"
-	if err != nil {
-		code := status.Code(err)
-		outcome = code.String()
-		switch {
-		case ctx.Err() != nil:
-			return ctx.Err() // the load stopped: not a result
-		case cctx.Err() != nil:
-			s.addUnclear(fmt.Sprintf("%s: no answer within %s (hang)", kind, timeout+time.Minute))
-			outcome = "hang"
-		case code == codes.Unknown || code == codes.Internal || status.Convert(err).Message() == "":
-			s.addUnclear(fmt.Sprintf("%s: %v", kind, err))
-		}
-		s.failed.Add(1)
-	} else {
+	code := status.Code(err)
+	outcome, unclear := code.String(), ""
+	switch {
+	case err == nil:
 		s.ok.Add(1)
+	case ctx.Err() != nil:
+		return // the load stopped: not a result
+	case cctx.Err() != nil:
+		outcome, unclear = "hang", fmt.Sprintf("%s: no answer within %s (hang)", kind, timeout+time.Minute)
+	case code == codes.Unknown || code == codes.Internal || status.Convert(err).Message() == "":
+		unclear = fmt.Sprintf("%s: %v", kind, err)
+	}
+	if err != nil {
+		s.failed.Add(1)
 	}
 	s.mu.Lock()
+	if unclear != "" {
+		s.nUnclear++
+		if len(s.unclear) < 50 {
+			s.unclear = append(s.unclear, unclear)
+		}
+	}
 	if s.byKind[kind] == nil {
 		s.byKind[kind] = map[string]int{}
 	}
 	s.byKind[kind][outcome]++
 	s.mu.Unlock()
-	if err != nil && status.Code(err) == codes.Unavailable {
-		// The daemon may be down: do not spin.
+	if code == codes.Unavailable { // the daemon may be down: do not spin
 		select {
 		case <-ctx.Done():
 		case <-time.After(100 * time.Millisecond):
 		}
-	}
-	return nil
-}
-
-// addUnclear records a call without a clear outcome (the first 50 in full).
-func (s *stats) addUnclear(what string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.nUnclear++
-	if len(s.unclear) < 50 {
-		s.unclear = append(s.unclear, what)
 	}
 }
 
@@ -454,7 +365,7 @@ func warmCaller(ctx context.Context, c *client.Client, st *stats, tenant string)
 		if i%2 == 1 {
 			req.Extension, req.Payload, kind = "spin", []byte("5"), "warm spin 5 ms"
 		}
-		_ = st.call(ctx, c, kind, req, 5*time.Second)
+		st.call(ctx, c, kind, req, 5*time.Second)
 	}
 }
 
@@ -468,17 +379,16 @@ func coldCaller(ctx context.Context, c *client.Client, st *stats, tenant string,
 		case <-t.C:
 		}
 		req := &scopedv1.InvokeRequest{Tenant: tenant, User: fmt.Sprintf("u%d-%d", n, i), Extension: "whoami", Payload: []byte("x")}
-		_ = st.call(ctx, c, "cold whoami (new scope)", req, 10*time.Second)
+		st.call(ctx, c, "cold whoami (new scope)", req, 10*time.Second)
 	}
 }
 
 // hostileCaller cycles through the hostile tenant's misbehaviours.
 func hostileCaller(ctx context.Context, c *client.Client, st *stats) {
-	type step struct {
+	steps := []struct {
 		kind, ext, payload string
 		timeout            time.Duration
-	}
-	steps := []step{
+	}{
 		{"hostile: crash mid-call", "misbehave", "exit", 5 * time.Second},
 		{"hostile: ok", "misbehave", "ok", 5 * time.Second},
 		{"hostile: hang past deadline", "misbehave", "hang", time.Second},
@@ -489,17 +399,18 @@ func hostileCaller(ctx context.Context, c *client.Client, st *stats) {
 	}
 	for i := 0; ctx.Err() == nil; i++ {
 		s := steps[i%len(steps)]
-		req := &scopedv1.InvokeRequest{Tenant: hostile, User: "m", Extension: s.ext, Payload: []byte(s.payload)}
-		_ = st.call(ctx, c, s.kind, req, s.timeout)
+		st.call(ctx, c, s.kind, &scopedv1.InvokeRequest{Tenant: hostile, User: "m", Extension: s.ext, Payload: []byte(s.payload)}, s.timeout)
 	}
 }
 
 type report struct {
 	o        options
+	args     string
 	st       *stats
 	kernel   map[string]time.Duration
 	ledger   map[string]float64
 	restarts []time.Duration
+	firstLog string
 	stop     time.Duration
 	baseFDs  int
 	fdAfter  []int
@@ -531,57 +442,42 @@ func (r report) failures() []string {
 }
 
 func (r report) markdown() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s\n%s\n\n", markStart, sectionTitle)
-	fmt.Fprintf(&b, "%s. %s; %s.\n\n", benchmd.Command(baseCommand, r.o.args), benchmd.Machine(), time.Now().UTC().Format("2006-01-02"))
-	fmt.Fprintf(&b, "%d well-behaved tenants (warm whoami and 5 ms spins; a new scope every %s each) and one hostile tenant "+
+	b := benchmd.NewReport("soakbench", "## Soak with faults: mixed load, kill -9 every minute")
+	b.P("%s. %s; %s.\n\n", benchmd.Command("go run -tags seccomp ./bench/cmd/soakbench", r.args), benchmd.Machine(), time.Now().UTC().Format("2006-01-02"))
+	b.P("%d well-behaved tenants (warm whoami and 5 ms spins; a new scope every %s each) and one hostile tenant "+
 		"(crash mid-call, hang past a 1 s deadline, OOM at 64 MiB, handler error, exec fork bomb at 64 pids, 200 ms spins) "+
 		"for %s; the daemon killed with SIGKILL %d times (about every %s) and started again, then stopped with SIGTERM.\n\n",
 		r.o.tenants, r.o.coldEvery, r.o.duration, len(r.restarts), r.o.killEvery)
-	b.WriteString("| calls | total | outcomes |\n| --- | ---: | --- |\n")
-	kinds := make([]string, 0, len(r.st.byKind))
-	for k := range r.st.byKind {
-		kinds = append(kinds, k)
-	}
-	slices.Sort(kinds)
-	for _, k := range kinds {
+	b.P("| calls | total | outcomes |\n| --- | ---: | --- |\n")
+	for _, k := range slices.Sorted(maps.Keys(r.st.byKind)) {
 		var total int
 		var parts []string
-		codes := make([]string, 0)
-		for c := range r.st.byKind[k] {
-			codes = append(codes, c)
-		}
-		slices.Sort(codes)
-		for _, c := range codes {
+		for _, c := range slices.Sorted(maps.Keys(r.st.byKind[k])) {
 			total += r.st.byKind[k][c]
 			parts = append(parts, fmt.Sprintf("%s %d", c, r.st.byKind[k][c]))
 		}
-		fmt.Fprintf(&b, "| %s | %d | %s |\n", k, total, strings.Join(parts, ", "))
+		b.P("| %s | %d | %s |\n", k, total, strings.Join(parts, ", "))
 	}
-	fmt.Fprintf(&b, "\nCalls without a clear outcome (Unknown, Internal, no message, or no answer a minute past their deadline): **%d**.\n\n", r.st.nUnclear)
-	b.WriteString("| tenant | ledger cpu_seconds | kernel (tenant cgroup, all lives) | ledger / kernel |\n| --- | ---: | ---: | ---: |\n")
+	b.P("\nCalls without a clear outcome (Unknown, Internal, no message, or no answer a minute past their deadline): **%d**.\n\n", r.st.nUnclear)
+	b.P("| tenant | ledger cpu_seconds | kernel (tenant cgroup, all lives) | ledger / kernel |\n| --- | ---: | ---: | ---: |\n")
 	for _, tn := range r.tenants {
 		k := r.kernel[tn].Seconds()
 		ratio := "—"
 		if k > 0 {
 			ratio = fmt.Sprintf("%.4f", r.ledger[tn]/k)
 		}
-		fmt.Fprintf(&b, "| %s | %.3f | %.3f | %s |\n", tn, r.ledger[tn], k, ratio)
+		b.P("| %s | %.3f | %.3f | %s |\n", tn, r.ledger[tn], k, ratio)
 	}
-	slices.Sort(r.restarts)
 	if n := len(r.restarts); n > 0 {
-		fmt.Fprintf(&b, "\nRestart after kill -9 (start-up recovery included) to serving: median %s, max %s over %d restarts. "+
-			"Clean stop at the end: %s.\n", benchmd.Median(r.restarts).Round(time.Millisecond), r.restarts[n-1].Round(time.Millisecond), n, r.stop.Round(time.Millisecond))
+		b.P("\nRestart after kill -9 (start-up recovery included) to serving: median %s, max %s over %d restarts. "+
+			"Clean stop at the end: %s.\n", benchmd.Median(r.restarts).Round(time.Millisecond),
+			slices.Max(r.restarts).Round(time.Millisecond), n, r.stop.Round(time.Millisecond))
 	}
-	fmt.Fprintf(&b, "Daemon file descriptors: %d at the first start (no worker), %v after each restart (the last one with the load stopped). Left after the stop: %s.\n",
-		r.baseFDs, r.fdAfter, leftText(r.left))
-	fmt.Fprintf(&b, "%s\n", markEnd)
-	return b.String()
-}
-
-func leftText(l []string) string {
-	if len(l) == 0 {
-		return "nothing (no cgroup, process, mount or runtime entry)"
+	left := "nothing (no cgroup, process, mount or runtime entry)"
+	if len(r.left) > 0 {
+		left = strings.Join(r.left, ", ")
 	}
-	return strings.Join(l, ", ")
+	b.P("Daemon file descriptors: %d at the first start (no worker), %v after each restart (the last one with the load stopped). Left after the stop: %s.\n",
+		r.baseFDs, r.fdAfter, left)
+	return b.End()
 }
