@@ -288,7 +288,7 @@ func (s *Supervisor) Recover() error {
 	l.add("controller", s.ctl)
 	l.add("metering loop", s.meter)
 	l.add("reaper", s.reap)
-	l.add("sampler", newSampler(s.cfg.Load, s.scopes.snapshot, s.acct, s.metrics, s.controlMetrics))
+	l.add("sampler", newSampler(s.cfg.Load, s.scopes.snapshot, s.acct, s.metrics, s.ctl.publish))
 	return l.Start(context.Background())
 }
 
