@@ -158,7 +158,8 @@ func (t *throttler) level(key string) int {
 	return 0
 }
 
-// publish copies the controller's event counts into the metrics.
+// publish copies the controller's event counts into the metrics (the
+// sampler calls it every round).
 func (t *throttler) publish() {
 	ctl := t.controller()
 	if ctl == nil {
@@ -175,7 +176,3 @@ func (t *throttler) publish() {
 func (s *Supervisor) ControlEvents(allow func(string) bool, since time.Time) ([]ControlEvent, bool) {
 	return s.ctl.events(allow, since)
 }
-
-// controlMetrics copies the controller's event counts into the metrics
-// (the sampler's call; see throttler.publish).
-func (s *Supervisor) controlMetrics() { s.ctl.publish() }

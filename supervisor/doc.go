@@ -4,7 +4,7 @@
 // extension version (over a WorkerStarter), the admission gate, the
 // extension store, and the components that run from Recover to Stop, each
 // owning its lock and loop (accountant, meter, exporters, networks,
-// throttler, reaper, sampler; loops.go). An invocation goes validate → gate
-// → scope → pool → worker (invoke.go). Its errors are sentinels; package api
-// maps them to gRPC codes.
+// throttler, reaper, sampler; loops.go). The invoker takes an invocation
+// validate → gate → scope → pool → worker (invoke.go). Its errors are
+// sentinels; package api maps them to gRPC codes.
 package supervisor

@@ -34,7 +34,7 @@ func NewDetached(cfg Config, log *slog.Logger) (*Detached, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.pluginLog = hclog.NewNullLogger()
+	s.inv.pluginLog = hclog.NewNullLogger()
 	s.scopes.stop()
 	if err := s.meter.open(); err != nil {
 		return nil, err

@@ -47,7 +47,7 @@ func (w *worker) oomBase() uint64 {
 // leaf since the last invocation. It reports whether there were any.
 // A worker whose leaf cannot be emptied is retired: it is never handed
 // out again and is stopped once its slot is back.
-func (s *Supervisor) endExec(sc *scope, w *worker, log *slog.Logger) (oom bool) {
+func (i *invoker) endExec(sc *scope, w *worker, log *slog.Logger) (oom bool) {
 	if w.exited() {
 		return false // failure works out what happened
 	}
@@ -56,7 +56,7 @@ func (s *Supervisor) endExec(sc *scope, w *worker, log *slog.Logger) (oom bool) 
 	if err != nil {
 		log.Warn("exec worker: what the program left running cannot be killed, worker retired",
 			"worker", w.id, "err", err)
-		s.retire(sc, w, "exec cleanup")
+		i.retire(sc, w, "exec cleanup")
 	} else if killed > 0 {
 		log.Debug("exec worker: killed what the program left running", "worker", w.id, "processes", killed,
 			"took", time.Since(start))

@@ -8,7 +8,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/scoped-io/scoped/internal/ident"
+	"github.com/scoped-io/scoped/metrics"
 	"github.com/scoped-io/scoped/plugins"
 	workerv1 "github.com/scoped-io/scoped/proto/worker/v1"
 )
@@ -77,65 +80,95 @@ type invocation struct {
 	cold     bool
 }
 
+// invoker runs invocations on the way validate → gate → scope (the
+// keeper's) → the scope's pool of the version → worker call → outcome. It
+// makes the scopes' pools and starts their workers (pool.go), and takes
+// workers out of them; the reaper and RemoveExtension use it for that too.
+type invoker struct {
+	cfg       *atomic.Pointer[Config] // the configuration in force (see conf)
+	log       *slog.Logger
+	pluginLog hclog.Logger // go-plugin's own messages about workers (workerlog.go)
+	store     *Store
+	gate      *gate
+	scopes    *registry
+	scopeFor  func(ScopeID) (*scope, error)                      // the keeper's: the live scope, counted active
+	tierOf    func(tenant string) (string, Tier)                 // the tenant's tier now
+	network   func(sc *scope, ext ExtensionInfo) (string, error) // the networks': a worker's network namespace
+	starter   WorkerStarter
+	metrics   *metrics.Registry
+
+	sandboxDir, socketDir string
+
+	invocations atomic.Int64 // calls made to workers
+}
+
+// conf is the configuration in force.
+func (i *invoker) conf() *Config { return i.cfg.Load() }
+
 // Invoke runs one invocation: validate, admit (the gate), route (the
 // scope), take a worker (the scope's pool of the version), call it, and
 // map the worker's outcome to the result or error.
 func (s *Supervisor) Invoke(ctx context.Context, req InvokeRequest) (InvokeResult, error) {
+	return s.inv.invoke(ctx, req)
+}
+
+// invoke is Invoke.
+func (i *invoker) invoke(ctx context.Context, req InvokeRequest) (InvokeResult, error) {
 	start := time.Now()
-	if err := checkInvoke(req, s.conf().Limits); err != nil {
+	if err := checkInvoke(req, i.conf().Limits); err != nil {
 		return InvokeResult{}, err
 	}
-	ext, err := s.store.Get(string(req.Tenant()), req.Environment(), req.Extension(), req.Version)
+	ext, err := i.store.Get(string(req.Tenant()), req.Environment(), req.Extension(), req.Version)
 	if err != nil {
 		return InvokeResult{}, err
 	}
 	inv := &invocation{req: req, ext: ext, start: start}
-	inv.tierName, inv.tier = s.tierOf(string(req.Tenant()))
-	timeout, longest := inv.tier.timeouts(s.conf().Limits)
+	inv.tierName, inv.tier = i.tierOf(string(req.Tenant()))
+	timeout, longest := inv.tier.timeouts(i.conf().Limits)
 	if req.Timeout > 0 {
 		timeout = min(req.Timeout, longest)
 	}
 	inv.timeout = timeout
-	done, err := s.admit(req.Tenant(), inv.tierName, inv.tier)
+	done, err := i.admit(req.Tenant(), inv.tierName, inv.tier)
 	if err != nil {
 		return InvokeResult{}, err
 	}
 	defer done()
 
-	if err := s.scopes.enter(); err != nil {
+	if err := i.scopes.enter(); err != nil {
 		return InvokeResult{}, err
 	}
-	defer s.scopes.exit()
+	defer i.scopes.exit()
 
-	id := s.conf().Isolation.scopeOf(req.Target)
-	sc, err := s.keeper.scopeFor(id)
+	id := i.conf().Isolation.scopeOf(req.Target)
+	sc, err := i.scopeFor(id)
 	if err != nil {
 		return InvokeResult{}, err
 	}
 	defer sc.active.Add(-1) // scopeFor counted it
 	inv.sc, inv.id = sc, newInvocationID()
-	inv.log = s.log.With("tenant", string(req.Tenant()), "scope", id.Key(), "invocation", inv.id, "extension", ext.Name)
+	inv.log = i.log.With("tenant", string(req.Tenant()), "scope", id.Key(), "invocation", inv.id, "extension", ext.Name)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	res, err := s.run(ctx, inv)
-	s.metrics.ObserveInvocation(sc.labels(), req.Extension(), resultOf(err), time.Since(start), inv.cold)
+	res, err := i.run(ctx, inv)
+	i.metrics.ObserveInvocation(sc.labels(), req.Extension(), resultOf(err), time.Since(start), inv.cold)
 	sc.countInvocation(req.Extension(), time.Since(start), inv.cold)
 	return res, err
 }
 
 // admit passes an invocation through the gate, counting refusals.
-func (s *Supervisor) admit(tenant ident.Tenant, tierName string, t Tier) (func(), error) {
-	done, err := s.gate.Admit(tenant, tierName, t, time.Now())
+func (i *invoker) admit(tenant ident.Tenant, tierName string, t Tier) (func(), error) {
+	done, err := i.gate.Admit(tenant, tierName, t, time.Now())
 	if err != nil {
-		s.metrics.IncRefused(tierName, refusalOf(err))
+		i.metrics.IncRefused(tierName, refusalOf(err))
 		return nil, err
 	}
 	return done, nil
 }
 
 // run takes a worker of inv's pool, calls it and maps the outcome.
-func (s *Supervisor) run(ctx context.Context, inv *invocation) (InvokeResult, error) {
-	w, cold, err := s.acquire(ctx, inv.sc, inv.ext, inv.tier.maxWorkers(s.conf().Pool))
+func (i *invoker) run(ctx context.Context, inv *invocation) (InvokeResult, error) {
+	w, cold, err := i.acquire(ctx, inv.sc, inv.ext, inv.tier.maxWorkers(i.conf().Pool))
 	inv.cold = cold
 	if err != nil {
 		if errors.Is(err, ErrDeadline) || errors.Is(ctx.Err(), context.DeadlineExceeded) && !errors.Is(err, ErrBusy) {
@@ -147,8 +180,8 @@ func (s *Supervisor) run(ctx context.Context, inv *invocation) (InvokeResult, er
 	if cold {
 		res.ColdStart = w.coldStart(inv.start)
 	}
-	c := s.call(ctx, inv, w)
-	return s.outcome(ctx, inv, w, res, c)
+	c := i.call(ctx, inv, w)
+	return i.outcome(ctx, inv, w, res, c)
 }
 
 // called is what came of calling a worker.
@@ -161,14 +194,14 @@ type called struct {
 }
 
 // call runs inv on w, under the tier's CPU-time watchdog.
-func (s *Supervisor) call(ctx context.Context, inv *invocation, w *worker) called {
+func (i *invoker) call(ctx context.Context, inv *invocation, w *worker) called {
 	w.begin(inv.id)
 	deadline, _ := ctx.Deadline()
 	callCtx, cpuCheck := ctx, func() (time.Duration, bool) { return 0, false }
 	if limit := inv.tier.CPUTime.Duration; limit > 0 {
 		callCtx, cpuCheck = watchCPU(ctx, w, limit, func(err error) {
 			inv.log.Warn("cpu time limit not enforced", "worker", w.id, "err", err)
-			s.metrics.IncError("cpu_time_read")
+			i.metrics.IncError("cpu_time_read")
 		})
 	}
 	var c called
@@ -189,15 +222,15 @@ func (s *Supervisor) call(ctx context.Context, inv *invocation, w *worker) calle
 		}
 	}
 	w.end()
-	s.invocations.Add(1)
+	i.invocations.Add(1)
 	inv.sc.invocations.Add(1)
-	c.execOOM = w.exec != nil && s.endExec(inv.sc, w, inv.log) // kills what the program left
+	c.execOOM = w.exec != nil && i.endExec(inv.sc, w, inv.log) // kills what the program left
 	return c
 }
 
 // outcome gives w back to its pool (or retires or fails it) as the call
 // went, and maps the outcome to inv's result or error.
-func (s *Supervisor) outcome(ctx context.Context, inv *invocation, w *worker, res InvokeResult, c called) (InvokeResult, error) {
+func (i *invoker) outcome(ctx context.Context, inv *invocation, w *worker, res InvokeResult, c called) (InvokeResult, error) {
 	ext, sc, p := inv.ext, inv.sc, w.pool
 	switch {
 	case c.overCPU:
@@ -224,14 +257,14 @@ func (s *Supervisor) outcome(ctx context.Context, inv *invocation, w *worker, re
 	case errors.Is(c.err, plugins.ErrReplyTooLarge) && !w.exited():
 		// The result was larger than the client accepts; the worker is fine.
 		p.release(w)
-		return res, fmt.Errorf("%w: the result of %s exceeds %d bytes", ErrTooLarge, ext.Name, s.conf().Limits.MaxResult)
+		return res, fmt.Errorf("%w: the result of %s exceeds %d bytes", ErrTooLarge, ext.Name, i.conf().Limits.MaxResult)
 	case ctx.Err() != nil:
 		// The caller went away; the worker may still be busy.
 		p.discard(w, "caller cancelled")
 		return res, fmt.Errorf("%w: %w", ErrDeadline, ctx.Err())
 	default:
 		<-w.slots
-		err := s.failure(sc, w, fmt.Errorf("%w: the worker of %s died during the call: %v", ErrWorker, ext.Name, c.err))
+		err := i.failure(sc, w, fmt.Errorf("%w: the worker of %s died during the call: %v", ErrWorker, ext.Name, c.err))
 		if c.execOOM { // endExec counted the OOM kill, of the worker itself
 			err = execOOMError(sc, ext)
 		}
@@ -244,8 +277,8 @@ func (s *Supervisor) outcome(ctx context.Context, inv *invocation, w *worker, re
 		}
 		return res, fmt.Errorf("%w: %s", ErrHandler, truncate(c.resp.GetError(), 4096))
 	}
-	if int64(len(c.resp.GetResult())) > s.conf().Limits.MaxResult {
-		return res, fmt.Errorf("%w: the result of %s exceeds %d bytes", ErrTooLarge, ext.Name, s.conf().Limits.MaxResult)
+	if int64(len(c.resp.GetResult())) > i.conf().Limits.MaxResult {
+		return res, fmt.Errorf("%w: the result of %s exceeds %d bytes", ErrTooLarge, ext.Name, i.conf().Limits.MaxResult)
 	}
 	res.Result = c.resp.GetResult()
 	inv.log.Debug("invocation done", "worker", w.id, "cold", inv.cold, "duration", res.Duration)

@@ -493,9 +493,9 @@ func (sc *scope) idleWorkers(d time.Duration, keep int) []*worker {
 }
 
 // acquire returns a worker of ext in sc with a free slot (see pool.acquire).
-func (s *Supervisor) acquire(ctx context.Context, sc *scope, ext ExtensionInfo, maxWorkers int) (*worker, bool, error) {
+func (i *invoker) acquire(ctx context.Context, sc *scope, ext ExtensionInfo, maxWorkers int) (*worker, bool, error) {
 	for {
-		p, err := sc.pool(ext, func() *pool { return s.newPool(sc, ext) })
+		p, err := sc.pool(ext, func() *pool { return i.newPool(sc, ext) })
 		if err != nil {
 			return nil, false, err
 		}
@@ -513,32 +513,32 @@ func (s *Supervisor) acquire(ctx context.Context, sc *scope, ext ExtensionInfo, 
 }
 
 // release gives back w's slot (see pool.release).
-func (s *Supervisor) release(_ *scope, w *worker) { w.pool.release(w) }
+func (i *invoker) release(_ *scope, w *worker) { w.pool.release(w) }
 
 // retire takes w out of its pool (see pool.retire).
-func (s *Supervisor) retire(_ *scope, w *worker, why string) { w.pool.retire(w, why) }
+func (i *invoker) retire(_ *scope, w *worker, why string) { w.pool.retire(w, why) }
 
-// newPool makes sc's pool of ext, starting workers with s.starter.
-func (s *Supervisor) newPool(sc *scope, ext ExtensionInfo) *pool {
-	log := s.log.With("tenant", sc.id.Tenant, "scope", sc.id.Key())
-	return newPool(sc.id.Key(), ext, func() PoolConfig { return s.conf().Pool }, s.starter,
-		func(w *worker) (host.Spec, error) { return s.workerSpec(sc, w, log) }, log)
+// newPool makes sc's pool of ext, starting workers with i.starter.
+func (i *invoker) newPool(sc *scope, ext ExtensionInfo) *pool {
+	log := i.log.With("tenant", sc.id.Tenant, "scope", sc.id.Key())
+	return newPool(sc.id.Key(), ext, func() PoolConfig { return i.conf().Pool }, i.starter,
+		func(w *worker) (host.Spec, error) { return i.workerSpec(sc, w, log) }, log)
 }
 
 // workerSpec is the start of w in sc's sandbox settings: its network, its
 // runtime's binary, where its output goes, and a hold on its bundle.
-func (s *Supervisor) workerSpec(sc *scope, w *worker, log *slog.Logger) (host.Spec, error) {
+func (i *invoker) workerSpec(sc *scope, w *worker, log *slog.Logger) (host.Spec, error) {
 	ext := w.ext
 	cfg := sandbox.Config{
 		ID:       w.id,
-		StateDir: s.sandboxDir,
+		StateDir: i.sandboxDir,
 		Cgroup:   sc.node.Path() + "/" + w.id,
 		Hostname: hostname(sc.id),
 		IDs:      sc.ids,
 		Bundle:   ext.Dir,
-		TmpSize:  s.conf().Scope.TmpSize,
+		TmpSize:  i.conf().Scope.TmpSize,
 	}
-	netPath, err := s.net.worker(sc, ext)
+	netPath, err := i.network(sc, ext)
 	if err != nil {
 		return host.Spec{}, err
 	}
@@ -548,7 +548,7 @@ func (s *Supervisor) workerSpec(sc *scope, w *worker, log *slog.Logger) (host.Sp
 	case RuntimeGo:
 		cfg.Binary = filepath.Join(ext.Dir, filepath.FromSlash(ext.Entrypoint))
 	case RuntimeExec:
-		cfg.Binary = s.conf().execWorker()
+		cfg.Binary = i.conf().execWorker()
 		cfg.Env = []string{"SCOPED_EXEC_ENTRYPOINT=" + sandbox.BundlePath + "/" + ext.Entrypoint}
 		if w.exec, err = newExecState(cfg.Cgroup); err != nil {
 			return host.Spec{}, err
@@ -556,14 +556,14 @@ func (s *Supervisor) workerSpec(sc *scope, w *worker, log *slog.Logger) (host.Sp
 	default:
 		return host.Spec{}, fmt.Errorf("%w: runtime %q", ErrInvalid, ext.Runtime)
 	}
-	out := sc.ring.workerLog(s.log, sc.id.Tenant, sc.id.Key())
-	w.unhold = s.store.Hold(ext) // every failure after this goes through w.stop
+	out := sc.ring.workerLog(i.log, sc.id.Tenant, sc.id.Key())
+	w.unhold = i.store.Hold(ext) // every failure after this goes through w.stop
 	return host.Spec{
 		Sandbox:      cfg,
-		StartTimeout: s.conf().Pool.StartTimeout.Duration,
-		SocketDir:    s.socketDir,
-		MaxMessage:   int(s.conf().Limits.MaxResult + s.conf().Limits.MaxPayload + 64<<10),
-		Logger:       newPluginLogger(s.pluginLog, filepath.Base(cfg.Binary)), // worker output: the ring and workerLog only
+		StartTimeout: i.conf().Pool.StartTimeout.Duration,
+		SocketDir:    i.socketDir,
+		MaxMessage:   int(i.conf().Limits.MaxResult + i.conf().Limits.MaxPayload + 64<<10),
+		Logger:       newPluginLogger(i.pluginLog, filepath.Base(cfg.Binary)), // worker output: the ring and workerLog only
 		Log:          log.With("worker", w.id, "extension", ext.Name),
 		Output: func(stream string) io.Writer {
 			return &ringWriter{ring: sc.ring, scope: sc.id.Key(), worker: w.id, ext: ext.Name, stream: stream,
@@ -574,7 +574,7 @@ func (s *Supervisor) workerSpec(sc *scope, w *worker, log *slog.Logger) (host.Sp
 
 // failure works out once why w broke (its process exited, the kernel
 // OOM-killed it, or it stopped answering) and removes it from its pool.
-func (s *Supervisor) failure(sc *scope, w *worker, cause error) error {
+func (i *invoker) failure(sc *scope, w *worker, cause error) error {
 	w.failOnce.Do(func() {
 		w.pool.retire(w, "failed")
 		// The runner removes the sandbox once its process is gone, and
@@ -597,7 +597,7 @@ func (s *Supervisor) failure(sc *scope, w *worker, cause error) error {
 				w.failErr = fmt.Errorf("%w (limit %d MiB): the worker of %s was killed", ErrOutOfMemory, sc.limits.MemoryMax>>20, w.ext.Name)
 			}
 		}
-		s.log.Warn("worker failed", "tenant", sc.id.Tenant, "scope", sc.id.Key(), "worker", w.id,
+		i.log.Warn("worker failed", "tenant", sc.id.Tenant, "scope", sc.id.Key(), "worker", w.id,
 			"extension", w.ext.Name, "err", w.failErr)
 		go w.stop()
 	})

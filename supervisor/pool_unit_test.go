@@ -412,7 +412,7 @@ func TestUnitPoolFailure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Supervisor{log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	inv := &invoker{log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	sc := &scope{id: ScopeID{Tenant: "acme", Name: "production"}, node: node}
 	p, f := fakePool(t, PoolConfig{MaxConcurrent: 2}, unitExt)
 	w, _ := mustAcquire(t, p, 1)
@@ -421,11 +421,11 @@ func TestUnitPoolFailure(t *testing.T) {
 	}
 	cause := errors.New("the worker of hook died during the call")
 	<-w.slots
-	if err := s.failure(sc, w, cause); err != cause {
+	if err := inv.failure(sc, w, cause); err != cause {
 		t.Fatalf("failure = %v, want the cause", err)
 	}
 	<-w.slots
-	if err := s.failure(sc, w, errors.New("second")); err != cause {
+	if err := inv.failure(sc, w, errors.New("second")); err != cause {
 		t.Errorf("second failure = %v, want the first cause", err)
 	}
 	waitStopped(t, w)

@@ -45,14 +45,13 @@ type Supervisor struct {
 	loops   loops
 	stopped atomic.Bool // Stop was called
 
-	invocations atomic.Int64
-
 	metrics *metrics.Registry
 	meter   *meter
 	acct    *accountant
 	health  healthState // see Health
 
 	// The parts New wires, each owning its lock (and loop; see Recover).
+	inv    *invoker   // runs invocations, over the scopes' pools
 	keeper *keeper    // makes and removes the live scopes
 	net    *networks  // egress networking
 	ctl    *throttler // the noisy-neighbour controller
@@ -127,8 +126,11 @@ func (s *Supervisor) wire() {
 		net: s.net, sandboxDir: s.sandboxDir, tierOf: s.tierOf, track: s.acct.track, untrack: s.acct.untrack, flush: s.meter.flush})
 	s.ctl = &throttler{conf: s.conf, log: s.log, source: func() control.CounterReader { return s.acct },
 		scopes: &s.scopes, tree: s.tree, metrics: s.metrics}
+	s.inv = &invoker{cfg: &s.cfg, log: s.log, pluginLog: s.pluginLog, store: s.store, gate: s.gate, scopes: &s.scopes,
+		scopeFor: s.keeper.scopeFor, tierOf: s.tierOf, network: s.net.worker, starter: s.starter, metrics: s.metrics,
+		sandboxDir: s.sandboxDir, socketDir: s.socketDir}
 	s.reap = newReaper(&reaper{conf: s.conf, log: s.log, scopes: &s.scopes, gate: s.gate, store: s.store, tierOf: s.tierOf,
-		acquire: s.acquire, release: s.release, retire: s.retire, remove: s.keeper.removeScopes, alive: &s.health.reaper})
+		acquire: s.inv.acquire, release: s.inv.release, retire: s.inv.retire, remove: s.keeper.removeScopes, alive: &s.health.reaper})
 }
 
 // conf is the configuration in force.
@@ -286,7 +288,7 @@ func (s *Supervisor) Recover() error {
 	l.add("controller", s.ctl)
 	l.add("metering loop", s.meter)
 	l.add("reaper", s.reap)
-	l.add("sampler", newSampler(s.cfg.Load, s.scopes.snapshot, s.acct, s.metrics, s.controlMetrics))
+	l.add("sampler", newSampler(s.cfg.Load, s.scopes.snapshot, s.acct, s.metrics, s.ctl.publish))
 	return l.Start(context.Background())
 }
 
@@ -378,7 +380,7 @@ func (s *Supervisor) RemoveExtension(t Target) error {
 	for _, sc := range s.scopes.snapshot(func(sc *scope) bool { return sc.id.Tenant == tenant }) {
 		for _, w := range sc.workerList() {
 			if w.ext.Name == name && w.ext.Environment == env {
-				s.retire(sc, w, "extension removed")
+				s.inv.retire(sc, w, "extension removed")
 				go w.stop()
 			}
 		}
