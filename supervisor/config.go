@@ -13,6 +13,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/scoped-io/scoped/control"
+	"github.com/scoped-io/scoped/fleet"
 	"github.com/scoped-io/scoped/internal/confval"
 	"github.com/scoped-io/scoped/internal/ident"
 	"github.com/scoped-io/scoped/metering"
@@ -56,6 +57,7 @@ type Config struct {
 	Control    control.Config   `toml:"control"`
 	Metering   metering.Config  `toml:"metering"`
 	Network    netns.Settings   `toml:"network"`
+	Fleet      fleet.Config     `toml:"fleet"`
 	Log        LogConfig        `toml:"log"`
 }
 
@@ -267,6 +269,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Control.Validate(); err != nil {
 		return bad("control: %v", err)
+	}
+	if err := c.Fleet.Validate(); err != nil {
+		return bad("%v", err)
 	}
 	if c.Metrics.Interval.Duration < 100*time.Millisecond {
 		return bad("metrics.interval must be at least 100ms")
