@@ -903,3 +903,10 @@ func replaceFile(p string, b []byte) error {
 	defer d.Close()
 	return d.Sync()
 }
+
+// BundleFilesByDigest reads the files of a stored bundle by its digest
+// (Store.FilesByDigest): what the fleet's bundle service serves to other
+// nodes.
+func (s *Supervisor) BundleFilesByDigest(digest string) ([]BundleFile, error) {
+	return s.store.FilesByDigest(digest)
+}
