@@ -283,7 +283,7 @@ func (a *API) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo,
 		}
 	}()
 	if bundles.IsMethod(info.FullMethod) {
-		return a.bundleStream(srv, w, h) // the fleet's TLS server only (tls.go)
+		return a.bundleStream(srv, w, info.FullMethod, h) // the fleet's TLS server only (tls.go)
 	}
 	if !strings.HasPrefix(info.FullMethod, "/scoped.v1.") {
 		return h(srv, w)

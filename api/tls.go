@@ -155,9 +155,10 @@ func (a *API) tokenCaller(ctx context.Context) (caller, error) {
 // bundleStream guards a call of the bundle service: the peer must be a
 // node (a verified client certificate) before its request is read, and the
 // request (a digest) is read with a small cap.
-func (a *API) bundleStream(srv any, w *wrappedStream, h grpc.StreamHandler) error {
-	if _, err := bundles.CheckNode(w.ServerStream.Context()); err != nil {
-		return err
+func (a *API) bundleStream(srv any, w *wrappedStream, method string, h grpc.StreamHandler) error {
+	node, err := bundles.CheckNode(w.ServerStream.Context())
+	if err != nil {
+		return a.statusFor(method, caller{}, err)
 	}
 	ctx := w.ServerStream.Context()
 	w.recv = func(v any) error {
@@ -166,7 +167,7 @@ func (a *API) bundleStream(srv any, w *wrappedStream, h grpc.StreamHandler) erro
 		}
 		return w.ServerStream.RecvMsg(v)
 	}
-	return h(srv, w)
+	return a.statusFor(method, caller{name: "node " + node}, h(srv, w))
 }
 
 // bundleRequestCap is the largest FetchRequest read (a digest is 71 bytes).

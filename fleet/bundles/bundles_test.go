@@ -65,7 +65,8 @@ func startServer(t *testing.T, files []bundle.File, impl fleetv1.BundlesServer) 
 		}
 		impl = NewServer(src, func() Limits { return env.lim }, slog.New(slog.NewTextHandler(env.srvLogs, nil)))
 	}
-	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(ca.ServerConfig(t, sc, sk, tls.VerifyClientCertIfGiven))))
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(ca.ServerConfig(t, sc, sk, tls.VerifyClientCertIfGiven))),
+		grpc.StreamInterceptor(testEdge))
 	fleetv1.RegisterBundlesServer(srv, impl)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -319,3 +320,21 @@ func FuzzUnitReceiver(f *testing.F) {
 }
 
 func insecureCreds() credentials.TransportCredentials { return insecure.NewCredentials() }
+
+// testEdge maps the service's sentinels as the API's edge does
+// (api/status.go; tested there with the real edge).
+func testEdge(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	err := h(srv, ss)
+	for _, m := range []struct {
+		err  error
+		code codes.Code
+	}{
+		{ErrNotNode, codes.Unauthenticated}, {bundle.ErrInvalidDigest, codes.InvalidArgument},
+		{ErrNotFound, codes.NotFound}, {ErrTooLarge, codes.FailedPrecondition},
+	} {
+		if errors.Is(err, m.err) {
+			return status.Error(m.code, err.Error())
+		}
+	}
+	return err
+}

@@ -2,17 +2,14 @@ package bundles
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
-	"google.golang.org/grpc/status"
 
 	"github.com/scoped-io/scoped/internal/bundle"
 	fleetv1 "github.com/scoped-io/scoped/proto/fleet/v1"
@@ -46,25 +43,26 @@ func IsMethod(fullMethod string) bool { return strings.HasPrefix(fullMethod, Met
 
 // CheckNode checks that the call's peer is a fleet node: a TLS peer whose
 // certificate verified against the fleet's CA (the server's ClientCAs). It
-// returns the certificate's common name. The error is a status
-// (UNAUTHENTICATED) that wraps nothing: callers return it as is.
+// returns the certificate's common name, or an error wrapping ErrNotNode.
 func CheckNode(ctx context.Context) (string, error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
-		return "", status.Error(codes.Unauthenticated, ErrNotNode.Error()+": no peer")
+		return "", fmt.Errorf("%w: no peer", ErrNotNode)
 	}
 	ti, ok := p.AuthInfo.(credentials.TLSInfo)
 	if !ok {
-		return "", status.Error(codes.Unauthenticated, ErrNotNode.Error()+": not a TLS connection")
+		return "", fmt.Errorf("%w: not a TLS connection", ErrNotNode)
 	}
 	chains := ti.State.VerifiedChains
 	if len(chains) == 0 || len(chains[0]) == 0 {
-		return "", status.Error(codes.Unauthenticated, ErrNotNode.Error()+": no client certificate of the fleet's CA")
+		return "", fmt.Errorf("%w: no client certificate of the fleet's CA", ErrNotNode)
 	}
 	return chains[0][0].Subject.CommonName, nil
 }
 
-// Fetch streams the bundle with the requested digest.
+// Fetch streams the bundle with the requested digest. Its errors are
+// sentinels (ErrNotNode, bundle.ErrInvalidDigest, ErrNotFound, ErrTooLarge)
+// or the Source's, which the API's edge maps to codes (api/status.go).
 func (s *Server) Fetch(req *fleetv1.FetchRequest, stream grpc.ServerStreamingServer[fleetv1.Chunk]) error {
 	ctx := stream.Context()
 	node, err := CheckNode(ctx)
@@ -73,22 +71,14 @@ func (s *Server) Fetch(req *fleetv1.FetchRequest, stream grpc.ServerStreamingSer
 	}
 	digest := req.GetDigest()
 	if err := bundle.CheckDigest(digest); err != nil {
-		return status.Error(codes.InvalidArgument, err.Error())
+		return err
 	}
-	log := s.log.With("peer_node", node, "digest", digest)
 	files, err := s.src(digest)
-	switch {
-	case errors.Is(err, ErrNotFound):
-		return status.Errorf(codes.NotFound, "%s: %s", ErrNotFound, digest)
-	case err != nil:
-		// The store's error may name host paths: the log has it.
-		log.Error("bundle fetch: reading the stored bundle failed", "err", err)
-		return status.Error(codes.Internal, "reading the stored bundle failed (see the serving node's log)")
+	if err != nil {
+		return fmt.Errorf("bundle %s for node %s: %w", digest, node, err)
 	}
-	lim := s.limits()
-	if err := checkBounds(files, lim); err != nil {
-		log.Error("bundle fetch: the stored bundle is over the caps in force", "err", err)
-		return status.Error(codes.FailedPrecondition, err.Error())
+	if err := checkBounds(files, s.limits()); err != nil {
+		return fmt.Errorf("stored bundle %s is over the caps in force: %w", digest, err)
 	}
 	files = slices.Clone(files)
 	slices.SortFunc(files, func(a, b bundle.File) int { return strings.Compare(a.Path, b.Path) })
@@ -108,7 +98,7 @@ func (s *Server) Fetch(req *fleetv1.FetchRequest, stream grpc.ServerStreamingSer
 			data = data[n:]
 		}
 	}
-	log.Debug("bundle served", "files", len(files))
+	s.log.Debug("bundle served", "peer_node", node, "digest", digest, "files", len(files))
 	return nil
 }
 
