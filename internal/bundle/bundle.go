@@ -59,14 +59,22 @@ func Digest(files []File) string {
 func CheckDigest(d string) error {
 	hexPart, ok := strings.CutPrefix(d, DigestPrefix)
 	if !ok || len(hexPart) != sha256.Size*2 {
-		return fmt.Errorf("%w: %.80q is not sha256:<64 hex digits>", ErrInvalidDigest, d)
+		return fmt.Errorf("%w: %q is not sha256:<64 hex digits>", ErrInvalidDigest, clip(d))
 	}
 	for i := 0; i < len(hexPart); i++ {
 		if c := hexPart[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return fmt.Errorf("%w: %.80q is not sha256:<64 lowercase hex digits>", ErrInvalidDigest, d)
+			return fmt.Errorf("%w: %q is not sha256:<64 lowercase hex digits>", ErrInvalidDigest, clip(d))
 		}
 	}
 	return nil
+}
+
+// clip is the first 80 bytes of s, for an error's text.
+func clip(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "…"
+	}
+	return s
 }
 
 // Verify checks that files are the bundle digest names.
