@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/scoped-io/scoped/fleet/bundles"
 	"github.com/scoped-io/scoped/internal/ident"
 	"github.com/scoped-io/scoped/metrics"
 	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
@@ -100,8 +101,14 @@ func NewServer(s *supervisor.Supervisor, log *slog.Logger) *grpc.Server {
 // receive limit is Deploy's (the bundle); register holds every other
 // method to maxRequest.
 func (a *API) newServer(impl scopedv1.ScopedServer) *grpc.Server {
+	return a.newServerCreds(impl, peerCreds{})
+}
+
+// newServerCreds is newServer with the transport credentials creds (the
+// unix socket's peer credentials, or TLS: see tls.go).
+func (a *API) newServerCreds(impl scopedv1.ScopedServer, creds credentials.TransportCredentials) *grpc.Server {
 	srv := grpc.NewServer(
-		grpc.Creds(peerCreds{}),
+		grpc.Creds(creds),
 		grpc.MaxRecvMsgSize(int(a.conf().Limits.MaxBundle+1<<20)),
 		grpc.MaxSendMsgSize(int(a.conf().Limits.MaxResult+1<<20)),
 		grpc.UnaryInterceptor(a.unary),
@@ -176,16 +183,12 @@ func (a *API) authenticate(ctx context.Context) (caller, error) {
 	}
 	pi, ok := p.AuthInfo.(peerInfo)
 	if !ok {
+		if _, isTLS := p.AuthInfo.(credentials.TLSInfo); isTLS {
+			return a.tokenCaller(ctx) // the fleet's TLS API (tls.go)
+		}
 		return caller{}, fmt.Errorf("%w: no peer credentials", supervisor.ErrPermission)
 	}
-	token := ""
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		for _, v := range md.Get("authorization") {
-			if t, ok := strings.CutPrefix(v, "Bearer "); ok {
-				token = t
-			}
-		}
-	}
+	token := bearerToken(ctx)
 	c := caller{name: fmt.Sprintf("uid %d", pi.uid), tenants: map[string]bool{}}
 	if pi.uid == 0 {
 		c.name, c.all, c.admin = "root", true, true
@@ -213,6 +216,19 @@ func (a *API) authenticate(ctx context.Context) (caller, error) {
 		return caller{}, fmt.Errorf("%w: unknown token", supervisor.ErrPermission)
 	}
 	return c, nil
+}
+
+// bearerToken is the call's "authorization: Bearer …" token, or "".
+func bearerToken(ctx context.Context) string {
+	token := ""
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		for _, v := range md.Get("authorization") {
+			if t, ok := strings.CutPrefix(v, "Bearer "); ok {
+				token = t
+			}
+		}
+	}
+	return token
 }
 
 // unary authenticates the caller of a Scoped method and maps the
@@ -266,6 +282,9 @@ func (a *API) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo,
 			err = a.panicked(ss.Context(), info.FullMethod, c, w.tenant, p)
 		}
 	}()
+	if bundles.IsMethod(info.FullMethod) {
+		return a.bundleStream(srv, w, info.FullMethod, h) // the fleet's TLS server only (tls.go)
+	}
 	if !strings.HasPrefix(info.FullMethod, "/scoped.v1.") {
 		return h(srv, w)
 	}

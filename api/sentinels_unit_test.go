@@ -19,6 +19,9 @@ import (
 	"github.com/scoped-io/scoped/accounting"
 	"github.com/scoped-io/scoped/cgroups"
 	"github.com/scoped-io/scoped/control"
+	"github.com/scoped-io/scoped/fleet/bundles"
+	"github.com/scoped-io/scoped/fleet/record"
+	"github.com/scoped-io/scoped/internal/bundle"
 	"github.com/scoped-io/scoped/internal/ident"
 	"github.com/scoped-io/scoped/internal/testutil"
 	"github.com/scoped-io/scoped/metering"
@@ -117,6 +120,15 @@ var sentinels = map[string]error{
 	"plugins.ErrExit":            plugins.ErrExit,
 	"plugins.ErrInvalidMetadata": plugins.ErrInvalidMetadata,
 	"plugins.ErrReplyTooLarge":   plugins.ErrReplyTooLarge,
+
+	"fleet/record.ErrInvalid":           record.ErrInvalid,
+	"fleet/bundles.ErrNotFound":         bundles.ErrNotFound,
+	"fleet/bundles.ErrTooLarge":         bundles.ErrTooLarge,
+	"fleet/bundles.ErrProtocol":         bundles.ErrProtocol,
+	"fleet/bundles.ErrNotNode":          bundles.ErrNotNode,
+	"fleet/bundles.ErrDigestMismatch":   bundles.ErrDigestMismatch,
+	"internal/bundle.ErrInvalidDigest":  bundle.ErrInvalidDigest,
+	"internal/bundle.ErrDigestMismatch": bundle.ErrDigestMismatch,
 }
 
 // internalSentinels are the sentinels meant to be INTERNAL: the daemon's
@@ -137,6 +149,7 @@ var internalSentinels = []string{
 	"metering/export.ErrRejected", "metering/export.ErrSource",
 	"metrics.ErrAddrInUse", "metrics.ErrListen",
 	"plugins.ErrNoHandler",
+	"fleet/record.ErrInvalid",
 }
 
 // Every sentinel that can reach the edge has a deliberate code: a mapped

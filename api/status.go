@@ -13,6 +13,8 @@ import (
 	"github.com/scoped-io/scoped/accounting"
 	"github.com/scoped-io/scoped/cgroups"
 	"github.com/scoped-io/scoped/control"
+	"github.com/scoped-io/scoped/fleet/bundles"
+	"github.com/scoped-io/scoped/internal/bundle"
 	"github.com/scoped-io/scoped/internal/ident"
 	"github.com/scoped-io/scoped/metering"
 	"github.com/scoped-io/scoped/netns"
@@ -84,6 +86,13 @@ var packageCodes = []sentinel{
 	{plugins.ErrReplyTooLarge, codes.InvalidArgument},
 	{plugins.ErrHandlerPanic, codes.Aborted},
 	{plugins.ErrExit, codes.Aborted},
+	// The fleet's bundle service (to other nodes) and transfer.
+	{bundles.ErrNotNode, codes.Unauthenticated},
+	{bundle.ErrInvalidDigest, codes.InvalidArgument},
+	{bundles.ErrNotFound, codes.NotFound},
+	{bundles.ErrTooLarge, codes.FailedPrecondition},
+	{bundles.ErrProtocol, codes.Unavailable},
+	{bundle.ErrDigestMismatch, codes.DataLoss},
 }
 
 // toStatus maps sentinel errors to gRPC codes; the one place that does. An

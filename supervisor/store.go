@@ -1,8 +1,6 @@
 package supervisor
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +18,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/scoped-io/scoped/internal/bundle"
 	"github.com/scoped-io/scoped/internal/ident"
 )
 
@@ -42,12 +41,9 @@ type Manifest struct {
 	Network string `toml:"network"`
 }
 
-// BundleFile is one file of an uploaded bundle.
-type BundleFile struct {
-	Path    string
-	Mode    uint32
-	Content []byte
-}
+// BundleFile is one file of an uploaded bundle (internal/bundle's File,
+// which the fleet's bundle transfer shares).
+type BundleFile = bundle.File
 
 // ExtensionInfo describes one stored version of an extension.
 type ExtensionInfo struct {
@@ -227,13 +223,8 @@ func (s *Store) validateBundle(files []BundleFile) (Manifest, string, int64, err
 			}
 		}
 	}
-	sorted := slices.Clone(files)
-	slices.SortFunc(sorted, func(a, b BundleFile) int { return strings.Compare(a.Path, b.Path) })
-	h := sha256.New()
 	var manifest []byte
-	for _, f := range sorted {
-		fmt.Fprintf(h, "%s\x00%o\x00%d\x00", f.Path, normMode(f.Mode), len(f.Content))
-		h.Write(f.Content)
+	for _, f := range files {
 		if f.Path == ManifestFile {
 			manifest = f.Content
 		}
@@ -257,15 +248,10 @@ func (s *Store) validateBundle(files []BundleFile) (Manifest, string, int64, err
 	case normMode(files[ep].Mode)&0o100 == 0:
 		return m, "", 0, fmt.Errorf("%w: entrypoint %s is not executable", ErrInvalid, m.Entrypoint)
 	}
-	return m, "sha256:" + hex.EncodeToString(h.Sum(nil)), size, nil
+	return m, bundle.Digest(files), size, nil
 }
 
-func normMode(m uint32) uint32 {
-	if m&0o111 != 0 {
-		return 0o755
-	}
-	return 0o644
-}
+func normMode(m uint32) uint32 { return bundle.NormMode(m) }
 
 // checkBundlePath refuses absolute paths, "..", empty elements and
 // anything but a clean relative slash path of at most 255 bytes.
@@ -337,11 +323,144 @@ func (s *Store) Deploy(tenant, env, name string, files []BundleFile) (info Exten
 	if s.staged != nil {
 		s.staged()
 	}
-	info, unchanged, err = s.publish(tenant, env, name, tmp, m, digest, size)
+	info, unchanged, err = s.publish(tenant, env, name, "", tmp, m, digest, size)
 	if err == nil && !unchanged {
 		s.prune(tenant, env, name)
 	}
 	return info, unchanged, err
+}
+
+// Import stores files fetched from another node as version (or, "", the
+// next version) of the extension and makes it current, only if they are
+// the bundle digest names: Deploy's checks apply (paths, modes, manifest,
+// caps), then the digest must match (else an error wrapping ErrInvalid and
+// bundle.ErrDigestMismatch, and nothing is stored). Files equal to the
+// current version leave it as it is (unchanged); an existing version of
+// the same name must have the same digest (it is made current).
+func (s *Store) Import(tenant, env, name, version, digest string, files []BundleFile) (info ExtensionInfo, unchanged bool, err error) {
+	if err := checkTarget(tenant, env, name); err != nil {
+		return info, false, err
+	}
+	if version != "" {
+		if err := checkVersion(version); err != nil {
+			return info, false, err
+		}
+	}
+	if err := bundle.CheckDigest(digest); err != nil {
+		return info, false, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	m, got, size, err := s.validateBundle(files)
+	if err != nil {
+		return info, false, err
+	}
+	if got != digest {
+		return info, false, fmt.Errorf("%w: %w: the files are %s, not %s", ErrInvalid, bundle.ErrDigestMismatch, got, digest)
+	}
+	if cur, err := s.Get(tenant, env, name, ""); err == nil && cur.Digest == digest {
+		return cur, true, nil
+	}
+	tmp, err := s.stage(files)
+	if err != nil {
+		return info, false, err
+	}
+	defer os.RemoveAll(tmp)
+	info, unchanged, err = s.publish(tenant, env, name, version, tmp, m, digest, size)
+	if err == nil && !unchanged {
+		s.prune(tenant, env, name)
+	}
+	return info, unchanged, err
+}
+
+// FilesByDigest reads the files of a stored version (of any extension)
+// whose bundle has the digest: the current versions first (cached), then
+// every stored version. The files read must have that digest (else an
+// error wrapping bundle.ErrDigestMismatch: the store is corrupt); none:
+// ErrNotFound.
+func (s *Store) FilesByDigest(digest string) ([]BundleFile, error) {
+	if err := bundle.CheckDigest(digest); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	var dirs []string
+	s.mu.Lock()
+	for _, info := range s.currents {
+		if info.Digest == digest {
+			dirs = append(dirs, info.Dir)
+		}
+	}
+	s.mu.Unlock()
+	if len(dirs) == 0 {
+		infos, _ := filepath.Glob(filepath.Join(s.root, "*", "*", "*", "v*", "info.json"))
+		for _, p := range infos {
+			vdir := filepath.Dir(p)
+			rel, _ := filepath.Rel(s.root, vdir)
+			parts := strings.Split(rel, string(filepath.Separator))
+			if len(parts) != 4 || checkTarget(parts[0], parts[1], parts[2]) != nil || checkVersion(parts[3]) != nil {
+				continue
+			}
+			if info, err := s.load(vdir); err == nil && info.Digest == digest {
+				dirs = append(dirs, info.Dir)
+			}
+		}
+	}
+	var firstErr error
+	for _, dir := range dirs {
+		files, err := s.readBundle(dir)
+		if err == nil {
+			err = bundle.Verify(files, digest)
+		}
+		if err == nil {
+			return files, nil
+		}
+		if firstErr == nil && !errors.Is(err, fs.ErrNotExist) { // a version pruned meanwhile is no error
+			firstErr = fmt.Errorf("bundle %s in %s: %w", digest, dir, err)
+		}
+	}
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	return nil, fmt.Errorf("%w: no stored bundle has digest %s", ErrNotFound, digest)
+}
+
+// readBundle reads the regular files under a version's bundle directory,
+// within the store's caps; anything but a directory or a regular file is
+// refused.
+func (s *Store) readBundle(dir string) ([]BundleFile, error) {
+	maxFiles, maxBundle := s.maxFiles.Load(), s.maxBundle.Load()
+	var files []BundleFile
+	var size int64
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			return nil
+		}
+		if !d.Type().IsRegular() {
+			return fmt.Errorf("%s is not a regular file", p)
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if int64(len(files)) >= maxFiles || size+fi.Size() > maxBundle {
+			return fmt.Errorf("%w: stored bundle over the caps (%d files, %d bytes)", ErrTooLarge, maxFiles, maxBundle)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		size += int64(len(b))
+		if size > maxBundle {
+			return fmt.Errorf("%w: stored bundle larger than %d bytes", ErrTooLarge, maxBundle)
+		}
+		files = append(files, BundleFile{Path: filepath.ToSlash(rel), Mode: normMode(uint32(fi.Mode().Perm())), Content: b})
+		return nil
+	})
+	return files, err
 }
 
 // stage writes and syncs the bundle in a new temporary directory of the
@@ -378,7 +497,8 @@ func (s *Store) stage(files []BundleFile) (tmp string, err error) {
 
 // publish makes the staged directory tmp the extension's next version and
 // its current one, under the extension's lock.
-func (s *Store) publish(tenant, env, name, tmp string, m Manifest, digest string, size int64) (info ExtensionInfo, unchanged bool, err error) {
+// version names the new version; "" is the next one.
+func (s *Store) publish(tenant, env, name, version, tmp string, m Manifest, digest string, size int64) (info ExtensionInfo, unchanged bool, err error) {
 	key := cacheKey(tenant, env, name)
 	unlock := s.lockExt(key)
 	defer unlock()
@@ -393,9 +513,25 @@ func (s *Store) publish(tenant, env, name, tmp string, m Manifest, digest string
 	for d := dir; d != s.root; d = filepath.Dir(d) {
 		_ = os.Chmod(d, 0o711)
 	}
-	version, err := s.nextVersion(dir)
-	if err != nil {
-		return info, false, err
+	if version == "" {
+		if version, err = s.nextVersion(dir); err != nil {
+			return info, false, err
+		}
+	} else if have, err := s.load(filepath.Join(dir, version)); err == nil {
+		// An imported version that is here already.
+		if have.Digest != digest {
+			return info, false, fmt.Errorf("%w: version %s of extension %s is stored with digest %s, not %s", ErrInvalid, version, name, have.Digest, digest)
+		}
+		if err := replaceFile(filepath.Join(dir, "current"), []byte(version+"\n")); err != nil {
+			s.mu.Lock()
+			delete(s.currents, key)
+			s.mu.Unlock()
+			return info, false, err
+		}
+		s.mu.Lock()
+		s.currents[key] = have
+		s.mu.Unlock()
+		return have, false, nil
 	}
 	info = ExtensionInfo{
 		Tenant: tenant, Environment: env, Name: name, Version: version,
@@ -766,4 +902,11 @@ func replaceFile(p string, b []byte) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// BundleFilesByDigest reads the files of a stored bundle by its digest
+// (Store.FilesByDigest): what the fleet's bundle service serves to other
+// nodes.
+func (s *Supervisor) BundleFilesByDigest(digest string) ([]BundleFile, error) {
+	return s.store.FilesByDigest(digest)
 }

@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"sync"
@@ -17,8 +18,10 @@ import (
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
+	"google.golang.org/grpc"
 
 	"github.com/scoped-io/scoped/api"
+	"github.com/scoped-io/scoped/fleet"
 	"github.com/scoped-io/scoped/metrics"
 	"github.com/scoped-io/scoped/plugins/reattach"
 	"github.com/scoped-io/scoped/sandbox"
@@ -89,8 +92,30 @@ func run(args []string) error {
 	}
 	srv := api.NewServer(s, log)
 	health := reattach.RegisterServices(srv)
-	serveErr := make(chan error, 1)
+	servers := []server{srv}
+	listeners := []interface{ Close() error }{l}
+	// With [fleet], the same API over TCP with TLS (and the bundle service
+	// for other nodes), stopped with the socket's server.
+	var tlsSrv *grpc.Server
+	var tl net.Listener
+	if fc := &s.Config().Fleet; fc.Enabled() {
+		if tlsSrv, tl, err = listenFleet(s, fc, log); err != nil {
+			_ = l.Close()
+			_ = s.Stop(0)
+			return err
+		}
+		servers, listeners = append(servers, tlsSrv), append(listeners, tl)
+		log.Info("fleet TLS API listening", "listen", tl.Addr().String(), "advertise", fc.Advertise)
+	}
+	serveErr := make(chan error, 2)
 	go func() { serveErr <- srv.Serve(l) }()
+	if tlsSrv != nil {
+		go func() {
+			if err := tlsSrv.Serve(tl); err != nil {
+				serveErr <- fmt.Errorf("TLS API: %w", err)
+			}
+		}()
+	}
 	if cfg.ReattachFile != "" {
 		if err := reattach.Write(cfg.ReattachFile, reattach.Info{Network: "unix", Addr: cfg.Socket}); err != nil {
 			log.Warn("reattach file not written", "path", cfg.ReattachFile, "err", err)
@@ -135,29 +160,35 @@ func run(args []string) error {
 			_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
 			stopWatchdog() // the loops stop now: their silence is no hang
 			health.Shutdown()
-			return stop(s, srv, l, *grace, log)
+			return stop(s, servers, listeners, *grace, log)
 		}
 	}
 }
 
 // stop refuses new calls, drains the ones in flight for up to grace, and
 // removes everything the daemon made.
-func stop(s *supervisor.Supervisor, srv interface {
-	GracefulStop()
-	Stop()
-}, l interface{ Close() error }, grace time.Duration, log *slog.Logger) error {
+func stop(s *supervisor.Supervisor, srvs []server, ls []interface{ Close() error }, grace time.Duration, log *slog.Logger) error {
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
-	done := make(chan struct{})
 	stopErr := make(chan error, 1)
 	go func() { stopErr <- s.Stop(grace) }()
-	go func() { srv.GracefulStop(); close(done) }()
+	var wg sync.WaitGroup
+	for _, srv := range srvs { // every server refuses new calls at once
+		wg.Go(srv.GracefulStop)
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-ctx.Done():
-		srv.Stop()
+		for _, srv := range srvs {
+			srv.Stop()
+		}
+		<-done
 	}
-	_ = l.Close()
+	for _, l := range ls {
+		_ = l.Close()
+	}
 	err := <-stopErr
 	s.RemoveRuntimeDir()
 	if err != nil {
@@ -165,6 +196,25 @@ func stop(s *supervisor.Supervisor, srv interface {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// server is a gRPC server as stop stops it.
+type server interface {
+	GracefulStop()
+	Stop()
+}
+
+// listenFleet opens the fleet's TLS API ([fleet] listen, tls_*).
+func listenFleet(s *supervisor.Supervisor, fc *fleet.Config, log *slog.Logger) (*grpc.Server, net.Listener, error) {
+	conf, err := api.TLSConfig(fc)
+	if err != nil {
+		return nil, nil, err
+	}
+	l, err := api.ListenTCP(fc)
+	if err != nil {
+		return nil, nil, err
+	}
+	return api.NewTLSServer(s, log, conf), l, nil
 }
 
 // watchdog pings systemd's watchdog, when enabled, at a quarter of its
