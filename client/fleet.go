@@ -19,6 +19,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
@@ -128,6 +129,7 @@ func DialFleet(ctx context.Context, o FleetOptions) (*FleetClient, error) {
 		TLS:         etcdTLS,
 		DialTimeout: 5 * time.Second,
 		Logger:      zap.NewNop(),
+		DialOptions: []grpc.DialOption{reconnect},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: etcd: %w", ErrFleet, err)
@@ -136,7 +138,7 @@ func DialFleet(ctx context.Context, o FleetOptions) (*FleetClient, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	dopts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(apiTLS))}
+	dopts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(apiTLS)), reconnect}
 	if o.Token != "" {
 		dopts = append(dopts, grpc.WithPerRPCCredentials(TokenCredentials(o.Token)))
 	}
@@ -166,6 +168,13 @@ func DialFleet(ctx context.Context, o FleetOptions) (*FleetClient, error) {
 	go r.watch(wctx, rev)
 	return &FleetClient{ScopedClient: scopedv1.NewScopedClient(r), r: r}, nil
 }
+
+// reconnect caps the reconnection backoff (gRPC's default grows to two
+// minutes): a node or etcd back from a restart is seen within seconds.
+var reconnect = grpc.WithConnectParams(grpc.ConnectParams{
+	Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+	MinConnectTimeout: 5 * time.Second,
+})
 
 // tlsConfig reads PEM files: nil without any; a CA alone verifies peers;
 // a certificate needs its key.

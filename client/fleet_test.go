@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"os"
@@ -101,6 +102,15 @@ func (s *stubNode) Invoke(ctx context.Context, req *scopedv1.InvokeRequest) (*sc
 
 func (s *stubNode) Deploy(context.Context, *scopedv1.DeployRequest) (*scopedv1.DeployResponse, error) {
 	return &scopedv1.DeployResponse{Extension: &scopedv1.Extension{Name: s.name}}, nil
+}
+
+func (s *stubNode) Logs(req *scopedv1.LogsRequest, stream grpc.ServerStreamingServer[scopedv1.LogEntry]) error {
+	for range 2 {
+		if err := stream.Send(&scopedv1.LogEntry{Scope: req.GetScope(), Worker: s.name}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 type fleetFixture struct {
@@ -368,7 +378,9 @@ func TestFleetDegraded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t0 := time.Now()
 	f.etcd.Stop()
+	t.Logf("etcd stopped in %v", time.Since(t0))
 	waitFor(t, "degraded", func() bool { return fc.Degraded() != nil })
 	if got, err := invokeOn(t, ctx(t), fc, "alice"); err != nil || got != want {
 		t.Fatalf("degraded call: %q %v, want %s", got, err, want)
@@ -376,7 +388,9 @@ func TestFleetDegraded(t *testing.T) {
 	if err := f.etcd.Restart(); err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("restarted at %v", time.Since(t0))
 	waitFor(t, "recovered", func() bool { return fc.Degraded() == nil })
+	t.Logf("recovered at %v", time.Since(t0))
 	if _, err := f.kv.Delete(context.Background(), f.keys.Node(want)); err != nil {
 		t.Fatal(err)
 	}
@@ -388,6 +402,68 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("not %s", what)
+		}
+	}
+}
+
+// TestFleetLeavingNodeKeepsItsCalls: a node leaving the membership does
+// not cut the calls in flight on it (its connection closes after them).
+func TestFleetLeavingNodeKeepsItsCalls(t *testing.T) {
+	f := newFleet(t, 3)
+	fc := f.dial(t)
+	user, _ := scopeOn(t, fc, "node-0")
+	c, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	res := make(chan error, 1)
+	go func() {
+		_, err := fc.Invoke(c, &scopedv1.InvokeRequest{Tenant: "acme", Environment: "prod", User: user,
+			Extension: "resize", Payload: []byte("block:node-0")})
+		res <- err
+	}()
+	<-f.nodes["node-0"].started
+	if _, err := f.kv.Delete(context.Background(), f.keys.Node("node-0")); err != nil {
+		t.Fatal(err)
+	}
+	waitNodes(t, fc, 2)
+	if err := <-res; status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("call in flight on a leaving node: %v, want its own deadline", err)
+	}
+	if got, err := invokeOn(t, ctx(t), fc, user); err != nil || got == "node-0" {
+		t.Fatalf("after leaving: %q %v", got, err)
+	}
+}
+
+// TestFleetLogsFollowsTheScope: a Logs stream of a scope goes to the
+// scope's node.
+func TestFleetLogsFollowsTheScope(t *testing.T) {
+	f := newFleet(t, 3)
+	fc := f.dial(t)
+	for i := range 10 {
+		user := fmt.Sprintf("u%d", i)
+		key, ranked, err := fc.Route("acme", "prod", user, "resize")
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := fc.Logs(ctx(t), &scopedv1.LogsRequest{Tenant: "acme", Scope: key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for {
+			e, err := st.Recv()
+			if err != nil {
+				if err != io.EOF {
+					t.Fatal(err)
+				}
+				break
+			}
+			if e.GetWorker() != ranked[0].Name || e.GetScope() != key {
+				t.Fatalf("logs of %s from %s, routed to %s", key, e.GetWorker(), ranked[0].Name)
+			}
+			n++
+		}
+		if n != 2 {
+			t.Fatalf("%d entries, want 2", n)
 		}
 	}
 }
@@ -405,6 +481,13 @@ func TestFleetCloseLeaksNothing(t *testing.T) {
 			if _, err := invokeOn(t, ctx(t), fc, fmt.Sprintf("u%d", i)); err != nil {
 				t.Fatal(err)
 			}
+		}
+		st, err := fc.Logs(ctx(t), &scopedv1.LogsRequest{Tenant: "acme"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for err == nil {
+			_, err = st.Recv()
 		}
 		if err := fc.Close(); err != nil {
 			t.Fatal(err)
