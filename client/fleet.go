@@ -457,12 +457,12 @@ func (r *router) apply(evs []*clientv3.Event) {
 				}
 			}
 		case strings.HasPrefix(key, r.keys.Tenants()):
-			t := strings.TrimPrefix(key, r.keys.Tenants())
-			delete(r.tiers, t)
-			if !del {
-				if t, tier, ok := r.tier(key, ev.Kv.Value); ok {
-					r.tiers[t] = tier
-				}
+			// A bad record keeps the tier last seen: a siloed tenant
+			// must not fall back to the shared pool on a bad write.
+			if del {
+				delete(r.tiers, strings.TrimPrefix(key, r.keys.Tenants()))
+			} else if t, tier, ok := r.tier(key, ev.Kv.Value); ok {
+				r.tiers[t] = tier
 			}
 		}
 	}
