@@ -35,8 +35,9 @@ import (
 	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
 )
 
-// fleetCerts writes a test CA and a server certificate for 127.0.0.1
-// (ECDSA P-256) under dir and returns the CA's path and the server's pair.
+// fleetCerts writes a test CA, and a client certificate and key it signed
+// (client.pem, client-key.pem beside the CA), and returns the CA's path and
+// a server certificate for 127.0.0.1 and localhost (all ECDSA P-256).
 func fleetCerts(t *testing.T) (caFile string, server tls.Certificate) {
 	t.Helper()
 	dir := t.TempDir()
@@ -68,6 +69,30 @@ func fleetCerts(t *testing.T) (caFile string, server tls.Certificate) {
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
 	if err != nil {
 		t.Fatal(err)
+	}
+	ckey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: "app"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	cder, err := x509.CreateCertificate(rand.Reader, ctmpl, ca, &ckey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ckeyDER, err := x509.MarshalPKCS8PrivateKey(ckey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range map[string]*pem.Block{
+		"client.pem": {Type: "CERTIFICATE", Bytes: cder}, "client-key.pem": {Type: "PRIVATE KEY", Bytes: ckeyDER},
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(b), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	caFile = filepath.Join(dir, "ca.pem")
 	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o600); err != nil {
@@ -117,6 +142,7 @@ type fleetFixture struct {
 	etcd  *etcdtest.Server
 	kv    *clientv3.Client
 	ca    string
+	cert  tls.Certificate
 	nodes map[string]*stubNode
 	keys  record.Keys
 }
@@ -125,7 +151,7 @@ func newFleet(t *testing.T, n int) *fleetFixture {
 	t.Helper()
 	f := &fleetFixture{etcd: etcdtest.Start(t), nodes: map[string]*stubNode{}, keys: record.Keys{}}
 	ca, cert := fleetCerts(t)
-	f.ca = ca
+	f.ca, f.cert = ca, cert
 	kv, err := clientv3.New(clientv3.Config{Endpoints: f.etcd.Endpoints(), Logger: zap.NewNop(), DialTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -430,6 +456,54 @@ func TestFleetLeavingNodeKeepsItsCalls(t *testing.T) {
 	}
 	if got, err := invokeOn(t, ctx(t), fc, user); err != nil || got == "node-0" {
 		t.Fatalf("after leaving: %q %v", got, err)
+	}
+}
+
+// TestFleetMutualTLS: nodes that require a client certificate get the
+// client's; ServerName names the nodes' certificate.
+func TestFleetMutualTLS(t *testing.T) {
+	f := newFleet(t, 0)
+	caPEM, err := os.ReadFile(f.ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &stubNode{name: "node-m", addr: l.Addr().String(), started: make(chan struct{}, 1),
+		srv: grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{
+			Certificates: []tls.Certificate{f.cert}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert})))}
+	scopedv1.RegisterScopedServer(s.srv, s)
+	go s.srv.Serve(l)
+	defer s.srv.Stop()
+	f.join(t, s, nil)
+	dir := filepath.Dir(f.ca)
+	for _, tc := range []struct {
+		name       string
+		opts       client.FleetOptions
+		wantServed bool
+	}{
+		{"no client certificate", client.FleetOptions{CA: f.ca}, false},
+		{"client certificate", client.FleetOptions{CA: f.ca, Cert: filepath.Join(dir, "client.pem"), Key: filepath.Join(dir, "client-key.pem")}, true},
+		{"server name", client.FleetOptions{CA: f.ca, ServerName: "localhost", Cert: filepath.Join(dir, "client.pem"), Key: filepath.Join(dir, "client-key.pem")}, true},
+		{"wrong server name", client.FleetOptions{CA: f.ca, ServerName: "elsewhere", Cert: filepath.Join(dir, "client.pem"), Key: filepath.Join(dir, "client-key.pem")}, false},
+	} {
+		tc.opts.Endpoints = f.etcd.Endpoints()
+		fc, err := client.DialFleet(ctx(t), tc.opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := invokeOn(t, ctx(t), fc, "alice")
+		fc.Close()
+		if served := err == nil && got == "node-m"; served != tc.wantServed {
+			t.Errorf("%s: %q %v", tc.name, got, err)
+		}
+	}
+	if _, err := client.DialFleet(ctx(t), client.FleetOptions{Endpoints: f.etcd.Endpoints(), CA: f.ca, Cert: filepath.Join(dir, "client.pem")}); err == nil {
+		t.Error("a certificate without its key accepted")
 	}
 }
 
