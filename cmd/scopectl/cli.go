@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/scoped-io/scoped/client"
+	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
 )
 
 // Exit codes.
@@ -33,7 +34,7 @@ Usage:
 
 Commands:
   deploy  --tenant T --env E --name N DIR   deploy the files under DIR as extension N
-  invoke  --tenant T --env E [--user U] [--version V] [--meta k=v]... [--timeout D] NAME [--data STRING]
+  invoke  --tenant T --env E [--user U] [--version V] [--meta k=v]... [--timeout D] [--idempotent] NAME [--data STRING]
                                             run extension NAME once: the payload is --data,
                                             or stdin without it; the result goes to stdout as is
   ls      [--tenant T]                      list extensions
@@ -56,6 +57,10 @@ Commands:
 Global flags (accepted before or after COMMAND):
   --socket PATH  the daemon's socket (env SCOPED_SOCKET; default ` + client.DefaultSocket + `)
   --token TOKEN  bearer token (env SCOPED_TOKEN); without one the daemon knows you by uid/gid
+  --fleet URLS   call a fleet instead of the socket: etcd's client URLs, comma-separated
+                 (env SCOPED_FLEET); each call goes to its scope's node over TLS. With it:
+                 --fleet-prefix P, --fleet-ca/--fleet-cert/--fleet-key FILE (the nodes' API
+                 TLS), --fleet-server-name N, --etcd-ca/--etcd-cert/--etcd-key FILE
   -o FORMAT      table or json (default table); json is protojson, one document per call,
                  one object per line for logs
   --timeout D    deadline of each call (default 30s; 0: none)
@@ -72,6 +77,7 @@ type globals struct {
 	output  string
 	timeout time.Duration
 	verbose bool
+	fleet   fleetFlags
 
 	stdin          io.Reader
 	stdout, stderr io.Writer
@@ -95,6 +101,7 @@ func (g *globals) register(fs *flag.FlagSet, skip ...string) {
 		fs.DurationVar(&g.timeout, "timeout", g.timeout, "deadline of each call (0: none)")
 	}
 	fs.BoolVar(&g.verbose, "v", g.verbose, "more on stderr")
+	g.fleet.register(fs)
 }
 
 // command is one subcommand.
@@ -149,6 +156,7 @@ func runContext(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	g := &globals{
 		socket:  envOr("SCOPED_SOCKET", client.DefaultSocket),
 		token:   os.Getenv("SCOPED_TOKEN"),
+		fleet:   fleetFlags{endpoints: os.Getenv("SCOPED_FLEET")},
 		output:  "table",
 		timeout: 30 * time.Second,
 		stdin:   stdin,
@@ -288,8 +296,17 @@ func required(pairs ...string) error {
 	return nil
 }
 
-// dial connects to the daemon.
-func (g *globals) dial(ctx context.Context) (*client.Client, error) {
+// conn is a daemon's or a fleet's client.
+type conn interface {
+	scopedv1.ScopedClient
+	Close() error
+}
+
+// dial connects to the daemon, or to the fleet with --fleet.
+func (g *globals) dial(ctx context.Context) (conn, error) {
+	if g.fleet.endpoints != "" {
+		return g.dialFleet(ctx)
+	}
 	opts := []client.Option{client.WithMaxMessageSize(maxMessage)}
 	if g.token != "" {
 		opts = append(opts, client.WithToken(g.token))

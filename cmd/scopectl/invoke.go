@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/scoped-io/scoped/client"
 	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
 )
 
@@ -53,6 +54,7 @@ func runInvoke(ctx context.Context, g *globals, args []string) error {
 	f.Var(meta, "meta", "metadata `key=value` for the extension (repeatable)")
 	timeout := f.Duration("timeout", 0, "the invocation's deadline (default: the daemon's); the call waits 5s more")
 	data := f.String("data", "", "the payload (default: read stdin)")
+	idempotent := f.Bool("idempotent", false, "with --fleet: safe to run twice, so retried on the next node when its node goes away")
 	pos, err := g.parse(f, args, 1, 1)
 	if err != nil {
 		return err
@@ -94,6 +96,9 @@ func runInvoke(ctx context.Context, g *globals, args []string) error {
 		cctx, cancel = context.WithTimeout(ctx, *timeout+timeoutGrace)
 	}
 	defer cancel()
+	if *idempotent {
+		cctx = client.Idempotent(cctx)
+	}
 
 	resp, err := c.Invoke(cctx, req)
 	if err != nil {
