@@ -178,13 +178,17 @@ func (s *State) setDegraded(err error) {
 // loop applies the watch's events and probes etcd until ctx ends.
 func (s *State) loop(ctx context.Context, done chan struct{}) {
 	defer close(done)
+	// clientv3's Watch blocks until etcd confirms the watch: it is made in
+	// a goroutine of its own, and its channel taken when ready.
 	var stopWatch context.CancelFunc
-	startWatch := func() clientv3.WatchChan {
+	var ready chan clientv3.WatchChan
+	startWatch := func() {
 		wctx, cancel := context.WithCancel(ctx)
-		stopWatch = cancel
-		return s.watch(wctx)
+		stopWatch, ready = cancel, make(chan clientv3.WatchChan, 1)
+		go func(ready chan<- clientv3.WatchChan) { ready <- s.watch(wctx) }(ready)
 	}
-	wch := startWatch()
+	var wch clientv3.WatchChan
+	startWatch()
 	defer func() { stopWatch() }()
 	probe := time.NewTicker(s.o.Probe)
 	defer probe.Stop()
@@ -193,6 +197,8 @@ func (s *State) loop(ctx context.Context, done chan struct{}) {
 		select {
 		case <-ctx.Done():
 			return
+		case wch = <-ready:
+			ready = nil
 		case wr, ok := <-wch:
 			if !ok || wr.Err() != nil || wr.Canceled {
 				if !resync {
@@ -221,10 +227,11 @@ func (s *State) loop(ctx context.Context, done chan struct{}) {
 			stopWatch()
 			if err := s.relist(ctx, true); err != nil {
 				s.setDegraded(err)
-				resync, wch = true, nil
+				resync, wch, ready = true, nil, nil
 				continue
 			}
-			wch, resync = startWatch(), false
+			startWatch()
+			wch, resync = nil, false
 		}
 	}
 }
