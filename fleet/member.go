@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -53,13 +54,17 @@ type Member struct {
 	o   MemberOptions
 	log *slog.Logger
 
-	mu      sync.Mutex
+	mu      sync.Mutex       // held across the lease's RPCs
 	lease   clientv3.LeaseID // 0: none (not registered now)
-	held    map[string]string
-	last    []byte // the node record last written
+	last    []byte           // the node record last written
 	cancel  context.CancelFunc
 	done    chan struct{}
 	running bool
+	live    atomic.Bool // running, read without mu
+
+	hmu   sync.Mutex
+	held  map[string]string   // key → value, under the lease
+	dirty map[string]struct{} // held keys not written yet
 }
 
 // NewMember returns a Member for o (started by Start).
@@ -70,7 +75,7 @@ func NewMember(o MemberOptions) *Member {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	return &Member{o: o, log: o.Log.With("node", o.Node.Name), held: map[string]string{}}
+	return &Member{o: o, log: o.Log.With("node", o.Node.Name), held: map[string]string{}, dirty: map[string]struct{}{}}
 }
 
 // ttlSeconds is the lease's TTL in etcd's unit.
@@ -98,6 +103,7 @@ func (m *Member) Start(ctx context.Context) error {
 	}
 	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	m.cancel, m.done, m.running = cancel, make(chan struct{}), true
+	m.live.Store(true)
 	go m.run(lctx, m.done)
 	m.log.Info("joined the fleet", "lease", fmt.Sprintf("%x", int64(m.lease)), "ttl", m.o.TTL)
 	return nil
@@ -113,6 +119,7 @@ func (m *Member) Stop() error {
 	}
 	cancel, done := m.cancel, m.done
 	m.running = false
+	m.live.Store(false)
 	m.mu.Unlock()
 	cancel()
 	<-done
@@ -189,21 +196,49 @@ func (m *Member) registerLocked(ctx context.Context, first bool) error {
 	if err != nil {
 		return unavailable(tctx, "grant a lease", err)
 	}
-	ops := []clientv3.Op{clientv3.OpPut(k.Node(m.o.Node.Name), string(b), clientv3.WithLease(g.ID))}
-	for _, key := range slices.Sorted(maps.Keys(m.held)) {
-		ops = append(ops, clientv3.OpPut(key, m.held[key], clientv3.WithLease(g.ID)))
-	}
-	// A txn holds at most 128 operations by default: the rest go in
-	// batches after the node's record.
-	for len(ops) > 0 {
-		n := min(len(ops), 100)
-		if _, err := c.Txn(tctx).Then(ops[:n]...).Commit(); err != nil {
-			_, _ = c.Revoke(tctx, g.ID)
-			return unavailable(tctx, "register the node", err)
-		}
-		ops = ops[n:]
+	if _, err := c.Put(tctx, k.Node(m.o.Node.Name), string(b), clientv3.WithLease(g.ID)); err != nil {
+		_, _ = c.Revoke(tctx, g.ID)
+		return unavailable(tctx, "register the node", err)
 	}
 	m.lease, m.last = g.ID, b
+	m.hmu.Lock()
+	held := maps.Clone(m.held)
+	m.hmu.Unlock()
+	if err := m.writeHeld(tctx, held); err != nil {
+		m.log.Warn("the keys the node holds could not all be written again; retrying", "err", err)
+	}
+	return nil
+}
+
+// writeHeld puts keys under the lease, in transactions of at most 100
+// operations (etcd's default limit is 128), and marks those written clean.
+func (m *Member) writeHeld(ctx context.Context, keys map[string]string) error {
+	names := slices.Sorted(maps.Keys(keys))
+	for len(names) > 0 {
+		batch := names[:min(len(names), 100)]
+		names = names[len(batch):]
+		ops := make([]clientv3.Op, 0, len(batch))
+		for _, k := range batch {
+			ops = append(ops, clientv3.OpPut(k, keys[k], clientv3.WithLease(m.lease)))
+		}
+		if _, err := m.o.Client.Txn(ctx).Then(ops...).Commit(); err != nil {
+			m.hmu.Lock()
+			for _, k := range batch {
+				if _, ok := m.held[k]; ok {
+					m.dirty[k] = struct{}{}
+				}
+			}
+			m.hmu.Unlock()
+			return err
+		}
+		m.hmu.Lock()
+		for _, k := range batch {
+			if v, ok := m.held[k]; ok && v == keys[k] {
+				delete(m.dirty, k)
+			}
+		}
+		m.hmu.Unlock()
+	}
 	return nil
 }
 
@@ -258,44 +293,66 @@ func (m *Member) refresh(ctx context.Context) error {
 	_, err = m.o.Client.Txn(tctx).
 		If(clientv3.Compare(clientv3.Value(key), "=", string(b)), clientv3.Compare(clientv3.LeaseValue(key), "=", m.lease)).
 		Else(clientv3.OpPut(key, string(b), clientv3.WithLease(m.lease))).Commit()
-	if err == nil {
-		m.last = b
+	if err != nil {
+		return err
 	}
-	return err
+	m.last = b
+	m.hmu.Lock()
+	dirty := make(map[string]string, len(m.dirty))
+	for k := range m.dirty {
+		dirty[k] = m.held[k]
+	}
+	m.hmu.Unlock()
+	return m.writeHeld(tctx, dirty)
 }
 
 // hold puts key under the node's lease and remembers it, so that it is put
-// again under a new lease. Failing (ErrUnavailable), it stays remembered.
+// again under a new lease. Failing (ErrUnavailable), it stays remembered
+// and the refresh loop writes it when etcd is back.
 func (m *Member) hold(ctx context.Context, key, value string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !m.running {
 		return ErrStopped
 	}
-	m.held[key] = value
+	m.remember(key, value)
 	if m.lease == 0 {
 		return fmt.Errorf("%w: the node has no lease now (kept; written when it registers again)", ErrUnavailable)
 	}
 	tctx, cancel := context.WithTimeout(ctx, DialTimeout)
 	defer cancel()
-	if _, err := m.o.Client.Put(tctx, key, value, clientv3.WithLease(m.lease)); err != nil {
+	if err := m.writeHeld(tctx, map[string]string{key: value}); err != nil {
 		return unavailable(tctx, "put "+key+" (kept; written when etcd is back)", err)
 	}
 	return nil
 }
 
-// remember records key as held (written under the lease by the caller).
+// remember records key as held and not yet written (the refresh loop
+// writes it within Refresh unless the caller does first).
 func (m *Member) remember(key, value string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.hmu.Lock()
+	defer m.hmu.Unlock()
 	m.held[key] = value
+	m.dirty[key] = struct{}{}
+}
+
+// written marks key as written with value.
+func (m *Member) written(key, value string) {
+	m.hmu.Lock()
+	defer m.hmu.Unlock()
+	if v, ok := m.held[key]; ok && v == value {
+		delete(m.dirty, key)
+	}
 }
 
 // release deletes key and forgets it.
 func (m *Member) release(ctx context.Context, key string) error {
+	m.hmu.Lock()
+	delete(m.held, key)
+	delete(m.dirty, key)
+	m.hmu.Unlock()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	delete(m.held, key)
 	if m.lease == 0 {
 		return nil
 	}
@@ -325,8 +382,10 @@ func (m *Member) DropBundle(ctx context.Context, digest string) error {
 }
 
 // PublishSpend publishes this node's spend totals of tenant under its
-// lease; unchanged totals are not written again.
-func (m *Member) PublishSpend(ctx context.Context, tenant string, s record.Spend) error {
+// lease: queued, and written by the refresh loop within Refresh (so a
+// ledger flush never waits for etcd); unchanged totals are not written
+// again. It fails only on a bad argument or a stopped Member.
+func (m *Member) PublishSpend(tenant string, s record.Spend) error {
 	if err := ident.Check("tenant", tenant); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
@@ -334,9 +393,9 @@ func (m *Member) PublishSpend(ctx context.Context, tenant string, s record.Spend
 		return err
 	}
 	key := m.o.Keys.Spend(tenant) + m.o.Node.Name
-	m.mu.Lock()
+	m.hmu.Lock()
 	prev, ok := m.held[key]
-	m.mu.Unlock()
+	m.hmu.Unlock()
 	if ok {
 		var p record.Spend
 		if json.Unmarshal([]byte(prev), &p) == nil && p.Day.Equal(s.Day) && p.Month.Equal(s.Month) &&
@@ -348,7 +407,11 @@ func (m *Member) PublishSpend(ctx context.Context, tenant string, s record.Spend
 	if err != nil {
 		return err
 	}
-	return m.hold(ctx, key, string(b))
+	if !m.live.Load() {
+		return ErrStopped
+	}
+	m.remember(key, string(b))
+	return nil
 }
 
 // JoinPolicy publishes p as the fleet's policy if it has none (in one

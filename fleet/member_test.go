@@ -31,7 +31,7 @@ func TestMemberJoinRefreshLeave(t *testing.T) {
 		t.Fatal(err)
 	}
 	sp := record.Spend{Day: day(), Month: month(), Daily: map[string]float64{"cpu_seconds": 3}}
-	if err := m.PublishSpend(ctx, "acme", sp); err != nil {
+	if err := m.PublishSpend("acme", sp); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "bundle and spend listed", func() bool {
@@ -82,12 +82,20 @@ func TestMemberLeaseLost(t *testing.T) {
 	if err := m.HoldBundle(context.Background(), digestA); err != nil {
 		t.Fatal(err)
 	}
+	sp := record.Spend{Day: day(), Month: month(), Monthly: map[string]float64{"invocations": 5}}
+	if err := m.PublishSpend("acme", sp); err != nil {
+		t.Fatal(err)
+	}
+	spent := func() float64 { _, mo := s.SpendTotals("acme", "invocations", day()); return mo }
+	waitFor(t, "spend written by the refresh loop", func() bool { return spent() == 5 })
 	old := m.Lease()
 	if _, err := c.Revoke(context.Background(), old); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "registered again", func() bool { l := m.Lease(); return l != 0 && l != old })
-	waitFor(t, "node and bundle listed again", func() bool { return len(s.Nodes()) == 1 && len(s.BundleHolders(digestA)) == 1 })
+	waitFor(t, "node, bundle and spend listed again", func() bool {
+		return len(s.Nodes()) == 1 && len(s.BundleHolders(digestA)) == 1 && spent() == 5
+	})
 	if !strings.Contains(f.logs.String(), "lease was lost") {
 		t.Error("the lost lease was not logged")
 	}

@@ -170,6 +170,7 @@ func (s *State) RegisterExtension(ctx context.Context, tenant, env, name, digest
 	}
 	if hold != 0 && !unchanged {
 		s.o.Member.remember(s.o.Keys.Bundle(digest, s.o.Node), "")
+		s.o.Member.written(s.o.Keys.Bundle(digest, s.o.Node), "")
 	}
 	return x, unchanged, nil
 }
