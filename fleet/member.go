@@ -69,9 +69,13 @@ type Member struct {
 
 // NewMember returns a Member for o (started by Start).
 func NewMember(o MemberOptions) *Member {
+	if o.TTL < time.Second {
+		o.TTL = DefaultLeaseTTL
+	}
 	if o.Refresh <= 0 {
 		o.Refresh = min(2*time.Second, o.TTL/4)
 	}
+	o.Refresh = max(o.Refresh, 100*time.Millisecond)
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
@@ -85,6 +89,9 @@ func (m *Member) ttlSeconds() int64 { return max(int64(m.o.TTL/time.Second), 1) 
 // a new lease and keeps it alive until Stop. It fails with
 // ErrPolicyMismatch, ErrNodeTaken or ErrUnavailable.
 func (m *Member) Start(ctx context.Context) error {
+	if m.o.Client == nil {
+		return errors.New("fleet member: no etcd client")
+	}
 	if err := m.o.Node.Check(); err != nil {
 		return err
 	}
@@ -182,7 +189,9 @@ func (m *Member) registerLocked(ctx context.Context, first bool) error {
 		if len(r.Kvs) == 1 {
 			var old record.Node
 			if record.Decode(r.Kvs[0].Value, &old) == nil && old.Addr != m.o.Node.Addr {
-				return fmt.Errorf("%w: node %s is registered at %s, this daemon advertises %s", ErrNodeTaken, m.o.Node.Name, old.Addr, m.o.Node.Addr)
+				return fmt.Errorf("%w: node %s is registered at %s, this daemon advertises %s "+
+					"(another daemon has this [fleet] node name; if it is gone, its record expires within lease_ttl %s)",
+					ErrNodeTaken, m.o.Node.Name, old.Addr, m.o.Node.Addr, m.o.TTL)
 			}
 			if id := clientv3.LeaseID(r.Kvs[0].Lease); id != 0 {
 				m.log.Warn("revoking the lease of this node's previous life", "lease", fmt.Sprintf("%x", int64(id)))

@@ -297,13 +297,13 @@ func (s *State) apply(evs []*clientv3.Event, rev int64) {
 	for _, ev := range evs {
 		key := string(ev.Kv.Key)
 		if ev.Kv.ModRevision <= snap.modRev[key] {
-			continue // already listed
+			continue // already listed (the watch starts after the list: belt and braces)
 		}
 		var c Change
 		var ok bool
 		if ev.Type == clientv3.EventTypeDelete {
 			c, ok = s.del(snap, key)
-			snap.modRev[key] = ev.Kv.ModRevision
+			delete(snap.modRev, key)
 		} else {
 			c, ok = s.put(snap, key, ev.Kv.Value, ev.Kv.ModRevision)
 		}
