@@ -260,4 +260,7 @@ func TestStateDegraded(t *testing.T) {
 	if _, _, err := a.RegisterExtension(ctx, "acme", "prod", "hook", digestOf(1), manifest); err != nil {
 		t.Errorf("register after the outage: %v", err)
 	}
+	// Held by a under its lease (the one it had, or the one it registers
+	// again with when it expired during the outage).
+	waitFor(t, "a holds the bundle", func() bool { return slices.Equal(b.BundleHolders(digestOf(1)), []string{"a"}) })
 }

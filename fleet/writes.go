@@ -23,11 +23,14 @@ func (s *State) writable() error {
 	return nil
 }
 
+// errLeaseLost: a write under this node's lease found it expired.
+var errLeaseLost = errors.New("this node's lease was lost (it registers again)")
+
 // failed turns an etcd error of a write into ErrUnavailable, marking the
 // state degraded.
 func (s *State) failed(ctx context.Context, what string, err error) error {
 	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
-		return fmt.Errorf("%w: %s: this node's lease was lost (it registers again)", ErrUnavailable, what)
+		return fmt.Errorf("%w: %s: %w", ErrUnavailable, what, errLeaseLost)
 	}
 	err = unavailable(ctx, what, err)
 	if ctx.Err() == nil || ctx.Err() == context.DeadlineExceeded {
@@ -119,7 +122,8 @@ func (s *State) SetTenant(ctx context.Context, tenant string, rec record.Tenant)
 // fleet-wide version, allocated in one transaction on the key's revision
 // (two nodes deploying at once get distinct versions), or the current one
 // unchanged when it has the same digest. With a Member, the bundle is held
-// by this node under its lease in the same transaction.
+// by this node under its lease in the same transaction (or, while the
+// Member registers again, by the Member right after).
 func (s *State) RegisterExtension(ctx context.Context, tenant, env, name, digest string, m record.Manifest) (x record.Extension, unchanged bool, err error) {
 	for i, kind := range []string{"tenant", "environment", "extension"} {
 		if err := ident.Check(kind, []string{tenant, env, name}[i]); err != nil {
@@ -135,11 +139,9 @@ func (s *State) RegisterExtension(ctx context.Context, tenant, env, name, digest
 	key := s.o.Keys.Extension(tenant, env, name)
 	var hold clientv3.LeaseID
 	if s.o.Member != nil {
-		if hold = s.o.Member.Lease(); hold == 0 {
-			return x, false, fmt.Errorf("%w: this node has no lease now", ErrUnavailable)
-		}
+		hold = s.o.Member.Lease() // 0 while it registers again
 	}
-	err = s.casLoop(ctx, "register "+extKey(tenant, env, name), key, func(cur *mvccpb.KeyValue) ([]clientv3.Op, error) {
+	register := func(cur *mvccpb.KeyValue) ([]clientv3.Op, error) {
 		x, unchanged = record.Extension{Version: 1, Digest: digest, Manifest: m, Node: s.o.Node, Created: time.Now().UTC().Truncate(time.Second)}, false
 		if cur != nil {
 			var c record.Extension
@@ -164,13 +166,24 @@ func (s *State) RegisterExtension(ctx context.Context, tenant, env, name, digest
 			ops = append(ops, clientv3.OpPut(s.o.Keys.Bundle(digest, s.o.Node), "", clientv3.WithLease(hold)))
 		}
 		return ops, nil
-	})
+	}
+	what := "register " + extKey(tenant, env, name)
+	err = s.casLoop(ctx, what, key, register)
+	if errors.Is(err, errLeaseLost) {
+		// The Member is registering again: register without the holder
+		// key, which the Member writes under its new lease.
+		hold = 0
+		err = s.casLoop(ctx, what, key, register)
+	}
 	if err != nil {
 		return record.Extension{}, false, err
 	}
-	if hold != 0 && !unchanged {
-		s.o.Member.remember(s.o.Keys.Bundle(digest, s.o.Node), "")
-		s.o.Member.written(s.o.Keys.Bundle(digest, s.o.Node), "")
+	if s.o.Member != nil && !unchanged {
+		bk := s.o.Keys.Bundle(digest, s.o.Node)
+		s.o.Member.remember(bk, "")
+		if hold != 0 {
+			s.o.Member.written(bk, "")
+		}
 	}
 	return x, unchanged, nil
 }
