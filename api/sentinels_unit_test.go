@@ -19,6 +19,7 @@ import (
 	"github.com/scoped-io/scoped/accounting"
 	"github.com/scoped-io/scoped/cgroups"
 	"github.com/scoped-io/scoped/control"
+	"github.com/scoped-io/scoped/fleet"
 	"github.com/scoped-io/scoped/fleet/bundles"
 	"github.com/scoped-io/scoped/fleet/record"
 	"github.com/scoped-io/scoped/internal/bundle"
@@ -122,6 +123,12 @@ var sentinels = map[string]error{
 	"plugins.ErrReplyTooLarge":   plugins.ErrReplyTooLarge,
 
 	"fleet/record.ErrInvalid":           record.ErrInvalid,
+	"fleet.ErrUnavailable":              fleet.ErrUnavailable,
+	"fleet.ErrStopped":                  fleet.ErrStopped,
+	"fleet.ErrNotFound":                 fleet.ErrNotFound,
+	"fleet.ErrPolicyMismatch":           fleet.ErrPolicyMismatch,
+	"fleet.ErrNodeTaken":                fleet.ErrNodeTaken,
+	"fleet.ErrInvalid":                  fleet.ErrInvalid,
 	"fleet/bundles.ErrNotFound":         bundles.ErrNotFound,
 	"fleet/bundles.ErrTooLarge":         bundles.ErrTooLarge,
 	"fleet/bundles.ErrProtocol":         bundles.ErrProtocol,
@@ -149,7 +156,7 @@ var internalSentinels = []string{
 	"metering/export.ErrRejected", "metering/export.ErrSource",
 	"metrics.ErrAddrInUse", "metrics.ErrListen",
 	"plugins.ErrNoHandler",
-	"fleet/record.ErrInvalid",
+	"fleet/record.ErrInvalid", "fleet.ErrInvalid", "fleet.ErrPolicyMismatch", "fleet.ErrNodeTaken",
 }
 
 // Every sentinel that can reach the edge has a deliberate code: a mapped

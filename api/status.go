@@ -13,6 +13,7 @@ import (
 	"github.com/scoped-io/scoped/accounting"
 	"github.com/scoped-io/scoped/cgroups"
 	"github.com/scoped-io/scoped/control"
+	"github.com/scoped-io/scoped/fleet"
 	"github.com/scoped-io/scoped/fleet/bundles"
 	"github.com/scoped-io/scoped/internal/bundle"
 	"github.com/scoped-io/scoped/internal/ident"
@@ -93,6 +94,10 @@ var packageCodes = []sentinel{
 	{bundles.ErrTooLarge, codes.FailedPrecondition},
 	{bundles.ErrProtocol, codes.Unavailable},
 	{bundle.ErrDigestMismatch, codes.DataLoss},
+	// The fleet's state in etcd.
+	{fleet.ErrUnavailable, codes.Unavailable},
+	{fleet.ErrStopped, codes.Unavailable},
+	{fleet.ErrNotFound, codes.NotFound},
 }
 
 // toStatus maps sentinel errors to gRPC codes; the one place that does. An
