@@ -5,11 +5,14 @@
 package etcdtest
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -34,8 +37,18 @@ func Start(t testing.TB) *Server { return StartOn(t, "127.0.0.1") }
 // machine, e.g. a test bridge's), stopped when the test ends.
 func StartOn(t testing.TB, host string) *Server {
 	t.Helper()
-	s := &Server{dir: t.TempDir(), host: host, client: freePort(t, host), peer: freePort(t, host)}
-	if err := s.Restart(); err != nil {
+	s := &Server{dir: t.TempDir(), host: host}
+	// The ports are free when picked, but another test process may take
+	// one before etcd binds it: pick again then.
+	var err error
+	for range 5 {
+		ports := freePorts(t, host, 2)
+		s.client, s.peer = ports[0], ports[1]
+		if err = s.Restart(); err == nil || !inUse(err) {
+			break
+		}
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Stop)
@@ -92,13 +105,24 @@ func (s *Server) Restart() error {
 	return nil
 }
 
-// freePort picks a port on host that nothing listens on now.
-func freePort(t testing.TB, host string) int {
+// inUse reports whether err is a listener's "address already in use" (etcd
+// does not always wrap the errno).
+func inUse(err error) bool {
+	return errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")
+}
+
+// freePorts picks n distinct ports on host that nothing listens on now
+// (all held open until all are picked, so none is picked twice).
+func freePorts(t testing.TB, host string, n int) []int {
 	t.Helper()
-	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		t.Fatal(err)
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return ports
 }

@@ -2,6 +2,9 @@ package etcdtest
 
 import (
 	"context"
+	"errors"
+	"net"
+	"strconv"
 	"testing"
 	"time"
 
@@ -36,5 +39,26 @@ func TestStopRestart(t *testing.T) {
 	}
 	if len(r.Kvs) != 1 || string(r.Kvs[0].Value) != "v" {
 		t.Errorf("after restart: %v", r.Kvs)
+	}
+}
+
+// A second listener on a taken port is recognised as "in use", so Start
+// picks other ports rather than failing.
+func TestInUse(t *testing.T) {
+	ports := freePorts(t, "127.0.0.1", 2)
+	if ports[0] == ports[1] {
+		t.Fatalf("the same port twice: %v", ports)
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	_, err = net.Listen("tcp", l.Addr().String())
+	if err == nil || !inUse(err) {
+		t.Errorf("second listen: %v, want address in use", err)
+	}
+	if inUse(errors.New("other")) {
+		t.Error("any error counted as in use")
 	}
 }
