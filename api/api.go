@@ -173,6 +173,18 @@ type caller struct {
 
 func (c caller) may(tenant string) bool { return c.all || c.tenants[tenant] }
 
+// grant adds what the configured client cl may do to c.
+func (c *caller) grant(cl supervisor.Client) {
+	c.name = cl.Name
+	c.admin = c.admin || cl.Admin
+	for _, t := range cl.Tenants {
+		if t == "*" {
+			c.all = true
+		}
+		c.tenants[t] = true
+	}
+}
+
 type callerKey struct{}
 
 // authenticate maps the peer and its token to the configured clients.
@@ -200,14 +212,7 @@ func (a *API) authenticate(ctx context.Context) (caller, error) {
 			continue
 		}
 		matched = true
-		c.name = cl.Name
-		c.admin = c.admin || cl.Admin
-		for _, t := range cl.Tenants {
-			if t == "*" {
-				c.all = true
-			}
-			c.tenants[t] = true
-		}
+		c.grant(cl)
 	}
 	if !matched {
 		return caller{}, fmt.Errorf("%w: uid %d (gid %d) is not a configured client", supervisor.ErrPermission, pi.uid, pi.gid)

@@ -137,14 +137,7 @@ func (a *API) tokenCaller(ctx context.Context) (caller, error) {
 			continue
 		}
 		matched = true
-		c.name = cl.Name
-		c.admin = c.admin || cl.Admin
-		for _, t := range cl.Tenants {
-			if t == "*" {
-				c.all = true
-			}
-			c.tenants[t] = true
-		}
+		c.grant(cl)
 	}
 	if !matched {
 		return caller{}, fmt.Errorf("%w: unknown token", supervisor.ErrUnauthorized)
