@@ -63,6 +63,18 @@ type Row struct {
 }
 
 // checkRange checks an optional [from, to) range.
+// ceilUnix is t in whole seconds, rounded up: window starts are whole
+// seconds, so "starts in [from, to)" is window_start >= ceil(from) and
+// window_start < ceil(to). Truncating instead would drop the current
+// window for a To of now in its first second.
+func ceilUnix(t time.Time) int64 {
+	s := t.Unix()
+	if t.Nanosecond() > 0 {
+		s++
+	}
+	return s
+}
+
 func checkRange(from, to time.Time) error {
 	if !from.IsZero() {
 		if err := checkTime("from", from); err != nil {
@@ -112,10 +124,10 @@ func (l *Ledger) Usage(q Query) ([]Row, error) {
 		where, args = append(where, "meter = ?"), append(args, q.Meter)
 	}
 	if !q.From.IsZero() {
-		where, args = append(where, "window_start >= ?"), append(args, q.From.Unix())
+		where, args = append(where, "window_start >= ?"), append(args, ceilUnix(q.From))
 	}
 	if !q.To.IsZero() {
-		where, args = append(where, "window_start < ?"), append(args, q.To.Unix())
+		where, args = append(where, "window_start < ?"), append(args, ceilUnix(q.To))
 	}
 	cond := ""
 	if len(where) > 0 {
@@ -183,7 +195,7 @@ func (l *Ledger) Sum(tenant ident.Tenant, meter string, from, to time.Time) (flo
 	var v float64
 	err := l.r.QueryRow(`SELECT coalesce(sum(value), 0.0) FROM records
 		WHERE tenant = ? AND meter = ? AND window_start >= ? AND window_start < ?`,
-		tenant, meter, from.Unix(), to.Unix()).Scan(&v)
+		tenant, meter, ceilUnix(from), ceilUnix(to)).Scan(&v)
 	if err != nil {
 		return 0, fmt.Errorf("sum: %w", err)
 	}

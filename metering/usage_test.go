@@ -57,6 +57,15 @@ func TestUsage(t *testing.T) {
 		{"range is [from, to)", Query{Tenant: "acme", Meter: CPUSeconds, From: w1, To: w1.Add(time.Minute)}, []Row{
 			{Tenant: "acme", Meter: CPUSeconds, Value: 10},
 		}},
+		// Bounds inside a second: a window starting at w1 starts in
+		// [w1-0.5s, w1+0.5s), not in [w1+0.5s, ...) (seen: To = now in
+		// the first second of the current window dropped it).
+		{"sub-second to", Query{Tenant: "acme", Meter: CPUSeconds, From: w1.Add(-time.Second / 2), To: w1.Add(time.Second / 2)}, []Row{
+			{Tenant: "acme", Meter: CPUSeconds, Value: 10},
+		}},
+		{"sub-second from", Query{Tenant: "acme", Meter: CPUSeconds, From: w0.Add(time.Second / 2), To: w1.Add(time.Minute)}, []Row{
+			{Tenant: "acme", Meter: CPUSeconds, Value: 10},
+		}},
 		{"open range", Query{Tenant: "acme", Meter: CPUSeconds, From: w1}, []Row{
 			{Tenant: "acme", Meter: CPUSeconds, Value: 74},
 		}},
