@@ -58,6 +58,9 @@ func TestFleetTwoNodes(t *testing.T) {
 	ca := tlstest.NewCA(t)
 	a := startFleetNode(t, etcd, ca, "node-a", 0)
 	b := startFleetNode(t, etcd, ca, "node-b", 1)
+	// The daemons leave the fleet while etcd runs, then etcd stops, before
+	// the leak checks (a restarted etcd has sockets of its own).
+	t.Cleanup(func() { b.stop(); a.stop(); etcd.Stop() })
 	ca1, cb := a.client(), b.client()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
