@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -117,6 +118,21 @@ func fleetPolicy(c *Config) record.Policy {
 		p.Isolation = []string{}
 	}
 	return p
+}
+
+// checkFleetReload refuses a reload that changes [fleet] or, in a fleet,
+// the fleet's policy (isolation, placements): every node must agree on it,
+// and it is checked when the node joins.
+func checkFleetReload(old, cfg *Config) error {
+	if !reflect.DeepEqual(old.Fleet, cfg.Fleet) {
+		return fmt.Errorf("%w: [fleet] changes only with a restart", ErrConfig)
+	}
+	if cfg.Fleet.Enabled() {
+		if d := fleet.PolicyDiff(fleetPolicy(old), fleetPolicy(cfg)); d != "" {
+			return fmt.Errorf("%w: the fleet's policy changes only with a restart of every node: %s", ErrConfig, d)
+		}
+	}
+	return nil
 }
 
 // fleetClientTLS is what this node presents to another (fetching a

@@ -134,3 +134,27 @@ func TestUnitFleetFetchOnce(t *testing.T) {
 		t.Errorf("failed fetch: %v", err)
 	}
 }
+
+func TestUnitFleetReload(t *testing.T) {
+	old := DefaultConfig()
+	old.Fleet.Endpoints = []string{"http://127.0.0.1:2379"}
+	same := old
+	if err := checkFleetReload(&old, &same); err != nil {
+		t.Fatalf("unchanged: %v", err)
+	}
+	moved := old
+	moved.Fleet.Endpoints = []string{"http://127.0.0.1:2380"}
+	if err := checkFleetReload(&old, &moved); !errors.Is(err, ErrConfig) {
+		t.Errorf("[fleet] changed: %v, want ErrConfig", err)
+	}
+	iso := old
+	iso.Isolation.By = []string{"user"}
+	if err := checkFleetReload(&old, &iso); !errors.Is(err, ErrConfig) {
+		t.Errorf("isolation changed in a fleet: %v, want ErrConfig", err)
+	}
+	single, single2 := DefaultConfig(), DefaultConfig()
+	single2.Isolation.By = []string{"user"}
+	if err := checkFleetReload(&single, &single2); err != nil {
+		t.Errorf("isolation changed on a single host: %v", err)
+	}
+}

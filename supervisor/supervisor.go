@@ -159,6 +159,9 @@ func (s *Supervisor) Reload(cfg Config) error {
 	if err := checkAssignments(&cfg, s.tenants.assignments()); err != nil {
 		return err
 	}
+	if err := checkFleetReload(old, &cfg); err != nil {
+		return err
+	}
 	if s.net.running() && cfg.Network != old.Network {
 		return fmt.Errorf("%w: [network] changes only with a restart while egress scopes run", ErrConfig)
 	}
