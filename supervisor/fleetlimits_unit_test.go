@@ -94,6 +94,20 @@ func TestUnitFleetSpendCaps(t *testing.T) {
 			t.Fatalf("nothing used: %v", err)
 		}
 	}
+	// A tenant first checked in this daemon's life is published without
+	// new usage (a restarted node's earlier usage), once.
+	usedC["cpu_seconds"] = 1
+	c.publish(nil, now)
+	if sp, ok := f.spend["acme"]["c"]; !ok || sp.Daily["cpu_seconds"] != 1 {
+		t.Fatalf("c's first check not published: %+v", f.spend)
+	}
+	usedC["cpu_seconds"] = 0
+	c.publish(nil, now)
+	if f.spend["acme"]["c"].Daily["cpu_seconds"] != 1 {
+		t.Error("published again without new usage")
+	}
+	usedC["cpu_seconds"] = 0
+	c.publish(map[ident.Tenant]bool{"acme": true}, now)
 	// a uses 6 and publishes: alone it is under the cap, and counted once.
 	usedA["cpu_seconds"], usedA["invocations"] = 6, 40
 	a.publish(map[ident.Tenant]bool{"acme": true, "globex": true}, now) // globex has no caps checked: nothing

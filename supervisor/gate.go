@@ -212,6 +212,11 @@ type spendCaps struct {
 
 	mu    sync.Mutex
 	spent map[ident.Tenant]spent // by tenant: what its caps are checked against
+	// fresh is the tenants summed for the first time in this daemon's
+	// life since the last publish: published then even without new usage
+	// (a restarted node's earlier usage of the day is in its ledger, its
+	// previous record went with its lease). Kept only in a fleet.
+	fresh map[ident.Tenant]bool
 	// failLog keeps a broken ledger from writing a line per invocation.
 	failLog logEvery
 }
@@ -250,6 +255,12 @@ func (c *spendCaps) check(tenant ident.Tenant, tierName string, t Tier, now time
 		}
 		c.mu.Lock()
 		c.spent[tenant] = sp
+		if !ok && c.fleet.Load() != nil {
+			if c.fresh == nil {
+				c.fresh = map[ident.Tenant]bool{}
+			}
+			c.fresh[tenant] = true
+		}
 		c.mu.Unlock()
 	}
 	for _, p := range []struct {
@@ -348,13 +359,14 @@ func (c *spendCaps) spentHere(tenant ident.Tenant, daily, monthly []string, now 
 }
 
 // publish hands the fleet this node's day and month totals of the capped
-// meters of tenants (those a flush added usage to) that have caps: the
-// meters their last check summed. Nothing without a publisher. A failure
+// meters of tenants (those a flush added usage to) that have caps, and of
+// the tenants first checked since the last publish: the meters their
+// last check summed. Nothing without a publisher. A failure
 // is logged and counted (scoped_errors_total{kind="fleet_spend"}); the
 // next flush with usage of the tenant publishes again.
 func (c *spendCaps) publish(tenants map[ident.Tenant]bool, now time.Time) {
 	f := c.fleet.Load()
-	if f == nil || f.pub == nil || len(tenants) == 0 {
+	if f == nil || f.pub == nil {
 		return
 	}
 	type capped struct {
@@ -363,6 +375,15 @@ func (c *spendCaps) publish(tenants map[ident.Tenant]bool, now time.Time) {
 	}
 	var todo []capped
 	c.mu.Lock()
+	fresh := c.fresh
+	c.fresh = nil
+	for tenant := range fresh {
+		if !tenants[tenant] {
+			if sp, ok := c.spent[tenant]; ok {
+				todo = append(todo, capped{tenant, slices.Collect(maps.Keys(sp.day)), slices.Collect(maps.Keys(sp.month))})
+			}
+		}
+	}
 	for tenant := range tenants {
 		if sp, ok := c.spent[tenant]; ok {
 			todo = append(todo, capped{tenant, slices.Collect(maps.Keys(sp.day)), slices.Collect(maps.Keys(sp.month))})
