@@ -62,9 +62,18 @@ func (m *meter) useFleetLimits(pub spendPublisher, others fleetSpend) {
 }
 
 // setFleetNodes splits the tiers' rate, burst and max_concurrent between
-// n live nodes from the next admission on (n < 2: a single host's, the
-// whole figures). The fleet component calls it when the membership it
-// watches changes; admissions read it from memory.
-func (g *gate) setFleetNodes(n int) {
-	g.nodes.Store(int64(max(n, 1)))
+// the live nodes from the next admission on: n nodes, or for a tier named
+// in placed (one whose placement labels only some nodes carry), the live
+// nodes carrying them. A count below 2 is a single host's split: the whole
+// figures. The fleet component calls it when the membership it watches
+// changes; admissions read it from memory (one atomic load).
+func (g *gate) setFleetNodes(n int, placed map[string]int) {
+	s := &fleetSplit{nodes: int64(max(n, 1)), tiers: make(map[string]int64, len(placed))}
+	for tier, m := range placed {
+		s.tiers[tier] = int64(max(m, 1))
+	}
+	if s.nodes == 1 && len(s.tiers) == 0 {
+		s = nil
+	}
+	g.nodes.Store(s)
 }

@@ -248,27 +248,34 @@ func TestUnitGateFleetSplit(t *testing.T) {
 	g := newGate(nil)
 	tier := Tier{Rate: 1, Burst: 4, MaxConcurrent: 4}
 	now := time.Unix(1000, 0)
-	admit := func(tenant ident.Tenant) int {
+	admit2 := func(tenant ident.Tenant, tierName string) int {
 		n := 0
 		for ; n < 10; n++ {
-			if _, err := g.Admit(tenant, "std", tier, now); err != nil {
+			if _, err := g.Admit(tenant, tierName, tier, now); err != nil {
 				break
 			}
 		}
 		return n
 	}
+	admit := func(tenant ident.Tenant) int { return admit2(tenant, "std") }
 	if n := admit("solo"); n != 4 {
 		t.Errorf("single host: %d admitted, want 4", n)
 	}
-	g.setFleetNodes(2)
+	g.setFleetNodes(2, nil)
 	if n := admit("pair"); n != 2 {
 		t.Errorf("one of 2 nodes: %d admitted, want 2", n)
 	}
-	g.setFleetNodes(4)
+	g.setFleetNodes(4, map[string]int{"silo": 2})
 	if n := admit("quad"); n != 1 {
 		t.Errorf("one of 4 nodes: %d admitted, want 1", n)
 	}
-	g.setFleetNodes(0) // etcd says nothing: a single host's figures
+	if n := admit2("quad-silo", "silo"); n != 2 {
+		t.Errorf("one of the 2 nodes of a placed tier: %d admitted, want 2", n)
+	}
+	g.setFleetNodes(0, nil) // etcd says nothing: a single host's figures
+	if g.nodes.Load() != nil {
+		t.Error("a single host keeps a split")
+	}
 	if n := admit("again"); n != 4 {
 		t.Errorf("back to one node: %d admitted, want 4", n)
 	}

@@ -25,9 +25,9 @@ type gate struct {
 	// caps refuses a tenant past one of its tier's spend caps (nil: no
 	// caps are checked).
 	caps func(tenant ident.Tenant, tierName string, t Tier, now time.Time) error
-	// nodes is the fleet's live nodes the limits are split between (0 or
-	// 1: a single host); setFleetNodes sets it.
-	nodes atomic.Int64
+	// nodes is the fleet's live nodes the limits are split between (nil:
+	// a single host); setFleetNodes sets it.
+	nodes atomic.Pointer[fleetSplit]
 
 	mu  sync.Mutex
 	adm map[string]*admission // tenants with recent invocations
@@ -67,7 +67,28 @@ func (g *gate) Admit(tenant ident.Tenant, tierName string, t Tier, now time.Time
 			return nil, err
 		}
 	}
-	return g.admit(string(tenant), t, now)
+	return g.admit(string(tenant), g.split(tierName, t), now)
+}
+
+// fleetSplit is the live nodes a fleet's tiers' limits are split between:
+// nodes, or for a tier placed on labelled nodes, its entry in tiers.
+type fleetSplit struct {
+	nodes int64
+	tiers map[string]int64
+}
+
+// split is t's limits on this node: the tier's share (Tier.perNode) in a
+// fleet, t on a single host. One atomic load, no lock, no allocation.
+func (g *gate) split(tierName string, t Tier) Tier {
+	s := g.nodes.Load()
+	if s == nil {
+		return t
+	}
+	n := s.nodes
+	if m, ok := s.tiers[tierName]; ok {
+		n = m
+	}
+	return t.perNode(n)
 }
 
 // admit takes a slot and a token of tenant's tier t at now, or says why
@@ -78,9 +99,6 @@ func (g *gate) admit(tenant string, t Tier, now time.Time) (func(), error) {
 	}
 	if t.Rate == 0 && t.MaxConcurrent == 0 {
 		return func() {}, nil
-	}
-	if n := g.nodes.Load(); n > 1 {
-		t = t.perNode(n)
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -174,7 +192,10 @@ func (g *gate) prune(tierOf func(string) Tier, now time.Time) {
 	names := slices.Collect(maps.Keys(g.adm))
 	g.mu.Unlock()
 	tiers := make(map[string]Tier, len(names))
-	nodes := g.nodes.Load()
+	var nodes int64 // the fleet's nodes: a placed tier's share may be more (pruned as full a little early)
+	if s := g.nodes.Load(); s != nil {
+		nodes = s.nodes
+	}
 	for _, n := range names {
 		tiers[n] = tierOf(n).perNode(nodes)
 	}
