@@ -77,3 +77,19 @@ func (g *gate) setFleetNodes(n int, placed map[string]int) {
 	}
 	g.nodes.Store(s)
 }
+
+// fleetSplitOf is what setFleetNodes takes from a fleet's live nodes
+// (fleet.State's Nodes) and policy: how many nodes, and per placed tier
+// how many carry its labels.
+func fleetSplitOf(nodes map[string]record.Node, pol record.Policy) (n int, placed map[string]int) {
+	placed = make(map[string]int, len(pol.Placement))
+	for tier, labels := range pol.Placement {
+		placed[tier] = 0
+		for _, nd := range nodes {
+			if nd.HasLabels(labels) {
+				placed[tier]++
+			}
+		}
+	}
+	return len(nodes), placed
+}

@@ -280,3 +280,26 @@ func TestUnitGateFleetSplit(t *testing.T) {
 		t.Errorf("back to one node: %d admitted, want 4", n)
 	}
 }
+
+// TestUnitFleetSplitOf: the nodes, and per placed tier those with all its
+// labels.
+func TestUnitFleetSplitOf(t *testing.T) {
+	nodes := map[string]record.Node{
+		"a": {Name: "a", Labels: []string{"eu", "gpu"}},
+		"b": {Name: "b", Labels: []string{"eu"}},
+		"c": {Name: "c"},
+	}
+	pol := record.Policy{Placement: map[string][]string{"eu": {"eu"}, "gpu": {"eu", "gpu"}, "mars": {"mars"}}}
+	n, placed := fleetSplitOf(nodes, pol)
+	if n != 3 || placed["eu"] != 2 || placed["gpu"] != 1 || placed["mars"] != 0 || len(placed) != 3 {
+		t.Errorf("split %d, %v", n, placed)
+	}
+	g := newGate(nil)
+	g.setFleetNodes(n, placed)
+	tier := Tier{MaxConcurrent: 6}
+	for name, want := range map[string]int{"standard": 2, "eu": 3, "gpu": 6, "mars": 6} {
+		if got := g.split(name, tier).MaxConcurrent; got != want {
+			t.Errorf("tier %s: max_concurrent %d on this node, want %d", name, got, want)
+		}
+	}
+}
