@@ -272,12 +272,28 @@ func TestUnitGateFleetSplit(t *testing.T) {
 	if n := admit2("quad-silo", "silo"); n != 2 {
 		t.Errorf("one of the 2 nodes of a placed tier: %d admitted, want 2", n)
 	}
+	// The split costs an admission no allocation: as many as a single
+	// host's (the slot's release function).
+	allocs := func() float64 {
+		big := Tier{Rate: 1e6, Burst: 1e6, MaxConcurrent: 1 << 20}
+		return testing.AllocsPerRun(100, func() {
+			done, err := g.Admit("allocs", "silo", big, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			done()
+		})
+	}
+	inFleet := allocs()
 	g.setFleetNodes(0, nil) // etcd says nothing: a single host's figures
 	if g.nodes.Load() != nil {
 		t.Error("a single host keeps a split")
 	}
 	if n := admit("again"); n != 4 {
 		t.Errorf("back to one node: %d admitted, want 4", n)
+	}
+	if single := allocs(); inFleet != single {
+		t.Errorf("an admission allocates %g times in a fleet, %g on a single host", inFleet, single)
 	}
 }
 
