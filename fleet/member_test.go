@@ -145,3 +145,54 @@ func TestMemberNodeTaken(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Spend published by two nodes sums on a third; a node's view without its
+// own record (SpendTotalsExcept) is the others' sum, so that it adds its
+// own ledger once; a record of an earlier day counts nothing that day.
+func TestSpendAcrossNodes(t *testing.T) {
+	f := newFixture(t)
+	s := f.state("c", StateOptions{})
+	a, _ := f.member("a", MemberOptions{})
+	b, _ := f.member("b", MemberOptions{})
+	pub := func(m *Member, d, mo float64, dayStart record.Spend) {
+		t.Helper()
+		sp := dayStart
+		sp.Daily = map[string]float64{"cpu_seconds": d}
+		sp.Monthly = map[string]float64{"cpu_seconds": mo}
+		if err := m.PublishSpend("acme", sp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := record.Spend{Day: day(), Month: month()}
+	pub(a, 2, 10, now)
+	pub(b, 3, 20, now)
+	waitFor(t, "both nodes' spend listed", func() bool {
+		d, mo := s.SpendTotals("acme", "cpu_seconds", day())
+		return d == 5 && mo == 30
+	})
+	if d, mo := s.SpendTotalsExcept("acme", "cpu_seconds", "a", day()); d != 3 || mo != 20 {
+		t.Errorf("totals except a: %g, %g, want 3, 20", d, mo)
+	}
+	if d, mo := s.SpendTotalsExcept("acme", "cpu_seconds", "c", day()); d != 5 || mo != 30 {
+		t.Errorf("totals except c (publishing nothing): %g, %g, want 5, 30", d, mo)
+	}
+	if d, _ := s.SpendTotals("acme", "other", day()); d != 0 {
+		t.Errorf("an unpublished meter totals %g", d)
+	}
+	// b's record of yesterday: its day counts nothing today, its month
+	// still counts when yesterday is in this month.
+	yesterday := record.Spend{Day: day().AddDate(0, 0, -1), Month: month()}
+	if yesterday.Day.Before(yesterday.Month) {
+		yesterday.Month = yesterday.Month.AddDate(0, -1, 0)
+	}
+	pub(b, 7, 20, yesterday)
+	waitFor(t, "b's record of yesterday", func() bool { return s.Spend("acme")["b"].Day.Equal(yesterday.Day) })
+	d, mo := s.SpendTotals("acme", "cpu_seconds", day())
+	wantMo := 30.0
+	if !yesterday.Month.Equal(month()) {
+		wantMo = 10
+	}
+	if d != 2 || mo != wantMo {
+		t.Errorf("totals with b's record of yesterday: %g, %g, want 2, %g", d, mo, wantMo)
+	}
+}

@@ -539,12 +539,22 @@ func (s *State) Spend(tenant string) map[string]record.Spend {
 // SpendTotals sums tenant's usage of meter over the nodes, in the UTC day
 // and month of now (records of earlier periods count nothing).
 func (s *State) SpendTotals(tenant, meter string, now time.Time) (day, month float64) {
+	return s.SpendTotalsExcept(tenant, meter, "", now)
+}
+
+// SpendTotalsExcept is SpendTotals over the nodes other than except: a
+// node adds its own ledger's sums (newer than what it published) to the
+// others' totals, so that it counts itself once.
+func (s *State) SpendTotalsExcept(tenant, meter, except string, now time.Time) (day, month float64) {
 	now = now.UTC()
 	d := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, time.UTC)
 	m := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	for _, sp := range s.snap.spend[tenant] {
+	for node, sp := range s.snap.spend[tenant] {
+		if node == except {
+			continue
+		}
 		if sp.Day.Equal(d) {
 			day += sp.Daily[meter]
 		}

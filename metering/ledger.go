@@ -80,6 +80,7 @@ type Ledger struct {
 
 	wmu          sync.Mutex // serialises writes; guards the fields below
 	sealedBefore int64      // meta sealed_before
+	node         string     // the fleet node whose records' ids these are ("": a single host)
 	lastSeq      int64      // meta last_seq
 
 	w    *sql.DB  // the one writing connection; nil when read-only
@@ -414,6 +415,16 @@ func (l *Ledger) closeAll() error {
 	return errors.Join(errs...)
 }
 
+// SetNode makes the ids of the records this ledger makes from now on
+// those of the fleet node named node (NodeRecordID), so that exporters
+// deduplicate across nodes; "" (the default) is a single host's RecordID.
+// Records already made keep their ids.
+func (l *Ledger) SetNode(node string) {
+	l.wmu.Lock()
+	l.node = node
+	l.wmu.Unlock()
+}
+
 // Close closes the ledger. Calls after it return ErrClosed.
 func (l *Ledger) Close() error {
 	l.mu.Lock()
@@ -525,7 +536,7 @@ func (l *Ledger) Commit(deltas []Delta, cursors map[string][]byte) error {
 			at = l.sealedBefore
 		}
 		start := alignUnix(at, w)
-		id := RecordID(d.Tenant, d.Meter, time.Unix(start, 0), l.window, d.Dims)
+		id := NodeRecordID(l.node, d.Tenant, d.Meter, time.Unix(start, 0), l.window, d.Dims)
 		if p := byID[id]; p != nil {
 			p.value += d.Value
 			continue

@@ -265,6 +265,26 @@ func TestOpenRefusesForeign(t *testing.T) {
 	}
 }
 
+func TestLedgerNodeIDs(t *testing.T) {
+	dir := t.TempDir()
+	l := openT(t, dir, time.Minute)
+	dims := Dimensions{Scope: "acme.prod", Environment: "prod", Extension: "hook"}
+	d := Delta{Tenant: "acme", Meter: CPUSeconds, Dims: dims, At: t0, Value: 1}
+	commitT(t, l, nil, d)
+	l.SetNode("node-a")
+	commitT(t, l, nil, d, d)
+	recs := allRecords(t, dir)
+	host := RecordID("acme", CPUSeconds, t0, time.Minute, dims)
+	node := NodeRecordID("node-a", "acme", CPUSeconds, t0, time.Minute, dims)
+	if len(recs) != 2 || recs[host].Value != 1 || recs[node].Value != 2 {
+		t.Fatalf("records %v, want %s = 1 (single host) and %s = 2 (node-a)", recs, host, node)
+	}
+	// The sums count both.
+	if v := sumT(t, l, "acme", CPUSeconds); v != 3 {
+		t.Errorf("sum %g, want 3", v)
+	}
+}
+
 func TestCommitAddsUp(t *testing.T) {
 	dir := t.TempDir()
 	l := openT(t, dir, time.Minute)

@@ -130,13 +130,23 @@ const idDomain = "scoped.metering.record.v1\x00"
 // no two different inputs encode alike. Sub-second parts of windowStart and
 // window are dropped; the ledger only makes whole-second, aligned windows.
 func RecordID(tenant, meter string, windowStart time.Time, window time.Duration, d Dimensions) string {
-	sum := sha256.Sum256(idInput(tenant, meter, windowStart.Unix(), int64(window/time.Second), d))
+	return NodeRecordID("", tenant, meter, windowStart, window, d)
+}
+
+// NodeRecordID is RecordID of a record kept by the fleet node named node:
+// the node is one more field, str(node), after the extension, so that
+// the records of one tenant, meter, window and dimensions on two nodes
+// have different ids and exporters (Stripe, OpenMeter) keep both. With
+// node empty (a single host) it is RecordID exactly: the field is left
+// out.
+func NodeRecordID(node, tenant, meter string, windowStart time.Time, window time.Duration, d Dimensions) string {
+	sum := sha256.Sum256(idInput(node, tenant, meter, windowStart.Unix(), int64(window/time.Second), d))
 	return hex.EncodeToString(sum[:16])
 }
 
-// idInput is the encoding RecordID hashes.
-func idInput(tenant, meter string, start, window int64, d Dimensions) []byte {
-	b := make([]byte, 0, len(idDomain)+5*4+2*8+len(tenant)+len(meter)+len(d.Scope)+len(d.Environment)+len(d.Extension))
+// idInput is the encoding RecordID and NodeRecordID hash.
+func idInput(node, tenant, meter string, start, window int64, d Dimensions) []byte {
+	b := make([]byte, 0, len(idDomain)+6*4+2*8+len(node)+len(tenant)+len(meter)+len(d.Scope)+len(d.Environment)+len(d.Extension))
 	b = append(b, idDomain...)
 	str := func(s string) {
 		b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
@@ -149,6 +159,9 @@ func idInput(tenant, meter string, start, window int64, d Dimensions) []byte {
 	str(d.Scope)
 	str(d.Environment)
 	str(d.Extension)
+	if node != "" {
+		str(node)
+	}
 	return b
 }
 

@@ -42,6 +42,38 @@ func TestRecordIDGolden(t *testing.T) {
 	}
 }
 
+func TestNodeRecordID(t *testing.T) {
+	// Golden values computed from the documented encoding (Python hashlib),
+	// like TestRecordIDGolden's.
+	start := time.Date(2030, 1, 2, 3, 4, 0, 0, time.UTC)
+	full := Dimensions{Scope: "acme.production", Environment: "production", Extension: "hook"}
+	for _, c := range []struct {
+		node string
+		d    Dimensions
+		want string
+	}{
+		{"", Dimensions{}, "67b5cdbf9499bfc3abe303227f0b307c"}, // a single host: RecordID exactly
+		{"node-a", Dimensions{}, "613799f83490ca65b238345ff43bab6f"},
+		{"node-b", full, "111b0fa074d525424919ee2b7b111313"},
+	} {
+		if got := NodeRecordID(c.node, "acme", CPUSeconds, start, time.Minute, c.d); got != c.want {
+			t.Errorf("NodeRecordID(%q, ..., %+v) = %s, want %s", c.node, c.d, got, c.want)
+		}
+	}
+	// Two nodes, and a node and a single host, never share an id; nor does
+	// a node name that moves into the extension.
+	seen := map[string]string{}
+	for _, n := range []struct{ node, ext string }{{"", "hook"}, {"a", "hook"}, {"b", "hook"}, {"", "hook\x00\x00\x00\x01a"}, {"ab", "hook"}} {
+		d := full
+		d.Extension = n.ext
+		id := NodeRecordID(n.node, "acme", CPUSeconds, start, time.Minute, d)
+		if prev, ok := seen[id]; ok {
+			t.Errorf("%+v and %s share id %s", n, prev, id)
+		}
+		seen[id] = n.node + "/" + n.ext
+	}
+}
+
 func TestRecordIDDistinct(t *testing.T) {
 	start := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	type in struct {
@@ -90,8 +122,8 @@ func FuzzRecordID(f *testing.F) {
 		a := [5]string{t1, m1, s1, e1, x1}
 		b := [5]string{t2, m2, s2, e2, x2}
 		same := a == b && st1 == st2 && w1 == w2
-		ea := idInput(t1, m1, st1, w1, Dimensions{s1, e1, x1})
-		eb := idInput(t2, m2, st2, w2, Dimensions{s2, e2, x2})
+		ea := idInput("", t1, m1, st1, w1, Dimensions{s1, e1, x1})
+		eb := idInput("", t2, m2, st2, w2, Dimensions{s2, e2, x2})
 		if (string(ea) == string(eb)) != same {
 			t.Fatalf("encodings equal = %v for inputs equal = %v: %q %d %d / %q %d %d", !same, same, a, st1, w1, b, st2, w2)
 		}

@@ -44,6 +44,7 @@ const (
 	mThrottledNow   = "scoped_control_throttled_scopes"
 	mAPIPanics      = "scoped_api_panics_total"
 	mReclaimed      = "scoped_scopes_reclaimed_total"
+	mFleetDegraded  = "scoped_fleet_degraded"
 	familyHistogram = "histogram"
 )
 
@@ -62,6 +63,7 @@ var families = []family{
 	{mThrottledNow, "gauge", "Scopes the noisy-neighbour controller holds stepped down now."},
 	{mAPIPanics, "counter", "API calls whose handler panicked (answered INTERNAL), by gRPC method."},
 	{mReclaimed, "counter", "Idle scopes removed early to free a scope slot for a new scope, by the removed scope's tier."},
+	{mFleetDegraded, "gauge", "1 while this fleet node cannot reach etcd (serving the last fleet state, refusing deploys and tier changes)."},
 
 	{mCPU, "counter", "CPU time used by the scope's tasks."},
 	{mThrottled, "counter", "Time the scope's tasks were throttled by their CPU limit."},

@@ -188,6 +188,16 @@ func (r *Registry) SetThrottled(n int) {
 	r.daemon.GetOrCreateGauge(mThrottledNow, nil).Set(float64(n))
 }
 
+// SetFleetDegraded records whether this fleet node's state is degraded
+// (etcd unreachable).
+func (r *Registry) SetFleetDegraded(degraded bool) {
+	v := 0.0
+	if degraded {
+		v = 1
+	}
+	r.daemon.GetOrCreateGauge(mFleetDegraded, nil).Set(v)
+}
+
 // counter is the daemon-wide counter of the full series name.
 func (r *Registry) counter(name string) *vm.Counter {
 	r.errMu.Lock()

@@ -64,6 +64,7 @@ func populate(r *Registry) {
 	r.IncReclaimed("free")
 	r.SetControlEvents("stepped_down", 1)
 	r.SetThrottled(1)
+	r.SetFleetDegraded(true)
 	r.IncAPIPanic("/scoped.v1.Scoped/Invoke")
 	r.UpdateScope(acme, fullSample())
 	r.ObserveInvocation(acme, "hook", ResultOK, 2*time.Millisecond, true)
@@ -114,6 +115,7 @@ func TestScopeSeries(t *testing.T) {
 		{mReclaimed, map[string]string{"tier": "free"}, 1},
 		{mControlEvents, map[string]string{"kind": "stepped_down"}, 1},
 		{mThrottledNow, map[string]string{}, 1},
+		{mFleetDegraded, map[string]string{}, 1},
 	}
 	for _, c := range checks {
 		if got := ex.one(t, c.name, c.labels); math.Abs(got-c.want) > 1e-9*math.Max(1, c.want) {

@@ -100,6 +100,9 @@ type invoker struct {
 	sandboxDir, socketDir string
 
 	invocations atomic.Int64 // calls made to workers
+	// fleetGet, in a fleet, looks the extension up in place of the store's
+	// Get (fetching a bundle this node lacks).
+	fleetGet func(ctx context.Context, tenant, env, name, version string) (ExtensionInfo, error)
 }
 
 // conf is the configuration in force.
@@ -118,7 +121,11 @@ func (i *invoker) invoke(ctx context.Context, req InvokeRequest) (InvokeResult, 
 	if err := checkInvoke(req, i.conf().Limits); err != nil {
 		return InvokeResult{}, err
 	}
-	ext, err := i.store.Get(string(req.Tenant()), req.Environment(), req.Extension(), req.Version)
+	get := func(_ context.Context, t, e, n, v string) (ExtensionInfo, error) { return i.store.Get(t, e, n, v) }
+	if i.fleetGet != nil {
+		get = i.fleetGet
+	}
+	ext, err := get(ctx, string(req.Tenant()), req.Environment(), req.Extension(), req.Version)
 	if err != nil {
 		return InvokeResult{}, err
 	}

@@ -88,6 +88,10 @@ type meter struct {
 	// the cgroup used after it, never all of it again.
 	settled map[string]uint64
 	probe   cgroupProbe
+	// unpublished is the tenants whose usage the flushes since the loop's
+	// last publish added to the ledger: their spend totals go to the
+	// fleet (spendCaps.publish; kept only when it is set).
+	unpublished map[ident.Tenant]bool
 }
 
 var _ component = (*meter)(nil)
@@ -139,6 +143,9 @@ func (m *meter) open() error {
 	if err := m.settlePrevious(l); err != nil {
 		_ = l.Close()
 		return fmt.Errorf("metering ledger: %w", err)
+	}
+	if f := &m.conf().Fleet; f.Enabled() {
+		l.SetNode(f.Node) // record ids include the node, for exporters to dedupe across nodes
 	}
 	m.useLedger(l)
 	return nil
@@ -361,6 +368,14 @@ func (m *meter) flush(removed ...*scope) error {
 	for _, key := range gone {
 		delete(m.settled, key)
 	}
+	if m.caps != nil && m.caps.fleet.Load() != nil {
+		if m.unpublished == nil {
+			m.unpublished = map[ident.Tenant]bool{}
+		}
+		for _, d := range deltas {
+			m.unpublished[ident.Tenant(d.Tenant)] = true
+		}
+	}
 	for key, st := range next {
 		if removing[key] {
 			delete(m.last, key)
@@ -472,6 +487,7 @@ func (m *meter) run(ctx context.Context) {
 		if err := m.flush(); err != nil {
 			m.log.Error("metering flush", "err", err)
 		}
+		m.publishSpend(time.Now())
 		if time.Since(pruned) >= time.Hour {
 			pruned = time.Now()
 			n, err := m.ledger.Prune(pruned.Add(-m.conf().Metering.Retention.Duration))
@@ -485,6 +501,19 @@ func (m *meter) run(ctx context.Context) {
 		}
 		next.Reset(m.conf().Metering.Flush.Duration)
 	}
+}
+
+// publishSpend publishes the spend totals of the tenants the flushes since
+// the last call added usage of (in a fleet; see spendCaps.publish).
+func (m *meter) publishSpend(now time.Time) {
+	if m.caps == nil {
+		return
+	}
+	m.mu.Lock()
+	tenants := m.unpublished
+	m.unpublished = nil
+	m.mu.Unlock()
+	m.caps.publish(tenants, now)
 }
 
 // UsageQuery asks the ledger for a tenant's usage.

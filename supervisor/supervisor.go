@@ -56,6 +56,7 @@ type Supervisor struct {
 	net    *networks  // egress networking
 	ctl    *throttler // the noisy-neighbour controller
 	reap   *reaper    // idle workers and scopes
+	fleet  *fleetLink // this node of a fleet ([fleet]; nil: a single host)
 }
 
 // New prepares a supervisor: it checks the configuration, opens the
@@ -115,6 +116,10 @@ func newSupervisor(cfg Config, log *slog.Logger, openTree func(root string) (*cg
 		metrics: s.metrics, log: log, alive: &s.health.meter})
 	s.gate = newGate(s.meter.checkCaps)
 	s.wire()
+	if cfg.Fleet.Enabled() {
+		s.fleet = newFleetLink(s)
+		s.inv.fleetGet = s.fleet.extension
+	}
 	s.cfg.Store(&cfg)
 	return s, nil
 }
@@ -152,6 +157,9 @@ func (s *Supervisor) Reload(cfg Config) error {
 		return fmt.Errorf("%w: socket, state_dir, runtime_dir, cgroup_root, the id range and metering's enabled and window change only with a restart", ErrConfig)
 	}
 	if err := checkAssignments(&cfg, s.tenants.assignments()); err != nil {
+		return err
+	}
+	if err := checkFleetReload(old, &cfg); err != nil {
 		return err
 	}
 	if s.net.running() && cfg.Network != old.Network {
@@ -214,6 +222,11 @@ func (s *Supervisor) SetTenantTier(t ident.Tenant, tier string, allow *[]string)
 			strings.Join(slices.Sorted(maps.Keys(s.conf().Tiers)), ", "))
 	}
 	old, _ := s.tierOf(tenant)
+	if s.fleet != nil {
+		if err := s.fleet.setTenant(tenant, tier, allow); err != nil {
+			return TenantInfo{}, err
+		}
+	}
 	if err := s.tenants.assign(tenant, tier, allow, time.Now()); err != nil {
 		return TenantInfo{}, err
 	}
@@ -289,6 +302,9 @@ func (s *Supervisor) Recover() error {
 	l.add("metering loop", s.meter)
 	l.add("reaper", s.reap)
 	l.add("sampler", newSampler(s.cfg.Load, s.scopes.snapshot, s.acct, s.metrics, s.ctl.publish))
+	if s.fleet != nil {
+		l.add("fleet", s.fleet) // last: the node leaves the fleet first
+	}
 	return l.Start(context.Background())
 }
 
@@ -362,7 +378,11 @@ func (s *Supervisor) RemoveRuntimeDir() {
 // t's user is not used.
 func (s *Supervisor) Deploy(t Target, files []BundleFile) (ExtensionInfo, bool, error) {
 	tenant, env, name := string(t.Tenant()), t.Environment(), t.Extension()
-	info, unchanged, err := s.store.Deploy(tenant, env, name, files)
+	deploy := s.store.Deploy
+	if s.fleet != nil {
+		deploy = s.fleet.deploy
+	}
+	info, unchanged, err := deploy(tenant, env, name, files)
 	if err == nil && !unchanged {
 		s.log.Info("extension deployed", "tenant", tenant, "environment", env, "extension", name,
 			"version", info.Version, "digest", info.Digest)
@@ -374,6 +394,15 @@ func (s *Supervisor) Deploy(t Target, files []BundleFile) (ExtensionInfo, bool, 
 // is not used).
 func (s *Supervisor) RemoveExtension(t Target) error {
 	tenant, env, name := string(t.Tenant()), t.Environment(), t.Extension()
+	if s.fleet != nil {
+		return s.fleet.remove(tenant, env, name)
+	}
+	return s.removeLocal(tenant, env, name)
+}
+
+// removeLocal removes an extension from this node's store and stops its
+// workers.
+func (s *Supervisor) removeLocal(tenant, env, name string) error {
 	if err := s.store.Remove(tenant, env, name); err != nil {
 		return err
 	}

@@ -73,6 +73,10 @@ type Tier struct {
 	// bytes per second (0: no cap).
 	EgressRate  int64 `toml:"egress_rate"`
 	IngressRate int64 `toml:"ingress_rate"`
+	// Placement, in a fleet, are the node labels ([fleet] labels) the
+	// tier's scopes must run on (empty: any node, the shared pool). It is
+	// part of the fleet's policy: every node must have the same.
+	Placement []string `toml:"placement"`
 
 	// egressRules is EgressAllow parsed by validate.
 	egressRules []netns.Rule
@@ -183,6 +187,11 @@ func (t *Tier) validate(name string, pool PoolConfig, lim APILimits) error {
 	rules, err := parseAllow(t.EgressAllow)
 	if err != nil {
 		return bad("egress_allow: %v", err)
+	}
+	for _, l := range t.Placement {
+		if err := ident.Check("placement label", l); err != nil {
+			return bad("placement: %v", err)
+		}
 	}
 	t.egressRules = rules
 	for period, caps := range map[string]map[string]float64{"daily_caps": t.DailyCaps, "monthly_caps": t.MonthlyCaps} {
