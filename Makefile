@@ -72,8 +72,11 @@ test-v2: deps
 	# The live noisy-neighbour test runs on the host only: under emulation
 	# the guest's run-queue and preemption figures do not resemble a
 	# machine's, and its thresholds would be tuned to the emulator.
+	# The fleet's tests (TestFleet*) run on the host only: nothing in them
+	# depends on the cgroup version, and an embedded etcd with several
+	# daemons under emulation would take most of the VM's time.
 	SCOPED_VM_TIMEOUT=900 SCOPED_VM_ENV="SCOPED_E2E_BIN=$(CURDIR)/$(VM_E2E) SCOPED_TEST_FAIRNESS=1" \
-	SCOPED_VM_TESTFLAGS="-test.count=1 -test.timeout=10m -test.skip=TestNoisyNeighbourSteppedDown|TestTrackMany" \
+	SCOPED_VM_TESTFLAGS="-test.count=1 -test.timeout=10m -test.skip=TestNoisyNeighbourSteppedDown|TestTrackMany|TestFleet" \
 		scripts/vm-test.sh $(VM_DIR) $(foreach p,$(VM_PKGS),$(CURDIR)/$(VM_DIR)/bin/$(p).test@$(CURDIR)/$(p))
 
 # The tests that need neither root nor a kernel feature, as any user: under
