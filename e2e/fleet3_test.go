@@ -653,15 +653,22 @@ func (s *fleet3Run) bundle(t *testing.T) {
 		t.Errorf("invoke on C with only bad holders: %v, want Unavailable", err)
 	}
 	logs := c.logs.String()
-	refused := false
+	// C refused the fake holder's bytes (its own check of the digest), and
+	// A refused to send its corrupted copy (its store's check).
+	refused := map[string]bool{}
 	for _, l := range strings.Split(logs, "\n") {
-		if strings.Contains(l, "bundle fetch failed") && strings.Contains(l, "fake-holder") && strings.Contains(l, "digest mismatch") {
-			refused = true
-			t.Logf("C: %s", l)
+		if !strings.Contains(l, "bundle fetch failed") || !strings.Contains(l, digest) {
+			continue
+		}
+		for _, from := range []string{"fake-holder", "node-a"} {
+			if strings.Contains(l, "from="+from) && strings.Contains(l, "digest mismatch") && !refused[from] {
+				refused[from] = true
+				t.Logf("C: %s", l)
+			}
 		}
 	}
-	if !refused {
-		t.Errorf("C's log does not show the fake holder's transfer refused for its digest:\n%s", grepLines(logs, "bundle"))
+	if !refused["fake-holder"] || !refused["node-a"] {
+		t.Errorf("C's log does not show both transfers refused for their digest (%v):\n%s", refused, grepLines(logs, "bundle"))
 	}
 	if _, err := os.Stat(filepath.Join(c.state, "extensions", "initech")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("C stored something of a refused transfer: %v", listing(t, filepath.Join(c.state, "extensions", "initech")))
@@ -816,6 +823,11 @@ func (s *fleet3Run) etcdDown(t *testing.T) {
 	}
 	f.waitMembers(15*time.Second, "node-a", "node-b", "node-c")
 	waitFor(t, 10*time.Second, "the client to see etcd again", func() bool { return f.fc.Degraded() == nil })
+	for _, n := range f.nodes {
+		if strings.Contains(n.logs.String(), "the node's lease was lost") {
+			t.Logf("%s lost its lease over the outage and registered again", n.name)
+		}
+	}
 }
 
 // spendCap: hooli, in tier capped (10 invocations a day across the
