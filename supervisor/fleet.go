@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"reflect"
 	"slices"
@@ -72,8 +73,12 @@ type fleetLink struct {
 	pmu      sync.Mutex
 	tenants  map[string]struct{}
 	exts     map[[3]string]struct{}
+	nodes    bool // the membership or the policy changed: split the limits again
 	kick     chan struct{}
 	degraded atomic.Bool
+
+	policy record.Policy // this node's (fleetPolicy), set by Start
+	split  string        // the split last applied, for its log line (run only)
 
 	fmu      sync.Mutex
 	fetching map[string]*fetchCall // tenant/env/name/digest → the fetch in flight
@@ -183,7 +188,13 @@ func (f *fleetLink) Start(ctx context.Context) (err error) {
 		_ = f.client.Close()
 		return fmt.Errorf("read the fleet's state: %w", err)
 	}
+	f.policy = policy
 	f.live.Store(true)
+	// Fleet-wide limits: spend caps summed over the nodes (this node's
+	// totals published at every flush), rate and concurrency split
+	// between the live nodes.
+	f.s.meter.useFleetLimits(f.member, fleetSpendOf(f.state, f.cfg.Node))
+	f.applySplit()
 	for t := range f.state.Tenants() {
 		f.applyTenant(t)
 	}
@@ -205,6 +216,9 @@ func (f *fleetLink) Stop() error {
 	f.cancel()
 	<-f.done
 	f.cancel = nil
+	// A single host's limits again, before the Member stops taking spend.
+	f.s.meter.useFleetLimits(nil, nil)
+	f.s.gate.setFleetNodes(0, nil)
 	err := errors.Join(f.state.Stop(), f.member.Stop())
 	return errors.Join(err, f.client.Close())
 }
@@ -256,6 +270,10 @@ func (f *fleetLink) onChange(c fleet.Change) {
 		f.pmu.Lock()
 		f.exts[[3]string{c.Tenant, c.Env, c.Name}] = struct{}{}
 		f.pmu.Unlock()
+	case fleet.KindNode, fleet.KindPolicy:
+		f.pmu.Lock()
+		f.nodes = true
+		f.pmu.Unlock()
 	default:
 		return
 	}
@@ -298,12 +316,16 @@ func (f *fleetLink) checkDegraded() {
 	}
 }
 
-// applyPending applies the tenants and extensions that changed.
+// applyPending applies the tenants and extensions that changed, and the
+// limits' split when the membership or the policy did.
 func (f *fleetLink) applyPending() {
 	f.pmu.Lock()
-	tenants, exts := f.tenants, f.exts
-	f.tenants, f.exts = map[string]struct{}{}, map[[3]string]struct{}{}
+	tenants, exts, nodes := f.tenants, f.exts, f.nodes
+	f.tenants, f.exts, f.nodes = map[string]struct{}{}, map[[3]string]struct{}{}, false
 	f.pmu.Unlock()
+	if nodes {
+		f.applySplit()
+	}
 	for t := range tenants {
 		f.applyTenant(t)
 	}
@@ -321,6 +343,38 @@ func (f *fleetLink) applyPending() {
 		}
 		f.log.Info("extension removed from the fleet", "tenant", k[0], "environment", k[1], "extension", k[2])
 	}
+}
+
+// applySplit splits the tiers' rate, burst and max_concurrent between
+// the live nodes the state lists (this node counts while it runs, listed
+// or not: its record may be between leases), per the fleet's policy (this
+// node's until the fleet has one).
+func (f *fleetLink) applySplit() {
+	nodes := f.state.Nodes()
+	if _, ok := nodes[f.cfg.Node]; !ok {
+		nodes[f.cfg.Node] = record.Node{Name: f.cfg.Node, Labels: slices.Clone(f.cfg.Labels)}
+	}
+	pol, ok := f.state.Policy()
+	if !ok {
+		pol = f.policy
+	}
+	n, placed := fleetSplitOf(nodes, pol)
+	f.s.gate.setFleetNodes(n, placed)
+	if desc := splitString(n, placed); desc != f.split {
+		f.split = desc
+		f.log.Info("fleet limits split between the live nodes", "split", desc)
+	}
+}
+
+// splitString describes a split for the log: "3 nodes" and each placed
+// tier's "tier=N".
+func splitString(n int, placed map[string]int) string {
+	b := strings.Builder{}
+	b.WriteString(strconv.Itoa(n) + " nodes")
+	for _, t := range slices.Sorted(maps.Keys(placed)) {
+		b.WriteString(" " + t + "=" + strconv.Itoa(placed[t]))
+	}
+	return b.String()
 }
 
 // applyTenant makes the local assignment of tenant the fleet's.
