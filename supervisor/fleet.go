@@ -22,6 +22,7 @@ import (
 	"github.com/scoped-io/scoped/fleet"
 	"github.com/scoped-io/scoped/fleet/bundles"
 	"github.com/scoped-io/scoped/fleet/record"
+	"github.com/scoped-io/scoped/metrics"
 )
 
 // The fleet node: with [fleet] endpoints the daemon is one node of a
@@ -56,11 +57,39 @@ const fleetFetchTimeout = 2 * time.Minute
 // fleetTick is how often the link checks whether the state is degraded.
 const fleetTick = 250 * time.Millisecond
 
+// fleetDeps is what the fleet node uses of the daemon.
+type fleetDeps struct {
+	conf    func() *Config
+	log     *slog.Logger
+	metrics *metrics.Registry // scoped_fleet_degraded
+	store   *Store            // lookups, fleet deploys, fetched bundles
+	tenants *tenantRegistry   // the local assignments the fleet's are applied to
+	// applyTiers moves the live scopes of tenants whose tier changed
+	// (the keeper's).
+	applyTiers func() error
+	// removeLocal removes an extension from this node's store and stops
+	// its workers.
+	removeLocal func(tenant, env, name string) error
+	// liveScopes is the number of live scopes (the node's load).
+	liveScopes func() int
+	// spendLimits and splitLimits make the limits fleet-wide (the meter's
+	// useFleetLimits, the gate's setFleetNodes); nil, nil and 0, nil
+	// make them a single host's again.
+	spendLimits func(pub spendPublisher, others fleetSpend)
+	splitLimits func(n int, placed map[string]int)
+}
+
+// fleetDeps is what s gives its fleet node.
+func (s *Supervisor) fleetDeps() fleetDeps {
+	return fleetDeps{conf: s.conf, log: s.log, metrics: s.metrics, store: s.store, tenants: s.tenants,
+		applyTiers: s.keeper.applyTiers, removeLocal: s.removeLocal, liveScopes: s.scopes.len,
+		spendLimits: s.meter.useFleetLimits, splitLimits: s.gate.setFleetNodes}
+}
+
 // fleetLink is the daemon's fleet node, a component started by Recover
 // (last: it leaves the fleet first at Stop) when [fleet] is on.
 type fleetLink struct {
-	s   *Supervisor
-	log *slog.Logger
+	fleetDeps
 
 	// Set by Start, read-only until Stop.
 	cfg     fleet.Config
@@ -69,11 +98,9 @@ type fleetLink struct {
 	state   *fleet.State
 	tlsConf *tls.Config
 
-	// pending changes from the watch (OnChange), applied by run.
+	// changes from the watch (OnChange), applied by run.
 	pmu      sync.Mutex
-	tenants  map[string]struct{}
-	exts     map[[3]string]struct{}
-	nodes    bool // the membership or the policy changed: split the limits again
+	pend     pending
 	kick     chan struct{}
 	degraded atomic.Bool
 
@@ -90,6 +117,13 @@ type fleetLink struct {
 	live   atomic.Bool // between Start and Stop
 }
 
+// pending is what the watch reported changed, for run to apply.
+type pending struct {
+	tenants map[string]struct{}
+	exts    map[[3]string]struct{}
+	nodes   bool // the membership or the policy: split the limits again
+}
+
 // fetchCall is one fetch of a bundle that invocations wait for.
 type fetchCall struct {
 	done    chan struct{}
@@ -98,9 +132,10 @@ type fetchCall struct {
 	err     error
 }
 
-func newFleetLink(s *Supervisor) *fleetLink {
-	f := &fleetLink{s: s, log: s.log.With("component", "fleet"), tenants: map[string]struct{}{},
-		exts: map[[3]string]struct{}{}, kick: make(chan struct{}, 1), fetching: map[string]*fetchCall{}}
+func newFleetLink(d fleetDeps) *fleetLink {
+	d.log = d.log.With("component", "fleet")
+	f := &fleetLink{fleetDeps: d, pend: pending{tenants: map[string]struct{}{}, exts: map[[3]string]struct{}{}},
+		kick: make(chan struct{}, 1), fetching: map[string]*fetchCall{}}
 	f.fetchBundle = f.fetch
 	return f
 }
@@ -165,7 +200,7 @@ func fleetClientTLS(fc *fleet.Config) (*tls.Config, error) {
 // when etcd cannot be reached (a node does not start without having seen
 // the fleet's state once), or on a policy mismatch.
 func (f *fleetLink) Start(ctx context.Context) (err error) {
-	c := f.s.conf()
+	c := f.conf()
 	f.cfg = c.Fleet
 	if f.tlsConf, err = fleetClientTLS(&f.cfg); err != nil {
 		return err
@@ -193,13 +228,13 @@ func (f *fleetLink) Start(ctx context.Context) (err error) {
 	// Fleet-wide limits: spend caps summed over the nodes (this node's
 	// totals published at every flush), rate and concurrency split
 	// between the live nodes.
-	f.s.meter.useFleetLimits(f.member, fleetSpendOf(f.state, f.cfg.Node))
+	f.spendLimits(f.member, fleetSpendOf(f.state, f.cfg.Node))
 	f.applySplit()
 	for t := range f.state.Tenants() {
 		f.applyTenant(t)
 	}
 	f.holdLocal(ctx)
-	f.s.metrics.SetFleetDegraded(false)
+	f.metrics.SetFleetDegraded(false)
 	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	f.cancel, f.done = cancel, make(chan struct{})
 	go f.run(lctx, f.done)
@@ -217,8 +252,8 @@ func (f *fleetLink) Stop() error {
 	<-f.done
 	f.cancel = nil
 	// A single host's limits again, before the Member stops taking spend.
-	f.s.meter.useFleetLimits(nil, nil)
-	f.s.gate.setFleetNodes(0, nil)
+	f.spendLimits(nil, nil)
+	f.splitLimits(0, nil)
 	err := errors.Join(f.state.Stop(), f.member.Stop())
 	return errors.Join(err, f.client.Close())
 }
@@ -226,7 +261,7 @@ func (f *fleetLink) Stop() error {
 // load is the node's load for its record: live scopes (busy CPUs are not
 // measured yet).
 func (f *fleetLink) load() (int, float64) {
-	return len(f.s.scopes.snapshot(nil)), 0
+	return f.liveScopes(), 0
 }
 
 // holdLocal holds, under the lease, the bundles this node has of the
@@ -237,9 +272,9 @@ func (f *fleetLink) holdLocal(ctx context.Context) {
 		if !ok {
 			continue
 		}
-		have, err := f.s.store.Get(t, e, n, fleetVersion(x.Version))
+		have, err := f.store.Get(t, e, n, fleetVersion(x.Version))
 		if err != nil || have.Digest != x.Digest {
-			if cur, cerr := f.s.store.Get(t, e, n, ""); cerr != nil || cur.Digest != x.Digest {
+			if cur, cerr := f.store.Get(t, e, n, ""); cerr != nil || cur.Digest != x.Digest {
 				continue
 			}
 		}
@@ -264,15 +299,15 @@ func (f *fleetLink) onChange(c fleet.Change) {
 	switch c.Kind {
 	case fleet.KindTenant:
 		f.pmu.Lock()
-		f.tenants[c.Tenant] = struct{}{}
+		f.pend.tenants[c.Tenant] = struct{}{}
 		f.pmu.Unlock()
 	case fleet.KindExtension:
 		f.pmu.Lock()
-		f.exts[[3]string{c.Tenant, c.Env, c.Name}] = struct{}{}
+		f.pend.exts[[3]string{c.Tenant, c.Env, c.Name}] = struct{}{}
 		f.pmu.Unlock()
 	case fleet.KindNode, fleet.KindPolicy:
 		f.pmu.Lock()
-		f.nodes = true
+		f.pend.nodes = true
 		f.pmu.Unlock()
 	default:
 		return
@@ -307,7 +342,7 @@ func (f *fleetLink) checkDegraded() {
 	if f.degraded.Swap(deg) == deg {
 		return
 	}
-	f.s.metrics.SetFleetDegraded(deg)
+	f.metrics.SetFleetDegraded(deg)
 	if deg {
 		f.log.Warn("fleet degraded: etcd unreachable; invocations go on with the last fleet state, deploys and tier changes are refused",
 			"since", since.UTC().Format(time.RFC3339))
@@ -320,10 +355,11 @@ func (f *fleetLink) checkDegraded() {
 // limits' split when the membership or the policy did.
 func (f *fleetLink) applyPending() {
 	f.pmu.Lock()
-	tenants, exts, nodes := f.tenants, f.exts, f.nodes
-	f.tenants, f.exts, f.nodes = map[string]struct{}{}, map[[3]string]struct{}{}, false
+	p := f.pend
+	f.pend = pending{tenants: map[string]struct{}{}, exts: map[[3]string]struct{}{}}
 	f.pmu.Unlock()
-	if nodes {
+	tenants, exts := p.tenants, p.exts
+	if p.nodes {
 		f.applySplit()
 	}
 	for t := range tenants {
@@ -333,11 +369,11 @@ func (f *fleetLink) applyPending() {
 		if _, ok := f.state.Extension(k[0], k[1], k[2]); ok {
 			continue // a new version: fetched when invoked
 		}
-		cur, err := f.s.store.Get(k[0], k[1], k[2], "")
+		cur, err := f.store.Get(k[0], k[1], k[2], "")
 		if err != nil {
 			continue // not here
 		}
-		if err := f.s.removeLocal(cur.Tenant, cur.Environment, cur.Name); err != nil && !errors.Is(err, ErrNotFound) {
+		if err := f.removeLocal(cur.Tenant, cur.Environment, cur.Name); err != nil && !errors.Is(err, ErrNotFound) {
 			f.log.Error("remove an extension removed from the fleet", "tenant", k[0], "environment", k[1], "extension", k[2], "err", err)
 			continue
 		}
@@ -359,7 +395,7 @@ func (f *fleetLink) applySplit() {
 		pol = f.policy
 	}
 	n, placed := fleetSplitOf(nodes, pol)
-	f.s.gate.setFleetNodes(n, placed)
+	f.splitLimits(n, placed)
 	if desc := splitString(n, placed); desc != f.split {
 		f.split = desc
 		f.log.Info("fleet limits split between the live nodes", "split", desc)
@@ -383,22 +419,22 @@ func (f *fleetLink) applyTenant(tenant string) {
 	if !ok || checkTarget(tenant, "x", "x") != nil {
 		return // no fleet assignment: the local one stays
 	}
-	if _, ok := f.s.conf().Tiers[rec.Tier]; !ok {
+	if _, ok := f.conf().Tiers[rec.Tier]; !ok {
 		f.log.Error("the fleet assigns a tenant a tier this node's configuration lacks; keeping its local tier",
 			"tenant", tenant, "tier", rec.Tier)
 		return
 	}
-	local, had := f.s.tenants.assignments()[tenant]
+	local, had := f.tenants.assignments()[tenant]
 	if had && local.Tier == rec.Tier && slices.Equal(local.EgressAllow, rec.EgressAllow) {
 		return
 	}
 	allow := slices.Clone(rec.EgressAllow)
-	if err := f.s.tenants.assign(tenant, rec.Tier, &allow, rec.Updated); err != nil {
+	if err := f.tenants.assign(tenant, rec.Tier, &allow, rec.Updated); err != nil {
 		f.log.Error("apply the fleet's tier assignment", "tenant", tenant, "tier", rec.Tier, "err", err)
 		return
 	}
 	f.log.Info("tenant tier set from the fleet", "tenant", tenant, "tier", rec.Tier, "was", local.Tier)
-	if err := f.s.keeper.applyTiers(); err != nil {
+	if err := f.applyTiers(); err != nil {
 		f.log.Error("apply tiers", "tenant", tenant, "err", err)
 	}
 }
@@ -445,7 +481,7 @@ func (f *fleetLink) deploy(tenant, env, name string, files []BundleFile) (Extens
 	}
 	var digest string
 	var unchanged bool
-	info, _, err := f.s.store.deployAs(tenant, env, name, files, func(d string, m Manifest, size int64) (string, error) {
+	info, _, err := f.store.deployAs(tenant, env, name, files, func(d string, m Manifest, size int64) (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), fleetWriteTimeout)
 		defer cancel()
 		digest = d
@@ -485,7 +521,7 @@ func (f *fleetLink) remove(tenant, env, name string) error {
 	if err != nil && !errors.Is(err, fleet.ErrNotFound) {
 		return err
 	}
-	lerr := f.s.removeLocal(tenant, env, name)
+	lerr := f.removeLocal(tenant, env, name)
 	if err == nil && errors.Is(lerr, ErrNotFound) {
 		return nil // the fleet had it, this node did not
 	}
@@ -498,17 +534,17 @@ func (f *fleetLink) remove(tenant, env, name string) error {
 // the fleet's current one, is the local store's.
 func (f *fleetLink) extension(ctx context.Context, tenant, env, name, version string) (ExtensionInfo, error) {
 	if !f.live.Load() {
-		return f.s.store.Get(tenant, env, name, version)
+		return f.store.Get(tenant, env, name, version)
 	}
 	x, ok := f.state.Extension(tenant, env, name)
 	want := fleetVersion(x.Version)
 	if !ok || version != "" && version != want {
-		return f.s.store.Get(tenant, env, name, version)
+		return f.store.Get(tenant, env, name, version)
 	}
-	if cur, err := f.s.store.Get(tenant, env, name, ""); err == nil && cur.Digest == x.Digest {
+	if cur, err := f.store.Get(tenant, env, name, ""); err == nil && cur.Digest == x.Digest {
 		return cur, nil
 	}
-	if have, err := f.s.store.Get(tenant, env, name, want); err == nil && have.Digest == x.Digest {
+	if have, err := f.store.Get(tenant, env, name, want); err == nil && have.Digest == x.Digest {
 		return have, nil
 	}
 	return f.fetchOnce(ctx, tenant, env, name, want, x.Digest)
@@ -547,7 +583,7 @@ func (f *fleetLink) fetchOnce(ctx context.Context, tenant, env, name, version, d
 // stores it as version of the extension; this node then holds it too.
 func (f *fleetLink) fetch(ctx context.Context, tenant, env, name, version, digest string) (ExtensionInfo, error) {
 	log := f.log.With("tenant", tenant, "environment", env, "extension", name, "version", version, "digest", digest)
-	lim := f.s.conf().Limits
+	lim := f.conf().Limits
 	nodes := f.state.Nodes()
 	var tried []string
 	var last error
@@ -564,7 +600,7 @@ func (f *fleetLink) fetch(ctx context.Context, tenant, env, name, version, diges
 			last = err
 			continue
 		}
-		info, _, err := f.s.store.Import(tenant, env, name, version, digest, files)
+		info, _, err := f.store.Import(tenant, env, name, version, digest, files)
 		if err != nil {
 			log.Error("fetched bundle not stored", "from", h, "err", err)
 			return ExtensionInfo{}, fmt.Errorf("%w: store bundle %s of %s fetched from %s: %v", fleet.ErrUnavailable, digest, name, h, err)

@@ -1,0 +1,190 @@
+package supervisor
+
+import (
+	"context"
+	"log/slog"
+	"maps"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/scoped-io/scoped/fleet"
+	"github.com/scoped-io/scoped/fleet/record"
+	"github.com/scoped-io/scoped/internal/etcdtest"
+	"github.com/scoped-io/scoped/internal/tlstest"
+	"github.com/scoped-io/scoped/metrics"
+)
+
+// linkRecorder is what a fleetLink under test did to the daemon's limits.
+type linkRecorder struct {
+	mu     sync.Mutex
+	pub    spendPublisher
+	others fleetSpend
+	spends int // spendLimits calls
+	n      int
+	placed map[string]int
+	splits int // splitLimits calls
+}
+
+func (r *linkRecorder) spend(pub spendPublisher, others fleetSpend) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.pub, r.others = pub, others
+	r.spends++
+}
+
+func (r *linkRecorder) split(n int, placed map[string]int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.n, r.placed = n, maps.Clone(placed)
+	r.splits++
+}
+
+func (r *linkRecorder) splitNow() (int, map[string]int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.n, maps.Clone(r.placed)
+}
+
+// linkFixture is a fleet of one real etcd whose nodes are fleetLinks on
+// fake daemons (a store and tenants in a temporary directory).
+type linkFixture struct {
+	t    *testing.T
+	etcd *etcdtest.Server
+	ca   *tlstest.CA
+}
+
+func newLinkFixture(t *testing.T) *linkFixture {
+	return &linkFixture{t: t, etcd: etcdtest.Start(t), ca: tlstest.NewCA(t)}
+}
+
+// config is node's configuration, with tier silo placed on label "gpu".
+func (x *linkFixture) config(node string, labels ...string) *Config {
+	t := x.t
+	c := DefaultConfig()
+	c.StateDir = t.TempDir()
+	silo := c.Tiers["standard"]
+	silo.Placement = []string{"gpu"}
+	c.Tiers["silo"] = silo
+	cert, key := x.ca.Issue(t, node, []net.IP{net.IPv4(127, 0, 0, 1)})
+	c.Fleet = fleet.Config{Endpoints: x.etcd.Endpoints(), Node: node, Listen: "127.0.0.1:1", TLSCA: x.ca.CertFile(),
+		TLSCert: cert, TLSKey: key, Labels: labels}
+	if err := c.Fleet.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return &c
+}
+
+// link is a started fleetLink of c's node, and what it did to the limits.
+func (x *linkFixture) link(c *Config, deps func(*fleetDeps)) (*fleetLink, *linkRecorder) {
+	t := x.t
+	store, err := NewStore(c.StateDir, c.Limits.MaxBundle, c.Limits.MaxBundleFiles)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tenants, err := openTenants(c.StateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &linkRecorder{}
+	d := fleetDeps{conf: func() *Config { return c }, log: slog.New(slog.DiscardHandler), metrics: metrics.New(),
+		store: store, tenants: tenants, applyTiers: func() error { return nil },
+		removeLocal: func(tenant, env, name string) error { return store.Remove(tenant, env, name) },
+		liveScopes:  func() int { return 0 }, spendLimits: rec.spend, splitLimits: rec.split}
+	if deps != nil {
+		deps(&d)
+	}
+	f := newFleetLink(d)
+	if err := f.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Stop() })
+	return f, rec
+}
+
+// eventually polls cond until it holds (the bound only ends a hung test).
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after 20s", what)
+		}
+	}
+}
+
+// TestUnitFleetLinkLimits: joining, the node makes the spend caps
+// fleet-wide (its Member publishes, the others' totals are added) and
+// splits the limits between the live nodes, per placed tier between those
+// with its labels; the split follows nodes joining and leaving; Stop makes
+// them a single host's again.
+func TestUnitFleetLinkLimits(t *testing.T) {
+	x := newLinkFixture(t)
+	a, rec := x.link(x.config("node-a"), nil)
+	rec.mu.Lock()
+	if rec.pub != a.member || rec.others == nil || rec.spends != 1 {
+		t.Errorf("spend limits at join: publisher %v (member %p), others %v, %d calls", rec.pub, a.member, rec.others, rec.spends)
+	}
+	rec.mu.Unlock()
+	if n, placed := rec.splitNow(); n != 1 || len(placed) != 1 || placed["silo"] != 0 {
+		t.Errorf("split at join: %d, %v; want 1 node, silo on none", n, placed)
+	}
+
+	// node-b, labelled gpu, joins: two nodes, silo on one.
+	b, _ := x.link(x.config("node-b", "gpu"), nil)
+	eventually(t, "node-a to split between 2 nodes", func() bool {
+		n, placed := rec.splitNow()
+		return n == 2 && placed["silo"] == 1
+	})
+	// The others' totals are node-b's: its published spend is summed,
+	// node-a's own record is not (node-a adds its ledger).
+	day := time.Now().UTC().Truncate(24 * time.Hour)
+	month := time.Date(day.Year(), day.Month(), 1, 0, 0, 0, 0, time.UTC)
+	for node, l := range map[string]*fleetLink{"node-a": a, "node-b": b} {
+		sp := record.Spend{Day: day, Month: month, Daily: map[string]float64{"invocations": 3}, Updated: time.Now().UTC()}
+		if node == "node-b" {
+			sp.Daily["invocations"] = 4
+		}
+		if err := l.member.PublishSpend("acme", sp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "node-b's spend summed on node-a", func() bool {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		d, _ := rec.others.SpendTotals("acme", "invocations", time.Now())
+		return d == 4
+	})
+
+	// node-b leaves: one node again.
+	if err := b.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "node-a alone again", func() bool {
+		n, placed := rec.splitNow()
+		return n == 1 && placed["silo"] == 0
+	})
+
+	if err := a.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if rec.pub != nil || rec.others != nil || rec.n != 0 || rec.placed != nil {
+		t.Errorf("after Stop: publisher %v, others %v, split %d %v; want a single host's", rec.pub, rec.others, rec.n, rec.placed)
+	}
+}
+
+// TestUnitFleetLinkGate: a real gate and meter plugged into a node
+// follow the fleet: a tier's max_concurrent is this node's share.
+func TestUnitFleetLinkGate(t *testing.T) {
+	x := newLinkFixture(t)
+	g := newGate(nil)
+	_, _ = x.link(x.config("node-a"), func(d *fleetDeps) { d.splitLimits = g.setFleetNodes })
+	_, _ = x.link(x.config("node-b", "gpu"), nil)
+	tier := Tier{MaxConcurrent: 4}
+	eventually(t, "node-a's share of 4 in flight to be 2", func() bool { return g.split("standard", tier).MaxConcurrent == 2 })
+	if got := g.split("silo", tier).MaxConcurrent; got != 4 {
+		t.Errorf("silo, placed on node-b alone: %d in flight here, want 4", got)
+	}
+}
