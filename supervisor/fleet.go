@@ -19,6 +19,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/scoped-io/scoped/cgroups"
 	"github.com/scoped-io/scoped/fleet"
 	"github.com/scoped-io/scoped/fleet/bundles"
 	"github.com/scoped-io/scoped/fleet/record"
@@ -70,8 +71,10 @@ type fleetDeps struct {
 	// removeLocal removes an extension from this node's store and stops
 	// its workers.
 	removeLocal func(tenant, env, name string) error
-	// liveScopes is the number of live scopes (the node's load).
+	// liveScopes is the number of live scopes, cpuUsage the CPU time of
+	// the cgroup root (nil: busy CPUs are not measured): the node's load.
 	liveScopes func() int
+	cpuUsage   func() (time.Duration, error)
 	// spendLimits and splitLimits make the limits fleet-wide (the meter's
 	// useFleetLimits, the gate's setFleetNodes); nil, nil and 0, nil
 	// make them a single host's again.
@@ -81,9 +84,14 @@ type fleetDeps struct {
 
 // fleetDeps is what s gives its fleet node.
 func (s *Supervisor) fleetDeps() fleetDeps {
-	return fleetDeps{conf: s.conf, log: s.log, metrics: s.metrics, store: s.store, tenants: s.tenants,
+	d := fleetDeps{conf: s.conf, log: s.log, metrics: s.metrics, store: s.store, tenants: s.tenants,
 		applyTiers: s.keeper.applyTiers, removeLocal: s.removeLocal, liveScopes: s.scopes.len,
 		spendLimits: s.meter.useFleetLimits, splitLimits: s.gate.setFleetNodes}
+	if s.tree != nil {
+		root := s.tree.Root()
+		d.cpuUsage = func() (time.Duration, error) { return cgroups.CPUUsage(root) }
+	}
+	return d
 }
 
 // fleetLink is the daemon's fleet node, a component started by Recover
@@ -112,6 +120,8 @@ type fleetLink struct {
 	// fetchBundle is fetch (tests replace it).
 	fetchBundle func(ctx context.Context, tenant, env, name, version, digest string) (ExtensionInfo, error)
 
+	busy *busyCPUs // the load's busy CPUs
+
 	cancel context.CancelFunc
 	done   chan struct{}
 	live   atomic.Bool // between Start and Stop
@@ -135,7 +145,7 @@ type fetchCall struct {
 func newFleetLink(d fleetDeps) *fleetLink {
 	d.log = d.log.With("component", "fleet")
 	f := &fleetLink{fleetDeps: d, pend: pending{tenants: map[string]struct{}{}, exts: map[[3]string]struct{}{}},
-		kick: make(chan struct{}, 1), fetching: map[string]*fetchCall{}}
+		kick: make(chan struct{}, 1), fetching: map[string]*fetchCall{}, busy: newBusyCPUs(d.cpuUsage)}
 	f.fetchBundle = f.fetch
 	return f
 }
@@ -258,10 +268,14 @@ func (f *fleetLink) Stop() error {
 	return errors.Join(err, f.client.Close())
 }
 
-// load is the node's load for its record: live scopes (busy CPUs are not
-// measured yet).
+// load is the node's load for its record, at every refresh: live scopes,
+// and the CPUs the scopes kept busy since the last refresh.
 func (f *fleetLink) load() (int, float64) {
-	return f.liveScopes(), 0
+	n := 0
+	if f.liveScopes != nil {
+		n = f.liveScopes()
+	}
+	return n, f.busy.sample()
 }
 
 // holdLocal holds, under the lease, the bundles this node has of the
