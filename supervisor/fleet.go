@@ -117,6 +117,9 @@ type fleetLink struct {
 
 	fmu      sync.Mutex
 	fetching map[string]*fetchCall // tenant/env/name/digest → the fetch in flight
+	// deploying counts the deploys in flight of a digest: registered (so
+	// held) before they are stored, not to be dropped meanwhile.
+	deploying map[string]int
 	// fetchBundle is fetch (tests replace it).
 	fetchBundle func(ctx context.Context, tenant, env, name, version, digest string) (ExtensionInfo, error)
 
@@ -132,6 +135,7 @@ type pending struct {
 	tenants map[string]struct{}
 	exts    map[[3]string]struct{}
 	nodes   bool // the membership or the policy: split the limits again
+	holds   bool // a deploy ended: check the bundles held
 }
 
 // fetchCall is one fetch of a bundle that invocations wait for.
@@ -145,7 +149,7 @@ type fetchCall struct {
 func newFleetLink(d fleetDeps) *fleetLink {
 	d.log = d.log.With("component", "fleet")
 	f := &fleetLink{fleetDeps: d, pend: pending{tenants: map[string]struct{}{}, exts: map[[3]string]struct{}{}},
-		kick: make(chan struct{}, 1), fetching: map[string]*fetchCall{}, busy: newBusyCPUs(d.cpuUsage)}
+		kick: make(chan struct{}, 1), fetching: map[string]*fetchCall{}, deploying: map[string]int{}, busy: newBusyCPUs(d.cpuUsage)}
 	f.fetchBundle = f.fetch
 	return f
 }
@@ -278,24 +282,52 @@ func (f *fleetLink) load() (int, float64) {
 	return n, f.busy.sample()
 }
 
-// holdLocal holds, under the lease, the bundles this node has of the
-// fleet's current versions (a restarted node serves them again).
+// holdLocal makes the bundles this node says it holds (under its lease)
+// those it has of the fleet's current versions: it holds each it stores
+// (a restarted node serves them again), and drops every other it held —
+// an extension removed fleet-wide, a version superseded, a bundle no
+// longer stored — so that no node fetches from a node without it. A
+// bundle being deployed here (registered, not yet stored) is left as it
+// is. A drop etcd does not take now is retried by the Member.
 func (f *fleetLink) holdLocal(ctx context.Context) {
+	held := f.member.HeldBundles() // first: a fetch stores a bundle before it holds it
+	want := map[string]bool{}
 	for key, x := range f.state.Extensions() {
-		t, e, n, ok := splitExtKey(key)
-		if !ok {
-			continue
-		}
-		have, err := f.store.Get(t, e, n, fleetVersion(x.Version))
-		if err != nil || have.Digest != x.Digest {
-			if cur, cerr := f.store.Get(t, e, n, ""); cerr != nil || cur.Digest != x.Digest {
-				continue
-			}
-		}
-		if err := f.member.HoldBundle(ctx, x.Digest); err != nil {
-			f.log.Warn("could not say this node holds a bundle", "digest", x.Digest, "err", err)
+		if t, e, n, ok := splitExtKey(key); ok && f.stores(t, e, n, x) {
+			want[x.Digest] = true
 		}
 	}
+	f.fmu.Lock()
+	deploying := maps.Clone(f.deploying)
+	f.fmu.Unlock()
+	for _, d := range held {
+		if want[d] || deploying[d] > 0 {
+			continue
+		}
+		if err := f.member.DropBundle(ctx, d); err != nil {
+			f.log.Warn("could not say this node no longer holds a bundle (retried)", "digest", d, "err", err)
+		} else {
+			f.log.Info("bundle no longer held by this node", "digest", d)
+		}
+	}
+	for d := range want {
+		if slices.Contains(held, d) {
+			continue
+		}
+		if err := f.member.HoldBundle(ctx, d); err != nil {
+			f.log.Warn("could not say this node holds a bundle", "digest", d, "err", err)
+		}
+	}
+}
+
+// stores reports whether this node stores the fleet's version x of an
+// extension: as that version, or as its current one.
+func (f *fleetLink) stores(tenant, env, name string, x record.Extension) bool {
+	if cur, err := f.store.Get(tenant, env, name, ""); err == nil && cur.Digest == x.Digest { // cached
+		return true
+	}
+	have, err := f.store.Get(tenant, env, name, fleetVersion(x.Version))
+	return err == nil && have.Digest == x.Digest
 }
 
 // splitExtKey splits State.Extensions' "tenant/env/name".
@@ -379,6 +411,9 @@ func (f *fleetLink) applyPending() {
 	for t := range tenants {
 		f.applyTenant(t)
 	}
+	if len(exts) > 0 || p.holds {
+		defer f.holdAfter()
+	}
 	for k := range exts {
 		if _, ok := f.state.Extension(k[0], k[1], k[2]); ok {
 			continue // a new version: fetched when invoked
@@ -392,6 +427,25 @@ func (f *fleetLink) applyPending() {
 			continue
 		}
 		f.log.Info("extension removed from the fleet", "tenant", k[0], "environment", k[1], "extension", k[2])
+	}
+}
+
+// holdAfter makes the bundles held those stored, once the extensions'
+// changes are applied.
+func (f *fleetLink) holdAfter() {
+	ctx, cancel := context.WithTimeout(context.Background(), fleetWriteTimeout)
+	defer cancel()
+	f.holdLocal(ctx)
+}
+
+// checkHolds has run check the bundles held (after a deploy).
+func (f *fleetLink) checkHolds() {
+	f.pmu.Lock()
+	f.pend.holds = true
+	f.pmu.Unlock()
+	select {
+	case f.kick <- struct{}{}:
+	default:
 	}
 }
 
@@ -495,10 +549,14 @@ func (f *fleetLink) deploy(tenant, env, name string, files []BundleFile) (Extens
 	}
 	var digest string
 	var unchanged bool
+	defer f.checkHolds() // one registered but not stored is dropped
 	info, _, err := f.store.deployAs(tenant, env, name, files, func(d string, m Manifest, size int64) (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), fleetWriteTimeout)
 		defer cancel()
 		digest = d
+		f.fmu.Lock()
+		f.deploying[d]++
+		f.fmu.Unlock()
 		x, same, err := f.state.RegisterExtension(ctx, tenant, env, name, d,
 			record.Manifest{Runtime: m.Runtime, Entrypoint: m.Entrypoint, Network: m.Network, Size: size})
 		if err != nil {
@@ -507,6 +565,13 @@ func (f *fleetLink) deploy(tenant, env, name string, files []BundleFile) (Extens
 		unchanged = same
 		return fleetVersion(x.Version), nil
 	})
+	if digest != "" {
+		f.fmu.Lock()
+		if f.deploying[digest]--; f.deploying[digest] <= 0 {
+			delete(f.deploying, digest)
+		}
+		f.fmu.Unlock()
+	}
 	if err != nil {
 		return ExtensionInfo{}, false, err
 	}

@@ -2,9 +2,11 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"maps"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -186,5 +188,61 @@ func TestUnitFleetLinkGate(t *testing.T) {
 	eventually(t, "node-a's share of 4 in flight to be 2", func() bool { return g.split("standard", tier).MaxConcurrent == 2 })
 	if got := g.split("silo", tier).MaxConcurrent; got != 4 {
 		t.Errorf("silo, placed on node-b alone: %d in flight here, want 4", got)
+	}
+}
+
+// TestUnitFleetLinkHolds: a node says it holds the bundles it stores of
+// the fleet's current versions, and stops saying so when a version is
+// superseded, when the extension is removed fleet-wide, and when it no
+// longer stores a bundle another extension of the fleet still uses.
+func TestUnitFleetLinkHolds(t *testing.T) {
+	x := newLinkFixture(t)
+	a, _ := x.link(x.config("node-a"), nil)
+	b, _ := x.link(x.config("node-b"), nil)
+	holders := func(d string) []string { return b.state.BundleHolders(d) }
+	is := func(got []string, want ...string) bool { return slices.Equal(got, want) }
+
+	one, _, err := a.deploy("acme", "prod", "ext", unitBundle("one"))
+	if err != nil || one.Version != "v1" {
+		t.Fatalf("deploy: %+v %v", one, err)
+	}
+	eventually(t, "v1 held by node-a", func() bool { return is(holders(one.Digest), "node-a") })
+	two, _, err := a.deploy("acme", "prod", "ext", unitBundle("two"))
+	if err != nil || two.Version != "v2" {
+		t.Fatalf("deploy v2: %+v %v", two, err)
+	}
+	eventually(t, "superseded v1 dropped, v2 held", func() bool {
+		return is(holders(one.Digest)) && is(holders(two.Digest), "node-a")
+	})
+	if h := a.member.HeldBundles(); !is(h, two.Digest) {
+		t.Errorf("node-a holds %v, want v2's only", h)
+	}
+
+	// The same bundle under two extensions: node-a has it as acme's,
+	// node-b as globex's.
+	three, _, err := a.deploy("acme", "prod", "other", unitBundle("three"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	same, _, err := b.deploy("globex", "prod", "ext", unitBundle("three"))
+	if err != nil || same.Digest != three.Digest {
+		t.Fatalf("the same bundle deployed on node-b: %+v %v", same, err)
+	}
+	eventually(t, "both nodes hold it", func() bool { return is(holders(three.Digest), "node-a", "node-b") })
+	// Removed fleet-wide: node-a removes acme's copies, and stops saying
+	// it holds their bundles (globex's still uses one of them).
+	for _, name := range []string{"ext", "other"} {
+		if err := a.remove("acme", "prod", name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "node-a's holds dropped", func() bool {
+		return is(holders(two.Digest)) && is(holders(three.Digest), "node-b")
+	})
+	if _, err := a.store.FilesByDigest(three.Digest); !errors.Is(err, ErrNotFound) {
+		t.Errorf("node-a still stores the bundle: %v", err)
+	}
+	if h := a.member.HeldBundles(); len(h) != 0 {
+		t.Errorf("node-a holds %v", h)
 	}
 }
