@@ -127,12 +127,20 @@ func TestFleetTwoNodes(t *testing.T) {
 	})
 
 	fleetSpendCap(t, etcd, a, b)
+	st, err := ca1.GetStatus(ctx, &scopedv1.GetStatusRequest{})
+	if f := st.GetFleet(); err != nil || f.GetNode() != "node-a" || f.GetDegraded() || len(f.GetMembers()) != 2 || f.GetSplitNodes() != 2 {
+		t.Errorf("A's status: %v, %v; want node-a, not degraded, 2 members, limits split between 2", st, err)
+	}
 
 	// etcd gone: invocations go on, writes are refused.
 	etcd.Stop()
 	waitFor(t, 20*time.Second, "A to see the fleet degraded", func() bool {
 		return strings.Contains(a.logs.String(), "fleet degraded")
 	})
+	st, err = ca1.GetStatus(ctx, &scopedv1.GetStatusRequest{})
+	if f := st.GetFleet(); err != nil || !f.GetDegraded() || f.GetDegradedSince() == nil || len(f.GetMembers()) != 2 {
+		t.Errorf("A's status while etcd is down: %v, %v; want degraded, since when, the 2 members last seen", st, err)
+	}
 	for _, c := range []struct {
 		name string
 		err  func() error

@@ -114,6 +114,7 @@ type fleetLink struct {
 
 	policy record.Policy // this node's (fleetPolicy), set by Start
 	split  string        // the split last applied, for its log line (run only)
+	splitN atomic.Int64  // the nodes of that split (0: none, a single host's)
 
 	fmu      sync.Mutex
 	fetching map[string]*fetchCall // tenant/env/name/digest → the fetch in flight
@@ -268,6 +269,7 @@ func (f *fleetLink) Stop() error {
 	// A single host's limits again, before the Member stops taking spend.
 	f.spendLimits(nil, nil)
 	f.splitLimits(0, nil)
+	f.splitN.Store(0)
 	err := errors.Join(f.state.Stop(), f.member.Stop())
 	return errors.Join(err, f.client.Close())
 }
@@ -464,6 +466,7 @@ func (f *fleetLink) applySplit() {
 	}
 	n, placed := fleetSplitOf(nodes, pol)
 	f.splitLimits(n, placed)
+	f.splitN.Store(int64(n))
 	if desc := splitString(n, placed); desc != f.split {
 		f.split = desc
 		f.log.Info("fleet limits split between the live nodes", "split", desc)

@@ -246,3 +246,36 @@ func TestUnitFleetLinkHolds(t *testing.T) {
 		t.Errorf("node-a holds %v", h)
 	}
 }
+
+// TestUnitFleetLinkStatus: a node's status names it and the members it
+// sees, the split, and whether (since when) its state is degraded.
+func TestUnitFleetLinkStatus(t *testing.T) {
+	x := newLinkFixture(t)
+	a, _ := x.link(x.config("node-a"), nil)
+	_, _ = x.link(x.config("node-b", "gpu"), nil)
+	eventually(t, "node-a's status to list both nodes", func() bool {
+		st := a.status()
+		return len(st.Members) == 2 && st.SplitNodes == 2
+	})
+	st := a.status()
+	if st.Node != "node-a" || st.Degraded || st.Members[0].Name != "node-a" || st.Members[1].Name != "node-b" ||
+		!slices.Equal(st.Members[1].Labels, []string{"gpu"}) || st.Revision == 0 {
+		t.Errorf("status %+v", st)
+	}
+	stopped := time.Now()
+	x.etcd.Stop()
+	eventually(t, "node-a degraded", func() bool { return a.status().Degraded })
+	if st := a.status(); st.DegradedSince.Before(stopped) || len(st.Members) != 2 {
+		t.Errorf("degraded status %+v: want since after %s, the last members seen", st, stopped)
+	}
+	if err := x.etcd.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "node-a caught up", func() bool { return !a.status().Degraded })
+	if err := a.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if st := a.status(); st.Node != "node-a" || st.Members != nil || st.SplitNodes != 0 {
+		t.Errorf("status after Stop %+v", st)
+	}
+}
