@@ -137,9 +137,11 @@ func TestFleetTwoNodes(t *testing.T) {
 	waitFor(t, 20*time.Second, "A to see the fleet degraded", func() bool {
 		return strings.Contains(a.logs.String(), "fleet degraded")
 	})
+	// (The members are the last seen: etcd's own stop may have expired
+	// leases first.)
 	st, err = ca1.GetStatus(ctx, &scopedv1.GetStatusRequest{})
-	if f := st.GetFleet(); err != nil || !f.GetDegraded() || f.GetDegradedSince() == nil || len(f.GetMembers()) != 2 {
-		t.Errorf("A's status while etcd is down: %v, %v; want degraded, since when, the 2 members last seen", st, err)
+	if f := st.GetFleet(); err != nil || f.GetNode() != "node-a" || !f.GetDegraded() || f.GetDegradedSince() == nil {
+		t.Errorf("A's status while etcd is down: %v, %v; want degraded, and since when", st, err)
 	}
 	for _, c := range []struct {
 		name string

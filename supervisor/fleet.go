@@ -118,9 +118,10 @@ type fleetLink struct {
 
 	fmu      sync.Mutex
 	fetching map[string]*fetchCall // tenant/env/name/digest → the fetch in flight
-	// deploying counts the deploys in flight of a digest: registered (so
-	// held) before they are stored, not to be dropped meanwhile.
-	deploying map[string]int
+	// deploying is, by digest, the deploys of a bundle here: registered
+	// (so held) before they are stored and before this node's state shows
+	// them, not to be dropped meanwhile.
+	deploying map[string]*registering
 	// fetchBundle is fetch (tests replace it).
 	fetchBundle func(ctx context.Context, tenant, env, name, version, digest string) (ExtensionInfo, error)
 
@@ -139,6 +140,13 @@ type pending struct {
 	holds   bool // a deploy ended: check the bundles held
 }
 
+// registering is the deploys of one bundle on this node: those running,
+// and the versions they registered that the state does not show yet.
+type registering struct {
+	running  int
+	versions map[[3]string]int // tenant, env, name → version
+}
+
 // fetchCall is one fetch of a bundle that invocations wait for.
 type fetchCall struct {
 	done    chan struct{}
@@ -150,7 +158,7 @@ type fetchCall struct {
 func newFleetLink(d fleetDeps) *fleetLink {
 	d.log = d.log.With("component", "fleet")
 	f := &fleetLink{fleetDeps: d, pend: pending{tenants: map[string]struct{}{}, exts: map[[3]string]struct{}{}},
-		kick: make(chan struct{}, 1), fetching: map[string]*fetchCall{}, deploying: map[string]int{}, busy: newBusyCPUs(d.cpuUsage)}
+		kick: make(chan struct{}, 1), fetching: map[string]*fetchCall{}, deploying: map[string]*registering{}, busy: newBusyCPUs(d.cpuUsage)}
 	f.fetchBundle = f.fetch
 	return f
 }
@@ -299,11 +307,8 @@ func (f *fleetLink) holdLocal(ctx context.Context) {
 			want[x.Digest] = true
 		}
 	}
-	f.fmu.Lock()
-	deploying := maps.Clone(f.deploying)
-	f.fmu.Unlock()
 	for _, d := range held {
-		if want[d] || deploying[d] > 0 {
+		if want[d] || f.registering(d) {
 			continue
 		}
 		if err := f.member.DropBundle(ctx, d); err != nil {
@@ -319,6 +324,50 @@ func (f *fleetLink) holdLocal(ctx context.Context) {
 		if err := f.member.HoldBundle(ctx, d); err != nil {
 			f.log.Warn("could not say this node holds a bundle", "digest", d, "err", err)
 		}
+	}
+}
+
+// registering reports whether a deploy here of digest runs, or registered
+// a version the state does not show yet (forgetting those it shows).
+func (f *fleetLink) registering(digest string) bool {
+	f.fmu.Lock()
+	defer f.fmu.Unlock()
+	r := f.deploying[digest]
+	if r == nil {
+		return false
+	}
+	for k, v := range r.versions {
+		if x, ok := f.state.ExtensionRecord(k[0], k[1], k[2]); ok && x.Version >= v {
+			delete(r.versions, k)
+		}
+	}
+	if r.running == 0 && len(r.versions) == 0 {
+		delete(f.deploying, digest)
+		return false
+	}
+	return true
+}
+
+// deployRuns counts a deploy of digest running (delta 1, then -1 when it
+// ends).
+func (f *fleetLink) deployRuns(digest string, delta int) {
+	f.fmu.Lock()
+	defer f.fmu.Unlock()
+	r := f.deploying[digest]
+	if r == nil {
+		r = &registering{versions: map[[3]string]int{}}
+		f.deploying[digest] = r
+	}
+	r.running += delta
+}
+
+// registered records the version a running deploy of digest registered
+// for an extension.
+func (f *fleetLink) registered(digest, tenant, env, name string, version int) {
+	f.fmu.Lock()
+	defer f.fmu.Unlock()
+	if r := f.deploying[digest]; r != nil {
+		r.versions[[3]string{tenant, env, name}] = max(r.versions[[3]string{tenant, env, name}], version)
 	}
 }
 
@@ -557,23 +606,18 @@ func (f *fleetLink) deploy(tenant, env, name string, files []BundleFile) (Extens
 		ctx, cancel := context.WithTimeout(context.Background(), fleetWriteTimeout)
 		defer cancel()
 		digest = d
-		f.fmu.Lock()
-		f.deploying[d]++
-		f.fmu.Unlock()
+		f.deployRuns(d, 1)
 		x, same, err := f.state.RegisterExtension(ctx, tenant, env, name, d,
 			record.Manifest{Runtime: m.Runtime, Entrypoint: m.Entrypoint, Network: m.Network, Size: size})
 		if err != nil {
 			return "", err
 		}
+		f.registered(d, tenant, env, name, x.Version)
 		unchanged = same
 		return fleetVersion(x.Version), nil
 	})
 	if digest != "" {
-		f.fmu.Lock()
-		if f.deploying[digest]--; f.deploying[digest] <= 0 {
-			delete(f.deploying, digest)
-		}
-		f.fmu.Unlock()
+		f.deployRuns(digest, -1)
 	}
 	if err != nil {
 		return ExtensionInfo{}, false, err

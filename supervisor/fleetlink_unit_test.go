@@ -279,3 +279,41 @@ func TestUnitFleetLinkStatus(t *testing.T) {
 		t.Errorf("status after Stop %+v", st)
 	}
 }
+
+// TestUnitFleetLinkRegistering: a bundle a deploy here registered is not
+// dropped while the deploy runs, nor until this node's state shows the
+// version it registered (its watch may lag the deploy).
+func TestUnitFleetLinkRegistering(t *testing.T) {
+	x := newLinkFixture(t)
+	a, _ := x.link(x.config("node-a"), nil)
+	b, _ := x.link(x.config("node-b"), nil)
+	d := unitDigest(t, "late")
+	a.deployRuns(d, 1)
+	if !a.registering(d) {
+		t.Error("a running deploy's bundle may be dropped")
+	}
+	a.registered(d, "acme", "prod", "late", 1)
+	a.deployRuns(d, -1)
+	if !a.registering(d) {
+		t.Error("a registered version the state does not show yet: its bundle may be dropped")
+	}
+	// The version shows in node-a's state (registered here through node-b's).
+	if _, _, err := b.state.RegisterExtension(context.Background(), "acme", "prod", "late", d, record.Manifest{Runtime: "exec", Entrypoint: "w"}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "node-a's state to show the version", func() bool { return !a.registering(d) })
+	if len(a.deploying) != 0 {
+		t.Errorf("deploys left: %v", a.deploying)
+	}
+}
+
+// unitDigest is the digest of a unit bundle of content.
+func unitDigest(t *testing.T, content string) string {
+	t.Helper()
+	s, _ := newUnitStore(t)
+	_, d, _, err := s.validateBundle(unitBundle(content))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
