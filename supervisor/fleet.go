@@ -214,7 +214,8 @@ func fleetClientTLS(fc *fleet.Config) (*tls.Config, error) {
 	if !pool.AppendCertsFromPEM(b) {
 		return nil, fmt.Errorf("%w: fleet.tls_ca %s holds no PEM certificate", ErrConfig, fc.TLSCA)
 	}
-	return &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}, RootCAs: pool}, nil
+	return &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}, RootCAs: pool,
+		ServerName: fc.PeerServerName}, nil
 }
 
 // Start joins the fleet (policy, node record under a lease), lists and

@@ -441,6 +441,9 @@ func checkDaemonSet(t *testing.T, ds *daemonSet, cm object, secrets map[string]m
 	if len(main.Ports) != 1 || strconv.Itoa(main.Ports[0].ContainerPort) != port || main.Ports[0].HostPort != main.Ports[0].ContainerPort {
 		t.Errorf("ports %+v: want the listen port %s, hostPort = containerPort", main.Ports, port)
 	}
+	if f.PeerServerName == "" {
+		t.Error("rendered [fleet] has no peer_server_name: one shared certificate would need every node's IP")
+	}
 	if len(c.Clients) != 2 {
 		t.Errorf("rendered clients: %+v", c.Clients)
 	}
