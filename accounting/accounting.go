@@ -284,7 +284,7 @@ func Open(opts Options) (Source, error) {
 		if err == nil {
 			opts.Logger.Info("accounting source", "source", SourceEBPF,
 				"root_id", opts.RootID, "root_level", opts.RootLevel, "scope_level", opts.ScopeLevel,
-				"bpf_stats", s.statsFD != nil)
+				"bpf_stats", s.statsFD != nil, "program_ids", s.programIDs())
 			return s, nil
 		}
 		if !errors.Is(err, ErrNotSupported) {

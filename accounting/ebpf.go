@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -386,6 +389,26 @@ func monotonic() uint64 {
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	return uint64(ts.Nano())
+}
+
+// programIDs lists the kernel's ids of the loaded programs, comma
+// separated and sorted ("" where the kernel gives none): what an operator
+// finds again in bpftool, and what a test checks is gone after Close.
+func (s *ebpfSource) programIDs() string {
+	var ids []int
+	for _, p := range s.programs() {
+		if info, err := p.Info(); err == nil {
+			if id, ok := info.ID(); ok {
+				ids = append(ids, int(id))
+			}
+		}
+	}
+	slices.Sort(ids)
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		out[i] = strconv.Itoa(id)
+	}
+	return strings.Join(out, ",")
 }
 
 func (s *ebpfSource) programs() map[string]*ebpf.Program {

@@ -631,6 +631,7 @@ func FuzzUnitAPIWire(f *testing.F) {
 		"ListEvents":   {&scopedv1.ListEventsRequest{Since: timestamppb.New(day)}},
 		"GetUsage": {&scopedv1.GetUsageRequest{Tenant: "acme", Meter: "invocations", From: timestamppb.New(day),
 			To: timestamppb.New(day.Add(24 * time.Hour)), By: "scope", PerWindow: true}},
+		"GetStatus": {&scopedv1.GetStatusRequest{}},
 	}
 	for i, m := range methods {
 		if len(seeds[m]) == 0 {

@@ -2,23 +2,29 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"strings"
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/scoped-io/scoped/fleet/record"
 	"github.com/scoped-io/scoped/internal/etcdtest"
 	"github.com/scoped-io/scoped/internal/tlstest"
 	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
 )
 
 // startFleetNode starts a daemon that is node name of the fleet of etcd,
-// with its own id range (slot: 0, 1, …) and a TLS API on 127.0.0.1.
-func startFleetNode(t *testing.T, etcd *etcdtest.Server, ca *tlstest.CA, name string, slot int) *daemon {
+// with its own id range (slot: 0, 1, …) and a TLS API on 127.0.0.1; more
+// is appended to its configuration.
+func startFleetNode(t *testing.T, etcd *etcdtest.Server, ca *tlstest.CA, name string, slot int, more ...string) *daemon {
 	t.Helper()
 	cert, key := ca.Issue(t, name, []net.IP{net.IPv4(127, 0, 0, 1)})
 	return startDaemon(t, options{extra: fmt.Sprintf(`
@@ -33,7 +39,7 @@ lease_ttl = "4s"
 tls_ca = %q
 tls_cert = %q
 tls_key = %q
-`, 1048576+slot*64*65536, etcd.Endpoints()[0], name, freeTCPPort(t), ca.CertFile(), cert, key)})
+%s`, 1048576+slot*64*65536, etcd.Endpoints()[0], name, freeTCPPort(t), ca.CertFile(), cert, key, strings.Join(more, "\n"))})
 }
 
 // freeTCPPort is a loopback port free now.
@@ -47,17 +53,28 @@ func freeTCPPort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
+// fleetCapped is the nodes' spend cap: 10 invocations a day, summed over
+// the nodes, flushed (and published) often.
+const fleetCapped = `
+[metering]
+flush = "200ms"
+[tiers.capped]
+daily_caps = { invocations = 10.0 }
+`
+
 // TestFleetTwoNodes: two real daemons sharing a real etcd. A bundle
 // deployed on A runs on B (B fetched it from A, verified); a tenant
-// suspended through A is refused on B within about a second; with etcd
+// suspended through A is refused on B within about a second; a daily
+// spend cap reached by invocations split across A and B refuses on A,
+// which alone used less than the cap; with etcd
 // stopped invocations go on and deploys and tier changes get UNAVAILABLE;
 // with etcd back deploys work again.
 func TestFleetTwoNodes(t *testing.T) {
 	requireBins(t)
 	etcd := etcdtest.Start(t)
 	ca := tlstest.NewCA(t)
-	a := startFleetNode(t, etcd, ca, "node-a", 0)
-	b := startFleetNode(t, etcd, ca, "node-b", 1)
+	a := startFleetNode(t, etcd, ca, "node-a", 0, fleetCapped)
+	b := startFleetNode(t, etcd, ca, "node-b", 1, fleetCapped)
 	// The daemons leave the fleet while etcd runs, then etcd stops, before
 	// the leak checks (a restarted etcd has sockets of its own).
 	t.Cleanup(func() { b.stop(); a.stop(); etcd.Stop() })
@@ -109,11 +126,23 @@ func TestFleetTwoNodes(t *testing.T) {
 		return err == nil
 	})
 
+	fleetSpendCap(t, etcd, a, b)
+	st, err := ca1.GetStatus(ctx, &scopedv1.GetStatusRequest{})
+	if f := st.GetFleet(); err != nil || f.GetNode() != "node-a" || f.GetDegraded() || len(f.GetMembers()) != 2 || f.GetSplitNodes() != 2 {
+		t.Errorf("A's status: %v, %v; want node-a, not degraded, 2 members, limits split between 2", st, err)
+	}
+
 	// etcd gone: invocations go on, writes are refused.
 	etcd.Stop()
 	waitFor(t, 20*time.Second, "A to see the fleet degraded", func() bool {
 		return strings.Contains(a.logs.String(), "fleet degraded")
 	})
+	// (The members are the last seen: etcd's own stop may have expired
+	// leases first.)
+	st, err = ca1.GetStatus(ctx, &scopedv1.GetStatusRequest{})
+	if f := st.GetFleet(); err != nil || f.GetNode() != "node-a" || !f.GetDegraded() || f.GetDegradedSince() == nil {
+		t.Errorf("A's status while etcd is down: %v, %v; want degraded, and since when", st, err)
+	}
 	for _, c := range []struct {
 		name string
 		err  func() error
@@ -157,5 +186,101 @@ func TestFleetTwoNodes(t *testing.T) {
 	waitFor(t, 5*time.Second, "B to drop the removed extension", func() bool {
 		_, err := invoke(cb, "acme", "production", "shout", "hi")
 		return status.Code(err) == codes.NotFound
+	})
+}
+
+// fleetSpendCap: globex, in tier capped (10 invocations a day across the
+// fleet), runs 3 invocations on A and 7 on B; once both nodes' totals are
+// in etcd, A refuses globex though its own ledger holds less than the cap
+// (the refusal counts B's published totals), and B refuses it too.
+func fleetSpendCap(t *testing.T, etcd *etcdtest.Server, a, b *daemon) {
+	t.Helper()
+	ca1, cb := a.client(), b.client()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	start := time.Now()
+	deploy(t, ca1, "globex", "production", "whoami", bins.whoami)
+	if _, err := ca1.SetTenant(ctx, &scopedv1.SetTenantRequest{Tenant: "globex", Tier: "capped"}); err != nil {
+		t.Fatalf("globex to tier capped through A: %v", err)
+	}
+	waitFor(t, 10*time.Second, "B to see globex in tier capped", func() bool {
+		r, err := cb.ListTenants(ctx, &scopedv1.ListTenantsRequest{Tenant: "globex"})
+		return err == nil && len(r.GetTenants()) == 1 && r.GetTenants()[0].GetTier() == "capped"
+	})
+	for i := range 3 {
+		if _, err := invoke(ca1, "globex", "production", "whoami", "a"); err != nil {
+			t.Fatalf("globex's invocation %d on A, within the cap: %v", i+1, err)
+		}
+	}
+	for ok := 0; ok < 7; {
+		_, err := invoke(cb, "globex", "production", "whoami", "b")
+		switch {
+		case err == nil:
+			ok++
+		case status.Code(err) == codes.NotFound && ok == 0: // B's watch has not seen the deploy yet
+			time.Sleep(50 * time.Millisecond)
+		default:
+			t.Fatalf("globex's invocation %d on B, within the cap (3 on A): %v", ok+1, err)
+		}
+	}
+
+	// Both nodes' totals published (read from etcd, not through the nodes).
+	ec, err := clientv3.New(clientv3.Config{Endpoints: etcd.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ec.Close()
+	published := func(node string) float64 {
+		r, err := ec.Get(ctx, record.Keys{}.Spend("globex")+node)
+		if err != nil || len(r.Kvs) != 1 {
+			return -1
+		}
+		var sp record.Spend
+		if json.Unmarshal(r.Kvs[0].Value, &sp) != nil {
+			return -1
+		}
+		return sp.Daily["invocations"]
+	}
+	waitFor(t, 20*time.Second, "A's 3 and B's 7 invocations of globex published", func() bool {
+		return published("node-a") == 3 && published("node-b") == 7
+	})
+	t.Logf("globex's totals published %s after its first deploy", time.Since(start).Round(time.Millisecond))
+
+	// A refuses once it summed B's totals (within a flush); the calls it
+	// still admits meanwhile are counted, so that A's own usage shows the
+	// refusal is the fleet's.
+	extra := 0
+	var refused error
+	for deadline := time.Now().Add(20 * time.Second); refused == nil; {
+		if time.Now().After(deadline) {
+			t.Fatalf("A still admits globex with 10 of 10 invocations used across A and B (%d more on A)", extra)
+		}
+		if _, err := invoke(ca1, "globex", "production", "whoami", "x"); err != nil {
+			refused = err
+		} else {
+			extra++
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	if status.Code(refused) != codes.ResourceExhausted || !strings.Contains(refused.Error(), "quota exceeded") {
+		t.Fatalf("A past the fleet's cap: %v, want ResourceExhausted quota exceeded", refused)
+	}
+	day := time.Now().UTC().Truncate(24 * time.Hour) // the cap's period
+	u, err := ca1.GetUsage(ctx, &scopedv1.GetUsageRequest{Tenant: "globex", Meter: "invocations",
+		From: timestamppb.New(day), To: timestamppb.New(day.Add(24 * time.Hour))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := 0.0
+	for _, row := range u.GetRows() {
+		own += row.GetValue()
+	}
+	t.Logf("A refused globex after %d more invocations; A's own ledger: %g invocations; refusal: %v", extra, own, refused)
+	if own >= 10 || own != float64(3+extra) {
+		t.Errorf("A's ledger holds %g invocations of globex (3 + %d admitted while waiting): want fewer than the cap of 10", own, extra)
+	}
+	waitFor(t, 10*time.Second, "B to refuse globex past the fleet's cap", func() bool {
+		_, err := invoke(cb, "globex", "production", "whoami", "x")
+		return status.Code(err) == codes.ResourceExhausted
 	})
 }

@@ -208,7 +208,8 @@ level = "debug"
 	testutil.CheckLeaks(t, d.root)
 	d.env = o.env
 	d.netns = o.netns
-	d.start()
+	// The cleanup is registered first: a daemon that fails to become
+	// ready is still stopped (it may be running, only slow).
 	t.Cleanup(func() {
 		if d.killed {
 			// Killed and not started again (a test that failed half-way):
@@ -220,6 +221,7 @@ level = "debug"
 			t.Logf("daemon log:\n%s", d.logs.String())
 		}
 	})
+	d.start()
 	return d
 }
 
@@ -237,10 +239,13 @@ func (d *daemon) start() {
 	d.cmd.Stdout = d.logs
 	d.cmd.Stderr = d.logs
 	if err := d.cmd.Start(); err != nil {
+		close(d.exited) // nothing to stop
 		d.t.Fatal(err)
 	}
 	go func() { _ = d.cmd.Wait(); close(d.exited) }()
-	deadline := time.Now().Add(20 * time.Second)
+	// Generous: in the emulated VM loading the eBPF programs alone has
+	// taken 20 s; a daemon on a machine is ready in well under a second.
+	deadline := time.Now().Add(90 * time.Second)
 	for {
 		c, err := client.Dial(context.Background(), d.socket)
 		if err == nil {

@@ -9,13 +9,11 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
@@ -287,7 +285,6 @@ func rateOf(ticks []int64, upTo int) float64 {
 func TestEgressNetwork(t *testing.T) {
 	requireBins(t)
 	tn := newTestNet(t)
-	before := bpfPrograms(t)
 	const rate = 1_000_000
 	d := startDaemon(t, options{netns: tn.hostPath, extra: fmt.Sprintf(`
 [tiers.net]
@@ -495,21 +492,7 @@ pool_size = 2
 			t.Errorf("ip_forward left at %s", b)
 		}
 	})
-	// Programs are freed after an RCU grace period (and a dead cgroup's
-	// after its release work): give the kernel a moment.
-	var leaked []ebpf.ProgramID
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		leaked = leaked[:0]
-		for _, id := range bpfPrograms(t) {
-			if !slices.Contains(before, id) {
-				leaked = append(leaked, id)
-			}
-		}
-		if len(leaked) == 0 || time.Now().After(deadline) {
-			break
-		}
-	}
-	if len(leaked) > 0 {
+	if _, leaked := programsLeft(t, d.logs.String()); len(leaked) > 0 {
 		t.Errorf("BPF programs left after the daemon stopped: %v", leaked)
 	}
 }

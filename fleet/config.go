@@ -37,6 +37,11 @@ type Config struct {
 	TLSCA   string `toml:"tls_ca"`
 	TLSCert string `toml:"tls_cert"`
 	TLSKey  string `toml:"tls_key"`
+	// PeerServerName is the name another node's certificate must carry
+	// when this node fetches a bundle from it (default: the host of that
+	// node's advertised address): one name for nodes sharing a
+	// certificate, as a DaemonSet's Secret does.
+	PeerServerName string `toml:"peer_server_name"`
 	// LeaseTTL is how long a dead node stays listed (default 10s).
 	LeaseTTL confval.Duration `toml:"lease_ttl"`
 	// Labels are this node's placement labels (tiers' placement names
@@ -94,6 +99,9 @@ func (c *Config) Validate() error {
 	}
 	if c.TLSCA == "" || c.TLSCert == "" || c.TLSKey == "" {
 		return errors.New("fleet.tls_ca, fleet.tls_cert and fleet.tls_key are needed: the fleet API is TLS only")
+	}
+	if c.PeerServerName != "" && (strings.ContainsAny(c.PeerServerName, " /:") || len(c.PeerServerName) > 253) {
+		return fmt.Errorf("fleet.peer_server_name %q is not a host name", c.PeerServerName)
 	}
 	if c.LeaseTTL.Duration == 0 {
 		c.LeaseTTL.Duration = DefaultLeaseTTL

@@ -29,6 +29,7 @@ func TestUnitConfig(t *testing.T) {
 		"label":              func(c *Config) { c.Labels = []string{"a b"} },
 		"prefix":             func(c *Config) { c.Prefix = "scoped" },
 		"etcd cert alone":    func(c *Config) { c.EtcdCert = "c.pem" },
+		"peer server name":   func(c *Config) { c.PeerServerName = "nodes/../x" },
 	} {
 		c := Config{Endpoints: []string{"http://127.0.0.1:2379"}, Node: "n1", Listen: "10.0.0.1:7443",
 			TLSCA: "ca.pem", TLSCert: "n1.pem", TLSKey: "n1-key.pem"}

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,6 +66,7 @@ type Member struct {
 	hmu   sync.Mutex
 	held  map[string]string   // key → value, under the lease
 	dirty map[string]struct{} // held keys not written yet
+	gone  map[string]struct{} // released keys not deleted yet (etcd did not answer)
 }
 
 // NewMember returns a Member for o (started by Start).
@@ -79,7 +81,8 @@ func NewMember(o MemberOptions) *Member {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	return &Member{o: o, log: o.Log.With("node", o.Node.Name), held: map[string]string{}, dirty: map[string]struct{}{}}
+	return &Member{o: o, log: o.Log.With("node", o.Node.Name), held: map[string]string{}, dirty: map[string]struct{}{},
+		gone: map[string]struct{}{}}
 }
 
 // ttlSeconds is the lease's TTL in etcd's unit.
@@ -212,6 +215,7 @@ func (m *Member) registerLocked(ctx context.Context, first bool) error {
 	m.lease, m.last = g.ID, b
 	m.hmu.Lock()
 	held := maps.Clone(m.held)
+	clear(m.gone) // under the previous lease, gone with it
 	m.hmu.Unlock()
 	if err := m.writeHeld(tctx, held); err != nil {
 		m.log.Warn("the keys the node holds could not all be written again; retrying", "err", err)
@@ -307,12 +311,54 @@ func (m *Member) refresh(ctx context.Context) error {
 	}
 	m.last = b
 	m.hmu.Lock()
+	gone := slices.Sorted(maps.Keys(m.gone))
+	m.hmu.Unlock()
+	if err := m.deleteGone(tctx, gone); err != nil {
+		return err
+	}
+	m.hmu.Lock()
 	dirty := make(map[string]string, len(m.dirty))
 	for k := range m.dirty {
 		dirty[k] = m.held[k]
 	}
 	m.hmu.Unlock()
 	return m.writeHeld(tctx, dirty)
+}
+
+// deleteGone deletes released keys whose deletion failed, in transactions
+// of at most 100 operations. A key held again meanwhile is not deleted, or
+// (held again while it was) written again.
+func (m *Member) deleteGone(ctx context.Context, keys []string) error {
+	for len(keys) > 0 {
+		batch := keys[:min(len(keys), 100)]
+		keys = keys[len(batch):]
+		ops := make([]clientv3.Op, 0, len(batch))
+		m.hmu.Lock()
+		for _, k := range batch {
+			if _, ok := m.held[k]; ok {
+				delete(m.gone, k)
+			} else {
+				ops = append(ops, clientv3.OpDelete(k))
+			}
+		}
+		m.hmu.Unlock()
+		if len(ops) == 0 {
+			continue
+		}
+		if _, err := m.o.Client.Txn(ctx).Then(ops...).Commit(); err != nil {
+			return err
+		}
+		m.hmu.Lock()
+		for _, k := range batch {
+			if _, ok := m.held[k]; ok {
+				m.dirty[k] = struct{}{}
+			} else {
+				delete(m.gone, k)
+			}
+		}
+		m.hmu.Unlock()
+	}
+	return nil
 }
 
 // hold puts key under the node's lease and remembers it, so that it is put
@@ -343,6 +389,7 @@ func (m *Member) remember(key, value string) {
 	defer m.hmu.Unlock()
 	m.held[key] = value
 	m.dirty[key] = struct{}{}
+	delete(m.gone, key)
 }
 
 // written marks key as written with value.
@@ -354,21 +401,28 @@ func (m *Member) written(key, value string) {
 	}
 }
 
-// release deletes key and forgets it.
+// release deletes key and forgets it. Failing (ErrUnavailable), the
+// refresh loop deletes it when etcd is back.
 func (m *Member) release(ctx context.Context, key string) error {
 	m.hmu.Lock()
+	_, had := m.held[key]
 	delete(m.held, key)
 	delete(m.dirty, key)
 	m.hmu.Unlock()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.lease == 0 {
-		return nil
+		return nil // nothing under a lease now; the next one gets only what is held
 	}
 	tctx, cancel := context.WithTimeout(ctx, DialTimeout)
 	defer cancel()
 	if _, err := m.o.Client.Delete(tctx, key); err != nil {
-		return unavailable(tctx, "delete "+key, err)
+		m.hmu.Lock()
+		if _, again := m.held[key]; had && !again {
+			m.gone[key] = struct{}{}
+		}
+		m.hmu.Unlock()
+		return unavailable(tctx, "delete "+key+" (deleted when etcd is back)", err)
 	}
 	return nil
 }
@@ -380,6 +434,22 @@ func (m *Member) HoldBundle(ctx context.Context, digest string) error {
 		return err
 	}
 	return m.hold(ctx, m.o.Keys.Bundle(digest, m.o.Node.Name), "")
+}
+
+// HeldBundles returns the digests of the bundles this node says it holds
+// (HoldBundle, or a registration with this Member), sorted.
+func (m *Member) HeldBundles() []string {
+	prefix := m.o.Keys.Bundles()
+	m.hmu.Lock()
+	defer m.hmu.Unlock()
+	var out []string
+	for k := range m.held {
+		if d, n, err := m.o.Keys.BundleOf(k); err == nil && n == m.o.Node.Name && strings.HasPrefix(k, prefix) {
+			out = append(out, d)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // DropBundle says this node no longer holds the bundle of digest.

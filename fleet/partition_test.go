@@ -5,9 +5,11 @@ import (
 	"errors"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -156,4 +158,54 @@ func TestStatePartitionCompacted(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "a watches again", func() bool { r, _ := a.Tenant("acme"); return r.Tier == "pro" })
+}
+
+// A bundle dropped while etcd cannot be reached is deleted once it can
+// (the lease outlives the cut); one held again meanwhile stays held.
+func TestMemberDropBundleWhileCut(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	watcher := f.state("watcher", StateOptions{})
+	p := newProxy(t, strings.TrimPrefix(f.etcd.Endpoints()[0], "http://"))
+	c, err := Dial(&Config{Endpoints: []string{p.endpoint()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	m := NewMember(MemberOptions{Client: c, Keys: f.keys, TTL: 30 * time.Second, Node: f.node("a"), Log: f.log(),
+		Refresh: 100 * time.Millisecond})
+	if err := m.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Stop() })
+	dA, dB := digestOf(1), digestOf(2)
+	for _, d := range []string{dA, dB} {
+		if err := m.HoldBundle(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if h := m.HeldBundles(); !slices.Equal(h, []string{dA, dB}) {
+		t.Errorf("held %v", h)
+	}
+	waitFor(t, "both held", func() bool { return len(watcher.BundleHolders(dA)) == 1 && len(watcher.BundleHolders(dB)) == 1 })
+
+	p.setCut(true)
+	cut, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	for _, d := range []string{dA, dB} {
+		if err := m.DropBundle(cut, d); !errors.Is(err, ErrUnavailable) {
+			t.Errorf("drop %s while cut off: %v, want ErrUnavailable", d, err)
+		}
+	}
+	if err := m.HoldBundle(cut, dB); !errors.Is(err, ErrUnavailable) { // held again: kept, written when back
+		t.Errorf("hold while cut off: %v", err)
+	}
+	if h := m.HeldBundles(); !slices.Equal(h, []string{dB}) {
+		t.Errorf("held %v after dropping %s", h, dA)
+	}
+	p.setCut(false)
+	waitFor(t, "the dropped bundle deleted once etcd answers", func() bool { return len(watcher.BundleHolders(dA)) == 0 })
+	if h := watcher.BundleHolders(dB); !slices.Equal(h, []string{"a"}) {
+		t.Errorf("holders of the bundle held again: %v", h)
+	}
 }

@@ -510,6 +510,15 @@ func (s *State) Extension(tenant, env, name string) (record.Extension, bool) {
 	return x, ok && !x.Removed
 }
 
+// ExtensionRecord returns an extension's record, a removed one's
+// tombstone (which keeps its version count) included.
+func (s *State) ExtensionRecord(tenant, env, name string) (record.Extension, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	x, ok := s.snap.exts[extKey(tenant, env, name)]
+	return x, ok
+}
+
 // Extensions returns every extension's current version by
 // "tenant/env/name" (removed ones not).
 func (s *State) Extensions() map[string]record.Extension {

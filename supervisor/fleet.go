@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"reflect"
 	"slices"
@@ -18,9 +19,11 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/scoped-io/scoped/cgroups"
 	"github.com/scoped-io/scoped/fleet"
 	"github.com/scoped-io/scoped/fleet/bundles"
 	"github.com/scoped-io/scoped/fleet/record"
+	"github.com/scoped-io/scoped/metrics"
 )
 
 // The fleet node: with [fleet] endpoints the daemon is one node of a
@@ -55,11 +58,46 @@ const fleetFetchTimeout = 2 * time.Minute
 // fleetTick is how often the link checks whether the state is degraded.
 const fleetTick = 250 * time.Millisecond
 
+// fleetDeps is what the fleet node uses of the daemon.
+type fleetDeps struct {
+	conf    func() *Config
+	log     *slog.Logger
+	metrics *metrics.Registry // scoped_fleet_degraded
+	store   *Store            // lookups, fleet deploys, fetched bundles
+	tenants *tenantRegistry   // the local assignments the fleet's are applied to
+	// applyTiers moves the live scopes of tenants whose tier changed
+	// (the keeper's).
+	applyTiers func() error
+	// removeLocal removes an extension from this node's store and stops
+	// its workers.
+	removeLocal func(tenant, env, name string) error
+	// liveScopes is the number of live scopes, cpuUsage the CPU time of
+	// the cgroup root (nil: busy CPUs are not measured): the node's load.
+	liveScopes func() int
+	cpuUsage   func() (time.Duration, error)
+	// spendLimits and splitLimits make the limits fleet-wide (the meter's
+	// useFleetLimits, the gate's setFleetNodes); nil, nil and 0, nil
+	// make them a single host's again.
+	spendLimits func(pub spendPublisher, others fleetSpend)
+	splitLimits func(n int, placed map[string]int)
+}
+
+// fleetDeps is what s gives its fleet node.
+func (s *Supervisor) fleetDeps() fleetDeps {
+	d := fleetDeps{conf: s.conf, log: s.log, metrics: s.metrics, store: s.store, tenants: s.tenants,
+		applyTiers: s.keeper.applyTiers, removeLocal: s.removeLocal, liveScopes: s.scopes.len,
+		spendLimits: s.meter.useFleetLimits, splitLimits: s.gate.setFleetNodes}
+	if s.tree != nil {
+		root := s.tree.Root()
+		d.cpuUsage = func() (time.Duration, error) { return cgroups.CPUUsage(root) }
+	}
+	return d
+}
+
 // fleetLink is the daemon's fleet node, a component started by Recover
 // (last: it leaves the fleet first at Stop) when [fleet] is on.
 type fleetLink struct {
-	s   *Supervisor
-	log *slog.Logger
+	fleetDeps
 
 	// Set by Start, read-only until Stop.
 	cfg     fleet.Config
@@ -68,21 +106,45 @@ type fleetLink struct {
 	state   *fleet.State
 	tlsConf *tls.Config
 
-	// pending changes from the watch (OnChange), applied by run.
+	// changes from the watch (OnChange), applied by run.
 	pmu      sync.Mutex
-	tenants  map[string]struct{}
-	exts     map[[3]string]struct{}
+	pend     pending
 	kick     chan struct{}
 	degraded atomic.Bool
 
+	policy record.Policy // this node's (fleetPolicy), set by Start
+	split  string        // the split last applied, for its log line (run only)
+	splitN atomic.Int64  // the nodes of that split (0: none, a single host's)
+
 	fmu      sync.Mutex
 	fetching map[string]*fetchCall // tenant/env/name/digest → the fetch in flight
+	// deploying is, by digest, the deploys of a bundle here: registered
+	// (so held) before they are stored and before this node's state shows
+	// them, not to be dropped meanwhile.
+	deploying map[string]*registering
 	// fetchBundle is fetch (tests replace it).
 	fetchBundle func(ctx context.Context, tenant, env, name, version, digest string) (ExtensionInfo, error)
+
+	busy *busyCPUs // the load's busy CPUs
 
 	cancel context.CancelFunc
 	done   chan struct{}
 	live   atomic.Bool // between Start and Stop
+}
+
+// pending is what the watch reported changed, for run to apply.
+type pending struct {
+	tenants map[string]struct{}
+	exts    map[[3]string]struct{}
+	nodes   bool // the membership or the policy: split the limits again
+	holds   bool // a deploy ended: check the bundles held
+}
+
+// registering is the deploys of one bundle on this node: those running,
+// and the versions they registered that the state does not show yet.
+type registering struct {
+	running  int
+	versions map[[3]string]int // tenant, env, name → version
 }
 
 // fetchCall is one fetch of a bundle that invocations wait for.
@@ -93,9 +155,10 @@ type fetchCall struct {
 	err     error
 }
 
-func newFleetLink(s *Supervisor) *fleetLink {
-	f := &fleetLink{s: s, log: s.log.With("component", "fleet"), tenants: map[string]struct{}{},
-		exts: map[[3]string]struct{}{}, kick: make(chan struct{}, 1), fetching: map[string]*fetchCall{}}
+func newFleetLink(d fleetDeps) *fleetLink {
+	d.log = d.log.With("component", "fleet")
+	f := &fleetLink{fleetDeps: d, pend: pending{tenants: map[string]struct{}{}, exts: map[[3]string]struct{}{}},
+		kick: make(chan struct{}, 1), fetching: map[string]*fetchCall{}, deploying: map[string]*registering{}, busy: newBusyCPUs(d.cpuUsage)}
 	f.fetchBundle = f.fetch
 	return f
 }
@@ -151,7 +214,8 @@ func fleetClientTLS(fc *fleet.Config) (*tls.Config, error) {
 	if !pool.AppendCertsFromPEM(b) {
 		return nil, fmt.Errorf("%w: fleet.tls_ca %s holds no PEM certificate", ErrConfig, fc.TLSCA)
 	}
-	return &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}, RootCAs: pool}, nil
+	return &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}, RootCAs: pool,
+		ServerName: fc.PeerServerName}, nil
 }
 
 // Start joins the fleet (policy, node record under a lease), lists and
@@ -160,7 +224,7 @@ func fleetClientTLS(fc *fleet.Config) (*tls.Config, error) {
 // when etcd cannot be reached (a node does not start without having seen
 // the fleet's state once), or on a policy mismatch.
 func (f *fleetLink) Start(ctx context.Context) (err error) {
-	c := f.s.conf()
+	c := f.conf()
 	f.cfg = c.Fleet
 	if f.tlsConf, err = fleetClientTLS(&f.cfg); err != nil {
 		return err
@@ -183,12 +247,18 @@ func (f *fleetLink) Start(ctx context.Context) (err error) {
 		_ = f.client.Close()
 		return fmt.Errorf("read the fleet's state: %w", err)
 	}
+	f.policy = policy
 	f.live.Store(true)
+	// Fleet-wide limits: spend caps summed over the nodes (this node's
+	// totals published at every flush), rate and concurrency split
+	// between the live nodes.
+	f.spendLimits(f.member, fleetSpendOf(f.state, f.cfg.Node))
+	f.applySplit()
 	for t := range f.state.Tenants() {
 		f.applyTenant(t)
 	}
 	f.holdLocal(ctx)
-	f.s.metrics.SetFleetDegraded(false)
+	f.metrics.SetFleetDegraded(false)
 	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	f.cancel, f.done = cancel, make(chan struct{})
 	go f.run(lctx, f.done)
@@ -205,34 +275,111 @@ func (f *fleetLink) Stop() error {
 	f.cancel()
 	<-f.done
 	f.cancel = nil
+	// A single host's limits again, before the Member stops taking spend.
+	f.spendLimits(nil, nil)
+	f.splitLimits(0, nil)
+	f.splitN.Store(0)
 	err := errors.Join(f.state.Stop(), f.member.Stop())
 	return errors.Join(err, f.client.Close())
 }
 
-// load is the node's load for its record: live scopes (busy CPUs are not
-// measured yet).
+// load is the node's load for its record, at every refresh: live scopes,
+// and the CPUs the scopes kept busy since the last refresh.
 func (f *fleetLink) load() (int, float64) {
-	return len(f.s.scopes.snapshot(nil)), 0
+	n := 0
+	if f.liveScopes != nil {
+		n = f.liveScopes()
+	}
+	return n, f.busy.sample()
 }
 
-// holdLocal holds, under the lease, the bundles this node has of the
-// fleet's current versions (a restarted node serves them again).
+// holdLocal makes the bundles this node says it holds (under its lease)
+// those it has of the fleet's current versions: it holds each it stores
+// (a restarted node serves them again), and drops every other it held —
+// an extension removed fleet-wide, a version superseded, a bundle no
+// longer stored — so that no node fetches from a node without it. A
+// bundle being deployed here (registered, not yet stored) is left as it
+// is. A drop etcd does not take now is retried by the Member.
 func (f *fleetLink) holdLocal(ctx context.Context) {
+	held := f.member.HeldBundles() // first: a fetch stores a bundle before it holds it
+	want := map[string]bool{}
 	for key, x := range f.state.Extensions() {
-		t, e, n, ok := splitExtKey(key)
-		if !ok {
-			continue
-		}
-		have, err := f.s.store.Get(t, e, n, fleetVersion(x.Version))
-		if err != nil || have.Digest != x.Digest {
-			if cur, cerr := f.s.store.Get(t, e, n, ""); cerr != nil || cur.Digest != x.Digest {
-				continue
-			}
-		}
-		if err := f.member.HoldBundle(ctx, x.Digest); err != nil {
-			f.log.Warn("could not say this node holds a bundle", "digest", x.Digest, "err", err)
+		if t, e, n, ok := splitExtKey(key); ok && f.stores(t, e, n, x) {
+			want[x.Digest] = true
 		}
 	}
+	for _, d := range held {
+		if want[d] || f.registering(d) {
+			continue
+		}
+		if err := f.member.DropBundle(ctx, d); err != nil {
+			f.log.Warn("could not say this node no longer holds a bundle (retried)", "digest", d, "err", err)
+		} else {
+			f.log.Info("bundle no longer held by this node", "digest", d)
+		}
+	}
+	for d := range want {
+		if slices.Contains(held, d) {
+			continue
+		}
+		if err := f.member.HoldBundle(ctx, d); err != nil {
+			f.log.Warn("could not say this node holds a bundle", "digest", d, "err", err)
+		}
+	}
+}
+
+// registering reports whether a deploy here of digest runs, or registered
+// a version the state does not show yet (forgetting those it shows).
+func (f *fleetLink) registering(digest string) bool {
+	f.fmu.Lock()
+	defer f.fmu.Unlock()
+	r := f.deploying[digest]
+	if r == nil {
+		return false
+	}
+	for k, v := range r.versions {
+		if x, ok := f.state.ExtensionRecord(k[0], k[1], k[2]); ok && x.Version >= v {
+			delete(r.versions, k)
+		}
+	}
+	if r.running == 0 && len(r.versions) == 0 {
+		delete(f.deploying, digest)
+		return false
+	}
+	return true
+}
+
+// deployRuns counts a deploy of digest running (delta 1, then -1 when it
+// ends).
+func (f *fleetLink) deployRuns(digest string, delta int) {
+	f.fmu.Lock()
+	defer f.fmu.Unlock()
+	r := f.deploying[digest]
+	if r == nil {
+		r = &registering{versions: map[[3]string]int{}}
+		f.deploying[digest] = r
+	}
+	r.running += delta
+}
+
+// registered records the version a running deploy of digest registered
+// for an extension.
+func (f *fleetLink) registered(digest, tenant, env, name string, version int) {
+	f.fmu.Lock()
+	defer f.fmu.Unlock()
+	if r := f.deploying[digest]; r != nil {
+		r.versions[[3]string{tenant, env, name}] = max(r.versions[[3]string{tenant, env, name}], version)
+	}
+}
+
+// stores reports whether this node stores the fleet's version x of an
+// extension: as that version, or as its current one.
+func (f *fleetLink) stores(tenant, env, name string, x record.Extension) bool {
+	if cur, err := f.store.Get(tenant, env, name, ""); err == nil && cur.Digest == x.Digest { // cached
+		return true
+	}
+	have, err := f.store.Get(tenant, env, name, fleetVersion(x.Version))
+	return err == nil && have.Digest == x.Digest
 }
 
 // splitExtKey splits State.Extensions' "tenant/env/name".
@@ -250,11 +397,15 @@ func (f *fleetLink) onChange(c fleet.Change) {
 	switch c.Kind {
 	case fleet.KindTenant:
 		f.pmu.Lock()
-		f.tenants[c.Tenant] = struct{}{}
+		f.pend.tenants[c.Tenant] = struct{}{}
 		f.pmu.Unlock()
 	case fleet.KindExtension:
 		f.pmu.Lock()
-		f.exts[[3]string{c.Tenant, c.Env, c.Name}] = struct{}{}
+		f.pend.exts[[3]string{c.Tenant, c.Env, c.Name}] = struct{}{}
+		f.pmu.Unlock()
+	case fleet.KindNode, fleet.KindPolicy:
+		f.pmu.Lock()
+		f.pend.nodes = true
 		f.pmu.Unlock()
 	default:
 		return
@@ -289,7 +440,7 @@ func (f *fleetLink) checkDegraded() {
 	if f.degraded.Swap(deg) == deg {
 		return
 	}
-	f.s.metrics.SetFleetDegraded(deg)
+	f.metrics.SetFleetDegraded(deg)
 	if deg {
 		f.log.Warn("fleet degraded: etcd unreachable; invocations go on with the last fleet state, deploys and tier changes are refused",
 			"since", since.UTC().Format(time.RFC3339))
@@ -298,29 +449,89 @@ func (f *fleetLink) checkDegraded() {
 	}
 }
 
-// applyPending applies the tenants and extensions that changed.
+// applyPending applies the tenants and extensions that changed, and the
+// limits' split when the membership or the policy did.
 func (f *fleetLink) applyPending() {
 	f.pmu.Lock()
-	tenants, exts := f.tenants, f.exts
-	f.tenants, f.exts = map[string]struct{}{}, map[[3]string]struct{}{}
+	p := f.pend
+	f.pend = pending{tenants: map[string]struct{}{}, exts: map[[3]string]struct{}{}}
 	f.pmu.Unlock()
+	tenants, exts := p.tenants, p.exts
+	if p.nodes {
+		f.applySplit()
+	}
 	for t := range tenants {
 		f.applyTenant(t)
+	}
+	if len(exts) > 0 || p.holds {
+		defer f.holdAfter()
 	}
 	for k := range exts {
 		if _, ok := f.state.Extension(k[0], k[1], k[2]); ok {
 			continue // a new version: fetched when invoked
 		}
-		cur, err := f.s.store.Get(k[0], k[1], k[2], "")
+		cur, err := f.store.Get(k[0], k[1], k[2], "")
 		if err != nil {
 			continue // not here
 		}
-		if err := f.s.removeLocal(cur.Tenant, cur.Environment, cur.Name); err != nil && !errors.Is(err, ErrNotFound) {
+		if err := f.removeLocal(cur.Tenant, cur.Environment, cur.Name); err != nil && !errors.Is(err, ErrNotFound) {
 			f.log.Error("remove an extension removed from the fleet", "tenant", k[0], "environment", k[1], "extension", k[2], "err", err)
 			continue
 		}
 		f.log.Info("extension removed from the fleet", "tenant", k[0], "environment", k[1], "extension", k[2])
 	}
+}
+
+// holdAfter makes the bundles held those stored, once the extensions'
+// changes are applied.
+func (f *fleetLink) holdAfter() {
+	ctx, cancel := context.WithTimeout(context.Background(), fleetWriteTimeout)
+	defer cancel()
+	f.holdLocal(ctx)
+}
+
+// checkHolds has run check the bundles held (after a deploy).
+func (f *fleetLink) checkHolds() {
+	f.pmu.Lock()
+	f.pend.holds = true
+	f.pmu.Unlock()
+	select {
+	case f.kick <- struct{}{}:
+	default:
+	}
+}
+
+// applySplit splits the tiers' rate, burst and max_concurrent between
+// the live nodes the state lists (this node counts while it runs, listed
+// or not: its record may be between leases), per the fleet's policy (this
+// node's until the fleet has one).
+func (f *fleetLink) applySplit() {
+	nodes := f.state.Nodes()
+	if _, ok := nodes[f.cfg.Node]; !ok {
+		nodes[f.cfg.Node] = record.Node{Name: f.cfg.Node, Labels: slices.Clone(f.cfg.Labels)}
+	}
+	pol, ok := f.state.Policy()
+	if !ok {
+		pol = f.policy
+	}
+	n, placed := fleetSplitOf(nodes, pol)
+	f.splitLimits(n, placed)
+	f.splitN.Store(int64(n))
+	if desc := splitString(n, placed); desc != f.split {
+		f.split = desc
+		f.log.Info("fleet limits split between the live nodes", "split", desc)
+	}
+}
+
+// splitString describes a split for the log: "3 nodes" and each placed
+// tier's "tier=N".
+func splitString(n int, placed map[string]int) string {
+	b := strings.Builder{}
+	b.WriteString(strconv.Itoa(n) + " nodes")
+	for _, t := range slices.Sorted(maps.Keys(placed)) {
+		b.WriteString(" " + t + "=" + strconv.Itoa(placed[t]))
+	}
+	return b.String()
 }
 
 // applyTenant makes the local assignment of tenant the fleet's.
@@ -329,22 +540,22 @@ func (f *fleetLink) applyTenant(tenant string) {
 	if !ok || checkTarget(tenant, "x", "x") != nil {
 		return // no fleet assignment: the local one stays
 	}
-	if _, ok := f.s.conf().Tiers[rec.Tier]; !ok {
+	if _, ok := f.conf().Tiers[rec.Tier]; !ok {
 		f.log.Error("the fleet assigns a tenant a tier this node's configuration lacks; keeping its local tier",
 			"tenant", tenant, "tier", rec.Tier)
 		return
 	}
-	local, had := f.s.tenants.assignments()[tenant]
+	local, had := f.tenants.assignments()[tenant]
 	if had && local.Tier == rec.Tier && slices.Equal(local.EgressAllow, rec.EgressAllow) {
 		return
 	}
 	allow := slices.Clone(rec.EgressAllow)
-	if err := f.s.tenants.assign(tenant, rec.Tier, &allow, rec.Updated); err != nil {
+	if err := f.tenants.assign(tenant, rec.Tier, &allow, rec.Updated); err != nil {
 		f.log.Error("apply the fleet's tier assignment", "tenant", tenant, "tier", rec.Tier, "err", err)
 		return
 	}
 	f.log.Info("tenant tier set from the fleet", "tenant", tenant, "tier", rec.Tier, "was", local.Tier)
-	if err := f.s.keeper.applyTiers(); err != nil {
+	if err := f.applyTiers(); err != nil {
 		f.log.Error("apply tiers", "tenant", tenant, "err", err)
 	}
 }
@@ -391,18 +602,24 @@ func (f *fleetLink) deploy(tenant, env, name string, files []BundleFile) (Extens
 	}
 	var digest string
 	var unchanged bool
-	info, _, err := f.s.store.deployAs(tenant, env, name, files, func(d string, m Manifest, size int64) (string, error) {
+	defer f.checkHolds() // one registered but not stored is dropped
+	info, _, err := f.store.deployAs(tenant, env, name, files, func(d string, m Manifest, size int64) (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), fleetWriteTimeout)
 		defer cancel()
 		digest = d
+		f.deployRuns(d, 1)
 		x, same, err := f.state.RegisterExtension(ctx, tenant, env, name, d,
 			record.Manifest{Runtime: m.Runtime, Entrypoint: m.Entrypoint, Network: m.Network, Size: size})
 		if err != nil {
 			return "", err
 		}
+		f.registered(d, tenant, env, name, x.Version)
 		unchanged = same
 		return fleetVersion(x.Version), nil
 	})
+	if digest != "" {
+		f.deployRuns(digest, -1)
+	}
 	if err != nil {
 		return ExtensionInfo{}, false, err
 	}
@@ -431,7 +648,7 @@ func (f *fleetLink) remove(tenant, env, name string) error {
 	if err != nil && !errors.Is(err, fleet.ErrNotFound) {
 		return err
 	}
-	lerr := f.s.removeLocal(tenant, env, name)
+	lerr := f.removeLocal(tenant, env, name)
 	if err == nil && errors.Is(lerr, ErrNotFound) {
 		return nil // the fleet had it, this node did not
 	}
@@ -444,17 +661,17 @@ func (f *fleetLink) remove(tenant, env, name string) error {
 // the fleet's current one, is the local store's.
 func (f *fleetLink) extension(ctx context.Context, tenant, env, name, version string) (ExtensionInfo, error) {
 	if !f.live.Load() {
-		return f.s.store.Get(tenant, env, name, version)
+		return f.store.Get(tenant, env, name, version)
 	}
 	x, ok := f.state.Extension(tenant, env, name)
 	want := fleetVersion(x.Version)
 	if !ok || version != "" && version != want {
-		return f.s.store.Get(tenant, env, name, version)
+		return f.store.Get(tenant, env, name, version)
 	}
-	if cur, err := f.s.store.Get(tenant, env, name, ""); err == nil && cur.Digest == x.Digest {
+	if cur, err := f.store.Get(tenant, env, name, ""); err == nil && cur.Digest == x.Digest {
 		return cur, nil
 	}
-	if have, err := f.s.store.Get(tenant, env, name, want); err == nil && have.Digest == x.Digest {
+	if have, err := f.store.Get(tenant, env, name, want); err == nil && have.Digest == x.Digest {
 		return have, nil
 	}
 	return f.fetchOnce(ctx, tenant, env, name, want, x.Digest)
@@ -493,7 +710,7 @@ func (f *fleetLink) fetchOnce(ctx context.Context, tenant, env, name, version, d
 // stores it as version of the extension; this node then holds it too.
 func (f *fleetLink) fetch(ctx context.Context, tenant, env, name, version, digest string) (ExtensionInfo, error) {
 	log := f.log.With("tenant", tenant, "environment", env, "extension", name, "version", version, "digest", digest)
-	lim := f.s.conf().Limits
+	lim := f.conf().Limits
 	nodes := f.state.Nodes()
 	var tried []string
 	var last error
@@ -510,7 +727,7 @@ func (f *fleetLink) fetch(ctx context.Context, tenant, env, name, version, diges
 			last = err
 			continue
 		}
-		info, _, err := f.s.store.Import(tenant, env, name, version, digest, files)
+		info, _, err := f.store.Import(tenant, env, name, version, digest, files)
 		if err != nil {
 			log.Error("fetched bundle not stored", "from", h, "err", err)
 			return ExtensionInfo{}, fmt.Errorf("%w: store bundle %s of %s fetched from %s: %v", fleet.ErrUnavailable, digest, name, h, err)

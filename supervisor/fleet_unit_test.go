@@ -77,7 +77,7 @@ func TestUnitFleetSplitExtKey(t *testing.T) {
 }
 
 func TestUnitFleetFetchOnce(t *testing.T) {
-	f := newFleetLink(&Supervisor{log: slog.New(slog.DiscardHandler)})
+	f := newFleetLink(fleetDeps{log: slog.New(slog.DiscardHandler)})
 	var calls atomic.Int32
 	release := make(chan struct{})
 	f.fetchBundle = func(_ context.Context, tenant, env, name, version, digest string) (ExtensionInfo, error) {

@@ -117,7 +117,7 @@ func newSupervisor(cfg Config, log *slog.Logger, openTree func(root string) (*cg
 	s.gate = newGate(s.meter.checkCaps)
 	s.wire()
 	if cfg.Fleet.Enabled() {
-		s.fleet = newFleetLink(s)
+		s.fleet = newFleetLink(s.fleetDeps())
 		s.inv.fleetGet = s.fleet.extension
 	}
 	s.cfg.Store(&cfg)

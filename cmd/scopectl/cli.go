@@ -52,6 +52,8 @@ Commands:
   events  [--tenant T] [--since D]          the noisy-neighbour controller's recent events
   usage   --tenant T [--from F] [--to T] [--by scope|extension|environment] [--meter M] [--per-window]
                                             metered usage from the ledger (-o table, csv or json)
+  status                                    the daemon's state: live scopes; on a fleet node, the fleet
+                                            as it sees it (degraded or not, members; root or admin clients)
   help    [COMMAND]                         show this help, or a command's flags
 
 Global flags (accepted before or after COMMAND):
@@ -125,6 +127,7 @@ func init() {
 		{"tenant", "set TENANT --tier TIER | get TENANT | ls", "place a tenant in a tier (root or admin clients), or show tenants and their tiers", runTenant},
 		{"events", "[--tenant T] [--since D]", "the noisy-neighbour controller's recent events", runEvents},
 		{"usage", "--tenant T [--from F] [--to T] [--by scope|extension|environment] [--meter M] [--per-window]", "metered usage from the ledger; -o table, csv or json", runUsage},
+		{"status", "", "the daemon's state: live scopes; on a fleet node, the fleet as it sees it (root or admin clients)", runStatus},
 	}
 }
 

@@ -2570,6 +2570,285 @@ func (x *UsageRow) GetValue() float64 {
 	return 0
 }
 
+type GetStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetStatusRequest) Reset() {
+	*x = GetStatusRequest{}
+	mi := &file_scoped_v1_scoped_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStatusRequest) ProtoMessage() {}
+
+func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_scoped_v1_scoped_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
+func (*GetStatusRequest) Descriptor() ([]byte, []int) {
+	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{34}
+}
+
+type Status struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Live scopes on this daemon.
+	Scopes int32 `protobuf:"varint,1,opt,name=scopes,proto3" json:"scopes,omitempty"`
+	// Unset on a single host (no [fleet]).
+	Fleet         *FleetStatus `protobuf:"bytes,2,opt,name=fleet,proto3" json:"fleet,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Status) Reset() {
+	*x = Status{}
+	mi := &file_scoped_v1_scoped_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Status) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Status) ProtoMessage() {}
+
+func (x *Status) ProtoReflect() protoreflect.Message {
+	mi := &file_scoped_v1_scoped_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Status.ProtoReflect.Descriptor instead.
+func (*Status) Descriptor() ([]byte, []int) {
+	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *Status) GetScopes() int32 {
+	if x != nil {
+		return x.Scopes
+	}
+	return 0
+}
+
+func (x *Status) GetFleet() *FleetStatus {
+	if x != nil {
+		return x.Fleet
+	}
+	return nil
+}
+
+// FleetStatus is the fleet as one node sees it.
+type FleetStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// This node's name ([fleet] node).
+	Node string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// True while etcd is unreachable: the node serves with the last fleet
+	// state it saw and refuses deploys, removals and tier changes.
+	Degraded bool `protobuf:"varint,2,opt,name=degraded,proto3" json:"degraded,omitempty"`
+	// Set while degraded: when etcd stopped answering.
+	DegradedSince *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=degraded_since,json=degradedSince,proto3" json:"degraded_since,omitempty"`
+	// The live nodes in that state (this node's last view while degraded).
+	Members []*FleetNode `protobuf:"bytes,4,rep,name=members,proto3" json:"members,omitempty"`
+	// The etcd revision the state is at.
+	Revision int64 `protobuf:"varint,5,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The live nodes the tiers' rate, burst and max_concurrent are split
+	// between.
+	SplitNodes    int32 `protobuf:"varint,6,opt,name=split_nodes,json=splitNodes,proto3" json:"split_nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FleetStatus) Reset() {
+	*x = FleetStatus{}
+	mi := &file_scoped_v1_scoped_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FleetStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FleetStatus) ProtoMessage() {}
+
+func (x *FleetStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_scoped_v1_scoped_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FleetStatus.ProtoReflect.Descriptor instead.
+func (*FleetStatus) Descriptor() ([]byte, []int) {
+	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *FleetStatus) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *FleetStatus) GetDegraded() bool {
+	if x != nil {
+		return x.Degraded
+	}
+	return false
+}
+
+func (x *FleetStatus) GetDegradedSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DegradedSince
+	}
+	return nil
+}
+
+func (x *FleetStatus) GetMembers() []*FleetNode {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *FleetStatus) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *FleetStatus) GetSplitNodes() int32 {
+	if x != nil {
+		return x.SplitNodes
+	}
+	return 0
+}
+
+// FleetNode is a node's membership record.
+type FleetNode struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Its TLS API's address.
+	Addr   string   `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"`
+	Labels []string `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty"`
+	// Capacity: scope slots and CPUs.
+	Slots int32 `protobuf:"varint,4,opt,name=slots,proto3" json:"slots,omitempty"`
+	Cpus  int32 `protobuf:"varint,5,opt,name=cpus,proto3" json:"cpus,omitempty"`
+	// Load at its last refresh: live scopes and busy CPUs.
+	Scopes        int32   `protobuf:"varint,6,opt,name=scopes,proto3" json:"scopes,omitempty"`
+	BusyCpus      float64 `protobuf:"fixed64,7,opt,name=busy_cpus,json=busyCpus,proto3" json:"busy_cpus,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FleetNode) Reset() {
+	*x = FleetNode{}
+	mi := &file_scoped_v1_scoped_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FleetNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FleetNode) ProtoMessage() {}
+
+func (x *FleetNode) ProtoReflect() protoreflect.Message {
+	mi := &file_scoped_v1_scoped_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FleetNode.ProtoReflect.Descriptor instead.
+func (*FleetNode) Descriptor() ([]byte, []int) {
+	return file_scoped_v1_scoped_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *FleetNode) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *FleetNode) GetAddr() string {
+	if x != nil {
+		return x.Addr
+	}
+	return ""
+}
+
+func (x *FleetNode) GetLabels() []string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *FleetNode) GetSlots() int32 {
+	if x != nil {
+		return x.Slots
+	}
+	return 0
+}
+
+func (x *FleetNode) GetCpus() int32 {
+	if x != nil {
+		return x.Cpus
+	}
+	return 0
+}
+
+func (x *FleetNode) GetScopes() int32 {
+	if x != nil {
+		return x.Scopes
+	}
+	return 0
+}
+
+func (x *FleetNode) GetBusyCpus() float64 {
+	if x != nil {
+		return x.BusyCpus
+	}
+	return 0
+}
+
 var File_scoped_v1_scoped_proto protoreflect.FileDescriptor
 
 const file_scoped_v1_scoped_proto_rawDesc = "" +
@@ -2785,7 +3064,27 @@ const file_scoped_v1_scoped_proto_rawDesc = "" +
 	"\x05group\x18\x03 \x01(\tR\x05group\x12=\n" +
 	"\fwindow_start\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vwindowStart\x121\n" +
 	"\x06window\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x06window\x12\x14\n" +
-	"\x05value\x18\x06 \x01(\x01R\x05value2\x96\x06\n" +
+	"\x05value\x18\x06 \x01(\x01R\x05value\"\x12\n" +
+	"\x10GetStatusRequest\"N\n" +
+	"\x06Status\x12\x16\n" +
+	"\x06scopes\x18\x01 \x01(\x05R\x06scopes\x12,\n" +
+	"\x05fleet\x18\x02 \x01(\v2\x16.scoped.v1.FleetStatusR\x05fleet\"\xed\x01\n" +
+	"\vFleetStatus\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1a\n" +
+	"\bdegraded\x18\x02 \x01(\bR\bdegraded\x12A\n" +
+	"\x0edegraded_since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\rdegradedSince\x12.\n" +
+	"\amembers\x18\x04 \x03(\v2\x14.scoped.v1.FleetNodeR\amembers\x12\x1a\n" +
+	"\brevision\x18\x05 \x01(\x03R\brevision\x12\x1f\n" +
+	"\vsplit_nodes\x18\x06 \x01(\x05R\n" +
+	"splitNodes\"\xaa\x01\n" +
+	"\tFleetNode\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x16\n" +
+	"\x06labels\x18\x03 \x03(\tR\x06labels\x12\x14\n" +
+	"\x05slots\x18\x04 \x01(\x05R\x05slots\x12\x12\n" +
+	"\x04cpus\x18\x05 \x01(\x05R\x04cpus\x12\x16\n" +
+	"\x06scopes\x18\x06 \x01(\x05R\x06scopes\x12\x1b\n" +
+	"\tbusy_cpus\x18\a \x01(\x01R\bbusyCpus2\xd3\x06\n" +
 	"\x06Scoped\x12=\n" +
 	"\x06Deploy\x12\x18.scoped.v1.DeployRequest\x1a\x19.scoped.v1.DeployResponse\x12X\n" +
 	"\x0fRemoveExtension\x12!.scoped.v1.RemoveExtensionRequest\x1a\".scoped.v1.RemoveExtensionResponse\x12U\n" +
@@ -2799,7 +3098,8 @@ const file_scoped_v1_scoped_proto_rawDesc = "" +
 	"\vListTenants\x12\x1d.scoped.v1.ListTenantsRequest\x1a\x1e.scoped.v1.ListTenantsResponse\x12I\n" +
 	"\n" +
 	"ListEvents\x12\x1c.scoped.v1.ListEventsRequest\x1a\x1d.scoped.v1.ListEventsResponse\x12C\n" +
-	"\bGetUsage\x12\x1a.scoped.v1.GetUsageRequest\x1a\x1b.scoped.v1.GetUsageResponseB6Z4github.com/scoped-io/scoped/proto/scoped/v1;scopedv1b\x06proto3"
+	"\bGetUsage\x12\x1a.scoped.v1.GetUsageRequest\x1a\x1b.scoped.v1.GetUsageResponse\x12;\n" +
+	"\tGetStatus\x12\x1b.scoped.v1.GetStatusRequest\x1a\x11.scoped.v1.StatusB6Z4github.com/scoped-io/scoped/proto/scoped/v1;scopedv1b\x06proto3"
 
 var (
 	file_scoped_v1_scoped_proto_rawDescOnce sync.Once
@@ -2813,7 +3113,7 @@ func file_scoped_v1_scoped_proto_rawDescGZIP() []byte {
 	return file_scoped_v1_scoped_proto_rawDescData
 }
 
-var file_scoped_v1_scoped_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_scoped_v1_scoped_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_scoped_v1_scoped_proto_goTypes = []any{
 	(*File)(nil),                    // 0: scoped.v1.File
 	(*Bundle)(nil),                  // 1: scoped.v1.Bundle
@@ -2849,78 +3149,87 @@ var file_scoped_v1_scoped_proto_goTypes = []any{
 	(*GetUsageRequest)(nil),         // 31: scoped.v1.GetUsageRequest
 	(*GetUsageResponse)(nil),        // 32: scoped.v1.GetUsageResponse
 	(*UsageRow)(nil),                // 33: scoped.v1.UsageRow
-	nil,                             // 34: scoped.v1.InvokeRequest.MetadataEntry
-	(*timestamppb.Timestamp)(nil),   // 35: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 36: google.protobuf.Duration
+	(*GetStatusRequest)(nil),        // 34: scoped.v1.GetStatusRequest
+	(*Status)(nil),                  // 35: scoped.v1.Status
+	(*FleetStatus)(nil),             // 36: scoped.v1.FleetStatus
+	(*FleetNode)(nil),               // 37: scoped.v1.FleetNode
+	nil,                             // 38: scoped.v1.InvokeRequest.MetadataEntry
+	(*timestamppb.Timestamp)(nil),   // 39: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),     // 40: google.protobuf.Duration
 }
 var file_scoped_v1_scoped_proto_depIdxs = []int32{
 	0,  // 0: scoped.v1.Bundle.files:type_name -> scoped.v1.File
-	35, // 1: scoped.v1.Extension.created:type_name -> google.protobuf.Timestamp
+	39, // 1: scoped.v1.Extension.created:type_name -> google.protobuf.Timestamp
 	1,  // 2: scoped.v1.DeployRequest.bundle:type_name -> scoped.v1.Bundle
 	2,  // 3: scoped.v1.DeployResponse.extension:type_name -> scoped.v1.Extension
 	2,  // 4: scoped.v1.ListExtensionsResponse.extensions:type_name -> scoped.v1.Extension
-	34, // 5: scoped.v1.InvokeRequest.metadata:type_name -> scoped.v1.InvokeRequest.MetadataEntry
-	36, // 6: scoped.v1.InvokeRequest.timeout:type_name -> google.protobuf.Duration
+	38, // 5: scoped.v1.InvokeRequest.metadata:type_name -> scoped.v1.InvokeRequest.MetadataEntry
+	40, // 6: scoped.v1.InvokeRequest.timeout:type_name -> google.protobuf.Duration
 	11, // 7: scoped.v1.InvokeResponse.figures:type_name -> scoped.v1.Figures
-	36, // 8: scoped.v1.Figures.duration:type_name -> google.protobuf.Duration
-	36, // 9: scoped.v1.Figures.queued:type_name -> google.protobuf.Duration
+	40, // 8: scoped.v1.Figures.duration:type_name -> google.protobuf.Duration
+	40, // 9: scoped.v1.Figures.queued:type_name -> google.protobuf.Duration
 	12, // 10: scoped.v1.Figures.cold_start:type_name -> scoped.v1.ColdStart
-	36, // 11: scoped.v1.ColdStart.scope:type_name -> google.protobuf.Duration
-	36, // 12: scoped.v1.ColdStart.network:type_name -> google.protobuf.Duration
-	36, // 13: scoped.v1.ColdStart.sandbox:type_name -> google.protobuf.Duration
-	36, // 14: scoped.v1.ColdStart.handshake:type_name -> google.protobuf.Duration
+	40, // 11: scoped.v1.ColdStart.scope:type_name -> google.protobuf.Duration
+	40, // 12: scoped.v1.ColdStart.network:type_name -> google.protobuf.Duration
+	40, // 13: scoped.v1.ColdStart.sandbox:type_name -> google.protobuf.Duration
+	40, // 14: scoped.v1.ColdStart.handshake:type_name -> google.protobuf.Duration
 	16, // 15: scoped.v1.ListScopesResponse.scopes:type_name -> scoped.v1.Scope
 	18, // 16: scoped.v1.Scope.workers:type_name -> scoped.v1.Worker
 	19, // 17: scoped.v1.Scope.stats:type_name -> scoped.v1.CgroupStats
 	20, // 18: scoped.v1.Scope.limits:type_name -> scoped.v1.Limits
 	17, // 19: scoped.v1.Scope.usage:type_name -> scoped.v1.Usage
-	36, // 20: scoped.v1.Usage.cpu:type_name -> google.protobuf.Duration
-	36, // 21: scoped.v1.Usage.runq_sum:type_name -> google.protobuf.Duration
-	35, // 22: scoped.v1.Usage.time:type_name -> google.protobuf.Timestamp
-	35, // 23: scoped.v1.Worker.started:type_name -> google.protobuf.Timestamp
-	36, // 24: scoped.v1.CgroupStats.cpu_usage:type_name -> google.protobuf.Duration
-	36, // 25: scoped.v1.CgroupStats.cpu_throttled:type_name -> google.protobuf.Duration
-	35, // 26: scoped.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
+	40, // 20: scoped.v1.Usage.cpu:type_name -> google.protobuf.Duration
+	40, // 21: scoped.v1.Usage.runq_sum:type_name -> google.protobuf.Duration
+	39, // 22: scoped.v1.Usage.time:type_name -> google.protobuf.Timestamp
+	39, // 23: scoped.v1.Worker.started:type_name -> google.protobuf.Timestamp
+	40, // 24: scoped.v1.CgroupStats.cpu_usage:type_name -> google.protobuf.Duration
+	40, // 25: scoped.v1.CgroupStats.cpu_throttled:type_name -> google.protobuf.Duration
+	39, // 26: scoped.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
 	26, // 27: scoped.v1.ListTenantsResponse.tenants:type_name -> scoped.v1.Tenant
-	35, // 28: scoped.v1.Tenant.updated:type_name -> google.protobuf.Timestamp
+	39, // 28: scoped.v1.Tenant.updated:type_name -> google.protobuf.Timestamp
 	27, // 29: scoped.v1.Tenant.settings:type_name -> scoped.v1.Tier
-	36, // 30: scoped.v1.Tier.timeout:type_name -> google.protobuf.Duration
-	36, // 31: scoped.v1.Tier.cpu_time:type_name -> google.protobuf.Duration
-	35, // 32: scoped.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
+	40, // 30: scoped.v1.Tier.timeout:type_name -> google.protobuf.Duration
+	40, // 31: scoped.v1.Tier.cpu_time:type_name -> google.protobuf.Duration
+	39, // 32: scoped.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
 	30, // 33: scoped.v1.ListEventsResponse.events:type_name -> scoped.v1.Event
-	35, // 34: scoped.v1.Event.time:type_name -> google.protobuf.Timestamp
-	35, // 35: scoped.v1.GetUsageRequest.from:type_name -> google.protobuf.Timestamp
-	35, // 36: scoped.v1.GetUsageRequest.to:type_name -> google.protobuf.Timestamp
+	39, // 34: scoped.v1.Event.time:type_name -> google.protobuf.Timestamp
+	39, // 35: scoped.v1.GetUsageRequest.from:type_name -> google.protobuf.Timestamp
+	39, // 36: scoped.v1.GetUsageRequest.to:type_name -> google.protobuf.Timestamp
 	33, // 37: scoped.v1.GetUsageResponse.rows:type_name -> scoped.v1.UsageRow
-	35, // 38: scoped.v1.UsageRow.window_start:type_name -> google.protobuf.Timestamp
-	36, // 39: scoped.v1.UsageRow.window:type_name -> google.protobuf.Duration
-	3,  // 40: scoped.v1.Scoped.Deploy:input_type -> scoped.v1.DeployRequest
-	5,  // 41: scoped.v1.Scoped.RemoveExtension:input_type -> scoped.v1.RemoveExtensionRequest
-	7,  // 42: scoped.v1.Scoped.ListExtensions:input_type -> scoped.v1.ListExtensionsRequest
-	9,  // 43: scoped.v1.Scoped.Invoke:input_type -> scoped.v1.InvokeRequest
-	13, // 44: scoped.v1.Scoped.ListScopes:input_type -> scoped.v1.ListScopesRequest
-	15, // 45: scoped.v1.Scoped.InspectScope:input_type -> scoped.v1.InspectScopeRequest
-	21, // 46: scoped.v1.Scoped.Logs:input_type -> scoped.v1.LogsRequest
-	23, // 47: scoped.v1.Scoped.SetTenant:input_type -> scoped.v1.SetTenantRequest
-	24, // 48: scoped.v1.Scoped.ListTenants:input_type -> scoped.v1.ListTenantsRequest
-	28, // 49: scoped.v1.Scoped.ListEvents:input_type -> scoped.v1.ListEventsRequest
-	31, // 50: scoped.v1.Scoped.GetUsage:input_type -> scoped.v1.GetUsageRequest
-	4,  // 51: scoped.v1.Scoped.Deploy:output_type -> scoped.v1.DeployResponse
-	6,  // 52: scoped.v1.Scoped.RemoveExtension:output_type -> scoped.v1.RemoveExtensionResponse
-	8,  // 53: scoped.v1.Scoped.ListExtensions:output_type -> scoped.v1.ListExtensionsResponse
-	10, // 54: scoped.v1.Scoped.Invoke:output_type -> scoped.v1.InvokeResponse
-	14, // 55: scoped.v1.Scoped.ListScopes:output_type -> scoped.v1.ListScopesResponse
-	16, // 56: scoped.v1.Scoped.InspectScope:output_type -> scoped.v1.Scope
-	22, // 57: scoped.v1.Scoped.Logs:output_type -> scoped.v1.LogEntry
-	26, // 58: scoped.v1.Scoped.SetTenant:output_type -> scoped.v1.Tenant
-	25, // 59: scoped.v1.Scoped.ListTenants:output_type -> scoped.v1.ListTenantsResponse
-	29, // 60: scoped.v1.Scoped.ListEvents:output_type -> scoped.v1.ListEventsResponse
-	32, // 61: scoped.v1.Scoped.GetUsage:output_type -> scoped.v1.GetUsageResponse
-	51, // [51:62] is the sub-list for method output_type
-	40, // [40:51] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	39, // 38: scoped.v1.UsageRow.window_start:type_name -> google.protobuf.Timestamp
+	40, // 39: scoped.v1.UsageRow.window:type_name -> google.protobuf.Duration
+	36, // 40: scoped.v1.Status.fleet:type_name -> scoped.v1.FleetStatus
+	39, // 41: scoped.v1.FleetStatus.degraded_since:type_name -> google.protobuf.Timestamp
+	37, // 42: scoped.v1.FleetStatus.members:type_name -> scoped.v1.FleetNode
+	3,  // 43: scoped.v1.Scoped.Deploy:input_type -> scoped.v1.DeployRequest
+	5,  // 44: scoped.v1.Scoped.RemoveExtension:input_type -> scoped.v1.RemoveExtensionRequest
+	7,  // 45: scoped.v1.Scoped.ListExtensions:input_type -> scoped.v1.ListExtensionsRequest
+	9,  // 46: scoped.v1.Scoped.Invoke:input_type -> scoped.v1.InvokeRequest
+	13, // 47: scoped.v1.Scoped.ListScopes:input_type -> scoped.v1.ListScopesRequest
+	15, // 48: scoped.v1.Scoped.InspectScope:input_type -> scoped.v1.InspectScopeRequest
+	21, // 49: scoped.v1.Scoped.Logs:input_type -> scoped.v1.LogsRequest
+	23, // 50: scoped.v1.Scoped.SetTenant:input_type -> scoped.v1.SetTenantRequest
+	24, // 51: scoped.v1.Scoped.ListTenants:input_type -> scoped.v1.ListTenantsRequest
+	28, // 52: scoped.v1.Scoped.ListEvents:input_type -> scoped.v1.ListEventsRequest
+	31, // 53: scoped.v1.Scoped.GetUsage:input_type -> scoped.v1.GetUsageRequest
+	34, // 54: scoped.v1.Scoped.GetStatus:input_type -> scoped.v1.GetStatusRequest
+	4,  // 55: scoped.v1.Scoped.Deploy:output_type -> scoped.v1.DeployResponse
+	6,  // 56: scoped.v1.Scoped.RemoveExtension:output_type -> scoped.v1.RemoveExtensionResponse
+	8,  // 57: scoped.v1.Scoped.ListExtensions:output_type -> scoped.v1.ListExtensionsResponse
+	10, // 58: scoped.v1.Scoped.Invoke:output_type -> scoped.v1.InvokeResponse
+	14, // 59: scoped.v1.Scoped.ListScopes:output_type -> scoped.v1.ListScopesResponse
+	16, // 60: scoped.v1.Scoped.InspectScope:output_type -> scoped.v1.Scope
+	22, // 61: scoped.v1.Scoped.Logs:output_type -> scoped.v1.LogEntry
+	26, // 62: scoped.v1.Scoped.SetTenant:output_type -> scoped.v1.Tenant
+	25, // 63: scoped.v1.Scoped.ListTenants:output_type -> scoped.v1.ListTenantsResponse
+	29, // 64: scoped.v1.Scoped.ListEvents:output_type -> scoped.v1.ListEventsResponse
+	32, // 65: scoped.v1.Scoped.GetUsage:output_type -> scoped.v1.GetUsageResponse
+	35, // 66: scoped.v1.Scoped.GetStatus:output_type -> scoped.v1.Status
+	55, // [55:67] is the sub-list for method output_type
+	43, // [43:55] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_scoped_v1_scoped_proto_init() }
@@ -2934,7 +3243,7 @@ func file_scoped_v1_scoped_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_scoped_v1_scoped_proto_rawDesc), len(file_scoped_v1_scoped_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   35,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

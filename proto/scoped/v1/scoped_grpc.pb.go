@@ -33,6 +33,7 @@ const (
 	Scoped_ListTenants_FullMethodName     = "/scoped.v1.Scoped/ListTenants"
 	Scoped_ListEvents_FullMethodName      = "/scoped.v1.Scoped/ListEvents"
 	Scoped_GetUsage_FullMethodName        = "/scoped.v1.Scoped/GetUsage"
+	Scoped_GetStatus_FullMethodName       = "/scoped.v1.Scoped/GetStatus"
 )
 
 // ScopedClient is the client API for Scoped service.
@@ -67,6 +68,10 @@ type ScopedClient interface {
 	// GetUsage reports a tenant's metered usage from the ledger (the usage
 	// since the last flush is committed first).
 	GetUsage(ctx context.Context, in *GetUsageRequest, opts ...grpc.CallOption) (*GetUsageResponse, error)
+	// GetStatus reports the daemon's state: its live scopes and, on a fleet
+	// node, the fleet as this node sees it (degraded while etcd is
+	// unreachable). Only root and clients marked admin may call it.
+	GetStatus(ctx context.Context, in *GetStatusRequest, opts ...grpc.CallOption) (*Status, error)
 }
 
 type scopedClient struct {
@@ -196,6 +201,16 @@ func (c *scopedClient) GetUsage(ctx context.Context, in *GetUsageRequest, opts .
 	return out, nil
 }
 
+func (c *scopedClient) GetStatus(ctx context.Context, in *GetStatusRequest, opts ...grpc.CallOption) (*Status, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Status)
+	err := c.cc.Invoke(ctx, Scoped_GetStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ScopedServer is the server API for Scoped service.
 // All implementations must embed UnimplementedScopedServer
 // for forward compatibility.
@@ -228,6 +243,10 @@ type ScopedServer interface {
 	// GetUsage reports a tenant's metered usage from the ledger (the usage
 	// since the last flush is committed first).
 	GetUsage(context.Context, *GetUsageRequest) (*GetUsageResponse, error)
+	// GetStatus reports the daemon's state: its live scopes and, on a fleet
+	// node, the fleet as this node sees it (degraded while etcd is
+	// unreachable). Only root and clients marked admin may call it.
+	GetStatus(context.Context, *GetStatusRequest) (*Status, error)
 	mustEmbedUnimplementedScopedServer()
 }
 
@@ -270,6 +289,9 @@ func (UnimplementedScopedServer) ListEvents(context.Context, *ListEventsRequest)
 }
 func (UnimplementedScopedServer) GetUsage(context.Context, *GetUsageRequest) (*GetUsageResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetUsage not implemented")
+}
+func (UnimplementedScopedServer) GetStatus(context.Context, *GetStatusRequest) (*Status, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetStatus not implemented")
 }
 func (UnimplementedScopedServer) mustEmbedUnimplementedScopedServer() {}
 func (UnimplementedScopedServer) testEmbeddedByValue()                {}
@@ -483,6 +505,24 @@ func _Scoped_GetUsage_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Scoped_GetStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ScopedServer).GetStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Scoped_GetStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ScopedServer).GetStatus(ctx, req.(*GetStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Scoped_ServiceDesc is the grpc.ServiceDesc for Scoped service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -529,6 +569,10 @@ var Scoped_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetUsage",
 			Handler:    _Scoped_GetUsage_Handler,
+		},
+		{
+			MethodName: "GetStatus",
+			Handler:    _Scoped_GetStatus_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
