@@ -54,6 +54,8 @@ import (
 //   - bundle: a node refuses a corrupted transfer (a holder serving wrong
 //     bytes for the digest; the deploying node's stored copy corrupted),
 //     stores nothing, and runs the bundle once a good holder serves it;
+//   - spendcap: a daily spend cap reached by invocations on A and B
+//     refuses the tenant on C, which used none of it;
 //   - etcd: etcd stopped: invocations go on, deploys and tier changes get
 //     UNAVAILABLE; etcd back: a deploy and a tier change made then hold on
 //     every node.
@@ -81,6 +83,7 @@ daily_caps = { invocations = 10.0 }
 		{"share", s.share, false},
 		{"silo", s.silo, false},
 		{"bundle", s.bundle, false},
+		{"spendcap", s.spendCap, false},
 		{"etcd", s.etcdDown, false},
 	} {
 		start := time.Now()
