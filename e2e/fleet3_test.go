@@ -652,8 +652,8 @@ func (s *fleet3Run) bundle(t *testing.T) {
 	})
 	_, err = c.invokeOn("initech", "u000", "shout", "hi")
 	t.Logf("C with only bad holders: %v", err)
-	if status.Code(err) != codes.Unavailable {
-		t.Errorf("invoke on C with only bad holders: %v, want Unavailable", err)
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "no node provided a verified copy") {
+		t.Errorf("invoke on C with only bad holders: %v, want Unavailable saying no node provided a verified copy", err)
 	}
 	logs := c.logs.String()
 	// C refused the fake holder's bytes (its own check of the digest), and
