@@ -92,6 +92,9 @@ func newFleet3(t *testing.T, o fleet3Opts) *fleet3 {
 		ns, ip := f.br.addNS(t, i)
 		f.nodes = append(f.nodes, &f3node{name: name, ip: ip, addr: net.JoinHostPort(ip.String(), fmt.Sprint(fleet3Port)), ns: ns})
 	}
+	if len(nsHolders(f.br.nsIDs)) < len(f.nodes) {
+		t.Fatalf("the namespace check does not see the test holding its namespaces: it would prove nothing")
+	}
 	for i, n := range f.nodes {
 		f.startNode(i, n, o)
 	}
