@@ -124,6 +124,7 @@ var sentinels = map[string]error{
 
 	"fleet/record.ErrInvalid":           record.ErrInvalid,
 	"fleet.ErrUnavailable":              fleet.ErrUnavailable,
+	"fleet.ErrNoBundle":                 fleet.ErrNoBundle,
 	"fleet.ErrStopped":                  fleet.ErrStopped,
 	"fleet.ErrNotFound":                 fleet.ErrNotFound,
 	"fleet.ErrPolicyMismatch":           fleet.ErrPolicyMismatch,

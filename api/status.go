@@ -95,6 +95,7 @@ var packageCodes = []sentinel{
 	{bundles.ErrProtocol, codes.Unavailable},
 	{bundle.ErrDigestMismatch, codes.DataLoss},
 	// The fleet's state in etcd.
+	{fleet.ErrNoBundle, codes.Unavailable}, // before ErrUnavailable, which it also is
 	{fleet.ErrUnavailable, codes.Unavailable},
 	{fleet.ErrStopped, codes.Unavailable},
 	{fleet.ErrNotFound, codes.NotFound},

@@ -69,7 +69,10 @@ type FleetOptions struct {
 // the same methods as Client's: Invoke goes to the node ranked first for
 // the request's scope (fleet/route: rendezvous hashing with bounded load,
 // among the nodes carrying the tenant's tier placement), so the same
-// scope lands on the same warm node; InspectScope and Logs with a scope go
+// scope lands on the same warm node (and stays on the node that last
+// answered it, for 5 minutes after its last call, while that node is a
+// candidate: bounded load places new scopes, it does not move warm
+// ones); InspectScope and Logs with a scope go
 // where that scope is routed; every other call (Deploy, SetTenant,
 // GetUsage, ListScopes, …) goes to one live node, picked by its tenant.
 // ListScopes, InspectScope, ListEvents and Logs show that node's view
@@ -157,6 +160,8 @@ func DialFleet(ctx context.Context, o FleetOptions) (*FleetClient, error) {
 		tiers: map[string]string{},
 		conns: map[string]*nodeConn{},
 		done:  make(chan struct{}),
+
+		affinity: map[string]affine{},
 	}
 	rev, err := r.load(ctx)
 	if err != nil {
@@ -278,7 +283,24 @@ type router struct {
 	degraded error
 	conns    map[string]*nodeConn // by node name: the members' and retiring ones'
 	closed   bool
+	// affinity is the node that last answered each scope's call, by scope
+	// key (see rank).
+	affinity map[string]affine
 }
+
+// affine is where a scope's last call was answered, and when.
+type affine struct {
+	node string
+	at   time.Time
+}
+
+// affinityTTL is how long a scope's last node is remembered after its last
+// call (the daemon's default [pool] idle_timeout: by then its workers are
+// gone anyway); maxAffinity bounds the scopes remembered.
+const (
+	affinityTTL = 5 * time.Minute
+	maxAffinity = 1 << 16
+)
 
 // nodeConn is one node's connection. One that left the membership (or
 // moved) is closed when its last call ends.
@@ -497,7 +519,13 @@ func (r *router) syncConns() {
 }
 
 // rank returns the nodes for key, among those of tenant's placement when
-// placed is set.
+// placed is set (key is then a scope's). A scope whose last call a node
+// answered within affinityTTL goes to that node first while it is a
+// candidate: bounded load places new scopes, it does not move warm ones
+// (the loads it reads are seconds old, and it cannot tell a scope live on
+// a node from a new one, so without this a scope placed while a node was
+// over its bound would start again on its first-ranked node once the
+// loads evened out).
 func (r *router) rank(key, tenant string, placed bool) ([]record.Node, error) {
 	r.mu.Lock()
 	nodes := make([]record.Node, 0, len(r.nodes))
@@ -509,12 +537,41 @@ func (r *router) rank(key, tenant string, placed bool) ([]record.Node, error) {
 	if placed {
 		placement = r.policy.Placement[tier]
 	}
+	last, warm := r.affinity[key]
 	r.mu.Unlock()
 	ns, err := route.Rank(key, nodes, placement)
 	if err != nil && len(placement) > 0 {
 		err = fmt.Errorf("%w (tier %s of tenant %s)", err, tier, tenant)
 	}
+	if err == nil && placed && warm && time.Since(last.at) < affinityTTL {
+		if i := slices.IndexFunc(ns, func(n record.Node) bool { return n.Name == last.node }); i > 0 {
+			n := ns[i]
+			copy(ns[1:i+1], ns[:i])
+			ns[0] = n
+		}
+	}
 	return ns, err
+}
+
+// answered remembers that node answered a call of the scope key.
+func (r *router) answered(key, node string) {
+	now := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.affinity[key]; !ok && len(r.affinity) >= maxAffinity {
+		for k, a := range r.affinity {
+			if now.Sub(a.at) >= affinityTTL {
+				delete(r.affinity, k)
+			}
+		}
+		for k := range r.affinity { // none expired: forget one
+			if len(r.affinity) < maxAffinity {
+				break
+			}
+			delete(r.affinity, k)
+		}
+	}
+	r.affinity[key] = affine{node: node, at: now}
 }
 
 // acquire returns n's connection, making it on first use, with a
@@ -659,6 +716,9 @@ func (r *router) Invoke(ctx context.Context, method string, args, reply any, opt
 		err = c.cc.Invoke(ctx, method, args, reply, opts...)
 		away := status.Code(err) == codes.Unavailable && r.wentAway(c, breaks)
 		r.release(c)
+		if err == nil && placed {
+			r.answered(key, n.Name)
+		}
 		if err == nil || !away || !idem || ctx.Err() != nil {
 			return err
 		}

@@ -601,3 +601,57 @@ func TestDialFleetErrors(t *testing.T) {
 		t.Fatal("unreachable etcd accepted")
 	}
 }
+
+// TestFleetWarmScopeStays: a scope placed on another node while its
+// first-ranked node was over its bound stays on the node that answered it
+// once the loads even out (bounded load places new scopes, it does not
+// move warm ones), while a new scope goes to its first-ranked node; when
+// the node it stays on leaves, it goes to the first-ranked one again.
+func TestFleetWarmScopeStays(t *testing.T) {
+	f := newFleet(t, 3)
+	fc := f.dial(t)
+	user, _ := scopeOn(t, fc, "node-0")
+	load := func(scopes int) {
+		f.put(t, f.keys.Node("node-0"), record.Node{Name: "node-0", Addr: f.nodes["node-0"].addr, Slots: 100, CPUs: 2, Scopes: scopes})
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			if ns := fc.Nodes(); len(ns) == 3 && ns[0].Scopes == scopes {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the client does not see node-0 with %d scopes", scopes)
+			}
+		}
+	}
+	load(10) // over its bound: ceil(1.25 × 11 / 3) = 5
+	_, ranked, _ := fc.Route("acme", "prod", user, "resize")
+	if ranked[0].Name == "node-0" {
+		t.Fatalf("node-0 over its bound still ranked first: %v", ranked)
+	}
+	placed, err := invokeOn(t, ctx(t), fc, user)
+	if err != nil || placed != ranked[0].Name {
+		t.Fatalf("scope placed on %q (%v), ranked %v", placed, err, ranked)
+	}
+	load(0)
+	for range 3 {
+		if got, err := invokeOn(t, ctx(t), fc, user); err != nil || got != placed {
+			t.Fatalf("warm scope of %s answered by %q (%v), placed on %s", user, got, err, placed)
+		}
+	}
+	if _, ns, _ := fc.Route("acme", "prod", user, "resize"); ns[0].Name != placed {
+		t.Errorf("Route of the warm scope: %v, want %s first", ns, placed)
+	}
+	other, _ := scopeOn(t, fc, "node-0")
+	if other == user {
+		t.Fatalf("scopeOn gave the warm scope %s again", user)
+	}
+	if got, err := invokeOn(t, ctx(t), fc, other); err != nil || got != "node-0" {
+		t.Errorf("a new scope ranked first on node-0: answered by %q (%v)", got, err)
+	}
+	if _, err := f.kv.Delete(context.Background(), f.keys.Node(placed)); err != nil {
+		t.Fatal(err)
+	}
+	waitNodes(t, fc, 2)
+	if got, err := invokeOn(t, ctx(t), fc, user); err != nil || got != "node-0" {
+		t.Errorf("the scope once its node left: answered by %q (%v), want node-0", got, err)
+	}
+}

@@ -23,7 +23,17 @@ var (
 	ErrInvalid = record.ErrInvalid
 	// ErrStopped: the component is not running.
 	ErrStopped = errors.New("fleet component not running")
+	// ErrNoBundle: no node provided a verified copy of a bundle this node
+	// must run (none holds it, or every transfer failed or was refused).
+	// UNAVAILABLE; it is an ErrUnavailable too, with its own text (etcd
+	// may be reachable).
+	ErrNoBundle error = noBundle{}
 )
+
+type noBundle struct{}
+
+func (noBundle) Error() string        { return "fleet bundle unavailable: no node provided a verified copy" }
+func (noBundle) Is(target error) bool { return target == ErrUnavailable }
 
 // unavailable wraps an etcd error in ErrUnavailable, unless it is the
 // caller's own cancellation.

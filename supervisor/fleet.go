@@ -702,7 +702,7 @@ func (f *fleetLink) fetchOnce(ctx context.Context, tenant, env, name, version, d
 	case <-c.done:
 		return c.info, c.err
 	case <-ctx.Done():
-		return ExtensionInfo{}, fmt.Errorf("%w: waiting for bundle %s of %s: %v", fleet.ErrUnavailable, digest, name, ctx.Err())
+		return ExtensionInfo{}, fmt.Errorf("%w: waiting for bundle %s of %s: %v", fleet.ErrNoBundle, digest, name, ctx.Err())
 	}
 }
 
@@ -730,7 +730,7 @@ func (f *fleetLink) fetch(ctx context.Context, tenant, env, name, version, diges
 		info, _, err := f.store.Import(tenant, env, name, version, digest, files)
 		if err != nil {
 			log.Error("fetched bundle not stored", "from", h, "err", err)
-			return ExtensionInfo{}, fmt.Errorf("%w: store bundle %s of %s fetched from %s: %v", fleet.ErrUnavailable, digest, name, h, err)
+			return ExtensionInfo{}, fmt.Errorf("%w: store bundle %s of %s fetched from %s: %v", fleet.ErrNoBundle, digest, name, h, err)
 		}
 		log.Info("bundle fetched from the fleet", "from", h, "took", time.Since(start).Round(time.Millisecond))
 		if err := f.member.HoldBundle(ctx, digest); err != nil {
@@ -739,9 +739,9 @@ func (f *fleetLink) fetch(ctx context.Context, tenant, env, name, version, diges
 		return info, nil
 	}
 	if len(tried) == 0 {
-		return ExtensionInfo{}, fmt.Errorf("%w: version %s of extension %s (bundle %s): no live node holds it", fleet.ErrUnavailable, version, name, digest)
+		return ExtensionInfo{}, fmt.Errorf("%w: version %s of extension %s (bundle %s): no live node holds it", fleet.ErrNoBundle, version, name, digest)
 	}
-	return ExtensionInfo{}, fmt.Errorf("%w: bundle %s of extension %s from %v: %v", fleet.ErrUnavailable, digest, name, tried, last)
+	return ExtensionInfo{}, fmt.Errorf("%w: bundle %s of extension %s from %v: %v", fleet.ErrNoBundle, digest, name, tried, last)
 }
 
 // degradedSince reports whether the node's fleet state is degraded

@@ -62,11 +62,17 @@ func (s *Server) url(port int) *url.URL {
 	return &url.URL{Scheme: "http", Host: net.JoinHostPort(s.host, strconv.Itoa(port))}
 }
 
-// Stop stops the server, keeping its data; clients see it unreachable.
+// Stop stops the server, keeping its data; clients see it unreachable. It
+// is an outage, not a drain: the server stops at once (no lease expires
+// while it stops; restarted, etcd extends the leases), then its listeners
+// close. (A graceful close alone keeps the server and its open watches
+// going for etcd's request timeout, 7 s, while refusing keepalives: leases
+// expire and watchers see their keys deleted.)
 func (s *Server) Stop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.e != nil {
+		s.e.Server.HardStop()
 		s.e.Close()
 		s.e = nil
 	}
