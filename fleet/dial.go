@@ -9,10 +9,21 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 )
 
 // DialTimeout bounds connecting to etcd.
 const DialTimeout = 5 * time.Second
+
+// reconnect caps the reconnection backoff to etcd (gRPC's default grows
+// to two minutes): after a long outage a node would otherwise come back
+// after its lease expired, and clients would route around a node that
+// serves. The same cap as client.DialFleet's.
+var reconnect = grpc.WithConnectParams(grpc.ConnectParams{
+	Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+	MinConnectTimeout: 5 * time.Second,
+})
 
 // Dial returns a client of the fleet's etcd (cfg validated and enabled),
 // with TLS when cfg names etcd certificate files. It does not wait for
@@ -24,6 +35,7 @@ func Dial(cfg *Config) (*clientv3.Client, error) {
 		DialKeepAliveTime:    5 * time.Second,
 		DialKeepAliveTimeout: 3 * time.Second,
 		Logger:               zap.NewNop(), // the fleet components log what matters
+		DialOptions:          []grpc.DialOption{reconnect},
 	}
 	if cfg.EtcdCA != "" || cfg.EtcdCert != "" {
 		t := &tls.Config{MinVersion: tls.VersionTLS12}
