@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -879,17 +878,7 @@ func (s *fleet3Run) spendCap(t *testing.T) {
 		}
 	}
 	cli := f.etcdClient(t)
-	published := func(node string) float64 {
-		r, err := cli.Get(ctx, record.Keys{}.Spend("hooli")+node)
-		if err != nil || len(r.Kvs) != 1 {
-			return -1
-		}
-		var sp record.Spend
-		if json.Unmarshal(r.Kvs[0].Value, &sp) != nil {
-			return -1
-		}
-		return sp.Daily["invocations"]
-	}
+	published := func(node string) float64 { return publishedInvocations(ctx, cli, "hooli", node) }
 	start := time.Now()
 	waitFor(t, 20*time.Second, "A's and B's 5 invocations of hooli published", func() bool {
 		return published("node-a") == 5 && published("node-b") == 5

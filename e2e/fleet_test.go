@@ -230,17 +230,7 @@ func fleetSpendCap(t *testing.T, etcd *etcdtest.Server, a, b *daemon) {
 		t.Fatal(err)
 	}
 	defer ec.Close()
-	published := func(node string) float64 {
-		r, err := ec.Get(ctx, record.Keys{}.Spend("globex")+node)
-		if err != nil || len(r.Kvs) != 1 {
-			return -1
-		}
-		var sp record.Spend
-		if json.Unmarshal(r.Kvs[0].Value, &sp) != nil {
-			return -1
-		}
-		return sp.Daily["invocations"]
-	}
+	published := func(node string) float64 { return publishedInvocations(ctx, ec, "globex", node) }
 	waitFor(t, 20*time.Second, "A's 3 and B's 7 invocations of globex published", func() bool {
 		return published("node-a") == 3 && published("node-b") == 7
 	})
@@ -283,4 +273,19 @@ func fleetSpendCap(t *testing.T, etcd *etcdtest.Server, a, b *daemon) {
 		_, err := invoke(cb, "globex", "production", "whoami", "x")
 		return status.Code(err) == codes.ResourceExhausted
 	})
+}
+
+// publishedInvocations is the day's invocations of tenant that node
+// published to the fleet (read from etcd, not through the nodes), or -1
+// when it published none.
+func publishedInvocations(ctx context.Context, ec *clientv3.Client, tenant, node string) float64 {
+	r, err := ec.Get(ctx, record.Keys{}.Spend(tenant)+node)
+	if err != nil || len(r.Kvs) != 1 {
+		return -1
+	}
+	var sp record.Spend
+	if json.Unmarshal(r.Kvs[0].Value, &sp) != nil {
+		return -1
+	}
+	return sp.Daily["invocations"]
 }
