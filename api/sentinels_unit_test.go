@@ -152,7 +152,7 @@ var internalSentinels = []string{
 	"accounting.ErrNotSupported", "accounting.ErrInvalidOptions", "accounting.ErrInvalidScope",
 	"accounting.ErrTracked", "accounting.ErrNotTracked",
 	"control.ErrInvalidConfig", "control.ErrInvalidPSI",
-	"metering.ErrSchemaTooNew", "metering.ErrNotLedger", "metering.ErrReadOnly", "metering.ErrCorrupt", "metering.ErrSealed", "metering.ErrJournalCorrupt",
+	"metering.ErrSchemaTooNew", "metering.ErrNotLedger", "metering.ErrReadOnly", "metering.ErrCorrupt", "metering.ErrSealed",
 	"metering/export.ErrInvalidConfig", "metering/export.ErrDelivery", "metering/export.ErrRefused",
 	"metering/export.ErrRejected", "metering/export.ErrSource",
 	"metrics.ErrAddrInUse", "metrics.ErrListen",

@@ -27,9 +27,9 @@ import (
 // charges what the journal holds beyond the cursors. Records are
 // cumulative, so replaying one twice charges nothing twice.
 
-// ErrJournalCorrupt: a journal record failed its checks (magic, length,
-// checksum, fields); replay of that file stops there.
-var ErrJournalCorrupt = errors.New("invocation journal corrupt")
+// errJournalCorrupt: a journal record failed its checks (magic, length,
+// checksum, fields); replay of that file stops there. It is ErrCorrupt.
+var errJournalCorrupt = fmt.Errorf("%w: invocation journal", ErrCorrupt)
 
 // JournalEntry is one record of the journal: the cumulative counters of one
 // extension (Dims.Extension) in the scope whose cgroup is Key with cgroup
@@ -95,48 +95,48 @@ func AppendJournalEntry(dst []byte, e *JournalEntry) ([]byte, error) {
 func decodeJournalPayload(p []byte) (JournalEntry, error) {
 	var e JournalEntry
 	if len(p) < journalFixed {
-		return e, fmt.Errorf("%w: payload of %d bytes", ErrJournalCorrupt, len(p))
+		return e, fmt.Errorf("%w: payload of %d bytes", errJournalCorrupt, len(p))
 	}
 	e.CgID = binary.LittleEndian.Uint64(p)
 	inv, cold, us := binary.LittleEndian.Uint64(p[8:]), binary.LittleEndian.Uint64(p[16:]), binary.LittleEndian.Uint64(p[24:])
 	if inv > MaxValue || cold > inv || us > 1<<62 {
-		return e, fmt.Errorf("%w: counters out of range", ErrJournalCorrupt)
+		return e, fmt.Errorf("%w: counters out of range", errJournalCorrupt)
 	}
 	e.Invocations, e.ColdStarts, e.Micros = int64(inv), int64(cold), int64(us)
 	p = p[journalFixed:]
 	var strs [5]string
 	for i := range strs {
 		if len(p) < 2 {
-			return e, fmt.Errorf("%w: field %d cut short", ErrJournalCorrupt, i)
+			return e, fmt.Errorf("%w: field %d cut short", errJournalCorrupt, i)
 		}
 		l := int(binary.LittleEndian.Uint16(p))
 		p = p[2:]
 		if len(p) < l {
-			return e, fmt.Errorf("%w: field %d of %d bytes cut short", ErrJournalCorrupt, i, l)
+			return e, fmt.Errorf("%w: field %d of %d bytes cut short", errJournalCorrupt, i, l)
 		}
 		strs[i] = string(p[:l])
 		p = p[l:]
 	}
 	if len(p) != 0 {
-		return e, fmt.Errorf("%w: %d bytes after the fields", ErrJournalCorrupt, len(p))
+		return e, fmt.Errorf("%w: %d bytes after the fields", errJournalCorrupt, len(p))
 	}
 	e.Key, e.Tenant = strs[0], strs[1]
 	e.Dims = Dimensions{Scope: strs[2], Environment: strs[3], Extension: strs[4]}
 	if err := checkKey("journal key", e.Key); err != nil {
-		return e, fmt.Errorf("%w: %w", ErrJournalCorrupt, err)
+		return e, fmt.Errorf("%w: %w", errJournalCorrupt, err)
 	}
 	if err := checkTenant(e.Tenant); err != nil {
-		return e, fmt.Errorf("%w: %w", ErrJournalCorrupt, err)
+		return e, fmt.Errorf("%w: %w", errJournalCorrupt, err)
 	}
 	if err := checkDims(e.Tenant, e.Dims); err != nil {
-		return e, fmt.Errorf("%w: %w", ErrJournalCorrupt, err)
+		return e, fmt.Errorf("%w: %w", errJournalCorrupt, err)
 	}
 	return e, nil
 }
 
 // DecodeJournal reads the records of r in order, calling fn for each. A
 // record cut short at the end (a torn last write) ends the replay without
-// an error; a damaged record ends it with one wrapping ErrJournalCorrupt
+// an error; a damaged record ends it with one wrapping ErrCorrupt
 // and its offset, after fn had the records before it. An error of fn or r
 // ends it too. Memory is bounded by MaxJournalRecord whatever r holds.
 func DecodeJournal(r io.Reader, fn func(JournalEntry) error) error {
@@ -152,11 +152,11 @@ func DecodeJournal(r io.Reader, fn func(JournalEntry) error) error {
 			return err
 		}
 		if m := binary.LittleEndian.Uint16(h); m != journalMagic {
-			return fmt.Errorf("%w: bad magic %#04x at offset %d", ErrJournalCorrupt, m, off)
+			return fmt.Errorf("%w: bad magic %#04x at offset %d", errJournalCorrupt, m, off)
 		}
 		n := int(binary.LittleEndian.Uint16(h[2:]))
 		if n < journalFixed+10 || journalHeader+n+4 > MaxJournalRecord {
-			return fmt.Errorf("%w: record length %d at offset %d", ErrJournalCorrupt, n, off)
+			return fmt.Errorf("%w: record length %d at offset %d", errJournalCorrupt, n, off)
 		}
 		body := buf[journalHeader : journalHeader+n+4]
 		if _, err := io.ReadFull(br, body); err != nil {
@@ -167,7 +167,7 @@ func DecodeJournal(r io.Reader, fn func(JournalEntry) error) error {
 		}
 		p := body[:n]
 		if sum := binary.LittleEndian.Uint32(body[n:]); sum != crc32.Checksum(p, crcTable) {
-			return fmt.Errorf("%w: checksum mismatch at offset %d", ErrJournalCorrupt, off)
+			return fmt.Errorf("%w: checksum mismatch at offset %d", errJournalCorrupt, off)
 		}
 		e, err := decodeJournalPayload(p)
 		if err != nil {
@@ -331,7 +331,7 @@ func (j *Journal) Replay(fn func(JournalEntry) error, bad func(file string, err 
 		}
 		last = s
 		if read++; read > maxJournalFiles {
-			bad(j.name(s), fmt.Errorf("%w: more than %d files; the rest are not read", ErrJournalCorrupt, maxJournalFiles))
+			bad(j.name(s), fmt.Errorf("%w: more than %d files; the rest are not read", errJournalCorrupt, maxJournalFiles))
 			break
 		}
 		f, err := os.OpenFile(j.name(s), os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)

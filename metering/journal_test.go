@@ -84,8 +84,8 @@ func TestJournalCorrupt(t *testing.T) {
 		if len(got) != 1 || got[0] != e1 {
 			t.Fatalf("byte %d flipped: %d records; want only the first", i, len(got))
 		}
-		if err != nil && !errors.Is(err, ErrJournalCorrupt) {
-			t.Fatalf("byte %d flipped: %v, want ErrJournalCorrupt", i, err)
+		if err != nil && !errors.Is(err, errJournalCorrupt) {
+			t.Fatalf("byte %d flipped: %v, want errJournalCorrupt", i, err)
 		}
 		if err == nil && i != one+2 && i != one+3 {
 			t.Fatalf("byte %d flipped: no error", i)
@@ -95,14 +95,14 @@ func TestJournalCorrupt(t *testing.T) {
 	bad := testEntry(1)
 	bad.Tenant = "Not A Tenant"
 	c, _ := AppendJournalEntry(nil, &bad)
-	if _, err := decodeAll(t, c); !errors.Is(err, ErrJournalCorrupt) {
-		t.Errorf("bad tenant: %v, want ErrJournalCorrupt", err)
+	if _, err := decodeAll(t, c); !errors.Is(err, errJournalCorrupt) {
+		t.Errorf("bad tenant: %v, want errJournalCorrupt", err)
 	}
 	bad = testEntry(1)
 	bad.ColdStarts = 5 // more cold starts than invocations
 	c, _ = AppendJournalEntry(nil, &bad)
-	if _, err := decodeAll(t, c); !errors.Is(err, ErrJournalCorrupt) {
-		t.Errorf("cold > invocations: %v, want ErrJournalCorrupt", err)
+	if _, err := decodeAll(t, c); !errors.Is(err, errJournalCorrupt) {
+		t.Errorf("cold > invocations: %v, want errJournalCorrupt", err)
 	}
 }
 
@@ -189,8 +189,8 @@ func FuzzJournal(f *testing.F) {
 			}
 			return nil
 		})
-		if err != nil && !errors.Is(err, ErrJournalCorrupt) {
-			t.Fatalf("error %v is not ErrJournalCorrupt", err)
+		if err != nil && !errors.Is(err, errJournalCorrupt) {
+			t.Fatalf("error %v is not errJournalCorrupt", err)
 		}
 		if n > len(data)/(journalHeader+journalFixed+14) {
 			t.Fatalf("%d records from %d bytes", n, len(data))
