@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -109,5 +110,68 @@ func BenchmarkCountInvocationJournal(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		m.countInvocation(sc, "spin", time.Millisecond, false)
+	}
+}
+
+// TestJournalRotateUnderLoad: scopes counting concurrently while flushes
+// rotate and release the journal (none committing them: a scope being
+// removed) leave the journal holding each scope's final counters.
+func TestJournalRotateUnderLoad(t *testing.T) {
+	dir := t.TempDir()
+	j, err := metering.OpenJournal(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := journalTestMeter()
+	m.probe = func(string) (time.Duration, uint64, bool) { return 0, 7, true }
+	m.journal.j.Store(j)
+	scopes := []*scope{journalTestScope(t, "acme"), journalTestScope(t, "globex")}
+	stop := make(chan struct{})
+	rotated := make(chan int)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-stop:
+				rotated <- n
+				return
+			default:
+			}
+			m.mu.Lock()
+			if upTo, appended, ok := m.rotateJournal(); ok {
+				m.releaseJournal(upTo, appended, nil)
+				n++
+			}
+			m.mu.Unlock()
+		}
+	}()
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 300 {
+				m.countInvocation(scopes[i%2], "spin", time.Microsecond, false)
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	t.Logf("%d rotations", <-rotated)
+	j.Close()
+	j2, err := metering.OpenJournal(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j2.Close()
+	last := map[string]int64{}
+	if _, err := j2.Replay(func(e metering.JournalEntry) error { last[e.Tenant] = e.Invocations; return nil },
+		func(f string, err error) { t.Errorf("%s: %v", f, err) }); err != nil {
+		t.Fatal(err)
+	}
+	for _, tn := range []string{"acme", "globex"} {
+		if last[tn] != 600 {
+			t.Errorf("%s: the journal's last counter %d, want 600", tn, last[tn])
+		}
 	}
 }
