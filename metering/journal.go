@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -190,6 +191,8 @@ type Journal struct {
 	mu  sync.RWMutex // held shared by Append, exclusively to swap cur
 	cur *os.File
 	seq uint64 // cur's number
+
+	size atomic.Int64 // bytes appended to cur
 }
 
 // bufPool holds encoding buffers, so that Append allocates nothing.
@@ -269,8 +272,12 @@ func (j *Journal) Append(e *JournalEntry) error {
 	if _, err := j.cur.Write(b); err != nil {
 		return fmt.Errorf("invocation journal: %w", err)
 	}
+	j.size.Add(int64(len(b)))
 	return nil
 }
+
+// Size is the bytes appended to the current file.
+func (j *Journal) Size() int64 { return j.size.Load() }
 
 // Rotate starts a new current file and returns the number of the last
 // file before it: every record appended before Rotate returned is in a file
@@ -283,6 +290,7 @@ func (j *Journal) Rotate() (uint64, error) {
 	j.mu.Lock()
 	old, prev := j.cur, j.seq
 	j.cur, j.seq = f, j.seq+1
+	j.size.Store(0)
 	j.mu.Unlock()
 	if old != nil {
 		_ = old.Close() // appends to it finished (Append holds mu)

@@ -116,9 +116,16 @@ func TestJournalFiles(t *testing.T) {
 	if err := j.Append(&e); err != nil {
 		t.Fatal(err)
 	}
+	b, _ := AppendJournalEntry(nil, &e)
+	if j.Size() != int64(len(b)) {
+		t.Errorf("Size %d after one record of %d bytes", j.Size(), len(b))
+	}
 	upTo, err := j.Rotate()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if j.Size() != 0 {
+		t.Errorf("Size %d after Rotate", j.Size())
 	}
 	e = testEntry(2)
 	if err := j.Append(&e); err != nil {

@@ -101,6 +101,7 @@ var _ component = (*meter)(nil)
 
 func newMeter(d meterDeps) *meter {
 	m := &meter{meterDeps: d, last: map[string]*meterState{}, settled: map[string]uint64{}, probe: probeCgroup}
+	m.journal.full = make(chan struct{}, 1)
 	m.loop = newGoLoop(m.run)
 	return m
 }
@@ -523,6 +524,7 @@ func (m *meter) run(ctx context.Context) {
 			beat(m.alive)
 			continue
 		case <-next.C:
+		case <-m.journal.full: // the invocation journal is large: flush early
 		}
 		beat(m.alive)
 		if err := m.flush(); err != nil {

@@ -21,6 +21,11 @@ import (
 // (three deltas each, within metering.MaxDeltas).
 const maxJournalKeys = 30_000
 
+// journalFlushAt is the size of the current journal file past which the
+// meter flushes early, so that the journal (and a replay) stays bounded
+// whatever [metering] flush is.
+const journalFlushAt = 64 << 20
+
 // invJournal is the meter's journal and the scopes that appended to it
 // since the last rotation.
 type invJournal struct {
@@ -35,6 +40,9 @@ type invJournal struct {
 	// dirty: a commit failed since the last full flush that succeeded; a
 	// clean stop then keeps the journal.
 	dirty bool
+
+	// full asks the meter's loop for an early flush (journalFlushAt).
+	full chan struct{}
 }
 
 // countInvocation counts one finished invocation of ext in sc, and journals
@@ -53,6 +61,12 @@ func (m *meter) countInvocation(sc *scope, ext string, d time.Duration, cold boo
 	}
 	if err := sc.countInvocation(ext, d, cold, j); err != nil {
 		m.metrics.IncError("metering_journal")
+	}
+	if j != nil && j.Size() > journalFlushAt {
+		select {
+		case m.journal.full <- struct{}{}:
+		default:
+		}
 	}
 }
 
