@@ -360,6 +360,11 @@ func (m *meter) flush(removed ...*scope) error {
 		// Before the readings: the older journal files then hold no
 		// count the readings lack.
 		upTo, appended, rotated = m.rotateJournal()
+		defer func() {
+			if rotated { // not released: the next full flush sees these scopes too
+				m.keepAppended(appended)
+			}
+		}()
 	}
 	var deltas []metering.Delta
 	cursors := map[string][]byte{}
@@ -406,6 +411,7 @@ func (m *meter) flush(removed ...*scope) error {
 			committed[sc] = next[sc.node.Path()] != nil
 		}
 		m.releaseJournal(upTo, appended, committed)
+		rotated = false
 	}
 	for _, key := range gone {
 		delete(m.settled, key)

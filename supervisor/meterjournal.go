@@ -98,6 +98,22 @@ func (m *meter) rotateJournal() (upTo uint64, appended map[*scope]struct{}, ok b
 	return upTo, appended, true
 }
 
+// keepAppended puts back the scopes a full flush that failed took from the
+// journal's list, since the files they appended to stay.
+func (m *meter) keepAppended(appended map[*scope]struct{}) {
+	if len(appended) == 0 {
+		return
+	}
+	m.journal.mu.Lock()
+	defer m.journal.mu.Unlock()
+	if m.journal.appended == nil {
+		m.journal.appended = map[*scope]struct{}{}
+	}
+	for sc := range appended {
+		m.journal.appended[sc] = struct{}{}
+	}
+}
+
 // releaseJournal, after a full flush committed the scopes in committed,
 // appends the counters of the other scopes that appended to the released
 // files and whose cgroups are still there (being removed) to the current
@@ -126,6 +142,7 @@ func (m *meter) releaseJournal(upTo uint64, appended map[*scope]struct{}, commit
 		if err := sc.journalAll(j); err != nil {
 			m.metrics.IncError("metering_journal")
 			m.log.Error("metering: invocation journal append; older files kept", "err", err)
+			m.keepAppended(appended)
 			return
 		}
 	}
