@@ -42,7 +42,8 @@ import (
 //     A or C with one cold start;
 //   - rejoin: B restarted on the same state: its old workers and scope
 //     cgroups are gone, it is a member again; no success the client got is
-//     missing from the ledgers (B's: none it flushed before the kill);
+//     missing from the ledgers (B's too: what it counted after its last
+//     flush is charged from its invocation journal);
 //   - suspend: a tenant suspended through A is refused on B and C within
 //     about a second (measured); its scopes stop everywhere;
 //   - share: with the loads even again, the rejoined B takes about a
@@ -423,15 +424,18 @@ func (s *fleet3Run) rejoin(t *testing.T) {
 	if left := scopeCgroups(b.root); len(left) > 0 {
 		t.Errorf("scope cgroups of B's old life: %v", left)
 	}
-	// The ledgers: A and C have every success they answered; B every one
-	// it answered before its last flush (a crash loses at most the
-	// invocations counted since, as documented).
+	// The ledgers: A and C have every success they answered; B too (what
+	// it counted after its last flush is charged from its invocation
+	// journal at the restart), and at most the 4 loaders' calls in flight
+	// at the kill more: counted on B, their answers lost with it, retried
+	// elsewhere.
 	for _, n := range f.nodes {
 		got, want := n.invocations(t, "acme"), f.servedBy("acme", n.name)
 		t.Logf("%s: ledger %d invocations of acme, the client got %d successes from it", n.name, got, want)
 		switch {
-		case n == b && got < s.floorB:
-			t.Errorf("B's ledger has %d invocations of acme, but %d had been answered before its flush ahead of the kill", got, s.floorB)
+		case n == b && (got < want || got > want+4):
+			t.Errorf("B's ledger has %d invocations of acme, the client got %d successes from it (%d before its last flush ahead of the kill): want those and at most 4 more in flight at the kill",
+				got, want, s.floorB)
 		case n != b && got != want:
 			t.Errorf("%s's ledger has %d invocations of acme, the client got %d successes from it", n.name, got, want)
 		}

@@ -96,6 +96,7 @@ type invoker struct {
 	network   func(sc *scope, ext ExtensionInfo) (string, error) // the networks': a worker's network namespace
 	starter   WorkerStarter
 	metrics   *metrics.Registry
+	meter     *meter // counts the invocations (nil: in memory only)
 
 	sandboxDir, socketDir string
 
@@ -159,7 +160,7 @@ func (i *invoker) invoke(ctx context.Context, req InvokeRequest) (InvokeResult, 
 	defer cancel()
 	res, err := i.run(ctx, inv)
 	i.metrics.ObserveInvocation(sc.labels(), req.Extension(), resultOf(err), time.Since(start), inv.cold)
-	sc.countInvocation(req.Extension(), time.Since(start), inv.cold)
+	i.meter.countInvocation(sc, req.Extension(), time.Since(start), inv.cold)
 	return res, err
 }
 

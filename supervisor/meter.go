@@ -92,12 +92,16 @@ type meter struct {
 	// last publish added to the ledger: their spend totals go to the
 	// fleet (spendCaps.publish; kept only when it is set).
 	unpublished map[ident.Tenant]bool
+	// journal keeps the invocation counters between flushes across a
+	// kill of the daemon (meterjournal.go).
+	journal invJournal
 }
 
 var _ component = (*meter)(nil)
 
 func newMeter(d meterDeps) *meter {
 	m := &meter{meterDeps: d, last: map[string]*meterState{}, settled: map[string]uint64{}, probe: probeCgroup}
+	m.journal.full = make(chan struct{}, 1)
 	m.loop = newGoLoop(m.run)
 	return m
 }
@@ -129,8 +133,9 @@ func probeCgroup(p string) (time.Duration, uint64, bool) {
 // previous daemon life left: its workers died with it, but its scopes'
 // cgroups are still there (Recover removes them afterwards), so the CPU
 // time they used since their last flush, or since they were made if they
-// had none, is read from their counters and charged; the other meters'
-// unflushed part (memory, network, invocations) is lost.
+// had none, is read from their counters and charged, and the invocation
+// counters since from the invocation journal; the other meters' unflushed
+// part (memory, network) is lost.
 func (m *meter) open() error {
 	c := m.conf().Metering
 	if !c.Enabled {
@@ -140,10 +145,17 @@ func (m *meter) open() error {
 	if err != nil {
 		return fmt.Errorf("metering ledger: %w", err)
 	}
-	if err := m.settlePrevious(l); err != nil {
+	j, err := metering.OpenJournal(l.Dir())
+	if err != nil {
 		_ = l.Close()
 		return fmt.Errorf("metering ledger: %w", err)
 	}
+	if err := m.settlePrevious(l, j); err != nil {
+		_ = j.Close()
+		_ = l.Close()
+		return fmt.Errorf("metering ledger: %w", err)
+	}
+	m.journal.j.Store(j)
 	if f := &m.conf().Fleet; f.Enabled() {
 		l.SetNode(f.Node) // record ids include the node, for exporters to dedupe across nodes
 	}
@@ -152,9 +164,11 @@ func (m *meter) open() error {
 }
 
 // settlePrevious charges what the scopes of a previous daemon life used
-// after their last flush (see recoverUsage), in one transaction on l.
+// after their last flush (see recoverUsage) and the invocations the
+// journal j holds beyond their cursors (see replayJournal), in one
+// transaction on l, then releases the journal's older files.
 // Without a cgroup tree only the cursors' cgroups are looked at.
-func (m *meter) settlePrevious(l *metering.Ledger) error {
+func (m *meter) settlePrevious(l *metering.Ledger, j *metering.Journal) error {
 	old, err := l.Cursors()
 	if err != nil {
 		return err
@@ -166,9 +180,6 @@ func (m *meter) settlePrevious(l *metering.Ledger) error {
 			return err
 		}
 	}
-	if len(old) == 0 && len(present) == 0 {
-		return nil
-	}
 	pol := m.conf().Isolation
 	idOf := func(p string) (ScopeID, bool) {
 		elems := strings.Split(strings.TrimPrefix(p, m.tree.Root()+"/"), "/")
@@ -177,9 +188,17 @@ func (m *meter) settlePrevious(l *metering.Ledger) error {
 		}
 		return pol.idOf(elems[1], elems[2]), true
 	}
-	deltas, cursors, unflushed := recoverUsage(old, present, idOf, m.probe, time.Now())
-	if err := l.Commit(deltas, cursors); err != nil {
-		return err
+	now := time.Now()
+	deltas, cursors, unflushed := recoverUsage(old, present, idOf, m.probe, now)
+	inv, upTo := m.replayJournal(j, old, cursors, now)
+	deltas = append(deltas, inv...)
+	if len(deltas) > 0 || len(cursors) > 0 {
+		if err := l.Commit(deltas, cursors); err != nil {
+			return err
+		}
+	}
+	if err := j.Release(upTo); err != nil {
+		m.log.Error("metering: invocation journal release", "err", err)
 	}
 	m.mu.Lock()
 	for k, b := range cursors {
@@ -190,8 +209,8 @@ func (m *meter) settlePrevious(l *metering.Ledger) error {
 	}
 	m.mu.Unlock()
 	if len(deltas) > 0 || unflushed > 0 {
-		m.log.Warn("metering: settled the previous run's scopes; CPU time since its last flush recovered from their cgroups, other meters' unflushed part lost",
-			"scopes", len(cursors), "recovered", len(deltas), "never_flushed", unflushed)
+		m.log.Warn("metering: settled the previous run's scopes; CPU time since its last flush recovered from their cgroups, invocations from the journal, memory and network's unflushed part lost",
+			"scopes", len(cursors), "recovered", len(deltas), "invocation_deltas", len(inv), "never_flushed", unflushed)
 	}
 	return nil
 }
@@ -228,8 +247,9 @@ func (m *meter) close() error {
 			}
 		}
 	}
+	jerr := m.closeJournal()
 	m.mu.Unlock()
-	return errors.Join(err, m.ledger.Close())
+	return errors.Join(err, jerr, m.ledger.Close())
 }
 
 // recoverUsage charges what the scopes of a previous daemon life used
@@ -288,8 +308,9 @@ func recoverUsage(cursors map[string][]byte, present []string, idOf func(string)
 	return out, next, unflushed
 }
 
-// countInvocation adds one invocation to the scope's per-extension use.
-func (sc *scope) countInvocation(ext string, d time.Duration, cold bool) {
+// countInvocation adds one invocation to the scope's per-extension use
+// and, given a journal, appends the extension's counters to it.
+func (sc *scope) countInvocation(ext string, d time.Duration, cold bool, j *metering.Journal) error {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	if sc.use == nil {
@@ -305,6 +326,11 @@ func (sc *scope) countInvocation(ext string, d time.Duration, cold bool) {
 	if cold {
 		u.cold++
 	}
+	if j == nil {
+		return nil
+	}
+	e := journalEntry(sc, ext, u)
+	return j.Append(&e)
 }
 
 // flush commits every live scope's usage since the last flush;
@@ -327,6 +353,19 @@ func (m *meter) flush(removed ...*scope) error {
 	now := time.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	var upTo uint64
+	var appended map[*scope]struct{}
+	rotated := false
+	if len(removed) == 0 {
+		// Before the readings: the older journal files then hold no
+		// count the readings lack.
+		upTo, appended, rotated = m.rotateJournal()
+		defer func() {
+			if rotated { // not released: the next full flush sees these scopes too
+				m.keepAppended(appended)
+			}
+		}()
+	}
 	var deltas []metering.Delta
 	cursors := map[string][]byte{}
 	next := map[string]*meterState{}
@@ -363,7 +402,16 @@ func (m *meter) flush(removed ...*scope) error {
 	}
 	if err := m.ledger.Commit(deltas, cursors); err != nil {
 		m.metrics.IncError("metering_commit")
+		m.flushFailed()
 		return fmt.Errorf("metering: %w", err)
+	}
+	if rotated {
+		committed := make(map[*scope]bool, len(scopes))
+		for _, sc := range scopes {
+			committed[sc] = next[sc.node.Path()] != nil
+		}
+		m.releaseJournal(upTo, appended, committed)
+		rotated = false
 	}
 	for _, key := range gone {
 		delete(m.settled, key)
@@ -482,6 +530,7 @@ func (m *meter) run(ctx context.Context) {
 			beat(m.alive)
 			continue
 		case <-next.C:
+		case <-m.journal.full: // the invocation journal is large: flush early
 		}
 		beat(m.alive)
 		if err := m.flush(); err != nil {

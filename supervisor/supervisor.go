@@ -132,7 +132,7 @@ func (s *Supervisor) wire() {
 	s.ctl = &throttler{conf: s.conf, log: s.log, source: func() control.CounterReader { return s.acct },
 		scopes: &s.scopes, tree: s.tree, metrics: s.metrics}
 	s.inv = &invoker{cfg: &s.cfg, log: s.log, pluginLog: s.pluginLog, store: s.store, gate: s.gate, scopes: &s.scopes,
-		scopeFor: s.keeper.scopeFor, tierOf: s.tierOf, network: s.net.worker, starter: s.starter, metrics: s.metrics,
+		scopeFor: s.keeper.scopeFor, tierOf: s.tierOf, network: s.net.worker, starter: s.starter, metrics: s.metrics, meter: s.meter,
 		sandboxDir: s.sandboxDir, socketDir: s.socketDir}
 	s.reap = newReaper(&reaper{conf: s.conf, log: s.log, scopes: &s.scopes, gate: s.gate, store: s.store, tierOf: s.tierOf,
 		acquire: s.inv.acquire, release: s.inv.release, retire: s.inv.retire, remove: s.keeper.removeScopes, alive: &s.health.reaper})
