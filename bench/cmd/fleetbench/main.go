@@ -108,6 +108,7 @@ type bench struct {
 	ca       *tlstest.CA
 	nodes    []*node // the fleet's, by index (n1, n2, …)
 	fc       *client.FleetClient
+	keys     []string // the scope key of each user (rankAll)
 	payload  []byte
 	work     string // the kit's work directory, for the process check
 	loadAvg  string // at the start
@@ -127,7 +128,11 @@ func run(ctx context.Context, o options, args string) (_ []string, retErr error)
 	if b.files, err = b.kit.Bundle("./examples/" + extName); err != nil {
 		return nil, err
 	}
-	if b.ca, err = tlstest.NewCAIn(filepath.Join(b.kit.Work, "tls")); err != nil {
+	tlsDir := filepath.Join(b.kit.Work, "tls")
+	if err := os.Mkdir(tlsDir, 0o700); err != nil {
+		return nil, err
+	}
+	if b.ca, err = tlstest.NewCAIn(tlsDir); err != nil {
 		return nil, err
 	}
 	if b.etcdDir, err = os.MkdirTemp("", cgroupMark+"-etcd-"); err != nil {

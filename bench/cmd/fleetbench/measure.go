@@ -60,6 +60,10 @@ type kill struct {
 	plainQueued time.Duration // its Figures.queued: the worker's start on the new node
 	gone        time.Duration // the fleet client stopped listing the node
 	rejoin      time.Duration // restart → listed again
+	// After the rejoin: live scopes of the tenant, and those routed away
+	// from their node; the scopes lost with the node invoked again; those
+	// routed away once the node's record showed them.
+	live, away, lost, awayAfter int
 }
 
 // retryGap is how long a plain caller waits between attempts.
@@ -93,17 +97,39 @@ func (b *bench) call(ctx context.Context, user string, idem bool, timeout time.D
 	return resp, took, nil
 }
 
-// rankAll is the node the fleet client ranks first for each scope key.
+// rankAll is the node the fleet client ranks first for each scope key; it
+// notes the keys, by user, in b.keys.
 func (b *bench) rankAll() (map[string]string, error) {
 	m := map[string]string{}
+	b.keys = make([]string, b.o.scopes)
 	for i := range b.o.scopes {
 		key, ns, err := b.fc.Route(tenant, environment, user(i), extName)
 		if err != nil {
 			return nil, err
 		}
-		m[key] = ns[0].Name
+		m[key], b.keys[i] = ns[0].Name, key
 	}
 	return m, nil
+}
+
+// routedAway counts the scope keys live somewhere but ranked first on a
+// node where they are not: their next call would start them cold.
+func (b *bench) routedAway(ctx context.Context) (int, map[string][]string, error) {
+	where, err := b.liveOn(ctx, tenant)
+	if err != nil {
+		return 0, nil, err
+	}
+	ranks, err := b.rankAll()
+	if err != nil {
+		return 0, nil, err
+	}
+	away := 0
+	for key, first := range ranks {
+		if ns := where[key]; len(ns) > 0 && !slices.Contains(ns, first) {
+			away++
+		}
+	}
+	return away, where, nil
 }
 
 func compare(n int, how, leaving string, before, after map[string]string) move {
@@ -273,7 +299,32 @@ func (b *bench) fill(ctx context.Context, f *fillResult) error {
 	return err
 }
 
-// killOne kills a node (in turn) with SIGKILL and times, from then, an
+// probesOn makes two fresh scopes that the fleet client ranks first on k
+// live there, and returns their users (fewer when none of 1000 fresh keys
+// ranks k first).
+func (b *bench) probesOn(ctx context.Context, rep int, k *node) ([]string, error) {
+	var probes []string
+	for j := 0; len(probes) < 2 && j < 1000; j++ {
+		u := fmt.Sprintf("k%d-%s-%d", rep, k.name, j)
+		key, ns, err := b.fc.Route(tenant, environment, u, extName)
+		if err != nil {
+			return nil, err
+		}
+		if ns[0].Name != k.name {
+			continue
+		}
+		if _, _, err := b.call(ctx, u, false, callTimeout); err != nil {
+			return nil, err
+		}
+		if _, err := k.d.C.InspectScope(ctx, &scopedv1.InspectScopeRequest{Scope: key}); err != nil {
+			return nil, fmt.Errorf("scope %s is not live on %s, where the client ranked it: %w", key, k.name, err)
+		}
+		probes = append(probes, u)
+	}
+	return probes, nil
+}
+
+// killOne kills a node (in turn; see probesOn) with SIGKILL and times, from then, an
 // idempotent call of one of its scopes (retried on the next node at once)
 // and a plain call of another that the caller repeats until it succeeds
 // (the node must leave the membership first: its lease expires), and when
@@ -281,29 +332,22 @@ func (b *bench) fill(ctx context.Context, f *fillResult) error {
 // The first kill also measures the moves at three nodes with every scope
 // live.
 func (b *bench) killOne(ctx context.Context, rep int, res *results) (kill, error) {
-	k := b.nodes[rep%len(b.nodes)]
-	kl := kill{node: k.name}
-	// Two fresh scopes ranked first on k, made live there.
+	// The nodes in turn; one over its bound (no fresh key ranks it
+	// first) is passed over.
+	var k *node
 	var probes []string
-	for j := 0; len(probes) < 2 && j < 1000; j++ {
-		u := fmt.Sprintf("k%d-%d", rep, j)
-		key, ns, err := b.fc.Route(tenant, environment, u, extName)
-		if err != nil {
-			return kl, err
+	for c := range len(b.nodes) {
+		k = b.nodes[(rep+c)%len(b.nodes)]
+		var err error
+		if probes, err = b.probesOn(ctx, rep, k); err != nil {
+			return kill{}, err
+		} else if len(probes) == 2 {
+			break
 		}
-		if ns[0].Name != k.name {
-			continue
-		}
-		if _, _, err := b.call(ctx, u, false, callTimeout); err != nil {
-			return kl, err
-		}
-		if _, err := k.d.C.InspectScope(ctx, &scopedv1.InspectScopeRequest{Scope: key}); err != nil {
-			return kl, fmt.Errorf("scope %s is not live on %s, where the client ranked it: %w", key, k.name, err)
-		}
-		probes = append(probes, u)
 	}
+	kl := kill{node: k.name}
 	if len(probes) < 2 {
-		return kl, fmt.Errorf("no two of 1000 keys rank %s first", k.name)
+		return kl, fmt.Errorf("no two of 1000 keys rank any node first (the fleet client's nodes: %+v)", b.fc.Nodes())
 	}
 	l, err := k.d.C.ListScopes(ctx, &scopedv1.ListScopesRequest{})
 	if err != nil {
@@ -377,6 +421,44 @@ func (b *bench) killOne(ctx context.Context, rep int, res *results) (kill, error
 	b.kit.Adopt(k.d)
 	rejoined, err := b.waitView(b.names()...)
 	kl.rejoin = rejoined.Sub(t1)
+	if err != nil {
+		return kl, err
+	}
+	// The rejoined node has no scope: with bounded load, the others may
+	// rank after it for every key until it has its share.
+	away, where, err := b.routedAway(ctx)
+	if err != nil {
+		return kl, err
+	}
+	kl.live, kl.away = len(where), away
+	var lost []string
+	for i, key := range b.keys {
+		if len(where[key]) == 0 {
+			lost = append(lost, user(i))
+		}
+	}
+	kl.lost = len(lost)
+	if err := benchmd.Parallel(ctx, b.o.fillCallers, len(lost), func(ctx context.Context, i int) error {
+		_, _, err := b.call(ctx, lost[i], false, callTimeout)
+		return err
+	}); err != nil {
+		return kl, err
+	}
+	// Until the node's record shows its scopes (its next refresh).
+	l, err = k.d.C.ListScopes(ctx, &scopedv1.ListScopesRequest{})
+	if err != nil {
+		return kl, err
+	}
+	benchmd.Poll(10*time.Second, 10*time.Millisecond, func() (bool, error) {
+		ns := b.fc.Nodes()
+		i := slices.IndexFunc(ns, func(n record.Node) bool { return n.Name == k.name })
+		return i >= 0 && ns[i].Scopes >= len(l.GetScopes()), nil
+	})
+	if kl.awayAfter, _, err = b.routedAway(ctx); err != nil {
+		return kl, err
+	}
+	logf("  rejoined after %s: %d of %d live scopes routed away from their node; %d lost scopes invoked again, then %d routed away",
+		kl.rejoin.Round(time.Millisecond), kl.away, kl.live, kl.lost, kl.awayAfter)
 	benchmd.Settle(5*time.Second, 0, 0.25)
-	return kl, err
+	return kl, nil
 }

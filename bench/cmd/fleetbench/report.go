@@ -81,11 +81,14 @@ func (b *bench) report(args string, res *results) string {
 	r.P("client retries on the next ranked node when its node went away; **plain**: calls of the second scope, not marked,\n")
 	r.P("which fail `UNAVAILABLE` while the client still ranks the dead node first; the caller repeats one every %s\n", retryGap)
 	r.P("until one succeeds; **gone**: the fleet client no longer lists the node (its lease expired in etcd, the watch\n")
-	r.P("told the client). Then the node is started again on what it left and rejoins.\n\n")
-	r.P("| # | Node | Its live scopes | Idempotent call | Plain call | Failed plain attempts | Gone | Plain's worker start | Rejoined after restart |\n")
-	r.P("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	r.P("told the client). Then the node is started again on what it left and rejoins (**rejoined**: from its restart\n")
+	r.P("until the client lists it), and the scopes lost with it are invoked again (**lost**), which gives it back its share.\n")
+	r.P("**Away** counts the live scopes that the client ranks first on another node than theirs (their next call would\n")
+	r.P("start cold there): right after the rejoin, and again once the rejoined node's record showed its new scopes.\n\n")
+	r.P("| # | Node | Its live scopes | Idempotent call | Plain call | Failed plain attempts | Gone | Plain's worker start | Rejoined | Away after the rejoin | Lost | Away after those |\n")
+	r.P("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	var idem, plain, gone, start []time.Duration
-	idemFailed := 0
+	idemFailed, awayMax := 0, 0
 	for i, k := range res.kills {
 		is := ms(k.idem)
 		if k.idemErr != nil {
@@ -100,7 +103,9 @@ func (b *bench) report(args string, res *results) string {
 			start = append(start, k.plainQueued)
 		}
 		plain, gone = append(plain, k.plain), append(gone, k.gone)
-		r.P("| %d | %s | %d | %s | %s | %d | %s | %s | %s |\n", i+1, k.node, k.scopes, is, ms(k.plain), k.plainFails, ms(k.gone), st, ms(k.rejoin))
+		awayMax = max(awayMax, k.away)
+		r.P("| %d | %s | %d | %s | %s | %d | %s | %s | %s | %d of %d | %d | %d |\n", i+1, k.node, k.scopes, is, ms(k.plain), k.plainFails,
+			ms(k.gone), st, ms(k.rejoin), k.away, k.live, k.lost, k.awayAfter)
 	}
 	mx := func(ds []time.Duration) time.Duration { return benchmd.Percentile(ds, 100) }
 	r.P("\nMedian / max: idempotent %s / %s", ms(benchmd.Median(idem)), ms(mx(idem)))
@@ -114,7 +119,13 @@ func (b *bench) report(args string, res *results) string {
 	r.P("plus etcd's expiry check and the watch to the client (gone); the plain call then succeeds after at most one\n")
 	r.P("retry gap and a cold start on the next node (median worker start %s; plain − gone, median %s). The idempotent\n",
 		ms(benchmd.Median(start)), ms(benchmd.Median(diffs(plain, gone))))
-	r.P("call does not wait for the lease: the broken connection sends it to the next node at once.\n\n")
+	r.P("call does not wait for the lease: the broken connection sends it to the next node at once.\n")
+	if awayMax > 0 {
+		r.P("A node that rejoins empty pulls other nodes' scopes: with bounded load the others, above %.2f × the average\n", route.Bound)
+		r.P("that the empty node brings down, rank after it for every key, so up to %d live scopes would have started cold on\n", awayMax)
+		r.P("it had they been called before it took back its share (the benchmark called only the lost ones meanwhile).\n")
+	}
+	r.P("\n")
 
 	r.P("### Warm calls with [fleet] on vs off (goal: on/off invocations/s ≥ 0.98)\n\n")
 	oo := res.onOff
