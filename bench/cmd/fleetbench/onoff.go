@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,6 +38,12 @@ type load struct {
 
 func (l load) perSecond() float64 { return float64(l.calls) / l.elapsed.Seconds() }
 
+// others is the share of the machine's CPU time that everything but the
+// benchmark, the daemon and the worker used meanwhile.
+func (l load) others() float64 {
+	return float64(max(0, l.machine-l.daemon-l.worker-l.self)) / float64(l.elapsed) / float64(runtime.NumCPU())
+}
+
 func (l *load) add(o load) {
 	l.calls += o.calls
 	l.elapsed += o.elapsed
@@ -58,7 +65,7 @@ const idleWindow = 3 * time.Second
 
 // measureOnOff starts a fleet node and a daemon without [fleet], side by
 // side with the same settings, warms one scope of whoami in each, and
-// measures warm calls in alternating rounds, rotating which variant goes
+// measures warm calls in rounds, alternating which of on and off goes
 // first.
 func (b *bench) measureOnOff(ctx context.Context, res *results) error {
 	on, err := b.startNode(ctx, "on", b.o.nodes, true)
@@ -127,8 +134,13 @@ func (b *bench) measureOnOff(ctx context.Context, res *results) error {
 	}
 	for round := range b.o.rounds {
 		got := map[string]load{}
-		for i := range variants {
-			v := variants[(round+i)%len(variants)]
+		// On and off side by side, each first in every other round; the
+		// DialFleet variant last.
+		order := []string{vOn, vOff, vFleet}
+		if round%2 == 1 {
+			order[0], order[1] = vOff, vOn
+		}
+		for _, v := range order {
 			n := daemons[v]
 			if pids[v], err = workers(n); err != nil {
 				return err
@@ -144,8 +156,9 @@ func (b *bench) measureOnOff(ctx context.Context, res *results) error {
 			got[v] = l
 		}
 		r.rounds = append(r.rounds, got)
-		logf("warm calls, round %d: on %.0f/s, off %.0f/s, through DialFleet %.0f/s (ratio on/off %.3f)", round+1,
-			got[vOn].perSecond(), got[vOff].perSecond(), got[vFleet].perSecond(), got[vOn].perSecond()/got[vOff].perSecond())
+		logf("warm calls, round %d: on %.0f/s (others %.0f%%), off %.0f/s (others %.0f%%), through DialFleet %.0f/s (others %.0f%%); ratio on/off %.3f",
+			round+1, got[vOn].perSecond(), 100*got[vOn].others(), got[vOff].perSecond(), 100*got[vOff].others(),
+			got[vFleet].perSecond(), 100*got[vFleet].others(), got[vOn].perSecond()/got[vOff].perSecond())
 	}
 	for _, v := range variants {
 		r.workers[v] = len(pids[v])

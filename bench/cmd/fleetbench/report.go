@@ -1,12 +1,10 @@
 package main
 
 import (
-	"fmt"
 	"maps"
 	"math"
 	"runtime"
 	"slices"
-	"strings"
 	"time"
 
 	benchmd "github.com/scoped-io/scoped/bench"
@@ -46,16 +44,17 @@ func (b *bench) report(args string, res *results) string {
 	r.P("%d scope keys (tenant `%s`, users u000…) ranked by the fleet client (`FleetClient.Route`, the ranking its `Invoke`\n", o.scopes, tenant)
 	r.P("uses) before a node left and again once the client no longer listed it. Down to three nodes they leave with SIGTERM\n")
 	r.P("(the lease is revoked) before any scope is live; the last row is the first kill -9 below, with every scope live.\n\n")
-	r.P("| Nodes | How the node left | Keys ranked on it before | Moved | Moved / keys | 1/N | Other keys moved (goal 0) |\n")
+	r.P("| Nodes | How the node left | Keys ranked on it before | Moved | Moved / keys | 1/N ± σ | Other keys moved (goal 0) |\n")
 	r.P("| --- | --- | ---: | ---: | ---: | ---: | ---: |\n")
 	allOK := true
 	for _, m := range res.moves {
 		share := float64(m.moved) / float64(m.total)
 		allOK = allOK && m.movedOthers == 0 && m.moved == m.onLeaving
-		r.P("| %d → %d | %s | %d | %d | %.3f | %.3f | %d |\n", m.n, m.n-1, m.how, m.onLeaving, m.moved, share, 1/float64(m.n), m.movedOthers)
+		r.P("| %d → %d | %s | %d | %d | %.3f | %.3f ± %.3f | %d |\n", m.n, m.n-1, m.how, m.onLeaving, m.moved, share,
+			1/float64(m.n), stddevShare(m.total, m.n), m.movedOthers)
 	}
-	r.P("\nOnly the leaving node's keys moved: %s. How far the moved share is from 1/N is the hash's spread over %d keys\n", verdict(allOK), o.scopes)
-	r.P("(one standard deviation of a fair share is about %.3f at N = 3).\n\n", stddevShare(o.scopes, 3))
+	r.P("\nOnly the leaving node's keys moved: %s. The moved share differs from 1/N by the hash's spread over %d keys\n", verdict(allOK), o.scopes)
+	r.P("(± one standard deviation of a fair share, as a binomial count).\n\n")
 
 	f := res.fill
 	r.P("### Balance (goal: max/avg live scopes per node ≤ %.2f)\n\n", route.Bound)
@@ -130,14 +129,14 @@ func (b *bench) report(args string, res *results) string {
 	r.P("### Warm calls with [fleet] on vs off (goal: on/off invocations/s ≥ 0.98)\n\n")
 	oo := res.onOff
 	r.P("Two daemons side by side with the same settings, one a fleet node (on) and one without `[fleet]` (off), each with\n")
-	r.P("one warm scope of whoami (tenant `%s`). %d rounds; in each, every variant runs %s with %d callers back to\n", warmTenant, len(oo.rounds), o.slice, o.callers)
-	r.P("back, the order rotating from round to round; %s of warm-up per variant before. On and off are called with\n", o.warmup)
-	r.P("`client.Dial` on their unix sockets (one connection each): the same client, extension and request. The third\n")
-	r.P("variant calls the fleet node through `DialFleet` (TLS 1.3 on loopback TCP, bearer token), for reference.\n\n")
+	r.P("one warm scope of whoami (tenant `%s`). %d rounds; in each, on and off run %s each with %d callers back to\n", warmTenant, len(oo.rounds), o.slice, o.callers)
+	r.P("back, one after the other (which goes first alternates), then the third variant; %s of warm-up per variant\n", o.warmup)
+	r.P("before. On and off are called with `client.Dial` on their unix sockets (one connection each): the same client,\n")
+	r.P("extension and request. The third variant calls the fleet node through `DialFleet` (TLS 1.3 on loopback TCP, bearer\n")
+	r.P("token), for reference.\n\n")
 	r.P("| Variant | Calls | p50 | p99 | Invocations/s | Daemon CPU per call | Worker CPU per call | Workers |\n")
 	r.P("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	tot := map[string]*load{}
-	var other, wall time.Duration
 	for _, v := range variants {
 		t := &load{}
 		for _, rd := range oo.rounds {
@@ -147,30 +146,36 @@ func (b *bench) report(args string, res *results) string {
 		per := func(d time.Duration) string { return benchmd.Us(d / time.Duration(max(t.calls, 1))) }
 		r.P("| %s | %d | %s | %s | %.0f | %s | %s | %d |\n", v, t.calls, benchmd.Us(benchmd.Median(t.lat)),
 			benchmd.Us(benchmd.Percentile(t.lat, 99)), t.perSecond(), per(t.daemon), per(t.worker), oo.workers[v])
-		other += max(0, t.machine-t.daemon-t.worker-t.self)
-		wall += t.elapsed
 	}
 	var ratios []float64
-	for _, rd := range oo.rounds {
+	r.P("\n| Round | On, calls/s | Off, calls/s | On / off | Others' CPU during on | during off |\n| ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	for i, rd := range oo.rounds {
 		on, off := rd[vOn], rd[vOff]
 		ratios = append(ratios, on.perSecond()/off.perSecond())
+		r.P("| %d | %.0f | %.0f | %.3f | %.0f%% | %.0f%% |\n", i+1, on.perSecond(), off.perSecond(), ratios[i], 100*on.others(), 100*off.others())
 	}
 	pooled := tot[vOn].perSecond() / tot[vOff].perSecond()
-	rs := make([]string, len(ratios))
-	for i, x := range ratios {
-		rs[i] = fmt.Sprintf("%.3f", x)
-	}
 	sorted := slices.Sorted(slices.Values(ratios))
-	r.P("\nOn / off invocations/s per round: %s; median %.3f, range %.3f–%.3f; pooled %.3f (%s). p50 on / off: %s.\n",
-		strings.Join(rs, ", "), medianF(sorted), sorted[0], sorted[len(sorted)-1], pooled, verdict(pooled >= 0.98),
+	med := medianF(sorted)
+	r.P("\nOn / off invocations/s: median of the rounds %.3f (%s), range %.3f–%.3f; pooled %.3f. p50 latency on / off: %s.\n",
+		med, verdict(med >= 0.98), sorted[0], sorted[len(sorted)-1], pooled,
 		benchmd.DRatio(benchmd.Median(tot[vOn].lat), benchmd.Median(tot[vOff].lat)))
+	perCall := func(v string, d time.Duration) float64 { return float64(d) / float64(max(tot[v].calls, 1)) }
+	cpu := perCall(vOn, tot[vOn].daemon+tot[vOn].worker) / perCall(vOff, tot[vOff].daemon+tot[vOff].worker)
+	r.P("CPU per call on / off (daemon + worker): %.3f (daemon %s, worker %s).\n", cpu,
+		benchmd.Ratio(perCall(vOn, tot[vOn].daemon), perCall(vOff, tot[vOff].daemon)),
+		benchmd.Ratio(perCall(vOn, tot[vOn].worker), perCall(vOff, tot[vOff].worker)))
+	if cpu <= 1.02 {
+		r.P("The fleet node's CPU per call is within 2 %% of the other's, so the rounds' spread is most likely the\n")
+		r.P("machine's other users (the \"others\" columns: their share of its CPU time while a variant ran).\n")
+	} else {
+		r.P("The fleet node's path costs %.0f%% more CPU per call; on 2 busy CPUs that bounds its throughput.\n", 100*(cpu-1))
+	}
 	r.P("Through DialFleet / on the socket: invocations/s %s, p50 %s.\n",
 		benchmd.Ratio(tot[vFleet].perSecond(), tot[vOn].perSecond()), benchmd.DRatio(benchmd.Median(tot[vFleet].lat), benchmd.Median(tot[vOn].lat)))
 	r.P("Idle, before the rounds, the fleet node's daemon used %s of CPU over %s (keeping its lease and record,\n", ms(oo.idle[vOn]), idleWindow)
 	r.P("watching the fleet), the other %s. CPU times are from /proc at 10 ms resolution; the benchmark's own (callers,\n", ms(oo.idle[vOff]))
-	r.P("the fleet client and etcd) is left out. While the rounds ran, the rest of the machine (other users) used %.0f%% of\n",
-		100*float64(other)/float64(wall)/float64(runtime.NumCPU()))
-	r.P("its CPU time.\n")
+	r.P("the fleet client and etcd) is left out of the per-call figures.\n")
 	return r.End()
 }
 
