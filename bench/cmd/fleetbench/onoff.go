@@ -18,10 +18,11 @@ import (
 const (
 	vOn    = "[fleet] on, unix socket"
 	vOff   = "[fleet] off, unix socket"
+	vCtl   = "[fleet] off, a second daemon (control)"
 	vFleet = "[fleet] on, DialFleet (TLS over TCP)"
 )
 
-var variants = []string{vOn, vOff, vFleet}
+var variants = []string{vOn, vOff, vCtl, vFleet}
 
 // warmTenant owns the scope of the warm calls.
 const warmTenant = "warm"
@@ -63,8 +64,9 @@ type onOffResult struct {
 
 const idleWindow = 3 * time.Second
 
-// measureOnOff starts a fleet node and a daemon without [fleet], side by
-// side with the same settings, warms one scope of whoami in each, and
+// measureOnOff starts a fleet node and two daemons without [fleet] (the
+// second a control: how far two like daemons differ), side by side with
+// the same settings, warms one scope of whoami in each, and
 // measures warm calls in rounds, alternating which of on and off goes
 // first.
 func (b *bench) measureOnOff(ctx context.Context, res *results) error {
@@ -76,13 +78,17 @@ func (b *bench) measureOnOff(ctx context.Context, res *results) error {
 	if err != nil {
 		return err
 	}
+	ctl, err := b.startNode(ctx, "ctl", b.o.nodes+2, false)
+	if err != nil {
+		return err
+	}
 	if _, err := b.waitView("on"); err != nil {
 		return err
 	}
 	calls := map[string]func(context.Context) error{}
-	daemons := map[string]*node{vOn: on, vOff: off, vFleet: on}
+	daemons := map[string]*node{vOn: on, vOff: off, vCtl: ctl, vFleet: on}
 	pids := map[string][]int{}
-	for _, n := range []*node{on, off} {
+	for _, n := range []*node{on, off, ctl} {
 		if err := n.d.Deploy(ctx, warmTenant, environment, extName, b.files); err != nil {
 			return err
 		}
@@ -134,11 +140,12 @@ func (b *bench) measureOnOff(ctx context.Context, res *results) error {
 	}
 	for round := range b.o.rounds {
 		got := map[string]load{}
-		// On and off side by side, each first in every other round; the
-		// DialFleet variant last.
-		order := []string{vOn, vOff, vFleet}
+		// On, off and the control side by side, off in the middle, on
+		// and the control first in every other round; the DialFleet
+		// variant last.
+		order := []string{vOn, vOff, vCtl, vFleet}
 		if round%2 == 1 {
-			order[0], order[1] = vOff, vOn
+			order[0], order[2] = vCtl, vOn
 		}
 		for _, v := range order {
 			n := daemons[v]
@@ -156,15 +163,15 @@ func (b *bench) measureOnOff(ctx context.Context, res *results) error {
 			got[v] = l
 		}
 		r.rounds = append(r.rounds, got)
-		logf("warm calls, round %d: on %.0f/s (others %.0f%%), off %.0f/s (others %.0f%%), through DialFleet %.0f/s (others %.0f%%); ratio on/off %.3f",
-			round+1, got[vOn].perSecond(), 100*got[vOn].others(), got[vOff].perSecond(), 100*got[vOff].others(),
-			got[vFleet].perSecond(), 100*got[vFleet].others(), got[vOn].perSecond()/got[vOff].perSecond())
+		logf("warm calls, round %d: on %.0f/s, off %.0f/s, control %.0f/s, through DialFleet %.0f/s; on/off %.3f, control/off %.3f",
+			round+1, got[vOn].perSecond(), got[vOff].perSecond(), got[vCtl].perSecond(), got[vFleet].perSecond(),
+			got[vOn].perSecond()/got[vOff].perSecond(), got[vCtl].perSecond()/got[vOff].perSecond())
 	}
 	for _, v := range variants {
 		r.workers[v] = len(pids[v])
 	}
 	var errs []error
-	for _, n := range []*node{on, off} {
+	for _, n := range []*node{on, off, ctl} {
 		_, err := b.kit.StopDaemon(n.d, 0)
 		errs = append(errs, err)
 	}
