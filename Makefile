@@ -97,6 +97,7 @@ bench:
 	CGO_ENABLED=1 $(GO) run $(GOFLAGS_BUILD) ./bench/cmd/deploybench -o BENCHMARKS.md
 	CGO_ENABLED=1 $(GO) run $(GOFLAGS_BUILD) ./bench/cmd/soakbench -o BENCHMARKS.md
 	CGO_ENABLED=1 $(GO) run $(GOFLAGS_BUILD) ./bench/cmd/churnbench -o BENCHMARKS.md
+	CGO_ENABLED=1 $(GO) run $(GOFLAGS_BUILD) ./bench/cmd/fleetbench -o BENCHMARKS.md
 
 # Rebuilds generated code from source with the pinned Go tools (go.mod's
 # tool lines): protobuf, and the eBPF objects of accounting/ and netns/

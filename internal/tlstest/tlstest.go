@@ -11,6 +11,8 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -36,9 +38,19 @@ type CA struct {
 // in a new temporary directory of t.
 func NewCA(t testing.TB) *CA {
 	t.Helper()
+	ca, err := NewCAIn(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca
+}
+
+// NewCAIn is NewCA outside a test (a benchmark's): the CA's files and the
+// certificates it issues go in dir, which the caller made and removes.
+func NewCAIn(dir string) (*CA, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		t.Fatalf("tlstest: CA key: %v", err)
+		return nil, fmt.Errorf("tlstest: CA key: %w", err)
 	}
 	now := time.Now()
 	tmpl := &x509.Certificate{
@@ -53,18 +65,17 @@ func NewCA(t testing.TB) *CA {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		t.Fatalf("tlstest: CA certificate: %v", err)
+		return nil, fmt.Errorf("tlstest: CA certificate: %w", err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		t.Fatalf("tlstest: CA certificate: %v", err)
+		return nil, fmt.Errorf("tlstest: CA certificate: %w", err)
 	}
-	ca := &CA{cert: cert, key: key, dir: t.TempDir(), pool: x509.NewCertPool(), expires: tmpl.NotAfter}
+	ca := &CA{cert: cert, key: key, dir: dir, pool: x509.NewCertPool(), expires: tmpl.NotAfter}
 	ca.pool.AddCert(cert)
 	ca.serial.Store(1)
 	ca.file = filepath.Join(ca.dir, "ca.pem")
-	writePEM(t, ca.file, "CERTIFICATE", der, 0o644)
-	return ca
+	return ca, writePEM(ca.file, "CERTIFICATE", der, 0o644)
 }
 
 // CertFile is the PEM file of the CA's certificate (tls_ca).
@@ -82,14 +93,22 @@ func (ca *CA) Certificate() *x509.Certificate { return ca.cert }
 // PEM files; it returns their paths.
 func (ca *CA) Issue(t testing.TB, name string, ips []net.IP, dnsNames ...string) (certFile, keyFile string) {
 	t.Helper()
-	return ca.issue(t, name, ips, dnsNames, ca.cert, ca.key)
+	certFile, keyFile, err := ca.IssueFiles(name, ips, dnsNames...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
 }
 
-func (ca *CA) issue(t testing.TB, name string, ips []net.IP, dnsNames []string, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (certFile, keyFile string) {
-	t.Helper()
+// IssueFiles is Issue outside a test.
+func (ca *CA) IssueFiles(name string, ips []net.IP, dnsNames ...string) (certFile, keyFile string, err error) {
+	return ca.issue(name, ips, dnsNames, ca.cert, ca.key)
+}
+
+func (ca *CA) issue(name string, ips []net.IP, dnsNames []string, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (certFile, keyFile string, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		t.Fatalf("tlstest: key of %s: %v", name, err)
+		return "", "", fmt.Errorf("tlstest: key of %s: %w", name, err)
 	}
 	now := time.Now()
 	tmpl := &x509.Certificate{
@@ -104,18 +123,19 @@ func (ca *CA) issue(t testing.TB, name string, ips []net.IP, dnsNames []string, 
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
 	if err != nil {
-		t.Fatalf("tlstest: certificate of %s: %v", name, err)
+		return "", "", fmt.Errorf("tlstest: certificate of %s: %w", name, err)
 	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		t.Fatalf("tlstest: key of %s: %v", name, err)
+		return "", "", fmt.Errorf("tlstest: key of %s: %w", name, err)
 	}
 	n := ca.issued.Add(1)
 	base := filepath.Join(ca.dir, "cert-"+big.NewInt(n).String())
 	certFile, keyFile = base+".pem", base+"-key.pem"
-	writePEM(t, certFile, "CERTIFICATE", der, 0o644)
-	writePEM(t, keyFile, "PRIVATE KEY", keyDER, 0o600)
-	return certFile, keyFile
+	if err := errors.Join(writePEM(certFile, "CERTIFICATE", der, 0o644), writePEM(keyFile, "PRIVATE KEY", keyDER, 0o600)); err != nil {
+		return "", "", err
+	}
+	return certFile, keyFile, nil
 }
 
 // IssueSelfSigned makes a certificate for name that no CA signed (a
@@ -123,7 +143,11 @@ func (ca *CA) issue(t testing.TB, name string, ips []net.IP, dnsNames []string, 
 func (ca *CA) IssueSelfSigned(t testing.TB, name string, ips []net.IP, dnsNames ...string) (certFile, keyFile string) {
 	t.Helper()
 	other := NewCA(t)
-	return ca.issue(t, name, ips, dnsNames, other.cert, other.key)
+	certFile, keyFile, err := ca.issue(name, ips, dnsNames, other.cert, other.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
 }
 
 // KeyPair loads a certificate and key written by Issue.
@@ -160,9 +184,9 @@ func (ca *CA) ClientConfig(t testing.TB, serverName, certFile, keyFile string) *
 	return c
 }
 
-func writePEM(t testing.TB, path, kind string, der []byte, mode os.FileMode) {
-	t.Helper()
+func writePEM(path, kind string, der []byte, mode os.FileMode) error {
 	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), mode); err != nil {
-		t.Fatalf("tlstest: %v", err)
+		return fmt.Errorf("tlstest: %w", err)
 	}
+	return nil
 }
