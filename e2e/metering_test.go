@@ -282,15 +282,7 @@ func TestMeteringSurvivesKill9(t *testing.T) {
 // each tenant's CPU time, as its tier node counted it, to kernel.
 func countKilled(t *testing.T, d *daemon, tenants []string, kernel map[string]time.Duration) {
 	t.Helper()
-	waitFor(t, 15*time.Second, "the workers to die", func() bool {
-		left := processesIn(d.root)
-		for _, p := range left {
-			if pid, err := strconv.Atoi(strings.Split(p, "/")[2]); err == nil {
-				_ = syscall.Kill(pid, syscall.SIGKILL)
-			}
-		}
-		return len(left) == 0
-	})
+	killWorkersLeft(t, d)
 	for _, tn := range tenants {
 		n, err := cgroups.Load(filepath.Join(d.root, "standard", tn))
 		if err != nil {
@@ -302,6 +294,21 @@ func countKilled(t *testing.T, d *daemon, tenants []string, kernel map[string]ti
 		}
 		kernel[tn] += st.CPUUsage
 	}
+}
+
+// killWorkersLeft kills the workers a killed daemon left under its root
+// and waits until none is left.
+func killWorkersLeft(t *testing.T, d *daemon) {
+	t.Helper()
+	waitFor(t, 15*time.Second, "the workers to die", func() bool {
+		left := processesIn(d.root)
+		for _, p := range left {
+			if pid, err := strconv.Atoi(strings.Split(p, "/")[2]); err == nil {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+		return len(left) == 0
+	})
 }
 
 // ledgerMatchesKernel checks that each tenant's cpu_seconds in the ledger
@@ -429,7 +436,7 @@ func TestMeteringJournalKill9(t *testing.T) {
 	wg.Wait()
 	c.Close()
 	d.kill9()
-	countKilled(t, d, []string{"acme", "globex"}, map[string]time.Duration{})
+	killWorkersLeft(t, d)
 	d.start()
 	check := func(when string) {
 		t.Helper()
@@ -448,7 +455,7 @@ func TestMeteringJournalKill9(t *testing.T) {
 	check("after a kill -9")
 	// Killed again at once: what the journal held is charged once.
 	d.kill9()
-	countKilled(t, d, []string{"acme", "globex"}, map[string]time.Duration{})
+	killWorkersLeft(t, d)
 	d.start()
 	check("after a second kill -9")
 	c = d.client()
