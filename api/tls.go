@@ -52,20 +52,6 @@ func TLSConfig(fc *fleet.Config) (*tls.Config, error) {
 	}, nil
 }
 
-// ClientTLSConfig is what a node presents to another node (fetching a
-// bundle): its certificate and the fleet's CA to verify the other's.
-func ClientTLSConfig(fc *fleet.Config) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(fc.TLSCert, fc.TLSKey)
-	if err != nil {
-		return nil, fmt.Errorf("%w: fleet.tls_cert/tls_key: %w", supervisor.ErrConfig, err)
-	}
-	pool, err := loadCA(fc.TLSCA)
-	if err != nil {
-		return nil, err
-	}
-	return &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}, RootCAs: pool}, nil
-}
-
 func loadCA(file string) (*x509.CertPool, error) {
 	b, err := os.ReadFile(file)
 	if err != nil {

@@ -199,8 +199,8 @@ func checkFleetReload(old, cfg *Config) error {
 }
 
 // fleetClientTLS is what this node presents to another (fetching a
-// bundle): its certificate, and the fleet's CA to verify the other's (as
-// api.ClientTLSConfig).
+// bundle): its certificate, and the fleet's CA to verify the other's,
+// checked for [fleet] peer_server_name when set.
 func fleetClientTLS(fc *fleet.Config) (*tls.Config, error) {
 	cert, err := tls.LoadX509KeyPair(fc.TLSCert, fc.TLSKey)
 	if err != nil {
