@@ -24,6 +24,7 @@ import (
 	"github.com/scoped-io/scoped/fleet/record"
 	"github.com/scoped-io/scoped/internal/bundle"
 	"github.com/scoped-io/scoped/internal/ident"
+	"github.com/scoped-io/scoped/internal/mountinfo"
 	"github.com/scoped-io/scoped/internal/testutil"
 	"github.com/scoped-io/scoped/metering"
 	"github.com/scoped-io/scoped/metering/export"
@@ -82,6 +83,7 @@ var sentinels = map[string]error{
 	"cgroups.ErrNotUnified":   cgroups.ErrNotUnified,
 	"cgroups.ErrBusy":         cgroups.ErrBusy,
 	"cgroups.ErrInvalidStat":  cgroups.ErrInvalidStat,
+	"cgroups.ErrNotDelegated": cgroups.ErrNotDelegated,
 
 	"accounting.ErrNotSupported":   accounting.ErrNotSupported,
 	"accounting.ErrInvalidOptions": accounting.ErrInvalidOptions,
@@ -94,6 +96,9 @@ var sentinels = map[string]error{
 	"control.ErrInvalidConfig": control.ErrInvalidConfig,
 	"control.ErrClosed":        control.ErrClosed,
 	"control.ErrInvalidPSI":    control.ErrInvalidPSI,
+	"control.ErrNoActuator":    control.ErrNoActuator,
+
+	"internal/mountinfo.ErrMalformed": mountinfo.ErrMalformed,
 
 	"metering.ErrInvalid":      metering.ErrInvalid,
 	"metering.ErrUnknownMeter": metering.ErrUnknownMeter,
@@ -148,10 +153,11 @@ var internalSentinels = []string{
 	"netns.ErrInvalidConfig",
 	"sandbox.ErrInvalidConfig", "sandbox.ErrNoSeccomp",
 	"cgroups.ErrInvalidPath", "cgroups.ErrInvalidLimit", "cgroups.ErrNotSupported", "cgroups.ErrNotUnified",
-	"cgroups.ErrInvalidStat",
+	"cgroups.ErrInvalidStat", "cgroups.ErrNotDelegated",
 	"accounting.ErrNotSupported", "accounting.ErrInvalidOptions", "accounting.ErrInvalidScope",
 	"accounting.ErrTracked", "accounting.ErrNotTracked",
-	"control.ErrInvalidConfig", "control.ErrInvalidPSI",
+	"control.ErrInvalidConfig", "control.ErrInvalidPSI", "control.ErrNoActuator",
+	"internal/mountinfo.ErrMalformed",
 	"metering.ErrSchemaTooNew", "metering.ErrNotLedger", "metering.ErrReadOnly", "metering.ErrCorrupt", "metering.ErrSealed",
 	"metering/export.ErrInvalidConfig", "metering/export.ErrDelivery", "metering/export.ErrRefused",
 	"metering/export.ErrRejected", "metering/export.ErrSource",

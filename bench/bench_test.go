@@ -309,3 +309,45 @@ func TestProc(t *testing.T) {
 		t.Errorf("ProcCPU %v, SelfCPU %v", c, s)
 	}
 }
+
+func TestKitPrebuilt(t *testing.T) {
+	pre := t.TempDir()
+	t.Setenv(PrebuiltEnv, pre)
+	if _, err := NewKit("scoped-bench-kittest", t.Logf); err == nil || !strings.Contains(err.Error(), PrebuiltEnv) {
+		t.Fatalf("NewKit without the prebuilt daemon: %v", err)
+	}
+	files := map[string]string{"scoped": "daemon", "scoped-exec": "exec", "bundles/spin/manifest.toml": "name = \"spin\"\n", "bundles/spin/spin": "worker"}
+	for f, content := range files {
+		p := filepath.Join(pre, f)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k, err := NewKit("scoped-bench-kittest", t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	if k.Scoped != filepath.Join(pre, "scoped") || k.Bin != pre {
+		t.Errorf("daemon %s in %s, want the prebuilt one in %s", k.Scoped, k.Bin, pre)
+	}
+	b, err := k.Bundle("./examples/spin") // read as it is, not built
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fs := b.GetFiles(); len(fs) != 2 || string(fs[0].GetContent()) != files["bundles/spin/manifest.toml"] || string(fs[1].GetContent()) != "worker" {
+		t.Errorf("bundle %v", fs)
+	}
+	if _, err := k.Bundle("./examples/whoami"); err == nil {
+		t.Error("a bundle missing from the prebuilt directory: no error")
+	}
+	if err := k.Close(); err != nil {
+		t.Error(err)
+	}
+	if _, err := os.Stat(filepath.Join(pre, "scoped")); err != nil {
+		t.Errorf("Close removed the prebuilt binaries: %v", err)
+	}
+}

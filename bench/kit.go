@@ -31,22 +31,31 @@ import (
 type Kit struct {
 	Root    string        // the repository
 	Work    string        // temporary, mode 0711
-	Bin     string        // Work/bin: the daemon, scoped-exec and the bundles
+	Bin     string        // Work/bin, or $SCOPED_BENCH_BIN: the daemon, scoped-exec and the bundles
 	Scoped  string        // the daemon binary
 	Logs    LogKeeper     // the -daemon-log file; set its Path (and Header) to keep logs
 	LoadAvg string        // the load average when the kit was made
 	Wait    time.Duration // how long a daemon may take to stop (0: a minute)
 
-	mark    string
-	logf    func(string, ...any)
-	running []*Daemon
+	mark     string
+	logf     func(string, ...any)
+	running  []*Daemon
+	prebuilt bool // Bin is $SCOPED_BENCH_BIN: nothing is built
 }
+
+// PrebuiltEnv names the environment variable that points a Kit at prebuilt
+// binaries instead of building them (make bench-v2 builds them on the host,
+// so that the VM does not compile under emulation): the directory holds
+// scoped (cgo, -tags seccomp), scoped-exec and bundles/<name>/ with each
+// bundle's manifest.toml and worker <name>.
+const PrebuiltEnv = "SCOPED_BENCH_BIN"
 
 // NewKit makes the kit of the benchmark whose cgroups are named after mark
 // (e.g. scoped-bench-invoke): a work directory <mark>-*, the daemon built
 // with cgo and -tags seccomp and scoped-exec next to it, which it expects.
 // It refuses to start while cgroups named after mark are left (an earlier
-// run, or one still running).
+// run, or one still running). With $SCOPED_BENCH_BIN set (PrebuiltEnv) it
+// builds nothing and takes the daemon and the bundles from there.
 func NewKit(mark string, logf func(string, ...any)) (_ *Kit, retErr error) {
 	if left, _ := CgroupsLeft(mark); len(left) > 0 {
 		return nil, fmt.Errorf("cgroups of an earlier run are left (%s); is one running?", strings.Join(left, " "))
@@ -64,6 +73,19 @@ func NewKit(mark string, logf func(string, ...any)) (_ *Kit, retErr error) {
 			retErr = errors.Join(retErr, k.Close())
 		}
 	}()
+	if pre := os.Getenv(PrebuiltEnv); pre != "" {
+		if pre, err = filepath.Abs(pre); err != nil {
+			return nil, err
+		}
+		k.Bin, k.Scoped, k.prebuilt = pre, filepath.Join(pre, "scoped"), true
+		for _, f := range []string{k.Scoped, filepath.Join(pre, "scoped-exec")} {
+			if _, err := os.Stat(f); err != nil {
+				return nil, fmt.Errorf("%s: %w", PrebuiltEnv, err)
+			}
+		}
+		logf("prebuilt daemon and scoped-exec in %s (%s)", pre, PrebuiltEnv)
+		return k, nil
+	}
 	t0 := time.Now()
 	k.Bin = filepath.Join(k.Work, "bin")
 	k.Scoped = filepath.Join(k.Bin, "scoped")
@@ -79,12 +101,15 @@ func NewKit(mark string, logf func(string, ...any)) (_ *Kit, retErr error) {
 
 // Bundle builds the extension package pkg (e.g. ./examples/whoami, with its
 // manifest.toml) into Bin/bundles/<name>, name its last element, and
-// returns it as deployed: manifest.toml, then the worker <name>.
+// returns it as deployed: manifest.toml, then the worker <name>. With
+// prebuilt binaries (PrebuiltEnv) it reads Bin/bundles/<name> as it is.
 func (k *Kit) Bundle(pkg string) (*scopedv1.Bundle, error) {
 	name := path.Base(pkg)
 	dir := filepath.Join(k.Bin, "bundles", name)
-	if err := gobuild.Bundle(k.Root, dir, pkg, name); err != nil {
-		return nil, err
+	if !k.prebuilt {
+		if err := gobuild.Bundle(k.Root, dir, pkg, name); err != nil {
+			return nil, err
+		}
 	}
 	b := &scopedv1.Bundle{}
 	for _, f := range []string{"manifest.toml", name} {
@@ -98,6 +123,9 @@ func (k *Kit) Bundle(pkg string) (*scopedv1.Bundle, error) {
 			return nil, err
 		}
 		b.Files = append(b.Files, &scopedv1.File{Path: f, Mode: uint32(fi.Mode().Perm()), Content: content})
+	}
+	if k.prebuilt {
+		return b, nil
 	}
 	return b, gobuild.OpenDirs(k.Bin)
 }

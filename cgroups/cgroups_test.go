@@ -406,6 +406,10 @@ func TestLimitsValidation(t *testing.T) {
 		{CPUPeriod: -time.Millisecond},
 		{MemoryMax: 4096},
 		{MemoryHigh: 1},
+		{MemoryLow: 4096},
+		{MemoryLow: 64 << 20, MemoryHigh: 32 << 20},
+		{MemoryLow: 64 << 20, MemoryMax: 32 << 20},
+		{MemoryHigh: 64 << 20, MemoryMax: 32 << 20},
 	}
 	for _, l := range bad {
 		for _, m := range []Mode{V1, Hybrid, V2} {
@@ -432,6 +436,8 @@ func TestLimitsValidation(t *testing.T) {
 		{CPUMax: 0.01}, {CPUMax: 4096}, {CPUMax: -1}, {CPUMax: math.Inf(-1)},
 		{CPUMax: 1, CPUPeriod: time.Millisecond}, {CPUMax: 1, CPUPeriod: time.Second},
 		{MemoryMax: 1 << 20}, {MemoryMax: -1}, {MemoryHigh: 1 << 20}, {MemoryHigh: -1},
+		{MemoryLow: 1 << 20}, {MemoryLow: -1}, {MemoryLow: 32 << 20, MemoryHigh: 32 << 20, MemoryMax: 32 << 20},
+		{MemoryLow: 64 << 20, MemoryHigh: -1, MemoryMax: -1},
 		{PidsMax: 1}, {PidsMax: -1},
 	}
 	for _, l := range good {
@@ -446,7 +452,7 @@ func TestLimitsValidation(t *testing.T) {
 // TestLimitsResources checks the translation into runc's resources on every
 // mode, including those this host does not have.
 func TestLimitsResources(t *testing.T) {
-	l := Limits{CPUWeight: 300, CPUMax: 0.5, CPUPeriod: 50 * time.Millisecond, MemoryMax: 64 << 20, MemoryHigh: 48 << 20, PidsMax: 42}
+	l := Limits{CPUWeight: 300, CPUMax: 0.5, CPUPeriod: 50 * time.Millisecond, MemoryMax: 64 << 20, MemoryHigh: 48 << 20, MemoryLow: 16 << 20, PidsMax: 42}
 	for _, m := range []Mode{V1, Hybrid, V2} {
 		r, err := l.resources(m)
 		if err != nil {
@@ -459,8 +465,11 @@ func TestLimitsResources(t *testing.T) {
 			if r.CpuWeight != 300 || r.CpuShares != 0 {
 				t.Errorf("%s: weight %d shares %d, want weight 300", m, r.CpuWeight, r.CpuShares)
 			}
-			if r.Unified["memory.high"] != strconv.Itoa(48<<20) {
-				t.Errorf("%s: unified %v, want memory.high", m, r.Unified)
+			if r.Unified["memory.high"] != strconv.Itoa(48<<20) || r.Unified["memory.low"] != strconv.Itoa(16<<20) {
+				t.Errorf("%s: unified %v, want memory.high and memory.low", m, r.Unified)
+			}
+			if r.MemoryReservation != 0 {
+				t.Errorf("%s: memory reservation %d, want none (memory.low is unified)", m, r.MemoryReservation)
 			}
 		} else {
 			if r.CpuShares != 3072 || r.CpuWeight != 0 {
@@ -469,6 +478,10 @@ func TestLimitsResources(t *testing.T) {
 			// runc's v1 manager refuses any Unified entry.
 			if r.Unified != nil {
 				t.Errorf("%s: unified %v, want none (memory.high is ignored on v1)", m, r.Unified)
+			}
+			// memory.low is the soft limit on v1.
+			if r.MemoryReservation != 16<<20 {
+				t.Errorf("%s: memory reservation %d, want the soft limit 16 MiB", m, r.MemoryReservation)
 			}
 		}
 		if r.CpuPeriod != 50000 || r.CpuQuota != 25000 {
@@ -486,13 +499,23 @@ func TestLimitsResources(t *testing.T) {
 	if r.CpuQuota != -1 || r.CpuPeriod != 100000 || r.Memory != -1 || r.MemorySwap != -1 || *r.PidsLimit != -1 {
 		t.Errorf("removal: %+v", r)
 	}
+	// Removing the protection: memory.low 0 on v2 (runc's reservation of -1
+	// would write "max", protecting everything), no soft limit on v1.
+	r, _ = Limits{MemoryLow: -1, MemoryHigh: -1}.resources(V2)
+	if r.Unified["memory.low"] != "0" || r.Unified["memory.high"] != "max" || r.MemoryReservation != 0 {
+		t.Errorf("removal on v2: unified %v reservation %d", r.Unified, r.MemoryReservation)
+	}
+	r, _ = Limits{MemoryLow: -1}.resources(Hybrid)
+	if r.MemoryReservation != -1 || r.Unified != nil {
+		t.Errorf("removal on hybrid: unified %v reservation %d", r.Unified, r.MemoryReservation)
+	}
 	r, _ = Limits{CPUMax: 0.0001}.resources(V2)
 	if r.CpuQuota != 1000 {
 		t.Errorf("CPUMax 0.0001: quota %d, want 1000", r.CpuQuota)
 	}
 	// Zero fields leave the node alone.
 	r, _ = Limits{}.resources(V2)
-	if r.CpuWeight != 0 || r.CpuShares != 0 || r.CpuQuota != 0 || r.CpuPeriod != 0 || r.Memory != 0 || r.MemorySwap != 0 || r.PidsLimit != nil || r.Unified != nil {
+	if r.CpuWeight != 0 || r.CpuShares != 0 || r.CpuQuota != 0 || r.CpuPeriod != 0 || r.Memory != 0 || r.MemorySwap != 0 || r.MemoryReservation != 0 || r.PidsLimit != nil || r.Unified != nil {
 		t.Errorf("zero limits: %+v", r)
 	}
 }
@@ -577,7 +600,7 @@ func TestSetWritesKernelFiles(t *testing.T) {
 	}
 	wantMemory(strconv.Itoa(32 << 20))
 
-	err := n.Set(Limits{CPUWeight: 300, CPUMax: 0.5, CPUPeriod: 50 * time.Millisecond, MemoryMax: 64 << 20, MemoryHigh: 48 << 20, PidsMax: 42})
+	err := n.Set(Limits{CPUWeight: 300, CPUMax: 0.5, CPUPeriod: 50 * time.Millisecond, MemoryMax: 64 << 20, MemoryHigh: 48 << 20, MemoryLow: 16 << 20, PidsMax: 42})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -585,6 +608,7 @@ func TestSetWritesKernelFiles(t *testing.T) {
 		wantFile(t, n, "cpu", "cpu.weight", "300")
 		wantFile(t, n, "cpu", "cpu.max", "25000 50000")
 		wantFile(t, n, "memory", "memory.high", strconv.Itoa(48<<20))
+		wantFile(t, n, "memory", "memory.low", strconv.Itoa(16<<20))
 		if occ.PathExists(filepath.Join(ctrlDir(t, n, "memory"), "memory.swap.max")) {
 			wantFile(t, n, "memory", "memory.swap.max", "0")
 		}
@@ -596,6 +620,7 @@ func TestSetWritesKernelFiles(t *testing.T) {
 		if occ.PathExists(filepath.Join(ctrlDir(t, n, "memory"), "memory.high")) {
 			t.Errorf("memory.high exists on %s", mode)
 		}
+		wantFile(t, n, "memory", "memory.soft_limit_in_bytes", strconv.Itoa(16<<20))
 	}
 	wantMemory(strconv.Itoa(64 << 20))
 	wantFile(t, n, "pids", "pids.max", "42")
@@ -621,7 +646,7 @@ func TestSetWritesKernelFiles(t *testing.T) {
 	wantFile(t, n, "pids", "pids.max", "7")
 
 	// Negative removes; CPUMax without CPUPeriod goes back to 100 ms.
-	if err := n.Set(Limits{CPUMax: -1, MemoryMax: -1, MemoryHigh: -1, PidsMax: -1}); err != nil {
+	if err := n.Set(Limits{CPUMax: -1, MemoryMax: -1, MemoryHigh: -1, MemoryLow: -1, PidsMax: -1}); err != nil {
 		t.Fatal(err)
 	}
 	wantFile(t, n, "pids", "pids.max", "max")
@@ -629,12 +654,14 @@ func TestSetWritesKernelFiles(t *testing.T) {
 		wantFile(t, n, "cpu", "cpu.max", "max 100000")
 		wantFile(t, n, "memory", "memory.max", "max")
 		wantFile(t, n, "memory", "memory.high", "max")
+		wantFile(t, n, "memory", "memory.low", "0")
 	} else {
 		wantFile(t, n, "cpu", "cpu.cfs_quota_us", "-1")
 		wantFile(t, n, "cpu", "cpu.cfs_period_us", "100000")
 		// "Unlimited" reads as the largest page-aligned 63-bit number.
 		unlimited := strconv.FormatInt(math.MaxInt64&^(int64(os.Getpagesize())-1), 10)
 		wantMemory(unlimited)
+		wantFile(t, n, "memory", "memory.soft_limit_in_bytes", unlimited)
 	}
 
 	// Lowering the limit again (memsw must move after memory on v1).

@@ -25,8 +25,19 @@ type Limits struct {
 	// reclaims and then OOM-kills inside the node. Negative removes it.
 	MemoryMax int64
 	// MemoryHigh is the throttling threshold in bytes (cgroup v2 only;
-	// ignored on v1, which has no equivalent).
+	// ignored on v1, which has no equivalent). Negative removes it.
 	MemoryHigh int64
+	// MemoryLow is the memory in bytes protected from reclaim: under
+	// pressure (the host's, or an ancestor's memory.max) the kernel takes
+	// from nodes above their protection first, and from a node below it
+	// only when nothing else is left (cgroup v2 memory.low). A node's
+	// protection holds only up to its ancestors': each ancestor below the
+	// reclaim's root must protect at least the sum of its children's. On
+	// v1 it is the soft limit (memory.soft_limit_in_bytes): under global
+	// pressure only, the node furthest above its soft limit is reclaimed
+	// first; it protects nothing from an ancestor's limit. Negative
+	// removes it (v2: 0; v1: no soft limit).
+	MemoryLow int64
 	// PidsMax caps the number of tasks (processes and threads). Negative
 	// removes the cap.
 	PidsMax int64
@@ -62,6 +73,14 @@ func (l Limits) validate() error {
 		return fmt.Errorf("%w: memory max %d bytes is below 1 MiB", ErrInvalidLimit, l.MemoryMax)
 	case l.MemoryHigh > 0 && l.MemoryHigh < 1<<20:
 		return fmt.Errorf("%w: memory high %d bytes is below 1 MiB", ErrInvalidLimit, l.MemoryHigh)
+	case l.MemoryLow > 0 && l.MemoryLow < 1<<20:
+		return fmt.Errorf("%w: memory low %d bytes is below 1 MiB", ErrInvalidLimit, l.MemoryLow)
+	case l.MemoryLow > 0 && l.MemoryHigh > 0 && l.MemoryLow > l.MemoryHigh:
+		return fmt.Errorf("%w: memory low %d bytes is above memory high %d", ErrInvalidLimit, l.MemoryLow, l.MemoryHigh)
+	case l.MemoryLow > 0 && l.MemoryMax > 0 && l.MemoryLow > l.MemoryMax:
+		return fmt.Errorf("%w: memory low %d bytes is above memory max %d", ErrInvalidLimit, l.MemoryLow, l.MemoryMax)
+	case l.MemoryHigh > 0 && l.MemoryMax > 0 && l.MemoryHigh > l.MemoryMax:
+		return fmt.Errorf("%w: memory high %d bytes is above memory max %d", ErrInvalidLimit, l.MemoryHigh, l.MemoryMax)
 	}
 	return nil
 }
@@ -104,6 +123,19 @@ func (l Limits) resources(m Mode) (*occ.Resources, error) {
 			v = strconv.FormatInt(l.MemoryHigh, 10)
 		}
 		r.Unified = map[string]string{"memory.high": v}
+	}
+	switch {
+	case l.MemoryLow != 0 && m == V2:
+		// Not runc's MemoryReservation: it writes "max" (everything
+		// protected) for -1.
+		if r.Unified == nil {
+			r.Unified = map[string]string{}
+		}
+		r.Unified["memory.low"] = strconv.FormatInt(max(l.MemoryLow, 0), 10)
+	case l.MemoryLow > 0:
+		r.MemoryReservation = l.MemoryLow
+	case l.MemoryLow < 0:
+		r.MemoryReservation = -1 // v1: unlimited, the kernel's default
 	}
 	if l.PidsMax != 0 {
 		v := l.PidsMax

@@ -23,35 +23,55 @@ type SourceFunc func() (Snapshot, error)
 // Snapshot calls f.
 func (f SourceFunc) Snapshot() (Snapshot, error) { return f() }
 
-// Actuator applies CPU settings to a scope's cgroup.
+// Actuator applies CPU settings to scopes' and tenants' cgroups. Its
+// methods are called from the controller's goroutine only, and should not
+// take long: a few cgroup file writes.
 type Actuator interface {
 	// SetCPU sets the scope's CPU weight and CPU max (in CPUs; 0 removes
-	// the cap). It is called from the controller's goroutine only, and
-	// should not take long: a few cgroup file writes.
+	// the cap).
 	SetCPU(key string, weight uint64, cpuMax float64) error
+	// SetTenantCPU sets the CPU max of the tenant's node (in CPUs, at most
+	// its configured CPU max; 0 gives back its configured CPU max). A
+	// tenant without a node is no error.
+	SetTenantCPU(tenant string, cpuMax float64) error
 }
 
-// ActuatorFunc makes a function an Actuator.
-type ActuatorFunc func(key string, weight uint64, cpuMax float64) error
+// Actuators makes two functions an Actuator; a nil one fails with
+// ErrNoActuator.
+type Actuators struct {
+	Scope  func(key string, weight uint64, cpuMax float64) error
+	Tenant func(tenant string, cpuMax float64) error
+}
 
-// SetCPU calls f.
-func (f ActuatorFunc) SetCPU(key string, weight uint64, cpuMax float64) error {
-	return f(key, weight, cpuMax)
+// SetCPU calls a.Scope.
+func (a Actuators) SetCPU(key string, weight uint64, cpuMax float64) error {
+	if a.Scope == nil {
+		return ErrNoActuator
+	}
+	return a.Scope(key, weight, cpuMax)
+}
+
+// SetTenantCPU calls a.Tenant.
+func (a Actuators) SetTenantCPU(tenant string, cpuMax float64) error {
+	if a.Tenant == nil {
+		return ErrNoActuator
+	}
+	return a.Tenant(tenant, cpuMax)
 }
 
 var (
 	_ Source   = SourceFunc(nil)
-	_ Actuator = ActuatorFunc(nil)
+	_ Actuator = Actuators{}
 )
 
 // logEvery: a failure that repeats every tick is logged the first time and
 // then once every logEvery ticks.
 const logEvery = 60
 
-// Controller runs Decide on a Source's snapshots every Config.Interval and
-// applies its actions through an Actuator. An action that fails is logged
-// and tried again at the next tick (unless a newer one for the same scope
-// replaces it). Every event is logged, counted and kept in a ring. Its
+// Controller runs Decide and DecideShares on a Source's snapshots every
+// Config.Interval and applies their actions through an Actuator. An action
+// that fails is logged and tried again at the next tick (unless a newer one
+// for the same scope or tenant replaces it). Every event is logged, counted and kept in a ring. Its
 // methods are safe for concurrent use.
 type Controller struct {
 	cfg Config
@@ -61,7 +81,9 @@ type Controller struct {
 
 	tickMu  sync.Mutex // serialises Tick and Close; guards the fields below
 	st      State
+	shares  ShareState
 	pending map[string]*pending
+	tpend   map[string]*tenantPending
 	closed  bool
 	srcErrs int // consecutive failed snapshots
 
@@ -73,10 +95,16 @@ type Controller struct {
 	full      bool
 	counts    map[string]uint64
 	throttled map[string]int
+	capped    map[string]float64
 }
 
 type pending struct {
 	a     Action
+	tries int
+}
+
+type tenantPending struct {
+	a     TenantAction
 	tries int
 }
 
@@ -96,10 +124,12 @@ func New(cfg Config, src Source, act Actuator, log *slog.Logger) (*Controller, e
 	return &Controller{
 		cfg: cfg, src: src, act: act, log: log.With("component", "control"),
 		pending:   make(map[string]*pending),
+		tpend:     make(map[string]*tenantPending),
 		done:      make(chan struct{}),
 		ring:      make([]Event, max(cfg.MaxEvents, 1)),
 		counts:    make(map[string]uint64),
 		throttled: make(map[string]int),
+		capped:    make(map[string]float64),
 	}, nil
 }
 
@@ -159,6 +189,11 @@ func (c *Controller) Tick() error {
 		return err
 	}
 	c.st = st
+	shares, tacts, sevs, err := c.decideShares(snap)
+	if err != nil {
+		return err
+	}
+	c.shares = shares
 
 	present := make(map[string]bool, len(snap.Scopes))
 	for _, s := range snap.Scopes {
@@ -172,9 +207,33 @@ func (c *Controller) Tick() error {
 	for _, a := range acts {
 		c.pending[a.Key] = &pending{a: a}
 	}
-	c.apply()
-	c.record(evs, st.Throttled())
+	tenants := make(map[string]bool)
+	for _, s := range snap.Scopes {
+		tenants[s.Tenant] = true
+	}
+	for _, a := range tacts {
+		c.tpend[a.Tenant] = &tenantPending{a: a}
+	}
+	c.apply(tenants)
+	c.record(append(evs, sevs...), st.Throttled(), shares.Capped())
 	return nil
+}
+
+// decideShares runs DecideShares as decide runs Decide.
+func (c *Controller) decideShares(snap Snapshot) (st ShareState, acts []TenantAction, evs []Event, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.log.Error("fair-share decision failed", "panic", r, "stack", string(debug.Stack()))
+			st, acts, evs, err = c.shares, nil, nil, fmt.Errorf("decide shares: panic: %v", r)
+		}
+	}()
+	st, acts, evs = DecideShares(c.cfg, c.shares, snap)
+	if c.log.Enabled(context.Background(), slog.LevelDebug) {
+		if d := st.Describe(); d != "" {
+			c.log.Debug("fair shares tick", "figures", d)
+		}
+	}
+	return st, acts, evs, nil
 }
 
 // decide runs Decide; a panic (a bug) is logged and turned into an error,
@@ -191,8 +250,24 @@ func (c *Controller) decide(snap Snapshot) (st State, acts []Action, evs []Event
 	return st, acts, evs, nil
 }
 
-// apply runs the pending actions; the ones that fail stay pending.
-func (c *Controller) apply() {
+// apply runs the pending actions; the ones that fail stay pending, but for
+// tenants not in the snapshot (tenants says which are), which are tried
+// once.
+func (c *Controller) apply(tenants map[string]bool) {
+	for _, t := range slices.Sorted(maps.Keys(c.tpend)) {
+		p := c.tpend[t]
+		err := c.act.SetTenantCPU(t, p.a.CPUMax)
+		if err == nil || !tenants[t] {
+			delete(c.tpend, t)
+		}
+		if err == nil {
+			continue
+		}
+		p.tries++
+		if p.tries%logEvery == 1 {
+			c.log.Warn("tenant cpu max not applied; retrying next tick", "tenant", t, "cpu_max", p.a.CPUMax, "tries", p.tries, "err", err)
+		}
+	}
 	for _, key := range slices.Sorted(maps.Keys(c.pending)) {
 		p := c.pending[key]
 		err := c.act.SetCPU(key, p.a.Weight, p.a.CPUMax)
@@ -208,9 +283,14 @@ func (c *Controller) apply() {
 	}
 }
 
-// record logs, counts and keeps events, and publishes the levels.
-func (c *Controller) record(evs []Event, throttled map[string]int) {
+// record logs, counts and keeps events, and publishes the levels and
+// the capped tenants.
+func (c *Controller) record(evs []Event, throttled map[string]int, capped map[string]float64) {
 	for _, e := range evs {
+		if e.Scope == "" {
+			c.log.Info("fair shares: "+e.Kind, "tenant", e.Tenant, "starving", e.Victims, "reason", e.Reason)
+			continue
+		}
 		c.log.Info("noisy neighbour: "+e.Kind, "tenant", e.Tenant, "scope", e.Scope,
 			"victims", e.Victims, "level", e.Level, "reason", e.Reason)
 	}
@@ -225,11 +305,12 @@ func (c *Controller) record(evs []Event, throttled map[string]int) {
 		}
 	}
 	c.throttled = throttled
+	c.capped = capped
 }
 
-// Close restores every throttled scope to its base weight and CPU max (and
-// retries the actions still pending), records a "restored" event for each,
-// and stops Run. It returns the Actuator's errors, joined. Closing twice is
+// Close restores every throttled scope to its base weight and CPU max and
+// lifts every tenant cap (and retries the actions still pending), records
+// a "restored" or "share_lifted" event for each, and stops Run. It returns the Actuator's errors, joined. Closing twice is
 // a no-op.
 func (c *Controller) Close() error {
 	c.tickMu.Lock()
@@ -244,6 +325,12 @@ func (c *Controller) Close() error {
 	for _, a := range acts {
 		c.pending[a.Key] = &pending{a: a}
 	}
+	tacts, sevs := c.shares.liftAll(time.Now(), "controller stopped")
+	c.shares = ShareState{}
+	evs = append(evs, sevs...)
+	for _, a := range tacts {
+		c.tpend[a.Tenant] = &tenantPending{a: a}
+	}
 	var errs []error
 	for _, key := range slices.Sorted(maps.Keys(c.pending)) {
 		a := c.pending[key].a
@@ -253,7 +340,15 @@ func (c *Controller) Close() error {
 		}
 	}
 	clear(c.pending)
-	c.record(evs, map[string]int{})
+	for _, t := range slices.Sorted(maps.Keys(c.tpend)) {
+		a := c.tpend[t].a
+		if err := c.act.SetTenantCPU(t, a.CPUMax); err != nil {
+			c.log.Warn("tenant cpu max not restored", "tenant", t, "cpu_max", a.CPUMax, "err", err)
+			errs = append(errs, fmt.Errorf("restore tenant %s: %w", t, err))
+		}
+	}
+	clear(c.tpend)
+	c.record(evs, map[string]int{}, map[string]float64{})
 	return errors.Join(errs...)
 }
 
@@ -291,4 +386,12 @@ func (c *Controller) Throttled() map[string]int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return maps.Clone(c.throttled)
+}
+
+// Capped returns the CPU max of every tenant the fair-share rule caps now,
+// by tenant.
+func (c *Controller) Capped() map[string]float64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.capped)
 }

@@ -66,6 +66,24 @@ func (a *fakeActuator) SetCPU(key string, weight uint64, cpuMax float64) error {
 	return nil
 }
 
+func (a *fakeActuator) SetTenantCPU(tenant string, cpuMax float64) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	call := fmt.Sprintf("tenant %s %g", tenant, cpuMax)
+	a.calls = append(a.calls, call)
+	if a.set != nil {
+		select {
+		case a.set <- call:
+		default:
+		}
+	}
+	if n := a.fail["tenant "+tenant]; n != 0 {
+		a.fail["tenant "+tenant] = n - 1
+		return errors.New("cgroup write failed")
+	}
+	return nil
+}
+
 func (a *fakeActuator) got() []string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -267,10 +285,10 @@ func TestControllerDisabled(t *testing.T) {
 func TestNewInvalid(t *testing.T) {
 	bad := DefaultConfig()
 	bad.Interval.Duration = 0
-	if _, err := New(bad, SourceFunc(nil), ActuatorFunc(nil), nil); !errors.Is(err, ErrInvalidConfig) {
+	if _, err := New(bad, SourceFunc(nil), Actuators{}, nil); !errors.Is(err, ErrInvalidConfig) {
 		t.Errorf("invalid config: %v", err)
 	}
-	if _, err := New(DefaultConfig(), nil, ActuatorFunc(nil), nil); !errors.Is(err, ErrInvalidConfig) {
+	if _, err := New(DefaultConfig(), nil, Actuators{}, nil); !errors.Is(err, ErrInvalidConfig) {
 		t.Errorf("no source: %v", err)
 	}
 }

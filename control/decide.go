@@ -35,6 +35,10 @@ type ScopeSample struct {
 	// entitled share, so that a tenant taking what its weight entitles it
 	// to is never blamed (see Decide).
 	TenantWeight uint64
+	// TenantCPUMax is the tenant's configured CPU max in CPUs (its tier's
+	// cpu_max; 0: no cap): DecideShares never caps a tenant above it, and
+	// lifting its cap gives it back.
+	TenantCPUMax float64
 }
 
 // PSI is a cgroup's cumulative cpu.pressure stall time, as cgroups reads
@@ -324,26 +328,46 @@ func (d *decider) entitle(st State, snap Snapshot) {
 			d.busyScopes[ts.s.Tenant]++
 		}
 	}
-	var total, used float64
-	for t, w := range weight {
-		used += d.tenantCPU[t]
-		if d.tenantCPU[t] >= activeCPU {
-			total += float64(w)
+	d.share, _ = entitlements(cpus, weight, d.tenantCPU, hostCPU(st.hostBusy, snap.HostBusy, d.secs))
+}
+
+// hostCPU is how many CPUs the whole host kept busy between two snapshots
+// secs apart with HostBusy prev and now; -1 when unknown.
+func hostCPU(prev, now time.Duration, secs float64) float64 {
+	if secs <= 0 || prev <= 0 || now < prev {
+		return -1
+	}
+	return (now - prev).Seconds() / secs
+}
+
+// entitlements is every tenant's entitled share of the CPUs in a tick (nil
+// when no tenant is busy): its weight over the weights of the busy tenants
+// (those that used at least activeCPU), times the CPUs the tenants could
+// have had, avail: all cpus less what the rest of the host used (host, the
+// CPUs the whole host kept busy, less what the tenants used; host < 0:
+// unknown, all of them), never less than what the tenants used.
+func entitlements(cpus float64, weight map[string]uint64, used map[string]float64, host float64) (share map[string]float64, avail float64) {
+	var total, sum float64
+	for _, t := range slices.Sorted(maps.Keys(weight)) { // in order: the same sums every time
+		sum += used[t]
+		if used[t] >= activeCPU {
+			total += float64(weight[t])
 		}
 	}
 	if total == 0 {
-		return
+		return nil, 0
 	}
-	if d.secs > 0 && st.hostBusy > 0 && snap.HostBusy >= st.hostBusy {
-		// The CPUs the scopes could have had: all, less what the rest of
-		// the host used meanwhile.
-		other := (snap.HostBusy-st.hostBusy).Seconds()/d.secs - used
-		cpus = max(cpus-max(other, 0), used, activeCPU)
+	avail = cpus
+	if host >= 0 {
+		// The CPUs the tenants could have had: all, less what the rest
+		// of the host used meanwhile.
+		avail = max(cpus-max(host-sum, 0), sum, activeCPU)
 	}
-	d.share = map[string]float64{}
+	share = make(map[string]float64, len(weight))
 	for t, w := range weight {
-		d.share[t] = cpus * float64(w) / total
+		share[t] = avail * float64(w) / total
 	}
+	return share, avail
 }
 
 // entitled is a scope's part of its tenant's entitled share (0: the rule
@@ -653,25 +677,32 @@ func (d *decider) hold(th throttle) time.Duration {
 	return d.cfg.Cooldown.Duration
 }
 
-// blame describes why key is named: its victims' figures and its own.
-func (d *decider) blame(key string) string {
-	var b strings.Builder
-	victims := d.hurt[key]
-	for i, v := range victims {
+// listFirst writes each of the first three items with write, separated by
+// commas, and how many more there are, for an event's reason.
+func listFirst(b *strings.Builder, items []string, write func(string)) {
+	for i, v := range items {
 		if i == 3 {
-			fmt.Fprintf(&b, ", and %d more", len(victims)-i)
-			break
+			fmt.Fprintf(b, ", and %d more", len(items)-i)
+			return
 		}
 		if i > 0 {
 			b.WriteString(", ")
 		}
+		write(v)
+	}
+}
+
+// blame describes why key is named: its victims' figures and its own.
+func (d *decider) blame(key string) string {
+	var b strings.Builder
+	listFirst(&b, d.hurt[key], func(v string) {
 		vs := d.scopes[v]
 		fmt.Fprintf(&b, "victim %s: run-queue p99 %s, preempted %.0f/s by other scopes",
 			v, vs.p99.Round(10*time.Microsecond), vs.preempt)
 		if vs.psi >= 0 {
 			fmt.Fprintf(&b, ", cpu pressure full %.0f%%", 100*vs.psi)
 		}
-	}
+	})
 	ts := d.scopes[key]
 	share := 0.0
 	if d.of[key] > 0 {

@@ -13,6 +13,8 @@ var (
 	// ErrClosed: the Controller was closed; it restored every scope it
 	// had throttled and does nothing more.
 	ErrClosed = errors.New("controller closed")
+	// ErrNoActuator: an Actuators has no function for the setting.
+	ErrNoActuator = errors.New("no actuator for this setting")
 	// ErrInvalidPSI: a cpu.pressure file did not parse (cgroups reads it).
 	ErrInvalidPSI = cgroups.ErrInvalidStat
 )

@@ -50,6 +50,9 @@ var loadHelper = testutil.Helper("control-load", func(args []string) int {
 //	serve  1 ms of work, then 1 ms of sleep, over and over: a service
 //	       that needs half a CPU and is hurt by waiting
 func helper(mode string) int {
+	if mode == "gospin" {
+		return goSpin()
+	}
 	runtime.LockOSThread()
 	var set unix.CPUSet
 	set.Set(0)
@@ -222,14 +225,14 @@ func TestRecordTrace(t *testing.T) {
 		return snap, err
 	})
 	var applied []string
-	act := ActuatorFunc(func(key string, weight uint64, cpuMax float64) error {
+	act := Actuators{Scope: func(key string, weight uint64, cpuMax float64) error {
 		applied = append(applied, fmt.Sprintf("%s %d %g", key, weight, cpuMax))
 		l := cgroups.Limits{CPUWeight: weight, CPUMax: cpuMax}
 		if cpuMax == 0 {
 			l.CPUMax = -1
 		}
 		return nodes[key].Set(l)
-	})
+	}}
 	c, err := New(cfg, src, act, log)
 	if err != nil {
 		t.Fatal(err)

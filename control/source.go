@@ -21,6 +21,8 @@ type ScopeInfo struct {
 	// TenantWeight is the tenant's CPU weight against other tenants (0:
 	// unknown; see ScopeSample.TenantWeight).
 	TenantWeight uint64
+	// TenantCPUMax is the tenant's configured CPU max in CPUs (0: no cap).
+	TenantCPUMax float64
 }
 
 // CounterReader reads a tracked scope's cumulative counters.
@@ -53,7 +55,7 @@ func AccountingSource(r CounterReader, scopes func() []ScopeInfo) Source {
 			psi, _ := cgroups.ReadPSI(s.UnifiedDir, "cpu") // none on error: the run-queue signal remains
 			snap.Scopes = append(snap.Scopes, ScopeSample{
 				Key: s.Key, Tenant: s.Tenant, ID: s.ID, Counters: c, PSI: psi,
-				Weight: s.Weight, CPUMax: s.CPUMax, TenantWeight: s.TenantWeight,
+				Weight: s.Weight, CPUMax: s.CPUMax, TenantWeight: s.TenantWeight, TenantCPUMax: s.TenantCPUMax,
 			})
 		}
 		return snap, nil

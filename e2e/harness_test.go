@@ -122,6 +122,7 @@ type daemon struct {
 	stopOnce sync.Once
 	killed   bool // by kill9, and not started since
 	netns    string
+	cgroup   string // start the daemon in this cgroup (v2; "": the test's)
 }
 
 // options change the daemon's configuration.
@@ -135,6 +136,9 @@ type options struct {
 	metrics   string // [metrics] listen; default "off"
 	env       []string
 	netns     string // run the daemon in this network namespace (a path)
+	delegate  string // cgroup_delegate; default "off"
+	top       string // TOML lines at the top level (before any table)
+	cgroup    string // start the daemon in this cgroup (pure v2 only)
 }
 
 func requireBins(t *testing.T) {
@@ -180,11 +184,16 @@ func startDaemon(t *testing.T, o options) *daemon {
 	if o.memoryMax == 0 {
 		o.memoryMax = 256 << 20
 	}
+	if o.delegate == "" {
+		o.delegate = "off"
+	}
 	cfg := fmt.Sprintf(`socket = %q
 reattach_file = %q
 state_dir = %q
 runtime_dir = %q
 cgroup_root = %q
+cgroup_delegate = %q
+%s
 [isolation]
 by = %s
 [limits]
@@ -200,7 +209,7 @@ interval = "200ms"
 mode = %q
 [log]
 level = "debug"
-%s`, d.socket, filepath.Join(d.runtime, "reattach.json"), d.state, d.runtime, d.root, o.isolation, o.poolExtra, o.memoryMax, o.metrics, accountingMode(), o.extra)
+%s`, d.socket, filepath.Join(d.runtime, "reattach.json"), d.state, d.runtime, d.root, o.delegate, o.top, o.isolation, o.poolExtra, o.memoryMax, o.metrics, accountingMode(), o.extra)
 	d.config = filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(d.config, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -208,6 +217,7 @@ level = "debug"
 	testutil.CheckLeaks(t, d.root)
 	d.env = o.env
 	d.netns = o.netns
+	d.cgroup = o.cgroup
 	// The cleanup is registered first: a daemon that fails to become
 	// ready is still stopped (it may be running, only slow).
 	t.Cleanup(func() {
@@ -236,6 +246,16 @@ func (d *daemon) start() {
 		d.cmd = exec.Command("nsenter", "--net="+d.netns, "--", bins.scoped, "--config", d.config, "--grace", "5s")
 	}
 	d.cmd.Env = append(os.Environ(), d.env...)
+	if d.cgroup != "" {
+		// Started in it (CLONE_INTO_CGROUP), as systemd starts a service.
+		f, err := os.Open(filepath.Join("/sys/fs/cgroup", d.cgroup))
+		if err != nil {
+			close(d.exited)
+			d.t.Fatal(err)
+		}
+		defer f.Close()
+		d.cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(f.Fd())}
+	}
 	d.cmd.Stdout = d.logs
 	d.cmd.Stderr = d.logs
 	if err := d.cmd.Start(); err != nil {

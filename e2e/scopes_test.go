@@ -144,8 +144,9 @@ func grepLines(text string, words ...string) string {
 // goes once its worker has stopped (idle) and the reaper looks again.
 func TestKeepVersions(t *testing.T) {
 	// The v1 worker must stay live through the deploys below, however
-	// slow the machine: an idle timeout well past them.
-	d := startDaemon(t, options{poolExtra: `idle_timeout = "10s"`})
+	// slow the machine: an idle timeout well past them (a deploy took 3 s
+	// under emulation, and 10 s let v1's worker go before the fifth).
+	d := startDaemon(t, options{poolExtra: `idle_timeout = "20s"`})
 	c := d.client()
 	ctx := context.Background()
 	cfg, err := os.ReadFile(d.config)
@@ -206,7 +207,7 @@ func TestKeepVersions(t *testing.T) {
 		t.Errorf("invoke of pruned v2: %v, want NOT_FOUND", err)
 	}
 	// The v1 worker stops after idle_timeout; then v1 goes.
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(80 * time.Second)
 	for slices.Contains(onDisk(), "v1") {
 		if time.Now().After(deadline) {
 			t.Fatalf("v1 still there after its worker went idle: %v", onDisk())

@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -279,19 +281,20 @@ func TestTiers(t *testing.T) {
 
 // TestTenantsShareByWeightNotScopes: a tenant running four scopes gets no
 // more CPU than a tenant with one at the same tier: the tenant node, not
-// the scope, is what the kernel weighs against other tenants.
+// the scope, is what the kernel weighs against other tenants, and where the
+// kernel's split drifts the controller's fair-share rule caps the
+// over-taker at its share.
 func TestTenantsShareByWeightNotScopes(t *testing.T) {
-	// On the 6.18 development host (EEVDF, hybrid cgroups) the outcome
-	// varies from run to run: the one-scope tenant got 0.17–0.49 with the
-	// same weights, and the same tree of plain C spinners that have a few
-	// periodically sleeping threads each (Go workers always do) was starved
-	// completely for 3 s once (single-threaded spinners: 0.47–0.51). Debian's
-	// 6.1 kernel on pure v2 (the VM of make test-v2, which sets the
-	// variable) gives 0.47–0.50. The weights themselves are checked by
-	// TestTiers on every host.
-	if os.Getenv("SCOPED_TEST_FAIRNESS") == "" {
-		t.Skip("set SCOPED_TEST_FAIRNESS=1 to run: on some kernels (6.18 EEVDF here) the split of equal tenant weights varies 0.17–0.49 from run to run; make test-v2 runs it on 6.1")
-	}
+	// The kernel alone does not hold the split: on the 6.18 development
+	// host (EEVDF, hybrid cgroups) the one-scope tenant got 0.17–0.49 from
+	// run to run with the same weights (spinners with periodically
+	// sleeping threads, as every Go worker has), Debian's 6.12 on pure v2
+	// 0.41–0.50, its 6.1 0.47–0.50. The controller's fair-share rule
+	// ([control] fair_shares, on by default) caps the over-taking tenant at
+	// its share within share_window ticks of a drift, so the test waits for
+	// the loop: a slice in which the rule acted (or did in the 3 s after
+	// it: the window's 2 ticks and the next) is measured again, up to
+	// three times.
 	d := startDaemon(t, options{poolExtra: "max_workers = 2\nidle_timeout = \"10m\""})
 	c := d.client()
 	envs := []string{"e1", "e2", "e3", "e4"}
@@ -320,11 +323,12 @@ func TestTenantsShareByWeightNotScopes(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, _ = c.Invoke(ctx, &scopedv1.InvokeRequest{Tenant: cl.tenant, Environment: cl.env, Extension: "spin", Payload: []byte("60000")})
+			// Past every try (the harness's default_timeout is 20 s).
+			_, _ = c.Invoke(ctx, &scopedv1.InvokeRequest{Tenant: cl.tenant, Environment: cl.env, Extension: "spin", Payload: []byte("60000"),
+				Timeout: durationpb.New(2 * time.Minute)})
 		}()
 	}
 	defer func() { cancel(); wg.Wait() }()
-	time.Sleep(time.Second)
 	usage := func(tenant string) time.Duration {
 		u, err := cgroups.CPUUsage(filepath.Join(d.root, "standard", tenant))
 		if err != nil {
@@ -332,19 +336,97 @@ func TestTenantsShareByWeightNotScopes(t *testing.T) {
 		}
 		return u
 	}
-	m0, o0 := usage("many"), usage("one")
-	time.Sleep(3 * time.Second)
-	m, o := usage("many")-m0, usage("one")-o0
-	share := float64(o) / float64(m+o)
-	t.Logf("4 scopes × 2 spinners vs 1 scope × 2 spinners, equal tiers: many used %s, one %s: one's share %.3f", m, o, share)
-	// Flat scopes would give "one" 2/10 of the CPU, equal tenant weights
-	// 1/2. The kernel's per-CPU distribution of group weights on 2 CPUs
-	// lands a little under (0.42–0.48 on the quiet hybrid development
-	// host; below 0.3 only while other jobs loaded both CPUs), so the
-	// bound sits between the flat and the fair split.
-	if share < 0.35 || share > 0.65 {
-		t.Errorf("the one-scope tenant got %.1f%% of the CPU: want about 50%% (a flat split would give it 20%%)", 100*share)
+	// shareEvents are the fair-share rule's events so far.
+	shareEvents := func() []*scopedv1.Event {
+		r, err := c.ListEvents(context.Background(), &scopedv1.ListEventsRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []*scopedv1.Event
+		for _, e := range r.GetEvents() {
+			if strings.HasPrefix(e.GetKind(), "share_") {
+				out = append(out, e)
+			}
+		}
+		return out
 	}
+	// Settle: a drift from the start is found within share_window (2)
+	// ticks of 1 s and capped at the next.
+	time.Sleep(4 * time.Second)
+	// A measure counts only where the CPUs were busy: 10 spinners on 2
+	// CPUs leave none idle on a machine, but a guest under emulation, two
+	// VMs side by side on 2 host CPUs, left 15–35 % idle at times (the
+	// rule's debug lines): a split of what is left then is the emulator's,
+	// not the scheduler's, and neither the kernel nor the rule can hold it.
+	const maxIdle = 0.10
+	var share float64
+	valid, invalid := 0, 0
+	for valid < 3 && invalid < 6 {
+		before := len(shareEvents())
+		m0, o0 := usage("many"), usage("one")
+		b0, t0 := hostBusy(t), time.Now()
+		time.Sleep(4 * time.Second)
+		m, o := usage("many")-m0, usage("one")-o0
+		idle := 1 - float64(hostBusy(t)-b0)/(float64(time.Since(t0))*float64(runtime.NumCPU()))
+		s := float64(o) / float64(m+o)
+		// A drift that began in the slice is capped up to 3 ticks later.
+		time.Sleep(3 * time.Second)
+		acted := len(shareEvents()) > before
+		t.Logf("4 scopes × 2 spinners vs 1 scope × 2 spinners, equal tiers: many used %s, one %s: one's share %.3f; the CPUs %.0f %% idle; fair-share rule acted meanwhile or just after: %v",
+			m, o, s, 100*idle, acted)
+		if idle > maxIdle {
+			invalid++
+			continue
+		}
+		valid++
+		share = s
+		if !acted {
+			break
+		}
+	}
+	if valid == 0 {
+		t.Skipf("in %d measures the CPUs were more than %.0f %% idle beside 10 spinners on %d CPUs (emulation): no split to check", invalid, 100*maxIdle, runtime.NumCPU())
+	}
+	for _, e := range shareEvents() {
+		t.Logf("event: %s %s victims %v: %s", e.GetKind(), e.GetTenant(), e.GetVictims(), e.GetReason())
+	}
+	// The rule's view of the last ticks (the daemon logs at debug here).
+	var ticks []string
+	for _, l := range strings.Split(d.logs.String(), "\n") {
+		if strings.Contains(l, "fair shares tick") {
+			ticks = append(ticks, l)
+		}
+	}
+	for _, l := range ticks[max(len(ticks)-8, 0):] {
+		t.Log(l)
+	}
+	// Flat scopes would give "one" 2/10 of the CPU, equal tenant weights
+	// 1/2: within 5 points of it.
+	if share < 0.45 || share > 0.55 {
+		t.Errorf("the one-scope tenant got %.1f%% of the CPU: want 45–55%% (a flat split would give it 20%%)", 100*share)
+	}
+	// A cap is on one tenant for the other. Which way the kernel drifts
+	// is its own: under emulation a stalled vCPU can leave either tenant
+	// short for a window, and the rule caps whichever over-took.
+	for _, e := range shareEvents() {
+		if e.GetKind() != "share_capped" {
+			continue
+		}
+		other := map[string]string{"many": "one", "one": "many"}[e.GetTenant()]
+		if other == "" || !slices.Equal(e.GetVictims(), []string{other}) {
+			t.Errorf("a cap not on one tenant for the other: %v", e)
+		}
+	}
+}
+
+// hostBusy is the machine's busy CPU time so far (/proc/stat).
+func hostBusy(t *testing.T) time.Duration {
+	t.Helper()
+	b, err := cgroups.HostBusy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
@@ -372,6 +454,9 @@ interval = "250ms"
 cooldown = "1s"
 detect_ticks = 3
 recover_ticks = 3
+# The scope rule is under test: the fair-share rule would cap the noisy
+# tenant at its share first, and then no scope of it is to blame.
+fair_shares = false
 # A low bar, so that the test is about the loop, not about this machine's
 # preemption rate (13/s seen under emulation; the VM skips the test now).
 min_preemptions = 3.0

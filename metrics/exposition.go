@@ -42,6 +42,7 @@ const (
 	mRefused        = "scoped_admission_refused_total"
 	mControlEvents  = "scoped_control_events_total"
 	mThrottledNow   = "scoped_control_throttled_scopes"
+	mCappedTenants  = "scoped_control_capped_tenants"
 	mAPIPanics      = "scoped_api_panics_total"
 	mReclaimed      = "scoped_scopes_reclaimed_total"
 	mFleetDegraded  = "scoped_fleet_degraded"
@@ -61,6 +62,7 @@ var families = []family{
 	{mRefused, "counter", "Invocations refused by admission (rate, concurrency, suspended tenant, cpu time, max_scopes), by tier and reason."},
 	{mControlEvents, "counter", "Noisy-neighbour controller events, by kind."},
 	{mThrottledNow, "gauge", "Scopes the noisy-neighbour controller holds stepped down now."},
+	{mCappedTenants, "gauge", "Tenants the controller's fair-share rule caps at their entitled share now."},
 	{mAPIPanics, "counter", "API calls whose handler panicked (answered INTERNAL), by gRPC method."},
 	{mReclaimed, "counter", "Idle scopes removed early to free a scope slot for a new scope, by the removed scope's tier."},
 	{mFleetDegraded, "gauge", "1 while this fleet node cannot reach etcd (serving the last fleet state, refusing deploys and tier changes)."},

@@ -188,6 +188,12 @@ func (r *Registry) SetThrottled(n int) {
 	r.daemon.GetOrCreateGauge(mThrottledNow, nil).Set(float64(n))
 }
 
+// SetCappedTenants records how many tenants the controller's fair-share
+// rule caps now.
+func (r *Registry) SetCappedTenants(n int) {
+	r.daemon.GetOrCreateGauge(mCappedTenants, nil).Set(float64(n))
+}
+
 // SetFleetDegraded records whether this fleet node's state is degraded
 // (etcd unreachable).
 func (r *Registry) SetFleetDegraded(degraded bool) {

@@ -64,6 +64,7 @@ func populate(r *Registry) {
 	r.IncReclaimed("free")
 	r.SetControlEvents("stepped_down", 1)
 	r.SetThrottled(1)
+	r.SetCappedTenants(2)
 	r.SetFleetDegraded(true)
 	r.IncAPIPanic("/scoped.v1.Scoped/Invoke")
 	r.UpdateScope(acme, fullSample())
@@ -115,6 +116,7 @@ func TestScopeSeries(t *testing.T) {
 		{mReclaimed, map[string]string{"tier": "free"}, 1},
 		{mControlEvents, map[string]string{"kind": "stepped_down"}, 1},
 		{mThrottledNow, map[string]string{}, 1},
+		{mCappedTenants, map[string]string{}, 2},
 		{mFleetDegraded, map[string]string{}, 1},
 	}
 	for _, c := range checks {

@@ -262,6 +262,12 @@ func (m *Manager) open() error {
 // otherwise a daemon without egress would load nf_tables just to look.
 func (m *Manager) cleanup(stopping, always bool) error {
 	links, err := m.nl.LinkList()
+	// A dump that overlaps a change of the link table (another daemon's or
+	// the kernel's) is flagged interrupted, its result maybe incomplete:
+	// ask again, a few times.
+	for i := 0; i < 5 && errors.Is(err, netlink.ErrDumpInterrupted); i++ {
+		links, err = m.nl.LinkList()
+	}
 	if err != nil {
 		return fmt.Errorf("netns: list links: %w", err)
 	}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the system packages scoped needs are installed. As root on
 # Debian/Ubuntu it installs what is missing; elsewhere it prints the exact
-# command and fails. Usage: scripts/deps.sh build|bench|generate
+# command and fails. Usage: scripts/deps.sh build|bench|generate|systemd
 set -euo pipefail
 
 need=()
@@ -12,7 +12,10 @@ case "${1:-build}" in
 build) want gcc libc6-dev pkg-config libseccomp-dev ;;
 bench) want gcc libc6-dev pkg-config libseccomp-dev bubblewrap runc ;;
 generate) want protobuf-compiler clang-14 llvm-14 libbpf-dev ;; # versions: scripts/gencheck.sh
-*) echo "usage: $0 build|bench|generate" >&2; exit 2 ;;
+# make test-systemd: systemd as the VM's init (the host's own), and what
+# scripts/systemd-check.sh runs in it.
+systemd) want systemd bpftool jq ;;
+*) echo "usage: $0 build|bench|generate|systemd" >&2; exit 2 ;;
 esac
 
 command -v go >/dev/null || { echo "scoped needs Go 1.26 or later on PATH (https://go.dev/doc/install)" >&2; exit 1; }

@@ -39,8 +39,18 @@ type Config struct {
 	// keeps sockets and sandboxes (removed at stop).
 	StateDir   string `toml:"state_dir"`
 	RuntimeDir string `toml:"runtime_dir"`
-	// CgroupRoot is the absolute cgroup path scoped owns.
+	// CgroupRoot is the absolute cgroup path scoped owns outside the
+	// delegated layout.
 	CgroupRoot string `toml:"cgroup_root"`
+	// CgroupDelegate chooses the delegated layout (cgroups.OpenDelegated:
+	// the daemon in <its cgroup>/supervisor, the tree under <its
+	// cgroup>/scopes): "auto" where systemd started it in a service's
+	// cgroup on a pure cgroup v2 host, "on" always (the daemon refuses to
+	// start where it cannot), "off" never (CgroupRoot).
+	CgroupDelegate string `toml:"cgroup_delegate"`
+	// SupervisorCPUWeight is the cpu.weight (1..10000) of the daemon's
+	// leaf in the delegated layout, beside the scopes' node (100).
+	SupervisorCPUWeight uint64 `toml:"supervisor_cpu_weight"`
 	// ExecWorker is the exec runtime's worker binary (scoped-exec); empty:
 	// next to the daemon's binary.
 	ExecWorker string `toml:"exec_worker"`
@@ -106,6 +116,11 @@ type ScopeConfig struct {
 type TenantsConfig struct {
 	// DefaultTier is the tier of a tenant that was never assigned one.
 	DefaultTier string `toml:"default_tier"`
+	// MemoryMax is the memory of all tenants together, in bytes: the
+	// memory.max of the cgroup root (0: no cap). Under it the tiers'
+	// memory_low decide who is reclaimed first, without the host's own
+	// pressure (on v2; v1's soft limits act on the host's pressure only).
+	MemoryMax int64 `toml:"memory_max"`
 }
 
 // Client maps a caller to the tenants it may act for. A caller matches by
@@ -134,8 +149,10 @@ type AccountingConfig struct {
 
 // LogConfig selects the daemon's log format.
 type LogConfig struct {
-	Format string `toml:"format"` // text or json
-	Level  string `toml:"level"`  // debug, info, warn, error
+	// Format: "auto" (journal when stderr is the journal's stream, else
+	// text), "text", "json" or "journal" (journald's native protocol).
+	Format string `toml:"format"`
+	Level  string `toml:"level"` // debug, info, warn, error
 
 	level slog.Level // Level parsed by Validate
 }
@@ -178,6 +195,14 @@ func (c *Config) Validate() error {
 		if !filepath.IsAbs(p.v) {
 			return bad("%s %q must be an absolute path", p.name, p.v)
 		}
+	}
+	switch c.CgroupDelegate {
+	case "auto", "on", "off":
+	default:
+		return bad("cgroup_delegate must be auto, on or off")
+	}
+	if c.SupervisorCPUWeight < 1 || c.SupervisorCPUWeight > 10000 {
+		return bad("supervisor_cpu_weight must be in 1..10000")
 	}
 	// go-plugin puts each worker's socket at <runtime_dir>/sockets/
 	// plugin-dir<10 digits>/plugin<10 digits>; a unix socket path has at
@@ -228,6 +253,9 @@ func (c *Config) Validate() error {
 	if len(c.Tiers) == 0 {
 		return bad("no tiers defined")
 	}
+	if m := c.Tenants.MemoryMax; m != 0 && m < 1<<20 {
+		return bad("tenants.memory_max must be 0 (no cap) or at least 1 MiB")
+	}
 	if _, ok := c.Tiers[c.Tenants.DefaultTier]; !ok {
 		return bad("tenants.default_tier %q is not a configured tier", c.Tenants.DefaultTier)
 	}
@@ -277,9 +305,9 @@ func (c *Config) Validate() error {
 		return bad("metrics.interval must be at least 100ms")
 	}
 	switch c.Log.Format {
-	case "text", "json":
+	case "auto", "text", "json", "journal":
 	default:
-		return bad("log.format must be text or json")
+		return bad("log.format must be auto, text, json or journal")
 	}
 	if err := c.Log.level.UnmarshalText([]byte(c.Log.Level)); err != nil {
 		return bad("log.level %q is not debug, info, warn or error", c.Log.Level)

@@ -32,6 +32,9 @@ func TestUnitConfigDefaultValidates(t *testing.T) {
 	if len(c.Clients) != 0 {
 		t.Errorf("default config has clients: %+v", c.Clients)
 	}
+	if c.CgroupRoot != "/scoped" || c.CgroupDelegate != "auto" || c.SupervisorCPUWeight != 1000 {
+		t.Errorf("default cgroup_root %q, cgroup_delegate %q, supervisor_cpu_weight %d", c.CgroupRoot, c.CgroupDelegate, c.SupervisorCPUWeight)
+	}
 }
 
 // tomlKeys returns every TOML key path a struct type declares ("pool.warm_min").
@@ -144,6 +147,10 @@ func TestUnitConfigValidateRejects(t *testing.T) {
 		"relative state_dir":       func(c *Config) { c.StateDir = "var/lib/scoped" },
 		"relative runtime_dir":     func(c *Config) { c.RuntimeDir = "./run" },
 		"relative cgroup_root":     func(c *Config) { c.CgroupRoot = "scoped" },
+		"cgroup_delegate yes":      func(c *Config) { c.CgroupDelegate = "yes" },
+		"cgroup_delegate empty":    func(c *Config) { c.CgroupDelegate = "" },
+		"supervisor weight 0":      func(c *Config) { c.SupervisorCPUWeight = 0 },
+		"supervisor weight 10001":  func(c *Config) { c.SupervisorCPUWeight = 10001 },
 		"runtime_dir too long":     func(c *Config) { c.RuntimeDir = "/" + strings.Repeat("r", 70) },
 		"socket too long":          func(c *Config) { c.Socket = "/" + strings.Repeat("s", 110) },
 		"isolation bogus":          func(c *Config) { c.Isolation.By = []string{"bogus"} },
@@ -208,6 +215,8 @@ func TestUnitConfigValidateAccepts(t *testing.T) {
 		"client by gid":         func(c *Config) { c.Clients = []Client{{Name: "a", GIDs: []uint32{1001}, Tenants: []string{"acme"}}} },
 		"client by 16-char tok": func(c *Config) { c.Clients = []Client{{Name: "a", Token: "0123456789abcdef", Tenants: []string{"*"}}} },
 		"log.format json":       func(c *Config) { c.Log.Format = "json" },
+		"log.format text":       func(c *Config) { c.Log.Format = "text" },
+		"log.format journal":    func(c *Config) { c.Log.Format = "journal" },
 	} {
 		t.Run(name, func(t *testing.T) {
 			c := DefaultConfig()

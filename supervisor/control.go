@@ -2,9 +2,12 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"path"
+	"slices"
 	"sync"
 	"time"
 
@@ -42,7 +45,7 @@ type throttler struct {
 // nothing when [control] is off).
 func (t *throttler) Start(context.Context) error {
 	ctl, err := control.New(t.conf().Control,
-		control.AccountingSource(t.source(), t.list), control.ActuatorFunc(t.throttle), t.log)
+		control.AccountingSource(t.source(), t.list), control.Actuators{Scope: t.throttle, Tenant: t.capTenant}, t.log)
 	if err != nil {
 		return fmt.Errorf("%w: control: %w", ErrConfig, err)
 	}
@@ -91,7 +94,7 @@ func (t *throttler) list() []control.ScopeInfo {
 	for _, sc := range scopes {
 		out = append(out, control.ScopeInfo{
 			Key: sc.id.Key(), Tenant: sc.id.Tenant, ID: sc.cgid, UnifiedDir: sc.node.UnifiedDir(),
-			Weight: scopeBaseWeight, TenantWeight: tiers[sc.tier].CPUWeight,
+			Weight: scopeBaseWeight, TenantWeight: tiers[sc.tier].CPUWeight, TenantCPUMax: tiers[sc.tier].CPUMax,
 		})
 	}
 	return out
@@ -134,6 +137,66 @@ func (t *throttler) throttleLocked(key string, weight uint64, cpuMax float64) er
 	return tenant.Set(cgroups.Limits{CPUWeight: t.scopes.tenantWeightLocked(sc.tier, sc.id.Tenant, tier.CPUWeight)})
 }
 
+// capTenant applies the fair-share rule's CPU max to a tenant's nodes (one
+// per tier it has live scopes in): cpuMax CPUs, at most its tier's
+// cpu_max, or (0) the tier's cpu_max back. The registry keeps the cap, so
+// that a node made again for a new scope of the tenant gets it too.
+func (t *throttler) capTenant(tenant string, cpuMax float64) (err error) {
+	t.scopes.locked(func() { err = t.capTenantLocked(tenant, cpuMax) })
+	return err
+}
+
+func (t *throttler) capTenantLocked(tenant string, cpuMax float64) error {
+	t.scopes.setTenantCapLocked(tenant, cpuMax)
+	tiers := map[string]bool{}
+	t.scopes.eachLocked(func(sc *scope) {
+		if sc.id.Tenant == tenant {
+			tiers[sc.tier] = true
+		}
+	})
+	var errs []error
+	for _, tier := range slices.Sorted(maps.Keys(tiers)) {
+		l := cgroups.Limits{CPUMax: t.scopes.tenantCPUMaxLocked(tenant, t.conf().Tiers[tier].tenantLimits().CPUMax)}
+		if cpuMax > 0 {
+			l.CPUPeriod = t.conf().Control.SharePeriod.Duration // 0: the default
+		}
+		node, err := cgroups.Load(path.Join(t.tree.Root(), tier, tenant))
+		if err == nil {
+			err = node.Set(l)
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// tenantCPUMaxLocked is the CPU max of a tenant's node: base, its tier's
+// (CPUs; negative: none), or the fair-share rule's cap if lower.
+func (r *registry) tenantCPUMaxLocked(tenant string, base float64) float64 {
+	c, ok := r.tenantCaps[tenant]
+	switch {
+	case !ok:
+		return base
+	case base > 0:
+		return min(c, base)
+	}
+	return c
+}
+
+// setTenantCapLocked records the fair-share rule's cap of a tenant (0:
+// none).
+func (r *registry) setTenantCapLocked(tenant string, cpuMax float64) {
+	if cpuMax <= 0 {
+		delete(r.tenantCaps, tenant)
+		return
+	}
+	if r.tenantCaps == nil {
+		r.tenantCaps = map[string]float64{}
+	}
+	r.tenantCaps[tenant] = cpuMax
+}
+
 // events returns the controller's recent events about the scopes of the
 // tenants allow accepts, and whether the controller runs.
 func (t *throttler) events(allow func(string) bool, since time.Time) ([]ControlEvent, bool) {
@@ -169,6 +232,7 @@ func (t *throttler) publish() {
 		t.metrics.SetControlEvents(kind, n)
 	}
 	t.metrics.SetThrottled(len(ctl.Throttled()))
+	t.metrics.SetCappedTenants(len(ctl.Capped()))
 }
 
 // ControlEvents returns the noisy-neighbour controller's recent events

@@ -38,6 +38,10 @@ type keeper struct {
 
 	reclaim *reclaimer   // makes room for a new scope
 	grace   atomic.Int64 // how long Stop waits for the invocations in flight
+
+	// memLows is the memory.low set on the tier nodes and the root (see
+	// setMemoryLowsLocked), under the registry's lock.
+	memLows map[string]int64
 }
 
 // newKeeper is k with its reclaimer, which removes what it reclaims with k.
@@ -66,7 +70,10 @@ func (k *keeper) applyTiers() error {
 		if !done[sc.id.Tenant] {
 			done[sc.id.Tenant] = true
 			tl := t.tenantLimits()
-			k.scopes.locked(func() { tl.CPUWeight = k.scopes.tenantWeightLocked(name, sc.id.Tenant, t.CPUWeight) })
+			k.scopes.locked(func() {
+				tl.CPUWeight = k.scopes.tenantWeightLocked(name, sc.id.Tenant, t.CPUWeight)
+				tl.CPUMax = k.scopes.tenantCPUMaxLocked(sc.id.Tenant, tl.CPUMax)
+			})
 			if _, err := k.tree.Node(tl, name, sc.id.Tenant); err != nil {
 				errs = append(errs, err)
 			}
@@ -88,16 +95,16 @@ func (k *keeper) applyTiers() error {
 }
 
 // setTierWeightsLocked sets each tier node's CPU weight to the sum of its
-// live tenants' weights (see tierWeights). Callers hold the registry's
-// lock.
+// live tenants' weights (see tierWeights), and their memory protection (see
+// setMemoryLowsLocked). Callers hold the registry's lock.
 func (k *keeper) setTierWeightsLocked() error {
 	c := k.conf()
-	return errors.Join(k.scopes.setTierWeightsLocked(
+	return errors.Join(append(k.scopes.setTierWeightsLocked(
 		func(tier string) uint64 { return c.Tiers[tier].CPUWeight },
 		func(tier string, w uint64) error {
 			_, err := k.tree.Node(cgroups.Limits{CPUWeight: w}, tier)
 			return err
-		})...)
+		}), k.setMemoryLowsLocked())...)
 }
 
 // detachScope takes sc out of the registry, so that the next invocation
@@ -255,6 +262,7 @@ func (k *keeper) newScopeLocked(id ScopeID) (_ *scope, again bool, _ error) {
 	}
 	tl := tier.tenantLimits()
 	tl.CPUWeight = k.scopes.tenantWeightLocked(tierName, id.Tenant, tier.CPUWeight)
+	tl.CPUMax = k.scopes.tenantCPUMaxLocked(id.Tenant, tl.CPUMax)
 	if _, err := k.tree.Node(tl, tierName, id.Tenant); err != nil {
 		return nil, false, fmt.Errorf("cgroup of tenant %s: %w", id.Tenant, err)
 	}

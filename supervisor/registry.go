@@ -30,6 +30,9 @@ type registry struct {
 	// throttled holds the weights the noisy-neighbour controller set on
 	// scopes below their base, by scope key.
 	throttled map[string]uint64
+	// tenantCaps holds the CPU max the controller's fair-share rule set on
+	// tenants' nodes, by tenant (see tenantCPUMaxLocked).
+	tenantCaps map[string]float64
 }
 
 // enter counts one invocation in flight, or refuses it with ErrStopping

@@ -62,7 +62,7 @@ type Supervisor struct {
 // New prepares a supervisor: it checks the configuration, opens the
 // extension store and the cgroup root. Nothing runs until Recover.
 func New(cfg Config, log *slog.Logger) (*Supervisor, error) {
-	return newSupervisor(cfg, log, cgroups.Open)
+	return newSupervisor(cfg, log, func(string) (*cgroups.Tree, error) { return openCgroups(&cfg, log) })
 }
 
 // newSupervisor is New with the cgroup root opened by openTree (the fuzz
@@ -90,6 +90,10 @@ func newSupervisor(cfg Config, log *slog.Logger, openTree func(root string) (*cg
 	tree, err := openTree(cfg.CgroupRoot)
 	if err != nil {
 		return nil, fmt.Errorf("cgroup root: %w", err)
+	}
+	warnMemory(&cfg, tree, log)
+	if err := setTenantsMemory(&cfg, tree); err != nil {
+		return nil, err
 	}
 	ids, err := sandbox.NewIDAllocator(cfg.Scope.IDBase, sandbox.DefaultIDSize, cfg.Scope.IDSlots)
 	if err != nil {
@@ -152,9 +156,10 @@ func (s *Supervisor) Reload(cfg Config) error {
 	}
 	old := s.conf()
 	if cfg.Socket != old.Socket || cfg.StateDir != old.StateDir || cfg.RuntimeDir != old.RuntimeDir ||
-		cfg.CgroupRoot != old.CgroupRoot || cfg.Scope.IDBase != old.Scope.IDBase || cfg.Scope.IDSlots != old.Scope.IDSlots ||
+		cfg.CgroupRoot != old.CgroupRoot || cfg.CgroupDelegate != old.CgroupDelegate || cfg.SupervisorCPUWeight != old.SupervisorCPUWeight ||
+		cfg.Scope.IDBase != old.Scope.IDBase || cfg.Scope.IDSlots != old.Scope.IDSlots ||
 		cfg.Metering.Enabled != old.Metering.Enabled || cfg.Metering.Window != old.Metering.Window {
-		return fmt.Errorf("%w: socket, state_dir, runtime_dir, cgroup_root, the id range and metering's enabled and window change only with a restart", ErrConfig)
+		return fmt.Errorf("%w: socket, state_dir, runtime_dir, cgroup_root, cgroup_delegate, supervisor_cpu_weight, the id range and metering's enabled and window change only with a restart", ErrConfig)
 	}
 	if err := checkAssignments(&cfg, s.tenants.assignments()); err != nil {
 		return err
@@ -173,7 +178,8 @@ func (s *Supervisor) Reload(cfg Config) error {
 	_ = s.ctl.Stop()
 	s.cfg.Store(&cfg)
 	s.store.Configure(cfg.Limits, s.log)
-	err := s.keeper.applyTiers()
+	warnMemory(&cfg, s.tree, s.log)
+	err := errors.Join(setTenantsMemory(&cfg, s.tree), s.keeper.applyTiers())
 	if s.acct.opened() {
 		err = errors.Join(err, s.ctl.Start(context.Background()))
 	}

@@ -30,6 +30,16 @@ type Tier struct {
 	// MemoryMax is the tenant's memory in bytes across its scopes (0: no
 	// cap beyond the scopes' own).
 	MemoryMax int64 `toml:"memory_max"`
+	// MemoryLow is the tenant's protected memory in bytes (0: none): under
+	// memory pressure the kernel reclaims from tenants above their
+	// protection first, and from a tenant below it only when nothing else
+	// is left (cgroup v2 memory.low; on v1 the tenant's soft limit, which
+	// orders reclaim under the host's pressure only). See memshare.go.
+	MemoryLow int64 `toml:"memory_low"`
+	// MemoryHigh is the tenant's memory in bytes above which the kernel
+	// throttles it and reclaims from it (cgroup v2 memory.high; 0: none;
+	// nothing on v1).
+	MemoryHigh int64 `toml:"memory_high"`
 	// ScopeMemoryMax and ScopePidsMax bound each scope.
 	ScopeMemoryMax int64 `toml:"scope_memory_max"`
 	ScopePidsMax   int64 `toml:"scope_pids_max"`
@@ -151,6 +161,16 @@ func (t *Tier) validate(name string, pool PoolConfig, lim APILimits) error {
 		return bad("cpu_max must be in 0..4096 CPUs (0: no cap)")
 	case t.MemoryMax != 0 && t.MemoryMax < 1<<20:
 		return bad("memory_max must be 0 (no cap) or at least 1 MiB")
+	case t.MemoryLow != 0 && t.MemoryLow < 1<<20:
+		return bad("memory_low must be 0 (no protection) or at least 1 MiB")
+	case t.MemoryHigh != 0 && t.MemoryHigh < 1<<20:
+		return bad("memory_high must be 0 (none) or at least 1 MiB")
+	case t.MemoryLow > 0 && t.MemoryHigh > 0 && t.MemoryLow > t.MemoryHigh:
+		return bad("memory_low %d is above memory_high %d", t.MemoryLow, t.MemoryHigh)
+	case t.MemoryLow > 0 && t.MemoryMax > 0 && t.MemoryLow > t.MemoryMax:
+		return bad("memory_low %d is above memory_max %d", t.MemoryLow, t.MemoryMax)
+	case t.MemoryHigh > 0 && t.MemoryMax > 0 && t.MemoryHigh > t.MemoryMax:
+		return bad("memory_high %d is above memory_max %d", t.MemoryHigh, t.MemoryMax)
 	case t.ScopeMemoryMax < 1<<20:
 		return bad("scope_memory_max must be at least 1 MiB")
 	case t.ScopePidsMax < 1:
@@ -209,12 +229,14 @@ func (t *Tier) validate(name string, pool PoolConfig, lim APILimits) error {
 
 // tenantLimits are the limits of a tenant's cgroup node.
 func (t Tier) tenantLimits() cgroups.Limits {
-	l := cgroups.Limits{CPUWeight: t.CPUWeight, CPUMax: t.CPUMax, MemoryMax: t.MemoryMax}
+	l := cgroups.Limits{CPUWeight: t.CPUWeight, CPUMax: t.CPUMax, MemoryMax: t.MemoryMax, MemoryHigh: t.MemoryHigh, MemoryLow: t.MemoryLow}
 	if l.CPUMax == 0 {
 		l.CPUMax = -1
 	}
-	if l.MemoryMax == 0 {
-		l.MemoryMax = -1
+	for _, v := range []*int64{&l.MemoryMax, &l.MemoryHigh, &l.MemoryLow} {
+		if *v == 0 {
+			*v = -1
+		}
 	}
 	return l
 }

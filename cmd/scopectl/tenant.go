@@ -165,7 +165,7 @@ func durOrNone(d time.Duration) string {
 // runEvents is `events [--tenant T] [--since D]`.
 func runEvents(ctx context.Context, g *globals, args []string) error {
 	f := newFlags(g, "events")
-	tenant := f.String("tenant", "", "only events about this tenant's scopes")
+	tenant := f.String("tenant", "", "only events about this tenant or its scopes")
 	since := f.Duration("since", 0, "only events of the last D (0: all kept)")
 	if _, err := g.parse(f, args, 0, 0); err != nil {
 		return err
@@ -196,7 +196,11 @@ func runEvents(ctx context.Context, g *globals, args []string) error {
 	}
 	t := newTable(g.stdout, "TIME", "KIND", "SCOPE", "LEVEL", "VICTIMS", "REASON")
 	for _, e := range resp.GetEvents() {
-		t.row(e.GetTime().AsTime().Local().Format("15:04:05.000"), e.GetKind(), e.GetScope(), strconv.Itoa(int(e.GetLevel())),
+		scope := e.GetScope()
+		if scope == "" {
+			scope = "tenant " + e.GetTenant() // the fair-share rule acts on tenants
+		}
+		t.row(e.GetTime().AsTime().Local().Format("15:04:05.000"), e.GetKind(), scope, strconv.Itoa(int(e.GetLevel())),
 			strings.Join(e.GetVictims(), ","), e.GetReason())
 	}
 	return t.flush()

@@ -22,6 +22,7 @@ import (
 
 	"github.com/scoped-io/scoped/api"
 	"github.com/scoped-io/scoped/fleet"
+	"github.com/scoped-io/scoped/internal/journal"
 	"github.com/scoped-io/scoped/metrics"
 	"github.com/scoped-io/scoped/plugins/reattach"
 	"github.com/scoped-io/scoped/sandbox"
@@ -66,7 +67,10 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg.Log)
+	log, err := newLogger(cfg.Log)
+	if err != nil {
+		return err
+	}
 	if os.Geteuid() != 0 {
 		return errors.New("must run as root (try: sudo make run)")
 	}
@@ -125,7 +129,7 @@ func run(args []string) error {
 	defer stopMetrics()
 	metricsErr := make(chan error, 1)
 	go func() { metricsErr <- metrics.Serve(metricsCtx, cfg.Metrics.Listen, s.Metrics(), log) }()
-	log.Info("scoped ready", "socket", cfg.Socket, "cgroup_root", cfg.CgroupRoot, "isolation", cfg.Isolation.By,
+	log.Info("scoped ready", "socket", cfg.Socket, "cgroup_root", s.CgroupRoot(), "isolation", cfg.Isolation.By,
 		"metrics", cfg.Metrics.Listen)
 	_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
 
@@ -267,10 +271,31 @@ func watchdog(log *slog.Logger, health func(context.Context) error) func() {
 	return func() { once.Do(func() { close(done); <-stopped }) }
 }
 
-func newLogger(c supervisor.LogConfig) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: c.SlogLevel()}
-	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+// newLogger makes the daemon's logger for [log] format: "auto" logs to
+// journald natively when stderr is the journal's stream (JOURNAL_STREAM)
+// and its socket is there, else text on stderr.
+func newLogger(c supervisor.LogConfig) (*slog.Logger, error) {
+	h, err := logHandler(c, journal.StderrIsJournal(), journal.Available)
+	if err != nil {
+		return nil, err
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	return slog.New(h), nil
+}
+
+func logHandler(c supervisor.LogConfig, stderrIsJournal bool, available func() error) (slog.Handler, error) {
+	opts := &slog.HandlerOptions{Level: c.SlogLevel()}
+	switch c.Format {
+	case "json":
+		return slog.NewJSONHandler(os.Stderr, opts), nil
+	case "journal":
+		if err := available(); err != nil {
+			return nil, fmt.Errorf("log.format journal: %w", err)
+		}
+		return journal.New(journal.Options{Level: c.SlogLevel()}), nil
+	case "auto":
+		if stderrIsJournal && available() == nil {
+			return journal.New(journal.Options{Level: c.SlogLevel()}), nil
+		}
+	}
+	return slog.NewTextHandler(os.Stderr, opts), nil
 }

@@ -48,11 +48,16 @@ const (
 	ctlDetectTicks = 3
 	// minSettle is the least settle time of every phase, enough for the
 	// controller's detection on a quiet machine. With the controller on
-	// beside an antagonist, the window waits further for a "detected"
-	// event, at most detectWait in all.
+	// beside an antagonist, the window waits further for the controller to
+	// act (actedKinds), at most detectWait in all.
 	minSettle  = 5 * time.Second
 	detectWait = 10 * time.Second
 )
+
+// actedKinds are the events with which the controller acts on the
+// antagonist: the noisy-neighbour rule's detection, or the fair-share
+// rule's cap, whichever comes first.
+var actedKinds = map[string]bool{"detected": true, "share_capped": true}
 
 // forkWarm are the payloads of warm's rounds for forkstorm: rounds of two
 // forks each.
@@ -132,7 +137,40 @@ func (r *phaseResult) rest() time.Duration { return max(r.machine-r.antCPU-r.vic
 // quantile is the nearest-rank q-quantile of the victim's latencies.
 func (r *phaseResult) quantile(q float64) time.Duration { return benchmd.Percentile(r.lat, q*100) }
 
-type noisyResult struct{ phases []*phaseResult }
+// noisyResult is one repeat of the noisy scenario's phases.
+type noisyResult struct {
+	rep    int // 1..-noisy-repeat
+	phases []*phaseResult
+}
+
+// noisyGoal is issue 16's goal for the victim's p99 beside the CPU
+// spinners with the controller on: at most this many times its p99 alone.
+const noisyGoal = 1.5
+
+// p99Ratio is the victim's p99 in the phase of ant with the controller
+// on or off over its p99 alone, 0 where either is unknown.
+func (r *noisyResult) p99Ratio(ant antagonist, control bool) float64 {
+	alone, ph := r.find(antNone, true), r.find(ant, control)
+	if alone == nil || ph == nil || alone.quantile(0.99) == 0 {
+		return 0
+	}
+	return float64(ph.quantile(0.99)) / float64(alone.quantile(0.99))
+}
+
+// meetsNoisyGoal says whether the repeat's victim p99 beside the CPU
+// spinners with the controller on was at most noisyGoal times alone.
+func (r *noisyResult) meetsNoisyGoal() bool {
+	x := r.p99Ratio(antCPU, true)
+	return x > 0 && x <= noisyGoal
+}
+
+// medianNoisy is the repeat of median p99 ratio (CPU spinners, controller
+// on; the lower of the middle two for an even count), shown in detail.
+func medianNoisy(rs []*noisyResult) *noisyResult {
+	s := slices.Clone(rs)
+	slices.SortStableFunc(s, func(a, b *noisyResult) int { return cmp.Compare(a.p99Ratio(antCPU, true), b.p99Ratio(antCPU, true)) })
+	return s[(len(s)-1)/2]
+}
 
 // noisySettle is every noisy phase's settle time (see minSettle).
 func (b *bench) noisySettle() time.Duration { return max(b.o.settle, minSettle) }
@@ -141,12 +179,13 @@ func (b *bench) noisySettle() time.Duration { return max(b.o.settle, minSettle) 
 // antagonist's concurrent calls.
 func (b *bench) noisyWorkers() int { return max(b.o.noisySpin, forkCallers) }
 
-// noisy runs the noisy scenario's phases, each on a fresh daemon.
-func (b *bench) noisy(ctx context.Context) (*noisyResult, error) {
-	logf("scenario %s: %s", noisyName, noisyTitle)
-	r := &noisyResult{}
+// noisy runs the noisy scenario's phases once more (repeat rep), each on a
+// fresh daemon.
+func (b *bench) noisy(ctx context.Context, rep int) (*noisyResult, error) {
+	logf("scenario %s, repeat %d/%d: %s", noisyName, rep, b.o.noisyRepeat, noisyTitle)
+	r := &noisyResult{rep: rep}
 	for _, p := range noisyPhases {
-		pr, err := b.noisyPhase(ctx, p)
+		pr, err := b.noisyPhase(ctx, p, rep)
 		if err != nil {
 			return nil, fmt.Errorf("phase %s: %w", p.name, err)
 		}
@@ -155,9 +194,9 @@ func (b *bench) noisy(ctx context.Context) (*noisyResult, error) {
 	return r, nil
 }
 
-func (b *bench) noisyPhase(ctx context.Context, p phase) (_ *phaseResult, retErr error) {
+func (b *bench) noisyPhase(ctx context.Context, p phase, rep int) (_ *phaseResult, retErr error) {
 	logf("phase %s: the victim %s, controller %s", p.name, b.what(p), onOff(p.control))
-	err := b.startDaemon(ctx, noisyName+"-"+p.name, b.noisyWorkers(), p.control,
+	err := b.startDaemon(ctx, fmt.Sprintf("%s-%s-%d", noisyName, p.name, rep), b.noisyWorkers(), p.control,
 		fmt.Sprintf("interval = %q\ncooldown = %q\ndetect_ticks = %d\n", ctlInterval.String(), ctlCooldown.String(), ctlDetectTicks))
 	if err != nil {
 		return nil, err
@@ -275,12 +314,12 @@ func (b *bench) noisyPhase(ctx context.Context, p phase) (_ *phaseResult, retErr
 			if err != nil {
 				return err
 			}
-			if slices.ContainsFunc(ev.GetEvents(), func(e *scopedv1.Event) bool { return e.GetKind() == "detected" }) {
+			if slices.ContainsFunc(ev.GetEvents(), func(e *scopedv1.Event) bool { return actedKinds[e.GetKind()] }) {
 				break
 			}
 			if time.Since(started) >= max(detectWait, b.noisySettle()) {
 				r.waited = true
-				logf("  no detection %s after the antagonist's start; measuring anyway", time.Since(started).Round(time.Millisecond))
+				logf("  the controller did not act %s after the antagonist's start; measuring anyway", time.Since(started).Round(time.Millisecond))
 				break
 			}
 			if err := sleep(fctx, ctlInterval); err != nil {
@@ -413,9 +452,11 @@ func (r *phaseResult) eventsCell() string {
 	return strings.Join(parts, ", ")
 }
 
-// reportNoisy writes the noisy scenario's subsection.
-func (b *bench) reportNoisy(w *benchmd.Report, r *noisyResult) {
+// reportNoisy writes the noisy scenario's subsection: the goal over the
+// repeats, then the repeat of median p99 ratio in detail.
+func (b *bench) reportNoisy(w *benchmd.Report, rs []*noisyResult) {
 	p := w.P
+	r := medianNoisy(rs)
 	p("\n### %s\n\n", noisyTitle)
 	p("A victim tenant's invocation latency alone, then beside an antagonist tenant with the noisy-neighbour controller\n")
 	p("off and on.\n\n")
@@ -434,12 +475,42 @@ func (b *bench) reportNoisy(w *benchmd.Report, r *noisyResult) {
 	}
 	p(".\n")
 	p("- Each phase: deploy, warm the workers, start the antagonist and the victim, settle %s (-settle, at least %s),\n", b.noisySettle(), minSettle)
-	p("  measure %s. With the controller on beside an antagonist the window also waits for its first `detected` event\n", b.o.duration)
-	p("  (at most %s after the start).\n", max(detectWait, b.noisySettle()))
+	p("  measure %s. With the controller on beside an antagonist the window also waits for it to act (its first `detected`\n", b.o.duration)
+	p("  or `share_capped` event,")
+	p(" at most %s after the start).\n", max(detectWait, b.noisySettle()))
 	p("- Antagonist CPU: its tenant cgroup's CPU usage in the window, and its part of the machine's %d CPUs. Rest of the\n", runtime.NumCPU())
 	p("  machine: the machine's busy CPU time in the window (`/proc/stat`) less both tenants'. Controller events:\n")
 	p("  `ListEvents` over the phase: kind, level after it, time from the window's start. Afterwards no cgroup named\n")
-	p("  `*%s*` was left.\n\n", cgroupMark)
+	p("  `*%s*` was left.\n", cgroupMark)
+	p("- The phases ran %d %s (round robin over the phases); the table shows the repeat of median p99 ratio beside the\n",
+		len(rs), benchmd.Plural(len(rs), "time"))
+	p("  CPU spinners with the controller on (repeat %d).\n", r.rep)
+	p("- Goal (issue 16): the victim's p99 beside %d CPU %s with the controller on at most %.1f× its p99 alone (of\n",
+		b.o.noisySpin, benchmd.Plural(b.o.noisySpin, "spinner"), noisyGoal)
+	p("  the same repeat), in every repeat; measured on the host only.\n\n")
+	p("| Repeat | p99 alone | p99 beside CPU spinners, controller off (× alone) | controller on (× alone) | beside a fork storm, off (× alone) | on (× alone) | Goal |\n")
+	p("| ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
+	var ratios []float64
+	pass := true
+	for _, x := range rs {
+		cell := func(ant antagonist, control bool) string {
+			ph := x.find(ant, control)
+			if ph == nil {
+				return "—"
+			}
+			return fmt.Sprintf("%s (%.2f)", fmtDur(ph.quantile(0.99)), x.p99Ratio(ant, control))
+		}
+		alone := "—"
+		if a := x.find(antNone, true); a != nil {
+			alone = fmtDur(a.quantile(0.99))
+		}
+		ratios, pass = append(ratios, x.p99Ratio(antCPU, true)), pass && x.meetsNoisyGoal()
+		p("| %d | %s | %s | %s | %s | %s | %s |\n", x.rep, alone, cell(antCPU, false), cell(antCPU, true), cell(antFork, false), cell(antFork, true),
+			map[bool]string{true: "met", false: "MISS"}[x.meetsNoisyGoal()])
+	}
+	p("\nVictim p99 beside the CPU spinners with the controller on, × alone, over the repeats: min / median / max\n")
+	p("%.2f / %.2f / %.2f against the goal ≤ %.1f×: **%s**. Repeat %d in detail:\n\n", slices.Min(ratios), median(ratios), slices.Max(ratios),
+		noisyGoal, verdict(pass), r.rep)
 
 	ebpf := r.source() == accounting.SourceEBPF
 	p("| Phase | Controller | Settle | Victim invocations | p50 | p99 | p50 / alone | p99 / alone |" +
@@ -469,7 +540,7 @@ func (b *bench) reportNoisy(w *benchmd.Report, r *noisyResult) {
 		}
 		settle := fmt.Sprintf("%.1f s", ph.settle.Seconds())
 		if ph.waited {
-			settle += " (no detection)"
+			settle += " (controller did not act)"
 		}
 		p("| %s | %s | %s | %d | %s | %s | %s | %s | %s | %.2f (%.0f %%) |", b.what(ph.ph), onOff(ph.ph.control), settle,
 			len(ph.lat), fmtDur(ph.quantile(0.5)), fmtDur(ph.quantile(0.99)), ratio(0.5), ratio(0.99), ant,
@@ -507,7 +578,9 @@ func (b *bench) reportNoisy(w *benchmd.Report, r *noisyResult) {
 	if len(busy) > 0 {
 		p("Other work took more than a quarter of the machine's CPU time in the window of: %s.\n", strings.Join(busy, "; "))
 	}
-	p("One run per phase, no repetitions: how much these figures vary from run to run was not measured.\n")
+	if len(rs) == 1 {
+		p("One run per phase, no repetitions: how much these figures vary from run to run was not measured.\n")
+	}
 }
 
 // eventKinds counts events by kind, in order of first appearance.
