@@ -59,9 +59,14 @@ type fakeWorker struct {
 	cpuErr   error
 	stopOnce sync.Once
 	stopped  chan struct{}
+	// invoke, if set, answers Invoke.
+	invoke func(context.Context, *workerv1.InvokeRequest) (*workerv1.InvokeResponse, error)
 }
 
-func (w *fakeWorker) Invoke(context.Context, *workerv1.InvokeRequest) (*workerv1.InvokeResponse, error) {
+func (w *fakeWorker) Invoke(ctx context.Context, req *workerv1.InvokeRequest) (*workerv1.InvokeResponse, error) {
+	if w.invoke != nil {
+		return w.invoke(ctx, req)
+	}
 	return &workerv1.InvokeResponse{}, nil
 }
 func (w *fakeWorker) Pid() int     { return w.pid }
@@ -462,5 +467,25 @@ func TestUnitWorkerOutputInvocation(t *testing.T) {
 	w.begin("i4")
 	if id() != "i4" {
 		t.Errorf("i4 alone: %q", id())
+	}
+}
+
+// TestUnitCallErrorAtDeadline: the worker's side of a deadline can end the
+// stream before the daemon's timer fires; an error that close to the
+// deadline is reported as the deadline, not as a worker that died.
+func TestUnitCallErrorAtDeadline(t *testing.T) {
+	p, _ := fakePool(t, PoolConfig{MaxConcurrent: 1}, unitExt)
+	w, _ := mustAcquire(t, p, 1)
+	w.h.(*fakeWorker).invoke = func(ctx context.Context, _ *workerv1.InvokeRequest) (*workerv1.InvokeResponse, error) {
+		d, _ := ctx.Deadline()
+		time.Sleep(time.Until(d) - 50*time.Millisecond)
+		return nil, errors.New("stream terminated by RST_STREAM with error code: CANCEL")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	inv := &invocation{id: "i1", ext: unitExt, sc: &scope{}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	c := (&invoker{}).call(ctx, inv, w)
+	if c.err == nil || !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		t.Fatalf("call returned %v with ctx %v: want the worker's error after ctx's deadline", c.err, ctx.Err())
 	}
 }
