@@ -295,13 +295,55 @@ func (n *Node) Child(name string, l Limits) (*Node, error) {
 }
 
 // Set applies limits to the node. Zero fields are left as they are.
+//
+// An idle node (CPUIdle) has the kernel's least weight, which cannot be
+// written: while the node is idle and l does not clear it, Set leaves
+// CPUWeight alone; clearing it gives the node the default weight back, so
+// l should carry the weight it is to have.
 func (n *Node) Set(l Limits) error {
+	if err := l.validate(); err != nil {
+		return err
+	}
+	switch {
+	case l.CPUIdle < 0:
+		if err := n.setIdle(false); err != nil { // before the weight
+			return err
+		}
+	case l.CPUWeight != 0 && n.idle():
+		l.CPUWeight = 0
+	}
 	r, err := l.resources(n.mode)
 	if err != nil {
 		return err
 	}
 	if err := n.m.Set(r); err != nil {
 		return fmt.Errorf("set limits on %s: %w", n.path, err)
+	}
+	if l.CPUIdle > 0 {
+		return n.setIdle(true)
+	}
+	return nil
+}
+
+// idle tells whether the node is SCHED_IDLE (cpu.idle 1).
+func (n *Node) idle() bool {
+	b, err := os.ReadFile(filepath.Join(n.m.Path("cpu"), "cpu.idle"))
+	return err == nil && strings.TrimSpace(string(b)) == "1"
+}
+
+// setIdle writes cpu.idle, which runc's managers do not know on v1.
+func (n *Node) setIdle(idle bool) error {
+	v := []byte("0")
+	if idle {
+		v = []byte("1")
+	}
+	dir := n.m.Path("cpu")
+	err := os.WriteFile(filepath.Join(dir, "cpu.idle"), v, 0)
+	switch {
+	case errors.Is(err, os.ErrNotExist) && dirExists(dir):
+		return fmt.Errorf("%w: %s: no cpu.idle (kernel before 5.15, or no cpu controller)", ErrNotSupported, n.path)
+	case err != nil:
+		return fmt.Errorf("set cpu.idle on %s: %w", n.path, err)
 	}
 	return nil
 }
@@ -500,4 +542,9 @@ func verifyUnified(mode Mode, pid int, want string) error {
 // isGone reports whether err says the process or cgroup no longer exists.
 func isGone(err error) bool {
 	return errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ESRCH) || errors.Is(err, syscall.ENODEV)
+}
+
+func dirExists(dir string) bool {
+	fi, err := os.Stat(dir)
+	return err == nil && fi.IsDir()
 }

@@ -410,6 +410,8 @@ func TestLimitsValidation(t *testing.T) {
 		{MemoryLow: 64 << 20, MemoryHigh: 32 << 20},
 		{MemoryLow: 64 << 20, MemoryMax: 32 << 20},
 		{MemoryHigh: 64 << 20, MemoryMax: 32 << 20},
+		{CPUIdle: 2},
+		{CPUIdle: -2},
 	}
 	for _, l := range bad {
 		for _, m := range []Mode{V1, Hybrid, V2} {
@@ -637,6 +639,38 @@ func TestSetWritesKernelFiles(t *testing.T) {
 	} else {
 		wantFile(t, n, "cpu", "cpu.shares", "3072")
 		wantFile(t, n, "cpu", "cpu.cfs_quota_us", "25000")
+	}
+
+	// cpu.idle (kernel 5.15+): 1 sets it, -1 clears it, 0 leaves it.
+	if occ.PathExists(filepath.Join(ctrlDir(t, n, "cpu"), "cpu.idle")) {
+		for _, c := range []struct {
+			idle int
+			want string
+		}{{1, "1"}, {0, "1"}, {-1, "0"}} {
+			if err := n.Set(Limits{CPUIdle: c.idle}); err != nil {
+				t.Fatal(err)
+			}
+			wantFile(t, n, "cpu", "cpu.idle", c.want)
+		}
+		// While idle the kernel refuses a weight: Set leaves it; clearing
+		// idle with a weight sets both.
+		if err := n.Set(Limits{CPUIdle: 1, CPUWeight: 200}); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Set(Limits{CPUWeight: 400}); err != nil {
+			t.Errorf("Set(CPUWeight) on an idle node: %v", err)
+		}
+		if err := n.Set(Limits{CPUIdle: -1, CPUWeight: 300}); err != nil {
+			t.Fatal(err)
+		}
+		wantFile(t, n, "cpu", "cpu.idle", "0")
+		if mode == V2 {
+			wantFile(t, n, "cpu", "cpu.weight", "300")
+		} else {
+			wantFile(t, n, "cpu", "cpu.shares", "3072")
+		}
+	} else if err := n.Set(Limits{CPUIdle: 1}); !errors.Is(err, ErrNotSupported) {
+		t.Errorf("Set(CPUIdle 1) without cpu.idle = %v, want ErrNotSupported", err)
 	}
 
 	// An invalid limit changes nothing.

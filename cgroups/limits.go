@@ -41,6 +41,10 @@ type Limits struct {
 	// PidsMax caps the number of tasks (processes and threads). Negative
 	// removes the cap.
 	PidsMax int64
+	// CPUIdle 1 makes the node SCHED_IDLE against its siblings (cpu.idle,
+	// kernel 5.15+, v1 and v2): it runs only on CPU they leave, at the
+	// least weight, and their wakeups preempt it at once. -1 clears it.
+	CPUIdle int
 }
 
 const defaultCPUPeriod = 100 * time.Millisecond
@@ -67,6 +71,8 @@ func (l Limits) validate() error {
 		return fmt.Errorf("%w: cpu weight %d not in 1..10000", ErrInvalidLimit, l.CPUWeight)
 	case l.CPUMax > 4096 || math.IsNaN(l.CPUMax):
 		return fmt.Errorf("%w: cpu max %g CPUs", ErrInvalidLimit, l.CPUMax)
+	case l.CPUIdle < -1 || l.CPUIdle > 1:
+		return fmt.Errorf("%w: cpu idle %d not -1, 0 or 1", ErrInvalidLimit, l.CPUIdle)
 	case l.CPUPeriod != 0 && (l.CPUPeriod < time.Millisecond || l.CPUPeriod > time.Second):
 		return fmt.Errorf("%w: cpu period %s not in 1ms..1s", ErrInvalidLimit, l.CPUPeriod)
 	case l.MemoryMax > 0 && l.MemoryMax < 1<<20:

@@ -31,16 +31,16 @@ type Actuator interface {
 	// the cap).
 	SetCPU(key string, weight uint64, cpuMax float64) error
 	// SetTenantCPU sets the CPU max of the tenant's node (in CPUs, at most
-	// its configured CPU max; 0 gives back its configured CPU max). A
-	// tenant without a node is no error.
-	SetTenantCPU(tenant string, cpuMax float64) error
+	// its configured CPU max; 0 gives back its configured CPU max) and
+	// whether it is SCHED_IDLE. A tenant without a node is no error.
+	SetTenantCPU(tenant string, cpuMax float64, idle bool) error
 }
 
 // Actuators makes two functions an Actuator; a nil one fails with
 // ErrNoActuator.
 type Actuators struct {
 	Scope  func(key string, weight uint64, cpuMax float64) error
-	Tenant func(tenant string, cpuMax float64) error
+	Tenant func(tenant string, cpuMax float64, idle bool) error
 }
 
 // SetCPU calls a.Scope.
@@ -52,11 +52,11 @@ func (a Actuators) SetCPU(key string, weight uint64, cpuMax float64) error {
 }
 
 // SetTenantCPU calls a.Tenant.
-func (a Actuators) SetTenantCPU(tenant string, cpuMax float64) error {
+func (a Actuators) SetTenantCPU(tenant string, cpuMax float64, idle bool) error {
 	if a.Tenant == nil {
 		return ErrNoActuator
 	}
-	return a.Tenant(tenant, cpuMax)
+	return a.Tenant(tenant, cpuMax, idle)
 }
 
 var (
@@ -256,7 +256,7 @@ func (c *Controller) decide(snap Snapshot) (st State, acts []Action, evs []Event
 func (c *Controller) apply(tenants map[string]bool) {
 	for _, t := range slices.Sorted(maps.Keys(c.tpend)) {
 		p := c.tpend[t]
-		err := c.act.SetTenantCPU(t, p.a.CPUMax)
+		err := c.act.SetTenantCPU(t, p.a.CPUMax, p.a.Idle)
 		if err == nil || !tenants[t] {
 			delete(c.tpend, t)
 		}
@@ -342,7 +342,7 @@ func (c *Controller) Close() error {
 	clear(c.pending)
 	for _, t := range slices.Sorted(maps.Keys(c.tpend)) {
 		a := c.tpend[t].a
-		if err := c.act.SetTenantCPU(t, a.CPUMax); err != nil {
+		if err := c.act.SetTenantCPU(t, a.CPUMax, a.Idle); err != nil {
 			c.log.Warn("tenant cpu max not restored", "tenant", t, "cpu_max", a.CPUMax, "err", err)
 			errs = append(errs, fmt.Errorf("restore tenant %s: %w", t, err))
 		}

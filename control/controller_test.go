@@ -66,10 +66,13 @@ func (a *fakeActuator) SetCPU(key string, weight uint64, cpuMax float64) error {
 	return nil
 }
 
-func (a *fakeActuator) SetTenantCPU(tenant string, cpuMax float64) error {
+func (a *fakeActuator) SetTenantCPU(tenant string, cpuMax float64, idle bool) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	call := fmt.Sprintf("tenant %s %g", tenant, cpuMax)
+	if idle {
+		call += " idle"
+	}
 	a.calls = append(a.calls, call)
 	if a.set != nil {
 		select {

@@ -31,10 +31,12 @@ const (
 )
 
 // TenantAction is what to set on a tenant's cgroup node: a CPU max in CPUs,
-// or 0 for no cap of the controller's (the tenant's configured CPU max).
+// or 0 for no cap of the controller's (the tenant's configured CPU max),
+// and whether the node is SCHED_IDLE (Config.ShareIdle).
 type TenantAction struct {
 	Tenant string
 	CPUMax float64
+	Idle   bool
 }
 
 // ShareState is what DecideShares remembers between ticks. The zero
@@ -82,6 +84,8 @@ type tenantShare struct {
 	raised  int       // capped: ticks before a shortfall under the cap raises it again
 	fresh   bool      // the window's last tick is the state's (for Describe)
 	victims []string  // the starving tenants that had it capped
+	idle    bool      // capped and SCHED_IDLE
+	noIdle  bool      // it starved while idle: never idle again
 }
 
 // Capped returns the CPU max of every tenant the rule caps now, by tenant.
@@ -109,7 +113,7 @@ func (s ShareState) Describe() string {
 		if b.Len() == 0 {
 			fmt.Fprintf(&b, "avail %.2f idle %.2f:", k.avail, k.idle)
 		}
-		fmt.Fprintf(&b, " %s used %.2f share %.2f wait %.2f want %t capped %t;", t, k.used, k.share, k.wait, k.want, ts.capped)
+		fmt.Fprintf(&b, " %s used %.2f share %.2f wait %.2f want %t capped %t idle %t;", t, k.used, k.share, k.wait, k.want, ts.capped, ts.idle)
 	}
 	return strings.TrimSuffix(b.String(), ";")
 }
@@ -164,9 +168,13 @@ const (
 // had those: the shares are then of the CPUs the tenants used (a capped
 // one counted at its cap), and the CPUs count as busy. Then every tenant
 // that took more than its share over the window is capped at its share
-// (never above its own CPU max), on its tenant node. A capped tenant that
-// starves under its cap has the cap raised by its shortfall, once per
-// window.
+// (never above its own CPU max), on its tenant node, and with ShareIdle (off
+// by default) made SCHED_IDLE there: the others' wakeups preempt it at once. An idle
+// tenant that wants more and gets less than half its share (the others
+// are CPU-bound: it runs only on what they leave) is made ordinary again
+// under its cap, and is not made idle again while it lives. A capped
+// tenant that starves under its cap has the cap raised by its shortfall,
+// once per window.
 //
 // The cap is work-conserving. It is lifted at once when no other tenant
 // uses the CPU; when no other tenant wanted more for ShareWindow ticks, once
@@ -200,7 +208,7 @@ func DecideShares(cfg Config, st ShareState, snap Snapshot) (ShareState, []Tenan
 	d.carry(st)
 	d.decide()
 	for _, t := range slices.Sorted(maps.Keys(d.caps)) {
-		d.acts = append(d.acts, TenantAction{Tenant: t, CPUMax: d.caps[t]})
+		d.acts = append(d.acts, TenantAction{Tenant: t, CPUMax: d.caps[t], Idle: d.next.tenants[t].idle})
 	}
 	return d.next, d.acts, d.evs
 }
@@ -493,6 +501,7 @@ func (d *sharer) decide() {
 			continue // its own CPU max holds it already
 		}
 		ts.capped, ts.cap, ts.since, ts.quiet = true, m, d.now, 0
+		ts.idle = d.cfg.ShareIdle && !ts.noIdle
 		ts.caps++
 		ts.victims = capVictims(victims)
 		d.next.tenants[t] = ts
@@ -538,6 +547,13 @@ func (d *sharer) follow(t string, victims []string) {
 	switch {
 	case len(busy) == 0:
 		d.lift(t, fmt.Sprintf("no other tenant uses the CPU; %s", d.figures(t)))
+	case ts.idle && k.known && k.want && tt.used < d.share[t]/2:
+		// Idle, it runs only on what the others leave, and they leave it
+		// less than half its share: the cap alone bounds it from now on.
+		ts.idle, ts.noIdle = false, true
+		d.next.tenants[t] = ts
+		d.caps[t] = ts.cap
+		d.event(EventShareAdjusted, t, ts.victims, LevelCapped, fmt.Sprintf("cpu max %.2f CPUs, no longer idle: it starved behind the others: %s and waited %.2f", ts.cap, d.figures(t), k.wait))
 	case k.known && k.want && tt.used < min(ts.cap, d.share[t])/2:
 		// It waits for CPU it is entitled to and the cap allows, and
 		// gets less than half of it: the cap over-corrects (the kernel's
@@ -591,7 +607,7 @@ func (d *sharer) adjust(t string, m float64, victims []string, why string) {
 // lift lifts tenant t's cap.
 func (d *sharer) lift(t, why string) {
 	ts := d.next.tenants[t]
-	ts.capped, ts.cap, ts.since, ts.quiet = false, 0, d.now, 0
+	ts.capped, ts.cap, ts.since, ts.quiet, ts.idle = false, 0, d.now, 0, false
 	d.next.tenants[t] = ts
 	d.caps[t] = 0
 	d.event(EventShareLifted, t, ts.victims, LevelNormal, "configured cpu max back: "+why)

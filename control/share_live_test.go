@@ -179,13 +179,16 @@ func TestRecordShareTrace(t *testing.T) {
 	var applied []string
 	act := Actuators{
 		Scope: func(key string, weight uint64, cpuMax float64) error { return nil }, // the scope rule's steps are not recorded
-		Tenant: func(tenant string, cpuMax float64) error {
+		Tenant: func(tenant string, cpuMax float64, idle bool) error {
 			mu.Lock()
-			applied = append(applied, fmt.Sprintf("%d cap %s %.3f", len(rec.Snapshots), tenant, cpuMax))
+			applied = append(applied, fmt.Sprintf("%d cap %s %.3f idle %t", len(rec.Snapshots), tenant, cpuMax, idle))
 			mu.Unlock()
-			l := cgroups.Limits{CPUMax: cpuMax, CPUPeriod: cfg.SharePeriod.Duration}
+			l := cgroups.Limits{CPUMax: cpuMax, CPUPeriod: cfg.SharePeriod.Duration, CPUIdle: -1}
+			if idle {
+				l.CPUIdle = 1
+			}
 			if cpuMax <= 0 {
-				l = cgroups.Limits{CPUMax: -1}
+				l = cgroups.Limits{CPUMax: -1, CPUIdle: -1}
 			}
 			return tenants[tenant].Set(l)
 		},

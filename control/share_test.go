@@ -249,7 +249,7 @@ func TestSharesDrift(t *testing.T) {
 	if got := tr.caps; !reflect.DeepEqual(got, map[string]float64{"many": 1}) {
 		t.Fatalf("caps %v", got)
 	}
-	if d := tr.st.Describe(); d != "avail 2.00 idle 0.00: many used 1.54 share 1.00 wait 6.40 want true capped true; one used 0.46 share 1.00 wait 1.50 want true capped false" {
+	if d := tr.st.Describe(); d != "avail 2.00 idle 0.00: many used 1.54 share 1.00 wait 6.40 want true capped true idle false; one used 0.46 share 1.00 wait 1.50 want true capped false idle false" {
 		t.Errorf("Describe: %q", d)
 	}
 	// Under the cap the split is fair; both still want more: it holds.
@@ -739,5 +739,54 @@ func TestSharesIdleNobodyCouldUse(t *testing.T) {
 	tr.run(5, map[string]tuse{"many": {cpu: 1, wait: 6}, "one": {cpu: 0.7, wait: 2}})
 	if len(tr.evs) != 0 {
 		t.Errorf("%v", shareKinds(tr.evs))
+	}
+}
+
+// TestSharesIdle: with ShareIdle a capped tenant is SCHED_IDLE too; where the
+// others then leave it less than half its share while it waits, it is made
+// ordinary again under its cap, and never idle again while it lives; the
+// lift clears idle.
+func TestSharesIdle(t *testing.T) {
+	tr := newShareTrace(t)
+	tr.cfg.ShareIdle = true
+	idle := func() map[string]bool {
+		m := map[string]bool{}
+		for _, a := range tr.acts {
+			m[a.Tenant] = a.Idle
+		}
+		return m
+	}
+	tr.run(3, drifted)
+	if got := idle(); !got["many"] || tr.caps["many"] != 1 {
+		t.Fatalf("capped: idle %v, caps %v", got, tr.caps)
+	}
+	// A latency-bound victim leaves the idle tenant its share: it stays.
+	tr.run(5, map[string]tuse{"many": {cpu: 1, wait: 6}, "one": {cpu: 0.8, wait: 0.5}})
+	if got := shareKinds(tr.evs); !slices.Equal(got, []string{"share_capped many"}) {
+		t.Fatalf("idle at its share: %v", got)
+	}
+	// A CPU-bound one takes it all: idle off, the cap stays.
+	tr.step(map[string]tuse{"many": {cpu: 0.02, wait: 8}, "one": {cpu: 1.98, wait: 1}})
+	if got := shareKinds(tr.evs); !slices.Equal(got, []string{"share_capped many", "share_adjusted many"}) {
+		t.Fatalf("starved while idle: %v", got)
+	}
+	if a := tr.acts[len(tr.acts)-1]; a.Idle || a.CPUMax != 1 || !strings.Contains(tr.evs[1].Reason, "no longer idle") {
+		t.Fatalf("action %+v, reason %q", a, tr.evs[1].Reason)
+	}
+	// Lifted (the victim stops), then capped again: not idle.
+	tr.run(1, map[string]tuse{"many": drifted["many"]})
+	tr.run(2*tr.cfg.ShareWindow, drifted)
+	if got := shareKinds(tr.evs); !slices.Equal(got, []string{"share_capped many", "share_adjusted many", "share_lifted many", "share_capped many"}) {
+		t.Fatalf("re-cap: %v", got)
+	}
+	if got := idle(); got["many"] {
+		t.Errorf("idle again after it starved idle: %+v", tr.acts)
+	}
+	// Off: never idle.
+	tr = newShareTrace(t)
+	tr.cfg.ShareIdle = false
+	tr.run(3, drifted)
+	if got := idle(); got["many"] || tr.caps["many"] != 1 {
+		t.Errorf("ShareIdle off: idle %v, caps %v", got, tr.caps)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"path"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/scoped-io/scoped/cgroups"
@@ -39,6 +40,10 @@ type throttler struct {
 	mu   sync.Mutex
 	ctl  *control.Controller // nil: not running
 	stop func()
+
+	// noIdle: the kernel has no cpu.idle (before 5.15); the fair-share
+	// rule's caps go without it.
+	noIdle atomic.Bool
 }
 
 // Start starts the controller with the configuration in force (it does
@@ -139,14 +144,15 @@ func (t *throttler) throttleLocked(key string, weight uint64, cpuMax float64) er
 
 // capTenant applies the fair-share rule's CPU max to a tenant's nodes (one
 // per tier it has live scopes in): cpuMax CPUs, at most its tier's
-// cpu_max, or (0) the tier's cpu_max back. The registry keeps the cap, so
-// that a node made again for a new scope of the tenant gets it too.
-func (t *throttler) capTenant(tenant string, cpuMax float64) (err error) {
-	t.scopes.locked(func() { err = t.capTenantLocked(tenant, cpuMax) })
+// cpu_max, or (0) the tier's cpu_max back; and makes them SCHED_IDLE
+// (cpu.idle) or not. The registry keeps the cap, so that a node made again
+// for a new scope of the tenant gets it too.
+func (t *throttler) capTenant(tenant string, cpuMax float64, idle bool) (err error) {
+	t.scopes.locked(func() { err = t.capTenantLocked(tenant, cpuMax, idle) })
 	return err
 }
 
-func (t *throttler) capTenantLocked(tenant string, cpuMax float64) error {
+func (t *throttler) capTenantLocked(tenant string, cpuMax float64, idle bool) error {
 	t.scopes.setTenantCapLocked(tenant, cpuMax)
 	tiers := map[string]bool{}
 	t.scopes.eachLocked(func(sc *scope) {
@@ -160,9 +166,23 @@ func (t *throttler) capTenantLocked(tenant string, cpuMax float64) error {
 		if cpuMax > 0 {
 			l.CPUPeriod = t.conf().Control.SharePeriod.Duration // 0: the default
 		}
+		if !t.noIdle.Load() {
+			// Clearing idle gives the node the kernel's default weight:
+			// the tenant's goes with it.
+			l.CPUIdle, l.CPUWeight = -1, t.scopes.tenantWeightLocked(tier, tenant, t.conf().Tiers[tier].CPUWeight)
+			if idle {
+				l.CPUIdle = 1
+			}
+		}
 		node, err := cgroups.Load(path.Join(t.tree.Root(), tier, tenant))
 		if err == nil {
 			err = node.Set(l)
+		}
+		if errors.Is(err, cgroups.ErrNotSupported) && l.CPUIdle != 0 {
+			// Set wrote the CPU max before it found no cpu.idle.
+			t.noIdle.Store(true)
+			t.log.Warn("the kernel has no cpu.idle: the fair-share rule caps tenants without making them idle", "tenant", tenant, "err", err)
+			err = nil
 		}
 		if err != nil {
 			errs = append(errs, err)

@@ -51,6 +51,7 @@ type options struct {
 	control             bool
 	label               string // the section's label ("": none), see sectionMark
 	daemonWeight        int    // >0: each daemon in a cgroup of its own with this CPU weight (leaf.go)
+	shareIdle           bool   // [control] share_idle
 	merge               string // copy a VM run's sections from this file instead of measuring
 	where               where
 }
@@ -77,6 +78,7 @@ func main() {
 	flag.IntVar(&o.noisySpin, "noisy-spinners", noisySpinners, "the noisy scenario's CPU antagonist: concurrent spin invocations")
 	flag.StringVar(&sc, "scenarios", strings.Join(allScenarios, ","), "comma-separated scenarios: "+strings.Join(allScenarios, ", ")+
 		" (in scoped's test VM the default leaves out "+noisyName+")")
+	flag.BoolVar(&o.shareIdle, "share-idle", false, "the daemons' [control] share_idle: a tenant the fair-share rule caps is SCHED_IDLE too")
 	flag.BoolVar(&o.control, "control", true, "run the daemons' controller ([control] enabled) in the fair-share scenarios (noisy sets it per phase)")
 	flag.IntVar(&o.daemonWeight, "daemon-weight", 0, "move each daemon into a cgroup of its own beside its tree with this CPU weight (1-10000; "+
 		"the daemon's leaf under systemd, supervisor_cpu_weight); 0: it stays in this program's cgroup")
@@ -475,7 +477,8 @@ listen = "off"
 level = "info"
 [control]
 enabled = %t
-`, b.callTimeout().String(), workers, idBase, idSlots, control)+extra)
+share_idle = %t
+`, b.callTimeout().String(), workers, idBase, idSlots, control, b.o.shareIdle)+extra)
 	if err == nil && b.o.daemonWeight > 0 {
 		err = placeDaemon(b.d.Pid(), b.o.daemonWeight)
 	}
@@ -794,6 +797,9 @@ func (b *bench) report(args string, results []*scenarioRuns, noisy []*noisyResul
 		r.P("  equal `cpu.shares`), as `supervisor_cpu_weight` weighs the daemon's leaf under systemd (issue 17).\n")
 	} else {
 		r.P("- The daemon's cgroup: this program's (`-daemon-weight` gives it one of its own).\n")
+	}
+	if b.o.shareIdle {
+		r.P("- `[control] share_idle = true` (`-share-idle`): a tenant the fair-share rule caps is made SCHED_IDLE too (`cpu.idle`).\n")
 	}
 	r.P("- Daemon: a fresh one per %s: isolation by tenant + environment; `[pool] max_concurrent = 1`",
 		map[bool]string{true: "run", false: "phase"}[len(results) > 0])

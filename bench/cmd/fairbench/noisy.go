@@ -129,6 +129,9 @@ type phaseResult struct {
 	runq    accounting.Histogram
 	preempt uint64 // the victim's preemptions by other scopes in the window
 	level   int32  // the antagonist scope's throttle level at the window's end
+	// tailDaemon and tailOutside: of the victim's calls at or past p99, the
+	// median time inside the daemon and outside it.
+	tailDaemon, tailOutside time.Duration
 }
 
 // rest is the machine's busy CPU time in the window less the two tenants'.
@@ -260,8 +263,8 @@ func (b *bench) noisyPhase(ctx context.Context, p phase, rep int) (_ *phaseResul
 	defer cancelVictim()
 	var stopAt atomic.Int64 // unix ns; 0: not yet known
 	type call struct {
-		start time.Time
-		took  time.Duration
+		start        time.Time
+		took, daemon time.Duration // the client's latency; the daemon's figure of it
 	}
 	var calls []call
 	victimDone := make(chan struct{})
@@ -281,7 +284,7 @@ func (b *bench) noisyPhase(ctx context.Context, p phase, rep int) (_ *phaseResul
 				fail(fmt.Errorf("victim: spin %s returned %.40q", victimMs, resp.GetResult()))
 				return
 			}
-			calls = append(calls, call{start, took})
+			calls = append(calls, call{start, took, resp.GetFigures().GetDuration().AsDuration()})
 		}
 	}()
 
@@ -380,17 +383,31 @@ func (b *bench) noisyPhase(ctx context.Context, p phase, rep int) (_ *phaseResul
 		return nil, fmt.Errorf("%w\ndaemon log:\n%s", err, b.d.LogTail())
 	}
 	r.antDone = int(antDone.Load())
+	var in []call
 	for _, c := range calls {
 		if !c.start.Before(r.at) && c.start.Before(r.at.Add(r.window)) {
 			r.lat = append(r.lat, c.took)
+			in = append(in, c)
 		}
 	}
 	slices.Sort(r.lat)
 	if len(r.lat) == 0 {
 		return nil, errors.New("the victim made no call in the window")
 	}
-	logf("  victim: %d calls, p50 %s, p99 %s, max %s; CPU s: victim %.2f, antagonist %.2f, machine %.2f; run-queue p99 %s (%s), %d preemptions; %d antagonist calls completed; %d controller %s, antagonist at level %d",
-		len(r.lat), fmtDur(r.quantile(0.5)), fmtDur(r.quantile(0.99)), fmtDur(r.lat[len(r.lat)-1]),
+	// Where the tail's time went: of the calls at or past p99, the median
+	// time inside the daemon (its receipt to its reply: the worker's call
+	// included) and outside it (the client, the socket, gRPC both ways).
+	var tailIn, tailOut []time.Duration
+	for _, c := range in {
+		if c.took >= r.quantile(0.99) {
+			tailIn, tailOut = append(tailIn, c.daemon), append(tailOut, max(c.took-c.daemon, 0))
+		}
+	}
+	slices.Sort(tailIn)
+	slices.Sort(tailOut)
+	r.tailDaemon, r.tailOutside = benchmd.Percentile(tailIn, 50), benchmd.Percentile(tailOut, 50)
+	logf("  victim: %d calls, p50 %s, p99 %s (median of the tail: %s in the daemon, %s outside), max %s; CPU s: victim %.2f, antagonist %.2f, machine %.2f; run-queue p99 %s (%s), %d preemptions; %d antagonist calls completed; %d controller %s, antagonist at level %d",
+		len(r.lat), fmtDur(r.quantile(0.5)), fmtDur(r.quantile(0.99)), fmtDur(r.tailDaemon), fmtDur(r.tailOutside), fmtDur(r.lat[len(r.lat)-1]),
 		r.vicCPU.Seconds(), r.antCPU.Seconds(), r.machine.Seconds(), fmtDur(r.runq.Quantile(0.99)), r.source, r.preempt,
 		r.antDone, len(r.events), benchmd.Plural(len(r.events), "event"), r.level)
 	for _, e := range r.events {
@@ -565,6 +582,9 @@ func (b *bench) reportNoisy(w *benchmd.Report, rs []*noisyResult) {
 		p("  p99 %s / %s (%s); %d / %d victim calls (%d); victim CPU %.2f / %.2f s (%.2f);\n",
 			fmtDur(off.quantile(0.99)), fmtDur(on.quantile(0.99)), fmtDur(alone.quantile(0.99)),
 			len(off.lat), len(on.lat), len(alone.lat), off.vicCPU.Seconds(), on.vicCPU.Seconds(), alone.vicCPU.Seconds())
+		p("  the calls at or past p99: median %s / %s (%s) inside the daemon, its call to the worker included, and %s / %s (%s)\n",
+			fmtDur(off.tailDaemon), fmtDur(on.tailDaemon), fmtDur(alone.tailDaemon), fmtDur(off.tailOutside), fmtDur(on.tailOutside), fmtDur(alone.tailOutside))
+		p("  outside it (this program's client, the socket, gRPC both ways);\n")
 		p("  antagonist CPU %.2f / %.2f s.", off.antCPU.Seconds(), on.antCPU.Seconds())
 		if len(on.events) == 0 {
 			p(" With the controller on it recorded no event in the phase.\n")
