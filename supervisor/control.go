@@ -179,10 +179,13 @@ func (t *throttler) capTenantLocked(tenant string, cpuMax float64, idle bool) er
 			err = node.Set(l)
 		}
 		if errors.Is(err, cgroups.ErrNotSupported) && l.CPUIdle != 0 {
-			// Set wrote the CPU max before it found no cpu.idle.
+			// No cpu.idle (kernel before 5.15): the cap goes without it.
 			t.noIdle.Store(true)
-			t.log.Warn("the kernel has no cpu.idle: the fair-share rule caps tenants without making them idle", "tenant", tenant, "err", err)
-			err = nil
+			if idle {
+				t.log.Warn("the kernel has no cpu.idle: the fair-share rule caps tenants without making them idle", "tenant", tenant, "err", err)
+			}
+			l.CPUIdle = 0
+			err = node.Set(l)
 		}
 		if err != nil {
 			errs = append(errs, err)
