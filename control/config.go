@@ -79,17 +79,15 @@ type Config struct {
 	// tenant no CPU at all for 15 s (testdata/share-trace-*-starved*).
 	SharePeriod confval.Duration `toml:"share_period"`
 	// ShareIdle makes a capped tenant's node SCHED_IDLE (cpu.idle) as
-	// well: the others' wakeups preempt it at once, so a latency-bound
-	// victim no longer waits out the over-taker's slice (fairbench's
-	// victim beside 4 spinners: p99 1.24–1.55× of alone, against
-	// 2.0–4.8× without, on the 6.18 host). An idle node runs only on CPU
-	// the others leave: where they leave it less than half its share
-	// while it waits, the tenant is made ordinary again, capped, and not
-	// made idle again while it lives; but that takes a tick, in which
-	// CPU-bound victims took all of its CPU (a 2-second slice 10.7
-	// points off its share in fairbench's equal scenario). Off by
-	// default: on where tenants are latency-bound request handlers beside
-	// batch work.
+	// well when every tenant it starved is latency-bound (its run-queue
+	// waits average under 0.5 ms: a request handler, not a spinner): the
+	// others' wakeups preempt it at once, so the victim no longer waits
+	// out the over-taker's slice. An idle node runs only on CPU the others
+	// leave, which CPU-bound victims would take whole (made idle
+	// unconditionally, an over-taker lost a 2-second slice 12 points off
+	// its share in fairbench's equal scenario); should the others still
+	// leave it less than half its share while it waits, it is made
+	// ordinary again, capped, and not made idle again while it lives.
 	ShareIdle bool `toml:"share_idle"`
 }
 
@@ -150,6 +148,7 @@ func DefaultConfig() Config {
 		ShareTolerance: 0.03,
 		ShareWindow:    2,
 		SharePeriod:    confval.Duration{Duration: 100 * time.Millisecond},
+		ShareIdle:      true,
 	}
 }
 

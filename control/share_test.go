@@ -24,6 +24,7 @@ type shareTrace struct {
 	bases   map[string]float64 // tenant → configured CPU max
 	scopes  map[string]int     // tenant → how many scopes
 	noRunq  bool               // the accounting has no run-queue figures
+	waits   map[string]uint64  // tenant → run-queue waits per tick; missing: 1000
 	psi     bool               // with cpu.pressure
 	next    uint64
 	ids     map[string]uint64
@@ -75,8 +76,12 @@ func (tr *shareTrace) snap(uses map[string]tuse) Snapshot {
 			}
 			c.CPU += time.Duration(u.cpu / float64(n) * float64(d))
 			if !tr.noRunq {
-				c.RunqDelay.Count += 1000
-				c.RunqDelay.Buckets[16] += 1000
+				w := uint64(1000)
+				if n, ok := tr.waits[tenant]; ok {
+					w = n
+				}
+				c.RunqDelay.Count += w
+				c.RunqDelay.Buckets[16] += w
 				c.RunqDelay.Sum += time.Duration(u.wait / float64(n) * float64(d))
 			}
 			s := ScopeSample{Key: key, Tenant: tenant, ID: id, Counters: clone(*c), Weight: 100,
@@ -742,13 +747,15 @@ func TestSharesIdleNobodyCouldUse(t *testing.T) {
 	}
 }
 
-// TestSharesIdle: with ShareIdle a capped tenant is SCHED_IDLE too; where the
+// TestSharesIdle: with ShareIdle a capped tenant whose victims are
+// latency-bound is SCHED_IDLE too; where the
 // others then leave it less than half its share while it waits, it is made
 // ordinary again under its cap, and never idle again while it lives; the
 // lift clears idle.
 func TestSharesIdle(t *testing.T) {
 	tr := newShareTrace(t)
 	tr.cfg.ShareIdle = true
+	tr.waits = map[string]uint64{"one": 100000} // 15 µs per wait: latency-bound
 	idle := func() map[string]bool {
 		m := map[string]bool{}
 		for _, a := range tr.acts {
@@ -782,11 +789,17 @@ func TestSharesIdle(t *testing.T) {
 	if got := idle(); got["many"] {
 		t.Errorf("idle again after it starved idle: %+v", tr.acts)
 	}
-	// Off: never idle.
-	tr = newShareTrace(t)
-	tr.cfg.ShareIdle = false
-	tr.run(3, drifted)
-	if got := idle(); got["many"] || tr.caps["many"] != 1 {
-		t.Errorf("ShareIdle off: idle %v, caps %v", got, tr.caps)
+	// Off, or a CPU-bound victim (1.5 ms per wait): never idle.
+	for _, c := range []struct {
+		on    bool
+		waits uint64
+	}{{false, 100000}, {true, 1000}} {
+		tr = newShareTrace(t)
+		tr.cfg.ShareIdle = c.on
+		tr.waits = map[string]uint64{"one": c.waits}
+		tr.run(3, drifted)
+		if got := idle(); got["many"] || tr.caps["many"] != 1 {
+			t.Errorf("ShareIdle %t, %d waits a tick: idle %v, caps %v", c.on, c.waits, got, tr.caps)
+		}
 	}
 }

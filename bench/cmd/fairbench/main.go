@@ -51,7 +51,7 @@ type options struct {
 	control             bool
 	label               string // the section's label ("": none), see sectionMark
 	daemonWeight        int    // >0: each daemon in a cgroup of its own with this CPU weight (leaf.go)
-	shareIdle           bool   // [control] share_idle
+	shareIdle           *bool  // [control] share_idle; nil: the daemon's default
 	merge               string // copy a VM run's sections from this file instead of measuring
 	where               where
 }
@@ -78,7 +78,7 @@ func main() {
 	flag.IntVar(&o.noisySpin, "noisy-spinners", noisySpinners, "the noisy scenario's CPU antagonist: concurrent spin invocations")
 	flag.StringVar(&sc, "scenarios", strings.Join(allScenarios, ","), "comma-separated scenarios: "+strings.Join(allScenarios, ", ")+
 		" (in scoped's test VM the default leaves out "+noisyName+")")
-	flag.BoolVar(&o.shareIdle, "share-idle", false, "the daemons' [control] share_idle: a tenant the fair-share rule caps is SCHED_IDLE too")
+	shareIdle := flag.Bool("share-idle", false, "set the daemons' [control] share_idle (unset: the daemon's default): a tenant the fair-share rule caps is SCHED_IDLE too")
 	flag.BoolVar(&o.control, "control", true, "run the daemons' controller ([control] enabled) in the fair-share scenarios (noisy sets it per phase)")
 	flag.IntVar(&o.daemonWeight, "daemon-weight", 0, "move each daemon into a cgroup of its own beside its tree with this CPU weight (1-10000; "+
 		"the daemon's leaf under systemd, supervisor_cpu_weight); 0: it stays in this program's cgroup")
@@ -101,7 +101,12 @@ func main() {
 			return nil, fmt.Errorf("-label %q: want lower-case letters, digits, dots and dashes, starting with a letter or digit", o.label)
 		}
 		explicit := false
-		flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "scenarios" })
+		flag.Visit(func(f *flag.Flag) {
+			explicit = explicit || f.Name == "scenarios"
+			if f.Name == "share-idle" {
+				o.shareIdle = shareIdle
+			}
+		})
 		for _, f := range strings.Split(sc, ",") {
 			if f = strings.TrimSpace(f); !slices.Contains(allScenarios, f) {
 				return nil, fmt.Errorf("-scenarios %q: %q is not one of %s", sc, f, strings.Join(allScenarios, ", "))
@@ -477,12 +482,20 @@ listen = "off"
 level = "info"
 [control]
 enabled = %t
-share_idle = %t
-`, b.callTimeout().String(), workers, idBase, idSlots, control, b.o.shareIdle)+extra)
+`, b.callTimeout().String(), workers, idBase, idSlots, control)+b.shareIdleLine()+extra)
 	if err == nil && b.o.daemonWeight > 0 {
 		err = placeDaemon(b.d.Pid(), b.o.daemonWeight)
 	}
 	return err
+}
+
+// shareIdleLine is the daemon's [control] share_idle line, if -share-idle
+// was given.
+func (b *bench) shareIdleLine() string {
+	if b.o.shareIdle == nil {
+		return ""
+	}
+	return fmt.Sprintf("share_idle = %t\n", *b.o.shareIdle)
 }
 
 func (b *bench) stopDaemon(retErr *error) {
@@ -798,8 +811,8 @@ func (b *bench) report(args string, results []*scenarioRuns, noisy []*noisyResul
 	} else {
 		r.P("- The daemon's cgroup: this program's (`-daemon-weight` gives it one of its own).\n")
 	}
-	if b.o.shareIdle {
-		r.P("- `[control] share_idle = true` (`-share-idle`): a tenant the fair-share rule caps is made SCHED_IDLE too (`cpu.idle`).\n")
+	if b.o.shareIdle != nil {
+		r.P("- `[control] share_idle = %t` (`-share-idle`): whether a tenant the fair-share rule caps is made SCHED_IDLE too (`cpu.idle`).\n", *b.o.shareIdle)
 	}
 	r.P("- Daemon: a fresh one per %s: isolation by tenant + environment; `[pool] max_concurrent = 1`",
 		map[bool]string{true: "run", false: "phase"}[len(results) > 0])

@@ -406,9 +406,9 @@ func (b *bench) noisyPhase(ctx context.Context, p phase, rep int) (_ *phaseResul
 	slices.Sort(tailIn)
 	slices.Sort(tailOut)
 	r.tailDaemon, r.tailOutside = benchmd.Percentile(tailIn, 50), benchmd.Percentile(tailOut, 50)
-	logf("  victim: %d calls, p50 %s, p99 %s (median of the tail: %s in the daemon, %s outside), max %s; CPU s: victim %.2f, antagonist %.2f, machine %.2f; run-queue p99 %s (%s), %d preemptions; %d antagonist calls completed; %d controller %s, antagonist at level %d",
+	logf("  victim: %d calls, p50 %s, p99 %s (median of the tail: %s in the daemon, %s outside), max %s; CPU s: victim %.2f, antagonist %.2f, machine %.2f; run-queue p99 %s, mean %s (%s), %d preemptions; %d antagonist calls completed; %d controller %s, antagonist at level %d",
 		len(r.lat), fmtDur(r.quantile(0.5)), fmtDur(r.quantile(0.99)), fmtDur(r.tailDaemon), fmtDur(r.tailOutside), fmtDur(r.lat[len(r.lat)-1]),
-		r.vicCPU.Seconds(), r.antCPU.Seconds(), r.machine.Seconds(), fmtDur(r.runq.Quantile(0.99)), r.source, r.preempt,
+		r.vicCPU.Seconds(), r.antCPU.Seconds(), r.machine.Seconds(), fmtDur(r.runq.Quantile(0.99)), fmtDur(r.runq.Sum/time.Duration(max(r.runq.Count, 1))), r.source, r.preempt,
 		r.antDone, len(r.events), benchmd.Plural(len(r.events), "event"), r.level)
 	for _, e := range r.events {
 		logf("  event %s", describeEvent(e, r.at, true))
