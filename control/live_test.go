@@ -147,42 +147,7 @@ func TestRecordTrace(t *testing.T) {
 	if file == "" {
 		t.Skip("records a trace only when " + recordEnv + " names the file")
 	}
-	testutil.RequiresRoot(t)
-	testutil.RequiresUnified(t)
-	testutil.CheckLeaks(t, liveRoot)
-	tree, err := cgroups.Open(liveRoot)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if _, err := tree.Cleanup(); err != nil {
-			t.Errorf("Cleanup: %v", err)
-		}
-		if err := tree.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	root, err := cgroups.Load(liveRoot)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rootID, err := root.ID()
-	if err != nil {
-		t.Fatal(err)
-	}
-	level, err := accounting.Level(root.UnifiedDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.NewTextHandler(t.Output(), nil))
-	acct, err := accounting.Open(accounting.Options{RootID: rootID, RootLevel: level, ScopeLevel: level + 3, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer acct.Close()
-	if acct.Name() != accounting.SourceEBPF {
-		t.Skipf("needs eBPF accounting: %v", acct.Stats().Reason)
-	}
+	tree, acct, log := openLive(t)
 
 	nodes := map[string]*cgroups.Node{}
 	var infos []ScopeInfo
@@ -369,4 +334,48 @@ func kernelRelease() string {
 		return "?"
 	}
 	return unix.ByteSliceToString(u.Release[:])
+}
+
+// openLive is the set-up of a recording: root, a unified hierarchy, the
+// tree at liveRoot (removed at the end) and eBPF accounting of it, with a
+// logger to the test's output; it skips where any is missing.
+func openLive(t *testing.T) (*cgroups.Tree, accounting.Source, *slog.Logger) {
+	t.Helper()
+	testutil.RequiresRoot(t)
+	testutil.RequiresUnified(t)
+	testutil.CheckLeaks(t, liveRoot)
+	tree, err := cgroups.Open(liveRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if _, err := tree.Cleanup(); err != nil {
+			t.Errorf("Cleanup: %v", err)
+		}
+		if err := tree.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	root, err := cgroups.Load(liveRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootID, err := root.ID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	level, err := accounting.Level(root.UnifiedDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(t.Output(), nil))
+	acct, err := accounting.Open(accounting.Options{RootID: rootID, RootLevel: level, ScopeLevel: level + 3, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = acct.Close() })
+	if acct.Name() != accounting.SourceEBPF {
+		t.Skipf("needs eBPF accounting: %v", acct.Stats().Reason)
+	}
+	return tree, acct, log
 }

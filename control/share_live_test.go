@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"os"
 	"runtime"
 	"slices"
@@ -14,9 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scoped-io/scoped/accounting"
 	"github.com/scoped-io/scoped/cgroups"
-	"github.com/scoped-io/scoped/internal/testutil"
 )
 
 // shareRecordEnv names the file TestRecordShareTrace writes; unset, it is
@@ -91,42 +88,7 @@ func TestRecordShareTrace(t *testing.T) {
 	if file == "" {
 		t.Skip("records a trace only when " + shareRecordEnv + " names the file")
 	}
-	testutil.RequiresRoot(t)
-	testutil.RequiresUnified(t)
-	testutil.CheckLeaks(t, liveRoot)
-	tree, err := cgroups.Open(liveRoot)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if _, err := tree.Cleanup(); err != nil {
-			t.Errorf("Cleanup: %v", err)
-		}
-		if err := tree.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	root, err := cgroups.Load(liveRoot)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rootID, err := root.ID()
-	if err != nil {
-		t.Fatal(err)
-	}
-	level, err := accounting.Level(root.UnifiedDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.NewTextHandler(t.Output(), nil))
-	acct, err := accounting.Open(accounting.Options{RootID: rootID, RootLevel: level, ScopeLevel: level + 3, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer acct.Close()
-	if acct.Name() != accounting.SourceEBPF {
-		t.Skipf("needs eBPF accounting: %v", acct.Stats().Reason)
-	}
+	tree, acct, log := openLive(t)
 
 	tenants := map[string]*cgroups.Node{}
 	scopes := map[string]*cgroups.Node{}
