@@ -17,7 +17,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	benchmd "github.com/scoped-io/scoped/bench"
 	"github.com/scoped-io/scoped/cgroups"
@@ -264,10 +267,13 @@ func placeDaemon(pid, w int) error {
 	return nil
 }
 
-// warm starts n workers of the scope's extension ext: rounds of n
-// concurrent calls (a payload per round, each longer; each call must
-// return its payload), until n distinct workers answered.
-func (b *bench) warm(ctx context.Context, tenant, env, ext string, n int, payloads []string) error {
+// deploy deploys bundle as ext of tenant in env and starts n workers:
+// rounds of n concurrent calls (a payload per round, each longer; each call
+// must return its payload), until n distinct workers answered.
+func (b *bench) deploy(ctx context.Context, tenant, env, ext string, bundle *scopedv1.Bundle, n int, payloads []string) error {
+	if err := b.d.Deploy(ctx, tenant, env, ext, bundle); err != nil {
+		return err
+	}
 	var mu sync.Mutex
 	seen := map[string]bool{}
 	for _, ms := range payloads {
@@ -289,6 +295,23 @@ func (b *bench) warm(ctx context.Context, tenant, env, ext string, n int, payloa
 		}
 	}
 	return fmt.Errorf("warm %s/%s: %d %s workers answered %d rounds of %d concurrent calls, want %d", tenant, env, len(seen), ext, len(payloads), n, n)
+}
+
+// keep keeps n calls of ext with payload for tenant in env running until
+// ctx is done, counting those that complete in done (if not nil); a failure
+// cancels ctx.
+func (b *bench) keep(ctx context.Context, cancel context.CancelCauseFunc, wg *sync.WaitGroup, n int, tenant, env, ext, payload string, done *atomic.Int64) {
+	timeout := durationpb.New(b.callTimeout())
+	benchmd.Keep(ctx, cancel, wg, n, func(ctx context.Context) error {
+		_, err := b.d.C.Invoke(ctx, &scopedv1.InvokeRequest{Tenant: tenant, Environment: env, Extension: ext, Payload: []byte(payload), Timeout: timeout})
+		if err != nil {
+			return fmt.Errorf("%s for %s/%s: %w", ext, tenant, env, err)
+		}
+		if done != nil {
+			done.Add(1)
+		}
+		return nil
+	})
 }
 
 // sleep waits d, or returns why ctx ended first.

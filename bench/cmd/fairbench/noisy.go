@@ -40,29 +40,27 @@ const (
 	victimTimeout = time.Minute // per victim call: far beyond any latency seen
 	forkExt       = "forkstorm"
 	forkCallers   = 2
-	// noisyWorkers is [pool] max_workers: enough for either antagonist.
-	noisyWorkers = max(noisySpinners, forkCallers)
+	noisyWorkers  = max(noisySpinners, forkCallers) // [pool] max_workers
 
-	// The controller's settings in these phases: shorter than the
-	// defaults (1s, 10s, 3), so that it acts within a short window.
+	// The controller's settings: shorter than the defaults (1s, 10s, 3),
+	// so that it acts within a short window.
 	ctlInterval    = 500 * time.Millisecond
 	ctlCooldown    = 5 * time.Second
 	ctlDetectTicks = 3
 	// minSettle is the least settle time of a phase, enough for the
 	// controller's detection on a quiet machine. With the controller on
-	// beside an antagonist, the window waits further for it to act
-	// (actedKinds), at most detectWait from the start.
+	// beside an antagonist, the window waits for it to act (actedKinds), at
+	// most detectWait from the start.
 	minSettle  = 5 * time.Second
 	detectWait = 10 * time.Second
 
-	// noisyGoal is issue 16's goal: the victim's p99 beside the CPU
-	// spinners with the controller on at most this many times its p99 alone.
+	// Issue 16's goal: the victim's p99 beside the CPU spinners with the
+	// controller on at most noisyGoal times its p99 alone.
 	noisyGoal = 1.5
 )
 
-// actedKinds are the events with which the controller acts on the
-// antagonist: the noisy-neighbour rule's detection or the fair-share
-// rule's cap, whichever comes first.
+// actedKinds are the events of the controller acting on the antagonist:
+// the noisy-neighbour rule's detection or the fair-share rule's cap.
 var actedKinds = map[string]bool{"detected": true, "share_capped": true}
 
 // antagonist is a noisy neighbour: callers concurrent calls of ext with
@@ -131,14 +129,12 @@ type phaseResult struct {
 	antCPU  time.Duration   // the antagonist tenant's CPU in the window
 	vicCPU  time.Duration   // the victim tenant's
 	machine time.Duration   // busy CPU time of the machine in the window
-	antDone int             // antagonist calls that completed (and were made again) in the phase
 	ctlOn   bool            // ListEvents' controller_enabled
 	events  []*scopedv1.Event
 	at      time.Time // the window's start
 	source  string    // the victim scope's accounting source
 	runq    accounting.Histogram
-	preempt uint64 // the victim's preemptions by other scopes in the window
-	level   int32  // the antagonist scope's throttle level at the window's end
+	level   int32 // the antagonist scope's throttle level at the window's end
 	// Of the victim's calls at or past p99, the median time inside the
 	// daemon and outside it.
 	tailDaemon, tailOutside time.Duration
@@ -186,13 +182,10 @@ func (r *noisyResult) meetsNoisyGoal() bool {
 func (r *noisyResult) source() string {
 	src := ""
 	for _, ph := range r.phases {
-		switch {
-		case ph.source == "":
-		case src == "":
-			src = ph.source
-		case src != ph.source:
+		if src != "" && ph.source != "" && ph.source != src {
 			return "mixed"
 		}
+		src = cmp.Or(src, ph.source)
 	}
 	return src
 }
@@ -224,11 +217,18 @@ func (b *bench) noisyPhase(ctx context.Context, p phase, rep int) (_ *phaseResul
 	defer b.stopDaemon(&retErr)
 	begun := time.Now()
 
-	// Deploy and warm the victim's one worker and the antagonist's.
-	a := p.ant
-	if err := b.d.Deploy(ctx, victimTenant, noisyEnv, extName, b.files); err != nil {
+	// Deploy and warm the victim's one worker and the antagonist's, whose
+	// calls run until the victim's last call has returned. A failure of
+	// either cancels fctx with it.
+	a, t0 := p.ant, time.Now()
+	if err := b.deploy(ctx, victimTenant, noisyEnv, extName, b.files, 1, []string{victimMs, victimMs, victimMs}); err != nil {
 		return nil, err
 	}
+	fctx, fail := context.WithCancelCause(ctx)
+	defer fail(nil)
+	actx, cancelAnt := context.WithCancel(fctx)
+	var antWG sync.WaitGroup
+	defer func() { cancelAnt(); antWG.Wait() }()
 	if a != nil {
 		bundle := b.files
 		if a == antFork {
@@ -236,41 +236,11 @@ func (b *bench) noisyPhase(ctx context.Context, p phase, rep int) (_ *phaseResul
 				return nil, err
 			}
 		}
-		if err := b.d.Deploy(ctx, antTenant, noisyEnv, a.ext, bundle); err != nil {
+		if err := b.deploy(ctx, antTenant, noisyEnv, a.ext, bundle, a.callers, a.warm); err != nil {
 			return nil, err
 		}
-	}
-	t0 := time.Now()
-	if err := b.warm(ctx, victimTenant, noisyEnv, extName, 1, []string{victimMs, victimMs, victimMs}); err != nil {
-		return nil, err
-	}
-	callers := 0
-	if a != nil {
-		callers = a.callers
-		if err := b.warm(ctx, antTenant, noisyEnv, a.ext, a.callers, a.warm); err != nil {
-			return nil, err
-		}
-	}
-	logf("warmed the victim's worker and %d antagonist %s in %s", callers, benchmd.Plural(callers, "worker"), time.Since(t0).Round(time.Millisecond))
-
-	// The antagonist's calls run until the victim's last call has
-	// returned. A failure of either cancels fctx with it.
-	fctx, fail := context.WithCancelCause(ctx)
-	defer fail(nil)
-	actx, cancelAnt := context.WithCancel(fctx)
-	var antWG sync.WaitGroup
-	defer func() { cancelAnt(); antWG.Wait() }()
-	var antDone atomic.Int64
-	if a != nil {
-		timeout := durationpb.New(b.callTimeout())
-		benchmd.Keep(actx, fail, &antWG, a.callers, func(ctx context.Context) error {
-			_, err := b.d.C.Invoke(ctx, &scopedv1.InvokeRequest{Tenant: antTenant, Environment: noisyEnv, Extension: a.ext, Payload: []byte(a.payload), Timeout: timeout})
-			if err != nil {
-				return fmt.Errorf("antagonist %s: %w", a.ext, err)
-			}
-			antDone.Add(1)
-			return nil
-		})
+		logf("deployed and warmed the victim's worker and %d antagonist workers in %s", a.callers, time.Since(t0).Round(time.Millisecond))
+		b.keep(actx, fail, &antWG, a.callers, antTenant, noisyEnv, a.ext, a.payload, nil)
 	}
 
 	// The victim: one caller, back to back from now on (the controller
@@ -369,7 +339,6 @@ func (b *bench) noisyPhase(ctx context.Context, p phase, rep int) (_ *phaseResul
 		r.window, r.antCPU, r.vicCPU = end.Sub(r.at), a1-a0, v1-v0
 		r.source = s1.GetUsage().GetSource()
 		r.runq = histogram(s1.GetUsage()).Sub(histogram(s0.GetUsage()))
-		r.preempt = s1.GetUsage().GetPreemptions() - s0.GetUsage().GetPreemptions()
 		select { // the victim's last call, which may have started in the window
 		case <-victimDone:
 		case <-fctx.Done():
@@ -394,7 +363,6 @@ func (b *bench) noisyPhase(ctx context.Context, p phase, rep int) (_ *phaseResul
 	if err = cmp.Or(err, failure(fctx)); err != nil {
 		return nil, fmt.Errorf("%w\ndaemon log:\n%s", err, b.d.LogTail())
 	}
-	r.antDone = int(antDone.Load())
 	var in []call
 	for _, c := range calls {
 		if !c.start.Before(r.at) && c.start.Before(r.at.Add(r.window)) {
@@ -415,10 +383,9 @@ func (b *bench) noisyPhase(ctx context.Context, p phase, rep int) (_ *phaseResul
 		}
 	}
 	r.tailDaemon, r.tailOutside = benchmd.Median(tailIn), benchmd.Median(tailOut)
-	logf("  victim: %d calls, p50 %s, p99 %s (median of the tail: %s in the daemon, %s outside), max %s; CPU s: victim %.2f, antagonist %.2f, machine %.2f; run-queue p99 %s, mean %s (%s), %d preemptions; %d antagonist calls completed; %d controller %s, antagonist at level %d",
-		len(r.lat), fmtDur(r.quantile(0.5)), fmtDur(r.quantile(0.99)), fmtDur(r.tailDaemon), fmtDur(r.tailOutside), fmtDur(r.lat[len(r.lat)-1]),
-		r.vicCPU.Seconds(), r.antCPU.Seconds(), r.machine.Seconds(), fmtDur(r.runq.Quantile(0.99)), fmtDur(r.runq.Sum/time.Duration(max(r.runq.Count, 1))), r.source, r.preempt,
-		r.antDone, len(r.events), benchmd.Plural(len(r.events), "event"), r.level)
+	logf("  victim: %d calls, p50 %s, p99 %s (median of the tail: %s in the daemon, %s outside); CPU s: victim %.2f, antagonist %.2f, machine %.2f; run-queue p99 %s (%s); antagonist at level %d",
+		len(r.lat), fmtDur(r.quantile(0.5)), fmtDur(r.quantile(0.99)), fmtDur(r.tailDaemon), fmtDur(r.tailOutside),
+		r.vicCPU.Seconds(), r.antCPU.Seconds(), r.machine.Seconds(), fmtDur(r.runq.Quantile(0.99)), r.source, r.level)
 	for _, e := range r.events {
 		logf("  event %s", describeEvent(e, r.at, true))
 	}
@@ -510,10 +477,10 @@ func (b *bench) reportNoisy(w *benchmd.Report, rs []*noisyResult) {
 	p("- Antagonist: tenant `%s` (tier `%s`, one scope). CPU: %d concurrent spin calls of %s ms of CPU each (made again\n", antTenant, noisyTier, noisySpinners, spinMs)
 	p("  if one completes). Fork storm: `bench/cmd/fairbench/forkstorm`, an exec-runtime extension whose sh script loops\n")
 	p("  `/bin/true & /bin/true & wait` until cancelled, invoked by %d concurrent callers with a %s timeout.\n", forkCallers, b.callTimeout())
-	p("- A fresh daemon per phase, configured as above but `[pool] max_workers = %d` and `[control] enabled = true/false`\n", noisyWorkers)
-	p("  per phase, with `interval = %q, cooldown = %q, detect_ticks = %d` (shorter than the defaults 1s, 10s and 3, so\n",
+	p("- A fresh daemon per phase, configured as above but `[pool] max_workers = %d`, `[control] enabled = true/false` and\n", noisyWorkers)
+	p("  `interval = %q, cooldown = %q, detect_ticks = %d` (shorter than the defaults, so that it acts within a short run);\n",
 		ctlInterval.String(), ctlCooldown.String(), ctlDetectTicks)
-	p("  that it acts within a short run); accounting at the default (`auto`)")
+	p("  accounting at the default (`auto`)")
 	if src := r.source(); src != "" {
 		p(": the victim's scope was accounted by `%s`", src)
 	}
@@ -521,15 +488,13 @@ func (b *bench) reportNoisy(w *benchmd.Report, rs []*noisyResult) {
 	p("- Each phase: deploy, warm the workers, start the antagonist and the victim, settle %s (-settle, at least %s),\n", b.noisySettle(), minSettle)
 	p("  measure %s. With the controller on beside an antagonist the window also waits for it to act (its first `detected`\n", b.o.duration)
 	p("  or `share_capped` event, at most %s after the start).\n", max(detectWait, b.noisySettle()))
-	p("- Antagonist CPU: its tenant cgroup's CPU usage in the window, and its part of the machine's %d CPUs. Rest of the\n", runtime.NumCPU())
-	p("  machine: the machine's busy CPU time in the window (`/proc/stat`) less both tenants'. Controller events:\n")
-	p("  `ListEvents` over the phase: kind, level after it, time from the window's start. Afterwards no cgroup named\n")
-	p("  `*%s*` was left.\n", cgroupMark)
-	p("- The phases ran %d %s (round robin over the phases); the table shows the repeat of median p99 ratio beside the\n",
-		len(rs), benchmd.Plural(len(rs), "time"))
-	p("  CPU spinners with the controller on (repeat %d).\n", r.rep)
+	p("- Antagonist CPU: its tenant cgroup's CPU usage in the window (part of the machine's %d CPUs). Rest of the machine:\n", runtime.NumCPU())
+	p("  the machine's busy CPU time in the window (`/proc/stat`) less both tenants'. Controller events: `ListEvents` over\n")
+	p("  the phase: kind, level after it, time from the window's start. Afterwards no cgroup named `*%s*` was left.\n", cgroupMark)
 	p("- Goal (issue 16): the victim's p99 %s with the controller on at most %.1f× its p99 alone (of the same repeat),\n", antCPU.what, noisyGoal)
-	p("  in every repeat; measured on the host only.\n\n")
+	p("  in every repeat; measured on the host only. The phases ran %d %s, round robin; below the repeats, then the one of\n",
+		len(rs), benchmd.Plural(len(rs), "time"))
+	p("  median p99 ratio beside the CPU spinners with the controller on (repeat %d) in detail.\n\n", r.rep)
 
 	p("| Repeat | p99 alone | p99 beside CPU spinners, controller off (× alone) | controller on (× alone) | beside a fork storm, off (× alone) | on (× alone) | Goal |\n")
 	p("| ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")

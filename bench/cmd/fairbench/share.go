@@ -21,8 +21,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"google.golang.org/protobuf/types/known/durationpb"
-
 	benchmd "github.com/scoped-io/scoped/bench"
 	"github.com/scoped-io/scoped/cgroups"
 	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
@@ -271,10 +269,7 @@ func (b *bench) scenario(ctx context.Context, sc *scenario, run int) (_ *result,
 			}
 		}
 		for e := range t.scopes {
-			if err := b.d.Deploy(ctx, t.name, env(e), extName, b.files); err != nil {
-				return nil, err
-			}
-			if err := b.warm(ctx, t.name, env(e), extName, b.o.spinners, spinWarm); err != nil {
+			if err := b.deploy(ctx, t.name, env(e), extName, b.files, b.o.spinners, spinWarm); err != nil {
 				return nil, err
 			}
 		}
@@ -285,17 +280,9 @@ func (b *bench) scenario(ctx context.Context, sc *scenario, run int) (_ *result,
 	var wg sync.WaitGroup
 	restarts := make([]atomic.Int64, len(sc.ten))
 	spun := time.Now()
-	timeout := durationpb.New(b.callTimeout())
 	for i, t := range sc.ten {
 		for e := range t.scopes {
-			benchmd.Keep(sctx, cancel, &wg, b.o.spinners, func(ctx context.Context) error {
-				_, err := b.d.C.Invoke(ctx, &scopedv1.InvokeRequest{Tenant: t.name, Environment: env(e), Extension: extName, Payload: []byte(spinMs), Timeout: timeout})
-				if err != nil {
-					return fmt.Errorf("spin for %s/%s: %w", t.name, env(e), err)
-				}
-				restarts[i].Add(1)
-				return nil
-			})
+			b.keep(sctx, cancel, &wg, b.o.spinners, t.name, env(e), extName, spinMs, &restarts[i])
 		}
 	}
 	r := &result{run: run}
