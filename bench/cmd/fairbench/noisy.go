@@ -112,7 +112,6 @@ var noisyPhases = []phase{
 	{"fork-on", antFork, true},
 }
 
-// what describes the phase's antagonist, for the report.
 func (p phase) what() string {
 	if p.ant == nil {
 		return "alone"
@@ -146,7 +145,6 @@ func (r *phaseResult) rest() time.Duration { return max(r.machine-r.antCPU-r.vic
 // quantile is the nearest-rank q-quantile of the victim's latencies.
 func (r *phaseResult) quantile(q float64) time.Duration { return benchmd.Percentile(r.lat, q*100) }
 
-// noisyResult is one repeat of the noisy scenario's phases.
 type noisyResult struct {
 	rep    int // 1..-noisy-repeat
 	phases []*phaseResult
@@ -171,7 +169,6 @@ func (r *noisyResult) p99Ratio(ant *antagonist, control bool) float64 {
 	return float64(ph.quantile(0.99)) / float64(alone.quantile(0.99))
 }
 
-// meetsNoisyGoal says whether the repeat meets noisyGoal.
 func (r *noisyResult) meetsNoisyGoal() bool {
 	x := r.p99Ratio(antCPU, true)
 	return x > 0 && x <= noisyGoal
@@ -193,7 +190,6 @@ func (r *noisyResult) source() string {
 // noisySettle is every noisy phase's settle time (see minSettle).
 func (b *bench) noisySettle() time.Duration { return max(b.o.settle, minSettle) }
 
-// noisy runs the noisy scenario's phases once more (repeat rep).
 func (b *bench) noisy(ctx context.Context, rep int) (*noisyResult, error) {
 	logf("scenario %s, repeat %d/%d: %s", noisyName, rep, b.o.noisyRepeat, noisyTitle)
 	r := &noisyResult{rep: rep}
@@ -392,7 +388,6 @@ func (b *bench) noisyPhase(ctx context.Context, p phase, rep int) (_ *phaseResul
 	return r, nil
 }
 
-// histogram is the run-queue histogram of u.
 func histogram(u *scopedv1.Usage) accounting.Histogram {
 	h := accounting.Histogram{Count: u.GetRunqCount(), Sum: u.GetRunqSum().AsDuration()}
 	copy(h.Buckets[:], u.GetRunqBuckets())
@@ -432,7 +427,6 @@ func eventKinds(evs []*scopedv1.Event) string {
 	return strings.Join(kinds, ", ")
 }
 
-// eventsCell lists a phase's controller events for the table.
 func (r *phaseResult) eventsCell() string {
 	if !r.ctlOn {
 		return "— (off)"
@@ -477,10 +471,10 @@ func (b *bench) reportNoisy(w *benchmd.Report, rs []*noisyResult) {
 	p("- Antagonist: tenant `%s` (tier `%s`, one scope). CPU: %d concurrent spin calls of %s ms of CPU each (made again\n", antTenant, noisyTier, noisySpinners, spinMs)
 	p("  if one completes). Fork storm: `bench/cmd/fairbench/forkstorm`, an exec-runtime extension whose sh script loops\n")
 	p("  `/bin/true & /bin/true & wait` until cancelled, invoked by %d concurrent callers with a %s timeout.\n", forkCallers, b.callTimeout())
-	p("- A fresh daemon per phase, configured as above but `[pool] max_workers = %d`, `[control] enabled = true/false` and\n", noisyWorkers)
-	p("  `interval = %q, cooldown = %q, detect_ticks = %d` (shorter than the defaults, so that it acts within a short run);\n",
+	p("- A fresh daemon per phase, configured as above but `[pool] max_workers = %d`, `[control] enabled = true/false`\n", noisyWorkers)
+	p("  and `interval = %q, cooldown = %q, detect_ticks = %d` (shorter than the defaults, so that it acts within a\n",
 		ctlInterval.String(), ctlCooldown.String(), ctlDetectTicks)
-	p("  accounting at the default (`auto`)")
+	p("  short run); accounting at the default (`auto`)")
 	if src := r.source(); src != "" {
 		p(": the victim's scope was accounted by `%s`", src)
 	}
@@ -491,10 +485,10 @@ func (b *bench) reportNoisy(w *benchmd.Report, rs []*noisyResult) {
 	p("- Antagonist CPU: its tenant cgroup's CPU usage in the window (part of the machine's %d CPUs). Rest of the machine:\n", runtime.NumCPU())
 	p("  the machine's busy CPU time in the window (`/proc/stat`) less both tenants'. Controller events: `ListEvents` over\n")
 	p("  the phase: kind, level after it, time from the window's start. Afterwards no cgroup named `*%s*` was left.\n", cgroupMark)
-	p("- Goal (issue 16): the victim's p99 %s with the controller on at most %.1f× its p99 alone (of the same repeat),\n", antCPU.what, noisyGoal)
-	p("  in every repeat; measured on the host only. The phases ran %d %s, round robin; below the repeats, then the one of\n",
+	p("- Goal (issue 16): the victim's p99 %s with the controller on at most %.1f× its p99 alone (of the same\n", antCPU.what, noisyGoal)
+	p("  repeat), in every repeat; measured on the host only. The phases ran %d %s, round robin; the repeat of median\n",
 		len(rs), benchmd.Plural(len(rs), "time"))
-	p("  median p99 ratio beside the CPU spinners with the controller on (repeat %d) in detail.\n\n", r.rep)
+	p("  p99 ratio beside the CPU spinners with the controller on (repeat %d) is shown in detail.\n\n", r.rep)
 
 	p("| Repeat | p99 alone | p99 beside CPU spinners, controller off (× alone) | controller on (× alone) | beside a fork storm, off (× alone) | on (× alone) | Goal |\n")
 	p("| ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
@@ -514,11 +508,11 @@ func (b *bench) reportNoisy(w *benchmd.Report, rs []*noisyResult) {
 		}
 		ratios, pass = append(ratios, x.p99Ratio(antCPU, true)), pass && x.meetsNoisyGoal()
 		p("| %d | %s | %s | %s | %s | %s | %s |\n", x.rep, alone, cell(antCPU, false), cell(antCPU, true), cell(antFork, false), cell(antFork, true),
-			met(x.meetsNoisyGoal()))
+			verdict(x.meetsNoisyGoal(), "met"))
 	}
 	p("\nVictim p99 beside the CPU spinners with the controller on, × alone, over the repeats: min / median / max\n")
 	p("%.2f / %.2f / %.2f against the goal ≤ %.1f×: **%s**. Repeat %d in detail:\n\n", slices.Min(ratios), median(ratios), slices.Max(ratios),
-		noisyGoal, verdict(pass), r.rep)
+		noisyGoal, verdict(pass, "PASS"), r.rep)
 
 	ebpf := r.source() == accounting.SourceEBPF
 	p("| Phase | Controller | Settle | Victim invocations | p50 | p99 | p50 / alone | p99 / alone |" +

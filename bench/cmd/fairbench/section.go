@@ -19,7 +19,6 @@ import (
 // vmHostname is the hostname scripts/vm-test.sh gives its guest.
 const vmHostname = "scoped-vm"
 
-// where describes the machine fairbench runs on.
 type where struct {
 	vm     bool   // scoped's test VM (scripts/vm-test.sh)
 	tcg    bool   // the CPU is QEMU's TCG software emulation
@@ -90,16 +89,21 @@ var (
 // section already, has no fairbench section or does not exist: then the
 // section is appended as any other.
 func placeSection(path, mark string) error {
-	old, err := os.ReadFile(path)
+	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
-	} else if err != nil {
+	}
+	doc := string(b)
+	ends := fairEndRE.FindAllStringIndex(doc, -1)
+	if err != nil || len(ends) == 0 || strings.Contains(doc, "<!-- "+mark+":start -->") {
 		return err
 	}
-	doc, ok := withPlace(string(old), mark)
-	if !ok {
-		return nil
+	at := ends[len(ends)-1][1]
+	head := doc[:at]
+	if !strings.HasSuffix(head, "\n") {
+		head += "\n"
 	}
+	doc = head + "\n<!-- " + mark + ":start -->\n<!-- " + mark + ":end -->\n" + doc[at:]
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, []byte(doc), 0o644); err != nil {
 		return err
@@ -108,22 +112,6 @@ func placeSection(path, mark string) error {
 		return errors.Join(err, os.Remove(tmp))
 	}
 	return nil
-}
-
-// withPlace is doc with empty markers of mark after its last fairbench
-// section; ok is false when doc has mark's start marker already, or no
-// fairbench section.
-func withPlace(doc, mark string) (string, bool) {
-	ends := fairEndRE.FindAllStringIndex(doc, -1)
-	if len(ends) == 0 || strings.Contains(doc, "<!-- "+mark+":start -->") {
-		return doc, false
-	}
-	at := ends[len(ends)-1][1]
-	head := doc[:at]
-	if !strings.HasSuffix(head, "\n") {
-		head += "\n"
-	}
-	return head + "\n<!-- " + mark + ":start -->\n<!-- " + mark + ":end -->\n" + doc[at:], true
 }
 
 // merge returns the labelled fairbench sections of the file from (a VM

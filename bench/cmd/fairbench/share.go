@@ -1,8 +1,6 @@
 package main
 
-// The share scenarios: every scope keeps -spinners spin calls running, and
-// the tenants' CPU usage is read at the start and the end of every slice
-// of the window.
+// The share scenarios, their figures and their report.
 
 import (
 	"cmp"
@@ -76,7 +74,6 @@ type tenantResult struct {
 	sliceLo, sliceHi float64         // the least and the largest share in a slice after the first
 }
 
-// sliceStat is one slice's Jain index and largest deviation.
 type sliceStat struct{ jain, dev float64 }
 
 type result struct {
@@ -89,7 +86,6 @@ type result struct {
 	slices    []sliceStat // every slice; the first is not held to the goals
 }
 
-// shares are xs over their sum (all zero if the sum is).
 func shares(xs []float64) []float64 {
 	var sum float64
 	for _, x := range xs {
@@ -159,7 +155,6 @@ func (r *result) compute() {
 	}
 }
 
-// sliceShares are the tenants' shares of one slice's CPU times.
 func sliceShares(row []time.Duration) []float64 {
 	xs := make([]float64, len(row))
 	for i, v := range row {
@@ -189,7 +184,6 @@ func (r *result) meets() bool {
 	return meetsGoals(r.jain, r.dev) && (!ok || meetsGoals(j, dev))
 }
 
-// scenarioRuns are a share scenario's runs.
 type scenarioRuns struct {
 	sc   *scenario
 	runs []*result
@@ -235,18 +229,10 @@ func medianBy[T any](xs []T, key func(T) float64) T {
 // secs is d in seconds for the report: "2 s", "0.5 s".
 func secs(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + " s" }
 
-// verdict is PASS when every run met the goals, else MISS.
-func verdict(pass bool) string {
-	if pass {
-		return "PASS"
-	}
-	return "MISS"
-}
-
-// met is a run's or repeat's Goals cell.
-func met(ok bool) string {
+// verdict is a Goals cell: yes (PASS for a scenario, met for a run) or MISS.
+func verdict(ok bool, yes string) string {
 	if ok {
-		return "met"
+		return yes
 	}
 	return "MISS"
 }
@@ -334,7 +320,7 @@ func (b *bench) scenario(ctx context.Context, sc *scenario, run int) (_ *result,
 	r.compute()
 	sj, sdev, _ := r.worstSlice()
 	logf("  run %d: Jain %.4f, largest deviation %.1f points; worst slice after the first: Jain %.4f, deviation %.1f points: %s",
-		run, r.jain, 100*r.dev, sj, 100*sdev, verdict(r.meets()))
+		run, r.jain, 100*r.dev, sj, 100*sdev, verdict(r.meets(), "PASS"))
 	for i, t := range r.ten {
 		var per []string
 		for _, row := range r.perSlice {
@@ -364,7 +350,6 @@ func (b *bench) scenario(ctx context.Context, sc *scenario, run int) (_ *result,
 // spinWarm are the payloads of warm's rounds for spin: CPU milliseconds.
 var spinWarm = []string{"50", "200", "500", "1000"}
 
-// usage is one reading of every tenant's CPU usage.
 type usage struct {
 	at      time.Time
 	tenant  []time.Duration
@@ -407,7 +392,6 @@ func readUsage(sc *scenario) (usage, error) {
 	return u, nil
 }
 
-// subdirs are the names of dir's subdirectories, sorted.
 func subdirs(dir string) ([]string, error) {
 	ents, err := os.ReadDir(dir)
 	var out []string
@@ -453,7 +437,7 @@ func (b *bench) reportShares(r *benchmd.Report, results []*scenarioRuns) {
 			slice = fmt.Sprintf("%.4f / %.1f points", sj, 100*sdev)
 		}
 		r.P("| %s | %d | %.4f / %.4f / %.4f | %.1f points | %s | %d of %d | **%s** |\n", sr.sc.title, len(sr.runs),
-			slices.Min(js), median(js), slices.Max(js), 100*dev, slice, passed, len(sr.runs), verdict(passed == len(sr.runs)))
+			slices.Min(js), median(js), slices.Max(js), 100*dev, slice, passed, len(sr.runs), verdict(passed == len(sr.runs), "PASS"))
 	}
 	for _, sr := range results {
 		reportScenario(r, sr)
@@ -471,7 +455,7 @@ func reportScenario(r *benchmd.Report, sr *scenarioRuns) {
 		if j, dev, ok := res.worstSlice(); ok {
 			sj, sdev = fmt.Sprintf("%.4f", j), fmt.Sprintf("%.1f points", 100*dev)
 		}
-		r.P("| %d | %.4f | %.1f points | %s | %s | %s |\n", res.run, res.jain, 100*res.dev, sj, sdev, met(res.meets()))
+		r.P("| %d | %.4f | %.1f points | %s | %s | %s |\n", res.run, res.jain, 100*res.dev, sj, sdev, verdict(res.meets(), "met"))
 	}
 	res := medianBy(sr.runs, func(r *result) float64 { return r.jain })
 	r.P("\nThe slice columns are over the slices of %s after the first of each window (%d per run). The run of median\n",
