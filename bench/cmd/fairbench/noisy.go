@@ -562,15 +562,12 @@ func (b *bench) reportNoisy(w *benchmd.Report, rs []*noisyResult) {
 		if alone == nil || off == nil || on == nil {
 			continue
 		}
-		p("- %s, controller off / on (alone): victim p50 %s / %s (%s),\n",
-			strings.ToUpper(ant.what[:1])+ant.what[1:], fmtDur(off.quantile(0.5)), fmtDur(on.quantile(0.5)), fmtDur(alone.quantile(0.5)))
-		p("  p99 %s / %s (%s); %d / %d victim calls (%d); victim CPU %.2f / %.2f s (%.2f);\n",
-			fmtDur(off.quantile(0.99)), fmtDur(on.quantile(0.99)), fmtDur(alone.quantile(0.99)),
-			len(off.lat), len(on.lat), len(alone.lat), off.vicCPU.Seconds(), on.vicCPU.Seconds(), alone.vicCPU.Seconds())
-		p("  the calls at or past p99: median %s / %s (%s) inside the daemon, its call to the worker included, and %s / %s (%s)\n",
-			fmtDur(off.tailDaemon), fmtDur(on.tailDaemon), fmtDur(alone.tailDaemon), fmtDur(off.tailOutside), fmtDur(on.tailOutside), fmtDur(alone.tailOutside))
-		p("  outside it (this program's client, the socket, gRPC both ways);\n")
-		p("  antagonist CPU %.2f / %.2f s.", off.antCPU.Seconds(), on.antCPU.Seconds())
+		p("- %s, controller off / on (alone): victim CPU %.2f / %.2f s (%.2f); of the calls at\n",
+			strings.ToUpper(ant.what[:1])+ant.what[1:], off.vicCPU.Seconds(), on.vicCPU.Seconds(), alone.vicCPU.Seconds())
+		p("  or past p99, the median time inside the daemon, its call to the worker included, %s / %s (%s), and outside\n",
+			fmtDur(off.tailDaemon), fmtDur(on.tailDaemon), fmtDur(alone.tailDaemon))
+		p("  it (this program's client, the socket, gRPC both ways) %s / %s (%s).",
+			fmtDur(off.tailOutside), fmtDur(on.tailOutside), fmtDur(alone.tailOutside))
 		if len(on.events) == 0 {
 			p(" With the controller on it recorded no event in the phase.\n")
 		} else {
