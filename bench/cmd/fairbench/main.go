@@ -335,12 +335,8 @@ func failure(ctx context.Context) error {
 
 // title is the section's heading: the host or the VM, and its kernel.
 func (b *bench) title() string {
-	w := b.o.where
-	t := "## Fair shares between tenants (issues 5, 16): host, kernel " + w.kernel
-	if w.vm {
-		t = "## Fair shares between tenants (issues 5, 16): VM, kernel " + w.kernel
-	}
-	if w.tcg {
+	t := "## Fair shares between tenants (issues 5, 16): " + map[bool]string{false: "host", true: "VM"}[b.o.where.vm] + ", kernel " + b.o.where.kernel
+	if b.o.where.tcg {
 		t += " (TCG emulation)"
 	}
 	return t
