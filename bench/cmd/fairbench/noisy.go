@@ -484,11 +484,12 @@ func (b *bench) reportNoisy(w *benchmd.Report, rs []*noisyResult) {
 	p("  or `share_capped` event, at most %s after the start).\n", max(detectWait, b.noisySettle()))
 	p("- Antagonist CPU: its tenant cgroup's CPU usage in the window (part of the machine's %d CPUs). Rest of the machine:\n", runtime.NumCPU())
 	p("  the machine's busy CPU time in the window (`/proc/stat`) less both tenants'. Controller events: `ListEvents` over\n")
-	p("  the phase: kind, level after it, time from the window's start. Afterwards no cgroup named `*%s*` was left.\n", cgroupMark)
-	p("- Goal (issue 16): the victim's p99 %s with the controller on at most %.1f× its p99 alone (of the same\n", antCPU.what, noisyGoal)
-	p("  repeat), in every repeat; measured on the host only. The phases ran %d %s, round robin; the repeat of median\n",
+	p("  the phase: kind, level after it, time from the window's start. Afterwards no cgroup named `*%s*`\n", cgroupMark)
+	p("  was left.\n")
+	p("- Goal (issue 16): the victim's p99 %s with the controller on at most %.1f× its p99 alone\n", antCPU.what, noisyGoal)
+	p("  (of the same repeat), in every repeat; measured on the host only. The phases ran %d %s, round robin; the repeat\n",
 		len(rs), benchmd.Plural(len(rs), "time"))
-	p("  p99 ratio beside the CPU spinners with the controller on (repeat %d) is shown in detail.\n\n", r.rep)
+	p("  of median p99 ratio beside the CPU spinners with the controller on (repeat %d) is shown in detail.\n\n", r.rep)
 
 	p("| Repeat | p99 alone | p99 beside CPU spinners, controller off (× alone) | controller on (× alone) | beside a fork storm, off (× alone) | on (× alone) | Goal |\n")
 	p("| ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
@@ -562,16 +563,16 @@ func (b *bench) reportNoisy(w *benchmd.Report, rs []*noisyResult) {
 		if alone == nil || off == nil || on == nil {
 			continue
 		}
-		p("- %s, controller off / on (alone): victim CPU %.2f / %.2f s (%.2f); of the calls at\n",
+		p("- %s, controller off / on (alone): victim CPU %.2f / %.2f s (%.2f). Of the calls at or past p99,\n",
 			strings.ToUpper(ant.what[:1])+ant.what[1:], off.vicCPU.Seconds(), on.vicCPU.Seconds(), alone.vicCPU.Seconds())
-		p("  or past p99, the median time inside the daemon, its call to the worker included, %s / %s (%s), and outside\n",
+		p("  the median time inside the daemon (its call to the worker included) was %s / %s (%s), outside it\n",
 			fmtDur(off.tailDaemon), fmtDur(on.tailDaemon), fmtDur(alone.tailDaemon))
-		p("  it (this program's client, the socket, gRPC both ways) %s / %s (%s).",
+		p("  (this program's client, the socket, gRPC both ways) %s / %s (%s).\n",
 			fmtDur(off.tailOutside), fmtDur(on.tailOutside), fmtDur(alone.tailOutside))
 		if len(on.events) == 0 {
-			p(" With the controller on it recorded no event in the phase.\n")
+			p("  With the controller on it recorded no event in the phase.\n")
 		} else {
-			p(" With the controller on it recorded %s;\n", eventKinds(on.events))
+			p("  With the controller on it recorded %s;\n", eventKinds(on.events))
 			p("  the antagonist's scope was at level %d at the window's end.\n", on.level)
 		}
 	}
