@@ -87,8 +87,35 @@ func main() {
 				o.shareIdle = shareIdle
 			}
 		})
-		if err := o.check(sc, explicit); err != nil {
-			return nil, err
+		o.where = detectWhere()
+		if o.label == "" {
+			o.label = autoLabel(o.where)
+		}
+		if !validLabel(o.label) {
+			return nil, fmt.Errorf("-label %q: want lower-case letters, digits, dots and dashes, starting with a letter or digit", o.label)
+		}
+		for _, f := range strings.Split(sc, ",") {
+			if f = strings.TrimSpace(f); !slices.Contains(allScenarios, f) {
+				return nil, fmt.Errorf("-scenarios %q: %q is not one of %s", sc, f, strings.Join(allScenarios, ", "))
+			} else if f == noisyName && o.where.vm && !explicit {
+				logf("in the test VM: leaving out %s (it measures latency; see -scenarios)", noisyName)
+			} else if !slices.Contains(o.scenarios, f) {
+				o.scenarios = append(o.scenarios, f)
+			}
+		}
+		switch {
+		case o.duration < sliceLen || o.duration%sliceLen != 0:
+			return nil, fmt.Errorf("-duration %s: want a multiple of the %s slices", o.duration, sliceLen)
+		case o.settle < 0:
+			return nil, fmt.Errorf("-settle %s: must not be negative", o.settle)
+		case o.repeat < 1 || o.repeat > 100 || o.noisyRepeat < 1 || o.noisyRepeat > 100:
+			return nil, errors.New("-repeat and -noisy-repeat: want 1..100")
+		case o.spinners < 1 || o.spinners > 64:
+			return nil, errors.New("-spinners: want 1..64")
+		case o.daemonWeight < 0 || o.daemonWeight > 10000:
+			return nil, errors.New("-daemon-weight: want 1..10000, or 0 for none")
+		case len(o.scenarios) == 0:
+			return nil, errors.New("no scenario to run")
 		}
 		sections, err := run(ctx, o, args)
 		if err == nil && out != "" && o.label != "" {
@@ -96,42 +123,6 @@ func main() {
 		}
 		return sections, err
 	})
-}
-
-// check completes o (where, label, scenarios from the -scenarios list sc)
-// and checks the flags.
-func (o *options) check(sc string, explicit bool) error {
-	o.where = detectWhere()
-	if o.label == "" {
-		o.label = autoLabel(o.where)
-	}
-	if !validLabel(o.label) {
-		return fmt.Errorf("-label %q: want lower-case letters, digits, dots and dashes, starting with a letter or digit", o.label)
-	}
-	for _, f := range strings.Split(sc, ",") {
-		if f = strings.TrimSpace(f); !slices.Contains(allScenarios, f) {
-			return fmt.Errorf("-scenarios %q: %q is not one of %s", sc, f, strings.Join(allScenarios, ", "))
-		} else if f == noisyName && o.where.vm && !explicit {
-			logf("in the test VM: leaving out %s (it measures latency; see -scenarios)", noisyName)
-		} else if !slices.Contains(o.scenarios, f) {
-			o.scenarios = append(o.scenarios, f)
-		}
-	}
-	switch {
-	case o.duration < sliceLen || o.duration%sliceLen != 0:
-		return fmt.Errorf("-duration %s: want a multiple of the %s slices", o.duration, sliceLen)
-	case o.settle < 0:
-		return fmt.Errorf("-settle %s: must not be negative", o.settle)
-	case o.repeat < 1 || o.repeat > 100 || o.noisyRepeat < 1 || o.noisyRepeat > 100:
-		return errors.New("-repeat and -noisy-repeat: want 1..100")
-	case o.spinners < 1 || o.spinners > 64:
-		return errors.New("-spinners: want 1..64")
-	case o.daemonWeight < 0 || o.daemonWeight > 10000:
-		return errors.New("-daemon-weight: want 1..10000, or 0 for none")
-	case len(o.scenarios) == 0:
-		return errors.New("no scenario to run")
-	}
-	return nil
 }
 
 type bench struct {
@@ -154,9 +145,9 @@ func run(ctx context.Context, o options, args string) (_ []string, retErr error)
 		return nil, err
 	}
 	var results []*scenarioRuns
-	for _, sc := range scenarios {
-		if slices.Contains(o.scenarios, sc.name) {
-			results = append(results, &scenarioRuns{sc: sc})
+	for _, name := range o.scenarios { // in the order given
+		if i := slices.IndexFunc(scenarios, func(sc *scenario) bool { return sc.name == name }); i >= 0 {
+			results = append(results, &scenarioRuns{sc: scenarios[i]})
 		}
 	}
 	// Round robin over the scenarios, so that machine noise hits them alike.
