@@ -31,7 +31,7 @@ import (
 const (
 	noisyName     = "noisy"
 	noisyTitle    = "Noisy neighbour: a victim's latency (issue 5)"
-	noisySpinners = 4 // the default of -noisy-spinners
+	noisySpinners = 4 // the CPU antagonist's concurrent spin calls
 	noisyTier     = "standard"
 	victimTenant  = "victim"
 	antTenant     = "noisy"
@@ -40,28 +40,43 @@ const (
 	victimTimeout = time.Minute // per victim call: far beyond any latency seen
 	forkExt       = "forkstorm"
 	forkCallers   = 2
+	noisyWorkers  = max(noisySpinners, forkCallers) // [pool] max_workers
 
-	// The controller's settings in these phases: shorter than the
-	// defaults (1s, 10s, 3), so that it acts within a short window.
+	// The controller's settings: shorter than the defaults (1s, 10s, 3),
+	// so that it acts within a short window.
 	ctlInterval    = 500 * time.Millisecond
 	ctlCooldown    = 5 * time.Second
 	ctlDetectTicks = 3
-	// minSettle is the least settle time of every phase, enough for the
+	// minSettle is the least settle time of a phase, enough for the
 	// controller's detection on a quiet machine. With the controller on
-	// beside an antagonist, the window waits further for the controller to
-	// act (actedKinds), at most detectWait in all.
+	// beside an antagonist, the window waits for it to act (actedKinds), at
+	// most detectWait from the start.
 	minSettle  = 5 * time.Second
 	detectWait = 10 * time.Second
+
+	// Issue 16's goal: the victim's p99 beside the CPU spinners with the
+	// controller on at most noisyGoal times its p99 alone.
+	noisyGoal = 1.5
 )
 
-// actedKinds are the events with which the controller acts on the
-// antagonist: the noisy-neighbour rule's detection, or the fair-share
-// rule's cap, whichever comes first.
+// actedKinds are the events of the controller acting on the antagonist:
+// the noisy-neighbour rule's detection or the fair-share rule's cap.
 var actedKinds = map[string]bool{"detected": true, "share_capped": true}
 
-// forkWarm are the payloads of warm's rounds for forkstorm: rounds of two
-// forks each.
-var forkWarm = []string{"10", "50", "200", "1000"}
+// antagonist is a noisy neighbour: callers concurrent calls of ext with
+// payload, made again when one completes, after warm's rounds of payloads.
+type antagonist struct {
+	what, ext, payload string
+	callers            int
+	warm               []string
+}
+
+var (
+	antCPU = &antagonist{fmt.Sprintf("beside %d CPU spinners", noisySpinners), extName, spinMs, noisySpinners, spinWarm}
+	// The fork storm runs until cancelled (payload 0), warmed by rounds of
+	// two forks each.
+	antFork = &antagonist{"beside a fork storm", forkExt, "0", forkCallers, []string{"10", "50", "200", "1000"}}
+)
 
 //go:embed forkstorm/manifest.toml forkstorm/forkstorm.sh
 var forkstormFS embed.FS
@@ -74,63 +89,53 @@ func forkstormBundle() (*scopedv1.Bundle, error) {
 		if err != nil {
 			return nil, err
 		}
-		bundle.Files = append(bundle.Files, &scopedv1.File{Path: f, Mode: map[bool]uint32{true: 0o755, false: 0o644}[strings.HasSuffix(f, ".sh")], Content: b})
+		mode := uint32(0o644)
+		if strings.HasSuffix(f, ".sh") {
+			mode = 0o755
+		}
+		bundle.Files = append(bundle.Files, &scopedv1.File{Path: f, Mode: mode, Content: b})
 	}
 	return bundle, nil
 }
 
-type antagonist int
-
-const (
-	antNone antagonist = iota
-	antCPU
-	antFork
-)
-
 type phase struct {
 	name    string
-	ant     antagonist
-	control bool // [control] enabled
+	ant     *antagonist // nil: the victim alone
+	control bool        // [control] enabled
 }
 
 var noisyPhases = []phase{
-	{"alone", antNone, true},
+	{"alone", nil, true},
 	{"cpu-off", antCPU, false},
 	{"cpu-on", antCPU, true},
 	{"fork-off", antFork, false},
 	{"fork-on", antFork, true},
 }
 
-// what describes the phase's antagonist, for the report.
-func (b *bench) what(p phase) string {
-	switch p.ant {
-	case antCPU:
-		return fmt.Sprintf("beside %d CPU %s", b.o.noisySpin, benchmd.Plural(b.o.noisySpin, "spinner"))
-	case antFork:
-		return "beside a fork storm"
+func (p phase) what() string {
+	if p.ant == nil {
+		return "alone"
 	}
-	return "alone"
+	return p.ant.what
 }
 
 type phaseResult struct {
 	ph      phase
 	settle  time.Duration   // from the start of the antagonist and the victim to the window
-	waited  bool            // for the controller's detection, in vain
+	waited  bool            // for the controller to act, in vain
 	window  time.Duration   // wall time between the two cgroup reads
 	lat     []time.Duration // the victim's calls started in the window, sorted
 	antCPU  time.Duration   // the antagonist tenant's CPU in the window
 	vicCPU  time.Duration   // the victim tenant's
 	machine time.Duration   // busy CPU time of the machine in the window
-	antDone int             // antagonist calls that completed (and were made again) in the phase
 	ctlOn   bool            // ListEvents' controller_enabled
 	events  []*scopedv1.Event
 	at      time.Time // the window's start
 	source  string    // the victim scope's accounting source
 	runq    accounting.Histogram
-	preempt uint64 // the victim's preemptions by other scopes in the window
-	level   int32  // the antagonist scope's throttle level at the window's end
-	// tailDaemon and tailOutside: of the victim's calls at or past p99, the
-	// median time inside the daemon and outside it.
+	level   int32 // the antagonist scope's throttle level at the window's end
+	// Of the victim's calls at or past p99, the median time inside the
+	// daemon and outside it.
 	tailDaemon, tailOutside time.Duration
 }
 
@@ -140,50 +145,51 @@ func (r *phaseResult) rest() time.Duration { return max(r.machine-r.antCPU-r.vic
 // quantile is the nearest-rank q-quantile of the victim's latencies.
 func (r *phaseResult) quantile(q float64) time.Duration { return benchmd.Percentile(r.lat, q*100) }
 
-// noisyResult is one repeat of the noisy scenario's phases.
 type noisyResult struct {
 	rep    int // 1..-noisy-repeat
 	phases []*phaseResult
 }
 
-// noisyGoal is issue 16's goal for the victim's p99 beside the CPU
-// spinners with the controller on: at most this many times its p99 alone.
-const noisyGoal = 1.5
+func (r *noisyResult) find(ant *antagonist, control bool) *phaseResult {
+	for _, ph := range r.phases {
+		if ph.ph.ant == ant && ph.ph.control == control {
+			return ph
+		}
+	}
+	return nil
+}
 
 // p99Ratio is the victim's p99 in the phase of ant with the controller
 // on or off over its p99 alone, 0 where either is unknown.
-func (r *noisyResult) p99Ratio(ant antagonist, control bool) float64 {
-	alone, ph := r.find(antNone, true), r.find(ant, control)
+func (r *noisyResult) p99Ratio(ant *antagonist, control bool) float64 {
+	alone, ph := r.find(nil, true), r.find(ant, control)
 	if alone == nil || ph == nil || alone.quantile(0.99) == 0 {
 		return 0
 	}
 	return float64(ph.quantile(0.99)) / float64(alone.quantile(0.99))
 }
 
-// meetsNoisyGoal says whether the repeat's victim p99 beside the CPU
-// spinners with the controller on was at most noisyGoal times alone.
 func (r *noisyResult) meetsNoisyGoal() bool {
 	x := r.p99Ratio(antCPU, true)
 	return x > 0 && x <= noisyGoal
 }
 
-// medianNoisy is the repeat of median p99 ratio (CPU spinners, controller
-// on; the lower of the middle two for an even count), shown in detail.
-func medianNoisy(rs []*noisyResult) *noisyResult {
-	s := slices.Clone(rs)
-	slices.SortStableFunc(s, func(a, b *noisyResult) int { return cmp.Compare(a.p99Ratio(antCPU, true), b.p99Ratio(antCPU, true)) })
-	return s[(len(s)-1)/2]
+// source is the victim scope's accounting source in the phases ("" if
+// unknown, "mixed" if they differ).
+func (r *noisyResult) source() string {
+	src := ""
+	for _, ph := range r.phases {
+		if src != "" && ph.source != "" && ph.source != src {
+			return "mixed"
+		}
+		src = cmp.Or(src, ph.source)
+	}
+	return src
 }
 
 // noisySettle is every noisy phase's settle time (see minSettle).
 func (b *bench) noisySettle() time.Duration { return max(b.o.settle, minSettle) }
 
-// noisyWorkers is [pool] max_workers in the noisy phases: enough for the
-// antagonist's concurrent calls.
-func (b *bench) noisyWorkers() int { return max(b.o.noisySpin, forkCallers) }
-
-// noisy runs the noisy scenario's phases once more (repeat rep), each on a
-// fresh daemon.
 func (b *bench) noisy(ctx context.Context, rep int) (*noisyResult, error) {
 	logf("scenario %s, repeat %d/%d: %s", noisyName, rep, b.o.noisyRepeat, noisyTitle)
 	r := &noisyResult{rep: rep}
@@ -198,8 +204,8 @@ func (b *bench) noisy(ctx context.Context, rep int) (*noisyResult, error) {
 }
 
 func (b *bench) noisyPhase(ctx context.Context, p phase, rep int) (_ *phaseResult, retErr error) {
-	logf("phase %s: the victim %s, controller %s", p.name, b.what(p), onOff(p.control))
-	err := b.startDaemon(ctx, fmt.Sprintf("%s-%s-%d", noisyName, p.name, rep), b.noisyWorkers(), p.control,
+	logf("phase %s: the victim %s, controller %s", p.name, p.what(), onOff(p.control))
+	err := b.startDaemon(ctx, fmt.Sprintf("%s-%s-%d", noisyName, p.name, rep), noisyWorkers, p.control,
 		fmt.Sprintf("interval = %q\ncooldown = %q\ndetect_ticks = %d\n", ctlInterval.String(), ctlCooldown.String(), ctlDetectTicks))
 	if err != nil {
 		return nil, err
@@ -207,56 +213,33 @@ func (b *bench) noisyPhase(ctx context.Context, p phase, rep int) (_ *phaseResul
 	defer b.stopDaemon(&retErr)
 	begun := time.Now()
 
-	// Deploy and warm: the victim's one worker, the antagonist's workers.
-	antExt, antPayload, antCallers, antWarm, antBundle := extName, spinMs, b.o.noisySpin, spinWarm, b.files
-	switch p.ant {
-	case antNone:
-		antCallers = 0
-	case antFork:
-		antExt, antPayload, antCallers, antWarm = forkExt, "0", forkCallers, forkWarm // "0": until cancelled
-		if antBundle, err = forkstormBundle(); err != nil {
-			return nil, err
-		}
-	}
-	if err := b.d.Deploy(ctx, victimTenant, noisyEnv, extName, b.files); err != nil {
-		return nil, err
-	}
-	if p.ant != antNone {
-		if err := b.d.Deploy(ctx, antTenant, noisyEnv, antExt, antBundle); err != nil {
-			return nil, err
-		}
-	}
-	t0 := time.Now()
-	if err := b.warm(ctx, victimTenant, noisyEnv, extName, 1, []string{victimMs, victimMs, victimMs}); err != nil {
-		return nil, err
-	}
-	if p.ant != antNone {
-		if err := b.warm(ctx, antTenant, noisyEnv, antExt, antCallers, antWarm); err != nil {
-			return nil, err
-		}
-	}
-	logf("warmed the victim's worker and %d antagonist %s in %s", antCallers, benchmd.Plural(antCallers, "worker"), time.Since(t0).Round(time.Millisecond))
-
-	// The antagonist: antCallers calls kept running (made again if they
-	// complete) until the victim's last call has returned. A failure of
+	// Deploy and warm the victim's one worker and the antagonist's, whose
+	// calls run until the victim's last call has returned. A failure of
 	// either cancels fctx with it.
+	a, t0 := p.ant, time.Now()
+	if err := b.deploy(ctx, victimTenant, noisyEnv, extName, b.files, 1, []string{victimMs, victimMs, victimMs}); err != nil {
+		return nil, err
+	}
 	fctx, fail := context.WithCancelCause(ctx)
 	defer fail(nil)
 	actx, cancelAnt := context.WithCancel(fctx)
 	var antWG sync.WaitGroup
 	defer func() { cancelAnt(); antWG.Wait() }()
-	var antDone atomic.Int64
-	timeout := durationpb.New(b.callTimeout())
-	benchmd.Keep(actx, fail, &antWG, antCallers, func(ctx context.Context) error {
-		_, err := b.d.C.Invoke(ctx, &scopedv1.InvokeRequest{Tenant: antTenant, Environment: noisyEnv, Extension: antExt, Payload: []byte(antPayload), Timeout: timeout})
-		if err != nil {
-			return fmt.Errorf("antagonist %s: %w", antExt, err)
+	if a != nil {
+		bundle := b.files
+		if a == antFork {
+			if bundle, err = forkstormBundle(); err != nil {
+				return nil, err
+			}
 		}
-		antDone.Add(1)
-		return nil
-	})
+		if err := b.deploy(ctx, antTenant, noisyEnv, a.ext, bundle, a.callers, a.warm); err != nil {
+			return nil, err
+		}
+		logf("deployed and warmed the victim's worker and %d antagonist workers in %s", a.callers, time.Since(t0).Round(time.Millisecond))
+		b.keep(actx, fail, &antWG, a.callers, antTenant, noisyEnv, a.ext, a.payload, nil)
+	}
 
-	// The victim: one caller, back to back, from now on (the controller
+	// The victim: one caller, back to back from now on (the controller
 	// sees it during the settle time too) until a call would start after
 	// the window.
 	vctx, cancelVictim := context.WithCancel(fctx)
@@ -264,7 +247,7 @@ func (b *bench) noisyPhase(ctx context.Context, p phase, rep int) (_ *phaseResul
 	var stopAt atomic.Int64 // unix ns; 0: not yet known
 	type call struct {
 		start        time.Time
-		took, daemon time.Duration // the client's latency; the daemon's figure of it
+		took, daemon time.Duration // the client's latency; the daemon's Figures.duration
 	}
 	var calls []call
 	victimDone := make(chan struct{})
@@ -302,7 +285,7 @@ func (b *bench) noisyPhase(ctx context.Context, p phase, rep int) (_ *phaseResul
 	// usage reads the antagonist's tenant CPU usage (0 without one) and
 	// the victim's.
 	usage := func() (ant, victim time.Duration, err error) {
-		if p.ant != antNone {
+		if a != nil {
 			ant, err = cgroups.CPUUsage(path.Join(cgroupRoot, noisyTier, antTenant))
 		}
 		victim, verr := cgroups.CPUUsage(path.Join(cgroupRoot, noisyTier, victimTenant))
@@ -312,21 +295,16 @@ func (b *bench) noisyPhase(ctx context.Context, p phase, rep int) (_ *phaseResul
 		if err := sleep(fctx, b.noisySettle()); err != nil {
 			return err
 		}
-		for p.ant != antNone && p.control { // the window starts after the controller's detection
-			ev, err := b.d.C.ListEvents(ctx, &scopedv1.ListEventsRequest{Since: timestamppb.New(begun)})
+		if a != nil && p.control { // the window starts once the controller acted
+			acted, err := benchmd.Poll(max(detectWait, b.noisySettle())-time.Since(started), ctlInterval, func() (bool, error) {
+				ev, err := b.d.C.ListEvents(ctx, &scopedv1.ListEventsRequest{Since: timestamppb.New(begun)})
+				return slices.ContainsFunc(ev.GetEvents(), func(e *scopedv1.Event) bool { return actedKinds[e.GetKind()] }), cmp.Or(err, context.Cause(fctx))
+			})
 			if err != nil {
 				return err
 			}
-			if slices.ContainsFunc(ev.GetEvents(), func(e *scopedv1.Event) bool { return actedKinds[e.GetKind()] }) {
-				break
-			}
-			if time.Since(started) >= max(detectWait, b.noisySettle()) {
-				r.waited = true
+			if r.waited = !acted; r.waited {
 				logf("  the controller did not act %s after the antagonist's start; measuring anyway", time.Since(started).Round(time.Millisecond))
-				break
-			}
-			if err := sleep(fctx, ctlInterval); err != nil {
-				return err
 			}
 		}
 		s0, err := inspect(victimTenant)
@@ -357,13 +335,12 @@ func (b *bench) noisyPhase(ctx context.Context, p phase, rep int) (_ *phaseResul
 		r.window, r.antCPU, r.vicCPU = end.Sub(r.at), a1-a0, v1-v0
 		r.source = s1.GetUsage().GetSource()
 		r.runq = histogram(s1.GetUsage()).Sub(histogram(s0.GetUsage()))
-		r.preempt = s1.GetUsage().GetPreemptions() - s0.GetUsage().GetPreemptions()
 		select { // the victim's last call, which may have started in the window
 		case <-victimDone:
 		case <-fctx.Done():
 			return context.Cause(fctx)
 		}
-		if p.ant != antNone {
+		if a != nil {
 			sc, err := inspect(antTenant)
 			if err != nil {
 				return err
@@ -382,12 +359,10 @@ func (b *bench) noisyPhase(ctx context.Context, p phase, rep int) (_ *phaseResul
 	if err = cmp.Or(err, failure(fctx)); err != nil {
 		return nil, fmt.Errorf("%w\ndaemon log:\n%s", err, b.d.LogTail())
 	}
-	r.antDone = int(antDone.Load())
 	var in []call
 	for _, c := range calls {
 		if !c.start.Before(r.at) && c.start.Before(r.at.Add(r.window)) {
-			r.lat = append(r.lat, c.took)
-			in = append(in, c)
+			r.lat, in = append(r.lat, c.took), append(in, c)
 		}
 	}
 	slices.Sort(r.lat)
@@ -403,20 +378,16 @@ func (b *bench) noisyPhase(ctx context.Context, p phase, rep int) (_ *phaseResul
 			tailIn, tailOut = append(tailIn, c.daemon), append(tailOut, max(c.took-c.daemon, 0))
 		}
 	}
-	slices.Sort(tailIn)
-	slices.Sort(tailOut)
-	r.tailDaemon, r.tailOutside = benchmd.Percentile(tailIn, 50), benchmd.Percentile(tailOut, 50)
-	logf("  victim: %d calls, p50 %s, p99 %s (median of the tail: %s in the daemon, %s outside), max %s; CPU s: victim %.2f, antagonist %.2f, machine %.2f; run-queue p99 %s, mean %s (%s), %d preemptions; %d antagonist calls completed; %d controller %s, antagonist at level %d",
-		len(r.lat), fmtDur(r.quantile(0.5)), fmtDur(r.quantile(0.99)), fmtDur(r.tailDaemon), fmtDur(r.tailOutside), fmtDur(r.lat[len(r.lat)-1]),
-		r.vicCPU.Seconds(), r.antCPU.Seconds(), r.machine.Seconds(), fmtDur(r.runq.Quantile(0.99)), fmtDur(r.runq.Sum/time.Duration(max(r.runq.Count, 1))), r.source, r.preempt,
-		r.antDone, len(r.events), benchmd.Plural(len(r.events), "event"), r.level)
+	r.tailDaemon, r.tailOutside = benchmd.Median(tailIn), benchmd.Median(tailOut)
+	logf("  victim: %d calls, p50 %s, p99 %s (median of the tail: %s in the daemon, %s outside); CPU s: victim %.2f, antagonist %.2f, machine %.2f; run-queue p99 %s (%s); antagonist at level %d",
+		len(r.lat), fmtDur(r.quantile(0.5)), fmtDur(r.quantile(0.99)), fmtDur(r.tailDaemon), fmtDur(r.tailOutside),
+		r.vicCPU.Seconds(), r.antCPU.Seconds(), r.machine.Seconds(), fmtDur(r.runq.Quantile(0.99)), r.source, r.level)
 	for _, e := range r.events {
 		logf("  event %s", describeEvent(e, r.at, true))
 	}
 	return r, nil
 }
 
-// histogram is the run-queue histogram of u.
 func histogram(u *scopedv1.Usage) accounting.Histogram {
 	h := accounting.Histogram{Count: u.GetRunqCount(), Sum: u.GetRunqSum().AsDuration()}
 	copy(h.Buckets[:], u.GetRunqBuckets())
@@ -437,173 +408,7 @@ func describeEvent(e *scopedv1.Event, at time.Time, long bool) string {
 	return s
 }
 
-func onOff(on bool) string { return map[bool]string{true: "on", false: "off"}[on] }
-
-// fmtDur prints a latency in ms with three significant digits or so.
-func fmtDur(d time.Duration) string {
-	ms := float64(d) / float64(time.Millisecond)
-	prec := 0
-	if ms < 10 {
-		prec = 2
-	} else if ms < 100 {
-		prec = 1
-	}
-	return fmt.Sprintf("%.*f ms", prec, ms)
-}
-
-// eventsCell lists a phase's controller events for the table.
-func (r *phaseResult) eventsCell() string {
-	if !r.ctlOn {
-		return "— (off)"
-	} else if len(r.events) == 0 {
-		return "none"
-	}
-	var parts []string
-	for i, e := range r.events {
-		if i == 6 {
-			parts = append(parts, fmt.Sprintf("and %d more", len(r.events)-6))
-			break
-		}
-		parts = append(parts, describeEvent(e, r.at, false))
-	}
-	return strings.Join(parts, ", ")
-}
-
-// reportNoisy writes the noisy scenario's subsection: the goal over the
-// repeats, then the repeat of median p99 ratio in detail.
-func (b *bench) reportNoisy(w *benchmd.Report, rs []*noisyResult) {
-	p := w.P
-	r := medianNoisy(rs)
-	p("\n### %s\n\n", noisyTitle)
-	p("A victim tenant's invocation latency alone, then beside an antagonist tenant with the noisy-neighbour controller\n")
-	p("off and on.\n\n")
-	p("- Victim: tenant `%s` (tier `%s`, one scope), one caller invoking spin with payload `%s` (ms of CPU) back to back.\n", victimTenant, noisyTier, victimMs)
-	p("  Latency is the client's, `Invoke` to its return, of the calls started in the window (this program's client and\n")
-	p("  the daemon run outside the tenants' cgroups).\n")
-	p("- Antagonist: tenant `%s` (tier `%s`, one scope). CPU: %d concurrent spin calls of %s ms of CPU each (made again\n", antTenant, noisyTier, b.o.noisySpin, spinMs)
-	p("  if one completes). Fork storm: `bench/cmd/fairbench/forkstorm`, an exec-runtime extension whose sh script loops\n")
-	p("  `/bin/true & /bin/true & wait` until cancelled, invoked by %d concurrent callers with a %s timeout.\n", forkCallers, b.callTimeout())
-	p("- A fresh daemon per phase, configured as above but `[pool] max_workers = %d` and `[control] enabled = true/false`\n", b.noisyWorkers())
-	p("  per phase, with `interval = %q, cooldown = %q, detect_ticks = %d` (shorter than the defaults 1s, 10s and 3, so\n",
-		ctlInterval.String(), ctlCooldown.String(), ctlDetectTicks)
-	p("  that it acts within a short run); accounting at the default (`auto`)")
-	if src := r.source(); src != "" {
-		p(": the victim's scope was accounted by `%s`", src)
-	}
-	p(".\n")
-	p("- Each phase: deploy, warm the workers, start the antagonist and the victim, settle %s (-settle, at least %s),\n", b.noisySettle(), minSettle)
-	p("  measure %s. With the controller on beside an antagonist the window also waits for it to act (its first `detected`\n", b.o.duration)
-	p("  or `share_capped` event,")
-	p(" at most %s after the start).\n", max(detectWait, b.noisySettle()))
-	p("- Antagonist CPU: its tenant cgroup's CPU usage in the window, and its part of the machine's %d CPUs. Rest of the\n", runtime.NumCPU())
-	p("  machine: the machine's busy CPU time in the window (`/proc/stat`) less both tenants'. Controller events:\n")
-	p("  `ListEvents` over the phase: kind, level after it, time from the window's start. Afterwards no cgroup named\n")
-	p("  `*%s*` was left.\n", cgroupMark)
-	p("- The phases ran %d %s (round robin over the phases); the table shows the repeat of median p99 ratio beside the\n",
-		len(rs), benchmd.Plural(len(rs), "time"))
-	p("  CPU spinners with the controller on (repeat %d).\n", r.rep)
-	p("- Goal (issue 16): the victim's p99 beside %d CPU %s with the controller on at most %.1f× its p99 alone (of\n",
-		b.o.noisySpin, benchmd.Plural(b.o.noisySpin, "spinner"), noisyGoal)
-	p("  the same repeat), in every repeat; measured on the host only.\n\n")
-	p("| Repeat | p99 alone | p99 beside CPU spinners, controller off (× alone) | controller on (× alone) | beside a fork storm, off (× alone) | on (× alone) | Goal |\n")
-	p("| ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
-	var ratios []float64
-	pass := true
-	for _, x := range rs {
-		cell := func(ant antagonist, control bool) string {
-			ph := x.find(ant, control)
-			if ph == nil {
-				return "—"
-			}
-			return fmt.Sprintf("%s (%.2f)", fmtDur(ph.quantile(0.99)), x.p99Ratio(ant, control))
-		}
-		alone := "—"
-		if a := x.find(antNone, true); a != nil {
-			alone = fmtDur(a.quantile(0.99))
-		}
-		ratios, pass = append(ratios, x.p99Ratio(antCPU, true)), pass && x.meetsNoisyGoal()
-		p("| %d | %s | %s | %s | %s | %s | %s |\n", x.rep, alone, cell(antCPU, false), cell(antCPU, true), cell(antFork, false), cell(antFork, true),
-			map[bool]string{true: "met", false: "MISS"}[x.meetsNoisyGoal()])
-	}
-	p("\nVictim p99 beside the CPU spinners with the controller on, × alone, over the repeats: min / median / max\n")
-	p("%.2f / %.2f / %.2f against the goal ≤ %.1f×: **%s**. Repeat %d in detail:\n\n", slices.Min(ratios), median(ratios), slices.Max(ratios),
-		noisyGoal, verdict(pass), r.rep)
-
-	ebpf := r.source() == accounting.SourceEBPF
-	p("| Phase | Controller | Settle | Victim invocations | p50 | p99 | p50 / alone | p99 / alone |" +
-		" Antagonist CPU s in window | Rest of the machine, CPU s |")
-	sep := "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-	if ebpf {
-		p(" Victim run-queue p99 |")
-		sep += " ---: |"
-	}
-	p(" Controller events |\n%s --- |\n", sep)
-	alone := r.find(antNone, true)
-	var busy []string
-	for _, ph := range r.phases {
-		ratio := func(q float64) string {
-			if alone == nil || alone.quantile(q) == 0 {
-				return "—"
-			}
-			return fmt.Sprintf("%.2f", float64(ph.quantile(q))/float64(alone.quantile(q)))
-		}
-		capacity := ph.window.Seconds() * float64(runtime.NumCPU())
-		ant := "—"
-		if ph.ph.ant != antNone {
-			ant = fmt.Sprintf("%.2f (%.0f %%)", ph.antCPU.Seconds(), 100*ph.antCPU.Seconds()/capacity)
-		}
-		if ph.rest().Seconds() > capacity/4 {
-			busy = append(busy, fmt.Sprintf("%s, controller %s", b.what(ph.ph), onOff(ph.ph.control)))
-		}
-		settle := fmt.Sprintf("%.1f s", ph.settle.Seconds())
-		if ph.waited {
-			settle += " (controller did not act)"
-		}
-		p("| %s | %s | %s | %d | %s | %s | %s | %s | %s | %.2f (%.0f %%) |", b.what(ph.ph), onOff(ph.ph.control), settle,
-			len(ph.lat), fmtDur(ph.quantile(0.5)), fmtDur(ph.quantile(0.99)), ratio(0.5), ratio(0.99), ant,
-			ph.rest().Seconds(), 100*ph.rest().Seconds()/capacity)
-		if ebpf {
-			p(" %s |", fmtDur(ph.runq.Quantile(0.99)))
-		}
-		p(" %s |\n", ph.eventsCell())
-	}
-	p("\n")
-	if ebpf {
-		p("The victim's run-queue p99 is the daemon's eBPF histogram (buckets a factor of two wide) of its scope's waits in\n")
-		p("the window, what the controller reads.\n\n")
-	}
-	for _, ant := range []antagonist{antCPU, antFork} {
-		off, on := r.find(ant, false), r.find(ant, true)
-		if alone == nil || off == nil || on == nil {
-			continue
-		}
-		p("- %s, controller off / on (alone): victim p50 %s / %s (%s),\n",
-			strings.ToUpper(b.what(off.ph)[:1])+b.what(off.ph)[1:], fmtDur(off.quantile(0.5)), fmtDur(on.quantile(0.5)), fmtDur(alone.quantile(0.5)))
-		p("  p99 %s / %s (%s); %d / %d victim calls (%d); victim CPU %.2f / %.2f s (%.2f);\n",
-			fmtDur(off.quantile(0.99)), fmtDur(on.quantile(0.99)), fmtDur(alone.quantile(0.99)),
-			len(off.lat), len(on.lat), len(alone.lat), off.vicCPU.Seconds(), on.vicCPU.Seconds(), alone.vicCPU.Seconds())
-		p("  the calls at or past p99: median %s / %s (%s) inside the daemon, its call to the worker included, and %s / %s (%s)\n",
-			fmtDur(off.tailDaemon), fmtDur(on.tailDaemon), fmtDur(alone.tailDaemon), fmtDur(off.tailOutside), fmtDur(on.tailOutside), fmtDur(alone.tailOutside))
-		p("  outside it (this program's client, the socket, gRPC both ways);\n")
-		p("  antagonist CPU %.2f / %.2f s.", off.antCPU.Seconds(), on.antCPU.Seconds())
-		if len(on.events) == 0 {
-			p(" With the controller on it recorded no event in the phase.\n")
-		} else {
-			p(" With the controller on it recorded %s;\n", eventKinds(on.events))
-			p("  the antagonist's scope was at level %d at the window's end.\n", on.level)
-		}
-	}
-	p("\nThe controller's level 1 lowers a scope's CPU weight against its tenant's other scopes, level 2 caps its CPU\n")
-	p("(never below its tenant's entitled share).\n")
-	if len(busy) > 0 {
-		p("Other work took more than a quarter of the machine's CPU time in the window of: %s.\n", strings.Join(busy, "; "))
-	}
-	if len(rs) == 1 {
-		p("One run per phase, no repetitions: how much these figures vary from run to run was not measured.\n")
-	}
-}
-
-// eventKinds counts events by kind, in order of first appearance.
+// eventKinds counts events by kind and level, in order of first appearance.
 func eventKinds(evs []*scopedv1.Event) string {
 	var kinds []string
 	n := map[string]int{}
@@ -622,27 +427,161 @@ func eventKinds(evs []*scopedv1.Event) string {
 	return strings.Join(kinds, ", ")
 }
 
-// source is the victim scope's accounting source in the phases ("" if
-// unknown, "mixed" if they differ).
-func (r *noisyResult) source() string {
-	src := ""
-	for _, ph := range r.phases {
-		switch {
-		case ph.source == "":
-		case src == "":
-			src = ph.source
-		case src != ph.source:
-			return "mixed"
-		}
+func (r *phaseResult) eventsCell() string {
+	if !r.ctlOn {
+		return "— (off)"
+	} else if len(r.events) == 0 {
+		return "none"
 	}
-	return src
+	var parts []string
+	for i, e := range r.events {
+		if i == 6 {
+			parts = append(parts, fmt.Sprintf("and %d more", len(r.events)-6))
+			break
+		}
+		parts = append(parts, describeEvent(e, r.at, false))
+	}
+	return strings.Join(parts, ", ")
 }
 
-func (r *noisyResult) find(ant antagonist, control bool) *phaseResult {
+func onOff(on bool) string { return map[bool]string{true: "on", false: "off"}[on] }
+
+// fmtDur is a latency in ms with about three significant digits.
+func fmtDur(d time.Duration) string {
+	switch ms := float64(d) / float64(time.Millisecond); {
+	case ms < 10:
+		return benchmd.MsP(d, 2)
+	case ms < 100:
+		return benchmd.MsP(d, 1)
+	}
+	return benchmd.MsP(d, 0)
+}
+
+// reportNoisy writes the noisy scenario's subsection: the goal over the
+// repeats, then the repeat of median p99 ratio in detail.
+func (b *bench) reportNoisy(w *benchmd.Report, rs []*noisyResult) {
+	p := w.P
+	r := medianBy(rs, func(r *noisyResult) float64 { return r.p99Ratio(antCPU, true) })
+	p("\n### %s\n\n", noisyTitle)
+	p("A victim tenant's invocation latency alone, then beside an antagonist tenant with the noisy-neighbour controller\n")
+	p("off and on.\n\n")
+	p("- Victim: tenant `%s` (tier `%s`, one scope), one caller invoking spin with payload `%s` (ms of CPU) back to back.\n", victimTenant, noisyTier, victimMs)
+	p("  Latency is the client's, `Invoke` to its return, of the calls started in the window (this program's client and\n")
+	p("  the daemon run outside the tenants' cgroups).\n")
+	p("- Antagonist: tenant `%s` (tier `%s`, one scope). CPU: %d concurrent spin calls of %s ms of CPU each (made again\n", antTenant, noisyTier, noisySpinners, spinMs)
+	p("  if one completes). Fork storm: `bench/cmd/fairbench/forkstorm`, an exec-runtime extension whose sh script loops\n")
+	p("  `/bin/true & /bin/true & wait` until cancelled, invoked by %d concurrent callers with a %s timeout.\n", forkCallers, b.callTimeout())
+	p("- A fresh daemon per phase, configured as above but `[pool] max_workers = %d`, `[control] enabled = true/false`\n", noisyWorkers)
+	p("  and `interval = %q, cooldown = %q, detect_ticks = %d` (shorter than the defaults, so that it acts within a\n",
+		ctlInterval.String(), ctlCooldown.String(), ctlDetectTicks)
+	p("  short run); accounting at the default (`auto`)")
+	if src := r.source(); src != "" {
+		p(": the victim's scope was accounted by `%s`", src)
+	}
+	p(".\n")
+	p("- Each phase: deploy, warm the workers, start the antagonist and the victim, settle %s (-settle, at least %s),\n", b.noisySettle(), minSettle)
+	p("  measure %s. With the controller on beside an antagonist the window also waits for it to act (its first `detected`\n", b.o.duration)
+	p("  or `share_capped` event, at most %s after the start).\n", max(detectWait, b.noisySettle()))
+	p("- Antagonist CPU: its tenant cgroup's CPU usage in the window (part of the machine's %d CPUs). Rest of the machine:\n", runtime.NumCPU())
+	p("  the machine's busy CPU time in the window (`/proc/stat`) less both tenants'. Controller events: `ListEvents` over\n")
+	p("  the phase: kind, level after it, time from the window's start. Afterwards no cgroup named `*%s*`\n", cgroupMark)
+	p("  was left.\n")
+	p("- Goal (issue 16): the victim's p99 %s with the controller on at most %.1f× its p99 alone\n", antCPU.what, noisyGoal)
+	p("  (of the same repeat), in every repeat; measured on the host only. The phases ran %d %s, round robin; the repeat\n",
+		len(rs), benchmd.Plural(len(rs), "time"))
+	p("  of median p99 ratio beside the CPU spinners with the controller on (repeat %d) is shown in detail.\n\n", r.rep)
+
+	p("| Repeat | p99 alone | p99 beside CPU spinners, controller off (× alone) | controller on (× alone) | beside a fork storm, off (× alone) | on (× alone) | Goal |\n")
+	p("| ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
+	var ratios []float64
+	pass := true
+	for _, x := range rs {
+		cell := func(ant *antagonist, control bool) string {
+			ph := x.find(ant, control)
+			if ph == nil {
+				return "—"
+			}
+			return fmt.Sprintf("%s (%.2f)", fmtDur(ph.quantile(0.99)), x.p99Ratio(ant, control))
+		}
+		alone := "—"
+		if a := x.find(nil, true); a != nil {
+			alone = fmtDur(a.quantile(0.99))
+		}
+		ratios, pass = append(ratios, x.p99Ratio(antCPU, true)), pass && x.meetsNoisyGoal()
+		p("| %d | %s | %s | %s | %s | %s | %s |\n", x.rep, alone, cell(antCPU, false), cell(antCPU, true), cell(antFork, false), cell(antFork, true),
+			verdict(x.meetsNoisyGoal(), "met"))
+	}
+	p("\nVictim p99 beside the CPU spinners with the controller on, × alone, over the repeats: min / median / max\n")
+	p("%.2f / %.2f / %.2f against the goal ≤ %.1f×: **%s**. Repeat %d in detail:\n\n", slices.Min(ratios), median(ratios), slices.Max(ratios),
+		noisyGoal, verdict(pass, "PASS"), r.rep)
+
+	ebpf := r.source() == accounting.SourceEBPF
+	p("| Phase | Controller | Settle | Victim invocations | p50 | p99 | p50 / alone | p99 / alone |" +
+		" Antagonist CPU s in window | Rest of the machine, CPU s |")
+	sep := "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+	if ebpf {
+		p(" Victim run-queue p99 |")
+		sep += " ---: |"
+	}
+	p(" Controller events |\n%s --- |\n", sep)
+	alone := r.find(nil, true)
+	var busy []string
 	for _, ph := range r.phases {
-		if ph.ph.ant == ant && ph.ph.control == control {
-			return ph
+		ratio := func(q float64) string {
+			if alone == nil || alone.quantile(q) == 0 {
+				return "—"
+			}
+			return fmt.Sprintf("%.2f", float64(ph.quantile(q))/float64(alone.quantile(q)))
+		}
+		capacity := ph.window.Seconds() * float64(runtime.NumCPU())
+		ant := "—"
+		if ph.ph.ant != nil {
+			ant = fmt.Sprintf("%.2f (%.0f %%)", ph.antCPU.Seconds(), 100*ph.antCPU.Seconds()/capacity)
+		}
+		if ph.rest().Seconds() > capacity/4 {
+			busy = append(busy, fmt.Sprintf("%s, controller %s", ph.ph.what(), onOff(ph.ph.control)))
+		}
+		settle := fmt.Sprintf("%.1f s", ph.settle.Seconds())
+		if ph.waited {
+			settle += " (controller did not act)"
+		}
+		p("| %s | %s | %s | %d | %s | %s | %s | %s | %s | %.2f (%.0f %%) |", ph.ph.what(), onOff(ph.ph.control), settle,
+			len(ph.lat), fmtDur(ph.quantile(0.5)), fmtDur(ph.quantile(0.99)), ratio(0.5), ratio(0.99), ant,
+			ph.rest().Seconds(), 100*ph.rest().Seconds()/capacity)
+		if ebpf {
+			p(" %s |", fmtDur(ph.runq.Quantile(0.99)))
+		}
+		p(" %s |\n", ph.eventsCell())
+	}
+	p("\n")
+	if ebpf {
+		p("The victim's run-queue p99 is the daemon's eBPF histogram (buckets a factor of two wide) of its scope's waits in\n")
+		p("the window, what the controller reads.\n\n")
+	}
+	for _, ant := range []*antagonist{antCPU, antFork} {
+		off, on := r.find(ant, false), r.find(ant, true)
+		if alone == nil || off == nil || on == nil {
+			continue
+		}
+		p("- %s, controller off / on (alone): victim CPU %.2f / %.2f s (%.2f). Of the calls at or past p99,\n",
+			strings.ToUpper(ant.what[:1])+ant.what[1:], off.vicCPU.Seconds(), on.vicCPU.Seconds(), alone.vicCPU.Seconds())
+		p("  the median time inside the daemon (its call to the worker included) was %s / %s (%s), outside it\n",
+			fmtDur(off.tailDaemon), fmtDur(on.tailDaemon), fmtDur(alone.tailDaemon))
+		p("  (this program's client, the socket, gRPC both ways) %s / %s (%s).\n",
+			fmtDur(off.tailOutside), fmtDur(on.tailOutside), fmtDur(alone.tailOutside))
+		if len(on.events) == 0 {
+			p("  With the controller on it recorded no event in the phase.\n")
+		} else {
+			p("  With the controller on it recorded %s;\n", eventKinds(on.events))
+			p("  the antagonist's scope was at level %d at the window's end.\n", on.level)
 		}
 	}
-	return nil
+	p("\nThe controller's level 1 lowers a scope's CPU weight against its tenant's other scopes, level 2 caps its CPU\n")
+	p("(never below its tenant's entitled share).\n")
+	if len(busy) > 0 {
+		p("Other work took more than a quarter of the machine's CPU time in the window of: %s.\n", strings.Join(busy, "; "))
+	}
+	if len(rs) == 1 {
+		p("One run per phase, no repetitions: how much these figures vary from run to run was not measured.\n")
+	}
 }
