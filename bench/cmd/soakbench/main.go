@@ -1,10 +1,7 @@
-// Command soakbench runs scoped under a mixed and partly hostile load while
-// killing it with SIGKILL about once a minute and starting it again, and
-// reports whether it held: every invocation succeeded or got a clear gRPC
-// code (never Unknown, Internal or a hang); the ledger's cpu_seconds per
-// tenant match what the kernel counted over all the daemon's lives within
-// 1 %; nothing is left after the stop, and the daemon's file descriptors
-// after a restart are back at the first start's.
+// Command soakbench runs scoped under a mixed, partly hostile load, killing it
+// with SIGKILL about once a minute and starting it again. It holds if every
+// call succeeded or got a clear gRPC code, the ledger's cpu_seconds match the
+// kernel's count within 1 %, and nothing (cgroup, process, fd) is left.
 package main
 
 import (
@@ -77,12 +74,6 @@ echo done
 `
 )
 
-// The bundles each tenant gets.
-var (
-	goodExts    = []string{"whoami", "spin"}
-	hostileExts = []string{"misbehave", "bomb", "spin"}
-)
-
 type options struct {
 	duration, killEvery, coldEvery time.Duration
 	tenants                        int
@@ -126,9 +117,9 @@ func run(ctx context.Context, o options, args string) (_ []string, retErr error)
 		tenants = append(tenants, fmt.Sprintf("tenant%d", i+1))
 	}
 	for _, tn := range append(slices.Clone(tenants), hostile) {
-		exts := goodExts
+		exts := []string{"whoami", "spin"}
 		if tn == hostile {
-			exts = hostileExts
+			exts = []string{"misbehave", "bomb", "spin"}
 		}
 		for _, e := range exts {
 			if err := d.Deploy(ctx, tn, environment, e, bundles[e]); err != nil {
@@ -146,13 +137,39 @@ func run(ctx context.Context, o options, args string) (_ []string, retErr error)
 	logf("load for %s, kill -9 about every %s; daemon fds at start %d", o.duration, o.killEvery, baseFDs)
 
 	st := &stats{byKind: map[string]map[string]int{}}
-	loadCtx, stopLoad := context.WithCancel(ctx)
+	loadCtx, stopLoad := context.WithCancelCause(ctx)
 	var wg sync.WaitGroup
 	for i, tn := range tenants {
-		wg.Go(func() { warmCaller(loadCtx, c, st, tn) })
-		wg.Go(func() { coldCaller(loadCtx, c, st, tn, i, o.coldEvery) })
+		calls := 0
+		benchmd.Keep(loadCtx, stopLoad, &wg, 1, func(ctx context.Context) error { // warm calls, back to back
+			calls++
+			if calls%2 == 1 {
+				st.call(ctx, c, "warm whoami", invoke(tn, "warm", "whoami", "x"), 5*time.Second)
+			} else {
+				st.call(ctx, c, "warm spin 5 ms", invoke(tn, "warm", "spin", "5"), 5*time.Second)
+			}
+			return nil
+		})
+		wg.Go(func() { // a new scope every -cold-every
+			t := time.NewTicker(o.coldEvery)
+			defer t.Stop()
+			for j := 0; ; j++ {
+				select {
+				case <-loadCtx.Done():
+					return
+				case <-t.C:
+				}
+				st.call(loadCtx, c, "cold whoami (new scope)", invoke(tn, fmt.Sprintf("u%d-%d", i, j), "whoami", "x"), 10*time.Second)
+			}
+		})
 	}
-	wg.Go(func() { hostileCaller(loadCtx, c, st) })
+	step := 0
+	benchmd.Keep(loadCtx, stopLoad, &wg, 1, func(ctx context.Context) error { // the hostile tenant's misbehaviours in turn
+		s := hostileSteps[step%len(hostileSteps)]
+		step++
+		st.call(ctx, c, s.kind, invoke(hostile, "m", s.ext, s.payload), s.timeout)
+		return nil
+	})
 	tenants = append(tenants, hostile)
 
 	r := report{o: o, args: args, st: st, kernel: map[string]time.Duration{}, ledger: map[string]float64{}, baseFDs: baseFDs, tenants: tenants}
@@ -164,20 +181,11 @@ func run(ctx context.Context, o options, args string) (_ []string, retErr error)
 		}
 		return err
 	}
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
 	end := time.Now().Add(o.duration)
 	var loopErr error
-	for ctx.Err() == nil {
-		jitter := time.Duration(rng.Int64N(int64(o.killEvery/3))) - o.killEvery/6
-		next := time.Now().Add(o.killEvery + jitter)
-		if next.After(end) {
-			break
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Until(next)):
-		}
-		if ctx.Err() != nil {
+	for {
+		wait := o.killEvery + time.Duration(rand.Int64N(int64(o.killEvery/3))) - o.killEvery/6
+		if time.Now().Add(wait).After(end) || !sleep(ctx, wait) {
 			break
 		}
 		if loopErr = crash(); loopErr != nil {
@@ -186,13 +194,10 @@ func run(ctx context.Context, o options, args string) (_ []string, retErr error)
 		logf("kill -9 #%d: serving again after %s; calls so far %d ok, %d refused", len(r.restarts),
 			r.restarts[len(r.restarts)-1].Round(time.Millisecond), st.ok.Load(), st.failed.Load())
 	}
-	if loopErr == nil && ctx.Err() == nil {
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Until(end)):
-		}
+	if loopErr == nil {
+		sleep(ctx, time.Until(end))
 	}
-	stopLoad()
+	stopLoad(nil)
 	wg.Wait()
 	if err := errors.Join(loopErr, ctx.Err()); err != nil {
 		return nil, err
@@ -351,56 +356,36 @@ func (s *stats) call(ctx context.Context, c *client.Client, kind string, req *sc
 	s.byKind[kind][outcome]++
 	s.mu.Unlock()
 	if code == codes.Unavailable { // the daemon may be down: do not spin
-		select {
-		case <-ctx.Done():
-		case <-time.After(100 * time.Millisecond):
-		}
+		sleep(ctx, 100*time.Millisecond)
 	}
 }
 
-func warmCaller(ctx context.Context, c *client.Client, st *stats, tenant string) {
-	for i := 0; ctx.Err() == nil; i++ {
-		req := &scopedv1.InvokeRequest{Tenant: tenant, User: "warm", Extension: "whoami", Payload: []byte("x")}
-		kind := "warm whoami"
-		if i%2 == 1 {
-			req.Extension, req.Payload, kind = "spin", []byte("5"), "warm spin 5 ms"
-		}
-		st.call(ctx, c, kind, req, 5*time.Second)
+// sleep waits for d, and says false if ctx was done first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(d):
+		return true
 	}
 }
 
-func coldCaller(ctx context.Context, c *client.Client, st *stats, tenant string, n int, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for i := 0; ; i++ {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		req := &scopedv1.InvokeRequest{Tenant: tenant, User: fmt.Sprintf("u%d-%d", n, i), Extension: "whoami", Payload: []byte("x")}
-		st.call(ctx, c, "cold whoami (new scope)", req, 10*time.Second)
-	}
+func invoke(tenant, user, ext, payload string) *scopedv1.InvokeRequest {
+	return &scopedv1.InvokeRequest{Tenant: tenant, User: user, Extension: ext, Payload: []byte(payload)}
 }
 
-// hostileCaller cycles through the hostile tenant's misbehaviours.
-func hostileCaller(ctx context.Context, c *client.Client, st *stats) {
-	steps := []struct {
-		kind, ext, payload string
-		timeout            time.Duration
-	}{
-		{"hostile: crash mid-call", "misbehave", "exit", 5 * time.Second},
-		{"hostile: ok", "misbehave", "ok", 5 * time.Second},
-		{"hostile: hang past deadline", "misbehave", "hang", time.Second},
-		{"hostile: OOM", "misbehave", "oom", 10 * time.Second},
-		{"hostile: handler error", "misbehave", "fail", 5 * time.Second},
-		{"hostile: fork bomb (exec)", "bomb", "x", 3 * time.Second},
-		{"hostile: spin 200 ms", "spin", "200", 5 * time.Second},
-	}
-	for i := 0; ctx.Err() == nil; i++ {
-		s := steps[i%len(steps)]
-		st.call(ctx, c, s.kind, &scopedv1.InvokeRequest{Tenant: hostile, User: "m", Extension: s.ext, Payload: []byte(s.payload)}, s.timeout)
-	}
+// hostileSteps are the hostile tenant's misbehaviours, made in turn.
+var hostileSteps = []struct {
+	kind, ext, payload string
+	timeout            time.Duration
+}{
+	{"hostile: crash mid-call", "misbehave", "exit", 5 * time.Second},
+	{"hostile: ok", "misbehave", "ok", 5 * time.Second},
+	{"hostile: hang past deadline", "misbehave", "hang", time.Second},
+	{"hostile: OOM", "misbehave", "oom", 10 * time.Second},
+	{"hostile: handler error", "misbehave", "fail", 5 * time.Second},
+	{"hostile: fork bomb (exec)", "bomb", "x", 3 * time.Second},
+	{"hostile: spin 200 ms", "spin", "200", 5 * time.Second},
 }
 
 type report struct {
