@@ -18,8 +18,7 @@ import (
 	workerv1 "github.com/scoped-io/scoped/proto/worker/v1"
 )
 
-// The series of the cold-start measurement; a variant records one or more
-// of them per run.
+// The series of the cold start; a variant records one or more per run.
 const (
 	sScoped = "scoped: first Invoke of a new scope"
 	sPlugin = "go-plugin, unsandboxed: NewClient → first reply"
@@ -117,8 +116,7 @@ func (b *bench) newPluginClient() *plugin.Client {
 	})
 }
 
-// dispense connects to pc's worker, noting its pid among the direct
-// workers, and returns its worker client.
+// dispense connects to pc's worker and notes its pid among the direct ones.
 func (b *bench) dispense(pc *plugin.Client) (workerv1.WorkerClient, error) {
 	cp, err := pc.Client()
 	if err != nil {
@@ -257,7 +255,6 @@ func runLoad(ctx context.Context, l *load, callers int, d time.Duration, call ca
 	return nil
 }
 
-// warmResult is one caller count.
 type warmResult struct {
 	callers        int
 	daemon, direct load
@@ -271,9 +268,8 @@ type path struct {
 	workers func() ([]int, error)
 }
 
-// measureWarm starts a daemon, warms one scope of whoami, starts a direct
-// worker, and for every caller count runs both paths in alternating
-// slices after a discarded warm-up of each.
+// measureWarm starts a daemon with one warm scope of whoami and a direct
+// worker, and at every caller count runs both paths after a warm-up each.
 func (b *bench) measureWarm(ctx context.Context) ([]warmResult, error) {
 	if err := b.startDaemon(ctx, "warm", ""); err != nil {
 		return nil, err

@@ -4,27 +4,7 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/scoped-io/scoped/accounting"
 )
-
-func TestPerRun(t *testing.T) {
-	ps := func(ns time.Duration, n uint64) accounting.ProgramStats {
-		return accounting.ProgramStats{RunTime: ns, RunCount: n}
-	}
-	before := map[string]accounting.ProgramStats{"a": ps(100, 10), "b": ps(50, 5), "c": ps(0, 0)}
-	after := map[string]accounting.ProgramStats{"a": ps(400, 20), "b": ps(50, 5), "c": ps(0, 7), "d": ps(90, 3)}
-	got := perRun(before, after)
-	want := map[string]float64{"a": 30, "d": 30}
-	if len(got) != len(want) {
-		t.Fatalf("perRun = %v, want %v", got, want)
-	}
-	for k, v := range want {
-		if got[k] != v {
-			t.Errorf("perRun[%s] = %v, want %v", k, got[k], v)
-		}
-	}
-}
 
 func TestReport(t *testing.T) {
 	res := map[string][]time.Duration{
