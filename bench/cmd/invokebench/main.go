@@ -37,6 +37,7 @@ const (
 	extName     = "whoami"
 	environment = "production"
 	callTimeout = 30 * time.Second
+	warmTenant  = "warm" // owns the scope of the warm calls
 
 	// The daemon's scopes take idSlots ranges of idSize host ids from
 	// idBase and runc's container the range after them, far from a
@@ -79,24 +80,19 @@ func main() {
 	flag.StringVar(&o.daemonLog, "daemon-log", "", "keep a copy of the daemons' logs in this `file`")
 	benchmd.Main("invokebench", true, func(ctx context.Context, args string) ([]string, error) {
 		for _, f := range strings.Split(callers, ",") {
-			c, err := strconv.Atoi(strings.TrimSpace(f))
-			if err != nil || c < 1 {
+			if c, err := strconv.Atoi(strings.TrimSpace(f)); err != nil || c < 1 {
 				return nil, fmt.Errorf("-callers %q: want positive integers", callers)
+			} else if !slices.Contains(o.callers, c) {
+				o.callers = append(o.callers, c)
 			}
-			o.callers = append(o.callers, c)
 		}
-		o.callers = slices.Compact(o.callers)
 		switch {
-		case o.n < 1 || o.warmup < 0 || o.gap < 0:
-			return nil, errors.New("need -n ≥ 1, -warmup ≥ 0, -gap ≥ 0")
-		case o.slices < 1 || o.warmDur < time.Duration(o.slices)*time.Millisecond:
-			return nil, fmt.Errorf("-duration %s -slices %d: need at least one slice of at least 1ms", o.warmDur, o.slices)
+		case o.n < 1 || o.warmup < 0 || o.gap < 0 || o.slices < 1 || o.warmDur < time.Duration(o.slices)*time.Millisecond:
+			return nil, errors.New("need -n ≥ 1, -warmup ≥ 0, -gap ≥ 0, -slices ≥ 1 and a -duration of at least 1ms per slice")
 		case o.payload < 0 || o.payload > 512<<10:
 			return nil, fmt.Errorf("-payload %d: must be in 0..512 KiB", o.payload)
-		case o.acctRounds < 0 || o.acctCallers < 1 || o.acctDur < time.Millisecond:
-			return nil, errors.New("-acct-rounds must not be negative, -acct-callers at least 1, -acct-duration at least 1ms")
-		case o.maxWorkers < 1 || o.maxConcurrent < 1:
-			return nil, errors.New("-max-workers and -max-concurrent must be at least 1")
+		case o.acctRounds < 0 || o.acctCallers < 1 || o.acctDur < time.Millisecond || o.maxWorkers < 1 || o.maxConcurrent < 1:
+			return nil, errors.New("need -acct-rounds ≥ 0, -acct-duration ≥ 1ms, -acct-callers, -max-workers and -max-concurrent ≥ 1")
 		}
 		if _, err := os.Stat(o.runc); err != nil {
 			return nil, fmt.Errorf("%w (install runc: scripts/deps.sh bench)", err)
@@ -124,12 +120,10 @@ type bench struct {
 }
 
 func run(ctx context.Context, o options, args string) (_ []string, retErr error) {
-	b := &bench{o: o, idSlots: o.warmup + o.n + 8, payload: make([]byte, o.payload)}
+	b := &bench{o: o, idSlots: o.warmup + o.n + 8,
+		payload:   []byte(strings.Repeat("abcdefghijklmnopqrstuvwxyz", o.payload/26+1)[:o.payload]),
+		pluginLog: hclog.New(&hclog.LoggerOptions{Name: "direct", Level: hclog.Warn, Output: os.Stderr})}
 	defer func() { retErr = errors.Join(retErr, b.close()) }()
-	for i := range b.payload {
-		b.payload[i] = 'a' + byte(i%26)
-	}
-	b.pluginLog = hclog.New(&hclog.LoggerOptions{Name: "direct", Level: hclog.Warn, Output: os.Stderr})
 	var err error
 	if b.kit, err = benchmd.NewKit(cgroupMark, logf); err != nil {
 		return nil, err
@@ -226,8 +220,14 @@ func (b *bench) stopDaemon() error {
 // close removes everything the benchmark created and checks that nothing
 // of it is left. It is safe on a partly built bench and twice.
 func (b *bench) close() error {
-	plugin.CleanupClients() // the direct workers, if any is left
-	errs := []error{b.checkDirectGone(), b.stopDaemon()}
+	plugin.CleanupClients() // the direct workers, if any is left; Kill waits for their exit
+	var errs []error
+	for _, pid := range b.direct {
+		if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err == nil && string(comm) == extName+"\n" && benchmd.ProcAlive(pid) {
+			errs = append(errs, fmt.Errorf("direct worker pid %d still runs", pid))
+		}
+	}
+	errs = append(errs, b.stopDaemon())
 	if b.runc != nil {
 		errs = append(errs, b.runc.Close(logf))
 	}
@@ -237,19 +237,4 @@ func (b *bench) close() error {
 	}
 	b.runc, b.runcTree, b.direct = nil, nil, nil
 	return errors.Join(errs...)
-}
-
-// checkDirectGone fails if a direct worker the benchmark started still
-// runs (go-plugin's Kill waits for it; this checks).
-func (b *bench) checkDirectGone() error {
-	for _, pid := range b.direct {
-		gone, _ := benchmd.Poll(5*time.Second, 10*time.Millisecond, func() (bool, error) {
-			comm, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
-			return err != nil || strings.TrimSpace(string(comm)) != extName || !benchmd.ProcAlive(pid), nil
-		})
-		if !gone {
-			return fmt.Errorf("direct worker pid %d still runs", pid)
-		}
-	}
-	return nil
 }

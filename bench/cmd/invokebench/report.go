@@ -75,8 +75,8 @@ func (b *bench) report(args string, cold map[string][]time.Duration, warm []warm
 	r.P("request the daemon would send.\n\n")
 	r.P("| Callers | Path | Calls | p50 | p99 | Invocations/s | Workers |\n| ---: | --- | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, w := range warm {
-		r.P("| %d | daemon | %d | %s | %s | %.0f | %d |\n", w.callers, w.daemon.calls, us(p50(w.daemon.lat)), us(p99(w.daemon.lat)), w.daemon.perSecond(), w.workers)
-		r.P("| %d | direct | %d | %s | %s | %.0f | 1 |\n", w.callers, w.direct.calls, us(p50(w.direct.lat)), us(p99(w.direct.lat)), w.direct.perSecond())
+		r.P("| %d | daemon | %d | %s | %s | %.0f | %d |\n", w.callers, w.daemon.calls(), us(p50(w.daemon.lat)), us(p99(w.daemon.lat)), w.daemon.perSecond(), w.workers)
+		r.P("| %d | direct | %d | %s | %s | %.0f | 1 |\n", w.callers, w.direct.calls(), us(p50(w.direct.lat)), us(p99(w.direct.lat)), w.direct.perSecond())
 	}
 	r.P("\nRatios daemon / direct (DESIGN.md's target for a warm call: p50 at most 1.5):\n\n")
 	r.P("| Callers | p50 | p99 | Invocations/s |\n| ---: | ---: | ---: | ---: |\n")
@@ -88,21 +88,14 @@ func (b *bench) report(args string, cold map[string][]time.Duration, warm []warm
 	r.P("to the daemon and back, the API edge); queued = `queued` (checks, extension lookup, scope, a\n")
 	r.P("worker slot); worker call = `duration` − `queued` (the daemon's gRPC call to its worker and back).\n\n")
 	r.P("| Callers | edge | queued | worker call (daemon) | direct call p50 |\n| ---: | ---: | ---: | ---: | ---: |\n")
-	call := func(l load) time.Duration {
-		c := make([]time.Duration, len(l.duration))
-		for i := range c {
-			c[i] = l.duration[i] - l.queued[i]
-		}
-		return p50(c)
-	}
 	for _, w := range warm {
-		r.P("| %d | %s | %s | %s | %s |\n", w.callers, us(p50(w.daemon.edge)), us(p50(w.daemon.queued)), us(call(w.daemon)), us(p50(w.direct.lat)))
+		r.P("| %d | %s | %s | %s | %s |\n", w.callers, us(p50(w.daemon.edge)), us(p50(w.daemon.queued)), us(p50(w.daemon.call)), us(p50(w.direct.lat)))
 	}
 	if len(warm) > 0 {
 		w := warm[0]
 		r.P("\nWith %d %s, the daemon's p50 is %s above a direct call's: %s at the edge, %s queued, and its\n",
 			w.callers, benchmd.Plural(w.callers, "caller"), us(p50(w.daemon.lat)-p50(w.direct.lat)), us(p50(w.daemon.edge)), us(p50(w.daemon.queued)))
-		r.P("call to the sandboxed worker takes %s where the benchmark's direct call takes %s. The daemon's path\n", us(call(w.daemon)), us(p50(w.direct.lat)))
+		r.P("call to the sandboxed worker takes %s where the benchmark's direct call takes %s. The daemon's path\n", us(p50(w.daemon.call)), us(p50(w.direct.lat)))
 		r.P("has two gRPC hops and three processes where the direct one has one hop and two, on %d CPUs.\n", runtime.NumCPU())
 	}
 	r.P("\nCPU time per invocation (user + system, from getrusage and /proc/<pid>/stat at 10 ms resolution,\n")
@@ -135,7 +128,7 @@ func (b *bench) report(args string, cold map[string][]time.Duration, warm []warm
 			name string
 			l    load
 		}{{on, p.on}, {off, p.off}} {
-			r.P("| %s | %d | %s | %s | %.0f |\n", x.name, x.l.calls, us(p50(x.l.lat)), us(p99(x.l.lat)), x.l.perSecond())
+			r.P("| %s | %d | %s | %s | %.0f |\n", x.name, x.l.calls(), us(p50(x.l.lat)), us(p99(x.l.lat)), x.l.perSecond())
 		}
 		r.P("\nRatio on / off: invocations/s %s, p50 %s, p99 %s.\n", benchmd.Ratio(p.on.perSecond(), p.off.perSecond()),
 			benchmd.DRatio(p50(p.on.lat), p50(p.off.lat)), benchmd.DRatio(p99(p.on.lat), p99(p.off.lat)))

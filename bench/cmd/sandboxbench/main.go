@@ -69,10 +69,7 @@ func main() {
 		if err := b.setup(); err != nil {
 			return nil, err
 		}
-		// Each run follows an idle gap: the first write to cgroup.procs
-		// after some idle time waits for an RCU grace period (5–15 ms
-		// here), one within ~15 ms of another does not, so without the gap
-		// scoped and runc would speed each other up depending on their order.
+		// The idle gap before each run: see the report's last paragraph.
 		res, err := benchmd.RoundRobin(ctx, "", o.warmup, o.n, o.gap, b.variants(), logf)
 		if err != nil {
 			return nil, err
@@ -109,26 +106,18 @@ func (b *bench) setup() error {
 		return err
 	}
 	b.state = filepath.Join(b.work, "sandboxes")
-	alloc, err := sandbox.NewIDAllocator(sandbox.DefaultIDBase, sandbox.DefaultIDSize, 2)
-	if err != nil {
-		return err
-	}
-	if b.ids, err = alloc.Acquire("scoped"); err != nil {
-		return err
-	}
-	runcIDs, err := alloc.Acquire("runc")
-	if err != nil {
-		return err
-	}
 	if b.layout, err = benchmd.ReadHostLayout(); err != nil {
 		return err
 	}
+	// The id allocator's first two ranges: the sandboxes', then runc's.
+	b.ids = sandbox.IDRange{Base: sandbox.DefaultIDBase, Size: sandbox.DefaultIDSize}
 	b.runc, err = benchmd.NewRunc(b.o.runc, b.work, b.runcNode.Path(), benchmd.RuncSpec{Layout: b.layout,
-		HostID: runcIDs.Base, IDs: runcIDs.Size, TmpSize: sandbox.DefaultTmpSize, Args: []string{truePath}})
+		HostID: b.ids.Base + b.ids.Size, IDs: b.ids.Size, TmpSize: sandbox.DefaultTmpSize, Args: []string{truePath}})
 	return err
 }
 
-// close removes everything the benchmark created, also when partly made.
+// close removes everything the benchmark created, also when partly made;
+// it is called once.
 func (b *bench) close() error {
 	var errs []error
 	if b.runc != nil {
@@ -144,7 +133,6 @@ func (b *bench) close() error {
 	if b.work != "" {
 		errs = append(errs, os.RemoveAll(b.work))
 	}
-	b.runc, b.state, b.work = nil, "", ""
 	return errors.Join(append(errs, benchmd.RemoveCgroupRoot(b.tree))...)
 }
 

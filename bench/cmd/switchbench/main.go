@@ -16,7 +16,6 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -57,8 +56,8 @@ var progs = []string{"acct_switch", "acct_wakeup"}
 type options struct{ rounds, warmup, n, cpu int }
 
 func main() {
-	if os.Getenv(childEnv) == "1" {
-		os.Exit(child())
+	if nCPU := os.Getenv(childEnv); nCPU != "" {
+		os.Exit(child(nCPU))
 	}
 	var o options
 	flag.IntVar(&o.rounds, "rounds", 10, "measured rounds; each runs every variant once")
@@ -104,16 +103,16 @@ func main() {
 	})
 }
 
-// child is the ping-pong process: it says "ready", waits for "N CPU" on
+// child is the ping-pong process: it says "ready", waits for a line on
 // stdin (the parent moves it into the worker leaf meanwhile), runs the
-// ping-pong and prints ns per switch.
-func child() int {
+// ping-pong of "N CPU" from its environment and prints ns per switch.
+func child(nCPU string) int {
 	fmt.Println("ready")
-	line, err := bufio.NewReader(os.Stdin).ReadString('\n')
-	if err != nil {
+	if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
 		return 0 // the parent went away
 	}
-	n, cpu, err := parseRelease(line)
+	var n, cpu int
+	_, err := fmt.Sscanf(nCPU, "%d %d", &n, &cpu)
 	if err == nil {
 		var d time.Duration
 		if d, err = accounting.PingPong(n, cpu); err == nil {
@@ -123,20 +122,6 @@ func child() int {
 	}
 	fmt.Fprintln(os.Stderr, "switchbench child:", err)
 	return 2
-}
-
-// parseRelease parses the child's go-ahead, "N CPU".
-func parseRelease(line string) (n, cpu int, err error) {
-	f := strings.Fields(line)
-	if len(f) != 2 {
-		return 0, 0, fmt.Errorf("go-ahead %q: want \"N CPU\"", strings.TrimSpace(line))
-	}
-	n, err1 := strconv.Atoi(f[0])
-	cpu, err2 := strconv.Atoi(f[1])
-	if err1 != nil || err2 != nil || n < 1 || cpu < 0 {
-		return 0, 0, fmt.Errorf("go-ahead %q: want a positive N and a CPU number", strings.TrimSpace(line))
-	}
-	return n, cpu, nil
 }
 
 // bench is the benchmark's cgroup tree and scope.
@@ -200,7 +185,7 @@ func (b *bench) close() error {
 func ps(ns float64) time.Duration { return time.Duration(ns * 1000) }
 
 // runOnce runs variant v once and records its ns per switch as series v
-// and each program's ns per run as "v program", in picoseconds.
+// and each program's ns per run as "v program", in picoseconds (ps).
 func (b *bench) runOnce(ctx context.Context, v string, rec func(string, time.Duration)) (retErr error) {
 	var src accounting.Source
 	if v != vOff {
@@ -219,37 +204,36 @@ func (b *bench) runOnce(ctx context.Context, v string, rec func(string, time.Dur
 		}
 		src = s
 	}
-	return b.pingPong(ctx, src, func(perSwitch float64, perRun map[string]float64) {
-		rec(v, ps(perSwitch))
-		for name, x := range perRun {
-			rec(v+" "+name, ps(x))
-		}
-	})
-}
-
-// pingPong runs one child in the worker leaf; src, if not nil, is the open
-// source whose program statistics are read around it.
-func (b *bench) pingPong(ctx context.Context, src accounting.Source, rec func(float64, map[string]float64)) (retErr error) {
-	ctx, cancel := context.WithTimeout(ctx, childTimeout)
-	defer cancel()
-	r, w, err := os.Pipe()
+	perSwitch, perRun, err := b.pingPong(ctx, src)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
+	rec(v, ps(perSwitch))
+	for name, x := range perRun {
+		rec(v+" "+name, ps(x))
+	}
+	return nil
+}
+
+// pingPong runs one child in the worker leaf and returns its ns per switch
+// and, with src (the open source), each program's ns per run meanwhile.
+func (b *bench) pingPong(ctx context.Context, src accounting.Source) (_ float64, _ map[string]float64, retErr error) {
+	ctx, cancel := context.WithTimeout(ctx, childTimeout)
+	defer cancel()
 	cmd := exec.CommandContext(ctx, "/proc/self/exe")
-	cmd.Env = append(os.Environ(), childEnv+"=1")
-	cmd.Stdout, cmd.Stderr = w, os.Stderr
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d %d", childEnv, b.o.n, b.o.cpu))
+	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
-		w.Close()
-		return err
+		return 0, nil, err
 	}
-	err = cmd.Start()
-	w.Close()
+	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		return fmt.Errorf("start the child: %w", err)
+		return 0, nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return 0, nil, fmt.Errorf("start the child: %w", err)
 	}
 	defer func() {
 		if retErr != nil {
@@ -262,35 +246,29 @@ func (b *bench) pingPong(ctx context.Context, src accounting.Source, rec func(fl
 			retErr = fmt.Errorf("%w (%w)", retErr, context.Cause(ctx))
 		}
 	}()
-	out := bufio.NewReader(r)
+	out := bufio.NewReader(stdout)
 	if line, err := out.ReadString('\n'); err != nil || line != "ready\n" {
-		return fmt.Errorf("child said %q, want ready: %v", line, err)
+		return 0, nil, fmt.Errorf("child said %q, want ready: %v", line, err)
 	}
 	if err := b.worker.Join(cmd.Process.Pid); err != nil {
-		return err
+		return 0, nil, err
 	}
 	time.Sleep(settle)
 	var before accounting.SourceStats
 	if src != nil {
 		before = src.Stats()
 	}
-	if _, err := fmt.Fprintf(stdin, "%d %d\n", b.o.n, b.o.cpu); err != nil {
-		return fmt.Errorf("release the child: %w", err)
+	if _, err := fmt.Fprintln(stdin, "go"); err != nil {
+		return 0, nil, fmt.Errorf("release the child: %w", err)
 	}
-	line, err := out.ReadString('\n')
-	if err != nil {
-		return fmt.Errorf("read the child's result: %w", err)
+	var ns int64
+	if _, err := fmt.Fscanln(out, &ns); err != nil {
+		return 0, nil, fmt.Errorf("read the child's ns per switch: %w", err)
 	}
-	ns, err := strconv.ParseInt(strings.TrimSpace(line), 10, 64)
-	if err != nil {
-		return fmt.Errorf("child printed %q: %w", line, err)
+	if src == nil {
+		return float64(ns), nil, nil
 	}
-	var runs map[string]float64
-	if src != nil {
-		runs = perRun(before.Programs, src.Stats().Programs)
-	}
-	rec(float64(ns), runs)
-	return nil
+	return float64(ns), perRun(before.Programs, src.Stats().Programs), nil
 }
 
 // perRun is each program's run time per run between two Stats, for those

@@ -4,49 +4,7 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/scoped-io/scoped/accounting"
 )
-
-func TestParseRelease(t *testing.T) {
-	for _, tc := range []struct {
-		line   string
-		n, cpu int
-		ok     bool
-	}{
-		{"200000 1\n", 200000, 1, true},
-		{"  5 0 ", 5, 0, true},
-		{"", 0, 0, false},
-		{"5\n", 0, 0, false},
-		{"5 1 2\n", 0, 0, false},
-		{"0 1\n", 0, 0, false},
-		{"5 -1\n", 0, 0, false},
-		{"x 1\n", 0, 0, false},
-	} {
-		n, cpu, err := parseRelease(tc.line)
-		if (err == nil) != tc.ok || n != tc.n || cpu != tc.cpu {
-			t.Errorf("parseRelease(%q) = %d, %d, %v; want %d, %d, ok=%v", tc.line, n, cpu, err, tc.n, tc.cpu, tc.ok)
-		}
-	}
-}
-
-func TestPerRun(t *testing.T) {
-	ps := func(ns time.Duration, n uint64) accounting.ProgramStats {
-		return accounting.ProgramStats{RunTime: ns, RunCount: n}
-	}
-	before := map[string]accounting.ProgramStats{"a": ps(100, 10), "b": ps(50, 5), "c": ps(0, 0)}
-	after := map[string]accounting.ProgramStats{"a": ps(400, 20), "b": ps(50, 5), "c": ps(0, 7), "d": ps(90, 3)}
-	got := perRun(before, after)
-	want := map[string]float64{"a": 30, "d": 30}
-	if len(got) != len(want) {
-		t.Fatalf("perRun = %v, want %v", got, want)
-	}
-	for k, v := range want {
-		if got[k] != v {
-			t.Errorf("perRun[%s] = %v, want %v", k, got[k], v)
-		}
-	}
-}
 
 func TestReport(t *testing.T) {
 	res := map[string][]time.Duration{
