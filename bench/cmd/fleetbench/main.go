@@ -1,10 +1,8 @@
 // Command fleetbench measures a fleet of real scoped daemons on loopback
-// sharing a real etcd (embedded in the benchmark): the share of scopes that
-// move when one of N nodes leaves, against 1/N; the balance of live scopes
-// after invoking many scopes through client.DialFleet; the time from
-// `kill -9` of a node to the first successful call of one of its scopes;
-// and warm-call throughput of one daemon with [fleet] on and off,
-// interleaved.
+// sharing an etcd embedded in the benchmark: the scopes that move when a
+// node leaves, the balance of live scopes through client.DialFleet, the time
+// from `kill -9` of a node to the first successful call of one of its
+// scopes, and warm calls of a daemon with [fleet] on and off.
 package main
 
 import (
@@ -40,21 +38,16 @@ const (
 	token       = "fleetbench-token-0123456789abcdef"
 	callTimeout = 30 * time.Second
 
-	// Each daemon's scopes take idSlots ranges of 65536 host ids from
-	// idBase + its index × idSlots ranges: far from other benchmarks' and a
-	// daemon's default (1048576).
+	// Daemon i's scopes take idSlots ranges of 65536 host ids from idBase +
+	// i × idSlots ranges: far from other benchmarks' and the default.
 	idBase  = 7 << 29
 	idSlots = 256
 )
 
 type options struct {
-	nodes, scopes, fillCallers int
-	leaseTTL                   time.Duration
-	kills                      int
-	rounds, callers            int
-	slice, warmup              time.Duration
-	payload                    int
-	daemonLog                  string
+	nodes, scopes, fillCallers, kills, rounds, callers, payload int
+	leaseTTL, slice, warmup                                     time.Duration
+	daemonLog                                                   string
 }
 
 func main() {
@@ -89,11 +82,10 @@ func main() {
 	})
 }
 
-// node is a daemon of the benchmark, a fleet node unless port is 0.
+// node is a daemon of the benchmark.
 type node struct {
 	name string
 	d    *benchmd.Daemon
-	port int
 }
 
 // bench is the benchmark's world: the kit, etcd, the CA, the nodes, the
@@ -141,7 +133,6 @@ func run(ctx context.Context, o options, args string) (_ []string, retErr error)
 	if err := b.startEtcd(); err != nil {
 		return nil, err
 	}
-	logf("etcd serving on %s", b.endpoint)
 	res := &results{}
 	if err := b.measureFleet(ctx, res); err != nil {
 		return nil, err
@@ -149,8 +140,7 @@ func run(ctx context.Context, o options, args string) (_ []string, retErr error)
 	if err := b.measureOnOff(ctx, res); err != nil {
 		return nil, err
 	}
-	// Stop everything before writing, so that the report can say that
-	// the cleanup worked.
+	// Clean up before writing, so that the report can say it worked.
 	if err := b.close(); err != nil {
 		return nil, fmt.Errorf("cleanup: %w", err)
 	}
@@ -175,15 +165,15 @@ func (b *bench) startEtcd() error {
 		cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
 		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 		var e *embed.Etcd
-		if e, err = embed.StartEtcd(cfg); err != nil {
-			if strings.Contains(err.Error(), "address already in use") {
-				continue
-			}
+		if e, err = embed.StartEtcd(cfg); err != nil && strings.Contains(err.Error(), "address already in use") {
+			continue
+		} else if err != nil {
 			return fmt.Errorf("etcd: %w", err)
 		}
 		select {
 		case <-e.Server.ReadyNotify():
 			b.etcd, b.endpoint = e, cu.String()
+			logf("etcd serving on %s", b.endpoint)
 			return nil
 		case err = <-e.Err():
 		case <-time.After(30 * time.Second):
@@ -211,7 +201,7 @@ func freePorts(n int) ([]int, error) {
 
 // settings is every daemon's configuration; index picks its id range.
 // With fleet set it is a node of the benchmark's fleet named name.
-func (b *bench) settings(name string, index int, fleet bool) (string, int, error) {
+func (b *bench) settings(name string, index int, fleet bool) (string, error) {
 	s := fmt.Sprintf(`[isolation]
 by = ["user"]
 [limits]
@@ -236,15 +226,15 @@ token = %q
 tenants = ["*"]
 `, idBase+index*idSlots<<16, idSlots, token)
 	if !fleet {
-		return s, 0, nil
+		return s, nil
 	}
 	cert, key, err := b.ca.IssueFiles(name, []net.IP{net.IPv4(127, 0, 0, 1)})
 	if err != nil {
-		return "", 0, err
+		return "", err
 	}
 	ports, err := freePorts(1)
 	if err != nil {
-		return "", 0, err
+		return "", err
 	}
 	return s + fmt.Sprintf(`[fleet]
 endpoints = [%q]
@@ -254,13 +244,13 @@ lease_ttl = "%ds"
 tls_ca = %q
 tls_cert = %q
 tls_key = %q
-`, b.endpoint, name, ports[0], int(b.o.leaseTTL.Seconds()), b.ca.CertFile(), cert, key), ports[0], nil
+`, b.endpoint, name, ports[0], int(b.o.leaseTTL.Seconds()), b.ca.CertFile(), cert, key), nil
 }
 
 // startNode starts the daemon name (index: its id range), a fleet node
 // when fleet is set.
 func (b *bench) startNode(ctx context.Context, name string, index int, fleet bool) (*node, error) {
-	s, port, err := b.settings(name, index, fleet)
+	s, err := b.settings(name, index, fleet)
 	if err != nil {
 		return nil, err
 	}
@@ -268,23 +258,17 @@ func (b *bench) startNode(ctx context.Context, name string, index int, fleet boo
 	if err != nil {
 		return nil, fmt.Errorf("daemon %s: %w", name, err)
 	}
-	return &node{name: name, d: d, port: port}, nil
+	return &node{name: name, d: d}, nil
 }
 
-// dialFleet connects the fleet client: etcd, the CA, the token.
-func (b *bench) dialFleet(ctx context.Context) error {
-	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	var err error
-	b.fc, err = client.DialFleet(dctx, client.FleetOptions{Endpoints: []string{b.endpoint}, CA: b.ca.CertFile(), Token: token})
-	return err
-}
-
-// waitView waits until the fleet client lists exactly the nodes names,
-// and returns when it did.
-func (b *bench) waitView(names ...string) (time.Time, error) {
+// waitView waits until the fleet client lists exactly nodes, and returns
+// when it did.
+func (b *bench) waitView(nodes []*node) (time.Time, error) {
+	var names, seen []string
+	for _, n := range nodes {
+		names = append(names, n.name)
+	}
 	slices.Sort(names)
-	var seen []string
 	ok, _ := benchmd.Poll(time.Minute, 5*time.Millisecond, func() (bool, error) {
 		seen = seen[:0]
 		for _, n := range b.fc.Nodes() {

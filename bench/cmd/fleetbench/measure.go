@@ -36,33 +36,24 @@ type move struct {
 	moved, movedOthers int // keys whose first node changed; those not on the leaving node
 }
 
-// fillResult is the scopes invoked through the fleet client.
+// fillResult is the scopes invoked through the fleet client, twice.
 type fillResult struct {
-	wall    time.Duration
-	first   []time.Duration // every scope's first call, as the client saw it
-	cold    int             // first calls that started a worker
-	perNode map[string]int  // the tenant's live scopes on each node
-	placed  int             // scopes live on the node the client ranked first when it called
-	twice   int             // scopes live on more than one node
-	warm    int             // second calls that found a warm worker
-	second  []time.Duration // the second calls
+	wall          time.Duration   // of the first calls
+	first, second []time.Duration // the calls' times, as the client saw them
+	cold, warm    int             // first calls that started a worker, second calls that did not
+	perNode       map[string]int  // the tenant's live scopes on each node
+	placed        int             // scopes live on the node the client ranked first when it called
+	twice         int             // scopes live on more than one node
 }
 
-// kill is one kill -9 of a node, times from the SIGKILL.
+// kill is one kill -9 of a node, times from the SIGKILL (see the report).
 type kill struct {
-	node        string
-	scopes      int           // the node's live scopes when killed
-	idem        time.Duration // an idempotent call of one of its scopes succeeded (retried on the next node)
-	idemErr     error
-	plain       time.Duration // a plain call of another, repeated every retryGap, first succeeded
-	plainFails  int           // failed attempts before
-	plainCold   bool          // the success started a worker
-	plainQueued time.Duration // its Figures.queued: the worker's start on the new node
-	gone        time.Duration // the fleet client stopped listing the node
-	rejoin      time.Duration // restart → listed again
-	// After the rejoin: live scopes of the tenant, and those routed away
-	// from their node; the scopes lost with the node invoked again; those
-	// routed away once the node's record showed them.
+	node                        string
+	scopes, plainFails          int
+	idem, plain, gone, rejoin   time.Duration
+	idemErr                     error
+	plainCold                   bool
+	plainQueued                 time.Duration // the plain call's Figures.queued, its worker's start
 	live, away, lost, awayAfter int
 }
 
@@ -72,7 +63,6 @@ const retryGap = 50 * time.Millisecond
 // user is the i-th scope's user (isolation by user: one scope each).
 func user(i int) string { return fmt.Sprintf("u%03d", i) }
 
-// request is an invocation of whoami for user.
 func (b *bench) request(tenant, user string) *scopedv1.InvokeRequest {
 	return &scopedv1.InvokeRequest{Tenant: tenant, Environment: environment, Extension: extName, User: user, Payload: b.payload}
 }
@@ -115,7 +105,7 @@ func (b *bench) rankAll() (map[string]string, error) {
 // routedAway counts the scope keys live somewhere but ranked first on a
 // node where they are not: their next call would start them cold.
 func (b *bench) routedAway(ctx context.Context) (int, map[string][]string, error) {
-	where, err := b.liveOn(ctx, tenant)
+	where, err := b.liveOn(ctx)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -149,14 +139,6 @@ func compare(n int, how, leaving string, before, after map[string]string) move {
 	return m
 }
 
-func (b *bench) names() []string {
-	var ns []string
-	for _, n := range b.nodes {
-		ns = append(ns, n.name)
-	}
-	return ns
-}
-
 // measureFleet starts the fleet, measures the moves as nodes leave down to
 // three, fills the scopes, and kills nodes in turn; it stops the fleet.
 func (b *bench) measureFleet(ctx context.Context, res *results) error {
@@ -170,10 +152,13 @@ func (b *bench) measureFleet(ctx context.Context, res *results) error {
 	if err := b.nodes[0].d.Deploy(ctx, tenant, environment, extName, b.files); err != nil {
 		return err
 	}
-	if err := b.dialFleet(ctx); err != nil {
+	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var err error
+	if b.fc, err = client.DialFleet(dctx, client.FleetOptions{Endpoints: []string{b.endpoint}, CA: b.ca.CertFile(), Token: token}); err != nil {
 		return err
 	}
-	if _, err := b.waitView(b.names()...); err != nil {
+	if _, err := b.waitView(b.nodes); err != nil {
 		return err
 	}
 	// Nodes leave one by one (SIGTERM: the lease is revoked) before any
@@ -188,7 +173,7 @@ func (b *bench) measureFleet(ctx context.Context, res *results) error {
 			return err
 		}
 		b.nodes = b.nodes[:len(b.nodes)-1]
-		if _, err := b.waitView(b.names()...); err != nil {
+		if _, err := b.waitView(b.nodes); err != nil {
 			return err
 		}
 		after, err := b.rankAll()
@@ -217,7 +202,7 @@ func (b *bench) measureFleet(ctx context.Context, res *results) error {
 }
 
 // liveOn lists the tenant's live scopes on each node, by key.
-func (b *bench) liveOn(ctx context.Context, tenant string) (map[string][]string, error) {
+func (b *bench) liveOn(ctx context.Context) (map[string][]string, error) {
 	where := map[string][]string{}
 	for _, n := range b.nodes {
 		l, err := n.d.C.ListScopes(ctx, &scopedv1.ListScopesRequest{Tenant: tenant})
@@ -231,36 +216,41 @@ func (b *bench) liveOn(ctx context.Context, tenant string) (map[string][]string,
 	return where, nil
 }
 
-// fill invokes every scope through the fleet client, counts the live
-// scopes per node, then invokes each once more.
+// fill invokes every scope through the fleet client (noting the node it
+// ranked first), counts the live scopes per node, then invokes each once
+// more.
 func (b *bench) fill(ctx context.Context, f *fillResult) error {
 	n := b.o.scopes
 	routed, keys := make([]string, n), make([]string, n)
-	f.first = make([]time.Duration, n)
-	var cold atomic.Int64
+	f.first, f.second = make([]time.Duration, n), make([]time.Duration, n)
+	// callAll calls every scope and counts the calls that started a worker.
+	callAll := func(took []time.Duration) (int, error) {
+		var cold atomic.Int64
+		err := benchmd.Parallel(ctx, b.o.fillCallers, n, func(ctx context.Context, i int) error {
+			if routed[i] == "" {
+				key, ns, err := b.fc.Route(tenant, environment, user(i), extName)
+				if err != nil {
+					return err
+				}
+				routed[i], keys[i] = ns[0].Name, key
+			}
+			resp, d, err := b.call(ctx, user(i), false, callTimeout)
+			if err == nil && resp.GetFigures().GetCold() {
+				cold.Add(1)
+			}
+			took[i] = d
+			return err
+		})
+		return int(cold.Load()), err
+	}
 	logf("invoking %d scopes through the fleet client, %d at a time", n, b.o.fillCallers)
 	t0 := time.Now()
-	err := benchmd.Parallel(ctx, b.o.fillCallers, n, func(ctx context.Context, i int) error {
-		key, ns, err := b.fc.Route(tenant, environment, user(i), extName)
-		if err != nil {
-			return err
-		}
-		routed[i], keys[i] = ns[0].Name, key
-		resp, took, err := b.call(ctx, user(i), false, callTimeout)
-		if err != nil {
-			return err
-		}
-		f.first[i] = took
-		if resp.GetFigures().GetCold() {
-			cold.Add(1)
-		}
-		return nil
-	})
-	if err != nil {
+	var err error
+	if f.cold, err = callAll(f.first); err != nil {
 		return err
 	}
-	f.wall, f.cold = time.Since(t0), int(cold.Load())
-	where, err := b.liveOn(ctx, tenant)
+	f.wall = time.Since(t0)
+	where, err := b.liveOn(ctx)
 	if err != nil {
 		return err
 	}
@@ -276,32 +266,19 @@ func (b *bench) fill(ctx context.Context, f *fillResult) error {
 			f.twice++
 		}
 	}
-	for i, k := range keys {
-		if slices.Contains(where[k], routed[i]) {
+	for i, r := range routed {
+		if slices.Contains(where[keys[i]], r) {
 			f.placed++
 		}
 	}
 	logf("filled in %s: live scopes per node %v; %d placed where ranked", f.wall.Round(time.Millisecond), f.perNode, f.placed)
-	f.second = make([]time.Duration, n)
-	var warm atomic.Int64
-	err = benchmd.Parallel(ctx, b.o.fillCallers, n, func(ctx context.Context, i int) error {
-		resp, took, err := b.call(ctx, user(i), false, callTimeout)
-		if err != nil {
-			return err
-		}
-		f.second[i] = took
-		if !resp.GetFigures().GetCold() {
-			warm.Add(1)
-		}
-		return nil
-	})
-	f.warm = int(warm.Load())
+	cold, err := callAll(f.second)
+	f.warm = n - cold
 	return err
 }
 
-// probesOn makes two fresh scopes that the fleet client ranks first on k
-// live there, and returns their users (fewer when none of 1000 fresh keys
-// ranks k first).
+// probesOn makes two fresh scopes live on k that the fleet client ranks
+// first there, and returns their users (fewer if 1000 fresh keys do not do).
 func (b *bench) probesOn(ctx context.Context, rep int, k *node) ([]string, error) {
 	var probes []string
 	for j := 0; len(probes) < 2 && j < 1000; j++ {
@@ -324,16 +301,13 @@ func (b *bench) probesOn(ctx context.Context, rep int, k *node) ([]string, error
 	return probes, nil
 }
 
-// killOne kills a node (in turn; see probesOn) with SIGKILL and times, from then, an
-// idempotent call of one of its scopes (retried on the next node at once)
-// and a plain call of another that the caller repeats until it succeeds
-// (the node must leave the membership first: its lease expires), and when
-// the fleet client stops listing the node. It restarts the node after.
-// The first kill also measures the moves at three nodes with every scope
-// live.
+// killOne kills the next node with SIGKILL (one over its bound, that no
+// fresh key ranks first, is passed over) and times, from then, an
+// idempotent call of one of its scopes, a plain call of another repeated
+// until it succeeds, and when the fleet client stops listing the node. It
+// restarts the node and measures what is routed away. The first kill also
+// measures the moves with every scope live.
 func (b *bench) killOne(ctx context.Context, rep int, res *results) (kill, error) {
-	// The nodes in turn; one over its bound (no fresh key ranks it
-	// first) is passed over.
 	var k *node
 	var probes []string
 	for c := range len(b.nodes) {
@@ -353,8 +327,8 @@ func (b *bench) killOne(ctx context.Context, rep int, res *results) (kill, error
 	if err != nil {
 		return kl, err
 	}
-	kl.scopes = len(l.GetScopes())
 	var before map[string]string
+	kl.scopes = len(l.GetScopes())
 	if rep == 0 {
 		if before, err = b.rankAll(); err != nil {
 			return kl, err
@@ -419,7 +393,7 @@ func (b *bench) killOne(ctx context.Context, rep int, res *results) (kill, error
 		return kl, err
 	}
 	b.kit.Adopt(k.d)
-	rejoined, err := b.waitView(b.names()...)
+	rejoined, err := b.waitView(b.nodes)
 	kl.rejoin = rejoined.Sub(t1)
 	if err != nil {
 		return kl, err

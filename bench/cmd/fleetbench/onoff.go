@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	benchmd "github.com/scoped-io/scoped/bench"
@@ -65,34 +64,30 @@ type onOffResult struct {
 const idleWindow = 3 * time.Second
 
 // measureOnOff starts a fleet node and two daemons without [fleet] (the
-// second a control: how far two like daemons differ), side by side with
-// the same settings, warms one scope of whoami in each, and
-// measures warm calls in rounds, alternating which of on and off goes
-// first.
+// second a control: how far two like daemons differ) with the same
+// settings, warms one scope of whoami in each, and measures warm calls in
+// rounds, alternating which of on and the control goes first.
 func (b *bench) measureOnOff(ctx context.Context, res *results) error {
-	on, err := b.startNode(ctx, "on", b.o.nodes, true)
-	if err != nil {
+	var ns []*node
+	for i, name := range []string{"on", "off", "ctl"} {
+		n, err := b.startNode(ctx, name, b.o.nodes+i, name == "on")
+		if err != nil {
+			return err
+		}
+		ns = append(ns, n)
+	}
+	on, off, ctl := ns[0], ns[1], ns[2]
+	if _, err := b.waitView(ns[:1]); err != nil {
 		return err
 	}
-	off, err := b.startNode(ctx, "off", b.o.nodes+1, false)
-	if err != nil {
-		return err
-	}
-	ctl, err := b.startNode(ctx, "ctl", b.o.nodes+2, false)
-	if err != nil {
-		return err
-	}
-	if _, err := b.waitView("on"); err != nil {
-		return err
-	}
-	calls := map[string]func(context.Context) error{}
-	daemons := map[string]*node{vOn: on, vOff: off, vCtl: ctl, vFleet: on}
-	pids := map[string][]int{}
-	for _, n := range []*node{on, off, ctl} {
+	for _, n := range ns {
 		if err := n.d.Deploy(ctx, warmTenant, environment, extName, b.files); err != nil {
 			return err
 		}
 	}
+	calls := map[string]func(context.Context) error{}
+	daemons := map[string]*node{vOn: on, vOff: off, vCtl: ctl, vFleet: on}
+	pids := map[string][]int{}
 	for _, v := range variants {
 		n := daemons[v]
 		inv := n.d.C.Invoke
@@ -112,7 +107,7 @@ func (b *bench) measureOnOff(ctx context.Context, res *results) error {
 			}
 			return nil
 		}
-		if _, err := runLoad(ctx, 1, time.Millisecond, calls[v]); err != nil {
+		if err := calls[v](ctx); err != nil {
 			return err
 		}
 	}
@@ -138,6 +133,7 @@ func (b *bench) measureOnOff(ctx context.Context, res *results) error {
 			return fmt.Errorf("warm-up: %w", err)
 		}
 	}
+	var err error
 	for round := range b.o.rounds {
 		got := map[string]load{}
 		// On, off and the control side by side, off in the middle, on
@@ -171,7 +167,7 @@ func (b *bench) measureOnOff(ctx context.Context, res *results) error {
 		r.workers[v] = len(pids[v])
 	}
 	var errs []error
-	for _, n := range []*node{on, off, ctl} {
+	for _, n := range ns {
 		_, err := b.kit.StopDaemon(n.d, 0)
 		errs = append(errs, err)
 	}
@@ -189,39 +185,32 @@ func cpuSample(n *node, workers []int) load {
 // runLoad runs callers goroutines that call back to back for d, and waits
 // for the calls in flight at the end.
 func runLoad(ctx context.Context, callers int, d time.Duration, call func(context.Context) error) (load, error) {
-	per := make([][]time.Duration, callers)
-	errs := make([]error, callers)
-	var stop atomic.Bool
+	kctx, cancel := context.WithCancelCause(ctx)
+	timer := time.AfterFunc(d, func() { cancel(nil) })
+	defer timer.Stop()
+	var mu sync.Mutex
 	var wg sync.WaitGroup
+	var l load
+	var failed error
 	t0 := time.Now()
-	end := t0.Add(d)
-	for i := range callers {
-		wg.Go(func() {
-			for !stop.Load() && ctx.Err() == nil {
-				s := time.Now()
-				if !s.Before(end) {
-					return
-				}
-				if err := call(ctx); err != nil {
-					errs[i] = err
-					stop.Store(true)
-					return
-				}
-				per[i] = append(per[i], time.Since(s))
-			}
-		})
-	}
+	benchmd.Keep(kctx, cancel, &wg, callers, func(context.Context) error {
+		s := time.Now()
+		err := call(ctx)
+		took := time.Since(s)
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			failed = errors.Join(failed, err)
+		} else {
+			l.lat = append(l.lat, took)
+		}
+		return err
+	})
 	wg.Wait()
-	l := load{elapsed: time.Since(t0)}
-	for _, p := range per {
-		l.lat = append(l.lat, p...)
-	}
-	l.calls = len(l.lat)
-	if err := errors.Join(errs...); err != nil {
-		return l, err
-	}
+	cancel(nil)
+	l.elapsed, l.calls = time.Since(t0), len(l.lat)
 	if err := ctx.Err(); err != nil {
 		return l, fmt.Errorf("interrupted: %w", err)
 	}
-	return l, nil
+	return l, failed
 }

@@ -86,13 +86,14 @@ func (b *bench) report(args string, res *results) string {
 	r.P("start cold there): right after the rejoin, and again once the rejoined node's record showed its new scopes.\n\n")
 	r.P("| # | Node | Its live scopes | Idempotent call | Plain call | Failed plain attempts | Gone | Plain's worker start | Rejoined | Away after the rejoin | Lost | Away after those |\n")
 	r.P("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
-	var idem, plain, gone, start []time.Duration
-	idemFailed, awayMax := 0, 0
+	var idem, plain, gone, start, plainGone []time.Duration
+	var idemErrs []error
+	awayMax := 0
 	for i, k := range res.kills {
 		is := ms(k.idem)
 		if k.idemErr != nil {
 			is = "failed"
-			idemFailed++
+			idemErrs = append(idemErrs, k.idemErr)
 		} else {
 			idem = append(idem, k.idem)
 		}
@@ -101,15 +102,15 @@ func (b *bench) report(args string, res *results) string {
 			st = ms(k.plainQueued)
 			start = append(start, k.plainQueued)
 		}
-		plain, gone = append(plain, k.plain), append(gone, k.gone)
+		plain, gone, plainGone = append(plain, k.plain), append(gone, k.gone), append(plainGone, k.plain-k.gone)
 		awayMax = max(awayMax, k.away)
 		r.P("| %d | %s | %d | %s | %s | %d | %s | %s | %s | %d of %d | %d | %d |\n", i+1, k.node, k.scopes, is, ms(k.plain), k.plainFails,
 			ms(k.gone), st, ms(k.rejoin), k.away, k.live, k.lost, k.awayAfter)
 	}
 	mx := func(ds []time.Duration) time.Duration { return benchmd.Percentile(ds, 100) }
 	r.P("\nMedian / max: idempotent %s / %s", ms(benchmd.Median(idem)), ms(mx(idem)))
-	if idemFailed > 0 {
-		r.P(" (%d failed: %v)", idemFailed, firstErr(res.kills))
+	if len(idemErrs) > 0 {
+		r.P(" (%d failed: %v)", len(idemErrs), idemErrs[0])
 	}
 	r.P("; plain %s / %s; gone %s / %s. A plain caller's first success within the lease TTL: %s.\n",
 		ms(benchmd.Median(plain)), ms(mx(plain)), ms(benchmd.Median(gone)), ms(mx(gone)), verdict(mx(plain) <= o.leaseTTL))
@@ -117,7 +118,7 @@ func (b *bench) report(args string, res *results) string {
 		min(2*time.Second, o.leaseTTL/4), o.leaseTTL-min(2*time.Second, o.leaseTTL/4), o.leaseTTL)
 	r.P("plus etcd's expiry check and the watch to the client (gone); the plain call then succeeds after at most one\n")
 	r.P("retry gap and a cold start on the next node (median worker start %s; plain − gone, median %s). The idempotent\n",
-		ms(benchmd.Median(start)), ms(benchmd.Median(diffs(plain, gone))))
+		ms(benchmd.Median(start)), ms(benchmd.Median(plainGone)))
 	r.P("call does not wait for the lease: the broken connection sends it to the next node at once.\n")
 	if awayMax > 0 {
 		r.P("A node that rejoins empty pulls other nodes' scopes: with bounded load the others, above %.2f × the average\n", route.Bound)
@@ -194,21 +195,4 @@ func medianF(sorted []float64) float64 {
 		return sorted[n/2]
 	}
 	return (sorted[n/2-1] + sorted[n/2]) / 2
-}
-
-func diffs(a, b []time.Duration) []time.Duration {
-	var d []time.Duration
-	for i := range min(len(a), len(b)) {
-		d = append(d, a[i]-b[i])
-	}
-	return d
-}
-
-func firstErr(ks []kill) error {
-	for _, k := range ks {
-		if k.idemErr != nil {
-			return k.idemErr
-		}
-	}
-	return nil
 }

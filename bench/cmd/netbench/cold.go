@@ -19,47 +19,40 @@ const (
 	settleMax   = 3 * time.Second
 )
 
-// mode is one daemon configuration measured.
+// mode is one daemon configuration measured, and where its daemons run:
+// a host namespace of their own (each daemon owns its namespace's bridge
+// and scope veths) that the wrapper starts scoped in.
 type mode struct {
-	name    string // for the report
-	key     string // for names
-	network string // the tier's network
-	pool    int    // [network] pool_size
-}
+	name, key string // for the report, for names
+	network   string // the tier's network
+	pool      int    // [network] pool_size
 
-func (b *bench) modes() []mode {
-	return []mode{
-		{"none", "none", "none", b.o.poolSize},
-		{"egress", "egress", "egress", b.o.poolSize},
-		{"egress, pool off", "nopool", "egress", 0},
-	}
-}
-
-// modeEnv is where a mode's daemons run: a host namespace of their own
-// (each daemon owns its namespace's bridge and scope veths), the wrapper
-// that starts the daemon in it, a cgroup root.
-type modeEnv struct {
-	mode
 	index      int
 	tn         *testNet
 	wrapper    string
 	cgroupRoot string
 }
 
-// newModeEnvs makes every mode's namespaces and wrapper: nsenter execs
+func (m *mode) pooled() bool { return m.network == "egress" && m.pool > 0 }
+
+// newModes makes every mode's namespaces and wrapper: nsenter execs
 // scoped in the namespace (same pid: signals, and the parent-death signal,
 // reach the daemon), as the e2e network test does.
-func (b *bench) newModeEnvs() error {
-	for i, m := range b.modes() {
+func (b *bench) newModes() error {
+	for i, m := range []mode{
+		{name: "none", key: "none", network: "none", pool: b.o.poolSize},
+		{name: "egress", key: "egress", network: "egress", pool: b.o.poolSize},
+		{name: "egress, pool off", key: "nopool", network: "egress"},
+	} {
 		tn, err := newTestNet()
 		if err != nil {
 			return fmt.Errorf("the %s daemons' network namespaces: %w", m.name, err)
 		}
-		e := &modeEnv{mode: m, index: i, tn: tn, cgroupRoot: daemonCgroupRoot + "-" + m.key,
-			wrapper: filepath.Join(b.kit.Bin, "scoped-in-netns-"+m.key)}
-		b.envs = append(b.envs, e)
+		m.index, m.tn, m.cgroupRoot = i, tn, daemonCgroupRoot+"-"+m.key
+		m.wrapper = filepath.Join(b.kit.Bin, "scoped-in-netns-"+m.key)
+		b.modes = append(b.modes, &m)
 		script := fmt.Sprintf("#!/bin/sh\nexec nsenter --net=%s -- %s \"$@\"\n", tn.path(), b.kit.Scoped)
-		if err := os.WriteFile(e.wrapper, []byte(script), 0o755); err != nil {
+		if err := os.WriteFile(m.wrapper, []byte(script), 0o755); err != nil {
 			return err
 		}
 	}
@@ -75,18 +68,16 @@ type coldCall struct {
 	late      time.Duration // the previous cold start ended this much after this one's slot
 }
 
-// coldResult is the cold starts of every mode, indexed like modes().
+// coldResult is the cold starts of every mode, indexed like b.modes.
 type coldResult struct {
 	calls      [][]coldCall
-	settleMiss int // rounds whose machine did not settle before timing
-	// The share of the machine's CPU time that everything but the
-	// benchmark and its daemons used while the cold starts ran.
-	otherShare float64
+	settleMiss int     // rounds whose machine did not settle before timing
+	otherShare float64 // of the machine's CPU time, used by all but the benchmark and its daemons
 }
 
 // measureCold runs the rounds.
 func (b *bench) measureCold(ctx context.Context) (res coldResult, _ error) {
-	res.calls = make([][]coldCall, len(b.envs))
+	res.calls = make([][]coldCall, len(b.modes))
 	t0, busy0, own0 := time.Now(), benchmd.MachineBusy(), benchmd.SelfCPU(true)
 	defer func() {
 		other := (benchmd.MachineBusy() - busy0) - (benchmd.SelfCPU(true) - own0)
@@ -104,7 +95,7 @@ func (b *bench) measureCold(ctx context.Context) (res coldResult, _ error) {
 // settings is the daemon's configuration, without the paths. The modes
 // differ in the tier's network and the pool size only (and in their host
 // id ranges).
-func (b *bench) settings(e *modeEnv) string {
+func (b *bench) settings(m *mode) string {
 	slots := b.o.warmup + b.o.scopes + 8
 	return fmt.Sprintf(`[isolation]
 by = ["environment"]
@@ -132,13 +123,13 @@ ingress_rate = %d
 [network]
 uplink = %q
 pool_size = %d
-`, idBase+e.index*slots*65536, slots, e.network, allowRule, b.o.rate, b.o.rate, uplink, e.pool)
+`, idBase+m.index*slots*65536, slots, m.network, allowRule, b.o.rate, b.o.rate, uplink, m.pool)
 }
 
 // live is a mode's daemon during a round.
 type live struct {
-	env       *modeEnv
-	name      string
+	*mode
+	daemon    string // its name
 	d         *benchmd.Daemon
 	tenants   []string
 	started   int // scopes started
@@ -147,7 +138,7 @@ type live struct {
 }
 
 // stop stops the daemon and checks that it left no cgroup and nothing in
-// its namespace.
+// its namespace, and removes its state (a bundle per tenant).
 func (l *live) stop(b *bench) error {
 	if l.d == nil {
 		return nil
@@ -155,15 +146,15 @@ func (l *live) stop(b *bench) error {
 	_, err := b.kit.StopDaemon(l.d, 0)
 	l.d = nil
 	if err != nil {
-		err = fmt.Errorf("the %s daemon: %w", l.env.name, err)
+		err = fmt.Errorf("the %s daemon: %w", l.name, err)
 	}
-	// Its state (a bundle per tenant) is not needed any more.
-	return errors.Join(err, l.env.tn.leftovers(), os.RemoveAll(filepath.Join(b.kit.Work, "daemon-"+l.name)))
+	return errors.Join(err, l.tn.leftovers(), os.RemoveAll(filepath.Join(b.kit.Work, "daemon-"+l.daemon)))
 }
 
 // runRound starts a fresh daemon per mode, deploys whoami for
 // warmup+scopes new tenants of each, then starts their scopes with one
-// cold start every pace, the modes taking turns, and stops the daemons.
+// cold start every pace, the modes taking turns in an order that rotates
+// from step to step and round to round, and stops the daemons.
 func (b *bench) runRound(ctx context.Context, round int, res *coldResult) (retErr error) {
 	var lives []*live
 	defer func() {
@@ -172,28 +163,25 @@ func (b *bench) runRound(ctx context.Context, round int, res *coldResult) (retEr
 		}
 	}()
 	n := b.o.warmup + b.o.scopes
-	for _, e := range b.envs {
-		l := &live{env: e, name: fmt.Sprintf("%d-%s", round+1, e.key)}
+	for _, m := range b.modes {
+		l := &live{mode: m, daemon: fmt.Sprintf("%d-%s", round+1, m.key)}
 		var err error
-		if l.d, err = b.kit.StartDaemonBin(ctx, e.wrapper, l.name, e.cgroupRoot, b.settings(e)); err != nil {
-			return fmt.Errorf("%s: %w", e.name, err)
+		if l.d, err = b.kit.StartDaemonBin(ctx, m.wrapper, l.daemon, m.cgroupRoot, b.settings(m)); err != nil {
+			return fmt.Errorf("%s: %w", m.name, err)
 		}
 		lives = append(lives, l)
-	}
-	for _, l := range lives {
 		for range n {
 			b.seq++
-			tenant := fmt.Sprintf("t%d", b.seq)
-			if err := l.d.Deploy(ctx, tenant, environment, extName, b.files); err != nil {
-				return fmt.Errorf("%s: %w", l.env.name, err)
+			l.tenants = append(l.tenants, fmt.Sprintf("t%d", b.seq))
+			if err := l.d.Deploy(ctx, l.tenants[len(l.tenants)-1], environment, extName, b.files); err != nil {
+				return fmt.Errorf("%s: %w", m.name, err)
 			}
-			l.tenants = append(l.tenants, tenant)
 		}
 	}
 	for _, l := range lives {
-		if l.env.network == "egress" && l.env.pool > 0 {
-			if err := waitVeths(l.env.tn, l.env.pool); err != nil {
-				return fmt.Errorf("%s: %w", l.env.name, err)
+		if l.pooled() {
+			if err := l.tn.waitVeths(l.pool); err != nil {
+				return fmt.Errorf("%s: %w", l.name, err)
 			}
 		}
 	}
@@ -203,21 +191,17 @@ func (b *bench) runRound(ctx context.Context, round int, res *coldResult) (retEr
 
 	start := time.Now()
 	var prevEnd time.Time
-	step := 0
 	for i := range n {
 		for k := range lives {
 			if err := ctx.Err(); err != nil {
 				return fmt.Errorf("interrupted: %w", err)
 			}
-			// The order of the modes rotates from step to step and
-			// round to round.
 			l := lives[(i+round+k)%len(lives)]
-			slot := start.Add(time.Duration(step) * b.o.pace)
-			step++
+			slot := start.Add(time.Duration(i*len(lives)+k) * b.o.pace)
 			time.Sleep(time.Until(slot))
 			call, err := b.coldStart(ctx, l, round)
 			if err != nil {
-				return fmt.Errorf("%s: %w", l.env.name, err)
+				return fmt.Errorf("%s: %w", l.name, err)
 			}
 			if prevEnd.After(slot) {
 				call.late = prevEnd.Sub(slot)
@@ -234,35 +218,33 @@ func (b *bench) runRound(ctx context.Context, round int, res *coldResult) (retEr
 		if err != nil {
 			return fmt.Errorf("inspect scope %s: %w", l.lastScope, err)
 		}
-		if got := sc.GetNetworkAddr() != ""; got != (l.env.network == "egress") {
-			return fmt.Errorf("scope %s has network address %q in mode %s", l.lastScope, sc.GetNetworkAddr(), l.env.name)
+		if got := sc.GetNetworkAddr() != ""; got != (l.network == "egress") {
+			return fmt.Errorf("scope %s has network address %q in mode %s", l.lastScope, sc.GetNetworkAddr(), l.name)
 		}
-	}
-	for _, l := range lives {
 		if err := l.stop(b); err != nil {
 			return err
 		}
-		res.calls[l.env.index] = append(res.calls[l.env.index], l.calls...)
+		res.calls[l.index] = append(res.calls[l.index], l.calls...)
 	}
 	return nil
 }
 
 // coldStart times the first invocation of l's next tenant: a new scope.
 func (b *bench) coldStart(ctx context.Context, l *live, round int) (coldCall, error) {
-	tenant := l.tenants[l.started]
 	call := coldCall{round: round, poolReady: -1}
-	if l.env.network == "egress" && l.env.pool > 0 {
+	if l.pooled() {
 		// Every scope started so far holds one veth; the rest are the
 		// pool's (one may be half made).
-		v, err := l.env.tn.scopeVeths()
+		v, err := l.tn.scopeVeths()
 		if err != nil {
 			return call, err
 		}
 		call.poolReady = v - l.started
 	}
+	req := &scopedv1.InvokeRequest{Tenant: l.tenants[l.started], Environment: environment, Extension: extName, Payload: []byte(payload)}
 	l.started++
 	var err error
-	call.ColdStart, err = l.d.ColdStart(ctx, callTimeout, &scopedv1.InvokeRequest{Tenant: tenant, Environment: environment, Extension: extName, Payload: []byte(payload)})
+	call.ColdStart, err = l.d.ColdStart(ctx, callTimeout, req)
 	call.end = time.Now()
 	l.lastScope = call.ScopeKey
 	return call, err

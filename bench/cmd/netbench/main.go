@@ -2,9 +2,9 @@
 // start: the first invocation of whoami in a new scope with the tier's
 // network "none", "egress" with a namespace pool, and "egress" without,
 // side by side on three daemons taking turns; then netns.Manager.Egress
-// alone in this process. Every daemon runs in network namespaces the
+// alone in this process. Everything runs in network namespaces the
 // benchmark makes: no packet leaves the machine, and the host's network is
-// checked untouched before and after.
+// checked untouched.
 package main
 
 import (
@@ -14,9 +14,11 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/cilium/ebpf"
+	vnetns "github.com/vishvananda/netns"
 
 	benchmd "github.com/scoped-io/scoped/bench"
 	scopedv1 "github.com/scoped-io/scoped/proto/scoped/v1"
@@ -28,22 +30,17 @@ const (
 	daemonCgroupRoot = "/scoped-bench-net"
 	inprocCgroupRoot = "/scoped-bench-net-inproc"
 	cgroupMark       = "scoped-bench-net"
-
-	extName     = "whoami"
-	environment = "production"
-
+	extName          = "whoami"
+	environment      = "production"
 	// The daemons' scopes take host id ranges of 65536 ids from idBase,
 	// far from the daemon's default (1048576) and the other benchmarks'.
 	idBase = 5 << 28
 )
 
 type options struct {
-	rounds, scopes, warmup int
-	pace                   time.Duration
-	poolSize, rate         int
-	inprocN                int
-	inprocPace             time.Duration
-	daemonLog              string
+	rounds, scopes, warmup, poolSize, rate, inprocN int
+	pace, inprocPace                                time.Duration
+	daemonLog                                       string
 }
 
 func main() {
@@ -68,7 +65,7 @@ func main() {
 		case o.rate < 1000:
 			return nil, errors.New("-rate must be at least 1000 bytes/s")
 		}
-		b := &bench{o: o}
+		b := &bench{o: o, host: vnetns.None()}
 		defer func() { retErr = errors.Join(retErr, b.close()) }()
 		if err := b.setup(); err != nil {
 			return nil, err
@@ -85,8 +82,7 @@ func main() {
 			}
 		}
 		b.elapsed = time.Since(t0)
-		// Stop everything before writing, so that the report can say that
-		// the cleanup worked.
+		// Clean up before writing, so that the report can say it worked.
 		if err := b.close(); err != nil {
 			return nil, fmt.Errorf("cleanup: %w", err)
 		}
@@ -94,16 +90,17 @@ func main() {
 	})
 }
 
-// bench is the benchmark's world: the kit, the namespaces its daemons run
-// in, and what it checks at the end.
+// bench is the benchmark's world: the kit, the modes' namespaces, and what
+// it checks at the end.
 type bench struct {
 	o     options
 	kit   *benchmd.Kit
 	files *scopedv1.Bundle
-	envs  []*modeEnv // the modes' namespaces
-	seq   int        // tenants made
+	modes []*mode
+	seq   int // tenants made
 
-	hostStart realHost
+	host      vnetns.NsHandle // the real host's network namespace, while it is checked
+	hostStart []string        // its netState at the start
 	bpfStart  []ebpf.ProgramID
 	bpfListed bool          // bpfStart was read
 	baseline  time.Duration // the machine's busy CPU time per 100 ms before the run
@@ -111,9 +108,18 @@ type bench struct {
 	bpfNote   string        // what close found of BPF programs
 }
 
+// scopedName picks what scoped makes in a host: its bridge and nftables
+// table (scoped0), its scopes' veths, and the benchmark's uplink.
+func scopedName(n string) bool {
+	return strings.HasPrefix(n, "scoped") || strings.HasPrefix(n, scopeVeth) || n == uplink
+}
+
 func (b *bench) setup() error {
 	var err error
-	if b.hostStart, err = readRealHost(); err != nil {
+	if b.host, err = vnetns.Get(); err != nil {
+		return err
+	}
+	if b.hostStart, err = netState(b.host, scopedName); err != nil {
 		return fmt.Errorf("the host's network: %w", err)
 	}
 	if b.bpfStart, err = benchmd.BPFPrograms(); err != nil {
@@ -127,7 +133,7 @@ func (b *bench) setup() error {
 	if b.files, err = b.kit.Bundle("./examples/" + extName); err != nil {
 		return err
 	}
-	if err := b.newModeEnvs(); err != nil {
+	if err := b.newModes(); err != nil {
 		return err
 	}
 	// What the rest of the machine uses: the median busy CPU time per
@@ -148,21 +154,17 @@ func (b *bench) close() error {
 	if b.kit != nil {
 		errs = append(errs, b.kit.Close())
 	}
-	for _, e := range b.envs {
-		e.tn.close()
+	for _, m := range b.modes {
+		m.tn.close()
 	}
-	b.envs = nil
-	if b.hostStart.forward != "" {
-		now, err := readRealHost()
-		switch {
-		case err != nil:
-			errs = append(errs, err)
-		case now.forward != b.hostStart.forward:
-			errs = append(errs, fmt.Errorf("the host's ip_forward changed from %s to %s", b.hostStart.forward, now.forward))
-		case !slices.Equal(now.links, b.hostStart.links):
-			errs = append(errs, fmt.Errorf("the host's scoped links changed from %q to %q", b.hostStart.links, now.links))
+	if b.host.IsOpen() {
+		now, err := netState(b.host, scopedName)
+		if err == nil && !slices.Equal(now, b.hostStart) {
+			err = fmt.Errorf("the host's network changed from %q to %q", b.hostStart, now)
 		}
-		b.hostStart.forward = ""
+		errs = append(errs, err)
+		b.host.Close()
+		b.host = vnetns.None()
 	}
 	if b.bpfListed {
 		b.bpfNote, b.bpfListed = b.checkBPF(), false

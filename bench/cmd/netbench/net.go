@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -22,12 +23,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The benchmark's networks, all in namespaces it makes, as the e2e network
-// test's: "host", where a daemon (or an in-process netns.Manager) runs, its
-// uplink up0 198.18.0.1/24 with a default route to the test host; "th", the
-// test host (th0 198.18.0.2/24). Neither has a link to the real network, so
-// no packet leaves the machine, and the real host's ip_forward and nftables
-// are never touched.
+// The benchmark's networks, as the e2e network test's: a "host" namespace
+// where a daemon (or an in-process netns.Manager) runs, its uplink up0
+// routed to a test-host namespace (th0). Neither has a link to the real
+// network, so no packet leaves the machine.
 const (
 	uplink     = "up0"
 	uplinkAddr = "198.18.0.1/24"
@@ -37,18 +36,6 @@ const (
 	allowRule  = "198.18.0.2:8080" // the egress tier's one allow-list rule
 	scopeVeth  = "scv"             // netns's prefix of the scopes' host-side veths
 )
-
-// testNet is a host namespace with its uplink to a test-host namespace.
-type testNet struct {
-	host, th vnetns.NsHandle
-	hostNL   *netlink.Handle
-	forward  string // ip_forward of host when it was made
-}
-
-// path is the host namespace's path for nsenter.
-func (tn *testNet) path() string {
-	return fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), int(tn.host))
-}
 
 // onThread runs f on a locked thread and puts the thread back into the
 // benchmark's network namespace; should that fail, the thread stays locked
@@ -69,39 +56,89 @@ func onThread(f func() error) error {
 	return ferr
 }
 
-// newNS makes a network namespace without moving the caller into it.
-func newNS() (vnetns.NsHandle, error) {
-	ns := vnetns.None()
-	err := onThread(func() (err error) { ns, err = vnetns.New(); return err })
+// newNS makes a network namespace without moving the caller into it, and
+// times the unshare(CLONE_NEWNET).
+func newNS() (ns vnetns.NsHandle, took time.Duration, err error) {
+	ns = vnetns.None()
+	err = onThread(func() (err error) {
+		t0 := time.Now()
+		ns, err = vnetns.New()
+		took = time.Since(t0)
+		return err
+	})
 	if err != nil && ns.IsOpen() {
 		ns.Close()
 	}
-	return ns, err
+	return ns, took, err
 }
 
-// inNS runs f on a thread in ns.
-func inNS(ns vnetns.NsHandle, f func() error) error {
-	return onThread(func() error {
-		if err := vnetns.Set(ns); err != nil {
-			return err
+// netState is what a network namespace holds that a benchmark could
+// change: its ip_forward, and its links and nftables tables that keep
+// picks by name.
+func netState(ns vnetns.NsHandle, keep func(name string) bool) ([]string, error) {
+	var fw []byte
+	err := onThread(func() (err error) {
+		if err = vnetns.Set(ns); err == nil {
+			fw, err = os.ReadFile("/proc/sys/net/ipv4/ip_forward")
 		}
-		return f()
+		return err
 	})
+	if err != nil {
+		return nil, err
+	}
+	state := []string{"ip_forward " + strings.TrimSpace(string(fw))}
+	nl, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, err
+	}
+	links, err := nl.LinkList()
+	nl.Close()
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range links {
+		if n := l.Attrs().Name; keep(n) {
+			state = append(state, fmt.Sprintf("link %s (%s)", n, l.Type()))
+		}
+	}
+	nc, err := nftables.New(nftables.WithNetNSFd(int(ns)))
+	if err != nil {
+		return nil, err
+	}
+	tables, err := nc.ListTables()
+	_ = nc.CloseLasting()
+	for _, t := range tables {
+		if keep(t.Name) {
+			state = append(state, "nftables table "+t.Name)
+		}
+	}
+	return state, err
 }
+
+// testNet is a host namespace with its uplink to a test-host namespace.
+type testNet struct {
+	host, th vnetns.NsHandle
+	hostNL   *netlink.Handle
+	made     []string // the host namespace's netState once made
+}
+
+// path is the host namespace's path for nsenter.
+func (tn *testNet) path() string { return fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), int(tn.host)) }
+
+func notOurs(name string) bool { return name != "lo" && name != uplink }
 
 // newTestNet makes a host and a test-host namespace joined by a veth.
-func newTestNet() (_ *testNet, retErr error) {
+func newTestNet() (_ *testNet, err error) {
 	tn := &testNet{host: -1, th: -1}
 	defer func() {
-		if retErr != nil {
+		if err != nil {
 			tn.close()
 		}
 	}()
-	var err error
-	if tn.host, err = newNS(); err != nil {
+	if tn.host, _, err = newNS(); err != nil {
 		return nil, err
 	}
-	if tn.th, err = newNS(); err != nil {
+	if tn.th, _, err = newNS(); err != nil {
 		return nil, err
 	}
 	if tn.hostNL, err = netlink.NewHandleAt(tn.host, unix.NETLINK_ROUTE); err != nil {
@@ -122,10 +159,10 @@ func newTestNet() (_ *testNet, retErr error) {
 	}{{tn.hostNL, uplink, uplinkAddr}, {th, peerIf, peerAddr}} {
 		for _, n := range []string{"lo", x.name} {
 			l, err := x.h.LinkByName(n)
-			if err != nil {
-				return nil, err
+			if err == nil {
+				err = x.h.LinkSetUp(l)
 			}
-			if err := x.h.LinkSetUp(l); err != nil {
+			if err != nil {
 				return nil, fmt.Errorf("%s up: %w", n, err)
 			}
 		}
@@ -133,10 +170,7 @@ func newTestNet() (_ *testNet, retErr error) {
 		if err != nil {
 			return nil, err
 		}
-		a, err := netlink.ParseAddr(x.addr)
-		if err != nil {
-			return nil, err
-		}
+		a, _ := netlink.ParseAddr(x.addr)
 		if err := x.h.AddrAdd(l, a); err != nil {
 			return nil, fmt.Errorf("address of %s: %w", x.name, err)
 		}
@@ -144,73 +178,41 @@ func newTestNet() (_ *testNet, retErr error) {
 	if err := tn.hostNL.RouteAdd(&netlink.Route{Gw: net.ParseIP(peerIP)}); err != nil {
 		return nil, fmt.Errorf("default route: %w", err)
 	}
-	if tn.forward, err = tn.ipForward(); err != nil {
-		return nil, err
-	}
-	return tn, nil
-}
-
-func (tn *testNet) ipForward() (string, error) {
-	var v string
-	err := inNS(tn.host, func() error {
-		b, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
-		v = strings.TrimSpace(string(b))
-		return err
-	})
-	return v, err
+	tn.made, err = netState(tn.host, notOurs)
+	return tn, err
 }
 
 // scopeVeths counts the host-side veths of scope namespaces (pool slots
 // and live scopes' networks).
 func (tn *testNet) scopeVeths() (int, error) {
 	links, err := tn.hostNL.LinkList()
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, l := range links {
-		if strings.HasPrefix(l.Attrs().Name, scopeVeth) && l.Type() == "veth" {
-			n++
-		}
-	}
-	return n, nil
+	return len(slices.DeleteFunc(links, func(l netlink.Link) bool {
+		return !strings.HasPrefix(l.Attrs().Name, scopeVeth) || l.Type() != "veth"
+	})), err
 }
 
-// leftovers lists what a stopped daemon (or a closed manager) left in the
+// waitVeths waits until tn has n scope veths (a full pool).
+func (tn *testNet) waitVeths(n int) error {
+	var v int
+	full, err := benchmd.Poll(20*time.Second, 10*time.Millisecond, func() (_ bool, err error) {
+		v, err = tn.scopeVeths()
+		return v >= n, err
+	})
+	if err == nil && !full {
+		err = fmt.Errorf("the namespace pool has %d of %d namespaces after 20 s", v, n)
+	}
+	return err
+}
+
+// leftovers says what a stopped daemon (or a closed manager) left in the
 // host namespace: links besides lo and the uplink, nftables tables, a
 // changed ip_forward.
 func (tn *testNet) leftovers() error {
-	var left []string
-	links, err := tn.hostNL.LinkList()
-	if err != nil {
-		return err
+	now, err := netState(tn.host, notOurs)
+	if err == nil && !slices.Equal(now, tn.made) {
+		err = fmt.Errorf("the benchmark's host namespace holds %q, made with %q", now, tn.made)
 	}
-	for _, l := range links {
-		if n := l.Attrs().Name; n != "lo" && n != uplink {
-			left = append(left, fmt.Sprintf("link %s (%s)", n, l.Type()))
-		}
-	}
-	nc, err := nftables.New(nftables.WithNetNSFd(int(tn.host)))
-	if err != nil {
-		return err
-	}
-	tables, err := nc.ListTables()
-	_ = nc.CloseLasting()
-	if err != nil {
-		return err
-	}
-	for _, t := range tables {
-		left = append(left, "nftables table "+t.Name)
-	}
-	if fw, err := tn.ipForward(); err != nil {
-		return err
-	} else if fw != tn.forward {
-		left = append(left, fmt.Sprintf("ip_forward %s (was %s)", fw, tn.forward))
-	}
-	if len(left) > 0 {
-		return fmt.Errorf("left in the benchmark's host namespace: %s", strings.Join(left, ", "))
-	}
-	return nil
+	return err
 }
 
 // close closes the namespaces (fds: the kernel removes a namespace and its
@@ -228,201 +230,123 @@ func (tn *testNet) close() {
 	}
 }
 
-// realHost is what the benchmark checks of the real host's network, before
-// and after: its ip_forward and that no scoped link exists there.
-type realHost struct {
-	forward string
-	links   []string // scoped's bridge or scope veths, if any
-}
-
-func readRealHost() (realHost, error) {
-	var r realHost
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
-	if err != nil {
-		return r, err
-	}
-	r.forward = strings.TrimSpace(string(b))
-	links, err := netlink.LinkList()
-	if err != nil {
-		return r, err
-	}
-	for _, l := range links {
-		if n := l.Attrs().Name; n == "scoped0" || strings.HasPrefix(n, scopeVeth) || n == uplink {
-			r.links = append(r.links, n)
-		}
-	}
-	return r, nil
-}
-
-// inprocVariant is one way of calling netns.Manager.Egress in the
-// benchmark's own process.
-type inprocVariant struct {
-	name   string
-	pool   bool // the manager keeps a pool (else every Egress makes its namespace)
-	policy bool // one allow-list rule and both caps (else none)
-}
-
-var inprocVariants = []inprocVariant{
+// inprocVariants are the ways of calling netns.Manager.Egress in the
+// benchmark's own process: with the manager's pool or without (every
+// Egress makes its namespace), with the egress tier's policy (one
+// allow-list rule and both caps) or none.
+var inprocVariants = []struct {
+	name         string
+	pool, policy bool
+}{
 	{"pool, policy", true, true},
 	{"pool, no policy", true, false},
 	{"no pool, policy", false, true},
 	{"no pool, no policy", false, false},
 }
 
-// inprocResult is the Egress and Close times of each variant.
-type inprocResult struct {
-	egress, close map[string][]time.Duration
-	minReady      int             // the fewest namespaces ready in the pool before a pooled Egress
-	bare          []time.Duration // unshare(CLONE_NEWNET) alone, on a locked thread
-}
+// bare is the series of unshare(CLONE_NEWNET) alone.
+const bare = "bare unshare"
 
-// manager is an in-process netns.Manager in a host namespace of its own.
-type manager struct {
-	tn *testNet
-	m  *netns.Manager
+// inprocResult is the series of each variant's Egress (by name) and
+// Net.Close (name + " close") and of bare.
+type inprocResult struct {
+	series   map[string][]time.Duration
+	minReady int // the fewest namespaces ready in the pool before a pooled Egress
 }
 
 // measureInproc opens two netns.Managers in namespaces of their own (one
 // with a pool of -pool namespaces, one without), and times Egress and
-// Net.Close on a fresh cgroup at the daemon's scope depth, round-robin over
-// the variants, after a pause of -inproc-pace each.
+// Net.Close on a fresh cgroup at the daemon's scope depth, and a bare
+// unshare(CLONE_NEWNET), round-robin after a pause of -inproc-pace each.
 func (b *bench) measureInproc(ctx context.Context) (_ *inprocResult, retErr error) {
-	res := &inprocResult{egress: map[string][]time.Duration{}, close: map[string][]time.Duration{}, minReady: b.o.poolSize}
+	res := &inprocResult{minReady: b.o.poolSize}
 	tree, err := benchmd.OpenCgroupRoot(inprocCgroupRoot, logf)
 	if err != nil {
-		return res, err
+		return nil, err
 	}
 	defer func() { retErr = errors.Join(retErr, benchmd.RemoveCgroupRoot(tree)) }()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	// Scopes sit at <root>/<tier>/<tenant>/<scope>, as the daemon's.
-	const level = 4
-	mgrs := map[bool]*manager{}
-	defer func() {
-		for _, mg := range mgrs {
-			if mg.m != nil {
-				retErr = errors.Join(retErr, mg.m.Close())
-				retErr = errors.Join(retErr, mg.tn.leftovers())
+	tns, mgrs := map[bool]*testNet{}, map[bool]*netns.Manager{}
+	closeAll := func() (err error) {
+		for pool, tn := range tns {
+			if m := mgrs[pool]; m != nil {
+				err = errors.Join(err, m.Close(), tn.leftovers())
 			}
-			mg.tn.close()
+			tn.close()
 		}
-	}()
+		clear(tns)
+		return err
+	}
+	defer func() { retErr = errors.Join(retErr, closeAll()) }()
 	for _, pool := range []bool{true, false} {
-		tn, err := newTestNet()
-		if err != nil {
-			return res, fmt.Errorf("in-process namespaces: %w", err)
+		if tns[pool], err = newTestNet(); err != nil {
+			return nil, fmt.Errorf("in-process namespaces: %w", err)
 		}
-		mg := &manager{tn: tn}
-		mgrs[pool] = mg
 		size := -1
 		if pool {
 			size = b.o.poolSize
 		}
-		state := filepath.Join(b.kit.Work, "inproc-pool-"+strconv.FormatBool(pool))
-		if mg.m, err = netns.Open(netns.Config{Host: tn.host, Uplink: uplink, PoolSize: size, ScopeLevel: level, StateDir: state}, log); err != nil {
-			return res, err
+		// Scopes sit at <root>/<tier>/<tenant>/<scope>, as the daemon's.
+		cfg := netns.Config{Host: tns[pool].host, Uplink: uplink, PoolSize: size, ScopeLevel: 4,
+			StateDir: filepath.Join(b.kit.Work, "inproc-pool-"+strconv.FormatBool(pool))}
+		if mgrs[pool], err = netns.Open(cfg, log); err != nil {
+			return nil, err
 		}
 	}
-	if err := waitVeths(mgrs[true].tn, b.o.poolSize); err != nil {
-		return res, err
+	if err := tns[true].waitVeths(b.o.poolSize); err != nil {
+		return nil, err
 	}
 	rule, err := netns.ParseRule(allowRule)
 	if err != nil {
-		return res, err
+		return nil, err
 	}
 	full := netns.Policy{Allow: []netns.Rule{rule}, Caps: netns.Caps{Egress: uint64(b.o.rate), Ingress: uint64(b.o.rate)}}
+	var vs []benchmd.Variant
 	seq := 0
-	for i := range b.o.inprocN {
-		for k := range inprocVariants {
-			if err := ctx.Err(); err != nil {
-				return res, fmt.Errorf("interrupted: %w", err)
-			}
-			v := inprocVariants[(i+k)%len(inprocVariants)]
-			mg := mgrs[v.pool]
+	for _, v := range inprocVariants {
+		vs = append(vs, benchmd.Variant{Name: v.name, Run: func(_ context.Context, rec func(string, time.Duration)) error {
 			seq++
 			node, err := tree.Node(cgroups.Limits{}, "tier", "tenant", "s"+strconv.Itoa(seq))
 			if err != nil {
-				return res, err
+				return err
 			}
 			pol := netns.Policy{}
 			if v.policy {
 				pol = full
 			}
-			time.Sleep(b.o.inprocPace)
 			if v.pool {
-				n, err := mg.tn.scopeVeths()
+				n, err := tns[true].scopeVeths()
 				if err != nil {
-					return res, err
+					return err
 				}
 				res.minReady = min(res.minReady, n)
 			}
 			t0 := time.Now()
-			nt, err := mg.m.Egress(node.UnifiedDir(), pol)
-			t1 := time.Now()
+			nt, err := mgrs[v.pool].Egress(node.UnifiedDir(), pol)
+			rec(v.name, time.Since(t0))
 			if err != nil {
-				return res, fmt.Errorf("Egress (%s): %w", v.name, err)
+				return fmt.Errorf("Egress: %w", err)
+			} else if !nt.Addr().IsValid() {
+				return errors.New("Egress: no address")
 			}
-			if !nt.Addr().IsValid() {
-				return res, fmt.Errorf("Egress (%s): no address", v.name)
+			t0 = time.Now()
+			if err := nt.Close(); err != nil {
+				return fmt.Errorf("Close: %w", err)
 			}
-			t2 := time.Now()
-			err = nt.Close()
-			t3 := time.Now()
-			if err != nil {
-				return res, fmt.Errorf("Close (%s): %w", v.name, err)
-			}
-			res.egress[v.name] = append(res.egress[v.name], t1.Sub(t0))
-			res.close[v.name] = append(res.close[v.name], t3.Sub(t2))
-			if err := node.Remove(); err != nil {
-				return res, err
-			}
-		}
-		time.Sleep(b.o.inprocPace)
-		d, err := bareNamespace()
-		if err != nil {
-			return res, err
-		}
-		res.bare = append(res.bare, d)
+			rec(v.name+" close", time.Since(t0))
+			return node.Remove()
+		}})
 	}
-	for _, pool := range []bool{true, false} {
-		mg := mgrs[pool]
-		err := mg.m.Close()
-		mg.m = nil
-		if err != nil {
-			return res, err
+	vs = append(vs, benchmd.Variant{Name: bare, Run: func(_ context.Context, rec func(string, time.Duration)) error {
+		ns, took, err := newNS()
+		if ns.IsOpen() {
+			ns.Close()
 		}
-		if err := mg.tn.leftovers(); err != nil {
-			return res, err
-		}
-	}
-	logf("in-process Egress: %d per variant", b.o.inprocN)
-	return res, nil
-}
-
-// waitVeths waits until tn has n scope veths (a full pool).
-func waitVeths(tn *testNet, n int) error {
-	var v int
-	full, err := benchmd.Poll(20*time.Second, 10*time.Millisecond, func() (_ bool, err error) {
-		v, err = tn.scopeVeths()
-		return v >= n, err
-	})
-	if err == nil && !full {
-		err = fmt.Errorf("the namespace pool has %d of %d namespaces after 20 s", v, n)
-	}
-	return err
-}
-
-// bareNamespace times unshare(CLONE_NEWNET) of a locked thread (what
-// making a namespace costs before any link is in it) and closes it.
-func bareNamespace() (d time.Duration, err error) {
-	ns := vnetns.None()
-	err = onThread(func() (err error) {
-		t0 := time.Now()
-		ns, err = vnetns.New()
-		d = time.Since(t0)
+		rec(bare, took)
 		return err
-	})
-	if ns.IsOpen() {
-		ns.Close()
+	}})
+	if res.series, err = benchmd.RoundRobin(ctx, "in-process: ", 0, b.o.inprocN, b.o.inprocPace, vs, logf); err != nil {
+		return nil, err
 	}
-	return d, err
+	return res, closeAll()
 }

@@ -5,7 +5,6 @@ import (
 	"math"
 	"runtime"
 	"slices"
-	"strconv"
 	"time"
 
 	benchmd "github.com/scoped-io/scoped/bench"
@@ -20,22 +19,21 @@ func phase(calls []coldCall, f func(coldCall) time.Duration) []time.Duration {
 	return out
 }
 
+func total(c coldCall) time.Duration { return c.Total }
+
 func (b *bench) report(args string, cr coldResult, in *inprocResult) string {
 	w := benchmd.NewReport("netbench", "## Scope cold start with network egress vs none")
 	p, ms, us, med, mean := w.P, benchmd.Ms, benchmd.Us, benchmd.Median, benchmd.Mean
-	ms3 := b.modes()
-	lat := make([][]time.Duration, len(ms3))
-	for i := range ms3 {
-		lat[i] = phase(cr.calls[i], func(c coldCall) time.Duration { return c.Total })
+	lat := make([][]time.Duration, len(b.modes))
+	for i := range b.modes {
+		lat[i] = phase(cr.calls[i], total)
 	}
 	none, egress, nopool := lat[0], lat[1], lat[2]
 
 	p("What network egress adds to a scope's cold start: the first invocation of `examples/whoami` in a new scope (a new\n")
 	p("tenant each time), as the client sees it, with the tenants' tier at `network = \"none\"`, at `network = \"egress\"` with\n")
 	p("a pool of %d ready namespaces, and at `egress` with the pool off (`pool_size = 0`), side by side in one run.\n\n", b.o.poolSize)
-	p("- %s\n", benchmd.Command("go run -tags seccomp ./bench/cmd/netbench", args))
-	p("- Date: %s; the measurements took %s\n", benchmd.Date(), b.elapsed.Round(time.Second))
-	p("- %s\n", benchmd.Machine())
+	p("%s", benchmd.Facts("go run -tags seccomp ./bench/cmd/netbench", args))
 	capacity := 100 * time.Millisecond * time.Duration(runtime.NumCPU())
 	p("- Load average (1, 5, 15 min) at the start: %s. Before the run the rest of the machine kept %.0f %% of its CPU time\n",
 		b.kit.LoadAvg, 100*float64(b.baseline)/float64(capacity))
@@ -43,21 +41,26 @@ func (b *bench) report(args string, cr coldResult, in *inprocResult) string {
 	p("- Versions: %s; worker `examples/whoami` (Go SDK, %.1f MB); payload %q.\n", runtime.Version(), float64(len(b.files.Files[1].Content))/1e6, payload)
 	p("- Network: each mode's daemons run inside a network namespace the benchmark made (`nsenter`, as the e2e network\n")
 	p("  test does); its uplink `%s` (%s) is a veth into a second namespace (%s): no packet leaves the machine,\n", uplink, uplinkAddr, peerAddr)
-	p("  and the host's ip_forward, links and nftables are checked untouched before and after.\n")
+	p("  and the host's ip_forward and scoped's links and nftables tables are checked untouched before and after.\n")
 	p("- Daemons: modes differ only in the tier's `network`, the pool size, the cgroup root (`%s-<mode>`) and the\n", daemonCgroupRoot)
 	p("  id range: isolation by tenant + environment; `[pool] warm_min = 0, max_workers = 4, max_concurrent = 16`;\n")
 	p("  `[tiers.net] egress_allow = [%q], egress_rate = %d, ingress_rate = %d`; `[network] uplink = %q`;\n", allowRule, b.o.rate, b.o.rate, uplink)
 	p("  `[log] level = \"info\"`; the rest (eBPF accounting included) at its default.\n")
+	disc := fmt.Sprintf("The first %d of each daemon are discarded", b.o.warmup)
+	if b.o.warmup == 1 {
+		disc = "The first of each daemon is discarded"
+	}
 	p("- Procedure: %d rounds, each a fresh daemon per mode (three at once) with whoami deployed to %d new tenants;\n", b.o.rounds, b.o.warmup+b.o.scopes)
 	p("  once the egress pool is full and the machine back at its baseline (at most 10 %% busier over 100 ms), **one cold\n")
 	p("  start every %s**, the modes taking turns in an order that rotates from step to step and round to round (each\n", b.o.pace)
-	p("  daemon starts a new scope every %s). %s; the last scope is checked to have its mode's\n", time.Duration(len(ms3))*b.o.pace, discarded(b.o.warmup))
-	p("  network; SIGTERM then removes every scope. %d cold starts per mode are measured.\n", b.o.rounds*b.o.scopes)
+	p("  daemon starts a new scope every %s). %s; the last scope is checked to have its mode's\n", time.Duration(len(b.modes))*b.o.pace, disc)
+	p("  network; SIGTERM then removes every scope. %d cold starts per mode are measured (all the\n", b.o.rounds*b.o.scopes)
+	p("  measurements took %s).\n", b.elapsed.Round(time.Second))
 	var ready []int
 	late := 0
 	var maxLate time.Duration
-	for i := range ms3 {
-		for _, c := range cr.calls[i] {
+	for _, calls := range cr.calls {
+		for _, c := range calls {
 			if c.poolReady >= 0 {
 				ready = append(ready, c.poolReady)
 			}
@@ -90,7 +93,7 @@ func (b *bench) report(args string, cr coldResult, in *inprocResult) string {
 
 	p("### Cold start\n\n")
 	p("| Mode | Cold starts | p50 | p90 | p99 | Mean |\n| --- | ---: | ---: | ---: | ---: | ---: |\n")
-	for i, m := range ms3 {
+	for i, m := range b.modes {
 		l := lat[i]
 		p("| %s | %d | %s | %s | %s | %s |\n", m.name, len(l), ms(med(l)), ms(benchmd.Percentile(l, 90)), ms(benchmd.Percentile(l, 99)), ms(mean(l)))
 	}
@@ -98,7 +101,7 @@ func (b *bench) report(args string, cr coldResult, in *inprocResult) string {
 		benchmd.DRatio(med(egress), med(none)), benchmd.DRatio(mean(egress), mean(none)), benchmd.DRatio(med(nopool), med(none)), benchmd.DRatio(mean(nopool), mean(none)))
 	p("In time: egress adds %s at p50 (%s in the mean), egress without the pool %s (%s).\n",
 		signedMs(med(egress)-med(none)), signedMs(mean(egress)-mean(none)), signedMs(med(nopool)-med(none)), signedMs(mean(nopool)-mean(none)))
-	p("p99 is the %s of %d cold starts.\n\n", ordinal(int(math.Ceil(0.99*float64(len(none))))), len(none))
+	p("p99 is rank %d of %d cold starts, fastest first.\n\n", int(math.Ceil(0.99*float64(len(none)))), len(none))
 	p("Differences of the means, ± two standard errors (the noise of this run):\n\n")
 	for _, x := range []struct {
 		name string
@@ -113,7 +116,7 @@ func (b *bench) report(args string, cr coldResult, in *inprocResult) string {
 	}
 	p("\n")
 	if in != nil {
-		pool, nopoolE := med(in.egress["pool, policy"]), med(in.egress["no pool, policy"])
+		pool, nopoolE := med(in.series["pool, policy"]), med(in.series["no pool, policy"])
 		p("For scale, `Egress` alone (in-process, below) takes %s with the pool and %s without: %.1f %% and\n",
 			us(pool), us(nopoolE), 100*float64(pool)/float64(med(none)))
 		p("%.1f %% of the p50 of a `none` cold start.\n\n", 100*float64(nopoolE)/float64(med(none)))
@@ -122,9 +125,8 @@ func (b *bench) report(args string, cr coldResult, in *inprocResult) string {
 	p("| Round | none | egress | egress, pool off |\n| ---: | ---: | ---: | ---: |\n")
 	for r := range b.o.rounds {
 		p("| %d |", r+1)
-		for i := range ms3 {
-			p(" %s |", ms(med(phase(slices.DeleteFunc(slices.Clone(cr.calls[i]), func(c coldCall) bool { return c.round != r }),
-				func(c coldCall) time.Duration { return c.Total }))))
+		for _, calls := range cr.calls {
+			p(" %s |", ms(med(phase(slices.DeleteFunc(slices.Clone(calls), func(c coldCall) bool { return c.round != r }), total))))
 		}
 		p("\n")
 	}
@@ -135,7 +137,7 @@ func (b *bench) report(args string, cr coldResult, in *inprocResult) string {
 	p("**sandbox** = worker cgroup, rootfs, libcontainer create and run; **handshake** = the worker's start up to its\n")
 	p("handshake and gRPC connection; **reply** = the rest of the client's time (gRPC, Dispense, the call).\n\n")
 	p("| Mode | scope | network | sandbox | handshake | reply | `Figures.queued` |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
-	for i, m := range ms3 {
+	for i, m := range b.modes {
 		f := func(f func(coldCall) time.Duration) string { return ms(med(phase(cr.calls[i], f))) }
 		netCol := f(func(c coldCall) time.Duration { return c.Network })
 		if m.network == "none" {
@@ -156,7 +158,7 @@ func (b *bench) report(args string, cr coldResult, in *inprocResult) string {
 	p("The sandbox then joins that namespace instead of making an empty one, as it does for a `none` scope, which saves\n")
 	p("about a bare `unshare(CLONE_NEWNET)` (below). With the pool, what is left to add is mostly the five attachments")
 	if in != nil {
-		pool, noise := med(in.egress["pool, policy"]), 2*stdErr(egress, none)
+		pool, noise := med(in.series["pool, policy"]), 2*stdErr(egress, none)
 		if pool < noise {
 			p(": %s for all of `Egress`, below this run's noise (± %s)", us(pool), ms(noise))
 		} else {
@@ -170,19 +172,20 @@ func (b *bench) report(args string, cr coldResult, in *inprocResult) string {
 	p("\n### In-process: `netns.Manager.Egress` alone\n\n")
 	p("This process opens two `netns.Manager`s in host namespaces of their own made as above, one with a pool of %d\n", b.o.poolSize)
 	p("namespaces, one without, and times `Egress` on a fresh cgroup at the daemon's scope depth, then `Net.Close`, %d\n", b.o.inprocN)
-	p("times per variant, round-robin, after a %s pause each (the pool had at least %d ready before each pooled\n", b.o.inprocPace, in.minReady)
-	p("`Egress`). **policy** = the egress tier's: one allow-list rule and both caps; **no policy** = neither (no qdisc).\n\n")
+	p("times per variant, round-robin with a bare `unshare(CLONE_NEWNET)`, after a %s pause each (the pool had at least\n", b.o.inprocPace)
+	p("%d ready before each pooled", in.minReady)
+	p(" `Egress`). **policy** = the egress tier's: one allow-list rule and both caps; **no policy** = neither (no qdisc).\n\n")
 	p("| Variant | Egress p50 | Egress p90 | Egress mean | Close p50 |\n| --- | ---: | ---: | ---: | ---: |\n")
 	for _, v := range inprocVariants {
-		e, c := in.egress[v.name], in.close[v.name]
+		e, c := in.series[v.name], in.series[v.name+" close"]
 		p("| %s | %s | %s | %s | %s |\n", v.name, us(med(e)), us(benchmd.Percentile(e, 90)), us(mean(e)), us(med(c)))
 	}
-	m := func(name string) time.Duration { return med(in.egress[name]) }
+	m := func(name string) time.Duration { return med(in.series[name]) }
 	p("\nBy difference of medians: a ready namespace + the allow-list + 5 attachments (pool, no policy) %s; the rule and\n", us(m("pool, no policy")))
 	p("the two TBF qdiscs %s (pool: policy − no policy; %s without the pool); making the namespace %s (no pool − pool,\n",
 		us(m("pool, policy")-m("pool, no policy")), us(m("no pool, policy")-m("no pool, no policy")), us(m("no pool, policy")-m("pool, policy")))
 	p("with policy; %s without). `Close` runs when a scope is removed, not at its start. For scale:\n", us(m("no pool, no policy")-m("pool, no policy")))
-	p("`unshare(CLONE_NEWNET)` alone, on a locked thread of the benchmark, takes %s (median of %d).\n", us(med(in.bare)), len(in.bare))
+	p("`unshare(CLONE_NEWNET)` alone, on a locked thread of the benchmark, takes %s (median of %d).\n", us(med(in.series[bare])), len(in.series[bare]))
 	return w.End()
 }
 
@@ -191,30 +194,6 @@ func signedMs(d time.Duration) string {
 		return "−" + benchmd.Ms(-d)
 	}
 	return "+" + benchmd.Ms(d)
-}
-
-func ordinal(n int) string {
-	suffix := "th"
-	switch {
-	case n%100 >= 11 && n%100 <= 13:
-	case n%10 == 1:
-		suffix = "st"
-	case n%10 == 2:
-		suffix = "nd"
-	case n%10 == 3:
-		suffix = "rd"
-	}
-	return strconv.Itoa(n) + suffix + " fastest"
-}
-
-func discarded(n int) string {
-	switch n {
-	case 0:
-		return "None is discarded"
-	case 1:
-		return "The first of each daemon is discarded"
-	}
-	return fmt.Sprintf("The first %d of each daemon are discarded", n)
 }
 
 // stdErr is the standard error of the difference of the means of a and b.
