@@ -287,8 +287,8 @@ func (r reading) leaks(base reading) string {
 	return strings.Join(out, ", ")
 }
 
-// readAll reads the daemon (with least, readLeast), its cgroup root and
-// the host.
+// readAll reads the daemon, its cgroup root and the host; with least (a
+// density level), the daemon through readLeast and the root's memory too.
 func (dm *daemon) readAll(least bool) (reading, error) {
 	read := dm.read
 	if least {
@@ -308,7 +308,7 @@ func (dm *daemon) readAll(least bool) (reading, error) {
 		return r, err
 	}
 	r.procs = len(pids)
-	if r.dirs > 0 {
+	if least && r.dirs > 0 {
 		n, err := cgroups.Load(dm.cgroupRoot)
 		if err != nil {
 			return r, err

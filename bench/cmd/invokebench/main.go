@@ -220,10 +220,14 @@ func (b *bench) stopDaemon() error {
 // close removes everything the benchmark created and checks that nothing
 // of it is left. It is safe on a partly built bench and twice.
 func (b *bench) close() error {
-	plugin.CleanupClients() // the direct workers, if any is left; Kill waits for their exit
+	plugin.CleanupClients() // the direct workers, if any is left
 	var errs []error
 	for _, pid := range b.direct {
-		if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err == nil && string(comm) == extName+"\n" && benchmd.ProcAlive(pid) {
+		alive := func() bool {
+			comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+			return err == nil && string(comm) == extName+"\n" && benchmd.ProcAlive(pid)
+		}
+		if gone, _ := benchmd.Poll(5*time.Second, 10*time.Millisecond, func() (bool, error) { return !alive(), nil }); !gone {
 			errs = append(errs, fmt.Errorf("direct worker pid %d still runs", pid))
 		}
 	}

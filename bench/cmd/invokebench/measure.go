@@ -230,6 +230,7 @@ func (l *load) perSecond() float64 { return float64(l.calls()) / l.elapsed.Secon
 func runLoad(ctx context.Context, l *load, callers int, d time.Duration, call callFn) error {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
+	var late error // a call that failed after the window ended (Keep no longer sees it)
 	running, stop := context.WithCancelCause(ctx)
 	defer time.AfterFunc(d, func() { stop(nil) }).Stop()
 	t0 := time.Now()
@@ -237,10 +238,12 @@ func runLoad(ctx context.Context, l *load, callers int, d time.Duration, call ca
 		s := time.Now()
 		f, err := call(ctx) // not running: a call in flight at the end completes
 		lat := time.Since(s)
+		mu.Lock()
+		defer mu.Unlock()
 		if err == nil {
-			mu.Lock()
 			l.record(lat, f)
-			mu.Unlock()
+		} else if late == nil {
+			late = err
 		}
 		return err
 	})
@@ -252,7 +255,7 @@ func runLoad(ctx context.Context, l *load, callers int, d time.Duration, call ca
 	if err := context.Cause(running); !errors.Is(err, context.Canceled) {
 		return err
 	}
-	return nil
+	return late
 }
 
 type warmResult struct {

@@ -157,7 +157,7 @@ func (b *bench) close() error {
 	for _, m := range b.modes {
 		m.tn.close()
 	}
-	if b.host.IsOpen() {
+	if b.host.IsOpen() && b.hostStart != nil {
 		now, err := netState(b.host, scopedName)
 		if err == nil && !slices.Equal(now, b.hostStart) {
 			err = fmt.Errorf("the host's network changed from %q to %q", b.hostStart, now)

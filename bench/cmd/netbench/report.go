@@ -47,7 +47,10 @@ func (b *bench) report(args string, cr coldResult, in *inprocResult) string {
 	p("  `[tiers.net] egress_allow = [%q], egress_rate = %d, ingress_rate = %d`; `[network] uplink = %q`;\n", allowRule, b.o.rate, b.o.rate, uplink)
 	p("  `[log] level = \"info\"`; the rest (eBPF accounting included) at its default.\n")
 	disc := fmt.Sprintf("The first %d of each daemon are discarded", b.o.warmup)
-	if b.o.warmup == 1 {
+	switch b.o.warmup {
+	case 0:
+		disc = "None is discarded"
+	case 1:
 		disc = "The first of each daemon is discarded"
 	}
 	p("- Procedure: %d rounds, each a fresh daemon per mode (three at once) with whoami deployed to %d new tenants;\n", b.o.rounds, b.o.warmup+b.o.scopes)
