@@ -160,8 +160,10 @@ func (t *Tree) node(p string, l Limits) (*Node, error) {
 			return nil, fmt.Errorf("create cgroup %s: %w", dir, err)
 		}
 	}
-	if err := n.m.Set(r); err != nil {
-		return nil, fmt.Errorf("set limits on %s: %w", p, err)
+	// Through Set: an existing node may be idle (a capped tenant's), and
+	// the kernel refuses a weight there with EINVAL.
+	if err := n.Set(l); err != nil {
+		return nil, err
 	}
 	return n, nil
 }

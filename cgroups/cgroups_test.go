@@ -660,6 +660,12 @@ func TestSetWritesKernelFiles(t *testing.T) {
 		if err := n.Set(Limits{CPUWeight: 400}); err != nil {
 			t.Errorf("Set(CPUWeight) on an idle node: %v", err)
 		}
+		// So does opening it again with a weight, as a capped tenant's
+		// new scope opens its tenant node (soakbench saw INTERNAL there).
+		if _, err := tree.Node(Limits{CPUWeight: 400}, "set"); err != nil {
+			t.Errorf("Node(CPUWeight) of an idle node: %v", err)
+		}
+		wantFile(t, n, "cpu", "cpu.idle", "1")
 		if err := n.Set(Limits{CPUIdle: -1, CPUWeight: 300}); err != nil {
 			t.Fatal(err)
 		}

@@ -79,6 +79,7 @@ echo done
 type options struct {
 	duration, killEvery, coldEvery time.Duration
 	tenants                        int
+	daemonLog                      string
 }
 
 func main() {
@@ -87,6 +88,7 @@ func main() {
 	flag.DurationVar(&o.killEvery, "kill-every", 60*time.Second, "kill -9 the daemon about this often (±1/6)")
 	flag.IntVar(&o.tenants, "tenants", 4, "well-behaved tenants (plus one hostile one)")
 	flag.DurationVar(&o.coldEvery, "cold-every", 2*time.Second, "each well-behaved tenant starts a new scope this often")
+	flag.StringVar(&o.daemonLog, "daemon-log", "", "keep a copy of the daemon's logs (every life) in this `file`")
 	benchmd.Main("soakbench", true, func(ctx context.Context, args string) ([]string, error) {
 		if o.duration < time.Second || o.killEvery < 5*time.Second || o.tenants < 1 || o.coldEvery <= 0 {
 			return nil, errors.New("need -duration ≥ 1s, -kill-every ≥ 5s, -tenants ≥ 1, -cold-every > 0")
@@ -101,6 +103,7 @@ func run(ctx context.Context, o options, args string) (_ []string, retErr error)
 		return nil, err
 	}
 	defer func() { retErr = errors.Join(retErr, kit.Close()) }()
+	kit.Logs.Path, kit.Logs.Header = o.daemonLog, true
 	bundles := map[string]*scopedv1.Bundle{"bomb": {Files: []*scopedv1.File{
 		{Path: "manifest.toml", Mode: 0o644, Content: []byte("runtime = \"exec\"\nentrypoint = \"bomb.sh\"\n")},
 		{Path: "bomb.sh", Mode: 0o755, Content: []byte(bombScript)},
@@ -174,7 +177,7 @@ func run(ctx context.Context, o options, args string) (_ []string, retErr error)
 	})
 	tenants = append(tenants, hostile)
 
-	r := report{o: o, args: args, st: st, kernel: map[string]time.Duration{}, ledger: map[string]float64{}, baseFDs: baseFDs, tenants: tenants}
+	r := report{o: o, args: args, st: st, keep: kit.Logs.Keep, kernel: map[string]time.Duration{}, ledger: map[string]float64{}, baseFDs: baseFDs, tenants: tenants}
 	crash := func() error {
 		took, err := r.crash(ctx, d)
 		if err == nil {
@@ -259,6 +262,9 @@ func (r *report) crash(ctx context.Context, d *benchmd.Daemon) (time.Duration, e
 	}
 	if r.firstLog == "" {
 		r.firstLog = d.LogPath
+	}
+	if err := r.keep(d.LogPath); err != nil {
+		return 0, err
 	}
 	return d.Restart(ctx, fmt.Sprintf("%s.%d", r.firstLog, len(r.restarts)+1), time.Minute)
 }
@@ -398,6 +404,7 @@ type report struct {
 	ledger   map[string]float64
 	restarts []time.Duration
 	firstLog string
+	keep     func(log string) error // a killed life's log, for -daemon-log
 	stop     time.Duration
 	baseFDs  int
 	fdAfter  []int
