@@ -133,8 +133,7 @@ func (b *bench) churnReport(args string, r *churnResult) string {
 	p("| **remove**: %d idle scopes in one reaper pass | %s, **%s per scope** |\n", r.batch, benchmd.Secs(r.batchRemove), per(r.batchRemove, r.batch))
 	p("| (creating those %d, %d at a time) | %s, %s per scope |\n", r.batch, b.o.parallel, benchmd.Secs(r.batchCreate), per(r.batchCreate, r.batch))
 	p("| stop of the daemon (no scope) | %s |\n", benchmd.Secs(r.stop))
-	p("\nThe first invocations, p50 / p90 / p99 of each tenth of the churn (in the order they started; the first round\n")
-	p("is not among them):\n\n")
+	p("\nThe first invocations, p50 / p90 / p99 of each tenth of the churn:\n\n")
 	tenths(p, r.create)
 
 	p("\n### Left behind\n\n")
