@@ -185,7 +185,8 @@ const (
 // once per window.
 //
 // The cap is work-conserving. It is lifted at once when no other tenant
-// uses the CPU; when no other tenant wanted more for ShareWindow ticks, once
+// uses the CPU; when the capped tenant used none for ShareWindow ticks (its
+// contention is over); when no other tenant wanted more for ShareWindow ticks, once
 // Cooldown has passed since the cap (doubling with every cap of the same
 // episode, at most 8×: a victim whose demand is just under its share does
 // not flap the cap every window); at once when the capped tenant itself
@@ -468,6 +469,13 @@ func (d *sharer) shortfall(share, avail float64) float64 {
 	return d.cfg.ShareTolerance * min(avail, relShortfall*share)
 }
 
+// unused tells whether tenant t used less than activeCPU in every tick of
+// a full window.
+func (d *sharer) unused(t string) bool {
+	w := d.next.tenants[t].window
+	return len(w) >= d.cfg.ShareWindow && !slices.ContainsFunc(w, func(k shareTick) bool { return k.used >= activeCPU })
+}
+
 // overTaking tells whether tenant t took more than its share over its
 // window.
 func (d *sharer) overTaking(t string) bool {
@@ -599,6 +607,10 @@ func (d *sharer) follow(t string, victims []string) {
 		// than its quota anyway (0.78–0.84 of a 0.99-CPU cap seen with
 		// 100 ms periods), and waits, throttled.
 		d.lift(t, fmt.Sprintf("it starves under its cap of %.2f CPUs: %s and waited %.2f", ts.cap, d.figures(t), k.wait))
+	case d.unused(t):
+		// Its contention is over, whatever the others still wait for:
+		// the cap holds nothing back (it is set again if it over-takes).
+		d.lift(t, fmt.Sprintf("it used no CPU for %d ticks; %s", d.cfg.ShareWindow, d.figures(t)))
 	case ts.quiet >= d.cfg.ShareWindow && held:
 		d.lift(t, fmt.Sprintf("no other tenant waited for the CPU for %d ticks; %s", ts.quiet, d.figures(t)))
 	case slices.Contains(victims, t) && ts.raised == 0:

@@ -286,6 +286,29 @@ func TestSharesVictimIdle(t *testing.T) {
 	}
 }
 
+// TestSharesCappedStops: a capped tenant that stops using the CPU is
+// lifted after a window, though its victim, alone now, still waits (its
+// own threads, the host's other work).
+func TestSharesCappedStops(t *testing.T) {
+	tr := newShareTrace(t)
+	tr.run(3, drifted)
+	if len(tr.caps) != 1 {
+		t.Fatalf("not capped: %v", shareKinds(tr.evs))
+	}
+	// Its share rises to all the CPUs (the only busy tenant is the
+	// other), and the cap follows; once a window passed, it goes (and
+	// with it SCHED_IDLE, which no cap size undoes).
+	tr.run(tr.cfg.ShareWindow-1, map[string]tuse{"many": {}, "one": {cpu: 1, wait: 0.5}})
+	if len(tr.caps) != 1 {
+		t.Fatalf("lifted before a window of no use: %v", shareKinds(tr.evs))
+	}
+	tr.run(1, map[string]tuse{"many": {}, "one": {cpu: 1, wait: 0.5}})
+	if got := shareKinds(tr.evs); got[len(got)-1] != "share_lifted many" || len(tr.caps) != 0 ||
+		!strings.Contains(tr.evs[len(got)-1].Reason, "used no CPU") {
+		t.Fatalf("%v, caps %v", got, tr.caps)
+	}
+}
+
 // TestSharesTiers: weights 1:2:4 on 2 CPUs entitle to 0.29, 0.57 and 1.14
 // CPUs. The light tenants starve; only the one over its share is capped,
 // at its share, never one under.
