@@ -471,66 +471,10 @@ min_preemptions = 3.0
 	}
 	c := d.client()
 	ctx := context.Background()
-	deploy(t, c, "victim", "production", "spin", bins.spin)
-	deploy(t, c, "noisy", "production", "spin", bins.spin)
-
-	// The antagonist: four spinners on two CPUs, restarted until stopped.
-	stopNoisy := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stopNoisy:
-					return
-				default:
-				}
-				_, _ = invokeSpin(c, "noisy", 1500, 0)
-			}
-		}()
-	}
 	// The victim: 5 ms bursts back to back, less than its equal share.
-	stopVictim := make(chan struct{})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stopVictim:
-				return
-			default:
-			}
-			_, _ = invokeSpin(c, "victim", 5, 0)
-		}
-	}()
-	defer func() {
-		close(stopVictim)
-		select {
-		case <-stopNoisy:
-		default:
-			close(stopNoisy)
-		}
-		wg.Wait()
-	}()
+	stopNoisy := noisyPair(t, c, 5)
 
-	events := func(kind string) []*scopedv1.Event {
-		r, err := c.ListEvents(ctx, &scopedv1.ListEventsRequest{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !r.GetControllerEnabled() {
-			t.Fatal("the controller is off")
-		}
-		var out []*scopedv1.Event
-		for _, e := range r.GetEvents() {
-			if e.GetKind() == kind {
-				out = append(out, e)
-			}
-		}
-		return out
-	}
+	events := func(kind string) []*scopedv1.Event { return controlEvents(t, c, kind, "") }
 	describe := func(key string) string {
 		s, err := c.InspectScope(ctx, &scopedv1.InspectScopeRequest{Scope: key})
 		if err != nil {
@@ -582,7 +526,7 @@ min_preemptions = 3.0
 	}
 
 	// The antagonist stops: it is calm, and restored step by step.
-	close(stopNoisy)
+	stopNoisy()
 	waitFor(t, 60*time.Second, "the antagonist to be restored", func() bool { return len(events("restored")) > 0 })
 	waitFor(t, 5*time.Second, "the base weights back", func() bool {
 		return cpuWeightOf(t, d, "standard/noisy/production") == "100" && cpuWeightOf(t, d, "standard/noisy") == "100"
@@ -611,51 +555,9 @@ cooldown = "1s"
 		t.Skipf("no cpu.idle here (kernel before 5.15): %v", err)
 	}
 	c := d.client()
-	ctx := context.Background()
-	deploy(t, c, "victim", "production", "spin", bins.spin)
-	deploy(t, c, "noisy", "production", "spin", bins.spin)
+	stopNoisy := noisyPair(t, c, 2)
 
-	stopNoisy, stopVictim := make(chan struct{}), make(chan struct{})
-	var wg sync.WaitGroup
-	loop := func(stop chan struct{}, tenant string, ms int) {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			_, _ = invokeSpin(c, tenant, ms, 0)
-		}
-	}
-	for range 4 {
-		wg.Add(1)
-		go loop(stopNoisy, "noisy", 1500)
-	}
-	wg.Add(1)
-	go loop(stopVictim, "victim", 2)
-	noisyStopped := false
-	defer func() {
-		close(stopVictim)
-		if !noisyStopped {
-			close(stopNoisy)
-		}
-		wg.Wait()
-	}()
-
-	events := func(kind string) []*scopedv1.Event {
-		r, err := c.ListEvents(ctx, &scopedv1.ListEventsRequest{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out []*scopedv1.Event
-		for _, e := range r.GetEvents() {
-			if e.GetKind() == kind && e.GetTenant() == "noisy" {
-				out = append(out, e)
-			}
-		}
-		return out
-	}
+	events := func(kind string) []*scopedv1.Event { return controlEvents(t, c, kind, "noisy") }
 	waitFor(t, 60*time.Second, "the spinner to be capped", func() bool { return len(events("share_capped")) > 0 })
 	e := events("share_capped")[0]
 	t.Logf("event: %s %s victims %v: %s", e.GetKind(), e.GetTenant(), e.GetVictims(), e.GetReason())
@@ -678,10 +580,67 @@ cooldown = "1s"
 		t.Errorf("scopectl events does not say SCHED_IDLE: %v: %s", err, out)
 	}
 
-	close(stopNoisy)
-	noisyStopped = true
+	stopNoisy()
 	waitFor(t, 60*time.Second, "the cap to be lifted", func() bool { return len(events("share_lifted")) > 0 })
 	waitFor(t, 5*time.Second, "cpu.idle 0 and the tier's weight back", func() bool {
 		return idle("standard/noisy") == "0" && cpuWeightOf(t, d, "standard/noisy") == "100"
 	})
+}
+
+// noisyPair deploys spin for tenants victim and noisy and keeps calls
+// running until the test ends: victim's back to back, each victimMs of
+// CPU, and four of noisy's at once, 1500 ms each, restarted as they end.
+// It returns a function that stops noisy's calls.
+func noisyPair(t *testing.T, c *client.Client, victimMs int) (stopNoisy func()) {
+	t.Helper()
+	deploy(t, c, "victim", "production", "spin", bins.spin)
+	deploy(t, c, "noisy", "production", "spin", bins.spin)
+	noisy, victim := make(chan struct{}), make(chan struct{})
+	var wg sync.WaitGroup
+	loop := func(stop <-chan struct{}, tenant string, ms int) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				_, _ = invokeSpin(c, tenant, ms, 0)
+			}
+		}()
+	}
+	for range 4 {
+		loop(noisy, "noisy", 1500)
+	}
+	loop(victim, "victim", victimMs)
+	var once sync.Once
+	stopNoisy = func() { once.Do(func() { close(noisy) }) }
+	t.Cleanup(func() {
+		close(victim)
+		stopNoisy()
+		wg.Wait()
+	})
+	return stopNoisy
+}
+
+// controlEvents are the controller's events of kind (of tenant, unless
+// ""); the controller must be on.
+func controlEvents(t *testing.T, c *client.Client, kind, tenant string) []*scopedv1.Event {
+	t.Helper()
+	r, err := c.ListEvents(context.Background(), &scopedv1.ListEventsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.GetControllerEnabled() {
+		t.Fatal("the controller is off")
+	}
+	var out []*scopedv1.Event
+	for _, e := range r.GetEvents() {
+		if e.GetKind() == kind && (tenant == "" || e.GetTenant() == tenant) {
+			out = append(out, e)
+		}
+	}
+	return out
 }
