@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/scoped-io/scoped/accounting"
 )
 
 // Kinds of Event of the fair-share rule (DecideShares). Their Scope is
@@ -45,8 +47,11 @@ type TenantAction struct {
 type ShareState struct {
 	at       time.Time
 	hostBusy time.Duration
-	prev     map[string]sharePrev   // by scope key
-	tenants  map[string]tenantShare // by tenant
+	// calm: ticks left before a tenant can be capped anew: after a cap the
+	// victims' windows fill again with ticks under it first.
+	calm    int
+	prev    map[string]sharePrev   // by scope key
+	tenants map[string]tenantShare // by tenant
 }
 
 // sharePrev is what the rule keeps of a scope's last sample.
@@ -56,6 +61,7 @@ type sharePrev struct {
 	cpu    time.Duration
 	runqN  uint64        // RunqDelay.Count
 	runq   time.Duration // RunqDelay.Sum
+	runqB  [accounting.HistogramBuckets]uint64
 	psi    *PSI
 }
 
@@ -70,10 +76,9 @@ type shareTick struct {
 	// threshold.
 	known, want, still bool
 	wait               float64 // its waits: CPUs' worth, or the PSI "some" fraction
-	// waitSum and waitN: its run-queue waits' total and count (0: none
-	// known), for their mean.
-	waitSum time.Duration
-	waitN   uint64
+	// short and waited: of its run-queue waits' time (estimated from the
+	// histogram; 0: none known), the part in waits shorter than shortWait.
+	short, waited float64
 }
 
 // tenantShare is one tenant under the rule.
@@ -117,7 +122,11 @@ func (s ShareState) Describe() string {
 		if b.Len() == 0 {
 			fmt.Fprintf(&b, "avail %.2f idle %.2f:", k.avail, k.idle)
 		}
-		fmt.Fprintf(&b, " %s used %.2f share %.2f wait %.2f want %t capped %t idle %t;", t, k.used, k.share, k.wait, k.want, ts.capped, ts.idle)
+		fmt.Fprintf(&b, " %s used %.2f share %.2f wait %.2f", t, k.used, k.share, k.wait)
+		if k.waited > 0 {
+			fmt.Fprintf(&b, " (%.0f%% short)", 100*k.short/k.waited)
+		}
+		fmt.Fprintf(&b, " want %t capped %t idle %t;", k.want, ts.capped, ts.idle)
 	}
 	return strings.TrimSuffix(b.String(), ";")
 }
@@ -147,9 +156,9 @@ const (
 	// CPUs idle is idle no tenant could have had (5–15 % seen in the VMs
 	// under emulation, two side by side on 2 CPUs).
 	stuckIdle = 0.15
-	// latencyWait: a victim whose run-queue waits average less than this
-	// is latency-bound (see latencyBound).
-	latencyWait = 500 * time.Microsecond
+	// shortWait: a run-queue wait in the histogram's buckets below 2^20
+	// ns (1.05 ms) is short (see latencyBound).
+	shortWait = 20
 )
 
 // DecideShares is the fair-share rule: given the configuration, the state
@@ -173,7 +182,9 @@ const (
 // wanted more, every uncapped one had a task waiting all the time, and
 // yet up to stuckIdle (15 %) of the CPUs stayed idle, no tenant could have
 // had those: the shares are then of the CPUs the tenants used (a capped
-// one counted at its cap), and the CPUs count as busy. Then every tenant
+// one counted at its cap), and the CPUs count as busy. Then, unless a cap
+// was set less than ShareWindow ticks ago (the victims' windows still hold
+// ticks before it), every tenant
 // that took more than its share over the window is capped at its share
 // (never above its own CPU max), on its tenant node, and with ShareIdle,
 // when every starving tenant is latency-bound (latencyBound), made
@@ -209,7 +220,7 @@ func DecideShares(cfg Config, st ShareState, snap Snapshot) (ShareState, []Tenan
 		return ShareState{}, acts, evs
 	}
 	d := sharer{cfg: cfg, now: now, next: ShareState{
-		at: now, hostBusy: snap.HostBusy,
+		at: now, hostBusy: snap.HostBusy, calm: max(st.calm-1, 0),
 		prev:    make(map[string]sharePrev, len(snap.Scopes)),
 		tenants: make(map[string]tenantShare, len(st.tenants)),
 	}, caps: map[string]float64{}}
@@ -242,10 +253,10 @@ type sharer struct {
 type tenantTick struct {
 	used       float64
 	wait, some float64
-	runq, psi  bool // wait or some is known
-	waitSum    time.Duration
-	waitN      uint64
-	weight     uint64 // 0: unknown
+	runq, psi  bool    // wait or some is known
+	short      float64 // run-queue wait time in short waits, ns (estimate)
+	waited     float64 // run-queue wait time in all waits, ns (estimate)
+	weight     uint64  // 0: unknown
 	base       float64
 	complete   bool // every scope of it has figures for the tick
 	continued  bool // one of its scopes was seen last tick, same cgroup
@@ -264,7 +275,7 @@ func (d *sharer) measure(st ShareState, snap Snapshot) {
 			continue // a duplicate: the first one counts
 		}
 		c := s.Counters
-		d.next.prev[s.Key] = sharePrev{id: s.ID, tenant: s.Tenant, cpu: c.CPU, runqN: c.RunqDelay.Count, runq: c.RunqDelay.Sum, psi: s.PSI}
+		d.next.prev[s.Key] = sharePrev{id: s.ID, tenant: s.Tenant, cpu: c.CPU, runqN: c.RunqDelay.Count, runq: c.RunqDelay.Sum, runqB: c.RunqDelay.Buckets, psi: s.PSI}
 		tt := d.tenants[s.Tenant]
 		if tt == nil {
 			tt = &tenantTick{complete: true, base: saneCPUs(s.TenantCPUMax)}
@@ -286,9 +297,17 @@ func (d *sharer) measure(st ShareState, snap Snapshot) {
 			tt.runq = true
 			if c.RunqDelay.Sum > p.runq {
 				tt.wait += (c.RunqDelay.Sum - p.runq).Seconds() / secs
-				tt.waitSum += c.RunqDelay.Sum - p.runq
 			}
-			tt.waitN += c.RunqDelay.Count - p.runqN
+			// A bucket's waits counted at its middle, 1.5 × its floor.
+			for i, n := range c.RunqDelay.Buckets {
+				if n > p.runqB[i] {
+					w := float64(n-p.runqB[i]) * 1.5 * math.Ldexp(1, i)
+					tt.waited += w
+					if i < shortWait {
+						tt.short += w
+					}
+				}
+			}
 		}
 		if s.PSI != nil && p.psi != nil && s.PSI.Some >= p.psi.Some {
 			tt.psi = true
@@ -377,7 +396,7 @@ func (d *sharer) tick(t string) shareTick {
 	}
 	switch tol := d.cfg.ShareTolerance * d.avail; {
 	case tt.runq:
-		k.known, k.wait, k.waitSum, k.waitN = true, tt.wait, tt.waitSum, tt.waitN
+		k.known, k.wait, k.short, k.waited = true, tt.wait, tt.short, tt.waited
 		k.want, k.still = tt.wait >= tol/2, tt.wait >= tol/4
 	case tt.psi:
 		k.known, k.wait = true, tt.some
@@ -508,7 +527,7 @@ func (d *sharer) decide() {
 			d.follow(t, victims)
 		}
 	}
-	if len(victims) == 0 {
+	if len(victims) == 0 || d.next.calm > 0 {
 		return
 	}
 	for _, t := range d.names {
@@ -525,6 +544,7 @@ func (d *sharer) decide() {
 		ts.caps++
 		ts.victims = capVictims(victims)
 		d.next.tenants[t] = ts
+		d.next.calm = d.cfg.ShareWindow
 		d.caps[t] = m
 		idle := ""
 		if ts.idle {
@@ -535,21 +555,22 @@ func (d *sharer) decide() {
 	}
 }
 
-// latencyBound tells whether every victim waited less than latencyWait
-// per run-queue wait over its window, on average: a request handler
-// beside spinners waits often and briefly (0.1–0.2 ms per wait beside 4
-// spinners on the 6.18 host, schedstat), a CPU-bound tenant for others'
-// slices (1.1–5.5 ms per wait in fairbench's share scenarios). Making the
-// over-taker idle costs the first nothing; the second would take all of
-// its CPU.
+// latencyBound tells whether every victim spent at least half of its
+// run-queue wait time over its window in short waits (under 1 ms): a
+// request handler beside spinners waits often and briefly (half of its
+// wait time in waits under 0.26–0.52 ms beside 4 spinners on the 6.18
+// host), a CPU-bound tenant for others' slices (half in waits over 2 ms
+// in fairbench's tiers scenario). Making the over-taker idle costs the
+// first nothing; the second would take all of its CPU. The mean wait does
+// not tell them apart: a multi-threaded spinner's Go runtime threads wake
+// often and wait briefly, and brought its mean under 0.5 ms in some runs.
 func (d *sharer) latencyBound(victims []string) bool {
 	for _, v := range victims {
-		var sum time.Duration
-		var n uint64
+		var short, waited float64
 		for _, k := range d.next.tenants[v].window {
-			sum, n = sum+k.waitSum, n+k.waitN
+			short, waited = short+k.short, waited+k.waited
 		}
-		if n == 0 || sum/time.Duration(n) >= latencyWait {
+		if waited == 0 || short < waited/2 {
 			return false
 		}
 	}

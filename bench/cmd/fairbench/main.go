@@ -51,6 +51,8 @@ type options struct {
 	label               string // the section's label ("": none), see sectionMark
 	daemonWeight        int    // >0: each daemon in daemonLeaf with this CPU weight
 	shareIdle           *bool  // [control] share_idle; nil: the daemon's default
+	daemonLog           string // keep a copy of the daemons' logs here ("": none)
+	logLevel            string // the daemons' [log] level
 	where               where
 }
 
@@ -74,6 +76,8 @@ func main() {
 		"the daemon's leaf under systemd, supervisor_cpu_weight); 0: it stays in this program's cgroup")
 	flag.StringVar(&o.label, "label", "", "label of the section, whose markers become fairbench-<label> (e.g. vm-6.12); "+
 		"default: none on a host, vm-<major.minor of the kernel> in scoped's test VM (hostname "+vmHostname+")")
+	flag.StringVar(&o.daemonLog, "daemon-log", "", "keep a copy of the daemons' logs in this `file`")
+	flag.StringVar(&o.logLevel, "log-level", "info", "the daemons' [log] level (debug: the fair-share rule's figures every tick)")
 	flag.StringVar(&from, "merge", "", "measure nothing: copy the labelled fairbench sections of this `file` (a VM run's -o) into -o")
 	benchmd.Main("fairbench", true, func(ctx context.Context, args string) ([]string, error) {
 		out := flag.Lookup("o").Value.String()
@@ -114,6 +118,8 @@ func main() {
 			return nil, errors.New("-spinners: want 1..64")
 		case o.daemonWeight < 0 || o.daemonWeight > 10000:
 			return nil, errors.New("-daemon-weight: want 1..10000, or 0 for none")
+		case !slices.Contains([]string{"debug", "info", "warn", "error"}, o.logLevel):
+			return nil, fmt.Errorf("-log-level %q: want debug, info, warn or error", o.logLevel)
 		case len(o.scenarios) == 0:
 			return nil, errors.New("no scenario to run")
 		}
@@ -140,6 +146,7 @@ func run(ctx context.Context, o options, args string) (_ []string, retErr error)
 	if b.kit, err = benchmd.NewKit(cgroupMark, logf); err != nil {
 		return nil, err
 	}
+	b.kit.Logs.Path, b.kit.Logs.Header = o.daemonLog, true
 	defer func() { retErr = errors.Join(retErr, b.kit.Close()) }()
 	if b.files, err = b.kit.Bundle("./examples/" + extName); err != nil {
 		return nil, err
@@ -201,10 +208,10 @@ id_slots = %d
 [metrics]
 listen = "off"
 [log]
-level = "info"
+level = %q
 [control]
 enabled = %t
-`, b.callTimeout().String(), workers, idBase, idSlots, control)
+`, b.callTimeout().String(), workers, idBase, idSlots, b.o.logLevel, control)
 	if b.o.shareIdle != nil {
 		cfg += fmt.Sprintf("share_idle = %t\n", *b.o.shareIdle)
 	}
