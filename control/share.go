@@ -156,12 +156,6 @@ const (
 	// CPUs idle is idle no tenant could have had (5–15 % seen in the VMs
 	// under emulation, two side by side on 2 CPUs).
 	stuckIdle = 0.15
-	// relOver: a tenant that took more than its share by this fraction of
-	// it is capped while another wants more and gets less than its share,
-	// by however little: a tier entitled to 1/7 of the CPUs that takes a
-	// tenth more costs the others too little to starve them, but a slice's
-	// Jain index falls under 0.99 with it at 1.2 times its share.
-	relOver = 0.1
 	// shortWait: a run-queue wait in the histogram's buckets below 2^20
 	// ns (1.05 ms) is short (see latencyBound).
 	shortWait = 20
@@ -192,9 +186,6 @@ const (
 // was set less than ShareWindow ticks ago (the victims' windows still hold
 // ticks before it), every tenant
 // that took more than its share over the window is capped at its share
-// (and where nobody starves but some wanted more and got less than their
-// shares, by however little, every tenant that took more than its share by
-// relOver of it: a small tier's excess starves nobody yet is far from fair)
 // (never above its own CPU max), on its tenant node, and with ShareIdle,
 // when every starving tenant is latency-bound (latencyBound), made
 // SCHED_IDLE there: the others' wakeups preempt it at once. An idle
@@ -469,10 +460,10 @@ func avg(w []shareTick, f func(shareTick) float64) float64 {
 	return s / float64(len(w))
 }
 
-// short tells whether tenant t wanted more and got less than its share,
-// by however little, in every tick of its window while the CPUs were busy.
-func (d *sharer) short(t string) bool {
-	w := d.next.tenants[t].window
+// starving tells whether tenant t starved over its window.
+func (d *sharer) starving(t string) bool {
+	ts := d.next.tenants[t]
+	w := ts.window
 	if len(w) < d.cfg.ShareWindow || d.tenants[t].used < activeCPU {
 		return false
 	}
@@ -482,19 +473,11 @@ func (d *sharer) short(t string) bool {
 		}
 	}
 	avail := avg(w, func(k shareTick) float64 { return k.avail })
-	return avg(w, func(k shareTick) float64 { return k.idle }) < d.cfg.ShareTolerance*avail/2
-}
-
-// starving tells whether tenant t starved over its window: it was short,
-// and on average by more than its shortfall.
-func (d *sharer) starving(t string) bool {
-	if !d.short(t) {
+	short := avg(w, func(k shareTick) float64 { return k.share - k.used })
+	if short <= d.shortfall(avg(w, func(k shareTick) float64 { return k.share }), avail) {
 		return false
 	}
-	w := d.next.tenants[t].window
-	avail := avg(w, func(k shareTick) float64 { return k.avail })
-	short := avg(w, func(k shareTick) float64 { return k.share - k.used })
-	return short > d.shortfall(avg(w, func(k shareTick) float64 { return k.share }), avail)
+	return avg(w, func(k shareTick) float64 { return k.idle }) < d.cfg.ShareTolerance*avail/2
 }
 
 // shortfall is how far below its share a tenant may get before it
@@ -523,18 +506,6 @@ func (d *sharer) overTaking(t string) bool {
 	return avg(w, func(k shareTick) float64 { return k.used - k.share }) > overMargin*avail
 }
 
-// farOver tells whether tenant t took more than its share by relOver of
-// that share (and by overMargin of the CPUs) over its window.
-func (d *sharer) farOver(t string) bool {
-	w := d.next.tenants[t].window
-	if len(w) < d.cfg.ShareWindow {
-		return false
-	}
-	avail := avg(w, func(k shareTick) float64 { return k.avail })
-	over := avg(w, func(k shareTick) float64 { return k.used - k.share })
-	return over > max(overMargin*avail, relOver*avg(w, func(k shareTick) float64 { return k.share }))
-}
-
 // decide caps, adjusts and lifts.
 func (d *sharer) decide() {
 	if d.share == nil {
@@ -545,13 +516,10 @@ func (d *sharer) decide() {
 		}
 		return
 	}
-	var victims, short []string
+	var victims []string
 	for _, t := range d.names {
-		if d.short(t) {
-			short = append(short, t)
-			if d.starving(t) {
-				victims = append(victims, t)
-			}
+		if d.starving(t) {
+			victims = append(victims, t)
 		}
 	}
 	for _, t := range d.names {
@@ -559,18 +527,12 @@ func (d *sharer) decide() {
 			d.follow(t, victims)
 		}
 	}
-	if len(short) == 0 || d.next.calm > 0 {
+	if len(victims) == 0 || d.next.calm > 0 {
 		return
-	}
-	// With nobody starving, the tenants merely short are the victims of
-	// one far over its share.
-	far := len(victims) == 0
-	if far {
-		victims = short
 	}
 	for _, t := range d.names {
 		ts := d.next.tenants[t]
-		if ts.capped || slices.Contains(short, t) || !(d.farOver(t) || !far && d.overTaking(t)) {
+		if ts.capped || slices.Contains(victims, t) || !d.overTaking(t) {
 			continue
 		}
 		m := d.capOf(t)
