@@ -157,8 +157,10 @@ const (
 	// under emulation, two side by side on 2 CPUs).
 	stuckIdle = 0.15
 	// shortWait: a run-queue wait in the histogram's buckets below 2^20
-	// ns (1.05 ms) is short (see latencyBound).
+	// ns (1.05 ms) is short; a victim with shortPart of its wait time in
+	// short waits is latency-bound (see latencyBound).
 	shortWait = 20
+	shortPart = 0.25
 )
 
 // DecideShares is the fair-share rule: given the configuration, the state
@@ -555,22 +557,23 @@ func (d *sharer) decide() {
 	}
 }
 
-// latencyBound tells whether every victim spent at least half of its
+// latencyBound tells whether every victim spent at least shortPart of its
 // run-queue wait time over its window in short waits (under 1 ms): a
-// request handler beside spinners waits often and briefly (half of its
-// wait time in waits under 0.26–0.52 ms beside 4 spinners on the 6.18
-// host), a CPU-bound tenant for others' slices (half in waits over 2 ms
-// in fairbench's tiers scenario). Making the over-taker idle costs the
-// first nothing; the second would take all of its CPU. The mean wait does
-// not tell them apart: a multi-threaded spinner's Go runtime threads wake
-// often and wait briefly, and brought its mean under 0.5 ms in some runs.
+// request handler beside spinners waits often and briefly (37–98 % of its
+// wait time in short waits beside 4 spinners on the 6.18 host, the least
+// while they starve it hardest), a CPU-bound tenant for others' slices
+// (1–16 % in fairbench's share scenarios). Making the over-taker idle
+// costs the first nothing; the second would take all of its CPU. The mean
+// wait does not tell them apart: a multi-threaded spinner's Go runtime
+// threads wake often and wait briefly, and brought its mean under 0.5 ms
+// in some runs.
 func (d *sharer) latencyBound(victims []string) bool {
 	for _, v := range victims {
 		var short, waited float64
 		for _, k := range d.next.tenants[v].window {
 			short, waited = short+k.short, waited+k.waited
 		}
-		if waited == 0 || short < waited/2 {
+		if waited == 0 || short < shortPart*waited {
 			return false
 		}
 	}
