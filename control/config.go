@@ -79,9 +79,10 @@ type Config struct {
 	// tenant no CPU at all for 15 s (testdata/share-trace-*-starved*).
 	SharePeriod confval.Duration `toml:"share_period"`
 	// ShareIdle makes a capped tenant's node SCHED_IDLE (cpu.idle) as
-	// well when every tenant it starved is latency-bound (at least a quarter
-	// of its run-queue wait time in waits under 1 ms: a request handler,
-	// not a spinner waiting out others' slices): the
+	// well when every tenant it starved is latency-bound (its run-queue
+	// waits average under 0.2 ms, or at least a quarter of their time is
+	// in waits under 1 ms: a request handler, not a spinner waiting out
+	// others' slices): the
 	// others' wakeups preempt it at once, so the victim no longer waits
 	// out the over-taker's slice. An idle node runs only on CPU the others
 	// leave, which CPU-bound victims would take whole (made idle

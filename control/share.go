@@ -79,6 +79,10 @@ type shareTick struct {
 	// short and waited: of its run-queue waits' time (estimated from the
 	// histogram; 0: none known), the part in waits shorter than shortWait.
 	short, waited float64
+	// waitSum and waitN: its run-queue waits' total and count, for their
+	// mean.
+	waitSum time.Duration
+	waitN   uint64
 }
 
 // tenantShare is one tenant under the rule.
@@ -159,8 +163,9 @@ const (
 	// shortWait: a run-queue wait in the histogram's buckets below 2^20
 	// ns (1.05 ms) is short; a victim with shortPart of its wait time in
 	// short waits is latency-bound (see latencyBound).
-	shortWait = 20
-	shortPart = 0.25
+	shortWait   = 20
+	shortPart   = 0.25
+	latencyWait = 200 * time.Microsecond
 )
 
 // DecideShares is the fair-share rule: given the configuration, the state
@@ -255,7 +260,9 @@ type sharer struct {
 type tenantTick struct {
 	used       float64
 	wait, some float64
-	runq, psi  bool    // wait or some is known
+	runq, psi  bool // wait or some is known
+	waitSum    time.Duration
+	waitN      uint64
 	short      float64 // run-queue wait time in short waits, ns (estimate)
 	waited     float64 // run-queue wait time in all waits, ns (estimate)
 	weight     uint64  // 0: unknown
@@ -299,7 +306,9 @@ func (d *sharer) measure(st ShareState, snap Snapshot) {
 			tt.runq = true
 			if c.RunqDelay.Sum > p.runq {
 				tt.wait += (c.RunqDelay.Sum - p.runq).Seconds() / secs
+				tt.waitSum += c.RunqDelay.Sum - p.runq
 			}
+			tt.waitN += c.RunqDelay.Count - p.runqN
 			// A bucket's waits counted at its middle, 1.5 × its floor.
 			for i, n := range c.RunqDelay.Buckets {
 				if n > p.runqB[i] {
@@ -399,6 +408,7 @@ func (d *sharer) tick(t string) shareTick {
 	switch tol := d.cfg.ShareTolerance * d.avail; {
 	case tt.runq:
 		k.known, k.wait, k.short, k.waited = true, tt.wait, tt.short, tt.waited
+		k.waitSum, k.waitN = tt.waitSum, tt.waitN
 		k.want, k.still = tt.wait >= tol/2, tt.wait >= tol/4
 	case tt.psi:
 		k.known, k.wait = true, tt.some
@@ -557,23 +567,31 @@ func (d *sharer) decide() {
 	}
 }
 
-// latencyBound tells whether every victim spent at least shortPart of its
-// run-queue wait time over its window in short waits (under 1 ms): a
-// request handler beside spinners waits often and briefly (37–98 % of its
-// wait time in short waits beside 4 spinners on the 6.18 host, the least
-// while they starve it hardest), a CPU-bound tenant for others' slices
-// (1–16 % in fairbench's share scenarios). Making the over-taker idle
-// costs the first nothing; the second would take all of its CPU. The mean
-// wait does not tell them apart: a multi-threaded spinner's Go runtime
-// threads wake often and wait briefly, and brought its mean under 0.5 ms
-// in some runs.
+// latencyBound tells whether every victim, over its window, waited on
+// the run queue less than latencyWait per wait on average, or spent at
+// least shortPart of its wait time in short waits (under 1 ms). A request
+// handler beside spinners waits often and briefly: 0.07–0.10 ms per wait
+// beside 4 spinners on the 6.18 host, 37–98 % of its wait time in short
+// waits (the least while they starve it hardest, when its mean still
+// tells). A CPU-bound tenant waits for others' slices: 0.31–9 ms per wait
+// and 1–16 % of the time in short waits in fairbench's share scenarios
+// (its Go runtime threads' brief waits bring the mean of a multi-threaded
+// spinner down to 0.3 ms, hence not the 0.5 ms first chosen). Making the
+// over-taker idle costs the first nothing; the second would take all of
+// its CPU.
 func (d *sharer) latencyBound(victims []string) bool {
 	for _, v := range victims {
 		var short, waited float64
+		var sum time.Duration
+		var n uint64
 		for _, k := range d.next.tenants[v].window {
 			short, waited = short+k.short, waited+k.waited
+			sum, n = sum+k.waitSum, n+k.waitN
 		}
-		if waited == 0 || short < shortPart*waited {
+		if n == 0 || waited == 0 {
+			return false
+		}
+		if sum/time.Duration(n) >= latencyWait && short < shortPart*waited {
 			return false
 		}
 	}

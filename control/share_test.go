@@ -26,10 +26,12 @@ type shareTrace struct {
 	scopes  map[string]int     // tenant → how many scopes
 	noRunq  bool               // the accounting has no run-queue figures
 	waits   map[string]uint64  // tenant → run-queue waits per tick; missing: 1000
-	// spin: tenants whose wait time is 80 % in 2 ms waits and 20 % in 16 µs
-	// ones (a multi-threaded spinner, its Go runtime threads waking often):
-	// most waits are short, most of the time is not (waits ignored).
-	spin  map[string]bool
+	// mix: tenants whose wait time is split between 2 ms waits and short
+	// ones (waits ignored): spinMix, a multi-threaded spinner whose Go
+	// runtime threads wake often (most waits short, most time not, mean
+	// 0.4 ms); starvedMix, a request handler starved hard by spinners (most
+	// time in waits out of their slices, yet a mean of 0.1 ms).
+	mix   map[string]waitMix
 	psi   bool // with cpu.pressure
 	next  uint64
 	ids   map[string]uint64
@@ -40,6 +42,18 @@ type shareTrace struct {
 	acts  []TenantAction
 	evs   []Event
 }
+
+// waitMix is a tenant's run-queue waits: short of their time in waits of
+// each, the rest in 2 ms waits.
+type waitMix struct {
+	short float64
+	each  time.Duration
+}
+
+var (
+	spinMix    = waitMix{0.2, 100 * time.Microsecond}
+	starvedMix = waitMix{0.15, 16 * time.Microsecond}
+)
 
 // tuse is what a tenant did in a tick, spread evenly over its scopes:
 // CPUs used, and its tasks' run-queue waits in CPUs' worth (or its PSI
@@ -92,10 +106,10 @@ func (tr *shareTrace) snap(uses map[string]tuse) Snapshot {
 				if w > 0 && waited >= time.Duration(w) {
 					b = min(bits.Len64(uint64(waited)/w)-1, len(c.RunqDelay.Buckets)-1)
 				}
-				if tr.spin[tenant] {
-					long, short := uint64(0.8*float64(waited)/2e6), uint64(0.2*float64(waited)/16e3)
+				if m, ok := tr.mix[tenant]; ok {
+					long, short := uint64((1-m.short)*float64(waited)/2e6), uint64(m.short*float64(waited)/float64(m.each))
 					c.RunqDelay.Buckets[bits.Len64(2e6)-1] += long
-					w, b = short, bits.Len64(16e3)-1
+					w, b = short, bits.Len64(uint64(m.each))-1
 					c.RunqDelay.Count += long
 				}
 				c.RunqDelay.Count += w
@@ -831,22 +845,28 @@ func TestSharesIdle(t *testing.T) {
 		t.Errorf("idle again after it starved idle: %+v", tr.acts)
 	}
 	// Off, or a CPU-bound victim: 1.5 ms per wait, or a spinner whose
-	// waits average 0.1 ms but whose wait time is mostly in 2 ms waits
-	// (the tiers scenario's gold-co on the host): never idle.
+	// waits average 0.4 ms but whose wait time is mostly in 2 ms waits
+	// (the tiers scenario's gold-co on the host): never idle. A request
+	// handler starved hard, most of its wait time in 2 ms waits but its
+	// mean 0.1 ms: idle.
 	for _, c := range []struct {
-		on, spin bool
-		waits    uint64
-	}{{false, false, 100000}, {true, false, 1000}, {true, true, 0}} {
+		on    bool
+		mix   *waitMix
+		waits uint64
+		idle  bool
+	}{{false, nil, 100000, false}, {true, nil, 1000, false}, {true, &spinMix, 0, false}, {true, &starvedMix, 0, true}} {
 		tr = newShareTrace(t)
 		tr.cfg.ShareIdle = c.on
 		tr.waits = map[string]uint64{"one": c.waits}
-		tr.spin = map[string]bool{"one": c.spin}
-		tr.run(3, drifted)
-		if got := idle(); got["many"] || tr.caps["many"] != 1 {
-			t.Errorf("ShareIdle %t, spinner %t, %d waits a tick: idle %v, caps %v", c.on, c.spin, c.waits, got, tr.caps)
+		if c.mix != nil {
+			tr.mix = map[string]waitMix{"one": *c.mix}
 		}
-		if m := tr.cum["one.s0"].RunqDelay.Mean(); c.spin && (m == 0 || m >= 500*time.Microsecond) {
-			t.Errorf("spinner: mean wait %s, want under the 0.5 ms the old rule read as latency-bound", m)
+		tr.run(3, drifted)
+		if got := idle(); got["many"] != c.idle || tr.caps["many"] != 1 {
+			t.Errorf("ShareIdle %t, mix %+v, %d waits a tick: idle %v, caps %v; want idle %t", c.on, c.mix, c.waits, got, tr.caps, c.idle)
+		}
+		if m := tr.cum["one.s0"].RunqDelay.Mean(); c.mix == &spinMix && (m < 300*time.Microsecond || m >= 500*time.Microsecond) {
+			t.Errorf("spinner: mean wait %s, want 0.3–0.5 ms (under the 0.5 ms the first rule read as latency-bound)", m)
 		}
 	}
 }
