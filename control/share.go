@@ -161,8 +161,9 @@ const (
 	// under emulation, two side by side on 2 CPUs).
 	stuckIdle = 0.15
 	// shortWait: a run-queue wait in the histogram's buckets below 2^20
-	// ns (1.05 ms) is short; a victim with shortPart of its wait time in
-	// short waits is latency-bound (see latencyBound).
+	// ns (1.05 ms) is short. A victim whose waits average under
+	// latencyWait, or with shortPart of its wait time in short waits, is
+	// latency-bound (see latencyBound).
 	shortWait   = 20
 	shortPart   = 0.25
 	latencyWait = 200 * time.Microsecond
