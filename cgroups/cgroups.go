@@ -149,16 +149,8 @@ func (t *Tree) node(p string, l Limits) (*Node, error) {
 	if err := n.m.Apply(-1); err != nil {
 		return nil, fmt.Errorf("create cgroup %s: %w", p, err)
 	}
-	// Apply leaves out two directories the v1 manager still lists in its
-	// paths: the devices one (SkipDevices), and on hybrid hosts the unified
-	// one, which it creates on a best-effort basis only. Without them AddPid
-	// fails half-way and libcontainer's pid listing (which reads the devices
-	// hierarchy) sees nothing; scoped also relies on the unified directory
-	// (eBPF keys by unified cgroup id).
-	for _, dir := range n.m.GetPaths() {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, fmt.Errorf("create cgroup %s: %w", dir, err)
-		}
+	if err := n.mkdirAll(); err != nil {
+		return nil, err
 	}
 	// Through Set: an existing node may be idle (a capped tenant's), and
 	// the kernel refuses a weight there with EINVAL.
@@ -166,6 +158,22 @@ func (t *Tree) node(p string, l Limits) (*Node, error) {
 		return nil, err
 	}
 	return n, nil
+}
+
+// mkdirAll makes the node's directory in every hierarchy. Apply leaves out
+// two directories the v1 manager still lists in its paths: the devices one
+// (SkipDevices), and on hybrid hosts the unified one, which it creates on a
+// best-effort basis only. Without them AddPid fails half-way and
+// libcontainer's pid listing (which reads the devices hierarchy) sees
+// nothing; scoped also relies on the unified directory (eBPF keys by
+// unified cgroup id).
+func (n *Node) mkdirAll() error {
+	for _, dir := range n.m.GetPaths() {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("create cgroup %s: %w", dir, err)
+		}
+	}
+	return nil
 }
 
 // Cleanup kills every process below the root and removes every node below

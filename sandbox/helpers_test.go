@@ -82,6 +82,12 @@ type box struct {
 // start runs the test binary in a new sandbox of scope in the given mode.
 func (e *env) start(scope string, l cgroups.Limits, mode string, extra ...string) *box {
 	e.t.Helper()
+	return e.startWith(sandbox.Launcher(*launcher), scope, l, mode, extra...)
+}
+
+// startWith is start with the given launcher.
+func (e *env) startWith(launcher sandbox.Launcher, scope string, l cgroups.Limits, mode string, extra ...string) *box {
+	e.t.Helper()
 	n := seq.Add(1)
 	node, err := e.tree.Node(l, "t", scope)
 	if err != nil {
@@ -105,6 +111,7 @@ func (e *env) start(scope string, l cgroups.Limits, mode string, extra ...string
 		Args:     args,
 		Env:      append([]string{helperEnv}, extra...),
 		TmpSize:  4 << 20,
+		Launcher: launcher,
 		Stdout:   b.stdout,
 		Stderr:   b.stderr,
 	})

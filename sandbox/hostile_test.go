@@ -64,6 +64,9 @@ func inside(mode string) int {
 	case "plugin":
 		servePlugin()
 		return 0
+	case "describe":
+		describe()
+		return 0
 	case "ps":
 		fmt.Println(strings.Join(pids(), " "))
 		return 0

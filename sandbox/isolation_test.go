@@ -144,7 +144,7 @@ func crashAndCleanup(t *testing.T, scopes []string, n int) {
 	}
 	owner := testutil.HelperCommand(t, crashOwnerHelper, e.state)
 	owner.Env = []string{testutil.HelperEnv(crashOwnerHelper), "CGROUP=" + testRoot + "/t",
-		"SCOPES=" + strings.Join(scopes, " "), "SANDBOXES=" + strconv.Itoa(n)}
+		"SCOPES=" + strings.Join(scopes, " "), "SANDBOXES=" + strconv.Itoa(n), "LAUNCHER=" + *launcher}
 	out, err := owner.Output()
 	if st := owner.ProcessState; st == nil || st.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
 		t.Fatalf("the owner did not die by SIGKILL: %v, %s", err, out)
@@ -258,6 +258,7 @@ func crashOwner(state string) {
 		s, err := sandbox.Start(sandbox.Config{
 			ID: id, StateDir: state, Cgroup: os.Getenv("CGROUP") + "/" + scope + "/" + id,
 			IDs: r, Binary: self, Args: args, Env: []string{helperEnv},
+			Launcher: sandbox.Launcher(os.Getenv("LAUNCHER")),
 		})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)

@@ -1,14 +1,22 @@
 package sandbox_test
 
 import (
+	"flag"
 	"testing"
 
 	"github.com/scoped-io/scoped/internal/testutil"
 	"github.com/scoped-io/scoped/sandbox"
 )
 
+// launcher is the launcher the tests start sandboxes with: make test runs
+// them with the default (native) and again with -launcher libcontainer.
+var launcher = flag.String("launcher", "", "sandbox launcher: native, libcontainer (empty: the default)")
+
 func TestMain(m *testing.M) {
 	sandbox.Init()
+	// The native launcher's init lives in a memfd for the process's life:
+	// made here, before any test checks for leaked descriptors.
+	_, _ = sandbox.DefaultLauncher()
 	testutil.HelperMain(m)
 }
 

@@ -53,16 +53,8 @@ func makeRootfs(dir, hostname string) error {
 			return err
 		}
 	}
-	files := map[string]string{
-		"etc/passwd":        "root:x:0:0:sandbox:/tmp:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
-		"etc/group":         "root:x:0:\nnogroup:x:65534:\n",
-		"etc/hosts":         "127.0.0.1\tlocalhost " + hostname + "\n::1\tlocalhost " + hostname + "\n",
-		"etc/hostname":      hostname + "\n",
-		"etc/nsswitch.conf": "passwd: files\ngroup: files\nhosts: files dns\n",
-		"etc/resolv.conf":   "",
-	}
-	for name, content := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+	for _, f := range rootFiles(hostname) {
+		if err := os.WriteFile(filepath.Join(dir, f[0]), []byte(f[1]), 0o644); err != nil {
 			return err
 		}
 	}
@@ -70,6 +62,54 @@ func makeRootfs(dir, hostname string) error {
 }
 
 func strip(p string) string { return p[1:] }
+
+// rootFiles are the files of the sandbox's /etc, by absolute path inside.
+func rootFiles(hostname string) [][2]string {
+	return [][2]string{
+		{"/etc/passwd", "root:x:0:0:sandbox:/tmp:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"},
+		{"/etc/group", "root:x:0:\nnogroup:x:65534:\n"},
+		{"/etc/hosts", "127.0.0.1\tlocalhost " + hostname + "\n::1\tlocalhost " + hostname + "\n"},
+		{"/etc/hostname", hostname + "\n"},
+		{"/etc/nsswitch.conf", "passwd: files\ngroup: files\nhosts: files dns\n"},
+		{"/etc/resolv.conf", ""},
+	}
+}
+
+// binds are the bind mounts of a sandbox, in order: the host's /usr and
+// top-level directories and the few /etc files (read-only), the worker
+// binary, the bundle and cfg.Binds.
+func binds(cfg *Config) []Bind {
+	bs := []Bind{{Source: "/usr", Target: "/usr"}}
+	for _, d := range hostTopDirs {
+		if fi, err := os.Lstat("/" + d); err == nil && fi.IsDir() {
+			bs = append(bs, Bind{Source: "/" + d, Target: "/" + d})
+		}
+	}
+	for _, e := range hostEtc {
+		if _, err := os.Stat(e); err == nil {
+			bs = append(bs, Bind{Source: e, Target: e})
+		}
+	}
+	if cfg.Binary != "" {
+		bs = append(bs, Bind{Source: cfg.Binary, Target: WorkerPath})
+	}
+	if cfg.Bundle != "" {
+		// Executable: the exec runtime runs its entrypoint from here.
+		bs = append(bs, Bind{Source: cfg.Bundle, Target: BundlePath})
+	}
+	return append(bs, cfg.Binds...)
+}
+
+// maskPaths are hidden in the sandbox's /proc (an empty read-only tmpfs on
+// a directory, /dev/null on a file); readonlyPaths are bound read-only.
+var (
+	maskPaths = []string{
+		"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+		"/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+		"/proc/interrupts", "/proc/sys/kernel/random/boot_id",
+	}
+	readonlyPaths = []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}
+)
 
 // mountPoint makes target (inside the rootfs dir) ready to receive a bind
 // of source: a directory or an empty file, matching source.
@@ -117,37 +157,12 @@ func containerConfig(cfg *Config, rootfs string) (*configs.Config, error) {
 		{Source: "tmpfs", Destination: TmpPath, Device: "tmpfs", Flags: unix.MS_NOSUID | unix.MS_NODEV,
 			Data: "mode=1777,size=" + strconv.FormatInt(cfg.TmpSize, 10)},
 	}
-	type bindSpec struct {
-		src, dst string
-		flags    int
-	}
-	binds := []bindSpec{{"/usr", "/usr", roBind}}
-	for _, d := range hostTopDirs {
-		if fi, err := os.Lstat("/" + d); err == nil && fi.IsDir() {
-			binds = append(binds, bindSpec{"/" + d, "/" + d, roBind})
-		}
-	}
-	for _, e := range hostEtc {
-		if _, err := os.Stat(e); err == nil {
-			binds = append(binds, bindSpec{e, e, roBind})
-		}
-	}
-	if cfg.Binary != "" {
-		binds = append(binds, bindSpec{cfg.Binary, WorkerPath, roBind})
-	}
-	if cfg.Bundle != "" {
-		// Executable: the exec runtime runs its entrypoint from here.
-		binds = append(binds, bindSpec{cfg.Bundle, BundlePath, roBind})
-	}
-	for _, b := range cfg.Binds {
+	for _, b := range binds(cfg) {
 		flags := roBind
 		if b.Writable {
 			flags = rwBind
 		}
-		binds = append(binds, bindSpec{b.Source, b.Target, flags})
-	}
-	for _, b := range binds {
-		m, err := bind(b.src, b.dst, b.flags)
+		m, err := bind(b.Source, b.Target, flags)
 		if err != nil {
 			return nil, err
 		}
@@ -185,14 +200,10 @@ func containerConfig(cfg *Config, rootfs string) (*configs.Config, error) {
 			Path:      cfg.Cgroup,
 			Resources: &occ.Resources{Devices: devRules},
 		},
-		Devices: specconv.AllowedDevices,
-		Mounts:  mounts,
-		MaskPaths: []string{
-			"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-			"/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
-			"/proc/interrupts", "/proc/sys/kernel/random/boot_id",
-		},
-		ReadonlyPaths: []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"},
+		Devices:       specconv.AllowedDevices,
+		Mounts:        mounts,
+		MaskPaths:     maskPaths,
+		ReadonlyPaths: readonlyPaths,
 		Rlimits: []configs.Rlimit{
 			{Type: unix.RLIMIT_NOFILE, Hard: cfg.NoFile, Soft: cfg.NoFile},
 			{Type: unix.RLIMIT_CORE, Hard: 0, Soft: 0},

@@ -79,6 +79,7 @@ func TestRunner(t *testing.T) {
 				Binary:   e.self,
 				Args:     args,
 				Env:      []string{helperEnv},
+				Launcher: sandbox.Launcher(*launcher),
 			}, cmd, dir)
 			return r, err
 		},

@@ -89,14 +89,17 @@ type Config struct {
 	// *os.File is passed to the process directly.
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
+	// Launcher starts the sandbox; empty: DefaultLauncher.
+	Launcher Launcher
 }
 
 // Sandbox is one started sandbox.
 type Sandbox struct {
 	id, rootfs, stateDir string
 	cgroup               string
-	c                    *libcontainer.Container
-	p                    *libcontainer.Process
+	launcher             Launcher
+	proc                 proc // nil until the launcher made one
+	phases               phases
 
 	waitOnce sync.Once
 	waitErr  error
@@ -114,6 +117,11 @@ func (cfg *Config) setDefaults() error {
 	}
 	if cfg.StateDir == "" {
 		cfg.StateDir = DefaultStateDir
+	}
+	switch cfg.Launcher {
+	case "", LauncherNative, LauncherLibcontainer:
+	default:
+		return fmt.Errorf("%w: launcher %q (want %q or %q)", ErrInvalidConfig, cfg.Launcher, LauncherNative, LauncherLibcontainer)
 	}
 	if !filepath.IsAbs(cfg.StateDir) {
 		return fmt.Errorf("%w: state dir %q is not absolute", ErrInvalidConfig, cfg.StateDir)
@@ -165,22 +173,46 @@ func hasEnv(env []string, key string) bool {
 	return false
 }
 
+// proc is a started sandbox's process, as its launcher handles it.
+type proc interface {
+	pid() int
+	signal(os.Signal) error
+	// wait waits for the process; an exit status other than 0 is no error.
+	wait() (*os.ProcessState, error)
+	// kill sends SIGKILL to the sandbox's processes.
+	kill()
+	// remove removes the launcher's state of the sandbox (its processes
+	// are gone).
+	remove() error
+}
+
 // Start creates the sandbox and starts its process. On error nothing of it
 // is left behind.
 func Start(cfg Config) (_ *Sandbox, retErr error) {
+	begin := time.Now()
 	if !seccomp.Enabled {
 		return nil, ErrNoSeccomp
 	}
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
+	n, nerr := nativeSetup()
+	switch {
+	case cfg.Launcher == "" && nerr == nil:
+		cfg.Launcher = LauncherNative
+	case cfg.Launcher == "":
+		cfg.Launcher = LauncherLibcontainer
+	case cfg.Launcher == LauncherNative && nerr != nil:
+		return nil, nerr
+	}
 	s := &Sandbox{
 		id:       cfg.ID,
 		stateDir: cfg.StateDir,
-		rootfs:   filepath.Join(cfg.StateDir, "rootfs", cfg.ID),
 		cgroup:   cfg.Cgroup,
+		launcher: cfg.Launcher,
 		done:     make(chan struct{}),
 	}
+	s.phases.Begin = begin
 	defer func() {
 		if retErr != nil {
 			_ = s.Destroy()
@@ -189,18 +221,67 @@ func Start(cfg Config) (_ *Sandbox, retErr error) {
 	if err := prepareStateDir(cfg.StateDir); err != nil {
 		return nil, err
 	}
+	if cfg.Launcher == LauncherNative {
+		if err := startNative(s, &cfg, n); err != nil {
+			return nil, err
+		}
+	} else if err := startLibcontainer(s, &cfg); err != nil {
+		return nil, err
+	}
+	if err := cgroups.VerifyUnified(s.proc.pid(), cfg.Cgroup); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrStart, err)
+	}
+	s.phases.End = time.Now()
+	return s, nil
+}
+
+// lcProc is a sandbox started by libcontainer.
+type lcProc struct {
+	c       *libcontainer.Container
+	p       *libcontainer.Process
+	started bool
+}
+
+func (p *lcProc) pid() int {
+	pid, _ := p.p.Pid()
+	return pid
+}
+
+func (p *lcProc) signal(sig os.Signal) error { return p.c.Signal(sig) }
+
+func (p *lcProc) wait() (*os.ProcessState, error) {
+	st, err := p.p.Wait()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ProcessState, nil
+	}
+	return st, err
+}
+
+func (p *lcProc) kill() { _ = p.c.Signal(unix.SIGKILL) }
+
+func (p *lcProc) remove() error {
+	if err := p.c.Destroy(); err != nil {
+		return fmt.Errorf("destroy %s: %w", p.c.ID(), err)
+	}
+	return nil
+}
+
+// startLibcontainer starts cfg's sandbox with libcontainer.
+func startLibcontainer(s *Sandbox, cfg *Config) error {
+	s.rootfs = filepath.Join(cfg.StateDir, "rootfs", cfg.ID)
 	if err := makeRootfs(s.rootfs, cfg.Hostname); err != nil {
-		return nil, err
+		return err
 	}
-	conf, err := containerConfig(&cfg, s.rootfs)
+	conf, err := containerConfig(cfg, s.rootfs)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	s.c, err = libcontainer.Create(filepath.Join(cfg.StateDir, "containers"), cfg.ID, conf)
+	c, err := libcontainer.Create(filepath.Join(cfg.StateDir, "containers"), cfg.ID, conf)
 	if err != nil {
-		return nil, fmt.Errorf("%w: create %s: %w", ErrStart, cfg.ID, err)
+		return fmt.Errorf("%w: create %s: %w", ErrStart, cfg.ID, err)
 	}
-	s.p = &libcontainer.Process{
+	p := &lcProc{c: c, p: &libcontainer.Process{
 		Args:   cfg.Args,
 		Env:    cfg.Env,
 		Cwd:    "/",
@@ -208,40 +289,35 @@ func Start(cfg Config) (_ *Sandbox, retErr error) {
 		Stdout: cfg.Stdout,
 		Stderr: cfg.Stderr,
 		Init:   true,
+	}}
+	s.proc = p
+	s.phases.Clone = time.Now()
+	if err := c.Run(p.p); err != nil {
+		return fmt.Errorf("%w: run %s: %w", ErrStart, cfg.ID, err)
 	}
-	if err := s.c.Run(s.p); err != nil {
-		return nil, fmt.Errorf("%w: run %s: %w", ErrStart, cfg.ID, err)
+	p.started = true
+	if _, err := p.p.Pid(); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrStart, cfg.ID, err)
 	}
-	pid, err := s.p.Pid()
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrStart, cfg.ID, err)
-	}
-	if err := cgroups.VerifyUnified(pid, cfg.Cgroup); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrStart, err)
-	}
-	return s, nil
+	return nil
 }
 
 // ID is the sandbox's id.
 func (s *Sandbox) ID() string { return s.id }
 
+// Launcher is the launcher that started the sandbox.
+func (s *Sandbox) Launcher() Launcher { return s.launcher }
+
 // Pid is the host pid of the sandbox's process.
-func (s *Sandbox) Pid() int {
-	pid, _ := s.p.Pid()
-	return pid
-}
+func (s *Sandbox) Pid() int { return s.proc.pid() }
 
 // Wait waits for the process to exit and returns its state. It may be
 // called many times and concurrently.
 func (s *Sandbox) Wait() (*os.ProcessState, error) {
 	s.waitOnce.Do(func() {
-		s.state, s.waitErr = s.p.Wait()
-		var ee *exec.ExitError
-		if errors.As(s.waitErr, &ee) {
-			// A non-zero exit is the process's business, not an error
-			// of the sandbox; the state says how it ended.
-			s.state, s.waitErr = ee.ProcessState, nil
-		}
+		// A non-zero exit is the process's business, not an error of the
+		// sandbox; the state says how it ended.
+		s.state, s.waitErr = s.proc.wait()
 		close(s.done)
 	})
 	return s.state, s.waitErr
@@ -255,19 +331,17 @@ func (s *Sandbox) OOMKills() uint64 { return s.oomKills.Load() }
 func (s *Sandbox) Done() <-chan struct{} { return s.done }
 
 // Signal sends sig to the sandbox's process (pid 1 inside).
-func (s *Sandbox) Signal(sig os.Signal) error {
-	return s.c.Signal(sig)
-}
+func (s *Sandbox) Signal(sig os.Signal) error { return s.proc.signal(sig) }
 
 // Destroy kills every process of the sandbox, waits for them, and removes
-// its cgroup, libcontainer state and rootfs directory. It is safe to call
-// more than once.
+// its cgroup and the launcher's state (libcontainer's, and its rootfs
+// directory). It is safe to call more than once.
 func (s *Sandbox) Destroy() error {
 	s.destroyOnce.Do(func() {
 		var errs []error
-		if s.c != nil {
-			if s.p != nil {
-				_ = s.c.Signal(unix.SIGKILL)
+		if s.proc != nil {
+			if started(s.proc) {
+				s.proc.kill()
 				waitTimeout(s, 10*time.Second)
 			}
 			// On cgroup v1 the kernel counts an OOM kill only in the
@@ -277,19 +351,37 @@ func (s *Sandbox) Destroy() error {
 					s.oomKills.Store(st.OOMKills)
 				}
 			}
-			if err := s.c.Destroy(); err != nil {
-				errs = append(errs, fmt.Errorf("destroy %s: %w", s.id, err))
+			if _, native := s.proc.(*nativeProc); !native {
+				errs = append(errs, s.proc.remove())
 			}
 		}
 		if err := removeCgroup(s.cgroup); err != nil {
 			errs = append(errs, err)
 		}
-		if err := os.RemoveAll(s.rootfs); err != nil {
-			errs = append(errs, err)
+		if s.rootfs != "" {
+			if err := os.RemoveAll(s.rootfs); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		// The native launcher's state file goes last: until the cgroup is
+		// gone, Cleanup needs it after a crash.
+		if np, native := s.proc.(*nativeProc); native {
+			errs = append(errs, np.remove())
 		}
 		s.destroyErr = errors.Join(errs...)
 	})
 	return s.destroyErr
+}
+
+// started reports whether p has a process to kill and wait for.
+func started(p proc) bool {
+	switch p := p.(type) {
+	case *lcProc:
+		return p.started
+	case *nativeProc:
+		return p.cmd != nil
+	}
+	return false
 }
 
 func waitTimeout(s *Sandbox, d time.Duration) {
@@ -329,6 +421,11 @@ func Cleanup(stateDir string) (int, error) {
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return 0, err
 	}
+	nroot := nativeStateDir(stateDir)
+	nentries, err := os.ReadDir(nroot)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return 0, err
+	}
 	var n atomic.Int64
 	err = parallel.ForEach(entries, cleanupParallel, func(e os.DirEntry) error {
 		removed, err := cleanupOne(root, e.Name())
@@ -337,7 +434,14 @@ func Cleanup(stateDir string) (int, error) {
 		}
 		return err
 	})
-	err = errors.Join(err, os.RemoveAll(filepath.Join(stateDir, "rootfs")))
+	nerr := parallel.ForEach(nentries, cleanupParallel, func(e os.DirEntry) error {
+		err := cleanupNative(nroot, e.Name())
+		if err == nil {
+			n.Add(1)
+		}
+		return err
+	})
+	err = errors.Join(err, nerr, os.RemoveAll(filepath.Join(stateDir, "rootfs")))
 	return int(n.Load()), err
 }
 

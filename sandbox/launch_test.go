@@ -1,0 +1,122 @@
+package sandbox_test
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/scoped-io/scoped/cgroups"
+	"github.com/scoped-io/scoped/sandbox"
+)
+
+// TestLaunchersSameIsolation starts the same sandbox with each launcher
+// and compares what its process sees of its isolation: mounts and their
+// options, credentials, capabilities, no_new_privs, seccomp, rlimits,
+// the id map, hostname, network interfaces and its cgroup.
+func TestLaunchersSameIsolation(t *testing.T) {
+	e := newEnv(t)
+	if l, err := sandbox.DefaultLauncher(); l != sandbox.LauncherNative {
+		t.Skipf("the native launcher is not available here: %v", err)
+	}
+	var out [2]string
+	for i, l := range []sandbox.Launcher{sandbox.LauncherNative, sandbox.LauncherLibcontainer} {
+		b := e.startWith(l, "alpha", cgroups.Limits{}, "describe")
+		out[i] = b.wait(t)
+		if b.Launcher() != l {
+			t.Errorf("started by %s, want %s", b.Launcher(), l)
+		}
+		if out[i] == "" {
+			t.Fatalf("%s: no output; stderr %s", l, b.stderr.String())
+		}
+	}
+	if out[0] != out[1] {
+		a, b := strings.Split(out[0], "\n"), strings.Split(out[1], "\n")
+		for _, l := range a {
+			if !slices.Contains(b, l) {
+				t.Errorf("native only:       %s", l)
+			}
+		}
+		for _, l := range b {
+			if !slices.Contains(a, l) {
+				t.Errorf("libcontainer only: %s", l)
+			}
+		}
+	}
+	t.Log(out[0])
+}
+
+// describe prints what a sandboxed process sees of its isolation, one
+// fact a line, sorted, without what differs between two sandboxes of one
+// scope (pids, namespace and mount ids).
+func describe() {
+	var lines []string
+	add := func(format string, args ...any) { lines = append(lines, fmt.Sprintf(format, args...)) }
+	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
+		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			f := strings.Fields(l)
+			i := slices.Index(f, "-")
+			if len(f) < 6 || i < 0 || i+3 > len(f) {
+				add("mountinfo? %s", l)
+				continue
+			}
+			// mount point, its options, fs type, super options (tmpfs
+			// sizes, say); not ids, root or source. The root is a tmpfs
+			// of the native launcher's, a host directory of
+			// libcontainer's: its options only.
+			if f[4] == "/" {
+				add("mount / %s", f[5])
+				continue
+			}
+			add("mount %s %s %s %s", f[4], f[5], f[i+1], f[i+3])
+		}
+	}
+	if b, err := os.ReadFile("/proc/self/status"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			for _, k := range []string{"Uid:", "Gid:", "Groups:", "Cap", "NoNewPrivs:", "Seccomp:", "Seccomp_filters:"} {
+				if strings.HasPrefix(l, k) {
+					add("status %s", strings.Join(strings.Fields(l), " "))
+				}
+			}
+		}
+	}
+	for _, r := range []struct {
+		name string
+		res  int
+	}{{"nofile", unix.RLIMIT_NOFILE}, {"core", unix.RLIMIT_CORE}, {"nproc", unix.RLIMIT_NPROC}, {"memlock", unix.RLIMIT_MEMLOCK}, {"stack", unix.RLIMIT_STACK}} {
+		var l unix.Rlimit
+		_ = unix.Getrlimit(r.res, &l)
+		add("rlimit %s %d %d", r.name, l.Cur, l.Max)
+	}
+	for _, f := range []string{"/proc/self/uid_map", "/proc/self/gid_map", "/proc/self/setgroups", "/proc/self/cgroup"} {
+		b, _ := os.ReadFile(f)
+		add("%s %q", f, strings.Join(strings.Fields(string(b)), " "))
+	}
+	host, _ := os.Hostname()
+	add("hostname %s", host)
+	wd, _ := os.Getwd()
+	add("cwd %s", wd)
+	add("umask %03o", unix.Umask(0o22))
+	if ifaces, err := net.Interfaces(); err == nil {
+		for _, i := range ifaces {
+			add("net %s %s", i.Name, i.Flags)
+		}
+	} else {
+		add("net: %v", err)
+	}
+	for _, d := range []string{"/", "/dev", "/etc", "/tmp"} {
+		ents, _ := os.ReadDir(d)
+		var names []string
+		for _, e := range ents {
+			fi, _ := e.Info()
+			names = append(names, fmt.Sprintf("%s:%v", e.Name(), fi.Mode()))
+		}
+		add("ls %s %s", d, strings.Join(names, " "))
+	}
+	slices.Sort(lines)
+	fmt.Println(strings.Join(lines, "\n"))
+}
