@@ -47,6 +47,8 @@ test:
 # fuzz target for FUZZTIME (see fuzz).
 test-host: deps generate-check
 	CGO_ENABLED=1 $(GO) test $(GOFLAGS_BUILD) -p 1 -count=1 -timeout 15m ./...
+	# the sandbox tests again with the other launcher (the default is native)
+	CGO_ENABLED=1 $(GO) test $(GOFLAGS_BUILD) -count=1 -timeout 5m ./sandbox -args -launcher libcontainer
 	@GO=$(GO) scripts/fuzz.sh
 
 # Every fuzz target (found by grep) for FUZZTIME each (default 5s):
@@ -180,8 +182,9 @@ bench-v2: deps
 	done; [ -z "$$failed" ]
 
 # Rebuilds generated code from source with the pinned Go tools (go.mod's
-# tool lines): protobuf, and the eBPF objects of accounting/ and netns/
-# (bpf2go, with Debian's clang-14 and libbpf-dev; see scripts/gencheck.sh).
+# tool lines): protobuf, the eBPF objects of accounting/ and netns/
+# (bpf2go, with Debian's clang-14 and libbpf-dev) and the sandbox's static
+# init (gcc 12 and glibc of Debian 12); see scripts/gencheck.sh.
 BPF_CC ?= clang-14
 generate:
 	@scripts/deps.sh generate

@@ -516,5 +516,48 @@ func cleanupNative(dir, id string) error {
 // phases are when one Start reached each of its steps.
 type phases struct {
 	Begin, CgroupMade, Clone, Cloned, Moved, Executed, End time.Time
+	mono                                                   int64          // CLOCK_MONOTONIC at Begin
 	Init                                                   [nPhases]int64 // the init's CLOCK_MONOTONIC stamps
+}
+
+// Step is one step of a sandbox's start: what was done by then, and when,
+// counted from the start of Start.
+type Step struct {
+	Name string
+	At   time.Duration
+}
+
+// StartSteps are the steps of the sandbox's start, in order. The native
+// launcher reports its init's steps too; libcontainer's start is one step.
+func (s *Sandbox) StartSteps() []Step {
+	p := &s.phases
+	var steps []Step
+	at := func(name string, t time.Time) {
+		if !t.IsZero() {
+			steps = append(steps, Step{name, t.Sub(p.Begin)})
+		}
+	}
+	at("cgroup leaf made", p.CgroupMade)
+	at("plan and binds made", p.Clone)
+	at("init cloned", p.Cloned)
+	names := [nPhases]string{phMain: "init: running", phCfg: "init: plan read", phLo: "init: loopback up",
+		phMounts: "init: root and mounts", phPivot: "init: pivot_root", phFinal: "init: masks, rlimits",
+		phGo: "init: cgroup v1 moves seen", phCaps: "init: capabilities dropped", phSeccomp: "init: seccomp loaded"}
+	if p.Init[phSeccomp] != 0 {
+		for i, name := range names {
+			if i == phGo {
+				at("cgroup v1 moves done", p.Moved)
+			}
+			steps = append(steps, Step{name, time.Duration(p.Init[i] - p.mono)})
+		}
+	}
+	at("target executed", p.Executed)
+	at("Start returns", p.End)
+	return steps
+}
+
+func monotonic() int64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return ts.Nano()
 }

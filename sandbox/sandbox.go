@@ -212,7 +212,7 @@ func Start(cfg Config) (_ *Sandbox, retErr error) {
 		launcher: cfg.Launcher,
 		done:     make(chan struct{}),
 	}
-	s.phases.Begin = begin
+	s.phases.Begin, s.phases.mono = begin, monotonic()
 	defer func() {
 		if retErr != nil {
 			_ = s.Destroy()

@@ -11,7 +11,7 @@ want() { for p in "$@"; do have_pkg "$p" || need+=("$p"); done; }
 case "${1:-build}" in
 build) want gcc libc6-dev pkg-config libseccomp-dev ;;
 bench) want gcc libc6-dev pkg-config libseccomp-dev bubblewrap runc ;;
-generate) want protobuf-compiler clang-14 llvm-14 libbpf-dev ;; # versions: scripts/gencheck.sh
+generate) want protobuf-compiler clang-14 llvm-14 libbpf-dev gcc libc6-dev ;; # versions: scripts/gencheck.sh
 # make test-systemd: systemd as the VM's init (the host's own), and what
 # scripts/systemd-check.sh runs in it.
 systemd) want systemd bpftool jq ;;

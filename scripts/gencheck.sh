@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Checks that the generated code in the tree (protobuf's *.pb.go, bpf2go's
-# *_bpfel.go and *_bpfel.o) is exactly what `make generate` makes from the
+# *_bpfel.go and *_bpfel.o, the sandbox's static init) is exactly what `make generate` makes from the
 # sources in the tree, byte for byte. The tree is left as it was found;
 # on a difference the script shows it, says which files to regenerate and
 # commit, and fails.
 #
 # The generators are pinned: protoc-gen-go, protoc-gen-go-grpc and bpf2go
-# by go.mod (its tool lines), protoc and clang by their versions below, the
-# ones of Debian 12 (what CI runs on), which scripts/deps.sh installs.
+# by go.mod (its tool lines), protoc, clang and gcc (with its glibc, linked
+# into the static init) by their versions below, the ones of Debian 12
+# (what CI runs on), which scripts/deps.sh installs.
 #
 #   GO    the go command (default go)
 #   MAKE  the make command (default make)
@@ -17,6 +18,8 @@ GO=${GO:-go}
 MAKE=${MAKE:-make}
 PROTOC_VERSION="libprotoc 3.21.12"
 BPF_CC=${BPF_CC:-clang-14}
+GCC_VERSION="12"
+GLIBC_VERSION="2.36"
 
 scripts/deps.sh generate
 if [ "$(protoc --version)" != "$PROTOC_VERSION" ]; then
@@ -24,8 +27,12 @@ if [ "$(protoc --version)" != "$PROTOC_VERSION" ]; then
 	exit 1
 fi
 command -v "$BPF_CC" >/dev/null || { echo "gencheck: $BPF_CC not found (scripts/deps.sh generate installs it)" >&2; exit 1; }
+if [ "$(gcc -dumpversion)" != "$GCC_VERSION" ] || ! ldd --version 2>/dev/null | head -1 | grep -q " $GLIBC_VERSION\$"; then
+	echo "gencheck: the committed sandbox init is built by gcc $GCC_VERSION with glibc $GLIBC_VERSION (Debian 12); here gcc $(gcc -dumpversion), $(ldd --version 2>/dev/null | head -1)" >&2
+	exit 1
+fi
 
-gen=('*.pb.go' '*_bpfel.go' '*_bpfel.o' '*_bpfeb.go' '*_bpfeb.o')
+gen=('*.pb.go' '*_bpfel.go' '*_bpfel.o' '*_bpfeb.go' '*_bpfeb.o' 'sandbox/cinit/scoped-init.*')
 list() { git ls-files --cached --others --exclude-standard -- "${gen[@]}" | sort -u; }
 
 keep=$(mktemp -d)
@@ -73,7 +80,7 @@ restore
 if [ ${#bad[@]} -gt 0 ]; then
 	echo "gencheck: generated code differs from what make generate makes (run make generate and commit):" >&2
 	printf '  %s\n' "${bad[@]}" >&2
-	echo "  with $(protoc --version), $("$BPF_CC" --version | head -1), libbpf-dev $(dpkg-query -W -f='${Version}' libbpf-dev 2>/dev/null || echo '?')" >&2
+	echo "  with $(protoc --version), $("$BPF_CC" --version | head -1), gcc $(gcc -dumpversion), libbpf-dev $(dpkg-query -W -f='${Version}' libbpf-dev 2>/dev/null || echo '?')" >&2
 	exit 1
 fi
 echo "gencheck: ${#after[@]} generated files match their sources"

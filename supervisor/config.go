@@ -18,6 +18,7 @@ import (
 	"github.com/scoped-io/scoped/internal/ident"
 	"github.com/scoped-io/scoped/metering"
 	"github.com/scoped-io/scoped/netns"
+	"github.com/scoped-io/scoped/sandbox"
 )
 
 // Config is the daemon's configuration, read from a TOML file (see
@@ -106,6 +107,9 @@ type ScopeConfig struct {
 	IDBase   uint32 `toml:"id_base"`   // first host uid of the scopes' ranges
 	IDSlots  uint32 `toml:"id_slots"`  // number of 65536-id ranges
 	LogLines int    `toml:"log_lines"` // lines kept per scope log ring
+	// Launcher starts the sandboxes: "native", "libcontainer" or "" (the
+	// default: sandbox.DefaultLauncher).
+	Launcher string `toml:"launcher"`
 	// ReclaimFree: while fewer than this fraction of id_slots are free, a
 	// new scope reclaims an idle scope of the tenant holding the most
 	// (0: only when none is free).
@@ -246,6 +250,11 @@ func (c *Config) Validate() error {
 	}
 	if !(c.Scope.ReclaimFree >= 0 && c.Scope.ReclaimFree < 1) {
 		return bad("scope: reclaim_free must be in [0, 1)")
+	}
+	switch sandbox.Launcher(c.Scope.Launcher) {
+	case "", sandbox.LauncherNative, sandbox.LauncherLibcontainer:
+	default:
+		return bad("scope: launcher %q: want %q, %q or empty", c.Scope.Launcher, sandbox.LauncherNative, sandbox.LauncherLibcontainer)
 	}
 	if c.Scope.TmpSize < 0 {
 		return bad("scope: tmp_size must not be negative (0: the sandbox default)")

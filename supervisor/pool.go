@@ -537,6 +537,7 @@ func (i *invoker) workerSpec(sc *scope, w *worker, log *slog.Logger) (host.Spec,
 		IDs:      sc.ids,
 		Bundle:   ext.Dir,
 		TmpSize:  i.conf().Scope.TmpSize,
+		Launcher: sandbox.Launcher(i.conf().Scope.Launcher),
 	}
 	netPath, err := i.network(sc, ext)
 	if err != nil {

@@ -317,6 +317,16 @@ func (s *Supervisor) Recover() error {
 // cleanSandboxes removes the sandboxes, and their processes, a previous
 // run left.
 func (s *Supervisor) cleanSandboxes(context.Context) error {
+	switch l, err := sandbox.DefaultLauncher(); {
+	case s.cfg.Load().Scope.Launcher == string(sandbox.LauncherNative) && err != nil:
+		return fmt.Errorf("[scope] launcher = %q: %w", sandbox.LauncherNative, err)
+	case s.cfg.Load().Scope.Launcher != "":
+		s.log.Info("sandbox launcher", "launcher", s.cfg.Load().Scope.Launcher)
+	case err != nil:
+		s.log.Warn("sandbox launcher: libcontainer, the native one is not available", "launcher", l, "err", err)
+	default:
+		s.log.Info("sandbox launcher", "launcher", l)
+	}
 	if n, err := sandbox.Cleanup(s.sandboxDir); err != nil {
 		return fmt.Errorf("remove sandboxes left by a previous run: %w", err)
 	} else if n > 0 {

@@ -34,6 +34,9 @@ const (
 	sFork          = "fork/exec"
 	sScopedExit    = "scoped: Start → exit"
 	sScopedDestroy = "scoped: Start → Destroy done"
+	sLcExit        = "scoped, libcontainer: Start → exit"
+	sLcDestroy     = "scoped, libcontainer: Start → Destroy done"
+	stepPrefix     = "step: "
 	sBwrap         = "bwrap"
 	sRunc          = "runc run"
 	pStart         = "sandbox.Start returns"
@@ -89,6 +92,7 @@ type bench struct {
 	layout               benchmd.HostLayout
 	ids                  sandbox.IDRange
 	seq                  int
+	steps                []string // the native launcher's start steps, in order
 }
 
 func (b *bench) setup() error {
@@ -154,7 +158,12 @@ func (b *bench) variants() []benchmd.Variant {
 	}
 	return []benchmd.Variant{
 		{Name: "fork/exec", Run: run(sFork, truePath)},
-		{Name: "scoped", Run: b.runScoped},
+		{Name: "scoped", Run: func(ctx context.Context, rec func(string, time.Duration)) error {
+			return b.runScoped(ctx, sandbox.LauncherNative, rec)
+		}},
+		{Name: "scoped-libcontainer", Run: func(ctx context.Context, rec func(string, time.Duration)) error {
+			return b.runScoped(ctx, sandbox.LauncherLibcontainer, rec)
+		}},
 		{Name: "bwrap", Run: run(sBwrap, append([]string{b.o.bwrap}, b.layout.BwrapArgs(truePath)...)...)},
 		{Name: "runc", Run: func(_ context.Context, rec func(string, time.Duration)) error {
 			b.seq++
@@ -165,13 +174,13 @@ func (b *bench) variants() []benchmd.Variant {
 	}
 }
 
-func (b *bench) runScoped(_ context.Context, rec func(string, time.Duration)) error {
+func (b *bench) runScoped(_ context.Context, l sandbox.Launcher, rec func(string, time.Duration)) error {
 	b.seq++
 	id := "s" + strconv.Itoa(b.seq)
 	var stderr bytes.Buffer
 	t0 := time.Now()
 	s, err := sandbox.Start(sandbox.Config{ID: id, StateDir: b.state, Cgroup: b.scopedNode.Path() + "/" + id,
-		Hostname: "bench", IDs: b.ids, Args: []string{truePath}, Stderr: &stderr})
+		Hostname: "bench", IDs: b.ids, Args: []string{truePath}, Stderr: &stderr, Launcher: l})
 	if err != nil {
 		return err
 	}
@@ -186,11 +195,25 @@ func (b *bench) runScoped(_ context.Context, rec func(string, time.Duration)) er
 	if !st.Success() {
 		return fmt.Errorf("%s %s: %s", truePath, st, strings.TrimSpace(stderr.String()))
 	}
+	if l == sandbox.LauncherLibcontainer {
+		rec(sLcExit, t2.Sub(t0))
+		rec(sLcDestroy, t3.Sub(t0))
+		return nil
+	}
 	rec(sScopedExit, t2.Sub(t0))
 	rec(sScopedDestroy, t3.Sub(t0))
 	rec(pStart, t1.Sub(t0))
 	rec(pWait, t2.Sub(t1))
 	rec(pDestroy, t3.Sub(t2))
+	steps := s.StartSteps()
+	if len(b.steps) == 0 {
+		for _, st := range steps {
+			b.steps = append(b.steps, st.Name)
+		}
+	}
+	for _, st := range steps {
+		rec(stepPrefix+st.Name, st.At)
+	}
 	return nil
 }
 
@@ -205,21 +228,40 @@ func (b *bench) report(args string, res map[string][]time.Duration) string {
 	r.P("- Versions: %s, libcontainer %s, %s, runc %s\n\n",
 		runtime.Version(), benchmd.ModuleVersion("", "github.com/opencontainers/runc"), benchmd.ToolVersion(b.o.bwrap), benchmd.ToolVersion(b.o.runc))
 	r.P("| Variant | Median | p90 | vs fork/exec |\n| --- | ---: | ---: | ---: |\n")
-	for _, s := range []string{sFork, sScopedExit, sScopedDestroy, sBwrap, sRunc} {
+	for _, s := range []string{sFork, sScopedExit, sScopedDestroy, sLcExit, sLcDestroy, sBwrap, sRunc} {
 		r.P("| %s | %s | %s | %s× |\n", s, benchmd.Ms(med(s)), benchmd.Ms(benchmd.Percentile(res[s], 90)), benchmd.DRatio(med(s), med(sFork)))
 	}
 	r.P("\nScoped against the others, ratios of medians (below 1: scoped is faster):\n\n")
-	for _, s := range []string{sScopedExit, sScopedDestroy} {
-		name := strings.TrimPrefix(s, "scoped: ")
-		r.P("- scoped (%s) / bwrap = %s; scoped (%s) / runc run = %s\n", name, benchmd.DRatio(med(s), med(sBwrap)), name, benchmd.DRatio(med(s), med(sRunc)))
+	for _, s := range []string{sScopedExit, sScopedDestroy, sLcExit, sLcDestroy} {
+		name, lc := strings.CutPrefix(s, "scoped, libcontainer: ")
+		name = strings.TrimPrefix(name, "scoped: ")
+		who := "scoped"
+		if lc {
+			who = "scoped with libcontainer"
+		}
+		r.P("- %s (%s) / bwrap = %s; / runc run = %s\n", who, name, benchmd.DRatio(med(s), med(sBwrap)), benchmd.DRatio(med(s), med(sRunc)))
 	}
+	r.P("- scoped (Start → exit), native / libcontainer launcher = %s\n", benchmd.DRatio(med(sScopedExit), med(sLcExit)))
 	r.P("\nScoped's time by phase, medians: %s after %s, %s %s later, %s %s later.\n\n",
 		pStart, benchmd.Ms(med(pStart)), pWait, benchmd.Ms(med(pWait)), pDestroy, benchmd.Ms(med(pDestroy)))
+	if len(b.steps) > 0 {
+		r.P("The native launcher's start step by step (`Sandbox.StartSteps`), medians of when each step was done,\n")
+		r.P("counted from the call of `sandbox.Start`; init steps are the init's own clock readings:\n\n")
+		r.P("| Step | Done at | Since the step before |\n| --- | ---: | ---: |\n")
+		var prev time.Duration
+		for _, st := range b.steps {
+			at := med(stepPrefix + st)
+			r.P("| %s | %s | %s |\n", st, benchmd.Ms(at), benchmd.Ms(at-prev))
+			prev = at
+		}
+		r.P("\n")
+	}
 	r.P("Times are wall clock in the benchmark process, from just before the start to just after the last call returns;\n")
 	r.P("every variant gets stdin from /dev/null, stdout discarded and stderr captured.\n\n")
 	r.P("- **fork/exec**: `os/exec` runs `%s`.\n", truePath)
-	r.P("- **scoped**: `sandbox.Start` in a fresh cgroup leaf under `%s`, then `Wait` and `Destroy` (cgroup,\n", b.scopedNode.Path())
-	r.P("  libcontainer state and rootfs removed). User (a high host uid range), pid, mount, ipc, uts, net (loopback) and\n")
+	r.P("- **scoped**: `sandbox.Start` with the native launcher (the default) in a fresh cgroup leaf under `%s`,\n", b.scopedNode.Path())
+	r.P("  then `Wait` and `Destroy` (cgroup and state removed); **scoped, libcontainer** the same with\n")
+	r.P("  `Launcher: libcontainer` (its state and rootfs directory removed too). User (a high host uid range), pid, mount, ipc, uts, net (loopback) and\n")
 	r.P("  cgroup namespaces; read-only /usr and a few /etc files; private /proc, /dev, /tmp; no capabilities; seccomp.\n")
 	r.P("- **bwrap**: `bwrap %s`: no cgroup, no seccomp filter.\n", strings.Join(b.layout.BwrapArgs(truePath), " "))
 	r.P("- **runc run**: `runc run` of a bundle from `runc spec` changed to match scoped (the same namespaces, another high\n")
