@@ -52,6 +52,10 @@ type Config struct {
 	// SupervisorCPUWeight is the cpu.weight (1..10000) of the daemon's
 	// leaf in the delegated layout, beside the scopes' node (100).
 	SupervisorCPUWeight uint64 `toml:"supervisor_cpu_weight"`
+	// CgroupFavorDynMods turns the host's cgroup2 favordynmods on while
+	// the daemon runs (cgroups.FavorDynMods): a sandbox's start no longer
+	// waits for an RCU grace period. Host-wide, so off by default.
+	CgroupFavorDynMods bool `toml:"cgroup_favordynmods"`
 	// ExecWorker is the exec runtime's worker binary (scoped-exec); empty:
 	// next to the daemon's binary.
 	ExecWorker string `toml:"exec_worker"`

@@ -157,9 +157,10 @@ func (s *Supervisor) Reload(cfg Config) error {
 	old := s.conf()
 	if cfg.Socket != old.Socket || cfg.StateDir != old.StateDir || cfg.RuntimeDir != old.RuntimeDir ||
 		cfg.CgroupRoot != old.CgroupRoot || cfg.CgroupDelegate != old.CgroupDelegate || cfg.SupervisorCPUWeight != old.SupervisorCPUWeight ||
+		cfg.CgroupFavorDynMods != old.CgroupFavorDynMods ||
 		cfg.Scope.IDBase != old.Scope.IDBase || cfg.Scope.IDSlots != old.Scope.IDSlots ||
 		cfg.Metering.Enabled != old.Metering.Enabled || cfg.Metering.Window != old.Metering.Window {
-		return fmt.Errorf("%w: socket, state_dir, runtime_dir, cgroup_root, cgroup_delegate, supervisor_cpu_weight, the id range and metering's enabled and window change only with a restart", ErrConfig)
+		return fmt.Errorf("%w: socket, state_dir, runtime_dir, cgroup_root, cgroup_delegate, supervisor_cpu_weight, cgroup_favordynmods, the id range and metering's enabled and window change only with a restart", ErrConfig)
 	}
 	if err := checkAssignments(&cfg, s.tenants.assignments()); err != nil {
 		return err
@@ -297,6 +298,9 @@ func (s *Supervisor) Recover() error {
 	// cleanup removes them.
 	l.add("metering ledger", part{start: func(context.Context) error { return s.meter.open() }, stop: s.meter.close})
 	l.add("cgroups", part{start: s.cleanCgroups})
+	if s.conf().CgroupFavorDynMods {
+		l.add("cgroup favordynmods", s.favorDynMods())
+	}
 	l.add("network", s.net)
 	l.add("runtime directories", part{start: s.makeRuntimeDirs, stop: func() error { return os.RemoveAll(s.socketDir) }})
 	l.add("accounting", s.acct)
@@ -333,6 +337,28 @@ func (s *Supervisor) cleanSandboxes(context.Context) error {
 		s.log.Warn("removed sandboxes left by a previous run", "count", n)
 	}
 	return nil
+}
+
+// favorDynMods turns the host's cgroup2 favordynmods on while the daemon
+// runs (cgroup_favordynmods), and back off at stop if it was off.
+func (s *Supervisor) favorDynMods() part {
+	var restore func() error
+	return part{
+		start: func(context.Context) error {
+			var err error
+			if restore, err = cgroups.FavorDynMods(); err != nil {
+				return fmt.Errorf("cgroup_favordynmods: %w", err)
+			}
+			s.log.Info("cgroup2 favordynmods on while the daemon runs (host-wide: cgroup moves skip the RCU wait, forks and exits cost a little more)")
+			return nil
+		},
+		stop: func() error {
+			if restore == nil {
+				return nil
+			}
+			return restore()
+		},
+	}
 }
 
 // cleanCgroups removes the cgroups a previous run left.

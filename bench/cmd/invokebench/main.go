@@ -57,7 +57,7 @@ type options struct {
 	maxWorkers, maxConcurrent int
 	acctRounds, acctCallers   int
 	acctDur                   time.Duration
-	runc, daemonLog           string
+	runc, bwrap, daemonLog    string
 }
 
 func main() {
@@ -77,6 +77,7 @@ func main() {
 	flag.IntVar(&o.maxWorkers, "max-workers", 4, "the daemon's [pool] max_workers")
 	flag.IntVar(&o.maxConcurrent, "max-concurrent", 16, "the daemon's [pool] max_concurrent")
 	flag.StringVar(&o.runc, "runc", "/usr/sbin/runc", "runc binary")
+	flag.StringVar(&o.bwrap, "bwrap", "/usr/bin/bwrap", "bubblewrap binary")
 	flag.StringVar(&o.daemonLog, "daemon-log", "", "keep a copy of the daemons' logs in this `file`")
 	benchmd.Main("invokebench", true, func(ctx context.Context, args string) ([]string, error) {
 		for _, f := range strings.Split(callers, ",") {
@@ -94,8 +95,10 @@ func main() {
 		case o.acctRounds < 0 || o.acctCallers < 1 || o.acctDur < time.Millisecond || o.maxWorkers < 1 || o.maxConcurrent < 1:
 			return nil, errors.New("need -acct-rounds ≥ 0, -acct-duration ≥ 1ms, -acct-callers, -max-workers and -max-concurrent ≥ 1")
 		}
-		if _, err := os.Stat(o.runc); err != nil {
-			return nil, fmt.Errorf("%w (install runc: scripts/deps.sh bench)", err)
+		for _, p := range []string{o.runc, o.bwrap} {
+			if _, err := os.Stat(p); err != nil {
+				return nil, fmt.Errorf("%w (install runc and bubblewrap: scripts/deps.sh bench)", err)
+			}
 		}
 		return run(ctx, o, args)
 	})
@@ -110,6 +113,8 @@ type bench struct {
 	whoami       string // the worker binary in the bundle
 	libcontainer string // its version in the daemon
 	d            *benchmd.Daemon
+	dlc          *benchmd.Daemon // the cold start's daemon with [scope] launcher = "libcontainer"
+	bwrapArgs    []string
 	idSlots      int
 	runcTree     *cgroups.Tree
 	runc         *benchmd.Runc
@@ -145,13 +150,22 @@ func run(ctx context.Context, o options, args string) (_ []string, retErr error)
 	if err != nil {
 		return nil, err
 	}
+	b.bwrapArgs = append([]string{o.bwrap}, layout.BwrapArgs(truePath)...)
+	// runc's ids after the two cold-start daemons' ranges.
 	if b.runc, err = benchmd.NewRunc(o.runc, b.kit.Work, node.Path(), benchmd.RuncSpec{Layout: layout,
-		HostID: idBase + uint32(b.idSlots)*idSize, IDs: idSize, TmpSize: tmpSize, Args: []string{truePath}}); err != nil {
+		HostID: idBase + 2*uint32(b.idSlots)*idSize, IDs: idSize, TmpSize: tmpSize, Args: []string{truePath}}); err != nil {
 		return nil, err
 	}
 
 	if err := b.startDaemon(ctx, "cold", ""); err != nil {
 		return nil, err
+	}
+	// The same daemon with the launcher it had before the native one, in
+	// a cgroup root and id range of its own: the "before" of the cold
+	// start, measured in the same rounds.
+	lc := b.settings(idBase+uint32(b.idSlots)*idSize, "libcontainer", "")
+	if b.dlc, err = b.kit.StartDaemon(ctx, "cold-lc", daemonCgroupRoot+"-lc", lc); err != nil {
+		return nil, errors.Join(err, b.stopDaemon())
 	}
 	cold, err := benchmd.RoundRobin(ctx, "cold start: ", o.warmup, o.n, 0, b.coldVariants(), logf)
 	if err := errors.Join(err, b.stopDaemon()); err != nil {
@@ -185,7 +199,14 @@ func run(ctx context.Context, o options, args string) (_ []string, retErr error)
 // startDaemon starts a daemon (its directories named after name) with
 // extra appended to its configuration.
 func (b *bench) startDaemon(ctx context.Context, name, extra string) (err error) {
-	settings := fmt.Sprintf(`[isolation]
+	b.d, err = b.kit.StartDaemon(ctx, name, daemonCgroupRoot, b.settings(idBase, "", extra))
+	return err
+}
+
+// settings are the benchmark daemons' configuration: scope ids from
+// firstID, the sandbox launcher, and extra appended (other tables).
+func (b *bench) settings(firstID uint32, launcher, extra string) string {
+	return fmt.Sprintf(`[isolation]
 by = ["environment"]
 [limits]
 default_timeout = "30s"
@@ -197,24 +218,26 @@ idle_timeout = "1h"
 [scope]
 id_base = %d
 id_slots = %d
+launcher = %q
 [log]
 level = "info"
 [metrics]
 listen = "off"
-`, b.o.maxWorkers, b.o.maxConcurrent, idBase, b.idSlots) + extra
-	b.d, err = b.kit.StartDaemon(ctx, name, daemonCgroupRoot, settings)
-	return err
+`, b.o.maxWorkers, b.o.maxConcurrent, firstID, b.idSlots, launcher) + extra
 }
 
 // stopDaemon stops the daemon with SIGTERM and checks that it removed its
 // cgroups.
 func (b *bench) stopDaemon() error {
-	if b.d == nil {
-		return nil
+	var errs []error
+	for _, d := range []**benchmd.Daemon{&b.d, &b.dlc} {
+		if *d != nil {
+			_, err := b.kit.StopDaemon(*d, 0)
+			errs = append(errs, err)
+			*d = nil
+		}
 	}
-	_, err := b.kit.StopDaemon(b.d, 0)
-	b.d = nil
-	return err
+	return errors.Join(errs...)
 }
 
 // close removes everything the benchmark created and checks that nothing

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -20,9 +21,12 @@ import (
 
 // The series of the cold start; a variant records one or more per run.
 const (
-	sScoped = "scoped: first Invoke of a new scope"
-	sPlugin = "go-plugin, unsandboxed: NewClient → first reply"
-	sRunc   = "runc run of /usr/bin/true"
+	sScoped   = "scoped: first Invoke of a new scope"
+	sScopedLC = "scoped with libcontainer (before): first Invoke of a new scope"
+	sPlugin   = "go-plugin, unsandboxed: NewClient → first reply"
+	sRunc     = "runc run of /usr/bin/true"
+	sBwrap    = "bwrap of /usr/bin/true"
+	lcPrefix  = "libcontainer " // of the phases of sScopedLC
 
 	pScopedQueued = "scoped queued"   // Figures.queued: worker acquisition, start included
 	pScopedCall   = "scoped call"     // Figures.duration − queued: the first call in the worker
@@ -42,7 +46,17 @@ const (
 // and then pays an RCU grace period at its first write to cgroup.procs.
 func (b *bench) coldVariants() []benchmd.Variant {
 	return []benchmd.Variant{
-		{Name: "scoped", Run: b.coldScoped},
+		{Name: "scoped", Run: func(ctx context.Context, rec func(string, time.Duration)) error {
+			return b.coldScoped(ctx, b.d, sScoped, rec)
+		}},
+		{Name: "scoped-libcontainer", Run: func(ctx context.Context, rec func(string, time.Duration)) error {
+			return b.coldScoped(ctx, b.dlc, sScopedLC, func(s string, d time.Duration) {
+				if s != sScopedLC {
+					s = lcPrefix + s
+				}
+				rec(s, d)
+			})
+		}},
 		{Name: "go-plugin", Run: b.coldPlugin},
 		{Name: "runc", Run: func(_ context.Context, rec func(string, time.Duration)) error {
 			b.seq++
@@ -51,6 +65,19 @@ func (b *bench) coldVariants() []benchmd.Variant {
 			rec(sRunc, d)
 			return err
 		}},
+		{Name: "bwrap", Run: func(_ context.Context, rec func(string, time.Duration)) error {
+			time.Sleep(b.o.gap)
+			var stderr bytes.Buffer
+			cmd := exec.Command(b.bwrapArgs[0], b.bwrapArgs[1:]...)
+			cmd.Stderr = &stderr
+			t0 := time.Now()
+			err := cmd.Run()
+			rec(sBwrap, time.Since(t0))
+			if err != nil {
+				return fmt.Errorf("bwrap: %w: %s", err, bytes.TrimSpace(stderr.Bytes()))
+			}
+			return nil
+		}},
 	}
 }
 
@@ -58,26 +85,26 @@ func (b *bench) coldVariants() []benchmd.Variant {
 // invocation of its new scope, then removes the extension and waits until
 // its worker is gone (untimed), so that the next run does not share the
 // machine with its exit.
-func (b *bench) coldScoped(ctx context.Context, rec func(string, time.Duration)) error {
+func (b *bench) coldScoped(ctx context.Context, d *benchmd.Daemon, series string, rec func(string, time.Duration)) error {
 	b.seq++
 	tenant := "bench" + strconv.Itoa(b.seq)
-	if err := b.d.Deploy(ctx, tenant, environment, extName, b.files); err != nil {
+	if err := d.Deploy(ctx, tenant, environment, extName, b.files); err != nil {
 		return err
 	}
 	time.Sleep(b.o.gap)
-	c, err := b.d.ColdStart(ctx, callTimeout, &scopedv1.InvokeRequest{Tenant: tenant, Environment: environment, Extension: extName, Payload: b.payload})
+	c, err := d.ColdStart(ctx, callTimeout, &scopedv1.InvokeRequest{Tenant: tenant, Environment: environment, Extension: extName, Payload: b.payload})
 	if err != nil {
 		return err
 	}
-	for s, d := range map[string]time.Duration{sScoped: c.Total, pScopedQueued: c.Queued, pScopedCall: c.Duration - c.Queued,
+	for s, d := range map[string]time.Duration{series: c.Total, pScopedQueued: c.Queued, pScopedCall: c.Duration - c.Queued,
 		pScopedEdge: c.Total - c.Duration, phScope: c.Scope, phSandbox: c.Sandbox, phHandshake: c.Handshake, phReply: c.Reply} {
 		rec(s, d)
 	}
-	pids, err := b.scopeWorkers(ctx, c.ScopeKey)
+	pids, err := b.scopeWorkers(ctx, d, c.ScopeKey)
 	if err != nil {
 		return err
 	}
-	if _, err := b.d.C.RemoveExtension(ctx, &scopedv1.RemoveExtensionRequest{Tenant: tenant, Environment: environment, Name: extName}); err != nil {
+	if _, err := d.C.RemoveExtension(ctx, &scopedv1.RemoveExtensionRequest{Tenant: tenant, Environment: environment, Name: extName}); err != nil {
 		return fmt.Errorf("remove %s of %s: %w", extName, tenant, err)
 	}
 	for _, pid := range pids {
@@ -91,8 +118,8 @@ func (b *bench) coldScoped(ctx context.Context, rec func(string, time.Duration))
 }
 
 // scopeWorkers are the pids of the scope's workers.
-func (b *bench) scopeWorkers(ctx context.Context, scope string) ([]int, error) {
-	sc, err := b.d.C.InspectScope(ctx, &scopedv1.InspectScopeRequest{Scope: scope})
+func (b *bench) scopeWorkers(ctx context.Context, d *benchmd.Daemon, scope string) ([]int, error) {
+	sc, err := d.C.InspectScope(ctx, &scopedv1.InspectScopeRequest{Scope: scope})
 	if err != nil {
 		return nil, fmt.Errorf("inspect scope %s: %w", scope, err)
 	}
@@ -294,7 +321,7 @@ func (b *bench) measureWarm(ctx context.Context) ([]warmResult, error) {
 		return nil, err
 	}
 	paths := []path{
-		{"daemon", daemonCall, func() ([]int, error) { return b.scopeWorkers(ctx, scope) }},
+		{"daemon", daemonCall, func() ([]int, error) { return b.scopeWorkers(ctx, b.d, scope) }},
 		{"direct", func(ctx context.Context) (*scopedv1.Figures, error) {
 			result, err := b.invokeDirect(ctx, wc)
 			if err == nil {
