@@ -58,6 +58,7 @@ type options struct {
 	acctRounds, acctCallers   int
 	acctDur                   time.Duration
 	runc, bwrap, daemonLog    string
+	favorDynMods              bool
 }
 
 func main() {
@@ -78,6 +79,7 @@ func main() {
 	flag.IntVar(&o.maxConcurrent, "max-concurrent", 16, "the daemon's [pool] max_concurrent")
 	flag.StringVar(&o.runc, "runc", "/usr/sbin/runc", "runc binary")
 	flag.StringVar(&o.bwrap, "bwrap", "/usr/bin/bwrap", "bubblewrap binary")
+	flag.BoolVar(&o.favorDynMods, "favordynmods", false, "turn the host's cgroup2 favordynmods on for the run (off again at the end if it was off) and measure the cold start only, into a section of its own")
 	flag.StringVar(&o.daemonLog, "daemon-log", "", "keep a copy of the daemons' logs in this `file`")
 	benchmd.Main("invokebench", true, func(ctx context.Context, args string) ([]string, error) {
 		for _, f := range strings.Split(callers, ",") {
@@ -157,6 +159,13 @@ func run(ctx context.Context, o options, args string) (_ []string, retErr error)
 		return nil, err
 	}
 
+	if o.favorDynMods {
+		restore, err := cgroups.FavorDynMods()
+		if err != nil {
+			return nil, err
+		}
+		defer func() { retErr = errors.Join(retErr, restore()) }()
+	}
 	if err := b.startDaemon(ctx, "cold", ""); err != nil {
 		return nil, err
 	}
@@ -170,6 +179,12 @@ func run(ctx context.Context, o options, args string) (_ []string, retErr error)
 	cold, err := benchmd.RoundRobin(ctx, "cold start: ", o.warmup, o.n, 0, b.coldVariants(), logf)
 	if err := errors.Join(err, b.stopDaemon()); err != nil {
 		return nil, err
+	}
+	if o.favorDynMods {
+		if err := b.close(); err != nil {
+			return nil, fmt.Errorf("cleanup: %w", err)
+		}
+		return []string{b.reportFavorDynMods(args, cold)}, nil
 	}
 	warm, err := b.measureWarm(ctx)
 	if err := errors.Join(err, b.stopDaemon()); err != nil {

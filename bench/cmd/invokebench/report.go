@@ -9,7 +9,6 @@ import (
 )
 
 func (b *bench) report(args string, cold map[string][]time.Duration, warm []warmResult, acct, meter *pairResult) string {
-	med := func(s string) string { return benchmd.Ms(benchmd.Median(cold[s])) }
 	us, p50, p99 := benchmd.Us, benchmd.Median, func(ds []time.Duration) time.Duration { return benchmd.Percentile(ds, 99) }
 	r := benchmd.NewReport("invokebench", "## Invocations: cold start and warm calls (issue 3), accounting (issue 4) and metering (issue 6) on vs off")
 	r.P("(a) The first invocation of a new scope through the daemon (its sandboxes started by the native launcher, and by\n")
@@ -40,50 +39,7 @@ func (b *bench) report(args string, cold map[string][]time.Duration, warm []warm
 	r.P("  directories removed; afterwards no cgroup named `*%s*` was left.\n\n", cgroupMark)
 
 	r.P("### Cold start\n\n")
-	r.P("%d measured rounds of each variant, after %d discarded warm-up %s; %s idle before each timed run.\n\n",
-		b.o.n, b.o.warmup, benchmd.Plural(b.o.warmup, "round"), b.o.gap)
-	r.P("| Variant | Median | p90 |\n| --- | ---: | ---: |\n")
-	for _, s := range []string{sScoped, sScopedLC, sPlugin, sRunc, sBwrap} {
-		r.P("| %s | %s | %s |\n", s, med(s), benchmd.Ms(benchmd.Percentile(cold[s], 90)))
-	}
-	sc, lc, pl, rc, bw := p50(cold[sScoped]), p50(cold[sScopedLC]), p50(cold[sPlugin]), p50(cold[sRunc]), p50(cold[sBwrap])
-	target := "not met"
-	if float64(sc) <= 0.3*float64(rc) {
-		target = "met"
-	}
-	r.P("\nRatios of medians: scoped / runc run = %s (issue 18's target: at most 0.3; %s); scoped / bwrap = %s;\n",
-		benchmd.DRatio(sc, rc), target, benchmd.DRatio(sc, bw))
-	r.P("scoped / go-plugin = %s; scoped / scoped with libcontainer = %s; scoped with libcontainer / runc run = %s.\n\n",
-		benchmd.DRatio(sc, pl), benchmd.DRatio(sc, lc), benchmd.DRatio(lc, rc))
-	r.P("Phases of the daemon's cold start, medians, native launcher against libcontainer (before) in the same rounds:\n\n")
-	r.P("| Phase | native | libcontainer |\n| --- | ---: | ---: |\n")
-	for _, ph := range []struct{ name, s string }{{"scope (checks, lookup, the scope's cgroup nodes)", phScope},
-		{"sandbox (worker cgroup leaf, launcher)", phSandbox}, {"handshake (the worker's start, go-plugin)", phHandshake},
-		{"reply (first call, gRPC to the client)", phReply}, {"whole (client's view)", ""}} {
-		s := ph.s
-		if s == "" {
-			r.P("| %s | %s | %s |\n", ph.name, med(sScoped), med(sScopedLC))
-			continue
-		}
-		r.P("| %s | %s | %s |\n", ph.name, med(s), med(lcPrefix+s))
-	}
-	r.P("\n")
-	r.P("Where the time goes, medians of each phase (medians need not add up to the median of the whole):\n\n")
-	r.P("- scoped, from its `Figures`: %s waiting for a worker (`queued`: scope, sandbox, worker start,\n", med(pScopedQueued))
-	r.P("  handshake), %s for the first call (`duration` − `queued`), %s outside the daemon's invocation\n", med(pScopedCall), med(pScopedEdge))
-	r.P("  code (client latency − `duration`: gRPC on the unix socket, the API edge).\n")
-	r.P("- scoped, from its `Figures.cold_start` (measured in the daemon): %s from the invocation's receipt\n", med(phScope))
-	r.P("  to the worker's start (checks, extension lookup, the scope's cgroup nodes in every hierarchy); %s more\n", med(phSandbox))
-	r.P("  until the sandbox runs (worker cgroup leaf, the native launcher); %s more until\n", med(phHandshake))
-	r.P("  go-plugin has the handshake and the gRPC connection (the worker's own start inside the sandbox);\n")
-	r.P("  %s of the client's time remain (gRPC to and from the daemon, Dispense, the first call, the reply).\n", med(phReply))
-	r.P("- go-plugin: %s from `NewClient` until `Client()` returns (fork/exec, the worker's start, the\n", med(pPluginStart))
-	r.P("  handshake, the gRPC connection), %s for `Dispense` and the first call.\n\n", med(pPluginCall))
-	r.P("Variants: **scoped**: `Deploy` of whoami for a fresh tenant (untimed), then its first `Invoke` as the client sees\n")
-	r.P("it (`Figures.cold` checked); afterwards the extension is removed and its worker awaited (untimed). **go-plugin**:\n")
-	r.P("`plugin.NewClient` of the worker with scoped's handshake, then `Client()`, `Dispense` and one `Invoke`; `Kill`\n")
-	r.P("afterwards (untimed). **runc run**, **bwrap**: sandboxbench's variants (runc's bundle changed to match a scoped\n")
-	r.P("sandbox; bubblewrap with no cgroup and no seccomp filter), each after the same idle gap.\n\n")
+	b.reportCold(r, cold)
 	r.P("### Warm calls\n\n")
 	r.P("Per caller count and path: %s of discarded warm-up, then %s measured in %d alternating slices (daemon,\n", b.o.warmWarmup, b.o.warmDur, b.o.slices)
 	r.P("direct, direct, daemon, …). Each caller calls back to back; latency is the client's; invocations/s is calls over\n")
@@ -165,5 +121,71 @@ func (b *bench) report(args string, cold map[string][]time.Duration, warm []warm
 			"invocation counted per scope and extension; every second each scope's usage committed to the\n"+
 			"SQLite ledger with its cursor, in WAL mode with synchronous=FULL); **off**: `enabled = false`.\n\n", "Metering", "on (ledger, 1 s flush)", "off")
 	}
+	return r.End()
+}
+
+// reportCold is the cold start's part of a report.
+func (b *bench) reportCold(r *benchmd.Report, cold map[string][]time.Duration) {
+	med := func(s string) string { return benchmd.Ms(benchmd.Median(cold[s])) }
+	p50 := benchmd.Median
+	r.P("%d measured rounds of each variant, after %d discarded warm-up %s; %s idle before each timed run.\n\n",
+		b.o.n, b.o.warmup, benchmd.Plural(b.o.warmup, "round"), b.o.gap)
+	r.P("| Variant | Median | p90 |\n| --- | ---: | ---: |\n")
+	for _, s := range []string{sScoped, sScopedLC, sPlugin, sRunc, sBwrap} {
+		r.P("| %s | %s | %s |\n", s, med(s), benchmd.Ms(benchmd.Percentile(cold[s], 90)))
+	}
+	sc, lc, pl, rc, bw := p50(cold[sScoped]), p50(cold[sScopedLC]), p50(cold[sPlugin]), p50(cold[sRunc]), p50(cold[sBwrap])
+	target := "not met"
+	if float64(sc) <= 0.3*float64(rc) {
+		target = "met"
+	}
+	r.P("\nRatios of medians: scoped / runc run = %s (issue 18's target: at most 0.3; %s); scoped / bwrap = %s;\n",
+		benchmd.DRatio(sc, rc), target, benchmd.DRatio(sc, bw))
+	r.P("scoped / go-plugin = %s; scoped / scoped with libcontainer = %s; scoped with libcontainer / runc run = %s.\n\n",
+		benchmd.DRatio(sc, pl), benchmd.DRatio(sc, lc), benchmd.DRatio(lc, rc))
+	r.P("Phases of the daemon's cold start, medians, native launcher against libcontainer (before) in the same rounds:\n\n")
+	r.P("| Phase | native | libcontainer |\n| --- | ---: | ---: |\n")
+	for _, ph := range []struct{ name, s string }{{"scope (checks, lookup, the scope's cgroup nodes)", phScope},
+		{"sandbox (worker cgroup leaf, launcher)", phSandbox}, {"handshake (the worker's start, go-plugin)", phHandshake},
+		{"reply (first call, gRPC to the client)", phReply}, {"whole (client's view)", ""}} {
+		s := ph.s
+		if s == "" {
+			r.P("| %s | %s | %s |\n", ph.name, med(sScoped), med(sScopedLC))
+			continue
+		}
+		r.P("| %s | %s | %s |\n", ph.name, med(s), med(lcPrefix+s))
+	}
+	r.P("\n")
+	r.P("Where the time goes, medians of each phase (medians need not add up to the median of the whole):\n\n")
+	r.P("- scoped, from its `Figures`: %s waiting for a worker (`queued`: scope, sandbox, worker start,\n", med(pScopedQueued))
+	r.P("  handshake), %s for the first call (`duration` − `queued`), %s outside the daemon's invocation\n", med(pScopedCall), med(pScopedEdge))
+	r.P("  code (client latency − `duration`: gRPC on the unix socket, the API edge).\n")
+	r.P("- scoped, from its `Figures.cold_start` (measured in the daemon): %s from the invocation's receipt\n", med(phScope))
+	r.P("  to the worker's start (checks, extension lookup, the scope's cgroup nodes in every hierarchy); %s more\n", med(phSandbox))
+	r.P("  until the sandbox runs (worker cgroup leaf, the native launcher); %s more until\n", med(phHandshake))
+	r.P("  go-plugin has the handshake and the gRPC connection (the worker's own start inside the sandbox);\n")
+	r.P("  %s of the client's time remain (gRPC to and from the daemon, Dispense, the first call, the reply).\n", med(phReply))
+	r.P("- go-plugin: %s from `NewClient` until `Client()` returns (fork/exec, the worker's start, the\n", med(pPluginStart))
+	r.P("  handshake, the gRPC connection), %s for `Dispense` and the first call.\n\n", med(pPluginCall))
+	r.P("Variants: **scoped**: `Deploy` of whoami for a fresh tenant (untimed), then its first `Invoke` as the client sees\n")
+	r.P("it (`Figures.cold` checked); afterwards the extension is removed and its worker awaited (untimed). **go-plugin**:\n")
+	r.P("`plugin.NewClient` of the worker with scoped's handshake, then `Client()`, `Dispense` and one `Invoke`; `Kill`\n")
+	r.P("afterwards (untimed). **runc run**, **bwrap**: sandboxbench's variants (runc's bundle changed to match a scoped\n")
+	r.P("sandbox; bubblewrap with no cgroup and no seccomp filter), each after the same idle gap.\n\n")
+}
+
+// reportFavorDynMods is the section of a -favordynmods run: the cold
+// start only.
+func (b *bench) reportFavorDynMods(args string, cold map[string][]time.Duration) string {
+	r := benchmd.NewReport("invokebench-favordynmods", "## Cold start with cgroup2 favordynmods on (issue 18)")
+	r.P("The cold start of the section above, with the host's cgroup2 mount option `favordynmods` turned on for the run\n")
+	r.P("(what the daemon's opt-in `cgroup_favordynmods = true` does while it runs) and off again afterwards; the same\n")
+	r.P("daemons, variants and rounds. Warm calls, accounting and metering are not measured in this run.\n\n")
+	r.P("%s", benchmd.Facts("go run -tags seccomp ./bench/cmd/invokebench", args))
+	r.P("- Load average (1, 5, 15 min) at the start: %s\n", b.kit.LoadAvg)
+	r.P("- Versions: %s, go-plugin %s, libcontainer %s (in the daemon), runc %s, %s\n\n",
+		runtime.Version(), benchmd.ModuleVersion("", "github.com/hashicorp/go-plugin"), b.libcontainer,
+		benchmd.ToolVersion(b.o.runc), benchmd.ToolVersion(b.o.bwrap))
+	b.reportCold(r, cold)
 	return r.End()
 }

@@ -45,9 +45,10 @@ const (
 )
 
 type options struct {
-	n, warmup   int
-	gap         time.Duration
-	bwrap, runc string
+	n, warmup    int
+	gap          time.Duration
+	bwrap, runc  string
+	favorDynMods bool
 }
 
 func main() {
@@ -58,6 +59,7 @@ func main() {
 	flag.DurationVar(&o.gap, "gap", 50*time.Millisecond, "idle time before each run, so that no run inherits another's kernel state")
 	flag.StringVar(&o.bwrap, "bwrap", "/usr/bin/bwrap", "bubblewrap binary")
 	flag.StringVar(&o.runc, "runc", "/usr/sbin/runc", "runc binary")
+	flag.BoolVar(&o.favorDynMods, "favordynmods", false, "turn the host's cgroup2 favordynmods on for the run (off again at the end if it was off), as the daemon's cgroup_favordynmods does, into a section of its own")
 	benchmd.Main("sandboxbench", true, func(ctx context.Context, args string) (_ []string, retErr error) {
 		if o.n < 1 || o.warmup < 0 || o.gap < 0 {
 			return nil, errors.New("need -n ≥ 1, -warmup ≥ 0, -gap ≥ 0")
@@ -69,6 +71,13 @@ func main() {
 		}
 		b := &bench{o: o}
 		defer func() { retErr = errors.Join(retErr, b.close()) }()
+		if o.favorDynMods {
+			restore, err := cgroups.FavorDynMods()
+			if err != nil {
+				return nil, err
+			}
+			defer func() { retErr = errors.Join(retErr, restore()) }()
+		}
 		if err := b.setup(); err != nil {
 			return nil, err
 		}
@@ -219,10 +228,16 @@ func (b *bench) runScoped(_ context.Context, l sandbox.Launcher, rec func(string
 
 func (b *bench) report(args string, res map[string][]time.Duration) string {
 	med := func(s string) time.Duration { return benchmd.Median(res[s]) }
-	r := benchmd.NewReport("sandboxbench", "## Sandbox start-to-exit (issue 2)")
+	r := benchmd.NewReport("sandboxbench", "## Sandbox start-to-exit (issues 2 and 18)")
+	if b.o.favorDynMods {
+		r = benchmd.NewReport("sandboxbench-favordynmods", "## Sandbox start-to-exit with cgroup2 favordynmods on (issue 18)")
+		r.P("The same as the section above, with the host's cgroup2 mount option `favordynmods` turned on for the run\n")
+		r.P("(what the daemon's opt-in `cgroup_favordynmods = true` does while it runs), and off again afterwards.\n\n")
+	}
 	r.P("Start to exit of `%s`: forked and executed plainly, in a scoped sandbox, under\n", truePath)
 	r.P("bubblewrap and under `runc run`, interleaved round-robin in one run.\n\n")
 	r.P("%s", benchmd.Facts("go run -tags seccomp ./bench/cmd/sandboxbench", args))
+	r.P("- cgroup2 favordynmods: %s\n", onOff(favorDynModsOn()))
 	r.P("- N: %d measured runs of each variant, after %d discarded warm-up %s; %s idle before each run\n",
 		b.o.n, b.o.warmup, benchmd.Plural(b.o.warmup, "round"), b.o.gap)
 	r.P("- Versions: %s, libcontainer %s, %s, runc %s\n\n",
@@ -271,4 +286,25 @@ func (b *bench) report(args string, res map[string][]time.Duration) string {
 	r.P("`cgroup.procs` after a pause waits for an RCU grace period (5–15 ms here), one within ~15 ms of another does not.\n")
 	r.P("scoped and runc pay it on every run, as a daemon that starts sandboxes now and then does.\n")
 	return r.End()
+}
+
+func onOff(on bool) string {
+	if on {
+		return "on"
+	}
+	return "off"
+}
+
+// favorDynModsOn reports whether a cgroup2 mount has favordynmods on.
+func favorDynModsOn() bool {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, " - cgroup2 ") && strings.Contains(l, "favordynmods") {
+			return true
+		}
+	}
+	return false
 }
