@@ -112,7 +112,7 @@ func TestDestroyRemovesEverything(t *testing.T) {
 	if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
 		t.Errorf("process %d survives Destroy", pid)
 	}
-	for _, d := range []string{"containers", "rootfs"} {
+	for _, d := range []string{"containers", "rootfs", "native"} {
 		entries, _ := os.ReadDir(e.state + "/" + d)
 		if len(entries) > 0 {
 			t.Errorf("%s/%s still holds %d entries", e.state, d, len(entries))
@@ -177,7 +177,7 @@ func crashAndCleanup(t *testing.T, scopes []string, n int) {
 			t.Errorf("process %d survives Cleanup", pid)
 		}
 	}
-	for _, d := range []string{"containers", "rootfs"} {
+	for _, d := range []string{"containers", "rootfs", "native"} {
 		if entries, _ := os.ReadDir(filepath.Join(e.state, d)); len(entries) > 0 {
 			t.Errorf("%s/%s still holds %d entries", e.state, d, len(entries))
 		}

@@ -125,6 +125,7 @@ const (
 	phMounts
 	phPivot
 	phFinal
+	phUserns
 	phGo
 	phCaps
 	phSeccomp
@@ -229,20 +230,15 @@ func startNative(s *Sandbox, cfg *Config, n *native) error {
 		planW.Close()
 	}()
 
-	flags := unix.CLONE_NEWUSER | unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWIPC | unix.CLONE_NEWUTS
+	// No user namespace at the clone: os/exec then clones with vfork
+	// semantics, which costs the same however large the daemon is (with
+	// CLONE_NEWUSER it copies the daemon's page tables: 5-7 ms in a busy
+	// daemon). The init unshares it once its mounts are made.
+	flags := unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWIPC | unix.CLONE_NEWUTS
 	if cfg.NetNS == "" {
 		flags |= unix.CLONE_NEWNET
 	}
-	ids := []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(cfg.IDs.Base), Size: int(cfg.IDs.Size)}}
-	attr := &syscall.SysProcAttr{
-		Cloneflags: uintptr(flags),
-		// Root of the new user namespace before the exec, so that the init
-		// has the namespace's capabilities; it drops them all itself.
-		Credential:                 &syscall.Credential{Uid: 0, Gid: 0},
-		UidMappings:                ids,
-		GidMappings:                ids,
-		GidMappingsEnableSetgroups: true,
-	}
+	attr := &syscall.SysProcAttr{Cloneflags: uintptr(flags)}
 	var cgfd int = -1
 	if dir := node.UnifiedDir(); dir != "" {
 		if cgfd, err = unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err != nil {
@@ -279,12 +275,21 @@ func startNative(s *Sandbox, cfg *Config, n *native) error {
 
 	// The init builds its root meanwhile; it waits for "G" before it
 	// unshares its cgroup namespace and executes the target.
-	if err := node.JoinLegacy(proc.cmd.Process.Pid); err != nil {
+	pid := proc.cmd.Process.Pid
+	if err := node.JoinLegacy(pid); err != nil {
 		return fmt.Errorf("%w: %w", ErrStart, err)
 	}
 	t.Moved = time.Now()
-	_, _ = goW.Write([]byte{'G'}) // a dead init says why on fd 5
 	_ = statR.SetReadDeadline(time.Now().Add(initTimeout))
+	var u [1]byte
+	if _, err := io.ReadFull(statR, u[:]); err != nil || u[0] != 'U' {
+		return initFailed(cfg.ID, u[0], statR, err)
+	}
+	if err := mapIDs(pid, cfg.IDs); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrStart, cfg.ID, err)
+	}
+	t.Mapped = time.Now()
+	_, _ = goW.Write([]byte{'G'}) // a dead init says why on fd 5
 	msg, err := io.ReadAll(io.LimitReader(statR, maxInitReport))
 	if err != nil {
 		return fmt.Errorf("%w: %s: the init's report: %w", ErrStart, cfg.ID, err)
@@ -299,11 +304,40 @@ func startNative(s *Sandbox, cfg *Config, n *native) error {
 	if len(msg) > 1+8*nPhases && msg[0] == 'T' {
 		msg = msg[1+8*nPhases:] // the exec failed
 	}
+	return initError(cfg.ID, msg)
+}
+
+// initFailed is the error of an init that did not report "U": first is
+// the byte it wrote instead (if readErr is nil), and r the rest.
+func initFailed(id string, first byte, r io.Reader, readErr error) error {
+	if readErr != nil {
+		if errors.Is(readErr, io.EOF) {
+			return initError(id, nil)
+		}
+		return fmt.Errorf("%w: %s: the init's report: %w", ErrStart, id, readErr)
+	}
+	rest, _ := io.ReadAll(io.LimitReader(r, maxInitReport))
+	return initError(id, append([]byte{first}, rest...))
+}
+
+func initError(id string, msg []byte) error {
 	why, _ := strings.CutPrefix(string(msg), "E")
 	if why == "" {
 		why = "the init died without a report"
 	}
-	return fmt.Errorf("%w: %s: %s", ErrStart, cfg.ID, strings.ToValidUTF8(why, "?"))
+	return fmt.Errorf("%w: %s: %s", ErrStart, id, strings.ToValidUTF8(why, "?"))
+}
+
+// mapIDs maps ids to 0..Size-1 in the user namespace of pid, for users and
+// groups (setgroups stays allowed, as it is by default).
+func mapIDs(pid int, ids IDRange) error {
+	m := []byte(fmt.Sprintf("0 %d %d\n", ids.Base, ids.Size))
+	for _, f := range []string{"uid_map", "gid_map"} {
+		if err := os.WriteFile(fmt.Sprintf("/proc/%d/%s", pid, f), m, 0); err != nil {
+			return fmt.Errorf("id map: %w", err)
+		}
+	}
+	return nil
 }
 
 // startIn starts cmd in the network namespace at path (the daemon's own
@@ -380,11 +414,14 @@ func makePlan(cfg *Config, root string, bpf []byte, fd int) (_ []byte, trees []*
 		}
 	}()
 	var p plan
-	p.add("root", root, "host", cfg.Hostname)
+	p.add("root", root, "host", cfg.Hostname, "owner", utoa(uint64(cfg.IDs.Base)))
 	if cfg.NetNS == "" {
 		p.add("lo")
 	}
-	p.add("tmproot", "mode=755,size=1m,nr_inodes=1024")
+	// tmpfs mounts belong to the sandbox's root (the init mounts them as
+	// the host's root, before the user namespace exists).
+	own := fmt.Sprintf(",uid=%d,gid=%d", cfg.IDs.Base, cfg.IDs.Base)
+	p.add("tmproot", "mode=755,size=1m,nr_inodes=1024"+own)
 	for _, d := range hostTopDirs {
 		target, err := os.Readlink("/" + d)
 		switch {
@@ -405,8 +442,8 @@ func makePlan(cfg *Config, root string, bpf []byte, fd int) (_ []byte, trees []*
 		p.add("mnt", src, dst, fstype, utoa(uintptr(flags)), data, utoa(uintptr(prop)))
 	}
 	mnt("proc", "/proc", "proc", noExec, "", 0)
-	mnt("tmpfs", "/dev", "tmpfs", unix.MS_NOSUID|unix.MS_STRICTATIME, "mode=755,size=64k", 0)
-	mnt("tmpfs", TmpPath, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777,size="+strconv.FormatInt(cfg.TmpSize, 10), 0)
+	mnt("tmpfs", "/dev", "tmpfs", unix.MS_NOSUID|unix.MS_STRICTATIME, "mode=755,size=64k"+own, 0)
+	mnt("tmpfs", TmpPath, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777,size="+strconv.FormatInt(cfg.TmpSize, 10)+own, 0)
 	for _, b := range binds(cfg) {
 		if err := planMountPoint(&p, b.Source, b.Target); err != nil {
 			return nil, trees, err
@@ -497,25 +534,30 @@ func planMountPoint(p *plan, source, target string) error {
 
 // cleanupNative destroys the native sandbox whose state file is id in dir:
 // it kills every process of its cgroup and removes the cgroup and the file.
-func cleanupNative(dir, id string) error {
+// It reports whether there was a sandbox: a file that names no valid
+// cgroup path is removed and not counted.
+func cleanupNative(dir, id string) (bool, error) {
 	path := filepath.Join(dir, id)
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return err
+		return false, err
 	}
-	var errs []error
-	if cg := string(b); cg != "" {
-		errs = append(errs, removeCgroup(cg))
+	n, err := cgroups.Load(string(b))
+	if err != nil {
+		return false, os.Remove(path)
+	}
+	if err := n.Remove(); err != nil {
+		return true, err // the file stays: the next Cleanup tries again
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		errs = append(errs, err)
+		return true, err
 	}
-	return errors.Join(errs...)
+	return true, nil
 }
 
 // phases are when one Start reached each of its steps.
 type phases struct {
-	Begin, CgroupMade, Clone, Cloned, Moved, Executed, End time.Time
+	Begin, CgroupMade, Clone, Cloned, Moved, Mapped, Executed, End time.Time
 	mono                                                   int64          // CLOCK_MONOTONIC at Begin
 	Init                                                   [nPhases]int64 // the init's CLOCK_MONOTONIC stamps
 }
@@ -541,12 +583,14 @@ func (s *Sandbox) StartSteps() []Step {
 	at("plan and binds made", p.Clone)
 	at("init cloned", p.Cloned)
 	names := [nPhases]string{phMain: "init: running", phCfg: "init: plan read", phLo: "init: loopback up",
-		phMounts: "init: root and mounts", phPivot: "init: pivot_root", phFinal: "init: masks, rlimits",
-		phGo: "init: cgroup v1 moves seen", phCaps: "init: capabilities dropped", phSeccomp: "init: seccomp loaded"}
+		phMounts: "init: root and mounts", phPivot: "init: pivot_root", phFinal: "init: masks, rlimits, hostname",
+		phUserns: "init: user namespace made", phGo: "init: go seen", phCaps: "init: root inside, capabilities dropped",
+		phSeccomp: "init: seccomp loaded"}
 	if p.Init[phSeccomp] != 0 {
 		for i, name := range names {
 			if i == phGo {
 				at("cgroup v1 moves done", p.Moved)
+				at("ids mapped", p.Mapped)
 			}
 			steps = append(steps, Step{name, time.Duration(p.Init[i] - p.mono)})
 		}

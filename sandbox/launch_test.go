@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -119,4 +120,26 @@ func describe() {
 	}
 	slices.Sort(lines)
 	fmt.Println(strings.Join(lines, "\n"))
+}
+
+// TestCleanupBadNativeState: a native state file that names no valid
+// cgroup is removed, not followed, and does not fail Cleanup.
+func TestCleanupBadNativeState(t *testing.T) {
+	state := t.TempDir()
+	dir := filepath.Join(state, "native")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range map[string]string{"a": "../../etc", "b": "", "c": "/", "d": "relative/x", "e": "/x/../y"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := sandbox.Cleanup(state)
+	if err != nil || n != 0 {
+		t.Fatalf("Cleanup: %d, %v; want 0, nil", n, err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) > 0 {
+		t.Errorf("%d state files left", len(entries))
+	}
 }

@@ -435,8 +435,8 @@ func Cleanup(stateDir string) (int, error) {
 		return err
 	})
 	nerr := parallel.ForEach(nentries, cleanupParallel, func(e os.DirEntry) error {
-		err := cleanupNative(nroot, e.Name())
-		if err == nil {
+		removed, err := cleanupNative(nroot, e.Name())
+		if removed {
 			n.Add(1)
 		}
 		return err

@@ -1,14 +1,19 @@
 // scoped-init: the first program of a sandbox started by the native launcher
-// (../launch.go). The daemon clones it into the sandbox's new namespaces and
-// its cgroup and runs it from a sealed memfd. It reads its plan from fd 3
-// (records of a little-endian u32 length and that many bytes), lays out the
-// root on a tmpfs of its own mount namespace, binds what the plan names,
-// pivots into the root, masks /proc, sets rlimits, waits on fd 4 for the
-// daemon's "G" (its cgroup v1 moves are done), then unshares its cgroup
-// namespace, drops every capability, sets no_new_privs, loads the seccomp
-// program (compiled once by the daemon) and executes the target. fd 5 (close
-// on exec) carries either "T" and its phase stamps, then EOF at the exec, or
-// "E" and why it failed. Built static by `make generate` (gcc -static).
+// (../launch.go). The daemon clones it as the host's root into the
+// sandbox's new mount, pid, ipc, uts and network namespaces and its unified
+// cgroup (a vfork: cheap however large the daemon), and runs it from a
+// sealed memfd. It reads its plan from fd 3 (records of a little-endian u32
+// length and that many bytes), lays out the root on a tmpfs of its own
+// mount namespace, moves in the binds the daemon made (detached mount
+// trees passed as fds), pivots into the root, masks /proc and sets
+// rlimits and the hostname. Then it unshares a user namespace and writes
+// "U" on fd 5; the daemon maps the sandbox's id range into it, moves it
+// into its cgroup v1 leaves and writes "G" on fd 4. It becomes root of its
+// user namespace, unshares its cgroup namespace, drops every capability,
+// sets no_new_privs, loads the seccomp program (compiled once by the
+// daemon) and executes the target. fd 5 (close on exec) carries "U", then
+// "T" and its phase stamps, then EOF at the exec; or "E" and why it failed.
+// Built static by `make generate` (gcc -static).
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -35,7 +40,7 @@
 #include <unistd.h>
 
 enum { CFG = 3, SYNC = 4, STATUS = 5 };
-enum { phMain, phCfg, phLo, phMounts, phPivot, phFinal, phGo, phCaps, phSeccomp, nPhases };
+enum { phMain, phCfg, phLo, phMounts, phPivot, phFinal, phUserns, phGo, phCaps, phSeccomp, nPhases };
 static int64_t stamps[nPhases];
 
 static int64_t now(void) {
@@ -109,6 +114,7 @@ int main(void) {
 	unsigned long rl[8][3];
 	char **argv = NULL, **env = NULL;
 	char *tmproot = NULL;
+	unsigned long owner = 0;
 	struct { char kind, *a, *b; } skel[MAXN * 2];
 	int nskel = 0;
 	int nm = 0, nd = 0, nl = 0, nmask = 0, nro = 0, nrl = 0, lo = 0;
@@ -117,6 +123,7 @@ int main(void) {
 		if (!strcmp(k, "root")) root = next(NULL);
 		else if (!strcmp(k, "host")) hostname = next(NULL);
 		else if (!strcmp(k, "tmproot")) tmproot = next(NULL);
+		else if (!strcmp(k, "owner")) owner = num();
 		else if (!strcmp(k, "mkdir")) { skel[nskel].kind = 'd'; skel[nskel++].a = next(NULL); }
 		else if (!strcmp(k, "file")) { skel[nskel].kind = 'f'; skel[nskel].a = next(NULL); skel[nskel++].b = next(NULL); }
 		else if (!strcmp(k, "sym")) { skel[nskel].kind = 's'; skel[nskel].b = next(NULL); skel[nskel++].a = next(NULL); }
@@ -146,7 +153,7 @@ int main(void) {
 		else { errno = 0; fail("unknown plan record"); }
 		if (nm >= MAXN || nd >= MAXN || nl >= MAXN || nmask >= MAXN || nro >= MAXN || nrl >= 8 || nskel >= 2 * MAXN) { errno = 0; fail("plan too big"); }
 	}
-	if (!root || !tmproot || !argv || !argv[0] || !bpf || bpfLen % 8 || bpfLen / 8 > BPF_MAXINSNS) { errno = 0; fail("incomplete plan"); }
+	if (!root || !tmproot || !owner || !argv || !argv[0] || !bpf || bpfLen % 8 || bpfLen / 8 > BPF_MAXINSNS) { errno = 0; fail("incomplete plan"); }
 
 	if (lo) {
 		int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -172,12 +179,17 @@ int main(void) {
 			} else if (skel[i].kind == 's') {
 				if (symlink(skel[i].b, p) < 0) fail(skel[i].a);
 			} else {
+				// (files: owned below, once written)
 				int fd = open(p, O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
 				if (fd < 0) fail(skel[i].a);
 				size_t len = strlen(skel[i].b);
 				if (len && write(fd, skel[i].b, len) != (ssize_t)len) fail(skel[i].a);
 				close(fd);
 			}
+			// The sandbox's root owns its root's entries, as if it had
+			// made them (it cannot write them: the root is remounted
+			// read-only).
+			if (lchown(p, owner, owner) < 0) fail(skel[i].a);
 		}
 	}
 	for (int i = 0; i < nm; i++) {
@@ -208,6 +220,7 @@ int main(void) {
 	for (int i = 0; i < nl; i++) {
 		snprintf(p, sizeof p, "%s%s", root, links[i][1]);
 		if (symlink(links[i][0], p) < 0 && errno != EEXIST) fail(links[i][1]);
+		if (lchown(p, owner, owner) < 0) fail(links[i][1]);
 	}
 	stamps[phMounts] = now();
 
@@ -240,7 +253,9 @@ int main(void) {
 			fail(masks[i]);
 		}
 		if (S_ISDIR(st.st_mode)) {
-			if (mount("tmpfs", masks[i], "tmpfs", MS_RDONLY, "nr_blocks=1,nr_inodes=1") < 0) fail(masks[i]);
+			char data[96];
+			snprintf(data, sizeof data, "nr_blocks=1,nr_inodes=1,uid=%lu,gid=%lu", owner, owner);
+			if (mount("tmpfs", masks[i], "tmpfs", MS_RDONLY, data) < 0) fail(masks[i]);
 		} else if (mount("/dev/null", masks[i], "", MS_BIND, "") < 0) fail(masks[i]);
 	}
 	for (int i = 0; i < nrl; i++) {
@@ -250,13 +265,24 @@ int main(void) {
 	if (chdir(cwd) < 0) fail("chdir cwd");
 	stamps[phFinal] = now();
 
+	// Everything above ran as the host's root in namespaces the host's
+	// user namespace owns, so the sandbox has no capability over them
+	// even within its own. Now the user namespace: the daemon maps the
+	// sandbox's id range into it once told, and says go once that and the
+	// cgroup v1 moves are done.
+	if (unshare(CLONE_NEWUSER) < 0) fail("unshare user namespace");
+	if (write(STATUS, "U", 1) != 1) _exit(126);
+	stamps[phUserns] = now();
 	char b;
 	ssize_t n;
 	while ((n = read(SYNC, &b, 1)) < 0 && errno == EINTR) {
 	}
-	if (n != 1 || b != 'G') fail("parent did not say go");
+	if (n != 1 || b != 'G') { errno = 0; fail("parent did not say go"); }
 	close(SYNC);
 	stamps[phGo] = now();
+	if (setresgid(0, 0, 0) < 0) fail("setresgid");
+	if (setgroups(0, NULL) < 0) fail("setgroups");
+	if (setresuid(0, 0, 0) < 0) fail("setresuid");
 	if (unshare(CLONE_NEWCGROUP) < 0) fail("unshare cgroupns");
 	syscall(SYS_close_range, 3, ~0U, 4 /* CLOSE_RANGE_CLOEXEC */);
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) fail("no_new_privs");
