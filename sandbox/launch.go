@@ -558,8 +558,8 @@ func cleanupNative(dir, id string) (bool, error) {
 // phases are when one Start reached each of its steps.
 type phases struct {
 	Begin, CgroupMade, Clone, Cloned, Moved, Mapped, Executed, End time.Time
-	mono                                                   int64          // CLOCK_MONOTONIC at Begin
-	Init                                                   [nPhases]int64 // the init's CLOCK_MONOTONIC stamps
+	mono                                                           int64          // CLOCK_MONOTONIC at Begin
+	Init                                                           [nPhases]int64 // the init's CLOCK_MONOTONIC stamps
 }
 
 // Step is one step of a sandbox's start: what was done by then, and when,
