@@ -2,6 +2,7 @@ package cgroups
 
 import (
 	"fmt"
+	"path"
 
 	occ "github.com/opencontainers/cgroups"
 	devconfig "github.com/opencontainers/cgroups/devices/config"
@@ -14,13 +15,13 @@ import (
 // parents. The caller's binary must import
 // github.com/opencontainers/cgroups/devices, which applies the rules.
 func NewLeaf(p string, devices []*devconfig.Rule) (*Node, error) {
-	n, err := Load(p)
-	if err != nil {
-		return nil, err
+	if !path.IsAbs(p) || path.Clean(p) != p || p == "/" {
+		return nil, fmt.Errorf("%w: %q must be an absolute, clean path below /", ErrInvalidPath, p)
 	}
-	t := &Tree{root: p, mode: n.mode}
+	t := &Tree{root: p, mode: HostMode()}
 	r := &occ.Resources{Devices: devices}
-	if n, err = t.manager(p, r); err != nil {
+	n, err := t.manager(p, r)
+	if err != nil {
 		return nil, err
 	}
 	if err := n.m.Apply(-1); err != nil {
