@@ -54,6 +54,10 @@ type Options struct {
 	MaxScopes, MaxPairs int
 	// ForceFallback uses the cgroupfs source even where eBPF would load.
 	ForceFallback bool
+	// BPFStats turns the kernel's BPF run-time statistics on while the
+	// source is open (BPF_ENABLE_STATS: host-wide, every BPF program then
+	// pays for its timing); SourceStats.Programs is filled only then.
+	BPFStats bool
 	// Logger gets the line that says which source is used and why; nil
 	// means slog.Default().
 	Logger *slog.Logger
@@ -247,8 +251,8 @@ type SourceStats struct {
 	// ErrNotSupported); nil for eBPF.
 	Reason error
 	Scopes int // tracked now
-	// Programs is the kernel's own cost of each eBPF program, by name
-	// (BPF_ENABLE_STATS; zero where the kernel would not enable it).
+	// Programs is the kernel's own cost of each eBPF program, by name;
+	// nil unless Options.BPFStats turned the statistics on.
 	Programs map[string]ProgramStats
 	// Maps are the entry counts of the bounded maps, by name.
 	Maps map[string]MapStats

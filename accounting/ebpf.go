@@ -132,11 +132,14 @@ func openEBPF(opts Options) (_ *ebpfSource, err error) {
 		}
 		s.tps = append(s.tps, l)
 	}
-	// The kernel measures programs' run time while any such fd is open.
-	if fd, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME); err != nil {
-		opts.Logger.Info("BPF run-time statistics unavailable", "err", err)
-	} else {
-		s.statsFD = fd
+	// The kernel measures programs' run time while any such fd is open:
+	// host-wide, so only when asked.
+	if opts.BPFStats {
+		if fd, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME); err != nil {
+			opts.Logger.Info("BPF run-time statistics unavailable", "err", err)
+		} else {
+			s.statsFD = fd
+		}
 	}
 	return s, nil
 }
@@ -428,8 +431,13 @@ func (s *ebpfSource) Stats() SourceStats {
 	if s.closed {
 		return st
 	}
-	st.Programs = make(map[string]ProgramStats)
 	for name, p := range s.programs() {
+		if s.statsFD == nil {
+			break
+		}
+		if st.Programs == nil {
+			st.Programs = make(map[string]ProgramStats)
+		}
 		var ps ProgramStats
 		if info, err := p.Info(); err == nil {
 			ps.RunTime, _ = info.Runtime()

@@ -539,20 +539,30 @@ func planMountPoint(p *plan, source, target string) error {
 func cleanupNative(dir, id string) (bool, error) {
 	path := filepath.Join(dir, id)
 	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil // its Destroy was quicker
+	}
 	if err != nil {
 		return false, err
 	}
 	n, err := cgroups.Load(string(b))
 	if err != nil {
-		return false, os.Remove(path)
+		return false, ignoreGone(os.Remove(path))
 	}
 	if err := n.Remove(); err != nil {
+		if _, serr := os.Stat(path); errors.Is(serr, os.ErrNotExist) {
+			return false, nil // its Destroy removed it meanwhile
+		}
 		return true, err // the file stays: the next Cleanup tries again
 	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return true, err
+	return true, ignoreGone(os.Remove(path))
+}
+
+func ignoreGone(err error) error {
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
 	}
-	return true, nil
+	return err
 }
 
 // phases are when one Start reached each of its steps.

@@ -54,7 +54,7 @@ func (a *accountant) opened() bool { return a.source() != nil }
 // Start opens the accounting source by [accounting] mode.
 func (a *accountant) Start(context.Context) error {
 	mode := a.conf().Accounting.Mode
-	opts := accounting.Options{ForceFallback: mode == "cgroupfs", Logger: a.log}
+	opts := accounting.Options{ForceFallback: mode == "cgroupfs", BPFStats: a.conf().Accounting.BPFStats, Logger: a.log}
 	root, err := cgroups.Load(a.tree.Root())
 	if err != nil {
 		return err

@@ -153,6 +153,11 @@ type AccountingConfig struct {
 	// Mode: "auto" (eBPF where it loads, else the cgroup files), "ebpf"
 	// (refuse to start without it) or "cgroupfs".
 	Mode string `toml:"mode"`
+	// BPFStats turns the kernel's BPF run-time statistics on while the
+	// daemon runs (kernel.bpf_stats_enabled, host-wide: every BPF program
+	// on the host then pays for its timing), for the metrics of the
+	// accounting programs' own cost.
+	BPFStats bool `toml:"bpf_stats"`
 }
 
 // LogConfig selects the daemon's log format.
