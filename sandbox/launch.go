@@ -202,8 +202,8 @@ func startNative(s *Sandbox, cfg *Config, n *native) error {
 		return err
 	}
 
-	// fd 3: the plan; fd 4: "G" once the cgroup v1 moves are done; fd 5:
-	// the init's report.
+	// fd 3: the plan; fd 4: "G" once the cgroup v1 moves and the id maps
+	// are done; fd 5: the init's report ("U", then "T" or "E").
 	var pipes [3][2]*os.File
 	defer func() {
 		for _, p := range pipes {
@@ -273,7 +273,8 @@ func startNative(s *Sandbox, cfg *Config, n *native) error {
 	statW.Close()
 	pipes[2][1] = nil
 
-	// The init builds its root meanwhile; it waits for "G" before it
+	// The init builds its root meanwhile, then unshares its user namespace
+	// and says "U"; it waits for "G" before it becomes root inside,
 	// unshares its cgroup namespace and executes the target.
 	pid := proc.cmd.Process.Pid
 	if err := node.JoinLegacy(pid); err != nil {

@@ -59,6 +59,7 @@ type options struct {
 	acctDur                   time.Duration
 	runc, bwrap, daemonLog    string
 	favorDynMods              bool
+	perf                      string
 }
 
 func main() {
@@ -79,6 +80,7 @@ func main() {
 	flag.IntVar(&o.maxConcurrent, "max-concurrent", 16, "the daemon's [pool] max_concurrent")
 	flag.StringVar(&o.runc, "runc", "/usr/sbin/runc", "runc binary")
 	flag.StringVar(&o.bwrap, "bwrap", "/usr/bin/bwrap", "bubblewrap binary")
+	flag.StringVar(&o.perf, "perf", "", "record CPU profiles with perf(1) during the warm calls of the largest caller count and write their summary to this markdown `file`")
 	flag.BoolVar(&o.favorDynMods, "favordynmods", false, "turn the host's cgroup2 favordynmods on for the run (off again at the end if it was off) and measure the cold start only, into a section of its own")
 	flag.StringVar(&o.daemonLog, "daemon-log", "", "keep a copy of the daemons' logs in this `file`")
 	benchmd.Main("invokebench", true, func(ctx context.Context, args string) ([]string, error) {
@@ -124,6 +126,7 @@ type bench struct {
 	payload      []byte
 	seq          int
 	direct       []int // pids of the direct workers started
+	prof         *profiler
 }
 
 func run(ctx context.Context, o options, args string) (_ []string, retErr error) {
@@ -186,9 +189,26 @@ func run(ctx context.Context, o options, args string) (_ []string, retErr error)
 		}
 		return []string{b.reportFavorDynMods(args, cold)}, nil
 	}
+	if o.perf != "" {
+		if b.prof, err = newProfiler(); err != nil {
+			return nil, err
+		}
+		defer func() { retErr = errors.Join(retErr, b.prof.close()) }()
+	}
 	warm, err := b.measureWarm(ctx)
 	if err := errors.Join(err, b.stopDaemon()); err != nil {
 		return nil, err
+	}
+	if b.prof != nil {
+		summary, err := b.prof.report(slices.Max(o.callers), map[string][]string{
+			"daemon": {"scoped", "worker"}, "direct": {"whoami"}})
+		if err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(o.perf, []byte(summary), 0o644); err != nil {
+			return nil, err
+		}
+		logf("wrote the profiles' summary to %s", o.perf)
 	}
 	var acct, meter *pairResult
 	if o.acctRounds > 0 {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -378,7 +379,11 @@ func (b *bench) measure(ctx context.Context, l *load, p path, callers int, d tim
 		return benchmd.SelfCPU(false), benchmd.ProcCPU(b.d.Pid()), workers, benchmd.MachineBusy()
 	}
 	c0, d0, w0, m0 := sample()
-	err = runLoad(ctx, l, callers, d, p.call)
+	if b.prof != nil && callers == slices.Max(b.o.callers) {
+		err = b.prof.record(ctx, p.name, func() error { return runLoad(ctx, l, callers, d, p.call) })
+	} else {
+		err = runLoad(ctx, l, callers, d, p.call)
+	}
 	c1, d1, w1, m1 := sample()
 	l.cpuClient, l.cpuDaemon, l.cpuWorker = l.cpuClient+c1-c0, l.cpuDaemon+d1-d0, l.cpuWorker+w1-w0
 	l.cpuOther += max(0, m1-m0-(c1-c0)-(d1-d0)-(w1-w0))
