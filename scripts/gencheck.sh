@@ -27,8 +27,8 @@ if [ "$(protoc --version)" != "$PROTOC_VERSION" ]; then
 	exit 1
 fi
 command -v "$BPF_CC" >/dev/null || { echo "gencheck: $BPF_CC not found (scripts/deps.sh generate installs it)" >&2; exit 1; }
-if [ "$(gcc -dumpversion)" != "$GCC_VERSION" ] || ! ldd --version 2>/dev/null | head -1 | grep -q " $GLIBC_VERSION\$"; then
-	echo "gencheck: the committed sandbox init is built by gcc $GCC_VERSION with glibc $GLIBC_VERSION (Debian 12); here gcc $(gcc -dumpversion), $(ldd --version 2>/dev/null | head -1)" >&2
+if [ "$(gcc -dumpversion)" != "$GCC_VERSION" ] || [ "$(getconf GNU_LIBC_VERSION)" != "glibc $GLIBC_VERSION" ]; then
+	echo "gencheck: the committed sandbox init is built by gcc $GCC_VERSION with glibc $GLIBC_VERSION (Debian 12); here gcc $(gcc -dumpversion), $(getconf GNU_LIBC_VERSION)" >&2
 	exit 1
 fi
 
