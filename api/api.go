@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/user"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -113,6 +114,9 @@ func (a *API) newServerCreds(impl scopedv1.ScopedServer, creds credentials.Trans
 		grpc.MaxSendMsgSize(int(a.conf().Limits.MaxResult+1<<20)),
 		grpc.UnaryInterceptor(a.unary),
 		grpc.StreamInterceptor(a.stream),
+		// A pool of stream goroutines instead of one new goroutine per
+		// call, whose stack grows (and is copied) on every call.
+		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
 	)
 	a.register(srv, impl)
 	return srv

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -138,7 +139,11 @@ func Serve(h Handler) {
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: Handshake,
 		Plugins:         plugin.PluginSet{PluginName: p},
-		GRPCServer:      plugin.DefaultGRPCServer,
+		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
+			// A pool of stream goroutines instead of one new goroutine
+			// per call, whose stack grows (and is copied) on every call.
+			return plugin.DefaultGRPCServer(append(opts, grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0)))))
+		},
 		// go-plugin's own messages: only what an operator should see, as
 		// JSON lines the supervisor's go-plugin client recognises.
 		Logger: hclog.New(&hclog.LoggerOptions{Level: hclog.Warn, Output: stderr, JSONFormat: true}),
