@@ -37,7 +37,10 @@ type acctScopeStats struct {
 	TxPackets uint64
 }
 
-type acctTaskState struct{ EnqueueTs uint64 }
+type acctTaskState struct {
+	RunDelay uint64
+	Seen     uint64
+}
 
 // loadAcct returns the embedded CollectionSpec for acct.
 func loadAcct() (*ebpf.CollectionSpec, error) {
@@ -81,11 +84,9 @@ type acctSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type acctProgramSpecs struct {
-	AcctSkbIn     *ebpf.ProgramSpec `ebpf:"acct_skb_in"`
-	AcctSkbOut    *ebpf.ProgramSpec `ebpf:"acct_skb_out"`
-	AcctSwitch    *ebpf.ProgramSpec `ebpf:"acct_switch"`
-	AcctWakeup    *ebpf.ProgramSpec `ebpf:"acct_wakeup"`
-	AcctWakeupNew *ebpf.ProgramSpec `ebpf:"acct_wakeup_new"`
+	AcctSkbIn  *ebpf.ProgramSpec `ebpf:"acct_skb_in"`
+	AcctSkbOut *ebpf.ProgramSpec `ebpf:"acct_skb_out"`
+	AcctSwitch *ebpf.ProgramSpec `ebpf:"acct_switch"`
 }
 
 // acctMapSpecs contains maps before they are loaded into the kernel.
@@ -158,11 +159,9 @@ type acctVariables struct {
 //
 // It can be passed to loadAcctObjects or ebpf.CollectionSpec.LoadAndAssign.
 type acctPrograms struct {
-	AcctSkbIn     *ebpf.Program `ebpf:"acct_skb_in"`
-	AcctSkbOut    *ebpf.Program `ebpf:"acct_skb_out"`
-	AcctSwitch    *ebpf.Program `ebpf:"acct_switch"`
-	AcctWakeup    *ebpf.Program `ebpf:"acct_wakeup"`
-	AcctWakeupNew *ebpf.Program `ebpf:"acct_wakeup_new"`
+	AcctSkbIn  *ebpf.Program `ebpf:"acct_skb_in"`
+	AcctSkbOut *ebpf.Program `ebpf:"acct_skb_out"`
+	AcctSwitch *ebpf.Program `ebpf:"acct_switch"`
 }
 
 func (p *acctPrograms) Close() error {
@@ -170,8 +169,6 @@ func (p *acctPrograms) Close() error {
 		p.AcctSkbIn,
 		p.AcctSkbOut,
 		p.AcctSwitch,
-		p.AcctWakeup,
-		p.AcctWakeupNew,
 	)
 }
 

@@ -22,8 +22,8 @@ import (
 // which alone costs the scheduler something), with
 //
 //	off                 no programs loaded
-//	empty               empty programs on sched_switch and sched_wakeup: the
-//	                    floor of any tracing program
+//	empty               an empty program on sched_switch: the floor of any
+//	                    tracing program
 //	ebpf                the accounting programs, the scope not tracked
 //	ebpf-tracked        the accounting programs, the scope tracked: CPU time,
 //	                    run-queue delay, task storage on its switches
@@ -31,7 +31,7 @@ import (
 //	                    Open enables: two clock reads per program run)
 //
 // Where the kernel's statistics are on, it also reports each program's own
-// run time per run (switch-ns/run, wakeup-ns/run), which the noise of a
+// run time per run (switch-ns/run), which the noise of a
 // shared machine disturbs far less than the wall time of the whole switch.
 //
 // Run: go test -run '^$' -bench ContextSwitch -benchtime 200000x -count 10 ./accounting/
@@ -89,7 +89,7 @@ func BenchmarkContextSwitch(b *testing.B) {
 	b.Run("scope/empty", func(b *testing.B) {
 		requireEBPF(b)
 		var progs []prog
-		for _, tp := range []string{"switch", "wakeup"} {
+		for _, tp := range []string{"switch"} {
 			p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 				Type: ebpf.Tracing, AttachType: ebpf.AttachTraceRawTp, AttachTo: "sched_" + tp, License: "GPL",
 				Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
@@ -113,7 +113,7 @@ func BenchmarkContextSwitch(b *testing.B) {
 	})
 
 	s := openSource(b, e.opts)
-	ours := []prog{{"switch", s.objs.AcctSwitch}, {"wakeup", s.objs.AcctWakeup}}
+	ours := []prog{{"switch", s.objs.AcctSwitch}}
 	b.Run("host/ebpf", func(b *testing.B) { run(b, s, false, false, ours...) })
 	b.Run("scope/ebpf", func(b *testing.B) { run(b, s, true, false, ours...) })
 	b.Run("scope/ebpf-tracked", func(b *testing.B) { run(b, s, true, true, ours...) })

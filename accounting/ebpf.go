@@ -125,7 +125,7 @@ func openEBPF(opts Options) (_ *ebpfSource, err error) {
 			s.closeAll()
 		}
 	}()
-	for _, p := range []*ebpf.Program{s.objs.AcctSwitch, s.objs.AcctWakeup, s.objs.AcctWakeupNew} {
+	for _, p := range []*ebpf.Program{s.objs.AcctSwitch} {
 		l, err := link.AttachTracing(link.TracingOptions{Program: p})
 		if err != nil {
 			return nil, notSupported("attaching "+p.String(), err)
@@ -416,11 +416,9 @@ func (s *ebpfSource) programIDs() string {
 
 func (s *ebpfSource) programs() map[string]*ebpf.Program {
 	return map[string]*ebpf.Program{
-		"acct_switch":     s.objs.AcctSwitch,
-		"acct_wakeup":     s.objs.AcctWakeup,
-		"acct_wakeup_new": s.objs.AcctWakeupNew,
-		"acct_skb_in":     s.objs.AcctSkbIn,
-		"acct_skb_out":    s.objs.AcctSkbOut,
+		"acct_switch":  s.objs.AcctSwitch,
+		"acct_skb_in":  s.objs.AcctSkbIn,
+		"acct_skb_out": s.objs.AcctSkbOut,
 	}
 }
 
@@ -488,7 +486,7 @@ func (s *ebpfSource) closeAll() error {
 	}
 	s.tps = nil
 	for _, c := range []io.Closer{
-		s.objs.AcctSwitch, s.objs.AcctWakeup, s.objs.AcctWakeupNew, s.objs.AcctSkbIn, s.objs.AcctSkbOut,
+		s.objs.AcctSwitch, s.objs.AcctSkbIn, s.objs.AcctSkbOut,
 		s.objs.AcctScopes, s.objs.AcctPairs, s.objs.AcctCpus, s.objs.AcctTasks, s.objs.AcctDrops,
 		s.statsFD,
 	} {

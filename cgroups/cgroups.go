@@ -119,11 +119,19 @@ func (t *Tree) Node(l Limits, elems ...string) (*Node, error) {
 // Load returns a handle on the node at the absolute cgroup path p without
 // creating or changing it.
 func Load(p string) (*Node, error) {
-	if !path.IsAbs(p) || path.Clean(p) != p || p == "/" {
-		return nil, fmt.Errorf("%w: %q must be an absolute, clean path below /", ErrInvalidPath, p)
+	if err := checkPath(p); err != nil {
+		return nil, err
 	}
 	t := &Tree{root: p, mode: HostMode()}
 	return t.manager(p, nil)
+}
+
+// checkPath checks that p is an absolute cgroup path below the root.
+func checkPath(p string) error {
+	if !path.IsAbs(p) || path.Clean(p) != p || p == "/" {
+		return fmt.Errorf("%w: %q must be an absolute, clean path below /", ErrInvalidPath, p)
+	}
+	return nil
 }
 
 func (t *Tree) manager(p string, r *occ.Resources) (*Node, error) {
@@ -142,6 +150,20 @@ func (t *Tree) node(p string, l Limits) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	n, err := t.create(p, r)
+	if err != nil {
+		return nil, err
+	}
+	// Through Set: an existing node may be idle (a capped tenant's), and
+	// the kernel refuses a weight there with EINVAL.
+	if err := n.Set(l); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// create makes the node at p in every hierarchy, its manager holding r.
+func (t *Tree) create(p string, r *occ.Resources) (*Node, error) {
 	n, err := t.manager(p, r)
 	if err != nil {
 		return nil, err
@@ -150,11 +172,6 @@ func (t *Tree) node(p string, l Limits) (*Node, error) {
 		return nil, fmt.Errorf("create cgroup %s: %w", p, err)
 	}
 	if err := n.mkdirAll(); err != nil {
-		return nil, err
-	}
-	// Through Set: an existing node may be idle (a capped tenant's), and
-	// the kernel refuses a weight there with EINVAL.
-	if err := n.Set(l); err != nil {
 		return nil, err
 	}
 	return n, nil

@@ -2,7 +2,6 @@ package cgroups
 
 import (
 	"fmt"
-	"path"
 
 	occ "github.com/opencontainers/cgroups"
 	devconfig "github.com/opencontainers/cgroups/devices/config"
@@ -15,19 +14,13 @@ import (
 // parents. The caller's binary must import
 // github.com/opencontainers/cgroups/devices, which applies the rules.
 func NewLeaf(p string, devices []*devconfig.Rule) (*Node, error) {
-	if !path.IsAbs(p) || path.Clean(p) != p || p == "/" {
-		return nil, fmt.Errorf("%w: %q must be an absolute, clean path below /", ErrInvalidPath, p)
+	if err := checkPath(p); err != nil {
+		return nil, err
 	}
 	t := &Tree{root: p, mode: HostMode()}
 	r := &occ.Resources{Devices: devices}
-	n, err := t.manager(p, r)
+	n, err := t.create(p, r)
 	if err != nil {
-		return nil, err
-	}
-	if err := n.m.Apply(-1); err != nil {
-		return nil, fmt.Errorf("create cgroup %s: %w", p, err)
-	}
-	if err := n.mkdirAll(); err != nil {
 		return nil, err
 	}
 	if err := n.m.Set(r); err != nil {

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: (MIT OR GPL-2.0-only)
 /*
  * scoped's per-scope accounting: on-CPU time, run-queue delay, preemptions
- * between scopes (sched_switch, sched_wakeup) and network bytes (cgroup_skb).
+ * between scopes (sched_switch) and network bytes (cgroup_skb).
  *
  * A scope is the cgroup at level scope_level of the unified hierarchy whose
  * ancestor at root_level is the cgroup root_id (scoped's root). Tasks run in
@@ -9,11 +9,13 @@
  * user space tracks (entries of acct_scopes, created and deleted by user
  * space only) are counted, so every map stays bounded.
  *
- * Cost: where the kernel runs with speculation mitigations every helper call
- * costs tens of ns, so the programs find scopes with plain loads through the
- * tracepoints' BTF pointers, and call no helper for a wake-up of a task
- * outside scoped and one (the per-CPU lookup, inlined on newer kernels) for
- * a switch between two such tasks.
+ * Cost: one program runs per context switch (a program on sched_wakeup too
+ * cost about as much again). Where the kernel runs with speculation
+ * mitigations every helper call costs tens of ns, so the program finds
+ * scopes with plain loads through the tracepoint's BTF pointers, reads the
+ * clock only when a tracked task is switched in, and calls one helper (the
+ * per-CPU lookup, inlined on newer kernels) for a switch between two tasks
+ * outside scoped.
  *
  * Built with bpf2go (see ../gen.go); needs a kernel with BTF (tested on
  * Linux 6.1 and 6.18).
@@ -68,11 +70,12 @@ struct {
 	__uint(max_entries, 16384);
 } acct_pairs SEC(".maps");
 
-/* What runs on each CPU since when, if it is a task of a tracked scope. */
+/* What runs on each CPU since when, if it is a task of a tracked scope
+ * (user space adds the time it has run so far to its scope's CPU time). */
 struct cpu_state {
 	__u64 switch_ts; /* bpf_ktime_get_ns() when the task was switched in */
 	__u64 scope;     /* its scope; 0 if the task on the CPU is not tracked */
-	__u64 exec_base; /* its se.sum_exec_runtime then */
+	__u64 exec_base; /* its se.sum_exec_runtime when it was switched in */
 	__u32 pid;       /* its thread id */
 	__u32 pad;
 };
@@ -84,9 +87,11 @@ struct {
 	__uint(max_entries, 1);
 } acct_cpus SEC(".maps");
 
-/* Tasks of tracked scopes: since when they wait on a run queue. */
+/* Tasks of tracked scopes: their sched_info.run_delay when they were last
+ * switched in. */
 struct task_state {
-	__u64 enqueue_ts; /* 0 while not waiting */
+	__u64 run_delay;
+	__u64 seen; /* run_delay holds a reading */
 };
 
 struct {
@@ -177,54 +182,17 @@ static __always_inline __u32 log2_bucket(__u64 v)
 	return r < HIST_BUCKETS ? r : HIST_BUCKETS - 1;
 }
 
-/* A task was woken: if it is of a tracked scope, it waits from now. */
-static __always_inline int woken(struct task_struct *p)
-{
-	__u64 scope = task_scope(p);
-	struct task_state *ts;
-
-	if (!scope || !bpf_map_lookup_elem(&acct_scopes, &scope))
-		return 0;
-	ts = bpf_task_storage_get(&acct_tasks, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!ts) {
-		drop(DROP_TASK);
-		return 0;
-	}
-	/* A task waiting on a run queue is TASK_RUNNING and gets no wake-up,
-	 * so this never restarts a wait that began earlier (but for a task
-	 * preempted between setting its sleep state and sleeping, woken
-	 * before it ran again: that wait counts from the wake-up). */
-	ts->enqueue_ts = bpf_ktime_get_ns();
-	return 0;
-}
-
-SEC("tp_btf/sched_wakeup")
-int BPF_PROG(acct_wakeup, struct task_struct *p)
-{
-	return woken(p);
-}
-
-SEC("tp_btf/sched_wakeup_new")
-int BPF_PROG(acct_wakeup_new, struct task_struct *p)
-{
-	return woken(p);
-}
-
 SEC("tp_btf/sched_switch")
 int BPF_PROG(acct_switch, bool preempt, struct task_struct *prev, struct task_struct *next,
 	     unsigned int prev_state)
 {
 	__u32 zero = 0;
 	struct cpu_state *cpu = bpf_map_lookup_elem(&acct_cpus, &zero);
-	__u64 prev_scope = task_scope(prev), next_scope = task_scope(next), now = 0;
+	__u64 prev_scope = task_scope(prev), next_scope = task_scope(next);
 	struct scope_stats *ps = 0, *ns = 0;
 	struct task_state *ts;
-	/*
-	 * Still runnable (preempted, yielded, or kept on the run queue by a
-	 * pending signal): prev is still TASK_RUNNING at the switch, and waits
-	 * on the run queue. A task that blocked is woken (sched_wakeup) before
-	 * it runs again, which starts its next wait.
-	 */
+	/* Still runnable (preempted, yielded, or kept on the run queue by a
+	 * pending signal): prev is still TASK_RUNNING at the switch. */
 	bool runnable = preempt || prev->__state == TASK_RUNNING;
 
 	if (!cpu)
@@ -240,10 +208,9 @@ int BPF_PROG(acct_switch, bool preempt, struct task_struct *prev, struct task_st
 		ns = ps; /* threads of one scope, one lookup */
 	else if (next_scope)
 		ns = bpf_map_lookup_elem(&acct_scopes, &next_scope);
-	/* The clock only for tracked tasks. (Not "if (!ps && !ns) return":
-	 * clang turns that into (ps | ns), which the verifier refuses.) */
+	/* (Not "if (!ps && !ns) return": clang turns that into (ps | ns),
+	 * which the verifier refuses.) */
 	if (ps) {
-		now = bpf_ktime_get_ns();
 		/* The CPU time it ran since it was switched in, if that was
 		 * seen: the growth of its sum_exec_runtime, which the
 		 * scheduler has just brought up to date. The kernel's own
@@ -253,31 +220,35 @@ int BPF_PROG(acct_switch, bool preempt, struct task_struct *prev, struct task_st
 
 		if (cpu->scope == prev_scope && cpu->pid == prev->pid && exec > cpu->exec_base)
 			ps->cpu_ns += exec - cpu->exec_base;
-		if (runnable) {
-			ts = bpf_task_storage_get(&acct_tasks, prev, 0,
-						  BPF_LOCAL_STORAGE_GET_F_CREATE);
-			if (ts)
-				ts->enqueue_ts = now;
-			else
-				drop(DROP_TASK);
-		}
 	}
 
 	if (ns) {
-		/* Its wait on the run queue ends. */
-		if (!ps)
-			now = bpf_ktime_get_ns();
-		ts = bpf_task_storage_get(&acct_tasks, next, 0, 0);
-		if (ts && ts->enqueue_ts && now > ts->enqueue_ts) {
-			__u64 delay = now - ts->enqueue_ts;
+		/*
+		 * Run-queue waits from the kernel's own sum of them: the
+		 * scheduler adds a wait to sched_info.run_delay when the task
+		 * arrives on the CPU, just after this tracepoint. So the growth
+		 * since the task's last switch-in is the one wait that ended
+		 * then, counted one switch-in late (a task's last wait before
+		 * it exits is not counted). Preemptions, yields and wake-ups
+		 * alike; no clock read, no program on sched_wakeup.
+		 */
+		ts = bpf_task_storage_get(&acct_tasks, next, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (ts) {
+			__u64 rd = next->sched_info.run_delay;
 
-			ns->runq_count += 1;
-			ns->runq_sum_ns += delay;
-			ns->runq_hist[log2_bucket(delay) & (HIST_BUCKETS - 1)] += 1;
+			if (ts->seen && rd > ts->run_delay) {
+				__u64 delay = rd - ts->run_delay;
+
+				ns->runq_count += 1;
+				ns->runq_sum_ns += delay;
+				ns->runq_hist[log2_bucket(delay) & (HIST_BUCKETS - 1)] += 1;
+			}
+			ts->run_delay = rd;
+			ts->seen = 1;
+		} else {
+			drop(DROP_TASK);
 		}
-		if (ts)
-			ts->enqueue_ts = 0;
-		cpu->switch_ts = now;
+		cpu->switch_ts = bpf_ktime_get_ns();
 		cpu->scope = next_scope;
 		cpu->exec_base = next->se.sum_exec_runtime;
 		cpu->pid = next->pid;

@@ -83,10 +83,17 @@ struct sched_entity {
 	__u64 sum_exec_runtime; /* CPU time run, in ns, as the scheduler charges it */
 } __attribute__((preserve_access_index));
 
+struct sched_info {
+	/* Time spent waiting on a run queue, in ns, summed; the scheduler
+	 * adds a wait when the task arrives on a CPU (CONFIG_SCHED_INFO). */
+	unsigned long long run_delay;
+} __attribute__((preserve_access_index));
+
 struct task_struct {
 	unsigned int __state; /* TASK_RUNNING (0) while runnable ("state" before 5.14) */
 	int pid;              /* the thread id */
 	struct sched_entity se;
+	struct sched_info sched_info;
 	struct css_set *cgroups;
 } __attribute__((preserve_access_index));
 

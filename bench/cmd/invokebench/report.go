@@ -111,7 +111,7 @@ func (b *bench) report(args string, cold map[string][]time.Duration, warm []warm
 		pair(acct, "Warm calls with eBPF accounting on and off (issue 4)", ""+
 			fmt.Sprintf("%d rounds; each starts a fresh daemon per mode (alternating which goes first), deploys whoami for a new\n", b.o.acctRounds)+
 			fmt.Sprintf("tenant, warms its scope for %s and measures %s with %d callers. **on**: `[accounting] mode = \"ebpf\"`\n", b.o.warmWarmup, b.o.acctDur, b.o.acctCallers)+
-			"(sched_switch, sched_wakeup and cgroup_skb programs attached, the scope tracked; the kernel's BPF\n"+
+			"(sched_switch and cgroup_skb programs attached, the scope tracked; the kernel's BPF\n"+
 			"statistics off, the default `bpf_stats = false`); **off**: `mode = \"cgroupfs\"` (no programs: usage read from cgroup files). Both with\n"+
 			"`[metrics] listen = \"off\"`, otherwise as the warm calls above.\n\n", "Accounting", "on (eBPF)", "off (cgroup files)")
 	}
