@@ -14,7 +14,7 @@ import (
 type ColdStart struct {
 	Scope     time.Duration // the invocation's receipt → the worker's start: checks, admission, the scope
 	Network   time.Duration // the worker's network (0 without egress)
-	Sandbox   time.Duration // worker cgroup, rootfs, libcontainer create and run
+	Sandbox   time.Duration // worker cgroup leaf, the sandbox's start (sandbox.Start)
 	Handshake time.Duration // the worker's start up to its handshake and the connection to it
 }
 

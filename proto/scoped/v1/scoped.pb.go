@@ -806,8 +806,8 @@ type ColdStart struct {
 	// The worker's network: the scope's egress namespace when its tier has
 	// one (0 in network mode none).
 	Network *durationpb.Duration `protobuf:"bytes,2,opt,name=network,proto3" json:"network,omitempty"`
-	// The worker's cgroup, root file system and libcontainer create and run:
-	// up to the sandboxed process running.
+	// The worker's cgroup and its sandbox's start (namespaces, root file
+	// system, seccomp): up to the sandboxed process running.
 	Sandbox *durationpb.Duration `protobuf:"bytes,3,opt,name=sandbox,proto3" json:"sandbox,omitempty"`
 	// The worker's start up to its go-plugin handshake, and the gRPC
 	// connection to it.
