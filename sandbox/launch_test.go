@@ -1,11 +1,13 @@
 package sandbox_test
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -141,5 +143,65 @@ func TestCleanupBadNativeState(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) > 0 {
 		t.Errorf("%d state files left", len(entries))
+	}
+}
+
+// TestStartFailsCleanly: a sandbox whose program cannot run, or whose
+// config is wrong, fails Start with a clear error and leaves nothing behind
+// (no process, cgroup, mount or state: newEnv's leak check and the state
+// directories).
+func TestStartFailsCleanly(t *testing.T) {
+	e := newEnv(t)
+	node, err := e.tree.Node(cgroups.Limits{}, "t", "alpha")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := e.ids.Acquire("alpha")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.ids.Release("alpha")
+	for _, c := range []struct {
+		name string
+		cfg  sandbox.Config
+		want error
+	}{
+		{"missing program", sandbox.Config{Args: []string{"/usr/bin/no-such-program"}}, sandbox.ErrStart},
+		{"missing binary", sandbox.Config{Binary: "/no/such/binary"}, sandbox.ErrInvalidConfig},
+		{"missing bind source", sandbox.Config{Args: []string{"/usr/bin/true"},
+			Binds: []sandbox.Bind{{Source: "/no/such/dir", Target: "/x"}}}, sandbox.ErrInvalidConfig},
+		{"relative bind target", sandbox.Config{Args: []string{"/usr/bin/true"},
+			Binds: []sandbox.Bind{{Source: "/usr", Target: "../x"}}}, sandbox.ErrInvalidConfig},
+		{"unknown launcher", sandbox.Config{Args: []string{"/usr/bin/true"}, Launcher: "runsc"}, sandbox.ErrInvalidConfig},
+		{"bad id", sandbox.Config{ID: "../x", Args: []string{"/usr/bin/true"}}, sandbox.ErrInvalidConfig},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := c.cfg
+			if cfg.ID == "" {
+				cfg.ID = "fail" + strconv.Itoa(int(seq.Add(1)))
+			}
+			cfg.StateDir, cfg.Cgroup, cfg.IDs = e.state, node.Path()+"/"+strings.ReplaceAll(cfg.ID, "/", "_"), ids
+			if cfg.Launcher == "" {
+				cfg.Launcher = sandbox.Launcher(*launcher)
+			}
+			s, err := sandbox.Start(cfg)
+			if err == nil {
+				_ = s.Destroy()
+				t.Fatal("Start succeeded")
+			}
+			if !errors.Is(err, c.want) {
+				t.Fatalf("Start: %v, want %v", err, c.want)
+			}
+			t.Log(err)
+			for _, d := range []string{"containers", "rootfs", "native"} {
+				entries, _ := os.ReadDir(filepath.Join(e.state, d))
+				if len(entries) > 0 {
+					t.Errorf("%s holds %d entries after a failed Start", d, len(entries))
+				}
+			}
+		})
+	}
+	if pids, err := node.Pids(); err != nil || len(pids) > 0 {
+		t.Errorf("processes left in the scope: %v (%v)", pids, err)
 	}
 }
