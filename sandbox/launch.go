@@ -61,6 +61,11 @@ var nativeOnce = sync.OnceValues(func() (*native, error) {
 	if len(initELF) == 0 {
 		return nil, fmt.Errorf("%w: native: no init built for %s", ErrNoLauncher, runtime.GOARCH)
 	}
+	// mount_setattr (Linux 5.12) is the newest call the launcher needs
+	// (clone3 with CLONE_INTO_CGROUP came in 5.7, open_tree in 5.2).
+	if err := unix.MountSetattr(-1, "", unix.AT_EMPTY_PATH, &unix.MountAttr{}); errors.Is(err, unix.ENOSYS) {
+		return nil, fmt.Errorf("%w: native: the kernel has no mount_setattr (Linux 5.12)", ErrNoLauncher)
+	}
 	if b, err := os.ReadFile("/proc/sys/vm/memfd_noexec"); err == nil && strings.TrimSpace(string(b)) == "2" {
 		return nil, fmt.Errorf("%w: native: vm.memfd_noexec is 2 (no program runs from a memfd)", ErrNoLauncher)
 	}
