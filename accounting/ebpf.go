@@ -429,12 +429,12 @@ func (s *ebpfSource) Stats() SourceStats {
 	if s.closed {
 		return st
 	}
+	if s.statsFD != nil {
+		st.Programs = make(map[string]ProgramStats)
+	}
 	for name, p := range s.programs() {
-		if s.statsFD == nil {
-			break
-		}
 		if st.Programs == nil {
-			st.Programs = make(map[string]ProgramStats)
+			break
 		}
 		var ps ProgramStats
 		if info, err := p.Info(); err == nil {

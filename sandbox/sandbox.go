@@ -95,11 +95,10 @@ type Config struct {
 
 // Sandbox is one started sandbox.
 type Sandbox struct {
-	id, rootfs, stateDir string
-	cgroup               string
-	launcher             Launcher
-	proc                 proc // nil until the launcher made one
-	phases               phases
+	id, rootfs, cgroup string
+	launcher           Launcher
+	proc               proc // nil until the launcher made one
+	phases             phases
 
 	waitOnce sync.Once
 	waitErr  error
@@ -207,7 +206,6 @@ func Start(cfg Config) (_ *Sandbox, retErr error) {
 	}
 	s := &Sandbox{
 		id:       cfg.ID,
-		stateDir: cfg.StateDir,
 		cgroup:   cfg.Cgroup,
 		launcher: cfg.Launcher,
 		done:     make(chan struct{}),

@@ -321,11 +321,12 @@ func (s *Supervisor) Recover() error {
 // cleanSandboxes removes the sandboxes, and their processes, a previous
 // run left.
 func (s *Supervisor) cleanSandboxes(context.Context) error {
+	asked := sandbox.Launcher(s.conf().Scope.Launcher)
 	switch l, err := sandbox.DefaultLauncher(); {
-	case s.cfg.Load().Scope.Launcher == string(sandbox.LauncherNative) && err != nil:
-		return fmt.Errorf("[scope] launcher = %q: %w", sandbox.LauncherNative, err)
-	case s.cfg.Load().Scope.Launcher != "":
-		s.log.Info("sandbox launcher", "launcher", s.cfg.Load().Scope.Launcher)
+	case asked == sandbox.LauncherNative && err != nil:
+		return fmt.Errorf("[scope] launcher = %q: %w", asked, err)
+	case asked != "":
+		s.log.Info("sandbox launcher", "launcher", asked)
 	case err != nil:
 		s.log.Warn("sandbox launcher: libcontainer, the native one is not available", "launcher", l, "err", err)
 	default:
