@@ -555,11 +555,20 @@ func cleanupNative(dir, id string) (bool, error) {
 	if err != nil {
 		return false, ignoreGone(os.Remove(path))
 	}
-	if err := n.Remove(); err != nil {
+	// Killed processes leave the cgroup a moment after they die (long
+	// under load, or emulation): retry for a while, as cleanupOne does.
+	for try := 0; ; try++ {
+		err := n.Remove()
+		if err == nil {
+			break
+		}
 		if _, serr := os.Stat(path); errors.Is(serr, os.ErrNotExist) {
 			return false, nil // its Destroy removed it meanwhile
 		}
-		return true, err // the file stays: the next Cleanup tries again
+		if try == 200 {
+			return true, err // the file stays: the next Cleanup tries again
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	return true, ignoreGone(os.Remove(path))
 }
